@@ -1,0 +1,1 @@
+"""caseline's command line, embedded Redis and Twilio-side simulator."""

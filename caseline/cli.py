@@ -1,0 +1,127 @@
+"""`caseline`: the same commands a person, the Procfile and the tests run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import redis
+
+from config.settings import Settings
+
+
+def _settings() -> Settings:
+    """Settings from the environment and `.env`."""
+    return Settings.from_env()
+
+
+def _redis_url(settings: Settings) -> str:
+    """REDIS_URL, or the embedded server (started if needed)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from caseline.embedded_redis import ensure_embedded
+
+    return ensure_embedded(settings.instance_path)
+
+
+@click.group()
+def main() -> None:
+    """caseline: the support line that routes by case number."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@main.group()
+def directory() -> None:
+    """The directory of districts, contacts, advisors and cases."""
+
+
+@directory.command("load")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def directory_load(file: Path) -> None:
+    """Upsert a directory document in one transaction (all or nothing)."""
+    from routing.db import ensure_schema, make_engine, make_session_factory
+    from routing.directory import DirectoryError, load_directory
+
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
+        sys.exit(2)
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    try:
+        counts = load_directory(document, make_session_factory(engine), client, datetime.now(UTC))
+    except DirectoryError as exc:
+        click.echo(f"{file}: {len(exc.problems)} bad record(s); nothing was changed:", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(1)
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    click.echo(f"loaded {file}: {summary}")
+
+
+def prepare_service(settings: Settings) -> str:
+    """Create or migrate the database, start Redis if embedded, warm the cache."""
+    from routing.db import ensure_schema, make_engine, make_session_factory
+    from routing.directory import cache_directory
+
+    url = _redis_url(settings)
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    cache_directory(make_session_factory(engine), client, datetime.now(UTC))
+    client.close()
+    engine.dispose()
+    return url
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (HOST).")
+@click.option("--port", type=int, default=None, help="Port to listen on (PORT).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Web processes.")
+@click.option("--threads", type=int, default=8, show_default=True, help="Threads per process.")
+def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Run the web service under gunicorn."""
+    from caseline.server import run_gunicorn
+
+    settings = _settings()
+    redis_url = prepare_service(settings)
+    settings = settings.with_changes(
+        redis_url=redis_url, host=host or settings.host, port=port or settings.port
+    )
+    run_gunicorn(settings, workers=workers, threads=threads)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
+def worker(burst: bool) -> None:
+    """Run the RQ worker (call logs, wrap-up ends) and the reconciler's schedule."""
+    from caseline.work import run_worker
+
+    settings = _settings()
+    redis_url = prepare_service(settings)
+    run_worker(settings.with_changes(redis_url=redis_url), burst=burst)
+
+
+@main.command("twilio-emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8099, show_default=True)
+def twilio_emulator(host: str, port: int) -> None:
+    """Run the local emulator of Twilio's REST API (for `make run` and demos)."""
+    from caseline.twilio_emulator import serve_forever
+
+    serve_forever(host, port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    multiprocessing.freeze_support()
+    main()

@@ -1,0 +1,48 @@
+"""`caseline worker`: the RQ worker (with its scheduler, for wrap-up ends)
+plus RQ's cron scheduler running the reconciler."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+
+import redis
+from rq import Worker
+from rq.cron import CronScheduler
+
+from config.settings import Settings
+from workers import context
+from workers.queues import Queues
+
+RECONCILE_EVERY_SECONDS = 10
+log = logging.getLogger(__name__)
+
+
+def _run_cron(redis_url: str) -> None:
+    """RQ's cron scheduler: enqueue the reconciler every few seconds."""
+    from workers.presence import reconcile
+
+    cron = CronScheduler(connection=redis.Redis.from_url(redis_url))
+    cron.register(reconcile, Queues.PRESENCE, interval=RECONCILE_EVERY_SECONDS,
+                  job_timeout=60, result_ttl=60)
+    cron.start()
+
+
+def run_worker(settings: Settings, *, burst: bool = False) -> None:
+    """Work the queues until stopped (or until empty with `burst`)."""
+    assert settings.redis_url
+    context.configure(context.build_desk(settings, settings.redis_url))
+    cron = None
+    if not burst:
+        cron = multiprocessing.get_context("spawn").Process(
+            target=_run_cron, args=(settings.redis_url,), daemon=True, name="caseline-cron"
+        )
+        cron.start()
+    connection = redis.Redis.from_url(settings.redis_url)
+    try:
+        Worker(list(Queues.ALL), connection=connection).work(
+            with_scheduler=True, burst=burst
+        )
+    finally:
+        if cron is not None and cron.is_alive():
+            cron.terminate()

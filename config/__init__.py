@@ -1,0 +1,1 @@
+"""The desk's configuration: settings from the environment, hours, prompts."""

@@ -1,0 +1,106 @@
+"""Settings from the environment (and a `.env` file), as one frozen object.
+
+`Settings.from_env()` is the only place that reads `os.environ`; tests build
+their own `Settings(...)`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a simple KEY=VALUE `.env` file; missing file means no values."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything caseline reads from its environment."""
+
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    public_base_url: str | None = None
+    redis_url: str | None = None
+    database_url: str = ""
+    api_token: str | None = None
+    fallback_number: str | None = None
+    oncall_number: str | None = None
+    wrapup_seconds: int = 30
+    insecure_dev: bool = False
+    port: int = 8000
+    host: str = "127.0.0.1"
+    instance_path: Path = field(default_factory=lambda: PROJECT_ROOT / "instance")
+    ring_timeout_seconds: int = 20
+    # A claim outlives the ring by this margin before the reconciler frees it.
+    lease_margin_seconds: int = 30
+    # Longest a routed call may hold an advisor without an end callback.
+    talk_lease_seconds: int = 4 * 3600
+    timezone: str = "America/Chicago"
+
+    @classmethod
+    def from_env(
+        cls, environ: dict[str, str] | None = None, dotenv: Path | None = None
+    ) -> Settings:
+        """Build settings from `environ` (default `os.environ`) over `.env`."""
+        env = dict(_read_dotenv(dotenv or Path.cwd() / ".env"))
+        env.update(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        instance = Path(get("CASELINE_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+        return cls(
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID") or cls.twilio_account_sid,
+            twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
+            twilio_api_url=get("TWILIO_API_URL") or cls.twilio_api_url,
+            public_base_url=get("PUBLIC_BASE_URL"),
+            redis_url=get("REDIS_URL"),
+            database_url=get("DATABASE_URL") or f"sqlite:///{instance / 'caseline.db'}",
+            api_token=get("CASELINE_API_TOKEN"),
+            fallback_number=get("CASELINE_FALLBACK_NUMBER"),
+            oncall_number=get("CASELINE_ONCALL_NUMBER"),
+            wrapup_seconds=_int(get("CASELINE_WRAPUP_SECONDS"), 30),
+            insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
+            port=_int(get("PORT"), 8000),
+            host=get("HOST") or "127.0.0.1",
+            instance_path=instance,
+        )
+
+    def with_changes(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests, command-line flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def lease_seconds(self) -> int:
+        """How long a claim holds an advisor before it may be reclaimed."""
+        return self.ring_timeout_seconds + self.lease_margin_seconds
+
+
+def _int(value: str | None, default: int) -> int:
+    """Parse an integer setting, falling back to the default when unset."""
+    if value is None:
+        return default
+    try:
+        return max(0, int(value))
+    except ValueError as exc:
+        raise ValueError(f"expected a whole number, got {value!r}") from exc

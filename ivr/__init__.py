@@ -1,0 +1,57 @@
+"""The web side of caseline: Twilio's webhooks and the operators' API."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask
+
+from config.prompts import Prompts
+from config.settings import Settings
+from routing.db import make_engine, make_session_factory
+from routing.desk import Desk
+from routing.telephony import Telephony
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, prompts: Prompts | None = None) -> Flask:
+    """Build the Flask app: one Redis pool, one database engine, two blueprints."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    # Twilio posts small forms; 64 kB fields must still get TwiML, bigger is refused.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_FORM_MEMORY_SIZE"] = 512 * 1024
+    redis_url = settings.redis_url
+    if redis_url is None:
+        from caseline.embedded_redis import ensure_embedded
+
+        redis_url = ensure_embedded(settings.instance_path)
+    r = redis.Redis.from_url(
+        redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+    )
+    engine = make_engine(settings.database_url)
+    app.extensions["caseline"] = Desk(
+        r=r,
+        settings=settings,
+        telephony=Telephony(settings),
+        session_factory=make_session_factory(engine),
+    )
+    app.extensions["caseline.prompts"] = prompts or Prompts()
+    app.extensions["caseline.engine"] = engine
+
+    from ivr import api, voice
+
+    app.register_blueprint(voice.bp)
+    app.register_blueprint(api.bp)
+    voice.register_error_pages(app)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness for process managers (no Redis or database touched)."""
+        return {"status": "ok"}
+
+    if not settings.twilio_auth_token and settings.insecure_dev:
+        log.warning("CASELINE_INSECURE_DEV=1: webhooks accept UNSIGNED requests")
+    return app

@@ -1,0 +1,86 @@
+"""The operators' and console's JSON API, behind a bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request
+
+from ivr.context import desk, now_ms
+from ivr.security import api_token_ok
+from routing import presence, router
+from routing.announcement import set_announcement
+from routing.call_log import calls_on_case
+from routing.queue import waiting_callers
+from routing.roster import advisor_roster
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.before_request
+def check_token() -> tuple[Response, int] | None:
+    """Every API request needs `Authorization: Bearer $CASELINE_API_TOKEN`."""
+    if api_token_ok(request.headers.get("Authorization"), desk().settings):
+        return None
+    return jsonify({"error": "missing or wrong bearer token"}), 401
+
+
+def _json_body() -> dict[str, Any]:
+    """The request's JSON object, or a 400."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, description="expected a JSON object")
+    return body
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(404)
+def client_error(exc: Any) -> tuple[Response, int]:
+    """Errors as JSON."""
+    return jsonify({"error": getattr(exc, "description", str(exc))}), exc.code
+
+
+@bp.get("/advisors")
+def advisors() -> Response:
+    """Every advisor with status and teams."""
+    return jsonify(advisor_roster(desk().r, now_ms()))
+
+
+@bp.put("/advisors/<advisor_id>/status")
+def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
+    """Set an advisor available, busy or offline; available serves the queue at once."""
+    status = _json_body().get("status")
+    if status not in presence.STATUSES:
+        abort(400, description="status must be one of available, busy, offline")
+    d = desk()
+    if status == "available":
+        outcome = router.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
+    else:
+        outcome = presence.make_unavailable(d.r, advisor_id, status, now_ms=now_ms())
+    if outcome == "unknown":
+        abort(404, description=f"no advisor {advisor_id!r}")
+    state = presence.advisor_state(d.r, advisor_id)
+    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call")})
+
+
+@bp.get("/queues")
+def queues() -> Response:
+    """Waiting callers per team, in serving order."""
+    return jsonify(waiting_callers(desk(), now_ms()))
+
+
+@bp.get("/cases/<number>/calls")
+def case_calls(number: str) -> Response:
+    """The call logs on a case, oldest first."""
+    return jsonify(calls_on_case(desk().session_factory, number))
+
+
+@bp.put("/announcement")
+def announcement() -> Response:
+    """Set (or clear) the known-incident announcement."""
+    body = _json_body()
+    text = body.get("text", "")
+    if not isinstance(text, str) or len(text) > 2000:
+        abort(400, description="text must be a string of at most 2000 characters")
+    active = bool(body.get("active", True))
+    return jsonify(set_announcement(desk().r, text, active))

@@ -1,0 +1,31 @@
+"""Accessors for what `create_app` built, for use inside requests."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from flask import current_app
+
+from config.prompts import Prompts
+from routing.desk import Desk
+
+
+def desk() -> Desk:
+    """The app's Desk (Redis, database, settings, Twilio client)."""
+    return current_app.extensions["caseline"]
+
+
+def prompts() -> Prompts:
+    """The app's prompts."""
+    return current_app.extensions["caseline.prompts"]
+
+
+def now_ms() -> int:
+    """The clock, read at the edge of the system only."""
+    return int(time.time() * 1000)
+
+
+def now() -> datetime:
+    """The clock as an aware datetime."""
+    return datetime.now(UTC)

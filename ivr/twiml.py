@@ -1,0 +1,164 @@
+"""TwiML for every step of a call, built with twilio's `VoiceResponse`.
+
+Pure functions: they take prompts and decisions, return a `VoiceResponse`,
+and know the service's own URLs (the only place that spells them).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
+
+from config.prompts import Prompts
+from routing.router import CallFinished, Decision, DialAdvisor, WaitInQueue
+
+
+def url(path: str, **query: object) -> str:
+    """A service URL with its query string (relative: Twilio resolves it)."""
+    clean = {k: v for k, v in query.items() if v not in (None, "")}
+    return f"{path}?{urlencode(clean)}" if clean else path
+
+
+def say(response: VoiceResponse | Gather, prompts: Prompts, text: str) -> None:
+    """Speak `text` in the configured voice (nothing for empty text)."""
+    if text:
+        response.say(text, voice=prompts.voice, language=prompts.language)
+
+
+def ask(
+    prompts: Prompts,
+    texts: list[str],
+    action: str,
+    *,
+    num_digits: int | None = None,
+    finish_on_key: str = "#",
+    timeout: int = 6,
+    then: str | None = None,
+) -> VoiceResponse:
+    """One question: a `<Gather>` speaking `texts`; silence goes to `then` (or the action)."""
+    response = VoiceResponse()
+    gather = Gather(
+        input="dtmf",
+        action=action,
+        method="POST",
+        timeout=timeout,
+        finish_on_key=finish_on_key,
+        **({"num_digits": num_digits} if num_digits else {}),
+    )
+    for text in texts:
+        say(gather, prompts, text)
+    response.append(gather)
+    # Silence falls through to here: the same action, without Digits.
+    response.redirect(then or action, method="POST")
+    return response
+
+
+def main_menu(prompts: Prompts, before: list[str], attempt: int) -> VoiceResponse:
+    """The main menu question (1, 2, 6, 8; * repeats)."""
+    return ask(
+        prompts,
+        [*before, prompts.text("menu.main")],
+        url("/voice/menu", attempt=attempt),
+        num_digits=1,
+        finish_on_key="",
+    )
+
+
+def goodbye(prompts: Prompts, text: str) -> VoiceResponse:
+    """Say `text` and hang up."""
+    response = VoiceResponse()
+    say(response, prompts, text)
+    response.hangup()
+    return response
+
+
+def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]) -> VoiceResponse:
+    """TwiML for a routing decision: dial an advisor, wait in a queue, or end."""
+    response = VoiceResponse()
+    for text in before:
+        say(response, prompts, text)
+    if isinstance(decision, DialAdvisor):
+        dial = Dial(
+            action=url("/voice/dial-result", advisor=decision.advisor_id),
+            method="POST",
+            timeout=20,
+            answer_on_bridge=True,
+        )
+        dial.number(
+            decision.phone,
+            url=url("/voice/whisper", call=call_sid, advisor=decision.advisor_id),
+            method="POST",
+        )
+        response.append(dial)
+    elif isinstance(decision, WaitInQueue):
+        response.enqueue(
+            decision.team,
+            wait_url=url("/voice/wait"),
+            wait_url_method="POST",
+            action=url("/voice/queue-result"),
+            method="POST",
+        )
+    elif isinstance(decision, CallFinished):
+        say(response, prompts, prompts.text("routing.goodbye"))
+        response.hangup()
+    return response
+
+
+def whisper(prompts: Prompts, text: str, call_sid: str, advisor_id: str) -> VoiceResponse:
+    """What the advisor hears before being bridged; any key accepts."""
+    response = VoiceResponse()
+    gather = Gather(
+        input="dtmf",
+        num_digits=1,
+        timeout=8,
+        action=url("/voice/whisper/accept", call=call_sid, advisor=advisor_id),
+        method="POST",
+    )
+    say(gather, prompts, text)
+    say(gather, prompts, prompts.text("whisper.accept"))
+    response.append(gather)
+    # No key (voicemail picked up): hang up the advisor's leg, caller moves on.
+    say(response, prompts, prompts.text("whisper.not_accepted"))
+    response.hangup()
+    return response
+
+
+def bridge() -> VoiceResponse:
+    """An empty document: the advisor's leg is bridged to the caller."""
+    return VoiceResponse()
+
+
+def wait_music(prompts: Prompts, texts: list[str], offer_callback: bool) -> VoiceResponse:
+    """What a waiting caller hears for one cycle of the waitUrl."""
+    response = VoiceResponse()
+    if offer_callback:
+        gather = Gather(input="dtmf", num_digits=1, timeout=2, action=url("/voice/callback"),
+                        method="POST")
+        for text in [*texts, prompts.text("routing.callback_offer")]:
+            say(gather, prompts, text)
+        response.append(gather)
+    else:
+        for text in texts:
+            say(response, prompts, text)
+    music = prompts.text("routing.hold_music")
+    if music:
+        response.play(music)
+    return response
+
+
+def fallback(prompts: Prompts, fallback_number: str | None, hours: str) -> VoiceResponse:
+    """When caseline itself fails: a human at the fallback number, or an apology."""
+    response = VoiceResponse()
+    if fallback_number:
+        say(response, prompts, prompts.text("errors.fallback"))
+        response.dial(fallback_number)
+    else:
+        say(response, prompts, prompts.text("errors.apology", hours=hours))
+        response.hangup()
+    return response
+
+
+def empty() -> VoiceResponse:
+    """`<Response/>`: nothing more to do."""
+    return VoiceResponse()

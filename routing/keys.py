@@ -1,0 +1,100 @@
+"""Every Redis key caseline uses, built in one place.
+
+Nothing else spells a key: a module that needs one calls a function here, so
+the whole keyspace can be read (and renamed) on one page.
+"""
+
+PREFIX = "cl"
+
+
+def advisor(advisor_id: str) -> str:
+    """Hash: an advisor's directory facts (name, phone, teams) and presence
+    (status, since, call, lease)."""
+    return f"{PREFIX}:advisor:{advisor_id}"
+
+
+def advisors() -> str:
+    """Set: ids of every advisor in the directory."""
+    return f"{PREFIX}:advisors"
+
+
+def team_available(team: str) -> str:
+    """Sorted set: available advisors of a team scored by idle-since (ms)."""
+    return f"{PREFIX}:team:{team}:available"
+
+
+def team_waiting(team: str) -> str:
+    """Sorted set: callers waiting for a team, scored by priority band then
+    arrival (ms)."""
+    return f"{PREFIX}:team:{team}:waiting"
+
+
+def teams() -> str:
+    """Set: every team name any advisor belongs to or any caller waited for."""
+    return f"{PREFIX}:teams"
+
+
+def leases() -> str:
+    """Sorted set: advisors held busy, scored by when the hold expires (ms)."""
+    return f"{PREFIX}:leases"
+
+
+def contact_by_phone(phone_e164: str) -> str:
+    """Hash: the authorized contact owning a phone number."""
+    return f"{PREFIX}:contact:phone:{phone_e164}"
+
+
+def contact(contact_id: str) -> str:
+    """Hash: an authorized contact by id (name, district, phone, pin hash)."""
+    return f"{PREFIX}:contact:{contact_id}"
+
+
+def district(district_id: str) -> str:
+    """Hash: a district's name and whether it is hosted."""
+    return f"{PREFIX}:district:{district_id}"
+
+
+def case(number: str) -> str:
+    """Hash: the routing facts of a case (district, owner, team, status,
+    priority)."""
+    return f"{PREFIX}:case:{number}"
+
+
+def directory_loaded() -> str:
+    """String: set once the directory cache has been written to Redis."""
+    return f"{PREFIX}:directory:loaded"
+
+
+def call(call_sid: str) -> str:
+    """Hash: a call's session (caller, menu path, case, advisors, times)."""
+    return f"{PREFIX}:call:{call_sid}"
+
+
+def call_tried(call_sid: str) -> str:
+    """Set: advisors already rung on a call (never the same one twice)."""
+    return f"{PREFIX}:call:{call_sid}:tried"
+
+
+def call_ended(call_sid: str) -> str:
+    """String: set by the first status callback that ends a call."""
+    return f"{PREFIX}:call:{call_sid}:ended"
+
+
+def verify_failures(phone_e164: str) -> str:
+    """String counter: failed contact-ID/PIN verifications from a number."""
+    return f"{PREFIX}:verify:fail:{phone_e164}"
+
+
+def announcement() -> str:
+    """Hash: the known-incident announcement (text, active)."""
+    return f"{PREFIX}:announcement"
+
+
+def team_waits(team: str) -> str:
+    """List: recent queue waits of a team (seconds), for wait estimates."""
+    return f"{PREFIX}:team:{team}:waits"
+
+
+def stats_day(day: str, team: str) -> str:
+    """Hash: today's answered/abandoned counters of a team."""
+    return f"{PREFIX}:stats:{day}:{team}"

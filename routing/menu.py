@@ -1,0 +1,87 @@
+"""The call flow's decisions that are not TwiML: who is calling, which case
+they mean, which team they want. Views turn these answers into prompts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from routing import directory
+from routing.call_session import append_menu, get_session, start_session, update_session
+from routing.desk import Desk
+
+MAX_TRIES = 3
+
+
+@dataclass(frozen=True)
+class CaseLookup:
+    """Whether a case number the caller typed is theirs to discuss."""
+
+    found: bool
+    closed: bool = False
+    tries: int = 0
+
+
+def identify_caller(
+    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now_ms: int
+) -> dict[str, str]:
+    """Open the call's session and look the caller's number up among contacts."""
+    caller = directory.normalize_phone(from_raw) or from_raw[:40]
+    session = get_session(desk.r, call_sid)
+    if session.get("started_at"):
+        return session  # Twilio retried the first request: same call.
+    fields: dict[str, str | int] = {
+        "call_sid": call_sid, "caller": caller, "to": to[:40], "base": base_url,
+        "started_at": now_ms, "menu": "", "state": "menu",
+    }
+    contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller)
+    if contact:
+        fields.update(_contact_fields(desk, contact))
+    start_session(desk.r, call_sid, fields)
+    return get_session(desk.r, call_sid)
+
+
+def _contact_fields(desk: Desk, contact: dict[str, str]) -> dict[str, str | int]:
+    """Session fields describing the caller's contact and district."""
+    district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
+    return {
+        "contact": contact.get("id", ""),
+        "contact_name": contact.get("name", ""),
+        "district": contact.get("district", ""),
+        "district_name": (district or {}).get("name", ""),
+        "hosted": (district or {}).get("hosted", "0"),
+        "contact_last_active": contact.get("last_active", ""),
+        "contact_deactivated": contact.get("deactivated", "0"),
+    }
+
+
+def record_step(desk: Desk, call_sid: str, step: str) -> None:
+    """Add a key or entry to the call's menu path."""
+    append_menu(desk.r, call_sid, step[:64])
+
+
+def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
+    """Look a typed case number up within the caller's district; route to its owner."""
+    session = get_session(desk.r, call_sid)
+    tries = int(session.get("case_tries") or 0) + 1
+    number = "".join(ch for ch in digits if ch.isdigit())[:20]
+    case = directory.find_case(desk.r, desk.session_factory, number) if number else None
+    if not case or case.get("district") != session.get("district"):
+        # Another district's case is "not found": never reveal it exists.
+        update_session(desk.r, call_sid, case_tries=tries)
+        record_step(desk, call_sid, number or "-")
+        return CaseLookup(found=False, tries=tries)
+    record_step(desk, call_sid, number)
+    update_session(
+        desk.r, call_sid,
+        case=number, team=case.get("team") or "general", owner=case.get("owner", ""),
+        priority=case.get("priority") or "medium", product=case.get("product", ""),
+        case_status=case.get("status", ""), case_tries=tries,
+    )
+    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries)
+
+
+def send_to_team(
+    desk: Desk, call_sid: str, team: str, *, priority: str = "medium", **extra: str
+) -> None:
+    """Route the caller to a team (no owner): the next available teammate, or its queue."""
+    update_session(desk.r, call_sid, team=team, owner="", priority=priority, **extra)

@@ -1,0 +1,182 @@
+"""The database's tables: the directory (districts, contacts, advisors, cases)
+and the call logs.
+
+The database is the source of truth for these; Redis only caches the few
+facts a call needs (see `routing.directory`). Times are stored as UTC and come
+back as aware datetimes in UTC on every backend.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as naive UTC and read back aware (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert an aware time to naive UTC; a naive time is taken to be UTC already."""
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to the stored naive time."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every caseline table."""
+
+
+# One row (id 1) holding the schema version the database is at; see routing.db.
+schema_version = Table(
+    "schema_version",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+
+class District(Base):
+    """A customer school district."""
+
+    __tablename__ = "districts"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    # Hosted districts get 24/7 outage support.
+    hosted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class Contact(Base):
+    """An authorized contact of a district: the only people who may discuss cases."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    district_id: Mapped[str] = mapped_column(ForeignKey("districts.id"), nullable=False, index=True)
+    phone: Mapped[str] = mapped_column(String, nullable=False, unique=True, index=True)
+    # Never the clear PIN: routing.directory.hash_pin's output.
+    pin_hash: Mapped[str] = mapped_column(String, nullable=False)
+    last_active: Mapped[date | None] = mapped_column(Date, nullable=True)
+    deactivated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class Advisor(Base):
+    """A support advisor; presence lives in Redis, not here."""
+
+    __tablename__ = "advisors"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    phone: Mapped[str] = mapped_column(String, nullable=False)
+    teams: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+
+
+class Case(Base):
+    """A support case; its number routes a caller to its owner."""
+
+    __tablename__ = "cases"
+
+    number: Mapped[str] = mapped_column(String, primary_key=True)
+    district_id: Mapped[str] = mapped_column(ForeignKey("districts.id"), nullable=False, index=True)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("advisors.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    priority: Mapped[str] = mapped_column(String, nullable=False)
+    product: Mapped[str] = mapped_column(String, nullable=False)
+    # An outage reported by an unauthorized caller: hand over to an authorized contact.
+    needs_handover: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CallLog(Base):
+    """Exactly one row per call (unique CallSid), written by the worker."""
+
+    __tablename__ = "call_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(String, nullable=False, unique=True, index=True)
+    case_number: Mapped[str | None] = mapped_column(
+        ForeignKey("cases.number"), nullable=True, index=True
+    )
+    caller: Mapped[str] = mapped_column(String, nullable=False)
+    contact_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    district_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    menu_path: Mapped[str] = mapped_column(String, nullable=False, default="")
+    product: Mapped[str | None] = mapped_column(String, nullable=True)
+    outage: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    advisors_tried: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    answered_by: Mapped[str | None] = mapped_column(String, nullable=True)
+    queue_wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    talk_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    recording_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    team: Mapped[str | None] = mapped_column(String, nullable=True)
+    priority: Mapped[str | None] = mapped_column(String, nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The call log as JSON-ready values (times in ISO 8601, UTC)."""
+        return {
+            "id": self.id,
+            "call_sid": self.call_sid,
+            "caller": self.caller,
+            "contact": self.contact_id,
+            "district": self.district_id,
+            "menu_path": self.menu_path,
+            "case_number": self.case_number,
+            "product": self.product,
+            "outage": bool(self.outage),
+            "team": self.team,
+            "priority": self.priority,
+            "advisors_tried": list(self.advisors_tried or []),
+            "answered_by": self.answered_by,
+            "queue_wait_seconds": self.queue_wait_seconds,
+            "talk_seconds": self.talk_seconds,
+            "status": self.status,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "recording_url": self.recording_url,
+            "details": dict(self.details) if self.details else {},
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 of a time, as UTC when it carries no zone (a not-yet-reloaded row)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()

@@ -1,0 +1,330 @@
+"""Advisor presence and matching, one Lua script per transition.
+
+An advisor is available, busy (ringing, on a call, or in wrap-up) or offline.
+Each team keeps a sorted set of its available advisors scored by idle-since
+and a sorted set of its waiting callers scored by priority band then arrival.
+The two directions of a match are each one atomic script:
+
+* `claim_for_caller`: a caller arrives (or the advisor they rang failed):
+  claim the owner if available, else the longest-idle available teammate not
+  yet tried on this call, else put the caller in the team's waiting set.
+* `make_available`: an advisor becomes free: hand them the best waiting
+  caller among their teams, else add them to their teams' available sets.
+
+Every claim holds a lease (a score in the leases set) so a lost callback can
+never leave an advisor busy forever: the reconciler releases expired ones
+through `make_available` too.
+
+The scripts build advisor and team keys from templates passed in by
+`routing.keys`, so key spelling still lives in one place. They touch keys
+they compute, which is fine on one Redis server (not on a cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from routing import keys
+
+BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+_BAND_WIDTH = 10**13  # wider than any millisecond timestamp
+
+STATUSES = ("available", "busy", "offline")
+
+# Shared Lua helpers, prepended to each script.
+_LUA_COMMON = r"""
+local function akey(id) return (string.gsub(ARGV[1], "{}", id, 1)) end
+local function avail_key(team) return (string.gsub(ARGV[2], "{}", team, 1)) end
+local function wait_key(team) return (string.gsub(ARGV[3], "{}", team, 1)) end
+local function call_key(sid) return (string.gsub(ARGV[4], "{}", sid, 1)) end
+local LEASES = ARGV[5]
+local function split(csv)
+  local out = {}
+  for part in string.gmatch(csv or "", "[^,]+") do table.insert(out, part) end
+  return out
+end
+local function take_advisor(id, sid, now, lease_until)
+  -- Mark an advisor busy for a call and out of every available set.
+  local teams = split(redis.call("HGET", akey(id), "teams"))
+  for _, team in ipairs(teams) do redis.call("ZREM", avail_key(team), id) end
+  redis.call("HSET", akey(id), "status", "busy", "since", now, "call", sid,
+             "lease", lease_until)
+  redis.call("ZADD", LEASES, lease_until, id)
+  redis.call("HSET", call_key(sid), "advisor", id, "claimed_at", now)
+end
+"""
+
+_CLAIM_FOR_CALLER = _LUA_COMMON + r"""
+-- ARGV[6] call sid, [7] owner id or "", [8] team, [9] now ms,
+-- [10] lease until ms, [11] band, [12] "1" to queue when nobody is free,
+-- [13] tried-set key
+local sid, owner, team = ARGV[6], ARGV[7], ARGV[8]
+local now, lease_until, band = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local may_queue, tried = ARGV[12], ARGV[13]
+
+-- A repeated request for a call that already holds an advisor gets that one.
+local held = redis.call("HGET", call_key(sid), "advisor")
+if held and held ~= "" and redis.call("HGET", akey(held), "call") == sid then
+  return {"advisor", held}
+end
+
+local function claim(id)
+  redis.call("ZREM", wait_key(team), sid)
+  redis.call("SADD", tried, id)
+  redis.call("EXPIRE", tried, 86400)
+  take_advisor(id, sid, now, lease_until)
+  return {"advisor", id}
+end
+
+if owner ~= "" and redis.call("SISMEMBER", tried, owner) == 0
+   and redis.call("HGET", akey(owner), "status") == "available" then
+  return claim(owner)
+end
+local candidates = redis.call("ZRANGE", avail_key(team), 0, -1)
+for _, id in ipairs(candidates) do
+  if redis.call("SISMEMBER", tried, id) == 0 then return claim(id) end
+end
+if may_queue ~= "1" then return {"none", ""} end
+local score = redis.call("ZSCORE", wait_key(team), sid)
+if not score then
+  redis.call("ZADD", wait_key(team), band * 10000000000000 + now, sid)
+  redis.call("HSET", call_key(sid), "waiting_team", team, "enqueued_at", now)
+end
+-- A new round of offers starts once the caller waits: every advisor may be
+-- offered this caller again (except the one just released, see make_available).
+redis.call("DEL", tried)
+return {"queued", tostring(redis.call("ZRANK", wait_key(team), sid) + 1)}
+"""
+
+_MAKE_AVAILABLE = _LUA_COMMON + r"""
+-- ARGV[6] advisor id, [7] expected call ("" = any), [8] now ms,
+-- [9] lease until ms, [10] call to skip (the one this advisor just missed),
+-- [11] "1" when the advisor asked to be available (API), else a release
+local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
+local key = akey(id)
+if redis.call("EXISTS", key) == 0 then return {"unknown", ""} end
+local status = redis.call("HGET", key, "status")
+local current = redis.call("HGET", key, "call") or ""
+if expected ~= "" and current ~= expected then return {"stale", current} end
+if explicit == "1" then
+  if status == "available" then return {"available", ""} end
+  if current ~= "" and not string.find(current, "^wrapup%-") then
+    -- Still on a call: they become available when it ends, not before.
+    redis.call("HSET", key, "after", "available")
+    return {status, current}
+  end
+elseif status ~= "busy" and redis.call("HGET", key, "after") ~= "available" then
+  -- Advisors who went offline during a call stay offline when it ends.
+  redis.call("HSET", key, "call", "", "lease", "")
+  redis.call("ZREM", LEASES, id)
+  return {status or "offline", ""}
+end
+redis.call("HDEL", key, "after")
+
+local best, best_score, best_team = nil, nil, nil
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  local head = redis.call("ZRANGE", wait_key(team), 0, 1, "WITHSCORES")
+  for i = 1, #head, 2 do
+    local sid, score = head[i], tonumber(head[i + 1])
+    if sid ~= skip then
+      if best_score == nil or score < best_score then
+        best, best_score, best_team = sid, score, team
+      end
+      break
+    end
+  end
+end
+if best then
+  redis.call("ZREM", wait_key(best_team), best)
+  redis.call("HSET", call_key(best), "dequeued_at", now)
+  take_advisor(id, best, now, lease_until)
+  return {"claimed", best}
+end
+redis.call("HSET", key, "status", "available", "since", now, "call", "", "lease", "")
+redis.call("ZREM", LEASES, id)
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  redis.call("ZADD", avail_key(team), now, id)
+end
+return {"available", ""}
+"""
+
+_SET_UNAVAILABLE = _LUA_COMMON + r"""
+-- ARGV[6] advisor id, [7] "busy" or "offline", [8] now ms
+local id, status, now = ARGV[6], ARGV[7], ARGV[8]
+local key = akey(id)
+if redis.call("EXISTS", key) == 0 then return "unknown" end
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  redis.call("ZREM", avail_key(team), id)
+end
+if redis.call("HGET", key, "status") ~= status then
+  redis.call("HSET", key, "status", status, "since", now)
+end
+if status == "offline" then redis.call("HDEL", key, "after") end
+return status
+"""
+
+_HOLD_FOR = _LUA_COMMON + r"""
+-- Move an advisor's hold from one call state to another (answer, wrap-up).
+-- ARGV[6] advisor id, [7] expected call, [8] new call value, [9] lease until
+local id, expected, new_call, lease_until = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+if redis.call("HGET", akey(id), "call") ~= expected then return 0 end
+redis.call("HSET", akey(id), "call", new_call, "lease", lease_until)
+redis.call("ZADD", LEASES, lease_until, id)
+return 1
+"""
+
+_UPDATE_TEAMS = _LUA_COMMON + r"""
+-- ARGV[6] advisor id, [7] new teams csv
+local id, teams = ARGV[6], ARGV[7]
+local key = akey(id)
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  redis.call("ZREM", avail_key(team), id)
+end
+redis.call("HSET", key, "teams", teams)
+redis.call("HSETNX", key, "status", "offline")
+if redis.call("HGET", key, "status") == "available" then
+  local since = redis.call("HGET", key, "since") or "0"
+  for _, team in ipairs(split(teams)) do redis.call("ZADD", avail_key(team), since, id) end
+end
+return 1
+"""
+
+_scripts: dict[str, redis.commands.core.Script] = {}
+
+
+def _run(r: redis.Redis, source: str, *args: object) -> object:
+    """Run one of the scripts above with the key templates prepended."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = r.register_script(source)
+    templates = (
+        keys.advisor("{}"),
+        keys.team_available("{}"),
+        keys.team_waiting("{}"),
+        keys.call("{}"),
+        keys.leases(),
+    )
+    return script(keys=[], args=[*templates, *args], client=r)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What happened when a caller asked for an advisor."""
+
+    outcome: str  # "advisor", "queued" or "none"
+    advisor_id: str | None = None
+    position: int | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What happened when an advisor became free."""
+
+    outcome: str  # "claimed", "available", "busy", "offline", "stale", "unknown"
+    call_sid: str | None = None
+
+
+def band_of(priority: str | None) -> int:
+    """Queue band of a priority: critical callers are served first."""
+    return BANDS.get((priority or "medium").lower(), BANDS["medium"])
+
+
+def waiting_score(band: int, arrived_ms: int) -> int:
+    """Score of a waiting caller: priority band first, then arrival."""
+    return band * _BAND_WIDTH + arrived_ms
+
+
+def claim_for_caller(
+    r: redis.Redis,
+    call_sid: str,
+    *,
+    team: str,
+    owner_id: str | None,
+    now_ms: int,
+    lease_ms: int,
+    priority: str | None = "medium",
+    queue_if_none: bool = True,
+) -> Claim:
+    """Atomically claim the owner or the longest-idle teammate, or queue the caller."""
+    result = _run(
+        r,
+        _CLAIM_FOR_CALLER,
+        call_sid,
+        owner_id or "",
+        team,
+        now_ms,
+        now_ms + lease_ms,
+        band_of(priority),
+        "1" if queue_if_none else "0",
+        keys.call_tried(call_sid),
+    )
+    outcome, value = result  # type: ignore[misc]
+    r.sadd(keys.teams(), team)
+    if outcome == "advisor":
+        return Claim("advisor", advisor_id=value)
+    if outcome == "queued":
+        return Claim("queued", position=int(value))
+    return Claim("none")
+
+
+def make_available(
+    r: redis.Redis,
+    advisor_id: str,
+    *,
+    now_ms: int,
+    lease_ms: int,
+    expected_call: str = "",
+    skip_call: str = "",
+    explicit: bool = False,
+) -> Release:
+    """Free an advisor: claim them for the best waiting caller, else mark them available.
+
+    `expected_call` makes a release idempotent: it only acts while the advisor
+    still holds that call. `explicit` is an advisor's own request (API).
+    """
+    outcome, value = _run(  # type: ignore[misc]
+        r,
+        _MAKE_AVAILABLE,
+        advisor_id,
+        expected_call,
+        now_ms,
+        now_ms + lease_ms,
+        skip_call,
+        "1" if explicit else "0",
+    )
+    return Release(outcome, value or None)
+
+
+def make_unavailable(r: redis.Redis, advisor_id: str, status: str, *, now_ms: int) -> str:
+    """Set an advisor busy or offline by their own request; returns the status or 'unknown'."""
+    if status not in ("busy", "offline"):
+        raise ValueError(f"not an unavailable status: {status!r}")
+    return str(_run(r, _SET_UNAVAILABLE, advisor_id, status, now_ms))
+
+
+def hold_for(
+    r: redis.Redis, advisor_id: str, *, expected_call: str, new_call: str, lease_until_ms: int
+) -> bool:
+    """Move an advisor's hold (e.g. ringing → talking, talking → wrap-up); False if stale."""
+    return bool(_run(r, _HOLD_FOR, advisor_id, expected_call, new_call, lease_until_ms))
+
+
+def update_advisor_teams(r: redis.Redis, advisor_id: str, teams: list[str], now_ms: int) -> None:
+    """Record an advisor's teams, keeping their presence (and availability) intact."""
+    _run(r, _UPDATE_TEAMS, advisor_id, ",".join(teams))
+    if teams:
+        r.sadd(keys.teams(), *teams)
+    r.sadd(keys.advisors(), advisor_id)
+
+
+def advisor_state(r: redis.Redis, advisor_id: str) -> dict[str, str]:
+    """The advisor's cached facts and presence, or {} when unknown."""
+    return r.hgetall(keys.advisor(advisor_id))  # type: ignore[return-value]
+
+
+def expired_leases(r: redis.Redis, now_ms: int) -> list[str]:
+    """Advisors whose hold has expired (the reconciler frees them)."""
+    return list(r.zrangebyscore(keys.leases(), "-inf", now_ms))  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""The one Twilio REST client: caseline's only way to act on a live call.
+
+Its base URL comes from `TWILIO_API_URL` so tests and the terminal caller
+point it at a local emulator.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Telephony:
+    """Redirects live calls through Twilio's REST API."""
+
+    def __init__(self, settings: Settings, timeout: float = 5.0) -> None:
+        """Build the REST client lazily from settings (no connection yet)."""
+        self._settings = settings
+        self._timeout = timeout
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        """The twilio `Client`, pointed at `TWILIO_API_URL`."""
+        if self._client is None:
+            client = Client(
+                self._settings.twilio_account_sid,
+                self._settings.twilio_auth_token or "unset",
+                http_client=TwilioHttpClient(timeout=self._timeout),
+            )
+            client.api.base_url = self._settings.twilio_api_url.rstrip("/")
+            self._client = client
+        return self._client
+
+    def redirect_call(self, call_sid: str, url: str) -> bool:
+        """Send a live call to new TwiML at `url`; False when the call is gone."""
+        try:
+            self.client.api.v2010.account.calls(call_sid).update(url=url, method="POST")
+            return True
+        except TwilioRestException as exc:
+            log.warning("redirect of %s refused (%s): %s", call_sid, exc.status, exc.msg)
+            return False
+        except (TwilioException, OSError) as exc:
+            log.error("redirect of %s failed: %s", call_sid, exc)
+            return False
+
+    def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:
+        """Start an outbound call that fetches TwiML at `url`; its CallSid or None."""
+        try:
+            call = self.client.api.v2010.account.calls.create(
+                to=to, from_=from_, url=url, status_callback=status_callback
+            )
+            return call.sid
+        except (TwilioException, OSError) as exc:
+            log.error("outbound call to %s failed: %s", to, exc)
+            return None

@@ -1,0 +1,1 @@
+"""Background jobs: call logs, wrap-up ends, the reconciler."""

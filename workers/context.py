@@ -1,0 +1,46 @@
+"""The Desk a worker process uses, built once per process.
+
+`caseline worker` (and tests) call `configure()`; a job run without it builds
+the Desk from the environment the first time it needs it.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from config.settings import Settings
+from routing.db import make_engine, make_session_factory
+from routing.desk import Desk
+from routing.telephony import Telephony
+
+_desk: Desk | None = None
+
+
+def build_desk(settings: Settings, redis_url: str) -> Desk:
+    """A Desk for background work from settings and a Redis URL."""
+    return Desk(
+        r=redis.Redis.from_url(redis_url, decode_responses=True),
+        settings=settings,
+        telephony=Telephony(settings),
+        session_factory=make_session_factory(make_engine(settings.database_url)),
+    )
+
+
+def configure(desk: Desk | None) -> None:
+    """Set (or clear, with None) the Desk jobs in this process use."""
+    global _desk
+    _desk = desk
+
+
+def current_desk() -> Desk:
+    """The configured Desk, built from the environment on first use."""
+    global _desk
+    if _desk is None:
+        settings = Settings.from_env()
+        url = settings.redis_url
+        if url is None:
+            from caseline.embedded_redis import ensure_embedded
+
+            url = ensure_embedded(settings.instance_path)
+        _desk = build_desk(settings, url)
+    return _desk
