@@ -38,7 +38,7 @@ class Prompts:
                     self._mtime = mtime
         return self._data
 
-    def text(self, name: str, **values: object) -> str:
+    def text(self, name: str, /, **values: object) -> str:
         """The prompt `section.name` with its placeholders filled."""
         section, _, key = name.partition(".")
         template = str(self._current().get(section, {}).get(key, ""))

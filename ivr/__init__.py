@@ -7,6 +7,7 @@ import logging
 import redis
 from flask import Flask
 
+from config import hours
 from config.prompts import Prompts
 from config.settings import Settings
 from routing.db import make_engine, make_session_factory
@@ -40,6 +41,10 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
     )
     app.extensions["caseline.prompts"] = prompts or Prompts()
     app.extensions["caseline.engine"] = engine
+    windows, problems = hours.load_posted_windows()
+    for problem in problems:
+        log.warning("maintenance windows: %s", problem)
+    app.extensions["caseline.maintenance"] = windows
 
     from ivr import api, voice
 

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from config.prompts import Prompts
-from routing.router import CallFinished, Decision, DialAdvisor, WaitInQueue
+from routing.router import CallFinished, Decision, DialAdvisor, DialNumber, WaitInQueue
 
 
 def url(path: str, **query: object) -> str:
@@ -73,6 +73,27 @@ def goodbye(prompts: Prompts, text: str) -> VoiceResponse:
     return response
 
 
+def goodbye_all(prompts: Prompts, texts: list[str]) -> VoiceResponse:
+    """Say each text and hang up."""
+    response = VoiceResponse()
+    for text in texts:
+        say(response, prompts, text)
+    response.hangup()
+    return response
+
+
+def voicemail(prompts: Prompts, texts: list[str], max_seconds: int = 120) -> VoiceResponse:
+    """Say `texts`, then record a bounded message (ends with # or silence)."""
+    response = VoiceResponse()
+    for text in texts:
+        say(response, prompts, text)
+    response.record(action=url("/voice/recorded"), method="POST", max_length=max_seconds,
+                    finish_on_key="#", play_beep=True, timeout=5)
+    say(response, prompts, prompts.text("hours.voicemail_thanks"))
+    response.hangup()
+    return response
+
+
 def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]) -> VoiceResponse:
     """TwiML for a routing decision: dial an advisor, wait in a queue, or end."""
     response = VoiceResponse()
@@ -99,6 +120,10 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
             action=url("/voice/queue-result"),
             method="POST",
         )
+    elif isinstance(decision, DialNumber):
+        dial = Dial(action=url("/voice/oncall-result"), method="POST", timeout=25)
+        dial.number(decision.number)
+        response.append(dial)
     elif isinstance(decision, CallFinished):
         say(response, prompts, prompts.text("routing.goodbye"))
         response.hangup()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, Response, request
+from flask import Blueprint, Flask, Response, current_app, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from config import hours
 from ivr import twiml
-from ivr.context import desk, now_ms, prompts
+from ivr.context import desk, now, now_ms, prompts
 from ivr.security import twilio_signature_ok
-from routing import menu, router
+from routing import auth, menu, router
+from routing.announcement import active_announcement
 from routing.call_session import get_session, update_session
 from routing.queue import waiting_position
 from workers.queues import enqueue_call_log
@@ -58,15 +59,24 @@ def check_signature() -> Response | None:
 
 @bp.post("/incoming")
 def incoming() -> Response:
-    """A new call: identify the caller, greet them, ask the main menu."""
+    """A new call: identify the caller, greet them, play any announcement, ask the menu."""
     sid = form("CallSid")
-    if not sid:
-        return xml(twiml.goodbye(prompts(), prompts().text("routing.goodbye")))
-    session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now_ms())
     p = prompts()
-    name = session.get("contact_name")
+    if not sid:
+        return xml(twiml.goodbye(p, p.text("routing.goodbye")))
+    session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now())
+    name = session.get("contact_name") if auth.is_authorized(session) else None
     greeting = p.text("greeting.known", name=name) if name else p.text("greeting.unknown")
-    return xml(twiml.main_menu(p, [greeting], attempt=1))
+    return xml(twiml.main_menu(p, [greeting, *_announcement()], attempt=1))
+
+
+def _announcement() -> list[str]:
+    """The known-incident announcement, with the policy's advice, while it is active."""
+    text = active_announcement(desk().r)
+    if not text:
+        return []
+    p = prompts()
+    return [p.text("outage.announcement_intro"), text, p.text("outage.announcement_advice")]
 
 
 @bp.post("/menu")
@@ -82,14 +92,24 @@ def main_menu() -> Response:
         before = [p.text("menu.invalid")] if key else []
         return xml(twiml.main_menu(p, before, attempt=attempt + 1))
     menu.record_step(desk(), sid, key)
+    session = get_session(desk().r, sid)
+    if key == "8":
+        return _outage(sid, session)
+    if not auth.is_authorized(session):
+        return _verify_or_refuse(sid, session, key)
+    return _option(sid, key)
+
+
+def _option(sid: str, key: str) -> Response:
+    """An authorized caller's option 1, 2 or 6 (after hours: hours and voicemail)."""
+    p = prompts()
+    if not hours.is_open(now()):
+        return _after_hours(sid, key)
     if key == "1":
         return xml(twiml.ask(p, [p.text("case.ask")], twiml.url("/voice/case"), timeout=10))
     if key == "6":
         return xml(_product_menu(attempt=1))
-    if key == "8":
-        menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1")
-    else:
-        menu.send_to_team(desk(), sid, "general", new_case="1")
+    menu.send_to_team(desk(), sid, "general", new_case="1")
     return _route(sid)
 
 
@@ -99,6 +119,193 @@ def _attempt() -> int:
         return max(1, min(int(request.args.get("attempt", "1")), 10))
     except ValueError:
         return 1
+
+
+def _option_arg() -> str:
+    """The menu option a verification step is for (from the action URL)."""
+    option = request.args.get("option", "1")[:1]
+    return option if option in ("1", "2", "6", "8") else "1"
+
+
+# --- authorization --------------------------------------------------------
+
+
+def _verify_or_refuse(sid: str, session: dict[str, str], option: str) -> Response:
+    """Ask an unrecognised caller for contact ID then PIN (unless their number is locked)."""
+    if auth.is_locked(desk(), session.get("caller", "")):
+        return _unverified(sid, session, option, [prompts().text("auth.locked")])
+    return xml(_ask_contact_id(option, []))
+
+
+def _ask_contact_id(option: str, before: list[str], attempt: int = 1) -> VoiceResponse:
+    """The contact-ID question."""
+    p = prompts()
+    return twiml.ask(p, [*before, p.text("auth.ask_contact")],
+                     twiml.url("/voice/verify/contact", option=option, attempt=attempt),
+                     timeout=10)
+
+
+@bp.post("/verify/contact")
+def verify_contact() -> Response:
+    """The contact ID: remember it, ask the PIN."""
+    sid, digits, option, p = form("CallSid"), form("Digits", 32), _option_arg(), prompts()
+    if not digits:
+        if _attempt() >= menu.MAX_TRIES:
+            return _unverified(sid, get_session(desk().r, sid), option, [])
+        return xml(_ask_contact_id(option, [], _attempt() + 1))
+    update_session(desk().r, sid, pending_contact=digits[:20])
+    return xml(twiml.ask(p, [p.text("auth.ask_pin")],
+                         twiml.url("/voice/verify/pin", option=option), timeout=10))
+
+
+@bp.post("/verify/pin")
+def verify_pin() -> Response:
+    """The PIN: verified callers go on with their option; three failures lock the number."""
+    sid, option, p = form("CallSid"), _option_arg(), prompts()
+    session = get_session(desk().r, sid)
+    result = auth.verify(desk(), sid, session.get("pending_contact", ""), form("Digits", 32),
+                         now())
+    if result.verified:
+        if option == "8":
+            return _outage(sid, get_session(desk().r, sid), verified_now=True)
+        return _option(sid, option)
+    session = get_session(desk().r, sid)
+    if result.inactive:
+        return _unverified(sid, session, option, [p.text("auth.inactive_pin")])
+    if result.locked:
+        return _unverified(sid, session, option, [p.text("auth.failed"), p.text("auth.locked")])
+    return xml(_ask_contact_id(option, [p.text("auth.failed")]))
+
+
+def _unverified(sid: str, session: dict[str, str], option: str, before: list[str]) -> Response:
+    """Not verified: outage callers may still leave a message; others hear whom to ask."""
+    p = prompts()
+    if option == "8":
+        return _outage_voicemail(sid, before)
+    update_session(desk().r, sid, refused="1")
+    names = auth.district_contact_names(desk(), session.get("district", ""), now())
+    refusal = (p.text("auth.refused", contacts=_spoken_list(names)) if names
+               else p.text("auth.refused_generic"))
+    return xml(twiml.goodbye_all(p, [*before, refusal]))
+
+
+def _spoken_list(names: list[str]) -> str:
+    """Names as spoken: "A, B or C"."""
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+# --- after hours ----------------------------------------------------------
+
+
+def _after_hours(sid: str, key: str) -> Response:
+    """Outside business hours: the hours, then a voicemail (after the case number for 1)."""
+    p = prompts()
+    closed = p.text("hours.closed", hours=hours.hours_sentence())
+    if key == "1":
+        return xml(twiml.ask(p, [closed, p.text("case.ask")],
+                             twiml.url("/voice/after-hours/case"), timeout=10))
+    # Options 2 and 6: the message opens a new case for the caller's district.
+    menu.send_to_team(desk(), sid, "general", new_case="1", after_hours="1")
+    return xml(twiml.voicemail(p, [closed, p.text("hours.voicemail")]))
+
+
+@bp.post("/after-hours/case")
+def after_hours_case() -> Response:
+    """After hours, option 1: the case number, then the voicemail for that case."""
+    sid, p = form("CallSid"), prompts()
+    lookup = menu.choose_case(desk(), sid, form("Digits"))
+    if lookup.found:
+        update_session(desk().r, sid, after_hours="1")
+        return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
+    if lookup.tries >= menu.MAX_TRIES:
+        menu.send_to_team(desk(), sid, "general", new_case="1", after_hours="1")
+        return xml(twiml.voicemail(p, [p.text("case.not_found"), p.text("hours.voicemail")]))
+    return xml(twiml.ask(p, [p.text("case.not_found"), p.text("case.ask")],
+                         twiml.url("/voice/after-hours/case"), timeout=10))
+
+
+@bp.post("/recorded")
+def recorded() -> Response:
+    """The voicemail is recorded: the worker attaches it to the case."""
+    sid, p = form("CallSid"), prompts()
+    recording = form("RecordingUrl", 512)
+    if recording:
+        update_session(desk().r, sid, recording_url=recording,
+                       recording_seconds=form("RecordingDuration", 8) or "0")
+    return xml(twiml.goodbye(p, p.text("hours.voicemail_thanks")))
+
+
+# --- outages --------------------------------------------------------------
+
+
+def _outage(sid: str, session: dict[str, str], *, verified_now: bool = False) -> Response:
+    """Option 8: notices, then hosting at Critical priority (24/7 for hosted districts)."""
+    p = prompts()
+    open_now = hours.is_open(now())
+    if not open_now:
+        if not session.get("contact") and not verified_now:
+            # After hours an unrecognised number must prove it is a hosted district's.
+            return _verify_or_refuse(sid, session, "8")
+        if session.get("hosted") != "1":
+            return _outage_voicemail(sid, [])
+    handover = "" if auth.is_authorized(session) else "1"
+    menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1",
+                      handover=handover, after_hours="" if open_now else "1")
+    notices = _announcement()
+    notice = hours.maintenance_notice(now(), current_app.extensions["caseline.maintenance"])
+    if notice:
+        notices.append(notice)
+    if handover:
+        notices.append(p.text("outage.handover"))
+    if _announcement():
+        return xml(twiml.ask(p, notices, twiml.url("/voice/outage/route"), num_digits=1,
+                             finish_on_key="", timeout=3))
+    return _route_outage(sid, notices)
+
+
+@bp.post("/outage/route")
+def outage_route() -> Response:
+    """After the announcement: the caller stayed (or pressed a key) to reach someone."""
+    return _route_outage(form("CallSid"), [])
+
+
+def _route_outage(sid: str, before: list[str]) -> Response:
+    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue."""
+    if hours.is_open(now()):
+        return _route(sid, before)
+    decision = router.route_outage_after_hours(desk(), sid, now_ms())
+    return xml(twiml.route(prompts(), decision, sid, before))
+
+
+def _outage_voicemail(sid: str, before: list[str]) -> Response:
+    """After hours, not a hosted district: how outage support works, and a voicemail."""
+    p = prompts()
+    menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1",
+                      handover="" if auth.is_authorized(get_session(desk().r, sid)) else "1",
+                      after_hours="1")
+    return xml(twiml.voicemail(p, [*before, p.text("outage.after_hours_not_hosted")]))
+
+
+@bp.post("/oncall-result")
+def oncall_result() -> Response:
+    """The on-call engineer's ring ended: done if answered, else wait for hosting."""
+    sid = form("CallSid")
+    decision = router.after_oncall(desk(), sid, form("DialCallStatus"),
+                                   _int(form("DialCallDuration")), now_ms())
+    return xml(twiml.route(prompts(), decision, sid, []))
+
+
+def _int(value: str) -> int:
+    """A posted whole number, 0 when missing or malformed."""
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
+
+
+# --- option 1 and 6 -------------------------------------------------------
 
 
 def _product_menu(attempt: int, before: list[str] | None = None) -> VoiceResponse:
@@ -151,11 +358,8 @@ def _route(sid: str, before: list[str] | None = None) -> Response:
 def dial_result() -> Response:
     """The ring of an advisor ended: done if answered, else the next advisor."""
     sid, advisor_id = form("CallSid"), request.args.get("advisor", "")[:64]
-    try:
-        talk = int(form("DialCallDuration") or 0)
-    except ValueError:
-        talk = 0
-    decision = router.after_dial(desk(), sid, advisor_id, form("DialCallStatus"), talk, now_ms())
+    decision = router.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
+                                 _int(form("DialCallDuration")), now_ms())
     return xml(twiml.route(prompts(), decision, sid, []))
 
 
@@ -247,12 +451,9 @@ def status() -> Response:
     """The call is over: free what it held and queue its call log (once)."""
     sid = form("CallSid")
     if sid:
-        try:
-            duration = int(form("CallDuration") or 0)
-        except ValueError:
-            duration = 0
+        duration = _int(form("CallDuration"))
         if router.end_call(desk(), sid, form("CallStatus") or "completed", duration, now_ms()):
-            enqueue_call_log(desk().r, sid)
+            enqueue_call_log(desk().job_redis, sid)
     return xml(twiml.empty())
 
 

@@ -20,6 +20,22 @@ class Desk:
     settings: Settings
     telephony: Telephony
     session_factory: sessionmaker[Session] | None = None
+    # RQ needs raw bytes; `r` decodes to str. Same server, its own pool.
+    jobs: redis.Redis | None = None
+
+    @property
+    def job_redis(self) -> redis.Redis:
+        """The connection RQ queues use (bytes, not decoded)."""
+        if self.jobs is not None:
+            return self.jobs
+        kwargs = dict(self.r.connection_pool.connection_kwargs)
+        kwargs["decode_responses"] = False
+        pool = redis.ConnectionPool(
+            connection_class=self.r.connection_pool.connection_class, **kwargs
+        )
+        jobs = redis.Redis(connection_pool=pool)
+        object.__setattr__(self, "jobs", jobs)
+        return jobs
 
     @property
     def lease_ms(self) -> int:

@@ -4,8 +4,10 @@ they mean, which team they want. Views turn these answers into prompts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from routing import directory
+from routing.auth import contact_session_fields
 from routing.call_session import append_menu, get_session, start_session, update_session
 from routing.desk import Desk
 
@@ -22,7 +24,7 @@ class CaseLookup:
 
 
 def identify_caller(
-    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now_ms: int
+    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime
 ) -> dict[str, str]:
     """Open the call's session and look the caller's number up among contacts."""
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
@@ -31,27 +33,13 @@ def identify_caller(
         return session  # Twilio retried the first request: same call.
     fields: dict[str, str | int] = {
         "call_sid": call_sid, "caller": caller, "to": to[:40], "base": base_url,
-        "started_at": now_ms, "menu": "", "state": "menu",
+        "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
     }
     contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller)
     if contact:
-        fields.update(_contact_fields(desk, contact))
+        fields.update(contact_session_fields(desk, contact, now))
     start_session(desk.r, call_sid, fields)
     return get_session(desk.r, call_sid)
-
-
-def _contact_fields(desk: Desk, contact: dict[str, str]) -> dict[str, str | int]:
-    """Session fields describing the caller's contact and district."""
-    district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
-    return {
-        "contact": contact.get("id", ""),
-        "contact_name": contact.get("name", ""),
-        "district": contact.get("district", ""),
-        "district_name": (district or {}).get("name", ""),
-        "hosted": (district or {}).get("hosted", "0"),
-        "contact_last_active": contact.get("last_active", ""),
-        "contact_deactivated": contact.get("deactivated", "0"),
-    }
 
 
 def record_step(desk: Desk, call_sid: str, step: str) -> None:

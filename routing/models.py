@@ -109,13 +109,17 @@ class Case(Base):
     __tablename__ = "cases"
 
     number: Mapped[str] = mapped_column(String, primary_key=True)
-    district_id: Mapped[str] = mapped_column(ForeignKey("districts.id"), nullable=False, index=True)
+    # Nullable only for an outage reported by a caller nobody could identify.
+    district_id: Mapped[str | None] = mapped_column(
+        ForeignKey("districts.id"), nullable=True, index=True
+    )
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("advisors.id"), nullable=True)
     status: Mapped[str] = mapped_column(String, nullable=False)
     priority: Mapped[str] = mapped_column(String, nullable=False)
     product: Mapped[str] = mapped_column(String, nullable=False)
     # An outage reported by an unauthorized caller: hand over to an authorized contact.
     needs_handover: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    outage: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 

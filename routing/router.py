@@ -54,7 +54,14 @@ class CallFinished:
     answered_by: str | None = None
 
 
-Decision = DialAdvisor | WaitInQueue | CallFinished
+@dataclass(frozen=True)
+class DialNumber:
+    """Ring an outside number: the on-call engineer for a hosted outage at night."""
+
+    number: str
+
+
+Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
 
 
 def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
@@ -76,6 +83,35 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
         return _ring(desk, call_sid, claim.advisor_id, now_ms)
     update_session(desk.r, call_sid, state="queued")
     return WaitInQueue(team=team, position=claim.position or 1)
+
+
+def route_outage_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
+    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
+    session = get_session(desk.r, call_sid)
+    if is_ended(desk.r, call_sid):
+        return CallFinished(None)
+    claim = presence.claim_for_caller(
+        desk.r, call_sid, team=session.get("team") or "hosting", owner_id=None, now_ms=now_ms,
+        lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
+    )
+    if claim.outcome == "advisor" and claim.advisor_id:
+        return _ring(desk, call_sid, claim.advisor_id, now_ms)
+    oncall = desk.settings.oncall_number
+    if oncall and not session.get("oncall_tried"):
+        update_session(desk.r, call_sid, oncall_tried=1, state="oncall")
+        return DialNumber(oncall)
+    return route_caller(desk, call_sid, now_ms)
+
+
+def after_oncall(
+    desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int
+) -> Decision:
+    """The on-call engineer's ring ended: done if answered, else wait for hosting."""
+    if dial_status in ANSWERED_DIAL_STATUSES:
+        update_session(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
+                       state="answered")
+        return CallFinished("on-call")
+    return route_caller(desk, call_sid, now_ms)
 
 
 def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
@@ -147,7 +183,7 @@ def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int)
         desk.r, advisor_id, expected_call=call_sid, new_call=hold,
         lease_until_ms=now_ms + wrapup * 1000,
     ):
-        schedule_end_of_wrapup(desk.r, advisor_id, hold, wrapup)
+        schedule_end_of_wrapup(desk.job_redis, advisor_id, hold, wrapup)
 
 
 def free_advisor(

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
 
 from caseline.embedded_redis import start_server, wait_until_up
+from caseline.simulator import CallResult, Caller, FlaskTransport
+from caseline.twilio_emulator import InProcessLink, TwilioEmulator
+from config.settings import Settings
+from ivr import create_app
+from routing import router
+from routing.db import ensure_schema, make_engine, make_session_factory
+from routing.desk import Desk
+from routing.directory import load_directory
+from routing.telephony import Telephony
+from workers import context
 
 
 def free_port() -> int:
@@ -46,3 +63,177 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 def database_url(tmp_path: Path) -> str:
     """A fresh SQLite database file for one test."""
     return f"sqlite:///{tmp_path / 'caseline.db'}"
+
+
+AUTH_TOKEN = "test-auth-token"
+API_TOKEN = "test-api-token"
+BASE_URL = "http://caseline.test"
+NOW = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Chicago
+
+
+ACCOUNT_SID = "AC" + "a" * 32
+
+
+@pytest.fixture(autouse=True)
+def office_hours() -> Iterator[None]:
+    """Every test runs on a Tuesday at 10:00 in Chicago unless it travels elsewhere."""
+    with time_machine.travel(NOW, tick=True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[TwilioEmulator]:
+    """A local emulator of Twilio's REST API, shared by the session."""
+    emulator = TwilioEmulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str, tmp_path: Path,
+             emulator: TwilioEmulator) -> Settings:
+    """Settings of a test service: real Redis and SQLite, signed webhooks."""
+    emulator.reset()
+    return Settings(
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_api_url=emulator.url,
+        public_base_url=BASE_URL,
+        redis_url=redis_url,
+        database_url=database_url,
+        api_token=API_TOKEN,
+        wrapup_seconds=0,
+        instance_path=tmp_path / "instance",
+    )
+
+
+@pytest.fixture
+def engine(database_url: str):
+    """The test database, with caseline's schema."""
+    engine = make_engine(database_url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def desk(r: redis.Redis, settings: Settings, engine) -> Iterator[Desk]:
+    """The Desk routing functions and jobs use, on the test Redis and database."""
+    desk = Desk(r=r, settings=settings, telephony=Telephony(settings),
+                session_factory=make_session_factory(engine))
+    context.configure(desk)
+    yield desk
+    context.configure(None)
+
+
+@dataclass
+class Directory:
+    """Builders for a test's story: districts, contacts, advisors, cases."""
+
+    desk: Desk
+    document: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {
+        "districts": [], "contacts": [], "advisors": [], "cases": []})
+
+    def load(self) -> None:
+        """Load everything built so far (upsert) and clear the pending lists."""
+        load_directory(self.document, self.desk.session_factory, self.desk.r, NOW)
+        for records in self.document.values():
+            records.clear()
+
+    def district(self, id: str = "D100", name: str = "Lakeview Public Schools",
+                 hosted: bool = True) -> str:
+        """A district."""
+        self.document["districts"].append({"id": id, "name": name, "hosted": hosted})
+        return id
+
+    def contact(self, id: str = "5001", phone: str = "+16125550101", district: str = "D100",
+                name: str = "Pat Lee", pin: str = "2468", last_active: str = "2026-10-01") -> str:
+        """An authorized contact."""
+        self.document["contacts"].append({"id": id, "name": name, "district": district,
+                                          "phone": phone, "pin": pin,
+                                          "last_active": last_active})
+        return phone
+
+    def advisor(self, id: str, teams: list[str] | None = None, phone: str | None = None,
+                name: str | None = None) -> str:
+        """An advisor (offline until made available)."""
+        number = phone or f"+1651555{int(''.join(c for c in id if c.isdigit()) or 0):04d}"
+        self.document["advisors"].append({"id": id, "name": name or f"Advisor {id}",
+                                          "phone": number, "teams": teams or ["general"]})
+        return number
+
+    def case(self, number: str = "2024117", district: str = "D100", owner: str | None = "A7",
+             status: str = "open", priority: str = "medium", product: str = "campus") -> str:
+        """A case."""
+        self.document["cases"].append({"number": number, "district": district, "owner": owner,
+                                       "status": status, "priority": priority,
+                                       "product": product})
+        return number
+
+
+@pytest.fixture
+def directory(desk: Desk) -> Directory:
+    """Directory builders bound to the test's desk."""
+    return Directory(desk)
+
+
+def make_available(desk: Desk, *advisor_ids: str, start_ms: int | None = None) -> None:
+    """Advisors go available in the given order (the first is the longest idle)."""
+    start = start_ms or int(time.time() * 1000) - 60_000
+    for offset, advisor_id in enumerate(advisor_ids):
+        router.free_advisor(desk, advisor_id, start + offset, explicit=True)
+
+
+@pytest.fixture
+def app(settings: Settings, desk: Desk) -> Flask:
+    """The caseline app on the test Redis and database."""
+    app = create_app(settings)
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the app (unsigned: tests sign via the Twilio driver)."""
+    return app.test_client()
+
+
+def run_jobs(desk: Desk) -> None:
+    """Run every queued job to the end, for real, in this process."""
+    from rq import SimpleWorker
+
+    from workers.queues import Queues
+
+    worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis)
+    worker.work(burst=True, with_scheduler=False)
+
+
+class Phone:
+    """Places calls on the app the way Twilio does (signed posts, TwiML walked)."""
+
+    def __init__(self, app: Flask, emulator: TwilioEmulator) -> None:
+        """Calls go to `app`; REST redirects arrive through `emulator`."""
+        self.app = app
+        self.emulator = emulator
+
+    def caller(self, from_number: str, keys: str = "", advisors: Any = "answer",
+               **options: Any) -> Caller:
+        """A call ready to run (keys separated by spaces, as `caseline call --keys`)."""
+        transport = FlaskTransport(self.app.test_client(), BASE_URL, auth_token=AUTH_TOKEN)
+        options.setdefault("max_wait_seconds", 2.0)
+        options.setdefault("wait_poll_interval", 0.02)
+        return Caller(transport, from_number, keys=keys.split(), advisor_policy=advisors,
+                      account_sid=ACCOUNT_SID, emulator_link=InProcessLink(self.emulator),
+                      **options)
+
+    def call(self, from_number: str, keys: str = "", advisors: Any = "answer",
+             **options: Any) -> CallResult:
+        """Place a call and walk it to its end."""
+        return self.caller(from_number, keys, advisors, **options).run()
+
+
+@pytest.fixture
+def phone(app: Flask, emulator: TwilioEmulator) -> Phone:
+    """The Twilio-side driver, pointed at the test app."""
+    return Phone(app, emulator)

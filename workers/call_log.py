@@ -8,16 +8,22 @@ database outage) changes nothing.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from config.hours import CENTRAL
 from routing.call_session import get_session
-from routing.models import CallLog
+from routing.directory import cache_case, record_contact_activity
+from routing.models import Advisor, CallLog, Case
 from workers.context import current_desk
 
 log = logging.getLogger(__name__)
+
+# Outage calls from one district within a day go onto the same outage case.
+OUTAGE_CASE_SPAN = timedelta(hours=24)
 
 
 def _time(ms: str | None) -> datetime | None:
@@ -43,7 +49,7 @@ def final_status(session: dict[str, str]) -> str:
 
 
 def log_call(call_sid: str) -> str:
-    """Write the call's log on its case, exactly once."""
+    """Write the call's log on its case (opening a new or outage case), exactly once."""
     desk = current_desk()
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
@@ -51,37 +57,109 @@ def log_call(call_sid: str) -> str:
     if not session:
         log.error("call %s ended with no session left in Redis; nothing to log", call_sid)
         return "no-session"
+    now = datetime.now(UTC)
     with desk.session_factory() as db:
         if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
             return "exists"
-        case_number = session.get("case") or None
-        started = _time(session.get("started_at")) or datetime.now(UTC)
-        queue_wait = session.get("queue_wait_ms")
-        db.add(CallLog(
-            call_sid=call_sid,
-            case_number=case_number,
-            caller=session.get("caller", ""),
-            contact_id=session.get("contact") or None,
-            district_id=session.get("district") or None,
-            menu_path=session.get("menu", ""),
-            product=session.get("product") or None,
-            outage=bool(session.get("outage")),
-            advisors_tried=[a for a in (session.get("tried") or "").split(",") if a],
-            answered_by=session.get("answered_by") or None,
-            queue_wait_seconds=round(int(queue_wait) / 1000, 3) if queue_wait else None,
-            talk_seconds=int(session["talk_seconds"]) if session.get("talk_seconds") else None,
-            status=final_status(session),
-            started_at=started,
-            ended_at=_time(session.get("ended_at")),
-            recording_url=session.get("recording_url") or None,
-            team=session.get("team") or None,
-            priority=session.get("priority") or None,
-            details={"call_status": session.get("call_status", "")},
-        ))
+        case = _case_for(db, session, now)
+        db.add(_call_log(call_sid, session, case.number if case else None))
         try:
             db.commit()
         except IntegrityError:
-            # Another run of this job got there first: that row is the log.
             db.rollback()
-            return "exists"
+            if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
+                return "exists"  # another run of this job got there first
+            raise  # a case-number collision: the job retries with a fresh number
+        if case is not None:
+            cache_case(desk.r, case)
+    if session.get("verified") == "1" and session.get("contact"):
+        # A verified call is activity for the 180-day rule.
+        record_contact_activity(desk.session_factory, desk.r, session["contact"],
+                                now.astimezone(CENTRAL).date())
     return "written"
+
+
+def _call_log(call_sid: str, session: dict[str, str], case_number: str | None) -> CallLog:
+    """The call-log row for a session."""
+    queue_wait = session.get("queue_wait_ms")
+    return CallLog(
+        call_sid=call_sid,
+        case_number=case_number,
+        caller=session.get("caller", ""),
+        contact_id=session.get("contact") or None,
+        district_id=session.get("district") or None,
+        menu_path=session.get("menu", ""),
+        product=session.get("product") or None,
+        outage=bool(session.get("outage")),
+        advisors_tried=[a for a in (session.get("tried") or "").split(",") if a],
+        answered_by=session.get("answered_by") or None,
+        queue_wait_seconds=round(int(queue_wait) / 1000, 3) if queue_wait else None,
+        talk_seconds=int(session["talk_seconds"]) if session.get("talk_seconds") else None,
+        status=final_status(session),
+        started_at=_time(session.get("started_at")) or datetime.now(UTC),
+        ended_at=_time(session.get("ended_at")),
+        recording_url=session.get("recording_url") or None,
+        team=session.get("team") or None,
+        priority=session.get("priority") or None,
+        details={
+            "call_status": session.get("call_status", ""),
+            "verified": session.get("verified") == "1",
+            "verified_by_pin": session.get("verified_by_pin") == "1",
+            "after_hours": session.get("after_hours") == "1",
+            "handover": session.get("handover") == "1",
+            "abandoned": session.get("abandoned") == "1",
+        },
+    )
+
+
+def _case_for(db: Session, session: dict[str, str], now: datetime) -> Case | None:
+    """The case this call belongs on: existing, the district's outage case, or a new one."""
+    if session.get("outage"):
+        return _outage_case(db, session, now)
+    if session.get("case"):
+        return db.get(Case, session["case"])
+    if session.get("new_case") and session.get("district") and not session.get("refused"):
+        return _new_case(db, session, priority="medium")
+    return None
+
+
+def _owner(db: Session, session: dict[str, str]) -> str | None:
+    """The advisor who answered, as the new case's owner."""
+    answered = session.get("answered_by") or None
+    return answered if answered and db.get(Advisor, answered) is not None else None
+
+
+def _new_case(db: Session, session: dict[str, str], *, priority: str, outage: bool = False) -> Case:
+    """Open a new case for the caller's district (status new)."""
+    highest = db.scalar(select(func.max(cast(Case.number, Integer))))
+    case = Case(
+        number=str((highest or 2_000_000) + 1),
+        district_id=session.get("district") or None,
+        owner_id=_owner(db, session),
+        status="new",
+        priority=priority,
+        product=session.get("product") or "campus",
+        outage=outage,
+        needs_handover=session.get("handover") == "1",
+    )
+    db.add(case)
+    db.flush()
+    return case
+
+
+def _outage_case(db: Session, session: dict[str, str], now: datetime) -> Case:
+    """The district's open outage case of the last day, else a new Critical one."""
+    district = session.get("district") or None
+    if district:
+        existing = db.scalars(
+            select(Case)
+            .where(Case.district_id == district, Case.outage.is_(True),
+                   Case.status.not_in(("resolved", "closed")),
+                   Case.created_at >= now - OUTAGE_CASE_SPAN)
+            .order_by(Case.created_at.desc())
+        ).first()
+        if existing is not None:
+            if session.get("handover") == "1":
+                existing.needs_handover = True
+            return existing
+    return _new_case(db, session, priority="critical", outage=True)

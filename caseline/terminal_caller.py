@@ -1,0 +1,266 @@
+"""`caseline call`: a caller in the terminal, talking to a running caseline.
+
+Posts what Twilio posts (signed with TWILIO_AUTH_TOKEN) to the service at
+PUBLIC_BASE_URL (else http://127.0.0.1:$PORT), walks the TwiML with
+`caseline.simulator.Caller` and prints what the caller hears. With keys it
+runs unattended (and `expect` turns the outcome into the exit status);
+without, it asks the user for each key press and to play the advisor's
+phone. A waiting caller is connected when the service's REST redirect reaches
+the Twilio emulator (`--emulator`, CASELINE_EMULATOR_URL, or TWILIO_API_URL
+when that points at a local emulator).
+
+Exit status: 0 the call ended as expected (or no expectation and no error),
+1 it ended another way, 2 an application error (or bad options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TextIO
+
+from caseline.simulator import (
+    ADVISOR_ACTIONS,
+    DEFAULT_TO,
+    OUTCOMES,
+    AdvisorPolicy,
+    Caller,
+    Event,
+    Gather,
+    HttpTransport,
+    TranscriptPrinter,
+)
+from caseline.twilio_emulator import HttpLink
+from config.settings import Settings
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """The options of `caseline call` (the names its flags map to)."""
+
+    from_number: str
+    keys: str | None = None
+    advisor: str | None = None
+    expect: str | None = None
+    url: str | None = None
+    token: str | None = None
+    to: str = DEFAULT_TO
+    max_wait: float | None = None
+    emulator: str | None = None
+    account_sid: str | None = None
+    talk_seconds: int = 60
+
+    @classmethod
+    def coerce(cls, options: CallOptions | Mapping[str, Any] | Any) -> CallOptions:
+        """Options from this class, a dict, or an argparse/click-like namespace."""
+        if isinstance(options, CallOptions):
+            return options
+        if isinstance(options, Mapping):
+            get = options.get
+        else:
+
+            def get(name: str, default: Any = None) -> Any:
+                return getattr(options, name, default)
+
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = get(f.name)
+            if value is None and f.name == "from_number":
+                value = get("from_") or get("from") or get("from_number_")
+            if value is not None:
+                values[f.name] = value
+        if not values.get("from_number"):
+            raise ValueError("a caller number (--from) is required")
+        return cls(**values)
+
+
+def _emulator_url(options: CallOptions, settings: Settings) -> str | None:
+    """The emulator to poll for REST redirects, if any."""
+    if options.emulator:
+        return options.emulator
+    if os.environ.get("CASELINE_EMULATOR_URL"):
+        return os.environ["CASELINE_EMULATOR_URL"]
+    api = settings.twilio_api_url
+    if api and "api.twilio.com" not in api:
+        return api
+    return None
+
+
+def _read_line(inp: TextIO, timeout: float | None = None) -> str | None:
+    """One line from the user (None at end of input; "" on timeout)."""
+    if timeout is not None:
+        try:
+            ready, _, _ = select.select([inp], [], [], timeout)
+        except (OSError, ValueError, TypeError):
+            return ""
+        if not ready:
+            return ""
+    line = inp.readline()
+    if line == "":
+        return None
+    return line.strip()
+
+
+class _Terminal:
+    """The user's side: prints events, asks for keys and advisor choices."""
+
+    def __init__(self, out: TextIO, inp: TextIO) -> None:
+        self.out = out
+        self.inp = inp
+        self.printer = TranscriptPrinter()
+        self.closed = False
+
+    def say(self, line: str) -> None:
+        print(line, file=self.out, flush=True)
+
+    def on_event(self, event: Event) -> None:
+        for line in self.printer.lines(event):
+            self.say(line)
+
+    def gather(self, gather: Gather) -> str:
+        """Ask the user for the keys of one Gather (Enter alone is silence)."""
+        if self.closed:
+            return ""
+        if gather.queue is not None:
+            # A waiting caller may press a key, but the queue must keep polling.
+            line = _read_line(self.inp, timeout=min(gather.timeout, 2))
+        else:
+            limits = []
+            if gather.num_digits:
+                limits.append(f"{gather.num_digits} digit(s)")
+            if gather.finish_on_key:
+                limits.append(f"end with {gather.finish_on_key}")
+            hint = f" ({', '.join(limits)})" if limits else ""
+            self.say(f"> your keys{hint}, Enter alone for silence:")
+            line = _read_line(self.inp)
+        if line is None:
+            self.closed = True
+            return ""
+        return line
+
+    def advisor(self, number: str, attempt: int) -> str:
+        """Ask the user to play the advisor's phone."""
+        if self.closed:
+            return "no-answer"
+        self.say(f"> {number} is ringing: [a]nswer, [n]o-answer, [b]usy, [v]oicemail?")
+        line = _read_line(self.inp)
+        if line is None:
+            self.closed = True
+            return "no-answer"
+        choice = (line or "a").lower()
+        for action in ADVISOR_ACTIONS:
+            if action.startswith(choice) or choice == action:
+                return action
+        return "answer"
+
+    def advisor_gather(self, gather: Gather) -> str:
+        """Ask the user, as the advisor, for the whisper's accept key."""
+        if self.closed:
+            return ""
+        self.say("> as the advisor: press a key to accept (Enter alone lets it time out):")
+        line = _read_line(self.inp)
+        if line is None:
+            self.closed = True
+            return ""
+        return line
+
+
+def run_call(
+    options: CallOptions | Mapping[str, Any] | Any,
+    out: TextIO | None = None,
+    inp: TextIO | None = None,
+    *,
+    settings: Settings | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Place one call on the running service from the terminal; the exit status."""
+    out = out or sys.stdout
+    inp = inp or sys.stdin
+    err = err or sys.stderr
+    try:
+        opts = CallOptions.coerce(options)
+        if opts.advisor is not None:
+            AdvisorPolicy.coerce(opts.advisor)
+    except (ValueError, TypeError) as exc:
+        print(f"caseline call: {exc}", file=err)
+        return 2
+    if opts.expect is not None and opts.expect not in OUTCOMES:
+        print(f"caseline call: --expect must be one of {', '.join(OUTCOMES)}", file=err)
+        return 2
+    settings = settings or Settings.from_env()
+    base_url = opts.url or settings.public_base_url or f"http://127.0.0.1:{settings.port}"
+    token = opts.token or settings.twilio_auth_token
+    if not token:
+        print("caseline call: no TWILIO_AUTH_TOKEN: requests go unsigned", file=err)
+    unattended = opts.keys is not None
+    terminal = _Terminal(out, inp)
+    if opts.advisor is not None:
+        policy = AdvisorPolicy.coerce(opts.advisor)
+    elif unattended:
+        policy = AdvisorPolicy()
+    else:
+        policy = AdvisorPolicy(decide_fn=terminal.advisor)
+    emulator = _emulator_url(opts, settings)
+    link = HttpLink(emulator) if emulator else None
+    max_wait = opts.max_wait if opts.max_wait is not None else 300.0
+    terminal.say(f"calling {base_url} from {opts.from_number} to {opts.to}")
+    if link is None:
+        terminal.say("(no Twilio emulator: a caller who must wait will not be connected)")
+    with HttpTransport(base_url, auth_token=token) as transport:
+        caller = Caller(
+            transport,
+            opts.from_number,
+            opts.to,
+            account_sid=opts.account_sid or settings.twilio_account_sid,
+            keys=(opts.keys or "").split() if unattended else None,
+            advisor_policy=policy,
+            talk_seconds=opts.talk_seconds,
+            emulator_link=link,
+            wait_poll_interval=0.25,
+            wait_cycle_seconds=0.0 if unattended else 5.0,
+            max_wait_seconds=max_wait,
+            on_event=terminal.on_event,
+            gather_input=None if unattended else terminal.gather,
+            advisor_gather_input=None if unattended or opts.advisor else terminal.advisor_gather,
+        )
+        try:
+            result = caller.run()
+        finally:
+            if link is not None:
+                link.close()
+    terminal.say("")
+    terminal.say(result.summary())
+    if result.error is not None:
+        return 2
+    if opts.expect is not None and result.outcome != opts.expect:
+        terminal.say(f"expected {opts.expect}, the call ended with {result.outcome}")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of `caseline call` (for `python -m caseline.terminal_caller`)."""
+    parser = argparse.ArgumentParser(prog="caseline call", description="A caller in the terminal.")
+    parser.add_argument("--from", dest="from_number", required=True, help="caller's number")
+    parser.add_argument("--keys", default=None, help='scripted keys, e.g. "1 2024117#"')
+    parser.add_argument("--advisor", choices=ADVISOR_ACTIONS, default=None)
+    parser.add_argument("--expect", choices=OUTCOMES, default=None)
+    parser.add_argument("--url", default=None, help="service base URL")
+    parser.add_argument("--token", default=None, help="Twilio auth token for signatures")
+    parser.add_argument("--to", default=DEFAULT_TO, help="the number called")
+    parser.add_argument("--max-wait", dest="max_wait", type=float, default=None)
+    parser.add_argument("--emulator", default=None, help="Twilio emulator URL")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m caseline.terminal_caller --from NUMBER ...`."""
+    return run_call(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
