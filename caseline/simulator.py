@@ -440,6 +440,24 @@ class _Fetch:
     twiml: str | None = None
 
 
+@dataclass
+class _QueueStay:
+    """One wait in one queue: what `<Enqueue>` said, and when the caller entered and left."""
+
+    name: str
+    sid: str
+    wait_url: str | None
+    wait_method: str
+    action: str | None
+    action_method: str
+    entered: float = field(default_factory=time.monotonic)
+    left: float | None = None
+
+    def waited(self) -> float:
+        """Seconds in the queue so far (or in all, once left)."""
+        return self.left if self.left is not None else time.monotonic() - self.entered
+
+
 class EmulatorLink(Protocol):
     """The simulator's line to the Twilio REST emulator (see `caseline.twilio_emulator`)."""
 
@@ -459,7 +477,7 @@ class EmulatorLink(Protocol):
 def _int(value: str | None, default: int) -> int:
     """An integer attribute, or the default when missing or malformed."""
     try:
-        return int(value) if value not in (None, "") else default  # type: ignore[arg-type]
+        return int(value) if value else default
     except ValueError:
         return default
 
@@ -1107,117 +1125,94 @@ class Caller:
         name = (verb.text or "").strip()
         if not name:
             self._fail("<Enqueue> without a queue name", doc_url)
-        wait_url = verb.get("waitUrl")
-        wait_method = verb.get("waitUrlMethod", "POST")
-        action = urljoin(doc_url, verb.get("action", "")) if verb.get("action") else None
-        action_method = verb.get("method", "POST")
-        sid = queue_sid(name)
+        action = verb.get("action")
+        stay = _QueueStay(
+            name=name,
+            sid=queue_sid(name),
+            wait_url=urljoin(doc_url, verb.get("waitUrl", "")) if verb.get("waitUrl") else None,
+            wait_method=verb.get("waitUrlMethod", "POST"),
+            action=urljoin(doc_url, action) if action else None,
+            action_method=verb.get("method", "POST"),
+        )
         self.result.queued = True
         self.result.queues.append(name)
         self._idle_docs = 0
         self._emit("enqueue", name, doc_url, "caller")
         QUEUES.enter(name, self.call_sid)
-        entered = time.monotonic()
-
-        def waited() -> float:
-            return time.monotonic() - entered
-
-        left_at: list[float] = []
-
-        def leave_queue(result: str) -> dict[str, str]:
-            if not left_at:
-                left_at.append(waited())
-                QUEUES.leave(name, self.call_sid, left_at[0])
-                self.result.queue_seconds += left_at[0]
-                self._sim += left_at[0]
-            return {"QueueResult": result, "QueueSid": sid, "QueueTime": str(int(left_at[0]))}
-
         try:
-            return self._wait_in_queue(
-                name,
-                sid,
-                wait_url,
-                wait_method,
-                action,
-                action_method,
-                doc_url,
-                waited,
-                leave_queue,
-            )
+            return self._wait_in_queue(stay)
+        except KeyboardInterrupt:
+            # Ctrl-C in `caseline call`: the waiting caller hangs up, as a real one would.
+            self._gave_up = True
+            self._emit("hangup", "interrupted while waiting", party="caller")
+            self._dequeue(stay, "hangup", post=True)
+            raise
         finally:
-            leave_queue("error")
+            self._dequeue(stay, "error", post=False)
 
-    def _wait_in_queue(
-        self,
-        name: str,
-        sid: str,
-        wait_url: str | None,
-        wait_method: str,
-        action: str | None,
-        action_method: str,
-        doc_url: str,
-        waited: Callable[[], float],
-        leave_queue: Callable[[str], dict[str, str]],
-    ) -> _Fetch | None:
-        """The waiting loop of `<Enqueue>` (see `_enqueue`)."""
+    def _dequeue(self, stay: _QueueStay, reason: str, *, post: bool) -> dict[str, str]:
+        """Leave the queue (once); post the Enqueue action when `post` (its TwiML ignored)."""
+        if stay.left is None:
+            stay.left = stay.waited()
+            QUEUES.leave(stay.name, self.call_sid, stay.left)
+            self.result.queue_seconds += stay.left
+            self._sim += stay.left
+        params = {"QueueResult": reason, "QueueSid": stay.sid, "QueueTime": str(int(stay.left))}
+        if post and stay.action:
+            if reason == "hangup":
+                self._call_status = "completed"
+            self._request(stay.action_method, stay.action, params, "enqueue-action")
+        return params
+
+    def _wait_in_queue(self, stay: _QueueStay) -> _Fetch | None:
+        """The waiting loop of `<Enqueue>`: the next fetch, None to go on, or the call ends."""
         next_cycle = time.monotonic()
         while True:
             update = self._take_update()
             if update is not None:
-                params = leave_queue("hangup" if update.hangup else "redirected")
-                if action and (update.hangup or self.enqueue_action_on_redirect):
-                    if update.hangup:
-                        self._call_status = "completed"
-                    self._request(action_method, action, params, "enqueue-action")
+                reason = "hangup" if update.hangup else "redirected"
+                post = update.hangup or self.enqueue_action_on_redirect
+                self._dequeue(stay, reason, post=post)
                 return self._follow_update(update)
-            if waited() >= self.max_wait_seconds:
+            if stay.waited() >= self.max_wait_seconds:
                 self._gave_up = True
-                self._emit("hangup", f"gives up after {int(waited())}s in queue", party="caller")
-                params = leave_queue("hangup")
-                self._call_status = "completed"
-                if action:
-                    self._request(action_method, action, params, "enqueue-action")
+                waited = int(stay.waited())
+                self._emit("hangup", f"gives up after {waited}s in queue", party="caller")
+                self._dequeue(stay, "hangup", post=True)
                 raise _CallOver
-            if wait_url and time.monotonic() >= next_cycle:
+            if stay.wait_url and time.monotonic() >= next_cycle:
                 next_cycle = time.monotonic() + self.wait_cycle_seconds
-                left = self._wait_cycle(
-                    urljoin(doc_url, wait_url), wait_method, name, sid, waited()
-                )
+                left = self._wait_cycle(stay)
                 if isinstance(left, CallUpdate):
-                    params = leave_queue("redirected")
-                    if action and self.enqueue_action_on_redirect:
-                        self._request(action_method, action, params, "enqueue-action")
+                    self._dequeue(stay, "redirected", post=self.enqueue_action_on_redirect)
                     return self._follow_update(left)
                 if left == "leave":
-                    params = leave_queue("leave")
-                    self._emit("leave", name, party="caller")
-                    if action:
-                        return _Fetch(action, action_method, params, "enqueue-action")
+                    params = self._dequeue(stay, "leave", post=False)
+                    self._emit("leave", stay.name, party="caller")
+                    if stay.action:
+                        return _Fetch(stay.action, stay.action_method, params, "enqueue-action")
                     return None
                 if left == "hangup":
-                    params = leave_queue("hangup")
-                    self._call_status = "completed"
-                    if action:
-                        self._request(action_method, action, params, "enqueue-action")
+                    self._dequeue(stay, "hangup", post=True)
                     raise _CallOver
             time.sleep(self.wait_poll_interval)
 
-    def _wait_cycle(
-        self, url: str, method: str, name: str, sid: str, waited: float
-    ) -> str | CallUpdate:
+    def _wait_cycle(self, stay: _QueueStay) -> str | CallUpdate:
         """One pass of the waitUrl TwiML: "again", "leave", "hangup" or a REST update."""
+        name, waited = stay.name, int(stay.waited())
         position, size, average = QUEUES.position(name, self.call_sid)
         queue_params = {
-            "QueueSid": sid,
+            "QueueSid": stay.sid,
             "QueuePosition": str(position),
-            "QueueTime": str(int(waited)),
+            "QueueTime": str(waited),
             "AvgQueueTime": str(average),
             "CurrentQueueSize": str(size),
             "MaxQueueSize": "1000",
         }
         detail = f"wait:{name}"
-        self._emit("wait", name, url, "caller", f"position {position}, {int(waited)}s")
-        fetch: _Fetch | None = _Fetch(url, method, {}, "wait")
+        url = stay.wait_url or ""
+        self._emit("wait", name, url, "caller", f"position {position}, {waited}s")
+        fetch: _Fetch | None = _Fetch(url, stay.wait_method, {}, "wait")
         hops = 0
         while fetch is not None:
             hops += 1

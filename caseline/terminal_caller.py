@@ -229,6 +229,9 @@ def run_call(
         )
         try:
             result = caller.run()
+        except KeyboardInterrupt:
+            result = caller.result  # the status callback went out: the caller hung up
+            terminal.say("(interrupted: the caller hung up)")
         finally:
             if link is not None:
                 link.close()

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -319,13 +319,14 @@ class TwilioEmulator:
             return response
         except HTTPException as exc:  # pragma: no cover - werkzeug's other routing errors
             return _twilio_error(exc.code or 400, 20001, exc.description or "bad request")
+        handler: Callable[..., Response] = getattr(self, f"_{endpoint}")
         if endpoint.startswith("link_"):
-            return getattr(self, f"_{endpoint}")(request, **args)
+            return handler(request, **args)
         denied = self._check_auth(request, args["account"])
         if denied is not None:
             self._record(request, denied.status_code, args.get("sid"))
             return denied
-        response = getattr(self, f"_{endpoint}")(request, **args)
+        response = handler(request, **args)
         self._record(request, response.status_code, args.get("sid"))
         return response
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import redis
 from flask import Flask
@@ -53,9 +54,9 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
     voice.register_error_pages(app)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, str]:
+    def healthz() -> dict[str, str | int]:
         """Liveness for process managers (no Redis or database touched)."""
-        return {"status": "ok"}
+        return {"status": "ok", "pid": os.getpid()}
 
     if not settings.twilio_auth_token and settings.insecure_dev:
         log.warning("CASELINE_INSECURE_DEV=1: webhooks accept UNSIGNED requests")

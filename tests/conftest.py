@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,14 +15,15 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 
 from caseline.embedded_redis import start_server, wait_until_up
-from caseline.simulator import CallResult, Caller, FlaskTransport
+from caseline.simulator import Caller, CallResult, FlaskTransport
 from caseline.twilio_emulator import InProcessLink, TwilioEmulator
-from config.settings import Settings
+from config.settings import PROJECT_ROOT, Settings
 from ivr import create_app
 from routing import router
 from routing.db import ensure_schema, make_engine, make_session_factory
@@ -237,3 +241,56 @@ class Phone:
 def phone(app: Flask, emulator: TwilioEmulator) -> Phone:
     """The Twilio-side driver, pointed at the test app."""
     return Phone(app, emulator)
+
+
+@dataclass
+class LiveService:
+    """`caseline serve` running as its own processes, on the test Redis and database."""
+
+    url: str
+    process: subprocess.Popen
+    env: dict[str, str]
+
+
+@pytest.fixture
+def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[LiveService]:
+    """The real web service (gunicorn, two worker processes) on a free port."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_URL": settings.twilio_api_url,
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "REDIS_URL": settings.redis_url or "",
+        "DATABASE_URL": settings.database_url,
+        "CASELINE_API_TOKEN": API_TOKEN,
+        "CASELINE_WRAPUP_SECONDS": "0",
+        "CASELINE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PORT": str(port),
+    }
+    env.pop("CASELINE_INSECURE_DEV", None)
+    caseline = Path(sys.executable).with_name("caseline")
+    process = subprocess.Popen([str(caseline), "serve", "--workers", "2", "--threads", "4"],
+                               env=env, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("caseline serve did not start")
+        time.sleep(0.1)
+    try:
+        yield LiveService(url, process, env)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -248,17 +248,17 @@ def http_transport(live_ivr: str) -> Iterator[HttpTransport]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[TwilioEmulator]:
+def rest_emulator() -> Iterator[TwilioEmulator]:
     """The Twilio REST emulator, checking the account's credentials."""
     with TwilioEmulator(account_sid=ACCOUNT, auth_token=TOKEN) as running:
         yield running
 
 
 @pytest.fixture
-def twilio_client(emulator: TwilioEmulator) -> Iterator[Client]:
+def twilio_client(rest_emulator: TwilioEmulator) -> Iterator[Client]:
     """twilio's real REST client, pointed at the emulator."""
     client = Client(ACCOUNT, TOKEN)
-    client.api.base_url = emulator.url
+    client.api.base_url = rest_emulator.url
     yield client
     session = getattr(client.http_client, "session", None)
     if session is not None:
@@ -430,7 +430,7 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
     transport_name: str,
     request: pytest.FixtureRequest,
     ivr: Flask,
-    emulator: TwilioEmulator,
+    rest_emulator: TwilioEmulator,
     twilio_client: Client,
 ) -> None:
     transport = request.getfixturevalue(transport_name)
@@ -439,7 +439,7 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
         CALLER,
         keys=["2"],
         account_sid=ACCOUNT,
-        emulator_link=InProcessLink(emulator),
+        emulator_link=InProcessLink(rest_emulator),
         max_wait_seconds=10,
     )
     thread, box = run_in_thread(caller)
@@ -454,10 +454,10 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
     result = box["result"]
 
     assert call.sid == caller.call_sid and call.status == "in-progress"
-    assert [r.path for r in emulator.redirects()] == [
+    assert [r.path for r in rest_emulator.redirects()] == [
         f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{caller.call_sid}.json"
     ]
-    assert emulator.redirects()[0].username == ACCOUNT
+    assert rest_emulator.redirects()[0].username == ACCOUNT
     assert result.error is None
     assert result.queued and result.outcome == "advisor" and result.answered_by == A9
     assert len(result.redirected_at) == 1
@@ -490,41 +490,41 @@ def test_giving_up_in_the_queue(flask_transport: FlaskTransport, ivr: Flask) -> 
     assert (queue_result["QueueResult"], queue_result["CallStatus"]) == ("hangup", "completed")
 
 
-def test_emulator_answers_like_twilio(emulator: TwilioEmulator, twilio_client: Client) -> None:
+def test_emulator_answers_like_twilio(rest_emulator: TwilioEmulator, twilio_client: Client) -> None:
     calls = twilio_client.api.v2010.account.calls
     with pytest.raises(TwilioRestException) as unknown:
         calls("CA" + "f" * 32).update(url="http://x.test/a")
     assert unknown.value.status == 404 and unknown.value.code == 20404
 
-    emulator.register_call("CA" + "a" * 32)
+    rest_emulator.register_call("CA" + "a" * 32)
     member = (
         twilio_client.api.v2010.account.queues("QU" + "b" * 32)
         .members("CA" + "a" * 32)
         .update(url="http://x.test/connect", method="GET")
     )
     assert member.call_sid == "CA" + "a" * 32
-    assert emulator.take_redirect("CA" + "a" * 32) == ("http://x.test/connect", "GET")
-    assert emulator.take_redirect("CA" + "a" * 32) is None
+    assert rest_emulator.take_redirect("CA" + "a" * 32) == ("http://x.test/connect", "GET")
+    assert rest_emulator.take_redirect("CA" + "a" * 32) is None
 
     created = calls.create(to=CALLER, from_="+18005550100", url="http://x.test/callback")
     assert created.sid.startswith("CA") and created.status == "queued"
-    assert emulator.created_calls[0].to == CALLER
+    assert rest_emulator.created_calls[0].to == CALLER
 
     stranger = Client(ACCOUNT, "wrong-token")
-    stranger.api.base_url = emulator.url
+    stranger.api.base_url = rest_emulator.url
     with pytest.raises(TwilioRestException) as denied:
         stranger.api.v2010.account.calls("CA" + "a" * 32).update(url="http://x.test/a")
     stranger.http_client.session.close()
     assert denied.value.status == 401
 
 
-def test_http_link_reaches_an_emulator_in_another_process(emulator: TwilioEmulator) -> None:
-    with HttpLink(emulator.url) as link:
+def test_http_link_reaches_an_emulator_in_another_process(rest_emulator: TwilioEmulator) -> None:
+    with HttpLink(rest_emulator.url) as link:
         link.register("CA" + "c" * 32)
-        assert emulator.is_live("CA" + "c" * 32)
+        assert rest_emulator.is_live("CA" + "c" * 32)
         assert link.take_update("CA" + "c" * 32) is None
         twilio = Client(ACCOUNT, TOKEN)
-        twilio.api.base_url = emulator.url
+        twilio.api.base_url = rest_emulator.url
         twilio.api.v2010.account.calls("CA" + "c" * 32).update(
             twiml="<Response><Hangup/></Response>"
         )
@@ -535,7 +535,7 @@ def test_http_link_reaches_an_emulator_in_another_process(emulator: TwilioEmulat
         update = link.take_update("CA" + "c" * 32)
         assert update is not None and update.hangup
         link.end("CA" + "c" * 32)
-        assert not emulator.is_live("CA" + "c" * 32)
+        assert not rest_emulator.is_live("CA" + "c" * 32)
 
 
 # -- rendering and the terminal caller ---------------------------------------------
@@ -570,13 +570,13 @@ def test_run_call_unattended_exit_status(live_ivr: str, capsys: pytest.CaptureFi
     assert run_call({**options, "token": "wrong"}, settings=settings) == 2
 
 
-def test_run_call_interactive(live_ivr: str, emulator: TwilioEmulator) -> None:
+def test_run_call_interactive(live_ivr: str, rest_emulator: TwilioEmulator) -> None:
     settings = Settings(twilio_auth_token=TOKEN, public_base_url=live_ivr)
     typed = io.StringIO("1\n2024117#\nn\nb\n")  # menu, case, A7 no answer, A8 busy
     out = io.StringIO()
 
     code = run_call(
-        {"from_number": CALLER, "emulator": emulator.url, "max_wait": 0.3, "expect": "queue"},
+        {"from_number": CALLER, "emulator": rest_emulator.url, "max_wait": 0.3, "expect": "queue"},
         out=out,
         inp=typed,
         settings=settings,

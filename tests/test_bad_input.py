@@ -1,0 +1,90 @@
+"""Any input at all gets valid TwiML, never a 5xx; failures still reach a human."""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
+
+from ivr import create_app
+from tests.conftest import AUTH_TOKEN, BASE_URL
+
+ENDPOINTS = [
+    "/voice/incoming", "/voice/menu", "/voice/menu?attempt=abc", "/voice/case",
+    "/voice/product?attempt=99999999999999999999", "/voice/dial-result?advisor=nobody",
+    "/voice/whisper?call=CAnothing&advisor=A1", "/voice/whisper/accept", "/voice/wait",
+    "/voice/queue-result", "/voice/connect", "/voice/status", "/voice/verify/contact",
+    "/voice/verify/pin?option=zz", "/voice/after-hours/case", "/voice/recorded",
+    "/voice/outage/route", "/voice/oncall-result", "/voice/no-such-page",
+]
+
+FORMS = [
+    {},
+    {"CallSid": "CAbad"},
+    {"CallSid": "CA" + "f" * 32, "From": "not a number", "Digits": "#*#*"},
+    {"CallSid": "CA" + "e" * 32, "Digits": "9" * 70_000},
+    {"CallSid": "CA" + "d" * 32, "From": "+16125550101", "Digits": "1",
+     "DialCallStatus": "completed", "DialCallDuration": "-5", "CallDuration": "x",
+     "QueueResult": "leave", "RecordingUrl": "javascript:alert(1)"},
+    {"CallSid": "\x00\x01", "From": "\u202e+1612", "Digits": "\u0661"},
+]
+
+
+def signed_post(client, path: str, form: dict[str, str]):
+    """Post `form` to `path` with a valid Twilio signature."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_every_voice_url_answers_twiml_whatever_the_form(client, path):
+    for form in FORMS:
+        response = signed_post(client, path, form)
+        assert response.status_code < 500, (path, form.keys(), response.status_code)
+        root = ET.fromstring(response.data)
+        assert root.tag == "Response", (path, response.data[:200])
+
+
+def test_repeated_parameters_still_answer_twiml(client):
+    body = "CallSid=CA1&CallSid=CA2&Digits=1&Digits=2"
+    form = MultiDict([("CallSid", "CA1"), ("CallSid", "CA2"), ("Digits", "1"), ("Digits", "2")])
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/menu", form)
+    response = client.post("/voice/menu", data=body, headers={
+        "X-Twilio-Signature": signature,
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code < 500
+    assert ET.fromstring(response.data).tag == "Response"
+
+
+def test_redis_down_dials_the_fallback_number(settings, engine):
+    app = create_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0",
+                                           fallback_number="+16515550000"))
+    form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101"}
+    response = signed_post(app.test_client(), "/voice/incoming", form)
+    assert response.status_code == 200
+    root = ET.fromstring(response.data)
+    assert root.find("Dial").text == "+16515550000"
+
+
+def test_redis_down_without_fallback_apologises_and_hangs_up(settings, engine):
+    app = create_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0"))
+    form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101"}
+    response = signed_post(app.test_client(), "/voice/incoming", form)
+    root = ET.fromstring(response.data)
+    assert root.find("Say") is not None and root.find("Hangup") is not None
+
+
+def test_database_down_on_a_cache_miss_still_reaches_a_human(settings, desk, tmp_path):
+    app = create_app(settings.with_changes(fallback_number="+16515550000"))
+    down = create_engine(f"sqlite:///{tmp_path}/no-such-dir/caseline.db")
+    app.extensions["caseline"] = dataclasses.replace(
+        app.extensions["caseline"], session_factory=sessionmaker(down))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "2" * 32, "From": "+16125550101"}
+    response = signed_post(client, "/voice/incoming", form)
+    assert ET.fromstring(response.data).find("Dial").text == "+16515550000"
