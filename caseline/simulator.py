@@ -1182,7 +1182,10 @@ class Caller:
                 raise _CallOver
             if stay.wait_url and time.monotonic() >= next_cycle:
                 next_cycle = time.monotonic() + self.wait_cycle_seconds
+                # The wait music plays during the (real) wait, already counted on dequeue.
+                simulated = self._sim
                 left = self._wait_cycle(stay)
+                self._sim = simulated
                 if isinstance(left, CallUpdate):
                     self._dequeue(stay, "redirected", post=self.enqueue_action_on_redirect)
                     return self._follow_update(left)
@@ -1413,6 +1416,23 @@ def _short(url: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _runs(steps: list[Step]) -> list[list[Step]]:
+    """Consecutive steps grouped when they repeat (a waitUrl polled while waiting)."""
+    runs: list[list[Step]] = []
+    for step in steps:
+        last = runs[-1][0] if runs else None
+        if last and (last.kind, last.method, last.url, last.status) == (
+            step.kind,
+            step.method,
+            step.url,
+            step.status,
+        ):
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
+
+
 def format_summary(result: CallResult) -> str:
     """Outcome, the path taken, who answered, and each request's time."""
     path: list[str] = []
@@ -1446,10 +1466,13 @@ def format_summary(result: CallResult) -> str:
     if result.queued:
         lines.append(f"waited in queue: {result.queue_seconds:.1f}s ({', '.join(result.queues)})")
     lines.append(f"requests ({len(result.steps)}):")
-    for step in result.steps:
+    for run in _runs(result.steps):
+        step, times = run[0], [s.elapsed * 1000 for s in run]
+        timing = f"{times[0]:8.1f} ms"
+        if len(run) > 1:
+            timing += f"  (x{len(run)}, mean {sum(times) / len(times):.1f}, max {max(times):.1f})"
         lines.append(
-            f"  {step.kind:<16} {step.method:<4} {_short(step.url):<60} "
-            f"{step.status:>3} {step.elapsed * 1000:8.1f} ms"
+            f"  {step.kind:<16} {step.method:<4} {_short(step.url):<60} {step.status:>3} {timing}"
         )
     lines.append(f"took {result.real_seconds:.2f}s real, {result.duration}s of simulated call time")
     return "\n".join(lines)

@@ -221,7 +221,7 @@ def run_call(
             talk_seconds=opts.talk_seconds,
             emulator_link=link,
             wait_poll_interval=0.25,
-            wait_cycle_seconds=0.0 if unattended else 5.0,
+            wait_cycle_seconds=2.0,
             max_wait_seconds=max_wait,
             on_event=terminal.on_event,
             gather_input=None if unattended else terminal.gather,

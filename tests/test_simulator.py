@@ -434,12 +434,15 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
     twilio_client: Client,
 ) -> None:
     transport = request.getfixturevalue(transport_name)
+    # Over HTTP, the caller reaches the emulator as a separate process would.
+    link = InProcessLink(rest_emulator) if transport_name == "flask_transport" else None
+    http_link = HttpLink(rest_emulator.url)
     caller = Caller(
         transport,
         CALLER,
         keys=["2"],
         account_sid=ACCOUNT,
-        emulator_link=InProcessLink(rest_emulator),
+        emulator_link=link or http_link,
         max_wait_seconds=10,
     )
     thread, box = run_in_thread(caller)
@@ -451,6 +454,7 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
         url=f"{base}/voice/connect", method="POST"
     )
     thread.join(timeout=10)
+    http_link.close()
     result = box["result"]
 
     assert call.sid == caller.call_sid and call.status == "in-progress"
@@ -470,6 +474,40 @@ def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
     with pytest.raises(TwilioRestException) as failure:
         twilio_client.api.v2010.account.calls(caller.call_sid).update(url=f"{base}/voice/connect")
     assert failure.value.status == 400 and failure.value.code == 21220
+
+
+@pytest.mark.parametrize(
+    ("update", "heard_last", "queue_result"),
+    [
+        (
+            {"twiml": "<Response><Say>Closing early.</Say></Response>"},
+            "Closing early.",
+            "redirected",
+        ),
+        ({"status": "completed"}, "You are number 1 in line.", "hangup"),
+    ],
+)
+def test_rest_twiml_or_hangup_reaches_a_waiting_caller(
+    update: dict[str, str],
+    heard_last: str,
+    queue_result: str,
+    flask_transport: FlaskTransport,
+    ivr: Flask,
+    rest_emulator: TwilioEmulator,
+    twilio_client: Client,
+) -> None:
+    caller = Caller(flask_transport, CALLER, keys=["2"], emulator_link=InProcessLink(rest_emulator))
+    thread, box = run_in_thread(caller)
+    wait_for(lambda: len(forms(ivr, "/voice/wait")) >= 1)
+
+    twilio_client.api.v2010.account.calls(caller.call_sid).update(**update)
+    thread.join(timeout=10)
+    result = box["result"]
+
+    assert result.error is None and result.outcome == "hangup"
+    assert result.heard()[-1] == heard_last
+    assert [f["QueueResult"] for f in forms(ivr, "/voice/queue-result")] == [queue_result]
+    assert not rest_emulator.is_live(caller.call_sid)
 
 
 def test_a_key_while_waiting_leaves_the_queue(flask_transport: FlaskTransport, ivr: Flask) -> None:

@@ -1,0 +1,342 @@
+"""The whole menu and the desk's rules, as a caller experiences them: hours,
+holidays, authorization, options 2, 6 and 8, and where each call is logged."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from config.prompts import Prompts
+from routing import keys
+from routing.models import Case, Contact
+from tests.conftest import make_available, run_jobs
+
+CHICAGO = ZoneInfo("America/Chicago")
+PAT = "+16125550101"  # Lakeview (hosted)
+SAM = "+17635550111"  # Riverside (not hosted)
+STRANGER = "+19525550177"
+
+
+@pytest.fixture
+def desk_directory(directory):
+    """Two districts, their contacts, advisors of every team needed, a case."""
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    directory.district("D200", "Riverside Unified", hosted=False)
+    # Active through every date these tests travel to.
+    directory.contact("5001", PAT, "D100", "Pat Lee", "2468", last_active="2027-11-30")
+    directory.contact("5002", "+16125550102", "D100", "Lee Park", "1357")
+    directory.contact("5101", SAM, "D200", "Sam Ortiz", "8642")
+    directory.contact("5102", "+17635550112", "D200", "Old Timer", "1111",
+                      last_active="2026-01-02")
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.advisor("A5", ["fees"], phone="+16515550105")
+    directory.advisor("A6", ["hosting"], phone="+16515550106")
+    directory.case("2024117", "D100", owner="A7")
+    directory.case("2024200", "D200", owner="A2")
+    directory.load()
+
+
+def at(year: int, month: int, day: int, hour: int, minute: int = 0):
+    """Travel to a wall-clock time in Chicago (the clock keeps ticking)."""
+    return time_machine.travel(datetime(year, month, day, hour, minute, tzinfo=CHICAGO),
+                               tick=True)
+
+
+def logs(desk) -> list:
+    """Every call log, oldest first, with its case."""
+    from routing.models import CallLog
+
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        return list(db.scalars(select(CallLog).order_by(CallLog.id)))
+
+
+# --- hours and holidays ----------------------------------------------------
+
+OPEN_OR_CLOSED = [
+    # (Chicago wall time, open?) — both standard time (January) and DST (July)
+    ((2027, 1, 12, 5, 59), False), ((2027, 1, 12, 6, 0), True),
+    ((2027, 1, 12, 17, 59), True), ((2027, 1, 12, 18, 0), False),
+    ((2026, 7, 14, 5, 59), False), ((2026, 7, 14, 6, 0), True),
+    ((2026, 7, 14, 17, 59), True), ((2026, 7, 14, 18, 0), False),
+    ((2026, 11, 28, 10, 0), False),  # a Saturday
+]
+
+
+@pytest.mark.parametrize(("when", "is_open"), OPEN_OR_CLOSED)
+def test_option_1_is_routed_in_hours_and_voicemail_outside(phone, desk, desk_directory,
+                                                          when, is_open):
+    with at(*when):
+        make_available(desk, "A7")
+        result = phone.call(PAT, "1 2024117#")
+    if is_open:
+        assert result.outcome == "advisor"
+    else:
+        assert result.outcome == "voicemail"
+        assert result.dialed == []
+
+
+HOLIDAYS = {
+    2026: [date(2026, 1, 1), date(2026, 5, 25), date(2026, 6, 19), date(2026, 7, 3),
+           date(2026, 9, 7), date(2026, 11, 26), date(2026, 11, 27), date(2026, 12, 24),
+           date(2026, 12, 25)],
+    2027: [date(2027, 1, 1), date(2027, 5, 31), date(2027, 6, 18), date(2027, 7, 5),
+           date(2027, 9, 6), date(2027, 11, 25), date(2027, 11, 26), date(2027, 12, 23),
+           date(2027, 12, 24)],
+}
+
+
+@pytest.mark.parametrize("day", [d for days in HOLIDAYS.values() for d in days], ids=str)
+def test_holidays_send_option_2_to_voicemail(phone, desk, desk_directory, day):
+    with at(day.year, day.month, day.day, 10):
+        make_available(desk, "A7", "A2")
+        result = phone.call(PAT, "2")
+    assert result.outcome == "voicemail"
+
+
+def test_the_days_around_thanksgiving(phone, desk, desk_directory):
+    with at(2026, 11, 25, 10):  # Wednesday before: open
+        make_available(desk, "A2")
+        assert phone.call(PAT, "2").outcome == "advisor"
+    with at(2026, 11, 30, 10):  # Monday after: open
+        assert phone.call(PAT, "2").outcome == "advisor"
+
+
+def test_after_hours_option_1_voicemail_lands_on_the_case(phone, desk, desk_directory):
+    with at(2026, 11, 24, 20):
+        result = phone.call(PAT, "1 2024117#")
+    assert result.outcome == "voicemail"
+    [log] = logs(desk)
+    assert log.case_number == "2024117"
+    assert log.recording_url == result.recording_url
+    assert log.status == "voicemail"
+
+
+def test_after_hours_option_2_voicemail_opens_a_new_case(phone, desk, desk_directory):
+    with at(2026, 11, 24, 20):
+        result = phone.call(PAT, "2")
+    [log] = logs(desk)
+    assert log.recording_url == result.recording_url
+    with desk.session_factory() as db:
+        case = db.get(Case, log.case_number)
+        assert case.district_id == "D100" and case.status == "new"
+
+
+# --- option 8 ---------------------------------------------------------------
+
+
+def test_outage_from_hosted_district_is_routed_at_night(phone, desk, desk_directory):
+    with at(2026, 11, 28, 3):  # Saturday 3 AM
+        make_available(desk, "A6")
+        result = phone.call(PAT, "8")
+    assert result.outcome == "advisor"
+    assert result.dialed == ["+16515550106"]
+
+
+def test_outage_from_non_hosted_district_at_night_gets_voicemail(phone, desk, desk_directory):
+    with at(2026, 11, 28, 3):
+        make_available(desk, "A6")
+        result = phone.call(SAM, "8")
+    assert result.outcome == "voicemail"
+    assert result.dialed == []
+
+
+def test_unknown_number_at_night_proves_it_is_hosted(phone, desk, desk_directory):
+    with at(2026, 11, 27, 22):  # the day after Thanksgiving, at night
+        make_available(desk, "A6")
+        result = phone.call(STRANGER, "8 5002# 1357#")
+    assert result.outcome == "advisor"
+    [log] = logs(desk)
+    assert log.outage and log.contact_id == "5002"
+
+
+def test_unknown_number_in_hours_is_accepted_and_flagged(phone, desk, desk_directory):
+    make_available(desk, "A6")
+    result = phone.call(STRANGER, "8")
+    assert result.outcome == "advisor"
+    [log] = logs(desk)
+    assert log.outage
+    with desk.session_factory() as db:
+        case = db.get(Case, log.case_number)
+        assert case.needs_handover and case.priority == "critical" and case.outage
+
+
+def test_night_outage_with_no_hosting_advisor_rings_on_call(phone, desk, desk_directory, app):
+    app.extensions["caseline"] = app.extensions["caseline"].__class__(
+        **{**app.extensions["caseline"].__dict__,
+           "settings": app.extensions["caseline"].settings.with_changes(
+               oncall_number="+16515559999")})
+    with at(2026, 11, 28, 3):
+        result = phone.call(PAT, "8")
+    assert result.dialed == ["+16515559999"]
+    assert result.outcome == "advisor"
+
+
+def test_outage_caller_is_served_before_earlier_general_caller(phone, desk, desk_directory,
+                                                               client):
+    general = phone.caller(PAT, "2", max_wait_seconds=10)
+    outage = phone.caller("+16125550102", "8", max_wait_seconds=10)
+    finished: dict[str, object] = {}
+    threads = []
+    for name, caller, team in (("general", general, "general"), ("outage", outage, "hosting")):
+        thread = threading.Thread(target=lambda n=name, c=caller: finished.update({n: c.run()}))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 5
+        while desk.r.zscore(keys.team_waiting(team), caller.call_sid) is None:
+            assert time.monotonic() < deadline, f"{name} caller never queued"
+            time.sleep(0.01)
+    # A7 serves both teams: the outage caller, who came second, is connected first.
+    client.put("/api/advisors/A7/status", json={"status": "available"},
+               headers={"Authorization": "Bearer test-api-token"})
+    for thread in threads:
+        thread.join(timeout=15)
+    assert finished["outage"].outcome == finished["general"].outcome == "advisor"
+    assert finished["outage"].redirected_at[0] < finished["general"].redirected_at[0]
+
+
+def test_outage_announcement_and_maintenance_notice(phone, desk, desk_directory, client):
+    client.put("/api/announcement", json={"text": "Gradebook is slow statewide.",
+                                          "active": True},
+               headers={"Authorization": "Bearer test-api-token"})
+    # Saturday 2026-12-05 02:00 is inside the posted 00:00-06:00 window.
+    with at(2026, 12, 5, 2):
+        make_available(desk, "A6")
+        result = phone.call(PAT, "8")
+    heard = " ".join(result.heard())
+    assert "Gradebook is slow statewide." in heard
+    assert "maintenance" in heard.lower()
+    assert result.outcome == "advisor"
+
+
+# --- authorization ---------------------------------------------------------
+
+
+def test_known_number_goes_straight_to_the_case(phone, desk, desk_directory):
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117#")
+    assert result.outcome == "advisor"
+    assert len([e for e in result.events("gather") if e.party == "caller"]) == 2
+
+
+def test_unknown_number_with_right_id_and_pin(phone, desk, desk_directory):
+    make_available(desk, "A7")
+    result = phone.call(STRANGER, "1 5001# 2468# 2024117#")
+    assert result.outcome == "advisor"
+    assert result.dialed == ["+16515550199"]
+
+
+def test_three_failures_lock_the_number_for_fifteen_minutes(phone, desk, desk_directory):
+    make_available(desk, "A7")
+    failed = phone.call(STRANGER, "1 5001# 0000# 5001# 0000# 5001# 0000#")
+    assert failed.outcome == "hangup" and failed.dialed == []
+    # A new call from the same number, with the right PIN, is still locked out.
+    again = phone.call(STRANGER, "1 5001# 2468# 2024117#")
+    assert again.dialed == []
+    assert 14 * 60 < desk.r.ttl(keys.verify_failures(STRANGER)) <= 15 * 60
+    # Fifteen minutes on Redis's own clock: let the lockout's expiry arrive now.
+    desk.r.pexpire(keys.verify_failures(STRANGER), 1)
+    time.sleep(0.01)
+    unlocked = phone.call(STRANGER, "1 5001# 2468# 2024117#")
+    assert unlocked.outcome == "advisor"
+
+
+def test_inactive_contact_is_refused(phone, desk, desk_directory):
+    make_available(desk, "A2")
+    by_number = phone.call("+17635550112", "1 5102# 1111#")
+    assert by_number.dialed == [] and by_number.outcome == "hangup"
+
+
+def test_unverified_caller_hears_whom_to_ask(phone, desk, desk_directory):
+    # Old Timer's number is known (Riverside) but inactive: asked to verify, fails.
+    result = phone.call("+17635550112", "2 5102# 0000# 5102# 0000# 5102# 0000#")
+    assert result.outcome == "hangup" and result.dialed == []
+    heard = " ".join(result.heard())
+    assert "Sam Ortiz" in heard
+    assert "Old Timer" not in heard
+
+
+def test_pins_are_not_stored_in_clear(desk, desk_directory):
+    with desk.session_factory() as db:
+        contact = db.get(Contact, "5001")
+        assert "2468" not in contact.pin_hash
+    assert "2468" not in str(desk.r.hgetall(keys.contact_by_phone(PAT)))
+
+
+def test_verified_call_counts_as_activity(phone, desk, desk_directory):
+    make_available(desk, "A7")
+    phone.call("+16125550102", "1 2024117#")  # Lee Park, last active 2026-10-01
+    logs(desk)
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002").last_active == date(2026, 11, 24)
+
+
+# --- each option's call log --------------------------------------------------
+
+
+def test_each_option_leaves_one_log_on_the_right_case(phone, desk, desk_directory):
+    make_available(desk, "A7", "A2", "A5", "A6")
+    phone.call(PAT, "1 2024117#")
+    phone.call(PAT, "2")
+    phone.call(PAT, "6 2")
+    phone.call(PAT, "8")
+    one, two, six, eight = logs(desk)
+    assert (one.case_number, one.menu_path) == ("2024117", "1>2024117")
+    assert two.menu_path == "2" and two.case_number not in (None, "2024117")
+    assert six.menu_path == "6>2" and six.product == "fees" and six.answered_by == "A5"
+    assert eight.menu_path == "8" and eight.outage
+    with desk.session_factory() as db:
+        new = db.get(Case, two.case_number)
+        assert (new.district_id, new.status, new.owner_id) == ("D100", "new", two.answered_by)
+        assert db.get(Case, six.case_number).product == "fees"
+        assert db.get(Case, eight.case_number).outage
+
+
+def test_option_6_menu_order_routes_to_each_team(desk):
+    from ivr.voice import PRODUCT_TEAMS
+
+    assert [PRODUCT_TEAMS[k] for k in "1234567"] == [
+        "food-service", "fees", "fram", "online-payments", "finance", "school-store",
+        "activity-registration"]
+
+
+def test_closed_case_still_reaches_its_owner(phone, desk, directory, desk_directory):
+    directory.case("2024118", "D100", owner="A7", status="closed")
+    directory.load()
+    make_available(desk, "A2", "A7")
+    result = phone.call(PAT, "1 2024118#")
+    assert result.dialed == ["+16515550199"]
+
+
+def test_bad_keys_reprompt_three_times_then_goodbye(phone, desk, desk_directory):
+    result = phone.call(PAT, "9 0 5")
+    assert result.outcome == "hangup"
+    menus = [e for e in result.events("gather") if e.party == "caller"]
+    assert len(menus) == 3
+
+
+def test_three_wrong_case_numbers_reach_the_general_team(phone, desk, desk_directory):
+    make_available(desk, "A2")
+    result = phone.call(PAT, "1 1# 2# 3#")
+    assert result.dialed == ["+16515550102"]
+
+
+# --- prompts ---------------------------------------------------------------
+
+
+def test_editing_the_prompt_file_changes_what_callers_hear(phone, app, desk, tmp_path,
+                                                          desk_directory):
+    original = Prompts().path.read_text()
+    edited = tmp_path / "prompts.toml"
+    edited.write_text(original.replace("Thank you for calling support",
+                                       "Welcome to the district help line"))
+    app.extensions["caseline.prompts"] = Prompts(edited)
+    result = phone.call(PAT, "")
+    assert any("Welcome to the district help line" in t for t in result.heard())
