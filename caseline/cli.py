@@ -112,6 +112,26 @@ def worker(burst: bool) -> None:
     run_worker(settings.with_changes(redis_url=redis_url), burst=burst)
 
 
+@main.group()
+def contacts() -> None:
+    """Authorized contacts."""
+
+
+@contacts.command("flag-inactive")
+def contacts_flag_inactive() -> None:
+    """Flag contacts inactive for 180 days (what the daily job does), now."""
+    from routing.db import ensure_schema, make_engine, make_session_factory
+    from workers.contacts import flag_inactive_contacts
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    flagged = flag_inactive_contacts(make_session_factory(engine), datetime.now(UTC))
+    for contact_id in flagged:
+        click.echo(f"flagged inactive: contact {contact_id}")
+    click.echo(f"{len(flagged)} contact(s) newly flagged for deactivation")
+
+
 @main.command("twilio-emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8099, show_default=True)

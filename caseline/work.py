@@ -1,5 +1,5 @@
 """`caseline worker`: the RQ worker (with its scheduler, for wrap-up ends)
-plus RQ's cron scheduler running the reconciler."""
+plus RQ's cron scheduler running the reconciler and the daily 180-day rule."""
 
 from __future__ import annotations
 
@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 
 def _run_cron(redis_url: str) -> None:
     """RQ's cron scheduler: enqueue the reconciler every few seconds."""
+    from workers.contacts import flag_inactive
     from workers.presence import reconcile
 
     cron = CronScheduler(connection=redis.Redis.from_url(redis_url))
     cron.register(reconcile, Queues.PRESENCE, interval=RECONCILE_EVERY_SECONDS,
                   job_timeout=60, result_ttl=60)
+    # Daily, early morning (server time), before the desk opens.
+    cron.register(flag_inactive, Queues.MAINTENANCE, cron="15 4 * * *", job_timeout=600)
     cron.start()
 
 

@@ -90,6 +90,8 @@ class Contact(Base):
     pin_hash: Mapped[str] = mapped_column(String, nullable=False)
     last_active: Mapped[date | None] = mapped_column(Date, nullable=True)
     deactivated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Set by the daily job when the 180-day rule flags the account for deactivation.
+    flagged_inactive_on: Mapped[date | None] = mapped_column(Date, nullable=True)
 
 
 class Advisor(Base):

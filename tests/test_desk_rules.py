@@ -340,3 +340,31 @@ def test_editing_the_prompt_file_changes_what_callers_hear(phone, app, desk, tmp
     app.extensions["caseline.prompts"] = Prompts(edited)
     result = phone.call(PAT, "")
     assert any("Welcome to the district help line" in t for t in result.heard())
+
+
+def test_daily_job_flags_contacts_inactive_for_180_days(desk, desk_directory):
+    from workers.contacts import flag_inactive_contacts
+
+    # Old Timer was last active 2026-01-02: 180 days later is 2026-07-01.
+    assert flag_inactive_contacts(desk.session_factory, at_chicago(2026, 6, 30)) == []
+    assert flag_inactive_contacts(desk.session_factory, at_chicago(2026, 7, 1)) == ["5102"]
+    assert flag_inactive_contacts(desk.session_factory, at_chicago(2026, 7, 2)) == []
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5102").flagged_inactive_on == date(2026, 7, 1)
+        assert db.get(Contact, "5001").flagged_inactive_on is None
+
+
+def at_chicago(year: int, month: int, day: int) -> datetime:
+    """Noon in Chicago on a day."""
+    return datetime(year, month, day, 12, tzinfo=CHICAGO)
+
+
+def test_flag_inactive_command(desk_directory, settings, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from caseline.cli import main
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    result = CliRunner().invoke(main, ["contacts", "flag-inactive"])
+    assert result.exit_code == 0, result.output
+    assert "contact 5102" in result.output

@@ -1,0 +1,41 @@
+"""The 180-day rule: flag authorized-contact accounts inactive for 180 days.
+
+The line already refuses such contacts by date (`contact_is_active`); this
+daily job records the flag operators act on (the policy's "flagged for
+deactivation"), and clears it for contacts active again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from config.hours import CENTRAL
+from routing.directory import INACTIVE_AFTER_DAYS
+from routing.models import Contact
+from workers.context import current_desk
+
+
+def flag_inactive_contacts(session_factory: sessionmaker[Session], now: datetime) -> list[str]:
+    """Flag contacts whose last activity is 180 or more days before `now`; their ids."""
+    today = now.astimezone(CENTRAL).date()
+    cutoff = today - timedelta(days=INACTIVE_AFTER_DAYS)
+    flagged = []
+    with session_factory() as db, db.begin():
+        for contact in db.scalars(select(Contact).order_by(Contact.id)):
+            stale = contact.last_active is not None and contact.last_active <= cutoff
+            if stale and contact.flagged_inactive_on is None:
+                contact.flagged_inactive_on = today
+                flagged.append(contact.id)
+            elif not stale and contact.flagged_inactive_on is not None:
+                contact.flagged_inactive_on = None
+    return flagged
+
+
+def flag_inactive() -> list[str]:
+    """The daily job: flag inactive contacts now."""
+    desk = current_desk()
+    assert desk.session_factory is not None
+    return flag_inactive_contacts(desk.session_factory, datetime.now(CENTRAL))
