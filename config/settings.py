@@ -45,6 +45,8 @@ class Settings:
     fallback_number: str | None = None
     oncall_number: str | None = None
     wrapup_seconds: int = 30
+    # A caller waiting this long for a product or owner team is offered to general too.
+    overflow_seconds: int = 120
     insecure_dev: bool = False
     port: int = 8000
     host: str = "127.0.0.1"
@@ -80,6 +82,7 @@ class Settings:
             fallback_number=get("CASELINE_FALLBACK_NUMBER"),
             oncall_number=get("CASELINE_ONCALL_NUMBER"),
             wrapup_seconds=_int(get("CASELINE_WRAPUP_SECONDS"), 30),
+            overflow_seconds=_int(get("CASELINE_OVERFLOW_SECONDS"), 120),
             insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
             port=_int(get("PORT"), 8000),
             host=get("HOST") or "127.0.0.1",

@@ -130,14 +130,17 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
     return response
 
 
-def whisper(prompts: Prompts, text: str, call_sid: str, advisor_id: str) -> VoiceResponse:
+def whisper(
+    prompts: Prompts, text: str, call_sid: str, advisor_id: str,
+    action: str = "/voice/whisper/accept",
+) -> VoiceResponse:
     """What the advisor hears before being bridged; any key accepts."""
     response = VoiceResponse()
     gather = Gather(
         input="dtmf",
         num_digits=1,
         timeout=8,
-        action=url("/voice/whisper/accept", call=call_sid, advisor=advisor_id),
+        action=url(action, call=call_sid, advisor=advisor_id),
         method="POST",
     )
     say(gather, prompts, text)
@@ -146,6 +149,32 @@ def whisper(prompts: Prompts, text: str, call_sid: str, advisor_id: str) -> Voic
     # No key (voicemail picked up): hang up the advisor's leg, caller moves on.
     say(response, prompts, prompts.text("whisper.not_accepted"))
     response.hangup()
+    return response
+
+
+def callback_dial(
+    prompts: Prompts, number: str, call_sid: str, advisor_id: str, *, attempt: int,
+    before: list[str] | None = None,
+) -> VoiceResponse:
+    """The advisor's callback leg dials the contact (again, after a pause, on a retry)."""
+    response = VoiceResponse()
+    for text in before or []:
+        say(response, prompts, text)
+    if attempt > 1:
+        response.pause(length=5)
+    else:
+        say(response, prompts, prompts.text("routing.callback_dialing"))
+    dial = Dial(action=url("/voice/callback/dial-result", call=call_sid, advisor=advisor_id,
+                           attempt=attempt), method="POST", timeout=25)
+    dial.number(number)
+    response.append(dial)
+    return response
+
+
+def leave() -> VoiceResponse:
+    """`<Leave/>`: out of the queue; the Enqueue action routes the caller."""
+    response = VoiceResponse()
+    response.leave()
     return response
 
 

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
+# How many times a callback rings a contact who does not answer.
+CALLBACK_ATTEMPTS = 3
+
 PRODUCT_TEAMS = {
     "1": "food-service", "2": "fees", "3": "fram", "4": "online-payments",
     "5": "finance", "6": "school-store", "7": "activity-registration",
@@ -376,17 +379,22 @@ def whisper() -> Response:
     return xml(twiml.whisper(p, _whisper_text(session), call_sid, advisor_id))
 
 
-def _whisper_text(session: dict[str, str]) -> str:
-    """Case number (as digits), district, caller and priority for the advisor."""
-    p = prompts()
-    values = {
-        "case": " ".join(session.get("case", "")),
+def _whisper_values(session: dict[str, str]) -> dict[str, str]:
+    """What the advisor is told about a call: case digits, district, caller, priority."""
+    return {
+        "case": " ".join(session.get("case", "")) or _menu_words(session),
         "district": session.get("district_name") or "Unknown district",
         "caller": session.get("contact_name") or "not verified",
         "priority": session.get("priority") or "medium",
         "menu": _menu_words(session),
     }
-    return p.text("whisper.intro" if session.get("case") else "whisper.no_case", **values)
+
+
+def _whisper_text(session: dict[str, str]) -> str:
+    """Case number (as digits), district, caller and priority for the advisor."""
+    values = _whisper_values(session)
+    return prompts().text("whisper.intro" if session.get("case") else "whisper.no_case",
+                          **values)
 
 
 def _menu_words(session: dict[str, str]) -> str:
@@ -409,15 +417,73 @@ def whisper_accept() -> Response:
 
 @bp.post("/wait")
 def wait() -> Response:
-    """One cycle of what a waiting caller hears: position, estimate, music."""
+    """One hold cycle: leave for a free advisor, else position, estimate, music."""
     sid, p = form("CallSid"), prompts()
+    if router.offer_waiting(desk(), sid, now_ms()):
+        return xml(twiml.leave())
     position, estimate = waiting_position(desk(), sid)
     texts = []
     if position:
         texts.append(p.text("routing.queued", position=position))
         if estimate is not None:
             texts.append(_estimate_words(estimate))
-    return xml(twiml.wait_music(p, texts, offer_callback=False))
+    return xml(twiml.wait_music(p, texts, offer_callback=bool(position)))
+
+
+@bp.post("/callback")
+def callback() -> Response:
+    """A waiting caller pressed the key: keep their place, call them back."""
+    sid, p = form("CallSid"), prompts()
+    if form("Digits") and router.request_callback(desk(), sid):
+        return xml(twiml.goodbye(p, p.text("routing.callback_confirmed")))
+    return xml(twiml.empty())  # back to the hold music
+
+
+@bp.post("/callback/advisor")
+def callback_advisor() -> Response:
+    """The advisor picked up a callback: who it is for; any key dials the contact."""
+    call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
+    p = prompts()
+    session = get_session(desk().r, call_sid)
+    if session.get("callback_state") != "ringing-advisor" or session.get("ringing") != advisor_id:
+        return xml(twiml.goodbye(p, p.text("whisper.gone")))
+    text = p.text("whisper.callback", **_whisper_values(session))
+    return xml(twiml.whisper(p, text, call_sid, advisor_id,
+                             action="/voice/callback/accept"))
+
+
+@bp.post("/callback/accept")
+def callback_accept() -> Response:
+    """The advisor accepted the callback: dial the contact."""
+    call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
+    number = router.accept_callback(desk(), call_sid, advisor_id, now_ms())
+    if number is None:
+        return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
+    return xml(twiml.callback_dial(prompts(), number, call_sid, advisor_id, attempt=1))
+
+
+@bp.post("/callback/dial-result")
+def callback_dial_result() -> Response:
+    """The contact's phone: answered, or ring again a bounded number of times."""
+    call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
+    p, attempt = prompts(), _attempt()
+    if form("DialCallStatus") in router.ANSWERED_DIAL_STATUSES:
+        router.callback_answered(desk(), call_sid, advisor_id, _int(form("DialCallDuration")))
+        return xml(twiml.empty())
+    number = get_session(desk().r, call_sid).get("callback_number", "")
+    if attempt >= CALLBACK_ATTEMPTS or not number:
+        return xml(twiml.goodbye(p, p.text("routing.callback_unreached")))
+    return xml(twiml.callback_dial(p, number, call_sid, advisor_id, attempt=attempt + 1,
+                                   before=[p.text("routing.callback_retry")]))
+
+
+@bp.post("/callback/status")
+def callback_status() -> Response:
+    """The advisor's callback leg ended: release them; log the call once it is all over."""
+    call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
+    if router.end_callback(desk(), call_sid, advisor_id, form("CallStatus"), now_ms()):
+        enqueue_call_log(desk().job_redis, call_sid)
+    return xml(twiml.empty())
 
 
 def _estimate_words(seconds: float) -> str:

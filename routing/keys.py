@@ -71,7 +71,7 @@ def call(call_sid: str) -> str:
 
 
 def call_tried(call_sid: str) -> str:
-    """Set: advisors already rung on a call (never the same one twice)."""
+    """Sorted set: advisors already rung on a call, scored by when (ms)."""
     return f"{PREFIX}:call:{call_sid}:tried"
 
 

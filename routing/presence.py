@@ -59,10 +59,15 @@ end
 _CLAIM_FOR_CALLER = _LUA_COMMON + r"""
 -- ARGV[6] call sid, [7] owner id or "", [8] team, [9] now ms,
 -- [10] lease until ms, [11] band, [12] "1" to queue when nobody is free,
--- [13] tried-set key
+-- [13] key of the advisors tried on this call (scored by when),
+-- [14] advisors tried at or after this time (ms) are not rung again
 local sid, owner, team = ARGV[6], ARGV[7], ARGV[8]
 local now, lease_until, band = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local may_queue, tried = ARGV[12], ARGV[13]
+local may_queue, tried, tried_since = ARGV[12], ARGV[13], tonumber(ARGV[14])
+local function was_tried(id)
+  local at = redis.call("ZSCORE", tried, id)
+  return at and tonumber(at) >= tried_since
+end
 
 -- A repeated request for a call that already holds an advisor gets that one.
 local held = redis.call("HGET", call_key(sid), "advisor")
@@ -71,39 +76,46 @@ if held and held ~= "" and redis.call("HGET", akey(held), "call") == sid then
 end
 
 local function claim(id)
+  -- A waiting caller leaves the queue they wait in (their own team's, even
+  -- when another team serves them: overflow).
+  local waiting = redis.call("HGET", call_key(sid), "waiting_team")
+  if waiting and waiting ~= "" then redis.call("ZREM", wait_key(waiting), sid) end
   redis.call("ZREM", wait_key(team), sid)
-  redis.call("SADD", tried, id)
+  redis.call("ZADD", tried, now, id)
   redis.call("EXPIRE", tried, 86400)
   take_advisor(id, sid, now, lease_until)
   return {"advisor", id}
 end
 
-if owner ~= "" and redis.call("SISMEMBER", tried, owner) == 0
+if owner ~= "" and not was_tried(owner)
    and redis.call("HGET", akey(owner), "status") == "available" then
   return claim(owner)
 end
 local candidates = redis.call("ZRANGE", avail_key(team), 0, -1)
 for _, id in ipairs(candidates) do
-  if redis.call("SISMEMBER", tried, id) == 0 then return claim(id) end
+  if not was_tried(id) then return claim(id) end
 end
 if may_queue ~= "1" then return {"none", ""} end
 local score = redis.call("ZSCORE", wait_key(team), sid)
 if not score then
-  redis.call("ZADD", wait_key(team), band * 10000000000000 + now, sid)
-  redis.call("HSET", call_key(sid), "waiting_team", team, "enqueued_at", now)
+  score = band * 10000000000000 + now
+  redis.call("ZADD", wait_key(team), score, sid)
+  redis.call("HSET", call_key(sid), "waiting_team", team, "enqueued_at", now,
+             "wait_score", string.format("%d", score))
 end
--- A new round of offers starts once the caller waits: every advisor may be
--- offered this caller again (except the one just released, see make_available).
-redis.call("DEL", tried)
 return {"queued", tostring(redis.call("ZRANK", wait_key(team), sid) + 1)}
 """
 
 _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- ARGV[6] advisor id, [7] expected call ("" = any), [8] now ms,
 -- [9] lease until ms, [10] call to skip (the one this advisor just missed),
--- [11] "1" when the advisor asked to be available (API), else a release
+-- [11] "1" when the advisor asked to be available (API), else a release,
+-- [12] overflow: callers at the head of another team's queue who arrived
+-- before this time (ms) may be served by a general advisor ("" = none),
+-- [13] the set of all teams
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
+local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
 local key = akey(id)
 if redis.call("EXISTS", key) == 0 then return {"unknown", ""} end
 local status = redis.call("HGET", key, "status")
@@ -125,16 +137,28 @@ end
 redis.call("HDEL", key, "after")
 
 local best, best_score, best_team = nil, nil, nil
-for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+local function consider(team, overflow_only)
   local head = redis.call("ZRANGE", wait_key(team), 0, 1, "WITHSCORES")
   for i = 1, #head, 2 do
     local sid, score = head[i], tonumber(head[i + 1])
     if sid ~= skip then
-      if best_score == nil or score < best_score then
+      local arrived = score % 10000000000000
+      if (not overflow_only or arrived <= overflow_before)
+         and (best_score == nil or score < best_score) then
         best, best_score, best_team = sid, score, team
       end
-      break
+      return
     end
+  end
+end
+local mine = {}
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  mine[team] = true
+  consider(team, false)
+end
+if overflow_before and mine["general"] then
+  for _, team in ipairs(redis.call("SMEMBERS", all_teams)) do
+    if not mine[team] then consider(team, true) end
   end
 end
 if best then
@@ -247,8 +271,13 @@ def claim_for_caller(
     lease_ms: int,
     priority: str | None = "medium",
     queue_if_none: bool = True,
+    retry_after_ms: int | None = None,
 ) -> Claim:
-    """Atomically claim the owner or the longest-idle teammate, or queue the caller."""
+    """Atomically claim the owner or the longest-idle teammate, or queue the caller.
+
+    Advisors already rung on this call are skipped; with `retry_after_ms`,
+    only those rung within that time (a re-offer to a waiting caller).
+    """
     result = _run(
         r,
         _CLAIM_FOR_CALLER,
@@ -260,6 +289,7 @@ def claim_for_caller(
         band_of(priority),
         "1" if queue_if_none else "0",
         keys.call_tried(call_sid),
+        0 if retry_after_ms is None else now_ms - retry_after_ms,
     )
     outcome, value = result  # type: ignore[misc]
     r.sadd(keys.teams(), team)
@@ -279,11 +309,14 @@ def make_available(
     expected_call: str = "",
     skip_call: str = "",
     explicit: bool = False,
+    overflow_ms: int | None = None,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
     `expected_call` makes a release idempotent: it only acts while the advisor
     still holds that call. `explicit` is an advisor's own request (API).
+    With `overflow_ms`, a general advisor also serves the head of any other
+    team's queue once that caller has waited that long.
     """
     outcome, value = _run(  # type: ignore[misc]
         r,
@@ -294,6 +327,8 @@ def make_available(
         now_ms + lease_ms,
         skip_call,
         "1" if explicit else "0",
+        "" if overflow_ms is None else now_ms - overflow_ms,
+        keys.teams(),
     )
     return Release(outcome, value or None)
 

@@ -25,6 +25,9 @@ from workers.queues import schedule_end_of_wrapup
 log = logging.getLogger(__name__)
 
 ANSWERED_DIAL_STATUSES = {"completed", "answered"}
+# An advisor who did not answer a caller is offered that caller again from the
+# queue only after this long (they may have stepped away).
+REOFFER_AFTER_MS = 60_000
 # How many waiting callers one freed advisor may try before giving up on
 # redirects (each failure means that caller had already hung up).
 _MAX_REDIRECT_ATTEMPTS = 20
@@ -201,28 +204,60 @@ def free_advisor(
     that dials the advisor; if the redirect fails (the caller hung up), the
     advisor is released again for the next caller.
     """
+    overflow_ms = desk.settings.overflow_seconds * 1000
     release = presence.make_available(
         desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
+        overflow_ms=overflow_ms,
     )
     for _ in range(_MAX_REDIRECT_ATTEMPTS):
         if release.outcome != "claimed" or not release.call_sid:
             return release
         caller = release.call_sid
         session = get_session(desk.r, caller)
-        url = f"{session.get('base', '').rstrip('/')}/voice/connect"
-        if not is_ended(desk.r, caller) and session.get("base") and desk.telephony.redirect_call(
-            caller, url
-        ):
+        if _connect_waiting(desk, caller, advisor_id, session):
             _note_dequeued(desk, caller, session, now_ms)
             return release
         log.info("waiting caller %s is gone; advisor %s goes on", caller, advisor_id)
         update_session(desk.r, caller, advisor="")
         release = presence.make_available(
             desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
-            expected_call=caller, skip_call=caller,
+            expected_call=caller, skip_call=caller, overflow_ms=overflow_ms,
         )
     return release
+
+
+def _connect_waiting(desk: Desk, caller: str, advisor_id: str, session: dict[str, str]) -> bool:
+    """Bring a claimed waiting caller to their advisor: redirect the live call, or
+    (for a caller who asked for a callback) ring the advisor first."""
+    base = session.get("base", "").rstrip("/")
+    if not base:
+        return False
+    if session.get("callback") == "1":
+        return _place_callback(desk, caller, advisor_id, session, base)
+    if is_ended(desk.r, caller):
+        return False
+    return desk.telephony.redirect_call(caller, f"{base}/voice/connect")
+
+
+def _place_callback(
+    desk: Desk, caller: str, advisor_id: str, session: dict[str, str], base: str
+) -> bool:
+    """Ring the advisor for a callback; the advisor's leg then dials the contact."""
+    phone = presence.advisor_state(desk.r, advisor_id).get("phone", "")
+    query = f"call={caller}&advisor={advisor_id}"
+    leg = desk.telephony.place_call(
+        to=phone,
+        from_=session.get("to") or session.get("caller", ""),
+        url=f"{base}/voice/callback/advisor?{query}",
+        status_callback=f"{base}/voice/callback/status?{query}",
+    )
+    if leg is None:
+        return False
+    record_try(desk.r, caller, advisor_id)
+    update_session(desk.r, caller, callback_state="ringing-advisor", callback_leg=leg,
+                   ringing=advisor_id)
+    return True
 
 
 def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: int) -> None:
@@ -238,13 +273,20 @@ def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: i
 
 
 def end_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int) -> bool:
-    """The call is over: free what it held; True only the first time (log it then)."""
+    """The call is over: free what it held; True when its log should be written now.
+
+    False for a repeated callback, and for a caller who keeps their place for
+    a callback (their log is written when the callback is over).
+    """
     if not mark_ended(desk.r, call_sid):
         return False
     session = get_session(desk.r, call_sid)
     fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
                                      "duration": duration}
     team = session.get("waiting_team")
+    if session.get("callback") == "1":
+        update_session(desk.r, call_sid, **fields)
+        return False
     if team and desk.r.zrem(keys.team_waiting(team), call_sid):
         enqueued = int(session.get("enqueued_at") or now_ms)
         fields["queue_wait_ms"] = int(session.get("queue_wait_ms") or 0) + now_ms - enqueued
@@ -279,7 +321,106 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
         freed += 1
     for team in desk.r.smembers(keys.teams()):
         for call_sid in desk.r.zrange(keys.team_waiting(team), 0, -1):
-            if is_ended(desk.r, call_sid) or not desk.r.exists(keys.call(call_sid)):
+            callback = desk.r.hget(keys.call(call_sid), "callback") == "1"
+            if not callback and (is_ended(desk.r, call_sid)
+                                 or not desk.r.exists(keys.call(call_sid))):
                 desk.r.zrem(keys.team_waiting(team), call_sid)
                 dropped += 1
     return {"freed": freed, "dropped": dropped}
+
+
+# --- waiting callers -----------------------------------------------------------
+
+
+def offer_waiting(desk: Desk, call_sid: str, now_ms: int) -> bool:
+    """On each hold cycle: claim a free advisor for the caller at the head of a queue.
+
+    Catches what no release event would: an advisor left available after
+    missing this very caller, or a general advisor idle while this caller has
+    waited past the overflow time. Only heads are offered, so order holds.
+    """
+    session = get_session(desk.r, call_sid)
+    team = session.get("waiting_team")
+    if not team or session.get("callback") == "1" or is_ended(desk.r, call_sid):
+        return False
+    if desk.r.zrank(keys.team_waiting(team), call_sid) != 0:
+        return False
+    enqueued = int(session.get("enqueued_at") or now_ms)
+    candidates = [team]
+    if team != "general" and now_ms - enqueued >= desk.settings.overflow_seconds * 1000:
+        candidates.append("general")
+    for serving_team in candidates:
+        if not desk.r.zcard(keys.team_available(serving_team)):
+            continue
+        claim = presence.claim_for_caller(
+            desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
+            lease_ms=desk.lease_ms, priority=session.get("priority"), queue_if_none=False,
+            retry_after_ms=REOFFER_AFTER_MS,
+        )
+        if claim.outcome == "advisor":
+            _note_dequeued(desk, call_sid, session, now_ms)
+            return True
+    return False
+
+
+def request_callback(desk: Desk, call_sid: str) -> bool:
+    """A waiting caller asks to be called back: they keep their place and may hang up."""
+    session = get_session(desk.r, call_sid)
+    team = session.get("waiting_team")
+    if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
+        return False  # already being connected
+    update_session(desk.r, call_sid, callback="1", callback_state="waiting",
+                   callback_number=session.get("caller", ""))
+    return True
+
+
+def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:
+    """The advisor took the callback: the number to dial, or None if it is stale."""
+    held = presence.hold_for(
+        desk.r, advisor_id, expected_call=call_sid, new_call=call_sid,
+        lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
+    )
+    if not held:
+        return None
+    update_session(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
+    return get_session(desk.r, call_sid).get("callback_number") or None
+
+
+def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
+    """The contact picked up the callback and talked with the advisor."""
+    update_session(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                   callback_state="answered", state="answered")
+
+
+def end_callback(
+    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int
+) -> bool:
+    """The advisor's callback leg is over; True when the call's log should be written now.
+
+    An advisor who never took the callback is released and the caller keeps
+    their place; otherwise the callback is done, answered or not.
+    """
+    session = get_session(desk.r, call_sid)
+    if session.get("callback") != "1" or session.get("callback_state") == "done":
+        return False
+    holds = desk.r.hget(keys.advisor(advisor_id), "call") == call_sid
+    accepted = session.get("callback_state") in ("dialing-contact", "answered")
+    if not accepted:
+        offers = int(session.get("callback_offers") or 0) + 1
+        if holds:
+            score = session.get("wait_score")
+            team = session.get("waiting_team") or "general"
+            if offers < 3 and score:
+                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                update_session(desk.r, call_sid, callback_offers=offers, advisor="",
+                               callback_state="waiting")
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+            if offers < 3 and score:
+                return False
+    elif holds:
+        if session.get("answered_by") == advisor_id:
+            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+        else:
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+    update_session(desk.r, call_sid, callback_state="done", ended_at=now_ms)
+    return True

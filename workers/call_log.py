@@ -41,6 +41,8 @@ def final_status(session: dict[str, str]) -> str:
         return "voicemail"
     if session.get("abandoned"):
         return "abandoned"
+    if session.get("callback") == "1":
+        return "callback-unanswered"
     if session.get("tried"):
         return "unanswered"
     if session.get("refused"):
