@@ -9,6 +9,10 @@ phone. A waiting caller is connected when the service's REST redirect reaches
 the Twilio emulator (`--emulator`, CASELINE_EMULATOR_URL, or TWILIO_API_URL
 when that points at a local emulator).
 
+With `speak`, every prompt heard (the caller's and the advisor's whisper) is
+also spoken aloud with espeak-ng, and `wav` writes them all into one WAV
+file, so a prompt can be heard before it goes live.
+
 Exit status: 0 the call ended as expected (or no expectation and no error),
 1 it ended another way, 2 an application error (or bad options).
 """
@@ -53,6 +57,8 @@ class CallOptions:
     emulator: str | None = None
     account_sid: str | None = None
     talk_seconds: int = 60
+    speak: bool = False
+    wav: str | None = None
 
     @classmethod
     def coerce(cls, options: CallOptions | Mapping[str, Any] | Any) -> CallOptions:
@@ -105,21 +111,178 @@ def _read_line(inp: TextIO, timeout: float | None = None) -> str | None:
     return line.strip()
 
 
+SPEECH_GAP_SECONDS = 0.4
+
+
+def espeak_binary() -> str | None:
+    """The espeak-ng program on PATH (or the older espeak), if installed."""
+    return shutil.which("espeak-ng") or shutil.which("espeak")
+
+
+def write_wav(binary: str, texts: Sequence[str], path: Path, gap: float = SPEECH_GAP_SECONDS) -> None:
+    """Speak `texts` with espeak-ng into one WAV file at `path`, a short gap between them."""
+    with tempfile.TemporaryDirectory(prefix="caseline-wav-") as tmp:
+        parts = []
+        for index, text in enumerate(texts):
+            part = Path(tmp) / f"{index:03d}.wav"
+            subprocess.run(
+                [binary, "-w", str(part), "--", text],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            )
+            parts.append(part)
+        with wave.open(str(path), "wb") as out:
+            shape: tuple[int, int, int] | None = None
+            for part in parts:
+                with wave.open(str(part), "rb") as piece:
+                    this = (piece.getnchannels(), piece.getsampwidth(), piece.getframerate())
+                    if shape is None:
+                        shape = this
+                        out.setnchannels(this[0])
+                        out.setsampwidth(this[1])
+                        out.setframerate(this[2])
+                    elif this != shape:
+                        raise wave.Error(f"{part.name} is {this}, not {shape}")
+                    else:
+                        out.writeframes(b"\0" * (int(gap * shape[2]) * shape[0] * shape[1]))
+                    out.writeframes(piece.readframes(piece.getnframes()))
+
+
+class Speaker:
+    """Speaks the prompts aloud with espeak-ng, one after another, and keeps them for a WAV.
+
+    Speaking happens on a background thread so the call walks on; the
+    interactive caller waits for it before asking for keys (a caller hears the
+    menu before pressing), and the end of the call waits for the last prompt.
+    """
+
+    def __init__(
+        self,
+        *,
+        speak: bool = False,
+        wav: str | Path | None = None,
+        err: TextIO | None = None,
+        binary: str | None = None,
+    ) -> None:
+        """Speak aloud when `speak`; collect for `wav`; a missing espeak-ng is a note on `err`."""
+        self.err = err or sys.stderr
+        self.wav = Path(wav) if wav else None
+        self.binary = binary or (espeak_binary() if speak or self.wav else None)
+        self.texts: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._current: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        if (speak or self.wav) and self.binary is None:
+            what = "spoken" + (f" and {self.wav} is not written" if self.wav else "")
+            print(f"caseline call: espeak-ng is not installed: prompts are not {what}", file=self.err)
+        if speak and self.binary is not None:
+            self._thread = threading.Thread(target=self._run, name="caseline-speaker", daemon=True)
+            self._thread.start()
+
+    def add(self, text: str) -> None:
+        """Speak `text` after what is already queued (and keep it for the WAV)."""
+        if self.binary is None or not text.strip():
+            return
+        if self.wav is not None:
+            self.texts.append(text)
+        if self._thread is not None:
+            self._queue.put(text)
+
+    def drain(self) -> None:
+        """Wait until everything queued so far has been spoken."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def _run(self) -> None:
+        """The speaking thread: one espeak-ng at a time, in order."""
+        while True:
+            text = self._queue.get()
+            try:
+                if text is None:
+                    return
+                if self.binary is None:
+                    continue
+                self._current = subprocess.Popen(
+                    [self.binary, "--", text],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                self._current.wait()
+            except OSError as exc:
+                print(f"caseline call: cannot run {self.binary}: {exc}", file=self.err)
+                self.binary = None
+            finally:
+                self._current = None
+                self._queue.task_done()
+
+    def close(self, *, interrupted: bool = False) -> None:
+        """Finish speaking (stop at once when `interrupted`), then write the WAV if asked."""
+        if self._thread is not None:
+            if interrupted:
+                while True:
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._queue.task_done()
+                current = self._current
+                if current is not None:
+                    current.terminate()
+            self._queue.put(None)
+            self._thread.join(timeout=None if not interrupted else 5)
+            self._thread = None
+        if self.wav is None or self.binary is None:
+            return
+        if not self.texts:
+            print(f"caseline call: no prompt was heard: {self.wav} is not written", file=self.err)
+            return
+        try:
+            write_wav(self.binary, self.texts, self.wav)
+        except (OSError, subprocess.SubprocessError, wave.Error) as exc:
+            print(f"caseline call: cannot write {self.wav}: {exc}", file=self.err)
+            return
+        print(f"caseline call: wrote {len(self.texts)} prompt(s) to {self.wav}", file=self.err)
+
+
 class _Terminal:
     """The user's side: prints events, asks for keys and advisor choices."""
 
-    def __init__(self, out: TextIO, inp: TextIO) -> None:
+    def __init__(
+        self, out: TextIO, inp: TextIO, speaker: Speaker, *, interactive: bool = False
+    ) -> None:
         self.out = out
         self.inp = inp
+        self.speaker = speaker
+        self.interactive = interactive
         self.printer = TranscriptPrinter()
         self.closed = False
+        self.auto_answer = False
 
     def say(self, line: str) -> None:
         print(line, file=self.out, flush=True)
 
     def on_event(self, event: Event) -> None:
-        for line in self.printer.lines(event):
+        lines = self.printer.lines(event)
+        for line in lines:
             self.say(line)
+        if event.kind == "say" and lines:
+            self.speaker.add(event.text)
+        if event.kind == "enqueue" and self.interactive:
+            self.say(
+                "> waiting: an advisor freed from another terminal or the console connects you;"
+                " type a key and Enter to press it, Ctrl-C hangs up"
+            )
+
+    def _ask(self, prompt: str) -> str | None:
+        """Show a prompt once the prompts before it have been heard; the user's line."""
+        self.speaker.drain()
+        self.say(prompt)
+        line = _read_line(self.inp)
+        if line is None:
+            self.closed = True
+        return line
 
     def gather(self, gather: Gather) -> str:
         """Ask the user for the keys of one Gather (Enter alone is silence)."""
@@ -135,38 +298,41 @@ class _Terminal:
             if gather.finish_on_key:
                 limits.append(f"end with {gather.finish_on_key}")
             hint = f" ({', '.join(limits)})" if limits else ""
-            self.say(f"> your keys{hint}, Enter alone for silence:")
-            line = _read_line(self.inp)
+            line = self._ask(f"> your keys{hint}, Enter alone for silence:")
         if line is None:
             self.closed = True
             return ""
         return line
 
     def advisor(self, number: str, attempt: int) -> str:
-        """Ask the user to play the advisor's phone."""
-        if self.closed:
-            return "no-answer"
-        self.say(f"> {number} is ringing: [a]nswer, [n]o-answer, [b]usy, [v]oicemail?")
-        line = _read_line(self.inp)
-        if line is None:
-            self.closed = True
-            return "no-answer"
-        choice = (line or "a").lower()
-        for action in ADVISOR_ACTIONS:
-            if action.startswith(choice) or choice == action:
-                return action
-        return "answer"
+        """Ask the user to play the advisor's phone (or answer for every advisor)."""
+        if self.auto_answer:
+            return "answer"
+        while not self.closed:
+            line = self._ask(
+                f"> {number} is ringing: [a]nswer, [n]o answer, [b]usy, [v]oicemail,"
+                " a[u]to-answer every advisor from now on?"
+            )
+            if line is None:
+                break
+            choice = (line or "a").lower()
+            if choice in ("u", "auto", "auto-answer"):
+                self.auto_answer = True
+                return "answer"
+            for action in ADVISOR_ACTIONS:
+                if action.startswith(choice) or choice == action.replace("-", " "):
+                    return action
+            self.say(f"(not a choice: {line!r})")
+        return "no-answer"
 
     def advisor_gather(self, gather: Gather) -> str:
         """Ask the user, as the advisor, for the whisper's accept key."""
         if self.closed:
             return ""
-        self.say("> as the advisor: press a key to accept (Enter alone lets it time out):")
-        line = _read_line(self.inp)
-        if line is None:
-            self.closed = True
-            return ""
-        return line
+        if self.auto_answer:
+            return "1"
+        line = self._ask("> as the advisor: press a key to accept (Enter alone lets it time out):")
+        return line or ""
 
 
 def run_call(

@@ -6,13 +6,14 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from ivr.context import desk, now_ms
+from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
 from routing import presence, router
 from routing.announcement import set_announcement
 from routing.call_log import calls_on_case
 from routing.queue import waiting_callers
 from routing.roster import advisor_roster
+from routing.stats import team_stats
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -84,3 +85,9 @@ def announcement() -> Response:
         abort(400, description="text must be a string of at most 2000 characters")
     active = bool(body.get("active", True))
     return jsonify(set_announcement(desk().r, text, active))
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    """Service level per team, live, for today in Central time."""
+    return jsonify(team_stats(desk(), now()))

@@ -186,7 +186,7 @@ def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int)
         desk.r, advisor_id, expected_call=call_sid, new_call=hold,
         lease_until_ms=now_ms + wrapup * 1000,
     ):
-        schedule_end_of_wrapup(desk.job_redis, advisor_id, hold, wrapup)
+        schedule_end_of_wrapup(desk.job_redis, advisor_id, hold, now_ms + wrapup * 1000)
 
 
 def free_advisor(

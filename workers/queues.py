@@ -6,8 +6,9 @@ web processes and `routing` can enqueue without importing workers.
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Retry
@@ -44,10 +45,14 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     )
 
 
-def schedule_end_of_wrapup(r: redis.Redis, advisor_id: str, hold: str, seconds: int) -> None:
+def schedule_end_of_wrapup(
+    r: redis.Redis, advisor_id: str, hold: str, until_ms: int
+) -> None:
     """Make the advisor available again once their wrap-up time is over."""
-    Queue(Queues.PRESENCE, connection=r).enqueue_in(
-        timedelta(seconds=seconds),
+    # RQ's schedule has whole-second resolution: round up, never end wrap-up early.
+    at = datetime.fromtimestamp(math.ceil(until_ms / 1000), tz=UTC)
+    Queue(Queues.PRESENCE, connection=r).enqueue_at(
+        at,
         "workers.presence.end_wrapup",
         advisor_id,
         hold,

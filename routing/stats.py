@@ -1,0 +1,87 @@
+"""Service level per team, today in Central time: from the call logs (answered,
+abandoned, speed of answer) and the live queues (who waits, for how long)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from routing import keys
+from routing.desk import Desk
+from routing.models import CallLog
+
+CENTRAL = ZoneInfo("America/Chicago")
+SERVICE_LEVEL_SECONDS = 15.0
+
+
+def day_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """Start and end of `now`'s day in Central time (aware datetimes)."""
+    day = now.astimezone(CENTRAL).date()
+    start = datetime.combine(day, time(0), tzinfo=CENTRAL)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=CENTRAL)
+
+
+def _empty() -> dict[str, float | int | None]:
+    """A team's figures before any call."""
+    return {"waiting": 0, "longest_wait_seconds": 0.0, "answered": 0, "abandoned": 0,
+            "asa_seconds": None, "answered_within_15s": None, "abandonment_rate": None,
+            "calls": 0}
+
+
+def service_level(
+    session_factory: sessionmaker[Session] | None, now: datetime
+) -> dict[str, dict[str, float | int | None]]:
+    """Answered, abandoned, average speed of answer and the 15-second share, per team."""
+    figures: dict[str, dict[str, float | int | None]] = {}
+    if session_factory is None:
+        return figures
+    start, end = day_bounds(now)
+    with session_factory() as db:
+        rows = db.execute(
+            select(CallLog.team, CallLog.status, CallLog.queue_wait_seconds)
+            .where(CallLog.started_at >= start, CallLog.started_at < end,
+                   CallLog.team.is_not(None))
+        ).all()
+    waits: dict[str, list[float]] = {}
+    for team, status, wait in rows:
+        team_figures = figures.setdefault(team, _empty())
+        team_figures["calls"] = int(team_figures["calls"] or 0) + 1
+        if status == "answered":
+            team_figures["answered"] = int(team_figures["answered"] or 0) + 1
+            waits.setdefault(team, []).append(float(wait or 0.0))
+        elif status == "abandoned":
+            team_figures["abandoned"] = int(team_figures["abandoned"] or 0) + 1
+    for team, team_figures in figures.items():
+        answered_waits = waits.get(team, [])
+        if answered_waits:
+            team_figures["asa_seconds"] = round(sum(answered_waits) / len(answered_waits), 2)
+            within = sum(1 for w in answered_waits if w <= SERVICE_LEVEL_SECONDS)
+            team_figures["answered_within_15s"] = round(within / len(answered_waits), 4)
+        offered = int(team_figures["answered"] or 0) + int(team_figures["abandoned"] or 0)
+        if offered:
+            team_figures["abandonment_rate"] = round(
+                int(team_figures["abandoned"] or 0) / offered, 4)
+    return figures
+
+
+def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | None]]:
+    """Every team's service level today plus its live queue."""
+    figures = service_level(desk.session_factory, now)
+    now_ms = int(now.timestamp() * 1000)
+    for team in desk.r.smembers(keys.teams()):
+        team_figures = figures.setdefault(team, _empty())
+        waiting = desk.r.zrange(keys.team_waiting(team), 0, -1)
+        team_figures["waiting"] = len(waiting)
+        longest = 0.0
+        if waiting:
+            pipe = desk.r.pipeline(transaction=False)
+            for call_sid in waiting:
+                pipe.hget(keys.call(call_sid), "enqueued_at")
+            for enqueued in pipe.execute():
+                if enqueued:
+                    longest = max(longest, (now_ms - int(enqueued)) / 1000)
+        team_figures["longest_wait_seconds"] = round(longest, 1)
+    return dict(sorted(figures.items()))

@@ -1,0 +1,245 @@
+"""Waiting well: what a waiting caller hears, callbacks, overflow, wrap-up,
+and the service level supervisors see."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from caseline.simulator import Caller, FlaskTransport
+from config.prompts import Prompts
+from config.settings import PROJECT_ROOT
+from routing import keys, presence, router
+from routing.call_session import start_session
+from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+
+PAT = "+16125550101"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def lakeview(directory):
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.advisor("A5", ["fees"], phone="+16515550105")
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None,
+                 priority: str = "medium") -> None:
+    """A caller who reached the queue (session as the webhooks leave it)."""
+    now = at_ms or int(time.time() * 1000)
+    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+                                "team": team, "priority": priority, "menu": "2"})
+    claim = presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=now,
+                                      lease_ms=35_000, priority=priority)
+    assert claim.outcome == "queued"
+
+
+def hold_cycle(client, sid: str) -> list[str]:
+    """Post the waitUrl as Twilio does; what the caller hears in that cycle."""
+    form = {"CallSid": sid, "QueuePosition": "1", "QueueTime": "10"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/wait", form)
+    response = client.post("/voice/wait", data=form, headers={"X-Twilio-Signature": signature})
+    return [say.text or "" for say in ET.fromstring(response.data).iter("Say")]
+
+
+def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakeview):
+    p = Prompts()
+    make_available(desk, "A7")
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    desk.r.rpush(keys.team_waits("general"), 40, 40)  # recent waits: 40 s each
+    for n in range(3):
+        queue_caller(desk, f"CA{n}")
+    heard = hold_cycle(client, "CA2")
+    assert p.text("routing.queued", position=3) in heard
+    assert p.text("routing.estimate", minutes="2 minutes") in heard
+    router.end_call(desk, "CA0", "completed", 30, int(time.time() * 1000))  # hangs up
+    heard = hold_cycle(client, "CA2")
+    assert p.text("routing.queued", position=2) in heard
+    assert p.text("routing.estimate", minutes="1 minute") in heard
+    stats = client.get("/api/stats", headers=API).get_json()
+    assert stats["general"]["waiting"] == 2
+
+
+def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
+                                                               emulator, app):
+    caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
+    result = caller.run()
+    assert result.queued and result.outcome != "advisor"
+    # The caller has hung up but keeps their place in line.
+    assert desk.r.zscore(keys.team_waiting("general"), caller.call_sid) is not None
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    assert leg.to == "+16515550102"  # the advisor is called first
+    advisor_leg = Caller(
+        FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),
+        "+18005550100", "+16515550102", start_url=leg.url, direction="outbound-api",
+        keys=["1"], advisor_policy={PAT: "answer"}, account_sid=ACCOUNT_SID,
+        status_path=leg.status_callback, talk_seconds=90)
+    callback = advisor_leg.run()
+    assert callback.dialed == [PAT]  # then the contact, bridged
+    assert callback.outcome == "advisor"
+    run_jobs(desk)
+    [log] = client.get("/api/cases/" + _new_case(desk), headers=API).get_json() or [None]
+    assert log["answered_by"] == "A2" and log["talk_seconds"] == 90
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def _new_case(desk) -> str:
+    """The number of the case the worker opened for the last call, with /calls."""
+    from routing.models import CallLog
+
+    with desk.session_factory() as db:
+        log = db.query(CallLog).order_by(CallLog.id.desc()).first()
+        return f"{log.case_number}/calls"
+
+
+def test_callback_to_a_contact_who_never_answers_is_tried_three_times(phone, desk, lakeview,
+                                                                     client, emulator, app):
+    caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
+    caller.run()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    advisor_leg = Caller(
+        FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),
+        "+18005550100", "+16515550102", start_url=leg.url, direction="outbound-api",
+        keys=["1"], advisor_policy={PAT: "no-answer"}, account_sid=ACCOUNT_SID,
+        status_path=leg.status_callback)
+    callback = advisor_leg.run()
+    assert callback.dialed == [PAT, PAT, PAT]
+    run_jobs(desk)
+    [log] = client.get("/api/cases/" + _new_case(desk), headers=API).get_json()
+    assert log["status"] == "callback-unanswered"
+    assert log["advisors_tried"] == ["A2"]
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_product_caller_overflows_to_general_after_the_limit(desk, lakeview, emulator):
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-fees")
+    queue_caller(desk, "CA-fees", team="fees", at_ms=now - 200_000)  # waited 200 s > 120 s
+    queue_caller(desk, "CA-fees-new", team="fees", at_ms=now - 1_000)
+    # A general advisor frees up: serves the long-waiting fees caller, not the new one.
+    release = router.free_advisor(desk, "A2", now, explicit=True)
+    assert release.call_sid == "CA-fees"
+    assert emulator.redirects("CA-fees")
+    assert desk.r.zscore(keys.team_waiting("fees"), "CA-fees-new") is not None
+
+
+def test_idle_general_advisor_is_offered_on_the_next_hold_cycle(desk, lakeview, client):
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-fees", team="fees", at_ms=now - 200_000)
+    root_texts = hold_cycle(client, "CA-fees")
+    assert root_texts == []  # <Leave/>: the caller goes on to A2
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-fees"
+
+
+def test_abandoned_caller_leaves_the_queue_at_once(phone, desk, lakeview, client):
+    result = phone.call(PAT, "2", max_wait_seconds=0.2)
+    assert result.queued
+    assert desk.r.zcard(keys.team_waiting("general")) == 0
+    run_jobs(desk)
+    assert client.get("/api/stats", headers=API).get_json()["general"]["abandoned"] == 1
+
+
+def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
+    """Known answers: 3 answered (waits 0, 0, 20 s), 1 abandoned, 1 still waiting."""
+    make_available(desk, "A7", "A2")
+    phone.call(PAT, "1 2024117#")
+    phone.call(PAT, "1 2024117#")
+    presence.make_unavailable(desk.r, "A7", "offline", now_ms=int(time.time() * 1000))
+    presence.make_unavailable(desk.r, "A2", "offline", now_ms=int(time.time() * 1000))
+    phone.call(PAT, "2", max_wait_seconds=0.1)  # abandons
+    # A caller who waited 20 s before A2 came back.
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-waited", at_ms=now - 20_000)
+    emulator.register_call("CA-waited")
+    router.free_advisor(desk, "A2", now, explicit=True)
+    desk.r.hset(keys.call("CA-waited"), mapping={"answered_by": "A2", "talk_seconds": 30})
+    router.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
+    from workers.queues import enqueue_call_log
+
+    enqueue_call_log(desk.job_redis, "CA-waited")
+    presence.make_unavailable(desk.r, "A2", "offline", now_ms=now + 30_001)
+    queue_caller(desk, "CA-still", at_ms=now - 7_000)  # waiting right now
+    run_jobs(desk)
+    general = client.get("/api/stats", headers=API).get_json()["general"]
+    assert general["answered"] == 3
+    assert general["abandoned"] == 1
+    assert general["asa_seconds"] == pytest.approx(20 / 3, abs=0.1)
+    assert general["answered_within_15s"] == pytest.approx(2 / 3, abs=0.001)
+    assert general["waiting"] == 1
+    assert 6 <= general["longest_wait_seconds"] <= 9
+
+
+def test_wrap_up_then_served_from_the_queue_without_any_request(
+        settings, desk, lakeview, emulator, tmp_path):
+    """A real `caseline worker` ends the wrap-up on its own and serves the queue."""
+    with time_machine_real_clock():
+        now = int(time.time() * 1000)
+        wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+        make_available(desk, "A2")
+        presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
+                                  now_ms=now, lease_ms=35_000)
+        desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
+        start_session(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+        emulator.register_call("CA-next")
+        queue_caller(desk, "CA-next", at_ms=now)
+        worker = start_worker(settings, tmp_path)
+        try:
+            router.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+            ended_at = time.monotonic()
+            assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
+            time.sleep(1.0)
+            assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+            assert emulator.redirects("CA-next") == []
+            deadline = time.monotonic() + 10
+            while not emulator.redirects("CA-next"):
+                assert time.monotonic() < deadline, "wrap-up never ended"
+                time.sleep(0.05)
+            served_after = emulator.redirects("CA-next")[0].at - ended_at
+            assert 2.0 <= served_after < 5.0
+            assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=10)
+
+
+def dataclasses_replace(desk, **changes):
+    """A copy of the desk with some parts changed."""
+    import dataclasses
+
+    return dataclasses.replace(desk, **changes)
+
+
+def time_machine_real_clock():
+    """Back to the real clock (a worker process lives on it too)."""
+    import time_machine
+
+    return time_machine.travel(time_machine.escape_hatch.time.time(), tick=True)
+
+
+def start_worker(settings, tmp_path: Path) -> subprocess.Popen:
+    """`caseline worker` as its own process, on the test Redis and database."""
+    import os
+
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+           "TWILIO_API_URL": settings.twilio_api_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+           "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+           "CASELINE_INSTANCE_PATH": str(tmp_path / "instance")}
+    return subprocess.Popen([str(Path(sys.executable).with_name("caseline")), "worker"],
+                            env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
