@@ -132,6 +132,41 @@ def contacts_flag_inactive() -> None:
     click.echo(f"{len(flagged)} contact(s) newly flagged for deactivation")
 
 
+@main.command("call")
+@click.option("--from", "from_number", required=True, metavar="NUMBER",
+              help="The caller ID (e.g. +16125550101).")
+@click.option("--keys", default=None,
+              help='Run unattended: the keys of each question, e.g. "1 2024117#" '
+                   '("wait:1" answers a question heard while waiting in a queue).')
+@click.option("--advisor", type=click.Choice(["answer", "no-answer", "busy", "voicemail"]),
+              default=None, help="What every dialed advisor does (default: ask, or answer).")
+@click.option("--expect", type=click.Choice(["advisor", "queue", "voicemail", "hangup"]),
+              default=None, help="Exit 0 only if the call ends this way (else 1).")
+@click.option("--url", default=None,
+              help="caseline's base URL (PUBLIC_BASE_URL, else http://127.0.0.1:$PORT).")
+@click.option("--token", default=None, help="Auth token to sign with (TWILIO_AUTH_TOKEN).")
+@click.option("--to", "to_number", default=None, metavar="NUMBER",
+              help="The number called (the support line).")
+@click.option("--max-wait", type=float, default=None,
+              help="Seconds to wait in a queue before hanging up (default 300).")
+@click.option("--emulator", default=None,
+              help="The Twilio REST emulator that delivers redirects (CASELINE_EMULATOR_URL).")
+@click.option("--speak", is_flag=True, help="Speak the prompts aloud with espeak-ng.")
+@click.option("--wav", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE", help="Write every prompt heard into one WAV file (espeak-ng).")
+def call(from_number: str, keys: str | None, advisor: str | None, expect: str | None,
+         url: str | None, token: str | None, to_number: str | None, max_wait: float | None,
+         emulator: str | None, speak: bool, wav: Path | None) -> None:
+    """Place a call on caseline from the terminal, walking its TwiML as Twilio does."""
+    from caseline.terminal_caller import CallOptions, run_call
+
+    options = CallOptions(from_number=from_number, keys=keys, advisor=advisor, expect=expect,
+                          url=url, token=token, max_wait=max_wait, emulator=emulator,
+                          speak=speak, wav=str(wav) if wav else None,
+                          **({"to": to_number} if to_number else {}))
+    sys.exit(run_call(options, settings=_settings()))
+
+
 @main.command("twilio-emulator")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8099, show_default=True)

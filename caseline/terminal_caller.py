@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import select
+import shutil
+import subprocess
 import sys
+import tempfile
+import threading
+import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, TextIO
 
 from caseline.simulator import (
@@ -119,7 +126,9 @@ def espeak_binary() -> str | None:
     return shutil.which("espeak-ng") or shutil.which("espeak")
 
 
-def write_wav(binary: str, texts: Sequence[str], path: Path, gap: float = SPEECH_GAP_SECONDS) -> None:
+def write_wav(
+    binary: str, texts: Sequence[str], path: Path, gap: float = SPEECH_GAP_SECONDS
+) -> None:
     """Speak `texts` with espeak-ng into one WAV file at `path`, a short gap between them."""
     with tempfile.TemporaryDirectory(prefix="caseline-wav-") as tmp:
         parts = []
@@ -176,7 +185,8 @@ class Speaker:
         self._thread: threading.Thread | None = None
         if (speak or self.wav) and self.binary is None:
             what = "spoken" + (f" and {self.wav} is not written" if self.wav else "")
-            print(f"caseline call: espeak-ng is not installed: prompts are not {what}", file=self.err)
+            print(f"caseline call: espeak-ng is not installed: prompts are not {what}",
+                  file=self.err)
         if speak and self.binary is not None:
             self._thread = threading.Thread(target=self._run, name="caseline-speaker", daemon=True)
             self._thread.start()
@@ -363,7 +373,8 @@ def run_call(
     if not token:
         print("caseline call: no TWILIO_AUTH_TOKEN: requests go unsigned", file=err)
     unattended = opts.keys is not None
-    terminal = _Terminal(out, inp)
+    speaker = Speaker(speak=opts.speak, wav=opts.wav, err=err)
+    terminal = _Terminal(out, inp, speaker, interactive=not unattended)
     if opts.advisor is not None:
         policy = AdvisorPolicy.coerce(opts.advisor)
     elif unattended:
@@ -376,6 +387,9 @@ def run_call(
     terminal.say(f"calling {base_url} from {opts.from_number} to {opts.to}")
     if link is None:
         terminal.say("(no Twilio emulator: a caller who must wait will not be connected)")
+    if not unattended:
+        terminal.say("(type the keys of each question, then Enter; Ctrl-C hangs up)")
+    interrupted = False
     with HttpTransport(base_url, auth_token=token) as transport:
         caller = Caller(
             transport,
@@ -396,11 +410,16 @@ def run_call(
         try:
             result = caller.run()
         except KeyboardInterrupt:
+            interrupted = True
             result = caller.result  # the status callback went out: the caller hung up
             terminal.say("(interrupted: the caller hung up)")
         finally:
             if link is not None:
                 link.close()
+    try:
+        speaker.close(interrupted=interrupted)
+    except KeyboardInterrupt:
+        speaker.close(interrupted=True)
     terminal.say("")
     terminal.say(result.summary())
     if result.error is not None:
@@ -423,6 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", default=DEFAULT_TO, help="the number called")
     parser.add_argument("--max-wait", dest="max_wait", type=float, default=None)
     parser.add_argument("--emulator", default=None, help="Twilio emulator URL")
+    parser.add_argument("--speak", action="store_true", help="speak the prompts (espeak-ng)")
+    parser.add_argument("--wav", default=None, help="write the prompts heard into this WAV file")
     return parser
 
 
