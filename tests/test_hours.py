@@ -288,14 +288,19 @@ def test_next_opening_across_spring_forward() -> None:
     opening = next_opening(central(2026, 3, 7, 20, 0))
     assert opening == utc(2026, 3, 9, 11, 0)  # Monday 06:00 CDT
     assert opening.utcoffset() == timedelta(hours=-5)
-    assert opening - central(2026, 3, 7, 20, 0) == timedelta(hours=33)
+    # Elapsed time (in UTC: subtracting two Chicago times ignores the DST change).
+    assert opening.astimezone(UTC) - central(2026, 3, 7, 20, 0).astimezone(UTC) == timedelta(
+        hours=33
+    )
 
 
 def test_next_opening_across_fall_back() -> None:
     # Saturday 31 October 2026 20:00 CDT; clocks go back on Sunday 1 November.
     opening = next_opening(central(2026, 10, 31, 20, 0))
     assert opening == utc(2026, 11, 2, 12, 0)  # Monday 06:00 CST
-    assert opening - central(2026, 10, 31, 20, 0) == timedelta(hours=35)
+    assert opening.astimezone(UTC) - central(2026, 10, 31, 20, 0).astimezone(
+        UTC
+    ) == timedelta(hours=35)
 
 
 @pytest.mark.parametrize(
@@ -592,7 +597,7 @@ def test_cadence_outside_the_shipped_span(posted: list[MaintenanceWindow]) -> No
         ),
         (central(2026, 12, 9, 5, 0), None),
         (central(2026, 12, 8, 3, 0), None),  # Tuesday
-        (central(2026, 7, 16, 3, 0), None),  # Thursday 03:00 in UTC is not 03:00 Central...
+        (utc(2026, 7, 16, 3, 0), None),  # Thursday 03:00 UTC is Wednesday 22:00 CDT...
         (utc(2026, 7, 16, 8, 0), "Automatic updates for hosted districts are under way until "
          "6 AM Central; service may be briefly interrupted."),  # ...08:00 UTC is 03:00 CDT
     ],
