@@ -1,17 +1,21 @@
 """What callers and advisors hear, read from `config/prompts.toml`.
 
 The file is operator-owned; caseline re-reads it when its modification time
-changes, so a reworded prompt is heard on the next call without a deploy.
+changes (looked at once a second), so a reworded prompt is heard on the next
+call without a deploy.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import tomllib
 from pathlib import Path
 
 DEFAULT_PATH = Path(__file__).with_name("prompts.toml")
+# How often the file's modification time is looked at (not on every prompt).
+CHECK_EVERY_SECONDS = 1.0
 
 
 class Prompts:
@@ -23,9 +27,14 @@ class Prompts:
         self._lock = threading.Lock()
         self._mtime: float = -1.0
         self._data: dict[str, dict[str, str]] = {}
+        self._checked_at = 0.0
 
     def _current(self) -> dict[str, dict[str, str]]:
-        """The parsed file, re-read when it changed on disk."""
+        """The parsed file, re-read when it changed on disk (checked once a second)."""
+        now = time.monotonic()
+        if self._data and now < self._checked_at + CHECK_EVERY_SECONDS:
+            return self._data
+        self._checked_at = now
         try:
             mtime = self.path.stat().st_mtime
         except OSError:

@@ -3,6 +3,7 @@ holidays, authorization, options 2, 6 and 8, and where each call is logged."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import date, datetime
@@ -334,12 +335,18 @@ def test_three_wrong_case_numbers_reach_the_general_team(phone, desk, desk_direc
 def test_editing_the_prompt_file_changes_what_callers_hear(phone, app, desk, tmp_path,
                                                           desk_directory):
     original = Prompts().path.read_text()
-    edited = tmp_path / "prompts.toml"
-    edited.write_text(original.replace("Thank you for calling support",
-                                       "Welcome to the district help line"))
-    app.extensions["caseline.prompts"] = Prompts(edited)
-    result = phone.call(PAT, "")
-    assert any("Welcome to the district help line" in t for t in result.heard())
+    live = tmp_path / "prompts.toml"
+    live.write_text(original)
+    app.extensions["caseline.prompts"] = Prompts(live)
+    before = phone.call(PAT, "")
+    assert not any("Welcome to the district help line" in t for t in before.heard())
+    # An operator rewords the greeting while the service runs.
+    live.write_text(original.replace("Thank you for calling support",
+                                     "Welcome to the district help line"))
+    os.utime(live, (time.time() + 5, time.time() + 5))
+    time.sleep(1.1)
+    after = phone.call(PAT, "")
+    assert any("Welcome to the district help line" in t for t in after.heard())
 
 
 def test_daily_job_flags_contacts_inactive_for_180_days(desk, desk_directory):
