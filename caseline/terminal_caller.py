@@ -271,7 +271,9 @@ class _Terminal:
         self.auto_answer = False
 
     def say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        # One write per line: a prompt and its newline reach the terminal together.
+        self.out.write(line + "\n")
+        self.out.flush()
 
     def on_event(self, event: Event) -> None:
         lines = self.printer.lines(event)
@@ -416,18 +418,19 @@ def run_call(
         finally:
             if link is not None:
                 link.close()
-    try:
-        speaker.close(interrupted=interrupted)
-    except KeyboardInterrupt:
-        speaker.close(interrupted=True)
     terminal.say("")
     terminal.say(result.summary())
+    status = 0
     if result.error is not None:
-        return 2
-    if opts.expect is not None and result.outcome != opts.expect:
+        status = 2
+    elif opts.expect is not None and result.outcome != opts.expect:
         terminal.say(f"expected {opts.expect}, the call ended with {result.outcome}")
-        return 1
-    return 0
+        status = 1
+    try:
+        speaker.close(interrupted=interrupted)  # the last prompts are still being spoken
+    except KeyboardInterrupt:
+        speaker.close(interrupted=True)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:

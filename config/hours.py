@@ -61,7 +61,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -175,7 +175,7 @@ def next_opening(now: datetime) -> datetime:
     day = local.date()
     for _ in range(370):
         opening = datetime.combine(day, OPENS, tzinfo=CENTRAL)
-        if opening >= local and is_business_day(day):
+        if opening.astimezone(UTC) >= now.astimezone(UTC) and is_business_day(day):
             return opening
         day += timedelta(days=1)
     raise RuntimeError(f"no opening within a year of {now.isoformat()}")  # pragma: no cover
@@ -223,7 +223,9 @@ class MaintenanceWindow:
 
     def contains(self, now: datetime) -> bool:
         """Whether `now` falls inside the window."""
-        return self.start <= now < self.end
+        # In UTC: comparing two datetimes of one zone compares wall clocks, not instants.
+        instant = now.astimezone(UTC)
+        return self.start.astimezone(UTC) <= instant < self.end.astimezone(UTC)
 
     @property
     def day(self) -> date:

@@ -205,7 +205,7 @@ def _spoken_list(names: list[str]) -> str:
 def _after_hours(sid: str, key: str) -> Response:
     """Outside business hours: the hours, then a voicemail (after the case number for 1)."""
     p = prompts()
-    closed = p.text("hours.closed", hours=hours.hours_sentence())
+    closed = p.text("hours.closed", hours=_hours_words())
     if key == "1":
         return xml(twiml.ask(p, [closed, p.text("case.ask")],
                              twiml.url("/voice/after-hours/case"), timeout=10))
@@ -542,4 +542,9 @@ def register_error_pages(app: Flask) -> None:
         if request.path == "/voice/status":
             return xml(twiml.empty(), 200)
         settings = desk().settings
-        return xml(twiml.fallback(prompts(), settings.fallback_number, hours.hours_sentence()))
+        return xml(twiml.fallback(prompts(), settings.fallback_number, _hours_words()))
+
+
+def _hours_words() -> str:
+    """The desk's hours, to be spoken inside a sentence."""
+    return hours.hours_sentence().rstrip(".")

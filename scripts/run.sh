@@ -35,7 +35,7 @@ cat <<MSG
 
   Place a call from another terminal (Pat Lee of Lakeview, case 2024117):
 
-    export TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL
+    export PORT=$PORT TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL
     .venv/bin/caseline call --from "+16125550101" --keys "1 2024117#" --advisor answer
 
   Put advisor A7 on the line first (or the call waits in the queue):

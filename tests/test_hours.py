@@ -90,7 +90,7 @@ def test_closed_at_weekends(now: datetime) -> None:
 
 
 def test_friday_evening_utc_is_still_friday_in_chicago() -> None:
-    # Saturday 17 Jan 2026 at 23:30 UTC... no: Friday 16 Jan 23:30 UTC is 17:30 CST, open.
+    # Friday 16 January 2026 at 23:30 UTC is 17:30 CST: open.
     assert is_open(utc(2026, 1, 16, 23, 30)) is True
     # Monday 19 Jan 2026 at 03:00 UTC is Sunday 21:00 CST, closed.
     assert is_open(utc(2026, 1, 19, 3, 0)) is False
@@ -253,9 +253,7 @@ def test_every_year_has_each_closure_once_on_weekdays(year: int) -> None:
     by_name = {name: day for day, name in closures.items()}
     eve, christmas = by_name["Christmas Eve"], by_name["Christmas Day"]
     assert date(year, 12, 22) <= eve < christmas
-    assert all(
-        (eve + timedelta(days=n)).weekday() >= 5 for n in range(1, (christmas - eve).days)
-    )
+    assert all((eve + timedelta(days=n)).weekday() >= 5 for n in range(1, (christmas - eve).days))
     assert by_name["the day after Thanksgiving"] == by_name["Thanksgiving"] + timedelta(days=1)
 
 
@@ -298,9 +296,9 @@ def test_next_opening_across_fall_back() -> None:
     # Saturday 31 October 2026 20:00 CDT; clocks go back on Sunday 1 November.
     opening = next_opening(central(2026, 10, 31, 20, 0))
     assert opening == utc(2026, 11, 2, 12, 0)  # Monday 06:00 CST
-    assert opening.astimezone(UTC) - central(2026, 10, 31, 20, 0).astimezone(
-        UTC
-    ) == timedelta(hours=35)
+    assert opening.astimezone(UTC) - central(2026, 10, 31, 20, 0).astimezone(UTC) == timedelta(
+        hours=35
+    )
 
 
 @pytest.mark.parametrize(
@@ -602,7 +600,5 @@ def test_cadence_outside_the_shipped_span(posted: list[MaintenanceWindow]) -> No
          "6 AM Central; service may be briefly interrupted."),  # ...08:00 UTC is 03:00 CDT
     ],
 )  # fmt: skip
-def test_weekly_windows(
-    posted: list[MaintenanceWindow], now: datetime, notice: str | None
-) -> None:
+def test_weekly_windows(posted: list[MaintenanceWindow], now: datetime, notice: str | None) -> None:
     assert maintenance_notice(now, posted) == notice
