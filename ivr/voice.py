@@ -518,7 +518,8 @@ def status() -> Response:
     sid = form("CallSid")
     if sid:
         duration = _int(form("CallDuration"))
-        if router.end_call(desk(), sid, form("CallStatus") or "completed", duration, now_ms()):
+        if router.end_call(desk(), sid, form("CallStatus") or "completed", duration, now_ms(),
+                           caller=form("From")):
             enqueue_call_log(desk().job_redis, sid)
     return xml(twiml.empty())
 

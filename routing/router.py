@@ -272,7 +272,9 @@ def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: i
     pipe.execute()
 
 
-def end_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int) -> bool:
+def end_call(
+    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
+) -> bool:
     """The call is over: free what it held; True when its log should be written now.
 
     False for a repeated callback, and for a caller who keeps their place for
@@ -292,7 +294,9 @@ def end_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_ms:
         fields["queue_wait_ms"] = int(session.get("queue_wait_ms") or 0) + now_ms - enqueued
         fields["abandoned"] = 1
     if "started_at" not in session:
+        # A call we never saw begin (its first webhook failed): log what Twilio told us.
         fields["started_at"] = now_ms - duration * 1000
+        fields["caller"] = caller[:40]
     update_session(desk.r, call_sid, **fields)
     advisor_id = session.get("advisor") or ""
     if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:

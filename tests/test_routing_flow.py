@@ -150,3 +150,54 @@ def test_advisor_released_after_answered_call(phone, desk, lakeview):
     make_available(desk, OWNER)
     phone.call(PAT, "1 2024117#")
     assert presence.advisor_state(desk.r, OWNER)["status"] == "available"
+
+
+def test_reconciler_frees_an_advisor_whose_callbacks_were_lost(desk, lakeview, emulator):
+    """A claim whose Dial result and status never came back expires; the next caller
+    waiting gets that advisor."""
+    from routing import router
+
+    now = int(time.time() * 1000)
+    make_available(desk, OWNER)
+    presence.claim_for_caller(desk.r, "CA-lost", team="general", owner_id=OWNER, now_ms=now,
+                              lease_ms=desk.lease_ms)
+    desk.r.hset(keys.call("CA-next"), mapping={"base": "http://caseline.test"})
+    emulator.register_call("CA-next")
+    presence.claim_for_caller(desk.r, "CA-next", team="general", owner_id=None, now_ms=now + 1,
+                              lease_ms=desk.lease_ms)
+    assert router.reconcile(desk, now + 1000) == {"freed": 0, "dropped": 0}
+    assert presence.advisor_state(desk.r, OWNER)["call"] == "CA-lost"
+    later = now + desk.lease_ms + 1
+    assert router.reconcile(desk, later)["freed"] == 1
+    assert presence.advisor_state(desk.r, OWNER)["call"] == "CA-next"
+    assert emulator.redirects("CA-next")
+
+
+def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
+    from routing import router
+    from routing.call_session import mark_ended
+
+    now = int(time.time() * 1000)
+    desk.r.hset(keys.call("CA-gone"), mapping={"base": "http://caseline.test"})
+    presence.claim_for_caller(desk.r, "CA-gone", team="general", owner_id=None, now_ms=now,
+                              lease_ms=desk.lease_ms)
+    mark_ended(desk.r, "CA-gone")  # its status callback ran, but the queue kept it
+    assert router.reconcile(desk, now)["dropped"] == 1
+    assert desk.r.zcard(keys.team_waiting("general")) == 0
+
+
+def test_status_for_a_call_never_seen_is_still_logged(client, desk, lakeview):
+    from twilio.request_validator import RequestValidator
+
+    from tests.conftest import AUTH_TOKEN, BASE_URL
+
+    form = {"CallSid": "CA" + "9" * 32, "CallStatus": "completed", "CallDuration": "12",
+            "From": PAT}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
+    client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
+    run_jobs(desk)
+    from routing.models import CallLog
+
+    with desk.session_factory() as db:
+        [log] = db.query(CallLog).all()
+        assert (log.call_sid, log.caller, log.status) == (form["CallSid"], PAT, "ended-in-menu")
