@@ -23,7 +23,7 @@ def _run_cron(redis_url: str) -> None:
     from workers.contacts import flag_inactive
     from workers.presence import reconcile
 
-    cron = CronScheduler(connection=redis.Redis.from_url(redis_url))
+    cron = CronScheduler(connection=redis.Redis.from_url(redis_url), logging_level=logging.WARNING)
     cron.register(reconcile, Queues.PRESENCE, interval=RECONCILE_EVERY_SECONDS,
                   job_timeout=60, result_ttl=60)
     # Daily, early morning (server time), before the desk opens.
@@ -43,8 +43,10 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         cron.start()
     connection = redis.Redis.from_url(settings.redis_url)
     try:
+        # RQ's per-job INFO lines would log the reconciler every 10 s; jobs log
+        # what matters themselves.
         Worker(list(Queues.ALL), connection=connection).work(
-            with_scheduler=True, burst=burst
+            with_scheduler=True, burst=burst, logging_level="WARNING"
         )
     finally:
         if cron is not None and cron.is_alive():

@@ -74,6 +74,7 @@ def log_call(call_sid: str) -> str:
             raise  # a case-number collision: the job retries with a fresh number
         if case is not None:
             cache_case(desk.r, case)
+        log.info("call %s logged on case %s", call_sid, case.number if case else "(none)")
     if session.get("verified") == "1" and session.get("contact"):
         # A verified call is activity for the 180-day rule.
         record_contact_activity(desk.session_factory, desk.r, session["contact"],
