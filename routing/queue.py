@@ -30,12 +30,15 @@ def waiting_position(desk: Desk, call_sid: str) -> tuple[int | None, float | Non
 
 def _serving_advisors(desk: Desk, team: str) -> int:
     """How many advisors of a team are working (available or busy)."""
-    count = 0
-    for advisor_id in desk.r.smembers(keys.advisors()):
-        state = desk.r.hmget(keys.advisor(advisor_id), "status", "teams")
-        if state[0] in ("available", "busy") and team in (state[1] or "").split(","):
-            count += 1
-    return count
+    advisor_ids = list(desk.r.smembers(keys.advisors()))
+    pipe = desk.r.pipeline(transaction=False)
+    for advisor_id in advisor_ids:
+        pipe.hmget(keys.advisor(advisor_id), "status", "teams")
+    return sum(
+        1
+        for status, teams in pipe.execute()
+        if status in ("available", "busy") and team in (teams or "").split(",")
+    )
 
 
 def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:
