@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
-from routing import presence, router
+from routing import directory, presence, router
 from routing.announcement import set_announcement
 from routing.call_log import calls_on_case
 from routing.queue import waiting_callers
@@ -44,7 +44,7 @@ def client_error(exc: Any) -> tuple[Response, int]:
 @bp.get("/advisors")
 def advisors() -> Response:
     """Every advisor with status and teams."""
-    return jsonify(advisor_roster(desk().r, now_ms()))
+    return jsonify(advisor_roster(desk().r, now_ms(), desk().session_factory))
 
 
 @bp.put("/advisors/<advisor_id>/status")
@@ -54,6 +54,8 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     if status not in presence.STATUSES:
         abort(400, description="status must be one of available, busy, offline")
     d = desk()
+    # After a Redis restart the advisor may be known only to the database.
+    directory.advisor_facts(d.r, d.session_factory, advisor_id, now())
     if status == "available":
         outcome = router.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
     else:

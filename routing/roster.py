@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from routing import keys
+from routing.models import Advisor
 
 
-def advisor_roster(r: redis.Redis, now_ms: int) -> list[dict[str, object]]:
-    """One dict per advisor: id, name, status, teams, idle/busy since."""
-    ids = sorted(r.smembers(keys.advisors()))
+def advisor_roster(
+    r: redis.Redis, now_ms: int, session_factory: sessionmaker[Session] | None = None
+) -> list[dict[str, object]]:
+    """One dict per advisor: id, name, status, teams, idle/busy since.
+
+    The directory (database) says who the advisors are, so the roster is
+    whole even right after Redis lost its state (they show as offline).
+    """
+    known: dict[str, dict[str, str]] = {}
+    if session_factory is not None:
+        with session_factory() as db:
+            for advisor in db.scalars(select(Advisor)):
+                known[advisor.id] = {"name": advisor.name, "phone": advisor.phone,
+                                     "teams": ",".join(advisor.teams)}
+    ids = sorted(set(r.smembers(keys.advisors())) | set(known))
     pipe = r.pipeline(transaction=False)
     for advisor_id in ids:
         pipe.hgetall(keys.advisor(advisor_id))
     roster = []
-    for advisor_id, state in zip(ids, pipe.execute(), strict=True):
+    for advisor_id, live in zip(ids, pipe.execute(), strict=True):
+        state = {**known.get(advisor_id, {}), **live}
         since = int(state.get("since") or 0)
         call = state.get("call") or ""
         roster.append({

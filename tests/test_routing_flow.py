@@ -201,3 +201,25 @@ def test_status_for_a_call_never_seen_is_still_logged(client, desk, lakeview):
     with desk.session_factory() as db:
         [log] = db.query(CallLog).all()
         assert (log.call_sid, log.caller, log.status) == (form["CallSid"], PAT, "ended-in-menu")
+
+
+def test_after_a_redis_flush_advisors_come_back_offline_and_can_sign_in(phone, desk, lakeview,
+                                                                          client):
+    make_available(desk, OWNER)
+    desk.r.flushdb()
+    roster = api(client, "GET", "/api/advisors").get_json()
+    assert {a["id"]: a["status"] for a in roster} == dict.fromkeys(lakeview, "offline")
+    response = api(client, "PUT", f"/api/advisors/{OWNER}/status", {"status": "available"})
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "available"
+    result = phone.call(PAT, "1 2024117#")  # contact and case come back from the database
+    assert result.dialed == [lakeview[OWNER]]
+
+
+def test_unknown_advisor_status_is_404(client, desk, lakeview):
+    response = api(client, "PUT", "/api/advisors/NOPE/status", {"status": "available"})
+    assert response.status_code == 404
+    response = api(client, "PUT", f"/api/advisors/{OWNER}/status", {"status": "lunch"})
+    assert response.status_code == 400
+    assert api(client, "GET", "/api/advisors").status_code == 200
+    assert client.get("/api/advisors").status_code == 401
