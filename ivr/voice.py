@@ -94,8 +94,7 @@ def main_menu() -> Response:
             return xml(twiml.goodbye(p, p.text("menu.goodbye")))
         before = [p.text("menu.invalid")] if key else []
         return xml(twiml.main_menu(p, before, attempt=attempt + 1))
-    menu.record_step(desk(), sid, key)
-    session = get_session(desk().r, sid)
+    session = menu.record_step(desk(), sid, key)
     if key == "8":
         return _outage(sid, session)
     if not auth.is_authorized(session):

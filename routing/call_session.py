@@ -2,28 +2,70 @@
 the call goes.
 
 Webhooks append to the session; they never write SQL. The worker reads it
-when the call is over and writes the call log.
+when the call is over and writes the call log. Each helper here is one round
+trip (a small script where a read and a write must go together).
 """
 
 from __future__ import annotations
 
 import redis
+from redis.commands.core import Script
 
 from routing import keys
 
 SESSION_TTL_SECONDS = 24 * 3600
 
+# Open a session unless it exists: one round trip, and a repeated first
+# webhook (Twilio retrying) never overwrites what the call already did.
+_START = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Append `value` to a "sep"-joined field (menu path, advisors tried).
+_APPEND = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and current ~= '' then current = current .. ARGV[2] .. ARGV[3]
+else current = ARGV[3] end
+redis.call('HSET', KEYS[1], ARGV[1], current)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return current
+"""
+
+# The call now rings an advisor: note the try once, however often asked.
+_RINGING = """
+if redis.call('HGET', KEYS[1], 'ringing') ~= ARGV[1] then
+  local tried = redis.call('HGET', KEYS[1], 'tried')
+  if tried and tried ~= '' then tried = tried .. ',' .. ARGV[1] else tried = ARGV[1] end
+  redis.call('HSET', KEYS[1], 'tried', tried)
+end
+redis.call('HSET', KEYS[1], 'state', 'ringing', 'ringing', ARGV[1], 'whisper', '')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_scripts: dict[str, Script] = {}
+
+
+def _script(r: redis.Redis, source: str) -> Script:
+    """A registered script (its SHA is computed once per process)."""
+    script = _scripts.get(source)
+    if script is None:
+        script = _scripts[source] = r.register_script(source)
+    return script
+
 
 def start_session(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -> bool:
     """Open a call's session; False (and nothing changed) if it already exists."""
-    key = keys.call(call_sid)
-    pipe = r.pipeline()
-    pipe.hsetnx(key, "started_at", fields.get("started_at", 0))
-    pipe.expire(key, SESSION_TTL_SECONDS)
-    created, _ = pipe.execute()
-    if created:
-        r.hset(key, mapping={k: str(v) for k, v in fields.items()})
-    return bool(created)
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, str(value)]
+    if not flat:
+        flat = ["call_sid", call_sid]
+    script = _script(r, _START)
+    return bool(script(keys=[keys.call(call_sid)], args=[SESSION_TTL_SECONDS, *flat], client=r))
 
 
 def get_session(r: redis.Redis, call_sid: str) -> dict[str, str]:
@@ -31,20 +73,33 @@ def get_session(r: redis.Redis, call_sid: str) -> dict[str, str]:
     return r.hgetall(keys.call(call_sid))  # type: ignore[return-value]
 
 
+def session_and_end(r: redis.Redis, call_sid: str) -> tuple[dict[str, str], bool]:
+    """The call's session and whether the call is over, in one round trip."""
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(keys.call(call_sid))
+    pipe.exists(keys.call_ended(call_sid))
+    session, ended = pipe.execute()
+    return session, bool(ended)
+
+
 def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -> None:
     """Set fields of a call's session (and keep it alive)."""
     key = keys.call(call_sid)
-    pipe = r.pipeline()
+    pipe = r.pipeline(transaction=False)
     pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     pipe.expire(key, SESSION_TTL_SECONDS)
     pipe.execute()
 
 
-def append_menu(r: redis.Redis, call_sid: str, step: str) -> None:
-    """Append one step (a key, a case number) to the call's menu path."""
+def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
+    """Add a step (a key, a case number) to the menu path, set `fields`; the session after."""
     key = keys.call(call_sid)
-    current = r.hget(key, "menu") or ""
-    r.hset(key, "menu", f"{current}>{step}" if current else step)
+    pipe = r.pipeline(transaction=False)
+    _script(r, _APPEND)(keys=[key], args=["menu", ">", step, SESSION_TTL_SECONDS], client=pipe)
+    if fields:
+        pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
+    pipe.hgetall(key)
+    return pipe.execute()[-1]  # type: ignore[no-any-return]
 
 
 def is_ended(r: redis.Redis, call_sid: str) -> bool:
@@ -65,6 +120,14 @@ def tried_advisors(r: redis.Redis, call_sid: str) -> list[str]:
 
 def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
     """Note that an advisor was rung on this call (for the call log)."""
-    key = keys.call(call_sid)
-    current = r.hget(key, "tried") or ""
-    r.hset(key, "tried", f"{current},{advisor_id}" if current else advisor_id)
+    _script(r, _APPEND)(keys=[keys.call(call_sid)],
+                        args=["tried", ",", advisor_id, SESSION_TTL_SECONDS], client=r)
+
+
+def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str) -> dict[str, str]:
+    """The call rings `advisor_id` now (a try, noted once); returns the advisor's hash."""
+    pipe = r.pipeline(transaction=False)
+    _script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, SESSION_TTL_SECONDS],
+                         client=pipe)
+    pipe.hgetall(keys.advisor(advisor_id))
+    return pipe.execute()[-1]  # type: ignore[no-any-return]

@@ -28,9 +28,6 @@ def identify_caller(
 ) -> dict[str, str]:
     """Open the call's session and look the caller's number up among contacts."""
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
-    session = get_session(desk.r, call_sid)
-    if session.get("started_at"):
-        return session  # Twilio retried the first request: same call.
     fields: dict[str, str | int] = {
         "call_sid": call_sid, "caller": caller, "to": to[:40], "base": base_url,
         "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
@@ -38,13 +35,14 @@ def identify_caller(
     contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller)
     if contact:
         fields.update(contact_session_fields(desk, contact, now))
-    start_session(desk.r, call_sid, fields)
-    return get_session(desk.r, call_sid)
+    if start_session(desk.r, call_sid, fields):
+        return {k: str(v) for k, v in fields.items()}
+    return get_session(desk.r, call_sid)  # Twilio retried the first request: same call.
 
 
-def record_step(desk: Desk, call_sid: str, step: str) -> None:
-    """Add a key or entry to the call's menu path."""
-    append_menu(desk.r, call_sid, step[:64])
+def record_step(desk: Desk, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
+    """Add a key or entry to the call's menu path (and set `fields`); the session after."""
+    return append_menu(desk.r, call_sid, step[:64], **fields)
 
 
 def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
@@ -55,12 +53,10 @@ def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
     case = directory.find_case(desk.r, desk.session_factory, number) if number else None
     if not case or case.get("district") != session.get("district"):
         # Another district's case is "not found": never reveal it exists.
-        update_session(desk.r, call_sid, case_tries=tries)
-        record_step(desk, call_sid, number or "-")
+        record_step(desk, call_sid, number or "-", case_tries=tries)
         return CaseLookup(found=False, tries=tries)
-    record_step(desk, call_sid, number)
-    update_session(
-        desk.r, call_sid,
+    record_step(
+        desk, call_sid, number,
         case=number, team=case.get("team") or "general", owner=case.get("owner", ""),
         priority=case.get("priority") or "medium", product=case.get("product", ""),
         case_status=case.get("status", ""), case_tries=tries,

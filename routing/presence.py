@@ -60,7 +60,8 @@ _CLAIM_FOR_CALLER = _LUA_COMMON + r"""
 -- ARGV[6] call sid, [7] owner id or "", [8] team, [9] now ms,
 -- [10] lease until ms, [11] band, [12] "1" to queue when nobody is free,
 -- [13] key of the advisors tried on this call (scored by when),
--- [14] advisors tried at or after this time (ms) are not rung again
+-- [14] advisors tried at or after this time (ms) are not rung again,
+-- [15] the set of all teams (a team someone waits for is a team)
 local sid, owner, team = ARGV[6], ARGV[7], ARGV[8]
 local now, lease_until, band = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local may_queue, tried, tried_since = ARGV[12], ARGV[13], tonumber(ARGV[14])
@@ -96,6 +97,8 @@ for _, id in ipairs(candidates) do
   if not was_tried(id) then return claim(id) end
 end
 if may_queue ~= "1" then return {"none", ""} end
+redis.call("SADD", ARGV[15], team)
+redis.call("HSET", call_key(sid), "state", "queued")
 local score = redis.call("ZSCORE", wait_key(team), sid)
 if not score then
   score = band * 10000000000000 + now
@@ -290,9 +293,9 @@ def claim_for_caller(
         "1" if queue_if_none else "0",
         keys.call_tried(call_sid),
         0 if retry_after_ms is None else now_ms - retry_after_ms,
+        keys.teams(),
     )
     outcome, value = result  # type: ignore[misc]
-    r.sadd(keys.teams(), team)
     if outcome == "advisor":
         return Claim("advisor", advisor_id=value)
     if outcome == "queued":

@@ -16,7 +16,9 @@ from routing.call_session import (
     get_session,
     is_ended,
     mark_ended,
+    note_ringing,
     record_try,
+    session_and_end,
     update_session,
 )
 from routing.desk import Desk
@@ -69,8 +71,8 @@ Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
 
 def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     """Claim the next advisor for a caller (owner first), or queue them."""
-    session = get_session(desk.r, call_sid)
-    if is_ended(desk.r, call_sid):
+    session, ended = session_and_end(desk.r, call_sid)
+    if ended:
         return CallFinished(session.get("answered_by") or None)
     team = session.get("team") or "general"
     claim = presence.claim_for_caller(
@@ -84,7 +86,6 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return _ring(desk, call_sid, claim.advisor_id, now_ms)
-    update_session(desk.r, call_sid, state="queued")
     return WaitInQueue(team=team, position=claim.position or 1)
 
 
@@ -119,10 +120,7 @@ def after_oncall(
 
 def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
     """Note the try on the session and describe the advisor to dial."""
-    facts = presence.advisor_state(desk.r, advisor_id)
-    if (desk.r.hget(keys.call(call_sid), "ringing") or "") != advisor_id:
-        record_try(desk.r, call_sid, advisor_id)
-    update_session(desk.r, call_sid, state="ringing", ringing=advisor_id, whisper="")
+    facts = note_ringing(desk.r, call_sid, advisor_id)
     return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
 
 
