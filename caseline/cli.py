@@ -35,6 +35,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # twilio's client logs every REST request at INFO (a dozen lines each).
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 @main.group()
