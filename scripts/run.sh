@@ -24,10 +24,16 @@ $BIN/caseline twilio-emulator --port "${CASELINE_EMULATOR_URL##*:}" & pids+=($!)
 $BIN/caseline worker & pids+=($!)
 $BIN/caseline serve & pids+=($!)
 
-for _ in $(seq 100); do
-  curl -fs -o /dev/null "http://127.0.0.1:$PORT/healthz" && break
-  sleep 0.1
-done
+# Wait for the web service (Python, not curl: a fresh machine may have no curl).
+$BIN/python - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+PY
 
 cat <<MSG
 
