@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench transcripts system-deps clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@# Debian's own python3 needs python3-venv for `-m venv` (we are root there).
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  apt-get install -y -qq python3-venv >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq python3-venv); \
+	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
@@ -34,8 +38,9 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
+## bench: caseline against the framework's ceiling (~8 min; BENCH_ARGS=--quick for ~2)
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 transcripts: $(STAMP)
 	$(BIN)/python scripts/transcripts.py
