@@ -20,7 +20,6 @@ from ivr.security import twilio_signature_ok
 from routing import auth, menu, router
 from routing.announcement import active_announcement
 from routing.call_session import get_session, update_session
-from routing.queue import waiting_position
 from workers.queues import enqueue_call_log
 
 log = logging.getLogger(__name__)
@@ -418,15 +417,15 @@ def whisper_accept() -> Response:
 def wait() -> Response:
     """One hold cycle: leave for a free advisor, else position, estimate, music."""
     sid, p = form("CallSid"), prompts()
-    if router.offer_waiting(desk(), sid, now_ms()):
+    cycle = router.hold_cycle(desk(), sid, now_ms())
+    if cycle.leave:
         return xml(twiml.leave())
-    position, estimate = waiting_position(desk(), sid)
     texts = []
-    if position:
-        texts.append(p.text("routing.queued", position=position))
-        if estimate is not None:
-            texts.append(_estimate_words(estimate))
-    return xml(twiml.wait_music(p, texts, offer_callback=bool(position)))
+    if cycle.position:
+        texts.append(p.text("routing.queued", position=cycle.position))
+        if cycle.estimate_seconds is not None:
+            texts.append(_estimate_words(cycle.estimate_seconds))
+    return xml(twiml.wait_music(p, texts, offer_callback=bool(cycle.position)))
 
 
 @bp.post("/callback")

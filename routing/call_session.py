@@ -83,12 +83,8 @@ def session_and_end(r: redis.Redis, call_sid: str) -> tuple[dict[str, str], bool
 
 
 def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -> None:
-    """Set fields of a call's session (and keep it alive)."""
-    key = keys.call(call_sid)
-    pipe = r.pipeline(transaction=False)
-    pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
-    pipe.expire(key, SESSION_TTL_SECONDS)
-    pipe.execute()
+    """Set fields of a call's session (its day-long expiry was set when it opened)."""
+    r.hset(keys.call(call_sid), mapping={k: str(v) for k, v in fields.items()})
 
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:

@@ -11,34 +11,35 @@ _BAND_NAMES = {band: name for name, band in BANDS.items()}
 _BAND_WIDTH = 10**13
 
 
-def waiting_position(desk: Desk, call_sid: str) -> tuple[int | None, float | None]:
-    """The caller's 1-based place in their team's queue and an estimated wait (s)."""
-    team = desk.r.hget(keys.call(call_sid), "waiting_team")
-    if not team:
-        return None, None
-    pipe = desk.r.pipeline(transaction=False)
-    pipe.zrank(keys.team_waiting(team), call_sid)
-    pipe.lrange(keys.team_waits(team), 0, 19)
-    pipe.zcard(keys.team_available(team))
-    rank, recent, _ = pipe.execute()
+def estimate(
+    desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
+) -> tuple[int | None, float | None]:
+    """Place in line and estimated wait: recent average wait x place / advisors working."""
     if rank is None:
         return None, None
     waits = [float(w) for w in recent]
     average = sum(waits) / len(waits) if waits else 30.0
-    return rank + 1, average * (rank + 1) / max(1, _serving_advisors(desk, team))
+    serving = int(working) if working is not None else _serving_advisors(desk, team)
+    return rank + 1, average * (rank + 1) / max(1, serving)
 
 
 def _serving_advisors(desk: Desk, team: str) -> int:
-    """How many advisors of a team are working (available or busy)."""
+    """How many advisors of a team are working (available or busy), cached a few seconds.
+
+    Only the estimate uses it, so a count up to five seconds old is fine and
+    spares every hold cycle a read of every advisor.
+    """
     advisor_ids = list(desk.r.smembers(keys.advisors()))
     pipe = desk.r.pipeline(transaction=False)
     for advisor_id in advisor_ids:
         pipe.hmget(keys.advisor(advisor_id), "status", "teams")
-    return sum(
+    count = sum(
         1
         for status, teams in pipe.execute()
         if status in ("available", "busy") and team in (teams or "").split(",")
     )
+    desk.r.set(keys.team_working(team), count, ex=5)
+    return count
 
 
 def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:

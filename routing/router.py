@@ -19,9 +19,11 @@ from routing.call_session import (
     note_ringing,
     record_try,
     session_and_end,
+    start_session,
     update_session,
 )
 from routing.desk import Desk
+from routing.queue import estimate
 from workers.queues import schedule_end_of_wrapup
 
 log = logging.getLogger(__name__)
@@ -295,6 +297,7 @@ def end_call(
         # A call we never saw begin (its first webhook failed): log what Twilio told us.
         fields["started_at"] = now_ms - duration * 1000
         fields["caller"] = caller[:40]
+        start_session(desk.r, call_sid, {})
     update_session(desk.r, call_sid, **fields)
     advisor_id = session.get("advisor") or ""
     if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
@@ -334,35 +337,51 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
 # --- waiting callers -----------------------------------------------------------
 
 
-def offer_waiting(desk: Desk, call_sid: str, now_ms: int) -> bool:
-    """On each hold cycle: claim a free advisor for the caller at the head of a queue.
+@dataclass(frozen=True)
+class HoldCycle:
+    """One hold cycle of a waiting caller: leave for an advisor, or hear where they are."""
 
-    Catches what no release event would: an advisor left available after
-    missing this very caller, or a general advisor idle while this caller has
-    waited past the overflow time. Only heads are offered, so order holds.
+    leave: bool
+    position: int | None = None
+    estimate_seconds: float | None = None
+
+
+def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
+    """On each hold cycle: claim a free advisor for the caller at the head of a queue,
+    else tell them their place and estimated wait.
+
+    The claim catches what no release event would: an advisor left available
+    after missing this very caller, or a general advisor idle while this caller
+    has waited past the overflow time. Only heads are offered, so order holds.
     """
-    session = get_session(desk.r, call_sid)
+    session, ended = session_and_end(desk.r, call_sid)
     team = session.get("waiting_team")
-    if not team or session.get("callback") == "1" or is_ended(desk.r, call_sid):
-        return False
-    if desk.r.zrank(keys.team_waiting(team), call_sid) != 0:
-        return False
-    enqueued = int(session.get("enqueued_at") or now_ms)
-    candidates = [team]
-    if team != "general" and now_ms - enqueued >= desk.settings.overflow_seconds * 1000:
-        candidates.append("general")
-    for serving_team in candidates:
-        if not desk.r.zcard(keys.team_available(serving_team)):
-            continue
-        claim = presence.claim_for_caller(
-            desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
-            lease_ms=desk.lease_ms, priority=session.get("priority"), queue_if_none=False,
-            retry_after_ms=REOFFER_AFTER_MS,
-        )
-        if claim.outcome == "advisor":
-            _note_dequeued(desk, call_sid, session, now_ms)
-            return True
-    return False
+    if not team or ended:
+        return HoldCycle(leave=False)
+    pipe = desk.r.pipeline(transaction=False)
+    pipe.zrank(keys.team_waiting(team), call_sid)
+    pipe.lrange(keys.team_waits(team), 0, 19)
+    pipe.get(keys.team_working(team))
+    pipe.zcard(keys.team_available(team))
+    pipe.zcard(keys.team_available("general"))
+    rank, recent, working, free_here, free_general = pipe.execute()
+    if rank == 0 and session.get("callback") != "1":
+        enqueued = int(session.get("enqueued_at") or now_ms)
+        candidates = [team] if free_here else []
+        overflowed = now_ms - enqueued >= desk.settings.overflow_seconds * 1000
+        if team != "general" and free_general and overflowed:
+            candidates.append("general")
+        for serving_team in candidates:
+            claim = presence.claim_for_caller(
+                desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
+                lease_ms=desk.lease_ms, priority=session.get("priority"),
+                queue_if_none=False, retry_after_ms=REOFFER_AFTER_MS,
+            )
+            if claim.outcome == "advisor":
+                _note_dequeued(desk, call_sid, session, now_ms)
+                return HoldCycle(leave=True)
+    position, seconds = estimate(desk, team, rank, recent, working)
+    return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
 
 
 def request_callback(desk: Desk, call_sid: str) -> bool:
