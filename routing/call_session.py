@@ -103,9 +103,13 @@ def is_ended(r: redis.Redis, call_sid: str) -> bool:
     return bool(r.exists(keys.call_ended(call_sid)))
 
 
-def mark_ended(r: redis.Redis, call_sid: str) -> bool:
-    """Record the call's end once; True only for the first caller."""
-    return bool(r.set(keys.call_ended(call_sid), "1", nx=True, ex=SESSION_TTL_SECONDS))
+def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
+    """Record the call's end once: (True only the first time, the session)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.set(keys.call_ended(call_sid), "1", nx=True, ex=SESSION_TTL_SECONDS)
+    pipe.hgetall(keys.call(call_sid))
+    first, session = pipe.execute()
+    return bool(first), session
 
 
 def tried_advisors(r: redis.Redis, call_sid: str) -> list[str]:

@@ -214,7 +214,9 @@ def free_advisor(
         if release.outcome != "claimed" or not release.call_sid:
             return release
         caller = release.call_sid
-        session = get_session(desk.r, caller)
+        session, ended = session_and_end(desk.r, caller)
+        if ended:
+            session["ended"] = "1"
         if _connect_waiting(desk, caller, advisor_id, session):
             _note_dequeued(desk, caller, session, now_ms)
             return release
@@ -235,7 +237,7 @@ def _connect_waiting(desk: Desk, caller: str, advisor_id: str, session: dict[str
         return False
     if session.get("callback") == "1":
         return _place_callback(desk, caller, advisor_id, session, base)
-    if is_ended(desk.r, caller):
+    if session.get("ended"):
         return False
     return desk.telephony.redirect_call(caller, f"{base}/voice/connect")
 
@@ -264,9 +266,9 @@ def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: i
     """Record how long the caller waited in the queue."""
     enqueued = int(session.get("enqueued_at") or now_ms)
     waited = float(session.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
-    update_session(desk.r, call_sid, queue_wait_ms=int(waited), state="connecting")
     team = session.get("waiting_team") or session.get("team") or "general"
-    pipe = desk.r.pipeline()
+    pipe = desk.r.pipeline(transaction=False)
+    pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": "connecting"})
     pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
     pipe.ltrim(keys.team_waits(team), 0, 49)
     pipe.execute()
@@ -280,9 +282,9 @@ def end_call(
     False for a repeated callback, and for a caller who keeps their place for
     a callback (their log is written when the callback is over).
     """
-    if not mark_ended(desk.r, call_sid):
+    first, session = mark_ended(desk.r, call_sid)
+    if not first:
         return False
-    session = get_session(desk.r, call_sid)
     fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
                                      "duration": duration}
     team = session.get("waiting_team")
