@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
     app.extensions["caseline"] = Desk(
         r=r,
         settings=settings,
-        telephony=Telephony(settings),
+        # Redirects of waiting callers go out after the webhook has answered.
+        telephony=Telephony(settings, background=True),
         session_factory=make_session_factory(engine),
     )
     app.extensions["caseline.prompts"] = prompts or Prompts()

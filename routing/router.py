@@ -8,6 +8,7 @@ waiting caller). Time is a parameter (`now_ms`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -210,36 +211,50 @@ def free_advisor(
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
         overflow_ms=overflow_ms,
     )
+    return _serve(desk, advisor_id, release, now_ms)
+
+
+def _serve(
+    desk: Desk, advisor_id: str, release: presence.Release, now_ms: int
+) -> presence.Release:
+    """Bring the waiting caller the advisor was just claimed for to them (if any)."""
     for _ in range(_MAX_REDIRECT_ATTEMPTS):
         if release.outcome != "claimed" or not release.call_sid:
             return release
         caller = release.call_sid
         session, ended = session_and_end(desk.r, caller)
-        if ended:
-            session["ended"] = "1"
-        if _connect_waiting(desk, caller, advisor_id, session):
+        base = session.get("base", "").rstrip("/")
+        if not ended and base and session.get("callback") != "1":
+            _note_dequeued(desk, caller, session, now_ms)
+            desk.telephony.later(functools.partial(
+                _redirect_or_move_on, desk, caller, advisor_id, f"{base}/voice/connect", now_ms))
+            return release
+        # A callback caller hung up long ago, on purpose: ring the advisor first.
+        if (session.get("callback") == "1" and base
+                and _place_callback(desk, caller, advisor_id, session, base)):
             _note_dequeued(desk, caller, session, now_ms)
             return release
-        log.info("waiting caller %s is gone; advisor %s goes on", caller, advisor_id)
-        update_session(desk.r, caller, advisor="")
-        release = presence.make_available(
-            desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
-            expected_call=caller, skip_call=caller, overflow_ms=overflow_ms,
-        )
+        release = _caller_gone(desk, caller, advisor_id, now_ms)
     return release
 
 
-def _connect_waiting(desk: Desk, caller: str, advisor_id: str, session: dict[str, str]) -> bool:
-    """Bring a claimed waiting caller to their advisor: redirect the live call, or
-    (for a caller who asked for a callback) ring the advisor first."""
-    base = session.get("base", "").rstrip("/")
-    if not base:
-        return False
-    if session.get("callback") == "1":
-        return _place_callback(desk, caller, advisor_id, session, base)
-    if session.get("ended"):
-        return False
-    return desk.telephony.redirect_call(caller, f"{base}/voice/connect")
+def _caller_gone(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:
+    """The claimed waiting caller could not be reached: the advisor takes the next one."""
+    log.info("waiting caller %s is gone; advisor %s goes on", caller, advisor_id)
+    update_session(desk.r, caller, advisor="")
+    return presence.make_available(
+        desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms, expected_call=caller,
+        skip_call=caller, overflow_ms=desk.settings.overflow_seconds * 1000,
+    )
+
+
+def _redirect_or_move_on(
+    desk: Desk, caller: str, advisor_id: str, url: str, now_ms: int
+) -> None:
+    """Redirect a claimed waiting caller to their advisor; if they hung up meanwhile,
+    free the advisor for the next caller (through the same matching script)."""
+    if not desk.telephony.redirect_call(caller, url):
+        _serve(desk, advisor_id, _caller_gone(desk, caller, advisor_id, now_ms), now_ms)
 
 
 def _place_callback(
