@@ -223,3 +223,21 @@ def test_unknown_advisor_status_is_404(client, desk, lakeview):
     assert response.status_code == 400
     assert api(client, "GET", "/api/advisors").status_code == 200
     assert client.get("/api/advisors").status_code == 401
+
+
+def test_a_waiting_caller_who_hung_up_unnoticed_passes_the_advisor_on(client, desk, lakeview,
+                                                                     emulator):
+    """The REST redirect fails (Twilio: call not in progress): the advisor takes the next."""
+    now = int(time.time() * 1000)
+    for n, sid in enumerate(("CA-gone", "CA-live")):
+        desk.r.hset(keys.call(sid), mapping={"base": "http://caseline.test"})
+        presence.claim_for_caller(desk.r, sid, team="general", owner_id=None, now_ms=now + n,
+                                  lease_ms=desk.lease_ms)
+    emulator.register_call("CA-live")  # CA-gone is unknown to Twilio: its redirect fails
+    api(client, "PUT", f"/api/advisors/{TEAMMATE}/status", {"status": "available"})
+    deadline = time.monotonic() + 5
+    while not emulator.redirects("CA-live"):
+        assert time.monotonic() < deadline, "the next caller was never redirected"
+        time.sleep(0.01)
+    assert presence.advisor_state(desk.r, TEAMMATE)["call"] == "CA-live"
+    assert desk.r.zcard(keys.team_waiting("general")) == 0
