@@ -50,7 +50,6 @@ def create_ceiling_app(auth_token: str, public_base_url: str) -> Flask:
                         num_digits=1, finish_on_key="")
         gather.say(MENU, voice="Polly.Joanna", language="en-US")
         response.append(gather)
-        response.redirect("/voice/menu", method="POST")
         return Response(str(response), mimetype="text/xml")
 
     @app.get("/healthz")

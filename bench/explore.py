@@ -1,0 +1,162 @@
+"""Measure variants of caseline's server one after the other: gunicorn's worker
+class, processes and threads, and candidate hot-path changes (`bench.patched`).
+
+    .venv/bin/python bench/explore.py settings      # sync/gthread x processes x threads
+    .venv/bin/python bench/explore.py patches       # each candidate change alone, then all
+
+`settings`: each variant gets fresh processes (Redis, caseline, the ceiling),
+the smoke check, then closed loop (32 callers) on both sides and paced (200
+req/s) on caseline, `--seconds` each. Prints one Markdown row per variant.
+
+`patches`: one stack, with a caseline web server per variant side by side on
+the same Redis and database (only one is driven at a time), closed loops
+interleaved over `--reps` rounds with the ceiling, so run-to-run noise hits
+every variant alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.run import BIN, LOAD_CORE, Config, Stack, measured_phase, smoke  # noqa: E402
+
+SETTINGS = [(1, 1), (2, 1), (4, 1), (1, 4), (1, 8), (2, 4), (2, 8), (4, 2)]
+AB_SETTINGS = [(1, 4), (1, 8), (2, 4), (2, 1), (4, 1)]  # besides caseline's default
+PATCHES = ["", "hiredis", "redirect-background", "hiredis,redirect-background"]
+# Measured before and since applied in caseline: quiet-twilio-log, wait-pipeline,
+# validator-once (see docs/benchmarks.md).
+
+
+def hiredis_path() -> str:
+    """hiredis installed aside (not into the shared venv); its directory."""
+    target = Path(tempfile.gettempdir()) / "caseline-bench-hiredis"
+    if not (target / "hiredis").exists():
+        subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "--target",
+                        str(target), "hiredis"], check=True)
+    return str(target)
+
+
+async def variant(config: Config, label: str, seconds: float) -> str:
+    """One variant's row."""
+    directory = Path(tempfile.mkdtemp(prefix="caseline-explore-"))
+    stack = Stack(config, directory)
+    try:
+        await stack.start()
+        assert stack.caseline and stack.ceiling
+        rows = await smoke(stack)
+        stack.ceiling.pad = {r["scenario"]: r["simulator_requests"] for r in rows}
+        closed = []
+        for target in (stack.caseline, stack.ceiling, stack.caseline):
+            result, _ = await measured_phase(stack, "closed", target, config, seed=len(closed))
+            closed.append(result)
+        paced, _ = await measured_phase(stack, "paced", stack.caseline, config, seed=5)
+        mine = [closed[0], closed[2]]
+        rps = sum(r.requests for r in mine) / sum(r.seconds for r in mine)
+        p99 = max(r.p99 for r in mine)
+        ceiling = closed[1]
+        errors = sum(r.errors for r in (*closed, paced))
+        return (f"| {label} | {rps:.0f} | {p99:.1f} | {ceiling.rps:.0f} | {ceiling.p99:.1f} | "
+                f"{rps / ceiling.rps:.2f} | {paced.p50:.1f} | {paced.p99:.1f} | "
+                f"{100 * paced.server_cpu:.0f}% | {errors} |")
+    finally:
+        await stack.stop()
+
+
+async def main() -> None:
+    """Run the chosen sweep."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sweep", choices=("settings", "patches", "settings-ab"))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--only", help="comma-separated labels to run")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rest-latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {LOAD_CORE})
+    if args.sweep in ("patches", "settings-ab"):
+        print("| variant | req/s (32 callers) | p99 ms | / ceiling | paced p50 ms | paced p99 ms "
+              "| paced CPU | Redis cmds/webhook | errors |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+        await side_by_side(args)
+        return
+    print("| variant | caseline req/s | caseline p99 ms | ceiling req/s | ceiling p99 ms | ratio "
+          "| paced p50 ms | paced p99 ms | paced CPU | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    if args.sweep == "settings":
+        for workers, threads in SETTINGS:
+            label = f"{workers} x {threads} ({'gthread' if threads > 1 else 'sync'})"
+            if args.only and label.split(" (")[0] not in args.only.split(","):
+                continue
+            config = Config(workers=workers, threads=threads, seconds=args.seconds, warmup=2,
+                            worker="off", rest_latency=args.rest_latency_ms / 1000)
+            print(await variant(config, label, args.seconds), flush=True)
+
+
+async def side_by_side(args: argparse.Namespace) -> None:
+    """Every patch variant as its own server in one stack, interleaved."""
+    config = Config(seconds=args.seconds, warmup=2, worker="off",
+                    rest_latency=args.rest_latency_ms / 1000)
+    directory = Path(tempfile.mkdtemp(prefix="caseline-explore-"))
+    stack = Stack(config, directory)
+    try:
+        await stack.start()
+        assert stack.caseline and stack.ceiling
+        rows = await smoke(stack)
+        stack.ceiling.pad = {r["scenario"]: r["simulator_requests"] for r in rows}
+        targets = [stack.caseline]
+        stack.caseline.name = "baseline" if args.sweep == "patches" else \
+            f"{config.workers} x {config.threads}"
+        if args.sweep == "settings-ab":
+            for workers, threads in AB_SETTINGS:
+                targets.append(await stack.add_caseline(
+                    f"{workers} x {threads}", "", workers=workers, threads=threads))
+        for patches in PATCHES[1:] if args.sweep == "patches" else []:
+            names = [p for p in patches.split(",") if p]
+            if args.only and patches not in args.only.split(","):
+                continue
+            extra = hiredis_path() if "hiredis" in names else ""
+            targets.append(await stack.add_caseline(
+                patches, ",".join(n for n in names if n != "hiredis"), extra))
+        results: dict[str, list] = {t.name: [] for t in [*targets, stack.ceiling]}
+        paced: dict[str, list] = {t.name: [] for t in targets}
+        for rep in range(args.reps):
+            for target in [*targets, stack.ceiling][:: 1 if rep % 2 == 0 else -1]:
+                result, _ = await measured_phase(stack, "closed", target, config, seed=rep)
+                results[target.name].append(result)
+                print(f"  {target.name}: {result.rps:.0f} req/s, p99 {result.p99:.1f} ms, "
+                      f"errors {result.errors}", file=sys.stderr, flush=True)
+            for target in targets:
+                result, _ = await measured_phase(stack, "paced", target, config, seed=rep)
+                paced[target.name].append(result)
+        ceiling = results[stack.ceiling.name]
+        ceiling_rps = sum(r.requests for r in ceiling) / sum(r.seconds for r in ceiling)
+        for name, runs in results.items():
+            rps = sum(r.requests for r in runs) / sum(r.seconds for r in runs)
+            p99 = sorted(x for r in runs for x in r.latencies)
+            p99v = p99[int(len(p99) * 0.99)] if p99 else 0.0
+            pr = paced.get(name, [])
+            pl = sorted(x for r in pr for x in r.latencies)
+            pp50 = pl[len(pl) // 2] if pl else 0.0
+            pp99 = pl[int(len(pl) * 0.99)] if pl else 0.0
+            cpu = (sum(r.server_cpu for r in pr) / len(pr)) if pr else 0.0
+            errors = sum(r.errors for r in runs + pr)
+            redis_cmds = [r.extra["redis_per_webhook"] for r in runs if "redis_per_webhook" in
+                          r.extra]
+            per = f"{sum(redis_cmds) / len(redis_cmds):.1f}" if redis_cmds else "-"
+            print(f"| {name} | {rps:.0f} | {p99v:.1f} | {rps / ceiling_rps:.2f} | "
+                  f"{pp50:.1f} | {pp99:.1f} | {100 * cpu:.0f}% | {per} | {errors} |", flush=True)
+    finally:
+        await stack.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

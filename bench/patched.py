@@ -1,0 +1,147 @@
+"""`caseline` with a few candidate hot-path changes applied at run time.
+
+The bench may not edit caseline's code (other hands own it), so each change
+suggested in docs/benchmarks.md is measured first as a patch applied here,
+before gunicorn forks its workers:
+
+    python -m bench.patched --patch quiet-twilio-log,wait-pipeline -- serve --port 8000
+
+Patches (a patch is a measurement aid, never production code):
+
+* `quiet-twilio-log`: twilio's HTTP client logs ~12 INFO lines per REST call
+  (`caseline` configures the root logger at INFO); raise that logger to WARNING.
+* `wait-pipeline`: `routing.queue._serving_advisors` reads every advisor's
+  status with one HMGET each (11 round trips per hold cycle); one pipeline.
+* `validator-once`: check the signature once over the URL as signed, not twice
+  (twilio's validator also tries the URL with an explicit port).
+* `simple-worker`: `caseline worker` runs jobs in its own process (RQ's
+  `SimpleWorker`) instead of forking a work horse for every job.
+* `redirect-background`: the REST redirect of a claimed waiting caller is sent
+  from a small thread pool after the webhook answers, instead of inside it.
+  (Measurement only: it reports success at once, so a failed redirect would
+  not release the advisor as caseline must.)
+* `hiredis` is not a patch: `bench/explore.py` installs the package aside and
+  puts it on the web processes' path (redis-py then parses with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def quiet_twilio_log() -> None:
+    """Twilio's per-request INFO lines off."""
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+
+
+def wait_pipeline() -> None:
+    """One pipelined round trip for the advisors' statuses of a hold cycle."""
+    from routing import keys, queue
+
+    def _serving_advisors(desk, team):  # type: ignore[no-untyped-def]
+        ids = list(desk.r.smembers(keys.advisors()))
+        pipe = desk.r.pipeline(transaction=False)
+        for advisor_id in ids:
+            pipe.hmget(keys.advisor(advisor_id), "status", "teams")
+        return sum(
+            1 for status, teams in pipe.execute()
+            if status in ("available", "busy") and team in (teams or "").split(",")
+        )
+
+    queue._serving_advisors = _serving_advisors  # type: ignore[assignment]
+
+
+def validator_once() -> None:
+    """Compute the HMAC once over PUBLIC_BASE_URL + path (the URL Twilio signed)."""
+    import base64
+    import hmac
+    from hashlib import sha1
+
+    from ivr import security
+
+    def twilio_signature_ok(request, settings):  # type: ignore[no-untyped-def]
+        if not settings.twilio_auth_token:
+            return settings.insecure_dev
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature:
+            return False
+        data = security.signed_url(request, settings)
+        form = request.form
+        for name in sorted(form.keys()):
+            for value in sorted(set(form.getlist(name))):
+                data += name + value
+        mac = hmac.new(settings.twilio_auth_token.encode(), data.encode(), sha1)
+        return hmac.compare_digest(base64.b64encode(mac.digest()).decode(), signature)
+
+    security.twilio_signature_ok = twilio_signature_ok  # type: ignore[assignment]
+    from ivr import voice
+
+    voice.twilio_signature_ok = twilio_signature_ok  # type: ignore[assignment]
+
+
+def simple_worker() -> None:
+    """RQ's SimpleWorker: no fork per job."""
+    from rq import SimpleWorker
+
+    import caseline.work
+
+    caseline.work.Worker = SimpleWorker  # type: ignore[misc]
+
+
+def redirect_background() -> None:
+    """REST redirects from a thread pool, off the webhook's thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from routing.telephony import Telephony
+
+    original = Telephony.redirect_call
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="redirect")
+
+    def redirect_call(self, call_sid, url):  # type: ignore[no-untyped-def]
+        pool.submit(original, self, call_sid, url)
+        return True
+
+    Telephony.redirect_call = redirect_call  # type: ignore[method-assign]
+
+
+PATCHES = {
+    "simple-worker": simple_worker,
+    "redirect-background": redirect_background,
+    "quiet-twilio-log": quiet_twilio_log,
+    "wait-pipeline": wait_pipeline,
+    "validator-once": validator_once,
+}
+
+
+def main() -> None:
+    """Apply the patches, then run the `caseline` command line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patch", default="")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    from caseline.cli import main as caseline_main
+
+    names = [n for n in args.patch.split(",") if n]
+    if any(n not in PATCHES for n in names):
+        raise SystemExit(f"unknown patch; known: {', '.join(PATCHES)}")
+
+    # `caseline`'s group callback configures logging; patch after it, before serving.
+    import caseline.cli as cli
+
+    original = cli._settings
+
+    def settings_then_patch():  # type: ignore[no-untyped-def]
+        for name in names:
+            PATCHES[name]()
+        return original()
+
+    cli._settings = settings_then_patch  # type: ignore[assignment]
+    sys.argv = ["caseline", *rest]
+    caseline_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,902 @@
+"""`make bench`: caseline against the framework's ceiling, side by side.
+
+One run starts a real Redis, a fresh SQLite database, `caseline serve` (with
+the demo directory loaded and every advisor available), `caseline worker`,
+and the ceiling (`bench.ceiling`, the same gunicorn options); pins the
+servers, the worker and Redis to core 1 and this process (the load
+generator and Twilio's REST side) to core 0; checks every scenario of the mix
+once with the tests' driver (`caseline.simulator.Caller`); then interleaves
+the two sides through the same phases, a few repetitions each:
+
+* closed loop: 32 virtual callers placing call after call;
+* paced: 200 webhooks/s;
+
+and, on caseline alone, 1,000 callers waiting in queues at once, then served
+in order; and a soak that reads each web process's resident memory.
+
+It prints the table and writes it into docs/benchmarks.md (between the
+generated-block markers; the prose around them is kept).
+
+    .venv/bin/python bench/run.py            # the full run (~8 minutes)
+    .venv/bin/python bench/run.py --quick    # 1-2 minutes
+    .venv/bin/python bench/run.py --profile  # py-spy on caseline's web processes
+    .venv/bin/python bench/run.py --explore  # gunicorn worker class/processes/threads sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.callers import MIX, Net, Recorder, Scenario, TwilioSide, VirtualCaller  # noqa: E402
+from bench.phases import (  # noqa: E402
+    PhaseResult,
+    Target,
+    closed_loop,
+    fill_queues,
+    paced,
+    percentile,
+    soak,
+)
+from bench.procs import Services, children, free_port, rss_mib, wait_for_port  # noqa: E402
+from bench.wire import HttpPool  # noqa: E402
+from caseline.embedded_redis import redis_server_binary, start_server, wait_until_up  # noqa: E402
+from config.hours import CENTRAL, is_open  # noqa: E402
+
+BIN = Path(sys.executable).parent
+AUTH_TOKEN = "bench-auth-token"
+ACCOUNT_SID = "AC" + "b" * 32
+API_TOKEN = "bench-api-token"
+LOAD_CORE, SERVER_CORE = 0, 1
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin (written by bench/run.py) -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Config:
+    """How long and how hard one run pushes."""
+
+    reps: int = 3
+    seconds: float = 15.0
+    warmup: float = 3.0
+    callers: int = 32
+    rate: float = 200.0
+    queue_callers: int = 1000
+    soak_per_process: int = 100_000
+    workers: int = 2
+    threads: int = 8
+    worker: str = "load-core"  # "servers", "load-core" or "off"
+    phases: tuple[str, ...] = ("closed", "paced", "queue", "soak")
+    patches: str = ""  # bench.patched's candidate changes, for experiments
+    pythonpath: str = ""  # extra packages (e.g. hiredis) for caseline's web processes
+    rest_latency: float = 0.0  # seconds Twilio's REST side takes to answer
+    quick: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def serve_defaults() -> tuple[int, int]:
+    """`caseline serve`'s default --workers and --threads (what production runs)."""
+    from caseline.cli import serve
+
+    values = {p.name: p.default for p in serve.params}
+    return int(values.get("workers") or 2), int(values.get("threads") or 8)
+
+
+# -- the stack ----------------------------------------------------------------------
+
+
+class Stack:
+    """Redis, caseline (web + worker), the ceiling and Twilio's REST side of one run."""
+
+    def __init__(self, config: Config, directory: Path) -> None:
+        self.config = config
+        self.dir = directory
+        self.services = Services(directory)
+        self.side = TwilioSide(ACCOUNT_SID, AUTH_TOKEN, config.rest_latency)
+        self.recorder = Recorder()
+        self.caseline_port = free_port()
+        self.ceiling_port = free_port()
+        self.redis_port = free_port()
+        self.caseline: Target | None = None
+        self.ceiling: Target | None = None
+        self.api: HttpPool | None = None
+        self.web = None
+        self.redis = None
+
+    def env(self, public_base: str) -> dict[str, str]:
+        """The environment of caseline's processes."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CASELINE_", "TWILIO_"))}
+        env.update({
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "DATABASE_URL": f"sqlite:///{self.dir / 'caseline.db'}",
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "PUBLIC_BASE_URL": public_base,
+            "TWILIO_API_URL": self.side.url,
+            "CASELINE_WRAPUP_SECONDS": "0",
+            "CASELINE_API_TOKEN": API_TOKEN,
+            "CASELINE_INSTANCE_PATH": str(self.dir / "instance"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    async def start(self) -> None:
+        """Start everything, pinned; load the directory; put every advisor on the line."""
+        config = self.config
+        redis_process = start_server(self.dir / "redis", port=self.redis_port)
+        self.redis = self.services.adopt("redis", redis_process, SERVER_CORE)
+        await asyncio.to_thread(wait_until_up, f"redis://127.0.0.1:{self.redis_port}/0")
+        await self.side.start()
+        caseline_url = f"http://127.0.0.1:{self.caseline_port}"
+        ceiling_url = f"http://127.0.0.1:{self.ceiling_port}"
+        env = self.env(caseline_url)
+        load = await asyncio.create_subprocess_exec(
+            str(BIN / "caseline"), "directory", "load", str(ROOT / "demo" / "directory.json"),
+            env=env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        output, _ = await load.communicate()
+        if load.returncode != 0:
+            raise RuntimeError(f"directory load failed: {output.decode()}")
+        serve = ["serve", "--port", str(self.caseline_port), "--workers", str(config.workers),
+                 "--threads", str(config.threads)]
+        web_env = dict(env)
+        if config.pythonpath:
+            web_env["PYTHONPATH"] = config.pythonpath
+        if config.patches:
+            web_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), config.pythonpath]))
+            argv = [str(BIN / "python"), "-m", "bench.patched", "--patch", config.patches, "--",
+                    *serve]
+        else:
+            argv = [str(BIN / "caseline"), *serve]
+        self.web = self.services.start("caseline-serve", argv, web_env, core=SERVER_CORE)
+        background = []
+        if config.worker != "off":
+            # `caseline worker` is its own process in production (the Procfile's `worker:`),
+            # not the web's: on the load core it runs at the lowest priority, so it takes
+            # what the generator leaves; on the servers' core, it competes with the web.
+            on_servers = config.worker == "servers"
+            worker_argv, worker_env = [str(BIN / "caseline"), "worker"], env
+            if config.patches:
+                worker_argv = [str(BIN / "python"), "-m", "bench.patched", "--patch",
+                               config.patches, "--", "worker"]
+                worker_env = dict(env, PYTHONPATH=str(ROOT))
+            background.append(self.services.start(
+                "caseline-worker", worker_argv, worker_env,
+                core=SERVER_CORE if on_servers else LOAD_CORE, nice=0 if on_servers else 19))
+        ceiling_env = dict(env, PUBLIC_BASE_URL=ceiling_url)
+        ceiling = self.services.start(
+            "ceiling",
+            [str(BIN / "python"), "-m", "bench.ceiling", "--port", str(self.ceiling_port),
+             "--workers", str(config.workers), "--threads", str(config.threads)],
+            dict(ceiling_env, PYTHONPATH=str(ROOT)), core=SERVER_CORE, cwd=ROOT,
+        )
+        await asyncio.to_thread(wait_for_port, self.caseline_port, 60, self.web)
+        await asyncio.to_thread(wait_for_port, self.ceiling_port, 60, ceiling)
+        pool_size = max(64, config.callers * 2)
+        self.caseline = Target(
+            "caseline",
+            Net(HttpPool("127.0.0.1", self.caseline_port, pool_size), caseline_url, AUTH_TOKEN,
+                ACCOUNT_SID, self.side, self.recorder),
+            [self.web], redis=self.redis, background=background,
+        )
+        self.ceiling = Target(
+            "ceiling",
+            Net(HttpPool("127.0.0.1", self.ceiling_port, pool_size), ceiling_url, AUTH_TOKEN,
+                ACCOUNT_SID, self.side, self.recorder),
+            [ceiling], ceiling=True,
+        )
+        self.api = HttpPool("127.0.0.1", self.caseline_port, 8)
+        await self.all_advisors("available")
+
+    async def add_caseline(
+        self, name: str, patches: str, pythonpath: str = "", workers: int | None = None,
+        threads: int | None = None,
+    ) -> Target:
+        """Another caseline web server on the same Redis and database (an A/B variant)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = dict(self.env(url), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                                           pythonpath])))
+        argv = [str(BIN / "python"), "-m", "bench.patched", "--patch", patches, "--", "serve",
+                "--port", str(port), "--workers", str(workers or self.config.workers),
+                "--threads", str(threads or self.config.threads)]
+        web = self.services.start(f"caseline-{name}", argv, env, core=SERVER_CORE)
+        await asyncio.to_thread(wait_for_port, port, 60, web)
+        return Target(name, Net(HttpPool("127.0.0.1", port, max(64, self.config.callers * 2)),
+                                url, AUTH_TOKEN, ACCOUNT_SID, self.side, self.recorder),
+                      [web], redis=self.redis)
+
+    async def call_api(self, method: str, path: str, body: object = None) -> Any:
+        """One request to caseline's operators' API; its JSON."""
+        assert self.api is not None
+        headers = [("Authorization", f"Bearer {API_TOKEN}")]
+        data = b""
+        if body is not None:
+            headers.append(("Content-Type", "application/json"))
+            data = json.dumps(body).encode()
+        status, answer, _ = await self.api.request(method, path, headers, data)
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {status} {answer[:200]!r}")
+        return json.loads(answer)
+
+    async def advisors(self) -> list[dict[str, Any]]:
+        """GET /api/advisors."""
+        return await self.call_api("GET", "/api/advisors")
+
+    async def set_advisor(self, advisor_id: str, status: str) -> None:
+        """PUT /api/advisors/<id>/status."""
+        await self.call_api("PUT", f"/api/advisors/{advisor_id}/status", {"status": status})
+
+    async def all_advisors(self, status: str) -> None:
+        """Every advisor of the directory to `status`."""
+        for advisor in await self.advisors():
+            await self.set_advisor(advisor["id"], status)
+
+    async def settle(self, timeout: float = 20.0) -> dict[str, int]:
+        """Wait until no caller waits and every advisor is available again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queues = await self.call_api("GET", "/api/queues")
+            waiting = sum(len(v) for v in queues.values())
+            busy = [a["id"] for a in await self.advisors() if a["status"] != "available"]
+            if (not waiting and not busy) or time.monotonic() > deadline:
+                self.side.reset()
+                return {"waiting": waiting, "busy": len(busy)}
+            await asyncio.sleep(0.2)
+
+    async def call_logs_written(self, calls: int, timeout: float = 180.0) -> dict[str, Any]:
+        """Wait for the worker to log every call (exactly once); how many it wrote."""
+        import sqlite3
+
+        started = time.monotonic()
+        written = -1
+        while True:
+            with sqlite3.connect(f"file:{self.dir / 'caseline.db'}?mode=ro", uri=True,
+                                 timeout=10) as db:
+                written = db.execute("SELECT count(*) FROM call_logs").fetchone()[0]
+            if written >= calls or time.monotonic() - started > timeout:
+                return {"calls": calls, "written": written,
+                        "drain_seconds": time.monotonic() - started}
+            await asyncio.sleep(1.0)
+
+    async def redis_commands(self) -> dict[str, int]:
+        """Redis's count of each command it has run (INFO commandstats)."""
+        import redis
+
+        def read() -> dict[str, int]:
+            client = redis.Redis(port=self.redis_port)
+            try:
+                stats = client.info("commandstats")
+            finally:
+                client.close()
+            return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+        return await asyncio.to_thread(read)
+
+    def web_pids(self) -> list[int]:
+        """The gunicorn worker processes of caseline (the web processes)."""
+        assert self.web is not None
+        return children(self.web.pid)
+
+    def memory(self) -> dict[int, float]:
+        """Resident memory (MiB) of each web process."""
+        return {pid: rss_mib(pid) for pid in self.web_pids()}
+
+    async def stop(self) -> None:
+        """Stop every process this run started."""
+        for pool in (self.api, self.caseline and self.caseline.net.pool,
+                     self.ceiling and self.ceiling.net.pool):
+            if pool:
+                pool.close()
+        self.side.close()
+        await asyncio.to_thread(self.services.stop_all)
+
+
+# -- smoke: the tests' driver places every scenario once ------------------------------
+
+
+async def smoke(stack: Stack) -> list[dict[str, Any]]:
+    """Each scenario once with `caseline.simulator.Caller` and once with the bench walker."""
+    from caseline.simulator import Caller, HttpTransport
+    from caseline.twilio_emulator import InProcessLink
+
+    assert stack.caseline is not None
+    target = stack.caseline
+    link = InProcessLink(stack.side.emulator)
+    rows = []
+    open_now = is_open(datetime.now(UTC))
+    for index, scenario in enumerate(MIX):
+        number = scenario.from_number or f"+1651555{3000 + index}"
+
+        def place(s: Scenario = scenario, n: str = number) -> Any:
+            with HttpTransport(target.net.public_base, auth_token=AUTH_TOKEN) as transport:
+                return Caller(transport, n, keys=list(s.keys), advisor_policy="answer",
+                              emulator_link=link, max_wait_seconds=15).run()
+
+        result = await asyncio.to_thread(place)
+        walker = VirtualCaller(target.net, scenario, number, scenario.keys)
+        outcome = await walker.run()
+        target.requests_served += len(result.steps) + walker.requests
+        target.calls_placed += 2
+        rows.append({
+            "scenario": scenario.name, "expected": scenario.expect(open_now),
+            "simulator": result.outcome, "simulator_requests": len(result.steps),
+            "simulator_error": result.error, "walker": outcome,
+            "walker_requests": walker.requests, "walker_error": walker.error,
+        })
+        await stack.settle(5)
+    return rows
+
+
+def smoke_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """Scenarios where the driver, the walker and the expectation disagree."""
+    problems = []
+    for row in rows:
+        if row["simulator_error"] or row["walker_error"]:
+            problems.append(f"{row['scenario']}: {row['simulator_error'] or row['walker_error']}")
+        elif not row["simulator"] == row["walker"] == row["expected"]:
+            problems.append(f"{row['scenario']}: simulator {row['simulator']}, walker "
+                            f"{row['walker']}, expected {row['expected']}")
+        elif row["simulator_requests"] != row["walker_requests"]:
+            problems.append(f"{row['scenario']}: simulator made {row['simulator_requests']} "
+                            f"webhooks, walker {row['walker_requests']}")
+    return problems
+
+
+# -- the queue test ----------------------------------------------------------------------
+
+
+async def queue_test(stack: Stack, callers: int, quick: bool) -> dict[str, Any]:
+    """`callers` waiting at once (no advisor on the line), then served in order."""
+    target = stack.caseline
+    assert target is not None
+    await stack.all_advisors("offline")
+    open_now = is_open(datetime.now(UTC))
+    by_name = {s.name: s for s in MIX}
+    if open_now:
+        mix = (by_name["8 outage, hosted contact"], by_name["2 new case"])
+        servers = {"hosting": "A4", "general": "A2"}
+    else:
+        mix = (by_name["8 outage, hosted contact"], by_name["8 outage, hosted contact 2"])
+        servers = {"hosting": "A4"}
+    arrival = 100.0
+    wait_scale = 0.4  # a ~12 s hold cycle (speech + callback offer + music) every ~5 s
+    recorder = target.net.recorder
+    started = time.monotonic()
+    tasks, _board, _ = await fill_queues(
+        target, callers=callers, arrival_rate=arrival, mix=mix, seed=7,
+        wait_scale=wait_scale, max_wait=600,
+    )
+    # Everyone in: wait until the service shows them all waiting.
+    peak, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        queues = await stack.call_api("GET", "/api/queues")
+        peak = max(peak, sum(len(v) for v in queues.values()))
+        if peak >= callers:
+            break
+        await asyncio.sleep(0.5)
+    # Hold: all of them on hold, their waitUrl re-requested as each cycle ends.
+    hold = 5.0 if quick else 12.0
+    hold_from = time.monotonic()
+    await asyncio.sleep(hold)
+    hold_to = time.monotonic()
+    hold_latency = sorted(
+        lat * 1000 for at, lat in zip(recorder.done_at, recorder.latency, strict=True)
+        if hold_from <= at <= hold_to
+    )
+    snapshot = await stack.call_api("GET", "/api/queues")
+    waiting_now = sum(len(v) for v in snapshot.values())
+    fifo_listed = all(
+        all(a["waiting_seconds"] >= b["waiting_seconds"] for a, b in pairwise(v))
+        for v in snapshot.values()
+    )
+    stack.side.redirects.clear()
+    released = time.monotonic()
+    for team, advisor_id in servers.items():
+        if snapshot.get(team):
+            await stack.set_advisor(advisor_id, "available")
+    outcomes = await asyncio.gather(*tasks)
+    drained = time.monotonic()
+    order = {t: [c["call_sid"] for c in v] for t, v in snapshot.items() if v}
+    team_of = {sid: team for team, sids in order.items() for sid in sids}
+    served: dict[str, list[str]] = {team: [] for team in order}
+    seen: set[str] = set()
+    for _, sid in stack.side.redirects:
+        team = team_of.get(sid)
+        if team and sid not in seen:
+            seen.add(sid)
+            served[team].append(sid)
+    out_of_order = sum(
+        sum(1 for a, b in zip(served[t], order[t], strict=False) if a != b) for t in order
+    )
+    errors = [m for _, m in recorder.errors] + [m for _, m in recorder.flow_errors]
+    await stack.all_advisors("available")
+    left = await stack.settle(20)
+    return {
+        "callers": callers, "peak_waiting": peak, "waiting_at_snapshot": waiting_now,
+        "hold_seconds": hold_to - hold_from, "hold_requests": len(hold_latency),
+        "hold_rps": len(hold_latency) / (hold_to - hold_from),
+        "hold_p50": percentile(hold_latency, 0.5), "hold_p99": percentile(hold_latency, 0.99),
+        "served_by": servers, "drain_seconds": drained - released,
+        "answered": sum(1 for o in outcomes if o == "advisor"),
+        "served_in_order": out_of_order == 0 and all(
+            len(served[t]) == len(order[t]) for t in order),
+        "out_of_order": out_of_order, "fifo_listed": fifo_listed,
+        "queues": {t: len(v) for t, v in order.items()},
+        "errors": len(errors), "error_samples": errors[:5],
+        "left_after": left, "seconds": drained - started,
+    }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def combine(results: list[PhaseResult], latencies: list[list[float]]) -> dict[str, Any]:
+    """Repetitions of one phase on one side, pooled."""
+    seconds = sum(r.seconds for r in results)
+    pooled = sorted(x for lat in latencies for x in lat)
+    paths: dict[str, list[float]] = {}
+    for r in results:
+        for path, values in r.by_path.items():
+            paths.setdefault(path, []).extend(values)
+    by_path = {
+        path: {"share": len(values) / max(1, len(pooled)), "p50": percentile(sorted(values), 0.5),
+               "p99": percentile(sorted(values), 0.99), "max": max(values)}
+        for path, values in sorted(paths.items(), key=lambda kv: -len(kv[1]))
+    }
+    redis_runs = [r.extra["redis_per_webhook"] for r in results if "redis_per_webhook" in r.extra]
+    commands: dict[str, float] = {}
+    for r in results:
+        for name, n in dict(r.extra.get("redis_commands") or {}).items():  # type: ignore[call-overload]
+            commands[name] = commands.get(name, 0.0) + n / len(results)
+    return {
+        "by_path": by_path,
+        "redis_per_webhook": statistics.mean(redis_runs) if redis_runs else None,
+        "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1])),
+        "rps": sum(r.requests for r in results) / seconds,
+        "cps": sum(r.calls for r in results) / seconds,
+        "p50": percentile(pooled, 0.5), "p90": percentile(pooled, 0.9),
+        "p99": percentile(pooled, 0.99), "max": pooled[-1] if pooled else 0.0,
+        "errors": sum(r.errors for r in results),
+        "server_cpu": statistics.mean(r.server_cpu for r in results),
+        "redis_cpu": statistics.mean(r.redis_cpu for r in results),
+        "generator_cpu": statistics.mean(r.generator_cpu for r in results),
+        "worker_cpu": statistics.mean(r.worker_cpu for r in results),
+        "rps_each": [r.rps for r in results],
+        "samples": [e for r in results for e in r.error_samples][:5],
+    }
+
+
+async def measured_phase(
+    stack: Stack, kind: str, target: Target, config: Config, seed: int
+) -> tuple[PhaseResult, list[float]]:
+    """One repetition of a phase on one side; its result and raw latencies."""
+    before = None if target.ceiling else await stack.redis_commands()
+    if kind == "closed":
+        result = await closed_loop(target, callers=config.callers, seconds=config.seconds,
+                                   warmup=config.warmup, seed=seed)
+    else:
+        result = await paced(target, rate=config.rate, seconds=config.seconds,
+                             warmup=config.warmup, seed=seed)
+    latencies = result.latencies
+    if before is not None:
+        after = await stack.redis_commands()
+        sent = len(target.net.recorder.latency)
+        delta = {name: after.get(name, 0) - before.get(name, 0) for name in after}
+        delta = {name: n for name, n in delta.items() if n > 0 and name != "info"}
+        result.extra["redis_per_webhook"] = sum(delta.values()) / max(1, sent)
+        result.extra["redis_commands"] = {name: n / max(1, sent) for name, n in delta.items()}
+    if not target.ceiling:
+        left = await stack.settle()
+        if left["waiting"] or left["busy"]:
+            result.errors += 1
+            result.error_samples.append(f"after the phase: {left}")
+    else:
+        stack.side.reset()
+    return result, latencies
+
+
+async def run(config: Config, args: argparse.Namespace) -> int:
+    """The whole benchmark; the exit status."""
+    os.sched_setaffinity(0, {LOAD_CORE})
+    directory = Path(tempfile.mkdtemp(prefix="caseline-bench-"))
+    stack = Stack(config, directory)
+    began = datetime.now(UTC)
+    report: dict[str, Any] = {"config": config.__dict__, "began": began.isoformat()}
+    memory: list[tuple[int, dict[int, float]]] = []
+    ok = False
+    try:
+        print(f"caseline bench: {config.workers} web process(es) x {config.threads} thread(s), "
+              f"worker {config.worker}; logs in {directory}", flush=True)
+        await stack.start()
+        assert stack.caseline and stack.ceiling
+        rows = await smoke(stack)
+        problems = smoke_problems(rows)
+        report["smoke"] = rows
+        print(f"smoke: {len(rows)} scenarios placed with caseline.simulator.Caller and the bench "
+              f"walker; {len(problems)} disagreement(s)", flush=True)
+        for problem in problems:
+            print("  " + problem, flush=True)
+        stack.ceiling.pad = {r["scenario"]: r["simulator_requests"] for r in rows}
+        if args.profile:
+            return await profile(stack, config)
+        if args.explore:
+            raise SystemExit("--explore runs through bench/explore.py")
+        memory.append((stack.caseline.requests_served, stack.memory()))
+        phases: dict[tuple[str, str], list[tuple[PhaseResult, list[float]]]] = {}
+        for kind in ("closed", "paced"):
+            if kind not in config.phases:
+                continue
+            for rep in range(config.reps):
+                order = [stack.ceiling, stack.caseline]
+                if rep % 2:
+                    order.reverse()
+                for target in order:
+                    result, latencies = await measured_phase(stack, kind, target, config,
+                                                             seed=rep)
+                    phases.setdefault((kind, target.name), []).append((result, latencies))
+                    print(_line(result), flush=True)
+                    if not target.ceiling:
+                        memory.append((target.requests_served, stack.memory()))
+        report["summary"] = {
+            f"{kind}/{side}": combine([r for r, _ in runs], [lat for _, lat in runs])
+            for (kind, side), runs in phases.items()
+        }
+        if "queue" in config.phases:
+            print("queue: filling ...", flush=True)
+            queue = await queue_test(stack, config.queue_callers, config.quick)
+            report["queue"] = queue
+            print(f"queue: {queue['peak_waiting']} waiting at once, {queue['answered']} "
+                  f"answered, in order: {queue['served_in_order']}, errors: {queue['errors']}",
+                  flush=True)
+            memory.append((stack.caseline.requests_served, stack.memory()))
+        workers = max(1, len(stack.web_pids()))
+        if "soak" in config.phases:
+            goal = config.soak_per_process * workers
+            print(f"soak: until caseline has served {goal} webhooks ({workers} web "
+                  f"process(es)) ...", flush=True)
+
+            def sample(served: int) -> None:
+                memory.append((served, stack.memory()))
+
+            soak_result = await soak(stack.caseline, until_requests=goal,
+                                     callers=config.callers, seed=99, sample=sample,
+                                     limit_seconds=420)
+            await stack.settle()
+            report["soak"] = {k: v for k, v in soak_result.__dict__.items()
+                              if k != "latencies"}
+            print(_line(soak_result), flush=True)
+        report["memory"] = memory
+        report["retries"] = {t.name: t.net.pool.retries for t in (stack.ceiling, stack.caseline)}
+        if config.worker != "off":
+            report["call_logs"] = await stack.call_logs_written(stack.caseline.calls_placed)
+            logs = report["call_logs"]
+            print(f"call logs: {logs['written']} written for {logs['calls']} calls "
+                  f"({logs['drain_seconds']:.1f} s after the load)", flush=True)
+        ended = datetime.now(UTC)
+        text = render(config, report, began, ended, memory, workers)
+        print()
+        print(text)
+        if not args.no_doc:
+            write_doc(text)
+            print(f"\nwrote {DOC.relative_to(ROOT)}")
+        ok = True
+        return 0 if ok else 1
+    finally:
+        await stack.stop()
+        if ok:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            print(f"(logs kept in {directory})", file=sys.stderr)
+
+
+def _line(r: PhaseResult) -> str:
+    """One phase, one line, as it finishes."""
+    return (f"  {r.phase:<26} {r.side:<9} {r.rps:7.0f} req/s {r.cps:6.1f} calls/s  "
+            f"p50 {r.p50:6.1f}  p90 {r.p90:6.1f}  p99 {r.p99:6.1f} ms  errors {r.errors}  "
+            f"server CPU {100 * r.server_cpu:4.0f}%  redis {100 * r.redis_cpu:3.0f}%  "
+            f"generator {100 * r.generator_cpu:3.0f}%  worker {100 * r.worker_cpu:3.0f}%"
+            + (f"  [{'; '.join(r.error_samples[:2])}]" if r.error_samples else ""))
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+
+async def profile(stack: Stack, config: Config) -> int:
+    """py-spy on caseline's web processes during a closed-loop phase; top entries."""
+    from bench.profile import summarise
+
+    assert stack.caseline and stack.web
+    py_spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if py_spy is None:
+        subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "py-spy"], check=True)
+        py_spy = str(BIN / "py-spy")
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    raw = out / "profile-caseline.txt"
+    seconds = config.seconds
+    spy = await asyncio.create_subprocess_exec(
+        "taskset", "-c", str(LOAD_CORE), py_spy, "record", "--pid", str(stack.web.pid),
+        "--subprocesses", "--format", "raw", "--full-filenames", "--function", "--gil",
+        "--rate", "250", "--nonblocking", "--duration", str(int(seconds + config.warmup)),
+        "--output", str(raw),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)
+    result = await closed_loop(stack.caseline, callers=config.callers, seconds=seconds,
+                               warmup=config.warmup, seed=1)
+    await spy.wait()
+    print(_line(result))
+    text = summarise(raw)
+    (out / "profile-caseline-summary.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def _machine() -> str:
+    """CPU model, cores, Python and the versions that matter."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    versions = ", ".join(f"{name} {version(name)}" for name in
+                         ("flask", "werkzeug", "gunicorn", "twilio", "redis", "rq", "sqlalchemy"))
+    redis_version = subprocess.run([redis_server_binary(), "--version"], capture_output=True,
+                                   text=True).stdout.split()[2:3]
+    return (f"{model}, {os.cpu_count()} cores, Linux {platform.release()}; "
+            f"Python {platform.python_version()}; {versions}; redis-server "
+            f"{''.join(redis_version).removeprefix('v=')}")
+
+
+def _ratio(value: float, ceiling: float) -> str:
+    return f"{value / ceiling:.2f}" if ceiling else "-"
+
+
+def render(
+    config: Config, report: dict[str, Any], began: datetime, ended: datetime,
+    memory: list[tuple[int, dict[int, float]]], workers: int,
+) -> str:
+    """The run as Markdown: command, machine, time, tables, checks."""
+    summary = report["summary"]
+    local = began.astimezone(CENTRAL)
+    open_now = is_open(began)
+    command = "make bench" if not config.quick else ".venv/bin/python bench/run.py --quick"
+    worker = {
+        "load-core": "`caseline worker` on core 0 at nice 19 (its own process, as the "
+                     "Procfile's `worker:` is; it takes what the generator leaves)",
+        "servers": "`caseline worker` on core 1 with the servers",
+        "off": "no `caseline worker`",
+    }[config.worker]
+    lines = [
+        f"Command: `{command}`  ",
+        f"Run: {began:%Y-%m-%d %H:%M} UTC ({local:%A %H:%M} in Chicago: "
+        f"{'business hours' if open_now else 'outside business hours'}), "
+        f"{(ended - began).total_seconds() / 60:.1f} minutes  ",
+        f"Machine: {_machine()}  ",
+        f"Servers: gunicorn {config.workers} process(es) x {config.threads} thread(s) "
+        f"({'gthread' if config.threads > 1 else 'sync'}) for both sides, pinned to core 1 with "
+        f"Redis; load generator and Twilio's REST side on core 0; {worker}.  ",
+        f"Each measured window {config.seconds:g} s after {config.warmup:g} s of warm-up, "
+        f"{config.reps} repetition(s) per side, interleaved; latencies pooled over repetitions.",
+    ]
+    checks: list[tuple[str, bool, str]] = []
+    if summary:
+        lines += [
+            "",
+            "| phase | side | webhook req/s | calls/s | p50 ms | p90 ms | p99 ms | errors "
+            "| server CPU | Redis CPU | generator CPU |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for kind, label in (("closed", f"closed loop, {config.callers} callers"),
+                        ("paced", f"paced, {config.rate:g} req/s")):
+        if f"{kind}/caseline" not in summary:
+            continue
+        ceiling, caseline = summary[f"{kind}/ceiling"], summary[f"{kind}/caseline"]
+        for side, row in (("ceiling", ceiling), ("caseline", caseline)):
+            redis_cpu = "-" if side == "ceiling" else f"{100 * row['redis_cpu']:.0f}%"
+            lines.append(
+                f"| {label} | {side} | {row['rps']:.0f} | {row['cps']:.1f} | {row['p50']:.1f} | "
+                f"{row['p90']:.1f} | {row['p99']:.1f} | {row['errors']} | "
+                f"{100 * row['server_cpu']:.0f}% | {redis_cpu} | "
+                f"{100 * row['generator_cpu']:.0f}% |")
+        lines.append(
+            f"| {label} | **caseline / ceiling** | **{_ratio(caseline['rps'], ceiling['rps'])}** "
+            f"| {_ratio(caseline['cps'], ceiling['cps'])} "
+            f"| {_ratio(caseline['p50'], ceiling['p50'])} "
+            f"| {_ratio(caseline['p90'], ceiling['p90'])} "
+            f"| **{_ratio(caseline['p99'], ceiling['p99'])}** "
+            f"| | {_ratio(caseline['server_cpu'], ceiling['server_cpu'])} | | |")
+        if kind == "closed":
+            checks += [
+                ("32 callers: caseline webhook req/s >= 35% of the ceiling's",
+                 caseline["rps"] >= 0.35 * ceiling["rps"],
+                 f"{100 * caseline['rps'] / ceiling['rps']:.0f}%"),
+                ("32 callers: caseline p99 <= 3x the ceiling's",
+                 caseline["p99"] <= 3 * ceiling["p99"],
+                 f"{caseline['p99'] / ceiling['p99']:.2f}x"),
+                ("32 callers: zero errors", caseline["errors"] == 0, str(caseline["errors"])),
+            ]
+        else:
+            checks += [
+                ("200 req/s: caseline p99 <= 4x the ceiling's and <= 25 ms",
+                 caseline["p99"] <= 4 * ceiling["p99"] and caseline["p99"] <= 25,
+                 f"{caseline['p99']:.1f} ms, {caseline['p99'] / ceiling['p99']:.2f}x"),
+                ("200 req/s: zero errors", caseline["errors"] == 0, str(caseline["errors"])),
+            ]
+    if summary:
+        lines += ["", "Webhook req/s of each repetition: " + "; ".join(
+            f"{key} {', '.join(f'{x:.0f}' for x in row['rps_each'])}"
+            for key, row in summary.items()) + ".  ",
+            "Worker (call logs) CPU during caseline's phases: " + ", ".join(
+            f"{key.split('/')[0]} {100 * row['worker_cpu']:.0f}%"
+            for key, row in summary.items() if key.endswith("/caseline")) + "."]
+    closed, paced_ = summary.get("closed/caseline"), summary.get("paced/caseline")
+    if closed and paced_:
+        lines += [
+            "",
+            "caseline's webhooks one by one (share of all requests in the closed loop; "
+            "latency in each phase):",
+            "",
+            "| webhook | share | closed p50 ms | closed p99 ms | paced p50 ms | paced p99 ms |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for path, row in closed["by_path"].items():
+            other = paced_["by_path"].get(path, {})
+            lines.append(
+                f"| `{path}` | {100 * row['share']:.1f}% | {row['p50']:.1f} | {row['p99']:.1f} "
+                f"| {other.get('p50', 0):.1f} | {other.get('p99', 0):.1f} |")
+        if closed.get("redis_per_webhook") is not None:
+            top = ", ".join(f"{name} {n:.2f}" for name, n in
+                            list(closed["redis_commands"].items())[:8])
+            lines += ["", f"Redis commands per webhook (closed loop; those run inside scripts "
+                      f"count, and so does the worker's RQ traffic): "
+                      f"{closed['redis_per_webhook']:.1f} ({top})."]
+    queue = report.get("queue")
+    if queue:
+        teams = ", ".join(f"{t} {n}" for t, n in queue["queues"].items())
+        servers = ", ".join(f"{a} for {t}" for t, a in queue["served_by"].items())
+        lines += [
+            "",
+            f"Queues: {queue['callers']} callers with no advisor on the line; "
+            f"{queue['peak_waiting']} waiting at once ({teams}). While all of them waited, "
+            f"their waitUrl was re-requested {queue['hold_rps']:.0f} times/s (p50 "
+            f"{queue['hold_p50']:.1f} ms, p99 {queue['hold_p99']:.1f} ms). Then one advisor per "
+            f"team came on ({servers}): {queue['answered']}/{queue['callers']} answered in "
+            f"{queue['drain_seconds']:.1f} s, served in exactly the order `/api/queues` listed: "
+            f"{'yes' if queue['served_in_order'] else 'NO'} ({queue['out_of_order']} out of "
+            f"place); listed first come, first served: {'yes' if queue['fifo_listed'] else 'NO'}"
+            f"; errors: {queue['errors']}.",
+        ]
+        checks.append((
+            f"{queue['callers']} callers waiting at once, no errors, each served in order",
+            queue["peak_waiting"] >= queue["callers"] and queue["errors"] == 0
+            and queue["served_in_order"] and queue["answered"] == queue["callers"],
+            f"{queue['peak_waiting']} waiting, {queue['answered']} answered in order, "
+            f"{queue['errors']} errors"))
+    if "soak" in report and memory:
+        pids = sorted({pid for _, sample in memory for pid in sample})
+        half = config.soak_per_process * workers // 2
+        full = config.soak_per_process * workers
+
+        def at(goal: int) -> tuple[int, dict[int, float]]:
+            return next(((n, m) for n, m in memory if n >= goal), memory[-1])
+
+        first, last = at(half), at(full)
+        lines += [
+            "",
+            f"Memory: resident MiB of each web process as caseline's webhooks add up "
+            f"({workers} process(es) share them):",
+            "",
+            "| webhooks served | " + " | ".join(f"pid {p}" for p in pids) + " |",
+            "| ---: | " + " | ".join("---:" for _ in pids) + " |",
+        ]
+        step = max(1, len(memory) // 12)
+        shown = memory[::step] + ([memory[-1]] if (len(memory) - 1) % step else [])
+        for served, sample in shown:
+            lines.append(f"| {served} | "
+                         + " | ".join(f"{sample.get(p, 0):.1f}" for p in pids) + " |")
+        growth = max((last[1].get(p, 0) / first[1][p] - 1) for p in first[1] if first[1][p])
+        lines += ["", f"Growth from {first[0]} to {last[0]} webhooks (about {first[0] // workers}"
+                  f" and {last[0] // workers} per process): {100 * growth:+.1f}% at most."]
+        checks.append((
+            f"web process memory after {full // workers} webhooks within 10% of after "
+            f"{half // workers}", growth <= 0.10, f"{100 * growth:+.1f}%"))
+    logs = report.get("call_logs")
+    if logs:
+        lines += ["", f"Call logs: {logs['written']} written by the worker for the "
+                  f"{logs['calls']} calls placed on caseline (the last "
+                  f"{logs['drain_seconds']:.0f} s after the load ended)."]
+    retries = report.get("retries")
+    if retries:
+        lines += ["", "Requests sent again because the server had just closed an idle keep-alive "
+                  "connection (never read; see `bench/wire.py`): " + ", ".join(
+                      f"{name} {n}" for name, n in retries.items()) + "."]
+    if checks:
+        lines += ["", "| check | result | |", "| --- | --- | --- |"]
+        lines += [f"| {name} | {'PASS' if passed else '**FAIL**'} | {detail} |"
+                  for name, passed, detail in checks]
+    return "\n".join(lines)
+
+
+def write_doc(text: str) -> None:
+    """Put the generated block into docs/benchmarks.md, keeping the prose around it."""
+    DOC.parent.mkdir(exist_ok=True)
+    current = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in current or END not in current:
+        current = current.rstrip() + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = current.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options and run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a 1-2 minute run")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy on caseline's web processes during a closed-loop phase")
+    parser.add_argument("--explore", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--callers", type=int)
+    parser.add_argument("--rate", type=float)
+    parser.add_argument("--queue-callers", type=int)
+    parser.add_argument("--soak-requests", type=int, help="webhooks per web process")
+    parser.add_argument("--workers", type=int, help="web processes (default: caseline serve's)")
+    parser.add_argument("--threads", type=int, help="threads per process (default: caseline's)")
+    parser.add_argument("--worker", choices=("load-core", "servers", "off"), default="load-core",
+                        help="where `caseline worker` runs: on the load generator's core at "
+                             "the lowest priority (default), on the servers' core, or nowhere")
+    parser.add_argument("--patches", default="", help=argparse.SUPPRESS)  # bench.patched
+    parser.add_argument("--rest-latency-ms", type=float, default=0.0,
+                        help="how long Twilio's REST side takes to answer a redirect")
+    parser.add_argument("--phases", default="closed,paced,queue,soak",
+                        help="which phases to run (comma-separated)")
+    args = parser.parse_args(argv)
+    workers, threads = serve_defaults()
+    config = Config(workers=workers, threads=threads, worker=args.worker)
+    if args.quick:
+        config = Config(reps=1, seconds=8, warmup=2, queue_callers=300, soak_per_process=20_000,
+                        workers=workers, threads=threads, worker=args.worker, quick=True)
+    for name in ("reps", "seconds", "callers", "rate", "queue_callers", "workers", "threads"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    config.phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    config.patches = args.patches
+    config.rest_latency = args.rest_latency_ms / 1000
+    if args.soak_requests is not None:
+        config.soak_per_process = args.soak_requests
+    return asyncio.run(run(config, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
