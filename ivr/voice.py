@@ -527,6 +527,7 @@ def register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def voice_failure(exc: Exception) -> Response | HTTPException | tuple[str, int]:
+        """TwiML that reaches a human for /voice; JSON or the HTTP error elsewhere."""
         if not request.path.startswith("/voice"):
             if isinstance(exc, HTTPException):
                 return exc
