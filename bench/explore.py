@@ -32,9 +32,10 @@ from bench.run import BIN, LOAD_CORE, Config, Stack, measured_phase, smoke  # no
 
 SETTINGS = [(1, 1), (2, 1), (4, 1), (1, 4), (1, 8), (2, 4), (2, 8), (4, 2)]
 AB_SETTINGS = [(1, 4), (1, 8), (2, 4), (2, 1), (4, 1)]  # besides caseline's default
-PATCHES = ["", "hiredis", "redirect-background", "hiredis,redirect-background"]
+PATCHES = ["", "lean-redirect", "constant-twiml", "e164-fast-path",
+           "lean-redirect,constant-twiml,e164-fast-path"]
 # Measured before and since applied in caseline: quiet-twilio-log, wait-pipeline,
-# validator-once (see docs/benchmarks.md).
+# validator-once, hiredis, redirect-background (see docs/benchmarks.md).
 
 
 def hiredis_path() -> str:

@@ -20,6 +20,14 @@ Patches (a patch is a measurement aid, never production code):
   from a small thread pool after the webhook answers, instead of inside it.
   (Measurement only: it reports success at once, so a failed redirect would
   not release the advisor as caseline must.)
+* `lean-redirect`: the redirect as one plain `requests` POST to
+  `Calls/{CallSid}.json` instead of through twilio's `Client` (whose
+  Version/Domain layers and `CallInstance` building cost about as much as the
+  HTTP itself).
+* `constant-twiml`: the documents that never change (`<Response/>` for the
+  status callback and the queue result, the bridge, `<Leave/>`) rendered once.
+* `e164-fast-path`: a `From` that is already E.164 (`+1` and ten digits, what
+  Twilio sends for US numbers) skips phonenumbers' parse.
 * `hiredis` is not a patch: `bench/explore.py` installs the package aside and
   puts it on the web processes' path (redis-py then parses with it).
 """
@@ -106,7 +114,76 @@ def redirect_background() -> None:
     Telephony.redirect_call = redirect_call  # type: ignore[method-assign]
 
 
+def lean_redirect() -> None:
+    """One requests.Session POST per redirect, no twilio Client layers."""
+    import threading
+
+    import requests
+
+    from routing.telephony import Telephony
+
+    local = threading.local()
+
+    def redirect_call(self, call_sid, url):  # type: ignore[no-untyped-def]
+        settings = self._settings
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        endpoint = (f"{settings.twilio_api_url.rstrip('/')}/2010-04-01/Accounts/"
+                    f"{settings.twilio_account_sid}/Calls/{call_sid}.json")
+        try:
+            answer = session.post(endpoint, data={"Url": url, "Method": "POST"},
+                                  auth=(settings.twilio_account_sid,
+                                        settings.twilio_auth_token or "unset"),
+                                  timeout=self._timeout)
+        except requests.RequestException:
+            return False
+        return answer.status_code < 300
+
+    Telephony.redirect_call = redirect_call  # type: ignore[method-assign]
+
+
+def constant_twiml() -> None:
+    """The never-changing documents rendered once."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    from ivr import twiml
+
+    class Rendered:
+        def __init__(self, response: VoiceResponse) -> None:
+            self.text = str(response)
+
+        def __str__(self) -> str:
+            return self.text
+
+    empty, bridge, leave = (Rendered(twiml.empty()), Rendered(twiml.bridge()),
+                            Rendered(twiml.leave()))
+    twiml.empty = lambda: empty  # type: ignore[assignment,return-value]
+    twiml.bridge = lambda: bridge  # type: ignore[assignment,return-value]
+    twiml.leave = lambda: leave  # type: ignore[assignment,return-value]
+
+
+def e164_fast_path() -> None:
+    """'+1' and ten digits is already what normalize_phone would return."""
+    import re
+
+    from routing import directory
+
+    original = directory.normalize_phone
+    us = re.compile(r"\+1[2-9]\d{9}")
+
+    def normalize_phone(raw, region="US"):  # type: ignore[no-untyped-def]
+        if isinstance(raw, str) and us.fullmatch(raw):
+            return raw
+        return original(raw, region)
+
+    directory.normalize_phone = normalize_phone  # type: ignore[assignment]
+
+
 PATCHES = {
+    "lean-redirect": lean_redirect,
+    "constant-twiml": constant_twiml,
+    "e164-fast-path": e164_fast_path,
     "simple-worker": simple_worker,
     "redirect-background": redirect_background,
     "quiet-twilio-log": quiet_twilio_log,

@@ -106,7 +106,8 @@ def summarise(path: Path, top: int = 25) -> str:
                 if short_path(file).startswith(OURS):
                     ours[key] += count
     lines = [f"{total} samples (threads holding the GIL)", "", "where the time goes:"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in categories.most_common()]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in categories.most_common()
+              if n / total >= 0.001]
     lines += ["", "caseline's functions, inclusive time:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in ours.most_common(top)]
     lines += ["", "own time (the frame on top of the stack):"]
