@@ -38,7 +38,7 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 
-## bench: caseline against the framework's ceiling (~8 min; BENCH_ARGS=--quick for ~2)
+## bench: caseline against the framework's ceiling (~7 min; BENCH_ARGS=--quick for ~2)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -100,17 +100,23 @@ class Service:
         return sum(cpu_seconds(pid) for pid in self.tree())
 
     def stop(self) -> None:
-        """SIGTERM the group, then SIGKILL what is left."""
+        """SIGTERM the process (its whole group when it leads one), then SIGKILL."""
         if self.process.poll() is not None:
             return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        leads_group = os.getpgid(self.pid) == self.pid
+
+        def send(sig: int) -> None:
+            with contextlib.suppress(ProcessLookupError):
+                if leads_group:
+                    os.killpg(self.pid, sig)
+                else:
+                    os.kill(self.pid, sig)
+
+        send(signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
+            send(signal.SIGKILL)
             self.process.wait(timeout=5)
 
 

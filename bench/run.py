@@ -17,10 +17,11 @@ in order; and a soak that reads each web process's resident memory.
 It prints the table and writes it into docs/benchmarks.md (between the
 generated-block markers; the prose around them is kept).
 
-    .venv/bin/python bench/run.py            # the full run (~8 minutes)
-    .venv/bin/python bench/run.py --quick    # 1-2 minutes
+    .venv/bin/python bench/run.py            # the full run (~7 minutes): `make bench`
+    .venv/bin/python bench/run.py --quick    # ~2 minutes
     .venv/bin/python bench/run.py --profile  # py-spy on caseline's web processes
-    .venv/bin/python bench/run.py --explore  # gunicorn worker class/processes/threads sweep
+
+`bench/explore.py` compares gunicorn settings and candidate changes side by side.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
@@ -89,7 +90,6 @@ class Config:
     pythonpath: str = ""  # extra packages (e.g. hiredis) for caseline's web processes
     rest_latency: float = 0.0  # seconds Twilio's REST side takes to answer
     quick: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def serve_defaults() -> tuple[int, int]:
@@ -538,8 +538,6 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         stack.ceiling.pad = {r["scenario"]: r["simulator_requests"] for r in rows}
         if args.profile:
             return await profile(stack, config)
-        if args.explore:
-            raise SystemExit("--explore runs through bench/explore.py")
         memory.append((stack.caseline.requests_served, stack.memory()))
         phases: dict[tuple[str, str], list[tuple[PhaseResult, list[float]]]] = {}
         for kind in ("closed", "paced"):
@@ -737,7 +735,7 @@ def render(
             checks += [
                 ("32 callers: caseline webhook req/s >= 35% of the ceiling's",
                  caseline["rps"] >= 0.35 * ceiling["rps"],
-                 f"{100 * caseline['rps'] / ceiling['rps']:.0f}%"),
+                 f"{100 * caseline['rps'] / ceiling['rps']:.1f}%"),
                 ("32 callers: caseline p99 <= 3x the ceiling's",
                  caseline["p99"] <= 3 * ceiling["p99"],
                  f"{caseline['p99'] / ceiling['p99']:.2f}x"),
@@ -862,7 +860,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a 1-2 minute run")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy on caseline's web processes during a closed-loop phase")
-    parser.add_argument("--explore", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--seconds", type=float)
