@@ -112,12 +112,6 @@ def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
     return bool(first), session
 
 
-def tried_advisors(r: redis.Redis, call_sid: str) -> list[str]:
-    """Advisors rung on this call, in order."""
-    raw = r.hget(keys.call(call_sid), "tried") or ""
-    return [a for a in raw.split(",") if a]
-
-
 def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
     """Note that an advisor was rung on this call (for the call log)."""
     _script(r, _APPEND)(keys=[keys.call(call_sid)],

@@ -98,8 +98,3 @@ def team_waits(team: str) -> str:
 def team_working(team: str) -> str:
     """String: how many of a team's advisors are working (a short-lived cache)."""
     return f"{PREFIX}:team:{team}:working"
-
-
-def stats_day(day: str, team: str) -> str:
-    """Hash: today's answered/abandoned counters of a team."""
-    return f"{PREFIX}:stats:{day}:{team}"

@@ -29,7 +29,7 @@ import redis
 from routing import keys
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-_BAND_WIDTH = 10**13  # wider than any millisecond timestamp
+BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
 
 STATUSES = ("available", "busy", "offline")
 
@@ -257,11 +257,6 @@ class Release:
 def band_of(priority: str | None) -> int:
     """Queue band of a priority: critical callers are served first."""
     return BANDS.get((priority or "medium").lower(), BANDS["medium"])
-
-
-def waiting_score(band: int, arrived_ms: int) -> int:
-    """Score of a waiting caller: priority band first, then arrival."""
-    return band * _BAND_WIDTH + arrived_ms
 
 
 def claim_for_caller(

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from routing import keys
 from routing.desk import Desk
-from routing.presence import BANDS
+from routing.presence import BAND_WIDTH, BANDS
 
 _BAND_NAMES = {band: name for name, band in BANDS.items()}
-_BAND_WIDTH = 10**13
 
 
 def estimate(
@@ -51,7 +50,7 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
         for call_sid, score in entries:
             session = desk.r.hmget(keys.call(call_sid), "enqueued_at", "case", "caller", "district")
             enqueued = int(session[0] or now_ms)
-            band = int(score // _BAND_WIDTH)
+            band = int(score // BAND_WIDTH)
             callers.append({
                 "call_sid": call_sid,
                 "priority": _BAND_NAMES.get(band, "medium"),

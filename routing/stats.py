@@ -4,16 +4,15 @@ abandoned, speed of answer) and the live queues (who waits, for how long)."""
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.hours import CENTRAL
 from routing import keys
 from routing.desk import Desk
 from routing.models import CallLog
 
-CENTRAL = ZoneInfo("America/Chicago")
 SERVICE_LEVEL_SECONDS = 15.0
 
 
