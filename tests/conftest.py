@@ -243,6 +243,16 @@ def phone(app: Flask, emulator: TwilioEmulator) -> Phone:
     return Phone(app, emulator)
 
 
+def caseline_command(*args: str, at: datetime | None = None) -> list[str]:
+    """argv of a real `caseline` process on the suite's clock (`at`, default NOW, ticking).
+
+    A service started on the real clock would route by the hour the suite runs
+    at (voicemail at night and on weekends), so every process a test starts
+    travels in time like the test itself.
+    """
+    return [sys.executable, "-m", "tests.frozen_clock", (at or NOW).isoformat(), *args]
+
+
 @dataclass
 class LiveService:
     """`caseline serve` running as its own processes, on the test Redis and database."""
@@ -270,9 +280,8 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
         "PORT": str(port),
     }
     env.pop("CASELINE_INSECURE_DEV", None)
-    caseline = Path(sys.executable).with_name("caseline")
-    process = subprocess.Popen([str(caseline), "serve", "--workers", "2", "--threads", "4"],
-                               env=env, cwd=PROJECT_ROOT)
+    process = subprocess.Popen(
+        caseline_command("serve", "--workers", "2", "--threads", "4"), env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pytest
 import requests
-import time_machine
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from caseline.terminal_caller import CallOptions, run_call, write_wav
@@ -46,8 +45,8 @@ A7_PHONE = "+16515550199"  # Jordan Smith: general, hosting, food-service; owns 
 
 
 def real_now() -> datetime:
-    """The wall clock the live service runs on (the tests' clock is frozen)."""
-    return datetime.fromtimestamp(time_machine.escape_hatch.time.time(), UTC)
+    """The clock the live service runs on: the suite's (see `caseline_command`)."""
+    return datetime.now(UTC)
 
 
 @pytest.fixture
