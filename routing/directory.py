@@ -602,7 +602,8 @@ def case_facts(case: Case) -> dict[str, str]:
     """The routing facts of a case, as cached in Redis."""
     return {
         "number": case.number,
-        "district": case.district_id,
+        # An outage case opened for an unknown caller has no district (yet).
+        "district": case.district_id or "",
         "owner": case.owner_id or "",
         "team": team_for_product(case.product) or GENERAL,
         "status": case.status,
@@ -656,9 +657,18 @@ class _Facts:
         return facts
 
 
+def _cacheable(facts: Mapping[str, Any]) -> dict[str, str]:
+    """Facts as Redis hash fields: text only, a missing value as "".
+
+    Whatever a call wrote into the database (a case without a district, a
+    contact without a date) must never stop the cache from being rebuilt.
+    """
+    return {name: "" if value is None else str(value) for name, value in facts.items()}
+
+
 def _put(pipe: Any, key: str, mapping: dict[str, str]) -> None:
     """Write a cached entry, replacing any negative marker (and its expiry)."""
-    pipe.hset(key, mapping=mapping)
+    pipe.hset(key, mapping=_cacheable(mapping))
     pipe.hdel(key, "missing")
     pipe.persist(key)
 
@@ -790,7 +800,7 @@ def _run_script(redis_client: redis.Redis, source: str, key: str, *args: str | i
 def _fill(redis_client: redis.Redis, key: str, facts: dict[str, str]) -> None:
     """Cache facts read from the database, unless the key was written meanwhile."""
     args: list[str] = []
-    for field, value in facts.items():
+    for field, value in _cacheable(facts).items():
         args += [field, value]
     _run_script(redis_client, _FILL_IF_ABSENT, key, *args)
 

@@ -51,7 +51,7 @@ def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
     tries = int(session.get("case_tries") or 0) + 1
     number = "".join(ch for ch in digits if ch.isdigit())[:20]
     case = directory.find_case(desk.r, desk.session_factory, number) if number else None
-    if not case or case.get("district") != session.get("district"):
+    if not case or not case.get("district") or case.get("district") != session.get("district"):
         # Another district's case is "not found": never reveal it exists.
         record_step(desk, call_sid, number or "-", case_tries=tries)
         return CaseLookup(found=False, tries=tries)
