@@ -94,8 +94,13 @@ def voicemail(prompts: Prompts, texts: list[str], max_seconds: int = 120) -> Voi
     return response
 
 
-def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]) -> VoiceResponse:
-    """TwiML for a routing decision: dial an advisor, wait in a queue, or end."""
+def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str],
+          *, queue_attempt: int = 1) -> VoiceResponse:
+    """TwiML for a routing decision: dial an advisor, wait in a queue, or end.
+
+    `queue_attempt` counts the tries of putting this caller in Twilio's queue
+    (the `<Enqueue>` action reports a failure with it).
+    """
     response = VoiceResponse()
     for text in before:
         say(response, prompts, text)
@@ -117,7 +122,8 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
             decision.team,
             wait_url=url("/voice/wait"),
             wait_url_method="POST",
-            action=url("/voice/queue-result"),
+            action=url("/voice/queue-result",
+                       attempt=queue_attempt if queue_attempt > 1 else None),
             method="POST",
         )
     elif isinstance(decision, DialNumber):

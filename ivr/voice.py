@@ -20,7 +20,7 @@ from ivr.security import twilio_signature_ok
 from routing import auth, menu, router
 from routing.announcement import active_announcement
 from routing.call_session import get_session, update_session
-from workers.queues import enqueue_call_log
+from workers.queues import enqueue_call_log, enqueue_recording
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +232,10 @@ def recorded() -> Response:
     """The voicemail is recorded: the worker attaches it to the case."""
     sid, p = form("CallSid"), prompts()
     recording = form("RecordingUrl", 512)
-    if recording:
-        update_session(desk().r, sid, recording_url=recording,
-                       recording_seconds=form("RecordingDuration", 8) or "0")
+    if recording and router.note_recording(desk(), sid, recording,
+                                           form("RecordingDuration", 8) or "0"):
+        # Posted after the call's end (Twilio's order): the log may already exist.
+        enqueue_recording(desk().job_redis, sid)
     return xml(twiml.goodbye(p, p.text("hours.voicemail_thanks")))
 
 
@@ -294,7 +295,8 @@ def oncall_result() -> Response:
     """The on-call engineer's ring ended: done if answered, else wait for hosting."""
     sid = form("CallSid")
     decision = router.after_oncall(desk(), sid, form("DialCallStatus"),
-                                   _int(form("DialCallDuration")), now_ms())
+                                   _int(form("DialCallDuration")), now_ms(),
+                                   call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, []))
 
 
@@ -360,7 +362,8 @@ def dial_result() -> Response:
     """The ring of an advisor ended: done if answered, else the next advisor."""
     sid, advisor_id = form("CallSid"), request.args.get("advisor", "")[:64]
     decision = router.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
-                                 _int(form("DialCallDuration")), now_ms())
+                                 _int(form("DialCallDuration")), now_ms(),
+                                 call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, []))
 
 
@@ -495,18 +498,36 @@ def _estimate_words(seconds: float) -> str:
 
 @bp.post("/queue-result")
 def queue_result() -> Response:
-    """The caller left the queue: route again if they were asked to leave."""
-    sid = form("CallSid")
-    if form("QueueResult") == "leave":
+    """The caller left the queue: route again if they were asked to leave.
+
+    When Twilio could not queue them at all (`queue-full`, `error`,
+    `system-error`), they still reach someone: another try, then the fallback
+    number, else a voicemail on their case. Never a silent hang-up.
+    """
+    sid, result = form("CallSid"), form("QueueResult")
+    caller_gone = router.is_final(form("CallStatus"))
+    if result == "leave" and not caller_gone:
         return _route(sid)
-    return xml(twiml.empty())
+    if result not in router.QUEUE_FAILURES or caller_gone:
+        return xml(twiml.empty())
+    attempt = _attempt()
+    log.error("Twilio could not queue call %s (QueueResult=%s, try %d)", sid, result, attempt)
+    if attempt < router.QUEUE_ATTEMPTS:
+        decision = router.route_caller(desk(), sid, now_ms())
+        return xml(twiml.route(prompts(), decision, sid, [], queue_attempt=attempt + 1))
+    router.leave_queue(desk(), sid)
+    p, fallback_number = prompts(), desk().settings.fallback_number
+    if fallback_number:
+        return xml(twiml.fallback(p, fallback_number, _hours_words()))
+    return xml(twiml.voicemail(p, [p.text("errors.queue_failed_voicemail")]))
 
 
 @bp.post("/connect")
 def connect() -> Response:
     """A waiting caller redirected by the REST API: dial the advisor claimed for them."""
     sid = form("CallSid")
-    decision = router.connect_claimed(desk(), sid, now_ms())
+    decision = router.connect_claimed(desk(), sid, now_ms(),
+                                      call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, [prompts().text("routing.connecting")]))
 
 
@@ -516,7 +537,7 @@ def status() -> Response:
     sid = form("CallSid")
     if sid:
         duration = _int(form("CallDuration"))
-        if router.end_call(desk(), sid, form("CallStatus") or "completed", duration, now_ms(),
+        if router.end_call(desk(), sid, form("CallStatus"), duration, now_ms(),
                            caller=form("From")):
             enqueue_call_log(desk().job_redis, sid)
     return xml(twiml.empty())

@@ -124,18 +124,25 @@ if redis.call("EXISTS", key) == 0 then return {"unknown", ""} end
 local status = redis.call("HGET", key, "status")
 local current = redis.call("HGET", key, "call") or ""
 if expected ~= "" and current ~= expected then return {"stale", current} end
+local chosen = redis.call("HGET", key, "chosen") or ""
 if explicit == "1" then
+  -- The advisor's own choice replaces any earlier one.
+  redis.call("HDEL", key, "chosen")
   if status == "available" then return {"available", ""} end
   if current ~= "" and not string.find(current, "^wrapup%-") then
     -- Still on a call: they become available when it ends, not before.
     redis.call("HSET", key, "after", "available")
     return {status, current}
   end
-elseif status ~= "busy" and redis.call("HGET", key, "after") ~= "available" then
-  -- Advisors who went offline during a call stay offline when it ends.
+elseif chosen ~= "" or (status ~= "busy" and redis.call("HGET", key, "after") ~= "available") then
+  -- A status the advisor chose (busy, offline) outlives the call it was set
+  -- during; so does offline after a restart. The hold is released all the same.
+  if chosen ~= "" and status ~= chosen then
+    redis.call("HSET", key, "status", chosen, "since", now)
+  end
   redis.call("HSET", key, "call", "", "lease", "")
   redis.call("ZREM", LEASES, id)
-  return {status or "offline", ""}
+  return {chosen ~= "" and chosen or status or "offline", ""}
 end
 redis.call("HDEL", key, "after")
 
@@ -189,8 +196,26 @@ end
 if redis.call("HGET", key, "status") ~= status then
   redis.call("HSET", key, "status", status, "since", now)
 end
-if status == "offline" then redis.call("HDEL", key, "after") end
+-- Their choice, kept until they change it: the end of a call in progress
+-- (or of wrap-up) must not make them available again.
+redis.call("HSET", key, "chosen", status)
+redis.call("HDEL", key, "after")
 return status
+"""
+
+_RETURN_TO_QUEUE = _LUA_COMMON + r"""
+-- A caller claimed for an advisor could not be brought to them (Twilio kept
+-- failing): put the caller back where they were, keeping their place.
+-- ARGV[6] call sid, [7] advisor id
+local sid, id = ARGV[6], ARGV[7]
+if redis.call("HGET", akey(id), "call") ~= sid then return 0 end
+local team = redis.call("HGET", call_key(sid), "waiting_team")
+local score = redis.call("HGET", call_key(sid), "wait_score")
+redis.call("HSET", call_key(sid), "advisor", "")
+if not team or team == "" or not score or score == "" then return 0 end
+redis.call("ZADD", wait_key(team), tonumber(score), sid)
+redis.call("HSET", call_key(sid), "state", "queued")
+return 1
 """
 
 _HOLD_FOR = _LUA_COMMON + r"""
@@ -336,6 +361,14 @@ def make_unavailable(r: redis.Redis, advisor_id: str, status: str, *, now_ms: in
     if status not in ("busy", "offline"):
         raise ValueError(f"not an unavailable status: {status!r}")
     return str(_run(r, _SET_UNAVAILABLE, advisor_id, status, now_ms))
+
+
+def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str) -> bool:
+    """Put a caller claimed for `advisor_id` back in their waiting set, with their
+    original score (same band, same arrival). False when the claim is stale or
+    the caller never waited. The advisor still holds the call: release them
+    next, through `make_available`."""
+    return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id))
 
 
 def hold_for(

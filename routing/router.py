@@ -25,11 +25,19 @@ from routing.call_session import (
 )
 from routing.desk import Desk
 from routing.queue import estimate
+from routing.telephony import Outcome
 from workers.queues import schedule_end_of_wrapup
 
 log = logging.getLogger(__name__)
 
 ANSWERED_DIAL_STATUSES = {"completed", "answered"}
+# Twilio's final call statuses: the call is over (any other status is progress).
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def is_final(call_status: str) -> bool:
+    """Whether a posted `CallStatus` says the caller's call is over (Twilio's vocabulary)."""
+    return call_status in FINAL_CALL_STATUSES
 # An advisor who did not answer a caller is offered that caller again from the
 # queue only after this long (they may have stepped away).
 REOFFER_AFTER_MS = 60_000
@@ -111,13 +119,20 @@ def route_outage_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision
 
 
 def after_oncall(
-    desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int
+    desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
+    call_status: str = "in-progress",
 ) -> Decision:
-    """The on-call engineer's ring ended: done if answered, else wait for hosting."""
+    """The on-call engineer's ring ended: done if answered, else wait for hosting.
+
+    A caller who hung up meanwhile (`call_status` final: Twilio may post this
+    before the status callback) is not routed again.
+    """
     if dial_status in ANSWERED_DIAL_STATUSES:
         update_session(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
                        state="answered")
         return CallFinished("on-call")
+    if is_final(call_status):
+        return CallFinished(None)
     return route_caller(desk, call_sid, now_ms)
 
 
@@ -127,9 +142,12 @@ def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdviso
     return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
 
 
-def connect_claimed(desk: Desk, call_sid: str, now_ms: int) -> Decision:
+def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
+                    call_status: str = "in-progress") -> Decision:
     """A waiting caller was redirected to us: dial the advisor claimed for them."""
-    session = get_session(desk.r, call_sid)
+    session, ended = session_and_end(desk.r, call_sid)
+    if ended or is_final(call_status) or not session:
+        return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = session.get("advisor") or ""
     if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
         return _ring(desk, call_sid, advisor_id, now_ms)
@@ -155,9 +173,15 @@ def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool
 
 
 def after_dial(
-    desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int, now_ms: int
+    desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int, now_ms: int,
+    call_status: str = "in-progress",
 ) -> Decision:
-    """The ring of an advisor ended: finish an answered call, else try the next advisor."""
+    """The ring of an advisor ended: finish an answered call, else try the next advisor.
+
+    Twilio may post this `<Dial>` action after the caller hung up, before the
+    status callback (`call_status` is then final): the advisor is released and
+    nobody else is rung for a caller who is gone.
+    """
     session = get_session(desk.r, call_sid)
     answered = session.get("answered_by") == advisor_id or (
         dial_status in ANSWERED_DIAL_STATUSES and session.get("whisper") != "played"
@@ -171,7 +195,7 @@ def after_dial(
     if desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
         update_session(desk.r, call_sid, advisor="", ringing="")
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-    if is_ended(desk.r, call_sid):
+    if is_final(call_status) or is_ended(desk.r, call_sid):
         return CallFinished(None)
     return route_caller(desk, call_sid, now_ms)
 
@@ -230,10 +254,13 @@ def _serve(
                 _redirect_or_move_on, desk, caller, advisor_id, f"{base}/voice/connect", now_ms))
             return release
         # A callback caller hung up long ago, on purpose: ring the advisor first.
-        if (session.get("callback") == "1" and base
-                and _place_callback(desk, caller, advisor_id, session, base)):
-            _note_dequeued(desk, caller, session, now_ms)
-            return release
+        if session.get("callback") == "1" and base:
+            if _place_callback(desk, caller, advisor_id, session, base):
+                _note_dequeued(desk, caller, session, now_ms)
+                return release
+            # Twilio would not place the call: the contact keeps their place.
+            release = _caller_kept(desk, caller, advisor_id, now_ms)
+            continue
         release = _caller_gone(desk, caller, advisor_id, now_ms)
     return release
 
@@ -248,13 +275,39 @@ def _caller_gone(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> prese
     )
 
 
+def _caller_kept(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:
+    """Twilio could not be asked to bring the caller over (it kept failing): the caller
+    goes back to their place in the queue and the advisor takes the next one.
+
+    The caller's own hold cycle (`hold_cycle`) then claims a free advisor and
+    leaves the queue without any REST request.
+    """
+    kept = presence.return_to_queue(desk.r, caller, advisor_id)
+    log.warning("could not bring waiting caller %s to advisor %s; caller %s their place",
+                caller, advisor_id, "keeps" if kept else "had no")
+    return presence.make_available(
+        desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms, expected_call=caller,
+        skip_call=caller, overflow_ms=desk.settings.overflow_seconds * 1000,
+    )
+
+
 def _redirect_or_move_on(
     desk: Desk, caller: str, advisor_id: str, url: str, now_ms: int
 ) -> None:
-    """Redirect a claimed waiting caller to their advisor; if they hung up meanwhile,
-    free the advisor for the next caller (through the same matching script)."""
-    if not desk.telephony.redirect_call(caller, url):
-        _serve(desk, advisor_id, _caller_gone(desk, caller, advisor_id, now_ms), now_ms)
+    """Redirect a claimed waiting caller to their advisor.
+
+    Only Twilio saying the call is over (404, "not in-progress") means the
+    caller hung up: the advisor takes the next caller. Any other failure, once
+    retries are spent, says nothing about the caller: they keep their place.
+    """
+    outcome = desk.telephony.redirect_call(caller, url)
+    if outcome is Outcome.DONE:
+        return
+    if outcome is Outcome.GONE:
+        release = _caller_gone(desk, caller, advisor_id, now_ms)
+    else:
+        release = _caller_kept(desk, caller, advisor_id, now_ms)
+    _serve(desk, advisor_id, release, now_ms)
 
 
 def _place_callback(
@@ -294,9 +347,13 @@ def end_call(
 ) -> bool:
     """The call is over: free what it held; True when its log should be written now.
 
-    False for a repeated callback, and for a caller who keeps their place for
-    a callback (their log is written when the callback is over).
+    False for a repeated callback, for a status that is not final (Twilio's
+    `ringing`, `in-progress`: the caller is still on the line; nothing
+    changes), and for a caller who keeps their place for a callback (their
+    log is written when the callback is over).
     """
+    if not is_final(call_status):
+        return False
     first, session = mark_ended(desk.r, call_sid)
     if not first:
         return False
@@ -323,6 +380,16 @@ def end_call(
         else:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
     return True
+
+
+def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
+    """Keep a voicemail's recording on the call; True when the call had already ended
+    (its log may be written: the recording must be added to it)."""
+    session, ended = session_and_end(desk.r, call_sid)
+    if not session:
+        return False  # a call we never saw: nothing to attach it to
+    update_session(desk.r, call_sid, recording_url=url, recording_seconds=seconds)
+    return ended
 
 
 def end_wrapup(desk: Desk, advisor_id: str, hold: str, now_ms: int) -> presence.Release:
@@ -399,6 +466,26 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
                 return HoldCycle(leave=True)
     position, seconds = estimate(desk, team, rank, recent, working)
     return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
+
+
+# Twilio's `<Enqueue>` action results that mean the caller was never queued
+# (their `QueueResult`); the caller is still on the line.
+QUEUE_FAILURES = frozenset({"queue-full", "error", "system-error"})
+# How many times a caller is put in Twilio's queue before another way is taken.
+QUEUE_ATTEMPTS = 2
+
+
+def leave_queue(desk: Desk, call_sid: str) -> None:
+    """The caller cannot wait (Twilio could not queue them): out of their waiting set.
+
+    What they get instead (the fallback number, a voicemail on their case) is
+    the caller's next step; the call log says so (`queue_failed`).
+    """
+    session = get_session(desk.r, call_sid)
+    team = session.get("waiting_team")
+    if team:
+        desk.r.zrem(keys.team_waiting(team), call_sid)
+    update_session(desk.r, call_sid, queue_failed=1, state="queue-failed")
 
 
 def request_callback(desk: Desk, call_sid: str) -> bool:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -18,6 +20,38 @@ from twilio.rest import Client
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Twilio's error code for "Call is not in-progress. Cannot redirect." (HTTP 400).
+CALL_NOT_IN_PROGRESS = 21220
+# Waits between tries of a request that failed for a reason that says nothing
+# about the call (429, 5xx, a reset connection): about 3.5 s in all.
+RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
+
+
+class Outcome(Enum):
+    """What a request to act on a live call came to, after any retries."""
+
+    DONE = "done"
+    GONE = "gone"  # the call is over: 404, or Twilio's "not in-progress"
+    TRANSIENT = "transient"  # 429, 5xx or the network: still failing after retries
+    REFUSED = "refused"  # any other 4xx: our request is wrong (credentials, URL)
+
+    def __bool__(self) -> bool:
+        """True only when the request succeeded."""
+        return self is Outcome.DONE
+
+
+def classify(exc: Exception) -> Outcome:
+    """Why a REST request failed: only a 404 or "not in-progress" means the call is over."""
+    if isinstance(exc, TwilioRestException):
+        if exc.status == 404 or exc.code == CALL_NOT_IN_PROGRESS:
+            return Outcome.GONE
+        if exc.status == 429 or exc.status >= 500:
+            return Outcome.TRANSIENT
+        return Outcome.REFUSED
+    # Timeouts, resets, refused connections: nothing is known about the call.
+    return Outcome.TRANSIENT
 
 
 class Telephony:
@@ -29,9 +63,17 @@ class Telephony:
     """
 
     def __init__(self, settings: Settings, timeout: float = 5.0, *,
-                 background: bool = False) -> None:
-        """Build the REST client lazily from settings (no connection, no thread yet)."""
+                 background: bool = False,
+                 retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """Build the REST client lazily from settings (no connection, no thread yet).
+
+        `retry_delays` are the waits (seconds) before each retry of a transient
+        failure; `sleep` is how to wait (tests pass their own).
+        """
         self._settings = settings
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
         self._background = background
@@ -61,28 +103,42 @@ class Telephony:
             self._client = client
         return self._client
 
-    def redirect_call(self, call_sid: str, url: str) -> bool:
-        """Send a live call to new TwiML at `url`; False when the call is gone."""
-        try:
-            self.client.api.v2010.account.calls(call_sid).update(url=url, method="POST")
-            return True
-        except TwilioRestException as exc:
-            log.warning("redirect of %s refused (%s): %s", call_sid, exc.status, exc.msg)
-            return False
-        except (TwilioException, OSError) as exc:
-            log.error("redirect of %s failed: %s", call_sid, exc)
-            return False
+    def _with_retries(self, what: str, request: Callable[[], object]) -> tuple[Outcome, object]:
+        """Run a REST request, retrying transient failures with backoff."""
+        for attempt, delay in enumerate((*self._retry_delays, None)):
+            try:
+                return Outcome.DONE, request()
+            except (TwilioException, OSError) as exc:
+                outcome = classify(exc)
+                if outcome is not Outcome.TRANSIENT or delay is None:
+                    level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
+                    log.log(level, "%s: %s after %d tries (%s)", what, outcome.value,
+                            attempt + 1, exc)
+                    return outcome, None
+                log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def redirect_call(self, call_sid: str, url: str) -> Outcome:
+        """Send a live call to new TwiML at `url`.
+
+        Transient failures (429, 5xx, network) are retried with backoff (a few
+        seconds in all). Returns DONE, GONE (Twilio says the call is over),
+        TRANSIENT (still failing) or REFUSED (another 4xx).
+        """
+        calls = self.client.api.v2010.account.calls
+        outcome, _ = self._with_retries(
+            f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"))
+        return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:
-        """Start an outbound call that fetches TwiML at `url`; its CallSid or None."""
-        try:
-            call = self.client.api.v2010.account.calls.create(
-                to=to, from_=from_, url=url, status_callback=status_callback
-            )
-            return call.sid
-        except (TwilioException, OSError) as exc:
-            log.error("outbound call to %s failed: %s", to, exc)
-            return None
+        """Start an outbound call that fetches TwiML at `url`; its CallSid, or None when
+        Twilio refused it or kept failing (transient failures are retried)."""
+        calls = self.client.api.v2010.account.calls
+        outcome, call = self._with_retries(
+            "outbound call", lambda: calls.create(to=to, from_=from_, url=url,
+                                                  status_callback=status_callback))
+        return getattr(call, "sid", None) if outcome is Outcome.DONE else None
 
 
 def _logged(task: Callable[[], object]) -> None:

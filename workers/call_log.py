@@ -82,6 +82,38 @@ def log_call(call_sid: str) -> str:
     return "written"
 
 
+class CallLogNotWritten(Exception):
+    """The call's log is not in the database yet (its job has not run): retry later."""
+
+
+def attach_recording(call_sid: str) -> str:
+    """Add a voicemail to the call's log when Twilio posted it after the call ended.
+
+    Twilio may post the `<Record>` action after the status callback, so the log
+    job may already have written the row without it. Idempotent; raises
+    `CallLogNotWritten` (the job retries) while the row does not exist yet.
+    """
+    desk = current_desk()
+    if desk.session_factory is None:
+        raise RuntimeError("no database configured")
+    session = get_session(desk.r, call_sid)
+    recording = session.get("recording_url")
+    if not recording:
+        return "no-recording"
+    with desk.session_factory() as db:
+        row = db.scalars(select(CallLog).where(CallLog.call_sid == call_sid)).first()
+        if row is None:
+            raise CallLogNotWritten(call_sid)
+        if row.recording_url == recording:
+            return "exists"
+        row.recording_url = recording
+        if not row.answered_by:
+            row.status = "voicemail"
+        db.commit()
+    log.info("voicemail of call %s added to its log", call_sid)
+    return "written"
+
+
 def _call_log(call_sid: str, session: dict[str, str], case_number: str | None) -> CallLog:
     """The call-log row for a session."""
     queue_wait = session.get("queue_wait_ms")
@@ -111,6 +143,7 @@ def _call_log(call_sid: str, session: dict[str, str], case_number: str | None) -
             "after_hours": session.get("after_hours") == "1",
             "handover": session.get("handover") == "1",
             "abandoned": session.get("abandoned") == "1",
+            "queue_failed": session.get("queue_failed") == "1",
         },
     )
 

@@ -45,6 +45,18 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     )
 
 
+def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
+    """Queue the job that adds a voicemail, posted after the call's end, to its log."""
+    Queue(Queues.CALL_LOGS, connection=r).enqueue(
+        "workers.call_log.attach_recording",
+        call_sid,
+        job_id=f"attach-recording-{call_sid}",
+        retry=CALL_LOG_RETRY,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
 def schedule_end_of_wrapup(
     r: redis.Redis, advisor_id: str, hold: str, until_ms: int
 ) -> None:
