@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import socket
+import struct
 import sys
 import threading
 import time
@@ -155,6 +157,7 @@ class TwilioEmulator:
         self._requests: list[RecordedRequest] = []
         self._calls: dict[str, _Call] = {}
         self._created: list[CreatedCall] = []
+        self._faults: deque[int | str] = deque()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         api = f"/{API_VERSION}/Accounts/<account>"
@@ -243,9 +246,17 @@ class TwilioEmulator:
         with self._lock:
             return list(self._created)
 
-    def reset(self) -> None:
-        """Forget every request, call and pending update."""
+    def fail_next(self, *faults: int | str) -> None:
+        """Answer the next requests that act on calls (redirects, new calls) with
+        these faults, in order: an HTTP status (429, 500, 503...) with Twilio's
+        error body, or "reset" (the connection is cut without an answer)."""
         with self._lock:
+            self._faults.extend(faults)
+
+    def reset(self) -> None:
+        """Forget every request, call, pending update and planned fault."""
+        with self._lock:
+            self._faults.clear()
             self._requests.clear()
             self._calls.clear()
             self._created.clear()
@@ -326,9 +337,32 @@ class TwilioEmulator:
         if denied is not None:
             self._record(request, denied.status_code, args.get("sid"))
             return denied
+        fault = self._take_fault(request)
+        if fault is not None:
+            self._record(request, fault.status_code, args.get("sid"))
+            return fault
         response = handler(request, **args)
         self._record(request, response.status_code, args.get("sid"))
         return response
+
+    def _take_fault(self, request: Request) -> Response | None:
+        """The next planned fault, for a POST (an action on a call), if any."""
+        if request.method != "POST":
+            return None
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults.popleft()
+        if fault == "reset":
+            sock = request.environ.get("werkzeug.socket")
+            if sock is not None:
+                # SO_LINGER 0: close with a TCP reset, as a dropped connection looks.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+            return _twilio_error(502, 0, "connection reset")
+        status = int(fault)
+        return _twilio_error(status, 20429 if status == 429 else 20500,
+                             "Too Many Requests" if status == 429 else "Service unavailable")
 
     def _record(self, request: Request, status: int, call_sid: str | None) -> None:
         """Remember an API request."""

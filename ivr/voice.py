@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Flask, Response, current_app, request
+import redis
+from flask import Blueprint, Flask, Response, current_app, g, request
 from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
@@ -17,7 +18,7 @@ from config import hours
 from ivr import twiml
 from ivr.context import desk, now, now_ms, prompts
 from ivr.security import twilio_signature_ok
-from routing import auth, menu, router
+from routing import auth, menu, replies, router
 from routing.announcement import active_announcement
 from routing.call_session import get_session, update_session
 from workers.queues import enqueue_call_log, enqueue_recording
@@ -57,6 +58,39 @@ def check_signature() -> Response | None:
         return None
     log.warning("refused unsigned or badly signed %s %s", request.method, request.path)
     return xml(twiml.empty(), 403)
+
+
+@bp.before_request
+def answer_repeats() -> Response | None:
+    """A webhook Twilio repeats (same idempotency token) hears the first reply and
+    changes nothing; the first request with a token claims it."""
+    token = request.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    if not token:
+        return None
+    r = desk().r
+    if replies.claim_token(r, token):
+        g.reply_token = token
+        return None
+    earlier = replies.earlier_reply(r, token)
+    if earlier is None:
+        log.warning("repeat of %s (token %s) with no reply kept; handled anew",
+                    request.path, token)
+        return None
+    status, body = earlier
+    return Response(body, status=status, mimetype="text/xml")
+
+
+@bp.after_request
+def keep_reply(response: Response) -> Response:
+    """Remember the reply for a token this request claimed."""
+    token = g.pop("reply_token", None)
+    if token:
+        try:
+            replies.keep_reply(desk().r, token, response.status_code,
+                               response.get_data(as_text=True))
+        except redis.RedisError:
+            log.exception("could not keep the reply of %s", request.path)
+    return response
 
 
 @bp.post("/incoming")

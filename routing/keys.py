@@ -98,3 +98,9 @@ def team_waits(team: str) -> str:
 def team_working(team: str) -> str:
     """String: how many of a team's advisors are working (a short-lived cache)."""
     return f"{PREFIX}:team:{team}:working"
+
+
+def webhook_reply(idempotency_token: str) -> str:
+    """String: the reply given to a webhook request, by Twilio's
+    I-Twilio-Idempotency-Token ("pending" while the first request runs)."""
+    return f"{PREFIX}:reply:{idempotency_token}"

@@ -1,0 +1,387 @@
+"""The line off the happy path: Twilio's API failing, callbacks late, out of
+order or repeated, advisors' own choices, and what a restart finds.
+
+Each test is one input that used to go wrong, named for what a caller or
+advisor notices now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from config.prompts import Prompts
+from routing import keys, presence, router
+from routing.call_session import get_session, start_session
+from routing.directory import cache_directory
+from routing.models import CallLog, Case
+from routing.telephony import Telephony
+from tests.conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+
+PAT = "+16125550101"
+STRANGER = "+19525550177"
+A2_PHONE = "+16515550102"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+CHICAGO = ZoneInfo("America/Chicago")
+
+
+@pytest.fixture
+def lakeview(directory):
+    """A hosted district, its contact Pat, advisors A7 (owner of 2024117) and A2."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.advisor("A2", ["general"], phone=A2_PHONE)
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+@pytest.fixture
+def quick(desk):
+    """The desk with REST retries a few milliseconds apart (same classification)."""
+    fast = Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01))
+    return dataclasses.replace(desk, telephony=fast)
+
+
+def post(client, path: str, form: dict[str, str], token: str | None = None):
+    """Post a webhook exactly as Twilio does: signed, with an idempotency token."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    headers = {"X-Twilio-Signature": signature,
+               "I-Twilio-Idempotency-Token": token or str(uuid.uuid4())}
+    response = client.post(path, data=form, headers=headers)
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def queue_caller(desk, sid: str, at_ms: int, team: str = "general") -> None:
+    """A caller waiting in a team's queue, live on Twilio's side."""
+    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+                                "team": team, "priority": "medium", "menu": "2"})
+    assert presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=at_ms,
+                                     lease_ms=35_000).outcome == "queued"
+
+
+def waiting(desk, team: str = "general") -> list[str]:
+    """Who waits for a team, in the order they will be served."""
+    return desk.r.zrange(keys.team_waiting(team), 0, -1)
+
+
+def dialed(twiml: ET.Element) -> list[str]:
+    """The numbers a TwiML document dials."""
+    return [number.text or "" for number in twiml.iter("Number")] + [
+        (dial.text or "").strip() for dial in twiml.iter("Dial") if (dial.text or "").strip()]
+
+
+# --- 1. a REST redirect that fails for a reason other than the caller leaving ----
+
+
+@pytest.mark.parametrize("fault", [429, 500, 503, "reset"])
+def test_a_waiting_caller_keeps_their_place_when_twilios_api_keeps_failing(
+        quick, lakeview, emulator, client, fault):
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(quick, "CA-first", now - 60_000)
+    score = quick.r.zscore(keys.team_waiting("general"), "CA-first")
+    emulator.fail_next(*[fault] * 5)  # every try of the redirect fails
+
+    router.free_advisor(quick, "A2", now, explicit=True)
+
+    assert len(emulator.redirects("CA-first")) == 5  # tried, with backoff
+    # Still waiting, with the same place; the advisor is free again.
+    assert waiting(quick) == ["CA-first"]
+    assert quick.r.zscore(keys.team_waiting("general"), "CA-first") == score
+    assert presence.advisor_state(quick.r, "A2")["status"] == "available"
+    # The caller's next hold cycle takes the free advisor without the REST API.
+    assert [el.tag for el in post(client, "/voice/wait", {"CallSid": "CA-first"})] == ["Leave"]
+    answer = post(client, "/voice/queue-result", {"CallSid": "CA-first", "QueueResult": "leave",
+                                                   "CallStatus": "in-progress"})
+    assert dialed(answer) == [A2_PHONE]
+
+
+def test_a_redirect_that_fails_twice_then_succeeds_connects_the_caller(
+        quick, lakeview, emulator):
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(quick, "CA-first", now - 60_000)
+    emulator.fail_next(429, "reset")
+    release = router.free_advisor(quick, "A2", now, explicit=True)
+    assert release.call_sid == "CA-first"
+    assert [r.status for r in emulator.redirects("CA-first")] == [429, 502, 200]
+    assert emulator.take_redirect("CA-first") is not None
+    assert presence.advisor_state(quick.r, "A2")["call"] == "CA-first"
+
+
+def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
+        quick, lakeview, emulator):
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-gone")
+    emulator.end_call("CA-gone")  # Twilio: "Call is not in-progress"
+    emulator.register_call("CA-next")
+    queue_caller(quick, "CA-gone", now - 60_000)
+    queue_caller(quick, "CA-next", now - 30_000)
+    router.free_advisor(quick, "A2", now, explicit=True)
+    assert len(emulator.redirects("CA-gone")) == 1  # not retried: the caller is gone
+    assert waiting(quick) == []
+    assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
+
+
+def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
+        quick, lakeview, emulator):
+    now = int(time.time() * 1000)
+    queue_caller(quick, "CA-cb", now - 60_000)
+    assert router.request_callback(quick, "CA-cb")
+    score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
+    emulator.fail_next(*[503] * 5)
+    router.free_advisor(quick, "A2", now, explicit=True)
+    assert quick.r.zscore(keys.team_waiting("general"), "CA-cb") == score
+    assert presence.advisor_state(quick.r, "A2")["status"] == "available"
+    assert emulator.created_calls == []
+
+
+# --- 2. an advisor's own status --------------------------------------------------
+
+
+def _on_call(desk, advisor: str, sid: str, now: int) -> None:
+    """`advisor` answered caller `sid`."""
+    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+                                "team": "general", "priority": "medium", "menu": "2"})
+    decision = router.route_caller(desk, sid, now)
+    assert isinstance(decision, router.DialAdvisor) and decision.advisor_id == advisor
+    assert router.accept_call(desk, sid, advisor, now)
+
+
+@pytest.mark.parametrize("chosen", ["busy", "offline"])
+def test_an_advisor_who_chose_busy_during_a_call_stays_so_when_it_ends(
+        desk, lakeview, emulator, client, chosen):
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    _on_call(desk, "A2", "CA-talk", now)
+    assert client.put("/api/advisors/A2/status", json={"status": chosen},
+                      headers=API).status_code == 200
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next", now + 1_000)
+
+    router.end_call(desk, "CA-talk", "completed", 60, now + 60_000)
+
+    assert presence.advisor_state(desk.r, "A2")["status"] == chosen
+    assert waiting(desk) == ["CA-next"]  # nobody rang A2 for the next caller
+    assert emulator.redirects("CA-next") == []
+    # Their next choice is theirs too: available serves the queue at once.
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+    deadline = time.monotonic() + 5  # the web service redirects in the background
+    while not emulator.redirects("CA-next"):
+        assert time.monotonic() < deadline, "the waiting caller was never redirected"
+        time.sleep(0.01)
+
+
+def test_an_advisor_who_chose_busy_while_ringing_stays_busy_after_no_answer(
+        desk, lakeview, emulator, client):
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    start_session(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
+                                      "team": "general", "menu": "2"})
+    assert isinstance(router.route_caller(desk, "CA-ring", now), router.DialAdvisor)
+    client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next", now + 1_000)
+    router.after_dial(desk, "CA-ring", "A2", "no-answer", 0, now + 20_000)
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+    assert emulator.redirects("CA-next") == []
+
+
+def test_an_advisor_who_chose_busy_during_wrap_up_stays_busy_after_it(
+        desk, lakeview, emulator, client):
+    now = int(time.time() * 1000)
+    wrapping = dataclasses.replace(desk, settings=desk.settings.with_changes(wrapup_seconds=30))
+    make_available(desk, "A2")
+    _on_call(wrapping, "A2", "CA-talk", now)
+    router.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
+    client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next", now + 61_000)
+    router.end_wrapup(wrapping, "A2", "wrapup-CA-talk", now + 90_000)
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+    assert emulator.redirects("CA-next") == []
+
+
+# --- 3. the Dial action posted after the caller hung up ------------------------------
+
+
+@pytest.mark.parametrize("dial_status", ["no-answer", "canceled"])
+def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
+        desk, lakeview, client, dial_status):
+    now = int(time.time() * 1000)
+    make_available(desk, "A7", "A2")
+    start_session(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
+                                      "team": "general", "menu": "2"})
+    ringing = router.route_caller(desk, "CA-gone", now)
+    assert isinstance(ringing, router.DialAdvisor) and ringing.advisor_id == "A7"
+
+    answer = post(client, "/voice/dial-result?advisor=A7",
+                  {"CallSid": "CA-gone", "DialCallStatus": dial_status,
+                   "CallStatus": "completed"})
+
+    assert dialed(answer) == [] and answer.find("Enqueue") is None
+    for advisor in ("A7", "A2"):
+        assert presence.advisor_state(desk.r, advisor)["status"] == "available", advisor
+    assert get_session(desk.r, "CA-gone")["tried"] == "A7"  # A2 never tried
+    # The status callback that follows ends the call as usual: one log.
+    post(client, "/voice/status", {"CallSid": "CA-gone", "CallStatus": "completed",
+                                   "CallDuration": "25"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+    assert log.advisors_tried == ["A7"] and log.answered_by is None
+
+
+# --- 4. non-final status callbacks ------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["ringing", "in-progress", "queued", "initiated", ""])
+def test_a_status_callback_that_is_not_final_changes_nothing(
+        desk, lakeview, client, status):
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    _on_call(desk, "A2", "CA-talk", now)
+    post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": status})
+    run_jobs(desk)
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-talk"  # still talking
+    assert not router.is_ended(desk.r, "CA-talk")
+    with desk.session_factory() as db:
+        assert db.scalars(select(CallLog)).all() == []
+    post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": "completed",
+                                   "CallDuration": "60"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+    assert log.answered_by == "A2"
+
+
+# --- 5. Twilio cannot queue the caller ------------------------------------------------------
+
+
+def _queued_by_webhooks(client) -> None:
+    """Pat calls, option 2, nobody is free: the answer is an <Enqueue>."""
+    post(client, "/voice/incoming", {"CallSid": "CA-q", "From": PAT, "To": "+18005550100",
+                                      "StirVerstat": "TN-Validation-Passed-A"})
+    answer = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-q", "Digits": "2"})
+    assert answer.find("Enqueue") is not None
+
+
+@pytest.mark.parametrize("result", ["queue-full", "error", "system-error"])
+def test_a_caller_twilio_cannot_queue_is_queued_again_then_reaches_the_fallback(
+        desk, lakeview, client, app, result):
+    app.extensions["caseline"] = dataclasses.replace(
+        desk, settings=desk.settings.with_changes(fallback_number="+16125559999"))
+    _queued_by_webhooks(client)
+    again = post(client, "/voice/queue-result", {"CallSid": "CA-q", "QueueResult": result,
+                                                 "CallStatus": "in-progress"})
+    enqueue = again.find("Enqueue")
+    assert enqueue is not None and "attempt=2" in enqueue.get("action", "")
+    last = post(client, "/voice/queue-result?attempt=2",
+                {"CallSid": "CA-q", "QueueResult": result, "CallStatus": "in-progress"})
+    assert dialed(last) == ["+16125559999"]
+    assert waiting(desk) == []  # the fallback has them: nobody will redirect them
+
+
+def test_a_caller_twilio_cannot_queue_without_a_fallback_leaves_a_voicemail_on_the_case(
+        desk, lakeview, client):
+    _queued_by_webhooks(client)
+    last = post(client, "/voice/queue-result?attempt=2",
+                {"CallSid": "CA-q", "QueueResult": "queue-full", "CallStatus": "in-progress"})
+    assert last.find("Record") is not None
+    post(client, "/voice/recorded", {"CallSid": "CA-q", "RecordingUrl": "https://rec/RE1",
+                                     "RecordingDuration": "12"})
+    post(client, "/voice/status", {"CallSid": "CA-q", "CallStatus": "completed",
+                                   "CallDuration": "40"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+    assert log.recording_url == "https://rec/RE1" and log.status == "voicemail"
+    assert log.case_number is not None
+
+
+# --- 6. the recording posted after the status callback --------------------------------------
+
+
+def test_a_voicemail_posted_after_the_call_ended_reaches_the_case(desk, lakeview, client):
+    evening = datetime(2026, 11, 24, 19, 30, tzinfo=CHICAGO)
+    with time_machine.travel(evening, tick=True):
+        post(client, "/voice/incoming", {"CallSid": "CA-vm", "From": PAT,
+                                         "To": "+18005550100",
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        answer = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-vm", "Digits": "2"})
+        assert answer.find("Record") is not None
+        post(client, "/voice/status", {"CallSid": "CA-vm", "CallStatus": "completed",
+                                       "CallDuration": "50"})
+        run_jobs(desk)  # the log is written before Twilio posts the recording
+        post(client, "/voice/recorded", {"CallSid": "CA-vm", "RecordingUrl": "https://rec/RE2",
+                                         "RecordingDuration": "31"})
+        run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+        assert log.recording_url == "https://rec/RE2" and log.status == "voicemail"
+        assert db.get(Case, log.case_number) is not None
+
+
+# --- 7. a webhook Twilio repeats --------------------------------------------------------------
+
+
+def test_a_repeated_wrong_pin_counts_once_toward_the_lockout(desk, lakeview, client):
+    post(client, "/voice/incoming", {"CallSid": "CA-pin", "From": STRANGER,
+                                     "To": "+18005550100"})
+    post(client, "/voice/menu?attempt=1", {"CallSid": "CA-pin", "Digits": "2"})
+    post(client, "/voice/verify/contact?option=2", {"CallSid": "CA-pin", "Digits": "5001"})
+    token = str(uuid.uuid4())
+    first = post(client, "/voice/verify/pin?option=2", {"CallSid": "CA-pin", "Digits": "0000"},
+                 token=token)
+    repeat = post(client, "/voice/verify/pin?option=2", {"CallSid": "CA-pin", "Digits": "0000"},
+                  token=token)
+    assert ET.tostring(repeat) == ET.tostring(first)
+    assert desk.r.get(keys.verify_failures(STRANGER)) == "1"
+
+
+def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
+    make_available(desk, "A2")
+    post(client, "/voice/incoming", {"CallSid": "CA-key", "From": PAT, "To": "+18005550100",
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    token = str(uuid.uuid4())
+    first = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-key", "Digits": "2"},
+                 token=token)
+    repeat = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-key", "Digits": "2"},
+                  token=token)
+    assert dialed(first) == dialed(repeat) == [A2_PHONE]
+    assert get_session(desk.r, "CA-key")["menu"] == "2"
+    assert get_session(desk.r, "CA-key")["tried"] == "A2"
+
+
+# --- restart after the calls of a day -----------------------------------------------------------
+
+
+def test_the_cache_rebuilds_after_an_unknown_callers_outage_case(desk, lakeview, phone, client):
+    make_available(desk, "A7")
+    result = phone.call(STRANGER, "8")  # exception basis: a case with no district
+    assert result.outcome == "advisor"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+        case = db.get(Case, log.case_number)
+        assert case is not None and case.district_id is None
+    desk.r.flushdb()  # as after a restart of Redis
+    cache_directory(desk.session_factory, desk.r, datetime.now(CHICAGO))
+    # Pat keys that case's number: it is not found (never "an error").
+    make_available(desk, "A7")
+    heard = phone.call(PAT, f"1 {log.case_number}# 2024117#")
+    assert heard.outcome == "advisor"
+    assert Prompts().text("case.not_found") in heard.heard()  # then 2024117 was found
+    assert heard.dialed == ["+16515550199"]
