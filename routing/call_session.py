@@ -46,6 +46,14 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
+# Set fields only on a call we know: a late or stray webhook for a call whose
+# session is gone (or never was) must not leave a hash without an expiry.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 _scripts: dict[str, Script] = {}
 
 
@@ -82,9 +90,17 @@ def session_and_end(r: redis.Redis, call_sid: str) -> tuple[dict[str, str], bool
     return session, bool(ended)
 
 
-def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -> None:
-    """Set fields of a call's session (its day-long expiry was set when it opened)."""
-    r.hset(keys.call(call_sid), mapping={k: str(v) for k, v in fields.items()})
+def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -> bool:
+    """Set fields of a call's session (its day-long expiry was set when it opened).
+
+    A call with no session (never seen, or expired) is left alone: False.
+    """
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, str(value)]
+    if not flat:
+        return bool(r.exists(keys.call(call_sid)))
+    return bool(_script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
 
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:

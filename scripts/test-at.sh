@@ -11,4 +11,6 @@ command -v faketime >/dev/null || apt-get install -y -qq faketime >/dev/null
 offset=$(( $(date -d "$at" +%s) - $(date +%s) ))
 echo "faked clock: $(faketime -f "$offset" date -u) ($(TZ=America/Chicago faketime -f "$offset" date))"
 shift || true
+# The monotonic clock stays real: timeouts and sleeps measure durations, not dates.
+export FAKETIME_DONT_FAKE_MONOTONIC=1
 exec faketime -f "$offset" .venv/bin/pytest -q -p no:cacheprovider "$@"
