@@ -397,6 +397,16 @@ def end_wrapup(desk: Desk, advisor_id: str, hold: str, now_ms: int) -> presence.
     return free_advisor(desk, advisor_id, now_ms, expected_call=hold)
 
 
+def _return_unconnected_caller(desk: Desk, hold: str, advisor_id: str) -> None:
+    """A waiting caller claimed for an advisor whose hold expired before they were
+    brought over (the process that was to redirect them died): back to their place."""
+    if not hold or hold.startswith("wrapup-"):
+        return
+    session, ended = session_and_end(desk.r, hold)
+    if not ended and session.get("state") == "connecting" and session.get("callback") != "1":
+        presence.return_to_queue(desk.r, hold, advisor_id)
+
+
 def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
     """Free expired holds and drop waiting callers whose call is over."""
     freed = dropped = 0
@@ -406,6 +416,7 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
         if lease and lease > now_ms:
             continue
         hold = state.get("call") or ""
+        _return_unconnected_caller(desk, hold, advisor_id)
         free_advisor(desk, advisor_id, now_ms, expected_call=hold, skip_call=hold)
         freed += 1
     for team in desk.r.smembers(keys.teams()):

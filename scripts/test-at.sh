@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# Run the whole test suite with every process's clock moved to a given moment
-# (libfaketime, Debian's `faketime`), to show the suite does not depend on the
-# hour it runs at: scripts/test-at.sh "2026-11-29 09:00:00 UTC" (03:00 Sunday
-# in Chicago). The offset is relative, so the clock ticks and every process
-# (pytest, gunicorn, the worker, redis) agrees on it.
+# Run the whole test suite with every Python process's clock moved to a given
+# moment, to show the suite does not depend on the hour it runs at:
+#   scripts/test-at.sh "2026-11-29 09:00:00 UTC"    (03:00 on a Sunday in Chicago)
+# Every Python process (pytest, gunicorn and its workers, `caseline worker`,
+# `caseline call`) starts with its wall clock shifted by the same offset
+# (time_machine, from a sitecustomize on PYTHONPATH), so they agree on the
+# time and it keeps ticking; monotonic clocks and sleeps stay real. (libfaketime
+# was tried first: it breaks Python 3.11's timed sleeps and lock waits.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-at=${1:-"next Sunday 09:00 UTC"}
-command -v faketime >/dev/null || apt-get install -y -qq faketime >/dev/null
+at=${1:?usage: scripts/test-at.sh "YYYY-MM-DD HH:MM:SS UTC" [pytest args]}
+shift
 offset=$(( $(date -d "$at" +%s) - $(date +%s) ))
-echo "faked clock: $(faketime -f "$offset" date -u) ($(TZ=America/Chicago faketime -f "$offset" date))"
-shift || true
-# The monotonic clock stays real: timeouts and sleeps measure durations, not dates.
-export FAKETIME_DONT_FAKE_MONOTONIC=1
-exec faketime -f "$offset" .venv/bin/pytest -q -p no:cacheprovider "$@"
+shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
+cat > "$shim/sitecustomize.py" <<'PY'
+import os
+import time
+
+import time_machine
+
+time_machine.travel(time.time() + float(os.environ["CASELINE_CLOCK_OFFSET"]), tick=True).start()
+PY
+export CASELINE_CLOCK_OFFSET=$offset
+export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
+.venv/bin/python -c 'from datetime import datetime; from zoneinfo import ZoneInfo as Z;
+print("every clock starts at", datetime.now(Z("America/Chicago")).isoformat())'
+# time_machine is imported before pytest could rewrite it (it is not under test).
+.venv/bin/pytest -q -p no:cacheprovider -W "ignore::pytest.PytestAssertRewriteWarning" "$@"

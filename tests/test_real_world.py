@@ -385,3 +385,27 @@ def test_the_cache_rebuilds_after_an_unknown_callers_outage_case(desk, lakeview,
     assert heard.outcome == "advisor"
     assert Prompts().text("case.not_found") in heard.heard()  # then 2024117 was found
     assert heard.dialed == ["+16515550199"]
+
+
+def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back(
+        desk, lakeview, emulator, client):
+    """The web process that was to redirect a claimed caller died (SIGKILL, OOM):
+    when the advisor's hold expires the caller is back at the head of the queue."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    emulator.register_call("CA-later")
+    queue_caller(desk, "CA-later", now - 30_000)
+    score = desk.r.zscore(keys.team_waiting("general"), "CA-first")
+    # A2 is claimed for the first caller, and the redirect is never sent.
+    released = presence.make_available(desk.r, "A2", now_ms=now, lease_ms=desk.lease_ms,
+                                       explicit=True)
+    assert released.call_sid == "CA-first"
+    desk.r.hset(keys.call("CA-first"), "state", "connecting")
+    router.reconcile(desk, now + desk.lease_ms + 1)
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-first") == score
+    # A2 went on to the next caller; the first is served by the next free advisor.
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-later"
+    assert [el.tag for el in post(client, "/voice/wait", {"CallSid": "CA-first"})] != ["Leave"]
+    make_available(desk, "A7")
+    assert presence.advisor_state(desk.r, "A7")["call"] == "CA-first"
