@@ -157,18 +157,21 @@ def contacts_flag_inactive() -> None:
               help="Seconds to wait in a queue before hanging up (default 300).")
 @click.option("--emulator", default=None,
               help="The Twilio REST emulator that delivers redirects (CASELINE_EMULATOR_URL).")
+@click.option("--attestation", type=click.Choice(["A", "B", "C", "failed", "none"]),
+              default="A", show_default=True,
+              help="The SHAKEN/STIR attestation of the caller ID (Twilio's StirVerstat).")
 @click.option("--speak", is_flag=True, help="Speak the prompts aloud with espeak-ng.")
 @click.option("--wav", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="Write every prompt heard into one WAV file (espeak-ng).")
 def call(from_number: str, keys: str | None, advisor: str | None, expect: str | None,
          url: str | None, token: str | None, to_number: str | None, max_wait: float | None,
-         emulator: str | None, speak: bool, wav: Path | None) -> None:
+         emulator: str | None, attestation: str, speak: bool, wav: Path | None) -> None:
     """Place a call on caseline from the terminal, walking its TwiML as Twilio does."""
     from caseline.terminal_caller import CallOptions, run_call
 
     options = CallOptions(from_number=from_number, keys=keys, advisor=advisor, expect=expect,
                           url=url, token=token, max_wait=max_wait, emulator=emulator,
-                          speak=speak, wav=str(wav) if wav else None,
+                          speak=speak, wav=str(wav) if wav else None, attestation=attestation,
                           **({"to": to_number} if to_number else {}))
     sys.exit(run_call(options, settings=_settings()))
 

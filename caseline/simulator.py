@@ -529,6 +529,7 @@ class Caller:
         enqueue_action_on_redirect: bool = True,
         recording_base_url: str = "http://emulator",
         extra_params: Mapping[str, str] | None = None,
+        attestation: str | None = "TN-Validation-Passed-A",
     ) -> None:
         """Describe the call; `run()` places it.
 
@@ -537,6 +538,8 @@ class Caller:
         bridged_hangup: who ends a bridged call: "caller" (the Dial action is
         requested, its TwiML ignored) or "advisor" (the caller follows it).
         record_ending: "key" (press # and follow the Record action) or "hangup".
+        attestation: the `StirVerstat` Twilio posts for the caller ID (SHAKEN/STIR;
+        default full attestation), or None for a call that carried none.
         """
         if bridged_hangup not in ("caller", "advisor"):
             raise ValueError("bridged_hangup must be 'caller' or 'advisor'")
@@ -568,6 +571,7 @@ class Caller:
         self.enqueue_action_on_redirect = enqueue_action_on_redirect
         self.recording_base_url = recording_base_url.rstrip("/")
         self.extra_params = dict(extra_params or {})
+        self.attestation = attestation
         self.result = CallResult(self.call_sid, from_number, to_number)
         self._started = 0.0
         self._sim = 0.0
@@ -700,6 +704,8 @@ class Caller:
             "CallerCountry": "US",
             "CalledCountry": "US",
         }
+        if self.attestation and self.direction == "inbound":
+            params["StirVerstat"] = self.attestation
         params.update(self.extra_params)
         return params
 

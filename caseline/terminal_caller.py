@@ -48,6 +48,15 @@ from caseline.simulator import (
 from caseline.twilio_emulator import HttpLink
 from config.settings import Settings
 
+# `caseline call --attestation`: the SHAKEN/STIR verdict Twilio posts as `StirVerstat`.
+STIR_VERSTAT: dict[str, str | None] = {
+    "A": "TN-Validation-Passed-A",
+    "B": "TN-Validation-Passed-B",
+    "C": "TN-Validation-Passed-C",
+    "failed": "TN-Validation-Failed-A",
+    "none": None,
+}
+
 
 @dataclass(frozen=True)
 class CallOptions:
@@ -66,6 +75,7 @@ class CallOptions:
     talk_seconds: int = 60
     speak: bool = False
     wav: str | None = None
+    attestation: str = "A"
 
     @classmethod
     def coerce(cls, options: CallOptions | Mapping[str, Any] | Any) -> CallOptions:
@@ -408,6 +418,7 @@ def run_call(
             on_event=terminal.on_event,
             gather_input=None if unattended else terminal.gather,
             advisor_gather_input=None if unattended or opts.advisor else terminal.advisor_gather,
+            attestation=STIR_VERSTAT[opts.attestation],
         )
         try:
             result = caller.run()

@@ -57,6 +57,11 @@ class Settings:
     # Longest a routed call may hold an advisor without an end callback.
     talk_lease_seconds: int = 4 * 3600
     timezone: str = "America/Chicago"
+    # When a contact's number identifies the caller without a PIN (PRODUCT.md,
+    # "Who is calling"): "attested" (SHAKEN/STIR full attestation), "any", "never".
+    caller_id_trust: str = "attested"
+    # Longest time in a queue before the caller is offered a voicemail.
+    max_wait_seconds: int = 1200
 
     @classmethod
     def from_env(
@@ -87,6 +92,9 @@ class Settings:
             port=_int(get("PORT"), 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
+            caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
+                                    "CASELINE_CALLER_ID_TRUST"),
+            max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
         )
 
     def with_changes(self, **changes: object) -> Settings:
@@ -97,6 +105,18 @@ class Settings:
     def lease_seconds(self) -> int:
         """How long a claim holds an advisor before it may be reclaimed."""
         return self.ring_timeout_seconds + self.lease_margin_seconds
+
+
+CALLER_ID_TRUST = ("attested", "any", "never")
+
+
+def _choice(value: str | None, choices: tuple[str, ...], name: str) -> str:
+    """One of `choices` (the first when unset); a clear error naming the variable."""
+    if value is None:
+        return choices[0]
+    if value.strip().lower() not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value.strip().lower()
 
 
 def _int(value: str | None, default: int) -> int:

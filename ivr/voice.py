@@ -100,7 +100,8 @@ def incoming() -> Response:
     p = prompts()
     if not sid:
         return xml(twiml.goodbye(p, p.text("routing.goodbye")))
-    session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now())
+    session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now(),
+                                   stir_verstat=form("StirVerstat"))
     name = session.get("contact_name") if auth.is_authorized(session) else None
     greeting = p.text("greeting.known", name=name) if name else p.text("greeting.unknown")
     return xml(twiml.main_menu(p, [greeting, *_announcement()], attempt=1))
@@ -218,17 +219,8 @@ def _unverified(sid: str, session: dict[str, str], option: str, before: list[str
     if option == "8":
         return _outage_voicemail(sid, before)
     update_session(desk().r, sid, refused="1")
-    names = auth.district_contact_names(desk(), session.get("district", ""), now())
-    refusal = (p.text("auth.refused", contacts=_spoken_list(names)) if names
-               else p.text("auth.refused_generic"))
-    return xml(twiml.goodbye_all(p, [*before, refusal]))
-
-
-def _spoken_list(names: list[str]) -> str:
-    """Names as spoken: "A, B or C"."""
-    if len(names) <= 1:
-        return "".join(names)
-    return ", ".join(names[:-1]) + " or " + names[-1]
+    # Never whom: naming a district's contacts would tell any caller who to impersonate.
+    return xml(twiml.goodbye_all(p, [*before, p.text("auth.refused_generic")]))
 
 
 # --- after hours ----------------------------------------------------------
@@ -280,15 +272,18 @@ def _outage(sid: str, session: dict[str, str], *, verified_now: bool = False) ->
     """Option 8: notices, then hosting at Critical priority (24/7 for hosted districts)."""
     p = prompts()
     open_now = hours.is_open(now())
+    authorized = verified_now or auth.is_authorized(session)
     if not open_now:
-        if not session.get("contact") and not verified_now:
-            # After hours an unrecognised number must prove it is a hosted district's.
+        if not authorized:
+            # After hours an unrecognised (or untrusted) number must prove it is a
+            # hosted district's contact: contact ID and PIN.
             return _verify_or_refuse(sid, session, "8")
         if session.get("hosted") != "1":
             return _outage_voicemail(sid, [])
-    handover = "" if auth.is_authorized(session) else "1"
-    menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1",
-                      handover=handover, after_hours="" if open_now else "1")
+    handover = "" if authorized else "1"
+    # Exception basis: an unverified report waits behind verified ones (High).
+    menu.send_to_team(desk(), sid, "hosting", priority="critical" if authorized else "high",
+                      outage="1", handover=handover, after_hours="" if open_now else "1")
     notices = _announcement()
     notice = hours.maintenance_notice(now(), current_app.extensions["caseline.maintenance"])
     if notice:
@@ -419,10 +414,21 @@ def _whisper_values(session: dict[str, str]) -> dict[str, str]:
     return {
         "case": " ".join(session.get("case", "")) or _menu_words(session),
         "district": session.get("district_name") or "Unknown district",
-        "caller": session.get("contact_name") or "not verified",
+        "caller": _caller_words(session),
         "priority": session.get("priority") or "medium",
         "menu": _menu_words(session),
     }
+
+
+def _caller_words(session: dict[str, str]) -> str:
+    """Who the caller is and how they were verified, for the advisor."""
+    p, how = prompts(), auth.how_verified(session)
+    if not how:
+        return p.text("whisper.not_verified")
+    key = {"pin": "whisper.verified_pin",
+           "caller-id-attested": "whisper.verified_caller_id_attested",
+           "caller-id": "whisper.verified_caller_id"}[how]
+    return p.text(key, name=session.get("contact_name") or "a contact")
 
 
 def _whisper_text(session: dict[str, str]) -> str:

@@ -17,6 +17,20 @@ from routing.desk import Desk
 
 MAX_FAILURES = 3
 LOCKOUT_SECONDS = 15 * 60
+# Twilio's `StirVerstat` for SHAKEN/STIR full attestation: the originating
+# carrier vouches that the caller may use the number they present.
+FULL_ATTESTATION = "TN-Validation-Passed-A"
+
+
+def caller_id_trusted(trust: str, stir_verstat: str) -> bool:
+    """Whether a number matching a contact identifies the caller without a PIN.
+
+    `trust` is `CASELINE_CALLER_ID_TRUST`: "attested" (only with Twilio's
+    `StirVerstat` of full attestation), "any" (trials only), "never".
+    """
+    if trust == "any":
+        return True
+    return trust == "attested" and stir_verstat == FULL_ATTESTATION
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,7 @@ def contact_session_fields(
     """Session fields for a recognised contact (and whether they are active)."""
     district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
     active = directory.contact_is_active(contact, now)
+    # An inactive or deactivated contact identifies nobody (PRODUCT.md).
     return {
         "contact": contact.get("id", ""),
         "contact_name": contact.get("name", ""),
@@ -49,6 +64,18 @@ def contact_session_fields(
         "verified": "1" if active else "",
         "inactive": "" if active else "1",
     }
+
+
+def how_verified(session: dict[str, str]) -> str:
+    """How the caller was verified, for the advisor's whisper and the call log:
+    "pin", "caller-id-attested", "caller-id" (trusted without attestation) or ""."""
+    if not is_authorized(session):
+        return ""
+    if session.get("verified_by") == "pin" or session.get("verified_by_pin") == "1":
+        return "pin"
+    if session.get("stir_verstat") == FULL_ATTESTATION:
+        return "caller-id-attested"
+    return "caller-id"
 
 
 def is_locked(desk: Desk, caller: str) -> bool:
@@ -68,7 +95,7 @@ def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) 
     if contact and directory.check_pin(pin[:16], contact.get("pin_hash", "")):
         fields = contact_session_fields(desk, contact, now)
         if fields["verified"]:
-            update_session(desk.r, call_sid, **fields, verified_by_pin="1")
+            update_session(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
             desk.r.delete(keys.verify_failures(caller))
             return Verification(True)
         # A right PIN of an inactive contact: not authorized, but not a guess either.
@@ -86,10 +113,3 @@ def _count_failure(desk: Desk, caller: str) -> Verification:
     pipe.expire(key, LOCKOUT_SECONDS)
     failures, _ = pipe.execute()
     return Verification(False, locked=failures >= MAX_FAILURES, failures=int(failures))
-
-
-def district_contact_names(desk: Desk, district_id: str, now: datetime) -> list[str]:
-    """Names of a district's authorized contacts, for a caller who is not one."""
-    if not district_id or desk.session_factory is None:
-        return []
-    return [c["name"] for c in directory.district_contacts(desk.session_factory, district_id, now)]

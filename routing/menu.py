@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from routing import directory
-from routing.auth import contact_session_fields
+from routing.auth import caller_id_trusted, contact_session_fields
 from routing.call_session import append_menu, get_session, start_session, update_session
 from routing.desk import Desk
 
@@ -24,17 +24,28 @@ class CaseLookup:
 
 
 def identify_caller(
-    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime
+    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
+    stir_verstat: str = "",
 ) -> dict[str, str]:
-    """Open the call's session and look the caller's number up among contacts."""
+    """Open the call's session and look the caller's number up among active contacts.
+
+    The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
+    (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
+    untrusted number, or an inactive contact's, is an unknown caller's.
+    """
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
     fields: dict[str, str | int] = {
         "call_sid": call_sid, "caller": caller, "to": to[:40], "base": base_url,
         "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
+        "stir_verstat": stir_verstat[:64],
     }
-    contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller)
+    trusted = caller_id_trusted(desk.settings.caller_id_trust, stir_verstat)
+    contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller) if (
+        trusted) else None
     if contact:
-        fields.update(contact_session_fields(desk, contact, now))
+        facts = contact_session_fields(desk, contact, now)
+        if facts["verified"]:
+            fields.update(facts, verified_by="caller-id")
     if start_session(desk.r, call_sid, fields):
         return {k: str(v) for k, v in fields.items()}
     return get_session(desk.r, call_sid)  # Twilio retried the first request: same call.

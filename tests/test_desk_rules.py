@@ -255,13 +255,15 @@ def test_inactive_contact_is_refused(phone, desk, desk_directory):
     assert by_number.dialed == [] and by_number.outcome == "hangup"
 
 
-def test_unverified_caller_hears_whom_to_ask(phone, desk, desk_directory):
+def test_unverified_caller_is_told_to_ask_their_contacts_never_whom(phone, desk,
+                                                                    desk_directory):
     # Old Timer's number is known (Riverside) but inactive: asked to verify, fails.
+    # Naming the district's contacts would tell any caller whom to impersonate.
     result = phone.call("+17635550112", "2 5102# 0000# 5102# 0000# 5102# 0000#")
     assert result.outcome == "hangup" and result.dialed == []
+    assert Prompts().text("auth.refused_generic") in result.heard()
     heard = " ".join(result.heard())
-    assert "Sam Ortiz" in heard
-    assert "Old Timer" not in heard
+    assert "Sam Ortiz" not in heard and "Old Timer" not in heard
 
 
 def test_pins_are_not_stored_in_clear(desk, desk_directory):

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config.hours import CENTRAL
+from routing.auth import how_verified
 from routing.call_session import get_session
 from routing.directory import cache_case, record_contact_activity
 from routing.models import Advisor, CallLog, Case
@@ -140,6 +141,8 @@ def _call_log(call_sid: str, session: dict[str, str], case_number: str | None) -
             "call_status": session.get("call_status", ""),
             "verified": session.get("verified") == "1",
             "verified_by_pin": session.get("verified_by_pin") == "1",
+            "verified_by": how_verified(session),
+            "stir_verstat": session.get("stir_verstat", ""),
             "after_hours": session.get("after_hours") == "1",
             "handover": session.get("handover") == "1",
             "abandoned": session.get("abandoned") == "1",
