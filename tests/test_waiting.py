@@ -4,9 +4,9 @@ and the service level supervisors see."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,15 @@ from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
 from routing import keys, presence, router
 from routing.call_session import start_session
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    caseline_command,
+    make_available,
+    run_jobs,
+)
 
 PAT = "+16125550101"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -186,34 +194,33 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
 def test_wrap_up_then_served_from_the_queue_without_any_request(
         settings, desk, lakeview, emulator, tmp_path):
     """A real `caseline worker` ends the wrap-up on its own and serves the queue."""
-    with time_machine_real_clock():
-        now = int(time.time() * 1000)
-        wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
-        make_available(desk, "A2")
-        presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
-                                  now_ms=now, lease_ms=35_000)
-        desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
-        start_session(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
-        emulator.register_call("CA-next")
-        queue_caller(desk, "CA-next", at_ms=now)
-        worker = start_worker(settings, tmp_path)
-        try:
-            router.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
-            ended_at = time.monotonic()
-            assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
-            time.sleep(1.0)
-            assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
-            assert emulator.redirects("CA-next") == []
-            deadline = time.monotonic() + 10
-            while not emulator.redirects("CA-next"):
-                assert time.monotonic() < deadline, "wrap-up never ended"
-                time.sleep(0.05)
-            served_after = emulator.redirects("CA-next")[0].at - ended_at
-            assert 2.0 <= served_after < 5.0
-            assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
-        finally:
-            worker.terminate()
-            worker.wait(timeout=10)
+    now = int(time.time() * 1000)
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+    make_available(desk, "A2")
+    presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
+                              now_ms=now, lease_ms=35_000)
+    desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
+    start_session(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next", at_ms=now)
+    worker = start_worker(settings, tmp_path)
+    try:
+        router.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+        ended_at = time.monotonic()
+        assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
+        time.sleep(1.0)
+        assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+        assert emulator.redirects("CA-next") == []
+        deadline = time.monotonic() + 10
+        while not emulator.redirects("CA-next"):
+            assert time.monotonic() < deadline, "wrap-up never ended"
+            time.sleep(0.05)
+        served_after = emulator.redirects("CA-next")[0].at - ended_at
+        assert 2.0 <= served_after < 5.0
+        assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
 
 
 def dataclasses_replace(desk, **changes):
@@ -221,13 +228,6 @@ def dataclasses_replace(desk, **changes):
     import dataclasses
 
     return dataclasses.replace(desk, **changes)
-
-
-def time_machine_real_clock():
-    """Back to the real clock (a worker process lives on it too)."""
-    import time_machine
-
-    return time_machine.travel(time_machine.escape_hatch.time.time(), tick=True)
 
 
 def start_worker(settings, tmp_path: Path) -> subprocess.Popen:
@@ -238,8 +238,9 @@ def start_worker(settings, tmp_path: Path) -> subprocess.Popen:
            "TWILIO_API_URL": settings.twilio_api_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
            "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
            "CASELINE_INSTANCE_PATH": str(tmp_path / "instance")}
-    return subprocess.Popen([str(Path(sys.executable).with_name("caseline")), "worker"],
-                            env=env, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    # On the test's clock (which ticks from the suite's fixed time), like the test.
+    at = datetime.fromtimestamp(time.time(), UTC)
+    return subprocess.Popen(caseline_command("worker", at=at), env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
