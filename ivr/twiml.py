@@ -189,13 +189,17 @@ def bridge() -> VoiceResponse:
     return VoiceResponse()
 
 
-def wait_music(prompts: Prompts, texts: list[str], offer_callback: bool) -> VoiceResponse:
-    """What a waiting caller hears for one cycle of the waitUrl."""
+def wait_music(prompts: Prompts, texts: list[str], offer_callback: bool,
+               offer_voicemail: bool = False) -> VoiceResponse:
+    """What a waiting caller hears for one cycle of the waitUrl (with the keys they
+    may press: 1 for a callback, 2 for a voicemail after the longest wait)."""
     response = VoiceResponse()
-    if offer_callback:
+    offers = ([prompts.text("routing.callback_offer")] if offer_callback else []) + (
+        [prompts.text("routing.voicemail_offer")] if offer_voicemail else [])
+    if offers:
         gather = Gather(input="dtmf", num_digits=1, timeout=2, action=url("/voice/callback"),
                         method="POST")
-        for text in [*texts, prompts.text("routing.callback_offer")]:
+        for text in [*texts, *offers]:
             say(gather, prompts, text)
         response.append(gather)
     else:
@@ -216,6 +220,14 @@ def fallback(prompts: Prompts, fallback_number: str | None, hours: str) -> Voice
     else:
         say(response, prompts, prompts.text("errors.apology", hours=hours))
         response.hangup()
+    return response
+
+
+def say_only(prompts: Prompts, texts: list[str]) -> VoiceResponse:
+    """Say `texts` and go on (in a queue: back to the hold music)."""
+    response = VoiceResponse()
+    for text in texts:
+        say(response, prompts, text)
     return response
 
 

@@ -468,15 +468,21 @@ def wait() -> Response:
         texts.append(p.text("routing.queued", position=cycle.position))
         if cycle.estimate_seconds is not None:
             texts.append(_estimate_words(cycle.estimate_seconds))
-    return xml(twiml.wait_music(p, texts, offer_callback=bool(cycle.position)))
+    return xml(twiml.wait_music(p, texts, offer_callback=cycle.offer_callback,
+                                offer_voicemail=cycle.offer_voicemail))
 
 
 @bp.post("/callback")
 def callback() -> Response:
-    """A waiting caller pressed the key: keep their place, call them back."""
-    sid, p = form("CallSid"), prompts()
-    if form("Digits") and router.request_callback(desk(), sid):
-        return xml(twiml.goodbye(p, p.text("routing.callback_confirmed")))
+    """A waiting caller pressed a key: 1 keeps their place for a callback (when the
+    policy allows it), 2 leaves the queue for a voicemail on their case."""
+    sid, p, key = form("CallSid"), prompts(), form("Digits")[:1]
+    if key == "2" and router.leave_for_voicemail(desk(), sid):
+        return xml(twiml.leave())  # the Enqueue action records the message
+    if key == "1":
+        if router.request_callback(desk(), sid, now()):
+            return xml(twiml.goodbye(p, p.text("routing.callback_confirmed")))
+        return xml(twiml.say_only(p, [p.text("routing.callback_unavailable")]))
     return xml(twiml.empty())  # back to the hold music
 
 
@@ -547,6 +553,9 @@ def queue_result() -> Response:
     sid, result = form("CallSid"), form("QueueResult")
     caller_gone = router.is_final(form("CallStatus"))
     if result == "leave" and not caller_gone:
+        if router.wants_voicemail(get_session(desk().r, sid)):
+            p = prompts()
+            return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
         return _route(sid)
     if result not in router.QUEUE_FAILURES or caller_gone:
         return xml(twiml.empty())

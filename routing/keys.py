@@ -104,3 +104,8 @@ def webhook_reply(idempotency_token: str) -> str:
     """String: the reply given to a webhook request, by Twilio's
     I-Twilio-Idempotency-Token ("pending" while the first request runs)."""
     return f"{PREFIX}:reply:{idempotency_token}"
+
+
+def callbacks_on(contact_id: str, day: str) -> str:
+    """String counter: callbacks a contact asked for on a day (ISO date, Central)."""
+    return f"{PREFIX}:callbacks:{contact_id}:{day}"

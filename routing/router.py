@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from routing import keys, presence
+from routing import callbacks, keys, presence
 from routing.call_session import (
     get_session,
     is_ended,
@@ -439,6 +440,8 @@ class HoldCycle:
     leave: bool
     position: int | None = None
     estimate_seconds: float | None = None
+    offer_callback: bool = False  # a verified contact with a dialable directory phone
+    offer_voicemail: bool = False  # waited past CASELINE_MAX_WAIT_SECONDS
 
 
 def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
@@ -476,7 +479,15 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
                 _note_dequeued(desk, call_sid, session, now_ms)
                 return HoldCycle(leave=True)
     position, seconds = estimate(desk, team, rank, recent, working)
-    return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
+    if rank is None:  # being connected, or a callback request: nothing to offer
+        return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
+    waited_ms = now_ms - int(session.get("enqueued_at") or now_ms)
+    return HoldCycle(
+        leave=False, position=position, estimate_seconds=seconds,
+        offer_callback=session.get("callback") != "1"
+        and callbacks.callback_number(desk, session) is not None,
+        offer_voicemail=waited_ms >= desk.settings.max_wait_seconds * 1000,
+    )
 
 
 # Twilio's `<Enqueue>` action results that mean the caller was never queued
@@ -499,15 +510,39 @@ def leave_queue(desk: Desk, call_sid: str) -> None:
     update_session(desk.r, call_sid, queue_failed=1, state="queue-failed")
 
 
-def request_callback(desk: Desk, call_sid: str) -> bool:
-    """A waiting caller asks to be called back: they keep their place and may hang up."""
+def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> bool:
+    """A waiting caller asks to be called back: they keep their place and may hang up.
+
+    Only as `routing.callbacks` allows (a verified contact, their directory
+    phone, a few a day); False (the caller keeps waiting) otherwise.
+    """
+    now = now or datetime.now(UTC)
     session = get_session(desk.r, call_sid)
     team = session.get("waiting_team")
     if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
         return False  # already being connected
+    number = callbacks.callback_number(desk, session)
+    if number is None or not callbacks.take_callback(desk, session["contact"], now):
+        return False
     update_session(desk.r, call_sid, callback="1", callback_state="waiting",
-                   callback_number=session.get("caller", ""))
+                   callback_number=number)
     return True
+
+
+def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
+    """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
+    on their case: out of the queue; False when they are being connected already."""
+    session = get_session(desk.r, call_sid)
+    team = session.get("waiting_team")
+    if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
+        return False
+    update_session(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
+    return True
+
+
+def wants_voicemail(session: dict[str, str]) -> bool:
+    """Whether the caller left the queue to leave a message."""
+    return session.get("state") == "voicemail"
 
 
 def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:

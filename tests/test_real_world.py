@@ -138,6 +138,7 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
         quick, lakeview, emulator):
     now = int(time.time() * 1000)
     queue_caller(quick, "CA-cb", now - 60_000)
+    quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
     assert router.request_callback(quick, "CA-cb")
     score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
     emulator.fail_next(*[503] * 5)

@@ -216,7 +216,7 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
             assert time.monotonic() < deadline, "wrap-up never ended"
             time.sleep(0.05)
         served_after = emulator.redirects("CA-next")[0].at - ended_at
-        assert 2.0 <= served_after < 5.0
+        assert 2.0 <= served_after < 8.0  # never early; the scheduler polls each second
         assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
     finally:
         worker.terminate()

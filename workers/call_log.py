@@ -186,9 +186,31 @@ def _new_case(db: Session, session: dict[str, str], *, priority: str, outage: bo
     return case
 
 
+def _callers_outage_case_today(db: Session, caller: str, now: datetime) -> Case | None:
+    """The open outage case an unverified number already opened today (Central)."""
+    if not caller:
+        return None
+    midnight = datetime.combine(now.astimezone(CENTRAL).date(), datetime.min.time(),
+                                tzinfo=CENTRAL).astimezone(UTC)
+    return db.scalars(
+        select(Case)
+        .join(CallLog, CallLog.case_number == Case.number)
+        .where(CallLog.caller == caller, CallLog.outage.is_(True),
+               CallLog.started_at >= midnight, Case.district_id.is_(None),
+               Case.status.not_in(("resolved", "closed")))
+        .order_by(CallLog.id.desc())
+    ).first()
+
+
 def _outage_case(db: Session, session: dict[str, str], now: datetime) -> Case:
     """The district's open outage case of the last day, else a new Critical one."""
     district = session.get("district") or None
+    if not district:
+        # Exception basis: one outage case per calling number per (Central) day,
+        # however often an unverified number calls.
+        same_number = _callers_outage_case_today(db, session.get("caller", ""), now)
+        if same_number is not None:
+            return same_number
     if district:
         existing = db.scalars(
             select(Case)
