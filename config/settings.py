@@ -57,6 +57,8 @@ class Settings:
     # Longest a routed call may hold an advisor without an end callback.
     talk_lease_seconds: int = 4 * 3600
     timezone: str = "America/Chicago"
+    # HMAC key mixed into new PIN hashes (CASELINE_PIN_PEPPER); kept out of repr and logs.
+    pin_pepper: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -87,6 +89,7 @@ class Settings:
             port=_int(get("PORT"), 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
+            pin_pepper=get("CASELINE_PIN_PEPPER"),
         )
 
     def with_changes(self, **changes: object) -> Settings:
