@@ -365,3 +365,11 @@ def test_new_loads_are_peppered(desk, lakeview):
     # Pat was not in the document: her old hash is kept and still works.
     assert pins.check_pin("2468", stored_hash(desk, "5001"), PEPPER)
     assert_no_pin_hashes(desk)
+
+
+def test_the_pepper_comes_from_the_environment_and_stays_out_of_repr(tmp_path):
+    from config.settings import Settings
+
+    settings = Settings.from_env({"CASELINE_PIN_PEPPER": PEPPER}, dotenv=tmp_path / ".env")
+    assert settings.pin_pepper == PEPPER and PEPPER not in repr(settings)
+    assert Settings.from_env({}, dotenv=tmp_path / ".env").pin_pepper is None
