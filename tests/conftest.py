@@ -289,7 +289,9 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
         try:
             if requests.get(f"{url}/healthz", timeout=1).ok:
                 break
-        except requests.ConnectionError:
+        # Refused (not bound yet) or no answer within a second (bound, workers still
+        # booting on a loaded machine): not up yet either way.
+        except (requests.ConnectionError, requests.Timeout):
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
