@@ -62,7 +62,8 @@ def directory_load(file: Path) -> None:
     ensure_schema(engine)
     client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
     try:
-        counts = load_directory(document, make_session_factory(engine), client, datetime.now(UTC))
+        counts = load_directory(document, make_session_factory(engine), client,
+                                datetime.now(UTC), pepper=settings.pin_pepper)
     except DirectoryError as exc:
         click.echo(f"{file}: {len(exc.problems)} bad record(s); nothing was changed:", err=True)
         for problem in exc.problems:
@@ -136,6 +137,28 @@ def contacts_flag_inactive() -> None:
     for contact_id in flagged:
         click.echo(f"flagged inactive: contact {contact_id}")
     click.echo(f"{len(flagged)} contact(s) newly flagged for deactivation")
+
+
+@contacts.command("unlock")
+@click.argument("contact_id")
+def contacts_unlock(contact_id: str) -> None:
+    """Lift a contact's PIN lockout (five failed PINs within 24 hours)."""
+    from routing.db import ensure_schema, make_engine, make_session_factory
+    from routing.lockout import unlock_contact
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    was_locked = unlock_contact(client, make_session_factory(engine), contact_id,
+                                datetime.now(UTC))
+    client.close()
+    engine.dispose()
+    if was_locked is None:
+        click.echo(f"no contact {contact_id}", err=True)
+        sys.exit(1)
+    click.echo(f"contact {contact_id}: PIN unlocked" if was_locked
+               else f"contact {contact_id}: PIN was not locked (its failures are forgotten)")
 
 
 @main.command("call")

@@ -62,6 +62,8 @@ class Settings:
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.
     max_wait_seconds: int = 1200
+    # HMAC key mixed into new PIN hashes (CASELINE_PIN_PEPPER); kept out of repr and logs.
+    pin_pepper: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -95,6 +97,7 @@ class Settings:
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
                                     "CASELINE_CALLER_ID_TRUST"),
             max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
+            pin_pepper=get("CASELINE_PIN_PEPPER"),
         )
 
     def with_changes(self, **changes: object) -> Settings:

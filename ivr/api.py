@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
-from routing import directory, presence, router
+from routing import directory, lockout, presence, router
 from routing.announcement import set_announcement
 from routing.call_log import calls_on_case
 from routing.queue import waiting_callers
@@ -66,6 +66,16 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call")})
 
 
+@bp.post("/contacts/<contact_id>/unlock")
+def unlock_contact(contact_id: str) -> Response:
+    """Lift a contact's PIN lockout (five failed PINs within 24 hours)."""
+    d = desk()
+    was_locked = lockout.unlock_contact(d.r, d.session_factory, contact_id[:20], now())
+    if was_locked is None:
+        abort(404, description=f"no contact {contact_id!r}")
+    return jsonify({"id": contact_id, "locked": False, "was_locked": was_locked})
+
+
 @bp.get("/queues")
 def queues() -> Response:
     """Waiting callers per team, in serving order."""
@@ -91,5 +101,6 @@ def announcement() -> Response:
 
 @bp.get("/stats")
 def stats() -> Response:
-    """Service level per team, live, for today in Central time."""
+    """Service level per team, live, for today in Central time (and the line's failed
+    verifications of the last hour, in every team's figures)."""
     return jsonify(team_stats(desk(), now()))

@@ -168,7 +168,7 @@ def _option_arg() -> str:
 
 def _verify_or_refuse(sid: str, session: dict[str, str], option: str) -> Response:
     """Ask an unrecognised caller for contact ID then PIN (unless their number is locked)."""
-    if auth.is_locked(desk(), session.get("caller", "")):
+    if auth.is_locked(desk(), session.get("caller", ""), now()):
         return _unverified(sid, session, option, [prompts().text("auth.locked")])
     return xml(_ask_contact_id(option, []))
 

@@ -1,22 +1,26 @@
 """Who may discuss cases: the caller's number, or a contact ID and PIN.
 
 Caller ID is not proof, but it is how the desk recognises its contacts; an
-unrecognised number proves itself with contact ID and PIN. Three failed
-verifications from one number lock that number out for 15 minutes, for every
-web process (the counter lives in Redis).
+unrecognised number proves itself with contact ID and PIN. Failures count
+against the number and the contact ID (`routing.lockout`): three from one
+number lock it out for 15 minutes; five for one contact ID within 24 hours,
+from any numbers, lock that contact's PIN, which is then refused exactly like
+a wrong one. The PIN is checked against the database, never the Redis cache.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from routing import directory, keys
+from routing import directory, lockout
 from routing.call_session import get_session, update_session
 from routing.desk import Desk
 
-MAX_FAILURES = 3
-LOCKOUT_SECONDS = 15 * 60
+log = logging.getLogger(__name__)
+
+MAX_FAILURES = lockout.NUMBER_MAX_FAILURES
 # Twilio's `StirVerstat` for SHAKEN/STIR full attestation: the originating
 # carrier vouches that the caller may use the number they present.
 FULL_ATTESTATION = "TN-Validation-Passed-A"
@@ -78,38 +82,54 @@ def how_verified(session: dict[str, str]) -> str:
     return "caller-id"
 
 
-def is_locked(desk: Desk, caller: str) -> bool:
+def is_locked(desk: Desk, caller: str, now: datetime) -> bool:
     """Whether this number is locked out of verification right now."""
-    failures = desk.r.get(keys.verify_failures(caller))
-    return int(failures or 0) >= MAX_FAILURES
+    return lockout.number_locked(desk.r, caller, now)
 
 
 def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) -> Verification:
-    """Check a contact ID and PIN typed by the caller; count a failure against the number."""
+    """Check a contact ID and PIN typed by the caller; count a failure against the number
+    and the contact.
+
+    A success resets neither count: it proves the caller knows one PIN, not that
+    their earlier failures (perhaps against other IDs) were typos.
+    """
     session = get_session(desk.r, call_sid)
     caller = session.get("caller", "")
-    if is_locked(desk, caller):
+    if is_locked(desk, caller, now):
         return Verification(False, locked=True, failures=MAX_FAILURES)
-    contact = directory.find_contact(desk.r, desk.session_factory, contact_id[:20]) if (
-        contact_id.isdigit()) else None
-    if contact and directory.check_pin(pin[:16], contact.get("pin_hash", "")):
-        fields = contact_session_fields(desk, contact, now)
+    contact_id = contact_id[:20] if contact_id.isdigit() else ""
+    # The same work whatever the ID: a lock lookup and one scrypt (a dummy hash
+    # for an unknown ID), so neither timing nor wording tells what exists.
+    pin_locked = lockout.contact_locked(desk.r, contact_id, now)
+    check = directory.check_contact_pin(desk.session_factory, contact_id, pin[:16],
+                                        desk.settings.pin_pepper)
+    if check.contact and check.matched and not pin_locked:
+        fields = contact_session_fields(desk, check.contact, now)
         if fields["verified"]:
             update_session(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
-            desk.r.delete(keys.verify_failures(caller))
             return Verification(True)
         # A right PIN of an inactive contact: not authorized, but not a guess either.
         update_session(desk.r, call_sid, district=fields["district"],
                        district_name=fields["district_name"])
         return Verification(False, inactive=True)
-    return _count_failure(desk, caller)
+    return _count_failure(desk, caller, contact_id, now, known=check.contact is not None)
 
 
-def _count_failure(desk: Desk, caller: str) -> Verification:
-    """One more failure from this number; the third starts the lockout."""
-    key = keys.verify_failures(caller)
-    pipe = desk.r.pipeline()
-    pipe.incr(key)
-    pipe.expire(key, LOCKOUT_SECONDS)
-    failures, _ = pipe.execute()
-    return Verification(False, locked=failures >= MAX_FAILURES, failures=int(failures))
+def _count_failure(desk: Desk, caller: str, contact_id: str, now: datetime, *,
+                   known: bool) -> Verification:
+    """One more failure from this number (and for this contact); log it, number masked."""
+    failure = lockout.record_failure(desk.r, caller, contact_id if known else None, now)
+    number = directory.mask_phone(caller)
+    log.warning("failed PIN verification for contact ID %s%s from %s "
+                "(%d from this number in 15 min, %s for this ID in 24 h)",
+                contact_id or "(none)", "" if known else " (no such contact)", number,
+                failure.number.failures, failure.contact.failures if failure.contact else "-")
+    if failure.number.lock_started:
+        log.warning("number %s locked out of verification for 15 minutes", number)
+    if failure.contact and failure.contact.lock_started:
+        log.warning("contact %s's PIN locked for 24 hours (or until an operator unlocks it) "
+                    "after %d failures, the last from %s",
+                    contact_id, failure.contact.failures, number)
+    return Verification(False, locked=failure.number.locked, failures=failure.number.failures)
+

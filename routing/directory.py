@@ -6,7 +6,8 @@ needs into Redis so webhooks never query the database on the hot path:
 
 * `keys.case(number)`: number, district, owner, team, status, priority, product
 * `keys.contact_by_phone(e164)` and `keys.contact(id)`: id, name, district,
-  phone, pin_hash, last_active, deactivated
+  phone, last_active, deactivated (never the PIN's hash: verification is rare
+  and reads the database, `check_contact_pin`)
 * `keys.district(id)`: id, name, hosted
 * `keys.advisor(id)`: name, phone, teams (presence fields belong to
   `routing.presence` and are never overwritten here)
@@ -19,12 +20,10 @@ the database.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from routing import keys
 from routing.models import Advisor, Case, Contact, District
+from routing.pins import check_pin, dummy_hash, hash_pin, needs_rehash
 
 GENERAL = "general"
 HOSTING = "hosting"
@@ -59,11 +59,6 @@ SECTIONS = ("districts", "contacts", "advisors", "cases")
 # An authorized contact idle this long is flagged for deactivation (policy).
 INACTIVE_AFTER_DAYS = 180
 NEGATIVE_TTL_SECONDS = 60
-
-# scrypt cost: a few milliseconds per PIN check, since it runs in a webhook.
-# A 4-8 digit PIN cannot resist offline guessing whatever the cost; the
-# lockout after three failures is the real protection.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**11, 8, 1
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -119,30 +114,14 @@ def normalize_phone(raw: str, region: str = "US") -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def hash_pin(pin: str) -> str:
-    """A salted scrypt hash of a PIN: "scrypt$salt_hex$hash_hex"."""
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(pin, salt)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def check_pin(pin: str, pin_hash: str) -> bool:
-    """Whether the PIN matches the hash (constant time; False for a malformed hash)."""
-    try:
-        scheme, salt_hex, digest_hex = pin_hash.split("$")
-        salt, expected = bytes.fromhex(salt_hex), bytes.fromhex(digest_hex)
-    except (AttributeError, ValueError):
-        return False
-    if scheme != "scrypt" or not salt or not expected or not isinstance(pin, str):
-        return False
-    return hmac.compare_digest(_scrypt(pin, salt), expected)
-
-
-def _scrypt(pin: str, salt: bytes) -> bytes:
-    """The raw scrypt digest of a PIN with a salt."""
-    return hashlib.scrypt(
-        pin.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
-    )
+def mask_phone(number: str) -> str:
+    """A caller's number fit for a log line: country code, area and last four (+1612***0101)."""
+    digits = "".join(ch for ch in str(number or "") if ch.isdigit())
+    if len(digits) >= 10:
+        return f"+{digits[:4]}***{digits[-4:]}"
+    if len(digits) >= 5:
+        return f"+{digits[:2]}***{digits[-2:]}"
+    return "***"
 
 
 # --- validation -------------------------------------------------------------
@@ -444,12 +423,14 @@ def load_directory(
     session_factory: sessionmaker[Session],
     redis_client: redis.Redis,
     now: datetime,
+    *,
+    pepper: str | None = None,
 ) -> dict[str, int]:
     """Validate and upsert a directory document in one transaction, then cache it.
 
     Raises DirectoryError (and changes nothing) when the document has problems.
     Records absent from the document are kept. Returns how many records of
-    each kind the document held.
+    each kind the document held. PINs are hashed with `pepper` (CASELINE_PIN_PEPPER).
     """
     plan = _Plan()
     with session_factory() as session, session.begin():
@@ -462,7 +443,7 @@ def load_directory(
         }
         districts = _upsert_districts(session, sections["districts"])
         advisors = _upsert_advisors(session, sections["advisors"], plan)
-        contacts, old_phones = _upsert_contacts(session, sections["contacts"], plan)
+        contacts, old_phones = _upsert_contacts(session, sections["contacts"], plan, pepper)
         cases = _upsert_cases(session, sections["cases"])
         # Facts are taken before commit: the rows may expire with it.
         facts = _Facts.of(districts, contacts, advisors, cases)
@@ -537,7 +518,7 @@ def _upsert_advisors(
 
 
 def _upsert_contacts(
-    session: Session, records: list[dict[str, Any]], plan: _Plan
+    session: Session, records: list[dict[str, Any]], plan: _Plan, pepper: str | None = None
 ) -> tuple[list[Contact], dict[str, str]]:
     """Insert or update contacts; also returns the old phone of each updated contact."""
     existing = _by_id(session, Contact, Contact.id, _ids(records))
@@ -560,9 +541,14 @@ def _upsert_contacts(
         contact.district_id = _ident(record["district"]) or ""
         contact.phone = plan.phones[ident]
         pin = record.get("pin")
-        # Re-hash only a changed PIN, so reloading the same file changes nothing.
-        if pin is not None and not (contact.pin_hash and check_pin(str(pin), contact.pin_hash)):
-            contact.pin_hash = hash_pin(str(pin))
+        # Re-hash only a changed PIN (or one stored before the pepper), so reloading
+        # the same file changes nothing.
+        if pin is not None and not (
+            contact.pin_hash
+            and not needs_rehash(contact.pin_hash, pepper)
+            and check_pin(str(pin), contact.pin_hash, pepper)
+        ):
+            contact.pin_hash = hash_pin(str(pin), pepper)
         if "last_active" in record:
             contact.last_active = _parse_date(record["last_active"])
         if "deactivated" in record:
@@ -612,14 +598,17 @@ def case_facts(case: Case) -> dict[str, str]:
     }
 
 
+# Contact fields an earlier release cached and this one must not leave behind.
+RETIRED_CONTACT_FIELDS = ("pin_hash",)
+
+
 def contact_facts(contact: Contact) -> dict[str, str]:
-    """A contact's facts, as cached in Redis (the PIN only as its hash)."""
+    """A contact's facts, as cached in Redis (nothing of the PIN, not even its hash)."""
     return {
         "id": contact.id,
         "name": contact.name,
         "district": contact.district_id,
         "phone": contact.phone,
-        "pin_hash": contact.pin_hash,
         "last_active": contact.last_active.isoformat() if contact.last_active else "",
         "deactivated": "1" if contact.deactivated else "0",
     }
@@ -666,10 +655,11 @@ def _cacheable(facts: Mapping[str, Any]) -> dict[str, str]:
     return {name: "" if value is None else str(value) for name, value in facts.items()}
 
 
-def _put(pipe: Any, key: str, mapping: dict[str, str]) -> None:
-    """Write a cached entry, replacing any negative marker (and its expiry)."""
+def _put(pipe: Any, key: str, mapping: dict[str, str], drop: Iterable[str] = ()) -> None:
+    """Write a cached entry, replacing any negative marker (and its expiry) and
+    removing the `drop` fields."""
     pipe.hset(key, mapping=_cacheable(mapping))
-    pipe.hdel(key, "missing")
+    pipe.hdel(key, "missing", *drop)
     pipe.persist(key)
 
 
@@ -684,8 +674,8 @@ def _write_cache(
     for district in facts.districts:
         _put(pipe, keys.district(district["id"]), district)
     for contact in facts.contacts:
-        _put(pipe, keys.contact(contact["id"]), contact)
-        _put(pipe, keys.contact_by_phone(contact["phone"]), contact)
+        _put(pipe, keys.contact(contact["id"]), contact, RETIRED_CONTACT_FIELDS)
+        _put(pipe, keys.contact_by_phone(contact["phone"]), contact, RETIRED_CONTACT_FIELDS)
     for case in facts.cases:
         _put(pipe, keys.case(case["number"]), case)
     for advisor_id, name, phone, _teams in facts.advisors:
@@ -725,6 +715,17 @@ def cache_directory(
         if key not in current
     ]
     _write_cache(redis_client, facts, now)
+    _drop_retired_contact_fields(redis_client)
+
+
+def _drop_retired_contact_fields(redis_client: redis.Redis) -> None:
+    """Remove what an earlier release cached on any contact key (PIN hashes above all),
+    including keys the rewrite above did not touch (a negative marker, say)."""
+    pipe = redis_client.pipeline(transaction=False)
+    # Every key under keys.contact("*") is a contact hash (by id or by phone).
+    for key in redis_client.scan_iter(match=keys.contact("*"), count=1000):
+        pipe.hdel(key, *RETIRED_CONTACT_FIELDS)
+    pipe.execute()
 
 
 def cache_case(redis_client: redis.Redis, case: Case) -> None:
@@ -737,8 +738,8 @@ def cache_case(redis_client: redis.Redis, case: Case) -> None:
 def _cache_contact(redis_client: redis.Redis, facts: dict[str, str]) -> None:
     """Write one contact's facts under its id and its phone."""
     pipe = redis_client.pipeline(transaction=False)
-    _put(pipe, keys.contact(facts["id"]), facts)
-    _put(pipe, keys.contact_by_phone(facts["phone"]), facts)
+    _put(pipe, keys.contact(facts["id"]), facts, RETIRED_CONTACT_FIELDS)
+    _put(pipe, keys.contact_by_phone(facts["phone"]), facts, RETIRED_CONTACT_FIELDS)
     pipe.execute()
 
 
@@ -873,6 +874,41 @@ def find_contact(
         return contact_facts(contact) if contact else None
 
     return _lookup(redis_client, session_factory, keys.contact(contact_id), load)
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """A contact ID and PIN checked against the database."""
+
+    contact: dict[str, str] | None  # the contact's facts, when the ID exists
+    matched: bool = False
+
+
+def check_contact_pin(
+    session_factory: sessionmaker[Session] | None,
+    contact_id: str,
+    pin: str,
+    pepper: str | None = None,
+) -> PinCheck:
+    """Check a typed PIN against the contact's hash in the database (never the cache).
+
+    An unknown ID costs the same scrypt, against a dummy hash, so the time a
+    check takes does not tell which IDs exist. A right PIN under a hash older
+    than the pepper is re-hashed with it.
+    """
+    if session_factory is None:
+        check_pin(pin, dummy_hash(pepper), pepper)
+        return PinCheck(None)
+    with session_factory() as session:
+        row = session.get(Contact, contact_id)
+        matched = check_pin(pin, row.pin_hash if row else dummy_hash(pepper), pepper)
+        if row is None:
+            return PinCheck(None)
+        facts = contact_facts(row)
+        if matched and needs_rehash(row.pin_hash, pepper):
+            row.pin_hash = hash_pin(pin, pepper)
+            session.commit()
+    return PinCheck(facts, matched)
 
 
 def find_district(

@@ -45,7 +45,7 @@ def contact_by_phone(phone_e164: str) -> str:
 
 
 def contact(contact_id: str) -> str:
-    """Hash: an authorized contact by id (name, district, phone, pin hash)."""
+    """Hash: an authorized contact by id (name, district, phone; never the PIN's hash)."""
     return f"{PREFIX}:contact:{contact_id}"
 
 
@@ -81,8 +81,30 @@ def call_ended(call_sid: str) -> str:
 
 
 def verify_failures(phone_e164: str) -> str:
-    """String counter: failed contact-ID/PIN verifications from a number."""
-    return f"{PREFIX}:verify:fail:{phone_e164}"
+    """Sorted set: failed contact-ID/PIN verifications from a number, scored by
+    when (ms). (Until the per-contact lockout it was a string at `verify:fail:`.)"""
+    return f"{PREFIX}:verify:number:{phone_e164}:failures"
+
+
+def verify_lock(phone_e164: str) -> str:
+    """String: until when (ms) a number is locked out of verification."""
+    return f"{PREFIX}:verify:number:{phone_e164}:lock"
+
+
+def pin_failures(contact_id: str) -> str:
+    """Sorted set: failed PINs for a contact ID from any number, scored by when (ms)."""
+    return f"{PREFIX}:verify:contact:{contact_id}:failures"
+
+
+def pin_lock(contact_id: str) -> str:
+    """String: until when (ms) a contact's PIN is locked (until an operator unlocks it)."""
+    return f"{PREFIX}:verify:contact:{contact_id}:lock"
+
+
+def verify_failures_recent() -> str:
+    """Sorted set: every failed verification of the last hour on the line, scored
+    by when (ms), for the stats."""
+    return f"{PREFIX}:verify:recent"
 
 
 def announcement() -> str:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import CENTRAL
-from routing import keys
+from routing import keys, lockout
 from routing.desk import Desk
 from routing.models import CallLog
 
@@ -67,7 +67,12 @@ def service_level(
 
 
 def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | None]]:
-    """Every team's service level today plus its live queue."""
+    """Every team's service level today plus its live queue.
+
+    `failed_verifications_last_hour` is the whole line's (a caller verifies
+    before choosing a team), repeated in each team's figures so that every
+    top-level key stays a team, as the contract's shape promises.
+    """
     figures = service_level(desk.session_factory, now)
     now_ms = int(now.timestamp() * 1000)
     for team in desk.r.smembers(keys.teams()):
@@ -83,4 +88,7 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
                 if enqueued:
                     longest = max(longest, (now_ms - int(enqueued)) / 1000)
         team_figures["longest_wait_seconds"] = round(longest, 1)
+    failed = lockout.failures_last_hour(desk.r, now)
+    for team_figures in figures.values():
+        team_figures["failed_verifications_last_hour"] = failed
     return dict(sorted(figures.items()))

@@ -141,7 +141,8 @@ class Directory:
 
     def load(self) -> None:
         """Load everything built so far (upsert) and clear the pending lists."""
-        load_directory(self.document, self.desk.session_factory, self.desk.r, NOW)
+        load_directory(self.document, self.desk.session_factory, self.desk.r, NOW,
+                       pepper=self.desk.settings.pin_pepper)
         for records in self.document.values():
             records.clear()
 

@@ -236,16 +236,17 @@ def test_unknown_number_with_right_id_and_pin(phone, desk, desk_directory):
 
 def test_three_failures_lock_the_number_for_fifteen_minutes(phone, desk, desk_directory):
     make_available(desk, "A7")
-    failed = phone.call(STRANGER, "1 5001# 0000# 5001# 0000# 5001# 0000#")
+    with at(2026, 11, 24, 10):
+        failed = phone.call(STRANGER, "1 5001# 0000# 5001# 0000# 5001# 0000#")
     assert failed.outcome == "hangup" and failed.dialed == []
     # A new call from the same number, with the right PIN, is still locked out.
-    again = phone.call(STRANGER, "1 5001# 2468# 2024117#")
-    assert again.dialed == []
-    assert 14 * 60 < desk.r.ttl(keys.verify_failures(STRANGER)) <= 15 * 60
-    # Fifteen minutes on Redis's own clock: let the lockout's expiry arrive now.
-    desk.r.pexpire(keys.verify_failures(STRANGER), 1)
-    time.sleep(0.01)
-    unlocked = phone.call(STRANGER, "1 5001# 2468# 2024117#")
+    with at(2026, 11, 24, 10, 14):
+        again = phone.call(STRANGER, "1 5001# 2468# 2024117#")
+    assert again.dialed == [] and again.outcome == "hangup"
+    assert Prompts().text("auth.locked") in again.heard()
+    # Fifteen minutes after the third failure, on the service's clock.
+    with at(2026, 11, 24, 10, 16):
+        unlocked = phone.call(STRANGER, "1 5001# 2468# 2024117#")
     assert unlocked.outcome == "advisor"
 
 

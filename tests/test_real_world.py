@@ -349,7 +349,7 @@ def test_a_repeated_wrong_pin_counts_once_toward_the_lockout(desk, lakeview, cli
     repeat = post(client, "/voice/verify/pin?option=2", {"CallSid": "CA-pin", "Digits": "0000"},
                   token=token)
     assert ET.tostring(repeat) == ET.tostring(first)
-    assert desk.r.get(keys.verify_failures(STRANGER)) == "1"
+    assert desk.r.zcard(keys.verify_failures(STRANGER)) == 1
 
 
 def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
