@@ -179,3 +179,27 @@ def test_a_general_advisor_passed_on_by_a_gone_caller_leaves_a_recent_product_ca
     assert emulator.redirects("CA-gone")
     assert status(desk, "A2") == ("available", "")
     assert emulator.redirects("CA-fees") == []
+
+
+# --- (e) a caller whose advisor did not answer keeps their place ----------------------
+
+
+def test_a_caller_whose_advisor_did_not_answer_keeps_their_place_in_line(
+        desk, lakeview, emulator):
+    assert waits(desk, emulator, "CA1", T0) == 1
+    assert waits(desk, emulator, "CA2", T0 + 10 * SECOND) == 2
+    # A2 frees up and is rung for CA1, the longest waiting ...
+    assert comes_back(desk, "A2", T0 + 30 * SECOND) == "CA1"
+    assert isinstance(router.connect_claimed(desk, "CA1", T0 + 31 * SECOND),
+                      router.DialAdvisor)
+    # ... two critical callers arrive meanwhile ...
+    assert waits(desk, emulator, "CA-crit1", T0 + 40 * SECOND, priority="critical") == 1
+    assert waits(desk, emulator, "CA-crit2", T0 + 41 * SECOND, priority="critical") == 2
+    # ... and A2 does not answer: A2 goes on to the first critical caller, and CA1
+    # waits again in their old place: behind the critical caller still waiting, but
+    # ahead of CA2, who arrived after them.
+    back = router.after_dial(desk, "CA1", "A2", "no-answer", 0, T0 + 55 * SECOND)
+    assert back == router.WaitInQueue(team="general", position=2)
+    assert status(desk, "A2") == ("busy", "CA-crit1")
+    assert comes_back(desk, "A3", T0 + 60 * SECOND) == "CA-crit2"
+    assert comes_back(desk, "A4", T0 + 61 * SECOND) == "CA1"
