@@ -61,7 +61,8 @@ _CLAIM_FOR_CALLER = _LUA_COMMON + r"""
 -- [10] lease until ms, [11] band, [12] "1" to queue when nobody is free,
 -- [13] key of the advisors tried on this call (scored by when),
 -- [14] advisors tried at or after this time (ms) are not rung again,
--- [15] the set of all teams (a team someone waits for is a team)
+-- [15] the set of all teams (a team someone waits for is a team),
+-- [16] the width of a priority band (a waiting score is band * width + arrival)
 local sid, owner, team = ARGV[6], ARGV[7], ARGV[8]
 local now, lease_until, band = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local may_queue, tried, tried_since = ARGV[12], ARGV[13], tonumber(ARGV[14])
@@ -101,7 +102,10 @@ redis.call("SADD", ARGV[15], team)
 redis.call("HSET", call_key(sid), "state", "queued")
 local score = redis.call("ZSCORE", wait_key(team), sid)
 if not score then
-  score = band * 10000000000000 + now
+  -- A caller queued again (their advisor did not answer) keeps their arrival.
+  local width = tonumber(ARGV[16])
+  local before = tonumber(redis.call("HGET", call_key(sid), "wait_score") or "")
+  score = band * width + (before and before % width or now)
   redis.call("ZADD", wait_key(team), score, sid)
   redis.call("HSET", call_key(sid), "waiting_team", team, "enqueued_at", now,
              "wait_score", string.format("%d", score))
@@ -314,6 +318,7 @@ def claim_for_caller(
         keys.call_tried(call_sid),
         0 if retry_after_ms is None else now_ms - retry_after_ms,
         keys.teams(),
+        BAND_WIDTH,
     )
     outcome, value = result  # type: ignore[misc]
     if outcome == "advisor":
