@@ -119,7 +119,7 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [11] "1" when the advisor asked to be available (API), else a release,
 -- [12] overflow: callers at the head of another team's queue who arrived
 -- before this time (ms) may be served by a general advisor ("" = none),
--- [13] the set of all teams
+-- [13] the set of all teams, [14] the width of a priority band
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -156,7 +156,7 @@ local function consider(team, overflow_only)
   for i = 1, #head, 2 do
     local sid, score = head[i], tonumber(head[i + 1])
     if sid ~= skip then
-      local arrived = score % 10000000000000
+      local arrived = score % tonumber(ARGV[14])
       if (not overflow_only or arrived <= overflow_before)
          and (best_score == nil or score < best_score) then
         best, best_score, best_team = sid, score, team
@@ -357,6 +357,7 @@ def make_available(
         "1" if explicit else "0",
         "" if overflow_ms is None else now_ms - overflow_ms,
         keys.teams(),
+        BAND_WIDTH,
     )
     return Release(outcome, value or None)
 

@@ -463,10 +463,11 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     pipe.zcard(keys.team_available(team))
     pipe.zcard(keys.team_available("general"))
     rank, recent, working, free_here, free_general = pipe.execute()
+    # Since their first arrival: a caller queued again after a missed ring keeps it.
+    arrived = _arrival_ms(session, now_ms)
     if rank == 0 and session.get("callback") != "1":
-        enqueued = int(session.get("enqueued_at") or now_ms)
         candidates = [team] if free_here else []
-        overflowed = now_ms - enqueued >= desk.settings.overflow_seconds * 1000
+        overflowed = now_ms - arrived >= desk.settings.overflow_seconds * 1000
         if team != "general" and free_general and overflowed:
             candidates.append("general")
         for serving_team in candidates:
@@ -481,7 +482,7 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
-    waited_ms = now_ms - int(session.get("enqueued_at") or now_ms)
+    waited_ms = now_ms - arrived
     return HoldCycle(
         leave=False, position=position, estimate_seconds=seconds,
         offer_callback=session.get("callback") != "1"
@@ -508,6 +509,14 @@ def leave_queue(desk: Desk, call_sid: str) -> None:
     if team:
         desk.r.zrem(keys.team_waiting(team), call_sid)
     update_session(desk.r, call_sid, queue_failed=1, state="queue-failed")
+
+
+def _arrival_ms(session: dict[str, str], now_ms: int) -> int:
+    """When the caller first joined a queue (ms): the arrival kept in their score."""
+    score = session.get("wait_score")
+    if score and score.isdigit():
+        return int(score) % presence.BAND_WIDTH
+    return int(session.get("enqueued_at") or now_ms)
 
 
 def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> bool:

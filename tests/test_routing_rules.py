@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing import presence, router
+from routing import keys, presence, router
 from routing.call_session import start_session
 from tests.conftest import BASE_URL, NOW
 
@@ -75,6 +75,7 @@ def callback_legs(emulator) -> list[str]:
 def wants_a_callback(desk, emulator, sid: str, at_ms: int) -> None:
     """A verified caller waits, presses 1 for a callback and hangs up, keeping their place."""
     waits(desk, emulator, sid, at_ms)
+    desk.r.hset(keys.call(sid), mapping={"contact": "5001", "verified": "1"})  # Pat, verified
     assert router.request_callback(desk, sid)
     assert router.end_call(desk, sid, "completed", 30, at_ms + 30 * SECOND) is False
     emulator.end_call(sid)
