@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The account SID when TWILIO_ACCOUNT_SID is unset (local experiments).
+UNSET_ACCOUNT_SID = "AC" + "0" * 32
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -35,7 +37,7 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 class Settings:
     """Everything caseline reads from its environment."""
 
-    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_account_sid: str = UNSET_ACCOUNT_SID
     twilio_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
     public_base_url: str | None = None
@@ -92,6 +94,11 @@ class Settings:
     def with_changes(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests, command-line flags)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def account_sid_configured(self) -> bool:
+        """Whether TWILIO_ACCOUNT_SID names a real account (webhooks must carry it)."""
+        return self.twilio_account_sid != UNSET_ACCOUNT_SID
 
     @property
     def lease_seconds(self) -> int:
