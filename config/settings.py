@@ -64,9 +64,15 @@ class Settings:
     def from_env(
         cls, environ: dict[str, str] | None = None, dotenv: Path | None = None
     ) -> Settings:
-        """Build settings from `environ` (default `os.environ`) over `.env`."""
+        """Build settings from `environ` (default `os.environ`) over `.env`.
+
+        Insecure dev mode is never read from `.env` (a file left in a working
+        directory must not turn off signature checks): only from the real
+        environment, or `caseline serve --insecure-dev`.
+        """
+        real = dict(os.environ if environ is None else environ)
         env = dict(_read_dotenv(dotenv or Path.cwd() / ".env"))
-        env.update(os.environ if environ is None else environ)
+        env.update(real)
 
         def get(name: str) -> str | None:
             value = env.get(name)
@@ -85,7 +91,7 @@ class Settings:
             oncall_number=get("CASELINE_ONCALL_NUMBER"),
             wrapup_seconds=_int(get("CASELINE_WRAPUP_SECONDS"), 30),
             overflow_seconds=_int(get("CASELINE_OVERFLOW_SECONDS"), 120),
-            insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
+            insecure_dev=real.get("CASELINE_INSECURE_DEV") == "1",
             port=_int(get("PORT"), 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
