@@ -288,7 +288,7 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
         try:
             if requests.get(f"{url}/healthz", timeout=1).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still loading (slow CI)
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
