@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import redis
 
+from config.logs import install_phone_masking
 from config.settings import Settings
 
 
@@ -36,6 +37,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # No log line of ours, RQ's or Twilio's client prints a whole phone number.
+    install_phone_masking()
     # twilio's client logs every REST request at INFO (a dozen lines each).
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
@@ -96,16 +99,34 @@ def prepare_service(settings: Settings) -> str:
 @click.option("--workers", type=int, default=lambda: len(os.sched_getaffinity(0)),
               show_default="one per core", help="Web processes.")
 @click.option("--threads", type=int, default=4, show_default=True, help="Threads per process.")
-def serve(host: str | None, port: int | None, workers: int, threads: int) -> None:
+@click.option("--insecure-dev", is_flag=True,
+              help="Accept UNSIGNED webhooks when TWILIO_AUTH_TOKEN is unset (local "
+                   "experiments; loopback addresses only).")
+def serve(host: str | None, port: int | None, workers: int, threads: int,
+          insecure_dev: bool) -> None:
     """Run the web service under gunicorn."""
-    from caseline.server import run_gunicorn
+    from caseline.server import refusal, run_gunicorn
 
     settings = _settings()
-    redis_url = prepare_service(settings)
     settings = settings.with_changes(
-        redis_url=redis_url, host=host or settings.host, port=port or settings.port
+        host=host or settings.host, port=port or settings.port,
+        insecure_dev=insecure_dev or settings.insecure_dev,
     )
-    run_gunicorn(settings, workers=workers, threads=threads)
+    problem = refusal(settings)
+    if problem:
+        click.echo(f"caseline serve: {problem}", err=True)
+        sys.exit(2)
+    log = logging.getLogger("caseline.serve")
+    if settings.insecure_dev and not settings.twilio_auth_token:
+        log.warning("*** INSECURE DEV MODE: webhooks on %s:%s accept UNSIGNED requests; "
+                    "never expose this service ***", settings.host, settings.port)
+    elif settings.insecure_dev:
+        log.warning("insecure dev mode asked for, but TWILIO_AUTH_TOKEN is set: "
+                    "webhook signatures are checked")
+    if not settings.account_sid_configured:
+        log.warning("TWILIO_ACCOUNT_SID is not set: webhooks' AccountSid is not checked")
+    redis_url = prepare_service(settings)
+    run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers, threads=threads)
 
 
 @main.command()

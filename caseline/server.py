@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -30,10 +31,37 @@ class CaselineServer(BaseApplication):
         return create_app(self.settings)
 
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or `localhost`."""
+    host = host.strip().strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why `caseline serve` must not start with these settings (None: it may)."""
+    if settings.insecure_dev and not is_loopback(settings.host):
+        return (f"insecure dev mode listens on a loopback address only (127.0.0.1, ::1, "
+                f"localhost), not {settings.host!r}")
+    if not settings.twilio_auth_token and not settings.insecure_dev:
+        return ("TWILIO_AUTH_TOKEN is not set, so no webhook could be verified (Twilio would "
+                "hear 403 on every call). Set it, or for a local experiment run "
+                "`caseline serve --insecure-dev` on 127.0.0.1.")
+    return None
+
+
 def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str, Any]:
     """The production server settings (chosen by measurement, see docs/benchmarks.md)."""
     return {
-        "bind": f"{settings.host}:{settings.port}",
+        "bind": (f"[{settings.host.strip('[]')}]" if ":" in settings.host
+                 else settings.host) + f":{settings.port}",
         "workers": workers,
         "threads": threads,
         "worker_class": "gthread" if threads > 1 else "sync",

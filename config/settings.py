@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The account SID when TWILIO_ACCOUNT_SID is unset (local experiments).
+UNSET_ACCOUNT_SID = "AC" + "0" * 32
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
@@ -35,7 +37,7 @@ def _read_dotenv(path: Path) -> dict[str, str]:
 class Settings:
     """Everything caseline reads from its environment."""
 
-    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_account_sid: str = UNSET_ACCOUNT_SID
     twilio_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
     public_base_url: str | None = None
@@ -69,9 +71,15 @@ class Settings:
     def from_env(
         cls, environ: dict[str, str] | None = None, dotenv: Path | None = None
     ) -> Settings:
-        """Build settings from `environ` (default `os.environ`) over `.env`."""
+        """Build settings from `environ` (default `os.environ`) over `.env`.
+
+        Insecure dev mode is never read from `.env` (a file left in a working
+        directory must not turn off signature checks): only from the real
+        environment, or `caseline serve --insecure-dev`.
+        """
+        real = dict(os.environ if environ is None else environ)
         env = dict(_read_dotenv(dotenv or Path.cwd() / ".env"))
-        env.update(os.environ if environ is None else environ)
+        env.update(real)
 
         def get(name: str) -> str | None:
             value = env.get(name)
@@ -90,7 +98,7 @@ class Settings:
             oncall_number=get("CASELINE_ONCALL_NUMBER"),
             wrapup_seconds=_int(get("CASELINE_WRAPUP_SECONDS"), 30),
             overflow_seconds=_int(get("CASELINE_OVERFLOW_SECONDS"), 120),
-            insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
+            insecure_dev=real.get("CASELINE_INSECURE_DEV") == "1",
             port=_int(get("PORT"), 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
@@ -103,6 +111,11 @@ class Settings:
     def with_changes(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests, command-line flags)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def account_sid_configured(self) -> bool:
+        """Whether TWILIO_ACCOUNT_SID names a real account (webhooks must carry it)."""
+        return self.twilio_account_sid != UNSET_ACCOUNT_SID
 
     @property
     def lease_seconds(self) -> int:

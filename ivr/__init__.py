@@ -11,6 +11,7 @@ from flask import Flask
 from config import hours
 from config.prompts import Prompts
 from config.settings import Settings
+from ivr import gate
 from routing.db import make_engine, make_session_factory
 from routing.desk import Desk
 from routing.telephony import Telephony
@@ -22,9 +23,10 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
     """Build the Flask app: one Redis pool, one database engine, two blueprints."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    # Twilio posts small forms; 64 kB fields must still get TwiML, bigger is refused.
+    # The API's JSON bodies are small; webhooks have their own, tighter limits (ivr.gate).
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.config["MAX_FORM_MEMORY_SIZE"] = 512 * 1024
+    app.config["MAX_FORM_PARTS"] = gate.MAX_FIELDS
     redis_url = settings.redis_url
     if redis_url is None:
         from caseline.embedded_redis import ensure_embedded
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
 
     from ivr import api, voice
 
+    gate.install(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     voice.register_error_pages(app)

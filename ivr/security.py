@@ -54,3 +54,16 @@ def api_token_ok(header: str | None, settings: Settings) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(
         token.strip().encode(), settings.api_token.encode()
     )
+
+
+def account_sid_ok(request: Request, settings: Settings) -> bool:
+    """Whether the posted AccountSid is ours.
+
+    Twilio posts `AccountSid` with every webhook, so once TWILIO_ACCOUNT_SID is
+    set a missing or different one is refused; with no account configured
+    (local experiments) there is nothing to compare with.
+    """
+    if not settings.account_sid_configured:
+        return True
+    posted = request.form.get("AccountSid", "")
+    return hmac.compare_digest(posted.encode(), settings.twilio_account_sid.encode())

@@ -17,6 +17,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from config.logs import mask_phones
 from config.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,10 +113,12 @@ class Telephony:
                 outcome = classify(exc)
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
+                    # Twilio's errors quote the number dialed ("Invalid 'To' ...").
                     log.log(level, "%s: %s after %d tries (%s)", what, outcome.value,
-                            attempt + 1, exc)
+                            attempt + 1, mask_phones(str(exc)))
                     return outcome, None
-                log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
+                log.warning("%s failed (%s); retrying in %.2f s", what, mask_phones(str(exc)),
+                            delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import zlib
 
 import pytest
 from rq import SimpleWorker
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
+from twilio.request_validator import RequestValidator
 
-from tests.conftest import make_available, run_jobs
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 from workers import context
-from workers.queues import Queues
+from workers.queues import SERIALIZER, Queues
 
 PAT = "+16125550101"
 
@@ -43,7 +46,7 @@ def test_log_waits_out_a_database_outage(phone, desk, lakeview, tmp_path):
 
     context.configure(desk)  # the database is back
     time.sleep(1.2)  # the first retry is due after a second
-    worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis)
+    worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis, serializer=SERIALIZER)
     worker.work(burst=True, with_scheduler=True)
     logs = logs_on(desk, "2024117")
     assert [log["call_sid"] for log in logs] == [result.call_sid]
@@ -67,3 +70,47 @@ def test_logs_are_listed_oldest_first(phone, desk, lakeview):
     logs = logs_on(desk, "2024117")
     assert [log["call_sid"] for log in logs] == [first.call_sid, second.call_sid]
     assert logs[0]["started_at"] <= logs[1]["started_at"]
+
+
+def job_data(r, job_id: str) -> object:
+    """A job's stored payload, read raw from its hash and JSON-decoded (RQ zips it)."""
+    raw = r.connection_pool.connection_kwargs
+    assert raw.get("decode_responses")
+    data = r.execute_command("HGET", f"rq:job:{job_id}", "data", NEVER_DECODE=True)
+    assert data is not None, f"no job {job_id}"
+    return json.loads(zlib.decompress(data))
+
+
+def test_a_job_queued_by_a_status_callback_is_json_in_redis(client, desk, lakeview):
+    sid = "CA" + "7" * 32
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": "completed",
+            "CallDuration": "12", "From": PAT}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
+    response = client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200
+
+    func, _instance, args, kwargs = job_data(desk.r, f"log-call-{sid}")
+    assert (func, args, kwargs) == ("workers.call_log.log_call", [sid], {})
+    run_jobs(desk)  # and the worker reads it
+    assert finished(desk, f"log-call-{sid}")
+
+
+def test_the_reconciler_queued_by_rqs_cron_is_json_in_redis(desk):
+    from caseline.work import json_cron_scheduler
+    from workers.presence import reconcile
+
+    cron = json_cron_scheduler(desk.job_redis)
+    cron_job = cron.register(reconcile, Queues.PRESENCE, interval=10)
+    job = cron_job.enqueue(desk.job_redis)
+    func, _instance, args, kwargs = job_data(desk.r, job.id)
+    assert (func, args, kwargs) == ("workers.presence.reconcile", [], {})
+    run_jobs(desk)
+    assert finished(desk, job.id)
+
+
+def finished(desk, job_id: str) -> bool:
+    """Whether the worker ran the job to its end."""
+    from rq.job import Job
+
+    return Job.fetch(job_id, connection=desk.job_redis,
+                     serializer=SERIALIZER).get_status() == "finished"

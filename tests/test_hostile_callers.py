@@ -23,7 +23,14 @@ from ivr import create_app
 from routing import directory, keys, pins
 from routing.directory import cache_directory, check_contact_pin, mask_phone
 from routing.models import Contact
-from tests.conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, Phone, make_available
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    Phone,
+    make_available,
+)
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -57,6 +64,7 @@ def lakeview(directory):
 
 def post(client, path: str, form: dict[str, str]) -> ET.Element:
     """Post a webhook as Twilio does (signed); the TwiML answered."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
     response = client.post(path, data=form, headers={
         "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})

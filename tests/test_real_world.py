@@ -25,7 +25,14 @@ from routing.call_session import get_session, start_session
 from routing.directory import cache_directory
 from routing.models import CallLog, Case
 from routing.telephony import Telephony
-from tests.conftest import API_TOKEN, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    make_available,
+    run_jobs,
+)
 
 PAT = "+16125550101"
 STRANGER = "+19525550177"
@@ -53,7 +60,9 @@ def quick(desk):
 
 
 def post(client, path: str, form: dict[str, str], token: str | None = None):
-    """Post a webhook exactly as Twilio does: signed, with an idempotency token."""
+    """Post a webhook exactly as Twilio does: signed, from our account, with an idempotency
+    token."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
     headers = {"X-Twilio-Signature": signature,
                "I-Twilio-Idempotency-Token": token or str(uuid.uuid4())}

@@ -189,10 +189,10 @@ def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
 def test_status_for_a_call_never_seen_is_still_logged(client, desk, lakeview):
     from twilio.request_validator import RequestValidator
 
-    from tests.conftest import AUTH_TOKEN, BASE_URL
+    from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 
-    form = {"CallSid": "CA" + "9" * 32, "CallStatus": "completed", "CallDuration": "12",
-            "From": PAT}
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": "CA" + "9" * 32, "CallStatus": "completed",
+            "CallDuration": "12", "From": PAT}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
     client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
     run_jobs(desk)

@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 from twilio.request_validator import RequestValidator
 
 from routing import keys
-from tests.conftest import AUTH_TOKEN, BASE_URL
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 
 FORM = {"CallSid": "CA" + "1" * 32, "From": "+16125550101", "To": "+18005550100",
-        "AccountSid": "AC" + "0" * 32, "CallStatus": "ringing"}
+        "AccountSid": ACCOUNT_SID, "CallStatus": "ringing"}
 
 
 def sign(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:

@@ -37,7 +37,7 @@ from caseline.terminal_caller import CallOptions, run_call, write_wav
 from config import hours
 from config.settings import PROJECT_ROOT, Settings
 from ivr import create_app
-from tests.conftest import API_TOKEN, AUTH_TOKEN, free_port, make_available
+from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, free_port, make_available
 
 CASELINE = Path(sys.executable).with_name("caseline")
 PAT = "+16125550101"  # Pat Lee, Lakeview Public Schools (hosted)
@@ -353,7 +353,8 @@ def test_speak_and_wav_speak_every_prompt_heard(served_app, directory, desk, tmp
     fake.write_text(FAKE_ESPEAK.format(python=sys.executable, log=str(log)))
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
-    settings = Settings(twilio_auth_token=AUTH_TOKEN, public_base_url=served_app)
+    settings = Settings(twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+                        public_base_url=served_app)
     out, err = io.StringIO(), io.StringIO()
     wav_path = tmp_path / "prompts.wav"
 
@@ -379,7 +380,8 @@ def test_without_espeak_the_call_goes_on_with_a_note(served_app, directory, desk
     directory.contact(phone=PAT)
     directory.load()
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing to speak with
-    settings = Settings(twilio_auth_token=AUTH_TOKEN, public_base_url=served_app)
+    settings = Settings(twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+                        public_base_url=served_app)
     out, err = io.StringIO(), io.StringIO()
 
     code = run_call(CallOptions(PAT, keys="9 9 9", speak=True,

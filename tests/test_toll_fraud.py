@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from config.prompts import Prompts
 from routing import callbacks, keys, router
 from routing.models import CallLog, Case
-from tests.conftest import AUTH_TOKEN, BASE_URL, make_available, run_jobs
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 
 PAT = "+16125550101"  # Lakeview contact; directory phone below differs from caller IDs
 PAT_DESK = "+16125550155"
@@ -38,6 +38,7 @@ def lakeview(directory):
 
 def post(client, path: str, form: dict[str, str]) -> ET.Element:
     """A signed webhook, as Twilio posts it."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
     response = client.post(path, data=form, headers={
         "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})

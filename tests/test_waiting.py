@@ -55,7 +55,7 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
 
 def hold_cycle(client, sid: str) -> list[str]:
     """Post the waitUrl as Twilio does; what the caller hears in that cycle."""
-    form = {"CallSid": sid, "QueuePosition": "1", "QueueTime": "10"}
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "QueuePosition": "1", "QueueTime": "10"}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/wait", form)
     response = client.post("/voice/wait", data=form, headers={"X-Twilio-Signature": signature})
     return [say.text or "" for say in ET.fromstring(response.data).iter("Say")]

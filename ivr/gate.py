@@ -1,0 +1,121 @@
+"""What a request to `/voice/*` must pass before any view runs.
+
+In this order, each step cheaper than the next and none with a side effect:
+
+1. a route: an unknown `/voice` path (or method) is 404/405 with an empty body
+   (no signature check is owed to a page that does not exist, and no TwiML:
+   the fallback TwiML would tell anyone the fallback number);
+2. the body's shape: a form (`application/x-www-form-urlencoded`) of at most
+   128 KiB and 200 fields, checked on the raw bytes before the form is
+   parsed or any HMAC computed (413/415, empty body);
+3. our account: the posted `AccountSid` is `TWILIO_ACCOUNT_SID` (403);
+4. Twilio's signature (403);
+5. a live call: a webhook about a call that has no session (other than the
+   call's first webhook and its status callback) changes nothing and hears
+   a goodbye.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Request, Response, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+
+from config.logs import mask_phone
+from config.settings import Settings
+from ivr import twiml
+from ivr.context import desk, prompts
+from ivr.security import account_sid_ok, twilio_signature_ok
+from routing import keys
+
+log = logging.getLogger(__name__)
+
+# Twilio's largest webhooks are a few kB; 64 kB fields must still get TwiML.
+MAX_BODY_BYTES = 128 * 1024
+# Twilio posts a few dozen parameters at most.
+MAX_FIELDS = 200
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+# The call's first webhook opens its session; the status callback ends it
+# (and logs a call whose first webhook failed): both may meet an unknown call.
+OPEN_ENDPOINTS = frozenset({"voice.incoming", "voice.status"})
+# An advisor's leg names the caller's call in `?call=`.
+LEG_ENDPOINTS = frozenset({
+    "voice.whisper", "voice.whisper_accept", "voice.callback_advisor",
+    "voice.callback_accept", "voice.callback_dial_result", "voice.callback_status",
+})
+
+
+def install(app: Flask) -> None:
+    """Answer unknown `/voice` paths before anything else looks at them."""
+    app.before_request(refuse_unrouted)
+
+
+def refuse_unrouted() -> Response | None:
+    """404 (or 405), empty, for a `/voice` URL that matches no webhook."""
+    if not request.path.startswith("/voice") or request.routing_exception is None:
+        return None
+    code = 405 if isinstance(request.routing_exception, MethodNotAllowed) else 404
+    log.warning("refused %s %s: no such webhook (%d)", request.method, request.path, code)
+    return Response(b"", status=code, mimetype="text/plain")
+
+
+def refuse_body(req: Request) -> int | None:
+    """413 or 415 for a body that is not a small form; None when it may be parsed.
+
+    Reads at most MAX_BODY_BYTES of raw bytes (kept for the form parser) and
+    counts fields on them: Werkzeug's MAX_FORM_PARTS bounds multipart bodies
+    only, never url-encoded ones.
+    """
+    length = req.content_length
+    # A post with no type and no body at all is a form with no fields.
+    bodyless = not (req.mimetype or length or "Transfer-Encoding" in req.headers)
+    if req.mimetype != FORM_TYPE and not bodyless:
+        return 415
+    if length is not None and length > MAX_BODY_BYTES:
+        return 413
+    # A body of unknown length (chunked) is read one byte past the limit at most.
+    req.max_content_length = MAX_BODY_BYTES + 1
+    try:
+        body = req.get_data(cache=True)
+    except RequestEntityTooLarge:
+        return 413
+    if len(body) > MAX_BODY_BYTES:
+        return 413
+    if sum(1 for part in body.split(b"&") if part) > MAX_FIELDS:
+        return 413
+    return None
+
+
+def admit(req: Request, settings: Settings) -> Response | None:
+    """None when the webhook may run; else the refusal to answer, nothing changed."""
+    status = refuse_body(req)
+    if status is not None:
+        log.warning("refused %s %s: %d (%s, %s bytes)", req.method, req.path, status,
+                    req.mimetype or "no type", req.content_length)
+        return Response(b"", status=status, mimetype="text/plain")
+    if not account_sid_ok(req, settings):
+        log.warning("refused %s %s: AccountSid %r is not ours", req.method, req.path,
+                    req.form.get("AccountSid", "")[:40])
+        return twiml_response(twiml.empty(), 403)
+    if not twilio_signature_ok(req, settings):
+        log.warning("refused unsigned or badly signed %s %s", req.method, req.path)
+        return twiml_response(twiml.empty(), 403)
+    if req.endpoint in OPEN_ENDPOINTS:
+        return None
+    if req.endpoint in LEG_ENDPOINTS:
+        call_sid = req.args.get("call", "")[:64]
+    else:
+        call_sid = (req.form.get("CallSid") or "")[:64]
+    if call_sid and desk().r.exists(keys.call(call_sid)):
+        return None
+    log.warning("%s for call %r with no session (from %s): answered goodbye, nothing changed",
+                req.path, call_sid, mask_phone(req.form.get("From", "")[:40]))
+    p = prompts()
+    return twiml_response(twiml.goodbye(p, p.text("routing.goodbye")))
+
+
+def twiml_response(response: object, status: int = 200) -> Response:
+    """A TwiML HTTP response."""
+    return Response(str(response), status=status, mimetype="text/xml")

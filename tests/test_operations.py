@@ -1,0 +1,168 @@
+"""Running the service: no unsigned webhooks by accident, no whole phone numbers in logs."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from caseline import cli
+from config.logs import PhoneMaskingFilter, mask_phone, mask_phones
+from config.settings import PROJECT_ROOT, Settings
+
+
+@pytest.fixture
+def serve(monkeypatch, tmp_path):
+    """`caseline serve` run in-process; nothing is started, what would start is kept."""
+    started: list[Settings] = []
+    monkeypatch.chdir(tmp_path)
+
+    def prepare(settings: Settings) -> str:
+        started.append(settings)
+        return "redis://127.0.0.1:9/0"
+
+    monkeypatch.setattr(cli, "prepare_service", prepare)
+    monkeypatch.setattr("caseline.server.run_gunicorn", lambda settings, **_: None)
+
+    def run(*args: str, **env: str):
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith(("TWILIO_", "CASELINE_", "HOST", "PORT"))}
+        monkeypatch.setattr(os, "environ", {**base, **env})
+        result = CliRunner().invoke(cli.main, ["serve", *args])
+        return result, started
+
+    return run
+
+
+def test_serve_refuses_to_start_without_an_auth_token(serve):
+    result, started = serve()
+    assert result.exit_code != 0
+    assert "TWILIO_AUTH_TOKEN" in result.output
+    assert started == []
+
+
+def test_serve_starts_with_an_auth_token(serve):
+    result, started = serve(TWILIO_AUTH_TOKEN="secret")
+    assert result.exit_code == 0, result.output
+    assert [s.insecure_dev for s in started] == [False]
+
+
+def test_insecure_dev_flag_starts_on_loopback_only(serve):
+    result, started = serve("--insecure-dev")
+    assert result.exit_code == 0, result.output
+    assert [s.insecure_dev for s in started] == [True]
+    for host in ("::1", "localhost", "127.0.0.2"):
+        result, _ = serve("--insecure-dev", "--host", host)
+        assert result.exit_code == 0, (host, result.output)
+    for host in ("0.0.0.0", "::", "10.0.0.5", "caseline.example.com"):
+        started.clear()
+        result, _ = serve("--insecure-dev", "--host", host)
+        assert result.exit_code != 0, host
+        assert "loopback" in result.output
+        assert started == []
+
+
+def test_insecure_dev_from_the_real_environment_is_an_alias_of_the_flag(serve):
+    result, started = serve(CASELINE_INSECURE_DEV="1")
+    assert result.exit_code == 0, result.output
+    assert [s.insecure_dev for s in started] == [True]
+    started.clear()
+    result, _ = serve(CASELINE_INSECURE_DEV="1", HOST="0.0.0.0")
+    assert result.exit_code != 0
+    assert started == []
+
+
+def test_insecure_dev_in_a_dotenv_file_changes_nothing(serve, tmp_path):
+    (tmp_path / ".env").write_text("CASELINE_INSECURE_DEV=1\nPORT=8123\n")
+    result, started = serve()
+    assert result.exit_code != 0
+    assert "TWILIO_AUTH_TOKEN" in result.output
+    assert started == []
+    settings = Settings.from_env({}, dotenv=tmp_path / ".env")
+    assert settings.port == 8123  # the file is read, ...
+    assert settings.insecure_dev is False  # ... but never for this
+    assert Settings.from_env({"CASELINE_INSECURE_DEV": "1"}, dotenv=tmp_path / ".env").insecure_dev
+
+
+def test_the_real_serve_command_exits_at_once_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "CASELINE_", "REDIS_URL", "DATABASE_URL"))}
+    env["CASELINE_INSTANCE_PATH"] = str(tmp_path / "instance")
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    done = subprocess.run([sys.executable, "-m", "caseline.cli", "serve"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "TWILIO_AUTH_TOKEN" in done.stderr
+    assert not (tmp_path / "instance").exists()  # nothing was created or started
+
+
+def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r):
+    from ivr import create_app
+
+    form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101",
+            "AccountSid": settings.twilio_account_sid}
+    closed = create_app(settings.with_changes(twilio_auth_token=None))
+    assert closed.test_client().post("/voice/incoming", data=form).status_code == 403
+    open_ = create_app(settings.with_changes(twilio_auth_token=None, insecure_dev=True))
+    assert open_.test_client().post("/voice/incoming", data=form).status_code == 200
+
+
+# --- phone numbers in logs ---------------------------------------------------
+
+
+def test_mask_phone_keeps_country_area_and_last_four():
+    assert mask_phone("+16125550101") == "+1612***0101"
+    assert mask_phone("+442079460958") == "+4420***0958"
+    assert mask_phone("") == ""
+    assert mask_phone("+1612") == "***"
+    assert mask_phone("anonymous") == "***"
+
+
+def test_every_number_in_a_log_line_is_masked(caplog):
+    assert mask_phones("from +16125550101 to +18005550100, call CA12") == (
+        "from +1612***0101 to +1800***0100, call CA12")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(PhoneMaskingFilter())
+    logger = logging.getLogger("caseline.test.masking")
+    logger.addHandler(handler)
+    try:
+        logger.warning("caller %s is %s", "+16125550101", "late")
+        try:
+            raise ValueError("Invalid 'To' Phone Number: +16125550199")
+        except ValueError:
+            logger.exception("dial failed")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "+16125550101" not in text and "+16125550199" not in text
+    assert "+1612***0101" in text and "+1612***0199" in text
+
+
+def test_a_refused_webhook_logs_no_whole_number(client, r, caplog):
+    caplog.set_level(logging.WARNING)
+    from tests.test_webhook_gate import FORM, signed_post
+
+    signed_post(client, "/voice/menu", {**FORM, "CallSid": "CA" + "e" * 32, "Digits": "1"})
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "no session" in text
+    assert FORM["From"] not in text
+    assert mask_phone(FORM["From"]) in text
+
+
+def test_the_cli_masks_numbers_in_every_log_line(tmp_path):
+    script = ("import logging, sys; from caseline import cli; "
+              "cli.main(['twilio-emulator', '--help'], standalone_mode=False); "
+              "logging.getLogger('x').warning('dialing %s', '+16125550101')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=60, env={**os.environ,
+                                                               "PYTHONPATH": str(PROJECT_ROOT)})
+    assert "+1612***0101" in done.stderr, done.stderr
+    assert "+16125550101" not in done.stderr
+
+
