@@ -152,8 +152,8 @@ class Line:
             if not process.alive():
                 raise AssertionError(f"caseline serve exited:\n{process.output()}")
             try:
-                return requests.get(url, timeout=1).ok
-            except requests.ConnectionError:
+                return requests.get(url, timeout=2).ok
+            except requests.RequestException:  # not listening yet, or still booting
                 return False
 
         wait_for("caseline serve to answer /healthz", healthy, timeout=30)

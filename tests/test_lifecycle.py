@@ -23,6 +23,7 @@ from caseline.simulator import Caller, CallResult, HttpTransport
 from routing.models import CallLog, Case
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import Line, new_line, wait_for
+from tests.test_race import PhoneLedger
 
 CHICAGO = ZoneInfo("America/Chicago")
 # Tuesday 24 November 2026, 7:30 PM: the desk is closed.
@@ -260,3 +261,68 @@ def test_every_call_before_and_after_a_restart_of_web_and_worker(line, lakeview,
     # One outage case per calling number per day, for an unknown number too.
     assert logs[second["outage-unknown"].call_sid]["case_number"] == \
         logs[first["outage-unknown"].call_sid]["case_number"]
+
+
+def test_redis_flushed_under_a_running_service(line, lakeview, desk, r):
+    line.start_web()
+    line.start_worker()
+    for advisor_id in ("A7", "A2"):
+        line.set_status(advisor_id, "available")
+    before = line.call(PAT, f"1 {CASE}#", extra_params=ATTESTED)
+    assert before.answered_by == PHONES["A7"]
+    # (A call whose log is still queued when Redis is flushed is lost with its
+    # session: that is what a flush means. This one is written first.)
+    wait_for_logs(line, desk, [before.call_sid])
+
+    r.flushall()  # presence, queues, sessions, the directory cache, RQ's own keys: all gone
+
+    # Advisors come back offline (the safe state): nobody is rung until they sign in.
+    roster = {a["id"]: a for a in line.api("GET", "/advisors").json()}
+    assert set(roster) == set(PHONES)
+    assert {a["status"] for a in roster.values()} == {"offline"}
+    # A caller is still recognised (the directory is read again and re-cached) and
+    # waits, since nobody is available; when the owner signs in, they are connected.
+    waiting = line.caller(PAT, f"1 {CASE}#", extra_params=ATTESTED, max_wait_seconds=15)
+    results: list[CallResult] = []
+    thread = threading.Thread(target=lambda: results.append(waiting.run()))
+    thread.start()
+    try:
+        wait_for("the caller to wait for the case's team",
+                 lambda: waiting_in(line, "general", waiting.call_sid))
+        line.set_status("A7", "available")
+    finally:
+        thread.join(timeout=30)
+    [connected] = results
+    assert connected.queued and connected.answered_by == PHONES["A7"], connected.summary()
+    assert connected.heard()[0] == before.heard()[0]  # greeted by name, as before the flush
+
+    # Calls route again, many at once, and nobody is double-booked.
+    for advisor_id in ("A2", "A6", "A1"):
+        line.set_status(advisor_id, "available")
+    ledger = PhoneLedger()
+    callers = [line.caller(PAT, keys, extra_params=ATTESTED, max_wait_seconds=20)
+               for keys in ["2", "8", "6 1", f"1 {CASE}#", "2", "8", "2", f"1 {CASE}#"]]
+    burst: dict[str, CallResult] = {}
+    start = threading.Barrier(len(callers))
+
+    def place(caller: Caller) -> None:
+        caller.on_event = ledger.watch(caller.call_sid)
+        start.wait()
+        burst[caller.call_sid] = caller.run()
+
+    threads = [threading.Thread(target=place, args=(caller,)) for caller in callers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert ledger.double_booked == []
+    assert len(burst) == len(callers)
+    for result in burst.values():
+        assert result.error is None and result.outcome == "advisor", result.summary()
+    roster = {a["id"]: a["status"] for a in line.api("GET", "/advisors").json()}
+    assert all(roster[a] == "available" for a in ("A7", "A2", "A6", "A1")), roster
+
+    # The worker went on through the flush: every call after it is logged, once.
+    sids = [waiting.call_sid, *burst]
+    logs = wait_for_logs(line, desk, [before.call_sid, *sids])
+    check_one_log_per_call(line, logs, [before.call_sid, *sids])
