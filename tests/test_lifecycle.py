@@ -11,9 +11,11 @@ cases (one per call, never two).
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -326,3 +328,45 @@ def test_redis_flushed_under_a_running_service(line, lakeview, desk, r):
     sids = [waiting.call_sid, *burst]
     logs = wait_for_logs(line, desk, [before.call_sid, *sids])
     check_one_log_per_call(line, logs, [before.call_sid, *sids])
+
+
+PREVIOUS_RELEASE_DB = Path(__file__).parent / "data" / "previous-release.db"
+
+
+def test_todays_service_starts_on_the_previous_releases_database(settings, emulator, r,
+                                                                  tmp_path):
+    """A database the previous release wrote (tests/data/README.md): today's web and
+    worker start on a copy of it, show its call logs and take calls onto its cases."""
+    database = tmp_path / "previous-release.db"
+    shutil.copyfile(PREVIOUS_RELEASE_DB, database)
+    old = settings.with_changes(database_url=f"sqlite:///{database}")
+    line = new_line(old, emulator, tmp_path)
+    try:
+        line.start_web()  # rebuilds the cache, with an outage case of no district
+        line.start_worker()
+        before = line.api("GET", f"/cases/{CASE}/calls").json()
+        assert len(before) == 2  # the release's case call and its PIN-verified call
+
+        line.set_status("A7", "available")
+        case_call = line.call(PAT, f"1 {CASE}#", extra_params=ATTESTED)
+        assert case_call.answered_by == PHONES["A7"]
+        outage_call = line.call(STRANGER, "8")
+        assert outage_call.answered_by == PHONES["A7"]
+
+        after = wait_for("today's worker to log the call on the old case", lambda: [
+            log for log in line.api("GET", f"/cases/{CASE}/calls").json()
+            if log["call_sid"] == case_call.call_sid])
+        assert len(after) == 1
+        assert len(line.api("GET", f"/cases/{CASE}/calls").json()) == len(before) + 1
+        # The unknown number's outage call goes onto the outage case it opened
+        # under the previous release (case 2024120, no district, same day).
+        outage = wait_for("the outage call's log", lambda: [
+            log for log in line.api("GET", "/cases/2024120/calls").json()
+            if log["call_sid"] == outage_call.call_sid])
+        assert len(outage) == 1 and outage[0]["caller"] == STRANGER
+        assert len(line.api("GET", "/cases/2024120/calls").json()) == 2
+    except AssertionError:
+        print(line.output())
+        raise
+    finally:
+        line.stop()
