@@ -19,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
+from rq import Worker
 
 from caseline.simulator import Caller, CallResult, HttpTransport
 from caseline.twilio_emulator import InProcessLink, TwilioEmulator
@@ -160,9 +162,22 @@ class Line:
         return process
 
     def start_worker(self, at: datetime | None = None) -> Process:
-        """`caseline worker` (its start has rebuilt the cache and recovered abandoned jobs)."""
-        self.worker = self._spawn("worker", "worker", at=at)
-        return self.worker
+        """`caseline worker`, ready once RQ lists it (its start has migrated the database,
+        rebuilt the cache and recovered abandoned jobs by then)."""
+        process = self._spawn("worker", "worker", at=at)
+        connection = redis.Redis.from_url(self.env["REDIS_URL"])
+
+        def registered() -> bool:
+            if not process.alive():
+                raise AssertionError(f"caseline worker exited:\n{process.output()}")
+            return any(w.pid == process.pid for w in Worker.all(connection=connection))
+
+        try:
+            wait_for("caseline worker to register with RQ", registered, timeout=30)
+        finally:
+            connection.close()
+        self.worker = process
+        return process
 
     def stop(self) -> None:
         """Stop every process this line started."""
