@@ -5,8 +5,8 @@ Jobs run inside the worker process (`SimpleWorker`), so a worker that dies
 (SIGKILL, out of memory, a host restart) dies with its job: RQ finds such a
 job only once its execution expires (the job timeout plus a minute) and a
 worker next cleans its registries. A starting worker does not wait for that
-when the dead worker ran on its own host: it hands that worker's jobs to RQ's
-abandoned-job handling at once, which runs them again (call-log jobs are
+when the dead worker ran on its own host: it hands that worker's jobs back to
+RQ at once, which runs them again while retries are left (call-log jobs are
 idempotent: a second run writes nothing twice).
 """
 
@@ -18,9 +18,10 @@ import os
 import socket
 
 import redis
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.cron import CronScheduler
 from rq.executions import Execution
+from rq.job import JobStatus
 
 from config.settings import Settings
 from workers import context
@@ -63,7 +64,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         # lines would log the reconciler every 10 s; jobs log what matters.
         worker = SimpleWorker(list(Queues.ALL), connection=connection,
                               maintenance_interval=MAINTENANCE_EVERY_SECONDS)
-        recovered = recover_abandoned_jobs(connection, Queues.ALL, worker.name)
+        recovered = recover_abandoned_jobs(worker)
         if recovered:
             log.warning("running again %d job(s) left unfinished by a dead worker: %s",
                         len(recovered), ", ".join(recovered))
@@ -73,26 +74,36 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             cron.terminate()
 
 
-def recover_abandoned_jobs(
-    connection: redis.Redis, queue_names: tuple[str, ...], own_name: str
-) -> list[str]:
-    """Jobs started by workers that died on this host: handed to RQ's abandoned-job
-    handling now (run again while retries are left); their ids."""
+def recover_abandoned_jobs(worker: SimpleWorker) -> list[str]:
+    """Jobs a worker that died on this host had taken, handed back to RQ now: a job
+    it had started is abandoned (run again while retries are left), one it had
+    only taken off the queue goes back on it; their ids."""
     host = socket.gethostname()
     recovered = []
-    for name in queue_names:
-        registry = Queue(name, connection=connection).started_job_registry
-        dead = []
+    for queue in worker.queues:
+        registry = queue.started_job_registry
         for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
-            execution = Execution(execution_id, job_id, connection=connection)
-            worker_name = connection.hget(execution.key, "worker_name")
-            if worker_name and _died_here(connection, worker_name.decode(), host, own_name):
-                dead.append(execution.composite_key)
-                recovered.append(job_id)
-        if dead:
-            # Expired now: RQ's cleanup treats them as it treats any abandoned job.
-            connection.zadd(registry.key, dict.fromkeys(dead, 0), xx=True)
-            registry.cleanup()
+            execution = Execution(execution_id, job_id, connection=worker.connection)
+            try:
+                execution.refresh()
+            except Exception:  # noqa: BLE001 - gone meanwhile: nothing to recover
+                continue
+            if not _died_here(worker.connection, execution.worker_name, host, worker.name):
+                continue
+            job = queue.fetch_job(job_id)
+            if job is None:
+                continue
+            if job.get_status() == JobStatus.STARTED:
+                # Expired now: RQ's cleanup below treats it as any abandoned job.
+                worker.connection.zadd(registry.key, {execution.composite_key: 0}, xx=True)
+            else:
+                with worker.connection.pipeline() as pipe:
+                    execution.delete(job=job, pipeline=pipe)
+                    pipe.execute()
+                queue.intermediate_queue.remove(job_id)
+                queue.enqueue_job(job)
+            recovered.append(job_id)
+        registry.cleanup()
     return recovered
 
 
