@@ -286,9 +286,9 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(f"{url}/healthz", timeout=1).ok:
+            if requests.get(f"{url}/healthz", timeout=2).ok:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still booting
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
