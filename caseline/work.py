@@ -1,21 +1,37 @@
 """`caseline worker`: the RQ worker (with its scheduler, for wrap-up ends)
-plus RQ's cron scheduler running the reconciler and the daily 180-day rule."""
+plus RQ's cron scheduler running the reconciler and the daily 180-day rule.
+
+Jobs run inside the worker process (`SimpleWorker`), so a worker that dies
+(SIGKILL, out of memory, a host restart) dies with its job: RQ finds such a
+job only once its execution expires (the job timeout plus a minute) and a
+worker next cleans its registries. A starting worker does not wait for that
+when the dead worker ran on its own host: it hands that worker's jobs back to
+RQ at once, which runs them again while retries are left (call-log jobs are
+idempotent: a second run writes nothing twice).
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import socket
 
 import redis
 import rq.cron
 from rq import SimpleWorker
 from rq.cron import CronScheduler
+from rq.executions import Execution
+from rq.job import JobStatus
 
 from config.settings import Settings
 from workers import context
 from workers.queues import SERIALIZER, JSONQueue, Queues
 
 RECONCILE_EVERY_SECONDS = 10
+# RQ's registry cleanup (abandoned jobs of workers on other hosts) and the
+# take-over of a dead scheduler's lock run this often (RQ's default: 10 minutes).
+MAINTENANCE_EVERY_SECONDS = 60
 log = logging.getLogger(__name__)
 
 
@@ -58,9 +74,64 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         # Jobs are short, ours and idempotent: run them in this process rather
         # than forking a work horse per job (tens of ms each). RQ's per-job INFO
         # lines would log the reconciler every 10 s; jobs log what matters.
-        SimpleWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER).work(
-            with_scheduler=True, burst=burst, logging_level="WARNING"
-        )
+        worker = SimpleWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
+                              maintenance_interval=MAINTENANCE_EVERY_SECONDS)
+        recovered = recover_abandoned_jobs(worker)
+        if recovered:
+            log.warning("running again %d job(s) left unfinished by a dead worker: %s",
+                        len(recovered), ", ".join(recovered))
+        worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
     finally:
         if cron is not None and cron.is_alive():
             cron.terminate()
+
+
+def recover_abandoned_jobs(worker: SimpleWorker) -> list[str]:
+    """Jobs a worker that died on this host had taken, handed back to RQ now: a job
+    it had started is abandoned (run again while retries are left), one it had
+    only taken off the queue goes back on it; their ids."""
+    host = socket.gethostname()
+    recovered = []
+    for queue in worker.queues:
+        registry = queue.started_job_registry
+        for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+            execution = Execution(execution_id, job_id, connection=worker.connection)
+            try:
+                execution.refresh()
+            except Exception:  # noqa: BLE001 - gone meanwhile: nothing to recover
+                continue
+            if not _died_here(worker.connection, execution.worker_name, host, worker.name):
+                continue
+            job = queue.fetch_job(job_id)
+            if job is None:
+                continue
+            if job.get_status() == JobStatus.STARTED:
+                # Expired now: RQ's cleanup below treats it as any abandoned job.
+                worker.connection.zadd(registry.key, {execution.composite_key: 0}, xx=True)
+            else:
+                with worker.connection.pipeline() as pipe:
+                    execution.delete(job=job, pipeline=pipe)
+                    pipe.execute()
+                queue.intermediate_queue.remove(job_id)
+                queue.enqueue_job(job)
+            recovered.append(job_id)
+        registry.cleanup()
+    return recovered
+
+
+def _died_here(connection: redis.Redis, worker_name: str, host: str, own_name: str) -> bool:
+    """Whether a worker is known to have run on this host and to be gone now."""
+    prefix = SimpleWorker.redis_worker_namespace_prefix
+    hostname, pid = connection.hmget(prefix + worker_name, "hostname", "pid")
+    if not hostname or not pid or hostname.decode() != host:
+        return False  # elsewhere, or unknown: RQ's own expiry will deal with it
+    number = int(pid)
+    if number == os.getpid():
+        return worker_name != own_name  # a restarted container may reuse the pid
+    try:
+        os.kill(number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a live process of another user
+    return False

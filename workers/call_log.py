@@ -23,7 +23,7 @@ from workers.context import current_desk
 
 log = logging.getLogger(__name__)
 
-# Outage calls from one district within a day go onto the same outage case.
+# Outage calls from one district (or one unknown number) within a day go onto one case.
 OUTAGE_CASE_SPAN = timedelta(hours=24)
 
 
@@ -186,41 +186,29 @@ def _new_case(db: Session, session: dict[str, str], *, priority: str, outage: bo
     return case
 
 
-def _callers_outage_case_today(db: Session, caller: str, now: datetime) -> Case | None:
-    """The open outage case an unverified number already opened today (Central)."""
-    if not caller:
-        return None
-    midnight = datetime.combine(now.astimezone(CENTRAL).date(), datetime.min.time(),
-                                tzinfo=CENTRAL).astimezone(UTC)
-    return db.scalars(
-        select(Case)
-        .join(CallLog, CallLog.case_number == Case.number)
-        .where(CallLog.caller == caller, CallLog.outage.is_(True),
-               CallLog.started_at >= midnight, Case.district_id.is_(None),
-               Case.status.not_in(("resolved", "closed")))
-        .order_by(CallLog.id.desc())
-    ).first()
-
-
 def _outage_case(db: Session, session: dict[str, str], now: datetime) -> Case:
-    """The district's open outage case of the last day, else a new Critical one."""
+    """The open outage case of the last day for the caller's district (for an unknown
+    number, the one that number reported), else a new Critical one."""
+    recent = (
+        select(Case)
+        .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
+               Case.created_at >= now - OUTAGE_CASE_SPAN)
+        .order_by(Case.created_at.desc())
+    )
     district = session.get("district") or None
-    if not district:
-        # Exception basis: one outage case per calling number per (Central) day,
-        # however often an unverified number calls.
-        same_number = _callers_outage_case_today(db, session.get("caller", ""), now)
-        if same_number is not None:
-            return same_number
+    caller = session.get("caller") or None
     if district:
+        existing = db.scalars(recent.where(Case.district_id == district)).first()
+    elif caller:
+        # One outage case per calling number per day (the exception basis).
+        reported = select(CallLog.case_number).where(CallLog.caller == caller)
         existing = db.scalars(
-            select(Case)
-            .where(Case.district_id == district, Case.outage.is_(True),
-                   Case.status.not_in(("resolved", "closed")),
-                   Case.created_at >= now - OUTAGE_CASE_SPAN)
-            .order_by(Case.created_at.desc())
+            recent.where(Case.district_id.is_(None), Case.number.in_(reported))
         ).first()
-        if existing is not None:
-            if session.get("handover") == "1":
-                existing.needs_handover = True
-            return existing
+    else:
+        existing = None
+    if existing is not None:
+        if session.get("handover") == "1":
+            existing.needs_handover = True
+        return existing
     return _new_case(db, session, priority="critical", outage=True)

@@ -44,8 +44,10 @@ class JSONQueue(Queue):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
-# A database outage of up to ~15 minutes is ridden out by retries.
-CALL_LOG_RETRY = Retry(max=12, interval=[1, 2, 5, 10, 30, 60, 120, 120, 120, 120, 120, 120])
+# A database outage of up to ~15 minutes is ridden out by retries. The first
+# retry is immediate: a job whose worker died is run again by the next worker
+# without waiting for RQ's scheduler (whose lock a dead worker may still hold).
+CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 120, 120, 120])
 
 
 def call_log_job_id(call_sid: str) -> str:
