@@ -39,7 +39,9 @@ class PhoneLedger:
                     self.on_call[event.text] = call_sid
                     self.served[event.text].append(call_sid)
             elif event.kind == "connect":
-                time.sleep(random.uniform(0.005, 0.03))  # talk a little, in real time
+                # Talk long enough that every advisor is on a call while the others
+                # arrive, whatever the speed of the machine: most callers must queue.
+                time.sleep(random.uniform(0.5, 1.0))
             elif event.kind == "hangup" and event.text == "after talking":
                 with self.lock:
                     for number, sid in list(self.on_call.items()):
