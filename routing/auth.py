@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+from config.logs import mask_phone
 from routing import directory, lockout
 from routing.call_session import get_session, update_session
 from routing.desk import Desk
@@ -120,7 +121,7 @@ def _count_failure(desk: Desk, caller: str, contact_id: str, now: datetime, *,
                    known: bool) -> Verification:
     """One more failure from this number (and for this contact); log it, number masked."""
     failure = lockout.record_failure(desk.r, caller, contact_id if known else None, now)
-    number = directory.mask_phone(caller)
+    number = mask_phone(caller)
     log.warning("failed PIN verification for contact ID %s%s from %s "
                 "(%d from this number in 15 min, %s for this ID in 24 h)",
                 contact_id or "(none)", "" if known else " (no such contact)", number,

@@ -114,16 +114,6 @@ def normalize_phone(raw: str, region: str = "US") -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def mask_phone(number: str) -> str:
-    """A caller's number fit for a log line: country code, area and last four (+1612***0101)."""
-    digits = "".join(ch for ch in str(number or "") if ch.isdigit())
-    if len(digits) >= 10:
-        return f"+{digits[:4]}***{digits[-4:]}"
-    if len(digits) >= 5:
-        return f"+{digits[:2]}***{digits[-2:]}"
-    return "***"
-
-
 # --- validation -------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from caseline.cli import main
 from config.prompts import Prompts
 from ivr import create_app
 from routing import directory, keys, pins
-from routing.directory import cache_directory, check_contact_pin, mask_phone
+from routing.directory import cache_directory, check_contact_pin
 from routing.models import Contact
 from tests.conftest import (
     ACCOUNT_SID,
@@ -228,17 +228,6 @@ def test_every_failure_is_logged_with_the_contact_and_a_masked_number(
     assert all("+1612***0177" in line for line in failures)
     assert "5001" in failures[0] and "4040" in failures[1]
     assert not any("+16125550177" in r.getMessage() for r in caplog.records)
-
-
-@pytest.mark.parametrize(("number", "masked"), [
-    ("+16125550101", "+1612***0101"),
-    ("+442071234567", "+4420***4567"),
-    ("+1612555", "+16***55"),
-    ("anonymous", "***"),
-    ("", "***"),
-])
-def test_mask_phone(number, masked):
-    assert mask_phone(number) == masked
 
 
 def test_stats_count_failed_verifications_of_the_last_hour_in_every_team(
