@@ -25,8 +25,8 @@ from rq.executions import Execution
 from rq.job import JobStatus
 
 from config.settings import Settings
+from jobs.queues import SERIALIZER, JSONQueue, Queues
 from workers import context
-from workers.queues import SERIALIZER, JSONQueue, Queues
 
 RECONCILE_EVERY_SECONDS = 10
 # RQ's registry cleanup (abandoned jobs of workers on other hosts) and the

@@ -29,9 +29,10 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
     app.config["MAX_FORM_PARTS"] = gate.MAX_FIELDS
     redis_url = settings.redis_url
     if redis_url is None:
-        from caseline.embedded_redis import ensure_embedded
-
-        redis_url = ensure_embedded(settings.instance_path)
+        # The composition root (`caseline serve`) resolves REDIS_URL, starting the
+        # embedded Redis when it is unset; the web layer only connects.
+        raise ValueError("create_app needs settings.redis_url: run `caseline serve`, "
+                         "which starts the embedded Redis when REDIS_URL is unset")
     r = redis.Redis.from_url(
         redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
     )

@@ -17,10 +17,10 @@ from werkzeug.exceptions import HTTPException
 from config import hours
 from ivr import gate, twiml
 from ivr.context import desk, now, now_ms, prompts
+from jobs.queues import enqueue_call_log, enqueue_recording
 from routing import auth, menu, replies, router
 from routing.announcement import active_announcement
 from routing.call_session import get_session, update_session
-from workers.queues import enqueue_call_log, enqueue_recording
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from jobs.queues import schedule_end_of_wrapup
 from routing import callbacks, keys, presence
 from routing.call_session import (
     get_session,
@@ -27,7 +28,6 @@ from routing.call_session import (
 from routing.desk import Desk
 from routing.queue import estimate
 from routing.telephony import Outcome
-from workers.queues import schedule_end_of_wrapup
 
 log = logging.getLogger(__name__)
 

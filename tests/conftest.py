@@ -208,7 +208,7 @@ def run_jobs(desk: Desk) -> None:
     """Run every queued job to the end, for real, in this process."""
     from rq import SimpleWorker
 
-    from workers.queues import SERIALIZER, Queues
+    from jobs.queues import SERIALIZER, Queues
 
     worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis, serializer=SERIALIZER)
     worker.work(burst=True, with_scheduler=False)

@@ -13,9 +13,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
 
+from jobs.queues import SERIALIZER, Queues
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 from workers import context
-from workers.queues import SERIALIZER, Queues
 
 PAT = "+16125550101"
 

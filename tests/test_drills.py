@@ -20,10 +20,10 @@ from sqlalchemy import func, select
 
 from caseline.embedded_redis import start_server, wait_until_up
 from caseline.simulator import HttpTransport
+from jobs.queues import CALL_LOG_RETRY, Queues, call_log_job_id
 from routing.models import CallLog
 from tests.conftest import AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
-from workers.queues import CALL_LOG_RETRY, Queues, call_log_job_id
 
 PAT = "+16125550101"
 CASE = "2024117"

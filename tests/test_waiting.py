@@ -176,7 +176,7 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     router.free_advisor(desk, "A2", now, explicit=True)
     desk.r.hset(keys.call("CA-waited"), mapping={"answered_by": "A2", "talk_seconds": 30})
     router.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
-    from workers.queues import enqueue_call_log
+    from jobs.queues import enqueue_call_log
 
     enqueue_call_log(desk.job_redis, "CA-waited")
     presence.make_unavailable(desk.r, "A2", "offline", now_ms=now + 30_001)

@@ -37,10 +37,8 @@ def current_desk() -> Desk:
     global _desk
     if _desk is None:
         settings = Settings.from_env()
-        url = settings.redis_url
-        if url is None:
-            from caseline.embedded_redis import ensure_embedded
-
-            url = ensure_embedded(settings.instance_path)
-        _desk = build_desk(settings, url)
+        if settings.redis_url is None:
+            # `caseline worker` resolves the embedded Redis and calls `configure`.
+            raise RuntimeError("no Desk configured and REDIS_URL unset: run `caseline worker`")
+        _desk = build_desk(settings, settings.redis_url)
     return _desk

@@ -68,13 +68,13 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from caseline.twilio_emulator import InProcessLink, TwilioEmulator
     from config.settings import Settings
     from ivr import create_app
+    from jobs.queues import Queues
     from routing import router
     from routing.db import ensure_schema, make_engine, make_session_factory
     from routing.desk import Desk
     from routing.directory import load_directory
     from routing.telephony import Telephony
     from workers import context
-    from workers.queues import Queues
 
     assert Path(sys.modules["routing"].__file__ or "").is_relative_to(sys.path[0])
     out.unlink(missing_ok=True)
