@@ -46,7 +46,8 @@ def quiet_twilio_log() -> None:
 
 def wait_pipeline() -> None:
     """One pipelined round trip for the advisors' statuses of a hold cycle."""
-    from routing import keys, queue
+    from directory import keys
+    from routing import queue
 
     def _serving_advisors(desk, team):  # type: ignore[no-untyped-def]
         ids = list(desk.r.smembers(keys.advisors()))
@@ -167,7 +168,7 @@ def e164_fast_path() -> None:
     """'+1' and ten digits is already what normalize_phone would return."""
     import re
 
-    from routing import directory
+    import directory
 
     original = directory.normalize_phone
     us = re.compile(r"\+1[2-9]\d{9}")

@@ -52,8 +52,8 @@ def directory() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def directory_load(file: Path) -> None:
     """Upsert a directory document in one transaction (all or nothing)."""
-    from routing.db import ensure_schema, make_engine, make_session_factory
-    from routing.directory import DirectoryError, load_directory
+    from directory import DirectoryError, load_directory
+    from directory.db import ensure_schema, make_engine, make_session_factory
 
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
@@ -78,8 +78,8 @@ def directory_load(file: Path) -> None:
 
 def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
-    from routing.db import ensure_schema, make_engine, make_session_factory
-    from routing.directory import cache_directory
+    from directory import cache_directory
+    from directory.db import ensure_schema, make_engine, make_session_factory
 
     url = _redis_url(settings)
     engine = make_engine(settings.database_url)
@@ -148,7 +148,7 @@ def contacts() -> None:
 @contacts.command("flag-inactive")
 def contacts_flag_inactive() -> None:
     """Flag contacts inactive for 180 days (what the daily job does), now."""
-    from routing.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import ensure_schema, make_engine, make_session_factory
     from workers.contacts import flag_inactive_contacts
 
     settings = _settings()
@@ -164,7 +164,7 @@ def contacts_flag_inactive() -> None:
 @click.argument("contact_id")
 def contacts_unlock(contact_id: str) -> None:
     """Lift a contact's PIN lockout (five failed PINs within 24 hours)."""
-    from routing.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import ensure_schema, make_engine, make_session_factory
     from routing.lockout import unlock_contact
 
     settings = _settings()

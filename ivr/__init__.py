@@ -11,8 +11,8 @@ from flask import Flask
 from config import hours
 from config.prompts import Prompts
 from config.settings import Settings
+from directory.db import make_engine, make_session_factory
 from ivr import gate
-from routing.db import make_engine, make_session_factory
 from routing.desk import Desk
 from routing.telephony import Telephony
 

@@ -6,11 +6,12 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request
 
+import directory
+from directory.call_logs import calls_on_case
 from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
-from routing import directory, lockout, presence, router
+from routing import lockout, presence, router
 from routing.announcement import set_announcement
-from routing.call_log import calls_on_case
 from routing.queue import waiting_callers
 from routing.roster import advisor_roster
 from routing.stats import team_stats

@@ -24,10 +24,10 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from config.logs import mask_phone
 from config.settings import Settings
+from directory import keys
 from ivr import twiml
 from ivr.context import desk, prompts
 from ivr.security import account_sid_ok, twilio_signature_ok
-from routing import keys
 
 log = logging.getLogger(__name__)
 

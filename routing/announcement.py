@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from routing import keys
+from directory import keys
 
 
 def set_announcement(r: redis.Redis, text: str, active: bool) -> dict[str, object]:

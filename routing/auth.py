@@ -14,8 +14,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import directory
 from config.logs import mask_phone
-from routing import directory, lockout
+from routing import lockout
 from routing.call_session import get_session, update_session
 from routing.desk import Desk
 

@@ -9,9 +9,9 @@ trip (a small script where a read and a write must go together).
 from __future__ import annotations
 
 import redis
-from redis.commands.core import Script
 
-from routing import keys
+from directory import keys
+from directory.scripts import script
 
 SESSION_TTL_SECONDS = 24 * 3600
 
@@ -54,17 +54,6 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-_scripts: dict[str, Script] = {}
-
-
-def _script(r: redis.Redis, source: str) -> Script:
-    """A registered script (its SHA is computed once per process)."""
-    script = _scripts.get(source)
-    if script is None:
-        script = _scripts[source] = r.register_script(source)
-    return script
-
-
 def start_session(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -> bool:
     """Open a call's session; False (and nothing changed) if it already exists."""
     flat: list[str] = []
@@ -72,8 +61,8 @@ def start_session(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -
         flat += [name, str(value)]
     if not flat:
         flat = ["call_sid", call_sid]
-    script = _script(r, _START)
-    return bool(script(keys=[keys.call(call_sid)], args=[SESSION_TTL_SECONDS, *flat], client=r))
+    start = script(r, _START)
+    return bool(start(keys=[keys.call(call_sid)], args=[SESSION_TTL_SECONDS, *flat], client=r))
 
 
 def get_session(r: redis.Redis, call_sid: str) -> dict[str, str]:
@@ -100,14 +89,14 @@ def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -
         flat += [name, str(value)]
     if not flat:
         return bool(r.exists(keys.call(call_sid)))
-    return bool(_script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
+    return bool(script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
 
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
     """Add a step (a key, a case number) to the menu path, set `fields`; the session after."""
     key = keys.call(call_sid)
     pipe = r.pipeline(transaction=False)
-    _script(r, _APPEND)(keys=[key], args=["menu", ">", step, SESSION_TTL_SECONDS], client=pipe)
+    script(r, _APPEND)(keys=[key], args=["menu", ">", step, SESSION_TTL_SECONDS], client=pipe)
     if fields:
         pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     pipe.hgetall(key)
@@ -130,14 +119,14 @@ def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
 
 def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
     """Note that an advisor was rung on this call (for the call log)."""
-    _script(r, _APPEND)(keys=[keys.call(call_sid)],
+    script(r, _APPEND)(keys=[keys.call(call_sid)],
                         args=["tried", ",", advisor_id, SESSION_TTL_SECONDS], client=r)
 
 
 def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str) -> dict[str, str]:
     """The call rings `advisor_id` now (a try, noted once); returns the advisor's hash."""
     pipe = r.pipeline(transaction=False)
-    _script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, SESSION_TTL_SECONDS],
+    script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, SESSION_TTL_SECONDS],
                          client=pipe)
     pipe.hgetall(keys.advisor(advisor_id))
     return pipe.execute()[-1]  # type: ignore[no-any-return]

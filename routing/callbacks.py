@@ -14,8 +14,9 @@ from datetime import datetime
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
+import directory
 from config.hours import CENTRAL
-from routing import directory, keys
+from directory import keys
 from routing.auth import is_authorized
 from routing.desk import Desk
 

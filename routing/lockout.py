@@ -20,12 +20,13 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing import directory, keys
+import directory
+from directory import keys
+from directory.scripts import script
 
 NUMBER_MAX_FAILURES = 3
 NUMBER_WINDOW_SECONDS = 15 * 60
@@ -111,19 +112,13 @@ def contact_failures(r: redis.Redis, contact_id: str, now: datetime) -> int:
                         _ms(now) - CONTACT_WINDOW_SECONDS * 1000 + 1, "+inf"))
 
 
-_script: list[Any] = []  # the failure script, registered on first use (never at import)
-
-
 def _count(r: redis.Redis, failures_key: str, lock_key: str, now_ms: int, *,
            window: int, limit: int, lock: int) -> Count:
     """Run the failure script on one counter (windows and locks in seconds)."""
-    if not _script:
-        _script.append(r.register_script(_RECORD_FAILURE))
-    script = _script[0]
     member = f"{now_ms}:{secrets.token_hex(6)}"
     # Kept (on Redis's clock) well past both the window and the lock.
     keep_ms = (window + lock) * 1000
-    failures, locked_until, started = script(
+    failures, locked_until, started = script(r, _RECORD_FAILURE)(
         keys=[failures_key, lock_key],
         args=[now_ms, member, window * 1000, limit, lock * 1000, keep_ms], client=r)
     return Count(int(failures), int(locked_until) > now_ms, bool(started))

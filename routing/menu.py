@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from routing import directory
+import directory
 from routing.auth import caller_id_trusted, contact_session_fields
 from routing.call_session import append_menu, get_session, start_session, update_session
 from routing.desk import Desk

@@ -16,7 +16,7 @@ never leave an advisor busy forever: the reconciler releases expired ones
 through `make_available` too.
 
 The scripts build advisor and team keys from templates passed in by
-`routing.keys`, so key spelling still lives in one place. They touch keys
+`directory.keys`, so key spelling still lives in one place. They touch keys
 they compute, which is fine on one Redis server (not on a cluster).
 """
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import redis
 
-from routing import keys
+from directory import keys
+from directory.scripts import script
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
@@ -232,30 +233,8 @@ redis.call("ZADD", LEASES, lease_until, id)
 return 1
 """
 
-_UPDATE_TEAMS = _LUA_COMMON + r"""
--- ARGV[6] advisor id, [7] new teams csv
-local id, teams = ARGV[6], ARGV[7]
-local key = akey(id)
-for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
-  redis.call("ZREM", avail_key(team), id)
-end
-redis.call("HSET", key, "teams", teams)
-redis.call("HSETNX", key, "status", "offline")
-if redis.call("HGET", key, "status") == "available" then
-  local since = redis.call("HGET", key, "since") or "0"
-  for _, team in ipairs(split(teams)) do redis.call("ZADD", avail_key(team), since, id) end
-end
-return 1
-"""
-
-_scripts: dict[str, redis.commands.core.Script] = {}
-
-
 def _run(r: redis.Redis, source: str, *args: object) -> object:
     """Run one of the scripts above with the key templates prepended."""
-    script = _scripts.get(source)
-    if script is None:
-        script = _scripts[source] = r.register_script(source)
     templates = (
         keys.advisor("{}"),
         keys.team_available("{}"),
@@ -263,7 +242,7 @@ def _run(r: redis.Redis, source: str, *args: object) -> object:
         keys.call("{}"),
         keys.leases(),
     )
-    return script(keys=[], args=[*templates, *args], client=r)
+    return script(r, source)(keys=[], args=[*templates, *args], client=r)
 
 
 @dataclass(frozen=True)
@@ -382,14 +361,6 @@ def hold_for(
 ) -> bool:
     """Move an advisor's hold (e.g. ringing → talking, talking → wrap-up); False if stale."""
     return bool(_run(r, _HOLD_FOR, advisor_id, expected_call, new_call, lease_until_ms))
-
-
-def update_advisor_teams(r: redis.Redis, advisor_id: str, teams: list[str], now_ms: int) -> None:
-    """Record an advisor's teams, keeping their presence (and availability) intact."""
-    _run(r, _UPDATE_TEAMS, advisor_id, ",".join(teams))
-    if teams:
-        r.sadd(keys.teams(), *teams)
-    r.sadd(keys.advisors(), advisor_id)
 
 
 def advisor_state(r: redis.Redis, advisor_id: str) -> dict[str, str]:

@@ -3,7 +3,7 @@ long a caller can expect to wait."""
 
 from __future__ import annotations
 
-from routing import keys
+from directory import keys
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH, BANDS
 

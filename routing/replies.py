@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import redis
 
-from routing import keys
+from directory import keys
 
 REPLY_TTL_SECONDS = 3600
 PENDING = "pending"

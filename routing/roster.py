@@ -6,8 +6,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing import keys
-from routing.models import Advisor
+from directory import keys
+from directory.models import Advisor
 
 
 def advisor_roster(

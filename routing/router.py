@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from directory import keys
 from jobs.queues import schedule_end_of_wrapup
-from routing import callbacks, keys, presence
+from routing import callbacks, presence
 from routing.call_session import (
     get_session,
     is_ended,

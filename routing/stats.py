@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import CENTRAL
-from routing import keys, lockout
+from directory import keys
+from directory.models import CallLog
+from routing import lockout
 from routing.desk import Desk
-from routing.models import CallLog
 
 SERVICE_LEVEL_SECONDS = 15.0
 

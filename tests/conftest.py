@@ -24,11 +24,11 @@ from caseline.embedded_redis import start_server, wait_until_up
 from caseline.simulator import Caller, CallResult, FlaskTransport
 from caseline.twilio_emulator import InProcessLink, TwilioEmulator
 from config.settings import PROJECT_ROOT, Settings
+from directory import load_directory
+from directory.db import ensure_schema, make_engine, make_session_factory
 from ivr import create_app
 from routing import router
-from routing.db import ensure_schema, make_engine, make_session_factory
 from routing.desk import Desk
-from routing.directory import load_directory
 from routing.telephony import Telephony
 from workers import context
 

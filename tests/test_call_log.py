@@ -30,7 +30,7 @@ def lakeview(directory):
 
 
 def logs_on(desk, number: str) -> list:
-    from routing.call_log import calls_on_case
+    from directory.call_logs import calls_on_case
 
     return calls_on_case(desk.session_factory, number)
 

@@ -13,7 +13,7 @@ import time_machine
 from sqlalchemy import select
 
 from config.prompts import Prompts
-from routing.models import CallLog, Contact
+from directory.models import CallLog, Contact
 from tests.conftest import make_available, run_jobs
 
 CHICAGO = ZoneInfo("America/Chicago")

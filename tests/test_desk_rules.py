@@ -14,8 +14,8 @@ import time_machine
 from sqlalchemy import select
 
 from config.prompts import Prompts
-from routing import keys
-from routing.models import Case, Contact
+from directory import keys
+from directory.models import Case, Contact
 from tests.conftest import make_available, run_jobs
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -52,7 +52,7 @@ def at(year: int, month: int, day: int, hour: int, minute: int = 0):
 
 def logs(desk) -> list:
     """Every call log, oldest first, with its case."""
-    from routing.models import CallLog
+    from directory.models import CallLog
 
     run_jobs(desk)
     with desk.session_factory() as db:

@@ -15,9 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing import db, keys
-from routing.db import SCHEMA_VERSION, ensure_schema, make_engine, make_session_factory
-from routing.directory import (
+from directory import (
     ALL_TEAMS,
     DirectoryError,
     advisor_facts,
@@ -30,12 +28,15 @@ from routing.directory import (
     find_contact_by_phone,
     find_district,
     hash_pin,
+    keys,
     load_directory,
     normalize_phone,
     team_for_product,
     validate_document,
 )
-from routing.models import CallLog, Case, Contact
+from directory import db as database
+from directory.db import SCHEMA_VERSION, ensure_schema, make_engine, make_session_factory
+from directory.models import CallLog, Case, Contact
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "directory.json"
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -129,13 +130,13 @@ def test_loading_the_demo_fills_the_database_and_the_cache(
     # Every team has somebody to answer it.
     covered = {t for a in demo["advisors"] for t in a["teams"]}
     assert covered == set(ALL_TEAMS)
-    with sessions() as session:
-        assert len(session.scalars(select(Case)).all()) == 40
+    with sessions() as db:
+        assert len(db.scalars(select(Case)).all()) == 40
 
 
 def test_phones_are_stored_in_e164(loaded: dict, sessions: sessionmaker[Session]) -> None:
-    with sessions() as session:
-        phones = {c.id: c.phone for c in session.scalars(select(Contact))}
+    with sessions() as db:
+        phones = {c.id: c.phone for c in db.scalars(select(Contact))}
     assert phones["5001"] == "+16125550101"
     assert phones["5005"] == "+17635550112"
     assert phones["5007"] == "+19525550122"
@@ -263,17 +264,17 @@ def test_validate_reads_references_from_the_database(
                         "status": "new", "priority": "high", "product": "Food Service"}],
              "contacts": [{"id": "5001", "name": "Pat Lee", "district": "D100",
                            "phone": "(612) 555-0101"}]}
-    with sessions() as session:
-        assert validate_document(later, session) == []
-        assert validate_document([], session) == ["the directory document must be a JSON object"]
+    with sessions() as db:
+        assert validate_document(later, db) == []
+        assert validate_document([], db) == ["the directory document must be a JSON object"]
 
 
 def test_reloading_upserts(
     loaded: dict, sessions: sessionmaker[Session], r: redis.Redis
 ) -> None:
     assert find_case(r, sessions, "2024117")["owner"] == "A7"
-    with sessions() as session:
-        old_hash = session.get(Contact, "5001").pin_hash
+    with sessions() as db:
+        old_hash = db.get(Contact, "5001").pin_hash
     changed = {
         "cases": [dict(loaded["cases"][16], owner="A1", priority="high")],
         # Pat's PIN omitted: kept. Pat's phone changed: the old phone no longer finds Pat.
@@ -289,9 +290,9 @@ def test_reloading_upserts(
     assert (case["owner"], case["priority"]) == ("A1", "high")
     assert find_contact_by_phone(r, sessions, "+16125550101") is None
     assert find_contact_by_phone(r, sessions, "+16125550109")["id"] == "5001"
-    with sessions() as session:
-        assert session.get(Contact, "5001").pin_hash == old_hash
-        assert len(session.scalars(select(Case)).all()) == 40
+    with sessions() as db:
+        assert db.get(Contact, "5001").pin_hash == old_hash
+        assert len(db.scalars(select(Case)).all()) == 40
 
 
 def test_reloading_the_same_file_changes_no_row(
@@ -353,9 +354,9 @@ def test_a_number_missing_from_the_database_is_remembered_briefly(
 ) -> None:
     assert find_case(r, sessions, "9999999") is None
     assert 0 < r.ttl(keys.case("9999999")) <= 60
-    with sessions() as session, session.begin():
-        session.add(Case(number="9999999", district_id="D100", status="new",
-                         priority="low", product="campus"))
+    with sessions() as db, db.begin():
+        db.add(Case(number="9999999", district_id="D100", status="new",
+                    priority="low", product="campus"))
 
     # While the marker lives the database is not asked again...
     assert find_case(r, sessions, "9999999") is None
@@ -442,39 +443,39 @@ def test_a_database_behind_runs_the_missing_migrations(
         conn.execute(text("ALTER TABLE cases ADD COLUMN note VARCHAR"))
         ran.append(2)
 
-    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(db, "MIGRATIONS", [add_note_column])
+    monkeypatch.setattr(database, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(database, "MIGRATIONS", [add_note_column])
     ensure_schema(engine)
     ensure_schema(engine)
 
     assert ran == [2]
-    assert db.schema_version_of(engine) == 2
+    assert database.schema_version_of(engine) == 2
     assert "note" in {c["name"] for c in inspect(engine).get_columns("cases")}
 
 
 def test_one_call_log_per_call_sid(loaded: dict, sessions: sessionmaker[Session]) -> None:
     started = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
-    with sessions() as session, session.begin():
-        session.add(CallLog(call_sid="CA1", caller="+16125550101", contact_id="5001",
-                            district_id="D100", menu_path="1>2024117#", case_number="2024117",
-                            advisors_tried=["A7"], answered_by="A7", status="answered",
-                            started_at=started, ended_at=started + timedelta(minutes=3),
-                            talk_seconds=170, queue_wait_seconds=4.5))
-    with sessions() as session:
-        log = session.scalars(select(CallLog)).one().to_dict()
+    with sessions() as db, db.begin():
+        db.add(CallLog(call_sid="CA1", caller="+16125550101", contact_id="5001",
+                       district_id="D100", menu_path="1>2024117#", case_number="2024117",
+                       advisors_tried=["A7"], answered_by="A7", status="answered",
+                       started_at=started, ended_at=started + timedelta(minutes=3),
+                       talk_seconds=170, queue_wait_seconds=4.5))
+    with sessions() as db:
+        log = db.scalars(select(CallLog)).one().to_dict()
     assert log["started_at"] == "2026-11-23T14:00:00+00:00"
     assert log["ended_at"] == "2026-11-23T14:03:00+00:00"
     assert (log["contact"], log["district"], log["advisors_tried"]) == ("5001", "D100", ["A7"])
     assert json.loads(json.dumps(log)) == log
-    with pytest.raises(IntegrityError), sessions() as session, session.begin():
-        session.add(CallLog(call_sid="CA1", caller="+16125550101", status="completed",
-                            started_at=started))
+    with pytest.raises(IntegrityError), sessions() as db, db.begin():
+        db.add(CallLog(call_sid="CA1", caller="+16125550101", status="completed",
+                       started_at=started))
 
 
 def test_foreign_keys_are_enforced(engine: Engine, sessions: sessionmaker[Session]) -> None:
-    with pytest.raises(IntegrityError), sessions() as session, session.begin():
-        session.add(Case(number="1", district_id="D404", status="new", priority="low",
-                         product="campus"))
+    with pytest.raises(IntegrityError), sessions() as db, db.begin():
+        db.add(Case(number="1", district_id="D404", status="new", priority="low",
+                    product="campus"))
 
 
 def test_lookups_work_on_a_client_without_decode_responses(

@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 
 from caseline.embedded_redis import start_server, wait_until_up
 from caseline.simulator import HttpTransport
+from directory.models import CallLog
 from jobs.queues import CALL_LOG_RETRY, Queues, call_log_job_id
-from routing.models import CallLog
 from tests.conftest import AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
 

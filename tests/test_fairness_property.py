@@ -21,7 +21,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from routing import keys, presence
+from directory import keys, update_advisor_teams
+from routing import presence
 
 # Every advisor serves two teams, so each release chooses across queues.
 TEAMS = {"A1": ["general", "hosting"], "A2": ["general", "fees"], "A3": ["fees", "hosting"],
@@ -55,7 +56,7 @@ class Schedule(RuleBasedStateMachine):
         self.r.flushdb()
         for advisor, teams in TEAMS.items():
             self.r.hset(keys.advisor(advisor), mapping={"name": advisor, "phone": "+1"})
-            presence.update_advisor_teams(self.r, advisor, teams, 0)
+            update_advisor_teams(self.r, advisor, teams, 0)
         self.model = Desk()
         self.now = 1_000
         self.calls = 0

@@ -17,12 +17,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+import directory
 from caseline.cli import main
 from config.prompts import Prompts
+from directory import cache_directory, check_contact_pin, keys, pins
+from directory.models import Contact
 from ivr import create_app
-from routing import directory, keys, pins
-from routing.directory import cache_directory, check_contact_pin
-from routing.models import Contact
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,

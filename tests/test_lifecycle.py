@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from caseline.simulator import Caller, CallResult, HttpTransport
-from routing.models import CallLog, Case
+from directory.models import CallLog, Case
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import Line, new_line, wait_for
 from tests.test_race import PhoneLedger

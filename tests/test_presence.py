@@ -6,7 +6,8 @@ import threading
 
 import redis
 
-from routing import keys, presence
+from directory import keys, update_advisor_teams
+from routing import presence
 
 LEASE = 35_000
 
@@ -14,7 +15,7 @@ LEASE = 35_000
 def add_advisor(r: redis.Redis, advisor_id: str, teams: list[str], *, available_at: int | None):
     """An advisor in the cache; available since `available_at` (ms) if given."""
     r.hset(keys.advisor(advisor_id), mapping={"name": advisor_id, "phone": "+16515550100"})
-    presence.update_advisor_teams(r, advisor_id, teams, 0)
+    update_advisor_teams(r, advisor_id, teams, 0)
     if available_at is not None:
         presence.make_available(r, advisor_id, now_ms=available_at, lease_ms=LEASE, explicit=True)
 

@@ -12,7 +12,8 @@ import requests
 
 from caseline.simulator import Caller, Event, HttpTransport
 from caseline.twilio_emulator import InProcessLink
-from routing import keys, presence
+from directory import keys
+from routing import presence
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_available
 
 ADVISORS = [f"A{n}" for n in range(10, 20)]

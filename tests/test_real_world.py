@@ -20,10 +20,10 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
-from routing import keys, presence, router
+from directory import cache_directory, keys
+from directory.models import CallLog, Case
+from routing import presence, router
 from routing.call_session import get_session, start_session
-from routing.directory import cache_directory
-from routing.models import CallLog, Case
 from routing.telephony import Telephony
 from tests.conftest import (
     ACCOUNT_SID,

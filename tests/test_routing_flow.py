@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from routing import keys, presence
+from directory import keys
+from routing import presence
 from tests.conftest import API_TOKEN, make_available, run_jobs
 
 PAT = "+16125550101"
@@ -196,7 +197,7 @@ def test_status_for_a_call_never_seen_is_still_logged(client, desk, lakeview):
     signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
     client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
     run_jobs(desk)
-    from routing.models import CallLog
+    from directory.models import CallLog
 
     with desk.session_factory() as db:
         [log] = db.query(CallLog).all()

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from routing import keys, presence, router
+from directory import keys
+from routing import presence, router
 from routing.call_session import start_session
 from tests.conftest import BASE_URL, NOW
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 from twilio.request_validator import RequestValidator
 
-from routing import keys
+from directory import keys
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 
 FORM = {"CallSid": "CA" + "1" * 32, "From": "+16125550101", "To": "+18005550100",

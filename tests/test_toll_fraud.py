@@ -16,8 +16,9 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
-from routing import callbacks, keys, router
-from routing.models import CallLog, Case
+from directory import keys
+from directory.models import CallLog, Case
+from routing import callbacks, router
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 
 PAT = "+16125550101"  # Lakeview contact; directory phone below differs from caller IDs

@@ -15,7 +15,8 @@ from twilio.request_validator import RequestValidator
 from caseline.simulator import Caller, FlaskTransport
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
-from routing import keys, presence, router
+from directory import keys
+from routing import presence, router
 from routing.call_session import start_session
 from tests.conftest import (
     ACCOUNT_SID,
@@ -105,7 +106,7 @@ def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lake
 
 def _new_case(desk) -> str:
     """The number of the case the worker opened for the last call, with /calls."""
-    from routing.models import CallLog
+    from directory.models import CallLog
 
     with desk.session_factory() as db:
         log = db.query(CallLog).order_by(CallLog.id.desc()).first()

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
+from directory import keys
 from ivr import create_app, gate
-from routing import keys
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 CALL_SID = "CA" + "3" * 32

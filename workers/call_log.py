@@ -15,10 +15,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config.hours import CENTRAL
+from directory import cache_case, record_contact_activity
+from directory.models import Advisor, CallLog, Case
 from routing.auth import how_verified
 from routing.call_session import get_session
-from routing.directory import cache_case, record_contact_activity
-from routing.models import Advisor, CallLog, Case
 from workers.context import current_desk
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import CENTRAL
-from routing.directory import INACTIVE_AFTER_DAYS
-from routing.models import Contact
+from directory import INACTIVE_AFTER_DAYS
+from directory.models import Contact
 from workers.context import current_desk
 
 

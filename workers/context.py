@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 
 from config.settings import Settings
-from routing.db import make_engine, make_session_factory
+from directory.db import make_engine, make_session_factory
 from routing.desk import Desk
 from routing.telephony import Telephony
 

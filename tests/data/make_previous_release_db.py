@@ -67,12 +67,12 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from caseline.simulator import Caller, FlaskTransport
     from caseline.twilio_emulator import InProcessLink, TwilioEmulator
     from config.settings import Settings
+    from directory import load_directory
+    from directory.db import ensure_schema, make_engine, make_session_factory
     from ivr import create_app
     from jobs.queues import Queues
     from routing import router
-    from routing.db import ensure_schema, make_engine, make_session_factory
     from routing.desk import Desk
-    from routing.directory import load_directory
     from routing.telephony import Telephony
     from workers import context
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing.models import CallLog
+from directory.models import CallLog
 
 
 def calls_on_case(session_factory: sessionmaker[Session] | None, number: str) -> list[dict]:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from routing.models import Base, schema_version
+from directory.models import Base, schema_version
 
 SCHEMA_VERSION = 1
 

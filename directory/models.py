@@ -2,7 +2,7 @@
 and the call logs.
 
 The database is the source of truth for these; Redis only caches the few
-facts a call needs (see `routing.directory`). Times are stored as UTC and come
+facts a call needs (see `directory.cache`). Times are stored as UTC and come
 back as aware datetimes in UTC on every backend.
 """
 
@@ -57,7 +57,7 @@ class Base(DeclarativeBase):
     """Declarative base of every caseline table."""
 
 
-# One row (id 1) holding the schema version the database is at; see routing.db.
+# One row (id 1) holding the schema version the database is at; see directory.db.
 schema_version = Table(
     "schema_version",
     Base.metadata,
@@ -86,7 +86,7 @@ class Contact(Base):
     name: Mapped[str] = mapped_column(String, nullable=False)
     district_id: Mapped[str] = mapped_column(ForeignKey("districts.id"), nullable=False, index=True)
     phone: Mapped[str] = mapped_column(String, nullable=False, unique=True, index=True)
-    # Never the clear PIN: routing.directory.hash_pin's output.
+    # Never the clear PIN: directory.pins.hash_pin's output.
     pin_hash: Mapped[str] = mapped_column(String, nullable=False)
     last_active: Mapped[date | None] = mapped_column(Date, nullable=True)
     deactivated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -11,6 +11,9 @@ hash loaded by an older release keeps working:
 
 A 4-8 digit PIN cannot resist offline guessing whatever scrypt's cost; the
 lockouts in `routing.lockout` are what stop guessing on the phone.
+
+`check_contact_pin` checks a typed PIN against the database (never the cache,
+which holds nothing of the PIN).
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import hashlib
 import hmac
 import logging
 import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from directory.cache import contact_facts
+from directory.models import Contact
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +84,38 @@ def _digest(scheme: str, pin: str, salt: bytes, pepper: str | None) -> bytes:
     if scheme == PEPPERED:
         secret = hmac.new((pepper or "").encode("utf-8"), secret, hashlib.sha256).digest()
     return hashlib.scrypt(secret, salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """A contact ID and PIN checked against the database."""
+
+    contact: dict[str, str] | None  # the contact's facts, when the ID exists
+    matched: bool = False
+
+
+def check_contact_pin(
+    session_factory: sessionmaker[Session] | None,
+    contact_id: str,
+    pin: str,
+    pepper: str | None = None,
+) -> PinCheck:
+    """Check a typed PIN against the contact's hash in the database (never the cache).
+
+    An unknown ID costs the same scrypt, against a dummy hash, so the time a
+    check takes does not tell which IDs exist. A right PIN under a hash older
+    than the pepper is re-hashed with it.
+    """
+    if session_factory is None:
+        check_pin(pin, dummy_hash(pepper), pepper)
+        return PinCheck(None)
+    with session_factory() as db:
+        row = db.get(Contact, contact_id)
+        matched = check_pin(pin, row.pin_hash if row else dummy_hash(pepper), pepper)
+        if row is None:
+            return PinCheck(None)
+        facts = contact_facts(row)
+        if matched and needs_rehash(row.pin_hash, pepper):
+            row.pin_hash = hash_pin(pin, pepper)
+            db.commit()
+    return PinCheck(facts, matched)

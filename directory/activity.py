@@ -1,0 +1,76 @@
+"""Contacts' activity and the 180-day rule.
+
+An authorized contact idle for `INACTIVE_AFTER_DAYS` is no longer treated as
+authorized on the phone (and the daily job flags them for deactivation). A
+verified call counts as activity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from directory.cache import cache_contact, contact_facts
+from directory.models import Contact
+from directory.validation import parse_date
+
+# An authorized contact idle this long is flagged for deactivation (policy).
+INACTIVE_AFTER_DAYS = 180
+
+
+def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
+    """Not deactivated, and active within the last 180 days (no date counts as active)."""
+    if str(contact.get("deactivated", "0")).lower() in ("1", "true"):
+        return False
+    last_active = contact.get("last_active") or ""
+    if isinstance(last_active, date):
+        day: date | None = last_active
+    else:
+        day = parse_date(str(last_active))
+        if day is None:
+            return True
+    assert day is not None
+    return (now.date() - day) < timedelta(days=INACTIVE_AFTER_DAYS)
+
+
+def district_contacts(
+    session_factory: sessionmaker[Session], district_id: str, now: datetime | None = None
+) -> list[dict[str, str]]:
+    """Names of a district's authorized contacts (to tell an unverified caller whom to reach).
+
+    Deactivated contacts are left out; with `now`, so are those past the 180-day rule.
+    Only names: ids are half of a caller's credentials and phones are private.
+    """
+    with session_factory() as db:
+        rows = db.scalars(
+            select(Contact)
+            .where(Contact.district_id == district_id, Contact.deactivated.is_(False))
+            .order_by(Contact.name)
+        ).all()
+    return [
+        {"name": c.name}
+        for c in rows
+        if now is None or contact_is_active(contact_facts(c), now)
+    ]
+
+
+def record_contact_activity(
+    session_factory: sessionmaker[Session],
+    redis_client: redis.Redis,
+    contact_id: str,
+    day: date,
+) -> None:
+    """A verified call counts as activity: move the contact's last_active to `day`."""
+    with session_factory() as db, db.begin():
+        contact = db.get(Contact, contact_id)
+        if contact is None:
+            return
+        if contact.last_active is None or contact.last_active < day:
+            contact.last_active = day
+        facts = contact_facts(contact)
+    cache_contact(redis_client, facts)

@@ -1,0 +1,314 @@
+"""Validation of an operator's directory document: every problem, each naming its record.
+
+A document either loads whole or not at all, so validation finds every
+problem first (`DirectoryError` carries them all). `check_for_load` is the
+walk itself, filling a `Plan` with the normalized values (E.164 phones, the
+contacts already in the database) that `directory.loading` reuses;
+`validate_document` is the same check on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from directory.catalog import ALL_TEAMS, CASE_STATUSES, PRIORITIES, canonical_product
+from directory.models import Advisor, Contact, District
+from directory.phones import normalize_phone
+
+SECTIONS = ("districts", "contacts", "advisors", "cases")
+
+_PIN_RE = re.compile(r"[0-9]{4,8}")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+class DirectoryError(Exception):
+    """A directory document that cannot be loaded, with every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the directory:\n" + "\n".join(problems))
+        self.problems = problems
+
+
+
+def record_id(value: object) -> str | None:
+    """An id or case number as text: a non-empty string, or a whole number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _label(section: str, index: int, record: object) -> str:
+    """How a problem names its record: `contacts[2] (id 5003)`."""
+    field = "number" if section == "cases" else "id"
+    if isinstance(record, dict):
+        ident = record_id(record.get(field))
+        if ident is not None:
+            return f"{section}[{index}] ({field} {ident})"
+    return f"{section}[{index}]"
+
+
+def _text(record: Mapping[str, Any], field: str, label: str, problems: list[str]) -> str | None:
+    """A required non-empty string field, or None after noting the problem."""
+    if field not in record or record[field] is None:
+        problems.append(f'{label}: "{field}" is required')
+        return None
+    value = record[field]
+    if not isinstance(value, str) or not value.strip():
+        problems.append(f'{label}: "{field}" must be a non-empty string')
+        return None
+    return value.strip()
+
+
+def _optional_bool(
+    record: Mapping[str, Any], field: str, label: str, problems: list[str]
+) -> None:
+    """Check an optional true/false field."""
+    if field in record and not isinstance(record[field], bool):
+        problems.append(f'{label}: "{field}" must be true or false')
+
+
+class Plan:
+    """What validation learned that loading reuses: normalized values by record."""
+
+    def __init__(self) -> None:
+        self.phones: dict[str, str] = {}  # contact id -> E.164
+        self.advisor_phones: dict[str, str] = {}  # advisor id -> E.164
+        self.existing_contacts: dict[str, str] = {}  # contact id in db -> phone
+
+
+def validate_document(doc: object, db: Session) -> list[str]:
+    """Every problem that stops the document from loading, each naming its record."""
+    return check_for_load(doc, db, Plan())
+
+
+_RECORD_RE = re.compile(r"(districts|contacts|advisors|cases)\[(\d+)\]")
+
+
+def _in_document_order(problems: list[str]) -> list[str]:
+    """Problems sorted by the record they name (document-wide ones first)."""
+
+    def position(problem: str) -> tuple[int, int]:
+        match = _RECORD_RE.match(problem)
+        if match is None:
+            return (-1, 0)
+        return (SECTIONS.index(match.group(1)), int(match.group(2)))
+
+    return sorted(problems, key=position)
+
+
+def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
+    """Validate, filling `plan` with normalized values for the loader."""
+    if not isinstance(doc, dict):
+        return ["the directory document must be a JSON object"]
+    problems: list[str] = []
+    for key in doc:
+        if key not in SECTIONS:
+            problems.append(f'unknown section "{key}" (expected {", ".join(SECTIONS)})')
+    sections: dict[str, list[Any]] = {}
+    for name in SECTIONS:
+        value = doc.get(name, [])
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            problems.append(f'"{name}" must be a list')
+            value = []
+        sections[name] = value
+        for index, record in enumerate(value):
+            if not isinstance(record, dict):
+                problems.append(f"{_label(name, index, record)}: must be an object")
+
+    db_districts = set(db.scalars(select(District.id)))
+    db_advisors = set(db.scalars(select(Advisor.id)))
+    plan.existing_contacts = {
+        row.id: row.phone for row in db.execute(select(Contact.id, Contact.phone))
+    }
+
+    doc_ids = {name: _unique_ids(name, sections[name], problems) for name in SECTIONS}
+    known_districts = db_districts | set(doc_ids["districts"])
+    known_advisors = db_advisors | set(doc_ids["advisors"])
+
+    for index, record in enumerate(sections["districts"]):
+        if isinstance(record, dict):
+            label = _label("districts", index, record)
+            _text(record, "name", label, problems)
+            _optional_bool(record, "hosted", label, problems)
+
+    for index, record in enumerate(sections["advisors"]):
+        if isinstance(record, dict):
+            _check_advisor(record, _label("advisors", index, record), problems, plan)
+
+    for index, record in enumerate(sections["contacts"]):
+        if isinstance(record, dict):
+            _check_contact(record, _label("contacts", index, record), known_districts,
+                           problems, plan)
+    _check_phone_conflicts(sections["contacts"], problems, plan)
+
+    for index, record in enumerate(sections["cases"]):
+        if isinstance(record, dict):
+            _check_case(record, _label("cases", index, record), known_districts,
+                        known_advisors, problems)
+    return _in_document_order(problems)
+
+
+def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[str, int]:
+    """The section's ids (first occurrence), noting missing, malformed and repeated ones."""
+    field = "number" if section == "cases" else "id"
+    seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            continue
+        label = _label(section, index, record)
+        if record.get(field) is None:
+            problems.append(f'{label}: "{field}" is required')
+            continue
+        ident = record_id(record[field])
+        if ident is None:
+            problems.append(f'{label}: "{field}" must be a non-empty string')
+            continue
+        if section == "cases" and not _DIGITS_RE.fullmatch(ident):
+            problems.append(f'{label}: case number "{ident}" must be all digits')
+        if section == "contacts" and not _DIGITS_RE.fullmatch(ident):
+            # A caller keys their contact ID in on the phone's keypad.
+            problems.append(f'{label}: contact id "{ident}" must be all digits')
+        if ident in seen:
+            problems.append(f'{label}: {field} "{ident}" repeats {section}[{seen[ident]}]')
+            continue
+        seen[ident] = index
+    return seen
+
+
+def _check_district(
+    record: dict[str, Any], label: str, known_districts: set[str], problems: list[str]
+) -> None:
+    """Check that a record names a district of the document or the database."""
+    if record.get("district") is None:
+        problems.append(f'{label}: "district" is required')
+        return
+    district = record_id(record["district"])
+    if district is None:
+        problems.append(f'{label}: "district" must be a non-empty string')
+    elif district not in known_districts:
+        problems.append(f'{label}: district "{district}" does not exist')
+
+
+def _check_advisor(record: dict[str, Any], label: str, problems: list[str], plan: Plan) -> None:
+    """Check one advisor record."""
+    _text(record, "name", label, problems)
+    phone = _text(record, "phone", label, problems)
+    if phone is not None:
+        e164 = normalize_phone(phone)
+        if e164 is None:
+            problems.append(f'{label}: phone "{phone}" is not a phone number')
+        elif (ident := record_id(record.get("id"))) is not None:
+            plan.advisor_phones[ident] = e164
+    teams = record.get("teams")
+    if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
+        problems.append(f'{label}: "teams" must be a list of team names')
+        return
+    if not teams:
+        problems.append(f"{label}: an advisor needs at least one team")
+    for team in teams:
+        if team not in ALL_TEAMS:
+            problems.append(f'{label}: team "{team}" is not one of {", ".join(ALL_TEAMS)}')
+
+
+def _check_contact(
+    record: dict[str, Any],
+    label: str,
+    known_districts: set[str],
+    problems: list[str],
+    plan: Plan,
+) -> None:
+    """Check one contact record."""
+    ident = record_id(record.get("id"))
+    _text(record, "name", label, problems)
+    _check_district(record, label, known_districts, problems)
+    phone = _text(record, "phone", label, problems)
+    if phone is not None:
+        e164 = normalize_phone(phone)
+        if e164 is None:
+            problems.append(f'{label}: phone "{phone}" is not a phone number')
+        elif ident is not None:
+            plan.phones[ident] = e164
+    pin = record.get("pin")
+    if pin is None:
+        if ident is not None and ident not in plan.existing_contacts:
+            problems.append(f'{label}: "pin" is required for a new contact')
+    elif isinstance(pin, bool) or not isinstance(pin, str | int) or not _PIN_RE.fullmatch(str(pin)):
+        problems.append(f"{label}: pin must be 4 to 8 digits")
+    last_active = record.get("last_active")
+    if last_active not in (None, "") and parse_date(last_active) is None:
+        problems.append(f'{label}: last_active "{last_active}" is not a date (YYYY-MM-DD)')
+    _optional_bool(record, "deactivated", label, problems)
+
+
+def _check_phone_conflicts(records: list[Any], problems: list[str], plan: Plan) -> None:
+    """Two contacts may not share a phone, counting the database as it will be after the load.
+
+    The problem is reported on the record that takes the phone (new, or changing
+    its phone), not on the contact that already has it.
+    """
+    final: dict[str, str] = dict(plan.existing_contacts)
+    final.update(plan.phones)
+    holders: dict[str, list[str]] = {}
+    for contact_id, phone in final.items():
+        holders.setdefault(phone, []).append(contact_id)
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            continue
+        ident = record_id(record.get("id")) or ""
+        phone = plan.phones.get(ident)
+        if phone is None or plan.existing_contacts.get(ident) == phone:
+            continue
+        others = sorted(other for other in holders.get(phone, []) if other != ident)
+        if others:
+            problems.append(
+                f"{_label('contacts', index, record)}: phone {phone} is already contact "
+                f"{', '.join(others)}'s"
+            )
+
+
+def _check_case(
+    record: dict[str, Any],
+    label: str,
+    known_districts: set[str],
+    known_advisors: set[str],
+    problems: list[str],
+) -> None:
+    """Check one case record."""
+    _check_district(record, label, known_districts, problems)
+    owner = record.get("owner")
+    if owner not in (None, ""):
+        owner_id = record_id(owner)
+        if owner_id is None or owner_id not in known_advisors:
+            problems.append(f'{label}: owner "{owner}" is not an advisor')
+    status = _text(record, "status", label, problems)
+    if status is not None and status.lower() not in CASE_STATUSES:
+        problems.append(f'{label}: status "{status}" is not one of {", ".join(CASE_STATUSES)}')
+    priority = _text(record, "priority", label, problems)
+    if priority is not None and priority.lower() not in PRIORITIES:
+        problems.append(f'{label}: priority "{priority}" is not one of {", ".join(PRIORITIES)}')
+    product = _text(record, "product", label, problems)
+    if product is not None and canonical_product(product) is None:
+        problems.append(f'{label}: product "{product}" is not a known product')
+    _optional_bool(record, "needs_handover", label, problems)
+
+
+def parse_date(value: object) -> date | None:
+    """An ISO date (YYYY-MM-DD), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
