@@ -15,6 +15,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from werkzeug.exceptions import HTTPException
 
 from config import hours
+from directory.catalog import GENERAL, HOSTING, PRODUCT_TEAMS
 from ivr import gate, twiml
 from ivr.context import desk, now, now_ms, prompts
 from jobs.queues import enqueue_call_log, enqueue_recording
@@ -28,12 +29,6 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 
 # How many times a callback rings a contact who does not answer.
 CALLBACK_ATTEMPTS = 3
-
-PRODUCT_TEAMS = {
-    "1": "food-service", "2": "fees", "3": "fram", "4": "online-payments",
-    "5": "finance", "6": "school-store", "7": "activity-registration",
-}
-
 
 def xml(response: VoiceResponse, status: int = 200) -> Response:
     """A TwiML HTTP response."""
@@ -142,7 +137,7 @@ def _option(sid: str, key: str) -> Response:
         return xml(twiml.ask(p, [p.text("case.ask")], twiml.url("/voice/case"), timeout=10))
     if key == "6":
         return xml(_product_menu(attempt=1))
-    menu.send_to_team(desk(), sid, "general", new_case="1")
+    menu.send_to_team(desk(), sid, GENERAL, new_case="1")
     return _route(sid)
 
 
@@ -231,7 +226,7 @@ def _after_hours(sid: str, key: str) -> Response:
         return xml(twiml.ask(p, [closed, p.text("case.ask")],
                              twiml.url("/voice/after-hours/case"), timeout=10))
     # Options 2 and 6: the message opens a new case for the caller's district.
-    menu.send_to_team(desk(), sid, "general", new_case="1", after_hours="1")
+    menu.send_to_team(desk(), sid, GENERAL, new_case="1", after_hours="1")
     return xml(twiml.voicemail(p, [closed, p.text("hours.voicemail")]))
 
 
@@ -244,7 +239,7 @@ def after_hours_case() -> Response:
         update_session(desk().r, sid, after_hours="1")
         return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
     if lookup.tries >= menu.MAX_TRIES:
-        menu.send_to_team(desk(), sid, "general", new_case="1", after_hours="1")
+        menu.send_to_team(desk(), sid, GENERAL, new_case="1", after_hours="1")
         return xml(twiml.voicemail(p, [p.text("case.not_found"), p.text("hours.voicemail")]))
     return xml(twiml.ask(p, [p.text("case.not_found"), p.text("case.ask")],
                          twiml.url("/voice/after-hours/case"), timeout=10))
@@ -279,7 +274,7 @@ def _outage(sid: str, session: dict[str, str], *, verified_now: bool = False) ->
             return _outage_voicemail(sid, [])
     handover = "" if authorized else "1"
     # Exception basis: an unverified report waits behind verified ones (High).
-    menu.send_to_team(desk(), sid, "hosting", priority="critical" if authorized else "high",
+    menu.send_to_team(desk(), sid, HOSTING, priority="critical" if authorized else "high",
                       outage="1", handover=handover, after_hours="" if open_now else "1")
     notices = _announcement()
     notice = hours.maintenance_notice(now(), current_app.extensions["caseline.maintenance"])
@@ -310,7 +305,7 @@ def _route_outage(sid: str, before: list[str]) -> Response:
 def _outage_voicemail(sid: str, before: list[str]) -> Response:
     """After hours, not a hosted district: how outage support works, and a voicemail."""
     p = prompts()
-    menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1",
+    menu.send_to_team(desk(), sid, HOSTING, priority="critical", outage="1",
                       handover="" if auth.is_authorized(get_session(desk().r, sid)) else "1",
                       after_hours="1")
     return xml(twiml.voicemail(p, [*before, p.text("outage.after_hours_not_hosted")]))
@@ -371,7 +366,7 @@ def case() -> Response:
         return _route(sid, [p.text("case.closed")] if lookup.closed else [])
     if lookup.tries >= menu.MAX_TRIES:
         # Three misses: a person will still help, rather than hanging up.
-        menu.send_to_team(desk(), sid, "general")
+        menu.send_to_team(desk(), sid, GENERAL)
         return _route(sid, [p.text("case.not_found"), p.text("case.to_general")])
     before = [p.text("case.not_found"), p.text("case.ask")]
     return xml(twiml.ask(p, before, twiml.url("/voice/case"), timeout=10))

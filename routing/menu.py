@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import directory
+from directory.catalog import GENERAL
 from routing.auth import caller_id_trusted, contact_session_fields
 from routing.call_session import append_menu, get_session, start_session, update_session
 from routing.desk import Desk
@@ -68,7 +69,7 @@ def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
         return CaseLookup(found=False, tries=tries)
     record_step(
         desk, call_sid, number,
-        case=number, team=case.get("team") or "general", owner=case.get("owner", ""),
+        case=number, team=case.get("team") or GENERAL, owner=case.get("owner", ""),
         priority=case.get("priority") or "medium", product=case.get("product", ""),
         case_status=case.get("status", ""), case_tries=tries,
     )

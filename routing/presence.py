@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import redis
 
 from directory import keys
+from directory.catalog import GENERAL
 from directory.scripts import script
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -120,7 +121,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [11] "1" when the advisor asked to be available (API), else a release,
 -- [12] overflow: callers at the head of another team's queue who arrived
 -- before this time (ms) may be served by a general advisor ("" = none),
--- [13] the set of all teams, [14] the width of a priority band
+-- [13] the set of all teams, [14] the width of a priority band,
+-- [15] the team whose advisors serve overflow (general)
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -171,7 +173,7 @@ for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
   mine[team] = true
   consider(team, false)
 end
-if overflow_before and mine["general"] then
+if overflow_before and mine[ARGV[15]] then
   for _, team in ipairs(redis.call("SMEMBERS", all_teams)) do
     if not mine[team] then consider(team, true) end
   end
@@ -337,6 +339,7 @@ def make_available(
         "" if overflow_ms is None else now_ms - overflow_ms,
         keys.teams(),
         BAND_WIDTH,
+        GENERAL,
     )
     return Release(outcome, value or None)
 

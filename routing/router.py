@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from directory import keys
+from directory.catalog import GENERAL, HOSTING
 from jobs.queues import schedule_end_of_wrapup
 from routing import callbacks, presence
 from routing.call_session import (
@@ -87,7 +88,7 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     session, ended = session_and_end(desk.r, call_sid)
     if ended:
         return CallFinished(session.get("answered_by") or None)
-    team = session.get("team") or "general"
+    team = session.get("team") or GENERAL
     claim = presence.claim_for_caller(
         desk.r,
         call_sid,
@@ -108,7 +109,7 @@ def route_outage_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
     claim = presence.claim_for_caller(
-        desk.r, call_sid, team=session.get("team") or "hosting", owner_id=None, now_ms=now_ms,
+        desk.r, call_sid, team=session.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
         lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
@@ -336,7 +337,7 @@ def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: i
     """Record how long the caller waited in the queue."""
     enqueued = int(session.get("enqueued_at") or now_ms)
     waited = float(session.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
-    team = session.get("waiting_team") or session.get("team") or "general"
+    team = session.get("waiting_team") or session.get("team") or GENERAL
     pipe = desk.r.pipeline(transaction=False)
     pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": "connecting"})
     pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
@@ -462,15 +463,15 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     pipe.lrange(keys.team_waits(team), 0, 19)
     pipe.get(keys.team_working(team))
     pipe.zcard(keys.team_available(team))
-    pipe.zcard(keys.team_available("general"))
+    pipe.zcard(keys.team_available(GENERAL))
     rank, recent, working, free_here, free_general = pipe.execute()
     # Since their first arrival: a caller queued again after a missed ring keeps it.
     arrived = _arrival_ms(session, now_ms)
     if rank == 0 and session.get("callback") != "1":
         candidates = [team] if free_here else []
         overflowed = now_ms - arrived >= desk.settings.overflow_seconds * 1000
-        if team != "general" and free_general and overflowed:
-            candidates.append("general")
+        if team != GENERAL and free_general and overflowed:
+            candidates.append(GENERAL)
         for serving_team in candidates:
             claim = presence.claim_for_caller(
                 desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
@@ -590,7 +591,7 @@ def end_callback(
         offers = int(session.get("callback_offers") or 0) + 1
         if holds:
             score = session.get("wait_score")
-            team = session.get("waiting_team") or "general"
+            team = session.get("waiting_team") or GENERAL
             if offers < 3 and score:
                 desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
                 update_session(desk.r, call_sid, callback_offers=offers, advisor="",
