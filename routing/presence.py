@@ -15,6 +15,10 @@ Every claim holds a lease (a score in the leases set) so a lost callback can
 never leave an advisor busy forever: the reconciler releases expired ones
 through `make_available` too.
 
+An advisor's teams are the directory's to write
+(`directory.cache.update_advisor_teams`, which re-files an available advisor
+under new teams and changes nothing else here).
+
 The scripts build advisor and team keys from templates passed in by
 `directory.keys`, so key spelling still lives in one place. They touch keys
 they compute, which is fine on one Redis server (not on a cluster).
@@ -234,6 +238,7 @@ redis.call("HSET", akey(id), "call", new_call, "lease", lease_until)
 redis.call("ZADD", LEASES, lease_until, id)
 return 1
 """
+
 
 def _run(r: redis.Redis, source: str, *args: object) -> object:
     """Run one of the scripts above with the key templates prepended."""
