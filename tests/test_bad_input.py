@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,7 +13,8 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from ivr import create_app
-from tests.conftest import AUTH_TOKEN, BASE_URL
+from routing import keys
+from tests.conftest import AUTH_TOKEN, BASE_URL, make_available
 
 ENDPOINTS = [
     "/voice/incoming", "/voice/menu", "/voice/menu?attempt=abc", "/voice/case",
@@ -88,3 +90,25 @@ def test_database_down_on_a_cache_miss_still_reaches_a_human(settings, desk, tmp
     form = {"CallSid": "CA" + "2" * 32, "From": "+16125550101"}
     response = signed_post(client, "/voice/incoming", form)
     assert ET.fromstring(response.data).find("Dial").text == "+16515550000"
+
+
+@pytest.mark.parametrize("call_sid", ["", "%", "CA:1", "CA 1", "CA" + "f" * 70])
+def test_a_webhook_naming_no_call_claims_no_advisor(client, desk, directory, r, call_sid):
+    directory.advisor("A1")
+    directory.load()
+    make_available(desk, "A1")
+    response = signed_post(client, "/voice/connect", {"CallSid": call_sid})
+    assert ET.fromstring(response.data).find("Dial") is None
+    assert r.hget(keys.advisor("A1"), "status") == "available"
+    assert r.zscore(keys.leases(), "A1") is None
+
+
+def test_a_status_callback_with_an_odd_call_sid_changes_nothing_and_never_crashes(
+        client, r, caplog):
+    form = {"CallSid": "CA:1", "CallStatus": "completed", "CallDuration": "5"}
+    response = signed_post(client, "/voice/status", form)
+    assert response.status_code == 200
+    assert len(ET.fromstring(response.data)) == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert r.keys("*") == []
+
