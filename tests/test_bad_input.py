@@ -112,3 +112,14 @@ def test_a_status_callback_with_an_odd_call_sid_changes_nothing_and_never_crashe
     assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert r.keys("*") == []
 
+
+@pytest.mark.parametrize("path", ["/voice/whisper/accept?advisor=A1",
+                                  "/voice/callback/accept?advisor=A1"])
+def test_an_accept_for_no_call_leaves_an_idle_advisor_idle(client, desk, directory, r, path):
+    directory.advisor("A1")
+    directory.load()
+    make_available(desk, "A1")
+    response = signed_post(client, path, {"CallSid": "CA" + "a" * 32, "Digits": "1"})
+    assert ET.fromstring(response.data).find("Hangup") is not None  # nobody to bridge
+    assert r.hget(keys.advisor("A1"), "status") == "available"
+    assert r.zscore(keys.leases(), "A1") is None  # no lease that would later "free" them
