@@ -123,3 +123,12 @@ def test_an_accept_for_no_call_leaves_an_idle_advisor_idle(client, desk, directo
     assert ET.fromstring(response.data).find("Hangup") is not None  # nobody to bridge
     assert r.hget(keys.advisor("A1"), "status") == "available"
     assert r.zscore(keys.leases(), "A1") is None  # no lease that would later "free" them
+
+
+def test_a_call_whose_session_was_lost_mid_call_still_expires_when_it_ends(client, r):
+    sid = "CA" + "b" * 32  # Redis was flushed mid-call: the desk first hears of it ringing
+    signed_post(client, "/voice/dial-result?advisor=A1", {"CallSid": sid,
+                                                          "DialCallStatus": "no-answer"})
+    signed_post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed"})
+    assert r.exists(keys.call(sid))
+    assert 0 < r.ttl(keys.call(sid)) <= 24 * 3600  # a day, like every call's session
