@@ -76,8 +76,10 @@ class Telephony:
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:
         """Start an outbound call that fetches TwiML at `url`; its CallSid or None."""
         try:
+            # Ring no longer than a Dial rings an advisor: well inside the claim's lease.
             call = self.client.api.v2010.account.calls.create(
-                to=to, from_=from_, url=url, status_callback=status_callback
+                to=to, from_=from_, url=url, status_callback=status_callback,
+                timeout=self._settings.ring_timeout_seconds,
             )
             return call.sid
         except (TwilioException, OSError) as exc:
