@@ -37,7 +37,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
@@ -511,10 +511,11 @@ class World:
     start: datetime  # every example starts here, on a clock that only moves when told
     examples: Counter[str] = dataclasses.field(default_factory=Counter)
 
-    def restore(self, scene: Scene, wrapup: int) -> time_machine.travel:
+    def restore(self, scene: Scene, wrapup: int, *, night: bool = False) -> time_machine.travel:
         """Redis as in `scene`, the emulator knowing its live calls, the app's settings;
-        the clock stopped at `start` (returned: stop it when the example is over)."""
-        clock = time_machine.travel(self.start, tick=False)
+        the clock stopped at `start`, or that night at 02:00 Central (returned: stop it
+        when the example is over)."""
+        clock = time_machine.travel(self.start + timedelta(hours=16 if night else 0), tick=False)
         pipe = self.raw.pipeline(transaction=False)
         pipe.flushdb()
         for key, dump, ttl_ms in scene.snapshot:
@@ -694,12 +695,14 @@ class DeskAtWork(RuleBasedStateMachine):
         self.twilio = self.world.twilio
         self.r = self.world.desk.r
 
-    @initialize(busy=st.booleans(), wrapup=st.sampled_from([0, 0, 30]))
-    def open_the_desk(self, busy: bool, wrapup: int) -> None:
-        """Start quiet (four advisors free) or busy (every kind of call on the line)."""
+    @initialize(busy=st.booleans(), wrapup=st.sampled_from([0, 0, 30]),
+                night=st.sampled_from([False, False, False, True]))
+    def open_the_desk(self, busy: bool, wrapup: int, night: bool) -> None:
+        """Start quiet (four advisors free) or busy (every kind of call on the line), in
+        business hours or at night (voicemail, hosted outages to on-call)."""
         self.world.examples["desk run"] += 1
         scene = self.world.busy if busy else self.world.quiet
-        self.clock = self.world.restore(scene, wrapup)
+        self.clock = self.world.restore(scene, wrapup, night=night)
         self.now = self.clock.start()
         self.live = dict(scene.live)
         self.seen[:] = [*scene.live, *scene.ended]
@@ -838,9 +841,14 @@ class DeskAtWork(RuleBasedStateMachine):
                     status = data.draw(st.sampled_from(DIAL_STATUSES))
                     self.twilio.post(path, [*leg, ("DialCallStatus", status),
                                             ("DialCallDuration", "30")], query)
-        if call.status_callback:
-            path, query = path_of(call.status_callback)
-            self.twilio.post(path, [("CallSid", call.sid), ("CallStatus", ends)], query)
+        self._leg_ends(call.sid, call.status_callback, ends)
+
+    def _leg_ends(self, sid: str, status_callback: str | None, status: str) -> None:
+        """The callback leg's status callback."""
+        self.legs_done.add(sid)
+        if status_callback:
+            path, query = path_of(status_callback)
+            self.twilio.post(path, [("CallSid", sid), ("CallStatus", status)], query)
 
     # -- Twilio misbehaving ------------------------------------------------------------
 
@@ -921,6 +929,10 @@ class DeskAtWork(RuleBasedStateMachine):
     @rule(later_s=st.sampled_from([1, 31, 51, 61, 121, 3600, 5 * 3600]))
     def time_passes(self, later_s: int) -> None:
         """`later_s` go by: wrap-ups end (their job runs), then the reconciler runs."""
+        if later_s >= self.world.desk.settings.ring_timeout_seconds:
+            for call in self.world.emulator.created_calls:  # Twilio stops ringing them
+                if call.sid not in self.legs_done:
+                    self._leg_ends(call.sid, call.status_callback, "no-answer")
         self.now.shift(later_s)
         now_ms = int(time.time() * 1000)
         desk = self.world.app.extensions["caseline"]
