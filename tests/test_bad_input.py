@@ -12,8 +12,8 @@ from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from directory import keys
 from ivr import create_app
-from routing import keys
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 ENDPOINTS = [

@@ -58,8 +58,9 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from caseline.twilio_emulator import TwilioEmulator
+from directory import keys
 from ivr import gate
-from routing import keys, router
+from routing import router
 from routing.desk import Desk
 from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, Directory
 
