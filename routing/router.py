@@ -594,7 +594,7 @@ def end_callback(
         if not holds:
             # The advisor was already released (their hold expired): the contact
             # still keeps their place, unless the leg's end was seen already.
-            team = session.get("waiting_team") or "general"
+            team = session.get("waiting_team") or GENERAL
             if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
                 return False
             score = session.get("wait_score")
