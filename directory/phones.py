@@ -13,7 +13,8 @@ def normalize_phone(raw: str, region: str = "US") -> str | None:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
-    # is_possible rather than is_valid: 555-01xx numbers are fictional but real-shaped.
-    if not phonenumbers.is_possible_number(number):
+    # Valid and dialable (PRODUCT: a number without its area code is a bad record);
+    # the fictional 555-01xx numbers of the demo and tests are valid NANP numbers.
+    if not phonenumbers.is_valid_number(number):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

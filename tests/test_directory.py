@@ -151,6 +151,8 @@ def test_phones_are_stored_in_e164(loaded: dict, sessions: sessionmaker[Session]
         ("952.555.0122", "+19525550122"),
         ("+44 20 7946 0958", "+442079460958"),
         ("12", None),
+        ("555-0101", None),  # no area code: not a dialable number (a bad record)
+        ("(123) 555-0101", None),  # no such area code
         ("call me", None),
         ("", None),
     ],
