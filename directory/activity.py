@@ -15,6 +15,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.hours import CENTRAL
 from directory.cache import cache_contact, contact_facts
 from directory.models import Contact
 from directory.validation import parse_date
@@ -24,7 +25,8 @@ INACTIVE_AFTER_DAYS = 180
 
 
 def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
-    """Not deactivated, and active within the last 180 days (no date counts as active)."""
+    """Not deactivated, and active within the last 180 days, counted in Central dates
+    (the desk's policy); no date counts as active. `now` is an aware datetime."""
     if str(contact.get("deactivated", "0")).lower() in ("1", "true"):
         return False
     last_active = contact.get("last_active") or ""
@@ -35,7 +37,9 @@ def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
         if day is None:
             return True
     assert day is not None
-    return (now.date() - day) < timedelta(days=INACTIVE_AFTER_DAYS)
+    # The desk counts dates in Central time: 23:00 in Chicago is still "today".
+    today = now.astimezone(CENTRAL).date() if now.tzinfo else now.date()
+    return (today - day) < timedelta(days=INACTIVE_AFTER_DAYS)
 
 
 def district_contacts(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +398,13 @@ def test_advisor_facts_repopulates_only_directory_fields(
 def test_contacts_idle_180_days_are_inactive(days: int, active: bool) -> None:
     last = (NOW - timedelta(days=days)).date().isoformat()
     assert contact_is_active({"deactivated": "0", "last_active": last}, NOW) is active
+
+
+def test_the_180_days_count_central_dates_not_utc() -> None:
+    # 23:30 in Chicago on Nov 24 is already Nov 25 in UTC.
+    evening = datetime(2026, 11, 25, 5, 30, tzinfo=UTC)
+    last = (date(2026, 11, 24) - timedelta(days=179)).isoformat()  # 179 Central days ago
+    assert contact_is_active({"deactivated": "0", "last_active": last}, evening)
 
 
 def test_deactivated_or_undated_contacts() -> None:
