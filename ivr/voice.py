@@ -20,7 +20,7 @@ from ivr.context import desk, now, now_ms, prompts
 from jobs.queues import enqueue_call_log, enqueue_recording
 from routing import auth, menu, replies, router
 from routing.announcement import active_announcement
-from routing.call_session import get_session, update_session
+from routing.call_state import get_call, update_call
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,9 @@ def incoming() -> Response:
     p = prompts()
     if not sid:
         return xml(twiml.goodbye(p, p.text("routing.goodbye")))
-    session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now(),
+    call = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now(),
                                    stir_verstat=form("StirVerstat"))
-    name = session.get("contact_name") if auth.is_authorized(session) else None
+    name = call.get("contact_name") if auth.is_authorized(call) else None
     greeting = p.text("greeting.known", name=name) if name else p.text("greeting.unknown")
     return xml(twiml.main_menu(p, [greeting, *_announcement()], attempt=1))
 
@@ -125,11 +125,11 @@ def main_menu() -> Response:
             return xml(twiml.goodbye(p, p.text("menu.goodbye")))
         before = [p.text("menu.invalid")] if key else []
         return xml(twiml.main_menu(p, before, attempt=attempt + 1))
-    session = menu.record_step(desk(), sid, key)
+    call = menu.record_step(desk(), sid, key)
     if key == "8":
-        return _outage(sid, session)
-    if not auth.is_authorized(session):
-        return _verify_or_refuse(sid, session, key)
+        return _outage(sid, call)
+    if not auth.is_authorized(call):
+        return _verify_or_refuse(sid, call, key)
     return _option(sid, key)
 
 
@@ -163,10 +163,10 @@ def _option_arg() -> str:
 # --- authorization --------------------------------------------------------
 
 
-def _verify_or_refuse(sid: str, session: dict[str, str], option: str) -> Response:
+def _verify_or_refuse(sid: str, call: dict[str, str], option: str) -> Response:
     """Ask an unrecognised caller for contact ID then PIN (unless their number is locked)."""
-    if auth.is_locked(desk(), session.get("caller", ""), now()):
-        return _unverified(sid, session, option, [prompts().text("auth.locked")])
+    if auth.is_locked(desk(), call.get("caller", ""), now()):
+        return _unverified(sid, call, option, [prompts().text("auth.locked")])
     return xml(_ask_contact_id(option, []))
 
 
@@ -184,9 +184,9 @@ def verify_contact() -> Response:
     sid, digits, option, p = form("CallSid"), form("Digits", 32), _option_arg(), prompts()
     if not digits:
         if _attempt() >= menu.MAX_TRIES:
-            return _unverified(sid, get_session(desk().r, sid), option, [])
+            return _unverified(sid, get_call(desk().r, sid), option, [])
         return xml(_ask_contact_id(option, [], _attempt() + 1))
-    update_session(desk().r, sid, pending_contact=digits[:20])
+    update_call(desk().r, sid, pending_contact=digits[:20])
     return xml(twiml.ask(p, [p.text("auth.ask_pin")],
                          twiml.url("/voice/verify/pin", option=option), timeout=10))
 
@@ -195,27 +195,27 @@ def verify_contact() -> Response:
 def verify_pin() -> Response:
     """The PIN: verified callers go on with their option; three failures lock the number."""
     sid, option, p = form("CallSid"), _option_arg(), prompts()
-    session = get_session(desk().r, sid)
-    result = auth.verify(desk(), sid, session.get("pending_contact", ""), form("Digits", 32),
+    call = get_call(desk().r, sid)
+    result = auth.verify(desk(), sid, call.get("pending_contact", ""), form("Digits", 32),
                          now())
     if result.verified:
         if option == "8":
-            return _outage(sid, get_session(desk().r, sid), verified_now=True)
+            return _outage(sid, get_call(desk().r, sid), verified_now=True)
         return _option(sid, option)
-    session = get_session(desk().r, sid)
+    call = get_call(desk().r, sid)
     if result.inactive:
-        return _unverified(sid, session, option, [p.text("auth.inactive_pin")])
+        return _unverified(sid, call, option, [p.text("auth.inactive_pin")])
     if result.locked:
-        return _unverified(sid, session, option, [p.text("auth.failed"), p.text("auth.locked")])
+        return _unverified(sid, call, option, [p.text("auth.failed"), p.text("auth.locked")])
     return xml(_ask_contact_id(option, [p.text("auth.failed")]))
 
 
-def _unverified(sid: str, session: dict[str, str], option: str, before: list[str]) -> Response:
+def _unverified(sid: str, call: dict[str, str], option: str, before: list[str]) -> Response:
     """Not verified: outage callers may still leave a message; others hear whom to ask."""
     p = prompts()
     if option == "8":
         return _outage_voicemail(sid, before)
-    update_session(desk().r, sid, refused="1")
+    update_call(desk().r, sid, refused="1")
     # Never whom: naming a district's contacts would tell any caller who to impersonate.
     return xml(twiml.goodbye_all(p, [*before, p.text("auth.refused_generic")]))
 
@@ -241,7 +241,7 @@ def after_hours_case() -> Response:
     sid, p = form("CallSid"), prompts()
     lookup = menu.choose_case(desk(), sid, form("Digits"))
     if lookup.found:
-        update_session(desk().r, sid, after_hours="1")
+        update_call(desk().r, sid, after_hours="1")
         return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
     if lookup.tries >= menu.MAX_TRIES:
         menu.send_to_team(desk(), sid, "general", new_case="1", after_hours="1")
@@ -265,17 +265,17 @@ def recorded() -> Response:
 # --- outages --------------------------------------------------------------
 
 
-def _outage(sid: str, session: dict[str, str], *, verified_now: bool = False) -> Response:
+def _outage(sid: str, call: dict[str, str], *, verified_now: bool = False) -> Response:
     """Option 8: notices, then hosting at Critical priority (24/7 for hosted districts)."""
     p = prompts()
     open_now = hours.is_open(now())
-    authorized = verified_now or auth.is_authorized(session)
+    authorized = verified_now or auth.is_authorized(call)
     if not open_now:
         if not authorized:
             # After hours an unrecognised (or untrusted) number must prove it is a
             # hosted district's contact: contact ID and PIN.
-            return _verify_or_refuse(sid, session, "8")
-        if session.get("hosted") != "1":
+            return _verify_or_refuse(sid, call, "8")
+        if call.get("hosted") != "1":
             return _outage_voicemail(sid, [])
     handover = "" if authorized else "1"
     # Exception basis: an unverified report waits behind verified ones (High).
@@ -311,7 +311,7 @@ def _outage_voicemail(sid: str, before: list[str]) -> Response:
     """After hours, not a hosted district: how outage support works, and a voicemail."""
     p = prompts()
     menu.send_to_team(desk(), sid, "hosting", priority="critical", outage="1",
-                      handover="" if auth.is_authorized(get_session(desk().r, sid)) else "1",
+                      handover="" if auth.is_authorized(get_call(desk().r, sid)) else "1",
                       after_hours="1")
     return xml(twiml.voicemail(p, [*before, p.text("outage.after_hours_not_hosted")]))
 
@@ -398,49 +398,49 @@ def whisper() -> Response:
     """What the advisor hears before the caller is bridged."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
     p = prompts()
-    session = get_session(desk().r, call_sid)
-    if not session or session.get("ringing") != advisor_id:
+    call = get_call(desk().r, call_sid)
+    if not call or call.get("ringing") != advisor_id:
         return xml(twiml.goodbye(p, p.text("whisper.gone")))
-    if session.get("whisper") != "accepted":
-        update_session(desk().r, call_sid, whisper="played")
-    return xml(twiml.whisper(p, _whisper_text(session), call_sid, advisor_id))
+    if call.get("whisper") != "accepted":
+        update_call(desk().r, call_sid, whisper="played")
+    return xml(twiml.whisper(p, _whisper_text(call), call_sid, advisor_id))
 
 
-def _whisper_values(session: dict[str, str]) -> dict[str, str]:
+def _whisper_values(call: dict[str, str]) -> dict[str, str]:
     """What the advisor is told about a call: case digits, district, caller, priority."""
     return {
-        "case": " ".join(session.get("case", "")) or _menu_words(session),
-        "district": session.get("district_name") or "Unknown district",
-        "caller": _caller_words(session),
-        "priority": session.get("priority") or "medium",
-        "menu": _menu_words(session),
+        "case": " ".join(call.get("case", "")) or _menu_words(call),
+        "district": call.get("district_name") or "Unknown district",
+        "caller": _caller_words(call),
+        "priority": call.get("priority") or "medium",
+        "menu": _menu_words(call),
     }
 
 
-def _caller_words(session: dict[str, str]) -> str:
+def _caller_words(call: dict[str, str]) -> str:
     """Who the caller is and how they were verified, for the advisor."""
-    p, how = prompts(), auth.how_verified(session)
+    p, how = prompts(), auth.how_verified(call)
     if not how:
         return p.text("whisper.not_verified")
     key = {"pin": "whisper.verified_pin",
            "caller-id-attested": "whisper.verified_caller_id_attested",
            "caller-id": "whisper.verified_caller_id"}[how]
-    return p.text(key, name=session.get("contact_name") or "a contact")
+    return p.text(key, name=call.get("contact_name") or "a contact")
 
 
-def _whisper_text(session: dict[str, str]) -> str:
+def _whisper_text(call: dict[str, str]) -> str:
     """Case number (as digits), district, caller and priority for the advisor."""
-    values = _whisper_values(session)
-    return prompts().text("whisper.intro" if session.get("case") else "whisper.no_case",
+    values = _whisper_values(call)
+    return prompts().text("whisper.intro" if call.get("case") else "whisper.no_case",
                           **values)
 
 
-def _menu_words(session: dict[str, str]) -> str:
+def _menu_words(call: dict[str, str]) -> str:
     """A few words for what the caller chose, when there is no case number."""
-    if session.get("outage"):
+    if call.get("outage"):
         return "outage report"
-    if session.get("product"):
-        return f"{session['product'].replace('-', ' ')} question"
+    if call.get("product"):
+        return f"{call['product'].replace('-', ' ')} question"
     return "new case"
 
 
@@ -488,10 +488,10 @@ def callback_advisor() -> Response:
     """The advisor picked up a callback: who it is for; any key dials the contact."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
     p = prompts()
-    session = get_session(desk().r, call_sid)
-    if session.get("callback_state") != "ringing-advisor" or session.get("ringing") != advisor_id:
+    call = get_call(desk().r, call_sid)
+    if call.get("callback_state") != "ringing-advisor" or call.get("ringing") != advisor_id:
         return xml(twiml.goodbye(p, p.text("whisper.gone")))
-    text = p.text("whisper.callback", **_whisper_values(session))
+    text = p.text("whisper.callback", **_whisper_values(call))
     return xml(twiml.whisper(p, text, call_sid, advisor_id,
                              action="/voice/callback/accept"))
 
@@ -514,7 +514,7 @@ def callback_dial_result() -> Response:
     if form("DialCallStatus") in router.ANSWERED_DIAL_STATUSES:
         router.callback_answered(desk(), call_sid, advisor_id, _int(form("DialCallDuration")))
         return xml(twiml.empty())
-    number = get_session(desk().r, call_sid).get("callback_number", "")
+    number = get_call(desk().r, call_sid).get("callback_number", "")
     if attempt >= CALLBACK_ATTEMPTS or not number:
         return xml(twiml.goodbye(p, p.text("routing.callback_unreached")))
     return xml(twiml.callback_dial(p, number, call_sid, advisor_id, attempt=attempt + 1,
@@ -550,7 +550,7 @@ def queue_result() -> Response:
     sid, result = form("CallSid"), form("QueueResult")
     caller_gone = router.is_final(form("CallStatus"))
     if result == "leave" and not caller_gone:
-        if router.wants_voicemail(get_session(desk().r, sid)):
+        if router.wants_voicemail(get_call(desk().r, sid)):
             p = prompts()
             return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
         return _route(sid)

@@ -39,12 +39,12 @@ def dialable_for_callback(phone_e164: str) -> bool:
             and phonenumbers.number_type(number) in CALLBACK_NUMBER_TYPES)
 
 
-def callback_number(desk: Desk, session: dict[str, str]) -> str | None:
+def callback_number(desk: Desk, call: dict[str, str]) -> str | None:
     """The number a callback for this call would dial: the verified contact's
     directory phone when it may be dialed, else None (no callback offered)."""
-    if not is_authorized(session) or not session.get("contact"):
+    if not is_authorized(call) or not call.get("contact"):
         return None
-    contact = directory.find_contact(desk.r, desk.session_factory, session["contact"])
+    contact = directory.find_contact(desk.r, desk.session_factory, call["contact"])
     phone = (contact or {}).get("phone", "")
     return phone if phone and dialable_for_callback(phone) else None
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from routing import directory
-from routing.auth import caller_id_trusted, contact_session_fields
-from routing.call_session import append_menu, get_session, start_session, update_session
+from routing.auth import caller_id_trusted, contact_fields
+from routing.call_state import append_menu, get_call, start_call, update_call
 from routing.desk import Desk
 
 MAX_TRIES = 3
@@ -27,7 +27,7 @@ def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
 ) -> dict[str, str]:
-    """Open the call's session and look the caller's number up among active contacts.
+    """Open the call's hash and look the caller's number up among active contacts.
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
@@ -43,26 +43,26 @@ def identify_caller(
     contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller) if (
         trusted) else None
     if contact:
-        facts = contact_session_fields(desk, contact, now)
+        facts = contact_fields(desk, contact, now)
         if facts["verified"]:
             fields.update(facts, verified_by="caller-id")
-    if start_session(desk.r, call_sid, fields):
+    if start_call(desk.r, call_sid, fields):
         return {k: str(v) for k, v in fields.items()}
-    return get_session(desk.r, call_sid)  # Twilio retried the first request: same call.
+    return get_call(desk.r, call_sid)  # Twilio retried the first request: same call.
 
 
 def record_step(desk: Desk, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
-    """Add a key or entry to the call's menu path (and set `fields`); the session after."""
+    """Add a key or entry to the call's menu path (and set `fields`); the call after."""
     return append_menu(desk.r, call_sid, step[:64], **fields)
 
 
 def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
     """Look a typed case number up within the caller's district; route to its owner."""
-    session = get_session(desk.r, call_sid)
-    tries = int(session.get("case_tries") or 0) + 1
+    call = get_call(desk.r, call_sid)
+    tries = int(call.get("case_tries") or 0) + 1
     number = "".join(ch for ch in digits if ch.isdigit())[:20]
     case = directory.find_case(desk.r, desk.session_factory, number) if number else None
-    if not case or not case.get("district") or case.get("district") != session.get("district"):
+    if not case or not case.get("district") or case.get("district") != call.get("district"):
         # Another district's case is "not found": never reveal it exists.
         record_step(desk, call_sid, number or "-", case_tries=tries)
         return CaseLookup(found=False, tries=tries)
@@ -79,4 +79,4 @@ def send_to_team(
     desk: Desk, call_sid: str, team: str, *, priority: str = "medium", **extra: str
 ) -> None:
     """Route the caller to a team (no owner): the next available teammate, or its queue."""
-    update_session(desk.r, call_sid, team=team, owner="", priority=priority, **extra)
+    update_call(desk.r, call_sid, team=team, owner="", priority=priority, **extra)

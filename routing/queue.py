@@ -48,16 +48,16 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
         entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
         callers = []
         for call_sid, score in entries:
-            session = desk.r.hmget(keys.call(call_sid), "enqueued_at", "case", "caller", "district")
-            enqueued = int(session[0] or now_ms)
+            call = desk.r.hmget(keys.call(call_sid), "enqueued_at", "case", "caller", "district")
+            enqueued = int(call[0] or now_ms)
             band = int(score // BAND_WIDTH)
             callers.append({
                 "call_sid": call_sid,
                 "priority": _BAND_NAMES.get(band, "medium"),
                 "waiting_seconds": round(max(0, now_ms - enqueued) / 1000, 1),
-                "case_number": session[1] or None,
-                "caller": session[2] or None,
-                "district": session[3] or None,
+                "case_number": call[1] or None,
+                "caller": call[2] or None,
+                "district": call[3] or None,
             })
         queues[team] = callers
     return queues

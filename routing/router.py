@@ -2,7 +2,7 @@
 fails, when a call ends, and when an advisor frees up.
 
 Each function runs one presence script, records the outcome on the call's
-session, and only then talks to the outside world (a REST redirect of a
+call, and only then talks to the outside world (a REST redirect of a
 waiting caller). Time is a parameter (`now_ms`).
 """
 
@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 
 from jobs.queues import schedule_end_of_wrapup
 from routing import callbacks, keys, presence
-from routing.call_session import (
-    get_session,
+from routing.call_state import (
+    call_and_end,
+    get_call,
     is_ended,
     mark_ended,
     note_ringing,
     record_try,
-    session_and_end,
-    start_session,
-    update_session,
+    start_call,
+    update_call,
 )
 from routing.desk import Desk
 from routing.queue import estimate
@@ -83,18 +83,18 @@ Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
 
 def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     """Claim the next advisor for a caller (owner first), or queue them."""
-    session, ended = session_and_end(desk.r, call_sid)
+    call, ended = call_and_end(desk.r, call_sid)
     if ended:
-        return CallFinished(session.get("answered_by") or None)
-    team = session.get("team") or "general"
+        return CallFinished(call.get("answered_by") or None)
+    team = call.get("team") or "general"
     claim = presence.claim_for_caller(
         desk.r,
         call_sid,
         team=team,
-        owner_id=session.get("owner") or None,
+        owner_id=call.get("owner") or None,
         now_ms=now_ms,
         lease_ms=desk.lease_ms,
-        priority=session.get("priority") or "medium",
+        priority=call.get("priority") or "medium",
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return _ring(desk, call_sid, claim.advisor_id, now_ms)
@@ -103,18 +103,18 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
 
 def route_outage_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
-    session = get_session(desk.r, call_sid)
+    call = get_call(desk.r, call_sid)
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
     claim = presence.claim_for_caller(
-        desk.r, call_sid, team=session.get("team") or "hosting", owner_id=None, now_ms=now_ms,
+        desk.r, call_sid, team=call.get("team") or "hosting", owner_id=None, now_ms=now_ms,
         lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return _ring(desk, call_sid, claim.advisor_id, now_ms)
     oncall = desk.settings.oncall_number
-    if oncall and not session.get("oncall_tried"):
-        update_session(desk.r, call_sid, oncall_tried=1, state="oncall")
+    if oncall and not call.get("oncall_tried"):
+        update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
         return DialNumber(oncall)
     return route_caller(desk, call_sid, now_ms)
 
@@ -129,7 +129,7 @@ def after_oncall(
     before the status callback) is not routed again.
     """
     if dial_status in ANSWERED_DIAL_STATUSES:
-        update_session(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
+        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
                        state="answered")
         return CallFinished("on-call")
     if is_final(call_status):
@@ -138,7 +138,7 @@ def after_oncall(
 
 
 def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
-    """Note the try on the session and describe the advisor to dial."""
+    """Note the try on the call and describe the advisor to dial."""
     facts = note_ringing(desk.r, call_sid, advisor_id)
     return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
 
@@ -146,10 +146,10 @@ def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdviso
 def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
                     call_status: str = "in-progress") -> Decision:
     """A waiting caller was redirected to us: dial the advisor claimed for them."""
-    session, ended = session_and_end(desk.r, call_sid)
-    if ended or is_final(call_status) or not session:
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended or is_final(call_status) or not call:
         return CallFinished(None)  # nothing to connect: the end frees the advisor
-    advisor_id = session.get("advisor") or ""
+    advisor_id = call.get("advisor") or ""
     if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
         return _ring(desk, call_sid, advisor_id, now_ms)
     # The claim expired before Twilio came back: route afresh.
@@ -166,7 +166,7 @@ def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
     )
     if held:
-        update_session(
+        update_call(
             desk.r, call_sid, whisper="accepted", answered_by=advisor_id, answered_at=now_ms,
             state="bridged",
         )
@@ -183,18 +183,18 @@ def after_dial(
     status callback (`call_status` is then final): the advisor is released and
     nobody else is rung for a caller who is gone.
     """
-    session = get_session(desk.r, call_sid)
-    answered = session.get("answered_by") == advisor_id or (
-        dial_status in ANSWERED_DIAL_STATUSES and session.get("whisper") != "played"
+    call = get_call(desk.r, call_sid)
+    answered = call.get("answered_by") == advisor_id or (
+        dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
     )
     if answered:
-        update_session(
+        update_call(
             desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds, state="answered"
         )
         finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         return CallFinished(advisor_id)
     if desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
-        update_session(desk.r, call_sid, advisor="", ringing="")
+        update_call(desk.r, call_sid, advisor="", ringing="")
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
     if is_final(call_status) or is_ended(desk.r, call_sid):
         return CallFinished(None)
@@ -247,17 +247,17 @@ def _serve(
         if release.outcome != "claimed" or not release.call_sid:
             return release
         caller = release.call_sid
-        session, ended = session_and_end(desk.r, caller)
-        base = session.get("base", "").rstrip("/")
-        if not ended and base and session.get("callback") != "1":
-            _note_dequeued(desk, caller, session, now_ms)
+        call, ended = call_and_end(desk.r, caller)
+        base = call.get("base", "").rstrip("/")
+        if not ended and base and call.get("callback") != "1":
+            _note_dequeued(desk, caller, call, now_ms)
             desk.telephony.later(functools.partial(
                 _redirect_or_move_on, desk, caller, advisor_id, f"{base}/voice/connect", now_ms))
             return release
         # A callback caller hung up long ago, on purpose: ring the advisor first.
-        if session.get("callback") == "1" and base:
-            if _place_callback(desk, caller, advisor_id, session, base):
-                _note_dequeued(desk, caller, session, now_ms)
+        if call.get("callback") == "1" and base:
+            if _place_callback(desk, caller, advisor_id, call, base):
+                _note_dequeued(desk, caller, call, now_ms)
                 return release
             # Twilio would not place the call: the contact keeps their place.
             release = _caller_kept(desk, caller, advisor_id, now_ms)
@@ -269,7 +269,7 @@ def _serve(
 def _caller_gone(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:
     """The claimed waiting caller could not be reached: the advisor takes the next one."""
     log.info("waiting caller %s is gone; advisor %s goes on", caller, advisor_id)
-    update_session(desk.r, caller, advisor="")
+    update_call(desk.r, caller, advisor="")
     return presence.make_available(
         desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms, expected_call=caller,
         skip_call=caller, overflow_ms=desk.settings.overflow_seconds * 1000,
@@ -312,30 +312,30 @@ def _redirect_or_move_on(
 
 
 def _place_callback(
-    desk: Desk, caller: str, advisor_id: str, session: dict[str, str], base: str
+    desk: Desk, caller: str, advisor_id: str, call: dict[str, str], base: str
 ) -> bool:
     """Ring the advisor for a callback; the advisor's leg then dials the contact."""
     phone = presence.advisor_state(desk.r, advisor_id).get("phone", "")
     query = f"call={caller}&advisor={advisor_id}"
     leg = desk.telephony.place_call(
         to=phone,
-        from_=session.get("to") or session.get("caller", ""),
+        from_=call.get("to") or call.get("caller", ""),
         url=f"{base}/voice/callback/advisor?{query}",
         status_callback=f"{base}/voice/callback/status?{query}",
     )
     if leg is None:
         return False
     record_try(desk.r, caller, advisor_id)
-    update_session(desk.r, caller, callback_state="ringing-advisor", callback_leg=leg,
+    update_call(desk.r, caller, callback_state="ringing-advisor", callback_leg=leg,
                    ringing=advisor_id)
     return True
 
 
-def _note_dequeued(desk: Desk, call_sid: str, session: dict[str, str], now_ms: int) -> None:
+def _note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> None:
     """Record how long the caller waited in the queue."""
-    enqueued = int(session.get("enqueued_at") or now_ms)
-    waited = float(session.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
-    team = session.get("waiting_team") or session.get("team") or "general"
+    enqueued = int(call.get("enqueued_at") or now_ms)
+    waited = float(call.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
+    team = call.get("waiting_team") or call.get("team") or "general"
     pipe = desk.r.pipeline(transaction=False)
     pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": "connecting"})
     pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
@@ -355,28 +355,28 @@ def end_call(
     """
     if not is_final(call_status):
         return False
-    first, session = mark_ended(desk.r, call_sid)
+    first, call = mark_ended(desk.r, call_sid)
     if not first:
         return False
     fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
                                      "duration": duration}
-    team = session.get("waiting_team")
-    if session.get("callback") == "1":
-        update_session(desk.r, call_sid, **fields)
+    team = call.get("waiting_team")
+    if call.get("callback") == "1":
+        update_call(desk.r, call_sid, **fields)
         return False
     if team and desk.r.zrem(keys.team_waiting(team), call_sid):
-        enqueued = int(session.get("enqueued_at") or now_ms)
-        fields["queue_wait_ms"] = int(session.get("queue_wait_ms") or 0) + now_ms - enqueued
+        enqueued = int(call.get("enqueued_at") or now_ms)
+        fields["queue_wait_ms"] = int(call.get("queue_wait_ms") or 0) + now_ms - enqueued
         fields["abandoned"] = 1
-    if "started_at" not in session:
+    if "started_at" not in call:
         # A call we never saw begin (its first webhook failed): log what Twilio told us.
         fields["started_at"] = now_ms - duration * 1000
         fields["caller"] = caller[:40]
-        start_session(desk.r, call_sid, {})
-    update_session(desk.r, call_sid, **fields)
-    advisor_id = session.get("advisor") or ""
+        start_call(desk.r, call_sid, {})
+    update_call(desk.r, call_sid, **fields)
+    advisor_id = call.get("advisor") or ""
     if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
-        if session.get("answered_by") == advisor_id:
+        if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
@@ -386,10 +386,10 @@ def end_call(
 def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
     """Keep a voicemail's recording on the call; True when the call had already ended
     (its log may be written: the recording must be added to it)."""
-    session, ended = session_and_end(desk.r, call_sid)
-    if not session:
+    call, ended = call_and_end(desk.r, call_sid)
+    if not call:
         return False  # a call we never saw: nothing to attach it to
-    update_session(desk.r, call_sid, recording_url=url, recording_seconds=seconds)
+    update_call(desk.r, call_sid, recording_url=url, recording_seconds=seconds)
     return ended
 
 
@@ -403,8 +403,8 @@ def _return_unconnected_caller(desk: Desk, hold: str, advisor_id: str) -> None:
     brought over (the process that was to redirect them died): back to their place."""
     if not hold or hold.startswith("wrapup-"):
         return
-    session, ended = session_and_end(desk.r, hold)
-    if not ended and session.get("state") == "connecting" and session.get("callback") != "1":
+    call, ended = call_and_end(desk.r, hold)
+    if not ended and call.get("state") == "connecting" and call.get("callback") != "1":
         presence.return_to_queue(desk.r, hold, advisor_id)
 
 
@@ -452,8 +452,8 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     after missing this very caller, or a general advisor idle while this caller
     has waited past the overflow time. Only heads are offered, so order holds.
     """
-    session, ended = session_and_end(desk.r, call_sid)
-    team = session.get("waiting_team")
+    call, ended = call_and_end(desk.r, call_sid)
+    team = call.get("waiting_team")
     if not team or ended:
         return HoldCycle(leave=False)
     pipe = desk.r.pipeline(transaction=False)
@@ -464,8 +464,8 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     pipe.zcard(keys.team_available("general"))
     rank, recent, working, free_here, free_general = pipe.execute()
     # Since their first arrival: a caller queued again after a missed ring keeps it.
-    arrived = _arrival_ms(session, now_ms)
-    if rank == 0 and session.get("callback") != "1":
+    arrived = _arrival_ms(call, now_ms)
+    if rank == 0 and call.get("callback") != "1":
         candidates = [team] if free_here else []
         overflowed = now_ms - arrived >= desk.settings.overflow_seconds * 1000
         if team != "general" and free_general and overflowed:
@@ -473,11 +473,11 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
         for serving_team in candidates:
             claim = presence.claim_for_caller(
                 desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
-                lease_ms=desk.lease_ms, priority=session.get("priority"),
+                lease_ms=desk.lease_ms, priority=call.get("priority"),
                 queue_if_none=False, retry_after_ms=REOFFER_AFTER_MS,
             )
             if claim.outcome == "advisor":
-                _note_dequeued(desk, call_sid, session, now_ms)
+                _note_dequeued(desk, call_sid, call, now_ms)
                 return HoldCycle(leave=True)
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
@@ -485,8 +485,8 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     waited_ms = now_ms - arrived
     return HoldCycle(
         leave=False, position=position, estimate_seconds=seconds,
-        offer_callback=session.get("callback") != "1"
-        and callbacks.callback_number(desk, session) is not None,
+        offer_callback=call.get("callback") != "1"
+        and callbacks.callback_number(desk, call) is not None,
         offer_voicemail=waited_ms >= desk.settings.max_wait_seconds * 1000,
     )
 
@@ -504,19 +504,19 @@ def leave_queue(desk: Desk, call_sid: str) -> None:
     What they get instead (the fallback number, a voicemail on their case) is
     the caller's next step; the call log says so (`queue_failed`).
     """
-    session = get_session(desk.r, call_sid)
-    team = session.get("waiting_team")
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
     if team:
         desk.r.zrem(keys.team_waiting(team), call_sid)
-    update_session(desk.r, call_sid, queue_failed=1, state="queue-failed")
+    update_call(desk.r, call_sid, queue_failed=1, state="queue-failed")
 
 
-def _arrival_ms(session: dict[str, str], now_ms: int) -> int:
+def _arrival_ms(call: dict[str, str], now_ms: int) -> int:
     """When the caller first joined a queue (ms): the arrival kept in their score."""
-    score = session.get("wait_score")
+    score = call.get("wait_score")
     if score and score.isdigit():
         return int(score) % presence.BAND_WIDTH
-    return int(session.get("enqueued_at") or now_ms)
+    return int(call.get("enqueued_at") or now_ms)
 
 
 def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> bool:
@@ -526,14 +526,14 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     phone, a few a day); False (the caller keeps waiting) otherwise.
     """
     now = now or datetime.now(UTC)
-    session = get_session(desk.r, call_sid)
-    team = session.get("waiting_team")
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
     if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
         return False  # already being connected
-    number = callbacks.callback_number(desk, session)
-    if number is None or not callbacks.take_callback(desk, session["contact"], now):
+    number = callbacks.callback_number(desk, call)
+    if number is None or not callbacks.take_callback(desk, call["contact"], now):
         return False
-    update_session(desk.r, call_sid, callback="1", callback_state="waiting",
+    update_call(desk.r, call_sid, callback="1", callback_state="waiting",
                    callback_number=number)
     return True
 
@@ -541,17 +541,17 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
     on their case: out of the queue; False when they are being connected already."""
-    session = get_session(desk.r, call_sid)
-    team = session.get("waiting_team")
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
     if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
         return False
-    update_session(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
+    update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
     return True
 
 
-def wants_voicemail(session: dict[str, str]) -> bool:
+def wants_voicemail(call: dict[str, str]) -> bool:
     """Whether the caller left the queue to leave a message."""
-    return session.get("state") == "voicemail"
+    return call.get("state") == "voicemail"
 
 
 def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:
@@ -562,13 +562,13 @@ def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> 
     )
     if not held:
         return None
-    update_session(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
-    return get_session(desk.r, call_sid).get("callback_number") or None
+    update_call(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
+    return get_call(desk.r, call_sid).get("callback_number") or None
 
 
 def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
     """The contact picked up the callback and talked with the advisor."""
-    update_session(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+    update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
                    callback_state="answered", state="answered")
 
 
@@ -580,27 +580,27 @@ def end_callback(
     An advisor who never took the callback is released and the caller keeps
     their place; otherwise the callback is done, answered or not.
     """
-    session = get_session(desk.r, call_sid)
-    if session.get("callback") != "1" or session.get("callback_state") == "done":
+    call = get_call(desk.r, call_sid)
+    if call.get("callback") != "1" or call.get("callback_state") == "done":
         return False
     holds = desk.r.hget(keys.advisor(advisor_id), "call") == call_sid
-    accepted = session.get("callback_state") in ("dialing-contact", "answered")
+    accepted = call.get("callback_state") in ("dialing-contact", "answered")
     if not accepted:
-        offers = int(session.get("callback_offers") or 0) + 1
+        offers = int(call.get("callback_offers") or 0) + 1
         if holds:
-            score = session.get("wait_score")
-            team = session.get("waiting_team") or "general"
+            score = call.get("wait_score")
+            team = call.get("waiting_team") or "general"
             if offers < 3 and score:
                 desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
-                update_session(desk.r, call_sid, callback_offers=offers, advisor="",
+                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
                                callback_state="waiting")
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
             if offers < 3 and score:
                 return False
     elif holds:
-        if session.get("answered_by") == advisor_id:
+        if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-    update_session(desk.r, call_sid, callback_state="done", ended_at=now_ms)
+    update_call(desk.r, call_sid, callback_state="done", ended_at=now_ms)
     return True

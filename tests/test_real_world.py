@@ -21,7 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
 from routing import keys, presence, router
-from routing.call_session import get_session, start_session
+from routing.call_state import get_call, start_call
 from routing.directory import cache_directory
 from routing.models import CallLog, Case
 from routing.telephony import Telephony
@@ -73,7 +73,7 @@ def post(client, path: str, form: dict[str, str], token: str | None = None):
 
 def queue_caller(desk, sid: str, at_ms: int, team: str = "general") -> None:
     """A caller waiting in a team's queue, live on Twilio's side."""
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
                                 "team": team, "priority": "medium", "menu": "2"})
     assert presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=at_ms,
                                      lease_ms=35_000).outcome == "queued"
@@ -162,7 +162,7 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
 
 def _on_call(desk, advisor: str, sid: str, now: int) -> None:
     """`advisor` answered caller `sid`."""
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
                                 "team": "general", "priority": "medium", "menu": "2"})
     decision = router.route_caller(desk, sid, now)
     assert isinstance(decision, router.DialAdvisor) and decision.advisor_id == advisor
@@ -198,7 +198,7 @@ def test_an_advisor_who_chose_busy_while_ringing_stays_busy_after_no_answer(
         desk, lakeview, emulator, client):
     now = int(time.time() * 1000)
     make_available(desk, "A2")
-    start_session(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
     assert isinstance(router.route_caller(desk, "CA-ring", now), router.DialAdvisor)
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
@@ -232,7 +232,7 @@ def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
         desk, lakeview, client, dial_status):
     now = int(time.time() * 1000)
     make_available(desk, "A7", "A2")
-    start_session(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
     ringing = router.route_caller(desk, "CA-gone", now)
     assert isinstance(ringing, router.DialAdvisor) and ringing.advisor_id == "A7"
@@ -244,7 +244,7 @@ def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
     assert dialed(answer) == [] and answer.find("Enqueue") is None
     for advisor in ("A7", "A2"):
         assert presence.advisor_state(desk.r, advisor)["status"] == "available", advisor
-    assert get_session(desk.r, "CA-gone")["tried"] == "A7"  # A2 never tried
+    assert get_call(desk.r, "CA-gone")["tried"] == "A7"  # A2 never tried
     # The status callback that follows ends the call as usual: one log.
     post(client, "/voice/status", {"CallSid": "CA-gone", "CallStatus": "completed",
                                    "CallDuration": "25"})
@@ -371,8 +371,8 @@ def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
     repeat = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-key", "Digits": "2"},
                   token=token)
     assert dialed(first) == dialed(repeat) == [A2_PHONE]
-    assert get_session(desk.r, "CA-key")["menu"] == "2"
-    assert get_session(desk.r, "CA-key")["tried"] == "A2"
+    assert get_call(desk.r, "CA-key")["menu"] == "2"
+    assert get_call(desk.r, "CA-key")["tried"] == "A2"
 
 
 # --- restart after the calls of a day -----------------------------------------------------------

@@ -175,7 +175,7 @@ def test_reconciler_frees_an_advisor_whose_callbacks_were_lost(desk, lakeview, e
 
 def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
     from routing import router
-    from routing.call_session import mark_ended
+    from routing.call_state import mark_ended
 
     now = int(time.time() * 1000)
     desk.r.hset(keys.call("CA-gone"), mapping={"base": "http://caseline.test"})

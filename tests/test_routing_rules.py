@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from routing import keys, presence, router
-from routing.call_session import start_session
+from routing.call_state import start_call
 from tests.conftest import BASE_URL, NOW
 
 PAT = "+16125550101"
@@ -39,7 +39,7 @@ def arrives(desk, emulator, sid: str, at_ms: int, team: str = "general",
             priority: str = "medium") -> router.Decision:
     """A live caller reaches the routing step (session as the webhooks leave it)."""
     emulator.register_call(sid, from_=PAT)
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
                                 "team": team, "priority": priority, "menu": "2"})
     return router.route_caller(desk, sid, at_ms)
 

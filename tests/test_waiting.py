@@ -16,7 +16,7 @@ from caseline.simulator import Caller, FlaskTransport
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
 from routing import keys, presence, router
-from routing.call_session import start_session
+from routing.call_state import start_call
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -46,7 +46,7 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
                  priority: str = "medium") -> None:
     """A caller who reached the queue (session as the webhooks leave it)."""
     now = at_ms or int(time.time() * 1000)
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
                                 "team": team, "priority": priority, "menu": "2"})
     claim = presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=now,
                                       lease_ms=35_000, priority=priority)
@@ -200,7 +200,7 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
     presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
                               now_ms=now, lease_ms=35_000)
     desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
-    start_session(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", at_ms=now)
     worker = start_worker(settings, tmp_path)
