@@ -8,12 +8,12 @@ from flask import Blueprint, Response, abort, jsonify, request
 
 from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
-from routing import directory, lockout, presence, router
+from routing import availability, directory, lockout, presence
 from routing.announcement import set_announcement
 from routing.call_log import calls_on_case
-from routing.queue import waiting_callers
 from routing.roster import advisor_roster
 from routing.stats import team_stats
+from routing.waiting import waiting_callers
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -57,7 +57,7 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     # After a Redis restart the advisor may be known only to the database.
     directory.advisor_facts(d.r, d.session_factory, advisor_id, now())
     if status == "available":
-        outcome = router.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
+        outcome = availability.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
     else:
         outcome = presence.make_unavailable(d.r, advisor_id, status, now_ms=now_ms())
     if outcome == "unknown":

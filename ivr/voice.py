@@ -18,7 +18,7 @@ from config import hours
 from ivr import gate, twiml
 from ivr.context import desk, now, now_ms, prompts
 from jobs.queues import enqueue_call_log, enqueue_recording
-from routing import auth, menu, replies, router
+from routing import acd, auth, callbacks, menu, replies, waiting
 from routing.announcement import active_announcement
 from routing.call_state import get_call, update_call
 
@@ -255,7 +255,7 @@ def recorded() -> Response:
     """The voicemail is recorded: the worker attaches it to the case."""
     sid, p = form("CallSid"), prompts()
     recording = form("RecordingUrl", 512)
-    if recording and router.note_recording(desk(), sid, recording,
+    if recording and acd.note_recording(desk(), sid, recording,
                                            form("RecordingDuration", 8) or "0"):
         # Posted after the call's end (Twilio's order): the log may already exist.
         enqueue_recording(desk().job_redis, sid)
@@ -303,7 +303,7 @@ def _route_outage(sid: str, before: list[str]) -> Response:
     """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue."""
     if hours.is_open(now()):
         return _route(sid, before)
-    decision = router.route_outage_after_hours(desk(), sid, now_ms())
+    decision = acd.route_outage_after_hours(desk(), sid, now_ms())
     return xml(twiml.route(prompts(), decision, sid, before))
 
 
@@ -320,7 +320,7 @@ def _outage_voicemail(sid: str, before: list[str]) -> Response:
 def oncall_result() -> Response:
     """The on-call engineer's ring ended: done if answered, else wait for hosting."""
     sid = form("CallSid")
-    decision = router.after_oncall(desk(), sid, form("DialCallStatus"),
+    decision = acd.after_oncall(desk(), sid, form("DialCallStatus"),
                                    _int(form("DialCallDuration")), now_ms(),
                                    call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, []))
@@ -379,7 +379,7 @@ def case() -> Response:
 
 def _route(sid: str, before: list[str] | None = None) -> Response:
     """Ring the next advisor for the caller, or queue them."""
-    decision = router.route_caller(desk(), sid, now_ms())
+    decision = acd.route_caller(desk(), sid, now_ms())
     return xml(twiml.route(prompts(), decision, sid, before or []))
 
 
@@ -387,7 +387,7 @@ def _route(sid: str, before: list[str] | None = None) -> Response:
 def dial_result() -> Response:
     """The ring of an advisor ended: done if answered, else the next advisor."""
     sid, advisor_id = form("CallSid"), request.args.get("advisor", "")[:64]
-    decision = router.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
+    decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
                                  _int(form("DialCallDuration")), now_ms(),
                                  call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, []))
@@ -448,7 +448,7 @@ def _menu_words(call: dict[str, str]) -> str:
 def whisper_accept() -> Response:
     """The advisor pressed a key: bridge them, if the caller is still there."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
-    if router.accept_call(desk(), call_sid, advisor_id, now_ms()):
+    if acd.accept_call(desk(), call_sid, advisor_id, now_ms()):
         return xml(twiml.bridge())
     return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
 
@@ -457,7 +457,7 @@ def whisper_accept() -> Response:
 def wait() -> Response:
     """One hold cycle: leave for a free advisor, else position, estimate, music."""
     sid, p = form("CallSid"), prompts()
-    cycle = router.hold_cycle(desk(), sid, now_ms())
+    cycle = waiting.hold_cycle(desk(), sid, now_ms())
     if cycle.leave:
         return xml(twiml.leave())
     texts = []
@@ -474,10 +474,10 @@ def callback() -> Response:
     """A waiting caller pressed a key: 1 keeps their place for a callback (when the
     policy allows it), 2 leaves the queue for a voicemail on their case."""
     sid, p, key = form("CallSid"), prompts(), form("Digits")[:1]
-    if key == "2" and router.leave_for_voicemail(desk(), sid):
+    if key == "2" and waiting.leave_for_voicemail(desk(), sid):
         return xml(twiml.leave())  # the Enqueue action records the message
     if key == "1":
-        if router.request_callback(desk(), sid, now()):
+        if waiting.request_callback(desk(), sid, now()):
             return xml(twiml.goodbye(p, p.text("routing.callback_confirmed")))
         return xml(twiml.say_only(p, [p.text("routing.callback_unavailable")]))
     return xml(twiml.empty())  # back to the hold music
@@ -500,7 +500,7 @@ def callback_advisor() -> Response:
 def callback_accept() -> Response:
     """The advisor accepted the callback: dial the contact."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
-    number = router.accept_callback(desk(), call_sid, advisor_id, now_ms())
+    number = callbacks.accept_callback(desk(), call_sid, advisor_id, now_ms())
     if number is None:
         return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
     return xml(twiml.callback_dial(prompts(), number, call_sid, advisor_id, attempt=1))
@@ -511,8 +511,8 @@ def callback_dial_result() -> Response:
     """The contact's phone: answered, or ring again a bounded number of times."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
     p, attempt = prompts(), _attempt()
-    if form("DialCallStatus") in router.ANSWERED_DIAL_STATUSES:
-        router.callback_answered(desk(), call_sid, advisor_id, _int(form("DialCallDuration")))
+    if form("DialCallStatus") in acd.ANSWERED_DIAL_STATUSES:
+        callbacks.callback_answered(desk(), call_sid, advisor_id, _int(form("DialCallDuration")))
         return xml(twiml.empty())
     number = get_call(desk().r, call_sid).get("callback_number", "")
     if attempt >= CALLBACK_ATTEMPTS or not number:
@@ -525,7 +525,7 @@ def callback_dial_result() -> Response:
 def callback_status() -> Response:
     """The advisor's callback leg ended: release them; log the call once it is all over."""
     call_sid, advisor_id = request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
-    if router.end_callback(desk(), call_sid, advisor_id, form("CallStatus"), now_ms()):
+    if callbacks.end_callback(desk(), call_sid, advisor_id, form("CallStatus"), now_ms()):
         enqueue_call_log(desk().job_redis, call_sid)
     return xml(twiml.empty())
 
@@ -548,20 +548,20 @@ def queue_result() -> Response:
     number, else a voicemail on their case. Never a silent hang-up.
     """
     sid, result = form("CallSid"), form("QueueResult")
-    caller_gone = router.is_final(form("CallStatus"))
+    caller_gone = acd.is_final(form("CallStatus"))
     if result == "leave" and not caller_gone:
-        if router.wants_voicemail(get_call(desk().r, sid)):
+        if waiting.wants_voicemail(get_call(desk().r, sid)):
             p = prompts()
             return xml(twiml.voicemail(p, [p.text("hours.voicemail")]))
         return _route(sid)
-    if result not in router.QUEUE_FAILURES or caller_gone:
+    if result not in waiting.QUEUE_FAILURES or caller_gone:
         return xml(twiml.empty())
     attempt = _attempt()
     log.error("Twilio could not queue call %s (QueueResult=%s, try %d)", sid, result, attempt)
-    if attempt < router.QUEUE_ATTEMPTS:
-        decision = router.route_caller(desk(), sid, now_ms())
+    if attempt < waiting.QUEUE_ATTEMPTS:
+        decision = acd.route_caller(desk(), sid, now_ms())
         return xml(twiml.route(prompts(), decision, sid, [], queue_attempt=attempt + 1))
-    router.leave_queue(desk(), sid)
+    waiting.leave_queue(desk(), sid)
     p, fallback_number = prompts(), desk().settings.fallback_number
     if fallback_number:
         return xml(twiml.fallback(p, fallback_number, _hours_words()))
@@ -572,7 +572,7 @@ def queue_result() -> Response:
 def connect() -> Response:
     """A waiting caller redirected by the REST API: dial the advisor claimed for them."""
     sid = form("CallSid")
-    decision = router.connect_claimed(desk(), sid, now_ms(),
+    decision = acd.connect_claimed(desk(), sid, now_ms(),
                                       call_status=form("CallStatus") or "in-progress")
     return xml(twiml.route(prompts(), decision, sid, [prompts().text("routing.connecting")]))
 
@@ -583,7 +583,7 @@ def status() -> Response:
     sid = form("CallSid")
     if sid:
         duration = _int(form("CallDuration"))
-        if router.end_call(desk(), sid, form("CallStatus"), duration, now_ms(),
+        if acd.end_call(desk(), sid, form("CallStatus"), duration, now_ms(),
                            caller=form("From")):
             enqueue_call_log(desk().job_redis, sid)
     return xml(twiml.empty())

@@ -5,6 +5,11 @@ a verified authorized contact, dials only that contact's directory phone (never
 the caller ID, which anyone can set), only to a US or Canadian fixed or mobile
 number (no premium-rate, toll-free or international numbers: toll fraud), and
 at most a few times per contact per day (Central dates).
+
+Then the callback itself: the advisor's leg rings first (`routing.availability`
+places it when the advisor frees up), the advisor accepts, the contact is
+dialed; an advisor who never took it is released and the caller keeps their
+place.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import phonenumbers
 from phonenumbers import PhoneNumberType
 
 from config.hours import CENTRAL
-from routing import directory, keys
+from routing import directory, keys, presence
 from routing.auth import is_authorized
+from routing.availability import finish_with_advisor, free_advisor
+from routing.call_state import get_call, update_call
 from routing.desk import Desk
 
 CALLBACK_REGIONS = frozenset({"US", "CA"})
@@ -63,3 +70,55 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     pipe.expire(key, 2 * 24 * 3600)
     used, _ = pipe.execute()
     return int(used) <= MAX_CALLBACKS_PER_DAY
+
+
+def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:
+    """The advisor took the callback: the number to dial, or None if it is stale."""
+    held = presence.hold_for(
+        desk.r, advisor_id, expected_call=call_sid, new_call=call_sid,
+        lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
+    )
+    if not held:
+        return None
+    update_call(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
+    return get_call(desk.r, call_sid).get("callback_number") or None
+
+
+def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
+    """The contact picked up the callback and talked with the advisor."""
+    update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                   callback_state="answered", state="answered")
+
+
+def end_callback(
+    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int
+) -> bool:
+    """The advisor's callback leg is over; True when the call's log should be written now.
+
+    An advisor who never took the callback is released and the caller keeps
+    their place; otherwise the callback is done, answered or not.
+    """
+    call = get_call(desk.r, call_sid)
+    if call.get("callback") != "1" or call.get("callback_state") == "done":
+        return False
+    holds = desk.r.hget(keys.advisor(advisor_id), "call") == call_sid
+    accepted = call.get("callback_state") in ("dialing-contact", "answered")
+    if not accepted:
+        offers = int(call.get("callback_offers") or 0) + 1
+        if holds:
+            score = call.get("wait_score")
+            team = call.get("waiting_team") or "general"
+            if offers < 3 and score:
+                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
+                               callback_state="waiting")
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+            if offers < 3 and score:
+                return False
+    elif holds:
+        if call.get("answered_by") == advisor_id:
+            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+        else:
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+    update_call(desk.r, call_sid, callback_state="done", ended_at=now_ms)
+    return True

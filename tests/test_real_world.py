@@ -20,11 +20,12 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
-from routing import keys, presence, router
+from routing import acd, availability, call_state, keys, presence
 from routing.call_state import get_call, start_call
 from routing.directory import cache_directory
 from routing.models import CallLog, Case
 from routing.telephony import Telephony
+from routing.waiting import request_callback
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -102,7 +103,7 @@ def test_a_waiting_caller_keeps_their_place_when_twilios_api_keeps_failing(
     score = quick.r.zscore(keys.team_waiting("general"), "CA-first")
     emulator.fail_next(*[fault] * 5)  # every try of the redirect fails
 
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
 
     assert len(emulator.redirects("CA-first")) == 5  # tried, with backoff
     # Still waiting, with the same place; the advisor is free again.
@@ -122,7 +123,7 @@ def test_a_redirect_that_fails_twice_then_succeeds_connects_the_caller(
     emulator.register_call("CA-first")
     queue_caller(quick, "CA-first", now - 60_000)
     emulator.fail_next(429, "reset")
-    release = router.free_advisor(quick, "A2", now, explicit=True)
+    release = availability.free_advisor(quick, "A2", now, explicit=True)
     assert release.call_sid == "CA-first"
     assert [r.status for r in emulator.redirects("CA-first")] == [429, 502, 200]
     assert emulator.take_redirect("CA-first") is not None
@@ -137,7 +138,7 @@ def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
     emulator.register_call("CA-next")
     queue_caller(quick, "CA-gone", now - 60_000)
     queue_caller(quick, "CA-next", now - 30_000)
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
     assert len(emulator.redirects("CA-gone")) == 1  # not retried: the caller is gone
     assert waiting(quick) == []
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
@@ -148,10 +149,10 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
     now = int(time.time() * 1000)
     queue_caller(quick, "CA-cb", now - 60_000)
     quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert router.request_callback(quick, "CA-cb")
+    assert request_callback(quick, "CA-cb")
     score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
     emulator.fail_next(*[503] * 5)
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
     assert quick.r.zscore(keys.team_waiting("general"), "CA-cb") == score
     assert presence.advisor_state(quick.r, "A2")["status"] == "available"
     assert emulator.created_calls == []
@@ -164,9 +165,9 @@ def _on_call(desk, advisor: str, sid: str, now: int) -> None:
     """`advisor` answered caller `sid`."""
     start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
                                 "team": "general", "priority": "medium", "menu": "2"})
-    decision = router.route_caller(desk, sid, now)
-    assert isinstance(decision, router.DialAdvisor) and decision.advisor_id == advisor
-    assert router.accept_call(desk, sid, advisor, now)
+    decision = acd.route_caller(desk, sid, now)
+    assert isinstance(decision, acd.DialAdvisor) and decision.advisor_id == advisor
+    assert acd.accept_call(desk, sid, advisor, now)
 
 
 @pytest.mark.parametrize("chosen", ["busy", "offline"])
@@ -180,7 +181,7 @@ def test_an_advisor_who_chose_busy_during_a_call_stays_so_when_it_ends(
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 1_000)
 
-    router.end_call(desk, "CA-talk", "completed", 60, now + 60_000)
+    acd.end_call(desk, "CA-talk", "completed", 60, now + 60_000)
 
     assert presence.advisor_state(desk.r, "A2")["status"] == chosen
     assert waiting(desk) == ["CA-next"]  # nobody rang A2 for the next caller
@@ -200,11 +201,11 @@ def test_an_advisor_who_chose_busy_while_ringing_stays_busy_after_no_answer(
     make_available(desk, "A2")
     start_call(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
-    assert isinstance(router.route_caller(desk, "CA-ring", now), router.DialAdvisor)
+    assert isinstance(acd.route_caller(desk, "CA-ring", now), acd.DialAdvisor)
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 1_000)
-    router.after_dial(desk, "CA-ring", "A2", "no-answer", 0, now + 20_000)
+    acd.after_dial(desk, "CA-ring", "A2", "no-answer", 0, now + 20_000)
     assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
     assert emulator.redirects("CA-next") == []
 
@@ -215,11 +216,11 @@ def test_an_advisor_who_chose_busy_during_wrap_up_stays_busy_after_it(
     wrapping = dataclasses.replace(desk, settings=desk.settings.with_changes(wrapup_seconds=30))
     make_available(desk, "A2")
     _on_call(wrapping, "A2", "CA-talk", now)
-    router.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
+    acd.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 61_000)
-    router.end_wrapup(wrapping, "A2", "wrapup-CA-talk", now + 90_000)
+    availability.end_wrapup(wrapping, "A2", "wrapup-CA-talk", now + 90_000)
     assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
     assert emulator.redirects("CA-next") == []
 
@@ -234,8 +235,8 @@ def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
     make_available(desk, "A7", "A2")
     start_call(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
-    ringing = router.route_caller(desk, "CA-gone", now)
-    assert isinstance(ringing, router.DialAdvisor) and ringing.advisor_id == "A7"
+    ringing = acd.route_caller(desk, "CA-gone", now)
+    assert isinstance(ringing, acd.DialAdvisor) and ringing.advisor_id == "A7"
 
     answer = post(client, "/voice/dial-result?advisor=A7",
                   {"CallSid": "CA-gone", "DialCallStatus": dial_status,
@@ -266,7 +267,7 @@ def test_a_status_callback_that_is_not_final_changes_nothing(
     post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": status})
     run_jobs(desk)
     assert presence.advisor_state(desk.r, "A2")["call"] == "CA-talk"  # still talking
-    assert not router.is_ended(desk.r, "CA-talk")
+    assert not call_state.is_ended(desk.r, "CA-talk")
     with desk.session_factory() as db:
         assert db.scalars(select(CallLog)).all() == []
     post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": "completed",
@@ -412,7 +413,7 @@ def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back
                                        explicit=True)
     assert released.call_sid == "CA-first"
     desk.r.hset(keys.call("CA-first"), "state", "connecting")
-    router.reconcile(desk, now + desk.lease_ms + 1)
+    acd.reconcile(desk, now + desk.lease_ms + 1)
     assert desk.r.zscore(keys.team_waiting("general"), "CA-first") == score
     # A2 went on to the next caller; the first is served by the next free advisor.
     assert presence.advisor_state(desk.r, "A2")["call"] == "CA-later"

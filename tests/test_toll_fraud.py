@@ -16,7 +16,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
-from routing import callbacks, keys, router
+from routing import callbacks, keys, waiting
 from routing.models import CallLog, Case
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 
@@ -178,7 +178,7 @@ def test_a_caller_waiting_past_the_longest_wait_may_leave_a_voicemail_on_their_c
     record = post(client, "/voice/queue-result", {"CallSid": "CA-long", "QueueResult": "leave",
                                                   "CallStatus": "in-progress"})
     assert record.find("Record") is not None
-    assert router.hold_cycle(desk, "CA-long", int(time.time() * 1000)).position is None
+    assert waiting.hold_cycle(desk, "CA-long", int(time.time() * 1000)).position is None
     post(client, "/voice/recorded", {"CallSid": "CA-long", "RecordingUrl": "https://rec/RE9"})
     post(client, "/voice/status", {"CallSid": "CA-long", "CallStatus": "completed"})
     run_jobs(desk)

@@ -15,7 +15,7 @@ from twilio.request_validator import RequestValidator
 from caseline.simulator import Caller, FlaskTransport
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
-from routing import keys, presence, router
+from routing import acd, availability, keys, presence
 from routing.call_state import start_call
 from tests.conftest import (
     ACCOUNT_SID,
@@ -71,7 +71,7 @@ def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakev
     heard = hold_cycle(client, "CA2")
     assert p.text("routing.queued", position=3) in heard
     assert p.text("routing.estimate", minutes="2 minutes") in heard
-    router.end_call(desk, "CA0", "completed", 30, int(time.time() * 1000))  # hangs up
+    acd.end_call(desk, "CA0", "completed", 30, int(time.time() * 1000))  # hangs up
     heard = hold_cycle(client, "CA2")
     assert p.text("routing.queued", position=2) in heard
     assert p.text("routing.estimate", minutes="1 minute") in heard
@@ -138,7 +138,7 @@ def test_product_caller_overflows_to_general_after_the_limit(desk, lakeview, emu
     queue_caller(desk, "CA-fees", team="fees", at_ms=now - 200_000)  # waited 200 s > 120 s
     queue_caller(desk, "CA-fees-new", team="fees", at_ms=now - 1_000)
     # A general advisor frees up: serves the long-waiting fees caller, not the new one.
-    release = router.free_advisor(desk, "A2", now, explicit=True)
+    release = availability.free_advisor(desk, "A2", now, explicit=True)
     assert release.call_sid == "CA-fees"
     assert emulator.redirects("CA-fees")
     assert desk.r.zscore(keys.team_waiting("fees"), "CA-fees-new") is not None
@@ -173,9 +173,9 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     now = int(time.time() * 1000)
     queue_caller(desk, "CA-waited", at_ms=now - 20_000)
     emulator.register_call("CA-waited")
-    router.free_advisor(desk, "A2", now, explicit=True)
+    availability.free_advisor(desk, "A2", now, explicit=True)
     desk.r.hset(keys.call("CA-waited"), mapping={"answered_by": "A2", "talk_seconds": 30})
-    router.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
+    acd.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
     from jobs.queues import enqueue_call_log
 
     enqueue_call_log(desk.job_redis, "CA-waited")
@@ -205,7 +205,7 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
     queue_caller(desk, "CA-next", at_ms=now)
     worker = start_worker(settings, tmp_path)
     try:
-        router.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+        availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
         ended_at = time.monotonic()
         assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
         time.sleep(1.0)

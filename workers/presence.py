@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from routing import router
+from routing import acd, availability
 from workers.context import current_desk
 
 
 def end_wrapup(advisor_id: str, hold: str) -> str:
     """Wrap-up is over: the advisor becomes available or takes the next caller."""
-    return router.end_wrapup(current_desk(), advisor_id, hold, int(time.time() * 1000)).outcome
+    release = availability.end_wrapup(current_desk(), advisor_id, hold, int(time.time() * 1000))
+    return release.outcome
 
 
 def reconcile() -> dict[str, int]:
     """Free advisors whose hold expired and drop waiting callers who are gone."""
-    return router.reconcile(current_desk(), int(time.time() * 1000))
+    return acd.reconcile(current_desk(), int(time.time() * 1000))
