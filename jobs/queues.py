@@ -87,7 +87,7 @@ def schedule_end_of_wrapup(
     at = datetime.fromtimestamp(math.ceil(until_ms / 1000), tz=UTC)
     queue(Queues.PRESENCE, r).enqueue_at(
         at,
-        "workers.presence.end_wrapup",
+        "workers.reconciler.end_wrapup",
         advisor_id,
         hold,
         job_id=re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{hold}"),

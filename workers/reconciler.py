@@ -1,4 +1,5 @@
-"""Presence jobs: the end of an advisor's wrap-up, and the reconciler."""
+"""The reconciler's jobs: the end of an advisor's wrap-up (scheduled when it starts), and
+the periodic pass that frees holds nobody released and drops callers who are gone."""
 
 from __future__ import annotations
 
