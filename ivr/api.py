@@ -63,7 +63,8 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     if outcome == "unknown":
         abort(404, description=f"no advisor {advisor_id!r}")
     state = presence.advisor_state(d.r, advisor_id)
-    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call")})
+    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call"),
+                    "hold": state.get("hold")})
 
 
 @bp.post("/contacts/<contact_id>/unlock")

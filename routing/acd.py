@@ -137,7 +137,7 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
     if ended or is_final(call_status) or not call:
         return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = call.get("advisor") or ""
-    if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
+    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
         return _ring(desk, call_sid, advisor_id, now_ms)
     # The claim expired before Twilio came back: route afresh.
     return route_caller(desk, call_sid, now_ms)
@@ -146,10 +146,7 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
 def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool:
     """The advisor pressed the accept key: the call is theirs until it ends."""
     held = presence.hold_for(
-        desk.r,
-        advisor_id,
-        expected_call=call_sid,
-        new_call=call_sid,
+        desk.r, advisor_id, call_sid=call_sid, hold="talking",
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
     )
     if held:
@@ -180,7 +177,7 @@ def after_dial(
         )
         finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         return CallFinished(advisor_id)
-    if desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
+    if presence.on_call(desk.r, advisor_id, call_sid):
         update_call(desk.r, call_sid, advisor="", ringing="")
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
     if is_final(call_status) or is_ended(desk.r, call_sid):
@@ -220,7 +217,7 @@ def end_call(
         start_call(desk.r, call_sid, {})
     update_call(desk.r, call_sid, **fields)
     advisor_id = call.get("advisor") or ""
-    if advisor_id and desk.r.hget(keys.advisor(advisor_id), "call") == call_sid:
+    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
         if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:
@@ -238,14 +235,12 @@ def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
     return ended
 
 
-def _return_unconnected_caller(desk: Desk, hold: str, advisor_id: str) -> None:
+def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> None:
     """A waiting caller claimed for an advisor whose hold expired before they were
     brought over (the process that was to redirect them died): back to their place."""
-    if not hold or hold.startswith("wrapup-"):
-        return
-    call, ended = call_and_end(desk.r, hold)
+    call, ended = call_and_end(desk.r, call_sid)
     if not ended and call.get("state") == "connecting" and call.get("callback") != "1":
-        presence.return_to_queue(desk.r, hold, advisor_id)
+        presence.return_to_queue(desk.r, call_sid, advisor_id)
 
 
 def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
@@ -256,9 +251,11 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
         lease = int(state.get("lease") or 0)
         if lease and lease > now_ms:
             continue
-        hold = state.get("call") or ""
-        _return_unconnected_caller(desk, hold, advisor_id)
-        free_advisor(desk, advisor_id, now_ms, expected_call=hold, skip_call=hold)
+        call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
+        if call_sid and not wrapup:
+            _return_unconnected_caller(desk, call_sid, advisor_id)
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                     skip_call="" if wrapup else call_sid, ending_wrapup=wrapup)
         freed += 1
     for team in desk.r.smembers(keys.teams()):
         for call_sid in desk.r.zrange(keys.team_waiting(team), 0, -1):

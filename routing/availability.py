@@ -31,12 +31,11 @@ def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int)
     if wrapup <= 0:
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid)
         return
-    hold = f"wrapup-{call_sid}"
     if presence.hold_for(
-        desk.r, advisor_id, expected_call=call_sid, new_call=hold,
+        desk.r, advisor_id, call_sid=call_sid, hold="wrapup",
         lease_until_ms=now_ms + wrapup * 1000,
     ):
-        schedule_end_of_wrapup(desk.job_redis, advisor_id, hold, now_ms + wrapup * 1000)
+        schedule_end_of_wrapup(desk.job_redis, advisor_id, call_sid, now_ms + wrapup * 1000)
 
 
 def free_advisor(
@@ -47,6 +46,7 @@ def free_advisor(
     expected_call: str = "",
     skip_call: str = "",
     explicit: bool = False,
+    ending_wrapup: bool = False,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -58,6 +58,7 @@ def free_advisor(
     release = presence.make_available(
         desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
+        ending_wrapup=ending_wrapup,
         overflow_ms=overflow_ms,
     )
     return _serve(desk, advisor_id, release, now_ms)
@@ -167,6 +168,6 @@ def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) 
     pipe.execute()
 
 
-def end_wrapup(desk: Desk, advisor_id: str, hold: str, now_ms: int) -> presence.Release:
+def end_wrapup(desk: Desk, advisor_id: str, call_sid: str, now_ms: int) -> presence.Release:
     """Wrap-up time is over: the advisor is available (or takes the next caller)."""
-    return free_advisor(desk, advisor_id, now_ms, expected_call=hold)
+    return free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, ending_wrapup=True)

@@ -75,7 +75,7 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
 def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:
     """The advisor took the callback: the number to dial, or None if it is stale."""
     held = presence.hold_for(
-        desk.r, advisor_id, expected_call=call_sid, new_call=call_sid,
+        desk.r, advisor_id, call_sid=call_sid, hold="talking",
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
     )
     if not held:
@@ -101,7 +101,7 @@ def end_callback(
     call = get_call(desk.r, call_sid)
     if call.get("callback") != "1" or call.get("callback_state") == "done":
         return False
-    holds = desk.r.hget(keys.advisor(advisor_id), "call") == call_sid
+    holds = presence.on_call(desk.r, advisor_id, call_sid)
     accepted = call.get("callback_state") in ("dialing-contact", "answered")
     if not accepted:
         offers = int(call.get("callback_offers") or 0) + 1

@@ -220,7 +220,7 @@ def test_an_advisor_who_chose_busy_during_wrap_up_stays_busy_after_it(
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 61_000)
-    availability.end_wrapup(wrapping, "A2", "wrapup-CA-talk", now + 90_000)
+    availability.end_wrapup(wrapping, "A2", "CA-talk", now + 90_000)
     assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
     assert emulator.redirects("CA-next") == []
 

@@ -9,9 +9,9 @@ from routing import acd, availability
 from workers.context import current_desk
 
 
-def end_wrapup(advisor_id: str, hold: str) -> str:
+def end_wrapup(advisor_id: str, call_sid: str) -> str:
     """Wrap-up is over: the advisor becomes available or takes the next caller."""
-    release = availability.end_wrapup(current_desk(), advisor_id, hold, int(time.time() * 1000))
+    release = availability.end_wrapup(current_desk(), advisor_id, call_sid, int(time.time() * 1000))
     return release.outcome
 
 
