@@ -8,24 +8,20 @@ database outage) changes nothing.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from config.hours import CENTRAL
 from routing.auth import how_verified
 from routing.call_state import get_call
+from routing.cases import case_for_call
 from routing.directory import cache_case, record_contact_activity
-from routing.models import Advisor, CallLog, Case
+from routing.models import CallLog
 from workers.context import current_desk
 
 log = logging.getLogger(__name__)
-
-# Outage calls from one district (or one unknown number) within a day go onto one case.
-OUTAGE_CASE_SPAN = timedelta(hours=24)
-
 
 def _time(ms: str | None) -> datetime | None:
     """A call timestamp (ms since the epoch) as an aware UTC datetime."""
@@ -64,7 +60,7 @@ def log_call(call_sid: str) -> str:
     with desk.session_factory() as db:
         if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
             return "exists"
-        case = _case_for(db, call, now)
+        case = case_for_call(db, call, now)
         db.add(_call_log(call_sid, call, case.number if case else None))
         try:
             db.commit()
@@ -149,66 +145,3 @@ def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> C
             "queue_failed": call.get("queue_failed") == "1",
         },
     )
-
-
-def _case_for(db: Session, call: dict[str, str], now: datetime) -> Case | None:
-    """The case this call belongs on: existing, the district's outage case, or a new one."""
-    if call.get("outage"):
-        return _outage_case(db, call, now)
-    if call.get("case"):
-        return db.get(Case, call["case"])
-    if call.get("new_case") and call.get("district") and not call.get("refused"):
-        return _new_case(db, call, priority="medium")
-    return None
-
-
-def _owner(db: Session, call: dict[str, str]) -> str | None:
-    """The advisor who answered, as the new case's owner."""
-    answered = call.get("answered_by") or None
-    return answered if answered and db.get(Advisor, answered) is not None else None
-
-
-def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool = False) -> Case:
-    """Open a new case for the caller's district (status new)."""
-    highest = db.scalar(select(func.max(cast(Case.number, Integer))))
-    case = Case(
-        number=str((highest or 2_000_000) + 1),
-        district_id=call.get("district") or None,
-        owner_id=_owner(db, call),
-        status="new",
-        priority=priority,
-        product=call.get("product") or "campus",
-        outage=outage,
-        needs_handover=call.get("handover") == "1",
-    )
-    db.add(case)
-    db.flush()
-    return case
-
-
-def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
-    """The open outage case of the last day for the caller's district (for an unknown
-    number, the one that number reported), else a new Critical one."""
-    recent = (
-        select(Case)
-        .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
-               Case.created_at >= now - OUTAGE_CASE_SPAN)
-        .order_by(Case.created_at.desc())
-    )
-    district = call.get("district") or None
-    caller = call.get("caller") or None
-    if district:
-        existing = db.scalars(recent.where(Case.district_id == district)).first()
-    elif caller:
-        # One outage case per calling number per day (the exception basis).
-        reported = select(CallLog.case_number).where(CallLog.caller == caller)
-        existing = db.scalars(
-            recent.where(Case.district_id.is_(None), Case.number.in_(reported))
-        ).first()
-    else:
-        existing = None
-    if existing is not None:
-        if call.get("handover") == "1":
-            existing.needs_handover = True
-        return existing
-    return _new_case(db, call, priority="critical", outage=True)
