@@ -10,9 +10,9 @@ In this order, each step cheaper than the next and none with a side effect:
    parsed or any HMAC computed (413/415, empty body);
 3. our account: the posted `AccountSid` is `TWILIO_ACCOUNT_SID` (403);
 4. Twilio's signature (403);
-5. a live call: a webhook about a call with no state in Redis (other than the
+5. a live call: a webhook about a call with no hash in Redis (other than the
    call's first webhook and its status callback) changes nothing and hears
-   a goodbye.
+   a goodbye (logged as "no session", the wording operators search for).
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def admit(req: Request, settings: Settings) -> Response | None:
         call_sid = (req.form.get("CallSid") or "")[:64]
     if call_sid and desk().r.exists(keys.call(call_sid)):
         return None
-    log.warning("%s for call %r with no call state (from %s): answered goodbye, nothing changed",
+    log.warning("%s for call %r with no session (from %s): answered goodbye, nothing changed",
                 req.path, call_sid, mask_phone(req.form.get("From", "")[:40]))
     p = prompts()
     return twiml_response(twiml.goodbye(p, p.text("routing.goodbye")))
