@@ -65,6 +65,11 @@ class DialNumber:
     number: str
 
 
+@dataclass(frozen=True)
+class Nothing:
+    """Nothing to say: the call goes on as it was (an empty TwiML document)."""
+
+
 Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
 
 
@@ -84,48 +89,12 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
         priority=call.get("priority") or "medium",
     )
     if claim.outcome == "advisor" and claim.advisor_id:
-        return _ring(desk, call_sid, claim.advisor_id, now_ms)
+        return ring(desk, call_sid, claim.advisor_id, now_ms)
     return WaitInQueue(team=team, position=claim.position or 1)
 
 
-def route_outage_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
-    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
-    call = get_call(desk.r, call_sid)
-    if is_ended(desk.r, call_sid):
-        return CallFinished(None)
-    claim = presence.claim_for_caller(
-        desk.r, call_sid, team=call.get("team") or "hosting", owner_id=None, now_ms=now_ms,
-        lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
-    )
-    if claim.outcome == "advisor" and claim.advisor_id:
-        return _ring(desk, call_sid, claim.advisor_id, now_ms)
-    oncall = desk.settings.oncall_number
-    if oncall and not call.get("oncall_tried"):
-        update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
-        return DialNumber(oncall)
-    return route_caller(desk, call_sid, now_ms)
-
-
-def after_oncall(
-    desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
-    call_status: str = "in-progress",
-) -> Decision:
-    """The on-call engineer's ring ended: done if answered, else wait for hosting.
-
-    A caller who hung up meanwhile (`call_status` final: Twilio may post this
-    before the status callback) is not routed again.
-    """
-    if dial_status in ANSWERED_DIAL_STATUSES:
-        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
-                       state="answered")
-        return CallFinished("on-call")
-    if is_final(call_status):
-        return CallFinished(None)
-    return route_caller(desk, call_sid, now_ms)
-
-
-def _ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
-    """Note the try on the call and describe the advisor to dial."""
+def ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
+    """Note the try on the call and describe the advisor claimed for it, to dial."""
     facts = note_ringing(desk.r, call_sid, advisor_id)
     return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
 
@@ -138,7 +107,7 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
         return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = call.get("advisor") or ""
     if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
-        return _ring(desk, call_sid, advisor_id, now_ms)
+        return ring(desk, call_sid, advisor_id, now_ms)
     # The claim expired before Twilio came back: route afresh.
     return route_caller(desk, call_sid, now_ms)
 

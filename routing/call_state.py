@@ -142,3 +142,10 @@ def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str) -> dict[str, st
                          client=pipe)
     pipe.hgetall(keys.advisor(advisor_id))
     return pipe.execute()[-1]  # type: ignore[no-any-return]
+
+
+def send_to_team(
+    r: redis.Redis, call_sid: str, team: str, *, priority: str = "medium", **extra: str
+) -> None:
+    """Route the caller to a team (no owner): the next available teammate, or its queue."""
+    update_call(r, call_sid, team=team, owner="", priority=priority, **extra)

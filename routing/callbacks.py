@@ -14,6 +14,7 @@ place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import phonenumbers
@@ -21,6 +22,7 @@ from phonenumbers import PhoneNumberType
 
 from config.hours import CENTRAL
 from routing import directory, keys, presence
+from routing.acd import ANSWERED_DIAL_STATUSES, Nothing
 from routing.auth import is_authorized
 from routing.availability import finish_with_advisor, free_advisor
 from routing.call_state import get_call, update_call
@@ -32,6 +34,22 @@ CALLBACK_NUMBER_TYPES = frozenset({
 })
 # Callbacks one contact may ask for in a day (Central).
 MAX_CALLBACKS_PER_DAY = 3
+# How many times a callback rings a contact who does not answer.
+CALLBACK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DialContact:
+    """The advisor's callback leg dials the contact (`retry`: after no answer)."""
+
+    number: str
+    attempt: int = 1
+    retry: bool = False
+
+
+@dataclass(frozen=True)
+class ContactUnreached:
+    """The contact did not answer the callback, however often rung: goodbye."""
 
 
 def dialable_for_callback(phone_e164: str) -> bool:
@@ -72,8 +90,10 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     return int(used) <= MAX_CALLBACKS_PER_DAY
 
 
-def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> str | None:
-    """The advisor took the callback: the number to dial, or None if it is stale."""
+def accept_callback(
+    desk: Desk, call_sid: str, advisor_id: str, now_ms: int
+) -> DialContact | None:
+    """The advisor took the callback: dial the contact (None when it is stale)."""
     held = presence.hold_for(
         desk.r, advisor_id, call_sid=call_sid, hold="talking",
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
@@ -81,7 +101,22 @@ def accept_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> 
     if not held:
         return None
     update_call(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
-    return get_call(desk.r, call_sid).get("callback_number") or None
+    number = get_call(desk.r, call_sid).get("callback_number")
+    return DialContact(number) if number else None
+
+
+def contact_dial_ended(
+    desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int,
+    attempt: int,
+) -> Nothing | DialContact | ContactUnreached:
+    """The contact's phone: answered, or ring again a bounded number of times."""
+    if dial_status in ANSWERED_DIAL_STATUSES:
+        callback_answered(desk, call_sid, advisor_id, talk_seconds)
+        return Nothing()
+    number = get_call(desk.r, call_sid).get("callback_number", "")
+    if attempt >= CALLBACK_ATTEMPTS or not number:
+        return ContactUnreached()
+    return DialContact(number, attempt + 1, retry=True)
 
 
 def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:

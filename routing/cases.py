@@ -1,25 +1,79 @@
-"""Cases from the phone line: which case a call is logged on, opening new ones
-(numbered after the highest), and merging outage reports onto one case a day.
+"""Cases on the phone line: the case number a caller types (theirs, or "not
+found"), which case a call is logged on, opening new ones (numbered after the
+highest), and merging outage reports onto one case a day.
 
-The call-log job (`workers.call_log`) asks; the rules live here. Callers never
-change case data on the phone: a call only ever opens a case or adds itself
-(and, for an unverified outage report, the hand-over flag) to one.
+The call-log job (`workers.call_log`) asks `case_for_call`; the rules live
+here. Callers never change case data on the phone: a call only ever opens a
+case or adds itself (and, for an unverified outage report, the hand-over
+flag) to one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, cast, func, select
 from sqlalchemy.orm import Session
 
+from routing import directory
+from routing.call_state import append_menu, get_call
+from routing.desk import Desk
 from routing.models import Advisor, CallLog, Case
+
+# Three misses on the case number: a person still helps (the general team), or
+# after hours the message opens a new case, rather than a hang-up.
+CASE_TRIES = 3
 
 # Outage calls from one district (or one unknown number) within a day go onto one case.
 OUTAGE_CASE_SPAN = timedelta(hours=24)
 # A case the line opens is numbered after the highest case number (this one on an
 # empty directory).
 FIRST_CASE_NUMBER = 2_000_001
+
+
+@dataclass(frozen=True)
+class CaseLookup:
+    """Whether a case number the caller typed is theirs to discuss."""
+
+    found: bool
+    closed: bool = False
+    tries: int = 0
+
+
+@dataclass(frozen=True)
+class AskCase:
+    """Ask for the case number (again after a miss); after hours, before the voicemail."""
+
+    after_hours: bool = False
+    not_found: bool = False
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """Record a message that the call-log job puts on the call's case (or a new case)."""
+
+    closed: bool = False  # tell the desk's hours first
+    case_not_found: bool = False
+
+
+def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
+    """Look a typed case number up within the caller's district; route to its owner."""
+    call = get_call(desk.r, call_sid)
+    tries = int(call.get("case_tries") or 0) + 1
+    number = "".join(ch for ch in digits if ch.isdigit())[:20]
+    case = directory.find_case(desk.r, desk.session_factory, number) if number else None
+    if not case or not case.get("district") or case.get("district") != call.get("district"):
+        # Another district's case is "not found": never reveal it exists.
+        append_menu(desk.r, call_sid, number or "-", case_tries=tries)
+        return CaseLookup(found=False, tries=tries)
+    append_menu(
+        desk.r, call_sid, number,
+        case=number, team=case.get("team") or "general", owner=case.get("owner", ""),
+        priority=case.get("priority") or "medium", product=case.get("product", ""),
+        case_status=case.get("status", ""), case_tries=tries,
+    )
+    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries)
 
 
 def case_for_call(db: Session, call: dict[str, str], now: datetime) -> Case | None:

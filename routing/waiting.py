@@ -6,14 +6,18 @@ longest wait, or leave the queue when Twilio cannot hold them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from routing import callbacks, keys, presence
+from routing import acd, callbacks, keys, presence
 from routing.availability import note_dequeued
 from routing.call_state import call_and_end, get_call, update_call
+from routing.cases import Voicemail
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH, BANDS
+
+log = logging.getLogger(__name__)
 
 # An advisor who did not answer a caller is offered that caller again from the
 # queue only after this long (they may have stepped away).
@@ -194,3 +198,62 @@ def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
 def wants_voicemail(call: dict[str, str]) -> bool:
     """Whether the caller left the queue to leave a message."""
     return call.get("state") == "voicemail"
+
+
+@dataclass(frozen=True)
+class HoldKey:
+    """What a key pressed on hold does: "voicemail" (leave the queue to record a
+    message), "callback" (confirmed: the caller may hang up and keeps their place),
+    "no-callback" (not offered: keep waiting), or "" (back to the hold music)."""
+
+    outcome: str
+
+
+def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKey:
+    """A waiting caller pressed a key: 1 keeps their place for a callback (when the
+    policy allows it), 2 leaves the queue for a voicemail on their case."""
+    if key == "2" and leave_for_voicemail(desk, call_sid):
+        return HoldKey("voicemail")
+    if key == "1":
+        return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")
+    return HoldKey("")
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Route the caller again (`decision`); `attempt` counts tries of Twilio's queue."""
+
+    decision: acd.Decision
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class QueueFailed:
+    """Twilio could not queue the caller, twice: the fallback number when there is one,
+    else a voicemail on their case."""
+
+    fallback_number: str | None
+
+
+def after_queue(
+    desk: Desk, call_sid: str, result: str, call_status: str, attempt: int, now_ms: int
+) -> Requeue | Voicemail | QueueFailed | acd.Nothing:
+    """The caller left Twilio's queue (`QueueResult`): routed again if asked to leave.
+
+    When Twilio could not queue them at all (`queue-full`, `error`,
+    `system-error`), they still reach someone: another try, then the fallback
+    number, else a voicemail on their case. Never a silent hang-up.
+    """
+    caller_gone = acd.is_final(call_status)
+    if result == "leave" and not caller_gone:
+        if wants_voicemail(get_call(desk.r, call_sid)):
+            return Voicemail()
+        return Requeue(acd.route_caller(desk, call_sid, now_ms))
+    if result not in QUEUE_FAILURES or caller_gone:
+        return acd.Nothing()
+    log.error("Twilio could not queue call %s (QueueResult=%s, try %d)", call_sid, result,
+              attempt)
+    if attempt < QUEUE_ATTEMPTS:
+        return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
+    leave_queue(desk, call_sid)
+    return QueueFailed(desk.settings.fallback_number)

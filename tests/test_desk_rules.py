@@ -304,7 +304,7 @@ def test_each_option_leaves_one_log_on_the_right_case(phone, desk, desk_director
 
 
 def test_option_6_menu_order_routes_to_each_team(desk):
-    from ivr.voice import PRODUCT_TEAMS
+    from routing.menu import PRODUCT_TEAMS
 
     assert [PRODUCT_TEAMS[k] for k in "1234567"] == [
         "food-service", "fees", "fram", "online-payments", "finance", "school-store",

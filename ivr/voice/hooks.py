@@ -1,0 +1,58 @@
+"""The voice blueprint and what runs around every webhook: the gate (signature,
+account, limits, a live call: `ivr.gate`) and the replies to webhooks Twilio
+repeats (same idempotency token: the first reply, nothing changed)."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint, Response, g, request
+
+from ivr import gate
+from ivr.context import desk
+from routing import replies
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+
+@bp.before_request
+def check_signature() -> Response | None:
+    """Refuse, with no side effect, what our Twilio account did not send (see `ivr.gate`):
+    oversized or non-form bodies, another AccountSid, a bad signature, an unknown call."""
+    return gate.admit(request, desk().settings)
+
+
+@bp.before_request
+def answer_repeats() -> Response | None:
+    """A webhook Twilio repeats (same idempotency token) hears the first reply and
+    changes nothing; the first request with a token claims it."""
+    token = request.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    if not token:
+        return None
+    r = desk().r
+    if replies.claim_token(r, token):
+        g.reply_token = token
+        return None
+    earlier = replies.earlier_reply(r, token)
+    if earlier is None:
+        log.warning("repeat of %s (token %s) with no reply kept; handled anew",
+                    request.path, token)
+        return None
+    status, body = earlier
+    return Response(body, status=status, mimetype="text/xml")
+
+
+@bp.after_request
+def keep_reply(response: Response) -> Response:
+    """Remember the reply for a token this request claimed."""
+    token = g.pop("reply_token", None)
+    if token:
+        try:
+            replies.keep_reply(desk().r, token, response.status_code,
+                               response.get_data(as_text=True))
+        except redis.RedisError:
+            log.exception("could not keep the reply of %s", request.path)
+    return response
