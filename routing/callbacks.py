@@ -138,15 +138,29 @@ def end_callback(
         return False
     holds = presence.on_call(desk.r, advisor_id, call_sid)
     accepted = call.get("callback_state") in ("dialing-contact", "answered")
+    if not holds and call.get("ringing") != advisor_id:
+        return False  # a late or repeated end of an earlier leg: nothing of it is left
     if not accepted:
         offers = int(call.get("callback_offers") or 0) + 1
+        if not holds:
+            # The advisor was already released (their hold expired): the contact
+            # still keeps their place, unless the leg's end was seen already.
+            team = call.get("waiting_team") or "general"
+            if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
+                return False
+            score = call.get("wait_score")
+            if offers < 3 and score:
+                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
+                            callback_state="waiting", ringing="")
+                return False
         if holds:
             score = call.get("wait_score")
             team = call.get("waiting_team") or "general"
             if offers < 3 and score:
                 desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
                 update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                               callback_state="waiting")
+                            callback_state="waiting", ringing="")
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
             if offers < 3 and score:
                 return False

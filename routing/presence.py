@@ -47,7 +47,7 @@ local function call_key(sid) return (string.gsub(ARGV[4], "{}", sid, 1)) end
 local LEASES = ARGV[5]
 local function on_call(id, sid)
   -- Ringing or talking on this call (a wrap-up after it holds no caller).
-  return redis.call("HGET", akey(id), "call") == sid
+  return sid ~= "" and redis.call("HGET", akey(id), "call") == sid
      and redis.call("HGET", akey(id), "hold") ~= "wrapup"
 end
 local function split(csv)
@@ -369,13 +369,15 @@ def hold_for(
     False if stale."""
     if hold not in HOLDS:
         raise ValueError(f"not a hold: {hold!r}")
+    if not call_sid:
+        return False  # holding nothing, there is no hold to move (an idle advisor stays idle)
     return bool(_run(r, _HOLD_FOR, advisor_id, call_sid, hold, lease_until_ms))
 
 
 def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:
     """Whether the advisor rings or talks on this call (its wrap-up does not count)."""
     call, hold = r.hmget(keys.advisor(advisor_id), "call", "hold")
-    return call == call_sid and hold != "wrapup"
+    return bool(call_sid) and call == call_sid and hold != "wrapup"
 
 
 def update_advisor_teams(r: redis.Redis, advisor_id: str, teams: list[str], now_ms: int) -> None:

@@ -420,3 +420,41 @@ def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back
     assert [el.tag for el in post(client, "/voice/wait", {"CallSid": "CA-first"})] != ["Leave"]
     make_available(desk, "A7")
     assert presence.advisor_state(desk.r, "A7")["call"] == "CA-first"
+
+
+def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, float]:
+    """A verified contact waits for a callback; A2 frees up and their leg rings.
+    The leg's status callback path, and the contact's place (waiting score)."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-cb", now - 60_000)
+    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert waiting.request_callback(desk, "CA-cb")
+    acd.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
+    score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    [leg] = emulator.created_calls
+    return leg.status_callback.removeprefix(BASE_URL), score
+
+
+def test_a_repeated_end_of_a_missed_callback_leg_keeps_the_contact_waiting(
+        desk, lakeview, emulator, client):
+    status_path, score = _callback_ringing_advisor(desk, emulator, client)
+    for _ in range(2):  # Twilio posts the leg's end twice (different tokens)
+        post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
+    assert waiting(desk) == ["CA-cb"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score  # same place
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert db.scalars(select(CallLog)).all() == []  # not logged: still to be called
+
+
+def test_a_missed_callback_leg_ending_after_its_hold_expired_keeps_the_contacts_place(
+        desk, lakeview, emulator, client):
+    status_path, score = _callback_ringing_advisor(desk, emulator, client)
+    later = int(time.time() * 1000) + desk.lease_ms + 1
+    acd.reconcile(desk, later)  # the hold expired while the leg still rang
+    post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
+    assert waiting(desk) == ["CA-cb"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from flask import Response
 
-from ivr import twiml
-from ivr.context import desk, maintenance_windows, now, now_ms, prompts
+from ivr.context import desk, maintenance_windows, now, now_ms
 from ivr.voice.form import attempt, base_url, call_sid, form, key
 from ivr.voice.hooks import bp
-from ivr.voice.render import answer, xml
+from ivr.voice.render import answer
 from routing import menu
 
 
 @bp.post("/incoming")
 def incoming() -> Response:
     """A new call: identify the caller, greet them, play any announcement, ask the menu."""
-    sid, p = call_sid(), prompts()
-    if not sid:
-        return xml(twiml.goodbye(p, p.text("routing.goodbye")))
+    sid = call_sid()  # never empty: `hooks.require_a_call`
     step = menu.welcome(desk(), sid, form("From"), form("To"), base_url(), now(),
                         stir_verstat=form("StirVerstat"))
     return answer(step, sid)
