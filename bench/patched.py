@@ -10,7 +10,7 @@ Patches (a patch is a measurement aid, never production code):
 
 * `quiet-twilio-log`: twilio's HTTP client logs ~12 INFO lines per REST call
   (`caseline` configures the root logger at INFO); raise that logger to WARNING.
-* `wait-pipeline`: `routing.queue._serving_advisors` reads every advisor's
+* `wait-pipeline`: `routing.waiting._serving_advisors` reads every advisor's
   status with one HMGET each (11 round trips per hold cycle); one pipeline.
 * `validator-once`: check the signature once over the URL as signed, not twice
   (twilio's validator also tries the URL with an explicit port).
@@ -47,7 +47,7 @@ def quiet_twilio_log() -> None:
 def wait_pipeline() -> None:
     """One pipelined round trip for the advisors' statuses of a hold cycle."""
     from directory import keys
-    from routing import queue
+    from routing import waiting
 
     def _serving_advisors(desk, team):  # type: ignore[no-untyped-def]
         ids = list(desk.r.smembers(keys.advisors()))
@@ -59,7 +59,7 @@ def wait_pipeline() -> None:
             if status in ("available", "busy") and team in (teams or "").split(",")
         )
 
-    queue._serving_advisors = _serving_advisors  # type: ignore[assignment]
+    waiting._serving_advisors = _serving_advisors  # type: ignore[assignment]
 
 
 def validator_once() -> None:
@@ -85,9 +85,6 @@ def validator_once() -> None:
         return hmac.compare_digest(base64.b64encode(mac.digest()).decode(), signature)
 
     security.twilio_signature_ok = twilio_signature_ok  # type: ignore[assignment]
-    from ivr import voice
-
-    voice.twilio_signature_ok = twilio_signature_ok  # type: ignore[assignment]
 
 
 def simple_worker() -> None:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def _run_cron(redis_url: str) -> None:
     """RQ's cron scheduler: enqueue the reconciler every few seconds."""
     from workers.contacts import flag_inactive
-    from workers.presence import reconcile
+    from workers.reconciler import reconcile
 
     cron = json_cron_scheduler(redis.Redis.from_url(redis_url))
     cron.register(reconcile, Queues.PRESENCE, interval=RECONCILE_EVERY_SECONDS,

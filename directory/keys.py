@@ -9,7 +9,7 @@ PREFIX = "cl"
 
 def advisor(advisor_id: str) -> str:
     """Hash: an advisor's directory facts (name, phone, teams) and presence
-    (status, since, call, lease)."""
+    (status, since, call: a CallSid, hold: ringing/talking/wrapup, lease)."""
     return f"{PREFIX}:advisor:{advisor_id}"
 
 

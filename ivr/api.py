@@ -10,11 +10,11 @@ import directory
 from directory.call_logs import calls_on_case
 from ivr.context import desk, now, now_ms
 from ivr.security import api_token_ok
-from routing import lockout, presence, router
+from routing import availability, lockout, presence
 from routing.announcement import set_announcement
-from routing.queue import waiting_callers
 from routing.roster import advisor_roster
 from routing.stats import team_stats
+from routing.waiting import waiting_callers
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -58,13 +58,14 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     # After a Redis restart the advisor may be known only to the database.
     directory.advisor_facts(d.r, d.session_factory, advisor_id, now())
     if status == "available":
-        outcome = router.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
+        outcome = availability.free_advisor(d, advisor_id, now_ms(), explicit=True).outcome
     else:
         outcome = presence.make_unavailable(d.r, advisor_id, status, now_ms=now_ms())
     if outcome == "unknown":
         abort(404, description=f"no advisor {advisor_id!r}")
     state = presence.advisor_state(d.r, advisor_id)
-    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call")})
+    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call"),
+                    "hold": state.get("hold")})
 
 
 @bp.post("/contacts/<contact_id>/unlock")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from flask import current_app
 
+from config.hours import MaintenanceWindow
 from config.prompts import Prompts
 from routing.desk import Desk
 
@@ -29,3 +30,8 @@ def now_ms() -> int:
 def now() -> datetime:
     """The clock as an aware datetime."""
     return datetime.now(UTC)
+
+
+def maintenance_windows() -> list[MaintenanceWindow]:
+    """The posted maintenance windows, loaded when the app was built."""
+    return current_app.extensions["caseline.maintenance"]

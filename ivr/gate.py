@@ -10,9 +10,9 @@ In this order, each step cheaper than the next and none with a side effect:
    parsed or any HMAC computed (413/415, empty body);
 3. our account: the posted `AccountSid` is `TWILIO_ACCOUNT_SID` (403);
 4. Twilio's signature (403);
-5. a live call: a webhook about a call that has no session (other than the
+5. a live call: a webhook about a call with no hash in Redis (other than the
    call's first webhook and its status callback) changes nothing and hears
-   a goodbye.
+   a goodbye (logged as "no session", the wording operators search for).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MAX_BODY_BYTES = 128 * 1024
 MAX_FIELDS = 200
 FORM_TYPE = "application/x-www-form-urlencoded"
 
-# The call's first webhook opens its session; the status callback ends it
+# The call's first webhook opens its state; the status callback ends it
 # (and logs a call whose first webhook failed): both may meet an unknown call.
 OPEN_ENDPOINTS = frozenset({"voice.incoming", "voice.status"})
 # An advisor's leg names the caller's call in `?call=`.

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from config.prompts import Prompts
-from routing.router import CallFinished, Decision, DialAdvisor, DialNumber, WaitInQueue
+from routing.acd import CallFinished, Decision, DialAdvisor, DialNumber, WaitInQueue
 
 
 def url(path: str, **query: object) -> str:

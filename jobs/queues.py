@@ -80,16 +80,16 @@ def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
 
 
 def schedule_end_of_wrapup(
-    r: redis.Redis, advisor_id: str, hold: str, until_ms: int
+    r: redis.Redis, advisor_id: str, call_sid: str, until_ms: int
 ) -> None:
-    """Make the advisor available again once their wrap-up time is over."""
+    """Make the advisor available again once their wrap-up after `call_sid` is over."""
     # RQ's schedule has whole-second resolution: round up, never end wrap-up early.
     at = datetime.fromtimestamp(math.ceil(until_ms / 1000), tz=UTC)
     queue(Queues.PRESENCE, r).enqueue_at(
         at,
-        "workers.presence.end_wrapup",
+        "workers.reconciler.end_wrapup",
         advisor_id,
-        hold,
-        job_id=re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{hold}"),
+        call_sid,
+        job_id=re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{call_sid}"),
         retry=Retry(max=3, interval=1),
     )

@@ -17,7 +17,7 @@ from datetime import datetime
 import directory
 from config.logs import mask_phone
 from routing import lockout
-from routing.call_session import get_session, update_session
+from routing.call_state import get_call, update_call
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,15 @@ class Verification:
     failures: int = 0
 
 
-def is_authorized(session: dict[str, str]) -> bool:
+def is_authorized(call: dict[str, str]) -> bool:
     """Whether this call is an active authorized contact's (by number or PIN)."""
-    return session.get("verified") == "1"
+    return call.get("verified") == "1"
 
 
-def contact_session_fields(
+def contact_fields(
     desk: Desk, contact: dict[str, str], now: datetime
 ) -> dict[str, str | int]:
-    """Session fields for a recognised contact (and whether they are active)."""
+    """Call fields for a recognised contact (and whether they are active)."""
     district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
     active = directory.contact_is_active(contact, now)
     # An inactive or deactivated contact identifies nobody (PRODUCT.md).
@@ -72,14 +72,14 @@ def contact_session_fields(
     }
 
 
-def how_verified(session: dict[str, str]) -> str:
+def how_verified(call: dict[str, str]) -> str:
     """How the caller was verified, for the advisor's whisper and the call log:
     "pin", "caller-id-attested", "caller-id" (trusted without attestation) or ""."""
-    if not is_authorized(session):
+    if not is_authorized(call):
         return ""
-    if session.get("verified_by") == "pin" or session.get("verified_by_pin") == "1":
+    if call.get("verified_by") == "pin" or call.get("verified_by_pin") == "1":
         return "pin"
-    if session.get("stir_verstat") == FULL_ATTESTATION:
+    if call.get("stir_verstat") == FULL_ATTESTATION:
         return "caller-id-attested"
     return "caller-id"
 
@@ -96,8 +96,8 @@ def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) 
     A success resets neither count: it proves the caller knows one PIN, not that
     their earlier failures (perhaps against other IDs) were typos.
     """
-    session = get_session(desk.r, call_sid)
-    caller = session.get("caller", "")
+    call = get_call(desk.r, call_sid)
+    caller = call.get("caller", "")
     if is_locked(desk, caller, now):
         return Verification(False, locked=True, failures=MAX_FAILURES)
     contact_id = contact_id[:20] if contact_id.isdigit() else ""
@@ -107,13 +107,13 @@ def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) 
     check = directory.check_contact_pin(desk.session_factory, contact_id, pin[:16],
                                         desk.settings.pin_pepper)
     if check.contact and check.matched and not pin_locked:
-        fields = contact_session_fields(desk, check.contact, now)
+        fields = contact_fields(desk, check.contact, now)
         if fields["verified"]:
-            update_session(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
+            update_call(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
             return Verification(True)
         # A right PIN of an inactive contact: not authorized, but not a guess either.
-        update_session(desk.r, call_sid, district=fields["district"],
-                       district_name=fields["district_name"])
+        update_call(desk.r, call_sid, district=fields["district"],
+                    district_name=fields["district_name"])
         return Verification(False, inactive=True)
     return _count_failure(desk, caller, contact_id, now, known=check.contact is not None)
 

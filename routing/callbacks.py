@@ -5,10 +5,16 @@ a verified authorized contact, dials only that contact's directory phone (never
 the caller ID, which anyone can set), only to a US or Canadian fixed or mobile
 number (no premium-rate, toll-free or international numbers: toll fraud), and
 at most a few times per contact per day (Central dates).
+
+Then the callback itself: the advisor's leg rings first (`routing.availability`
+places it when the advisor frees up), the advisor accepts, the contact is
+dialed; an advisor who never took it is released and the caller keeps their
+place.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import phonenumbers
@@ -17,7 +23,12 @@ from phonenumbers import PhoneNumberType
 import directory
 from config.hours import CENTRAL
 from directory import keys
+from directory.catalog import GENERAL
+from routing import presence
+from routing.acd import ANSWERED_DIAL_STATUSES, Nothing
 from routing.auth import is_authorized
+from routing.availability import finish_with_advisor, free_advisor
+from routing.call_state import get_call, update_call
 from routing.desk import Desk
 
 CALLBACK_REGIONS = frozenset({"US", "CA"})
@@ -26,6 +37,22 @@ CALLBACK_NUMBER_TYPES = frozenset({
 })
 # Callbacks one contact may ask for in a day (Central).
 MAX_CALLBACKS_PER_DAY = 3
+# How many times a callback rings a contact who does not answer.
+CALLBACK_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class DialContact:
+    """The advisor's callback leg dials the contact (`retry`: after no answer)."""
+
+    number: str
+    attempt: int = 1
+    retry: bool = False
+
+
+@dataclass(frozen=True)
+class ContactUnreached:
+    """The contact did not answer the callback, however often rung: goodbye."""
 
 
 def dialable_for_callback(phone_e164: str) -> bool:
@@ -40,12 +67,12 @@ def dialable_for_callback(phone_e164: str) -> bool:
             and phonenumbers.number_type(number) in CALLBACK_NUMBER_TYPES)
 
 
-def callback_number(desk: Desk, session: dict[str, str]) -> str | None:
+def callback_number(desk: Desk, call: dict[str, str]) -> str | None:
     """The number a callback for this call would dial: the verified contact's
     directory phone when it may be dialed, else None (no callback offered)."""
-    if not is_authorized(session) or not session.get("contact"):
+    if not is_authorized(call) or not call.get("contact"):
         return None
-    contact = directory.find_contact(desk.r, desk.session_factory, session["contact"])
+    contact = directory.find_contact(desk.r, desk.session_factory, call["contact"])
     phone = (contact or {}).get("phone", "")
     return phone if phone and dialable_for_callback(phone) else None
 
@@ -64,3 +91,86 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     pipe.expire(key, 2 * 24 * 3600)
     used, _ = pipe.execute()
     return int(used) <= MAX_CALLBACKS_PER_DAY
+
+
+def accept_callback(
+    desk: Desk, call_sid: str, advisor_id: str, now_ms: int
+) -> DialContact | None:
+    """The advisor took the callback: dial the contact (None when it is stale)."""
+    held = presence.hold_for(
+        desk.r, advisor_id, call_sid=call_sid, hold="talking",
+        lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
+    )
+    if not held:
+        return None
+    update_call(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
+    number = get_call(desk.r, call_sid).get("callback_number")
+    return DialContact(number) if number else None
+
+
+def contact_dial_ended(
+    desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int,
+    attempt: int,
+) -> Nothing | DialContact | ContactUnreached:
+    """The contact's phone: answered, or ring again a bounded number of times."""
+    if dial_status in ANSWERED_DIAL_STATUSES:
+        callback_answered(desk, call_sid, advisor_id, talk_seconds)
+        return Nothing()
+    number = get_call(desk.r, call_sid).get("callback_number", "")
+    if attempt >= CALLBACK_ATTEMPTS or not number:
+        return ContactUnreached()
+    return DialContact(number, attempt + 1, retry=True)
+
+
+def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
+    """The contact picked up the callback and talked with the advisor."""
+    update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                   callback_state="answered", state="answered")
+
+
+def end_callback(
+    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int
+) -> bool:
+    """The advisor's callback leg is over; True when the call's log should be written now.
+
+    An advisor who never took the callback is released and the caller keeps
+    their place; otherwise the callback is done, answered or not.
+    """
+    call = get_call(desk.r, call_sid)
+    if call.get("callback") != "1" or call.get("callback_state") == "done":
+        return False
+    holds = presence.on_call(desk.r, advisor_id, call_sid)
+    accepted = call.get("callback_state") in ("dialing-contact", "answered")
+    if not holds and call.get("ringing") != advisor_id:
+        return False  # a late or repeated end of an earlier leg: nothing of it is left
+    if not accepted:
+        offers = int(call.get("callback_offers") or 0) + 1
+        if not holds:
+            # The advisor was already released (their hold expired): the contact
+            # still keeps their place, unless the leg's end was seen already.
+            team = call.get("waiting_team") or GENERAL
+            if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
+                return False
+            score = call.get("wait_score")
+            if offers < 3 and score:
+                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
+                            callback_state="waiting", ringing="")
+                return False
+        if holds:
+            score = call.get("wait_score")
+            team = call.get("waiting_team") or GENERAL
+            if offers < 3 and score:
+                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
+                            callback_state="waiting", ringing="")
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+            if offers < 3 and score:
+                return False
+    elif holds:
+        if call.get("answered_by") == advisor_id:
+            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+        else:
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+    update_call(desk.r, call_sid, callback_state="done", ended_at=now_ms)
+    return True

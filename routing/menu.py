@@ -1,5 +1,19 @@
-"""The call flow's decisions that are not TwiML: who is calling, which case
-they mean, which team they want. Views turn these answers into prompts."""
+"""The main menu and where each key leads: the desk's call flow from the greeting
+to a routed call.
+
+- The greeting: the caller is identified by number (as `routing.auth` trusts
+  it) and greeted by name; an active known-incident announcement plays first.
+- The menu: 1 an existing case, 2 a new case, 6 the add-on products, 8 an
+  outage. Any other key or silence asks again; after three tries, a polite
+  goodbye. The same for the products sub-menu (`PRODUCT_TEAMS`).
+- Options 1, 2 and 6 need an authorized contact: an unrecognised caller goes
+  through `routing.verification` first. Outside business hours they lead to
+  `routing.after_hours`; option 8, at any hour, to `routing.outage`.
+- Option 1 asks the case number: its owner, else a teammate, else the queue;
+  three misses still reach the general team.
+
+Each function returns a decision; `ivr` only renders it.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +21,71 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import directory
-from directory.catalog import GENERAL
-from routing.auth import caller_id_trusted, contact_session_fields
-from routing.call_session import append_menu, get_session, start_session, update_session
+from config import hours
+from directory.catalog import GENERAL, PRODUCT_TEAMS
+from routing import acd, after_hours, auth, outage, verification
+from routing.announcement import active_announcement
+from routing.auth import caller_id_trusted, contact_fields
+from routing.call_state import append_menu, get_call, send_to_team, start_call
+from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
 from routing.desk import Desk
+from routing.verification import AskContactId, AskPin, Refused, Unverified, Verified
 
+# Tries of the main menu (and of the products sub-menu) before the goodbye.
 MAX_TRIES = 3
+MENU_KEYS = ("1", "2", "6", "8")
 
 
 @dataclass(frozen=True)
-class CaseLookup:
-    """Whether a case number the caller typed is theirs to discuss."""
+class Welcome:
+    """The greeting (by name for a trusted contact), the announcement, then the menu."""
 
-    found: bool
-    closed: bool = False
-    tries: int = 0
+    name: str | None
+    announcement: str | None
+
+
+@dataclass(frozen=True)
+class AskMenu:
+    """Ask the main menu (`invalid`: say the key was not an option first)."""
+
+    attempt: int = 1
+    invalid: bool = False
+
+
+@dataclass(frozen=True)
+class AskProduct:
+    """Ask the add-on products sub-menu."""
+
+    attempt: int = 1
+    invalid: bool = False
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """Three tries without a choice: a polite goodbye."""
+
+
+@dataclass(frozen=True)
+class Connect:
+    """Ring an advisor or queue (`decision`), after telling the caller that their case
+    is closed (its owner can reopen it) or was not found (the general team helps)."""
+
+    decision: acd.Decision
+    case_closed: bool = False
+    case_not_found: bool = False
+
+
+Step = (
+    Welcome | AskMenu | AskProduct | Goodbye | Connect | AskCase | Voicemail | AskContactId
+    | AskPin | Refused | outage.OutageReport | outage.OutageVoicemail
+)
 
 
 def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
 ) -> dict[str, str]:
-    """Open the call's session and look the caller's number up among active contacts.
+    """Open the call's hash and look the caller's number up among active contacts.
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
@@ -44,40 +101,97 @@ def identify_caller(
     contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller) if (
         trusted) else None
     if contact:
-        facts = contact_session_fields(desk, contact, now)
+        facts = contact_fields(desk, contact, now)
         if facts["verified"]:
             fields.update(facts, verified_by="caller-id")
-    if start_session(desk.r, call_sid, fields):
+    if start_call(desk.r, call_sid, fields):
         return {k: str(v) for k, v in fields.items()}
-    return get_session(desk.r, call_sid)  # Twilio retried the first request: same call.
+    return get_call(desk.r, call_sid)  # Twilio retried the first request: same call.
 
 
-def record_step(desk: Desk, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
-    """Add a key or entry to the call's menu path (and set `fields`); the session after."""
-    return append_menu(desk.r, call_sid, step[:64], **fields)
+def welcome(
+    desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
+    stir_verstat: str = "",
+) -> Welcome:
+    """A new call: identify the caller; greet a trusted contact by name."""
+    call = identify_caller(desk, call_sid, from_raw, to, base_url, now, stir_verstat)
+    name = call.get("contact_name") if auth.is_authorized(call) else None
+    return Welcome(name or None, active_announcement(desk.r))
 
 
-def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
-    """Look a typed case number up within the caller's district; route to its owner."""
-    session = get_session(desk.r, call_sid)
-    tries = int(session.get("case_tries") or 0) + 1
-    number = "".join(ch for ch in digits if ch.isdigit())[:20]
-    case = directory.find_case(desk.r, desk.session_factory, number) if number else None
-    if not case or not case.get("district") or case.get("district") != session.get("district"):
-        # Another district's case is "not found": never reveal it exists.
-        record_step(desk, call_sid, number or "-", case_tries=tries)
-        return CaseLookup(found=False, tries=tries)
-    record_step(
-        desk, call_sid, number,
-        case=number, team=case.get("team") or GENERAL, owner=case.get("owner", ""),
-        priority=case.get("priority") or "medium", product=case.get("product", ""),
-        case_status=case.get("status", ""), case_tries=tries,
-    )
-    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries)
+def press_key(
+    desk: Desk, call_sid: str, key: str, attempt: int, now: datetime, now_ms: int,
+    windows: list[hours.MaintenanceWindow] | None,
+) -> Step:
+    """The caller's main-menu key: 1 case, 2 new case, 6 add-ons, 8 outage; * repeats."""
+    if key == "*":
+        return AskMenu(attempt)
+    if key not in MENU_KEYS:
+        if attempt >= MAX_TRIES:
+            return Goodbye()
+        return AskMenu(attempt + 1, invalid=bool(key))
+    call = append_menu(desk.r, call_sid, key)
+    if key == "8":
+        return outage.report(desk, call_sid, call, now, now_ms, windows)
+    if not auth.is_authorized(call):
+        return go_on(desk, call_sid, verification.begin(desk, call, key, now), now, now_ms,
+                     windows)
+    return option(desk, call_sid, key, now, now_ms)
 
 
-def send_to_team(
-    desk: Desk, call_sid: str, team: str, *, priority: str = "medium", **extra: str
-) -> None:
-    """Route the caller to a team (no owner): the next available teammate, or its queue."""
-    update_session(desk.r, call_sid, team=team, owner="", priority=priority, **extra)
+def go_on(
+    desk: Desk, call_sid: str, step: Step | Verified | Unverified, now: datetime, now_ms: int,
+    windows: list[hours.MaintenanceWindow] | None,
+) -> Step:
+    """After a verification step: a verified caller goes on with their option; an
+    unverified outage caller may leave a message; anyone else is refused."""
+    if isinstance(step, Verified):
+        if step.option == "8":
+            call = get_call(desk.r, call_sid)
+            return outage.report(desk, call_sid, call, now, now_ms, windows, verified_now=True)
+        return option(desk, call_sid, step.option, now, now_ms)
+    if isinstance(step, Unverified):
+        if step.option == "8":
+            return outage.voicemail(desk, call_sid, step.why)
+        return verification.refuse(desk, call_sid, step.why)
+    return step
+
+
+def option(
+    desk: Desk, call_sid: str, key: str, now: datetime, now_ms: int
+) -> Step:
+    """An authorized caller's option 1, 2 or 6 (after hours: hours and voicemail)."""
+    if not hours.is_open(now):
+        return after_hours.closed(desk, call_sid, key)
+    if key == "1":
+        return AskCase()
+    if key == "6":
+        return AskProduct()
+    send_to_team(desk.r, call_sid, GENERAL, new_case="1")
+    return Connect(acd.route_caller(desk, call_sid, now_ms))
+
+
+def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms: int) -> Step:
+    """The add-on product key: route to that product's team; * repeats."""
+    team = PRODUCT_TEAMS.get(key)
+    if team is None:
+        if key == "*":
+            return AskProduct(attempt)
+        if attempt >= MAX_TRIES:
+            return Goodbye()
+        return AskProduct(attempt + 1, invalid=bool(key))
+    append_menu(desk.r, call_sid, key)
+    send_to_team(desk.r, call_sid, team, product=team, new_case="1")
+    return Connect(acd.route_caller(desk, call_sid, now_ms))
+
+
+def enter_case_number(desk: Desk, call_sid: str, digits: str, now_ms: int) -> Step:
+    """The case number: its owner, else a teammate, else the queue (`acd.route_caller`)."""
+    lookup = choose_case(desk, call_sid, digits)
+    if lookup.found:
+        return Connect(acd.route_caller(desk, call_sid, now_ms), case_closed=lookup.closed)
+    if lookup.tries >= CASE_TRIES:
+        # Three misses: a person will still help, rather than hanging up.
+        send_to_team(desk.r, call_sid, GENERAL)
+        return Connect(acd.route_caller(desk, call_sid, now_ms), case_not_found=True)
+    return AskCase(not_found=True)

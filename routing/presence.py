@@ -1,6 +1,8 @@
 """Advisor presence and matching, one Lua script per transition.
 
-An advisor is available, busy (ringing, on a call, or in wrap-up) or offline.
+An advisor is available, busy or offline. A busy advisor's hash names the
+call they hold (`call`, a CallSid only) and how (`hold`: ringing, talking,
+wrapup); a release names the call it ends, so a late or repeated one is stale.
 Each team keeps a sorted set of its available advisors scored by idle-since
 and a sorted set of its waiting callers scored by priority band then arrival.
 The two directions of a match are each one atomic script:
@@ -38,6 +40,9 @@ BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
 
 STATUSES = ("available", "busy", "offline")
+# How a busy advisor holds their call: claimed and ringing (or being brought
+# over from the queue), talking, or in wrap-up after it.
+HOLDS = ("ringing", "talking", "wrapup")
 
 # Shared Lua helpers, prepended to each script.
 _LUA_COMMON = r"""
@@ -46,6 +51,11 @@ local function avail_key(team) return (string.gsub(ARGV[2], "{}", team, 1)) end
 local function wait_key(team) return (string.gsub(ARGV[3], "{}", team, 1)) end
 local function call_key(sid) return (string.gsub(ARGV[4], "{}", sid, 1)) end
 local LEASES = ARGV[5]
+local function on_call(id, sid)
+  -- Ringing or talking on this call (a wrap-up after it holds no caller).
+  return sid ~= "" and redis.call("HGET", akey(id), "call") == sid
+     and redis.call("HGET", akey(id), "hold") ~= "wrapup"
+end
 local function split(csv)
   local out = {}
   for part in string.gmatch(csv or "", "[^,]+") do table.insert(out, part) end
@@ -56,7 +66,7 @@ local function take_advisor(id, sid, now, lease_until)
   local teams = split(redis.call("HGET", akey(id), "teams"))
   for _, team in ipairs(teams) do redis.call("ZREM", avail_key(team), id) end
   redis.call("HSET", akey(id), "status", "busy", "since", now, "call", sid,
-             "lease", lease_until)
+             "hold", "ringing", "lease", lease_until)
   redis.call("ZADD", LEASES, lease_until, id)
   redis.call("HSET", call_key(sid), "advisor", id, "claimed_at", now)
 end
@@ -79,7 +89,7 @@ end
 
 -- A repeated request for a call that already holds an advisor gets that one.
 local held = redis.call("HGET", call_key(sid), "advisor")
-if held and held ~= "" and redis.call("HGET", akey(held), "call") == sid then
+if held and held ~= "" and on_call(held, sid) then
   return {"advisor", held}
 end
 
@@ -126,7 +136,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [12] overflow: callers at the head of another team's queue who arrived
 -- before this time (ms) may be served by a general advisor ("" = none),
 -- [13] the set of all teams, [14] the width of a priority band,
--- [15] the team whose advisors serve overflow (general)
+-- [15] the team whose advisors serve overflow (general),
+-- [16] "wrapup" when the release ends the wrap-up of the expected call
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -134,13 +145,16 @@ local key = akey(id)
 if redis.call("EXISTS", key) == 0 then return {"unknown", ""} end
 local status = redis.call("HGET", key, "status")
 local current = redis.call("HGET", key, "call") or ""
-if expected ~= "" and current ~= expected then return {"stale", current} end
+local wrapup = redis.call("HGET", key, "hold") == "wrapup"
+if expected ~= "" and (current ~= expected or wrapup ~= (ARGV[16] == "wrapup")) then
+  return {"stale", current}
+end
 local chosen = redis.call("HGET", key, "chosen") or ""
 if explicit == "1" then
   -- The advisor's own choice replaces any earlier one.
   redis.call("HDEL", key, "chosen")
   if status == "available" then return {"available", ""} end
-  if current ~= "" and not string.find(current, "^wrapup%-") then
+  if current ~= "" and not wrapup then
     -- Still on a call: they become available when it ends, not before.
     redis.call("HSET", key, "after", "available")
     return {status, current}
@@ -151,7 +165,7 @@ elseif chosen ~= "" or (status ~= "busy" and redis.call("HGET", key, "after") ~=
   if chosen ~= "" and status ~= chosen then
     redis.call("HSET", key, "status", chosen, "since", now)
   end
-  redis.call("HSET", key, "call", "", "lease", "")
+  redis.call("HSET", key, "call", "", "hold", "", "lease", "")
   redis.call("ZREM", LEASES, id)
   return {chosen ~= "" and chosen or status or "offline", ""}
 end
@@ -188,7 +202,8 @@ if best then
   take_advisor(id, best, now, lease_until)
   return {"claimed", best}
 end
-redis.call("HSET", key, "status", "available", "since", now, "call", "", "lease", "")
+redis.call("HSET", key, "status", "available", "since", now, "call", "", "hold", "",
+           "lease", "")
 redis.call("ZREM", LEASES, id)
 for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
   redis.call("ZADD", avail_key(team), now, id)
@@ -219,7 +234,7 @@ _RETURN_TO_QUEUE = _LUA_COMMON + r"""
 -- failing): put the caller back where they were, keeping their place.
 -- ARGV[6] call sid, [7] advisor id
 local sid, id = ARGV[6], ARGV[7]
-if redis.call("HGET", akey(id), "call") ~= sid then return 0 end
+if not on_call(id, sid) then return 0 end
 local team = redis.call("HGET", call_key(sid), "waiting_team")
 local score = redis.call("HGET", call_key(sid), "wait_score")
 redis.call("HSET", call_key(sid), "advisor", "")
@@ -230,11 +245,11 @@ return 1
 """
 
 _HOLD_FOR = _LUA_COMMON + r"""
--- Move an advisor's hold from one call state to another (answer, wrap-up).
--- ARGV[6] advisor id, [7] expected call, [8] new call value, [9] lease until
-local id, expected, new_call, lease_until = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-if redis.call("HGET", akey(id), "call") ~= expected then return 0 end
-redis.call("HSET", akey(id), "call", new_call, "lease", lease_until)
+-- Move an advisor's hold on a call on (ringing -> talking, talking -> wrapup).
+-- ARGV[6] advisor id, [7] the call, [8] the new hold, [9] lease until
+local id, sid, hold, lease_until = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+if not on_call(id, sid) then return 0 end
+redis.call("HSET", akey(id), "hold", hold, "lease", lease_until)
 redis.call("ZADD", LEASES, lease_until, id)
 return 1
 """
@@ -275,15 +290,8 @@ def band_of(priority: str | None) -> int:
 
 
 def claim_for_caller(
-    r: redis.Redis,
-    call_sid: str,
-    *,
-    team: str,
-    owner_id: str | None,
-    now_ms: int,
-    lease_ms: int,
-    priority: str | None = "medium",
-    queue_if_none: bool = True,
+    r: redis.Redis, call_sid: str, *, team: str, owner_id: str | None, now_ms: int,
+    lease_ms: int, priority: str | None = "medium", queue_if_none: bool = True,
     retry_after_ms: int | None = None,
 ) -> Claim:
     """Atomically claim the owner or the longest-idle teammate, or queue the caller.
@@ -292,19 +300,9 @@ def claim_for_caller(
     only those rung within that time (a re-offer to a waiting caller).
     """
     result = _run(
-        r,
-        _CLAIM_FOR_CALLER,
-        call_sid,
-        owner_id or "",
-        team,
-        now_ms,
-        now_ms + lease_ms,
-        band_of(priority),
-        "1" if queue_if_none else "0",
-        keys.call_tried(call_sid),
-        0 if retry_after_ms is None else now_ms - retry_after_ms,
-        keys.teams(),
-        BAND_WIDTH,
+        r, _CLAIM_FOR_CALLER, call_sid, owner_id or "", team, now_ms, now_ms + lease_ms,
+        band_of(priority), "1" if queue_if_none else "0", keys.call_tried(call_sid),
+        0 if retry_after_ms is None else now_ms - retry_after_ms, keys.teams(), BAND_WIDTH,
     )
     outcome, value = result  # type: ignore[misc]
     if outcome == "advisor":
@@ -315,36 +313,22 @@ def claim_for_caller(
 
 
 def make_available(
-    r: redis.Redis,
-    advisor_id: str,
-    *,
-    now_ms: int,
-    lease_ms: int,
-    expected_call: str = "",
-    skip_call: str = "",
-    explicit: bool = False,
-    overflow_ms: int | None = None,
+    r: redis.Redis, advisor_id: str, *, now_ms: int, lease_ms: int, expected_call: str = "",
+    skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
+    ending_wrapup: bool = False,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
     `expected_call` makes a release idempotent: it only acts while the advisor
-    still holds that call. `explicit` is an advisor's own request (API).
+    still holds that call, ringing or talking (in its wrap-up with
+    `ending_wrapup`). `explicit` is an advisor's own request (API).
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
     """
     outcome, value = _run(  # type: ignore[misc]
-        r,
-        _MAKE_AVAILABLE,
-        advisor_id,
-        expected_call,
-        now_ms,
-        now_ms + lease_ms,
-        skip_call,
-        "1" if explicit else "0",
-        "" if overflow_ms is None else now_ms - overflow_ms,
-        keys.teams(),
-        BAND_WIDTH,
-        GENERAL,
+        r, _MAKE_AVAILABLE, advisor_id, expected_call, now_ms, now_ms + lease_ms, skip_call,
+        "1" if explicit else "0", "" if overflow_ms is None else now_ms - overflow_ms,
+        keys.teams(), BAND_WIDTH, GENERAL, "wrapup" if ending_wrapup else "",
     )
     return Release(outcome, value or None)
 
@@ -365,12 +349,21 @@ def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str) -> bool:
 
 
 def hold_for(
-    r: redis.Redis, advisor_id: str, *, expected_call: str, new_call: str, lease_until_ms: int
+    r: redis.Redis, advisor_id: str, *, call_sid: str, hold: str, lease_until_ms: int
 ) -> bool:
-    """Move an advisor's hold (e.g. ringing → talking, talking → wrap-up); False if stale."""
-    if not expected_call:
+    """Move an advisor's hold on a call they ring or talk on (to "talking" or "wrapup");
+    False if stale."""
+    if hold not in HOLDS:
+        raise ValueError(f"not a hold: {hold!r}")
+    if not call_sid:
         return False  # holding nothing, there is no hold to move (an idle advisor stays idle)
-    return bool(_run(r, _HOLD_FOR, advisor_id, expected_call, new_call, lease_until_ms))
+    return bool(_run(r, _HOLD_FOR, advisor_id, call_sid, hold, lease_until_ms))
+
+
+def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:
+    """Whether the advisor rings or talks on this call (its wrap-up does not count)."""
+    call, hold = r.hmget(keys.advisor(advisor_id), "call", "hold")
+    return bool(call_sid) and call == call_sid and hold != "wrapup"
 
 
 def advisor_state(r: redis.Redis, advisor_id: str) -> dict[str, str]:

@@ -32,15 +32,15 @@ def advisor_roster(
     for advisor_id, live in zip(ids, pipe.execute(), strict=True):
         state = {**known.get(advisor_id, {}), **live}
         since = int(state.get("since") or 0)
-        call = state.get("call") or ""
+        call, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
         roster.append({
             "id": advisor_id,
             "name": state.get("name", ""),
             "phone": state.get("phone", ""),
             "status": state.get("status", "offline"),
             "teams": [t for t in (state.get("teams") or "").split(",") if t],
-            "call_sid": call if call.startswith("CA") else None,
-            "wrap_up": call.startswith("wrapup-"),
+            "call_sid": call if call.startswith("CA") and not wrapup else None,
+            "wrap_up": wrapup,
             "status_seconds": round(max(0, now_ms - since) / 1000, 1) if since else None,
         })
     return roster

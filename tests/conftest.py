@@ -27,7 +27,7 @@ from config.settings import PROJECT_ROOT, Settings
 from directory import load_directory
 from directory.db import ensure_schema, make_engine, make_session_factory
 from ivr import create_app
-from routing import router
+from routing import availability
 from routing.desk import Desk
 from routing.telephony import Telephony
 from workers import context
@@ -187,7 +187,7 @@ def make_available(desk: Desk, *advisor_ids: str, start_ms: int | None = None) -
     """Advisors go available in the given order (the first is the longest idle)."""
     start = start_ms or int(time.time() * 1000) - 60_000
     for offset, advisor_id in enumerate(advisor_ids):
-        router.free_advisor(desk, advisor_id, start + offset, explicit=True)
+        availability.free_advisor(desk, advisor_id, start + offset, explicit=True)
 
 
 @pytest.fixture

@@ -97,13 +97,13 @@ def test_a_job_queued_by_a_status_callback_is_json_in_redis(client, desk, lakevi
 
 def test_the_reconciler_queued_by_rqs_cron_is_json_in_redis(desk):
     from caseline.work import json_cron_scheduler
-    from workers.presence import reconcile
+    from workers.reconciler import reconcile
 
     cron = json_cron_scheduler(desk.job_redis)
     cron_job = cron.register(reconcile, Queues.PRESENCE, interval=10)
     job = cron_job.enqueue(desk.job_redis)
     func, _instance, args, kwargs = job_data(desk.r, job.id)
-    assert (func, args, kwargs) == ("workers.presence.reconcile", [], {})
+    assert (func, args, kwargs) == ("workers.reconciler.reconcile", [], {})
     run_jobs(desk)
     assert finished(desk, job.id)
 

@@ -127,3 +127,26 @@ def test_advisor_available_mid_call_is_not_offered_a_second_caller(r):
     # When CA1 ends, A1 (who asked to be available) takes CA2.
     after = presence.make_available(r, "A1", now_ms=2400, lease_ms=LEASE, expected_call="CA1")
     assert after.call_sid == "CA2"
+
+
+def test_the_advisor_holds_a_call_sid_and_says_how_ringing_talking_wrapup(r):
+    add_advisor(r, "A1", ["general"], available_at=1000)
+    presence.claim_for_caller(r, "CA1", team="general", owner_id=None, now_ms=2000,
+                              lease_ms=LEASE)
+    state = presence.advisor_state(r, "A1")
+    assert (state["call"], state["hold"]) == ("CA1", "ringing")
+    assert presence.hold_for(r, "A1", call_sid="CA1", hold="talking", lease_until_ms=9000)
+    assert presence.hold_for(r, "A1", call_sid="CA1", hold="wrapup", lease_until_ms=9000)
+    state = presence.advisor_state(r, "A1")
+    assert (state["call"], state["hold"]) == ("CA1", "wrapup")
+    # The call's late end (ringing or talking) does not cut the wrap-up short...
+    assert not presence.on_call(r, "A1", "CA1")
+    late = presence.make_available(r, "A1", now_ms=3000, lease_ms=LEASE, expected_call="CA1")
+    assert late.outcome == "stale"
+    assert not presence.hold_for(r, "A1", call_sid="CA1", hold="wrapup", lease_until_ms=9999)
+    # ...the end of the wrap-up does.
+    done = presence.make_available(r, "A1", now_ms=4000, lease_ms=LEASE, expected_call="CA1",
+                                   ending_wrapup=True)
+    assert done.outcome == "available"
+    state = presence.advisor_state(r, "A1")
+    assert (state["call"], state["hold"]) == ("", "")

@@ -22,9 +22,10 @@ from twilio.request_validator import RequestValidator
 from config.prompts import Prompts
 from directory import cache_directory, keys
 from directory.models import CallLog, Case
-from routing import presence, router
-from routing.call_session import get_session, start_session
+from routing import acd, availability, call_state, presence
+from routing.call_state import get_call, start_call
 from routing.telephony import Telephony
+from routing.waiting import request_callback
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -73,7 +74,7 @@ def post(client, path: str, form: dict[str, str], token: str | None = None):
 
 def queue_caller(desk, sid: str, at_ms: int, team: str = "general") -> None:
     """A caller waiting in a team's queue, live on Twilio's side."""
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
                                 "team": team, "priority": "medium", "menu": "2"})
     assert presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=at_ms,
                                      lease_ms=35_000).outcome == "queued"
@@ -102,7 +103,7 @@ def test_a_waiting_caller_keeps_their_place_when_twilios_api_keeps_failing(
     score = quick.r.zscore(keys.team_waiting("general"), "CA-first")
     emulator.fail_next(*[fault] * 5)  # every try of the redirect fails
 
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
 
     assert len(emulator.redirects("CA-first")) == 5  # tried, with backoff
     # Still waiting, with the same place; the advisor is free again.
@@ -122,7 +123,7 @@ def test_a_redirect_that_fails_twice_then_succeeds_connects_the_caller(
     emulator.register_call("CA-first")
     queue_caller(quick, "CA-first", now - 60_000)
     emulator.fail_next(429, "reset")
-    release = router.free_advisor(quick, "A2", now, explicit=True)
+    release = availability.free_advisor(quick, "A2", now, explicit=True)
     assert release.call_sid == "CA-first"
     assert [r.status for r in emulator.redirects("CA-first")] == [429, 502, 200]
     assert emulator.take_redirect("CA-first") is not None
@@ -137,7 +138,7 @@ def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
     emulator.register_call("CA-next")
     queue_caller(quick, "CA-gone", now - 60_000)
     queue_caller(quick, "CA-next", now - 30_000)
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
     assert len(emulator.redirects("CA-gone")) == 1  # not retried: the caller is gone
     assert waiting(quick) == []
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
@@ -148,10 +149,10 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
     now = int(time.time() * 1000)
     queue_caller(quick, "CA-cb", now - 60_000)
     quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert router.request_callback(quick, "CA-cb")
+    assert request_callback(quick, "CA-cb")
     score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
     emulator.fail_next(*[503] * 5)
-    router.free_advisor(quick, "A2", now, explicit=True)
+    availability.free_advisor(quick, "A2", now, explicit=True)
     assert quick.r.zscore(keys.team_waiting("general"), "CA-cb") == score
     assert presence.advisor_state(quick.r, "A2")["status"] == "available"
     assert emulator.created_calls == []
@@ -162,11 +163,11 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
 
 def _on_call(desk, advisor: str, sid: str, now: int) -> None:
     """`advisor` answered caller `sid`."""
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
                                 "team": "general", "priority": "medium", "menu": "2"})
-    decision = router.route_caller(desk, sid, now)
-    assert isinstance(decision, router.DialAdvisor) and decision.advisor_id == advisor
-    assert router.accept_call(desk, sid, advisor, now)
+    decision = acd.route_caller(desk, sid, now)
+    assert isinstance(decision, acd.DialAdvisor) and decision.advisor_id == advisor
+    assert acd.accept_call(desk, sid, advisor, now)
 
 
 @pytest.mark.parametrize("chosen", ["busy", "offline"])
@@ -180,7 +181,7 @@ def test_an_advisor_who_chose_busy_during_a_call_stays_so_when_it_ends(
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 1_000)
 
-    router.end_call(desk, "CA-talk", "completed", 60, now + 60_000)
+    acd.end_call(desk, "CA-talk", "completed", 60, now + 60_000)
 
     assert presence.advisor_state(desk.r, "A2")["status"] == chosen
     assert waiting(desk) == ["CA-next"]  # nobody rang A2 for the next caller
@@ -198,13 +199,13 @@ def test_an_advisor_who_chose_busy_while_ringing_stays_busy_after_no_answer(
         desk, lakeview, emulator, client):
     now = int(time.time() * 1000)
     make_available(desk, "A2")
-    start_session(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, "CA-ring", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
-    assert isinstance(router.route_caller(desk, "CA-ring", now), router.DialAdvisor)
+    assert isinstance(acd.route_caller(desk, "CA-ring", now), acd.DialAdvisor)
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 1_000)
-    router.after_dial(desk, "CA-ring", "A2", "no-answer", 0, now + 20_000)
+    acd.after_dial(desk, "CA-ring", "A2", "no-answer", 0, now + 20_000)
     assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
     assert emulator.redirects("CA-next") == []
 
@@ -215,11 +216,11 @@ def test_an_advisor_who_chose_busy_during_wrap_up_stays_busy_after_it(
     wrapping = dataclasses.replace(desk, settings=desk.settings.with_changes(wrapup_seconds=30))
     make_available(desk, "A2")
     _on_call(wrapping, "A2", "CA-talk", now)
-    router.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
+    acd.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
     client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", now + 61_000)
-    router.end_wrapup(wrapping, "A2", "wrapup-CA-talk", now + 90_000)
+    availability.end_wrapup(wrapping, "A2", "CA-talk", now + 90_000)
     assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
     assert emulator.redirects("CA-next") == []
 
@@ -232,10 +233,10 @@ def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
         desk, lakeview, client, dial_status):
     now = int(time.time() * 1000)
     make_available(desk, "A7", "A2")
-    start_session(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, "CA-gone", {"caller": PAT, "base": BASE_URL, "started_at": now,
                                       "team": "general", "menu": "2"})
-    ringing = router.route_caller(desk, "CA-gone", now)
-    assert isinstance(ringing, router.DialAdvisor) and ringing.advisor_id == "A7"
+    ringing = acd.route_caller(desk, "CA-gone", now)
+    assert isinstance(ringing, acd.DialAdvisor) and ringing.advisor_id == "A7"
 
     answer = post(client, "/voice/dial-result?advisor=A7",
                   {"CallSid": "CA-gone", "DialCallStatus": dial_status,
@@ -244,7 +245,7 @@ def test_a_dial_action_after_the_caller_hung_up_rings_nobody_else(
     assert dialed(answer) == [] and answer.find("Enqueue") is None
     for advisor in ("A7", "A2"):
         assert presence.advisor_state(desk.r, advisor)["status"] == "available", advisor
-    assert get_session(desk.r, "CA-gone")["tried"] == "A7"  # A2 never tried
+    assert get_call(desk.r, "CA-gone")["tried"] == "A7"  # A2 never tried
     # The status callback that follows ends the call as usual: one log.
     post(client, "/voice/status", {"CallSid": "CA-gone", "CallStatus": "completed",
                                    "CallDuration": "25"})
@@ -266,7 +267,7 @@ def test_a_status_callback_that_is_not_final_changes_nothing(
     post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": status})
     run_jobs(desk)
     assert presence.advisor_state(desk.r, "A2")["call"] == "CA-talk"  # still talking
-    assert not router.is_ended(desk.r, "CA-talk")
+    assert not call_state.is_ended(desk.r, "CA-talk")
     with desk.session_factory() as db:
         assert db.scalars(select(CallLog)).all() == []
     post(client, "/voice/status", {"CallSid": "CA-talk", "CallStatus": "completed",
@@ -371,8 +372,8 @@ def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
     repeat = post(client, "/voice/menu?attempt=1", {"CallSid": "CA-key", "Digits": "2"},
                   token=token)
     assert dialed(first) == dialed(repeat) == [A2_PHONE]
-    assert get_session(desk.r, "CA-key")["menu"] == "2"
-    assert get_session(desk.r, "CA-key")["tried"] == "A2"
+    assert get_call(desk.r, "CA-key")["menu"] == "2"
+    assert get_call(desk.r, "CA-key")["tried"] == "A2"
 
 
 # --- restart after the calls of a day -----------------------------------------------------------
@@ -412,7 +413,7 @@ def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back
                                        explicit=True)
     assert released.call_sid == "CA-first"
     desk.r.hset(keys.call("CA-first"), "state", "connecting")
-    router.reconcile(desk, now + desk.lease_ms + 1)
+    acd.reconcile(desk, now + desk.lease_ms + 1)
     assert desk.r.zscore(keys.team_waiting("general"), "CA-first") == score
     # A2 went on to the next caller; the first is served by the next free advisor.
     assert presence.advisor_state(desk.r, "A2")["call"] == "CA-later"
@@ -427,10 +428,10 @@ def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, float]:
     now = int(time.time() * 1000)
     queue_caller(desk, "CA-cb", now - 60_000)
     desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert router.request_callback(desk, "CA-cb")
-    router.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
+    assert request_callback(desk, "CA-cb")
+    acd.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
     score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
-    router.free_advisor(desk, "A2", now, explicit=True)
+    availability.free_advisor(desk, "A2", now, explicit=True)
     [leg] = emulator.created_calls
     return leg.status_callback.removeprefix(BASE_URL), score
 
@@ -442,7 +443,7 @@ def test_a_repeated_end_of_a_missed_callback_leg_keeps_the_contact_waiting(
         post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score  # same place
-    assert get_session(desk.r, "CA-cb")["callback_state"] == "waiting"
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
     run_jobs(desk)
     with desk.session_factory() as db:
         assert db.scalars(select(CallLog)).all() == []  # not logged: still to be called
@@ -452,8 +453,8 @@ def test_a_missed_callback_leg_ending_after_its_hold_expired_keeps_the_contacts_
         desk, lakeview, emulator, client):
     status_path, score = _callback_ringing_advisor(desk, emulator, client)
     later = int(time.time() * 1000) + desk.lease_ms + 1
-    router.reconcile(desk, later)  # the hold expired while the leg still rang
+    acd.reconcile(desk, later)  # the hold expired while the leg still rang
     post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score
-    assert get_session(desk.r, "CA-cb")["callback_state"] == "waiting"
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"

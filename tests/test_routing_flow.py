@@ -156,7 +156,7 @@ def test_advisor_released_after_answered_call(phone, desk, lakeview):
 def test_reconciler_frees_an_advisor_whose_callbacks_were_lost(desk, lakeview, emulator):
     """A claim whose Dial result and status never came back expires; the next caller
     waiting gets that advisor."""
-    from routing import router
+    from routing import acd
 
     now = int(time.time() * 1000)
     make_available(desk, OWNER)
@@ -166,24 +166,24 @@ def test_reconciler_frees_an_advisor_whose_callbacks_were_lost(desk, lakeview, e
     emulator.register_call("CA-next")
     presence.claim_for_caller(desk.r, "CA-next", team="general", owner_id=None, now_ms=now + 1,
                               lease_ms=desk.lease_ms)
-    assert router.reconcile(desk, now + 1000) == {"freed": 0, "dropped": 0}
+    assert acd.reconcile(desk, now + 1000) == {"freed": 0, "dropped": 0}
     assert presence.advisor_state(desk.r, OWNER)["call"] == "CA-lost"
     later = now + desk.lease_ms + 1
-    assert router.reconcile(desk, later)["freed"] == 1
+    assert acd.reconcile(desk, later)["freed"] == 1
     assert presence.advisor_state(desk.r, OWNER)["call"] == "CA-next"
     assert emulator.redirects("CA-next")
 
 
 def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
-    from routing import router
-    from routing.call_session import mark_ended
+    from routing import acd
+    from routing.call_state import mark_ended
 
     now = int(time.time() * 1000)
     desk.r.hset(keys.call("CA-gone"), mapping={"base": "http://caseline.test"})
     presence.claim_for_caller(desk.r, "CA-gone", team="general", owner_id=None, now_ms=now,
                               lease_ms=desk.lease_ms)
     mark_ended(desk.r, "CA-gone")  # its status callback ran, but the queue kept it
-    assert router.reconcile(desk, now)["dropped"] == 1
+    assert acd.reconcile(desk, now)["dropped"] == 1
     assert desk.r.zcard(keys.team_waiting("general")) == 0
 
 

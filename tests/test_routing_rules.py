@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 from directory import keys
-from routing import presence, router
-from routing.call_session import start_session
+from routing import acd, availability, callbacks, presence, waiting
+from routing.call_state import start_call
 from tests.conftest import BASE_URL, NOW
 
 PAT = "+16125550101"
@@ -37,25 +37,25 @@ def lakeview(directory):
 
 
 def arrives(desk, emulator, sid: str, at_ms: int, team: str = "general",
-            priority: str = "medium") -> router.Decision:
+            priority: str = "medium") -> acd.Decision:
     """A live caller reaches the routing step (session as the webhooks leave it)."""
     emulator.register_call(sid, from_=PAT)
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
                                 "team": team, "priority": priority, "menu": "2"})
-    return router.route_caller(desk, sid, at_ms)
+    return acd.route_caller(desk, sid, at_ms)
 
 
 def waits(desk, emulator, sid: str, at_ms: int, team: str = "general",
           priority: str = "medium") -> int:
     """A caller who arrives when nobody of the team is free: their place in line."""
     decision = arrives(desk, emulator, sid, at_ms, team, priority)
-    assert isinstance(decision, router.WaitInQueue), decision
+    assert isinstance(decision, acd.WaitInQueue), decision
     return decision.position
 
 
 def comes_back(desk, advisor_id: str, at_ms: int) -> str | None:
     """An advisor says "available": the waiting caller they were handed, if any."""
-    release = router.free_advisor(desk, advisor_id, at_ms, explicit=True)
+    release = availability.free_advisor(desk, advisor_id, at_ms, explicit=True)
     if release.outcome == "claimed":
         return release.call_sid
     assert release.outcome == "available", release
@@ -77,8 +77,8 @@ def wants_a_callback(desk, emulator, sid: str, at_ms: int) -> None:
     """A verified caller waits, presses 1 for a callback and hangs up, keeping their place."""
     waits(desk, emulator, sid, at_ms)
     desk.r.hset(keys.call(sid), mapping={"contact": "5001", "verified": "1"})  # Pat, verified
-    assert router.request_callback(desk, sid)
-    assert router.end_call(desk, sid, "completed", 30, at_ms + 30 * SECOND) is False
+    assert waiting.request_callback(desk, sid)
+    assert acd.end_call(desk, sid, "completed", 30, at_ms + 30 * SECOND) is False
     emulator.end_call(sid)
 
 
@@ -91,7 +91,7 @@ def test_an_advisor_who_let_a_callback_ring_out_is_not_rung_for_it_again_at_once
     assert comes_back(desk, "A2", T0 + 60 * SECOND) == "CA-cb"
     assert callback_legs(emulator) == [PHONES["A2"]]
     # A2 lets the callback leg ring out: the caller keeps their place ...
-    keeps_place = router.end_callback(desk, "CA-cb", "A2", "no-answer", T0 + 90 * SECOND)
+    keeps_place = callbacks.end_callback(desk, "CA-cb", "A2", "no-answer", T0 + 90 * SECOND)
     assert keeps_place is False
     # ... and A2 is free, not rung for the very callback they just missed.
     assert callback_legs(emulator) == [PHONES["A2"]]
@@ -109,7 +109,7 @@ def test_the_caller_behind_a_missed_callback_gets_the_advisor_instead_of_waiting
     wants_a_callback(desk, emulator, "CA-cb", T0)
     waits(desk, emulator, "CA-live", T0 + 10 * SECOND)
     assert comes_back(desk, "A2", T0 + 60 * SECOND) == "CA-cb"
-    router.end_callback(desk, "CA-cb", "A2", "no-answer", T0 + 90 * SECOND)
+    callbacks.end_callback(desk, "CA-cb", "A2", "no-answer", T0 + 90 * SECOND)
     # A2 missed the callback at the head of the line: the live caller behind it is
     # brought to A2 now, rather than A2 idling while someone waits.
     assert status(desk, "A2") == ("busy", "CA-live")
@@ -141,7 +141,7 @@ def test_a_product_caller_who_left_on_a_hold_cycle_for_a_general_advisor_is_not_
     waits(desk, emulator, "CA-fees", T0 + 1 * SECOND, team="fees")
     waits(desk, emulator, "CA-fees-new", T0 + overflow, team="fees")
     # CA-fees has waited past the overflow time: their hold cycle takes them to A2.
-    cycle = router.hold_cycle(desk, "CA-fees", T0 + overflow + 2 * SECOND)
+    cycle = waiting.hold_cycle(desk, "CA-fees", T0 + overflow + 2 * SECOND)
     assert cycle.leave
     assert status(desk, "A2") == ("busy", "CA-fees")
     # The fees advisor who frees up next takes the next fees caller, not CA-fees.
@@ -161,11 +161,11 @@ def test_a_product_caller_is_not_taken_by_a_general_advisor_before_the_overflow_
     assert comes_back(desk, "A2", T0 + overflow // 2) is None
     assert emulator.redirects("CA-fees") == []
     # Just before the limit, a hold cycle still leaves CA-fees waiting for fees.
-    cycle = router.hold_cycle(desk, "CA-fees", T0 + overflow - SECOND)
+    cycle = waiting.hold_cycle(desk, "CA-fees", T0 + overflow - SECOND)
     assert not cycle.leave and cycle.position == 1
     assert status(desk, "A2") == ("available", "")
     # At the limit, the next hold cycle takes CA-fees to the idle general advisor.
-    assert router.hold_cycle(desk, "CA-fees", T0 + overflow).leave
+    assert waiting.hold_cycle(desk, "CA-fees", T0 + overflow).leave
     assert status(desk, "A2") == ("busy", "CA-fees")
 
 
@@ -177,7 +177,7 @@ def test_a_general_advisor_passed_on_by_a_gone_caller_leaves_a_recent_product_ca
     waits(desk, emulator, "CA-fees", T0 + overflow // 2, team="fees")
     # A2 is handed CA-gone, whose redirect fails: A2 goes on, but CA-fees has waited
     # less than the overflow time, so A2 stays free for general callers.
-    router.free_advisor(desk, "A2", T0 + overflow - SECOND, explicit=True)
+    availability.free_advisor(desk, "A2", T0 + overflow - SECOND, explicit=True)
     assert emulator.redirects("CA-gone")
     assert status(desk, "A2") == ("available", "")
     assert emulator.redirects("CA-fees") == []
@@ -192,16 +192,16 @@ def test_a_caller_whose_advisor_did_not_answer_keeps_their_place_in_line(
     assert waits(desk, emulator, "CA2", T0 + 10 * SECOND) == 2
     # A2 frees up and is rung for CA1, the longest waiting ...
     assert comes_back(desk, "A2", T0 + 30 * SECOND) == "CA1"
-    assert isinstance(router.connect_claimed(desk, "CA1", T0 + 31 * SECOND),
-                      router.DialAdvisor)
+    assert isinstance(acd.connect_claimed(desk, "CA1", T0 + 31 * SECOND),
+                      acd.DialAdvisor)
     # ... two critical callers arrive meanwhile ...
     assert waits(desk, emulator, "CA-crit1", T0 + 40 * SECOND, priority="critical") == 1
     assert waits(desk, emulator, "CA-crit2", T0 + 41 * SECOND, priority="critical") == 2
     # ... and A2 does not answer: A2 goes on to the first critical caller, and CA1
     # waits again in their old place: behind the critical caller still waiting, but
     # ahead of CA2, who arrived after them.
-    back = router.after_dial(desk, "CA1", "A2", "no-answer", 0, T0 + 55 * SECOND)
-    assert back == router.WaitInQueue(team="general", position=2)
+    back = acd.after_dial(desk, "CA1", "A2", "no-answer", 0, T0 + 55 * SECOND)
+    assert back == acd.WaitInQueue(team="general", position=2)
     assert status(desk, "A2") == ("busy", "CA-crit1")
     assert comes_back(desk, "A3", T0 + 60 * SECOND) == "CA-crit2"
     assert comes_back(desk, "A4", T0 + 61 * SECOND) == "CA1"

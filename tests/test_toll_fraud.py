@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from config.prompts import Prompts
 from directory import keys
 from directory.models import CallLog, Case
-from routing import callbacks, router
+from routing import callbacks, waiting
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 
 PAT = "+16125550101"  # Lakeview contact; directory phone below differs from caller IDs
@@ -179,7 +179,7 @@ def test_a_caller_waiting_past_the_longest_wait_may_leave_a_voicemail_on_their_c
     record = post(client, "/voice/queue-result", {"CallSid": "CA-long", "QueueResult": "leave",
                                                   "CallStatus": "in-progress"})
     assert record.find("Record") is not None
-    assert router.hold_cycle(desk, "CA-long", int(time.time() * 1000)).position is None
+    assert waiting.hold_cycle(desk, "CA-long", int(time.time() * 1000)).position is None
     post(client, "/voice/recorded", {"CallSid": "CA-long", "RecordingUrl": "https://rec/RE9"})
     post(client, "/voice/status", {"CallSid": "CA-long", "CallStatus": "completed"})
     run_jobs(desk)

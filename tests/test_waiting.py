@@ -16,8 +16,8 @@ from caseline.simulator import Caller, FlaskTransport
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
 from directory import keys
-from routing import presence, router
-from routing.call_session import start_session
+from routing import acd, availability, presence
+from routing.call_state import start_call
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -47,7 +47,7 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
                  priority: str = "medium") -> None:
     """A caller who reached the queue (session as the webhooks leave it)."""
     now = at_ms or int(time.time() * 1000)
-    start_session(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": now,
                                 "team": team, "priority": priority, "menu": "2"})
     claim = presence.claim_for_caller(desk.r, sid, team=team, owner_id=None, now_ms=now,
                                       lease_ms=35_000, priority=priority)
@@ -72,7 +72,7 @@ def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakev
     heard = hold_cycle(client, "CA2")
     assert p.text("routing.queued", position=3) in heard
     assert p.text("routing.estimate", minutes="2 minutes") in heard
-    router.end_call(desk, "CA0", "completed", 30, int(time.time() * 1000))  # hangs up
+    acd.end_call(desk, "CA0", "completed", 30, int(time.time() * 1000))  # hangs up
     heard = hold_cycle(client, "CA2")
     assert p.text("routing.queued", position=2) in heard
     assert p.text("routing.estimate", minutes="1 minute") in heard
@@ -151,7 +151,7 @@ def test_product_caller_overflows_to_general_after_the_limit(desk, lakeview, emu
     queue_caller(desk, "CA-fees", team="fees", at_ms=now - 200_000)  # waited 200 s > 120 s
     queue_caller(desk, "CA-fees-new", team="fees", at_ms=now - 1_000)
     # A general advisor frees up: serves the long-waiting fees caller, not the new one.
-    release = router.free_advisor(desk, "A2", now, explicit=True)
+    release = availability.free_advisor(desk, "A2", now, explicit=True)
     assert release.call_sid == "CA-fees"
     assert emulator.redirects("CA-fees")
     assert desk.r.zscore(keys.team_waiting("fees"), "CA-fees-new") is not None
@@ -186,9 +186,9 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     now = int(time.time() * 1000)
     queue_caller(desk, "CA-waited", at_ms=now - 20_000)
     emulator.register_call("CA-waited")
-    router.free_advisor(desk, "A2", now, explicit=True)
+    availability.free_advisor(desk, "A2", now, explicit=True)
     desk.r.hset(keys.call("CA-waited"), mapping={"answered_by": "A2", "talk_seconds": 30})
-    router.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
+    acd.end_call(desk, "CA-waited", "completed", 50, now + 30_000)
     from jobs.queues import enqueue_call_log
 
     enqueue_call_log(desk.job_redis, "CA-waited")
@@ -213,12 +213,12 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
     presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
                               now_ms=now, lease_ms=35_000)
     desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
-    start_session(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next", at_ms=now)
     worker = start_worker(settings, tmp_path)
     try:
-        router.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+        availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
         ended_at = time.monotonic()
         assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
         time.sleep(1.0)

@@ -71,7 +71,7 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from directory.db import ensure_schema, make_engine, make_session_factory
     from ivr import create_app
     from jobs.queues import Queues
-    from routing import router
+    from routing import availability
     from routing.desk import Desk
     from routing.telephony import Telephony
     from workers import context
@@ -96,7 +96,7 @@ def _take_calls(scratch: Path, out: Path) -> None:
         context.configure(desk)
         load_directory(DIRECTORY, desk.session_factory, r, NOW)
         for advisor in ("A7", "A2"):
-            router.free_advisor(desk, advisor, int(time.time() * 1000), explicit=True)
+            availability.free_advisor(desk, advisor, int(time.time() * 1000), explicit=True)
         app = create_app(settings)
         for from_number, keys in CALLS:
             caller = Caller(FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),

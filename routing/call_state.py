@@ -1,7 +1,8 @@
-"""A call's session in Redis: everything the call log will say, gathered as
-the call goes.
+"""A call's state in Redis (the call hash, `keys.call`): everything the call
+log will say, gathered as the call goes. Here and everywhere, `call` is that
+hash as a dict; a database session is `db`.
 
-Webhooks append to the session; they never write SQL. The worker reads it
+Webhooks append to the call; they never write SQL. The worker reads it
 when the call is over and writes the call log. Each helper here is one round
 trip (a small script where a read and a write must go together).
 """
@@ -13,9 +14,9 @@ import redis
 from directory import keys
 from directory.scripts import script
 
-SESSION_TTL_SECONDS = 24 * 3600
+CALL_TTL_SECONDS = 24 * 3600
 
-# Open a session unless it exists: one round trip, and a repeated first
+# Open the call's hash unless it exists: one round trip, and a repeated first
 # webhook (Twilio retrying) never overwrites what the call already did.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -47,42 +48,42 @@ return 1
 """
 
 # Set fields only on a call we know: a late or stray webhook for a call whose
-# session is gone (or never was) must not leave a hash without an expiry.
+# hash is gone (or never was) must not leave a hash without an expiry.
 _UPDATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-def start_session(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -> bool:
-    """Open a call's session; False (and nothing changed) if it already exists."""
+def start_call(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -> bool:
+    """Open a call's hash; False (and nothing changed) if it already exists."""
     flat: list[str] = []
     for name, value in fields.items():
         flat += [name, str(value)]
     if not flat:
         flat = ["call_sid", call_sid]
     start = script(r, _START)
-    return bool(start(keys=[keys.call(call_sid)], args=[SESSION_TTL_SECONDS, *flat], client=r))
+    return bool(start(keys=[keys.call(call_sid)], args=[CALL_TTL_SECONDS, *flat], client=r))
 
 
-def get_session(r: redis.Redis, call_sid: str) -> dict[str, str]:
-    """The call's session as a dict of strings ({} when unknown)."""
+def get_call(r: redis.Redis, call_sid: str) -> dict[str, str]:
+    """The call's hash as a dict of strings ({} when unknown)."""
     return r.hgetall(keys.call(call_sid))  # type: ignore[return-value]
 
 
-def session_and_end(r: redis.Redis, call_sid: str) -> tuple[dict[str, str], bool]:
-    """The call's session and whether the call is over, in one round trip."""
+def call_and_end(r: redis.Redis, call_sid: str) -> tuple[dict[str, str], bool]:
+    """The call's hash and whether the call is over, in one round trip."""
     pipe = r.pipeline(transaction=False)
     pipe.hgetall(keys.call(call_sid))
     pipe.exists(keys.call_ended(call_sid))
-    session, ended = pipe.execute()
-    return session, bool(ended)
+    call, ended = pipe.execute()
+    return call, bool(ended)
 
 
-def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -> bool:
-    """Set fields of a call's session (its day-long expiry was set when it opened).
+def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> bool:
+    """Set fields of a call's hash (its day-long expiry was set when it opened).
 
-    A call with no session (never seen, or expired) is left alone: False.
+    A call with no hash (never seen, or expired) is left alone: False.
     """
     flat: list[str] = []
     for name, value in fields.items():
@@ -93,10 +94,10 @@ def update_session(r: redis.Redis, call_sid: str, **fields: str | int | float) -
 
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
-    """Add a step (a key, a case number) to the menu path, set `fields`; the session after."""
+    """Add a step (a key, a case number) to the menu path, set `fields`; the call after."""
     key = keys.call(call_sid)
     pipe = r.pipeline(transaction=False)
-    script(r, _APPEND)(keys=[key], args=["menu", ">", step, SESSION_TTL_SECONDS], client=pipe)
+    script(r, _APPEND)(keys=[key], args=["menu", ">", step, CALL_TTL_SECONDS], client=pipe)
     if fields:
         pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     pipe.hgetall(key)
@@ -109,29 +110,36 @@ def is_ended(r: redis.Redis, call_sid: str) -> bool:
 
 
 def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
-    """Record the call's end once: (True only the first time, the session).
+    """Record the call's end once: (True only the first time, the call).
 
-    The session expires a day after the end even if it was written without its
-    first webhook (Redis flushed mid-call): nothing else would expire it.
+    The call's hash expires a day after the end even if it was written without
+    its first webhook (Redis flushed mid-call): nothing else would expire it.
     """
     pipe = r.pipeline(transaction=False)
-    pipe.set(keys.call_ended(call_sid), "1", nx=True, ex=SESSION_TTL_SECONDS)
+    pipe.set(keys.call_ended(call_sid), "1", nx=True, ex=CALL_TTL_SECONDS)
     pipe.hgetall(keys.call(call_sid))
-    pipe.expire(keys.call(call_sid), SESSION_TTL_SECONDS)
-    first, session, _ = pipe.execute()
-    return bool(first), session
+    pipe.expire(keys.call(call_sid), CALL_TTL_SECONDS)
+    first, call, _ = pipe.execute()
+    return bool(first), call
 
 
 def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
     """Note that an advisor was rung on this call (for the call log)."""
     script(r, _APPEND)(keys=[keys.call(call_sid)],
-                        args=["tried", ",", advisor_id, SESSION_TTL_SECONDS], client=r)
+                        args=["tried", ",", advisor_id, CALL_TTL_SECONDS], client=r)
 
 
 def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str) -> dict[str, str]:
     """The call rings `advisor_id` now (a try, noted once); returns the advisor's hash."""
     pipe = r.pipeline(transaction=False)
-    script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, SESSION_TTL_SECONDS],
+    script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, CALL_TTL_SECONDS],
                          client=pipe)
     pipe.hgetall(keys.advisor(advisor_id))
     return pipe.execute()[-1]  # type: ignore[no-any-return]
+
+
+def send_to_team(
+    r: redis.Redis, call_sid: str, team: str, *, priority: str = "medium", **extra: str
+) -> None:
+    """Route the caller to a team (no owner): the next available teammate, or its queue."""
+    update_call(r, call_sid, team=team, owner="", priority=priority, **extra)

@@ -1,0 +1,33 @@
+"""Outside business hours: the case number before the voicemail (option 1), and
+the recorded message of any voicemail. `routing.after_hours` decides."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from ivr import twiml
+from ivr.context import desk, prompts
+from ivr.voice.form import call_sid, form
+from ivr.voice.hooks import bp
+from ivr.voice.render import answer, xml
+from jobs.queues import enqueue_recording
+from routing import acd, after_hours
+
+
+@bp.post("/after-hours/case")
+def after_hours_case() -> Response:
+    """After hours, option 1: the case number, then the voicemail for that case."""
+    sid = call_sid()
+    return answer(after_hours.enter_case_number(desk(), sid, form("Digits")), sid)
+
+
+@bp.post("/recorded")
+def recorded() -> Response:
+    """The voicemail is recorded: the worker attaches it to the case."""
+    sid, p = call_sid(), prompts()
+    recording = form("RecordingUrl", 512)
+    if recording and acd.note_recording(desk(), sid, recording,
+                                        form("RecordingDuration", 8) or "0"):
+        # Posted after the call's end (Twilio's order): the log may already exist.
+        enqueue_recording(desk().job_redis, sid)
+    return xml(twiml.goodbye(p, p.text("hours.voicemail_thanks")))

@@ -1,0 +1,53 @@
+"""A callback's legs: the advisor rung first hears whom it is for, accepts, the
+contact is dialed (again, a few times), and the advisor's leg ends.
+`routing.callbacks` decides."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from ivr import twiml
+from ivr.context import desk, now_ms, prompts
+from ivr.voice import render
+from ivr.voice.form import attempt, form, leg, whole
+from ivr.voice.hooks import bp
+from ivr.voice.render import answer, xml
+from jobs.queues import enqueue_call_log
+from routing import callbacks
+from routing.whisper import callback_whisper
+
+
+@bp.post("/callback/advisor")
+def callback_advisor() -> Response:
+    """The advisor picked up a callback: who it is for; any key dials the contact."""
+    sid, advisor_id = leg()
+    return render.whisper(callback_whisper(desk(), sid, advisor_id), sid, advisor_id,
+                          callback=True)
+
+
+@bp.post("/callback/accept")
+def callback_accept() -> Response:
+    """The advisor accepted the callback: dial the contact."""
+    sid, advisor_id = leg()
+    dial = callbacks.accept_callback(desk(), sid, advisor_id, now_ms())
+    if dial is None:
+        return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
+    return answer(dial, sid, advisor_id)
+
+
+@bp.post("/callback/dial-result")
+def callback_dial_result() -> Response:
+    """The contact's phone: answered, or ring again a bounded number of times."""
+    sid, advisor_id = leg()
+    step = callbacks.contact_dial_ended(desk(), sid, advisor_id, form("DialCallStatus"),
+                                        whole("DialCallDuration"), attempt())
+    return answer(step, sid, advisor_id)
+
+
+@bp.post("/callback/status")
+def callback_status() -> Response:
+    """The advisor's callback leg ended: release them; log the call once it is all over."""
+    sid, advisor_id = leg()
+    if callbacks.end_callback(desk(), sid, advisor_id, form("CallStatus"), now_ms()):
+        enqueue_call_log(desk().job_redis, sid)
+    return xml(twiml.empty())

@@ -1,0 +1,59 @@
+"""Ringing advisors: the end of a ring, the whisper and its accept key, a waiting
+caller brought to their advisor, and the caller leaving Twilio's queue.
+`routing.acd` and `routing.waiting` decide."""
+
+from __future__ import annotations
+
+from flask import Response, request
+
+from ivr import twiml
+from ivr.context import desk, now_ms, prompts
+from ivr.voice import render
+from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole
+from ivr.voice.hooks import bp
+from ivr.voice.render import answer, xml
+from routing import acd, waiting
+from routing.whisper import play_whisper
+
+
+@bp.post("/dial-result")
+def dial_result() -> Response:
+    """The ring of an advisor ended: done if answered, else the next advisor."""
+    sid, advisor_id = call_sid(), request.args.get("advisor", "")[:64]
+    decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
+                              whole("DialCallDuration"), now_ms(), call_status=call_status())
+    return answer(decision, sid)
+
+
+@bp.post("/whisper")
+def whisper() -> Response:
+    """What the advisor hears before the caller is bridged."""
+    sid, advisor_id = leg()
+    return render.whisper(play_whisper(desk(), sid, advisor_id), sid, advisor_id)
+
+
+@bp.post("/whisper/accept")
+def whisper_accept() -> Response:
+    """The advisor pressed a key: bridge them, if the caller is still there."""
+    sid, advisor_id = leg()
+    if acd.accept_call(desk(), sid, advisor_id, now_ms()):
+        return xml(twiml.bridge())
+    return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
+
+
+@bp.post("/connect")
+def connect() -> Response:
+    """A waiting caller redirected by the REST API: dial the advisor claimed for them."""
+    sid, p = call_sid(), prompts()
+    decision = acd.connect_claimed(desk(), sid, now_ms(), call_status=call_status())
+    return xml(twiml.route(p, decision, sid, [p.text("routing.connecting")]))
+
+
+@bp.post("/queue-result")
+def queue_result() -> Response:
+    """The caller left the queue: route again if they were asked to leave (Twilio's
+    failures to queue them still reach someone: `routing.waiting.after_queue`)."""
+    sid = call_sid()
+    step = waiting.after_queue(desk(), sid, form("QueueResult"), form("CallStatus"), attempt(),
+                               now_ms())
+    return answer(step, sid)

@@ -1,0 +1,38 @@
+"""The app-wide error handler: any failure inside a call still answers TwiML that
+reaches a human (the fallback number, else an apology with the desk's hours)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ivr import twiml
+from ivr.context import desk, prompts
+from ivr.voice.render import hours_words, xml
+
+log = logging.getLogger(__name__)
+
+
+def register_error_pages(app: Flask) -> None:
+    """Any failure under /voice answers TwiML that still reaches a human."""
+
+    @app.errorhandler(Exception)
+    def voice_failure(exc: Exception) -> Response | HTTPException | tuple[str, int]:
+        """TwiML that reaches a human for /voice; JSON or the HTTP error elsewhere."""
+        if not request.path.startswith("/voice"):
+            if isinstance(exc, HTTPException):
+                return exc
+            log.exception("internal error on %s", request.path)
+            return {"error": "internal error"}, 500  # type: ignore[return-value]
+        if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
+            if request.path == "/voice/status":
+                return xml(twiml.empty(), 200)
+            log.warning("voice request %s answered %s", request.path, exc.code)
+        else:
+            log.exception("voice webhook %s failed; caller sent to fallback", request.path)
+        if request.path == "/voice/status":
+            return xml(twiml.empty(), 200)
+        settings = desk().settings
+        return xml(twiml.fallback(prompts(), settings.fallback_number, hours_words()))

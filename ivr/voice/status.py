@@ -1,0 +1,24 @@
+"""The call's status callback: a final status ends the call (frees what it held,
+queues its log, once); any other status changes nothing."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from ivr import twiml
+from ivr.context import desk, now_ms
+from ivr.voice.form import call_sid, form, whole
+from ivr.voice.hooks import bp
+from ivr.voice.render import xml
+from jobs.queues import enqueue_call_log
+from routing import acd
+
+
+@bp.post("/status")
+def status() -> Response:
+    """The call is over: free what it held and queue its call log (once)."""
+    sid = call_sid()
+    if sid and acd.end_call(desk(), sid, form("CallStatus"), whole("CallDuration"), now_ms(),
+                            caller=form("From")):
+        enqueue_call_log(desk().job_redis, sid)
+    return xml(twiml.empty())

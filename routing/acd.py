@@ -1,0 +1,238 @@
+"""The ACD: who a caller rings next, what happens when a ring ends, when a call
+ends, and the reconciler that frees holds nobody released.
+
+Each function runs one presence script, records the outcome on the call's
+hash, and only then talks to the outside world. Time is a parameter (`now_ms`).
+What happens when an advisor frees up is `routing.availability`; the waiting side
+is `routing.waiting`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from directory import keys
+from directory.catalog import GENERAL
+from routing import presence
+from routing.availability import finish_with_advisor, free_advisor
+from routing.call_state import (
+    call_and_end,
+    get_call,
+    is_ended,
+    mark_ended,
+    note_ringing,
+    start_call,
+    update_call,
+)
+from routing.desk import Desk
+
+ANSWERED_DIAL_STATUSES = {"completed", "answered"}
+# Twilio's final call statuses: the call is over (any other status is progress).
+FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def is_final(call_status: str) -> bool:
+    """Whether a posted `CallStatus` says the caller's call is over (Twilio's vocabulary)."""
+    return call_status in FINAL_CALL_STATUSES
+
+
+@dataclass(frozen=True)
+class DialAdvisor:
+    """Ring this advisor for the caller."""
+
+    advisor_id: str
+    phone: str
+    name: str
+
+
+@dataclass(frozen=True)
+class WaitInQueue:
+    """The caller waits in this team's queue."""
+
+    team: str
+    position: int
+
+
+@dataclass(frozen=True)
+class CallFinished:
+    """Nothing left to route: the call was answered or is over."""
+
+    answered_by: str | None = None
+
+
+@dataclass(frozen=True)
+class DialNumber:
+    """Ring an outside number: the on-call engineer for a hosted outage at night."""
+
+    number: str
+
+
+@dataclass(frozen=True)
+class Nothing:
+    """Nothing to say: the call goes on as it was (an empty TwiML document)."""
+
+
+Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
+
+
+def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
+    """Claim the next advisor for a caller (owner first), or queue them."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended:
+        return CallFinished(call.get("answered_by") or None)
+    team = call.get("team") or GENERAL
+    claim = presence.claim_for_caller(
+        desk.r,
+        call_sid,
+        team=team,
+        owner_id=call.get("owner") or None,
+        now_ms=now_ms,
+        lease_ms=desk.lease_ms,
+        priority=call.get("priority") or "medium",
+    )
+    if claim.outcome == "advisor" and claim.advisor_id:
+        return ring(desk, call_sid, claim.advisor_id, now_ms)
+    return WaitInQueue(team=team, position=claim.position or 1)
+
+
+def ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
+    """Note the try on the call and describe the advisor claimed for it, to dial."""
+    facts = note_ringing(desk.r, call_sid, advisor_id)
+    return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
+
+
+def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
+                    call_status: str = "in-progress") -> Decision:
+    """A waiting caller was redirected to us: dial the advisor claimed for them."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended or is_final(call_status) or not call:
+        return CallFinished(None)  # nothing to connect: the end frees the advisor
+    advisor_id = call.get("advisor") or ""
+    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
+        return ring(desk, call_sid, advisor_id, now_ms)
+    # The claim expired before Twilio came back: route afresh.
+    return route_caller(desk, call_sid, now_ms)
+
+
+def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool:
+    """The advisor pressed the accept key: the call is theirs until it ends."""
+    held = presence.hold_for(
+        desk.r, advisor_id, call_sid=call_sid, hold="talking",
+        lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
+    )
+    if held:
+        update_call(
+            desk.r, call_sid, whisper="accepted", answered_by=advisor_id, answered_at=now_ms,
+            state="bridged",
+        )
+    return held
+
+
+def after_dial(
+    desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int, now_ms: int,
+    call_status: str = "in-progress",
+) -> Decision:
+    """The ring of an advisor ended: finish an answered call, else try the next advisor.
+
+    Twilio may post this `<Dial>` action after the caller hung up, before the
+    status callback (`call_status` is then final): the advisor is released and
+    nobody else is rung for a caller who is gone.
+    """
+    call = get_call(desk.r, call_sid)
+    answered = call.get("answered_by") == advisor_id or (
+        dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
+    )
+    if answered:
+        update_call(
+            desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds, state="answered"
+        )
+        finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+        return CallFinished(advisor_id)
+    if presence.on_call(desk.r, advisor_id, call_sid):
+        update_call(desk.r, call_sid, advisor="", ringing="")
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+    if is_final(call_status) or is_ended(desk.r, call_sid):
+        return CallFinished(None)
+    return route_caller(desk, call_sid, now_ms)
+
+
+def end_call(
+    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
+) -> bool:
+    """The call is over: free what it held; True when its log should be written now.
+
+    False for a repeated callback, for a status that is not final (Twilio's
+    `ringing`, `in-progress`: the caller is still on the line; nothing
+    changes), and for a caller who keeps their place for a callback (their
+    log is written when the callback is over).
+    """
+    if not is_final(call_status):
+        return False
+    first, call = mark_ended(desk.r, call_sid)
+    if not first:
+        return False
+    fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
+                                     "duration": duration}
+    team = call.get("waiting_team")
+    if call.get("callback") == "1":
+        update_call(desk.r, call_sid, **fields)
+        return False
+    if team and desk.r.zrem(keys.team_waiting(team), call_sid):
+        enqueued = int(call.get("enqueued_at") or now_ms)
+        fields["queue_wait_ms"] = int(call.get("queue_wait_ms") or 0) + now_ms - enqueued
+        fields["abandoned"] = 1
+    if "started_at" not in call:
+        # A call we never saw begin (its first webhook failed): log what Twilio told us.
+        fields["started_at"] = now_ms - duration * 1000
+        fields["caller"] = caller[:40]
+        start_call(desk.r, call_sid, {})
+    update_call(desk.r, call_sid, **fields)
+    advisor_id = call.get("advisor") or ""
+    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
+        if call.get("answered_by") == advisor_id:
+            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+        else:
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+    return True
+
+
+def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
+    """Keep a voicemail's recording on the call; True when the call had already ended
+    (its log may be written: the recording must be added to it)."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if not call:
+        return False  # a call we never saw: nothing to attach it to
+    update_call(desk.r, call_sid, recording_url=url, recording_seconds=seconds)
+    return ended
+
+
+def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> None:
+    """A waiting caller claimed for an advisor whose hold expired before they were
+    brought over (the process that was to redirect them died): back to their place."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if not ended and call.get("state") == "connecting" and call.get("callback") != "1":
+        presence.return_to_queue(desk.r, call_sid, advisor_id)
+
+
+def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
+    """Free expired holds and drop waiting callers whose call is over."""
+    freed = dropped = 0
+    for advisor_id in presence.expired_leases(desk.r, now_ms):
+        state = presence.advisor_state(desk.r, advisor_id)
+        lease = int(state.get("lease") or 0)
+        if lease and lease > now_ms:
+            continue
+        call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
+        if call_sid and not wrapup:
+            _return_unconnected_caller(desk, call_sid, advisor_id)
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                     skip_call="" if wrapup else call_sid, ending_wrapup=wrapup)
+        freed += 1
+    for team in desk.r.smembers(keys.teams()):
+        for call_sid in desk.r.zrange(keys.team_waiting(team), 0, -1):
+            callback = desk.r.hget(keys.call(call_sid), "callback") == "1"
+            if not callback and (is_ended(desk.r, call_sid)
+                                 or not desk.r.exists(keys.call(call_sid))):
+                desk.r.zrem(keys.team_waiting(team), call_sid)
+                dropped += 1
+    return {"freed": freed, "dropped": dropped}

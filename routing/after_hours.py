@@ -1,0 +1,36 @@
+"""Outside business hours (`config.hours.is_open`), options 1, 2 and 6: the
+caller hears the desk's hours and may leave a voicemail, which the call-log
+job attaches to their case (option 1: the case number is asked first) or to a
+new case for their district (options 2 and 6, or a case number not found).
+
+The outage line at night is `routing.outage`.
+"""
+
+from __future__ import annotations
+
+from directory.catalog import GENERAL
+from routing.call_state import send_to_team, update_call
+from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
+from routing.desk import Desk
+
+
+def closed(desk: Desk, call_sid: str, option: str) -> AskCase | Voicemail:
+    """The desk is closed: the hours, then a voicemail (after the case number for 1)."""
+    if option == "1":
+        return AskCase(after_hours=True)
+    # Options 2 and 6: the message opens a new case for the caller's district.
+    send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
+    return Voicemail(closed=True)
+
+
+def enter_case_number(desk: Desk, call_sid: str, digits: str) -> AskCase | Voicemail:
+    """After hours, option 1: the case number, then the voicemail for that case (after
+    three misses, for a new case)."""
+    lookup = choose_case(desk, call_sid, digits)
+    if lookup.found:
+        update_call(desk.r, call_sid, after_hours="1")
+        return Voicemail()
+    if lookup.tries >= CASE_TRIES:
+        send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
+        return Voicemail(case_not_found=True)
+    return AskCase(after_hours=True, not_found=True)

@@ -1,0 +1,175 @@
+"""An advisor's release: the end of their part in a call (wrap-up), then the
+best waiting caller brought to them, else available again.
+
+A claimed waiting caller is redirected through Twilio's REST API (after the
+webhook has answered); a callback caller is called back by ringing the
+advisor first. When Twilio cannot be asked, the caller keeps their place and
+the advisor takes the next one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from directory import keys
+from directory.catalog import GENERAL
+from jobs.queues import schedule_end_of_wrapup
+from routing import presence
+from routing.call_state import call_and_end, record_try, update_call
+from routing.desk import Desk
+from routing.telephony import Outcome
+
+log = logging.getLogger(__name__)
+
+# How many waiting callers one freed advisor may try before giving up on
+# redirects (each failure means that caller had already hung up).
+_MAX_REDIRECT_ATTEMPTS = 20
+
+
+def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> None:
+    """The advisor's part of a call is over: wrap-up, then available again."""
+    wrapup = desk.settings.wrapup_seconds
+    if wrapup <= 0:
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid)
+        return
+    if presence.hold_for(
+        desk.r, advisor_id, call_sid=call_sid, hold="wrapup",
+        lease_until_ms=now_ms + wrapup * 1000,
+    ):
+        schedule_end_of_wrapup(desk.job_redis, advisor_id, call_sid, now_ms + wrapup * 1000)
+
+
+def free_advisor(
+    desk: Desk,
+    advisor_id: str,
+    now_ms: int,
+    *,
+    expected_call: str = "",
+    skip_call: str = "",
+    explicit: bool = False,
+    ending_wrapup: bool = False,
+) -> presence.Release:
+    """Make an advisor available, handing them the best waiting caller first.
+
+    A claimed waiting caller is redirected through Twilio's REST API to TwiML
+    that dials the advisor; if the redirect fails (the caller hung up), the
+    advisor is released again for the next caller.
+    """
+    overflow_ms = desk.settings.overflow_seconds * 1000
+    release = presence.make_available(
+        desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
+        expected_call=expected_call, skip_call=skip_call, explicit=explicit,
+        ending_wrapup=ending_wrapup,
+        overflow_ms=overflow_ms,
+    )
+    return _serve(desk, advisor_id, release, now_ms)
+
+
+def _serve(
+    desk: Desk, advisor_id: str, release: presence.Release, now_ms: int
+) -> presence.Release:
+    """Bring the waiting caller the advisor was just claimed for to them (if any)."""
+    for _ in range(_MAX_REDIRECT_ATTEMPTS):
+        if release.outcome != "claimed" or not release.call_sid:
+            return release
+        caller = release.call_sid
+        call, ended = call_and_end(desk.r, caller)
+        base = call.get("base", "").rstrip("/")
+        if not ended and base and call.get("callback") != "1":
+            note_dequeued(desk, caller, call, now_ms)
+            desk.telephony.later(functools.partial(
+                _redirect_or_move_on, desk, caller, advisor_id, f"{base}/voice/connect", now_ms))
+            return release
+        # A callback caller hung up long ago, on purpose: ring the advisor first.
+        if call.get("callback") == "1" and base:
+            if _place_callback(desk, caller, advisor_id, call, base):
+                note_dequeued(desk, caller, call, now_ms)
+                return release
+            # Twilio would not place the call: the contact keeps their place.
+            release = _caller_kept(desk, caller, advisor_id, now_ms)
+            continue
+        release = _caller_gone(desk, caller, advisor_id, now_ms)
+    return release
+
+
+def _caller_gone(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:
+    """The claimed waiting caller could not be reached: the advisor takes the next one."""
+    log.info("waiting caller %s is gone; advisor %s goes on", caller, advisor_id)
+    update_call(desk.r, caller, advisor="")
+    return presence.make_available(
+        desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms, expected_call=caller,
+        skip_call=caller, overflow_ms=desk.settings.overflow_seconds * 1000,
+    )
+
+
+def _caller_kept(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:
+    """Twilio could not be asked to bring the caller over (it kept failing): the caller
+    goes back to their place in the queue and the advisor takes the next one.
+
+    The caller's own hold cycle (`hold_cycle`) then claims a free advisor and
+    leaves the queue without any REST request.
+    """
+    kept = presence.return_to_queue(desk.r, caller, advisor_id)
+    log.warning("could not bring waiting caller %s to advisor %s; caller %s their place",
+                caller, advisor_id, "keeps" if kept else "had no")
+    return presence.make_available(
+        desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms, expected_call=caller,
+        skip_call=caller, overflow_ms=desk.settings.overflow_seconds * 1000,
+    )
+
+
+def _redirect_or_move_on(
+    desk: Desk, caller: str, advisor_id: str, url: str, now_ms: int
+) -> None:
+    """Redirect a claimed waiting caller to their advisor.
+
+    Only Twilio saying the call is over (404, "not in-progress") means the
+    caller hung up: the advisor takes the next caller. Any other failure, once
+    retries are spent, says nothing about the caller: they keep their place.
+    """
+    outcome = desk.telephony.redirect_call(caller, url)
+    if outcome is Outcome.DONE:
+        return
+    if outcome is Outcome.GONE:
+        release = _caller_gone(desk, caller, advisor_id, now_ms)
+    else:
+        release = _caller_kept(desk, caller, advisor_id, now_ms)
+    _serve(desk, advisor_id, release, now_ms)
+
+
+def _place_callback(
+    desk: Desk, caller: str, advisor_id: str, call: dict[str, str], base: str
+) -> bool:
+    """Ring the advisor for a callback; the advisor's leg then dials the contact."""
+    phone = presence.advisor_state(desk.r, advisor_id).get("phone", "")
+    query = f"call={caller}&advisor={advisor_id}"
+    leg = desk.telephony.place_call(
+        to=phone,
+        from_=call.get("to") or call.get("caller", ""),
+        url=f"{base}/voice/callback/advisor?{query}",
+        status_callback=f"{base}/voice/callback/status?{query}",
+    )
+    if leg is None:
+        return False
+    record_try(desk.r, caller, advisor_id)
+    update_call(desk.r, caller, callback_state="ringing-advisor", callback_leg=leg,
+                   ringing=advisor_id)
+    return True
+
+
+def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> None:
+    """Record how long the caller waited in the queue."""
+    enqueued = int(call.get("enqueued_at") or now_ms)
+    waited = float(call.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
+    team = call.get("waiting_team") or call.get("team") or GENERAL
+    pipe = desk.r.pipeline(transaction=False)
+    pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": "connecting"})
+    pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
+    pipe.ltrim(keys.team_waits(team), 0, 49)
+    pipe.execute()
+
+
+def end_wrapup(desk: Desk, advisor_id: str, call_sid: str, now_ms: int) -> presence.Release:
+    """Wrap-up time is over: the advisor is available (or takes the next caller)."""
+    return free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, ending_wrapup=True)

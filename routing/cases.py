@@ -1,0 +1,141 @@
+"""Cases on the phone line: the case number a caller types (theirs, or "not
+found"), which case a call is logged on, opening new ones (numbered after the
+highest), and merging outage reports onto one case a day.
+
+The call-log job (`workers.call_log`) asks `case_for_call`; the rules live
+here. Callers never change case data on the phone: a call only ever opens a
+case or adds itself (and, for an unverified outage report, the hand-over
+flag) to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.orm import Session
+
+import directory
+from directory.catalog import GENERAL
+from directory.models import Advisor, CallLog, Case
+from routing.call_state import append_menu, get_call
+from routing.desk import Desk
+
+# Three misses on the case number: a person still helps (the general team), or
+# after hours the message opens a new case, rather than a hang-up.
+CASE_TRIES = 3
+
+# Outage calls from one district (or one unknown number) within a day go onto one case.
+OUTAGE_CASE_SPAN = timedelta(hours=24)
+# A case the line opens is numbered after the highest case number (this one on an
+# empty directory).
+FIRST_CASE_NUMBER = 2_000_001
+
+
+@dataclass(frozen=True)
+class CaseLookup:
+    """Whether a case number the caller typed is theirs to discuss."""
+
+    found: bool
+    closed: bool = False
+    tries: int = 0
+
+
+@dataclass(frozen=True)
+class AskCase:
+    """Ask for the case number (again after a miss); after hours, before the voicemail."""
+
+    after_hours: bool = False
+    not_found: bool = False
+
+
+@dataclass(frozen=True)
+class Voicemail:
+    """Record a message that the call-log job puts on the call's case (or a new case)."""
+
+    closed: bool = False  # tell the desk's hours first
+    case_not_found: bool = False
+
+
+def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
+    """Look a typed case number up within the caller's district; route to its owner."""
+    call = get_call(desk.r, call_sid)
+    tries = int(call.get("case_tries") or 0) + 1
+    number = "".join(ch for ch in digits if ch.isdigit())[:20]
+    case = directory.find_case(desk.r, desk.session_factory, number) if number else None
+    if not case or not case.get("district") or case.get("district") != call.get("district"):
+        # Another district's case is "not found": never reveal it exists.
+        append_menu(desk.r, call_sid, number or "-", case_tries=tries)
+        return CaseLookup(found=False, tries=tries)
+    append_menu(
+        desk.r, call_sid, number,
+        case=number, team=case.get("team") or GENERAL, owner=case.get("owner", ""),
+        priority=case.get("priority") or "medium", product=case.get("product", ""),
+        case_status=case.get("status", ""), case_tries=tries,
+    )
+    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries)
+
+
+def case_for_call(db: Session, call: dict[str, str], now: datetime) -> Case | None:
+    """The case a call is logged on: its case, the district's outage case of the day, or a
+    new case (options 2 and 6, and their voicemails); None for a call with no case."""
+    if call.get("outage"):
+        return _outage_case(db, call, now)
+    if call.get("case"):
+        return db.get(Case, call["case"])
+    if call.get("new_case") and call.get("district") and not call.get("refused"):
+        return _new_case(db, call, priority="medium")
+    return None
+
+
+def _owner(db: Session, call: dict[str, str]) -> str | None:
+    """The advisor who answered, as the new case's owner."""
+    answered = call.get("answered_by") or None
+    return answered if answered and db.get(Advisor, answered) is not None else None
+
+
+def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool = False) -> Case:
+    """Open a new case for the caller's district (status new)."""
+    highest = db.scalar(select(func.max(cast(Case.number, Integer))))
+    case = Case(
+        number=str((highest or FIRST_CASE_NUMBER - 1) + 1),
+        district_id=call.get("district") or None,
+        owner_id=_owner(db, call),
+        status="new",
+        priority=priority,
+        product=call.get("product") or "campus",
+        outage=outage,
+        needs_handover=call.get("handover") == "1",
+    )
+    db.add(case)
+    db.flush()
+    return case
+
+
+def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
+    """The open outage case of the last day for the caller's district (for an unknown
+    number, the one that number reported), else a new Critical one."""
+    recent = (
+        select(Case)
+        .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
+               Case.created_at >= now - OUTAGE_CASE_SPAN)
+        .order_by(Case.created_at.desc())
+    )
+    district = call.get("district") or None
+    caller = call.get("caller") or None
+    if district:
+        existing = db.scalars(recent.where(Case.district_id == district)).first()
+    elif caller:
+        # One outage case per calling number per day (the exception basis).
+        reported = select(CallLog.case_number).where(CallLog.caller == caller)
+        existing = db.scalars(
+            recent.where(Case.district_id.is_(None), Case.number.in_(reported))
+        ).first()
+    else:
+        existing = None
+    if existing is not None:
+        if call.get("handover") == "1":
+            existing.needs_handover = True
+        return existing
+    return _new_case(db, call, priority="critical", outage=True)

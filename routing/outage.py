@@ -1,0 +1,137 @@
+"""The outage line, option 8: answered 24/7 for hosted districts.
+
+- Priority: a verified contact's report is Critical (ahead of everyone
+  waiting); an unverified caller is accepted on an exception basis at High,
+  behind verified reports, and the case is flagged for hand-over to an
+  authorized contact (`routing.cases` keeps one outage case a day).
+- In business hours every report goes to the hosting team. Outside them only
+  hosted districts' contacts are routed: an unrecognised number is asked for
+  contact ID and PIN first (`routing.verification`); a free hosting advisor,
+  else the on-call engineer (`CASELINE_ONCALL_NUMBER`), else the hosting
+  queue. Anyone else hears how after-hours outage support works and may leave
+  a voicemail.
+- The caller first hears the known-incident announcement and any posted
+  maintenance window; with an announcement active they may simply hang up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from config import hours
+from directory.catalog import HOSTING
+from routing import acd, auth, presence, verification
+from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
+from routing.announcement import active_announcement
+from routing.call_state import get_call, is_ended, send_to_team, update_call
+from routing.desk import Desk
+from routing.verification import AskContactId, Unverified
+
+
+def priority(authorized: bool) -> str:
+    """An outage report's priority: Critical from an authorized contact; High on an
+    exception basis (an unverified caller waits behind verified reports)."""
+    return "critical" if authorized else "high"
+
+
+@dataclass(frozen=True)
+class Notices:
+    """What an outage caller hears first."""
+
+    announcement: str | None  # the known-incident announcement, while active
+    maintenance: str | None  # a posted or cadence maintenance window, now or soon
+    handover: bool  # accepted on an exception basis: to be confirmed by a contact
+
+
+@dataclass(frozen=True)
+class OutageReport:
+    """The report is accepted: the notices, then `decision` (hosting, or on-call at
+    night). With an announcement active the notices come first as a question
+    (`decision` None): a caller who stays on the line is routed next."""
+
+    notices: Notices
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class OutageVoicemail:
+    """After hours, not a hosted district's contact: how after-hours outage support
+    works, and a voicemail on the outage case. `why` as `Unverified.why`."""
+
+    why: str = ""
+
+
+def report(
+    desk: Desk, call_sid: str, call: dict[str, str], now: datetime, now_ms: int,
+    windows: list[hours.MaintenanceWindow] | None, *, verified_now: bool = False,
+) -> OutageReport | OutageVoicemail | AskContactId:
+    """Option 8: notices, then hosting at the report's priority (24/7 for hosted districts)."""
+    open_now = hours.is_open(now)
+    authorized = verified_now or auth.is_authorized(call)
+    if not open_now:
+        if not authorized:
+            # After hours an unrecognised (or untrusted) number must prove it is a
+            # hosted district's contact: contact ID and PIN.
+            step = verification.begin(desk, call, "8", now)
+            return voicemail(desk, call_sid, step.why) if isinstance(step, Unverified) else step
+        if call.get("hosted") != "1":
+            return voicemail(desk, call_sid)
+    send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
+                 handover="" if authorized else "1", after_hours="" if open_now else "1")
+    announcement = active_announcement(desk.r)
+    notices = Notices(announcement, hours.maintenance_notice(now, windows), not authorized)
+    if announcement:
+        return OutageReport(notices)
+    return OutageReport(notices, route(desk, call_sid, now, now_ms))
+
+
+def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision:
+    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue."""
+    if hours.is_open(now):
+        return acd.route_caller(desk, call_sid, now_ms)
+    return route_after_hours(desk, call_sid, now_ms)
+
+
+def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
+    """After hours, not a hosted district: the message goes on the outage case."""
+    authorized = auth.is_authorized(get_call(desk.r, call_sid))
+    send_to_team(desk.r, call_sid, HOSTING, priority="critical", outage="1",
+                 handover="" if authorized else "1", after_hours="1")
+    return OutageVoicemail(why)
+
+
+def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
+    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
+    call = get_call(desk.r, call_sid)
+    if is_ended(desk.r, call_sid):
+        return CallFinished(None)
+    claim = presence.claim_for_caller(
+        desk.r, call_sid, team=call.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
+        lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
+    )
+    if claim.outcome == "advisor" and claim.advisor_id:
+        return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
+    oncall = desk.settings.oncall_number
+    if oncall and not call.get("oncall_tried"):
+        update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
+        return DialNumber(oncall)
+    return acd.route_caller(desk, call_sid, now_ms)
+
+
+def after_oncall(
+    desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
+    call_status: str = "in-progress",
+) -> Decision:
+    """The on-call engineer's ring ended: done if answered, else wait for hosting.
+
+    A caller who hung up meanwhile (`call_status` final: Twilio may post this
+    before the status callback) is not routed again.
+    """
+    if dial_status in ANSWERED_DIAL_STATUSES:
+        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
+                       state="answered")
+        return CallFinished("on-call")
+    if is_final(call_status):
+        return CallFinished(None)
+    return acd.route_caller(desk, call_sid, now_ms)

@@ -1,0 +1,102 @@
+"""The verification stage of a call: an unrecognised caller who chose 1, 2 or 6
+(or 8 at night) is asked for their contact ID, then their PIN, each ending in #.
+
+The checks themselves (PIN, lockouts, caller ID) are `routing.auth`; this is
+what the caller is asked next. A caller who cannot be verified is told to
+reach their district's authorized contacts, never whom, and the call ends
+(`routing.menu` sends an outage caller to `routing.outage` instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from routing import auth
+from routing.call_state import get_call, update_call
+from routing.desk import Desk
+
+# Silence on the contact-ID question: asked this many times, then refused.
+CONTACT_ID_TRIES = 3
+
+
+@dataclass(frozen=True)
+class AskContactId:
+    """Ask for the contact ID (after a failed PIN: say so first)."""
+
+    option: str
+    attempt: int = 1
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class AskPin:
+    """Ask for the PIN of the contact ID just given."""
+
+    option: str
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The caller proved to be an active authorized contact: on with their option."""
+
+    option: str
+
+
+@dataclass(frozen=True)
+class Unverified:
+    """The caller could not be verified. `why`: "locked" (this number is locked out),
+    "failed-locked" (a wrong PIN that locked it), "inactive" (a right PIN of an
+    inactive contact), or "" (no contact ID given)."""
+
+    option: str
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Not verified, and not an outage report: whom to ask (never who), goodbye."""
+
+    why: str = ""
+
+
+def begin(
+    desk: Desk, call: dict[str, str], option: str, now: datetime
+) -> AskContactId | Unverified:
+    """Ask an unrecognised caller for their contact ID, unless their number is locked out."""
+    if auth.is_locked(desk, call.get("caller", ""), now):
+        return Unverified(option, "locked")
+    return AskContactId(option)
+
+
+def enter_contact_id(
+    desk: Desk, call_sid: str, digits: str, option: str, attempt: int
+) -> AskContactId | AskPin | Unverified:
+    """The contact ID: remember it and ask the PIN; silence asks again, three times."""
+    if not digits:
+        if attempt >= CONTACT_ID_TRIES:
+            return Unverified(option)
+        return AskContactId(option, attempt + 1)
+    update_call(desk.r, call_sid, pending_contact=digits[:20])
+    return AskPin(option)
+
+
+def enter_pin(
+    desk: Desk, call_sid: str, digits: str, option: str, now: datetime
+) -> Verified | AskContactId | Unverified:
+    """The PIN: verified, or asked again from the contact ID, or locked out (`auth.verify`)."""
+    pending = get_call(desk.r, call_sid).get("pending_contact", "")
+    result = auth.verify(desk, call_sid, pending, digits, now)
+    if result.verified:
+        return Verified(option)
+    if result.inactive:
+        return Unverified(option, "inactive")
+    if result.locked:
+        return Unverified(option, "failed-locked")
+    return AskContactId(option, failed=True)
+
+
+def refuse(desk: Desk, call_sid: str, why: str) -> Refused:
+    """End an unverified call for options 1, 2 and 6 (the call log says `refused`)."""
+    update_call(desk.r, call_sid, refused="1")
+    return Refused(why)

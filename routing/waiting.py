@@ -1,0 +1,261 @@
+"""The waiting side of the ACD: who waits where, in serving order, how long a
+caller can expect to wait, and what a waiting caller may do: hold (each cycle
+may claim a free advisor), ask for a callback, leave a voicemail after the
+longest wait, or leave the queue when Twilio cannot hold them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from directory import keys
+from directory.catalog import GENERAL
+from routing import acd, callbacks, presence
+from routing.availability import note_dequeued
+from routing.call_state import call_and_end, get_call, update_call
+from routing.cases import Voicemail
+from routing.desk import Desk
+from routing.presence import BAND_WIDTH, BANDS
+
+log = logging.getLogger(__name__)
+
+# An advisor who did not answer a caller is offered that caller again from the
+# queue only after this long (they may have stepped away).
+REOFFER_AFTER_MS = 60_000
+
+_BAND_NAMES = {band: name for name, band in BANDS.items()}
+
+
+def estimate(
+    desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
+) -> tuple[int | None, float | None]:
+    """Place in line and estimated wait: recent average wait x place / advisors working."""
+    if rank is None:
+        return None, None
+    waits = [float(w) for w in recent]
+    average = sum(waits) / len(waits) if waits else 30.0
+    serving = int(working) if working is not None else _serving_advisors(desk, team)
+    return rank + 1, average * (rank + 1) / max(1, serving)
+
+
+def _serving_advisors(desk: Desk, team: str) -> int:
+    """How many advisors of a team are working (available or busy), cached a few seconds.
+
+    Only the estimate uses it, so a count up to five seconds old is fine and
+    spares every hold cycle a read of every advisor.
+    """
+    advisor_ids = list(desk.r.smembers(keys.advisors()))
+    pipe = desk.r.pipeline(transaction=False)
+    for advisor_id in advisor_ids:
+        pipe.hmget(keys.advisor(advisor_id), "status", "teams")
+    count = sum(
+        1
+        for status, teams in pipe.execute()
+        if status in ("available", "busy") and team in (teams or "").split(",")
+    )
+    desk.r.set(keys.team_working(team), count, ex=5)
+    return count
+
+
+def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:
+    """Every team's waiting callers in the order they will be served."""
+    queues: dict[str, list[dict[str, object]]] = {}
+    for team in sorted(desk.r.smembers(keys.teams())):
+        entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
+        callers = []
+        for call_sid, score in entries:
+            call = desk.r.hmget(keys.call(call_sid), "enqueued_at", "case", "caller", "district")
+            enqueued = int(call[0] or now_ms)
+            band = int(score // BAND_WIDTH)
+            callers.append({
+                "call_sid": call_sid,
+                "priority": _BAND_NAMES.get(band, "medium"),
+                "waiting_seconds": round(max(0, now_ms - enqueued) / 1000, 1),
+                "case_number": call[1] or None,
+                "caller": call[2] or None,
+                "district": call[3] or None,
+            })
+        queues[team] = callers
+    return queues
+
+
+@dataclass(frozen=True)
+class HoldCycle:
+    """One hold cycle of a waiting caller: leave for an advisor, or hear where they are."""
+
+    leave: bool
+    position: int | None = None
+    estimate_seconds: float | None = None
+    offer_callback: bool = False  # a verified contact with a dialable directory phone
+    offer_voicemail: bool = False  # waited past CASELINE_MAX_WAIT_SECONDS
+
+
+def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
+    """On each hold cycle: claim a free advisor for the caller at the head of a queue,
+    else tell them their place and estimated wait.
+
+    The claim catches what no release event would: an advisor left available
+    after missing this very caller, or a general advisor idle while this caller
+    has waited past the overflow time. Only heads are offered, so order holds.
+    """
+    call, ended = call_and_end(desk.r, call_sid)
+    team = call.get("waiting_team")
+    if not team or ended:
+        return HoldCycle(leave=False)
+    pipe = desk.r.pipeline(transaction=False)
+    pipe.zrank(keys.team_waiting(team), call_sid)
+    pipe.lrange(keys.team_waits(team), 0, 19)
+    pipe.get(keys.team_working(team))
+    pipe.zcard(keys.team_available(team))
+    pipe.zcard(keys.team_available(GENERAL))
+    rank, recent, working, free_here, free_general = pipe.execute()
+    # Since their first arrival: a caller queued again after a missed ring keeps it.
+    arrived = _arrival_ms(call, now_ms)
+    if rank == 0 and call.get("callback") != "1":
+        candidates = [team] if free_here else []
+        overflowed = now_ms - arrived >= desk.settings.overflow_seconds * 1000
+        if team != GENERAL and free_general and overflowed:
+            candidates.append(GENERAL)
+        for serving_team in candidates:
+            claim = presence.claim_for_caller(
+                desk.r, call_sid, team=serving_team, owner_id=None, now_ms=now_ms,
+                lease_ms=desk.lease_ms, priority=call.get("priority"),
+                queue_if_none=False, retry_after_ms=REOFFER_AFTER_MS,
+            )
+            if claim.outcome == "advisor":
+                note_dequeued(desk, call_sid, call, now_ms)
+                return HoldCycle(leave=True)
+    position, seconds = estimate(desk, team, rank, recent, working)
+    if rank is None:  # being connected, or a callback request: nothing to offer
+        return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
+    waited_ms = now_ms - arrived
+    return HoldCycle(
+        leave=False, position=position, estimate_seconds=seconds,
+        offer_callback=call.get("callback") != "1"
+        and callbacks.callback_number(desk, call) is not None,
+        offer_voicemail=waited_ms >= desk.settings.max_wait_seconds * 1000,
+    )
+
+
+# Twilio's `<Enqueue>` action results that mean the caller was never queued
+# (their `QueueResult`); the caller is still on the line.
+QUEUE_FAILURES = frozenset({"queue-full", "error", "system-error"})
+# How many times a caller is put in Twilio's queue before another way is taken.
+QUEUE_ATTEMPTS = 2
+
+
+def leave_queue(desk: Desk, call_sid: str) -> None:
+    """The caller cannot wait (Twilio could not queue them): out of their waiting set.
+
+    What they get instead (the fallback number, a voicemail on their case) is
+    the caller's next step; the call log says so (`queue_failed`).
+    """
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
+    if team:
+        desk.r.zrem(keys.team_waiting(team), call_sid)
+    update_call(desk.r, call_sid, queue_failed=1, state="queue-failed")
+
+
+def _arrival_ms(call: dict[str, str], now_ms: int) -> int:
+    """When the caller first joined a queue (ms): the arrival kept in their score."""
+    score = call.get("wait_score")
+    if score and score.isdigit():
+        return int(score) % presence.BAND_WIDTH
+    return int(call.get("enqueued_at") or now_ms)
+
+
+def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> bool:
+    """A waiting caller asks to be called back: they keep their place and may hang up.
+
+    Only as `routing.callbacks` allows (a verified contact, their directory
+    phone, a few a day); False (the caller keeps waiting) otherwise.
+    """
+    now = now or datetime.now(UTC)
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
+    if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
+        return False  # already being connected
+    number = callbacks.callback_number(desk, call)
+    if number is None or not callbacks.take_callback(desk, call["contact"], now):
+        return False
+    update_call(desk.r, call_sid, callback="1", callback_state="waiting",
+                   callback_number=number)
+    return True
+
+
+def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
+    """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
+    on their case: out of the queue; False when they are being connected already."""
+    call = get_call(desk.r, call_sid)
+    team = call.get("waiting_team")
+    if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
+        return False
+    update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
+    return True
+
+
+def wants_voicemail(call: dict[str, str]) -> bool:
+    """Whether the caller left the queue to leave a message."""
+    return call.get("state") == "voicemail"
+
+
+@dataclass(frozen=True)
+class HoldKey:
+    """What a key pressed on hold does: "voicemail" (leave the queue to record a
+    message), "callback" (confirmed: the caller may hang up and keeps their place),
+    "no-callback" (not offered: keep waiting), or "" (back to the hold music)."""
+
+    outcome: str
+
+
+def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKey:
+    """A waiting caller pressed a key: 1 keeps their place for a callback (when the
+    policy allows it), 2 leaves the queue for a voicemail on their case."""
+    if key == "2" and leave_for_voicemail(desk, call_sid):
+        return HoldKey("voicemail")
+    if key == "1":
+        return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")
+    return HoldKey("")
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Route the caller again (`decision`); `attempt` counts tries of Twilio's queue."""
+
+    decision: acd.Decision
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class QueueFailed:
+    """Twilio could not queue the caller, twice: the fallback number when there is one,
+    else a voicemail on their case."""
+
+    fallback_number: str | None
+
+
+def after_queue(
+    desk: Desk, call_sid: str, result: str, call_status: str, attempt: int, now_ms: int
+) -> Requeue | Voicemail | QueueFailed | acd.Nothing:
+    """The caller left Twilio's queue (`QueueResult`): routed again if asked to leave.
+
+    When Twilio could not queue them at all (`queue-full`, `error`,
+    `system-error`), they still reach someone: another try, then the fallback
+    number, else a voicemail on their case. Never a silent hang-up.
+    """
+    caller_gone = acd.is_final(call_status)
+    if result == "leave" and not caller_gone:
+        if wants_voicemail(get_call(desk.r, call_sid)):
+            return Voicemail()
+        return Requeue(acd.route_caller(desk, call_sid, now_ms))
+    if result not in QUEUE_FAILURES or caller_gone:
+        return acd.Nothing()
+    log.error("Twilio could not queue call %s (QueueResult=%s, try %d)", call_sid, result,
+              attempt)
+    if attempt < QUEUE_ATTEMPTS:
+        return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
+    leave_queue(desk, call_sid)
+    return QueueFailed(desk.settings.fallback_number)
