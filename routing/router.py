@@ -27,7 +27,7 @@ from routing.call_session import (
 )
 from routing.desk import Desk
 from routing.queue import estimate
-from routing.telephony import Outcome
+from telephony import Outcome
 
 log = logging.getLogger(__name__)
 

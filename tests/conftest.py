@@ -29,7 +29,7 @@ from routing import router
 from routing.db import ensure_schema, make_engine, make_session_factory
 from routing.desk import Desk
 from routing.directory import load_directory
-from routing.telephony import Telephony
+from telephony import Telephony
 from workers import context
 
 

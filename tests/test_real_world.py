@@ -24,7 +24,7 @@ from routing import keys, presence, router
 from routing.call_session import get_session, start_session
 from routing.directory import cache_directory
 from routing.models import CallLog, Case
-from routing.telephony import Telephony
+from telephony import Telephony
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,

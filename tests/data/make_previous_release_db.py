@@ -73,7 +73,7 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from routing.db import ensure_schema, make_engine, make_session_factory
     from routing.desk import Desk
     from routing.directory import load_directory
-    from routing.telephony import Telephony
+    from telephony import Telephony
     from workers import context
 
     assert Path(sys.modules["routing"].__file__ or "").is_relative_to(sys.path[0])
