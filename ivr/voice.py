@@ -8,6 +8,7 @@ failure inside a call becomes TwiML that still reaches a human.
 from __future__ import annotations
 
 import logging
+import re
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -57,6 +58,25 @@ def check_signature() -> Response | None:
     return gate.admit(request, desk().settings)
 
 
+# Twilio's CallSids are 34 letters and digits. Anything else (missing, odd
+# characters, oversized) names no call, and must never become a Redis key, a
+# presence script's key or an RQ job id.
+_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@bp.before_request
+def require_a_call() -> Response | None:
+    """A webhook that names no call (CallSid, or the `call` of our own URLs) changes nothing."""
+    call = request.args.get("call")
+    if _CALL_SID.fullmatch(request.form.get("CallSid", "")) and (
+            call is None or _CALL_SID.fullmatch(call)):
+        return None
+    log.warning("%s names no call; answered without acting", request.path)
+    if request.path == "/voice/status":
+        return xml(twiml.empty())
+    return xml(twiml.goodbye(prompts(), prompts().text("routing.goodbye")))
+
+
 @bp.before_request
 def answer_repeats() -> Response | None:
     """A webhook Twilio repeats (same idempotency token) hears the first reply and
@@ -95,8 +115,6 @@ def incoming() -> Response:
     """A new call: identify the caller, greet them, play any announcement, ask the menu."""
     sid = form("CallSid")
     p = prompts()
-    if not sid:
-        return xml(twiml.goodbye(p, p.text("routing.goodbye")))
     session = menu.identify_caller(desk(), sid, form("From"), form("To"), base_url(), now(),
                                    stir_verstat=form("StirVerstat"))
     name = session.get("contact_name") if auth.is_authorized(session) else None

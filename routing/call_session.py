@@ -120,11 +120,16 @@ def is_ended(r: redis.Redis, call_sid: str) -> bool:
 
 
 def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
-    """Record the call's end once: (True only the first time, the session)."""
+    """Record the call's end once: (True only the first time, the session).
+
+    The session expires a day after the end even if it was written without its
+    first webhook (Redis flushed mid-call): nothing else would expire it.
+    """
     pipe = r.pipeline(transaction=False)
     pipe.set(keys.call_ended(call_sid), "1", nx=True, ex=SESSION_TTL_SECONDS)
     pipe.hgetall(keys.call(call_sid))
-    first, session = pipe.execute()
+    pipe.expire(keys.call(call_sid), SESSION_TTL_SECONDS)
+    first, session, _ = pipe.execute()
     return bool(first), session
 
 

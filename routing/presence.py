@@ -381,6 +381,8 @@ def hold_for(
     r: redis.Redis, advisor_id: str, *, expected_call: str, new_call: str, lease_until_ms: int
 ) -> bool:
     """Move an advisor's hold (e.g. ringing → talking, talking → wrap-up); False if stale."""
+    if not expected_call:
+        return False  # holding nothing, there is no hold to move (an idle advisor stays idle)
     return bool(_run(r, _HOLD_FOR, advisor_id, expected_call, new_call, lease_until_ms))
 
 

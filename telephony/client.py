@@ -140,7 +140,10 @@ class Telephony:
         calls = self.client.api.v2010.account.calls
         outcome, call = self._with_retries(
             "outbound call", lambda: calls.create(to=to, from_=from_, url=url,
-                                                  status_callback=status_callback))
+                                                  status_callback=status_callback,
+                                                  # Ring no longer than a Dial rings an
+                                                  # advisor: well inside the claim's lease.
+                                                  timeout=self._settings.ring_timeout_seconds))
         return getattr(call, "sid", None) if outcome is Outcome.DONE else None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -12,7 +13,8 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from ivr import create_app
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
+from routing import keys
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 ENDPOINTS = [
     "/voice/incoming", "/voice/menu", "/voice/menu?attempt=abc", "/voice/case",
@@ -91,3 +93,45 @@ def test_database_down_on_a_cache_miss_still_reaches_a_human(settings, desk, tmp
             "StirVerstat": "TN-Validation-Passed-A"}  # a number we trust: looked up
     response = signed_post(client, "/voice/incoming", form)
     assert ET.fromstring(response.data).find("Dial").text == "+16515550000"
+
+
+@pytest.mark.parametrize("call_sid", ["", "%", "CA:1", "CA 1", "CA" + "f" * 70])
+def test_a_webhook_naming_no_call_claims_no_advisor(client, desk, directory, r, call_sid):
+    directory.advisor("A1")
+    directory.load()
+    make_available(desk, "A1")
+    response = signed_post(client, "/voice/connect", {"CallSid": call_sid})
+    assert ET.fromstring(response.data).find("Dial") is None
+    assert r.hget(keys.advisor("A1"), "status") == "available"
+    assert r.zscore(keys.leases(), "A1") is None
+
+
+def test_a_status_callback_with_an_odd_call_sid_changes_nothing_and_never_crashes(
+        client, r, caplog):
+    form = {"CallSid": "CA:1", "CallStatus": "completed", "CallDuration": "5"}
+    response = signed_post(client, "/voice/status", form)
+    assert response.status_code == 200
+    assert len(ET.fromstring(response.data)) == 0
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert r.keys("*") == []
+
+
+@pytest.mark.parametrize("path", ["/voice/whisper/accept?advisor=A1",
+                                  "/voice/callback/accept?advisor=A1"])
+def test_an_accept_for_no_call_leaves_an_idle_advisor_idle(client, desk, directory, r, path):
+    directory.advisor("A1")
+    directory.load()
+    make_available(desk, "A1")
+    response = signed_post(client, path, {"CallSid": "CA" + "a" * 32, "Digits": "1"})
+    assert ET.fromstring(response.data).find("Hangup") is not None  # nobody to bridge
+    assert r.hget(keys.advisor("A1"), "status") == "available"
+    assert r.zscore(keys.leases(), "A1") is None  # no lease that would later "free" them
+
+
+def test_a_call_whose_session_was_lost_mid_call_still_expires_when_it_ends(client, r):
+    sid = "CA" + "b" * 32  # Redis was flushed mid-call: the desk first hears of it ringing
+    signed_post(client, "/voice/dial-result?advisor=A1", {"CallSid": sid,
+                                                          "DialCallStatus": "no-answer"})
+    signed_post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed"})
+    assert r.exists(keys.call(sid))
+    assert 0 < r.ttl(keys.call(sid)) <= 24 * 3600  # a day, like every call's session

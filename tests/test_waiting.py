@@ -112,6 +112,18 @@ def _new_case(desk) -> str:
         return f"{log.case_number}/calls"
 
 
+def test_an_advisor_who_misses_a_callback_is_let_go_before_their_claim_runs_out(
+        phone, desk, lakeview, client, emulator):
+    # Twilio rings an outbound call 60 s unless told otherwise, longer than the claim
+    # on the advisor: the reconciler would free them mid-ring, and the leg's no-answer
+    # would then find the caller's place gone (never called back).
+    phone.caller(PAT, "2 wait:1", max_wait_seconds=5).run()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    assert int(leg.form["Timeout"]) == desk.settings.ring_timeout_seconds
+    assert desk.settings.ring_timeout_seconds * 1000 < desk.lease_ms
+
+
 def test_callback_to_a_contact_who_never_answers_is_tried_three_times(phone, desk, lakeview,
                                                                      client, emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
