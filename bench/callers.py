@@ -20,9 +20,9 @@ walker and the tests' driver agree on every scenario's outcome and request
 count.
 
 `TwilioSide` is Twilio's REST API: the project's own emulator
-(`twilio_side.TwilioEmulator`, the same class `python -m twilio_side.emulator`
-serves) hosted on this event loop, so a redirect
-wakes the waiting caller at once instead of being polled for.
+(`twilio_side.TwilioEmulator`, the same class `python -m twilio_side` serves)
+hosted on this event loop, so a redirect wakes the waiting caller at once
+instead of being polled for.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ Point twilio's client at it with `client.api.base_url = emulator.url`.
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -117,9 +116,11 @@ def serve_forever(
         emulator.stop()
 
 
-def _main(argv: Iterator[str] | list[str] | None = None) -> int:
-    """`python -m twilio_side.emulator [--host H] [--port P]`."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Iterator[str] | list[str] | None = None) -> int:
+    """`python -m twilio_side [--host H] [--port P]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m twilio_side", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--account-sid", default=None, help="require this account (Basic auth)")
@@ -128,6 +129,3 @@ def _main(argv: Iterator[str] | list[str] | None = None) -> int:
     serve_forever(args.host, args.port, account_sid=args.account_sid, auth_token=args.auth_token)
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_main())
