@@ -8,22 +8,26 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint lock bench transcripts system-deps clean
 
 # requirements.lock pins every package with its hashes (pip-compile --generate-hashes,
-# `make lock` to refresh it); the project itself is installed editable on top, alone.
-$(STAMP): pyproject.toml requirements.lock
+# `make lock` to refresh it); the project itself is installed editable on top, alone,
+# with twilio_side beside it: Twilio's side of a call (the simulated caller and the REST
+# emulator), a distribution of its own (twilio_side/pyproject.toml) so caseline's wheel
+# never carries it, yet `make run` and `make test` always have it.
+$(STAMP): pyproject.toml twilio_side/pyproject.toml requirements.lock
 	@# Debian's own python3 needs python3-venv for `-m venv` (we are root there).
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  apt-get install -y -qq python3-venv >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y -qq python3-venv); \
 	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . -e ./twilio_side
 	touch $(STAMP)
 
 ## lock: re-pin requirements.lock from pyproject.toml (newest releases, with hashes)
 lock:
 	$(PYTHON) -m venv .lock-tools && .lock-tools/bin/python -m pip install -q pip-tools
 	.lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url \
-	  --no-emit-find-links --extra test --strip-extras -o requirements.lock pyproject.toml
+	  --no-emit-find-links --extra test --strip-extras -o requirements.lock \
+	  pyproject.toml twilio_side/pyproject.toml
 	rm -rf .lock-tools
 
 ## run: install, load the demo directory, start web + worker + embedded Redis

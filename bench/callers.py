@@ -1,6 +1,6 @@
 """Virtual callers: Twilio's side of many calls at once, on one event loop.
 
-A `VirtualCaller` walks TwiML the way `caseline.simulator.Caller` (the tests'
+A `VirtualCaller` walks TwiML the way `twilio_side.Caller` (the tests'
 Twilio-side driver) does, and posts what it posts: signed form posts with the
 call's standard parameters, each `<Gather>` answered with the script's next
 keys (silence falls through to the next verb), `<Redirect>` followed, the
@@ -20,9 +20,9 @@ walker and the tests' driver agree on every scenario's outcome and request
 count.
 
 `TwilioSide` is Twilio's REST API: the project's own emulator
-(`caseline.twilio_emulator.TwilioEmulator`, the same class `python -m
-caseline.twilio_emulator` serves) hosted on this event loop, so a redirect
-wakes the waiting caller at once instead of being polled for.
+(`twilio_side.TwilioEmulator`, the same class `python -m twilio_side` serves)
+hosted on this event loop, so a redirect wakes the waiting caller at once
+instead of being polled for.
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ from email.utils import format_datetime
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from bench.wire import HttpError, HttpPool, serve_wsgi
-from caseline.simulator import (
+from twilio_side import (
     API_VERSION,
     DEFAULT_TO,
     WORDS_PER_SECOND,
+    CallUpdate,
+    TwilioEmulator,
     new_sid,
     queue_sid,
     signature_headers,
 )
-from caseline.twilio_emulator import CallUpdate, TwilioEmulator
 
 DTMF = set("0123456789*#")
 LOOP_GUARD = 60

@@ -100,7 +100,7 @@ def redirect_background() -> None:
     """REST redirects from a thread pool, off the webhook's thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from routing.telephony import Telephony
+    from telephony import Telephony
 
     original = Telephony.redirect_call
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="redirect")
@@ -118,7 +118,7 @@ def lean_redirect() -> None:
 
     import requests
 
-    from routing.telephony import Telephony
+    from telephony import Telephony
 
     local = threading.local()
 

@@ -5,7 +5,7 @@ the demo directory loaded and every advisor available), `caseline worker`,
 and the ceiling (`bench.ceiling`, the same gunicorn options); pins the
 servers, the worker and Redis to core 1 and this process (the load
 generator and Twilio's REST side) to core 0; checks every scenario of the mix
-once with the tests' driver (`caseline.simulator.Caller`); then interleaves
+once with the tests' driver (`twilio_side.Caller`); then interleaves
 the two sides through the same phases, a few repetitions each:
 
 * closed loop: 32 virtual callers placing call after call;
@@ -314,9 +314,8 @@ class Stack:
 
 
 async def smoke(stack: Stack) -> list[dict[str, Any]]:
-    """Each scenario once with `caseline.simulator.Caller` and once with the bench walker."""
-    from caseline.simulator import Caller, HttpTransport
-    from caseline.twilio_emulator import InProcessLink
+    """Each scenario once with `twilio_side.Caller` and once with the bench walker."""
+    from twilio_side import Caller, HttpTransport, InProcessLink
 
     assert stack.caseline is not None
     target = stack.caseline
@@ -531,7 +530,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
         rows = await smoke(stack)
         problems = smoke_problems(rows)
         report["smoke"] = rows
-        print(f"smoke: {len(rows)} scenarios placed with caseline.simulator.Caller and the bench "
+        print(f"smoke: {len(rows)} scenarios placed with twilio_side.Caller and the bench "
               f"walker; {len(problems)} disagreement(s)", flush=True)
         for problem in problems:
             print("  " + problem, flush=True)

@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 client pool and server on asyncio, for the load generator.
 
-Why not `requests` (what `caseline.simulator.HttpTransport` uses)? The load
+Why not `requests` (what `twilio_side.HttpTransport` uses)? The load
 generator, every virtual caller and Twilio's REST side share one core; a
 `requests` round trip costs ~0.4 ms of Python, a blocking thread per call, and
 would make the generator, not the server under test, the bottleneck. These

@@ -22,6 +22,24 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+def _require_twilio_side(command: str) -> None:
+    """Exit with a clear message when `twilio_side` (the simulated Twilio) is not installed.
+
+    It is development and test tooling, installed by `make` from the checkout;
+    caseline's own wheel leaves it out, so a production install has no `caseline call`.
+    """
+    try:
+        import twilio_side  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "twilio_side":
+            raise
+        click.echo(f"caseline {command}: needs the simulated Twilio (the twilio_side package), "
+                   "which is development and test tooling, not part of caseline's install. "
+                   "From a checkout: `make run` (or `make test`) installs it, or "
+                   "`pip install -e ./twilio_side`.", err=True)
+        sys.exit(2)
+
+
 def _redis_url(settings: Settings) -> str:
     """REDIS_URL, or the embedded server (started if needed)."""
     if settings.redis_url:
@@ -211,6 +229,7 @@ def call(from_number: str, keys: str | None, advisor: str | None, expect: str | 
          url: str | None, token: str | None, to_number: str | None, max_wait: float | None,
          emulator: str | None, attestation: str, speak: bool, wav: Path | None) -> None:
     """Place a call on caseline from the terminal, walking its TwiML as Twilio does."""
+    _require_twilio_side("call")
     from caseline.terminal_caller import CallOptions, run_call
 
     options = CallOptions(from_number=from_number, keys=keys, advisor=advisor, expect=expect,
@@ -225,7 +244,8 @@ def call(from_number: str, keys: str | None, advisor: str | None, expect: str | 
 @click.option("--port", type=int, default=8099, show_default=True)
 def twilio_emulator(host: str, port: int) -> None:
     """Run the local emulator of Twilio's REST API (for `make run` and demos)."""
-    from caseline.twilio_emulator import serve_forever
+    _require_twilio_side("twilio-emulator")
+    from twilio_side import serve_forever
 
     serve_forever(host, port)
 

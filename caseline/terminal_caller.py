@@ -2,7 +2,7 @@
 
 Posts what Twilio posts (signed with TWILIO_AUTH_TOKEN) to the service at
 PUBLIC_BASE_URL (else http://127.0.0.1:$PORT), walks the TwiML with
-`caseline.simulator.Caller` and prints what the caller hears. With keys it
+`twilio_side.Caller` and prints what the caller hears. With keys it
 runs unattended (and `expect` turns the outcome into the exit status);
 without, it asks the user for each key press and to play the advisor's
 phone. A waiting caller is connected when the service's REST redirect reaches
@@ -12,6 +12,9 @@ when that points at a local emulator).
 With `speak`, every prompt heard (the caller's and the advisor's whisper) is
 also spoken aloud with espeak-ng, and `wav` writes them all into one WAV
 file, so a prompt can be heard before it goes live.
+
+It needs `twilio_side` (development and test tooling, installed by `make`);
+`caseline call` checks that before importing this module.
 
 Exit status: 0 the call ended as expected (or no expectation and no error),
 1 it ended another way, 2 an application error (or bad options).
@@ -34,7 +37,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
-from caseline.simulator import (
+from config.settings import Settings
+from twilio_side import (
     ADVISOR_ACTIONS,
     DEFAULT_TO,
     OUTCOMES,
@@ -42,11 +46,10 @@ from caseline.simulator import (
     Caller,
     Event,
     Gather,
+    HttpLink,
     HttpTransport,
     TranscriptPrinter,
 )
-from caseline.twilio_emulator import HttpLink
-from config.settings import Settings
 
 # `caseline call --attestation`: the SHAKEN/STIR verdict Twilio posts as `StirVerstat`.
 STIR_VERSTAT: dict[str, str | None] = {

@@ -14,7 +14,7 @@ from config.settings import Settings
 from directory.db import make_engine, make_session_factory
 from ivr import gate
 from routing.desk import Desk
-from routing.telephony import Telephony
+from telephony import Telephony
 
 log = logging.getLogger(__name__)
 

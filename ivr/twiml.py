@@ -108,7 +108,7 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
         dial = Dial(
             action=url("/voice/dial-result", advisor=decision.advisor_id),
             method="POST",
-            timeout=20,
+            timeout=decision.ring_seconds,
             answer_on_bridge=True,
         )
         dial.number(

@@ -38,11 +38,12 @@ def is_final(call_status: str) -> bool:
 
 @dataclass(frozen=True)
 class DialAdvisor:
-    """Ring this advisor for the caller."""
+    """Ring this advisor for the caller, for `ring_seconds` (the desk's ring timeout)."""
 
     advisor_id: str
     phone: str
     name: str
+    ring_seconds: int
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
 def ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor:
     """Note the try on the call and describe the advisor claimed for it, to dial."""
     facts = note_ringing(desk.r, call_sid, advisor_id)
-    return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id))
+    return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id),
+                       desk.settings.ring_timeout_seconds)
 
 
 def connect_claimed(desk: Desk, call_sid: str, now_ms: int,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 
+from config.webhooks import CALLBACK_ADVISOR, CALLBACK_STATUS, CONNECT, webhook_url
 from directory import keys
 from directory.catalog import GENERAL
 from jobs.queues import schedule_end_of_wrapup
 from routing import presence
 from routing.call_state import call_and_end, record_try, update_call
 from routing.desk import Desk
-from routing.telephony import Outcome
+from telephony import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _serve(
         if not ended and base and call.get("callback") != "1":
             note_dequeued(desk, caller, call, now_ms)
             desk.telephony.later(functools.partial(
-                _redirect_or_move_on, desk, caller, advisor_id, f"{base}/voice/connect", now_ms))
+                _redirect_or_move_on, desk, caller, advisor_id, webhook_url(base, CONNECT), now_ms))
             return release
         # A callback caller hung up long ago, on purpose: ring the advisor first.
         if call.get("callback") == "1" and base:
@@ -143,12 +144,11 @@ def _place_callback(
 ) -> bool:
     """Ring the advisor for a callback; the advisor's leg then dials the contact."""
     phone = presence.advisor_state(desk.r, advisor_id).get("phone", "")
-    query = f"call={caller}&advisor={advisor_id}"
     leg = desk.telephony.place_call(
         to=phone,
         from_=call.get("to") or call.get("caller", ""),
-        url=f"{base}/voice/callback/advisor?{query}",
-        status_callback=f"{base}/voice/callback/status?{query}",
+        url=webhook_url(base, CALLBACK_ADVISOR, call=caller, advisor=advisor_id),
+        status_callback=webhook_url(base, CALLBACK_STATUS, call=caller, advisor=advisor_id),
     )
     if leg is None:
         return False

@@ -9,7 +9,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
-from routing.telephony import Telephony
+from telephony import Telephony
 
 
 @dataclass(frozen=True)

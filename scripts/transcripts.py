@@ -45,11 +45,11 @@ if str(ROOT) not in sys.path:  # run as a script: import caseline from this chec
 
 from caseline.embedded_redis import start_server, wait_until_up  # noqa: E402
 from caseline.terminal_caller import CallOptions, run_call  # noqa: E402
-from caseline.twilio_emulator import TwilioEmulator  # noqa: E402
 from config.settings import Settings  # noqa: E402
 from directory import load_directory  # noqa: E402
 from directory.db import ensure_schema, make_engine, make_session_factory  # noqa: E402
 from ivr import create_app  # noqa: E402
+from twilio_side import TwilioEmulator  # noqa: E402
 
 README = ROOT / "README.md"
 START = "<!-- transcripts:start -->"

@@ -21,15 +21,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from caseline.embedded_redis import start_server, wait_until_up
-from caseline.simulator import Caller, CallResult, FlaskTransport
-from caseline.twilio_emulator import InProcessLink, TwilioEmulator
 from config.settings import PROJECT_ROOT, Settings
 from directory import load_directory
 from directory.db import ensure_schema, make_engine, make_session_factory
 from ivr import create_app
 from routing import availability
 from routing.desk import Desk
-from routing.telephony import Telephony
+from telephony import Telephony
+from twilio_side import Caller, CallResult, FlaskTransport, InProcessLink, TwilioEmulator
 from workers import context
 
 

@@ -23,10 +23,9 @@ import redis
 import requests
 from rq import Worker
 
-from caseline.simulator import Caller, CallResult, HttpTransport
-from caseline.twilio_emulator import InProcessLink, TwilioEmulator
 from config.settings import PROJECT_ROOT, Settings
 from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, caseline_command, free_port
+from twilio_side import Caller, CallResult, HttpTransport, InProcessLink, TwilioEmulator
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 

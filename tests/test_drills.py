@@ -19,11 +19,11 @@ from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select
 
 from caseline.embedded_redis import start_server, wait_until_up
-from caseline.simulator import HttpTransport
 from directory.models import CallLog
 from jobs.queues import CALL_LOG_RETRY, Queues, call_log_job_id
 from tests.conftest import AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
+from twilio_side import HttpTransport
 
 PAT = "+16125550101"
 CASE = "2024117"

@@ -57,12 +57,12 @@ from hypothesis.stateful import (
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
-from caseline.twilio_emulator import TwilioEmulator
 from directory import keys
 from ivr import gate
 from routing import acd, availability
 from routing.desk import Desk
 from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, Directory
+from twilio_side import TwilioEmulator
 
 # Examples per run of `make test` (fixed, derandomized: CI runs the same ones).
 SINGLE_REQUESTS = 1600

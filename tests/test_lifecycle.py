@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from caseline.simulator import Caller, CallResult, HttpTransport
 from directory.models import CallLog, Case
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import Line, new_line, wait_for
 from tests.test_race import PhoneLedger
+from twilio_side import Caller, CallResult, HttpTransport
 
 CHICAGO = ZoneInfo("America/Chicago")
 # Tuesday 24 November 2026, 7:30 PM: the desk is closed.

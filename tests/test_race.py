@@ -10,11 +10,10 @@ from collections import defaultdict
 
 import requests
 
-from caseline.simulator import Caller, Event, HttpTransport
-from caseline.twilio_emulator import InProcessLink
 from directory import keys
 from routing import presence
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, make_available
+from twilio_side import Caller, Event, HttpTransport, InProcessLink
 
 ADVISORS = [f"A{n}" for n in range(10, 20)]
 CALLERS = 50

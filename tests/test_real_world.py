@@ -24,8 +24,8 @@ from directory import cache_directory, keys
 from directory.models import CallLog, Case
 from routing import acd, availability, call_state, presence
 from routing.call_state import get_call, start_call
-from routing.telephony import Telephony
 from routing.waiting import request_callback
+from telephony import Telephony
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -458,3 +458,22 @@ def test_a_missed_callback_leg_ending_after_its_hold_expired_keeps_the_contacts_
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score
     assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
+
+
+# --- the ring timeout, one setting ------------------------------------------------------
+
+
+def test_an_advisor_rings_as_long_as_the_desk_says(desk, lakeview):
+    """The `<Dial>` of an advisor rings for the desk's ring timeout, not a literal."""
+    from ivr import twiml
+
+    slow = dataclasses.replace(desk, settings=dataclasses.replace(
+        desk.settings, ring_timeout_seconds=35))
+    make_available(desk, "A2")
+    now = int(time.time() * 1000)
+    start_call(desk.r, "CA-slow", {"caller": PAT, "base": BASE_URL, "started_at": now,
+                                   "team": "general", "priority": "medium", "menu": "2"})
+    decision = acd.route_caller(slow, "CA-slow", now)
+    assert isinstance(decision, acd.DialAdvisor)
+    dial = ET.fromstring(str(twiml.route(Prompts(), decision, "CA-slow", []))).find("Dial")
+    assert dial is not None and dial.get("timeout") == "35"

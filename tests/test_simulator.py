@@ -23,17 +23,19 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 from werkzeug.serving import make_server
 
-from caseline.simulator import (
+from caseline.terminal_caller import run_call
+from config.settings import Settings
+from twilio_side import (
     AdvisorPolicy,
     Caller,
     CallResult,
     FlaskTransport,
+    HttpLink,
     HttpTransport,
+    InProcessLink,
+    TwilioEmulator,
     format_transcript,
 )
-from caseline.terminal_caller import run_call
-from caseline.twilio_emulator import HttpLink, InProcessLink, TwilioEmulator
-from config.settings import Settings
 
 TOKEN = "test-auth-token"
 ACCOUNT = "AC" + "1" * 32

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from twilio.request_validator import RequestValidator
 
-from caseline.simulator import Caller, FlaskTransport
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
 from directory import keys
@@ -27,6 +26,7 @@ from tests.conftest import (
     make_available,
     run_jobs,
 )
+from twilio_side import Caller, FlaskTransport
 
 PAT = "+16125550101"
 API = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -11,7 +11,7 @@ import redis
 from config.settings import Settings
 from directory.db import make_engine, make_session_factory
 from routing.desk import Desk
-from routing.telephony import Telephony
+from telephony import Telephony
 
 _desk: Desk | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Response
 
+from config import webhooks
 from ivr import twiml
 from ivr.context import desk, now_ms, prompts
 from ivr.voice import render
@@ -17,7 +18,7 @@ from routing import callbacks
 from routing.whisper import callback_whisper
 
 
-@bp.post("/callback/advisor")
+@bp.post(webhooks.CALLBACK_ADVISOR)
 def callback_advisor() -> Response:
     """The advisor picked up a callback: who it is for; any key dials the contact."""
     sid, advisor_id = leg()
@@ -44,7 +45,7 @@ def callback_dial_result() -> Response:
     return answer(step, sid, advisor_id)
 
 
-@bp.post("/callback/status")
+@bp.post(webhooks.CALLBACK_STATUS)
 def callback_status() -> Response:
     """The advisor's callback leg ended: release them; log the call once it is all over."""
     sid, advisor_id = leg()

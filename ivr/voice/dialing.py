@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Response, request
 
+from config import webhooks
 from ivr import twiml
 from ivr.context import desk, now_ms, prompts
 from ivr.voice import render
@@ -41,7 +42,7 @@ def whisper_accept() -> Response:
     return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
 
 
-@bp.post("/connect")
+@bp.post(webhooks.CONNECT)
 def connect() -> Response:
     """A waiting caller redirected by the REST API: dial the advisor claimed for them."""
     sid, p = call_sid(), prompts()

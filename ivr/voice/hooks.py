@@ -11,6 +11,7 @@ import re
 import redis
 from flask import Blueprint, Response, g, request
 
+from config import webhooks
 from ivr import gate, twiml
 from ivr.context import desk, prompts
 from ivr.voice.render import xml
@@ -18,7 +19,7 @@ from routing import replies
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("voice", __name__, url_prefix="/voice")
+bp = Blueprint("voice", __name__, url_prefix=webhooks.PREFIX)
 
 
 @bp.before_request

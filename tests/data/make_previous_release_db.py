@@ -64,8 +64,6 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from rq import SimpleWorker
 
     from caseline.embedded_redis import start_server, wait_until_up
-    from caseline.simulator import Caller, FlaskTransport
-    from caseline.twilio_emulator import InProcessLink, TwilioEmulator
     from config.settings import Settings
     from directory import load_directory
     from directory.db import ensure_schema, make_engine, make_session_factory
@@ -73,7 +71,8 @@ def _take_calls(scratch: Path, out: Path) -> None:
     from jobs.queues import Queues
     from routing import availability
     from routing.desk import Desk
-    from routing.telephony import Telephony
+    from telephony import Telephony
+    from twilio_side import Caller, FlaskTransport, InProcessLink, TwilioEmulator
     from workers import context
 
     assert Path(sys.modules["routing"].__file__ or "").is_relative_to(sys.path[0])

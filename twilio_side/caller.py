@@ -1,0 +1,175 @@
+"""The Twilio side of a phone call: a driver that walks TwiML as Twilio does.
+
+`Caller` places one inbound call on a service: it posts what Twilio posts
+(signed with `X-Twilio-Signature`), executes the returned TwiML verb by verb,
+follows every `action`, `url` and `waitUrl` (relative URLs resolve against the
+document that held them), plays the advisor's phone on `<Dial><Number url>`,
+waits in `<Enqueue>` until a REST redirect arrives through the emulator
+(`twilio_side.emulator`), and ends with the status callback. It works over
+Flask's test client (`FlaskTransport`) or real HTTP (`HttpTransport`), and
+returns a `CallResult`: what the caller heard, how the call ended, each request
+and how long it took.
+
+Nothing here knows caseline's URLs except the two a phone number is
+configured with: the Voice URL (`/voice/incoming`) and the status callback
+(`/voice/status`). Time on the phone is simulated (no sleeping) except where a
+test really waits: in a queue, for an advisor to be freed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from twilio_side.account import DEFAULT_ACCOUNT_SID, DEFAULT_TO, new_sid
+from twilio_side.advisors import AdvisorPolicy
+from twilio_side.gather import Gather
+from twilio_side.links import EmulatorLink
+from twilio_side.results import CallResult, Event
+from twilio_side.transport import Transport
+from twilio_side.twiml import CallOver, Fetch
+from twilio_side.walker import Walker
+
+
+class Caller(Walker):
+    """One inbound call placed on the service, walked exactly as Twilio walks it."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        from_number: str,
+        to_number: str = DEFAULT_TO,
+        *,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        call_sid: str | None = None,
+        keys: Sequence[str] | None = None,
+        advisor_policy: AdvisorPolicy
+        | str
+        | Mapping[str, str | Sequence[str]]
+        | Callable[[str, int], str]
+        | None = None,
+        talk_seconds: int = 60,
+        incoming_path: str = "/voice/incoming",
+        status_path: str | None = "/voice/status",
+        start_url: str | None = None,
+        direction: str = "inbound",
+        emulator_link: EmulatorLink | None = None,
+        wait_poll_interval: float = 0.05,
+        wait_cycle_seconds: float = 0.0,
+        max_wait_seconds: float = 60.0,
+        on_event: Callable[[Event], None] | None = None,
+        gather_input: Callable[[Gather], str] | None = None,
+        advisor_gather_input: Callable[[Gather], str] | None = None,
+        realtime: bool = False,
+        post_status_twice: bool = False,
+        bridged_hangup: str = "caller",
+        record_seconds: int = 8,
+        record_ending: str = "key",
+        enqueue_action_on_redirect: bool = True,
+        recording_base_url: str = "http://emulator",
+        extra_params: Mapping[str, str] | None = None,
+        attestation: str | None = "TN-Validation-Passed-A",
+    ) -> None:
+        """Describe the call; `run()` places it.
+
+        keys: one entry per `<Gather>` ("1", "2024117#"; "" is silence; an
+        entry "wait:9" answers a `<Gather>` heard while waiting in a queue).
+        bridged_hangup: who ends a bridged call: "caller" (the Dial action is
+        requested, its TwiML ignored) or "advisor" (the caller follows it).
+        record_ending: "key" (press # and follow the Record action) or "hangup".
+        attestation: the `StirVerstat` Twilio posts for the caller ID (SHAKEN/STIR;
+        default full attestation), or None for a call that carried none.
+        """
+        if bridged_hangup not in ("caller", "advisor"):
+            raise ValueError("bridged_hangup must be 'caller' or 'advisor'")
+        if record_ending not in ("key", "hangup"):
+            raise ValueError("record_ending must be 'key' or 'hangup'")
+        self.transport = transport
+        self.from_number = from_number
+        self.to_number = to_number
+        self.account_sid = account_sid
+        self.call_sid = call_sid or new_sid("CA")
+        self.keys: list[str] = list(keys) if keys is not None else []
+        self.policy = AdvisorPolicy.coerce(advisor_policy)
+        self.talk_seconds = talk_seconds
+        self.start_url = self._public(start_url or incoming_path)
+        self.status_url = None if status_path is None else self._public(status_path)
+        self.direction = direction
+        self.link = emulator_link
+        self.wait_poll_interval = wait_poll_interval
+        self.wait_cycle_seconds = wait_cycle_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self.on_event = on_event
+        self.gather_input = gather_input
+        self.advisor_gather_input = advisor_gather_input
+        self.realtime = realtime
+        self.post_status_twice = post_status_twice
+        self.bridged_hangup = bridged_hangup
+        self.record_seconds = record_seconds
+        self.record_ending = record_ending
+        self.enqueue_action_on_redirect = enqueue_action_on_redirect
+        self.recording_base_url = recording_base_url.rstrip("/")
+        self.extra_params = dict(extra_params or {})
+        self.attestation = attestation
+        self.result = CallResult(self.call_sid, from_number, to_number)
+        self._started = 0.0
+        self._sim = 0.0
+        self._requests_sent = 0
+        self._doc_url = self.start_url
+        self._idle_docs = 0
+        self._dials: dict[str, int] = {}
+        self._bridged = False
+        self._recorded = False
+        self._gave_up = False
+        self._call_status = "ringing"
+        self._link_broken = False
+        self._deferred: list[Fetch] = []
+
+    def run(self) -> CallResult:
+        """Place the call and walk it to the end; the result also stays on `self.result`."""
+        self._started = time.monotonic()
+        self._link_call("register")
+        fetch: Fetch | None = Fetch(self.start_url, "POST", {}, "call")
+        try:
+            while fetch is not None:
+                fetch = self._apply_update(fetch)
+                root = self._fetch_document(fetch)
+                fetch = self._walk(root)
+        except CallOver:
+            pass
+        finally:
+            self._finish()
+        return self.result
+
+    def _finish(self) -> None:
+        """End the call: the link, the status callback, the outcome."""
+        result = self.result
+        self._call_status = "completed"
+        self._link_call("end")
+        result.duration = max(1, int(round(self._sim)))
+        if self._bridged:
+            result.outcome = "advisor"
+        elif self._recorded:
+            result.outcome = "voicemail"
+        elif self._gave_up:
+            result.outcome = "queue"
+        else:
+            result.outcome = "hangup"
+        if self.status_url is not None:
+            params = {
+                "CallStatus": "completed",
+                "CallDuration": str(result.duration),
+                "Duration": str(math.ceil(result.duration / 60)),
+                "Timestamp": format_datetime(datetime.now(UTC), usegmt=True),
+                "CallbackSource": "call-progress-events",
+            }
+            for sequence in range(2 if self.post_status_twice else 1):
+                params["SequenceNumber"] = str(sequence)
+                answer = self._request("POST", self.status_url, params, "status")
+                self._emit("status", "completed", self.status_url, "service", str(answer.status))
+                if answer.status != 200:
+                    self._note_error(f"status callback answered HTTP {answer.status}")
+        result.real_seconds = time.monotonic() - self._started

@@ -1,0 +1,210 @@
+"""`<Dial>`: ringing advisors' phones, the whisper on the advisor's leg, the bridge."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from urllib.parse import urljoin
+
+from twilio_side.account import API_VERSION, new_sid, queue_sid
+from twilio_side.advisors import AdvisorPolicy
+from twilio_side.gather import Gather, Gathering
+from twilio_side.twiml import CallOver, Fetch, int_attr
+
+
+class Dialing(Gathering):
+    """Plays each dialed phone by the advisor policy and walks the advisor's leg."""
+
+    policy: AdvisorPolicy
+    talk_seconds: int
+    bridged_hangup: str
+    advisor_gather_input: Callable[[Gather], str] | None
+    _dials: dict[str, int]
+    _bridged: bool
+
+    def _dial(self, verb: ET.Element, doc_url: str) -> Fetch | None:
+        """`<Dial>`: ring each number by the advisor policy; the action's fetch, or None."""
+        action = verb.get("action")
+        method = verb.get("method", "POST")
+        timeout = int_attr(verb.get("timeout"), 30)
+        caller_id = verb.get("callerId") or self.from_number
+        targets = [c for c in verb if c.tag in ("Number", "Client", "Sip", "Queue", "Conference")]
+        bare = (verb.text or "").strip()
+        if not targets and not bare:
+            self._fail("<Dial> with nothing to dial", doc_url)
+        self._idle_docs = 0
+        statuses: list[str] = []
+        leg_sid = ""
+        bridged_to: str | None = None
+        whisper_seconds = 0.0
+        extra: dict[str, str] = {}
+        for target, number, url in self._dial_targets(targets, bare):
+            leg_sid = new_sid("CA")
+            if target == "Queue":
+                self._emit("dial", number, party="service", detail="queue")
+                extra["QueueSid"] = queue_sid(number)
+                bridged_to = f"queue:{number}"
+                break
+            attempt = self._dials.get(number, 0)
+            self._dials[number] = attempt + 1
+            self.result.dialed.append(number)
+            action_of_phone = self.policy.decide(number, attempt)
+            self._emit("dial", number, party="advisor", detail=action_of_phone)
+            if action_of_phone in ("no-answer", "busy", "failed"):
+                self._spend(timeout if action_of_phone == "no-answer" else 2)
+                statuses.append(action_of_phone)
+                self.result.dial_results.append((number, action_of_phone))
+                continue
+            if url:
+                leg_start = self._sim
+                outcome = self._whisper(
+                    urljoin(doc_url, url), number, leg_sid, caller_id, action_of_phone
+                )
+                whisper_seconds = self._sim - leg_start
+            else:
+                outcome = "bridged"
+            self.result.dial_results.append((number, action_of_phone))
+            if outcome == "bridged":
+                bridged_to = number
+                break
+            statuses.append("completed")
+        if bridged_to is not None:
+            return self._after_bridge(bridged_to, leg_sid, action, method, doc_url, extra)
+        if "completed" in statuses:
+            status = "completed"
+        elif "no-answer" in statuses:
+            status = "no-answer"
+        elif "busy" in statuses:
+            status = "busy"
+        else:
+            status = "failed"
+        params = {"DialCallStatus": status, "DialCallSid": leg_sid}
+        if status == "completed":
+            params.update(
+                {"DialCallDuration": str(max(1, int(whisper_seconds))), "DialBridged": "false"}
+            )
+        if action:
+            return Fetch(urljoin(doc_url, action), method, params, "dial-action")
+        return None
+
+    @staticmethod
+    def _dial_targets(targets: list[ET.Element], bare: str) -> list[tuple[str, str, str | None]]:
+        """(noun, number or name, whisper url) for each thing a Dial rings."""
+        if not targets:
+            return [("Number", bare, None)]
+        return [(t.tag, (t.text or "").strip(), t.get("url")) for t in targets]
+
+    def _after_bridge(
+        self,
+        answered_by: str,
+        leg_sid: str,
+        action: str | None,
+        method: str,
+        doc_url: str,
+        extra: Mapping[str, str],
+    ) -> Fetch | None:
+        """The caller talks; then whoever hangs up first ends the bridge."""
+        self._bridged = True
+        self.result.answered_by = answered_by
+        self._emit("connect", answered_by, party="caller", detail=str(self.talk_seconds))
+        self._spend(self.talk_seconds)
+        params = {
+            "DialCallStatus": "completed",
+            "DialCallSid": leg_sid,
+            "DialCallDuration": str(self.talk_seconds),
+            "DialBridged": "true",
+            **extra,
+        }
+        if self.bridged_hangup == "caller":
+            self._emit("hangup", "after talking", party="caller")
+            self._call_status = "completed"
+            if action:
+                url = urljoin(doc_url, action)
+                answer = self._request(method, url, params, "dial-action")
+                if answer.status != 200:
+                    self._emit("error", f"HTTP {answer.status} from {url}", url, "service")
+                    self._note_error(f"HTTP {answer.status} from {url}")
+            raise CallOver
+        self._emit("hangup", "after talking", party="advisor")
+        if action:
+            return Fetch(urljoin(doc_url, action), method, params, "dial-action")
+        return None
+
+    def _whisper(
+        self, url: str, number: str, leg_sid: str, caller_id: str, phone_action: str
+    ) -> str:
+        """Walk the advisor's leg (`<Number url>`): "bridged", "hangup" or "error"."""
+        self._emit("whisper", number, url, "advisor")
+        base = {
+            "CallSid": leg_sid,
+            "ParentCallSid": self.call_sid,
+            "AccountSid": self.account_sid,
+            "From": caller_id,
+            "To": number,
+            "Caller": caller_id,
+            "Called": number,
+            "CallStatus": "in-progress",
+            "Direction": "outbound-dial",
+            "ApiVersion": API_VERSION,
+        }
+        fetch: Fetch | None = Fetch(url, "POST", {}, "whisper")
+        hops = 0
+        while fetch is not None:
+            hops += 1
+            if hops > 20:
+                self._emit("hangup", "loop guard on the advisor's leg", party="advisor")
+                self._note_error("loop guard on the advisor's leg")
+                return "hangup"
+            answer = self._leg_request(fetch.method, fetch.url, {**base, **fetch.params}, "whisper")
+            try:
+                root = self._parse(answer, fetch.url, "advisor")
+            except CallOver:
+                return "error"
+            fetch = None
+            for verb in root:
+                if self._hear(verb, "advisor"):
+                    continue
+                if verb.tag == "Gather":
+                    fetch, done = self._advisor_gather(verb, url, phone_action)
+                    if done:
+                        break
+                elif verb.tag == "Redirect":
+                    target = urljoin(url, (verb.text or "").strip())
+                    fetch = Fetch(target, verb.get("method", "POST"), {}, "whisper")
+                    break
+                elif verb.tag in ("Hangup", "Reject"):
+                    self._emit("hangup", f"<{verb.tag}> on the advisor's leg", party="advisor")
+                    return "hangup"
+                else:
+                    self._emit(
+                        "warning", f"<{verb.tag}> is not allowed in a <Number url>", party="service"
+                    )
+            if fetch is not None:
+                url = fetch.url
+        return "bridged"
+
+    def _advisor_gather(
+        self, verb: ET.Element, doc_url: str, phone_action: str
+    ) -> tuple[Fetch | None, bool]:
+        """The advisor's `<Gather>` in the whisper: (next fetch, whether the document is left)."""
+        for child in verb:
+            self._hear(child, "advisor")
+        gather = self._make_gather(verb, doc_url, "advisor", None)
+        method = verb.get("method", "POST")
+        if phone_action == "voicemail":
+            key = ""
+        elif self.advisor_gather_input is not None:
+            key = self.advisor_gather_input(gather) or ""
+        else:
+            key = self.policy.accept_key
+        digits, finished = self._digits(key, gather)
+        if digits:
+            self._emit("gather", digits, gather.action, "advisor", "keys")
+            return Fetch(
+                gather.action, method, {"Digits": digits, "FinishedOnKey": finished}
+            ), True
+        self._emit("gather", "", gather.action, "advisor", "timeout")
+        self._spend(gather.timeout)
+        if verb.get("actionOnEmptyResult", "false").lower() == "true":
+            return Fetch(gather.action, method, {}), True
+        return None, False

@@ -1,0 +1,165 @@
+"""The simulator's line to the emulator: how a REST redirect reaches the call it is for.
+
+In one process the simulator reads the emulator's registry directly
+(`InProcessLink`); from another it uses the emulator's own routes,
+`/_emulator/*` (`HttpLink`), which `LinkRoutes` serves.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+from urllib.parse import quote
+
+import requests
+from werkzeug.routing import Rule
+from werkzeug.wrappers import Request, Response
+
+from twilio_side.registry import CallRegistry, CallUpdate
+from twilio_side.rest_api import json_response
+
+
+class EmulatorLink(Protocol):
+    """The simulator's line to the Twilio REST emulator (see `twilio_side.emulator`)."""
+
+    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
+        """The call is live."""
+        ...
+
+    def end(self, call_sid: str) -> None:
+        """The call is over."""
+        ...
+
+    def take_update(self, call_sid: str) -> CallUpdate | None:
+        """The next pending REST update for the call."""
+        ...
+
+
+def link_rules() -> list[Rule]:
+    """The emulator's own routes, for a simulator in another process."""
+    return [
+        Rule("/_emulator/calls/<sid>", endpoint="link_call", methods=["POST", "DELETE"]),
+        Rule("/_emulator/calls/<sid>/redirect", endpoint="link_redirect", methods=["GET"]),
+        Rule("/_emulator/requests", endpoint="link_requests", methods=["GET"]),
+        Rule("/_emulator/reset", endpoint="link_reset", methods=["POST"]),
+    ]
+
+
+class LinkRoutes(CallRegistry):
+    """The `/_emulator/*` side of `HttpLink`: register, end and take updates over HTTP."""
+
+    def _link_call(self, request: Request, sid: str) -> Response:
+        """`/_emulator/calls/{sid}`: POST registers a live call, DELETE ends it."""
+        if request.method == "POST":
+            self.register_call(
+                sid,
+                from_=request.form.get("from", ""),
+                to=request.form.get("to", ""),
+                direction=request.form.get("direction", "inbound"),
+            )
+            return json_response({"sid": sid, "status": "in-progress"})
+        self.end_call(sid)
+        return Response(status=204)
+
+    def _link_redirect(self, request: Request, sid: str) -> Response:
+        """`/_emulator/calls/{sid}/redirect`: pop the pending update (200) or 204."""
+        update = self.take_update(sid)
+        if update is None:
+            return Response(status=204)
+        return json_response(update.to_json())
+
+    def _link_requests(self, request: Request) -> Response:
+        """`/_emulator/requests`: every recorded API request, as JSON."""
+        return json_response(
+            [
+                {
+                    "method": r.method,
+                    "path": r.path,
+                    "form": r.form,
+                    "at": r.at,
+                    "status": r.status,
+                    "call_sid": r.call_sid,
+                }
+                for r in self.requests
+            ]
+        )
+
+    def _link_reset(self, request: Request) -> Response:
+        """`/_emulator/reset`: forget everything."""
+        self.reset()
+        return Response(status=204)
+
+
+class InProcessLink:
+    """The simulator's line to an emulator running in the same process."""
+
+    def __init__(self, emulator: CallRegistry) -> None:
+        """Wrap the emulator."""
+        self.emulator = emulator
+
+    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
+        """The call is live."""
+        self.emulator.register_call(call_sid, from_=from_, to=to)
+
+    def end(self, call_sid: str) -> None:
+        """The call is over."""
+        self.emulator.end_call(call_sid)
+
+    def take_update(self, call_sid: str) -> CallUpdate | None:
+        """The next pending REST update for the call, if any."""
+        return self.emulator.take_update(call_sid)
+
+    def take_redirect(self, call_sid: str) -> tuple[str, str] | None:
+        """The next pending redirect `(url, method)`, if any."""
+        return self.emulator.take_redirect(call_sid)
+
+
+class HttpLink:
+    """The simulator's line to an emulator in another process (`/_emulator/*`)."""
+
+    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+        """Talk to the emulator at `base_url`."""
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def _calls_url(self, call_sid: str) -> str:
+        """The registry URL of one call."""
+        return f"{self.base_url}/_emulator/calls/{quote(call_sid, safe='')}"
+
+    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
+        """The call is live."""
+        response = self._session.post(
+            self._calls_url(call_sid), data={"from": from_, "to": to}, timeout=self.timeout
+        )
+        response.raise_for_status()
+
+    def end(self, call_sid: str) -> None:
+        """The call is over."""
+        self._session.delete(self._calls_url(call_sid), timeout=self.timeout).raise_for_status()
+
+    def take_update(self, call_sid: str) -> CallUpdate | None:
+        """The next pending REST update for the call, if any."""
+        response = self._session.get(self._calls_url(call_sid) + "/redirect", timeout=self.timeout)
+        response.raise_for_status()
+        if response.status_code == 204:
+            return None
+        return CallUpdate.from_json(response.json())
+
+    def take_redirect(self, call_sid: str) -> tuple[str, str] | None:
+        """The next pending update as `(url, method)` when it is a redirect."""
+        update = self.take_update(call_sid)
+        if update is None or update.url is None:
+            return None
+        return (update.url, update.method)
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._session.close()
+
+    def __enter__(self) -> HttpLink:
+        """Use in a `with` block."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close on leaving a `with` block."""
+        self.close()
