@@ -163,6 +163,13 @@ def _central(now: datetime) -> datetime:
     return now.astimezone(CENTRAL)
 
 
+def central_date(now: datetime) -> date:
+    """The desk's calendar date of the aware moment `now` (Central Time): every
+    "per day" rule (callbacks a day, the 180-day rule, today's stats) counts these.
+    Raises ValueError for a naive datetime."""
+    return _central(now).date()
+
+
 def is_open(now: datetime) -> bool:
     """Whether the desk is open at the aware datetime `now`."""
     local = _central(now)

@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.hours import CENTRAL
+from config.hours import central_date
 from directory.cache import cache_contact, contact_facts
 from directory.models import Contact
 from directory.validation import parse_date
@@ -38,7 +38,7 @@ def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
             return True
     assert day is not None
     # The desk counts dates in Central time: 23:00 in Chicago is still "today".
-    today = now.astimezone(CENTRAL).date() if now.tzinfo else now.date()
+    today = central_date(now)
     return (today - day) < timedelta(days=INACTIVE_AFTER_DAYS)
 
 

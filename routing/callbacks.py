@@ -21,7 +21,7 @@ import phonenumbers
 from phonenumbers import PhoneNumberType
 
 import directory
-from config.hours import CENTRAL
+from config.hours import central_date
 from directory import keys
 from directory.catalog import GENERAL
 from routing import presence
@@ -79,13 +79,13 @@ def callback_number(desk: Desk, call: dict[str, str]) -> str | None:
 
 def callbacks_left(desk: Desk, contact_id: str, now: datetime) -> int:
     """How many more callbacks the contact may ask for today (Central)."""
-    used = desk.r.get(keys.callbacks_on(contact_id, now.astimezone(CENTRAL).date().isoformat()))
+    used = desk.r.get(keys.callbacks_on(contact_id, central_date(now).isoformat()))
     return max(0, MAX_CALLBACKS_PER_DAY - int(used or 0))
 
 
 def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     """Count one callback for the contact today; False when the day's are used up."""
-    key = keys.callbacks_on(contact_id, now.astimezone(CENTRAL).date().isoformat())
+    key = keys.callbacks_on(contact_id, central_date(now).isoformat())
     pipe = desk.r.pipeline()
     pipe.incr(key)
     pipe.expire(key, 2 * 24 * 3600)

@@ -21,6 +21,7 @@ from directory.catalog import GENERAL
 from directory.models import Advisor, CallLog, Case
 from routing.call_state import append_menu, get_call
 from routing.desk import Desk
+from routing.outage import CASE_PRIORITY
 
 # Three misses on the case number: a person still helps (the general team), or
 # after hours the message opens a new case, rather than a hang-up.
@@ -138,4 +139,4 @@ def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
         if call.get("handover") == "1":
             existing.needs_handover = True
         return existing
-    return _new_case(db, call, priority="critical", outage=True)
+    return _new_case(db, call, priority=CASE_PRIORITY, outage=True)

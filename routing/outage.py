@@ -28,10 +28,15 @@ from routing.call_state import get_call, is_ended, send_to_team, update_call
 from routing.desk import Desk
 from routing.verification import AskContactId, Unverified
 
+# The outage case itself is always Critical (a hosted service is down, whoever
+# reports it); `priority` is the caller's place in the queue.
+CASE_PRIORITY = "critical"
+
 
 def priority(authorized: bool) -> str:
-    """An outage report's priority: Critical from an authorized contact; High on an
-    exception basis (an unverified caller waits behind verified reports)."""
+    """An outage caller's queue priority: Critical from an authorized contact; High
+    on an exception basis (an unverified caller waits behind verified reports).
+    The desk's outage policy; the one place to change it."""
     return "critical" if authorized else "high"
 
 
@@ -96,7 +101,7 @@ def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision:
 def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
     """After hours, not a hosted district: the message goes on the outage case."""
     authorized = auth.is_authorized(get_call(desk.r, call_sid))
-    send_to_team(desk.r, call_sid, HOSTING, priority="critical", outage="1",
+    send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
                  handover="" if authorized else "1", after_hours="1")
     return OutageVoicemail(why)
 
@@ -108,7 +113,7 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
         return CallFinished(None)
     claim = presence.claim_for_caller(
         desk.r, call_sid, team=call.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
-        lease_ms=desk.lease_ms, priority="critical", queue_if_none=False,
+        lease_ms=desk.lease_ms, priority=priority(auth.is_authorized(call)), queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)

@@ -8,7 +8,7 @@ from datetime import datetime, time, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.hours import CENTRAL
+from config.hours import CENTRAL, central_date
 from directory import keys
 from directory.models import CallLog
 from routing import lockout
@@ -19,7 +19,7 @@ SERVICE_LEVEL_SECONDS = 15.0
 
 def day_bounds(now: datetime) -> tuple[datetime, datetime]:
     """Start and end of `now`'s day in Central time (aware datetimes)."""
-    day = now.astimezone(CENTRAL).date()
+    day = central_date(now)
     start = datetime.combine(day, time(0), tzinfo=CENTRAL)
     return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=CENTRAL)
 

@@ -19,7 +19,8 @@ def test_caselines_wheel_leaves_the_simulated_twilio_out():
     include = config["tool"]["setuptools"]["packages"]["find"]["include"]
     packed = {d.name for d in PROJECT_ROOT.iterdir()
               if (d / "__init__.py").is_file() and any(fnmatch(d.name, p) for p in include)}
-    assert {"caseline", "ivr", "routing", "workers", "telephony", "config"} <= packed
+    assert {"caseline", "ivr", "routing", "workers", "directory", "telephony", "jobs",
+            "config"} <= packed
     assert "twilio_side" not in packed
     assert (PROJECT_ROOT / "twilio_side" / "pyproject.toml").is_file()  # its own distribution
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from config.hours import CENTRAL
+from config.hours import central_date
 from directory import cache_case, record_contact_activity
 from directory.models import CallLog
 from routing.auth import how_verified
@@ -76,7 +76,7 @@ def log_call(call_sid: str) -> str:
     if call.get("verified") == "1" and call.get("contact"):
         # A verified call is activity for the 180-day rule.
         record_contact_activity(desk.session_factory, desk.r, call["contact"],
-                                now.astimezone(CENTRAL).date())
+                                central_date(now))
     return "written"
 
 

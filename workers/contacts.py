@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from config.hours import CENTRAL
+from config.hours import CENTRAL, central_date
 from directory import INACTIVE_AFTER_DAYS
 from directory.models import Contact
 from workers.context import current_desk
@@ -20,7 +20,7 @@ from workers.context import current_desk
 
 def flag_inactive_contacts(session_factory: sessionmaker[Session], now: datetime) -> list[str]:
     """Flag contacts whose last activity is 180 or more days before `now`; their ids."""
-    today = now.astimezone(CENTRAL).date()
+    today = central_date(now)
     cutoff = today - timedelta(days=INACTIVE_AFTER_DAYS)
     flagged = []
     with session_factory() as db, db.begin():
