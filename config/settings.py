@@ -58,7 +58,7 @@ class Settings:
     lease_margin_seconds: int = 30
     # Longest a routed call may hold an advisor without an end callback.
     talk_lease_seconds: int = 4 * 3600
-    # When a contact's number identifies the caller without a PIN (PRODUCT.md,
+    # When a contact's number identifies the caller without a PIN (docs/contract.md,
     # "Who is calling"): "attested" (SHAKEN/STIR full attestation), "any", "never".
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.

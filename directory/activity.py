@@ -24,6 +24,13 @@ from directory.validation import parse_date
 INACTIVE_AFTER_DAYS = 180
 
 
+def idle_too_long(last_active: date, today: date) -> bool:
+    """The 180-day rule itself (the desk's policy): a contact last active on
+    `last_active` is inactive on `today` (both Central dates) once 180 days
+    have passed. The one place the rule is counted."""
+    return (today - last_active) >= timedelta(days=INACTIVE_AFTER_DAYS)
+
+
 def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
     """Not deactivated, and active within the last 180 days, counted in Central dates
     (the desk's policy); no date counts as active. `now` is an aware datetime."""
@@ -38,8 +45,7 @@ def contact_is_active(contact: Mapping[str, Any], now: datetime) -> bool:
             return True
     assert day is not None
     # The desk counts dates in Central time: 23:00 in Chicago is still "today".
-    today = central_date(now)
-    return (today - day) < timedelta(days=INACTIVE_AFTER_DAYS)
+    return not idle_too_long(day, central_date(now))
 
 
 def district_contacts(

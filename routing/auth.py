@@ -60,7 +60,7 @@ def contact_fields(
     """Call fields for a recognised contact (and whether they are active)."""
     district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
     active = directory.contact_is_active(contact, now)
-    # An inactive or deactivated contact identifies nobody (PRODUCT.md).
+    # An inactive or deactivated contact identifies nobody (docs/contract.md, "Who is calling").
     return {
         "contact": contact.get("id", ""),
         "contact_name": contact.get("name", ""),

@@ -7,25 +7,25 @@ deactivation"), and clears it for contacts active again.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import CENTRAL, central_date
-from directory import INACTIVE_AFTER_DAYS
+from directory.activity import idle_too_long
 from directory.models import Contact
 from workers.context import current_desk
 
 
 def flag_inactive_contacts(session_factory: sessionmaker[Session], now: datetime) -> list[str]:
-    """Flag contacts whose last activity is 180 or more days before `now`; their ids."""
+    """Flag contacts past the 180-day rule on `now`'s Central date (`idle_too_long`);
+    clear the flag of those active again. Returns the ids newly flagged."""
     today = central_date(now)
-    cutoff = today - timedelta(days=INACTIVE_AFTER_DAYS)
     flagged = []
     with session_factory() as db, db.begin():
         for contact in db.scalars(select(Contact).order_by(Contact.id)):
-            stale = contact.last_active is not None and contact.last_active <= cutoff
+            stale = contact.last_active is not None and idle_too_long(contact.last_active, today)
             if stale and contact.flagged_inactive_on is None:
                 contact.flagged_inactive_on = today
                 flagged.append(contact.id)
