@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -98,12 +99,17 @@ def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
     from directory import cache_directory
     from directory.db import ensure_schema, make_engine, make_session_factory
+    from routing.upgrade import upgrade_wrapups
 
     url = _redis_url(settings)
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
     client = redis.Redis.from_url(url, decode_responses=True)
     cache_directory(make_session_factory(engine), client, datetime.now(UTC))
+    # Holds and jobs the previous release left in Redis, in this release's shape.
+    job_redis = redis.Redis.from_url(url)
+    upgrade_wrapups(client, job_redis, int(time.time() * 1000))
+    job_redis.close()
     client.close()
     engine.dispose()
     return url

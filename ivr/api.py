@@ -64,8 +64,9 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     if outcome == "unknown":
         abort(404, description=f"no advisor {advisor_id!r}")
     state = presence.advisor_state(d.r, advisor_id)
-    return jsonify({"id": advisor_id, "status": state.get("status"), "call": state.get("call"),
-                    "hold": state.get("hold")})
+    # The call they ring or talk on; a wrap-up holds no call (as GET /api/advisors says).
+    call = state.get("call") if state.get("hold") != "wrapup" else None
+    return jsonify({"id": advisor_id, "status": state.get("status"), "call": call or None})
 
 
 @bp.post("/contacts/<contact_id>/unlock")

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 # Jobs are stored as JSON, never pickle: whoever can write to Redis must not be
@@ -79,6 +81,21 @@ def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
     )
 
 
+def end_of_wrapup_job_id(advisor_id: str, call_sid: str) -> str:
+    """The id of the job that ends `advisor_id`'s wrap-up after `call_sid` (one per call)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{call_sid}")
+
+
+def drop_job(r: redis.Redis, job_id: str) -> bool:
+    """Delete a job (queued or scheduled) by id; False when there is none."""
+    try:
+        job = Job.fetch(job_id, connection=r, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return False
+    job.delete()
+    return True
+
+
 def schedule_end_of_wrapup(
     r: redis.Redis, advisor_id: str, call_sid: str, until_ms: int
 ) -> None:
@@ -90,6 +107,6 @@ def schedule_end_of_wrapup(
         "workers.reconciler.end_wrapup",
         advisor_id,
         call_sid,
-        job_id=re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{call_sid}"),
+        job_id=end_of_wrapup_job_id(advisor_id, call_sid),
         retry=Retry(max=3, interval=1),
     )

@@ -477,3 +477,66 @@ def test_an_advisor_rings_as_long_as_the_desk_says(desk, lakeview):
     assert isinstance(decision, acd.DialAdvisor)
     dial = ET.fromstring(str(twiml.route(Prompts(), decision, "CA-slow", []))).find("Dial")
     assert dial is not None and dial.get("timeout") == "35"
+
+
+# --- an upgrade finds the previous release's wrap-ups -----------------------------------
+
+
+def _previous_release_wrapup(desk, advisor: str, sid: str, until_ms: int) -> str:
+    """What the previous release left for an advisor wrapping up after `sid`: the
+    `wrapup-` token in `call` (no `hold` field), and the wrap-up's end scheduled
+    under its job path and id. Returns that job's id."""
+    from jobs.queues import Queues, queue
+
+    desk.r.hset(keys.advisor(advisor), mapping={
+        "status": "busy", "since": until_ms - 60_000, "call": f"wrapup-{sid}",
+        "lease": until_ms})
+    desk.r.zadd(keys.leases(), {advisor: until_ms})
+    job_id = f"end-wrapup-{advisor}-wrapup-{sid}"
+    queue(Queues.PRESENCE, desk.job_redis).enqueue_at(
+        datetime.fromtimestamp(until_ms / 1000, tz=CHICAGO), "workers.presence.end_wrapup",
+        advisor, f"wrapup-{sid}", job_id=job_id)
+    return job_id
+
+
+def _scheduled(desk) -> set[str]:
+    from rq.registry import ScheduledJobRegistry
+
+    from jobs.queues import SERIALIZER, Queues, queue
+
+    registry = ScheduledJobRegistry(queue=queue(Queues.PRESENCE, desk.job_redis),
+                                    serializer=SERIALIZER)
+    return set(registry.get_job_ids())
+
+
+def test_after_an_upgrade_an_advisor_in_wrapup_can_end_it_and_is_freed_on_time(
+        desk, lakeview, client, settings):
+    from caseline.cli import prepare_service
+
+    until = int(time.time() * 1000) + 30_000
+    old_job = _previous_release_wrapup(desk, "A2", "CA-talk", until)
+    prepare_service(settings)  # what `caseline serve` and `caseline worker` do first
+    prepare_service(settings)  # twice: nothing more changes
+
+    [a2] = [a for a in client.get("/api/advisors", headers=API).get_json() if a["id"] == "A2"]
+    assert (a2["status"], a2["wrap_up"], a2["call_sid"]) == ("busy", True, None)
+    # The wrap-up still ends on time, by this release's job; the old one is gone.
+    assert _scheduled(desk) == {"end-wrapup-A2-CA-talk"} and old_job not in _scheduled(desk)
+    # And the advisor can end it themselves, as before the upgrade.
+    answer = client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    assert answer.get_json() == {"id": "A2", "status": "available", "call": None}
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_the_status_answer_during_wrapup_names_no_call(desk, lakeview, client):
+    """PUT /api/advisors/<id>/status answers `call` as GET /api/advisors does: the call
+    they ring or talk on, never the one they are wrapping up."""
+    wrapping = dataclasses.replace(desk, settings=desk.settings.with_changes(wrapup_seconds=30))
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    _on_call(wrapping, "A2", "CA-talk", now)
+    talking = client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
+    assert talking.get_json()["call"] == "CA-talk"
+    acd.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
+    wrapup = client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
+    assert wrapup.get_json() == {"id": "A2", "status": "busy", "call": None}
