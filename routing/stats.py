@@ -13,6 +13,7 @@ from directory import keys
 from directory.models import CallLog
 from routing import lockout
 from routing.desk import Desk
+from routing.presence import BAND_WIDTH
 
 SERVICE_LEVEL_SECONDS = 15.0
 
@@ -78,17 +79,12 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
     now_ms = int(now.timestamp() * 1000)
     for team in desk.r.smembers(keys.teams()):
         team_figures = figures.setdefault(team, _empty())
-        waiting = desk.r.zrange(keys.team_waiting(team), 0, -1)
+        waiting = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
         team_figures["waiting"] = len(waiting)
-        longest = 0.0
-        if waiting:
-            pipe = desk.r.pipeline(transaction=False)
-            for call_sid in waiting:
-                pipe.hget(keys.call(call_sid), "enqueued_at")
-            for enqueued in pipe.execute():
-                if enqueued:
-                    longest = max(longest, (now_ms - int(enqueued)) / 1000)
-        team_figures["longest_wait_seconds"] = round(longest, 1)
+        # Each score keeps the caller's first arrival (ms), a missed ring included.
+        arrivals = [int(score) % BAND_WIDTH for _, score in waiting]
+        longest = max((now_ms - arrived) / 1000 for arrived in arrivals) if arrivals else 0.0
+        team_figures["longest_wait_seconds"] = round(max(0.0, longest), 1)
     failed = lockout.failures_last_hour(desk.r, now)
     for team_figures in figures.values():
         team_figures["failed_verifications_last_hour"] = failed

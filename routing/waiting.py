@@ -60,22 +60,25 @@ def _serving_advisors(desk: Desk, team: str) -> int:
 
 
 def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:
-    """Every team's waiting callers in the order they will be served."""
+    """Every team's waiting callers in the order they will be served (GET /api/queues):
+    {team: [{"call_sid", "priority", "waiting_seconds" (since first arrival),
+    "case_number", "caller", "district"}]}; `now_ms` in ms since the epoch."""
     queues: dict[str, list[dict[str, object]]] = {}
     for team in sorted(desk.r.smembers(keys.teams())):
         entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
         callers = []
         for call_sid, score in entries:
-            call = desk.r.hmget(keys.call(call_sid), "enqueued_at", "case", "caller", "district")
-            enqueued = int(call[0] or now_ms)
-            band = int(score // BAND_WIDTH)
+            call = desk.r.hmget(keys.call(call_sid), "case", "caller", "district")
+            # The score keeps their first arrival: a caller queued again after a
+            # missed ring has waited since then, as they would say.
+            band, arrived = divmod(int(score), BAND_WIDTH)
             callers.append({
                 "call_sid": call_sid,
                 "priority": _BAND_NAMES.get(band, "medium"),
-                "waiting_seconds": round(max(0, now_ms - enqueued) / 1000, 1),
-                "case_number": call[1] or None,
-                "caller": call[2] or None,
-                "district": call[3] or None,
+                "waiting_seconds": round(max(0, now_ms - arrived) / 1000, 1),
+                "case_number": call[0] or None,
+                "caller": call[1] or None,
+                "district": call[2] or None,
             })
         queues[team] = callers
     return queues

@@ -205,3 +205,32 @@ def test_a_caller_whose_advisor_did_not_answer_keeps_their_place_in_line(
     assert status(desk, "A2") == ("busy", "CA-crit1")
     assert comes_back(desk, "A3", T0 + 60 * SECOND) == "CA-crit2"
     assert comes_back(desk, "A4", T0 + 61 * SECOND) == "CA1"
+
+
+def test_the_queues_a_supervisor_sees_count_a_callers_wait_from_their_first_arrival(
+        desk, lakeview, emulator):
+    # CA1 waits from T0; A2 is rung for them at +30 s and does not answer: CA1 is
+    # back in line at +55 s, and has been waiting 90 s at +90 s, not 35.
+    waits(desk, emulator, "CA1", T0)
+    assert comes_back(desk, "A2", T0 + 30 * SECOND) == "CA1"
+    acd.connect_claimed(desk, "CA1", T0 + 31 * SECOND)
+    # (A2, just missed by CA1, is not rung for them again at once.)
+    assert acd.after_dial(desk, "CA1", "A2", "no-answer", 0, T0 + 55 * SECOND) == \
+        acd.WaitInQueue(team="general", position=1)
+    [ca1] = waiting.waiting_callers(desk, T0 + 90 * SECOND)["general"]
+    assert (ca1["call_sid"], ca1["waiting_seconds"]) == ("CA1", 90.0)
+
+
+def test_the_longest_wait_on_the_wallboard_counts_from_first_arrival_too(
+        desk, lakeview, emulator):
+    from datetime import UTC, datetime
+
+    from routing import stats
+
+    waits(desk, emulator, "CA1", T0)
+    assert comes_back(desk, "A2", T0 + 30 * SECOND) == "CA1"
+    acd.connect_claimed(desk, "CA1", T0 + 31 * SECOND)
+    acd.after_dial(desk, "CA1", "A2", "no-answer", 0, T0 + 55 * SECOND)
+    at = datetime.fromtimestamp((T0 + 90 * SECOND) / 1000, tz=UTC)
+    general = stats.team_stats(desk, at)["general"]
+    assert (general["waiting"], general["longest_wait_seconds"]) == (1, 90.0)
