@@ -35,15 +35,22 @@ def ask(
     finish_on_key: str = "#",
     timeout: int = 6,
     then: str | None = None,
+    speech_hints: str | None = None,
 ) -> VoiceResponse:
-    """One question: a `<Gather>` speaking `texts`; silence goes to `then` (or the action)."""
+    """One question: a `<Gather>` speaking `texts`; silence goes to `then` (or the action).
+
+    With `speech_hints`, the caller may also say the answer: Twilio posts it as
+    `SpeechResult` (its `<Gather input="dtmf speech">`, US English).
+    """
     response = VoiceResponse()
+    speech = {"input": "dtmf speech", "hints": speech_hints, "speech_timeout": "auto",
+              "language": "en-US"} if speech_hints else {"input": "dtmf"}
     gather = Gather(
-        input="dtmf",
         action=action,
         method="POST",
         timeout=timeout,
         finish_on_key=finish_on_key,
+        **speech,
         **({"num_digits": num_digits} if num_digits else {}),
     )
     for text in texts:

@@ -23,10 +23,12 @@ def closed(desk: Desk, call_sid: str, option: str) -> AskCase | Voicemail:
     return Voicemail(closed=True)
 
 
-def enter_case_number(desk: Desk, call_sid: str, digits: str) -> AskCase | Voicemail:
-    """After hours, option 1: the case number, then the voicemail for that case (after
-    three misses, for a new case)."""
-    lookup = choose_case(desk, call_sid, digits)
+def enter_case_number(
+    desk: Desk, call_sid: str, digits: str, speech: str = ""
+) -> AskCase | Voicemail:
+    """After hours, option 1: the case number (keyed or said), then the voicemail for
+    that case (after three misses, for a new case)."""
+    lookup = choose_case(desk, call_sid, digits, speech)
     if lookup.found:
         update_call(desk.r, call_sid, after_hours="1")
         return Voicemail()

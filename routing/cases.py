@@ -59,10 +59,40 @@ class Voicemail:
     case_not_found: bool = False
 
 
-def choose_case(desk: Desk, call_sid: str, digits: str) -> CaseLookup:
-    """Look a typed case number up within the caller's district; route to its owner."""
+# Words a caller may say for a digit ("two oh two four one one seven"), and the few
+# words around a number that change nothing ("case number 2024117").
+_DIGIT_WORDS = {
+    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "to": "2", "too": "2",
+    "three": "3", "four": "4", "for": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9",
+}
+_FILLER_WORDS = {"case", "number", "is", "it's", "its", "my", "the", "um", "uh"}
+# Hints for Twilio's speech recognition on the case-number question.
+CASE_SPEECH_HINTS = "case number, $OOV_CLASS_DIGIT_SEQUENCE"
+
+
+def spoken_case_number(speech: str) -> str:
+    """The digits a caller said ("two oh two four one one seven", "2024117",
+    "case number 2024 117"), or "" when what they said is not a number (a miss,
+    as a bad key is). `speech` is Twilio's `SpeechResult`."""
+    digits = []
+    for word in speech.lower().replace("-", " ").replace(",", " ").replace(".", " ").split():
+        if word.isdigit():
+            digits.append(word)
+        elif word in _DIGIT_WORDS:
+            digits.append(_DIGIT_WORDS[word])
+        elif word not in _FILLER_WORDS:
+            return ""
+    return "".join(digits)
+
+
+def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "") -> CaseLookup:
+    """Look a case number up within the caller's district, keyed (`digits`) or said
+    (`speech`, Twilio's SpeechResult, when no key came); route to its owner."""
     call = get_call(desk.r, call_sid)
     tries = int(call.get("case_tries") or 0) + 1
+    if not digits and speech:
+        digits = spoken_case_number(speech)
     number = "".join(ch for ch in digits if ch.isdigit())[:20]
     case = directory.find_case(desk.r, desk.session_factory, number) if number else None
     if not case or not case.get("district") or case.get("district") != call.get("district"):

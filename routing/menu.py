@@ -185,9 +185,12 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
     return Connect(acd.route_caller(desk, call_sid, now_ms))
 
 
-def enter_case_number(desk: Desk, call_sid: str, digits: str, now_ms: int) -> Step:
-    """The case number: its owner, else a teammate, else the queue (`acd.route_caller`)."""
-    lookup = choose_case(desk, call_sid, digits)
+def enter_case_number(
+    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = ""
+) -> Step:
+    """The case number, keyed or said: its owner, else a teammate, else the queue
+    (`acd.route_caller`)."""
+    lookup = choose_case(desk, call_sid, digits, speech)
     if lookup.found:
         return Connect(acd.route_caller(desk, call_sid, now_ms), case_closed=lookup.closed)
     if lookup.tries >= CASE_TRIES:

@@ -18,7 +18,8 @@ from routing import acd, after_hours
 def after_hours_case() -> Response:
     """After hours, option 1: the case number, then the voicemail for that case."""
     sid = call_sid()
-    return answer(after_hours.enter_case_number(desk(), sid, form("Digits")), sid)
+    return answer(after_hours.enter_case_number(desk(), sid, form("Digits"),
+                                                speech=form("SpeechResult", limit=200)), sid)
 
 
 @bp.post("/recorded")

@@ -40,4 +40,5 @@ def product() -> Response:
 def case() -> Response:
     """The case number: its owner, else a teammate, else the queue."""
     sid = call_sid()
-    return answer(menu.enter_case_number(desk(), sid, form("Digits"), now_ms()), sid)
+    return answer(menu.enter_case_number(desk(), sid, form("Digits"), now_ms(),
+                                         speech=form("SpeechResult", limit=200)), sid)

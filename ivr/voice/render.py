@@ -53,7 +53,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             closed = [closed_sentence()] if after_hours and not not_found else []
             texts = [*closed, *_texts(not_found and "case.not_found", "case.ask")]
             action = "/voice/after-hours/case" if after_hours else "/voice/case"
-            return twiml.ask(p, texts, twiml.url(action), timeout=10)
+            return twiml.ask(p, texts, twiml.url(action), timeout=10,
+                             speech_hints=cases.CASE_SPEECH_HINTS)
         case cases.Voicemail(closed=closed, case_not_found=not_found):
             before = [closed_sentence()] if closed else []
             return twiml.voicemail(p, [*before, *_texts(not_found and "case.not_found",
