@@ -22,6 +22,8 @@ from datetime import datetime
 
 import directory
 from config import hours
+from config.hours import central_date
+from directory import keys
 from directory.catalog import GENERAL, PRODUCT_TEAMS
 from routing import acd, after_hours, auth, outage, verification
 from routing.announcement import active_announcement
@@ -34,6 +36,11 @@ from routing.verification import AskContactId, AskPin, Refused, Unverified, Veri
 # Tries of the main menu (and of the products sub-menu) before the goodbye.
 MAX_TRIES = 3
 MENU_KEYS = ("1", "2", "6", "8")
+# Offered to callers the line does not recognise: the toll-free number leaks to
+# families (the family portal bears the product's name), whom the desk cannot help.
+FAMILIES_KEY = "0"
+# How long a day's count of families' calls is kept (seconds).
+_FAMILIES_COUNT_TTL = 3 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,11 @@ class Goodbye:
 
 
 @dataclass(frozen=True)
+class FamiliesGoodbye:
+    """A parent or student: the line serves district staff; their school helps them."""
+
+
+@dataclass(frozen=True)
 class Connect:
     """Ring an advisor or queue (`decision`), after telling the caller that their case
     is closed (its owner can reopen it) or was not found (the general team helps)."""
@@ -76,8 +88,8 @@ class Connect:
 
 
 Step = (
-    Welcome | AskMenu | AskProduct | Goodbye | Connect | AskCase | Voicemail | AskContactId
-    | AskPin | Refused | outage.OutageReport | outage.OutageVoicemail
+    Welcome | AskMenu | AskProduct | Goodbye | FamiliesGoodbye | Connect | AskCase | Voicemail
+    | AskContactId | AskPin | Refused | outage.OutageReport | outage.OutageVoicemail
 )
 
 
@@ -126,6 +138,11 @@ def press_key(
     """The caller's main-menu key: 1 case, 2 new case, 6 add-ons, 8 outage; * repeats."""
     if key == "*":
         return AskMenu(attempt)
+    if key == FAMILIES_KEY and not auth.is_authorized(get_call(desk.r, call_sid)):
+        append_menu(desk.r, call_sid, key, family="1")
+        day = keys.families_on(central_date(now).isoformat())
+        desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
+        return FamiliesGoodbye()
     if key not in MENU_KEYS:
         if attempt >= MAX_TRIES:
             return Goodbye()

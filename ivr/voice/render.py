@@ -35,8 +35,10 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
     p = prompts()
     match step:
         case menu.Welcome(name=name, announcement=announcement):
-            greeting = p.text("greeting.known", name=name) if name else p.text("greeting.unknown")
-            return twiml.main_menu(p, [greeting, *announcement_texts(announcement)], attempt=1)
+            # Not greeted by name: whom the line serves, and the families' key.
+            greeting = ([p.text("greeting.known", name=name)] if name
+                        else [p.text("greeting.unknown"), p.text("greeting.families_key")])
+            return twiml.main_menu(p, [*greeting, *announcement_texts(announcement)], attempt=1)
         case menu.AskMenu(attempt=attempt, invalid=invalid):
             return twiml.main_menu(p, _texts(invalid and "menu.invalid"), attempt=attempt)
         case menu.AskProduct(attempt=attempt, invalid=invalid):
@@ -45,6 +47,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
                              num_digits=1, finish_on_key="")
         case menu.Goodbye():
             return twiml.goodbye(p, p.text("menu.goodbye"))
+        case menu.FamiliesGoodbye():
+            return twiml.goodbye(p, p.text("greeting.families"))
         case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found):
             before = _texts(closed and "case.closed", not_found and "case.not_found",
                             not_found and "case.to_general")
