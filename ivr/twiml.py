@@ -94,8 +94,11 @@ def voicemail(prompts: Prompts, texts: list[str], max_seconds: int = 120) -> Voi
     response = VoiceResponse()
     for text in texts:
         say(response, prompts, text)
+    # Twilio transcribes the message and posts the text to /voice/transcribed, so the
+    # advisor who opens the case reads which message is urgent before listening.
     response.record(action=url("/voice/recorded"), method="POST", max_length=max_seconds,
-                    finish_on_key="#", play_beep=True, timeout=5)
+                    finish_on_key="#", play_beep=True, timeout=5, transcribe=True,
+                    transcribe_callback=url("/voice/transcribed"))
     say(response, prompts, prompts.text("hours.voicemail_thanks"))
     response.hangup()
     return response

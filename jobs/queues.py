@@ -69,6 +69,18 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     )
 
 
+def enqueue_transcription(r: redis.Redis, call_sid: str) -> None:
+    """Queue the job that puts a voicemail's transcription on the call's log."""
+    queue(Queues.CALL_LOGS, r).enqueue(
+        "workers.call_log.attach_transcription",
+        call_sid,
+        job_id=f"attach-transcription-{call_sid}",
+        retry=CALL_LOG_RETRY,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
+
+
 def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
     """Queue the job that adds a voicemail, posted after the call's end, to its log."""
     queue(Queues.CALL_LOGS, r).enqueue(

@@ -213,6 +213,15 @@ def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
     return ended
 
 
+def note_transcription(desk: Desk, call_sid: str, text: str) -> bool:
+    """Keep a voicemail's transcription (Twilio's `TranscriptionText`) on the call;
+    True when there is a call to keep it on (its log then needs the text)."""
+    if not text or not get_call(desk.r, call_sid):
+        return False
+    update_call(desk.r, call_sid, transcription=text)
+    return True
+
+
 def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> None:
     """A waiting caller claimed for an advisor whose hold expired before they were
     brought over (the process that was to redirect them died): back to their place."""

@@ -114,6 +114,32 @@ def attach_recording(call_sid: str) -> str:
     return "written"
 
 
+def attach_transcription(call_sid: str) -> str:
+    """Put a voicemail's transcription on the call's log (`details.transcription`).
+
+    Twilio posts it a minute or more after the call; idempotent (a repeated
+    callback writes nothing new); raises `CallLogNotWritten` (the job retries,
+    as it does while the database is down) until the row exists.
+    """
+    desk = current_desk()
+    if desk.session_factory is None:
+        raise RuntimeError("no database configured")
+    text = get_call(desk.r, call_sid).get("transcription")
+    if not text:
+        return "no-transcription"
+    with desk.session_factory() as db:
+        row = db.scalars(select(CallLog).where(CallLog.call_sid == call_sid)).first()
+        if row is None:
+            raise CallLogNotWritten(call_sid)
+        details = dict(row.details or {})
+        if details.get("transcription") == text:
+            return "exists"
+        row.details = {**details, "transcription": text}
+        db.commit()
+    log.info("transcription of the voicemail of call %s added to its log", call_sid)
+    return "written"
+
+
 def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> CallLog:
     """The call-log row for a call."""
     queue_wait = call.get("queue_wait_ms")
@@ -146,5 +172,6 @@ def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> C
             "handover": call.get("handover") == "1",
             "abandoned": call.get("abandoned") == "1",
             "queue_failed": call.get("queue_failed") == "1",
+            **({"transcription": call["transcription"]} if call.get("transcription") else {}),
         },
     )

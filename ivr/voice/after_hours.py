@@ -4,13 +4,14 @@ the recorded message of any voicemail. `routing.after_hours` decides."""
 from __future__ import annotations
 
 from flask import Response
+from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import twiml
 from ivr.context import desk, prompts
 from ivr.voice.form import call_sid, form
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
-from jobs.queues import enqueue_recording
+from jobs.queues import enqueue_recording, enqueue_transcription
 from routing import acd, after_hours
 
 
@@ -32,3 +33,14 @@ def recorded() -> Response:
         # Posted after the call's end (Twilio's order): the log may already exist.
         enqueue_recording(desk().job_redis, sid)
     return xml(twiml.goodbye(p, p.text("hours.voicemail_thanks")))
+
+
+@bp.post("/transcribed")
+def transcribed() -> Response:
+    """Twilio's transcription of a voicemail (`transcribeCallback`): the worker puts the
+    text on the call's log. A failed transcription leaves the recording as it stands."""
+    sid = call_sid()
+    if form("TranscriptionStatus") == "completed" and acd.note_transcription(
+            desk(), sid, form("TranscriptionText", 4000).strip()):
+        enqueue_transcription(desk().job_redis, sid)
+    return xml(VoiceResponse())
