@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from directory.models import CallLog
+
+
+@dataclass(frozen=True)
+class SurveyHistory:
+    """A contact's surveys: whether they ever opted out, and whether one was offered
+    to them since the time asked about."""
+
+    opted_out: bool
+    surveyed_since: bool
+
+
+def survey_history(
+    session_factory: sessionmaker[Session], contact_id: str, since: datetime
+) -> SurveyHistory:
+    """What the call logs say of a contact's surveys (`since`: an aware UTC time)."""
+    with session_factory() as db:
+        rows = db.execute(
+            select(CallLog.started_at, CallLog.details).where(CallLog.contact_id == contact_id)
+        ).all()
+    opted_out = surveyed = False
+    for started_at, details in rows:
+        details = details or {}
+        opted_out = opted_out or bool(details.get("survey_opt_out"))
+        when = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+        surveyed = surveyed or (bool(details.get("survey_offered")) and when >= since)
+    return SurveyHistory(opted_out, surveyed)
 
 
 def calls_on_case(session_factory: sessionmaker[Session] | None, number: str) -> list[dict]:

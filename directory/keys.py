@@ -128,6 +128,12 @@ def webhook_reply(idempotency_token: str) -> str:
     return f"{PREFIX}:reply:{idempotency_token}"
 
 
+def survey_overall(team: str, day: str) -> str:
+    """Hash {answers, satisfied}: "overall" survey answers (and those of 4 or 5) of a
+    team's calls on a day (ISO date, Central)."""
+    return f"{PREFIX}:survey:overall:{team}:{day}"
+
+
 def families_on(day: str) -> str:
     """String counter: callers who took the families' message on a day (ISO date, Central)."""
     return f"{PREFIX}:families:{day}"

@@ -176,6 +176,8 @@ class CallLog(Base):
             "ended_at": _iso(self.ended_at),
             "recording_url": self.recording_url,
             "details": dict(self.details) if self.details else {},
+            # The satisfaction survey's answers by question (1-5), when it was asked.
+            "survey": (self.details or {}).get("survey"),
         }
 
 

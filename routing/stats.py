@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.hours import CENTRAL, central_date
 from directory import keys
 from directory.models import CallLog
-from routing import lockout
+from routing import lockout, survey
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH
 
@@ -91,4 +91,8 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
         # Line-wide figures (no team took these calls), repeated in every team.
         team_figures["failed_verifications_last_hour"] = failed
         team_figures["families_today"] = families
+    for team, team_figures in figures.items():
+        # The survey's "overall" over 30 days, against the desk's target.
+        team_figures["survey_overall_satisfied_30d"] = survey.overall_satisfaction(desk, team, now)
+        team_figures["survey_target"] = survey.TARGET
     return dict(sorted(figures.items()))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from config.hours import central_date
 from directory import cache_case, record_contact_activity
 from directory.models import CallLog
+from routing import survey
 from routing.auth import how_verified
 from routing.call_state import get_call
 from routing.cases import case_for_call
@@ -140,6 +141,17 @@ def attach_transcription(call_sid: str) -> str:
     return "written"
 
 
+def _survey_details(call: dict[str, str]) -> dict[str, object]:
+    """The survey on the log: offered (counts for the 30-day rule), answers, opt-out."""
+    details: dict[str, object] = {}
+    if call.get("survey_offered") == "1":
+        details["survey_offered"] = True
+        details["survey"] = survey.answers(call)
+    if call.get("survey_opt_out") == "1":
+        details["survey_opt_out"] = True
+    return details
+
+
 def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> CallLog:
     """The call-log row for a call."""
     queue_wait = call.get("queue_wait_ms")
@@ -173,5 +185,6 @@ def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> C
             "abandoned": call.get("abandoned") == "1",
             "queue_failed": call.get("queue_failed") == "1",
             **({"transcription": call["transcription"]} if call.get("transcription") else {}),
+            **_survey_details(call),
         },
     )

@@ -8,12 +8,12 @@ from flask import Response, request
 
 from config import webhooks
 from ivr import twiml
-from ivr.context import desk, now_ms, prompts
+from ivr.context import desk, now, now_ms, prompts
 from ivr.voice import render
-from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole
+from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole, whole_arg
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
-from routing import acd, waiting
+from routing import acd, survey, waiting
 from routing.whisper import play_whisper
 
 
@@ -23,7 +23,15 @@ def dial_result() -> Response:
     sid, advisor_id = call_sid(), request.args.get("advisor", "")[:64]
     decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
                               whole("DialCallDuration"), now_ms(), call_status=call_status())
-    return answer(decision, sid)
+    return answer(survey.after_the_advisor(desk(), sid, decision, call_status(), now()), sid)
+
+
+@bp.post("/survey")
+def survey_key() -> Response:
+    """A key for one survey question (1-5, # to skip, 9 to opt out); silence skips."""
+    sid = call_sid()
+    question = whole_arg("q")
+    return answer(survey.answer(desk(), sid, question, form("Digits", 4), now()), sid)
 
 
 @bp.post("/whisper")

@@ -38,6 +38,14 @@ def call_status() -> str:
     return form("CallStatus") or "in-progress"
 
 
+def whole_arg(name: str) -> int:
+    """A whole number from the action URL's query (0 when missing or malformed)."""
+    try:
+        return max(0, min(int(request.args.get(name, "0")), 100))
+    except ValueError:
+        return 0
+
+
 def attempt() -> int:
     """Which try of the current question this is (from the action URL)."""
     try:

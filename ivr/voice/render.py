@@ -9,7 +9,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from config import hours
 from ivr import twiml
 from ivr.context import prompts
-from routing import acd, callbacks, cases, menu, outage, verification, waiting
+from routing import acd, callbacks, cases, menu, outage, survey, verification, waiting
 from routing.whisper import Whisper
 
 # What an unverified caller hears first, by `verification.Unverified.why`.
@@ -100,6 +100,13 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.goodbye(p, p.text("routing.callback_unreached"))
         case acd.Nothing():
             return twiml.empty()
+        case survey.AskSurvey(question=question):
+            intro = _texts("survey.intro") if question == 0 else []
+            ask = p.text(f"survey.{survey.QUESTIONS[question]}")
+            return twiml.ask(p, [*intro, ask], twiml.url("/voice/survey", q=question),
+                             num_digits=1, finish_on_key="")
+        case survey.SurveyOver(opted_out=opted_out):
+            return twiml.goodbye(p, p.text("survey.opted_out" if opted_out else "survey.thanks"))
         case acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber():
             return twiml.route(p, step, sid, [])
     raise TypeError(f"no TwiML for {step!r}")

@@ -1,0 +1,124 @@
+"""The satisfaction survey: the desk measures courtesy, knowledge, timeliness,
+quality and overall service, at most once per contact every 30 days, with an
+opt-out, against a target above 95% (the desk's policy).
+
+It is asked on the phone when the advisor hangs up first (the caller is still
+on the line after the `<Dial>`): five one-key questions (1–5), `#` skips one,
+9 opts out for good. Answers go on the call (its Redis hash) and from there on
+its log; the day's counts of "overall" answers feed `/api/stats`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.hours import central_date
+from directory import keys
+from directory.call_logs import survey_history
+from routing import auth
+from routing.acd import CallFinished, Decision
+from routing.call_state import get_call, update_call
+from routing.desk import Desk
+
+QUESTIONS = ("courtesy", "knowledge", "timeliness", "quality", "overall")
+EVERY_DAYS = 30
+TARGET = 0.95  # share of 4 and 5 on "overall"
+OPT_OUT_KEY = "9"
+SKIP_KEY = "#"
+# Days of "overall" counts kept in Redis (the 30-day figure, and a margin).
+_COUNTS_TTL_SECONDS = 40 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class AskSurvey:
+    """Ask question `question` (an index into QUESTIONS); the first comes with the intro."""
+
+    question: int
+
+
+@dataclass(frozen=True)
+class SurveyOver:
+    """Thank the caller (or confirm their opt-out) and hang up."""
+
+    opted_out: bool = False
+
+
+def after_the_advisor(
+    desk: Desk, call_sid: str, decision: Decision, call_status: str, now: datetime
+) -> Decision | AskSurvey:
+    """What follows an answered call's `<Dial>`: the survey when the advisor hung up
+    first (Twilio's `CallStatus` still `in-progress`) and the contact is eligible,
+    else `decision` unchanged."""
+    if not isinstance(decision, CallFinished) or not decision.answered_by:
+        return decision
+    if call_status != "in-progress" or not eligible(desk, get_call(desk.r, call_sid), now):
+        return decision
+    update_call(desk.r, call_sid, survey_offered=1)
+    return AskSurvey(0)
+
+
+def eligible(desk: Desk, call: dict[str, str], now: datetime) -> bool:
+    """A verified contact, not surveyed in the last 30 days, not opted out. A database
+    that does not answer makes nobody eligible (the survey never delays a caller)."""
+    contact = call.get("contact")
+    if not contact or not auth.is_authorized(call) or desk.session_factory is None:
+        return False
+    try:
+        history = survey_history(desk.session_factory, contact, now - timedelta(days=EVERY_DAYS))
+    except SQLAlchemyError:
+        return False
+    return not history.opted_out and not history.surveyed_since
+
+
+def answer(
+    desk: Desk, call_sid: str, question: int, digits: str, now: datetime
+) -> AskSurvey | SurveyOver:
+    """The caller's key for question `question`: 1–5 an answer, `#` or nothing a skip,
+    9 the opt-out (no more surveys, ever). Any other key counts as a skip."""
+    if not 0 <= question < len(QUESTIONS) or not get_call(desk.r, call_sid):
+        return SurveyOver()
+    if digits == OPT_OUT_KEY:
+        update_call(desk.r, call_sid, survey_opt_out=1)
+        return SurveyOver(opted_out=True)
+    name = QUESTIONS[question]
+    if len(digits) == 1 and digits in "12345":
+        update_call(desk.r, call_sid, **{f"survey_{name}": digits})
+        if name == "overall":
+            _count_overall(desk, get_call(desk.r, call_sid).get("team") or "", digits, now)
+    if question + 1 < len(QUESTIONS):
+        return AskSurvey(question + 1)
+    return SurveyOver()
+
+
+def answers(call: dict[str, str]) -> dict[str, int]:
+    """The survey answers a call holds, by question (only those answered)."""
+    return {q: int(call[f"survey_{q}"]) for q in QUESTIONS if call.get(f"survey_{q}")}
+
+
+def _count_overall(desk: Desk, team: str, digits: str, now: datetime) -> None:
+    """Count an "overall" answer on the day's figures of the call's team."""
+    key = keys.survey_overall(team or "general", central_date(now).isoformat())
+    pipe = desk.r.pipeline(transaction=False)
+    pipe.hincrby(key, "answers", 1)
+    if digits in "45":
+        pipe.hincrby(key, "satisfied", 1)
+    pipe.expire(key, _COUNTS_TTL_SECONDS)
+    pipe.execute()
+
+
+def overall_satisfaction(desk: Desk, team: str, now: datetime) -> float | None:
+    """The share of 4 and 5 on "overall" over the last 30 days (Central dates, today
+    included) for `team`; None before any answer."""
+    today = central_date(now)
+    pipe = desk.r.pipeline(transaction=False)
+    for days in range(EVERY_DAYS):
+        pipe.hmget(keys.survey_overall(team, (today - timedelta(days=days)).isoformat()),
+                   "answers", "satisfied")
+    total = satisfied = 0
+    for got, happy in pipe.execute():
+        total += int(got or 0)
+        satisfied += int(happy or 0)
+    return round(satisfied / total, 4) if total else None

@@ -1,0 +1,89 @@
+"""The satisfaction survey (the desk's policy: five areas, at most once per contact
+every 30 days, an opt-out, a target above 95%), asked on the phone when the advisor
+hangs up first. Calls placed with the Twilio-side driver, as Twilio would walk them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from directory.models import CallLog
+from tests.conftest import API_TOKEN, make_available, run_jobs
+
+PAT = "+16125550101"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+@pytest.fixture
+def lakeview(directory):
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"], phone="+16515550199")
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+def _earlier_call(desk, details: dict, days_ago: int) -> None:
+    """A call of Pat's logged `days_ago` days ago, with these details."""
+    with desk.session_factory() as db, db.begin():
+        db.add(CallLog(call_sid=f"CA-old-{days_ago}", case_number="2024117", caller=PAT,
+                       contact_id="5001", district_id="D100", menu_path="1>2024117",
+                       status="answered", details=details,
+                       started_at=datetime.now(UTC) - timedelta(days=days_ago)))
+
+
+def _asked(result) -> bool:
+    return any("five quick questions" in text for text in result.heard())
+
+
+def test_after_the_advisor_hangs_up_pat_answers_and_it_is_on_the_log(
+        phone, desk, lakeview, client):
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117# 5 4 # 5 5", bridged_hangup="advisor")
+    assert result.answered_by and _asked(result)
+    assert "Thank you for your answers" in result.heard()[-1]
+    run_jobs(desk)
+    [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
+    # The third question (timeliness) was skipped with #.
+    assert log["survey"] == {"courtesy": 5, "knowledge": 4, "quality": 5, "overall": 5}
+    general = client.get("/api/stats", headers=API).get_json()["general"]
+    assert (general["survey_overall_satisfied_30d"], general["survey_target"]) == (1.0, 0.95)
+
+
+def test_no_survey_for_a_contact_surveyed_ten_days_ago(phone, desk, lakeview):
+    _earlier_call(desk, {"survey_offered": True, "survey": {"overall": 5}}, days_ago=10)
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert result.answered_by and not _asked(result)
+
+
+def test_a_survey_of_last_month_does_not_stop_this_one(phone, desk, lakeview):
+    _earlier_call(desk, {"survey_offered": True}, days_ago=31)
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor")
+    assert _asked(result)
+
+
+def test_no_survey_for_a_contact_who_opted_out_and_9_opts_out(phone, desk, lakeview):
+    make_available(desk, "A7")
+    first = phone.call(PAT, "1 2024117# 9", bridged_hangup="advisor")
+    assert _asked(first) and "not be asked again" in first.heard()[-1]
+    run_jobs(desk)
+    # Long after the 30 days, still nothing: the opt-out is for good.
+    with desk.session_factory() as db, db.begin():
+        for log in db.query(CallLog):
+            log.started_at = datetime.now(UTC) - timedelta(days=90)
+    make_available(desk, "A7")
+    again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert again.answered_by and not _asked(again)
+
+
+def test_no_survey_when_the_caller_hangs_up_first(phone, desk, lakeview, client):
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117#", bridged_hangup="caller")
+    assert result.answered_by and not _asked(result)
+    run_jobs(desk)
+    # Not even counted as offered: their 30 days have not started.
+    [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
+    assert log["survey"] is None and "survey_offered" not in log["details"]
