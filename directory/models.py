@@ -214,3 +214,17 @@ class AuditEntry(Base):
             "action": self.action,
             "changes": dict(self.changes or {}),
         }
+
+
+class PostedMaintenance(Base):
+    """The maintenance windows operators posted through the API (one row, id 1).
+
+    No row means none was ever posted: config/maintenance.json still holds them.
+    """
+
+    __tablename__ = "posted_maintenance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # [{"start": ISO 8601 with offset, "end": ..., "kind": ..., "note": ...}]
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

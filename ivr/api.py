@@ -9,9 +9,9 @@ from flask import Blueprint, Response, abort, jsonify, request
 import directory
 from directory import records
 from directory.call_logs import calls_on_case
-from ivr.context import desk, now, now_ms
+from ivr.context import desk, initial_maintenance_windows, maintenance_windows, now, now_ms
 from ivr.security import api_token_ok
-from routing import availability, lockout, presence
+from routing import availability, lockout, maintenance, presence
 from routing.announcement import set_announcement
 from routing.roster import advisor_roster
 from routing.stats import team_stats
@@ -162,3 +162,21 @@ def deactivate_contact(contact_id: str) -> tuple[Response, int]:
     if change is None:
         abort(404, description=f"no contact {contact_id!r}")
     return _changed(change)
+
+
+@bp.get("/maintenance")
+def get_maintenance() -> Response:
+    """The posted maintenance windows: start, end (Central, with offset) and outage."""
+    return jsonify(maintenance.as_api(maintenance_windows()))
+
+
+@bp.put("/maintenance")
+def put_maintenance() -> Response | tuple[Response, int]:
+    """Replace the posted windows; one not on a Saturday (Central) refuses them all."""
+    body = request.get_json(silent=True)
+    try:
+        windows = maintenance.replace_windows(desk(), body, initial_maintenance_windows(), now(),
+                                              actor=records.API_ACTOR)
+    except maintenance.WindowsRefused as error:
+        return jsonify({"error": "; ".join(error.problems), "problems": error.problems}), 422
+    return jsonify(maintenance.as_api(windows))
