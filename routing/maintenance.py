@@ -10,12 +10,17 @@ on one Saturday, Central Time; `outage` true is the outage-risk kind (the
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow
 from directory.windows import store_windows, stored_windows
 from routing.desk import Desk
+
+log = logging.getLogger(__name__)
 
 _SATURDAY = 5
 _FIELDS = {"start", "end", "outage", "note"}
@@ -43,8 +48,16 @@ def _window(stored: dict[str, Any]) -> MaintenanceWindow:
 
 
 def posted_windows(desk: Desk, initial: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
-    """The posted windows now: those stored through the API, else `initial` (the file's)."""
-    stored = stored_windows(desk.session_factory, desk.r)  # type: ignore[arg-type]
+    """The posted windows now: those stored through the API, else `initial` (the file's).
+
+    A call never waits on the database for a notice: when Redis has not cached
+    the windows and the database is down, the file's are used for this call.
+    """
+    try:
+        stored = stored_windows(desk.session_factory, desk.r)  # type: ignore[arg-type]
+    except SQLAlchemyError:
+        log.warning("posted maintenance windows unreadable (database down): using the file's")
+        return list(initial)
     return list(initial) if stored is None else [_window(w) for w in stored]
 
 
