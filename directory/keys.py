@@ -137,3 +137,8 @@ def posted_maintenance() -> str:
     """String: the posted maintenance windows as JSON (a cache of the database's
     `posted_maintenance` row; "null" while none was ever posted through the API)."""
     return f"{PREFIX}:maintenance:posted"
+
+
+def jobs_retried(queue: str) -> str:
+    """String (integer): how many times a job of `queue` was retried, ever (GET /metrics)."""
+    return f"{PREFIX}:jobs:{queue}:retried"

@@ -143,3 +143,20 @@ def send_to_team(
 ) -> None:
     """Route the caller to a team (no owner): the next available teammate, or its queue."""
     update_call(r, call_sid, team=team, owner="", priority=priority, **extra)
+
+
+def final_status(call: dict[str, str]) -> str:
+    """How the call ended, in the desk's words (the call log's `status`)."""
+    if call.get("answered_by"):
+        return "answered"
+    if call.get("recording_url"):
+        return "voicemail"
+    if call.get("abandoned"):
+        return "abandoned"
+    if call.get("callback") == "1":
+        return "callback-unanswered"
+    if call.get("tried"):
+        return "unanswered"
+    if call.get("refused"):
+        return "refused"
+    return "ended-in-menu"
