@@ -129,7 +129,7 @@ def prepare_service(settings: Settings) -> str:
 def serve(host: str | None, port: int | None, workers: int, threads: int,
           insecure_dev: bool) -> None:
     """Run the web service under gunicorn."""
-    from caseline.server import refusal, run_gunicorn
+    from caseline.server import prepare_metrics_dir, refusal, run_gunicorn
 
     settings = _settings()
     settings = settings.with_changes(
@@ -149,6 +149,8 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
                     "webhook signatures are checked")
     if not settings.account_sid_configured:
         log.warning("TWILIO_ACCOUNT_SID is not set: webhooks' AccountSid is not checked")
+    metrics_dir = prepare_metrics_dir(settings.instance_path)
+    log.info("metrics of every web process add up in %s", metrics_dir)
     redis_url = prepare_service(settings)
     run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers, threads=threads)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -29,6 +32,24 @@ class CaselineServer(BaseApplication):
         from ivr import create_app
 
         return create_app(self.settings)
+
+
+def prepare_metrics_dir(instance_path: Path) -> Path:
+    """An empty folder for the web processes' Prometheus files, named in
+    PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads
+    the variable at import, and gunicorn's workers inherit it)."""
+    folder = Path(instance_path) / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)  # counts of a previous run are stale
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return folder
+
+
+def _worker_exit(_server: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 LOOPBACK_NAMES = ("localhost",)
@@ -74,6 +95,7 @@ def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str
         # Recycle processes now and then; jitter so they don't restart together.
         "max_requests": 200000,
         "max_requests_jitter": 20000,
+        "child_exit": _worker_exit,
     }
 
 

@@ -27,6 +27,7 @@ from rq.job import JobStatus
 from config.settings import Settings
 from jobs.queues import SERIALIZER, JSONQueue, Queues
 from workers import context
+from workers.retries import count_retry
 
 RECONCILE_EVERY_SECONDS = 10
 # RQ's registry cleanup (abandoned jobs of workers on other hosts) and the
@@ -75,7 +76,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
         # than forking a work horse per job (tens of ms each). RQ's per-job INFO
         # lines would log the reconciler every 10 s; jobs log what matters.
         worker = SimpleWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
-                              maintenance_interval=MAINTENANCE_EVERY_SECONDS)
+                              maintenance_interval=MAINTENANCE_EVERY_SECONDS,
+                              exception_handlers=[count_retry])
         recovered = recover_abandoned_jobs(worker)
         if recovered:
             log.warning("running again %d job(s) left unfinished by a dead worker: %s",

@@ -7,6 +7,7 @@ decisions above it. Its rooms:
 * `catalog`: teams and products (the one copy of "general", "hosting", option 6)
 * `phones`, `pins`: how phone numbers and PINs are stored and checked
 * `validation`, `loading`: an operator's JSON document, checked then upserted
+* `records`: one case or contact at a time (the operators' API), with its audit
 * `cache`, `lookups`: the Redis cache written from the database, and read on a call
 * `activity`: the 180-day rule
 * `models`, `db`, `call_logs`: the tables, the connection and schema, the call logs

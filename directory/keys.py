@@ -142,3 +142,14 @@ def families_on(day: str) -> str:
 def callbacks_on(contact_id: str, day: str) -> str:
     """String counter: callbacks a contact asked for on a day (ISO date, Central)."""
     return f"{PREFIX}:callbacks:{contact_id}:{day}"
+
+
+def posted_maintenance() -> str:
+    """String: the posted maintenance windows as JSON (a cache of the database's
+    `posted_maintenance` row; "null" while none was ever posted through the API)."""
+    return f"{PREFIX}:maintenance:posted"
+
+
+def jobs_retried(queue: str) -> str:
+    """String (integer): how many times a job of `queue` was retried, ever (GET /metrics)."""
+    return f"{PREFIX}:jobs:{queue}:retried"

@@ -47,31 +47,50 @@ def load_directory(
     """
     plan = Plan()
     with session_factory() as db, db.begin():
-        problems = check_for_load(doc, db, plan)
-        if problems:
-            raise DirectoryError(problems)
-        assert isinstance(doc, dict)
-        sections: dict[str, list[dict[str, Any]]] = {
-            name: list(doc.get(name) or []) for name in SECTIONS
-        }
-        districts = _upsert_districts(db, sections["districts"])
-        advisors = _upsert_advisors(db, sections["advisors"], plan)
-        contacts, old_phones = _upsert_contacts(db, sections["contacts"], plan, pepper)
-        cases = _upsert_cases(db, sections["cases"])
-        # Facts are taken before commit: the rows may expire with it.
-        facts = Facts.of(districts, contacts, advisors, cases)
+        facts, counts = apply_document(db, doc, plan, pepper)
+    refresh_cache(session_factory, redis_client, facts, now)
+    return counts
 
+
+def apply_document(
+    db: Session, doc: object, plan: Plan, pepper: str | None = None
+) -> tuple[Facts, dict[str, int]]:
+    """Validate and upsert a document inside the caller's transaction.
+
+    Raises DirectoryError (the caller's transaction then rolls back) when the
+    document has problems. Returns the facts to cache and how many records of
+    each kind the document held.
+    """
+    problems = check_for_load(doc, db, plan)
+    if problems:
+        raise DirectoryError(problems)
+    assert isinstance(doc, dict)
+    sections: dict[str, list[dict[str, Any]]] = {
+        name: list(doc.get(name) or []) for name in SECTIONS
+    }
+    districts = _upsert_districts(db, sections["districts"])
+    advisors = _upsert_advisors(db, sections["advisors"], plan)
+    contacts, old_phones = _upsert_contacts(db, sections["contacts"], plan, pepper)
+    cases = _upsert_cases(db, sections["cases"])
+    # Facts are taken before commit: the rows may expire with it.
+    facts = Facts.of(districts, contacts, advisors, cases)
+    facts.stale_phone_keys = [
+        keys.contact_by_phone(phone)
+        for contact_id, phone in old_phones.items()
+        if plan.phones.get(contact_id) != phone
+    ]
+    return facts, {name: len(sections[name]) for name in SECTIONS}
+
+
+def refresh_cache(
+    session_factory: sessionmaker[Session], redis_client: redis.Redis, facts: Facts, now: datetime
+) -> None:
+    """Write what a load changed into the cache, or all of it when Redis lost the cache."""
     if not redis_client.exists(keys.directory_loaded()):
         # Redis lost the cache since the last load: write all of it, not just this document.
         cache_directory(session_factory, redis_client, now)
     else:
-        facts.stale_phone_keys = [
-            keys.contact_by_phone(phone)
-            for contact_id, phone in old_phones.items()
-            if plan.phones.get(contact_id) != phone
-        ]
         write_cache(redis_client, facts, now)
-    return {name: len(sections[name]) for name in SECTIONS}
 
 
 def _by_id(db: Session, model: Any, column: Any, ids: Iterable[str]) -> dict[str, Any]:

@@ -188,3 +188,45 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
+
+
+class AuditEntry(Base):
+    """One change an operator made through the API: who, when, what (never a PIN or hash)."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    # Who: the API token's holder ("api"); the token itself is never stored.
+    actor: Mapped[str] = mapped_column(String, nullable=False)
+    kind: Mapped[str] = mapped_column(String, nullable=False)  # case, contact, maintenance
+    record_id: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String, nullable=False)  # created, updated, closed, ...
+    # {field: {"old": ..., "new": ...}}; a PIN change is {"pin": {"changed": true}}.
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready values."""
+        return {
+            "id": self.id,
+            "at": _iso(self.at),
+            "actor": self.actor,
+            "kind": self.kind,
+            "record_id": self.record_id,
+            "action": self.action,
+            "changes": dict(self.changes or {}),
+        }
+
+
+class PostedMaintenance(Base):
+    """The maintenance windows operators posted through the API (one row, id 1).
+
+    No row means none was ever posted: config/maintenance.json still holds them.
+    """
+
+    __tablename__ = "posted_maintenance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # [{"start": ISO 8601 with offset, "end": ..., "kind": ..., "note": ...}]
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

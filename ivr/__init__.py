@@ -51,9 +51,10 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         log.warning("maintenance windows: %s", problem)
     app.extensions["caseline.maintenance"] = windows
 
-    from ivr import api, voice
+    from ivr import api, metrics, voice
 
     gate.install(app)
+    metrics.install(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     voice.register_error_pages(app)

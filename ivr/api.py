@@ -7,10 +7,11 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request
 
 import directory
+from directory import records
 from directory.call_logs import calls_on_case
-from ivr.context import desk, now, now_ms
+from ivr.context import desk, initial_maintenance_windows, maintenance_windows, now, now_ms
 from ivr.security import api_token_ok
-from routing import availability, lockout, presence
+from routing import availability, lockout, maintenance, presence
 from routing.announcement import set_announcement
 from routing.roster import advisor_roster
 from routing.stats import team_stats
@@ -40,6 +41,17 @@ def _json_body() -> dict[str, Any]:
 def client_error(exc: Any) -> tuple[Response, int]:
     """Errors as JSON."""
     return jsonify({"error": getattr(exc, "description", str(exc))}), exc.code
+
+
+def _refused(error: records.RecordError) -> tuple[Response, int]:
+    """422 naming every bad field; nothing was changed."""
+    return jsonify({"error": "; ".join(error.problems), "problems": error.problems}), 422
+
+
+def _changed(change: records.Change) -> tuple[Response, int]:
+    """The record after the change (201 when it was created), and what moved."""
+    body = {**change.record, "changed": sorted(change.changes)}
+    return jsonify(body), 201 if change.created else 200
 
 
 @bp.get("/advisors")
@@ -107,3 +119,64 @@ def stats() -> Response:
     """Service level per team, live, for today in Central time (and the line's failed
     verifications of the last hour, in every team's figures)."""
     return jsonify(team_stats(desk(), now()))
+
+
+@bp.put("/cases/<number>")
+def put_case(number: str) -> tuple[Response, int]:
+    """Create or update one case, validated as `caseline directory load` does."""
+    d = desk()
+    try:
+        change = records.put_case(d.session_factory, d.r, number, _json_body(), now())
+    except records.RecordError as error:
+        return _refused(error)
+    return _changed(change)
+
+
+@bp.delete("/cases/<number>")
+def close_case(number: str) -> tuple[Response, int]:
+    """Close a case."""
+    d = desk()
+    change = records.close_case(d.session_factory, d.r, number, now())
+    if change is None:
+        abort(404, description=f"no case {number!r}")
+    return _changed(change)
+
+
+@bp.put("/contacts/<contact_id>")
+def put_contact(contact_id: str) -> tuple[Response, int]:
+    """Create or update one contact, validated as `caseline directory load` does."""
+    d = desk()
+    try:
+        change = records.put_contact(d.session_factory, d.r, contact_id, _json_body(), now(),
+                                     pepper=d.settings.pin_pepper)
+    except records.RecordError as error:
+        return _refused(error)
+    return _changed(change)
+
+
+@bp.delete("/contacts/<contact_id>")
+def deactivate_contact(contact_id: str) -> tuple[Response, int]:
+    """Deactivate a contact: they are no longer identified by number or PIN."""
+    d = desk()
+    change = records.deactivate_contact(d.session_factory, d.r, contact_id, now())
+    if change is None:
+        abort(404, description=f"no contact {contact_id!r}")
+    return _changed(change)
+
+
+@bp.get("/maintenance")
+def get_maintenance() -> Response:
+    """The posted maintenance windows: start, end (Central, with offset) and outage."""
+    return jsonify(maintenance.as_api(maintenance_windows()))
+
+
+@bp.put("/maintenance")
+def put_maintenance() -> Response | tuple[Response, int]:
+    """Replace the posted windows; one not on a Saturday (Central) refuses them all."""
+    body = request.get_json(silent=True)
+    try:
+        windows = maintenance.replace_windows(desk(), body, initial_maintenance_windows(), now(),
+                                              actor=records.API_ACTOR)
+    except maintenance.WindowsRefused as error:
+        return jsonify({"error": "; ".join(error.problems), "problems": error.problems}), 422
+    return jsonify(maintenance.as_api(windows))

@@ -10,6 +10,7 @@ from flask import current_app
 from config.hours import MaintenanceWindow
 from config.prompts import Prompts
 from routing.desk import Desk
+from routing.maintenance import posted_windows
 
 
 def desk() -> Desk:
@@ -32,6 +33,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def maintenance_windows() -> list[MaintenanceWindow]:
-    """The posted maintenance windows, loaded when the app was built."""
+def initial_maintenance_windows() -> list[MaintenanceWindow]:
+    """config/maintenance.json's windows, read when the app was built."""
     return current_app.extensions["caseline.maintenance"]
+
+
+def maintenance_windows() -> list[MaintenanceWindow]:
+    """The posted maintenance windows now: the API's (shared by every process),
+    else the file's."""
+    return posted_windows(desk(), initial_maintenance_windows())

@@ -143,3 +143,22 @@ def send_to_team(
 ) -> None:
     """Route the caller to a team (no owner): the next available teammate, or its queue."""
     update_call(r, call_sid, team=team, owner="", priority=priority, **extra)
+
+
+def final_status(call: dict[str, str]) -> str:
+    """How the call ended, in the desk's words (the call log's `status`)."""
+    if call.get("answered_by"):
+        return "answered"
+    if call.get("recording_url"):
+        return "voicemail"
+    if call.get("abandoned"):
+        return "abandoned"
+    if call.get("callback") == "1":
+        return "callback-unanswered"
+    if call.get("tried"):
+        return "unanswered"
+    if call.get("refused"):
+        return "refused"
+    if call.get("family") == "1":
+        return "family"  # a parent or student, told to contact their school
+    return "ended-in-menu"

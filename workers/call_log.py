@@ -18,7 +18,7 @@ from directory import cache_case, record_contact_activity
 from directory.models import CallLog
 from routing import survey
 from routing.auth import how_verified
-from routing.call_state import get_call
+from routing.call_state import final_status, get_call
 from routing.cases import case_for_call
 from workers.context import current_desk
 
@@ -30,25 +30,6 @@ def _time(ms: str | None) -> datetime | None:
     if not ms:
         return None
     return datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
-
-
-def final_status(call: dict[str, str]) -> str:
-    """How the call ended, in the desk's words."""
-    if call.get("answered_by"):
-        return "answered"
-    if call.get("recording_url"):
-        return "voicemail"
-    if call.get("abandoned"):
-        return "abandoned"
-    if call.get("callback") == "1":
-        return "callback-unanswered"
-    if call.get("tried"):
-        return "unanswered"
-    if call.get("refused"):
-        return "refused"
-    if call.get("family") == "1":
-        return "family"  # a parent or student, told to contact their school
-    return "ended-in-menu"
 
 
 def log_call(call_sid: str) -> str:

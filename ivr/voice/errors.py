@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from ivr import twiml
 from ivr.context import desk, prompts
+from ivr.metrics import count_error
 from ivr.voice.render import hours_words, xml
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ def register_error_pages(app: Flask) -> None:
     @app.errorhandler(Exception)
     def voice_failure(exc: Exception) -> Response | HTTPException | tuple[str, int]:
         """TwiML that reaches a human for /voice; JSON or the HTTP error elsewhere."""
+        count_error(exc)
         if not request.path.startswith("/voice"):
             if isinstance(exc, HTTPException):
                 return exc

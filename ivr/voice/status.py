@@ -7,11 +7,13 @@ from flask import Response
 
 from ivr import twiml
 from ivr.context import desk, now_ms
+from ivr.metrics import count_call
 from ivr.voice.form import call_sid, form, whole
 from ivr.voice.hooks import bp
 from ivr.voice.render import xml
 from jobs.queues import enqueue_call_log
 from routing import acd
+from routing.call_state import final_status, get_call
 
 
 @bp.post("/status")
@@ -21,4 +23,6 @@ def status() -> Response:
     if sid and acd.end_call(desk(), sid, form("CallStatus"), whole("CallDuration"), now_ms(),
                             caller=form("From")):
         enqueue_call_log(desk().job_redis, sid)
+        call = get_call(desk().r, sid)
+        count_call(call, final_status(call))
     return xml(twiml.empty())

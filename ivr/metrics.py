@@ -1,0 +1,122 @@
+"""`GET /metrics`: Prometheus's text format, with no token (serve it where only the
+monitoring system reaches it).
+
+Counters and the webhook latency histogram live in each web process; under
+gunicorn, `caseline serve` sets PROMETHEUS_MULTIPROC_DIR (a folder under the
+instance path, emptied at start) so that one scrape adds up every worker
+process. What lives in Redis (waiting callers per team, RQ's queue lengths,
+jobs retried by the workers, wherever they run) is read at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy.exc import SQLAlchemyError
+
+from directory import keys
+from ivr.context import desk
+from jobs.queues import Queues, queue
+
+bp = Blueprint("metrics", __name__)
+
+CALLS = Counter("caseline_calls", "Calls ended, by the first menu key and how the call ended",
+                ["option", "outcome"])
+WEBHOOK_SECONDS = Histogram("caseline_webhook_seconds", "Time to answer a Twilio webhook",
+                            ["webhook"])
+BACKEND_ERRORS = Counter("caseline_backend_errors", "Failures of Redis or the database "
+                         "inside a request", ["backend"])
+
+_MENU_KEYS = set("0123456789")
+
+
+def count_call(call: dict[str, str], outcome: str) -> None:
+    """Count an ended call by its first menu key (or `none`) and its outcome."""
+    first = (call.get("menu") or "").split(">", 1)[0]
+    CALLS.labels(option=first if first in _MENU_KEYS else "none", outcome=outcome).inc()
+
+
+def count_error(exc: BaseException) -> None:
+    """Count a failure of Redis or the database (other errors are not counted here)."""
+    if isinstance(exc, redis.RedisError):
+        BACKEND_ERRORS.labels(backend="redis").inc()
+    elif isinstance(exc, SQLAlchemyError):
+        BACKEND_ERRORS.labels(backend="database").inc()
+
+
+class _RedisCollector:
+    """What Redis knows, read at scrape time."""
+
+    def __init__(self, r: redis.Redis, job_redis: redis.Redis) -> None:
+        """Read from the desk's Redis (decoded) and RQ's (bytes)."""
+        self.r = r
+        self.job_redis = job_redis
+
+    def collect(self) -> Iterator[Metric]:
+        """Waiting callers per team, jobs queued per queue, jobs retried per queue."""
+        waiting = GaugeMetricFamily("caseline_waiting_callers", "Callers waiting, per team",
+                                    labels=["team"])
+        for team in sorted(self.r.smembers(keys.teams())):
+            waiting.add_metric([team], self.r.zcard(keys.team_waiting(team)))
+        queued = GaugeMetricFamily("caseline_jobs_queued", "Jobs waiting in an RQ queue",
+                                   labels=["queue"])
+        retried = CounterMetricFamily("caseline_jobs_retried", "Jobs retried by the workers",
+                                      labels=["queue"])
+        for name in Queues.ALL:
+            queued.add_metric([name], queue(name, self.job_redis).count)
+            retried.add_metric([name], int(self.r.get(keys.jobs_retried(name)) or 0))
+        yield from (waiting, queued, retried)
+
+
+def _process_metrics() -> bytes:
+    """The counters and histograms of every web process (or of this one)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus's text format (no token)."""
+    d = desk()
+    live = CollectorRegistry()
+    live.register(_RedisCollector(d.r, d.job_redis))  # type: ignore[arg-type]
+    body = _process_metrics() + generate_latest(live)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: Flask) -> None:
+    """Time every webhook and serve /metrics."""
+
+    @app.before_request
+    def start_timer() -> None:
+        """Note when the request began."""
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Any) -> Any:
+        """A webhook's latency, labelled by its route (never the raw path)."""
+        started = g.get("metrics_started")
+        if started is not None and request.path.startswith("/voice/"):
+            rule = request.url_rule.rule if request.url_rule else "unknown"
+            WEBHOOK_SECONDS.labels(webhook=rule).observe(time.perf_counter() - started)
+        return response
+
+    app.register_blueprint(bp)

@@ -1,0 +1,130 @@
+"""The posted maintenance windows operators read and replace through the API.
+
+Until the first replacement, the posted windows are config/maintenance.json's
+(read when the service starts); after it, those stored by
+`directory.windows` (the database, cached in Redis), which every web process
+reads on each call. The rule for what may be posted: a window starts and ends
+on one Saturday, Central Time; `outage` true is the outage-risk kind (the
+00:00-06:00 one), false the no-outage kind.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow
+from directory.windows import store_windows, stored_windows
+from routing.desk import Desk
+
+log = logging.getLogger(__name__)
+
+_SATURDAY = 5
+_FIELDS = {"start", "end", "outage", "note"}
+
+
+class WindowsRefused(Exception):
+    """A replacement that cannot be posted, with a problem naming each bad window."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _stored(window: MaintenanceWindow) -> dict[str, Any]:
+    """A window as `directory.windows` stores it."""
+    return {"start": window.start.isoformat(), "end": window.end.isoformat(),
+            "kind": window.kind, "note": window.note}
+
+
+def _window(stored: dict[str, Any]) -> MaintenanceWindow:
+    """A stored window back as the calendar's."""
+    return MaintenanceWindow(datetime.fromisoformat(stored["start"]),
+                             datetime.fromisoformat(stored["end"]),
+                             stored["kind"], stored.get("note", ""))
+
+
+def posted_windows(desk: Desk, initial: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
+    """The posted windows now: those stored through the API, else `initial` (the file's).
+
+    A call never waits on the database for a notice: when Redis has not cached
+    the windows and the database is down, the file's are used for this call.
+    """
+    try:
+        stored = stored_windows(desk.session_factory, desk.r)  # type: ignore[arg-type]
+    except SQLAlchemyError:
+        log.warning("posted maintenance windows unreadable (database down): using the file's")
+        return list(initial)
+    return list(initial) if stored is None else [_window(w) for w in stored]
+
+
+def as_api(windows: list[MaintenanceWindow]) -> list[dict[str, Any]]:
+    """Windows as the API shows them: start and end in Central Time, and whether an outage."""
+    return [
+        {"start": w.start.astimezone(CENTRAL).isoformat(),
+         "end": w.end.astimezone(CENTRAL).isoformat(),
+         "outage": w.kind == OUTAGE_RISK}
+        for w in sorted(windows, key=lambda w: (w.start, w.end))
+    ]
+
+
+def _moment(value: object, name: str) -> datetime:
+    """An ISO 8601 time with its offset, or ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f'"{name}" must be an ISO 8601 time with offset')
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f'"{name}" {value!r} is not an ISO 8601 time') from None
+    if moment.utcoffset() is None:
+        raise ValueError(f'"{name}" {value!r} has no UTC offset')
+    return moment
+
+
+def _parse(item: object) -> MaintenanceWindow:
+    """One posted window, or ValueError saying what is wrong with it."""
+    if not isinstance(item, dict):
+        raise ValueError("must be an object")
+    unknown = sorted(str(k) for k in item if k not in _FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field {', '.join(unknown)}")
+    start, end = _moment(item.get("start"), "start"), _moment(item.get("end"), "end")
+    if not isinstance(item.get("outage"), bool):
+        raise ValueError('"outage" must be true or false')
+    note = item.get("note", "")
+    if not isinstance(note, str):
+        raise ValueError('"note" must be text')
+    if end <= start:
+        raise ValueError("end is not after start")
+    day = start.astimezone(CENTRAL)
+    if day.weekday() != _SATURDAY:
+        raise ValueError(f"not a Saturday in Central Time ({day:%A %Y-%m-%d})")
+    if end.astimezone(CENTRAL).date() != day.date():
+        raise ValueError("must end on the Saturday it starts (Central Time)")
+    return MaintenanceWindow(start, end, OUTAGE_RISK if item["outage"] else NO_OUTAGE, note)
+
+
+def replace_windows(desk: Desk, body: object, initial: list[MaintenanceWindow],
+                    now: datetime, *, actor: str) -> list[MaintenanceWindow]:
+    """Replace every posted window with `body`'s; WindowsRefused (nothing changed) if any is bad."""
+    if not isinstance(body, list):
+        raise WindowsRefused(["the body must be a JSON list of windows"])
+    windows: list[MaintenanceWindow] = []
+    problems: list[str] = []
+    for index, item in enumerate(body):
+        label = f"windows[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("start"), str):
+            label += f" ({item['start']})"
+        try:
+            windows.append(_parse(item))
+        except ValueError as error:
+            problems.append(f"{label}: {error}")
+    if problems:
+        raise WindowsRefused(problems)
+    previous = [_stored(w) for w in posted_windows(desk, initial)]
+    store_windows(desk.session_factory, desk.r, [_stored(w) for w in windows],  # type: ignore[arg-type]
+                  now, previous=previous, actor=actor)
+    return windows

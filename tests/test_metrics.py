@@ -1,0 +1,92 @@
+"""GET /metrics: Prometheus's text format, no token, and counters that move with calls."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from routing import presence
+from routing.call_state import start_call
+from tests.conftest import make_available, run_jobs
+
+PAT = "+16125550101"
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_parse_and_a_call_moves_its_counter(client, phone, desk, directory):
+    directory.district()
+    directory.contact()
+    advisor = directory.advisor("A7", ["general"], phone="+16515550199")
+    directory.case("2024117", owner="A7")
+    directory.load()
+    answered = ("caseline_calls_total", (("option", "1"), ("outcome", "answered")))
+    response = client.get("/metrics")  # no token
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain")
+    before = samples(response.get_data(as_text=True)).get(answered, 0.0)
+    make_available(desk, "A7")
+    assert phone.call(PAT, "1 2024117#").answered_by == advisor
+    run_jobs(desk)
+    after = samples(client.get("/metrics").get_data(as_text=True))
+    assert after[answered] == before + 1
+    assert after[("caseline_waiting_callers", (("team", "general"),))] == 0
+    assert after[("caseline_jobs_queued", (("queue", "call-logs"),))] == 0
+    assert any(name == "caseline_webhook_seconds_count" and value > 0
+               for (name, _labels), value in after.items())
+
+
+def test_a_waiting_caller_shows_in_the_queue_gauge(client, desk, directory):
+    directory.district()
+    directory.advisor("A7", ["general"], phone="+16515550199")
+    directory.load()
+    now = int(time.time() * 1000)
+    start_call(desk.r, "CA1", {"caller": PAT, "started_at": now, "team": "general",
+                               "priority": "medium", "menu": "2"})
+    claim = presence.claim_for_caller(desk.r, "CA1", team="general", owner_id=None, now_ms=now,
+                                      lease_ms=35_000, priority="medium")
+    assert claim.outcome == "queued"
+    scrape = samples(client.get("/metrics").get_data(as_text=True))
+    assert scrape[("caseline_waiting_callers", (("team", "general"),))] == 1
+
+
+def test_the_served_metrics_add_up_every_web_process(live_service):
+    """Under gunicorn (two processes), a scrape parses and counts requests of both."""
+    for _ in range(6):
+        requests.post(f"{live_service.url}/voice/incoming", data={}, timeout=5)
+    text = requests.get(f"{live_service.url}/metrics", timeout=5).text
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {"caseline_webhook_seconds", "caseline_waiting_callers",
+            "caseline_jobs_queued", "caseline_jobs_retried"} <= families
+    answered = sum(value for (name, _labels), value in samples(text).items()
+                   if name == "caseline_webhook_seconds_count")
+    assert answered == 6  # whichever of the two processes answered each
+
+
+def always_fails() -> None:
+    """A job that fails every time."""
+    raise RuntimeError("database down")
+
+
+def test_a_retried_job_is_counted(client, desk):
+    from rq import Retry, SimpleWorker
+
+    from jobs.queues import SERIALIZER, Queues, queue
+    from workers.retries import count_retry
+
+    queue(Queues.MAINTENANCE, desk.job_redis).enqueue(
+        "tests.test_metrics.always_fails", retry=Retry(max=2))
+    worker = SimpleWorker([Queues.MAINTENANCE], connection=desk.job_redis,
+                          serializer=SERIALIZER, exception_handlers=[count_retry])
+    worker.work(burst=True, with_scheduler=False)
+    scrape = samples(client.get("/metrics").get_data(as_text=True))
+    assert scrape[("caseline_jobs_retried_total", (("queue", "maintenance"),))] == 2

@@ -1,0 +1,164 @@
+"""The operators change the directory one record at a time through the API, and
+the very next call routes by it; every change is audited, PINs never."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from config.prompts import Prompts
+from directory import keys
+from directory.models import AuditEntry, Contact
+from tests.conftest import API_TOKEN, make_available
+
+PAT = "+16125550101"
+OWNER, NEW_OWNER = "A7", "A2"
+
+
+@pytest.fixture
+def lakeview(directory):
+    """Lakeview with Pat Lee and two general advisors; no cases yet."""
+    directory.district()
+    directory.contact()
+    numbers = {
+        OWNER: directory.advisor(OWNER, ["general", "hosting"], phone="+16515550199"),
+        NEW_OWNER: directory.advisor(NEW_OWNER, ["general"], phone="+16515550102"),
+    }
+    directory.load()
+    return numbers
+
+
+def api(client, method: str, path: str, body: object = None):
+    """Call the operators' API with the bearer token."""
+    return client.open(path, method=method, json=body,
+                       headers={"Authorization": f"Bearer {API_TOKEN}"})
+
+
+CASE = {"district": "D100", "owner": OWNER, "status": "open", "priority": "medium",
+        "product": "campus"}
+
+
+def audit(desk) -> list[dict]:
+    """The audit table, oldest first."""
+    with desk.session_factory() as db:
+        return [e.to_dict() for e in db.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+
+
+def test_case_put_by_api_routes_the_next_call_to_its_owner(client, phone, desk, lakeview):
+    make_available(desk, NEW_OWNER, OWNER)  # the new owner idles longest
+    response = api(client, "PUT", "/api/cases/2024555", CASE)
+    assert response.status_code == 201
+    assert response.get_json()["owner"] == OWNER
+    result = phone.call(PAT, "1 2024555#")
+    assert result.dialed == [lakeview[OWNER]]
+    assert result.answered_by == lakeview[OWNER]
+    [entry] = audit(desk)
+    assert (entry["actor"], entry["kind"], entry["record_id"], entry["action"]) == (
+        "api", "case", "2024555", "created")
+    assert entry["changes"]["owner"] == {"old": None, "new": OWNER}
+    assert entry["at"].endswith("+00:00")
+
+
+def test_owner_changed_by_api_gets_the_next_call(client, phone, desk, lakeview):
+    assert api(client, "PUT", "/api/cases/2024555", CASE).status_code == 201
+    make_available(desk, OWNER, NEW_OWNER)
+    assert phone.call(PAT, "1 2024555#").dialed == [lakeview[OWNER]]
+    make_available(desk, OWNER, NEW_OWNER)
+    response = api(client, "PUT", "/api/cases/2024555", {**CASE, "owner": NEW_OWNER})
+    assert response.status_code == 200
+    assert response.get_json()["changed"] == ["owner"]
+    assert phone.call(PAT, "1 2024555#").dialed == [lakeview[NEW_OWNER]]
+    assert audit(desk)[-1]["changes"] == {"owner": {"old": OWNER, "new": NEW_OWNER}}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("owner", "A99"), ("status", "lost"), ("priority", "urgent"), ("product", "toaster"),
+    ("district", "D404"),
+])
+def test_invalid_case_body_is_refused_and_changes_nothing(client, phone, desk, lakeview,
+                                                          field, value):
+    api(client, "PUT", "/api/cases/2024555", CASE)
+    before = audit(desk)
+    make_available(desk, NEW_OWNER, OWNER)
+    response = api(client, "PUT", "/api/cases/2024555", {**CASE, field: value, "owner": (
+        value if field == "owner" else NEW_OWNER)})
+    assert response.status_code == 422
+    assert field in response.get_json()["error"]
+    assert response.get_json()["error"].startswith("case 2024555:")
+    assert audit(desk) == before
+    assert phone.call(PAT, "1 2024555#").dialed == [lakeview[OWNER]]
+
+
+def test_a_body_that_names_another_case_is_refused(client, desk, lakeview):
+    response = api(client, "PUT", "/api/cases/2024555", {**CASE, "number": "2024556"})
+    assert response.status_code == 422
+    assert api(client, "DELETE", "/api/cases/2024555").status_code == 404
+    assert audit(desk) == []
+
+
+def test_closed_case_is_told_closed_and_audited(client, phone, desk, lakeview):
+    api(client, "PUT", "/api/cases/2024555", CASE)
+    make_available(desk, OWNER)
+    assert Prompts().text("case.closed") not in phone.call(PAT, "1 2024555#").heard()
+    response = api(client, "DELETE", "/api/cases/2024555")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "closed"
+    make_available(desk, OWNER)
+    assert Prompts().text("case.closed") in phone.call(PAT, "1 2024555#").heard()
+    assert audit(desk)[-1]["action"] == "closed"
+    assert audit(desk)[-1]["changes"] == {"status": {"old": "open", "new": "closed"}}
+
+
+def test_deactivated_contact_is_no_longer_identified(client, phone, desk, lakeview):
+    api(client, "PUT", "/api/cases/2024555", CASE)
+    make_available(desk, OWNER)
+    assert phone.call(PAT, "1 2024555#").dialed == [lakeview[OWNER]]
+    make_available(desk, OWNER)
+    response = api(client, "DELETE", "/api/contacts/5001")
+    assert response.status_code == 200 and response.get_json()["deactivated"] is True
+    # Her number no longer identifies her: "2024555" is now taken as a contact ID.
+    assert phone.call(PAT, "1 2024555#").dialed == []
+    # Nor do her contact ID and PIN.
+    assert phone.call(PAT, "1 5001# 2468# 2024555#").dialed == []
+    assert audit(desk)[-1]["changes"] == {"deactivated": {"old": False, "new": True}}
+    assert api(client, "DELETE", "/api/contacts/9999").status_code == 404
+
+
+def test_contact_put_hashes_the_pin_and_audits_no_pin(client, phone, desk, lakeview):
+    body = {"name": "Sam Ortiz", "district": "D100", "phone": "(612) 555-0177", "pin": "97531"}
+    response = api(client, "PUT", "/api/contacts/5002", body)
+    assert response.status_code == 201
+    assert "pin" not in response.get_json()
+    api(client, "PUT", "/api/cases/2024555", CASE)
+    make_available(desk, OWNER)
+    # A new contact is identified by PIN on the very next call (from an unknown phone).
+    result = phone.call("+16125550999", "1 5002# 97531# 2024555#")
+    assert result.dialed == [lakeview[OWNER]]
+    response = api(client, "PUT", "/api/contacts/5002", {**body, "pin": "86420"})
+    assert response.get_json()["changed"] == ["pin"]
+    with desk.session_factory() as db:
+        stored = db.get(Contact, "5002").pin_hash
+    for entry in audit(desk):
+        assert "97531" not in str(entry) and "86420" not in str(entry)
+        assert stored not in str(entry)
+    assert audit(desk)[-1]["changes"] == {"pin": {"changed": True}}
+    contact_keys = list(desk.r.scan_iter(keys.contact("*")))
+    assert contact_keys
+    for key in contact_keys:
+        assert stored not in desk.r.hvals(key)
+
+
+def test_invalid_contact_body_names_the_field(client, desk, lakeview):
+    response = api(client, "PUT", "/api/contacts/5002",
+                   {"name": "Sam", "district": "D100", "phone": "555-0177", "pin": "12"})
+    assert response.status_code == 422
+    problems = response.get_json()["problems"]
+    assert any("phone" in p for p in problems) and any("pin" in p for p in problems)
+    assert audit(desk) == []
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002") is None
+
+
+def test_api_changes_need_the_token(client, lakeview):
+    assert client.put("/api/cases/2024555", json=CASE).status_code == 401
+    assert client.delete("/api/contacts/5001").status_code == 401
