@@ -35,3 +35,37 @@ def test_without_the_simulated_twilio_the_commands_say_how_to_get_it(monkeypatch
     assert "twilio_side" in result.stderr
     assert "make run" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# Floors below which a dependency has a known hole the line would carry (SECURITY.md):
+# Werkzeug's debugger and multipart parsing, gunicorn's request smuggling, requests'
+# certificate verification reuse, rq before it kept a worker's name on its jobs.
+FLOORS = {"flask": (3, 1), "werkzeug": (3, 1), "gunicorn": (23,), "requests": (2, 32, 4),
+          "rq": (2, 11)}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def test_dependencies_have_their_floors_and_the_lock_pins_every_package_with_hashes():
+    config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {}
+    for requirement in config["project"]["dependencies"]:
+        name, _, floor = requirement.partition(">=")
+        declared[name.strip().lower()] = _version(floor.strip())
+    for name, floor in FLOORS.items():
+        assert declared.get(name, ()) >= floor, f"{name} must be >= {floor}"
+    lock = (PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8")
+    pins = dict(line.split("==", 1) for line in lock.splitlines()
+                if "==" in line and not line.startswith(("#", " ")))
+    for name, floor in FLOORS.items():
+        pinned = pins[name].split()[0]
+        assert _version(pinned) >= floor, f"the lock pins {name} {pinned}, below {floor}"
+    lines = lock.splitlines()
+    unhashed = [line for line, after in zip(lines, [*lines[1:], ""], strict=True)
+                if "==" in line and not line.startswith(("#", " "))
+                and not after.strip().startswith("--hash=sha256:")]
+    assert len(pins) > 20 and not unhashed, f"pinned without hashes: {unhashed}"
+    makefile = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--require-hashes -r requirements.lock" in makefile

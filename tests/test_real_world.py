@@ -540,3 +540,72 @@ def test_the_status_answer_during_wrapup_names_no_call(desk, lakeview, client):
     acd.end_call(wrapping, "CA-talk", "completed", 60, now + 60_000)
     wrapup = client.put("/api/advisors/A2/status", json={"status": "busy"}, headers=API)
     assert wrapup.get_json() == {"id": "A2", "status": "busy", "call": None}
+
+
+# --- 1b. Twilio's API not reachable at all (the network, not an HTTP answer) -------------
+
+
+@pytest.fixture
+def resetting_port():
+    """A port whose server accepts each connection and resets it at once (TCP RST)."""
+    import socket
+    import struct
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+@pytest.mark.parametrize("network", ["connection refused", "connection reset"])
+def test_a_waiting_caller_keeps_their_place_when_twilio_cannot_be_reached(
+        desk, lakeview, network, resetting_port):
+    from tests.conftest import free_port
+
+    port = resetting_port if network == "connection reset" else free_port()
+    settings = desk.settings.with_changes(twilio_api_url=f"http://127.0.0.1:{port}")
+    cut_off = dataclasses.replace(desk, telephony=Telephony(settings, retry_delays=(0.01,) * 4))
+    now = int(time.time() * 1000)
+    queue_caller(cut_off, "CA-first", now - 60_000)
+    score = cut_off.r.zscore(keys.team_waiting("general"), "CA-first")
+
+    availability.free_advisor(cut_off, "A2", now, explicit=True)
+
+    # Nothing is known about the caller: they keep their place; the advisor is free.
+    assert waiting(cut_off) == ["CA-first"]
+    assert cut_off.r.zscore(keys.team_waiting("general"), "CA-first") == score
+    assert presence.advisor_state(cut_off.r, "A2")["status"] == "available"
+
+
+def test_a_stray_update_of_an_unknown_call_leaves_no_key_behind(desk):
+    """A late webhook for a call whose hash is gone (or never was) must not create a
+    hash without an expiry (it would never leave Redis)."""
+    assert call_state.update_call(desk.r, "CA-unknown", state="ended") is False
+    assert not desk.r.exists(keys.call("CA-unknown"))
+
+
+def test_one_calls_idempotency_token_never_answers_for_another_call(desk, lakeview, client):
+    """A repeat is the same call with the same token: another call that happens to
+    carry that token is handled as itself."""
+    token = str(uuid.uuid4())
+    post(client, "/voice/incoming", {"CallSid": "CA-one", "From": PAT, "To": "+18005550100",
+                                      "StirVerstat": "TN-Validation-Passed-A"}, token=token)
+    post(client, "/voice/incoming", {"CallSid": "CA-two", "From": STRANGER,
+                                      "To": "+18005550100"}, token=token)
+    assert get_call(desk.r, "CA-two").get("caller") == STRANGER

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, request
 from config import webhooks
 from ivr import gate, twiml
 from ivr.context import desk, prompts
+from ivr.voice.form import call_sid
 from ivr.voice.render import xml
 from routing import replies
 
@@ -50,11 +51,14 @@ def require_a_call() -> Response | None:
 
 @bp.before_request
 def answer_repeats() -> Response | None:
-    """A webhook Twilio repeats (same idempotency token) hears the first reply and
-    changes nothing; the first request with a token claims it."""
-    token = request.headers.get("I-Twilio-Idempotency-Token", "")[:128]
-    if not token:
+    """A webhook Twilio repeats (same call, same idempotency token) hears the first
+    reply and changes nothing; the first request with a token claims it. The token
+    is Twilio's per request; keyed with the CallSid, one call's token can never
+    answer for another call."""
+    header = request.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    if not header:
         return None
+    token = f"{call_sid()}:{header}"
     r = desk().r
     if replies.claim_token(r, token):
         g.reply_token = token
