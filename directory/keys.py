@@ -131,3 +131,23 @@ def webhook_reply(idempotency_token: str) -> str:
 def callbacks_on(contact_id: str, day: str) -> str:
     """String counter: callbacks a contact asked for on a day (ISO date, Central)."""
     return f"{PREFIX}:callbacks:{contact_id}:{day}"
+
+
+def console_session(session_id: str) -> str:
+    """A console sign-in: who (advisor id, role) and the CSRF secret, by opaque id."""
+    return f"{PREFIX}:console:session:{session_id}"
+
+
+def sign_in_failures(advisor_id: str) -> str:
+    """Failed console sign-ins of one account id in the current window (a counter)."""
+    return f"{PREFIX}:console:signin:failures:{advisor_id}"
+
+
+def sign_in_lock(advisor_id: str) -> str:
+    """Present while an account id is locked out of the console."""
+    return f"{PREFIX}:console:signin:lock:{advisor_id}"
+
+
+def desk_changes() -> str:
+    """The pub/sub channel on which presence and queue changes are announced."""
+    return f"{PREFIX}:desk:changes"
