@@ -49,9 +49,10 @@ def _count_failure(r: redis.Redis, advisor_id: str) -> bool:
     """Count one failed sign-in; True when it is the one that locks the id."""
     failures_key = keys.sign_in_failures(advisor_id)
     pipe = r.pipeline()
+    # The window opens at the first failure (INCR keeps the expiry SET NX gave it).
+    pipe.set(failures_key, 0, ex=LOCK_SECONDS, nx=True)
     pipe.incr(failures_key)
-    pipe.expire(failures_key, LOCK_SECONDS, nx=True)
-    failures = int(pipe.execute()[0])
+    failures = int(pipe.execute()[1])
     if failures < MAX_FAILURES:
         return False
     pipe = r.pipeline()
