@@ -65,6 +65,9 @@ class Settings:
     max_wait_seconds: int = 1200
     # HMAC key mixed into new PIN hashes (CASELINE_PIN_PEPPER); kept out of repr and logs.
     pin_pepper: str | None = field(default=None, repr=False)
+    # Signs the console's CSRF tokens (CASELINE_SECRET_KEY); unset: a random key kept in
+    # the instance folder, shared by every web process there (ivr.console.secret_key).
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -105,6 +108,7 @@ class Settings:
                                     "CASELINE_CALLER_ID_TRUST"),
             max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
+            secret_key=get("CASELINE_SECRET_KEY"),
         )
 
     def with_changes(self, **changes: object) -> Settings:
