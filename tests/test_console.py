@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from caseline import cli
 from directory import keys
 from directory.accounts import set_password
+from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
 from routing import availability, presence
@@ -177,3 +178,20 @@ def test_set_password_prompts_twice_without_echo(settings, engine, desk, directo
     unknown = CliRunner().invoke(cli.main, ["advisors", "set-password", "A99"],
                                  input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
     assert unknown.exit_code == 1
+
+
+def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts):
+    """Each stream holds a server thread: past the limit a page is told to poll (503),
+    and a closed stream frees its place."""
+    app = create_app(settings.with_changes(console_streams=1))
+    first, second = app.test_client(), app.test_client()
+    sign_in(first, "A7", PASSWORD)
+    sign_in(second, "A2", PASSWORD)
+    stream = first.get("/console/events", buffered=False)
+    assert stream.status_code == 200
+    assert stream.mimetype == "text/event-stream"
+    assert second.get("/console/events", buffered=False).status_code == 503
+    stream.close()
+    again = second.get("/console/events", buffered=False)
+    assert again.status_code == 200
+    again.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -54,4 +55,6 @@ def install(app: Flask, r: redis.Redis, settings: Settings, *exempt: object) -> 
     csrf = CSRFProtect(app)
     for blueprint in exempt:
         csrf.exempt(blueprint)  # type: ignore[arg-type]
+    app.extensions["caseline.console_streams"] = threading.BoundedSemaphore(
+        max(1, settings.console_streams))
     app.register_blueprint(bp)

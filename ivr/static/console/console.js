@@ -31,14 +31,19 @@
     if (!on && pollTimer) { clearInterval(pollTimer); pollTimer = null; }
   }
 
-  if (window.EventSource) {
+  function listen() {
     var events = new EventSource(live.dataset.eventsUrl);
     events.addEventListener("change", soon);
     events.onopen = function () { polling(false); refresh(); };
-    events.onerror = function () { polling(true); };
-  } else {
-    polling(true);
+    events.onerror = function () {
+      polling(true);
+      // Refused (the server's streams are all taken) rather than dropped: the browser
+      // will not retry by itself, so try again later and poll meanwhile.
+      if (events.readyState === EventSource.CLOSED) { setTimeout(listen, 30000); }
+    };
   }
+
+  if (window.EventSource) { listen(); } else { polling(true); }
 
   setInterval(function () {
     var clocks = live.querySelectorAll("[data-seconds]");
