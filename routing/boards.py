@@ -8,8 +8,10 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from directory.call_logs import calls_answered_by
+from config.hours import MaintenanceWindow
+from directory.call_logs import calls_answered_by, calls_on_case
 from routing import presence
+from routing.announcement import current_announcement
 from routing.call_state import get_call
 from routing.desk import Desk
 from routing.roster import advisor_roster
@@ -17,6 +19,8 @@ from routing.stats import day_bounds, team_stats
 from routing.waiting import waiting_callers
 from routing.whisper import call_facts
 
+# The case's earlier calls on the card, newest first.
+PREVIOUS_CALLS = 5
 # What an advisor's hold on a call reads as on the console.
 HOLD_LABELS = {"ringing": "ringing", "talking": "on a call", "wrapup": "wrap-up"}
 
@@ -47,6 +51,8 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         call = get_call(desk.r, call_sid)
         if call:
             card = asdict(call_facts(call))
+            earlier = calls_on_case(desk.session_factory, card["case"]) if card["case"] else []
+            card["previous_calls"] = earlier[::-1][:PREVIOUS_CALLS]
     start, end = day_bounds(now)
     return {
         "id": advisor_id,
@@ -60,8 +66,10 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def wallboard(desk: Desk, now: datetime) -> dict[str, Any]:
-    """The supervisors' wallboard: each team's queue, each advisor's state, service level."""
+def wallboard(desk: Desk, now: datetime,
+              windows: list[MaintenanceWindow] | None = None) -> dict[str, Any]:
+    """The supervisors' wallboard: each team's queue, each advisor's state, service level,
+    the known-incident announcement and the posted maintenance windows not yet over."""
     now_ms = int(now.timestamp() * 1000)
     advisors = advisor_roster(desk.r, now_ms, desk.session_factory)
     for advisor in advisors:
@@ -69,4 +77,6 @@ def wallboard(desk: Desk, now: datetime) -> dict[str, Any]:
         advisor["presence"] = presence_label(state) if state else "offline"
         advisor["seconds"] = seconds_since(state, now_ms)
     return {"queues": waiting_callers(desk, now_ms), "advisors": advisors,
-            "stats": team_stats(desk, now)}
+            "stats": team_stats(desk, now), "announcement": current_announcement(desk.r),
+            "maintenance": sorted((w for w in windows or [] if w.end > now),
+                                  key=lambda w: w.start)}

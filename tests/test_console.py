@@ -4,19 +4,22 @@ CSRF on every form, roles, the lockout, the advisor's card, the event stream."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 
 from caseline import cli
+from config.hours import MaintenanceWindow
 from directory import keys
 from directory.accounts import set_password
 from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
 from routing import availability, presence
+from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
-from tests.conftest import make_available
+from tests.conftest import make_available, run_jobs
 
 PAT = "+16125550101"
 PASSWORD = "correct horse battery"
@@ -195,3 +198,57 @@ def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, acc
     again = second.get("/console/events", buffered=False)
     assert again.status_code == 200
     again.close()
+
+
+def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
+    make_available(desk, "A7")
+    assert phone.call(PAT, "1 2024117#").outcome == "advisor"
+    run_jobs(desk)  # the first call's log is written
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    assert earlier and earlier.group(1).count("<li>") == 1
+    assert "answered by A7" in earlier.group(1)
+
+
+def test_a_supervisor_sets_the_announcement_from_the_wallboard(client, desk, accounts):
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    form = {"text": "Gradebook is slow this morning.", "active": "1"}
+    assert client.post("/console/announcement", data=form).status_code == 400  # no token
+    assert active_announcement(desk.r) is None
+    token = csrf_of(client, "/console/wallboard")
+    assert client.post("/console/announcement",
+                       data={**form, "csrf_token": token}).status_code == 302
+    assert active_announcement(desk.r) == "Gradebook is slow this morning."
+    client.post("/console/announcement", data={"text": form["text"], "csrf_token": token})
+    assert active_announcement(desk.r) is None  # unticked: kept, not played
+
+
+def test_an_advisor_cannot_set_the_announcement(client, desk, accounts):
+    sign_in(client, "A7", PASSWORD)
+    token = csrf_of(client, "/console/advisor")
+    refused = client.post("/console/announcement",
+                          data={"text": "Hello", "active": "1", "csrf_token": token})
+    assert refused.status_code == 403
+    assert active_announcement(desk.r) is None
+
+
+def test_the_wallboard_lists_maintenance_windows_not_yet_over(app, client, accounts):
+    start = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)  # the Saturday after the suite's day
+    app.extensions["caseline.maintenance"] = [
+        MaintenanceWindow(start - timedelta(days=7), start - timedelta(days=7, hours=-2),
+                          "outage-risk"),
+        MaintenanceWindow(start, start + timedelta(hours=2), "outage-risk", "database upgrade"),
+    ]
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    listed = re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S)
+    assert listed and listed.group(1).count("<li>") == 1
+    assert "database upgrade" in listed.group(1)

@@ -14,12 +14,15 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 import directory
-from ivr.context import desk, now, now_ms
+from ivr.context import desk, maintenance_windows, now, now_ms
 from routing import availability, presence
+from routing.announcement import set_announcement
 from routing.boards import advisor_board, wallboard
 from routing.sign_in import sign_in
 
 bp = Blueprint("console", __name__, url_prefix="/console")
+
+ANNOUNCEMENT_MAX = 2000  # as PUT /api/announcement
 
 
 def signed_in(supervisor: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -125,7 +128,8 @@ def set_presence(advisor_id: str) -> Response:
 @signed_in(supervisor=True)
 def wallboard_page() -> str:
     """The supervisors' wallboard."""
-    return render_template("console/wallboard.html", board=wallboard(desk(), now()))
+    return render_template("console/wallboard.html",
+                           board=wallboard(desk(), now(), maintenance_windows()))
 
 
 @bp.get("/wallboard/live")
@@ -133,3 +137,14 @@ def wallboard_page() -> str:
 def wallboard_live() -> str:
     """The changing part of the wallboard."""
     return render_template("console/_wallboard_live.html", board=wallboard(desk(), now()))
+
+
+@bp.post("/announcement")
+@signed_in(supervisor=True)
+def edit_announcement() -> Response:
+    """The known-incident announcement, set or cleared from the wallboard."""
+    text = request.form.get("text", "")
+    if len(text) > ANNOUNCEMENT_MAX:
+        abort(400)
+    set_announcement(desk().r, text, request.form.get("active") == "1")
+    return redirect(url_for("console.wallboard_page"))
