@@ -34,14 +34,18 @@ lock:
 run: $(STAMP)
 	@bash scripts/run.sh
 
-## system-deps: Debian packages some tests use (a real terminal for the caller)
+## system-deps: Debian packages some tests use (a real terminal for the caller; chromium
+## for the console's browser tests, driven by Playwright for Python: never `playwright install`)
 system-deps:
-	@command -v tmux >/dev/null 2>&1 || { \
+	@for need in tmux:tmux chromium:chromium; do \
+	  cmd=$${need%%:*}; pkg=$${need##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -qq tmux >/dev/null 2>&1 || \
-	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq tmux >/dev/null 2>&1)) \
-	    || echo "note: could not install tmux; the terminal test will be skipped"; \
-	  fi; }
+	    (apt-get install -y -qq $$pkg >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$pkg >/dev/null 2>&1)) \
+	    || echo "note: could not install $$pkg; the tests that need it will be skipped"; \
+	  else echo "note: $$pkg is missing; the tests that need it will be skipped"; fi; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

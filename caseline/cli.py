@@ -208,6 +208,41 @@ def contacts_unlock(contact_id: str) -> None:
                else f"contact {contact_id}: PIN was not locked (its failures are forgotten)")
 
 
+@main.group()
+def advisors() -> None:
+    """Advisors' console accounts."""
+
+
+@advisors.command("set-password")
+@click.argument("advisor_id")
+@click.option("--supervisor", is_flag=True, help="The account may open the wallboard.")
+def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
+    """Set an advisor's console password (asked twice, never echoed); lifts a lockout."""
+    from directory.accounts import MIN_PASSWORD_LENGTH, set_password
+    from directory.db import ensure_schema, make_engine, make_session_factory
+    from routing.sign_in import unlock
+
+    settings = _settings()
+    password = click.prompt(f"Password for {advisor_id} (at least {MIN_PASSWORD_LENGTH} "
+                            "characters)", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        click.echo(f"a password has at least {MIN_PASSWORD_LENGTH} characters", err=True)
+        sys.exit(2)
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    done = set_password(make_session_factory(engine), advisor_id, password,
+                        supervisor=supervisor)
+    engine.dispose()
+    if not done:
+        click.echo(f"no advisor {advisor_id} in the directory", err=True)
+        sys.exit(1)
+    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    unlock(client, advisor_id)
+    client.close()
+    role = "supervisor" if supervisor else "advisor"
+    click.echo(f"advisor {advisor_id}: console password set ({role})")
+
+
 @main.command("call")
 @click.option("--from", "from_number", required=True, metavar="NUMBER",
               help="The caller ID (e.g. +16125550101).")

@@ -63,8 +63,14 @@ class Settings:
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.
     max_wait_seconds: int = 1200
+    # Console event streams one web process holds at once: each holds a gunicorn thread,
+    # so a few are left for webhooks; pages beyond it poll (CASELINE_CONSOLE_STREAMS).
+    console_streams: int = 2
     # HMAC key mixed into new PIN hashes (CASELINE_PIN_PEPPER); kept out of repr and logs.
     pin_pepper: str | None = field(default=None, repr=False)
+    # Signs the console's CSRF tokens (CASELINE_SECRET_KEY); unset: a random key kept in
+    # the instance folder, shared by every web process there (ivr.console.secret_key).
+    secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(
@@ -104,7 +110,9 @@ class Settings:
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
                                     "CASELINE_CALLER_ID_TRUST"),
             max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
+            console_streams=_int(get("CASELINE_CONSOLE_STREAMS"), 2),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
+            secret_key=get("CASELINE_SECRET_KEY"),
         )
 
     def with_changes(self, **changes: object) -> Settings:

@@ -11,6 +11,7 @@ decisions above it. Its rooms:
 * `cache`, `lookups`: the Redis cache written from the database, and read on a call
 * `activity`: the 180-day rule
 * `models`, `db`, `call_logs`: the tables, the connection and schema, the call logs
+* `accounts`: advisors' console passwords (Argon2id)
 * `keys`, `scripts`: every Redis key, and the one Lua script registry
 
 What callers use is importable from `directory` itself.

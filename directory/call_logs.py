@@ -48,3 +48,18 @@ def calls_on_case(session_factory: sessionmaker[Session] | None, number: str) ->
             .order_by(CallLog.started_at, CallLog.id)
         ).all()
         return [row.to_dict() for row in rows]
+
+
+def calls_answered_by(session_factory: sessionmaker[Session] | None, advisor_id: str,
+                      start: datetime, end: datetime) -> list[dict]:
+    """The calls an advisor answered between `start` and `end`, newest first."""
+    if session_factory is None:
+        return []
+    with session_factory() as db:
+        rows = db.scalars(
+            select(CallLog)
+            .where(CallLog.answered_by == advisor_id, CallLog.started_at >= start,
+                   CallLog.started_at < end)
+            .order_by(CallLog.started_at.desc(), CallLog.id.desc())
+        ).all()
+        return [row.to_dict() for row in rows]

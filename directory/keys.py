@@ -153,3 +153,23 @@ def posted_maintenance() -> str:
 def jobs_retried(queue: str) -> str:
     """String (integer): how many times a job of `queue` was retried, ever (GET /metrics)."""
     return f"{PREFIX}:jobs:{queue}:retried"
+
+
+def console_session(session_id: str) -> str:
+    """A console sign-in: who (advisor id, role) and the CSRF secret, by opaque id."""
+    return f"{PREFIX}:console:session:{session_id}"
+
+
+def sign_in_failures(advisor_id: str) -> str:
+    """Failed console sign-ins of one account id in the current window (a counter)."""
+    return f"{PREFIX}:console:signin:failures:{advisor_id}"
+
+
+def sign_in_lock(advisor_id: str) -> str:
+    """Present while an account id is locked out of the console."""
+    return f"{PREFIX}:console:signin:lock:{advisor_id}"
+
+
+def desk_changes() -> str:
+    """The pub/sub channel on which presence and queue changes are announced."""
+    return f"{PREFIX}:desk:changes"

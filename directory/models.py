@@ -105,6 +105,18 @@ class Advisor(Base):
     teams: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
 
 
+class ConsoleAccount(Base):
+    """An advisor's sign-in to the web console (`caseline advisors set-password`)."""
+
+    __tablename__ = "console_accounts"
+
+    advisor_id: Mapped[str] = mapped_column(ForeignKey("advisors.id"), primary_key=True)
+    # Argon2id, in the PHC string format argon2-cffi writes (salt and parameters inside).
+    password_hash: Mapped[str] = mapped_column(String, nullable=False)
+    supervisor: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class Case(Base):
     """A support case; its number routes a caller to its owner."""
 

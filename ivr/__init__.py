@@ -1,4 +1,4 @@
-"""The web side of caseline: Twilio's webhooks and the operators' API."""
+"""The web side of caseline: Twilio's webhooks, the operators' API and the console."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, prompts: Prompts | None = None) -> Flask:
-    """Build the Flask app: one Redis pool, one database engine, two blueprints."""
+    """Build the Flask app: one Redis pool, one database engine; webhooks, API, console."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     # The API's JSON bodies are small; webhooks have their own, tighter limits (ivr.gate).
@@ -51,12 +51,14 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         log.warning("maintenance windows: %s", problem)
     app.extensions["caseline.maintenance"] = windows
 
-    from ivr import api, metrics, voice
+    from ivr import api, console, metrics, voice
 
     gate.install(app)
     metrics.install(app)
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
+    # After the gate, so an unknown /voice path is still a bare 404 and never a CSRF 400.
+    console.install(app, r, settings, voice.bp, api.bp)
     voice.register_error_pages(app)
 
     @app.get("/healthz")

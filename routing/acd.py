@@ -24,6 +24,7 @@ from routing.call_state import (
     start_call,
     update_call,
 )
+from routing.changes import announce_change
 from routing.desk import Desk
 
 ANSWERED_DIAL_STATUSES = {"completed", "answered"}
@@ -185,6 +186,7 @@ def end_call(
         update_call(desk.r, call_sid, **fields)
         return False
     if team and desk.r.zrem(keys.team_waiting(team), call_sid):
+        announce_change(desk.r, "queue")
         enqueued = int(call.get("enqueued_at") or now_ms)
         fields["queue_wait_ms"] = int(call.get("queue_wait_ms") or 0) + now_ms - enqueued
         fields["abandoned"] = 1
@@ -250,5 +252,6 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
             if not callback and (is_ended(desk.r, call_sid)
                                  or not desk.r.exists(keys.call(call_sid))):
                 desk.r.zrem(keys.team_waiting(team), call_sid)
+                announce_change(desk.r, "queue")
                 dropped += 1
     return {"freed": freed, "dropped": dropped}

@@ -17,3 +17,9 @@ def active_announcement(r: redis.Redis) -> str | None:
     """The announcement's text while it is active, else None."""
     text, active = r.hmget(keys.announcement(), "text", "active")
     return text if active == "1" and text else None
+
+
+def current_announcement(r: redis.Redis) -> dict[str, object]:
+    """The stored announcement, active or not, as the API shows it."""
+    text, active = r.hmget(keys.announcement(), "text", "active")
+    return {"text": text or "", "active": active == "1"}

@@ -35,6 +35,7 @@ import redis
 from directory import keys
 from directory.catalog import GENERAL
 from directory.scripts import script
+from routing.changes import announce_change
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
@@ -264,7 +265,10 @@ def _run(r: redis.Redis, source: str, *args: object) -> object:
         keys.call("{}"),
         keys.leases(),
     )
-    return script(r, source)(keys=[], args=[*templates, *args], client=r)
+    result = script(r, source)(keys=[], args=[*templates, *args], client=r)
+    # Every transition may move an advisor or a queue: the console's pages re-read.
+    announce_change(r, "presence")
+    return result
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from routing import acd, callbacks, presence
 from routing.availability import note_dequeued
 from routing.call_state import call_and_end, get_call, update_call
 from routing.cases import Voicemail
+from routing.changes import announce_change
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH, BANDS
 
@@ -159,6 +160,7 @@ def leave_queue(desk: Desk, call_sid: str) -> None:
     team = call.get("waiting_team")
     if team:
         desk.r.zrem(keys.team_waiting(team), call_sid)
+        announce_change(desk.r, "queue")
     update_call(desk.r, call_sid, queue_failed=1, state="queue-failed")
 
 
@@ -196,6 +198,7 @@ def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     team = call.get("waiting_team")
     if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
         return False
+    announce_change(desk.r, "queue")
     update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
     return True
 

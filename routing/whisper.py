@@ -24,8 +24,8 @@ class Whisper:
     product: str
 
 
-def _whisper(call: dict[str, str]) -> Whisper:
-    """The whisper's facts from the call's hash."""
+def call_facts(call: dict[str, str]) -> Whisper:
+    """The whisper's facts from the call's hash (also the console's call card)."""
     return Whisper(
         case=call.get("case", ""), district=call.get("district_name", ""),
         contact_name=call.get("contact_name", ""), verified_by=how_verified(call),
@@ -42,7 +42,7 @@ def play_whisper(desk: Desk, call_sid: str, advisor_id: str) -> Whisper | None:
         return None
     if call.get("whisper") != "accepted":
         update_call(desk.r, call_sid, whisper="played")
-    return _whisper(call)
+    return call_facts(call)
 
 
 def callback_whisper(desk: Desk, call_sid: str, advisor_id: str) -> Whisper | None:
@@ -50,4 +50,4 @@ def callback_whisper(desk: Desk, call_sid: str, advisor_id: str) -> Whisper | No
     call = get_call(desk.r, call_sid)
     if call.get("callback_state") != "ringing-advisor" or call.get("ringing") != advisor_id:
         return None
-    return _whisper(call)
+    return call_facts(call)

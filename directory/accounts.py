@@ -1,0 +1,84 @@
+"""Console accounts: an advisor's password (Argon2id, argon2-cffi) and role.
+
+Accounts come from the directory: only an advisor the directory knows can
+have one, set by `caseline advisors set-password ID`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from directory.models import Advisor, ConsoleAccount, utcnow
+
+MIN_PASSWORD_LENGTH = 12
+
+_HASHER = PasswordHasher()  # argon2-cffi's defaults: Argon2id, RFC 9106 "low memory"
+
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so an unknown id costs the
+    same time as a wrong password (made on first use: nothing runs at import)."""
+    return _HASHER.hash("not a password of anyone's")
+
+
+@dataclass(frozen=True)
+class Account:
+    """Who signed in: the advisor's id and name, and whether they supervise."""
+
+    advisor_id: str
+    name: str
+    supervisor: bool
+
+
+def set_password(session_factory: sessionmaker[Session], advisor_id: str, password: str,
+                 *, supervisor: bool) -> bool:
+    """Create or replace an advisor's console password; False if no such advisor."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+    with session_factory() as db, db.begin():
+        if db.get(Advisor, advisor_id) is None:
+            return False
+        account = db.get(ConsoleAccount, advisor_id)
+        if account is None:
+            account = ConsoleAccount(advisor_id=advisor_id)
+            db.add(account)
+        account.password_hash = _HASHER.hash(password)
+        account.supervisor = supervisor
+        account.updated_at = utcnow()
+    return True
+
+
+def check_password(session_factory: sessionmaker[Session], advisor_id: str,
+                   password: str) -> Account | None:
+    """The account when the password is right, else None (unknown id or wrong password)."""
+    with session_factory() as db, db.begin():
+        account = db.get(ConsoleAccount, advisor_id)
+        try:
+            _HASHER.verify(account.password_hash if account else _dummy_hash(), password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if account is None:
+            return None
+        if _HASHER.check_needs_rehash(account.password_hash):
+            account.password_hash = _HASHER.hash(password)
+        advisor = db.get(Advisor, advisor_id)
+        return Account(advisor_id, advisor.name if advisor else advisor_id,
+                       bool(account.supervisor))
+
+
+def find_account(session_factory: sessionmaker[Session], advisor_id: str) -> Account | None:
+    """An account by advisor id (no password involved), or None."""
+    with session_factory() as db:
+        account = db.get(ConsoleAccount, advisor_id)
+        if account is None:
+            return None
+        advisor = db.get(Advisor, advisor_id)
+        return Account(advisor_id, advisor.name if advisor else advisor_id,
+                       bool(account.supervisor))

@@ -1,0 +1,150 @@
+"""The console's pages: sign-in and sign-out, the advisor's page and its
+presence switch, the supervisors' wallboard. Each page has a `live` twin
+that renders only its changing part, which the page's script swaps in when
+the event stream (or, without it, polling) says something changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.wrappers import Response
+
+import directory
+from ivr.context import desk, maintenance_windows, now, now_ms
+from routing import availability, presence
+from routing.announcement import set_announcement
+from routing.boards import advisor_board, wallboard
+from routing.sign_in import sign_in
+
+bp = Blueprint("console", __name__, url_prefix="/console")
+
+ANNOUNCEMENT_MAX = 2000  # as PUT /api/announcement
+
+
+def signed_in(supervisor: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Views for signed-in advisors (`supervisor`: supervisors only, others get 403)."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not session.get("advisor"):
+                return redirect(url_for("console.sign_in_page", next=request.path))
+            if supervisor and not session.get("supervisor"):
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError) -> tuple[str, int]:
+    """A form without its token (or with a stale one) is refused."""
+    return render_template("console/refused.html", reason=exc.description), 400
+
+
+@bp.errorhandler(403)
+def forbidden(exc: Any) -> tuple[str, int]:
+    """Not yours to see or change."""
+    return render_template("console/refused.html", reason="Supervisors only, or not yours."), 403
+
+
+@bp.get("/")
+def home() -> Response:
+    """Supervisors land on the wallboard, advisors on their page."""
+    if not session.get("advisor"):
+        return redirect(url_for("console.sign_in_page"))
+    return redirect(url_for("console.wallboard_page" if session.get("supervisor")
+                            else "console.advisor_page"))
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in_page() -> Response | str | tuple[str, int]:
+    """The sign-in form; five failures lock the id for 15 minutes."""
+    if request.method == "GET":
+        return render_template("console/sign_in.html", error=None)
+    outcome = sign_in(desk().r, desk().session_factory, request.form.get("advisor", ""),
+                      request.form.get("password", ""))
+    if outcome.account is None:
+        error = ("Too many failed sign-ins: try again in 15 minutes."
+                 if outcome.outcome == "locked" else "Wrong advisor id or password.")
+        return render_template("console/sign_in.html", error=error), 401
+    session.renew()  # type: ignore[attr-defined] # a new id at sign-in (no fixation)
+    session.update(advisor=outcome.account.advisor_id, name=outcome.account.name,
+                   supervisor=outcome.account.supervisor)
+    return home()
+
+
+@bp.post("/sign-out")
+def sign_out() -> Response:
+    """End the sign-in (its session is deleted from Redis)."""
+    session.renew()  # type: ignore[attr-defined]
+    return redirect(url_for("console.sign_in_page"))
+
+
+@bp.get("/advisor")
+@signed_in()
+def advisor_page() -> str:
+    """The advisor's own page."""
+    return render_template("console/advisor.html", board=_own_board())
+
+
+@bp.get("/advisor/live")
+@signed_in()
+def advisor_live() -> str:
+    """The changing part of the advisor's page."""
+    return render_template("console/_advisor_live.html", board=_own_board())
+
+
+def _own_board() -> dict[str, Any]:
+    """The signed-in advisor's board."""
+    return advisor_board(desk(), session["advisor"], now())
+
+
+@bp.post("/advisors/<advisor_id>/presence")
+@signed_in()
+def set_presence(advisor_id: str) -> Response:
+    """The presence switch: available or away, for one's own presence only."""
+    if advisor_id != session["advisor"]:
+        abort(403)
+    status = request.form.get("status")
+    if status not in ("available", "busy"):
+        abort(400)
+    d = desk()
+    directory.advisor_facts(d.r, d.session_factory, advisor_id, now())
+    if status == "available":
+        availability.free_advisor(d, advisor_id, now_ms(), explicit=True)
+    else:
+        presence.make_unavailable(d.r, advisor_id, "busy", now_ms=now_ms())
+    return redirect(url_for("console.advisor_page"))
+
+
+@bp.get("/wallboard")
+@signed_in(supervisor=True)
+def wallboard_page() -> str:
+    """The supervisors' wallboard."""
+    return render_template("console/wallboard.html",
+                           board=wallboard(desk(), now(), maintenance_windows()))
+
+
+@bp.get("/wallboard/live")
+@signed_in(supervisor=True)
+def wallboard_live() -> str:
+    """The changing part of the wallboard."""
+    return render_template("console/_wallboard_live.html", board=wallboard(desk(), now()))
+
+
+@bp.post("/announcement")
+@signed_in(supervisor=True)
+def edit_announcement() -> Response:
+    """The known-incident announcement, set or cleared from the wallboard."""
+    text = request.form.get("text", "")
+    if len(text) > ANNOUNCEMENT_MAX:
+        abort(400)
+    set_announcement(desk().r, text, request.form.get("active") == "1")
+    return redirect(url_for("console.wallboard_page"))

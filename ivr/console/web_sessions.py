@@ -1,0 +1,99 @@
+"""The console's sign-in sessions, kept in Redis: the browser holds only an
+opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
+plain http on a loopback address, where local tries and tests run)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from flask import Flask, Request, Response, request
+from flask.sessions import SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from directory import keys
+
+COOKIE_NAME = "caseline_console"
+# A sign-in lasts a shift; every request within it slides the expiry.
+LIFETIME_SECONDS = 12 * 3600
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+class WebSession(CallbackDict[str, Any], SessionMixin):
+    """One browser's sign-in: a dict saved to Redis under its opaque id."""
+
+    def __init__(self, initial: dict[str, Any] | None = None, sid: str | None = None) -> None:
+        """Wrap `initial`; any change marks the session modified."""
+
+        def on_update(_: Any) -> None:
+            self.modified = True
+
+        super().__init__(initial, on_update)
+        self.sid = sid
+        self.modified = False
+        self.rotate = False
+
+    def renew(self) -> None:
+        """Forget everything and take a new id at the next save (at sign-in and sign-out)."""
+        self.clear()
+        self.rotate = True
+
+
+def is_loopback_http(request: Request) -> bool:
+    """Whether the request came over plain http to a loopback address."""
+    if request.scheme != "http":
+        return False
+    host = urlsplit(f"//{request.host}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RedisSessionInterface(SessionInterface):
+    """Flask's session, stored server-side in Redis (`keys.console_session`)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        """Sessions live on this Redis client."""
+        self.r = r
+
+    def open_session(self, app: Flask, request: Request) -> WebSession:
+        """The session named by the cookie, or a new empty one (no Redis read without one)."""
+        sid = request.cookies.get(COOKIE_NAME, "")
+        if _SESSION_ID.match(sid):
+            stored = self.r.get(keys.console_session(sid))
+            if stored:
+                return WebSession(json.loads(stored), sid)
+        return WebSession()
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Write the session (or delete it when empty) and set or clear the cookie."""
+        assert isinstance(session, WebSession)
+        if session.rotate and session.sid:
+            self.r.delete(keys.console_session(session.sid))
+            session.sid = None
+        if not session:
+            if session.sid:
+                self.r.delete(keys.console_session(session.sid))
+            if session.sid or session.rotate:
+                response.delete_cookie(COOKIE_NAME, path="/")
+            return
+        if session.sid is None:
+            session.sid = secrets.token_urlsafe(32)
+            session.modified = True
+        key = keys.console_session(session.sid)
+        if session.modified:
+            self.r.set(key, json.dumps(dict(session)), ex=LIFETIME_SECONDS)
+        else:
+            self.r.expire(key, LIFETIME_SECONDS)
+        response.set_cookie(
+            COOKIE_NAME, session.sid, max_age=LIFETIME_SECONDS, path="/", httponly=True,
+            samesite="Lax", secure=not is_loopback_http(request))
+        response.vary.add("Cookie")

@@ -1,0 +1,56 @@
+// The console's only script: re-read the page's live part when the event
+// stream says something changed; poll while the stream is down; tick timers.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  var status = document.getElementById("live-status");
+  if (!live) { return; }
+  var pollTimer = null;
+  var pending = false;
+
+  function refresh() {
+    return fetch(live.dataset.liveUrl, { credentials: "same-origin", cache: "no-store" })
+      .then(function (answer) {
+        if (answer.redirected || !answer.ok) { window.location.reload(); return null; }
+        return answer.text();
+      })
+      .then(function (html) { if (html !== null) { live.innerHTML = html; } })
+      .catch(function () { /* the next event or poll tries again */ });
+  }
+
+  function soon() {
+    if (pending) { return; }
+    pending = true;
+    setTimeout(function () { pending = false; refresh(); }, 50);
+  }
+
+  function polling(on) {
+    document.body.dataset.live = on ? "polling" : "stream";
+    if (status) { status.textContent = on ? "Live updates paused: checking every 3 seconds." : ""; }
+    if (on && !pollTimer) { pollTimer = setInterval(refresh, 3000); }
+    if (!on && pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+  }
+
+  function listen() {
+    var events = new EventSource(live.dataset.eventsUrl);
+    events.addEventListener("change", soon);
+    events.onopen = function () { polling(false); refresh(); };
+    events.onerror = function () {
+      polling(true);
+      // Refused (the server's streams are all taken) rather than dropped: the browser
+      // will not retry by itself, so try again later and poll meanwhile.
+      if (events.readyState === EventSource.CLOSED) { setTimeout(listen, 30000); }
+    };
+  }
+
+  if (window.EventSource) { listen(); } else { polling(true); }
+
+  setInterval(function () {
+    var clocks = live.querySelectorAll("[data-seconds]");
+    for (var i = 0; i < clocks.length; i++) {
+      var s = parseInt(clocks[i].dataset.seconds, 10) + 1;
+      clocks[i].dataset.seconds = s;
+      clocks[i].textContent = Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+    }
+  }, 1000);
+})();

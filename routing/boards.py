@@ -1,0 +1,82 @@
+"""What the console's two pages show, read from Redis and the call logs:
+an advisor's own board (presence, the call they ring or talk on, today's
+calls) and the supervisors' wallboard (queues, advisors, service level)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from config.hours import MaintenanceWindow
+from directory.call_logs import calls_answered_by, calls_on_case
+from routing import presence
+from routing.announcement import current_announcement
+from routing.call_state import get_call
+from routing.desk import Desk
+from routing.roster import advisor_roster
+from routing.stats import day_bounds, team_stats
+from routing.waiting import waiting_callers
+from routing.whisper import call_facts
+
+# The case's earlier calls on the card, newest first.
+PREVIOUS_CALLS = 5
+# What an advisor's hold on a call reads as on the console.
+HOLD_LABELS = {"ringing": "ringing", "talking": "on a call", "wrapup": "wrap-up"}
+
+
+def presence_label(state: dict[str, str]) -> str:
+    """available, away (busy by their own choice), ringing, on a call, wrap-up or offline."""
+    hold = state.get("hold") or ""
+    if state.get("call") and hold in HOLD_LABELS:
+        return HOLD_LABELS[hold]
+    status = state.get("status") or "offline"
+    return "away" if status == "busy" else status
+
+
+def seconds_since(state: dict[str, str], now_ms: int) -> int | None:
+    """Whole seconds in the current state (None when never set)."""
+    since = int(state.get("since") or 0)
+    return max(0, (now_ms - since) // 1000) if since else None
+
+
+def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
+    """An advisor's page: presence and time in it, the current call's card, today's calls."""
+    now_ms = int(now.timestamp() * 1000)
+    state = presence.advisor_state(desk.r, advisor_id)
+    label = presence_label(state)
+    call_sid = state.get("call") or ""
+    card = None
+    if call_sid and state.get("hold") in ("ringing", "talking"):
+        call = get_call(desk.r, call_sid)
+        if call:
+            card = asdict(call_facts(call))
+            earlier = calls_on_case(desk.session_factory, card["case"]) if card["case"] else []
+            card["previous_calls"] = earlier[::-1][:PREVIOUS_CALLS]
+    start, end = day_bounds(now)
+    return {
+        "id": advisor_id,
+        "presence": label,
+        # The switch: on while available, off otherwise (busy on a call is not "away").
+        "available": label == "available",
+        "on_call": label in HOLD_LABELS.values(),
+        "seconds": seconds_since(state, now_ms),
+        "card": card,
+        "calls_today": calls_answered_by(desk.session_factory, advisor_id, start, end),
+    }
+
+
+def wallboard(desk: Desk, now: datetime,
+              windows: list[MaintenanceWindow] | None = None) -> dict[str, Any]:
+    """The supervisors' wallboard: each team's queue, each advisor's state, service level,
+    the known-incident announcement and the posted maintenance windows not yet over."""
+    now_ms = int(now.timestamp() * 1000)
+    advisors = advisor_roster(desk.r, now_ms, desk.session_factory)
+    for advisor in advisors:
+        state = presence.advisor_state(desk.r, str(advisor["id"]))
+        advisor["presence"] = presence_label(state) if state else "offline"
+        advisor["seconds"] = seconds_since(state, now_ms)
+    return {"queues": waiting_callers(desk, now_ms), "advisors": advisors,
+            "stats": team_stats(desk, now), "announcement": current_announcement(desk.r),
+            "maintenance": sorted((w for w in windows or [] if w.end > now),
+                                  key=lambda w: w.start)}

@@ -1,0 +1,254 @@
+"""The web console through Flask's test client: sign-in, sessions in Redis,
+CSRF on every form, roles, the lockout, the advisor's card, the event stream."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from caseline import cli
+from config.hours import MaintenanceWindow
+from directory import keys
+from directory.accounts import set_password
+from ivr import create_app
+from ivr.console.stream import change_events
+from ivr.console.web_sessions import COOKIE_NAME
+from routing import availability, presence
+from routing.announcement import active_announcement
+from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
+from tests.conftest import make_available, run_jobs
+
+PAT = "+16125550101"
+PASSWORD = "correct horse battery"
+SUPERVISOR_PASSWORD = "staple of the wallboard"
+
+
+@pytest.fixture
+def accounts(directory, desk):
+    """Lakeview, Pat, case 2024117 owned by A7; A7 and A2 advisors, S1 a supervisor."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"], phone="+16515550199", name="Jordan Smith")
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.advisor("S1", ["general"], phone="+16515550111", name="Sam Super")
+    directory.case("2024117", owner="A7")
+    directory.load()
+    set_password(desk.session_factory, "A7", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, "A2", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, "S1", SUPERVISOR_PASSWORD, supervisor=True)
+
+
+def csrf_of(client, path: str = "/console/sign-in") -> str:
+    """The CSRF token a page's form carries."""
+    page = client.get(path)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert match, page.get_data(as_text=True)
+    return match.group(1)
+
+
+def sign_in(client, advisor: str, password: str):
+    """Sign in through the form, as a browser does."""
+    return client.post("/console/sign-in", data={
+        "csrf_token": csrf_of(client), "advisor": advisor, "password": password})
+
+
+def test_signing_in_needs_the_csrf_token(client, accounts):
+    refused = client.post("/console/sign-in", data={"advisor": "A7", "password": PASSWORD})
+    assert refused.status_code == 400
+    assert client.get("/console/advisor").status_code == 302  # still signed out
+    assert sign_in(client, "A7", PASSWORD).status_code == 302
+    assert client.get("/console/advisor").status_code == 200
+
+
+def test_the_presence_switch_refuses_a_missing_csrf_token(client, desk, accounts):
+    sign_in(client, "A7", PASSWORD)
+    refused = client.post("/console/advisors/A7/presence", data={"status": "available"})
+    assert refused.status_code == 400
+    assert presence.advisor_state(desk.r, "A7").get("status") != "available"
+    token = csrf_of(client, "/console/advisor")
+    done = client.post("/console/advisors/A7/presence",
+                       data={"status": "available", "csrf_token": token})
+    assert done.status_code == 302
+    assert presence.advisor_state(desk.r, "A7")["status"] == "available"
+
+
+def test_webhooks_and_the_bearer_api_need_no_csrf_token(phone, client, desk, accounts):
+    make_available(desk, "A7")
+    assert phone.call(PAT, "1 2024117#").outcome == "advisor"
+    answer = client.put("/api/advisors/A2/status", json={"status": "available"},
+                        headers={"Authorization": "Bearer test-api-token"})
+    assert answer.status_code == 200
+
+
+def test_an_advisor_cannot_open_the_wallboard(client, accounts):
+    sign_in(client, "A7", PASSWORD)
+    assert client.get("/console/wallboard").status_code == 403
+    assert client.get("/console/wallboard/live").status_code == 403
+
+
+def test_a_supervisor_opens_the_wallboard(client, desk, accounts):
+    make_available(desk, "A2")
+    assert sign_in(client, "S1", SUPERVISOR_PASSWORD).headers["Location"].endswith(
+        "/console/wallboard")
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    row = re.search(r'id="advisor-A2".*?data-state="([^"]+)"', page, re.S)
+    assert row and row.group(1) == "available"
+
+
+def test_an_advisor_cannot_change_another_advisors_presence(client, desk, accounts):
+    make_available(desk, "A2")
+    sign_in(client, "A7", PASSWORD)
+    token = csrf_of(client, "/console/advisor")
+    refused = client.post("/console/advisors/A2/presence",
+                          data={"status": "busy", "csrf_token": token})
+    assert refused.status_code == 403
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_five_failed_sign_ins_lock_the_account_for_15_minutes(client, desk, accounts):
+    for _ in range(MAX_FAILURES):
+        assert sign_in(client, "A7", "wrong password").status_code == 401
+    locked = sign_in(client, "A7", PASSWORD)  # the right password, too late
+    assert locked.status_code == 401
+    assert "15 minutes" in locked.get_data(as_text=True)
+    assert client.get("/console/advisor").status_code == 302
+    assert LOCK_SECONDS - 5 < desk.r.ttl(keys.sign_in_lock("A7")) <= LOCK_SECONDS
+    # The lock is the account's own: another advisor still signs in.
+    assert sign_in(client, "A2", PASSWORD).status_code == 302
+
+
+def test_sessions_live_in_redis_behind_an_opaque_cookie(client, desk, accounts):
+    answer = sign_in(client, "A7", PASSWORD)
+    cookie = next(h for h in answer.headers.getlist("Set-Cookie")
+                  if h.startswith(COOKIE_NAME + "="))
+    sid = cookie.split(";")[0].split("=", 1)[1]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain http on localhost only
+    assert desk.r.exists(keys.console_session(sid))
+    client.post("/console/sign-out", data={"csrf_token": csrf_of(client, "/console/advisor")})
+    assert not desk.r.exists(keys.console_session(sid))
+    assert client.get("/console/advisor").status_code == 302
+
+
+def test_the_cookie_is_secure_off_loopback(app, accounts):
+    client = app.test_client()
+    page = client.get("/console/sign-in", base_url="https://console.example.org")
+    cookie = page.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie
+
+
+def test_a_ringing_call_shows_on_the_advisors_card(app, phone, desk, accounts):
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    page.post("/console/advisors/A7/presence",
+              data={"status": "available", "csrf_token": csrf_of(page, "/console/advisor")})
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    result = phone.call(PAT, "1 2024117#", advisors=look_then_answer)
+    assert result.outcome == "advisor"
+    card = seen["card"]
+    assert re.search(r'id="presence"[^>]*>ringing<', card)
+    assert re.search(r'id="card-case">2024117<', card)
+    assert re.search(r'id="card-district">Lakeview Public Schools<', card)
+    assert re.search(r'id="card-contact">Pat Lee<', card)
+    assert re.search(r'id="card-verified">attested caller ID<', card)
+    assert re.search(r'id="card-priority">medium', card)
+
+
+def test_a_presence_change_is_announced_on_the_event_stream(desk, accounts):
+    stream = change_events(desk.r, seconds=5)
+    assert next(stream).startswith("retry:")
+    availability.free_advisor(desk, "A7", 1_000, explicit=True)
+    assert next(stream) == "event: change\ndata: presence\n\n"
+    stream.close()
+
+
+def test_set_password_prompts_twice_without_echo(settings, engine, desk, directory):
+    directory.advisor("A7")
+    directory.load()
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    result = CliRunner().invoke(cli.main, ["advisors", "set-password", "A7", "--supervisor"],
+                                input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    unknown = CliRunner().invoke(cli.main, ["advisors", "set-password", "A99"],
+                                 input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
+    assert unknown.exit_code == 1
+
+
+def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts):
+    """Each stream holds a server thread: past the limit a page is told to poll (503),
+    and a closed stream frees its place."""
+    app = create_app(settings.with_changes(console_streams=1))
+    first, second = app.test_client(), app.test_client()
+    sign_in(first, "A7", PASSWORD)
+    sign_in(second, "A2", PASSWORD)
+    stream = first.get("/console/events", buffered=False)
+    assert stream.status_code == 200
+    assert stream.mimetype == "text/event-stream"
+    assert second.get("/console/events", buffered=False).status_code == 503
+    stream.close()
+    again = second.get("/console/events", buffered=False)
+    assert again.status_code == 200
+    again.close()
+
+
+def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
+    make_available(desk, "A7")
+    assert phone.call(PAT, "1 2024117#").outcome == "advisor"
+    run_jobs(desk)  # the first call's log is written
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    assert earlier and earlier.group(1).count("<li>") == 1
+    assert "answered by A7" in earlier.group(1)
+
+
+def test_a_supervisor_sets_the_announcement_from_the_wallboard(client, desk, accounts):
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    form = {"text": "Gradebook is slow this morning.", "active": "1"}
+    assert client.post("/console/announcement", data=form).status_code == 400  # no token
+    assert active_announcement(desk.r) is None
+    token = csrf_of(client, "/console/wallboard")
+    assert client.post("/console/announcement",
+                       data={**form, "csrf_token": token}).status_code == 302
+    assert active_announcement(desk.r) == "Gradebook is slow this morning."
+    client.post("/console/announcement", data={"text": form["text"], "csrf_token": token})
+    assert active_announcement(desk.r) is None  # unticked: kept, not played
+
+
+def test_an_advisor_cannot_set_the_announcement(client, desk, accounts):
+    sign_in(client, "A7", PASSWORD)
+    token = csrf_of(client, "/console/advisor")
+    refused = client.post("/console/announcement",
+                          data={"text": "Hello", "active": "1", "csrf_token": token})
+    assert refused.status_code == 403
+    assert active_announcement(desk.r) is None
+
+
+def test_the_wallboard_lists_maintenance_windows_not_yet_over(app, client, accounts):
+    start = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)  # the Saturday after the suite's day
+    app.extensions["caseline.maintenance"] = [
+        MaintenanceWindow(start - timedelta(days=7), start - timedelta(days=7, hours=-2),
+                          "outage-risk"),
+        MaintenanceWindow(start, start + timedelta(hours=2), "outage-risk", "database upgrade"),
+    ]
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    listed = re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S)
+    assert listed and listed.group(1).count("<li>") == 1
+    assert "database upgrade" in listed.group(1)

@@ -1,0 +1,144 @@
+"""The console in a real browser: Debian's chromium driven by Playwright for
+Python, against `caseline serve` with two worker processes. Nothing is
+reloaded by hand: every change reaches the pages through the event stream."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from directory.accounts import set_password
+from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN
+from twilio_side import Caller, HttpTransport, InProcessLink
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+PASSWORD = "correct horse battery"
+PAT = "+16125550101"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
+                                reason="needs Debian's chromium (`make system-deps`)")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    """A headless chromium (Debian's, never one Playwright downloads)."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def signed_in_page(browser, url: str, advisor: str):
+    """A fresh browser context, signed in as `advisor` through the form."""
+    page = browser.new_context().new_page()
+    page.goto(f"{url}/console/sign-in")
+    page.get_by_label("Advisor id").fill(advisor)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+    return page
+
+
+def mark_unreloaded(page) -> None:
+    """Leave a mark in the page's window: a reload would erase it."""
+    page.evaluate("window.__notReloaded = true")
+
+
+def assert_not_reloaded(page) -> None:
+    """The mark is still there: what changed came in without a reload."""
+    assert page.evaluate("window.__notReloaded === true")
+
+
+def test_an_advisor_goes_available_takes_a_call_and_goes_away_live(
+        browser, live_service, directory, desk, emulator):
+    expect = sync_api.expect
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"], phone="+16515550199", name="Jordan Smith")
+    directory.advisor("S1", ["hosting"], phone="+16515550111", name="Sam Super")
+    directory.case("2024117", owner="A7")
+    directory.load()
+    set_password(desk.session_factory, "A7", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+
+    advisor = signed_in_page(browser, live_service.url, "A7")
+    wallboard = signed_in_page(browser, live_service.url, "S1")
+    assert wallboard.url.endswith("/console/wallboard")
+    expect(advisor.locator("#presence")).to_have_text("offline")
+
+    advisor.get_by_role("switch").click()  # the form posts; the page comes back
+    expect(advisor.locator("#presence")).to_have_text("available")
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("available", timeout=1000)
+    mark_unreloaded(advisor)
+    mark_unreloaded(wallboard)
+
+    # Pat calls about case 2024117; A7's phone rings until the test has looked.
+    looked = threading.Event()
+
+    def ring_until_looked(number: str, attempt: int) -> str:
+        looked.wait(timeout=30)
+        return "answer"
+
+    caller = Caller(HttpTransport(live_service.url, auth_token=AUTH_TOKEN), PAT,
+                    keys=["1", "2024117#"], advisor_policy=ring_until_looked,
+                    account_sid=ACCOUNT_SID, emulator_link=InProcessLink(emulator),
+                    max_wait_seconds=30, wait_poll_interval=0.05)
+    call = threading.Thread(target=caller.run)
+    call.start()
+    try:
+        expect(advisor.locator("#presence")).to_have_text("ringing", timeout=5000)
+        expect(advisor.locator("#card-case")).to_have_text("2024117")
+        expect(advisor.locator("#card-district")).to_have_text("Lakeview Public Schools")
+        expect(advisor.locator("#card-contact")).to_have_text("Pat Lee")
+        expect(advisor.locator("#card-verified")).to_have_text("attested caller ID")
+        expect(wallboard.locator("#advisor-A7 .state")).to_have_text("ringing", timeout=1000)
+    finally:
+        looked.set()
+        call.join(timeout=60)
+    assert caller.result.outcome == "advisor", caller.result.error
+    expect(advisor.locator("#presence")).to_have_text("available", timeout=5000)
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("available", timeout=1000)
+    assert_not_reloaded(advisor)
+    assert_not_reloaded(wallboard)
+
+    advisor.get_by_role("switch").click()  # go away
+    expect(advisor.locator("#presence")).to_have_text("away")
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("away", timeout=1000)
+    assert_not_reloaded(wallboard)
+    assert wallboard.evaluate("document.body.dataset.live") == "stream"
+
+
+def test_the_wallboard_polls_while_its_event_stream_is_down(
+        browser, live_service, directory, desk):
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    page = browser.new_context().new_page()
+    page.route("**/console/events", lambda route: route.abort())  # the stream never opens
+    page.goto(f"{live_service.url}/console/sign-in")
+    page.get_by_label("Advisor id").fill("S1")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#advisor-A7 .state")).to_have_text("offline")
+    expect(page.locator("body")).to_have_attribute("data-live", "polling")
+    mark_unreloaded(page)
+
+    answer = requests.put(f"{live_service.url}/api/advisors/A7/status",
+                          json={"status": "available"},
+                          headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
+    assert answer.status_code == 200
+    expect(page.locator("#advisor-A7 .state")).to_have_text("available", timeout=5000)
+    expect(page.get_by_role("status")).to_contain_text("checking every 3 seconds")
+    assert_not_reloaded(page)
