@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,9 +263,10 @@ class LiveService:
     env: dict[str, str]
 
 
-@pytest.fixture
-def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[LiveService]:
-    """The real web service (gunicorn, two worker processes) on a free port."""
+@contextmanager
+def serving(settings: Settings, tmp_path: Path, instance: str) -> Iterator[LiveService]:
+    """`caseline serve` (gunicorn, two worker processes) on a free port, on the test
+    Redis and database, with its own instance folder."""
     port = free_port()
     env = {
         **os.environ,
@@ -276,7 +278,9 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
         "DATABASE_URL": settings.database_url,
         "CASELINE_API_TOKEN": API_TOKEN,
         "CASELINE_WRAPUP_SECONDS": "0",
-        "CASELINE_INSTANCE_PATH": str(tmp_path / "instance"),
+        "CASELINE_INSTANCE_PATH": str(tmp_path / instance),
+        # One secret for every instance of the line, as a deployment sets it.
+        "CASELINE_SECRET_KEY": "caseline-tests-secret-key",
         "PORT": str(port),
     }
     env.pop("CASELINE_INSECURE_DEV", None)
@@ -303,3 +307,19 @@ def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[Liv
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def live_service(settings: Settings, desk: Desk, tmp_path: Path) -> Iterator[LiveService]:
+    """The real web service (gunicorn, two worker processes) on a free port."""
+    with serving(settings, tmp_path, "instance") as service:
+        yield service
+
+
+@pytest.fixture
+def second_live_service(settings: Settings, desk: Desk, tmp_path: Path,
+                        live_service: LiveService) -> Iterator[LiveService]:
+    """Another instance of the line beside `live_service` (its own gunicorn master and
+    port, the same Redis and database), as two hosts behind a load balancer."""
+    with serving(settings, tmp_path, "instance-2") as service:
+        yield service

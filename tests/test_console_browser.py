@@ -142,3 +142,25 @@ def test_the_wallboard_polls_while_its_event_stream_is_down(
     expect(page.locator("#advisor-A7 .state")).to_have_text("available", timeout=5000)
     expect(page.get_by_role("status")).to_contain_text("checking every 3 seconds")
     assert_not_reloaded(page)
+
+
+def test_a_presence_change_through_one_instance_shows_on_a_wallboard_served_by_another(
+        browser, live_service, second_live_service, directory, desk):
+    """Two instances of the line (two hosts' worth: separate gunicorn masters, one
+    Redis): the supervisor watches the second; A7 goes available through the first."""
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    wallboard = signed_in_page(browser, second_live_service.url, "S1")
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("offline")
+    expect(wallboard.locator("body")).to_have_attribute("data-live", "stream")
+    mark_unreloaded(wallboard)
+
+    answer = requests.put(f"{live_service.url}/api/advisors/A7/status",
+                          json={"status": "available"},
+                          headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
+    assert answer.status_code == 200
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("available", timeout=1000)
+    assert_not_reloaded(wallboard)
