@@ -293,13 +293,24 @@ _NOTICES = {
 
 
 def maintenance_notice(now: datetime, posted: list[MaintenanceWindow] | None = None) -> str | None:
-    """A short speakable notice of the maintenance under way at `now`, or None."""
+    """A short speakable notice of the maintenance under way at `now`, else of an
+    outage-risk window starting within 24 hours (the desk's policy), else None."""
     active = maintenance_windows(now, posted)
     for kind in _NOTICES:
         ends = [w.end for w in active if w.kind == kind]
         if ends:
             return _NOTICES[kind].format(end=_spoken_time(max(ends).astimezone(CENTRAL).time()))
-    return None
+    local, posted = _central(now), list(posted or [])
+    days = (local.date(), local.date() + timedelta(days=1))
+    soon = sorted((w for w in [*posted, *(x for d in days for x in _recurring_windows(d, posted))]
+                   if w.kind == OUTAGE_RISK and local < w.start <= local + timedelta(hours=24)),
+                  key=lambda w: w.start)
+    if not soon:
+        return None
+    start, end = soon[0].start.astimezone(CENTRAL), soon[0].end.astimezone(CENTRAL)
+    return (f"Scheduled maintenance begins {start.strftime('%A')} at "
+            f"{_spoken_time(start.time())} Central and runs until {_spoken_time(end.time())}; "
+            "service may be interrupted then.")
 
 
 # --- the operators' posted windows ----------------------------------------

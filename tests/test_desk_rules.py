@@ -217,6 +217,16 @@ def test_outage_announcement_and_maintenance_notice(phone, desk, desk_directory,
     assert result.outcome == "advisor"
 
 
+def test_option_8_twelve_hours_before_a_posted_window_hears_of_it(phone, desk, desk_directory):
+    # Friday 2026-12-04 noon; the posted 00:00-06:00 window opens Saturday at midnight.
+    with at(2026, 12, 4, 12):
+        make_available(desk, "A6")
+        result = phone.call(PAT, "8")
+    heard = " ".join(result.heard())
+    assert "Scheduled maintenance begins Saturday at midnight" in heard
+    assert result.outcome == "advisor"
+
+
 # --- authorization ---------------------------------------------------------
 
 

@@ -522,10 +522,22 @@ def posted() -> list[MaintenanceWindow]:
     return windows
 
 
+UPCOMING_NOTICE = ("Scheduled maintenance begins Saturday at midnight Central and runs until "
+                   "6 AM; service may be interrupted then.")
+
+
+def test_option_8_hears_of_a_window_starting_within_24_hours(
+    posted: list[MaintenanceWindow],
+) -> None:
+    # Twelve hours before the posted Saturday 00:00-06:00 window; not 25 hours before.
+    assert maintenance_notice(central(2026, 12, 4, 12, 0), posted) == UPCOMING_NOTICE
+    assert maintenance_notice(central(2026, 12, 3, 23, 0), posted) is None
+
+
 @pytest.mark.parametrize(
     ("now", "notice", "kinds"),
     [
-        (central(2026, 12, 4, 23, 59), None, []),  # Friday night
+        (central(2026, 12, 4, 23, 59), UPCOMING_NOTICE, []),  # Friday night: it is close
         (central(2026, 12, 5, 0, 0), OUTAGE_NOTICE, ["outage-risk"]),
         (central(2026, 12, 5, 5, 59), OUTAGE_NOTICE, ["outage-risk"]),
         (central(2026, 12, 5, 6, 0), None, ["no-outage"]),
