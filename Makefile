@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint lock bench transcripts system-deps clean
+.PHONY: run test lint lock bench transcripts screenshots system-deps clean
 
 # requirements.lock pins every package with its hashes (pip-compile --generate-hashes,
 # `make lock` to refresh it); the project itself is installed editable on top, alone,
@@ -61,6 +61,10 @@ bench: $(STAMP)
 
 transcripts: $(STAMP)
 	$(BIN)/python scripts/transcripts.py
+
+## screenshots: docs/console-advisor.png and docs/console-wallboard.png, in Debian's chromium
+screenshots: $(STAMP) system-deps
+	$(BIN)/python scripts/screenshots.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -15,7 +15,7 @@ from routing.announcement import current_announcement
 from routing.call_state import get_call
 from routing.desk import Desk
 from routing.roster import advisor_roster
-from routing.stats import day_bounds, team_stats
+from routing.stats import SERVICE_LEVEL_SECONDS, day_bounds, hourly, team_stats
 from routing.waiting import waiting_callers
 from routing.whisper import call_facts
 
@@ -69,7 +69,8 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
 def wallboard(desk: Desk, now: datetime,
               windows: list[MaintenanceWindow] | None = None) -> dict[str, Any]:
     """The supervisors' wallboard: each team's queue, each advisor's state, service level,
-    the known-incident announcement and the posted maintenance windows not yet over."""
+    today's figures by the hour (`hourly`, against the `promise_seconds` of the speed of
+    answer), the known-incident announcement and the posted maintenance windows not yet over."""
     now_ms = int(now.timestamp() * 1000)
     advisors = advisor_roster(desk.r, now_ms, desk.session_factory)
     for advisor in advisors:
@@ -77,6 +78,7 @@ def wallboard(desk: Desk, now: datetime,
         advisor["presence"] = presence_label(state) if state else "offline"
         advisor["seconds"] = seconds_since(state, now_ms)
     return {"queues": waiting_callers(desk, now_ms), "advisors": advisors,
-            "stats": team_stats(desk, now), "announcement": current_announcement(desk.r),
+            "stats": team_stats(desk, now), "hourly": hourly(desk.session_factory, now),
+            "promise_seconds": SERVICE_LEVEL_SECONDS, "announcement": current_announcement(desk.r),
             "maintenance": sorted((w for w in windows or [] if w.end > now),
                                   key=lambda w: w.start)}

@@ -13,12 +13,14 @@ from caseline import cli
 from config.hours import MaintenanceWindow
 from directory import keys
 from directory.accounts import set_password
+from directory.models import CallLog
 from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
 from routing import availability, presence
 from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
+from routing.stats import hourly
 from tests.conftest import make_available, run_jobs
 
 PAT = "+16125550101"
@@ -252,3 +254,46 @@ def test_the_wallboard_lists_maintenance_windows_not_yet_over(app, client, accou
     listed = re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S)
     assert listed and listed.group(1).count("<li>") == 1
     assert "database upgrade" in listed.group(1)
+
+
+def _log_call(desk, sid: str, started_at: datetime, status: str, wait: float | None) -> None:
+    """A call log of the general team, as the worker writes it."""
+    with desk.session_factory() as db, db.begin():
+        db.add(CallLog(call_sid=sid, caller=PAT, menu_path="2", status=status, team="general",
+                       queue_wait_seconds=wait, started_at=started_at))
+
+
+def test_todays_figures_by_the_hour_are_counted_in_central_time(app, client, desk, accounts):
+    central = timedelta(hours=6)  # CST in November: 08:10 Central is 14:10 UTC
+    today = datetime(2026, 11, 24, tzinfo=UTC) + central
+    _log_call(desk, "CA-0030", today + timedelta(minutes=30), "answered", 3.0)
+    _log_call(desk, "CA-0810", today + timedelta(hours=8, minutes=10), "answered", 10.0)
+    _log_call(desk, "CA-0840", today + timedelta(hours=8, minutes=40), "answered", 30.0)
+    _log_call(desk, "CA-0905", today + timedelta(hours=9, minutes=5), "abandoned", 50.0)
+    _log_call(desk, "CA-0930", today + timedelta(hours=9, minutes=30), "answered", 4.0)
+    _log_call(desk, "CA-0959", today + timedelta(hours=9, minutes=59), "voicemail", None)
+    # Yesterday in Central time (23:30 on the 23rd is 05:30 UTC on the 24th): not today.
+    _log_call(desk, "CA-yday", today - timedelta(minutes=30), "answered", 99.0)
+
+    hours = hourly(desk.session_factory, datetime.now(UTC))
+    assert len(hours) == 24 and [h["hour"] for h in hours] == list(range(24))
+    assert hours[0] == {"hour": 0, "answered": 1, "abandoned": 0, "asa_seconds": 3.0}
+    assert hours[8] == {"hour": 8, "answered": 2, "abandoned": 0, "asa_seconds": 20.0}
+    assert hours[9] == {"hour": 9, "answered": 1, "abandoned": 1, "asa_seconds": 4.0}
+    assert hours[23] == {"hour": 23, "answered": 0, "abandoned": 0, "asa_seconds": None}
+    assert sum(h["answered"] for h in hours) == 4  # yesterday's call is not today's
+
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    for path in ("/console/wallboard", "/console/wallboard/live"):
+        page = client.get(path).get_data(as_text=True)
+        rows = dict(re.findall(r'<tr id="hour-(\d+)">(.*?)</tr>', page, re.S))
+        assert sorted(rows, key=int) == ["0", "8", "9"]
+        cells = re.findall(r'<td class="\w+">([^<]*)</td>', rows["8"])
+        assert cells == ["2", "0", "20.0 s"]
+        assert re.findall(r'<td class="\w+">([^<]*)</td>', rows["9"]) == ["1", "1", "4.0 s"]
+        chart = re.search(r'<svg id="hourly-asa".*?</svg>', page, re.S)
+        assert chart and "<title" in chart.group(0)
+        assert "Over 15 seconds in the hour from 08:00." in chart.group(0)
+        calls = re.search(r'<svg id="hourly-calls".*?</svg>', page, re.S)
+        assert calls and "4 answered and 1 abandoned today" in calls.group(0)
+        assert '08:00: 2 answered' in calls.group(0)
