@@ -60,6 +60,8 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         # The switch: on while available, off otherwise (busy on a call is not "away").
         "available": label == "available",
         "on_call": label in HOLD_LABELS.values(),
+        # On a call: whether they chose to be away once it ends (else they take the next).
+        "away_after": state.get("chosen") in ("busy", "offline"),
         "seconds": seconds_since(state, now_ms),
         "card": card,
         "calls_today": calls_answered_by(desk.session_factory, advisor_id, start, end),

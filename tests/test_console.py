@@ -297,3 +297,28 @@ def test_todays_figures_by_the_hour_are_counted_in_central_time(app, client, des
         calls = re.search(r'<svg id="hourly-calls".*?</svg>', page, re.S)
         assert calls and "4 answered and 1 abandoned today" in calls.group(0)
         assert '08:00: 2 answered' in calls.group(0)
+
+
+def test_on_a_call_the_switch_sends_the_advisor_away_once_the_call_ends(
+        app, phone, desk, accounts):
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    page.post("/console/advisors/A7/presence",
+              data={"status": "available", "csrf_token": csrf_of(page, "/console/advisor")})
+    seen = {}
+
+    def press_the_switch_then_answer(number: str, attempt: int) -> str:
+        live = page.get("/console/advisor/live").get_data(as_text=True)
+        seen["before"] = live
+        form = re.search(r'name="status" value="(\w+)"', live)
+        assert form is not None
+        page.post("/console/advisors/A7/presence",
+                  data={"status": form.group(1), "csrf_token": csrf_of(page, "/console/advisor")})
+        seen["after"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=press_the_switch_then_answer).outcome == "advisor"
+    assert "Go away after this call" in seen["before"]
+    assert "Take the next caller after this call" in seen["after"]
+    # The call is over: A7 is away, not handed the next caller.
+    assert presence.advisor_state(desk.r, "A7")["status"] == "busy"
