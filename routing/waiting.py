@@ -63,13 +63,13 @@ def _serving_advisors(desk: Desk, team: str) -> int:
 def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:
     """Every team's waiting callers in the order they will be served (GET /api/queues):
     {team: [{"call_sid", "priority", "waiting_seconds" (since first arrival),
-    "case_number", "caller", "district"}]}; `now_ms` in ms since the epoch."""
+    "case_number", "caller", "district", "callback"}]}; `now_ms` in ms since the epoch."""
     queues: dict[str, list[dict[str, object]]] = {}
     for team in sorted(desk.r.smembers(keys.teams())):
         entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
         callers = []
         for call_sid, score in entries:
-            call = desk.r.hmget(keys.call(call_sid), "case", "caller", "district")
+            call = desk.r.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
             # The score keeps their first arrival: a caller queued again after a
             # missed ring has waited since then, as they would say.
             band, arrived = divmod(int(score), BAND_WIDTH)
@@ -80,6 +80,8 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
                 "case_number": call[0] or None,
                 "caller": call[1] or None,
                 "district": call[2] or None,
+                # Asked to be called back (they hung up and keep their place).
+                "callback": call[3] == "1",
             })
         queues[team] = callers
     return queues

@@ -4,6 +4,7 @@ CSRF on every form, roles, the lockout, the advisor's card, the event stream."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -322,3 +323,20 @@ def test_on_a_call_the_switch_sends_the_advisor_away_once_the_call_ends(
     assert "Take the next caller after this call" in seen["after"]
     # The call is over: A7 is away, not handed the next caller.
     assert presence.advisor_state(desk.r, "A7")["status"] == "busy"
+
+
+def test_the_wallboard_shows_who_asked_for_a_callback(client, desk, accounts):
+    from routing import acd, waiting
+    from routing.call_state import start_call
+
+    now = int(time.time() * 1000)
+    for sid in ("CA-waits", "CA-callback"):
+        start_call(desk.r, sid, {"caller": PAT, "started_at": now, "team": "general",
+                                 "priority": "medium", "menu": "2", "base": "http://x"})
+        assert isinstance(acd.route_caller(desk, sid, now), acd.WaitInQueue)
+    desk.r.hset(keys.call("CA-callback"), mapping={"contact": "5001", "verified": "1"})
+    assert waiting.request_callback(desk, "CA-callback")
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    rows = dict(re.findall(r'data-call="(CA-[a-z]+)".*?class="callback">([a-z]*)<', page, re.S))
+    assert rows == {"CA-waits": "", "CA-callback": "requested"}
