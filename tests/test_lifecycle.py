@@ -11,7 +11,7 @@ cases (one per call, never two).
 
 from __future__ import annotations
 
-import shutil
+import sqlite3
 import threading
 from collections import Counter
 from datetime import UTC, datetime
@@ -330,7 +330,7 @@ def test_redis_flushed_under_a_running_service(line, lakeview, desk, r):
     check_one_log_per_call(line, logs, [before.call_sid, *sids])
 
 
-PREVIOUS_RELEASE_DB = Path(__file__).parent / "data" / "previous-release.db"
+PREVIOUS_RELEASE_SQL = Path(__file__).parent / "data" / "previous-release.sql"
 
 
 def test_todays_service_starts_on_the_previous_releases_database(settings, emulator, r,
@@ -338,7 +338,8 @@ def test_todays_service_starts_on_the_previous_releases_database(settings, emula
     """A database the previous release wrote (tests/data/README.md): today's web and
     worker start on a copy of it, show its call logs and take calls onto its cases."""
     database = tmp_path / "previous-release.db"
-    shutil.copyfile(PREVIOUS_RELEASE_DB, database)
+    with sqlite3.connect(database) as db:  # the release's database, from its SQL dump
+        db.executescript(PREVIOUS_RELEASE_SQL.read_text(encoding="utf-8"))
     old = settings.with_changes(database_url=f"sqlite:///{database}")
     line = new_line(old, emulator, tmp_path)
     try:

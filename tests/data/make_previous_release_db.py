@@ -2,7 +2,8 @@
 loads a directory, takes a few calls and logs them (see README.md here).
 
     git -C /work/main archive 8269390 | tar -x -C /tmp/prev
-    .venv/bin/python tests/data/make_previous_release_db.py /tmp/prev tests/data/previous-release.db
+    .venv/bin/python tests/data/make_previous_release_db.py /tmp/prev \
+        tests/data/previous-release.sql
 
 Everything caseline runs here is imported from RELEASE (first on sys.path);
 only this driver and the third-party libraries are today's.
@@ -46,16 +47,14 @@ CALLS = [(PAT, "1 2024117#"), (PAT, "2"), (PAT, "8"), (STRANGER, "8"),
 
 
 def main(release: Path, out: Path) -> None:
-    """Run the release's code on a scratch Redis and write its database to `out`."""
+    """Run the release's code on a scratch Redis and a scratch database, and write that
+    database to `out` as SQL text (a reviewable fixture, never a binary in git)."""
     sys.path.insert(0, str(release.resolve()))
     with time_machine.travel(NOW, tick=True), tempfile.TemporaryDirectory() as scratch:
-        _take_calls(Path(scratch), out)
-    # One self-contained file: the WAL folded in, rollback journal, no slack.
-    with sqlite3.connect(out) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.execute("PRAGMA journal_mode=DELETE")
-    with sqlite3.connect(out) as db:
-        db.execute("VACUUM")
+        database = Path(scratch) / "previous-release.db"
+        _take_calls(Path(scratch), database)
+        with sqlite3.connect(database) as db:
+            out.write_text("\n".join(db.iterdump()) + "\n", encoding="utf-8")
 
 
 def _take_calls(scratch: Path, out: Path) -> None:
