@@ -57,40 +57,30 @@ def call_log_job_id(call_sid: str) -> str:
     return f"log-call-{call_sid}"
 
 
-def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
-    """Queue the job that writes the call's log on its case."""
+def _enqueue_on_the_log(r: redis.Redis, function: str, call_sid: str, job_id: str) -> None:
+    """Queue one of the jobs that write a call's log: retried (a database down, a log
+    not written yet), one job per id (duplicates collapse), kept a week when failed."""
     queue(Queues.CALL_LOGS, r).enqueue(
-        "workers.call_log.log_call",
-        call_sid,
-        job_id=call_log_job_id(call_sid),
-        retry=CALL_LOG_RETRY,
-        result_ttl=3600,
+        function, call_sid, job_id=job_id, retry=CALL_LOG_RETRY, result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
     )
+
+
+def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
+    """Queue the job that writes the call's log on its case."""
+    _enqueue_on_the_log(r, "workers.call_log.log_call", call_sid, call_log_job_id(call_sid))
 
 
 def enqueue_transcription(r: redis.Redis, call_sid: str) -> None:
     """Queue the job that puts a voicemail's transcription on the call's log."""
-    queue(Queues.CALL_LOGS, r).enqueue(
-        "workers.call_log.attach_transcription",
-        call_sid,
-        job_id=f"attach-transcription-{call_sid}",
-        retry=CALL_LOG_RETRY,
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-    )
+    _enqueue_on_the_log(r, "workers.call_log.attach_transcription", call_sid,
+                        f"attach-transcription-{call_sid}")
 
 
 def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
     """Queue the job that adds a voicemail, posted after the call's end, to its log."""
-    queue(Queues.CALL_LOGS, r).enqueue(
-        "workers.call_log.attach_recording",
-        call_sid,
-        job_id=f"attach-recording-{call_sid}",
-        retry=CALL_LOG_RETRY,
-        result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-    )
+    _enqueue_on_the_log(r, "workers.call_log.attach_recording", call_sid,
+                        f"attach-recording-{call_sid}")
 
 
 def end_of_wrapup_job_id(advisor_id: str, call_sid: str) -> str:

@@ -263,11 +263,8 @@ class LiveService:
     env: dict[str, str]
 
 
-@contextmanager
-def serving(settings: Settings, tmp_path: Path, instance: str) -> Iterator[LiveService]:
-    """`caseline serve` (gunicorn, two worker processes) on a free port, on the test
-    Redis and database, with its own instance folder."""
-    port = free_port()
+def line_env(settings: Settings, instance: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a caseline deployment on the test's Redis and database."""
     env = {
         **os.environ,
         "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
@@ -278,12 +275,22 @@ def serving(settings: Settings, tmp_path: Path, instance: str) -> Iterator[LiveS
         "DATABASE_URL": settings.database_url,
         "CASELINE_API_TOKEN": API_TOKEN,
         "CASELINE_WRAPUP_SECONDS": "0",
-        "CASELINE_INSTANCE_PATH": str(tmp_path / instance),
-        # One secret for every instance of the line, as a deployment sets it.
-        "CASELINE_SECRET_KEY": "caseline-tests-secret-key",
+        "CASELINE_INSTANCE_PATH": str(instance),
         "PORT": str(port),
+        **extra,
     }
     env.pop("CASELINE_INSECURE_DEV", None)
+    return env
+
+
+@contextmanager
+def serving(settings: Settings, tmp_path: Path, instance: str) -> Iterator[LiveService]:
+    """`caseline serve` (gunicorn, two worker processes) on a free port, on the test
+    Redis and database, with its own instance folder."""
+    port = free_port()
+    # One secret for every instance of the line, as a deployment sets it.
+    env = line_env(settings, tmp_path / instance, port,
+                   CASELINE_SECRET_KEY="caseline-tests-secret-key")
     process = subprocess.Popen(
         caseline_command("serve", "--workers", "2", "--threads", "4"), env=env, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"

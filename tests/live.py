@@ -24,30 +24,17 @@ import requests
 from rq import Worker
 
 from config.settings import PROJECT_ROOT, Settings
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, caseline_command, free_port
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    caseline_command,
+    free_port,
+    line_env,
+)
 from twilio_side import Caller, CallResult, HttpTransport, InProcessLink, TwilioEmulator
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-def line_env(settings: Settings, instance: Path, port: int, **extra: str) -> dict[str, str]:
-    """The environment of a caseline deployment on the test's Redis and database."""
-    env = {
-        **os.environ,
-        "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_API_URL": settings.twilio_api_url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "REDIS_URL": settings.redis_url or "",
-        "DATABASE_URL": settings.database_url,
-        "CASELINE_API_TOKEN": API_TOKEN,
-        "CASELINE_WRAPUP_SECONDS": "0",
-        "CASELINE_INSTANCE_PATH": str(instance),
-        "PORT": str(port),
-        **extra,
-    }
-    env.pop("CASELINE_INSECURE_DEV", None)
-    return env
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0,
