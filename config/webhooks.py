@@ -16,6 +16,10 @@ CONNECT = "/connect"
 # The advisor's leg of a callback (its TwiML, and its status callback).
 CALLBACK_ADVISOR = "/callback/advisor"
 CALLBACK_STATUS = "/callback/status"
+# A leg of a call moved into its conference (the advisor's, the contact's).
+CONFERENCE_JOIN = "/conference/join"
+# A colleague's leg dialed into a call's conference: its call-progress events.
+CONFERENCE_COLLEAGUE = "/conference/colleague"
 
 
 def webhook_url(base: str, path: str, **query: str) -> str:

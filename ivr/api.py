@@ -9,9 +9,16 @@ from flask import Blueprint, Response, abort, jsonify, request
 import directory
 from directory import records
 from directory.call_logs import calls_on_case
-from ivr.context import desk, initial_maintenance_windows, maintenance_windows, now, now_ms
+from ivr.context import (
+    base_url,
+    desk,
+    initial_maintenance_windows,
+    maintenance_windows,
+    now,
+    now_ms,
+)
 from ivr.security import api_token_ok
-from routing import availability, lockout, maintenance, presence
+from routing import availability, conference, lockout, maintenance, presence
 from routing.announcement import set_announcement
 from routing.roster import advisor_roster
 from routing.stats import team_stats
@@ -79,6 +86,34 @@ def advisor_status(advisor_id: str) -> Response | tuple[Response, int]:
     # The call they ring or talk on; a wrap-up holds no call (as GET /api/advisors says).
     call = state.get("call") if state.get("hold") != "wrapup" else None
     return jsonify({"id": advisor_id, "status": state.get("status"), "call": call or None})
+
+
+@bp.post("/advisors/<advisor_id>/colleague")
+def add_colleague(advisor_id: str) -> tuple[Response, int]:
+    """Bring a colleague (`{"phone": "..."}`, US or Canada) into the advisor's call."""
+    phone = _json_body().get("phone")
+    if not isinstance(phone, str):
+        abort(400, description="phone must be a string")
+    outcome = conference.add_colleague(desk(), advisor_id[:64], phone, base_url(), now_ms())
+    if isinstance(outcome, conference.Refused):
+        return _colleague_refused(outcome)
+    return jsonify({"call": outcome.call_sid, "phone": outcome.phone, "leg": outcome.leg,
+                    "added_by": advisor_id}), 201
+
+
+@bp.delete("/advisors/<advisor_id>/colleague")
+def remove_colleague(advisor_id: str) -> tuple[Response, int]:
+    """Hang up the colleague on the advisor's call (the call goes on)."""
+    outcome = conference.remove_colleague(desk(), advisor_id[:64], now_ms())
+    if isinstance(outcome, conference.Refused):
+        return _colleague_refused(outcome)
+    return jsonify({"call": outcome.call_sid, "leg": outcome.leg, "removed_by": advisor_id}), 200
+
+
+def _colleague_refused(refused: conference.Refused) -> tuple[Response, int]:
+    """400 for a refused number, 502 when Twilio's API did not answer, else 409."""
+    status = 400 if refused.bad_request else 502 if refused.reason == "twilio-unavailable" else 409
+    return jsonify({"error": refused.reason}), status
 
 
 @bp.post("/contacts/<contact_id>/unlock")

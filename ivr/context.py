@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from flask import current_app
+from flask import current_app, request
 
 from config.hours import MaintenanceWindow
 from config.prompts import Prompts
@@ -42,3 +42,9 @@ def maintenance_windows() -> list[MaintenanceWindow]:
     """The posted maintenance windows now: the API's (shared by every process),
     else the file's."""
     return posted_windows(desk(), initial_maintenance_windows())
+
+
+def base_url() -> str:
+    """Where Twilio reaches this service (for absolute URLs given to the REST API):
+    `PUBLIC_BASE_URL`, else the URL this request came in on."""
+    return desk().settings.public_base_url or request.url_root.rstrip("/")

@@ -40,10 +40,11 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 # The call's first webhook opens its state; the status callback ends it
 # (and logs a call whose first webhook failed): both may meet an unknown call.
 OPEN_ENDPOINTS = frozenset({"voice.incoming", "voice.status"})
-# An advisor's leg names the caller's call in `?call=`.
+# An advisor's (or a colleague's) leg names the caller's call in `?call=`.
 LEG_ENDPOINTS = frozenset({
     "voice.whisper", "voice.whisper_accept", "voice.callback_advisor",
     "voice.callback_accept", "voice.callback_dial_result", "voice.callback_status",
+    "voice.conference_join", "voice.conference_ended", "voice.colleague_progress",
 })
 
 

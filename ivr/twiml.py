@@ -187,6 +187,35 @@ def callback_dial(
     return response
 
 
+def join_conference(name: str, call_sid: str, role: str) -> VoiceResponse:
+    """A leg joins the call's conference; leaving ends it for everyone (the contact's
+    leg and the advisor's: nobody is left alone with the colleague)."""
+    response = VoiceResponse()
+    dial = Dial(action=url("/voice/conference/ended", call=call_sid, role=role), method="POST")
+    dial.conference(name, end_conference_on_exit=True, start_conference_on_enter=True,
+                    beep=False)
+    response.append(dial)
+    return response
+
+
+def hold_for_conference(prompts: Prompts, call_sid: str) -> VoiceResponse:
+    """The contact's bridge ended because the call is moving: a sentence, a moment,
+    then their own way into the conference (their REST redirect usually comes first)."""
+    response = VoiceResponse()
+    say(response, prompts, prompts.text("conference.joining"))
+    response.pause(length=2)
+    response.redirect(url("/voice/conference/join", call=call_sid, role="contact"),
+                      method="POST")
+    return response
+
+
+def hang_up() -> VoiceResponse:
+    """`<Hangup/>`: this leg is over."""
+    response = VoiceResponse()
+    response.hangup()
+    return response
+
+
 def leave() -> VoiceResponse:
     """`<Leave/>`: out of the queue; the Enqueue action routes the caller."""
     response = VoiceResponse()

@@ -122,8 +122,12 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
     return route_caller(desk, call_sid, now_ms)
 
 
-def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool:
-    """The advisor pressed the accept key: the call is theirs until it ends."""
+def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int,
+                leg_sid: str = "") -> bool:
+    """The advisor pressed the accept key: the call is theirs until it ends.
+
+    `leg_sid` is the advisor's own leg (the `<Dial>`'s child call), kept so the
+    call can be moved into a conference later."""
     held = presence.hold_for(
         desk.r, advisor_id, call_sid=call_sid, hold="talking",
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
@@ -131,7 +135,7 @@ def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> bool
     if held:
         update_call(
             desk.r, call_sid, whisper="accepted", answered_by=advisor_id, answered_at=now_ms,
-            state="bridged",
+            state="bridged", advisor_leg=leg_sid,
         )
     return held
 

@@ -147,6 +147,36 @@ class Telephony:
         return getattr(call, "sid", None) if outcome is Outcome.DONE else None
 
 
+    def add_participant(self, conference: str, to: str, from_: str,
+                        status_callback: str) -> str | None:
+        """Dial `to` into the conference named `conference` (Twilio's Participants API
+        takes the conference's friendly name and creates the conference if needed);
+        the new leg's CallSid, or None when Twilio refused or kept failing.
+
+        The participant never ends the conference by leaving
+        (`endConferenceOnExit=false`), rings at most the desk's ring timeout, and
+        Twilio posts its `answered` and `completed` call-progress events to
+        `status_callback`.
+        """
+        participants = self.client.api.v2010.account.conferences(conference).participants
+        outcome, participant = self._with_retries(
+            "conference participant",
+            lambda: participants.create(
+                from_=from_, to=to, label="colleague", end_conference_on_exit=False,
+                beep="true", timeout=self._settings.ring_timeout_seconds,
+                status_callback=status_callback, status_callback_method="POST",
+                status_callback_event=["answered", "completed"]))
+        return getattr(participant, "call_sid", None) if outcome is Outcome.DONE else None
+
+    def hang_up(self, call_sid: str) -> Outcome:
+        """End a live call (`Status=completed`); retried like a redirect. GONE when it
+        was already over."""
+        calls = self.client.api.v2010.account.calls
+        outcome, _ = self._with_retries(
+            f"hang-up of {call_sid}", lambda: calls(call_sid).update(status="completed"))
+        return outcome
+
+
 def _logged(task: Callable[[], object]) -> None:
     """Run a background task; a failure is logged, never lost silently."""
     try:

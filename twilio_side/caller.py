@@ -72,6 +72,7 @@ class Caller(Walker):
         recording_base_url: str = "http://emulator",
         extra_params: Mapping[str, str] | None = None,
         attestation: str | None = "TN-Validation-Passed-A",
+        on_call_seconds: float = 0.0,
     ) -> None:
         """Describe the call; `run()` places it.
 
@@ -82,6 +83,11 @@ class Caller(Walker):
         record_ending: "key" (press # and follow the Record action) or "hangup".
         attestation: the `StirVerstat` Twilio posts for the caller ID (SHAKEN/STIR;
         default full attestation), or None for a call that carried none.
+        on_call_seconds: real seconds a bridged caller stays on the line watching
+        the emulator (the call moved into a conference, colleagues dialed in or
+        removed) before the talk ends as `bridged_hangup` says, and as long again
+        once in a conference; 0 (the default) ends the talk at once in simulated
+        time.
         """
         if bridged_hangup not in ("caller", "advisor"):
             raise ValueError("bridged_hangup must be 'caller' or 'advisor'")
@@ -114,6 +120,7 @@ class Caller(Walker):
         self.recording_base_url = recording_base_url.rstrip("/")
         self.extra_params = dict(extra_params or {})
         self.attestation = attestation
+        self.on_call_seconds = on_call_seconds
         self.result = CallResult(self.call_sid, from_number, to_number)
         self._started = 0.0
         self._sim = 0.0
@@ -127,6 +134,12 @@ class Caller(Walker):
         self._call_status = "ringing"
         self._link_broken = False
         self._deferred: list[Fetch] = []
+        self._leg_params: dict[str, str] = {}
+        self._advisor = None
+        self._room = None
+        self._live_until = 0.0
+        self._live_pauses = False
+        self._stashed = None
 
     def run(self) -> CallResult:
         """Place the call and walk it to the end; the result also stays on `self.result`."""

@@ -8,11 +8,12 @@ from urllib.parse import urljoin
 
 from twilio_side.account import API_VERSION, new_sid, queue_sid
 from twilio_side.advisors import AdvisorPolicy
+from twilio_side.conference import AdvisorLeg, Conferencing
 from twilio_side.gather import Gather, Gathering
 from twilio_side.twiml import CallOver, Fetch, int_attr
 
 
-class Dialing(Gathering):
+class Dialing(Gathering, Conferencing):
     """Plays each dialed phone by the advisor policy and walks the advisor's leg."""
 
     policy: AdvisorPolicy
@@ -21,6 +22,7 @@ class Dialing(Gathering):
     advisor_gather_input: Callable[[Gather], str] | None
     _dials: dict[str, int]
     _bridged: bool
+    _leg_params: dict[str, str]
 
     def _dial(self, verb: ET.Element, doc_url: str) -> Fetch | None:
         """`<Dial>`: ring each number by the advisor policy; the action's fetch, or None."""
@@ -29,6 +31,9 @@ class Dialing(Gathering):
         timeout = int_attr(verb.get("timeout"), 30)
         caller_id = verb.get("callerId") or self.from_number
         targets = [c for c in verb if c.tag in ("Number", "Client", "Sip", "Queue", "Conference")]
+        room = next((t for t in targets if t.tag == "Conference"), None)
+        if room is not None:
+            return self._conference(verb, room, doc_url)
         bare = (verb.text or "").strip()
         if not targets and not bare:
             self._fail("<Dial> with nothing to dial", doc_url)
@@ -107,7 +112,6 @@ class Dialing(Gathering):
         self._bridged = True
         self.result.answered_by = answered_by
         self._emit("connect", answered_by, party="caller", detail=str(self.talk_seconds))
-        self._spend(self.talk_seconds)
         params = {
             "DialCallStatus": "completed",
             "DialCallSid": leg_sid,
@@ -115,7 +119,15 @@ class Dialing(Gathering):
             "DialBridged": "true",
             **extra,
         }
-        if self.bridged_hangup == "caller":
+        hangup_by = self.bridged_hangup
+        if self.on_call_seconds > 0 and self.link is not None and self._leg_params:
+            advisor = AdvisorLeg(leg_sid, answered_by, dict(self._leg_params))
+            moved = self._watch_bridge(advisor, action, method, doc_url, params)
+            if moved is not None:
+                return moved
+            hangup_by = "advisor" if advisor.over else hangup_by
+        self._spend(self.talk_seconds)
+        if hangup_by == "caller":
             self._emit("hangup", "after talking", party="caller")
             self._call_status = "completed"
             if action:
@@ -147,6 +159,7 @@ class Dialing(Gathering):
             "Direction": "outbound-dial",
             "ApiVersion": API_VERSION,
         }
+        self._leg_params = base
         fetch: Fetch | None = Fetch(url, "POST", {}, "whisper")
         hops = 0
         while fetch is not None:

@@ -67,6 +67,10 @@ class CallLeg:
 
     def _take_update(self) -> CallUpdate | None:
         """A pending REST update for this call, if the emulator has one."""
+        stashed = getattr(self, "_stashed", None)
+        if stashed is not None:
+            self._stashed = None
+            return stashed
         if self.link is None or self._link_broken:
             return None
         try:
@@ -75,6 +79,17 @@ class CallLeg:
             self._link_broken = True
             self._emit("warning", f"emulator link failed: {exc}", party="service")
             return None
+
+    def _live_pause(self, seconds: float) -> None:
+        """A pause while the call is being moved on a live switch: it lasts in real
+        time, and a REST update ends it (kept for the next fetch), as on Twilio."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            update = self._take_update()
+            if update is not None:
+                self._stashed = update
+                return
+            time.sleep(0.02)
 
     def _apply_update(self, fetch: Fetch) -> Fetch:
         """Before each fetch: a pending REST update replaces the document (applied at once)."""
@@ -221,6 +236,8 @@ class CallLeg:
             length = int_attr(verb.get("length"), 1)
             self._emit("pause", str(length), party=party, detail=detail)
             self._spend(length)
+            if getattr(self, "_live_pauses", False) and not self.realtime:
+                self._live_pause(min(length, 5))
         else:
             return False
         return True

@@ -14,7 +14,7 @@ import requests
 from werkzeug.routing import Rule
 from werkzeug.wrappers import Request, Response
 
-from twilio_side.registry import CallRegistry, CallUpdate
+from twilio_side.registry import CallRegistry, CallUpdate, CreatedCall
 from twilio_side.rest_api import json_response
 
 
@@ -33,12 +33,18 @@ class EmulatorLink(Protocol):
         """The next pending REST update for the call."""
         ...
 
+    def take_participant(self, conference: str) -> CreatedCall | None:
+        """The next participant dialed into the conference through the REST API."""
+        ...
+
 
 def link_rules() -> list[Rule]:
     """The emulator's own routes, for a simulator in another process."""
     return [
         Rule("/_emulator/calls/<sid>", endpoint="link_call", methods=["POST", "DELETE"]),
         Rule("/_emulator/calls/<sid>/redirect", endpoint="link_redirect", methods=["GET"]),
+        Rule("/_emulator/conferences/<name>/participant", endpoint="link_participant",
+             methods=["GET"]),
         Rule("/_emulator/requests", endpoint="link_requests", methods=["GET"]),
         Rule("/_emulator/reset", endpoint="link_reset", methods=["POST"]),
     ]
@@ -66,6 +72,14 @@ class LinkRoutes(CallRegistry):
         if update is None:
             return Response(status=204)
         return json_response(update.to_json())
+
+    def _link_participant(self, request: Request, name: str) -> Response:
+        """`/_emulator/conferences/{name}/participant`: pop a dialed participant (200) or 204."""
+        created = self.take_participant(name)
+        if created is None:
+            return Response(status=204)
+        return json_response({"sid": created.sid, "to": created.to, "from": created.from_,
+                              "status_callback": created.status_callback, "form": created.form})
 
     def _link_requests(self, request: Request) -> Response:
         """`/_emulator/requests`: every recorded API request, as JSON."""
@@ -112,6 +126,10 @@ class InProcessLink:
         """The next pending redirect `(url, method)`, if any."""
         return self.emulator.take_redirect(call_sid)
 
+    def take_participant(self, conference: str) -> CreatedCall | None:
+        """The next participant dialed into the conference, if any."""
+        return self.emulator.take_participant(conference)
+
 
 class HttpLink:
     """The simulator's line to an emulator in another process (`/_emulator/*`)."""
@@ -144,6 +162,19 @@ class HttpLink:
         if response.status_code == 204:
             return None
         return CallUpdate.from_json(response.json())
+
+    def take_participant(self, conference: str) -> CreatedCall | None:
+        """The next participant dialed into the conference, if any."""
+        response = self._session.get(
+            f"{self.base_url}/_emulator/conferences/{quote(conference, safe='')}/participant",
+            timeout=self.timeout)
+        response.raise_for_status()
+        if response.status_code == 204:
+            return None
+        data = response.json()
+        return CreatedCall(sid=data["sid"], to=data["to"], from_=data["from"], url=None,
+                           method="POST", twiml=None, status_callback=data["status_callback"],
+                           form=data["form"], conference=conference)
 
     def take_redirect(self, call_sid: str) -> tuple[str, str] | None:
         """The next pending update as `(url, method)` when it is a redirect."""

@@ -71,6 +71,8 @@ class CreatedCall:
     twiml: str | None
     status_callback: str | None
     form: dict[str, str]
+    # The conference it was dialed into (`Conferences/{name}/Participants.json`).
+    conference: str | None = None
 
 
 @dataclass
@@ -96,6 +98,8 @@ class CallRegistry:
         self._calls: dict[str, LiveCall] = {}
         self._created: list[CreatedCall] = []
         self._faults: deque[int | str] = deque()
+        # Participants dialed into each conference, not yet taken by a simulator.
+        self._joining: dict[str, deque[CreatedCall]] = {}
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -134,6 +138,7 @@ class CallRegistry:
             self._requests.clear()
             self._calls.clear()
             self._created.clear()
+            self._joining.clear()
 
     def register_call(
         self, call_sid: str, *, from_: str = "", to: str = "", direction: str = "inbound"
@@ -176,3 +181,10 @@ class CallRegistry:
                 return None
             update = call.updates.popleft()
             return (update.url or "", update.method)
+
+    def take_participant(self, conference: str) -> CreatedCall | None:
+        """Pop the oldest participant dialed into `conference` that no simulated
+        call has taken yet (the simulator then plays its phone)."""
+        with self._lock:
+            waiting = self._joining.get(conference)
+            return waiting.popleft() if waiting else None

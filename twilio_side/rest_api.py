@@ -12,6 +12,7 @@ import json
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -54,6 +55,11 @@ def api_rules() -> list[Rule]:
     return [
         Rule(f"{api}/Calls.json", endpoint="create_call", methods=["POST"]),
         Rule(f"{api}/Calls/<sid>.json", endpoint="call", methods=["GET", "POST"]),
+        Rule(
+            f"{api}/Conferences/<conference>/Participants.json",
+            endpoint="create_participant",
+            methods=["POST"],
+        ),
         Rule(
             f"{api}/Queues/<queue>/Members/<sid>.json",
             endpoint="member",
@@ -248,4 +254,45 @@ class RestApi(CallRegistry):
             self._calls[created.sid] = call
             self._created.append(created)
             body = self._call_json(call, account)
+        return json_response(body, status=201)
+
+    def _create_participant(self, request: Request, account: str, conference: str) -> Response:
+        """`Conferences/{name or CF sid}/Participants.json`: dial a number into a
+        conference (Twilio creates the conference by friendly name when needed)."""
+        form = request.form
+        if not form.get("To") or not form.get("From"):
+            return twilio_error(400, 21201, "No 'To' or 'From' number is specified")
+        created = CreatedCall(
+            sid=new_sid("CA"),
+            to=form["To"],
+            from_=form["From"],
+            url=None,
+            method="POST",
+            twiml=None,
+            status_callback=form.get("StatusCallback"),
+            form=dict(form.items()),
+            conference=conference,
+        )
+        call = LiveCall(created.sid, status="queued", to=created.to, from_=created.from_,
+                        direction="outbound-api")
+        with self._lock:
+            self._calls[created.sid] = call
+            self._created.append(created)
+            self._joining.setdefault(conference, deque()).append(created)
+        body = {
+            "account_sid": account,
+            "call_sid": created.sid,
+            "conference_sid": "CF" + created.sid[2:],
+            "label": form.get("Label"),
+            "status": "queued",
+            "end_conference_on_exit": form.get("EndConferenceOnExit", "false") == "true",
+            "start_conference_on_enter": form.get("StartConferenceOnEnter", "true") == "true",
+            "muted": False,
+            "hold": False,
+            "coaching": False,
+            "date_created": format_datetime(datetime.now(UTC), usegmt=True),
+            "date_updated": format_datetime(datetime.now(UTC), usegmt=True),
+            "uri": f"/{API_VERSION}/Accounts/{account}/Conferences/{conference}"
+                   f"/Participants/{created.sid}.json",
+        }
         return json_response(body, status=201)

@@ -66,7 +66,21 @@ class TranscriptPrinter:
         if kind == "leave":
             return [f'caller leaves queue "{text}"']
         if kind == "redirect":
-            return [f"call redirected by the REST API to {text}"] if detail == "rest" else []
+            if detail != "rest":
+                return []
+            if party == "advisor":
+                return [f"  advisor's leg redirected by the REST API to {text}"]
+            return [f"call redirected by the REST API to {text}"]
+        if kind == "conference":
+            if detail.startswith("ended"):
+                return [f"conference ends ({detail.removeprefix('ended: ')})"]
+            return [f"{indent}{party} joins the conference"]
+        if kind == "colleague":
+            if detail == "joined":
+                return [f"colleague {text} picks up and joins the conference"]
+            if detail.startswith("left"):
+                return [f"colleague {text} leaves ({detail.removeprefix('left: ')})"]
+            return [f"ringing colleague {text} ... {DIAL_WORDS.get(detail, detail)}"]
         if kind == "record":
             return [f"caller leaves a voicemail ({text}s) -> {event.url}"]
         if kind == "hangup":
@@ -155,6 +169,10 @@ def format_summary(result: CallResult) -> str:
             path.append("left the queue")
         elif event.kind == "record":
             path.append("voicemail")
+        elif event.kind == "conference" and event.detail == "joined" and event.party == "caller":
+            path.append("conference")
+        elif event.kind == "colleague" and event.detail == "joined":
+            path.append(f"colleague {event.text} joined")
         elif event.kind == "error":
             path.append("application error")
     lines = [

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from config.hours import central_date
 from directory import cache_case, record_contact_activity
 from directory.models import CallLog
-from routing import survey
+from routing import conference, survey
 from routing.auth import how_verified
 from routing.call_state import final_status, get_call
 from routing.cases import case_for_call
@@ -167,5 +167,7 @@ def _call_log(call_sid: str, call: dict[str, str], case_number: str | None) -> C
             "queue_failed": call.get("queue_failed") == "1",
             **({"transcription": call["transcription"]} if call.get("transcription") else {}),
             **_survey_details(call),
+            **({"colleagues": conference.colleagues(call)}
+               if any(k.startswith("colleague:") for k in call) else {}),
         },
     )

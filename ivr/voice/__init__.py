@@ -10,6 +10,7 @@ from __future__ import annotations
 from ivr.voice import (  # noqa: F401 - each module adds its webhooks to the blueprint
     after_hours,
     callbacks,
+    conference,
     dialing,
     menu,
     outage,

@@ -13,7 +13,7 @@ from ivr.voice import render
 from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole, whole_arg
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
-from routing import acd, survey, waiting
+from routing import acd, conference, survey, waiting
 from routing.whisper import play_whisper
 
 
@@ -21,6 +21,9 @@ from routing.whisper import play_whisper
 def dial_result() -> Response:
     """The ring of an advisor ended: done if answered, else the next advisor."""
     sid, advisor_id = call_sid(), request.args.get("advisor", "")[:64]
+    moving = conference.moved_out_of_dial(desk(), sid, call_status())
+    if moving is not None:
+        return answer(moving, sid)
     decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
                               whole("DialCallDuration"), now_ms(), call_status=call_status())
     return answer(survey.after_the_advisor(desk(), sid, decision, call_status(), now()), sid)
@@ -45,7 +48,7 @@ def whisper() -> Response:
 def whisper_accept() -> Response:
     """The advisor pressed a key: bridge them, if the caller is still there."""
     sid, advisor_id = leg()
-    if acd.accept_call(desk(), sid, advisor_id, now_ms()):
+    if acd.accept_call(desk(), sid, advisor_id, now_ms(), leg_sid=call_sid()):
         return xml(twiml.bridge())
     return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from flask import request
 
-from ivr.context import desk
-
 MENU_OPTIONS = ("1", "2", "6", "8")
 
 
@@ -63,8 +61,3 @@ def option() -> str:
 def leg() -> tuple[str, str]:
     """An advisor's leg: the caller's CallSid and the advisor (from the URL)."""
     return request.args.get("call", "")[:64], request.args.get("advisor", "")[:64]
-
-
-def base_url() -> str:
-    """Where Twilio reaches this service (for absolute URLs given to the REST API)."""
-    return desk().settings.public_base_url or request.url_root.rstrip("/")

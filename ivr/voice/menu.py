@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask import Response
 
-from ivr.context import desk, maintenance_windows, now, now_ms
-from ivr.voice.form import attempt, base_url, call_sid, form, key
+from ivr.context import base_url, desk, maintenance_windows, now, now_ms
+from ivr.voice.form import attempt, call_sid, form, key
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer
 from routing import menu

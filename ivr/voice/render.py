@@ -9,7 +9,17 @@ from twilio.twiml.voice_response import VoiceResponse
 from config import hours
 from ivr import twiml
 from ivr.context import prompts
-from routing import acd, callbacks, cases, menu, outage, survey, verification, waiting
+from routing import (
+    acd,
+    callbacks,
+    cases,
+    conference,
+    menu,
+    outage,
+    survey,
+    verification,
+    waiting,
+)
 from routing.whisper import Whisper
 
 # What an unverified caller hears first, by `verification.Unverified.why`.
@@ -107,6 +117,12 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
                              num_digits=1, finish_on_key="")
         case survey.SurveyOver(opted_out=opted_out):
             return twiml.goodbye(p, p.text("survey.opted_out" if opted_out else "survey.thanks"))
+        case conference.JoinConference(name=name, role=role):
+            return twiml.join_conference(name, sid, role)
+        case conference.HoldForConference():
+            return twiml.hold_for_conference(p, sid)
+        case conference.LeaveConference():
+            return twiml.hang_up()
         case acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber():
             return twiml.route(p, step, sid, [])
     raise TypeError(f"no TwiML for {step!r}")

@@ -1,0 +1,286 @@
+"""A colleague on the call: the contact's other staff member, brought in by the advisor.
+
+The desk's policy: "If an Authorized Contact needs to involve another staff
+member who is not an authorized contact in a support call, they must
+coordinate the meeting and be present throughout the discussion." So the
+advisor adds the colleague from the console while connected (a US or Canada
+number only: the line pays for the leg, and a premium-rate number is toll
+fraud), the call moves into a Twilio `<Conference>`, and the contact's leg
+ends the conference when it leaves (`endConferenceOnExit`): the colleague is
+never left alone with the advisor. The advisor's leg ends it too (the contact
+and colleague stay on no line of ours without the desk), and the advisor can
+remove the colleague. Who added whom, when the colleague joined and left is
+kept on the call and goes on its log (`details.colleagues`).
+
+How the call moves (Twilio's documented behaviour): redirecting the advisor's
+leg (the `<Dial>`'s child) out of the bridge ends the caller's `<Dial>`, whose
+action is then requested; redirecting the caller's leg (the parent) first
+would hang up the advisor's. So the advisor's leg is redirected first, then
+the contact's; the contact's `<Dial>` action holds them a moment with a
+redirect to the same place, in case the second REST request never lands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+from config.webhooks import CONFERENCE_COLLEAGUE, CONFERENCE_JOIN, webhook_url
+from routing import presence
+from routing.acd import Decision, after_dial, is_final
+from routing.call_state import call_and_end, get_call, update_call
+from routing.changes import announce_change
+from routing.desk import Desk
+from telephony import Outcome
+
+# Where a colleague's phone may be: the line is toll-free in the US and Canada.
+REGIONS = frozenset({"US", "CA"})
+# Numbers that bill the line by the minute to someone else: never dialed.
+_PREMIUM = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
+# Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
+_FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by", "outcome")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The colleague was not added (or removed): `reason` says why, for the advisor.
+
+    reason: "invalid-number", "outside-us-canada", "premium-rate", "not-on-a-call",
+    "callback" (a callback's legs cannot be moved yet), "colleague-on-call",
+    "no-colleague", "call-over" or "twilio-unavailable".
+    """
+
+    reason: str
+
+    @property
+    def bad_request(self) -> bool:
+        """Whether the number itself was refused (else the call's state was)."""
+        return self.reason in ("invalid-number", "outside-us-canada", "premium-rate")
+
+
+@dataclass(frozen=True)
+class ColleagueAdded:
+    """The colleague's phone is ringing into the call's conference."""
+
+    call_sid: str
+    phone: str
+    leg: str
+
+
+@dataclass(frozen=True)
+class ColleagueRemoved:
+    """The colleague's leg was hung up."""
+
+    call_sid: str
+    leg: str
+
+
+@dataclass(frozen=True)
+class JoinConference:
+    """This leg joins the call's conference; leaving it ends the conference when
+    `ends_it` (the contact's and the advisor's legs)."""
+
+    name: str
+    role: str
+    call_sid: str
+    ends_it: bool = True
+
+
+@dataclass(frozen=True)
+class HoldForConference:
+    """The contact's `<Dial>` ended because the advisor's leg moved: a moment, then join."""
+
+    call_sid: str
+
+
+@dataclass(frozen=True)
+class LeaveConference:
+    """Nothing to join (the call is over or never moved): this leg hangs up."""
+
+
+def conference_name(call_sid: str) -> str:
+    """The conference a call moves into (Twilio's friendly name: one per call)."""
+    return f"caseline-{call_sid}"
+
+
+def colleague_number(text: str) -> str | Refused:
+    """The E.164 form of a colleague's number, or why it is refused (a US or Canada
+    number only; US is the default region; premium-rate and shared-cost refused)."""
+    try:
+        number = phonenumbers.parse((text or "")[:40], "US")
+    except NumberParseException:
+        return Refused("invalid-number")
+    if not phonenumbers.is_valid_number(number):
+        return Refused("invalid-number")
+    if phonenumbers.region_code_for_number(number) not in REGIONS:
+        return Refused("outside-us-canada")
+    if phonenumbers.number_type(number) in _PREMIUM:
+        return Refused("premium-rate")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _talking_call(desk: Desk, advisor_id: str) -> tuple[str, dict[str, str]] | Refused:
+    """The live inbound call the advisor is talking on, or why there is none."""
+    state = presence.advisor_state(desk.r, advisor_id)
+    call_sid = state.get("call") or ""
+    if not call_sid or state.get("hold") != "talking":
+        return Refused("not-on-a-call")
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended or not call or call.get("answered_by") != advisor_id:
+        return Refused("not-on-a-call")
+    if call.get("callback") == "1":
+        return Refused("callback")
+    if not call.get("advisor_leg"):
+        return Refused("not-on-a-call")
+    return call_sid, call
+
+
+def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
+                  now_ms: int) -> ColleagueAdded | Refused:
+    """Bring a colleague into the call `advisor_id` is talking on.
+
+    `base` is the service's public base URL (Twilio is sent there). The first
+    colleague moves the call into its conference (both legs redirected through
+    the REST API, the advisor's first); the colleague is then dialed in as a
+    participant. One colleague at a time. Refused (nothing changed) for a number
+    outside the US and Canada, when the advisor is not on a call, or when
+    Twilio's API does not answer.
+    """
+    number = colleague_number(phone_text)
+    if isinstance(number, Refused):
+        return number
+    found = _talking_call(desk, advisor_id)
+    if isinstance(found, Refused):
+        return found
+    call_sid, call = found
+    if call.get("colleague_leg"):
+        return Refused("colleague-on-call")
+    name = conference_name(call_sid)
+    if call.get("conference") != name:
+        update_call(desk.r, call_sid, conference=name, state="conference")
+        moved = desk.telephony.redirect_call(
+            call["advisor_leg"], webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="advisor"))
+        if moved is not Outcome.DONE:
+            # Still bridged as before (or over): nothing moved, nothing to undo on Twilio.
+            update_call(desk.r, call_sid, conference="", state="bridged")
+            return Refused("call-over" if moved is Outcome.GONE else "twilio-unavailable")
+        if not get_call(desk.r, call_sid).get("contact_joined_at"):
+            # If this fails the contact's <Dial> action still brings them in.
+            desk.telephony.redirect_call(
+                call_sid, webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="contact"))
+    leg = desk.telephony.add_participant(
+        name, to=number, from_=call.get("to") or call.get("caller", ""),
+        status_callback=webhook_url(base, CONFERENCE_COLLEAGUE, call=call_sid))
+    if leg is None:
+        return Refused("twilio-unavailable")
+    update_call(desk.r, call_sid, colleague_leg=leg, **{
+        f"colleague:{leg}:phone": number, f"colleague:{leg}:added_by": advisor_id,
+        f"colleague:{leg}:added_at": now_ms})
+    announce_change(desk.r, "advisors")
+    return ColleagueAdded(call_sid, number, leg)
+
+
+def remove_colleague(desk: Desk, advisor_id: str, now_ms: int) -> ColleagueRemoved | Refused:
+    """Hang up the colleague on the call `advisor_id` is talking on (the call goes on)."""
+    found = _talking_call(desk, advisor_id)
+    if isinstance(found, Refused):
+        return found
+    call_sid, call = found
+    leg = call.get("colleague_leg") or ""
+    if not leg:
+        return Refused("no-colleague")
+    outcome = desk.telephony.hang_up(leg)
+    if outcome not in (Outcome.DONE, Outcome.GONE):
+        return Refused("twilio-unavailable")
+    update_call(desk.r, call_sid, colleague_leg="", **{
+        f"colleague:{leg}:removed_by": advisor_id, f"colleague:{leg}:left_at": now_ms})
+    announce_change(desk.r, "advisors")
+    return ColleagueRemoved(call_sid, leg)
+
+
+def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
+         now_ms: int) -> JoinConference | LeaveConference:
+    """A leg redirected into the call's conference: join it, unless the call is over."""
+    call, ended = call_and_end(desk.r, call_sid)
+    name = call.get("conference") or ""
+    if ended or not name or is_final(call_status) or role not in ("advisor", "contact"):
+        return LeaveConference()
+    if role == "contact":
+        update_call(desk.r, call_sid, contact_joined_at=now_ms)
+    elif leg_sid:
+        update_call(desk.r, call_sid, advisor_leg=leg_sid)
+    return JoinConference(name, role, call_sid)
+
+
+def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str) -> HoldForConference | None:
+    """The contact's `<Dial>` ended because the advisor's leg was moved into the
+    conference: hold the contact a moment (their own redirect is on its way), or
+    None when the call is not moving (the ring's end is the ACD's)."""
+    call = get_call(desk.r, call_sid)
+    if not call.get("conference") or is_final(call_status) or call.get("contact_joined_at"):
+        return None
+    return HoldForConference(call_sid)
+
+
+def after_conference(desk: Desk, call_sid: str, role: str, call_status: str,
+                     now_ms: int) -> Decision | LeaveConference:
+    """A leg's `<Dial><Conference>` ended. For the contact still on the line the
+    advisor left (the conference ended with them): the call is over as an answered
+    call's `<Dial>` is, survey included. The advisor's leg and a contact who hung
+    up (the status callback frees the advisor) get nothing more."""
+    call = get_call(desk.r, call_sid)
+    advisor_id = call.get("answered_by") or ""
+    if role != "contact" or is_final(call_status) or not advisor_id:
+        return LeaveConference()
+    answered_at = int(call.get("answered_at") or now_ms)
+    talk = max(0, (now_ms - answered_at) // 1000)
+    return after_dial(desk, call_sid, advisor_id, "completed", talk, now_ms, call_status)
+
+
+def colleague_status(desk: Desk, call_sid: str, leg: str, call_status: str,
+                     now_ms: int) -> None:
+    """A colleague's call-progress event (Twilio's `CallStatus` of their leg):
+    `in-progress` they joined; a final status they left (or never answered)."""
+    call = get_call(desk.r, call_sid)
+    if not call or not leg or f"colleague:{leg}:phone" not in call:
+        return
+    if call_status in ("in-progress", "answered"):
+        update_call(desk.r, call_sid, **{f"colleague:{leg}:joined_at": now_ms})
+    elif is_final(call_status):
+        fields: dict[str, str | int] = {f"colleague:{leg}:outcome": call_status}
+        if not call.get(f"colleague:{leg}:left_at"):
+            fields[f"colleague:{leg}:left_at"] = now_ms
+        if call.get("colleague_leg") == leg:
+            fields["colleague_leg"] = ""
+        update_call(desk.r, call_sid, **fields)
+    else:
+        return
+    announce_change(desk.r, "advisors")
+
+
+def colleagues(call: dict[str, str]) -> list[dict[str, str | None]]:
+    """The colleagues a call had, in the order they were added: phone (E.164),
+    leg (CallSid), added_by (advisor id), added_at / joined_at / left_at (ISO 8601,
+    UTC; None when it did not happen), removed_by (advisor id or None), outcome
+    (Twilio's final status of the leg, or None while on the call)."""
+    legs = {name.split(":")[1] for name in call if name.startswith("colleague:")}
+    found: list[dict[str, str | None]] = []
+    for leg in legs:
+        entry: dict[str, str | None] = {"leg": leg}
+        for field in _FIELDS:
+            value = call.get(f"colleague:{leg}:{field}") or None
+            entry[field] = _iso(value) if value and field.endswith("_at") else value
+        found.append(entry)
+    return sorted(found, key=lambda e: e.get("added_at") or "")
+
+
+def _iso(ms: str) -> str | None:
+    """A millisecond timestamp as ISO 8601 in UTC."""
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat()
+    except ValueError:
+        return None
+
