@@ -265,12 +265,22 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
 @click.option("--attestation", type=click.Choice(["A", "B", "C", "failed", "none"]),
               default="A", show_default=True,
               help="The SHAKEN/STIR attestation of the caller ID (Twilio's StirVerstat).")
+@click.option("--hangup", type=click.Choice(["caller", "advisor"]), default="caller",
+              show_default=True,
+              help="Who ends a connected call (advisor: an eligible contact hears the survey).")
+@click.option("--colleague", default=None, metavar="NUMBER",
+              help="Once connected, the advisor adds this colleague from the console "
+                   "(needs CASELINE_API_TOKEN): the call moves into a conference.")
+@click.option("--on-call", type=float, default=None, metavar="SECONDS",
+              help="Real seconds a connected caller stays on the line (default 2 with "
+                   "--colleague, else 0).")
 @click.option("--speak", is_flag=True, help="Speak the prompts aloud with espeak-ng.")
 @click.option("--wav", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="Write every prompt heard into one WAV file (espeak-ng).")
 def call(from_number: str, keys: str | None, advisor: str | None, expect: str | None,
          url: str | None, token: str | None, to_number: str | None, max_wait: float | None,
-         emulator: str | None, attestation: str, speak: bool, wav: Path | None) -> None:
+         emulator: str | None, attestation: str, hangup: str, colleague: str | None,
+         on_call: float | None, speak: bool, wav: Path | None) -> None:
     """Place a call on caseline from the terminal, walking its TwiML as Twilio does."""
     _require_twilio_side("call")
     from caseline.terminal_caller import CallOptions, run_call
@@ -278,6 +288,7 @@ def call(from_number: str, keys: str | None, advisor: str | None, expect: str | 
     options = CallOptions(from_number=from_number, keys=keys, advisor=advisor, expect=expect,
                           url=url, token=token, max_wait=max_wait, emulator=emulator,
                           speak=speak, wav=str(wav) if wav else None, attestation=attestation,
+                          hangup=hangup, colleague=colleague, on_call=on_call,
                           **({"to": to_number} if to_number else {}))
     sys.exit(run_call(options, settings=_settings()))
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TextIO
 
+from caseline.console_hand import ColleagueAdder
 from config.settings import Settings
 from twilio_side import (
     ADVISOR_ACTIONS,
@@ -79,6 +80,12 @@ class CallOptions:
     speak: bool = False
     wav: str | None = None
     attestation: str = "A"
+    # Who ends a connected call ("caller", or "advisor": the survey follows).
+    hangup: str = "caller"
+    # A colleague the advisor adds from the console once connected (the conference).
+    colleague: str | None = None
+    # Real seconds a connected caller stays on the line (default 2 with a colleague).
+    on_call: float | None = None
 
     @classmethod
     def coerce(cls, options: CallOptions | Mapping[str, Any] | Any) -> CallOptions:
@@ -379,6 +386,9 @@ def run_call(
     except (ValueError, TypeError) as exc:
         print(f"caseline call: {exc}", file=err)
         return 2
+    if opts.hangup not in ("caller", "advisor"):
+        print("caseline call: --hangup must be caller or advisor", file=err)
+        return 2
     if opts.expect is not None and opts.expect not in OUTCOMES:
         print(f"caseline call: --expect must be one of {', '.join(OUTCOMES)}", file=err)
         return 2
@@ -405,6 +415,9 @@ def run_call(
     if not unattended:
         terminal.say("(type the keys of each question, then Enter; Ctrl-C hangs up)")
     interrupted = False
+    hand = (ColleagueAdder(base_url, settings.api_token or "", opts.colleague, terminal.say)
+            if opts.colleague else None)
+    on_call = opts.on_call if opts.on_call is not None else (2.0 if hand else 0.0)
     with HttpTransport(base_url, auth_token=token) as transport:
         caller = Caller(
             transport,
@@ -422,7 +435,13 @@ def run_call(
             gather_input=None if unattended else terminal.gather,
             advisor_gather_input=None if unattended or opts.advisor else terminal.advisor_gather,
             attestation=STIR_VERSTAT[opts.attestation],
+            bridged_hangup=opts.hangup,
+            on_call_seconds=on_call if link is not None else 0.0,
         )
+        if hand is not None:
+            # The advisor's console acts once the caller is connected.
+            caller.on_event = lambda event: (terminal.on_event(event),
+                                             hand.on_event(event, caller.call_sid))
         try:
             result = caller.run()
         except KeyboardInterrupt:
@@ -461,6 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--emulator", default=None, help="Twilio emulator URL")
     parser.add_argument("--speak", action="store_true", help="speak the prompts (espeak-ng)")
     parser.add_argument("--wav", default=None, help="write the prompts heard into this WAV file")
+    parser.add_argument("--hangup", choices=("caller", "advisor"), default="caller",
+                        help="who ends a connected call (advisor: the survey follows)")
+    parser.add_argument("--colleague", default=None,
+                        help="a colleague the advisor adds once connected (a conference)")
+    parser.add_argument("--on-call", dest="on_call", type=float, default=None,
+                        help="real seconds a connected caller stays on the line")
     return parser
 
 

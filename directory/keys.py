@@ -134,6 +134,12 @@ def survey_overall(team: str, day: str) -> str:
     return f"{PREFIX}:survey:overall:{team}:{day}"
 
 
+def survey_overall_of_advisor(advisor_id: str, day: str) -> str:
+    """Hash {answers, satisfied}: "overall" survey answers (and those of 4 or 5) of the
+    calls an advisor answered, on a day (ISO date, Central)."""
+    return f"{PREFIX}:survey:overall-advisor:{advisor_id}:{day}"
+
+
 def families_on(day: str) -> str:
     """String counter: callers who took the families' message on a day (ISO date, Central)."""
     return f"{PREFIX}:families:{day}"

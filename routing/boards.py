@@ -10,12 +10,13 @@ from typing import Any
 
 from config.hours import MaintenanceWindow
 from directory.call_logs import calls_answered_by, calls_on_case
-from routing import presence
+from routing import conference, presence
 from routing.announcement import current_announcement
 from routing.call_state import get_call
 from routing.desk import Desk
 from routing.roster import advisor_roster
 from routing.stats import SERVICE_LEVEL_SECONDS, day_bounds, hourly, team_stats
+from routing.survey import advisor_satisfaction
 from routing.waiting import waiting_callers
 from routing.whisper import call_facts
 
@@ -41,7 +42,8 @@ def seconds_since(state: dict[str, str], now_ms: int) -> int | None:
 
 
 def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
-    """An advisor's page: presence and time in it, the current call's card, today's calls."""
+    """An advisor's page: presence and time in it, the current call's card (with its
+    colleague, if any), today's calls and their own 30-day survey figure."""
     now_ms = int(now.timestamp() * 1000)
     state = presence.advisor_state(desk.r, advisor_id)
     label = presence_label(state)
@@ -53,6 +55,11 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
             card = asdict(call_facts(call))
             earlier = calls_on_case(desk.session_factory, card["case"]) if card["case"] else []
             card["previous_calls"] = earlier[::-1][:PREVIOUS_CALLS]
+            # On the call (not ringing): a colleague may be added, or is on it.
+            card["talking"] = state.get("hold") == "talking" and call.get("callback") != "1"
+            leg = call.get("colleague_leg") or ""
+            card["colleague"] = next(
+                (c for c in conference.colleagues(call) if c["leg"] == leg), None)
     start, end = day_bounds(now)
     return {
         "id": advisor_id,
@@ -65,6 +72,7 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         "seconds": seconds_since(state, now_ms),
         "card": card,
         "calls_today": calls_answered_by(desk.session_factory, advisor_id, start, end),
+        "survey": advisor_satisfaction(desk, advisor_id, now),
     }
 
 

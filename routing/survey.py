@@ -10,6 +10,7 @@ its log; the day's counts of "overall" answers feed `/api/stats`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -87,7 +88,9 @@ def answer(
     if len(digits) == 1 and digits in "12345":
         update_call(desk.r, call_sid, **{f"survey_{name}": digits})
         if name == "overall":
-            _count_overall(desk, get_call(desk.r, call_sid).get("team") or "", digits, now)
+            call = get_call(desk.r, call_sid)
+            _count_overall(desk, call.get("team") or "", call.get("answered_by") or "", digits,
+                           now)
     if question + 1 < len(QUESTIONS):
         return AskSurvey(question + 1)
     return SurveyOver()
@@ -98,27 +101,47 @@ def answers(call: dict[str, str]) -> dict[str, int]:
     return {q: int(call[f"survey_{q}"]) for q in QUESTIONS if call.get(f"survey_{q}")}
 
 
-def _count_overall(desk: Desk, team: str, digits: str, now: datetime) -> None:
-    """Count an "overall" answer on the day's figures of the call's team."""
-    key = keys.survey_overall(team or "general", central_date(now).isoformat())
+def _count_overall(desk: Desk, team: str, advisor_id: str, digits: str, now: datetime) -> None:
+    """Count an "overall" answer on the day's figures of the call's team and advisor."""
+    day = central_date(now).isoformat()
     pipe = desk.r.pipeline(transaction=False)
-    pipe.hincrby(key, "answers", 1)
-    if digits in "45":
-        pipe.hincrby(key, "satisfied", 1)
-    pipe.expire(key, _COUNTS_TTL_SECONDS)
+    counted = [keys.survey_overall(team or "general", day)]
+    if advisor_id:
+        counted.append(keys.survey_overall_of_advisor(advisor_id, day))
+    for key in counted:
+        pipe.hincrby(key, "answers", 1)
+        if digits in "45":
+            pipe.hincrby(key, "satisfied", 1)
+        pipe.expire(key, _COUNTS_TTL_SECONDS)
     pipe.execute()
 
 
 def overall_satisfaction(desk: Desk, team: str, now: datetime) -> float | None:
     """The share of 4 and 5 on "overall" over the last 30 days (Central dates, today
     included) for `team`; None before any answer."""
+    share, _ = _over_30_days(desk, lambda day: keys.survey_overall(team, day), now)
+    return share
+
+
+def advisor_satisfaction(desk: Desk, advisor_id: str,
+                         now: datetime) -> dict[str, float | int | None]:
+    """An advisor's own figure for the console: `{"overall_satisfied_30d": share of 4
+    and 5 on "overall" over the last 30 days (None before any answer), "answers":
+    how many, "target": 0.95}`."""
+    share, total = _over_30_days(
+        desk, lambda day: keys.survey_overall_of_advisor(advisor_id, day), now)
+    return {"overall_satisfied_30d": share, "answers": total, "target": TARGET}
+
+
+def _over_30_days(desk: Desk, key_of: Callable[[str], str],
+                  now: datetime) -> tuple[float | None, int]:
+    """(share satisfied or None, answers) summed over the 30 days' counts."""
     today = central_date(now)
     pipe = desk.r.pipeline(transaction=False)
     for days in range(EVERY_DAYS):
-        pipe.hmget(keys.survey_overall(team, (today - timedelta(days=days)).isoformat()),
-                   "answers", "satisfied")
+        pipe.hmget(key_of((today - timedelta(days=days)).isoformat()), "answers", "satisfied")
     total = satisfied = 0
     for got, happy in pipe.execute():
         total += int(got or 0)
         satisfied += int(happy or 0)
-    return round(satisfied / total, 4) if total else None
+    return (round(satisfied / total, 4) if total else None), total

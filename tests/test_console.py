@@ -340,3 +340,60 @@ def test_the_wallboard_shows_who_asked_for_a_callback(client, desk, accounts):
     page = client.get("/console/wallboard").get_data(as_text=True)
     rows = dict(re.findall(r'data-call="(CA-[a-z]+)".*?class="callback">([a-z]*)<', page, re.S))
     assert rows == {"CA-waits": "", "CA-callback": "requested"}
+
+
+def test_the_advisor_adds_and_removes_a_colleague_from_the_card(app, phone, desk, accounts):
+    import threading
+
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    page.post("/console/advisors/A7/presence",
+              data={"status": "available", "csrf_token": csrf_of(page, "/console/advisor")})
+    caller = phone.caller(PAT, "1 2024117#", on_call_seconds=3.0)
+    thread = threading.Thread(target=caller.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while presence.advisor_state(desk.r, "A7").get("hold") != "talking":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    token = csrf_of(page, "/console/advisor")
+    abroad = page.post("/console/advisors/A7/colleague",
+                       data={"phone": "+44 20 7946 0958", "csrf_token": token})
+    assert abroad.status_code == 400
+    assert "Only a US or Canada number can be added." in abroad.get_data(as_text=True)
+    added = page.post("/console/advisors/A7/colleague",
+                      data={"phone": "612 555 0177", "csrf_token": token})
+    assert added.status_code == 302
+    card = page.get("/console/advisor/live").get_data(as_text=True)
+    assert re.search(r'id="colleague">\+16125550177: (ringing|on the call), added by A7<', card)
+    # Another advisor cannot act on A7's call.
+    assert page.post("/console/advisors/A2/colleague/remove",
+                     data={"csrf_token": token}).status_code == 403
+    assert page.post("/console/advisors/A7/colleague/remove",
+                     data={"csrf_token": token}).status_code == 302
+    card = page.get("/console/advisor/live").get_data(as_text=True)
+    assert 'id="colleague-phone"' in card  # free to add another
+    thread.join(20)
+    left = [e for e in caller.result.events("colleague") if e.detail.startswith("left")]
+    assert [e.detail for e in left] == ["left: removed through the REST API"]
+
+
+def test_the_advisor_sees_their_own_survey_figure(app, phone, desk, accounts):
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    live = page.get("/console/advisor/live").get_data(as_text=True)
+    assert "No survey answers for your calls in the last 30 days." in live
+    for overall in ("5", "2"):
+        make_available(desk, "A7")
+        phone.call(PAT, f"1 2024117# # # # # {overall}", bridged_hangup="advisor")
+        run_jobs(desk)
+        # The 30-day rule: this test is about counting, so the earlier survey is forgotten.
+        with desk.session_factory() as db, db.begin():
+            for log in db.query(CallLog):
+                log.details = {}
+    live = page.get("/console/advisor/live").get_data(as_text=True)
+    assert re.search(r'id="survey">50.0% rated the overall service 4 or 5 over the last 30 '
+                     r'days \(2 answers; the desk.s target is above 95%\)', live)
+    other = app.test_client()
+    sign_in(other, "A2", PASSWORD)
+    assert "No survey answers" in other.get("/console/advisor/live").get_data(as_text=True)

@@ -77,11 +77,10 @@ class Conferencing(CallLeg):
 
     def _watch_bridge(self, advisor: AdvisorLeg, action: str | None, method: str,
                       doc_url: str, params: Mapping[str, str]) -> Fetch | None:
-        """Stay bridged in real time: None when the talk ends as usual, else the
-        caller's next fetch (the call moved)."""
+        """Stay bridged in real time (the advisor's leg registered at the emulator):
+        None when the talk ends as usual, else the caller's next fetch (the call moved)."""
         self._advisor = advisor
         self._live_until = time.monotonic() + self.on_call_seconds
-        self._link_leg(advisor.sid, "register", advisor.number)
         while time.monotonic() < self._live_until:
             # The advisor's leg first: when both legs have an update waiting, the
             # advisor's was asked for first (the service moves the child first).

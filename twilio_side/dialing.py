@@ -111,6 +111,11 @@ class Dialing(Gathering, Conferencing):
         """The caller talks; then whoever hangs up first ends the bridge."""
         self._bridged = True
         self.result.answered_by = answered_by
+        advisor = None
+        if self.on_call_seconds > 0 and self.link is not None and self._leg_params:
+            # The advisor's leg is live at the switch from the bridge on (REST can move it).
+            advisor = AdvisorLeg(leg_sid, answered_by, dict(self._leg_params))
+            self._link_leg(advisor.sid, "register", advisor.number)
         self._emit("connect", answered_by, party="caller", detail=str(self.talk_seconds))
         params = {
             "DialCallStatus": "completed",
@@ -120,8 +125,7 @@ class Dialing(Gathering, Conferencing):
             **extra,
         }
         hangup_by = self.bridged_hangup
-        if self.on_call_seconds > 0 and self.link is not None and self._leg_params:
-            advisor = AdvisorLeg(leg_sid, answered_by, dict(self._leg_params))
+        if advisor is not None:
             moved = self._watch_bridge(advisor, action, method, doc_url, params)
             if moved is not None:
                 return moved

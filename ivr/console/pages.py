@@ -14,8 +14,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 import directory
-from ivr.context import desk, maintenance_windows, now, now_ms
-from routing import availability, presence
+from ivr.context import base_url, desk, maintenance_windows, now, now_ms
+from routing import availability, conference, presence
 from routing.announcement import set_announcement
 from routing.boards import advisor_board, wallboard
 from routing.sign_in import sign_in
@@ -122,6 +122,52 @@ def set_presence(advisor_id: str) -> Response:
     else:
         presence.make_unavailable(d.r, advisor_id, "busy", now_ms=now_ms())
     return redirect(url_for("console.advisor_page"))
+
+
+# What the advisor reads when a colleague could not be added or removed.
+COLLEAGUE_REFUSALS = {
+    "invalid-number": "That is not a valid phone number.",
+    "outside-us-canada": "Only a US or Canada number can be added.",
+    "premium-rate": "Premium-rate numbers cannot be dialed.",
+    "not-on-a-call": "You are not talking on a call.",
+    "callback": "A colleague cannot be added to a callback yet.",
+    "colleague-on-call": "A colleague is already on the call: remove them first.",
+    "no-colleague": "There is no colleague on the call.",
+    "call-over": "The call is over.",
+    "twilio-unavailable": "The phone service did not answer; try again.",
+}
+
+
+@bp.post("/advisors/<advisor_id>/colleague")
+@signed_in()
+def add_colleague(advisor_id: str) -> Response | tuple[str, int]:
+    """Bring a colleague into one's own call (`phone`, US or Canada)."""
+    if advisor_id != session["advisor"]:
+        abort(403)
+    outcome = conference.add_colleague(desk(), advisor_id, request.form.get("phone", "")[:40],
+                                       base_url(), now_ms())
+    if isinstance(outcome, conference.Refused):
+        return _refused_colleague(outcome)
+    return redirect(url_for("console.advisor_page"))
+
+
+@bp.post("/advisors/<advisor_id>/colleague/remove")
+@signed_in()
+def remove_colleague(advisor_id: str) -> Response | tuple[str, int]:
+    """Hang up the colleague on one's own call."""
+    if advisor_id != session["advisor"]:
+        abort(403)
+    outcome = conference.remove_colleague(desk(), advisor_id, now_ms())
+    if isinstance(outcome, conference.Refused):
+        return _refused_colleague(outcome)
+    return redirect(url_for("console.advisor_page"))
+
+
+def _refused_colleague(refused: conference.Refused) -> tuple[str, int]:
+    """The advisor's page again, saying why (400 for the number, else 409)."""
+    return render_template("console/advisor.html", board=_own_board(),
+                           notice=COLLEAGUE_REFUSALS[refused.reason]), (
+        400 if refused.bad_request else 409)
 
 
 @bp.get("/wallboard")
