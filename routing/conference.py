@@ -261,6 +261,23 @@ def colleague_status(desk: Desk, call_sid: str, leg: str, call_status: str,
     announce_change(desk.r, "advisors")
 
 
+def legs_left_behind(desk: Desk, call_sid: str) -> list[str]:
+    """The contact's call is over: the legs of its conference that may still be up
+    (the advisor's, a colleague's), to hang up. The contact's leaving ends the
+    conference only once they had joined it; a contact gone mid-move would leave
+    the advisor alone in an empty conference."""
+    call = get_call(desk.r, call_sid)
+    if not call.get("conference"):
+        return []
+    return [leg for leg in (call.get("advisor_leg"), call.get("colleague_leg")) if leg]
+
+
+def hang_up_legs(desk: Desk, legs: list[str]) -> None:
+    """Hang up each leg (one already over is fine: Twilio answers "gone")."""
+    for leg in legs:
+        desk.telephony.hang_up(leg)
+
+
 def colleagues(call: dict[str, str]) -> list[dict[str, str | None]]:
     """The colleagues a call had, in the order they were added: phone (E.164),
     leg (CallSid), added_by (advisor id), added_at / joined_at / left_at (ISO 8601,

@@ -198,3 +198,31 @@ def test_twilio_unavailable_leaves_the_call_as_it_was(phone, desk, lakeview, cli
     result = caller.result
     assert result.events("conference") == [] and result.answered_by and result.error is None
 
+
+
+def test_a_contact_gone_while_the_call_moves_leaves_no_leg_behind(
+        phone, desk, lakeview, client, emulator):
+    from tests.test_real_world import post
+
+    make_available(desk, "A7")
+    caller, thread = _call_in_thread(phone, 1.5)
+    sid = _talking(desk)
+    assert client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE},
+                       headers=API).status_code == 201
+    call = get_call(desk.r, sid)
+    legs = {call["advisor_leg"], call["colleague_leg"]}
+    # Twilio reports Pat's call over before Pat was in the conference: the advisor
+    # would sit alone in it, and the colleague with them.
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "40", "From": PAT, "To": "+18005550100"})
+    def hung_up() -> set:
+        return {r.call_sid for r in emulator.requests
+                if r.form.get("Status") == "completed" and r.status == 200}
+    # After the status callback is answered, on the web process's REST pool.
+    _until(lambda: legs <= hung_up())
+    # A repeated status callback asks nothing more of Twilio.
+    before = len(emulator.requests)
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "40", "From": PAT, "To": "+18005550100"})
+    assert len(emulator.requests) == before
+    thread.join(20)

@@ -12,7 +12,7 @@ from ivr.voice.form import call_sid, form, whole
 from ivr.voice.hooks import bp
 from ivr.voice.render import xml
 from jobs.queues import enqueue_call_log
-from routing import acd
+from routing import acd, conference
 from routing.call_state import final_status, get_call
 
 
@@ -25,4 +25,9 @@ def status() -> Response:
         enqueue_call_log(desk().job_redis, sid)
         call = get_call(desk().r, sid)
         count_call(call, final_status(call))
+        legs = conference.legs_left_behind(desk(), sid)
+        if legs:
+            # After Twilio has its answer: the REST requests may take a while.
+            d = desk()
+            d.telephony.later(lambda: conference.hang_up_legs(d, legs))
     return xml(twiml.empty())
