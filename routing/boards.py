@@ -14,6 +14,7 @@ from routing import conference, presence
 from routing.announcement import current_announcement
 from routing.call_state import get_call
 from routing.desk import Desk
+from routing.maintenance import upcoming_windows
 from routing.roster import advisor_roster
 from routing.stats import SERVICE_LEVEL_SECONDS, day_bounds, hourly, team_stats
 from routing.survey import advisor_satisfaction
@@ -80,7 +81,8 @@ def wallboard(desk: Desk, now: datetime,
               windows: list[MaintenanceWindow] | None = None) -> dict[str, Any]:
     """The supervisors' wallboard: each team's queue, each advisor's state, service level,
     today's figures by the hour (`hourly`, against the `promise_seconds` of the speed of
-    answer), the known-incident announcement and the posted maintenance windows not yet over."""
+    answer), the known-incident announcement, the posted maintenance windows not yet over
+    and the next four outage-risk windows (posted or the cadence's)."""
     now_ms = int(now.timestamp() * 1000)
     advisors = advisor_roster(desk.r, now_ms, desk.session_factory)
     for advisor in advisors:
@@ -91,4 +93,5 @@ def wallboard(desk: Desk, now: datetime,
             "stats": team_stats(desk, now), "hourly": hourly(desk.session_factory, now),
             "promise_seconds": SERVICE_LEVEL_SECONDS, "announcement": current_announcement(desk.r),
             "maintenance": sorted((w for w in windows or [] if w.end > now),
-                                  key=lambda w: w.start)}
+                                  key=lambda w: w.start),
+            "upcoming": upcoming_windows(windows or [], now)}

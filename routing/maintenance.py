@@ -11,12 +11,12 @@ on one Saturday, Central Time; `outage` true is the outage-risk kind (the
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow
+from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow, cadence_saturdays
 from directory.windows import store_windows, stored_windows
 from routing.desk import Desk
 
@@ -128,3 +128,66 @@ def replace_windows(desk: Desk, body: object, initial: list[MaintenanceWindow],
     store_windows(desk.session_factory, desk.r, [_stored(w) for w in windows],  # type: ignore[arg-type]
                   now, previous=previous, actor=actor)
     return windows
+
+
+def _as_body(window: MaintenanceWindow) -> dict[str, Any]:
+    """A posted window as `PUT /api/maintenance` takes it (note included)."""
+    return {"start": window.start.isoformat(), "end": window.end.isoformat(),
+            "outage": window.kind == OUTAGE_RISK, "note": window.note}
+
+
+def post_window(desk: Desk, item: dict[str, Any], initial: list[MaintenanceWindow],
+                now: datetime, *, actor: str) -> list[MaintenanceWindow]:
+    """Post one more window (`item` as one entry of `PUT /api/maintenance`), keeping
+    the others; WindowsRefused (nothing changed) when it breaks the rule."""
+    body = [_as_body(w) for w in posted_windows(desk, initial)] + [item]
+    try:
+        _parse(item)
+    except ValueError as error:
+        raise WindowsRefused([f"the new window ({item.get('start')}): {error}"]) from None
+    return replace_windows(desk, body, initial, now, actor=actor)
+
+
+def withdraw_window(desk: Desk, start: str, initial: list[MaintenanceWindow],
+                    now: datetime, *, actor: str) -> list[MaintenanceWindow]:
+    """Withdraw the posted window(s) starting at `start` (ISO 8601); the others stay."""
+    kept = [w for w in posted_windows(desk, initial) if w.start.isoformat() != start]
+    return replace_windows(desk, [_as_body(w) for w in kept], initial, now, actor=actor)
+
+
+def upcoming_windows(posted: list[MaintenanceWindow], now: datetime,
+                     count: int = 4) -> list[MaintenanceWindow]:
+    """The next `count` outage-risk windows not yet over, soonest first: the posted
+    ones between the first and last posted dates (the operators' calendar is
+    authoritative there), the every-other-Saturday cadence (00:00-06:00 Central)
+    outside them, as the line's notices use them; times in Central."""
+    days = [w.day for w in posted]
+    first, last = (min(days), max(days)) if days else (None, None)
+    found = [w for w in posted if w.kind == OUTAGE_RISK and w.end > now]
+    today = now.astimezone(CENTRAL).date()
+    for day in cadence_saturdays(today, today + timedelta(days=14 * (count + 1))):
+        if first is not None and last is not None and first <= day <= last:
+            continue
+        found.append(MaintenanceWindow(datetime.combine(day, time(0), tzinfo=CENTRAL),
+                                       datetime.combine(day, time(6), tzinfo=CENTRAL),
+                                       OUTAGE_RISK, "release cadence"))
+    soonest = sorted((w for w in found if w.end > now), key=lambda w: w.start)[:count]
+    return [MaintenanceWindow(w.start.astimezone(CENTRAL), w.end.astimezone(CENTRAL), w.kind,
+                              w.note) for w in soonest]
+
+
+def window_from_form(day: str, start: str, end: str, outage: bool, note: str) -> dict[str, Any]:
+    """A window typed on the wallboard (a date, two Central clock times) as one entry
+    of `PUT /api/maintenance`; WindowsRefused saying which field is unreadable."""
+    try:
+        when = date.fromisoformat(day.strip())
+    except ValueError:
+        raise WindowsRefused([f"the date {day!r} is not YYYY-MM-DD"]) from None
+    moments = []
+    for name, value in (("start", start), ("end", end)):
+        try:
+            clock = time.fromisoformat(value.strip())
+        except ValueError:
+            raise WindowsRefused([f"the {name} time {value!r} is not HH:MM"]) from None
+        moments.append(datetime.combine(when, clock, tzinfo=CENTRAL).isoformat())
+    return {"start": moments[0], "end": moments[1], "outage": outage, "note": note[:200]}

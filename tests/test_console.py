@@ -397,3 +397,53 @@ def test_the_advisor_sees_their_own_survey_figure(app, phone, desk, accounts):
     other = app.test_client()
     sign_in(other, "A2", PASSWORD)
     assert "No survey answers" in other.get("/console/advisor/live").get_data(as_text=True)
+
+
+def test_the_wallboard_lists_the_next_four_outage_risk_windows(app, client, accounts):
+    central = timedelta(hours=6)
+    # The operators posted one window, off the cadence: Saturday 12 December 01:00-05:00.
+    moved = datetime(2026, 12, 12, 1, 0, tzinfo=UTC) + central
+    app.extensions["caseline.maintenance"] = [
+        MaintenanceWindow(moved, moved + timedelta(hours=4), "outage-risk", "moved release")]
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    listed = re.search(r'<ul id="upcoming-maintenance">(.*?)</ul>', page, re.S)
+    assert listed is not None
+    days = re.findall(r"<li>\w{3} (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})", listed.group(1))
+    # The cadence outside the posted dates (every other Saturday from 6 January 2024),
+    # the posted window on its date.
+    assert days == [("2026-12-05", "00:00"), ("2026-12-12", "01:00"),
+                    ("2026-12-19", "00:00"), ("2027-01-02", "00:00")]
+
+
+def test_a_supervisor_posts_and_withdraws_a_window_and_a_weekday_is_refused(
+        app, client, accounts):
+    app.extensions["caseline.maintenance"] = []
+    api = app.test_client()
+    headers = {"Authorization": "Bearer test-api-token"}
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    token = csrf_of(client, "/console/wallboard")
+    thursday = client.post("/console/maintenance", data={
+        "csrf_token": token, "date": "2026-12-10", "start": "00:00", "end": "06:00",
+        "outage": "1"})
+    assert thursday.status_code == 422
+    assert "not a Saturday in Central Time (Thursday 2026-12-10)" in thursday.get_data(
+        as_text=True)
+    assert api.get("/api/maintenance", headers=headers).get_json() == []
+    posted = client.post("/console/maintenance", data={
+        "csrf_token": token, "date": "2026-12-12", "start": "01:00", "end": "05:00",
+        "outage": "1", "note": "moved release"})
+    assert posted.status_code == 302
+    assert api.get("/api/maintenance", headers=headers).get_json() == [
+        {"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
+         "outage": True}]
+    page = client.get("/console/wallboard").get_data(as_text=True)
+    assert "moved release" in re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S).group(1)
+    assert client.post("/console/maintenance/withdraw", data={
+        "csrf_token": token, "start": "2026-12-12T01:00:00-06:00"}).status_code == 302
+    assert api.get("/api/maintenance", headers=headers).get_json() == []
+    advisor = app.test_client()
+    sign_in(advisor, "A7", PASSWORD)
+    assert advisor.post("/console/maintenance", data={
+        "csrf_token": csrf_of(advisor, "/console/advisor"), "date": "2026-12-12",
+        "start": "01:00", "end": "05:00"}).status_code == 403

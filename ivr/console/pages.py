@@ -14,8 +14,15 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 import directory
-from ivr.context import base_url, desk, maintenance_windows, now, now_ms
-from routing import availability, conference, presence
+from ivr.context import (
+    base_url,
+    desk,
+    initial_maintenance_windows,
+    maintenance_windows,
+    now,
+    now_ms,
+)
+from routing import availability, conference, maintenance, presence
 from routing.announcement import set_announcement
 from routing.boards import advisor_board, wallboard
 from routing.sign_in import sign_in
@@ -183,6 +190,34 @@ def wallboard_page() -> str:
 def wallboard_live() -> str:
     """The changing part of the wallboard."""
     return render_template("console/_wallboard_live.html", board=wallboard(desk(), now()))
+
+
+@bp.post("/maintenance")
+@signed_in(supervisor=True)
+def post_maintenance() -> Response | tuple[str, int]:
+    """Post one more maintenance window from the wallboard (validated as the API does)."""
+    try:
+        item = maintenance.window_from_form(
+            request.form.get("date", "")[:20], request.form.get("start", "00:00")[:8],
+            request.form.get("end", "06:00")[:8], request.form.get("outage") == "1",
+            request.form.get("note", ""))
+        maintenance.post_window(desk(), item, initial_maintenance_windows(), now(),
+                                actor=f"console:{session['advisor']}")
+    except maintenance.WindowsRefused as error:
+        return render_template("console/wallboard.html",
+                               board=wallboard(desk(), now(), maintenance_windows()),
+                               problems=error.problems), 422
+    return redirect(url_for("console.wallboard_page"))
+
+
+@bp.post("/maintenance/withdraw")
+@signed_in(supervisor=True)
+def withdraw_maintenance() -> Response:
+    """Withdraw one posted maintenance window (by its start)."""
+    maintenance.withdraw_window(desk(), request.form.get("start", "")[:40],
+                                initial_maintenance_windows(), now(),
+                                actor=f"console:{session['advisor']}")
+    return redirect(url_for("console.wallboard_page"))
 
 
 @bp.post("/announcement")
