@@ -87,3 +87,32 @@ def test_a_failed_transcription_leaves_the_recording_as_it_stands(desk, lakeview
         run_jobs(desk)
     [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
     assert log["recording_url"] == "https://rec/RE9" and "transcription" not in log["details"]
+
+
+def test_the_advisor_reads_the_nights_message_on_the_card_in_the_morning(
+        app, phone, desk, lakeview, client):
+    import re
+
+    from directory.accounts import set_password
+    from tests.conftest import make_available
+    from tests.test_console import sign_in
+
+    with time_machine.travel(EVENING, tick=True):
+        _voicemail(client, "CA-night")
+        _transcribed(client, "CA-night")
+        run_jobs(desk)
+    set_password(desk.session_factory, "A7", "correct horse battery", supervisor=False)
+    page = app.test_client()
+    sign_in(page, "A7", "correct horse battery")
+    make_available(desk, "A7")
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    assert earlier is not None
+    assert f'<q class="transcription">{TEXT}</q>' in earlier.group(1)
+    assert 'href="https://rec/RE9"' in earlier.group(1)
