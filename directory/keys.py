@@ -134,6 +134,11 @@ def survey_overall(team: str, day: str) -> str:
     return f"{PREFIX}:survey:overall:{team}:{day}"
 
 
+def colleague_adding(call_sid: str) -> str:
+    """String (advisor id, 30 s): a colleague is being added to this call (one at a time)."""
+    return f"{PREFIX}:colleague-adding:{call_sid}"
+
+
 def survey_overall_of_advisor(advisor_id: str, day: str) -> str:
     """Hash {answers, satisfied}: "overall" survey answers (and those of 4 or 5) of the
     calls an advisor answered, on a day (ISO date, Central)."""

@@ -22,6 +22,7 @@ redirect to the same place, in case the second REST request never lands.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,8 +30,10 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 from config.webhooks import CONFERENCE_COLLEAGUE, CONFERENCE_JOIN, webhook_url
+from directory import keys
 from routing import presence
-from routing.acd import Decision, after_dial, is_final
+from routing.acd import CallFinished, Decision, after_dial, is_final
+from routing.availability import finish_with_advisor
 from routing.call_state import call_and_end, get_call, update_call
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -41,6 +44,8 @@ REGIONS = frozenset({"US", "CA"})
 # Numbers that bill the line by the minute to someone else: never dialed.
 _PREMIUM = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
 # Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
+# How long one add may hold the call's "adding" lock (its REST steps take seconds at most).
+_ADDING_MS = 30_000
 _FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by", "outcome")
 
 
@@ -145,9 +150,10 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     `base` is the service's public base URL (Twilio is sent there). The first
     colleague moves the call into its conference (both legs redirected through
     the REST API, the advisor's first); the colleague is then dialed in as a
-    participant. One colleague at a time. Refused (nothing changed) for a number
-    outside the US and Canada, when the advisor is not on a call, or when
-    Twilio's API does not answer.
+    participant. One colleague at a time, one add at a time (a second click
+    while the first is under way is refused). Refused (nothing changed) for a
+    number outside the US and Canada, when the advisor is not on a call, or
+    when Twilio's API does not answer.
     """
     number = colleague_number(phone_text)
     if isinstance(number, Refused):
@@ -156,6 +162,20 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     if isinstance(found, Refused):
         return found
     call_sid, call = found
+    lock = keys.colleague_adding(call_sid)
+    if call.get("colleague_leg") or not desk.r.set(lock, advisor_id, nx=True,
+                                                    px=_ADDING_MS):
+        return Refused("colleague-on-call")
+    try:
+        return _add(desk, advisor_id, number, base, call_sid, now_ms)
+    finally:
+        desk.r.delete(lock)
+
+
+def _add(desk: Desk, advisor_id: str, number: str, base: str, call_sid: str,
+         now_ms: int) -> ColleagueAdded | Refused:
+    """`add_colleague` once the call is known and the add is ours alone."""
+    call = get_call(desk.r, call_sid)
     if call.get("colleague_leg"):
         return Refused("colleague-on-call")
     name = conference_name(call_sid)
@@ -167,10 +187,14 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
             # Still bridged as before (or over): nothing moved, nothing to undo on Twilio.
             update_call(desk.r, call_sid, conference="", state="bridged")
             return Refused("call-over" if moved is Outcome.GONE else "twilio-unavailable")
+        update_call(desk.r, call_sid, conference_moved=1)
         if not get_call(desk.r, call_sid).get("contact_joined_at"):
-            # If this fails the contact's <Dial> action still brings them in.
+            # One try: a redirect retried late would pull a contact the hold already
+            # brought in back out of the conference (ending it for everyone). If it
+            # fails, the contact's <Dial> action brings them in.
             desk.telephony.redirect_call(
-                call_sid, webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="contact"))
+                call_sid, webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="contact"),
+                retry=False)
     leg = desk.telephony.add_participant(
         name, to=number, from_=call.get("to") or call.get("caller", ""),
         status_callback=webhook_url(base, CONFERENCE_COLLEAGUE, call=call_sid))
@@ -179,6 +203,13 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     update_call(desk.r, call_sid, colleague_leg=leg, **{
         f"colleague:{leg}:phone": number, f"colleague:{leg}:added_by": advisor_id,
         f"colleague:{leg}:added_at": now_ms})
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended or call.get("advisor_left_at"):
+        # The contact (or the advisor) left while the colleague was being dialed:
+        # nobody of the call is there to meet them.
+        desk.telephony.hang_up(leg)
+        update_call(desk.r, call_sid, colleague_leg="", **{f"colleague:{leg}:left_at": now_ms})
+        return Refused("call-over")
     announce_change(desk.r, "advisors")
     return ColleagueAdded(call_sid, number, leg)
 
@@ -202,41 +233,82 @@ def remove_colleague(desk: Desk, advisor_id: str, now_ms: int) -> ColleagueRemov
 
 
 def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
-         now_ms: int) -> JoinConference | LeaveConference:
-    """A leg redirected into the call's conference: join it, unless the call is over."""
+         now_ms: int) -> JoinConference | LeaveConference | Decision:
+    """A leg redirected into the call's conference: join it, unless the call is over.
+
+    A contact arriving after the advisor left (or after the move failed) hears
+    the end of an answered call instead (`after_conference`): never a conference
+    with the colleague and nobody of the desk.
+    """
     call, ended = call_and_end(desk.r, call_sid)
     name = call.get("conference") or ""
-    if ended or not name or is_final(call_status) or role not in ("advisor", "contact"):
+    if ended or is_final(call_status) or role not in ("advisor", "contact"):
         return LeaveConference()
-    if role == "contact":
-        update_call(desk.r, call_sid, contact_joined_at=now_ms)
-    elif leg_sid:
-        update_call(desk.r, call_sid, advisor_leg=leg_sid)
+    if role == "advisor":
+        if not name or call.get("advisor_left_at"):
+            return LeaveConference()
+        if leg_sid:
+            update_call(desk.r, call_sid, advisor_leg=leg_sid)
+        return JoinConference(name, role, call_sid)
+    if not name or call.get("advisor_left_at"):
+        return after_conference(desk, call_sid, "contact", call_status, now_ms)
+    update_call(desk.r, call_sid, contact_joined_at=now_ms)
     return JoinConference(name, role, call_sid)
 
 
-def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str) -> HoldForConference | None:
-    """The contact's `<Dial>` ended because the advisor's leg was moved into the
-    conference: hold the contact a moment (their own redirect is on its way), or
-    None when the call is not moving (the ring's end is the ACD's)."""
-    call = get_call(desk.r, call_sid)
-    if not call.get("conference") or is_final(call_status) or call.get("contact_joined_at"):
-        return None
-    return HoldForConference(call_sid)
+def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,
+                      wait_seconds: float = 1.5) -> HoldForConference | None:
+    """The contact's `<Dial>` ended: because the advisor's leg was moved into the
+    conference (hold the contact a moment: their own redirect is on its way), or
+    None when the call is not moving (the ring's end is the ACD's).
+
+    Twilio may post this action before the advisor's redirect has answered us,
+    and an advisor who hangs up while the move is retried ends the `<Dial>` too:
+    while a move is under way (for at most `wait_seconds`), it waits to know.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        call = get_call(desk.r, call_sid)
+        if (not call.get("conference") or is_final(call_status)
+                or call.get("contact_joined_at") or call.get("advisor_left_at")):
+            return None
+        if call.get("conference_moved") or time.monotonic() >= deadline:
+            return HoldForConference(call_sid)
+        time.sleep(0.05)
 
 
 def after_conference(desk: Desk, call_sid: str, role: str, call_status: str,
                      now_ms: int) -> Decision | LeaveConference:
-    """A leg's `<Dial><Conference>` ended. For the contact still on the line the
-    advisor left (the conference ended with them): the call is over as an answered
-    call's `<Dial>` is, survey included. The advisor's leg and a contact who hung
-    up (the status callback frees the advisor) get nothing more."""
+    """A leg's `<Dial><Conference>` ended (or the contact arrived too late for it).
+
+    The advisor's leg: they left, and the conference ended with them; they go to
+    wrap-up, and a colleague waiting for a contact who never came is hung up.
+    The contact still on the line: the call is over as an answered call's
+    `<Dial>` is, survey included. A contact who hung up gets nothing more (the
+    status callback ends the call). The talk time runs from the answer to the
+    first of the two to leave.
+    """
     call = get_call(desk.r, call_sid)
     advisor_id = call.get("answered_by") or ""
-    if role != "contact" or is_final(call_status) or not advisor_id:
+    if not advisor_id:
         return LeaveConference()
-    answered_at = int(call.get("answered_at") or now_ms)
-    talk = max(0, (now_ms - answered_at) // 1000)
+    if not call.get("talk_seconds"):
+        answered_at = int(call.get("answered_at") or now_ms)
+        update_call(desk.r, call_sid, talk_seconds=max(0, (now_ms - answered_at) // 1000))
+    if role == "advisor":
+        if not call.get("advisor_left_at"):
+            update_call(desk.r, call_sid, advisor_left_at=now_ms, state="answered")
+            if presence.on_call(desk.r, advisor_id, call_sid):
+                finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+            colleague = call.get("colleague_leg") or ""
+            if colleague and not call.get("contact_joined_at"):
+                desk.telephony.later(lambda: desk.telephony.hang_up(colleague))
+        return LeaveConference()
+    if is_final(call_status) or role != "contact":
+        return LeaveConference()
+    if call.get("advisor_left_at") or not presence.on_call(desk.r, advisor_id, call_sid):
+        return CallFinished(advisor_id)
+    talk = int(get_call(desk.r, call_sid).get("talk_seconds") or 0)
     return after_dial(desk, call_sid, advisor_id, "completed", talk, now_ms, call_status)
 
 

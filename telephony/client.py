@@ -104,9 +104,11 @@ class Telephony:
             self._client = client
         return self._client
 
-    def _with_retries(self, what: str, request: Callable[[], object]) -> tuple[Outcome, object]:
-        """Run a REST request, retrying transient failures with backoff."""
-        for attempt, delay in enumerate((*self._retry_delays, None)):
+    def _with_retries(self, what: str, request: Callable[[], object],
+                      retry: bool = True) -> tuple[Outcome, object]:
+        """Run a REST request, retrying transient failures with backoff (unless not `retry`)."""
+        delays = self._retry_delays if retry else ()
+        for attempt, delay in enumerate((*delays, None)):
             try:
                 return Outcome.DONE, request()
             except (TwilioException, OSError) as exc:
@@ -122,16 +124,18 @@ class Telephony:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def redirect_call(self, call_sid: str, url: str) -> Outcome:
+    def redirect_call(self, call_sid: str, url: str, *, retry: bool = True) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
-        seconds in all). Returns DONE, GONE (Twilio says the call is over),
-        TRANSIENT (still failing) or REFUSED (another 4xx).
+        seconds in all), unless `retry` is False (one try: a redirect that is only
+        useful now). Returns DONE, GONE (Twilio says the call is over), TRANSIENT
+        (still failing) or REFUSED (another 4xx).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(
-            f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"))
+            f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"),
+            retry)
         return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:

@@ -30,7 +30,10 @@ def conference_join() -> Response:
     """A leg redirected into the call's conference (or held there by its `<Dial>` action)."""
     sid = _call()
     step = conference.join(desk(), sid, _role(), call_sid(), call_status(), now_ms())
-    return answer(step, sid)
+    if isinstance(step, (conference.JoinConference, conference.LeaveConference)):
+        return answer(step, sid)
+    # Too late for the conference: the end of an answered call (the survey, maybe).
+    return answer(survey.after_the_advisor(desk(), sid, step, call_status(), now()), sid)
 
 
 @bp.post("/conference/ended")
