@@ -9,15 +9,16 @@ webhooks where Twilio's order of events is the point.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from routing.call_state import get_call
 from tests.conftest import API_TOKEN, make_available
-from tests.test_colleague import COLLEAGUE, _call_in_thread, _talking, _until, lakeview  # noqa: F401
+from tests import test_colleague
+from tests.test_colleague import COLLEAGUE, _call_in_thread, _talking, _until
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
+lakeview = test_colleague.lakeview  # the same directory: Lakeview, Pat, A7, case 2024117
 
 
 def test_two_adds_at_once_dial_the_colleague_once(phone, desk, lakeview, app, emulator):
