@@ -13,8 +13,8 @@ import threading
 import pytest
 
 from routing.call_state import get_call
-from tests.conftest import API_TOKEN, make_available
 from tests import test_colleague
+from tests.conftest import API_TOKEN, make_available
 from tests.test_colleague import COLLEAGUE, _call_in_thread, _talking, _until
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
