@@ -69,3 +69,17 @@ def test_dependencies_have_their_floors_and_the_lock_pins_every_package_with_has
     assert len(pins) > 20 and not unhashed, f"pinned without hashes: {unhashed}"
     makefile = (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
     assert "--require-hashes -r requirements.lock" in makefile
+
+
+def test_postgres_is_an_extra_that_the_tests_install_and_the_lock_pins():
+    """`pip install caseline[postgres]` brings psycopg 3; `make test` has it (the test
+    extra repeats it) and the hash-pinned lock pins it, with Alembic."""
+    config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = config["project"]["optional-dependencies"]
+    assert any(req.startswith("psycopg[binary]") for req in extras["postgres"])
+    assert set(extras["postgres"]) <= set(extras["test"])
+    assert any(req.startswith("alembic") for req in config["project"]["dependencies"])
+    lock = (PROJECT_ROOT / "requirements.lock").read_text(encoding="utf-8")
+    pinned = {line.split("==", 1)[0] for line in lock.splitlines() if "==" in line}
+    assert {"psycopg", "psycopg-binary", "alembic"} <= pinned
+    assert "file://" not in lock  # the checkout itself is never locked (unhashable)
