@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    Column,
     Date,
     DateTime,
     Dialect,
@@ -22,7 +21,6 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
-    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -55,15 +53,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     """Declarative base of every caseline table."""
-
-
-# One row (id 1) holding the schema version the database is at; see directory.db.
-schema_version = Table(
-    "schema_version",
-    Base.metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
 
 
 class District(Base):
