@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -124,6 +125,18 @@ class Case(Base):
     needs_handover: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     outage: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CaseNumberCounter(Base):
+    """The last case number the line opened (one row, id 1): see directory.case_numbers.
+
+    Updating this row is what serializes two workers opening cases at once.
+    """
+
+    __tablename__ = "case_number_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class CallLog(Base):

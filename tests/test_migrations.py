@@ -12,12 +12,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from directory.db import (
     SchemaError,
+    alembic_config,
     ensure_schema,
     head_revision,
     make_engine,
@@ -29,7 +31,7 @@ from directory.models import Base
 
 PREVIOUS_RELEASE_SQL = Path(__file__).parent / "data" / "previous-release.sql"
 TABLES = {"districts", "contacts", "advisors", "console_accounts", "cases", "call_logs",
-          "audit_entries", "posted_maintenance"}
+          "audit_entries", "posted_maintenance", "case_number_counter"}
 
 
 def _differences(engine: Engine) -> list:
@@ -65,11 +67,11 @@ def test_an_empty_database_gets_every_migration_and_matches_the_models(database_
     try:
         assert schema_revision(engine) is None
         ensure_schema(engine)
-        assert schema_revision(engine) == head_revision() == "0001"
+        assert schema_revision(engine) == head_revision() == "0002"
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         assert _differences(engine) == []
         ensure_schema(engine)  # at head: nothing to do, nothing changes
-        assert schema_revision(engine) == "0001"
+        assert schema_revision(engine) == "0002"
     finally:
         engine.dispose()
 
@@ -86,7 +88,7 @@ def test_alembic_upgrade_head_on_its_own_command_line(database_url, tmp_path):
     finally:
         engine.dispose()
     current = _alembic("current", database_url=database_url, cwd=tmp_path)
-    assert current.returncode == 0 and "0001 (head)" in current.stdout, current.stderr
+    assert current.returncode == 0 and "0002 (head)" in current.stdout, current.stderr
 
 
 def test_alembic_upgrade_head_takes_over_the_previous_releases_database(tmp_path):
@@ -138,13 +140,30 @@ def test_a_schema_version_the_first_migration_cannot_adopt_is_refused_and_left_a
 
 
 @pytest.mark.databases
+def test_an_older_database_gets_the_missing_migrations_and_keeps_its_rows(database_url):
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+            conn.execute(text("INSERT INTO districts (id, name, hosted) "
+                              "VALUES ('D100', 'Lakeview', true)"))
+        assert schema_revision(engine) == "0001"
+        ensure_schema(engine)
+        assert schema_revision(engine) == "0002"
+        assert _rows(engine, "districts") == [("D100", "Lakeview", True)]
+        assert _rows(engine, "case_number_counter") == [(1, 2_000_000)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.databases
 def test_a_database_a_newer_release_migrated_is_refused_naming_its_revision(database_url):
     engine = make_engine(database_url)
     try:
         ensure_schema(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '0042'"))
-        with pytest.raises(SchemaError, match="at migration 0042.*newest is 0001"):
+        with pytest.raises(SchemaError, match="at migration 0042.*newest is 0002"):
             ensure_schema(engine)
         assert schema_revision(engine) == "0042"
     finally:
@@ -175,6 +194,7 @@ def test_processes_starting_together_migrate_once(database_url):
     try:
         assert errors == []
         assert schema_revision(engines[0]) == head_revision()
+        assert _rows(engines[0], "case_number_counter") == [(1, 2_000_000)]
         with make_session_factory(engines[0])() as db:
             assert db.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     finally:
