@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from directory.migrations import ALEMBIC_INI
 
@@ -32,6 +33,8 @@ from directory.migrations import ALEMBIC_INI
 MIGRATION_LOCK_ID = 0x6361_7365_6C69_6E65
 # How long a starting process waits for another one's migration on SQLite (seconds).
 SQLITE_BUSY_SECONDS = 5
+# How long a readiness check waits for PostgreSQL to answer (seconds).
+PROBE_TIMEOUT_SECONDS = 2
 
 
 class SchemaError(RuntimeError):
@@ -59,6 +62,41 @@ def make_engine(database_url: str) -> Engine:
     engine = create_engine(url)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def make_probe_engine(database_url: str) -> Engine:
+    """An engine that opens a new connection for every use (no pool), for readiness
+    checks: a pooled connection can outlive what makes new ones fail (a SQLite file
+    moved away, a PostgreSQL server that refuses new sessions).
+
+    Never creates anything: a SQLite file that is missing is an error, not a new
+    empty database. A PostgreSQL server that does not answer fails after
+    PROBE_TIMEOUT_SECONDS.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            path = Path(url.database).expanduser().resolve()
+            url = url.set(database=f"file:{path}?mode=rw", query={"uri": "true"})
+        return create_engine(url, poolclass=NullPool)
+    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args = ({"connect_timeout": PROBE_TIMEOUT_SECONDS}
+                    if url.get_backend_name() == "postgresql" else {})
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def database_revision(engine: Engine) -> str:
+    """The migration the database is at, read through `engine`.
+
+    Raises `SchemaError` when the database has no caseline schema, and
+    SQLAlchemy's `DBAPIError` when it cannot be reached or read.
+    """
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    if revision is None:
+        raise SchemaError("the database has no caseline schema (no alembic_version)")
+    return revision
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
