@@ -16,7 +16,7 @@ import pytest
 from caseline.embedded_redis import start_server, wait_until_up
 from directory.db import head_revision
 from ivr import create_app
-from tests.conftest import free_port
+from tests.conftest import close_app, free_port
 
 pytestmark = pytest.mark.databases
 
@@ -57,6 +57,7 @@ def _ready(client) -> tuple[int, dict]:
 def test_readyz_follows_redis_and_the_database_down_and_back(
         settings, engine, own_redis, database_backend, database_url, request):
     app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
     client = app.test_client()
     assert _ready(client) == (200, {"status": "ready", "redis": "ok", "database": "ok",
                                     "schema": head_revision()})
