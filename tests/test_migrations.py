@@ -15,8 +15,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 
+from caseline import cli
+from caseline.cli import prepare_service
 from directory.db import (
     SchemaError,
     alembic_config,
@@ -200,3 +203,60 @@ def test_processes_starting_together_migrate_once(database_url):
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def _at_0001(database_url: str) -> None:
+    """Leave the database where the first migration left it: an older caseline's."""
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+    finally:
+        engine.dispose()
+
+
+def _revision(database_url: str) -> str | None:
+    engine = make_engine(database_url)
+    try:
+        return schema_revision(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.databases
+@pytest.mark.parametrize("start", ["empty", "older"])
+def test_directory_load_brings_the_database_up_to_date(database_url, redis_url, start):
+    if start == "older":
+        _at_0001(database_url)
+    demo = Path(__file__).resolve().parent.parent / "demo" / "directory.json"
+    result = CliRunner().invoke(cli.main, ["directory", "load", str(demo)],
+                                env={"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
+    assert _revision(database_url) == head_revision()
+
+
+@pytest.mark.databases
+@pytest.mark.parametrize("start", ["empty", "older"])
+def test_serve_and_worker_bring_the_database_up_to_date_before_starting(settings, start):
+    """`caseline serve` and `caseline worker` both begin with prepare_service."""
+    if start == "older":
+        _at_0001(settings.database_url)
+    prepare_service(settings)
+    assert _revision(settings.database_url) == head_revision()
+
+
+@pytest.mark.databases
+def test_a_command_on_a_newer_releases_database_exits_naming_the_revision(database_url,
+                                                                          redis_url):
+    engine = make_engine(database_url)
+    try:
+        ensure_schema(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0042'"))
+    finally:
+        engine.dispose()
+    result = CliRunner().invoke(cli.main, ["contacts", "unlock", "5001"],
+                                env={"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+    assert result.exit_code == 1
+    assert "at migration 0042" in result.stderr
+    assert "Traceback" not in result.output

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import op
 
+from directory.db import SchemaError
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -175,7 +177,7 @@ def upgrade() -> None:
     if "schema_version" in existing:
         versions = bind.execute(sa.text("SELECT id, version FROM schema_version")).all()
         if [tuple(row) for row in versions] not in ([(1, ADOPTABLE_VERSION)], []):
-            raise RuntimeError(
+            raise SchemaError(
                 f"table schema_version holds {[tuple(row) for row in versions]}, not "
                 f"[(1, {ADOPTABLE_VERSION})]: this database was not written by a caseline "
                 "release this one can upgrade"
