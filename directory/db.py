@@ -8,8 +8,12 @@ database of the scheme before Alembic (the previous release's
 
 To change the schema: edit `directory/models.py`, then write the next
 migration beside the others (`alembic -c directory/migrations/alembic.ini
-revision --autogenerate -m "..."` drafts it; read and fix the draft), and
-let `tests/test_migrations.py` prove that the migrations and the models agree.
+revision --autogenerate --rev-id 0003 -m "..."` drafts it on a database at
+head; read and fix the draft), and let `tests/test_migrations.py` prove that
+the migrations and the models agree, on SQLite and on PostgreSQL. A migration
+must leave the schema usable by the release before it (add first, drop a
+release later): web processes of both releases serve side by side while a
+deployment rolls.
 """
 
 from __future__ import annotations

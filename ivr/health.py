@@ -31,7 +31,7 @@ def install(app: Flask, database_url: str) -> None:
 
 
 def _redis() -> str:
-    """"ok", or why Redis is not usable."""
+    """The text "ok", or why Redis is not usable."""
     try:
         desk().r.ping()
     except redis.RedisError as exc:
