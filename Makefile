@@ -35,11 +35,13 @@ run: $(STAMP)
 	@bash scripts/run.sh
 
 ## system-deps: Debian packages some tests use (a real terminal for the caller; chromium
-## for the console's browser tests, driven by Playwright for Python: never `playwright install`)
+## for the console's browser tests, driven by Playwright for Python: never `playwright install`;
+## postgresql for the database tests' throwaway cluster, whose programs are off PATH)
 system-deps:
-	@for need in tmux:tmux chromium:chromium; do \
+	@for need in tmux:tmux chromium:chromium initdb:postgresql; do \
 	  cmd=$${need%%:*}; pkg=$${need##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 && continue; \
+	  compgen -G "/usr/lib/postgresql/*/bin/$$cmd" >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -qq $$pkg >/dev/null 2>&1 || \
 	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$pkg >/dev/null 2>&1)) \
@@ -51,7 +53,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-## test: lint, layering contracts, and every test (real Redis, real SQLite)
+## test: lint, layering contracts, and every test (real Redis; real SQLite, and PostgreSQL
+## for the database tests)
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest -q
 

@@ -10,12 +10,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import redis
 
 from config.logs import install_phone_masking
 from config.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def _settings() -> Settings:
@@ -39,6 +43,26 @@ def _require_twilio_side(command: str) -> None:
                    "From a checkout: `make run` (or `make test`) installs it, or "
                    "`pip install -e ./twilio_side`.", err=True)
         sys.exit(2)
+
+
+def _migrated_engine(settings: Settings) -> Engine:
+    """The database's engine, its schema brought to the newest migration (created when
+    empty); exits 1 naming the database and what is wrong when that cannot be done."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from directory.db import SchemaError, ensure_schema, make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema(engine)
+    except (SchemaError, SQLAlchemyError) as exc:
+        engine.dispose()
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        click.echo(f"caseline: the database {where} cannot be brought up to date: {exc}",
+                   err=True)
+        sys.exit(1)
+    return engine
 
 
 def _redis_url(settings: Settings) -> str:
@@ -72,7 +96,7 @@ def directory() -> None:
 def directory_load(file: Path) -> None:
     """Upsert a directory document in one transaction (all or nothing)."""
     from directory import DirectoryError, load_directory
-    from directory.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import make_session_factory
 
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
@@ -80,8 +104,7 @@ def directory_load(file: Path) -> None:
         click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
         sys.exit(2)
     settings = _settings()
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    engine = _migrated_engine(settings)
     client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
     try:
         counts = load_directory(document, make_session_factory(engine), client,
@@ -91,6 +114,9 @@ def directory_load(file: Path) -> None:
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
+    finally:
+        client.close()
+        engine.dispose()
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     click.echo(f"loaded {file}: {summary}")
 
@@ -98,12 +124,11 @@ def directory_load(file: Path) -> None:
 def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
     from directory import cache_directory
-    from directory.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import make_session_factory
     from routing.upgrade import upgrade_wrapups
 
     url = _redis_url(settings)
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    engine = _migrated_engine(settings)
     client = redis.Redis.from_url(url, decode_responses=True)
     cache_directory(make_session_factory(engine), client, datetime.now(UTC))
     # Holds and jobs the previous release left in Redis, in this release's shape.
@@ -174,12 +199,11 @@ def contacts() -> None:
 @contacts.command("flag-inactive")
 def contacts_flag_inactive() -> None:
     """Flag contacts inactive for 180 days (what the daily job does), now."""
-    from directory.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import make_session_factory
     from workers.contacts import flag_inactive_contacts
 
     settings = _settings()
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    engine = _migrated_engine(settings)
     flagged = flag_inactive_contacts(make_session_factory(engine), datetime.now(UTC))
     for contact_id in flagged:
         click.echo(f"flagged inactive: contact {contact_id}")
@@ -190,12 +214,11 @@ def contacts_flag_inactive() -> None:
 @click.argument("contact_id")
 def contacts_unlock(contact_id: str) -> None:
     """Lift a contact's PIN lockout (five failed PINs within 24 hours)."""
-    from directory.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import make_session_factory
     from routing.lockout import unlock_contact
 
     settings = _settings()
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    engine = _migrated_engine(settings)
     client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
     was_locked = unlock_contact(client, make_session_factory(engine), contact_id,
                                 datetime.now(UTC))
@@ -219,7 +242,7 @@ def advisors() -> None:
 def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     """Set an advisor's console password (asked twice, never echoed); lifts a lockout."""
     from directory.accounts import MIN_PASSWORD_LENGTH, set_password
-    from directory.db import ensure_schema, make_engine, make_session_factory
+    from directory.db import make_session_factory
     from routing.sign_in import unlock
 
     settings = _settings()
@@ -228,8 +251,7 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         click.echo(f"a password has at least {MIN_PASSWORD_LENGTH} characters", err=True)
         sys.exit(2)
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
+    engine = _migrated_engine(settings)
     done = set_password(make_session_factory(engine), advisor_id, password,
                         supervisor=supervisor)
     engine.dispose()

@@ -11,6 +11,8 @@ decisions above it. Its rooms:
 * `cache`, `lookups`: the Redis cache written from the database, and read on a call
 * `activity`: the 180-day rule
 * `models`, `db`, `call_logs`: the tables, the connection and schema, the call logs
+* `migrations`: the schema's history (Alembic), run by `db.ensure_schema`
+* `case_numbers`: numbers for the cases the line opens, never twice
 * `accounts`: advisors' console passwords (Argon2id)
 * `keys`, `scripts`: every Redis key, and the one Lua script registry
 

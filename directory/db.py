@@ -1,41 +1,64 @@
-"""The database connection: engine, sessions, and creating or migrating the schema.
+"""The database connection: engine, sessions, and bringing the schema to head.
 
-`ensure_schema` runs at `caseline serve`, `caseline worker` and `directory
-load`. A fresh database gets today's schema from `Base.metadata.create_all`
-and is stamped with `SCHEMA_VERSION`. A database that is behind runs the
-missing steps of `MIGRATIONS` in order.
+Alembic owns the schema (`directory/migrations`). `ensure_schema` runs at
+`caseline serve`, `caseline worker` and `directory load`: an empty database
+gets every migration, one that is behind gets the missing ones, and a
+database of the scheme before Alembic (the previous release's
+`schema_version` table) is adopted in place by the first migration.
 
-To change the schema later: edit the models, bump `SCHEMA_VERSION` and append
-one function to `MIGRATIONS` that brings a database from the previous version
-to the new one (ALTER TABLE, data moves). `MIGRATIONS[i]` takes version
-`i + 1` to `i + 2`, so `SCHEMA_VERSION == len(MIGRATIONS) + 1` always.
-Migrations touch tables that existed at their version; tables that are new
-altogether are created by `create_all`, which runs after them.
+To change the schema: edit `directory/models.py`, then write the next
+migration beside the others (`alembic -c directory/migrations/alembic.ini
+revision --autogenerate --rev-id 0003 -m "..."` drafts it on a database at
+head; read and fix the draft), and let `tests/test_migrations.py` prove that
+the migrations and the models agree, on SQLite and on PostgreSQL. A migration
+must leave the schema usable by the release before it (add first, drop a
+release later): web processes of both releases serve side by side while a
+deployment rolls.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from directory.models import Base, schema_version
+from directory.migrations import ALEMBIC_INI
 
-SCHEMA_VERSION = 1
+# Any 64-bit number shared by every caseline process: PostgreSQL's advisory lock
+# that lets one process at a time migrate ("caseline" in ASCII, as an integer).
+MIGRATION_LOCK_ID = 0x6361_7365_6C69_6E65
+# How long a starting process waits for another one's migration on SQLite (seconds).
+SQLITE_BUSY_SECONDS = 5
+# How long a readiness check waits for PostgreSQL to answer (seconds).
+PROBE_TIMEOUT_SECONDS = 2
 
-# MIGRATIONS[i] migrates a database from version i + 1 to version i + 2.
-MIGRATIONS: list[Callable[[Connection], None]] = []
+
+class SchemaError(RuntimeError):
+    """The database's schema is one this caseline cannot bring to head (a newer
+    release wrote it, or it is not caseline's): the message names the revision."""
 
 
 def make_engine(database_url: str) -> Engine:
-    """An engine for the URL; SQLite gets foreign keys, WAL and a busy timeout."""
+    """An engine for the URL; SQLite gets foreign keys, WAL and a busy timeout.
+
+    `database_url` is an SQLAlchemy URL: `sqlite:///path` or
+    `postgresql+psycopg://user:password@host/dbname` (a bare `postgresql://` is
+    taken to mean psycopg 3, the driver of the `postgres` extra).
+    """
     url = make_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        # A dead pooled connection (the server restarted) is replaced, not handed out.
+        return create_engine(url, pool_pre_ping=True)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
@@ -45,13 +68,48 @@ def make_engine(database_url: str) -> Engine:
     return engine
 
 
+def make_probe_engine(database_url: str) -> Engine:
+    """An engine that opens a new connection for every use (no pool), for readiness
+    checks: a pooled connection can outlive what makes new ones fail (a SQLite file
+    moved away, a PostgreSQL server that refuses new sessions).
+
+    Never creates anything: a SQLite file that is missing is an error, not a new
+    empty database. A PostgreSQL server that does not answer fails after
+    PROBE_TIMEOUT_SECONDS.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            path = Path(url.database).expanduser().resolve()
+            url = url.set(database=f"file:{path}?mode=rw", query={"uri": "true"})
+        return create_engine(url, poolclass=NullPool)
+    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args = ({"connect_timeout": PROBE_TIMEOUT_SECONDS}
+                    if url.get_backend_name() == "postgresql" else {})
+    return create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def database_revision(engine: Engine) -> str:
+    """The migration the database is at, read through `engine`.
+
+    Raises `SchemaError` when the database has no caseline schema, and
+    SQLAlchemy's `DBAPIError` when it cannot be reached or read.
+    """
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision()
+    if revision is None:
+        raise SchemaError("the database has no caseline schema (no alembic_version)")
+    return revision
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Per-connection SQLite settings: enforce foreign keys, let readers and a writer overlap."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
     finally:
         cursor.close()
 
@@ -61,60 +119,80 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def lock_schema(conn: Connection) -> None:
+    """Make `conn`'s transaction the only one migrating until it ends.
+
+    PostgreSQL: a transaction-scoped advisory lock (DDL is transactional there,
+    so a migration is all or nothing). SQLite: take the write lock now
+    (`BEGIN IMMEDIATE`), waiting up to SQLITE_BUSY_SECONDS for another writer.
+    Call it first thing in a fresh transaction (`engine.begin()`).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _signed(MIGRATION_LOCK_ID)})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _signed(value: int) -> int:
+    """A 64-bit number as PostgreSQL's signed bigint."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the schema when the database is empty, migrate it when it is behind."""
-    if len(MIGRATIONS) != SCHEMA_VERSION - 1:
-        raise RuntimeError("SCHEMA_VERSION must equal len(MIGRATIONS) + 1")
-    # Web, worker and `directory load` may start together: a process that
-    # loses a create-table race simply tries again and finds the work done.
-    for attempt in range(5):
-        try:
-            with engine.begin() as conn:
-                _ensure_schema(conn)
-            return
-        except (OperationalError, IntegrityError, ProgrammingError):
-            if attempt == 4:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+    """Bring the database to the newest migration (creating it when empty).
+
+    Several processes may start at once: one migrates while the others wait for
+    it (`lock_schema`), then find nothing left to do. Raises `SchemaError` when
+    the database is at a revision this caseline does not know (a newer release
+    migrated it), and the driver's error when the database cannot be reached.
+    """
+    with engine.begin() as conn:
+        lock_schema(conn)
+        _upgrade(conn)
 
 
-def schema_version_of(engine: Engine) -> int | None:
-    """The version the database is stamped with, or None when it has no schema yet."""
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database is at ("0002"), or None when Alembic has not
+    run on it yet (an empty database, or one from before Alembic)."""
     with engine.connect() as conn:
-        return _stored_version(conn)
+        return MigrationContext.configure(conn).get_current_revision()
 
 
-def _stored_version(conn: Connection) -> int | None:
-    """Read the stamped version (None for an empty database)."""
-    tables = set(inspect(conn).get_table_names())
-    if schema_version.name not in tables:
-        # Directory tables without a stamp predate versioning: that is version 1.
-        return 1 if "cases" in tables else None
-    version = conn.execute(select(schema_version.c.version).where(schema_version.c.id == 1))
-    value = version.scalar()
-    if value is None:
-        return 1 if "cases" in tables else None
-    return int(value)
+def head_revision() -> str:
+    """The newest migration this caseline ships."""
+    head = _script().get_current_head()
+    assert head is not None
+    return head
 
 
-def _ensure_schema(conn: Connection) -> None:
-    """Bring one connection's database to SCHEMA_VERSION inside its transaction."""
-    current = _stored_version(conn)
-    if current is not None and current > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the database is at schema version {current}, newer than this caseline "
-            f"({SCHEMA_VERSION}): upgrade caseline"
+def _script() -> ScriptDirectory:
+    """Alembic's view of directory/migrations."""
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for caseline's migrations, on `connection` when given
+    (else env.py opens DATABASE_URL, as `alembic` on the command line does)."""
+    config = Config(str(ALEMBIC_INI))
+    # caseline's own logging stays as it is (env.py would apply alembic.ini's).
+    config.attributes["configure_logger"] = False
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(conn: Connection) -> None:
+    """Run the missing migrations on `conn`, inside its transaction."""
+    current = MigrationContext.configure(conn).get_current_revision()
+    script = _script()
+    if current is not None and current not in {s.revision for s in script.walk_revisions()}:
+        tables = ", ".join(sorted(inspect(conn).get_table_names()))
+        raise SchemaError(
+            f"the database is at migration {current}, which this caseline does not know "
+            f"(its newest is {script.get_current_head()}; tables: {tables}): a newer "
+            "release migrated it, so run that release (or restore the backup taken "
+            "before its upgrade)"
         )
-    if current is not None:
-        for migrate in MIGRATIONS[current - 1 :]:
-            migrate(conn)
-    Base.metadata.create_all(conn)
-    stamped = conn.execute(
-        select(schema_version.c.version).where(schema_version.c.id == 1)
-    ).scalar()
-    if stamped is None:
-        conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION))
-    elif stamped != SCHEMA_VERSION:
-        conn.execute(
-            schema_version.update().where(schema_version.c.id == 1).values(version=SCHEMA_VERSION)
-        )
+    if current == script.get_current_head():
+        return
+    command.upgrade(alembic_config(conn), "head")

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
-    Column,
     Date,
     DateTime,
     Dialect,
@@ -22,7 +22,6 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
-    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -55,15 +54,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     """Declarative base of every caseline table."""
-
-
-# One row (id 1) holding the schema version the database is at; see directory.db.
-schema_version = Table(
-    "schema_version",
-    Base.metadata,
-    Column("id", Integer, primary_key=True),
-    Column("version", Integer, nullable=False),
-)
 
 
 class District(Base):
@@ -135,6 +125,18 @@ class Case(Base):
     needs_handover: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     outage: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CaseNumberCounter(Base):
+    """The last case number the line opened (one row, id 1): see directory.case_numbers.
+
+    Updating this row is what serializes two workers opening cases at once.
+    """
+
+    __tablename__ = "case_number_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class CallLog(Base):

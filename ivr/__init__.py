@@ -51,10 +51,11 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         log.warning("maintenance windows: %s", problem)
     app.extensions["caseline.maintenance"] = windows
 
-    from ivr import api, console, metrics, voice
+    from ivr import api, console, health, metrics, voice
 
     gate.install(app)
     metrics.install(app)
+    health.install(app, settings.database_url)
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     # After the gate, so an unknown /voice path is still a bare 404 and never a CSRF 400.
@@ -63,7 +64,8 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
 
     @app.get("/healthz")
     def healthz() -> dict[str, str | int]:
-        """Liveness for process managers (no Redis or database touched)."""
+        """Liveness for process managers (no Redis or database touched; /readyz checks
+        them, in ivr.health)."""
         return {"status": "ok", "pid": os.getpid()}
 
     if not settings.twilio_auth_token and settings.insecure_dev:

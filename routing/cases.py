@@ -1,6 +1,6 @@
 """Cases on the phone line: the case number a caller types (theirs, or "not
 found"), which case a call is logged on, opening new ones (numbered after the
-highest), and merging outage reports onto one case a day.
+highest, by `directory.case_numbers`), and merging outage reports onto one case a day.
 
 The call-log job (`workers.call_log`) asks `case_for_call`; the rules live
 here. Callers never change case data on the phone: a call only ever opens a
@@ -13,10 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import directory
+from directory.case_numbers import allocate_case_number
 from directory.catalog import GENERAL
 from directory.models import Advisor, CallLog, Case
 from routing.call_state import append_menu, get_call
@@ -29,9 +30,6 @@ CASE_TRIES = 3
 
 # Outage calls from one district (or one unknown number) within a day go onto one case.
 OUTAGE_CASE_SPAN = timedelta(hours=24)
-# A case the line opens is numbered after the highest case number (this one on an
-# empty directory).
-FIRST_CASE_NUMBER = 2_000_001
 
 
 @dataclass(frozen=True)
@@ -128,9 +126,8 @@ def _owner(db: Session, call: dict[str, str]) -> str | None:
 
 def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool = False) -> Case:
     """Open a new case for the caller's district (status new)."""
-    highest = db.scalar(select(func.max(cast(Case.number, Integer))))
     case = Case(
-        number=str((highest or FIRST_CASE_NUMBER - 1) + 1),
+        number=allocate_case_number(db),
         district_id=call.get("district") or None,
         owner_id=_owner(db, call),
         status="new",

@@ -29,6 +29,7 @@ from ivr import create_app
 from routing import availability
 from routing.desk import Desk
 from telephony import Telephony
+from tests.postgres import PostgresCluster, remove_cluster, start_cluster
 from twilio_side import Caller, CallResult, FlaskTransport, InProcessLink, TwilioEmulator
 from workers import context
 
@@ -63,10 +64,72 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+# The database tests (marked `databases`, as a module's `pytestmark` or one test's
+# mark) run once per backend: SQLite, and PostgreSQL on a throwaway cluster
+# (tests/postgres.py). Every other test runs on SQLite alone.
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--databases=sqlite` runs the database tests on SQLite alone (quicker locally)."""
+    parser.addoption("--databases", default=",".join(DATABASES),
+                     help="backends the database tests run on (comma-separated; default: "
+                          "%(default)s)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the `databases` mark and check the option."""
+    config.addinivalue_line(
+        "markers", "databases: a database test, run on SQLite and on PostgreSQL")
+    unknown = set(config.getoption("databases").split(",")) - set(DATABASES)
+    if unknown:
+        raise pytest.UsageError(f"--databases: unknown backend(s) {sorted(unknown)}, "
+                                f"choose among {list(DATABASES)}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A database test that uses a database runs once per backend."""
+    if ("database_url" in metafunc.fixturenames
+            and metafunc.definition.get_closest_marker("databases") is not None):
+        metafunc.parametrize("database_backend",
+                             metafunc.config.getoption("databases").split(","))
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """A fresh SQLite database file for one test."""
-    return f"sqlite:///{tmp_path / 'caseline.db'}"
+def database_backend() -> str:
+    """The backend of a test's database: SQLite unless the test is a database test."""
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster (unix socket only) for the whole session; the
+    PostgreSQL runs of the database tests are skipped, saying why, when it is not
+    installed (`make system-deps` installs it)."""
+    try:
+        cluster = start_cluster()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture
+def database_url(database_backend: str, tmp_path: Path,
+                 request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for one test: a SQLite file, or a new PostgreSQL
+    database (dropped after the test)."""
+    if database_backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'caseline.db'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    name = cluster.create_database()
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)
 
 
 AUTH_TOKEN = "test-auth-token"
@@ -114,7 +177,7 @@ def settings(redis_url: str, database_url: str, tmp_path: Path,
 
 @pytest.fixture
 def engine(database_url: str):
-    """The test database, with caseline's schema."""
+    """The test database, with caseline's schema (every migration run on it)."""
     engine = make_engine(database_url)
     ensure_schema(engine)
     yield engine
@@ -190,12 +253,19 @@ def make_available(desk: Desk, *advisor_ids: str, start_ms: int | None = None) -
         availability.free_advisor(desk, advisor_id, start + offset, explicit=True)
 
 
+def close_app(app: Flask) -> None:
+    """Close the database connections an app holds: a test's app lives shorter than a
+    process (PostgreSQL's driver warns about a connection left open)."""
+    app.extensions["caseline.engine"].dispose()
+
+
 @pytest.fixture
-def app(settings: Settings, desk: Desk) -> Flask:
+def app(settings: Settings, desk: Desk) -> Iterator[Flask]:
     """The caseline app on the test Redis and database."""
     app = create_app(settings)
     app.testing = True
-    return app
+    yield app
+    close_app(app)
 
 
 @pytest.fixture

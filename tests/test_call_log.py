@@ -17,6 +17,9 @@ from jobs.queues import SERIALIZER, Queues
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 from workers import context
 
+# The worker writes call logs: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.databases
+
 PAT = "+16125550101"
 
 

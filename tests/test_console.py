@@ -173,6 +173,7 @@ def test_a_presence_change_is_announced_on_the_event_stream(desk, accounts):
     stream.close()
 
 
+@pytest.mark.databases
 def test_set_password_prompts_twice_without_echo(settings, engine, desk, directory):
     directory.advisor("A7")
     directory.load()
@@ -203,6 +204,7 @@ def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, acc
     again.close()
 
 
+@pytest.mark.databases
 def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
     make_available(desk, "A7")
     assert phone.call(PAT, "1 2024117#").outcome == "advisor"

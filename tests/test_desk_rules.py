@@ -110,6 +110,7 @@ def test_the_days_around_thanksgiving(phone, desk, desk_directory):
         assert phone.call(PAT, "2").outcome == "advisor"
 
 
+@pytest.mark.databases
 def test_after_hours_option_1_voicemail_lands_on_the_case(phone, desk, desk_directory):
     with at(2026, 11, 24, 20):
         result = phone.call(PAT, "1 2024117#")
@@ -120,6 +121,7 @@ def test_after_hours_option_1_voicemail_lands_on_the_case(phone, desk, desk_dire
     assert log.status == "voicemail"
 
 
+@pytest.mark.databases
 def test_after_hours_option_2_voicemail_opens_a_new_case(phone, desk, desk_directory):
     with at(2026, 11, 24, 20):
         result = phone.call(PAT, "2")
@@ -295,6 +297,7 @@ def test_verified_call_counts_as_activity(phone, desk, desk_directory):
 # --- each option's call log --------------------------------------------------
 
 
+@pytest.mark.databases
 def test_each_option_leaves_one_log_on_the_right_case(phone, desk, desk_directory):
     make_available(desk, "A7", "A2", "A5", "A6")
     phone.call(PAT, "1 2024117#")

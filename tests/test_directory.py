@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,9 +34,11 @@ from directory import (
     team_for_product,
     validate_document,
 )
-from directory import db as database
-from directory.db import SCHEMA_VERSION, ensure_schema, make_engine, make_session_factory
+from directory.db import ensure_schema, make_engine, make_session_factory
 from directory.models import CallLog, Case, Contact
+
+# Loading, upserts and lookups read and write the database: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.databases
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "directory.json"
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -430,36 +432,13 @@ def test_district_contacts_lists_names_of_active_contacts(
 # --- the database -----------------------------------------------------------------
 
 
-def test_schema_is_created_once_and_stamped(tmp_path: Path) -> None:
+def test_a_sqlite_database_gets_its_folder_foreign_keys_and_wal(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'dir' / 'caseline.db'}")
     ensure_schema(engine)
-    ensure_schema(engine)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM schema_version")).scalars().all() == [
-            SCHEMA_VERSION
-        ]
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
-
-
-def test_a_database_behind_runs_the_missing_migrations(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ran: list[int] = []
-
-    def add_note_column(conn: Connection) -> None:
-        conn.execute(text("ALTER TABLE cases ADD COLUMN note VARCHAR"))
-        ran.append(2)
-
-    monkeypatch.setattr(database, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(database, "MIGRATIONS", [add_note_column])
-    ensure_schema(engine)
-    ensure_schema(engine)
-
-    assert ran == [2]
-    assert database.schema_version_of(engine) == 2
-    assert "note" in {c["name"] for c in inspect(engine).get_columns("cases")}
 
 
 def test_one_call_log_per_call_sid(loaded: dict, sessions: sessionmaker[Session]) -> None:

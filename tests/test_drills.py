@@ -34,8 +34,11 @@ ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """The database in a folder of its own, so a drill can take the folder away."""
+def database_url(database_url: str, database_backend: str, tmp_path: Path) -> str:
+    """On SQLite, the database in a folder of its own, so a drill can take the folder
+    away; on PostgreSQL, the test's database (a drill stops the cluster)."""
+    if database_backend == "postgresql":
+        return database_url
     return f"sqlite:///{tmp_path / 'db' / 'caseline.db'}"
 
 
@@ -109,11 +112,13 @@ def test_redis_down_callers_reach_the_fallback_then_routing_resumes(
         redis_server.wait(timeout=10)
 
 
+@pytest.mark.databases
 def test_database_down_calls_still_route_and_every_log_lands_once(
-        settings, emulator, lakeview, desk, engine, tmp_path, r):
+        settings, emulator, lakeview, desk, engine, tmp_path, r, database_backend, request):
     line = new_line(settings, emulator, tmp_path)
     folder = tmp_path / "db"
     away = tmp_path / "db-away"
+    cluster = request.getfixturevalue("postgres_cluster") if database_backend != "sqlite" else None
     try:
         line.start_web()
         line.start_worker()
@@ -121,13 +126,17 @@ def test_database_down_calls_still_route_and_every_log_lands_once(
             line.set_status(advisor, "available")
         engine.dispose()  # the test's own connections: the drill is about the service's
 
-        # The database goes down. Moving its folder away makes every new SQLite
-        # connection fail ("unable to open database file"), as a stopped server
-        # refuses connections. (Holding a lock would not do: in WAL mode readers
-        # read on; chmod does not stop root; and a file moved alone would be
-        # recreated empty.) Neither the web processes nor the worker hold a
-        # connection yet: their start closed the ones that rebuilt the cache.
-        folder.rename(away)
+        # The database goes down. PostgreSQL: the server stops (its sessions end).
+        # SQLite: moving its folder away makes every new connection fail ("unable
+        # to open database file"), as a stopped server refuses connections.
+        # (Holding a lock would not do: in WAL mode readers read on; chmod does
+        # not stop root; and a file moved alone would be recreated empty.) Neither
+        # the web processes nor the worker hold a connection yet: their start
+        # closed the ones that rebuilt the cache.
+        if cluster is not None:
+            cluster.stop()
+        else:
+            folder.rename(away)
         calls = [line.call(PAT, keys, extra_params=ATTESTED)
                  for keys in (f"1 {CASE}#", "2", "8")]
         # Webhooks route from Redis alone: every caller reaches an advisor.
@@ -144,9 +153,11 @@ def test_database_down_calls_still_route_and_every_log_lands_once(
                        for job in jobs)
 
         wait_for("every call-log job to fail and be retried", all_retried, timeout=15)
-        assert not folder.exists()  # nothing recreated the database meanwhile
-
-        away.rename(folder)  # the database is back
+        if cluster is not None:
+            cluster.start()  # the database is back
+        else:
+            assert not folder.exists()  # nothing recreated the database meanwhile
+            away.rename(folder)  # the database is back
         wait_for("every call log to land", lambda: len(call_logs(desk, sids)) == len(sids),
                  timeout=20)
         assert call_logs(desk, sids) == dict.fromkeys(sids, 1)  # none lost, none twice
@@ -156,6 +167,8 @@ def test_database_down_calls_still_route_and_every_log_lands_once(
         print(line.output())
         raise
     finally:
+        if cluster is not None and cluster.process is None:
+            cluster.start()
         if away.exists() and not folder.exists():
             away.rename(folder)
         line.stop()

@@ -13,7 +13,10 @@ from config.hours import CENTRAL, OUTAGE_RISK, MaintenanceWindow, maintenance_no
 from directory import keys
 from directory.models import AuditEntry
 from ivr import create_app
-from tests.conftest import API_TOKEN, make_available
+from tests.conftest import API_TOKEN, close_app, make_available
+
+# Posted windows are stored in the database: on both databases.
+pytestmark = pytest.mark.databases
 
 PAT = "+16125550101"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -103,9 +106,13 @@ def test_a_posted_window_is_what_the_next_outage_caller_hears(client, phone, des
 
 def test_every_web_process_sees_the_replacement(client, desk, settings):
     client.put("/api/maintenance", json=[SATURDAY_NIGHT], headers=API)
-    other = create_app(settings).test_client()  # another gunicorn worker, say
-    assert other.get("/api/maintenance", headers=API).get_json() == [SATURDAY_NIGHT]
-    desk.r.delete(keys.posted_maintenance())  # Redis lost it: the database has it
-    assert other.get("/api/maintenance", headers=API).get_json() == [SATURDAY_NIGHT]
-    client.put("/api/maintenance", json=[], headers=API)
-    assert other.get("/api/maintenance", headers=API).get_json() == []
+    other_app = create_app(settings)  # another gunicorn worker, say
+    other = other_app.test_client()
+    try:
+        assert other.get("/api/maintenance", headers=API).get_json() == [SATURDAY_NIGHT]
+        desk.r.delete(keys.posted_maintenance())  # Redis lost it: the database has it
+        assert other.get("/api/maintenance", headers=API).get_json() == [SATURDAY_NIGHT]
+        client.put("/api/maintenance", json=[], headers=API)
+        assert other.get("/api/maintenance", headers=API).get_json() == []
+    finally:
+        close_app(other_app)

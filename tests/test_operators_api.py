@@ -11,6 +11,9 @@ from directory import keys
 from directory.models import AuditEntry, Contact
 from tests.conftest import API_TOKEN, make_available
 
+# Cases, contacts and the audit are written through the API: on both databases.
+pytestmark = pytest.mark.databases
+
 PAT = "+16125550101"
 OWNER, NEW_OWNER = "A7", "A2"
 

@@ -325,6 +325,7 @@ def test_a_caller_twilio_cannot_queue_without_a_fallback_leaves_a_voicemail_on_t
 # --- 6. the recording posted after the status callback --------------------------------------
 
 
+@pytest.mark.databases
 def test_a_voicemail_posted_after_the_call_ended_reaches_the_case(desk, lakeview, client):
     evening = datetime(2026, 11, 24, 19, 30, tzinfo=CHICAGO)
     with time_machine.travel(evening, tick=True):
@@ -379,6 +380,7 @@ def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
 # --- restart after the calls of a day -----------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_the_cache_rebuilds_after_an_unknown_callers_outage_case(desk, lakeview, phone, client):
     make_available(desk, "A7")
     result = phone.call(STRANGER, "8")  # exception basis: a case with no district

@@ -123,6 +123,7 @@ def test_queued_caller_is_redirected_to_the_advisor_who_frees_up(phone, desk, la
     assert result.outcome == "advisor"
 
 
+@pytest.mark.databases
 def test_each_call_is_logged_once_even_when_status_repeats(phone, desk, lakeview, client):
     make_available(desk, OWNER)
     phone.call(PAT, "1 2024117#", post_status_twice=True)
@@ -187,6 +188,7 @@ def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
     assert desk.r.zcard(keys.team_waiting("general")) == 0
 
 
+@pytest.mark.databases
 def test_status_for_a_call_never_seen_is_still_logged(client, desk, lakeview):
     from twilio.request_validator import RequestValidator
 

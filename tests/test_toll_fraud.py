@@ -142,6 +142,7 @@ def test_an_unverified_outage_report_waits_behind_a_verified_one(client, desk, l
     assert desk.r.zrange(keys.team_waiting("hosting"), 0, -1) == ["CA-pat", "CA-anon"]
 
 
+@pytest.mark.databases
 def test_one_outage_case_per_unverified_number_per_day(phone, desk, lakeview):
     make_available(desk, "A7")
     for _ in range(3):

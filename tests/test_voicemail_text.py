@@ -50,6 +50,7 @@ def _transcribed(client, sid: str, status: str = "completed", text: str = TEXT) 
                                         "TranscriptionText": text, "RecordingUrl": "https://rec/RE9"})
 
 
+@pytest.mark.databases
 def test_the_transcription_of_a_night_voicemail_lands_once_on_the_case(desk, lakeview, client):
     with time_machine.travel(EVENING, tick=True):
         _voicemail(client, "CA-night")
@@ -62,6 +63,7 @@ def test_the_transcription_of_a_night_voicemail_lands_once_on_the_case(desk, lak
     assert log["details"]["transcription"] == TEXT
 
 
+@pytest.mark.databases
 def test_a_transcription_before_the_log_waits_for_it(desk, lakeview, client):
     """The transcription job runs first (the log job not yet done, or the database down):
     it retries and the text still lands."""

@@ -53,7 +53,7 @@ def log_call(call_sid: str) -> str:
             db.rollback()
             if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
                 return "exists"  # another run of this job got there first
-            raise  # a case-number collision: the job retries with a fresh number
+            raise  # a number an operator loaded meanwhile: the job retries with the next one
         if case is not None:
             cache_case(desk.r, case)
         log.info("call %s logged on case %s", call_sid, case.number if case else "(none)")
