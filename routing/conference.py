@@ -53,7 +53,8 @@ _FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by"
 class Refused:
     """The colleague was not added (or removed): `reason` says why, for the advisor.
 
-    reason: "invalid-number", "outside-us-canada", "premium-rate", "not-on-a-call",
+    reason: "invalid-number", "outside-us-canada", "premium-rate", "line-number" (the
+    line's own number, or the contact's), "not-on-a-call",
     "callback" (a callback's legs cannot be moved yet), "colleague-on-call",
     "no-colleague", "call-over" or "twilio-unavailable".
     """
@@ -63,7 +64,8 @@ class Refused:
     @property
     def bad_request(self) -> bool:
         """Whether the number itself was refused (else the call's state was)."""
-        return self.reason in ("invalid-number", "outside-us-canada", "premium-rate")
+        return self.reason in ("invalid-number", "outside-us-canada", "premium-rate",
+                               "line-number")
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     if isinstance(found, Refused):
         return found
     call_sid, call = found
+    if number in (call.get("to"), call.get("caller")):
+        # The line itself (its IVR, billed both ways) or the contact already on the call.
+        return Refused("line-number")
     lock = keys.colleague_adding(call_sid)
     if call.get("colleague_leg") or not desk.r.set(lock, advisor_id, nx=True,
                                                     px=_ADDING_MS):

@@ -216,8 +216,8 @@ def test_a_contact_gone_while_the_call_moves_leaves_no_leg_behind(
     post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
                                    "CallDuration": "40", "From": PAT, "To": "+18005550100"})
     def hung_up() -> set:
-        return {r.call_sid for r in emulator.requests
-                if r.form.get("Status") == "completed" and r.status == 200}
+        # Asked of Twilio (the simulator may have ended a leg first: then a 400).
+        return {r.call_sid for r in emulator.requests if r.form.get("Status") == "completed"}
     # After the status callback is answered, on the web process's REST pool.
     _until(lambda: legs <= hung_up())
     # A repeated status callback asks nothing more of Twilio.

@@ -336,3 +336,16 @@ def test_an_advisor_hanging_up_while_the_move_is_retried_ends_the_call_as_usual(
     assert redirect is None or "conference" not in (redirect.text or ""), \
         "Pat is held for a conference the advisor never reached"
     assert after.find("Gather") is not None  # the survey, as after any advisor's hang-up
+
+
+def test_the_lines_own_number_is_not_a_colleague(desk, lakeview, client, emulator):
+    """"Add a colleague" with the support line's own number (a slip, or a copy of the
+    caller-ID the advisor sees): the participant is an outbound call from the line
+    to the line, which Twilio answers with our own IVR, into the contact's
+    conference, billed both ways. Refused like any number that is not a colleague."""
+    _bridged_by_hand(desk, client, emulator)
+    before = len(emulator.created_calls)
+    refused = client.post("/api/advisors/A7/colleague", json={"phone": "1-800-555-0100"},
+                          headers=API)
+    assert len(emulator.created_calls) == before, "the line dialed itself"
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "line-number")
