@@ -35,9 +35,12 @@ run: $(STAMP)
 	@bash scripts/run.sh
 
 ## system-deps: Debian packages some tests use (a real terminal for the caller; chromium
-## for the console's browser tests, driven by Playwright for Python: never `playwright install`)
+## for the console's browser tests, driven by Playwright for Python: never `playwright install`;
+## Debian's redis-server (built with TLS) and redis-sentinel for the failover drill and the
+## TLS/ACL tests, openssl for their throwaway certificates)
 system-deps:
-	@for need in tmux:tmux chromium:chromium; do \
+	@for need in tmux:tmux chromium:chromium /usr/bin/redis-server:redis-server \
+	    /usr/bin/redis-sentinel:redis-sentinel openssl:openssl; do \
 	  cmd=$${need%%:*}; pkg=$${need##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

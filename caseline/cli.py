@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import redis
 
 from config.logs import install_phone_masking
 from config.settings import Settings
+from directory.redis_client import connect_redis, raw_twin
 
 
 def _settings() -> Settings:
@@ -82,7 +82,7 @@ def directory_load(file: Path) -> None:
     settings = _settings()
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     try:
         counts = load_directory(document, make_session_factory(engine), client,
                                 datetime.now(UTC), pepper=settings.pin_pepper)
@@ -104,10 +104,10 @@ def prepare_service(settings: Settings) -> str:
     url = _redis_url(settings)
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect_redis(url)
     cache_directory(make_session_factory(engine), client, datetime.now(UTC))
     # Holds and jobs the previous release left in Redis, in this release's shape.
-    job_redis = redis.Redis.from_url(url)
+    job_redis = raw_twin(client)
     upgrade_wrapups(client, job_redis, int(time.time() * 1000))
     job_redis.close()
     client.close()
@@ -196,7 +196,7 @@ def contacts_unlock(contact_id: str) -> None:
     settings = _settings()
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     was_locked = unlock_contact(client, make_session_factory(engine), contact_id,
                                 datetime.now(UTC))
     client.close()
@@ -236,7 +236,7 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     if not done:
         click.echo(f"no advisor {advisor_id} in the directory", err=True)
         sys.exit(1)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     unlock(client, advisor_id)
     client.close()
     role = "supervisor" if supervisor else "advisor"
