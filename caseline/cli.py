@@ -15,7 +15,7 @@ import click
 
 from config.logs import install_phone_masking
 from config.settings import Settings
-from directory.redis_client import connect_redis, raw_twin
+from directory.redis_client import connect_redis, describe_redis_url, raw_twin
 
 
 def _settings() -> Settings:
@@ -102,6 +102,7 @@ def prepare_service(settings: Settings) -> str:
     from routing.upgrade import upgrade_wrapups
 
     url = _redis_url(settings)
+    logging.getLogger("caseline").info("Redis: %s", describe_redis_url(url))
     engine = make_engine(settings.database_url)
     ensure_schema(engine)
     client = connect_redis(url)
