@@ -113,12 +113,26 @@ class SentinelGroup:
     primary: ServerProcess
     replica: ServerProcess
     sentinels: list[ServerProcess] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    password: str | None = None
 
     @property
     def url(self) -> str:
         """caseline's REDIS_URL for this group."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        login = f":{self.password}@" if self.password else ""
+        if self.tls is None:
+            return f"redis+sentinel://{login}{hosts}/{SERVICE}/0"
+        return f"rediss+sentinel://{login}{hosts}/{SERVICE}/0?ssl_ca_certs={self.tls.ca}"
+
+    def client(self, port: int, *, server: bool = True) -> redis.Redis:
+        """A plain client of one process of the group (a server, or a sentinel)."""
+        options: dict = {"port": port, "socket_timeout": 1}
+        if self.tls is not None:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls.ca))
+        if server and self.password:
+            options["password"] = self.password
+        return redis.Redis(**options)
 
     def processes(self) -> list[ServerProcess]:
         """Every process of the group."""
@@ -129,7 +143,7 @@ class SentinelGroup:
         for sentinel in self.sentinels:
             if not sentinel.alive():
                 continue
-            with contextlib.closing(redis.Redis(port=sentinel.port, socket_timeout=1)) as r:
+            with contextlib.closing(self.client(sentinel.port, server=False)) as r:
                 try:
                     address = r.execute_command("SENTINEL", "get-master-addr-by-name", SERVICE)
                 except redis.RedisError:
@@ -145,7 +159,7 @@ class SentinelGroup:
         self.primary.kill()
         wait_until("the sentinels to promote the replica",
                    lambda: self.primary_port() == self.replica.port, timeout=timeout)
-        with contextlib.closing(redis.Redis(port=self.replica.port, socket_timeout=1)) as r:
+        with contextlib.closing(self.client(self.replica.port)) as r:
             wait_until("the promoted replica to be a primary",
                        lambda: r.info("replication")["role"] == "master", timeout=timeout)
         return time.monotonic() - started
@@ -161,38 +175,55 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(folder: Path, down_after_ms: int = 400) -> Iterator[SentinelGroup]:
+def sentinel_group(folder: Path, down_after_ms: int = 400, tls: TlsFiles | None = None,
+                   password: str | None = None) -> Iterator[SentinelGroup]:
     """Start the group and wait until every sentinel knows the replica and its peers
-    (else a killed primary would have no successor)."""
+    (else a killed primary would have no successor). With `tls`, every process
+    speaks only TLS (replication and the sentinels' links too); with `password`,
+    the servers require it (`requirepass`, and `masterauth` for the replica)."""
     server = debian_binary("redis-server")
     sentinel = debian_binary("redis-sentinel")
     primary_port, replica_port = free_port(), free_port()
-    primary = start(server, "primary", folder / "primary", server_config(
-        folder / "primary", primary_port, "primary"), primary_port)
-    group = SentinelGroup(folder, primary, primary)
+
+    def listen(port: int) -> str:
+        if tls is None:
+            return f"port {port}\n"
+        return (f"port 0\ntls-port {port}\ntls-cert-file {tls.cert}\ntls-key-file {tls.key}\n"
+                f"tls-ca-cert-file {tls.ca}\ntls-auth-clients no\ntls-replication yes\n")
+
+    login = f"requirepass {password}\nmasterauth {password}\n" if password else ""
+
+    def node(name: str, port: int, extra: str = "") -> ServerProcess:
+        where = folder / name
+        config = server_config(where, port, name, listen(port) + login + extra)
+        config = config.replace(f"port {port}\n", "", 1)  # `listen` says where
+        return start(server, name, where, config, port)
+
+    group = SentinelGroup(folder, node("primary", primary_port), None,  # type: ignore[arg-type]
+                          tls=tls, password=password)
+    group.replica = group.primary
     try:
-        with contextlib.closing(redis.Redis(port=primary_port, socket_timeout=1)) as r:
+        with contextlib.closing(group.client(primary_port)) as r:
             wait_until("the primary to answer", r.ping)
-        group.replica = start(server, "replica", folder / "replica", server_config(
-            folder / "replica", replica_port, "replica",
-            f"replicaof 127.0.0.1 {primary_port}\n"), replica_port)
-        with contextlib.closing(redis.Redis(port=replica_port, socket_timeout=1)) as r:
+        group.replica = node("replica", replica_port, f"replicaof 127.0.0.1 {primary_port}\n")
+        with contextlib.closing(group.client(replica_port)) as r:
             wait_until("the replica to sync",
                        lambda: r.info("replication").get("master_link_status") == "up")
         for n in range(3):
             port = free_port()
             where = folder / f"sentinel-{n}"
+            auth = f"sentinel auth-pass {SERVICE} {password}\n" if password else ""
             group.sentinels.append(start(sentinel, f"sentinel-{n}", where, (
-                f"port {port}\nbind 127.0.0.1\ndir {where}\n"
+                f"{listen(port)}bind 127.0.0.1\ndir {where}\n"
                 f"logfile {where / f'sentinel-{n}.log'}\ndaemonize no\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 2\n{auth}"
                 f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} 5000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"), port))
 
         def ready() -> bool:
             for s in group.sentinels:
-                with contextlib.closing(redis.Redis(port=s.port, socket_timeout=1)) as r:
+                with contextlib.closing(group.client(s.port, server=False)) as r:
                     state = r.sentinel_master(SERVICE)
                     if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
                         return False

@@ -136,6 +136,25 @@ def test_a_sentinel_client_follows_a_failover_scripts_and_all(sentinels):
         client.close()
 
 
+def test_rediss_sentinel_speaks_tls_to_sentinels_and_servers_with_a_password(tmp_path):
+    files = make_tls_files(tmp_path / "tls")
+    with sentinel_group(tmp_path / "sentinel", tls=files, password=PASSWORD) as group:
+        assert group.url.startswith("rediss+sentinel://:")
+        r = connect_redis(group.url)
+        assert r.connection_pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+        r.set("drill:tls", "before")
+        with pytest.raises(redis.ConnectionError):  # no plain TCP anywhere in the group
+            redis.Redis(port=group.sentinels[0].port, socket_timeout=1).ping()
+        replica = group.client(group.replica.port)
+        wait_until("the write to reach the replica", lambda: replica.get("drill:tls"))
+        group.kill_primary_and_wait_for_failover()
+        assert r.get("drill:tls") == "before"  # through TLS, on the promoted replica
+        r.set("drill:tls", "after")
+        assert replica.get("drill:tls") == b"after"
+        for client in (r, replica):
+            client.close()
+
+
 # -- TLS and an ACL user ------------------------------------------------------------------
 
 PASSWORD = "correct-horse-battery-staple"
