@@ -175,7 +175,7 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(folder: Path, down_after_ms: int = 400, tls: TlsFiles | None = None,
+def sentinel_group(folder: Path, down_after_ms: int = 1000, tls: TlsFiles | None = None,
                    password: str | None = None) -> Iterator[SentinelGroup]:
     """Start the group and wait until every sentinel knows the replica and its peers
     (else a killed primary would have no successor). With `tls`, every process
