@@ -37,6 +37,8 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from directory import keys
+
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
 # How long a command through Sentinel keeps trying to reach a primary: a
@@ -45,6 +47,8 @@ DEFAULT_SENTINEL_PORT = 26379
 FAILOVER_PATIENCE_SECONDS = 10.0
 # Asking a sentinel where the primary is: a dead sentinel must not stall that.
 SENTINEL_SOCKET_TIMEOUT = 0.5
+# Longest wait for a replica to hold what a webhook wrote (Redis's WAIT), in ms.
+REPLICA_WAIT_MS = 250
 
 T = TypeVar("T")
 
@@ -213,6 +217,25 @@ def raw_twin(r: redis.Redis) -> redis.Redis:
     else:
         twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=twin)
+
+
+def wait_for_replicas(r: redis.Redis, timeout_ms: int = REPLICA_WAIT_MS) -> int | None:
+    """Block until a replica holds every write the primary acknowledged before this call,
+    or `timeout_ms` (milliseconds) pass: Redis's WAIT. Returns how many replicas hold
+    them (0: none within the time), or None when `r` is not Sentinel-watched (a single
+    server has no replica to wait for: nothing is sent). Raises redis errors as any
+    command does (through a failover it is tried again, on the new primary).
+
+    WAIT counts the writes of the connection that sends it, and a request's writes
+    went out on whichever pooled connections: one small write on the waiting
+    connection, just before WAIT, comes after all of them in the replication stream.
+    """
+    if not isinstance(r.connection_pool, SentinelConnectionPool):
+        return None
+    pipe = r.pipeline(transaction=False)  # one connection for both commands
+    pipe.set(keys.replication_mark(), "1", px=60_000)
+    pipe.execute_command("WAIT", 1, timeout_ms)
+    return int(pipe.execute()[1])
 
 
 def describe_redis_url(url: str) -> str:

@@ -4,6 +4,8 @@ included); production's Redis speaks TLS and knows only an ACL user."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -13,11 +15,13 @@ import redis
 
 from directory.redis_client import (
     FAILOVER_PATIENCE_SECONDS,
+    REPLICA_WAIT_MS,
     RedisUrlError,
     connect_redis,
     describe_redis_url,
     parse_sentinel_url,
     raw_twin,
+    wait_for_replicas,
 )
 from directory.scripts import script
 from tests.conftest import free_port
@@ -153,6 +157,68 @@ def test_rediss_sentinel_speaks_tls_to_sentinels_and_servers_with_a_password(tmp
         assert replica.get("drill:tls") == b"after"
         for client in (r, replica):
             client.close()
+
+
+def test_wait_for_replicas_counts_the_replicas_holding_the_writes(sentinels, redis_url):
+    r = connect_redis(sentinels.url)
+    r.set("drill:durable", "1")
+    assert wait_for_replicas(r) == 1
+    assert wait_for_replicas(connect_redis(redis_url)) is None  # one server: nothing to wait for
+    r.close()
+
+
+def test_webhooks_answer_once_a_replica_holds_their_writes(sentinels, settings, engine):
+    """Twilio hears an answer only when a replica has what led to it; with the replica
+    stopped, one answer waits REPLICA_WAIT_MS in vain, and the next ones do not wait."""
+    from directory import keys
+    from directory.db import make_session_factory
+    from ivr import create_app
+    from routing.desk import Desk
+    from telephony import Telephony
+    from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, Directory, make_available
+    from twilio_side import FlaskTransport
+    from workers import context
+
+    settings = settings.with_changes(redis_url=sentinels.url)
+    desk = Desk(r=connect_redis(sentinels.url), settings=settings,
+                telephony=Telephony(settings), session_factory=make_session_factory(engine))
+    context.configure(desk)
+    replica = sentinels.client(sentinels.replica.port)
+    try:
+        directory = Directory(desk)
+        directory.district()
+        directory.contact()
+        directory.advisor("A7", ["general"], phone="+16515550199")
+        directory.load()
+        make_available(desk, "A7")
+        twilio = FlaskTransport(create_app(settings).test_client(), BASE_URL,
+                                auth_token=AUTH_TOKEN)
+
+        def incoming(n: int) -> float:
+            """Seconds until Twilio hears the answer to a new call's first webhook."""
+            started = time.monotonic()
+            answer = twilio.post("/voice/incoming", {
+                "CallSid": f"CA{n:032d}", "From": "+16125550101", "To": "+18005550100",
+                "AccountSid": ACCOUNT_SID, "CallStatus": "ringing"})
+            assert answer.status == 200, answer.text
+            return time.monotonic() - started
+
+        incoming(0)  # the app's first request loads the scripts
+        fast = incoming(1)
+        assert replica.exists(keys.call(f"CA{1:032d}"))  # the replica had it: Twilio heard
+        os.kill(sentinels.replica.popen.pid, signal.SIGSTOP)
+        try:
+            slow = incoming(2)  # no replica acknowledges: the answer waits, in vain
+            paused = incoming(3)  # ... and for a while answers stop waiting
+        finally:
+            os.kill(sentinels.replica.popen.pid, signal.SIGCONT)
+        limit = REPLICA_WAIT_MS / 1000
+        assert slow >= limit, (fast, slow, paused)
+        assert fast < limit and paused < limit, (fast, slow, paused)
+    finally:
+        context.configure(None)
+        desk.r.close()
+        replica.close()
 
 
 # -- TLS and an ACL user ------------------------------------------------------------------
