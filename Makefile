@@ -36,9 +36,13 @@ run: $(STAMP)
 
 ## system-deps: Debian packages some tests use (a real terminal for the caller; chromium
 ## for the console's browser tests, driven by Playwright for Python: never `playwright install`;
-## postgresql for the database tests' throwaway cluster, whose programs are off PATH)
+## postgresql for the database tests' throwaway cluster, whose programs are off PATH;
+## Debian's redis-server (built with TLS) and redis-sentinel for the failover drill and the
+## TLS/ACL tests, openssl for their throwaway certificates)
 system-deps:
-	@for need in tmux:tmux chromium:chromium initdb:postgresql; do \
+	@for need in tmux:tmux chromium:chromium initdb:postgresql \
+	    /usr/bin/redis-server:redis-server /usr/bin/redis-sentinel:redis-sentinel \
+	    openssl:openssl; do \
 	  cmd=$${need%%:*}; pkg=$${need##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 && continue; \
 	  compgen -G "/usr/lib/postgresql/*/bin/$$cmd" >/dev/null && continue; \

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import redis
 
 from config.logs import install_phone_masking
 from config.settings import Settings
+from directory.redis_client import connect_redis, describe_redis_url, raw_twin
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -105,7 +105,7 @@ def directory_load(file: Path) -> None:
         sys.exit(2)
     settings = _settings()
     engine = _migrated_engine(settings)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     try:
         counts = load_directory(document, make_session_factory(engine), client,
                                 datetime.now(UTC), pepper=settings.pin_pepper)
@@ -128,11 +128,12 @@ def prepare_service(settings: Settings) -> str:
     from routing.upgrade import upgrade_wrapups
 
     url = _redis_url(settings)
+    logging.getLogger("caseline").info("Redis: %s", describe_redis_url(url))
     engine = _migrated_engine(settings)
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect_redis(url)
     cache_directory(make_session_factory(engine), client, datetime.now(UTC))
     # Holds and jobs the previous release left in Redis, in this release's shape.
-    job_redis = redis.Redis.from_url(url)
+    job_redis = raw_twin(client)
     upgrade_wrapups(client, job_redis, int(time.time() * 1000))
     job_redis.close()
     client.close()
@@ -219,7 +220,7 @@ def contacts_unlock(contact_id: str) -> None:
 
     settings = _settings()
     engine = _migrated_engine(settings)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     was_locked = unlock_contact(client, make_session_factory(engine), contact_id,
                                 datetime.now(UTC))
     client.close()
@@ -258,7 +259,7 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     if not done:
         click.echo(f"no advisor {advisor_id} in the directory", err=True)
         sys.exit(1)
-    client = redis.Redis.from_url(_redis_url(settings), decode_responses=True)
+    client = connect_redis(_redis_url(settings))
     unlock(client, advisor_id)
     client.close()
     role = "supervisor" if supervisor else "advisor"

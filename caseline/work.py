@@ -25,6 +25,7 @@ from rq.executions import Execution
 from rq.job import JobStatus
 
 from config.settings import Settings
+from directory.redis_client import connect_redis
 from jobs.queues import SERIALIZER, JSONQueue, Queues
 from workers import context
 from workers.retries import count_retry
@@ -41,7 +42,7 @@ def _run_cron(redis_url: str) -> None:
     from workers.contacts import flag_inactive
     from workers.reconciler import reconcile
 
-    cron = json_cron_scheduler(redis.Redis.from_url(redis_url))
+    cron = json_cron_scheduler(connect_redis(redis_url, decode_responses=False))
     cron.register(reconcile, Queues.PRESENCE, interval=RECONCILE_EVERY_SECONDS,
                   job_timeout=60, result_ttl=60)
     # Daily, early morning (server time), before the desk opens.
@@ -70,7 +71,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             target=_run_cron, args=(settings.redis_url,), daemon=True, name="caseline-cron"
         )
         cron.start()
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = connect_redis(settings.redis_url, decode_responses=False)
     try:
         # Jobs are short, ours and idempotent: run them in this process rather
         # than forking a work horse per job (tens of ms each). RQ's per-job INFO

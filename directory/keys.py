@@ -184,3 +184,9 @@ def sign_in_lock(advisor_id: str) -> str:
 def desk_changes() -> str:
     """The pub/sub channel on which presence and queue changes are announced."""
     return f"{PREFIX}:desk:changes"
+
+
+def replication_mark() -> str:
+    """String: written just before Redis's WAIT, on the waiting connection (its value
+    means nothing; `directory.redis_client.wait_for_replicas`)."""
+    return f"{PREFIX}:replication:mark"

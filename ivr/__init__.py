@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 
-import redis
 from flask import Flask
 
 from config import hours
 from config.prompts import Prompts
 from config.settings import Settings
 from directory.db import make_engine, make_session_factory
+from directory.redis_client import connect_redis
 from ivr import gate
 from routing.desk import Desk
 from telephony import Telephony
@@ -33,9 +33,7 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         # embedded Redis when it is unset; the web layer only connects.
         raise ValueError("create_app needs settings.redis_url: run `caseline serve`, "
                          "which starts the embedded Redis when REDIS_URL is unset")
-    r = redis.Redis.from_url(
-        redis_url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
-    )
+    r = connect_redis(redis_url, socket_timeout=2, socket_connect_timeout=2)
     engine = make_engine(settings.database_url)
     app.extensions["caseline"] = Desk(
         r=r,

@@ -9,6 +9,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from directory.redis_client import raw_twin
 from telephony import Telephony
 
 
@@ -28,12 +29,7 @@ class Desk:
         """The connection RQ queues use (bytes, not decoded)."""
         if self.jobs is not None:
             return self.jobs
-        kwargs = dict(self.r.connection_pool.connection_kwargs)
-        kwargs["decode_responses"] = False
-        pool = redis.ConnectionPool(
-            connection_class=self.r.connection_pool.connection_class, **kwargs
-        )
-        jobs = redis.Redis(connection_pool=pool)
+        jobs = raw_twin(self.r)
         object.__setattr__(self, "jobs", jobs)
         return jobs
 

@@ -19,11 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 from rq import Worker
 
 from config.settings import PROJECT_ROOT, Settings
+from directory.redis_client import connect_redis
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -151,7 +151,7 @@ class Line:
         """`caseline worker`, ready once RQ lists it (its start has migrated the database,
         rebuilt the cache and recovered abandoned jobs by then)."""
         process = self._spawn("worker", "worker", at=at)
-        connection = redis.Redis.from_url(self.env["REDIS_URL"])
+        connection = connect_redis(self.env["REDIS_URL"], decode_responses=False)
 
         def registered() -> bool:
             if not process.alive():

@@ -6,10 +6,9 @@ the Desk from the environment the first time it needs it.
 
 from __future__ import annotations
 
-import redis
-
 from config.settings import Settings
 from directory.db import make_engine, make_session_factory
+from directory.redis_client import connect_redis
 from routing.desk import Desk
 from telephony import Telephony
 
@@ -19,7 +18,7 @@ _desk: Desk | None = None
 def build_desk(settings: Settings, redis_url: str) -> Desk:
     """A Desk for background work from settings and a Redis URL."""
     return Desk(
-        r=redis.Redis.from_url(redis_url, decode_responses=True),
+        r=connect_redis(redis_url),
         settings=settings,
         telephony=Telephony(settings),
         session_factory=make_session_factory(make_engine(settings.database_url)),

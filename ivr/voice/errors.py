@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ivr import twiml
@@ -23,6 +23,7 @@ def register_error_pages(app: Flask) -> None:
     def voice_failure(exc: Exception) -> Response | HTTPException | tuple[str, int]:
         """TwiML that reaches a human for /voice; JSON or the HTTP error elsewhere."""
         count_error(exc)
+        g.failed = True  # no more Redis after this answer (ivr.voice.hooks)
         if not request.path.startswith("/voice"):
             if isinstance(exc, HTTPException):
                 return exc

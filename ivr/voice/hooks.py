@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import redis
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 
 from config import webhooks
+from directory.redis_client import REPLICA_WAIT_MS, wait_for_replicas
 from ivr import gate, twiml
 from ivr.context import desk, prompts
 from ivr.voice.form import call_sid
@@ -70,6 +72,35 @@ def answer_repeats() -> Response | None:
         return None
     status, body = earlier
     return Response(body, status=status, mimetype="text/xml")
+
+
+# When no replica acknowledged in time (one is down, or a new primary has none yet),
+# answers stop waiting for one for this long: one slow answer, not every answer.
+REPLICA_PAUSE_SECONDS = 10.0
+
+
+@bp.after_request
+def keep_through_a_failover(response: Response) -> Response:
+    """With Redis Sentinel, Twilio hears an answer only once a replica holds what led
+    to it (a claim, a place in a queue, a call-log job), so that a failover cannot
+    lose what Twilio was told. It waits at most `REPLICA_WAIT_MS` ms; when no replica
+    answers in time, this web process stops waiting for `REPLICA_PAUSE_SECONDS` s
+    (logged). Runs after the other hooks (Flask calls them last-registered first), so
+    the kept reply is covered too; never after a failure (Redis may be down)."""
+    paused = current_app.extensions.setdefault("caseline.replica_pause", {"until": 0.0})
+    if response.status_code != 200 or g.get("failed") or time.monotonic() < paused["until"]:
+        return response
+    try:
+        replicas = wait_for_replicas(desk().r)
+    except redis.RedisError:
+        log.exception("waiting for a Redis replica after %s failed", request.path)
+        return response
+    if replicas == 0:
+        paused["until"] = time.monotonic() + REPLICA_PAUSE_SECONDS
+        log.warning("no Redis replica acknowledged within %d ms; answers stop waiting for one "
+                    "for %.0f s (a failover meanwhile may lose the last writes)",
+                    REPLICA_WAIT_MS, REPLICA_PAUSE_SECONDS)
+    return response
 
 
 @bp.after_request
