@@ -4,14 +4,15 @@
 once, half through each: no advisor is ever on two calls, every call has exactly
 one call log, and both instances served calls.
 
-The database is the suite's `database_url` fixture (SQLite today), so the same
-test runs on any database the suite is pointed at.
+Run on both of the suite's databases (the `databases` mark): SQLite, and
+PostgreSQL, the production database two hosts share.
 """
 
 from __future__ import annotations
 
 import threading
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,6 +34,7 @@ def calls_counted(url: str) -> float:
                if sample.name == "caseline_calls_total")
 
 
+@pytest.mark.databases
 def test_two_instances_share_the_desk_without_double_booking(
         settings, emulator, directory, desk, tmp_path, database_url):
     directory.district()
