@@ -98,13 +98,13 @@ async def main() -> None:
             if args.only and label.split(" (")[0] not in args.only.split(","):
                 continue
             config = Config(workers=workers, threads=threads, seconds=args.seconds, warmup=2,
-                            worker="off", rest_latency=args.rest_latency_ms / 1000)
+                            layouts=(), rest_latency=args.rest_latency_ms / 1000)
             print(await variant(config, label, args.seconds), flush=True)
 
 
 async def side_by_side(args: argparse.Namespace) -> None:
     """Every patch variant as its own server in one stack, interleaved."""
-    config = Config(seconds=args.seconds, warmup=2, worker="off",
+    config = Config(seconds=args.seconds, warmup=2, layouts=(),
                     rest_latency=args.rest_latency_ms / 1000)
     directory = Path(tempfile.mkdtemp(prefix="caseline-explore-"))
     stack = Stack(config, directory)
@@ -115,7 +115,7 @@ async def side_by_side(args: argparse.Namespace) -> None:
         stack.ceiling.pad = {r["scenario"]: r["simulator_requests"] for r in rows}
         targets = [stack.caseline]
         stack.caseline.name = "baseline" if args.sweep == "patches" else \
-            f"{config.workers} x {config.threads}"
+            "shipped defaults"
         if args.sweep == "settings-ab":
             for workers, threads in AB_SETTINGS:
                 targets.append(await stack.add_caseline(
