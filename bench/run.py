@@ -119,8 +119,11 @@ class Config:
     callers: int = 32
     rate: float = 200.0
     paced_callers: int = 64  # calls at once in the paced phase
-    queue_callers: int = 1000
-    hold_seconds: float = 12.0
+    queue_callers: int = 5000  # Twilio's largest queue
+    queue_small: int = 100  # the hold cycle's reference
+    queue_arrival: float = 100.0  # callers joining per second while the queues fill
+    queue_wait_scale: float = 1.0  # hold music played in real time, as Twilio does
+    hold_seconds: float = 20.0
     soak_per_process: int = 100_000
     # caseline's web processes and threads: None runs `caseline serve`'s shipped defaults.
     workers: int | None = None
@@ -298,6 +301,23 @@ class Stack:
                                 url, AUTH_TOKEN, ACCOUNT_SID, self.side, self.recorder),
                       [web], redis=self.redis)
 
+    async def add_ceiling(self, settings: ServerSettings) -> Target:
+        """Another ceiling server with other gunicorn settings (for `explore.py ceiling`)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = self.services.start(
+            f"ceiling-{settings.worker_class}-{settings.workers}",
+            [str(BIN / "python"), "-m", "bench.ceiling", "--port", str(port),
+             *settings.ceiling_argv()],
+            dict(self.env(url), PYTHONPATH=str(ROOT)), core=SERVER_CORE, cwd=ROOT)
+        await asyncio.to_thread(wait_for_port, port, 60, server)
+        target = Target(settings.label(), Net(
+            HttpPool("127.0.0.1", port, max(64, self.config.callers * 2)), url, AUTH_TOKEN,
+            ACCOUNT_SID, self.side, self.recorder), [server], ceiling=True)
+        assert self.ceiling is not None
+        target.pad = self.ceiling.pad
+        return target
+
     async def call_api(self, method: str, path: str, body: object = None) -> Any:
         """One request to caseline's operators' API; its JSON."""
         assert self.api is not None
@@ -438,9 +458,32 @@ def smoke_problems(rows: list[dict[str, Any]]) -> list[str]:
 # -- the queue test ----------------------------------------------------------------------
 
 
+async def _wait_until_waiting(stack: Stack, goal: int, timeout: float) -> int:
+    """Poll GET /api/queues until `goal` callers wait; the most seen."""
+    peak, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queues = await stack.call_api("GET", "/api/queues")
+        peak = max(peak, sum(len(v) for v in queues.values()))
+        if peak >= goal:
+            break
+        await asyncio.sleep(1.0)
+    return peak
+
+
+def _hold_latencies(recorder: Recorder, start: float, stop: float) -> list[float]:
+    """Hold cycles (waitUrl requests) answered between two instants, in ms, sorted."""
+    return sorted(lat * 1000 for at, lat, kind in
+                  zip(recorder.done_at, recorder.latency, recorder.kinds, strict=True)
+                  if start <= at <= stop and "wait" in kind)
+
+
 async def queue_test(stack: Stack, config: Config) -> dict[str, Any]:
-    """`callers` waiting at once (no advisor on the line), then served in order."""
-    callers = config.queue_callers
+    """Callers waiting in queues with no advisor on the line, their waitUrl re-requested as
+    Twilio does (each hold cycle's TwiML played in real time): the hold cycle measured with
+    `queue_small` waiting, then with `queue_callers`; then one advisor per team comes on:
+    how soon the caller at the head of each queue is redirected, and whether all are served
+    in the order `/api/queues` listed."""
+    callers, small = config.queue_callers, min(config.queue_small, config.queue_callers)
     target = stack.caseline
     assert target is not None
     await stack.all_advisors("offline")
@@ -452,31 +495,24 @@ async def queue_test(stack: Stack, config: Config) -> dict[str, Any]:
     else:
         mix = (by_name["8 outage, hosted contact"], by_name["8 outage, hosted contact 2"])
         servers = {"hosting": "A4"}
-    arrival = 100.0
-    wait_scale = 0.4  # a ~12 s hold cycle (speech + callback offer + music) every ~5 s
     recorder = target.net.recorder
     started = time.monotonic()
-    tasks, _board, _ = await fill_queues(
-        target, callers=callers, arrival_rate=arrival, mix=mix, seed=7,
-        wait_scale=wait_scale, max_wait=600,
-    )
-    # Everyone in: wait until the service shows them all waiting.
-    peak, deadline = 0, time.monotonic() + 60
-    while time.monotonic() < deadline:
-        queues = await stack.call_api("GET", "/api/queues")
-        peak = max(peak, sum(len(v) for v in queues.values()))
-        if peak >= callers:
-            break
-        await asyncio.sleep(0.5)
-    # Hold: all of them on hold, their waitUrl re-requested as each cycle ends.
-    hold = config.hold_seconds
-    hold_from = time.monotonic()
-    await asyncio.sleep(hold)
-    hold_to = time.monotonic()
-    hold_latency = sorted(
-        lat * 1000 for at, lat in zip(recorder.done_at, recorder.latency, strict=True)
-        if hold_from <= at <= hold_to
-    )
+    max_wait = 900.0
+    holds: dict[int, list[float]] = {}
+    tasks: list[asyncio.Task[str]] = []
+    board = None
+    peak = 0
+    for index, goal in enumerate(sorted({small, callers})):
+        more, board, _ = await fill_queues(
+            target, callers=goal - len(tasks), arrival_rate=config.queue_arrival, mix=mix,
+            seed=7 + index, wait_scale=config.queue_wait_scale, max_wait=max_wait, board=board)
+        tasks += more
+        peak = await _wait_until_waiting(stack, goal, timeout=120)
+        # Everyone in: a hold cycle is several seconds, so let one pass before measuring.
+        await asyncio.sleep(config.hold_seconds / 2)
+        hold_from = time.monotonic()
+        await asyncio.sleep(config.hold_seconds)
+        holds[goal] = _hold_latencies(recorder, hold_from, time.monotonic())
     snapshot = await stack.call_api("GET", "/api/queues")
     waiting_now = sum(len(v) for v in snapshot.values())
     fifo_listed = all(
@@ -484,13 +520,21 @@ async def queue_test(stack: Stack, config: Config) -> dict[str, Any]:
         for v in snapshot.values()
     )
     stack.side.redirects.clear()
+    order = {t: [c["call_sid"] for c in v] for t, v in snapshot.items() if v}
+    heads: dict[str, float | None] = {}
     released = time.monotonic()
     for team, advisor_id in servers.items():
-        if snapshot.get(team):
+        if order.get(team):
+            freed = time.monotonic()
             await stack.set_advisor(advisor_id, "available")
+            head, reached = order[team][0], None
+            while reached is None and time.monotonic() - freed < 10:
+                reached = next((at for at, sid in stack.side.redirects if sid == head), None)
+                if reached is None:
+                    await asyncio.sleep(0.005)
+            heads[team] = None if reached is None else reached - freed
     outcomes = await asyncio.gather(*tasks)
     drained = time.monotonic()
-    order = {t: [c["call_sid"] for c in v] for t, v in snapshot.items() if v}
     team_of = {sid: team for team, sids in order.items() for sid in sids}
     served: dict[str, list[str]] = {team: [] for team in order}
     seen: set[str] = set()
@@ -504,13 +548,16 @@ async def queue_test(stack: Stack, config: Config) -> dict[str, Any]:
     )
     errors = [m for _, m in recorder.errors] + [m for _, m in recorder.flow_errors]
     await stack.all_advisors("available")
-    left = await stack.settle(20)
+    left = await stack.settle(60)
     return {
-        "callers": callers, "peak_waiting": peak, "waiting_at_snapshot": waiting_now,
-        "hold_seconds": hold_to - hold_from, "hold_requests": len(hold_latency),
-        "hold_rps": len(hold_latency) / (hold_to - hold_from),
-        "hold_p50": percentile(hold_latency, 0.5), "hold_p99": percentile(hold_latency, 0.99),
-        "served_by": servers, "drain_seconds": drained - released,
+        "callers": callers, "small": small, "peak_waiting": peak,
+        "waiting_at_snapshot": waiting_now,
+        "hold": {n: {"requests": len(lat), "rps": len(lat) / config.hold_seconds,
+                     "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99)}
+                 for n, lat in holds.items()},
+        "hold_seconds": config.hold_seconds, "wait_scale": config.queue_wait_scale,
+        "served_by": servers, "head_reached": heads,
+        "drain_seconds": drained - released,
         "answered": sum(1 for o in outcomes if o == "advisor"),
         "served_in_order": out_of_order == 0 and all(
             len(served[t]) == len(order[t]) for t in order),
@@ -908,17 +955,31 @@ def render(
     if queue:
         teams = ", ".join(f"{t} {n}" for t, n in queue["queues"].items())
         servers = ", ".join(f"{a} for {t}" for t, a in queue["served_by"].items())
+        small, large = queue["hold"].get(queue["small"]), queue["hold"].get(queue["callers"])
+        heads = ", ".join(f"{t} {'never' if s is None else f'{1000 * s:.0f} ms'}"
+                          for t, s in queue["head_reached"].items())
+        where = LAYOUTS.get(config.layouts[0], "") if config.layouts else "no worker"
         lines += [
             "",
-            f"Queues: {queue['callers']} callers with no advisor on the line; "
-            f"{queue['peak_waiting']} waiting at once ({teams}). While all of them waited, "
-            f"their waitUrl was re-requested {queue['hold_rps']:.0f} times/s (p50 "
-            f"{queue['hold_p50']:.1f} ms, p99 {queue['hold_p99']:.1f} ms). Then one advisor per "
-            f"team came on ({servers}): {queue['answered']}/{queue['callers']} answered in "
-            f"{queue['drain_seconds']:.1f} s, served in exactly the order `/api/queues` listed: "
-            f"{'yes' if queue['served_in_order'] else 'NO'} ({queue['out_of_order']} out of "
-            f"place); listed first come, first served: {'yes' if queue['fifo_listed'] else 'NO'}"
-            f"; errors: {queue['errors']}.",
+            f"Queues ({where}): "
+            f"callers join at {config.queue_arrival:g}/s with no advisor on the line, each "
+            f"re-requesting its waitUrl when the hold cycle's TwiML has played (at "
+            f"{queue['wait_scale']:g}x real time; 1 is Twilio's own pace); "
+            f"{queue['peak_waiting']} waiting at once ({teams}).",
+            "",
+            "| waiting | hold cycles/s | p50 ms | p99 ms |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for n, row in sorted(queue["hold"].items()):
+            lines.append(f"| {n} | {row['rps']:.0f} | {row['p50']:.1f} | {row['p99']:.1f} |")
+        lines += [
+            "",
+            f"Then one advisor per team came on ({servers}): the caller at the head of each "
+            f"queue was redirected after {heads}; {queue['answered']}/{queue['callers']} "
+            f"answered in {queue['drain_seconds']:.1f} s, served in exactly the order "
+            f"`/api/queues` listed: {'yes' if queue['served_in_order'] else 'NO'} "
+            f"({queue['out_of_order']} out of place); listed first come, first served: "
+            f"{'yes' if queue['fifo_listed'] else 'NO'}; errors: {queue['errors']}.",
         ]
         checks.append((
             f"{queue['callers']} callers waiting at once, no errors, each served in order",
@@ -926,6 +987,16 @@ def render(
             and queue["served_in_order"] and queue["answered"] == queue["callers"],
             f"{queue['peak_waiting']} waiting, {queue['answered']} answered in order, "
             f"{queue['errors']} errors"))
+        if small and large and queue["small"] != queue["callers"]:
+            checks.append((
+                f"hold cycle p99 with {queue['callers']} waiting <= 2x its p99 with "
+                f"{queue['small']}", large["p99"] <= 2 * small["p99"],
+                f"{large['p99']:.1f} ms, {small['p99']:.1f} ms: "
+                f"{large['p99'] / small['p99']:.2f}x" if small["p99"] else "-"))
+        reached = list(queue["head_reached"].values())
+        checks.append((
+            "a freed advisor reaches the caller at the head of the queue within 1 s",
+            bool(reached) and all(s is not None and s <= 1.0 for s in reached), heads))
     if "soak" in report and memory:
         pids = sorted({pid for _, sample in memory for pid in sample})
         half = config.soak_per_process * workers // 2
@@ -1017,11 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config()
     if args.quick:
-        config = Config(reps=1, seconds=8, warmup=2, queue_callers=300, hold_seconds=5,
+        config = Config(reps=1, seconds=8, warmup=2, queue_callers=1000, hold_seconds=10,
                         soak_per_process=20_000, quick=True)
     if args.smoke:
         config = Config(reps=1, seconds=1.5, warmup=0.5, callers=4, rate=40, paced_callers=4,
-                        queue_callers=20, hold_seconds=1.5, smoke=True)
+                        queue_callers=20, queue_small=5, queue_wait_scale=0.1,
+                        hold_seconds=1.5, smoke=True)
         args.no_doc = True
         if args.phases == parser.get_default("phases"):
             args.phases = "closed,paced,queue"
