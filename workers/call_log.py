@@ -130,8 +130,9 @@ def _add_call_logs(
     cases: dict[str, Case] = {}
     for sid in todo:
         case = case_for_call(db, calls[sid], now)
+        # Added, not flushed: the session flushes before its next query (the next call's
+        # outage case sees this one's log), and the rows go in together at the commit.
         db.add(_call_log(sid, calls[sid], case.number if case else None))
-        db.flush()  # the next call's outage case sees this one's log
         if case is not None:
             cases[case.number] = case
     # A verified call is activity for the 180-day rule, in the same transaction.
