@@ -138,6 +138,16 @@ class Config:
     rest_latency: float = 0.0  # seconds Twilio's REST side takes to answer
     quick: bool = False
     smoke: bool = False
+    tree: str = ""  # another checkout's caseline (web, worker, directory load): A/B runs
+
+
+def caseline_argv(config: Config) -> tuple[list[str], dict[str, str]]:
+    """The command that runs `caseline`, and what its environment adds: this checkout's,
+    or with `config.tree` another checkout's (`bench/explore.py trees`)."""
+    if not config.tree:
+        return [str(BIN / "caseline")], {}
+    return ([str(BIN / "python"), "-c", "from caseline.cli import main; main()"],
+            {"PYTHONPATH": config.tree})
 
 
 def serve_threads() -> int:
@@ -199,9 +209,11 @@ class Stack:
         caseline_url = f"http://127.0.0.1:{self.caseline_port}"
         ceiling_url = f"http://127.0.0.1:{self.ceiling_port}"
         env = self.env(caseline_url)
+        command, extra = caseline_argv(config)
         load = await asyncio.create_subprocess_exec(
-            str(BIN / "caseline"), "directory", "load", str(ROOT / "demo" / "directory.json"),
-            env=env, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            *command, "directory", "load", str(ROOT / "demo" / "directory.json"),
+            env=dict(env, **extra), cwd=self.dir, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         output, _ = await load.communicate()
         if load.returncode != 0:
@@ -212,7 +224,7 @@ class Stack:
             serve += ["--workers", str(config.workers)]
         if config.threads is not None:
             serve += ["--threads", str(config.threads)]
-        web_env = dict(env)
+        web_env = dict(env, **extra)
         if config.pythonpath:
             web_env["PYTHONPATH"] = config.pythonpath
         if config.patches:
@@ -220,9 +232,9 @@ class Stack:
             argv = [str(BIN / "python"), "-m", "bench.patched", "--patch", config.patches, "--",
                     *serve]
         else:
-            argv = [str(BIN / "caseline"), *serve]
+            argv = [*command, *serve]
         self.web = self.services.start("caseline-serve", argv, web_env, core=SERVER_CORE)
-        self.worker_env = env
+        self.worker_env = dict(env, **extra)
         ceiling_env = dict(env, PUBLIC_BASE_URL=ceiling_url)
         ceiling = self.services.start(
             "ceiling",
@@ -260,7 +272,7 @@ class Stack:
         nice = 19 if layout != "servers" and core == LOAD_CORE else 0
         if self.worker is None:
             # `caseline worker` is its own process in production (the Procfile's `worker:`).
-            argv, env = [str(BIN / "caseline"), "worker"], self.worker_env
+            argv, env = [*caseline_argv(self.config)[0], "worker"], self.worker_env
             if self.config.patches:
                 argv = [str(BIN / "python"), "-m", "bench.patched", "--patch",
                         self.config.patches, "--", "worker"]
@@ -769,7 +781,8 @@ def _line(r: PhaseResult, layout: str = "") -> str:
 
 
 async def profile(stack: Stack, config: Config) -> int:
-    """py-spy on caseline's web processes during a closed-loop phase; top entries."""
+    """py-spy on caseline's web processes (and its worker, when one runs) during a
+    closed-loop phase; top entries."""
     from bench.profile import summarise
 
     assert stack.caseline and stack.web
@@ -779,23 +792,29 @@ async def profile(stack: Stack, config: Config) -> int:
         py_spy = str(BIN / "py-spy")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    raw = out / "profile-caseline.txt"
     seconds = config.seconds
-    spy = await asyncio.create_subprocess_exec(
-        "taskset", "-c", str(LOAD_CORE), py_spy, "record", "--pid", str(stack.web.pid),
-        "--subprocesses", "--format", "raw", "--full-filenames", "--function", "--gil",
-        "--rate", "250", "--nonblocking", "--duration", str(int(seconds + config.warmup)),
-        "--output", str(raw),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    watched = {"caseline": stack.web.pid}
+    if stack.worker is not None:
+        watched["worker"] = stack.worker.pid
+    spies = {}
+    for name, pid in watched.items():
+        spies[name] = await asyncio.create_subprocess_exec(
+            "taskset", "-c", str(LOAD_CORE), py_spy, "record", "--pid", str(pid),
+            "--subprocesses", "--format", "raw", "--full-filenames", "--function", "--gil",
+            "--rate", "250", "--nonblocking", "--duration", str(int(seconds + config.warmup)),
+            "--output", str(out / f"profile-{name}.txt"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     await asyncio.sleep(1.0)
     result = await closed_loop(stack.caseline, callers=config.callers, seconds=seconds,
                                warmup=config.warmup, seed=1)
-    await spy.wait()
-    print(_line(result))
-    text = summarise(raw)
-    (out / "profile-caseline-summary.txt").write_text(text + "\n")
-    print(text)
+    for spy in spies.values():
+        await spy.wait()
+    print(_line(result, LAYOUTS.get(stack.worker_layout, "")))
+    for name in watched:
+        text = summarise(out / f"profile-{name}.txt")
+        (out / f"profile-{name}-summary.txt").write_text(text + "\n")
+        print(f"\n== {name} ==\n{text}")
     return 0
 
 
