@@ -54,12 +54,14 @@ CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 
 
 
 # Calls whose log is still to be written, a sorted set (CallSid, scored by when the
-# call ended), and the mark that a job to write them is queued. RQ's own keys live
+# call ended), and the mark that a job to write them is queued or running (it comes
+# off when the job finds no call waiting). RQ's own keys live
 # under `rq:`; these two are caseline's, kept here beside the jobs that use them.
 CALLS_TO_LOG = "caseline:call-logs:to-write"
 CALL_LOGS_QUEUED = "caseline:call-logs:queued"
-# The mark expires, so a job lost outright (Redis restarted between the mark and the
-# job) holds nothing up for long: the next call to end queues another.
+# The mark expires (a running job renews it), so a job lost outright or waiting out a
+# database outage between retries holds nothing up for long: the next call to end
+# queues another.
 CALL_LOGS_QUEUED_SECONDS = 60
 
 
@@ -77,7 +79,12 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     pipe.set(CALL_LOGS_QUEUED, call_sid, nx=True, ex=CALL_LOGS_QUEUED_SECONDS)
     _, first = pipe.execute()
     if first:
-        _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid))
+        queue_log_calls(r, call_sid)
+
+
+def queue_log_calls(r: redis.Redis, call_sid: str) -> None:
+    """Queue the job that writes the waiting calls' logs, named for the call that queued it."""
+    _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid))
 
 
 def _enqueue_on_the_log(r: redis.Redis, function: str, call_sid: str | None,

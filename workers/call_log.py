@@ -24,7 +24,13 @@ from directory import cache_case, keys
 from directory.activity import touch_contacts
 from directory.cache import cache_contact
 from directory.models import CallLog, Case
-from jobs.queues import CALL_LOGS_QUEUED, CALLS_TO_LOG, enqueue_call_log
+from directory.scripts import script
+from jobs.queues import (
+    CALL_LOGS_QUEUED,
+    CALL_LOGS_QUEUED_SECONDS,
+    CALLS_TO_LOG,
+    queue_log_calls,
+)
 from routing import survey
 from routing.auth import how_verified
 from routing.call_state import final_status, get_call
@@ -51,27 +57,39 @@ LOG_CALLS_SECONDS = 20.0
 CONFLICT_TRIES = 3
 
 
+# The job ends only when no call waits: the mark that a job is queued comes off in the
+# same atomic step that finds the waiting calls empty, so a call ending just then
+# either is seen here or queues the next job.
+_DONE_IF_EMPTY = """
+if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
 def log_calls() -> str:
     """Write the log of every call waiting for one (`jobs.queues.CALLS_TO_LOG`), a batch
     per transaction, each call exactly once: a batch is taken off the waiting calls only
-    once committed, and a call already logged is skipped. A database error fails the
-    job (RQ retries it; the calls still wait)."""
+    once committed, and a call already logged is skipped. Calls that end while the job
+    is queued or running ride on it (the mark stays on until it finds none waiting). A
+    database error fails the job: RQ retries it; the calls still wait."""
     desk = current_desk()
     r = desk.r
-    # Calls that end from now on queue another job; those that ended before are ours.
-    r.delete(CALL_LOGS_QUEUED)
     written = 0
     deadline = time.monotonic() + LOG_CALLS_SECONDS
     while True:
         sids = r.zrange(CALLS_TO_LOG, 0, LOG_BATCH - 1)
         if not sids:
-            return f"{written} written"
+            if script(r, _DONE_IF_EMPTY)(keys=[CALLS_TO_LOG, CALL_LOGS_QUEUED], client=r):
+                return f"{written} written"
+            continue
+        r.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)  # still at work
         outcomes = write_call_logs(desk, sids)
         r.zrem(CALLS_TO_LOG, *sids)
         written += sum(1 for o in outcomes.values() if o == "written")
-        if time.monotonic() > deadline and r.zcard(CALLS_TO_LOG):
-            # Calls keep ending: the next job goes on (unless one is queued already).
-            enqueue_call_log(desk.job_redis, sids[-1])
+        if time.monotonic() > deadline:
+            # Calls keep ending: the next job goes on (the mark stays on for it).
+            queue_log_calls(desk.job_redis, sids[-1])
             return f"{written} written, more to come"
 
 
