@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml twilio_side/pyproject.toml requirements.lock
 lock:
 	$(PYTHON) -m venv .lock-tools && .lock-tools/bin/python -m pip install -q pip-tools
 	.lock-tools/bin/pip-compile -q --generate-hashes --allow-unsafe --no-emit-index-url \
-	  --no-emit-find-links --extra test --strip-extras -o requirements.lock \
+	  --no-emit-find-links --extra test --extra bench --strip-extras -o requirements.lock \
 	  pyproject.toml twilio_side/pyproject.toml
 	rm -rf .lock-tools
 

@@ -3,11 +3,14 @@
 One bare Flask endpoint that does what every caseline webhook must do and
 nothing else: check `X-Twilio-Signature` with twilio's `RequestValidator`
 (over PUBLIC_BASE_URL + path, as caseline does) and answer a fixed `<Gather>`
-built with twilio's `VoiceResponse`. It is served by gunicorn with exactly
-caseline's production options (`caseline.server.gunicorn_options`), so the
-difference between the two sides is caseline's own work.
+built with twilio's `VoiceResponse`. It is served by gunicorn with
+caseline's production options (`caseline.server.gunicorn_options`) except the
+worker class and counts, which are the best found for it (`bench/explore.py
+ceiling`; gthread, gevent and sync tried), so the difference between the two
+sides is caseline's own work and caseline's own server choice.
 
-    python -m bench.ceiling --port 8101 --workers 2 --threads 8
+    python -m bench.ceiling --port 8101 --worker-class gthread --workers 1 --threads 4
+    python -m bench.ceiling --port 8101 --worker-class gevent --workers 1 --connections 100
 
 Reads TWILIO_AUTH_TOKEN and PUBLIC_BASE_URL from the environment.
 """
@@ -84,13 +87,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the ceiling endpoint under gunicorn")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--worker-class", choices=("gthread", "sync", "gevent"),
+                        default="gthread")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=1000,
+                        help="gevent: connections per process (worker_connections)")
     args = parser.parse_args()
     token = os.environ["TWILIO_AUTH_TOKEN"]
     base = os.environ.get("PUBLIC_BASE_URL") or f"http://{args.host}:{args.port}"
     settings = Settings(host=args.host, port=args.port)
     options = gunicorn_options(settings, args.workers, args.threads)
+    options["worker_class"] = args.worker_class
+    if args.worker_class == "gevent":
+        options.pop("threads")
+        options["worker_connections"] = args.connections
     CeilingServer(create_ceiling_app(token, base), options).run()
 
 

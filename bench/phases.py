@@ -268,13 +268,15 @@ async def soak(
 
 async def fill_queues(
     target: Target, *, callers: int, arrival_rate: float, mix: tuple[Scenario, ...],
-    seed: int, wait_scale: float, max_wait: float,
+    seed: int, wait_scale: float, max_wait: float, board: QueueBoard | None = None,
 ) -> tuple[list[asyncio.Task[str]], QueueBoard, dict[str, float]]:
-    """Start `callers` calls at `arrival_rate` calls/s; they wait in queues (no advisor)."""
-    target.net.recorder.clear()
+    """Start `callers` calls at `arrival_rate` calls/s; they wait in queues (no advisor).
+    With `board`, they join callers already waiting (the recorder keeps their requests)."""
+    if board is None:
+        target.net.recorder.clear()
+        board = QueueBoard()
     target.net.pacer = None
     rng = random.Random(seed)
-    board = QueueBoard()
     tasks: list[asyncio.Task[str]] = []
     started = time.monotonic()
     for index in range(callers):

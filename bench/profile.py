@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+_ROOT = Path(__file__).resolve().parent.parent
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -19,7 +20,7 @@ def _split(frame: str) -> tuple[str, str]:
 
 def short_path(path: str) -> str:
     """A file path from its package on (site-packages/x/y.py -> x/y.py)."""
-    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+    for marker in ("site-packages/", f"{_ROOT}/", "python3.11/"):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

@@ -23,7 +23,6 @@ from directory.activity import (
     INACTIVE_AFTER_DAYS,
     contact_is_active,
     district_contacts,
-    record_contact_activity,
 )
 from directory.cache import cache_case, cache_directory, update_advisor_teams
 from directory.call_logs import calls_on_case
@@ -71,7 +70,6 @@ __all__ = [
     "hash_pin",
     "load_directory",
     "normalize_phone",
-    "record_contact_activity",
     "team_for_product",
     "update_advisor_teams",
     "validate_document",

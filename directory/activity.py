@@ -7,16 +7,15 @@ verified call counts as activity.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
-import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import central_date
-from directory.cache import cache_contact, contact_facts
+from directory.cache import contact_facts
 from directory.models import Contact
 from directory.validation import parse_date
 
@@ -69,18 +68,15 @@ def district_contacts(
     ]
 
 
-def record_contact_activity(
-    session_factory: sessionmaker[Session],
-    redis_client: redis.Redis,
-    contact_id: str,
-    day: date,
-) -> None:
-    """A verified call counts as activity: move the contact's last_active to `day`."""
-    with session_factory() as db, db.begin():
+def touch_contacts(db: Session, contact_ids: Iterable[str], day: date) -> list[dict[str, str]]:
+    """Verified calls count as activity: move each contact's last_active to `day`, in the
+    caller's transaction; the contacts' facts, for the cache once it is committed."""
+    facts = []
+    for contact_id in sorted(contact_ids):
         contact = db.get(Contact, contact_id)
         if contact is None:
-            return
+            continue
         if contact.last_active is None or contact.last_active < day:
             contact.last_active = day
-        facts = contact_facts(contact)
-    cache_contact(redis_client, facts)
+        facts.append(contact_facts(contact))
+    return facts

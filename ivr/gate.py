@@ -18,16 +18,17 @@ In this order, each step cheaper than the next and none with a side effect:
 from __future__ import annotations
 
 import logging
+import re
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from config.logs import mask_phone
 from config.settings import Settings
-from directory import keys
 from ivr import twiml
 from ivr.context import desk, prompts
 from ivr.security import account_sid_ok, twilio_signature_ok
+from routing.replies import admit_call
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,33 @@ def admit(req: Request, settings: Settings) -> Response | None:
         call_sid = req.args.get("call", "")[:64]
     else:
         call_sid = (req.form.get("CallSid") or "")[:64]
-    if call_sid and desk().r.exists(keys.call(call_sid)):
-        return None
+    token = repeat_token(req)
+    if call_sid:
+        known, claimed = admit_call(desk().r, call_sid, token)
+        if known:
+            if token:
+                g.token_claim = (token, claimed)  # for `answer_repeats`: no second trip
+            return None
     log.warning("%s for call %r with no session (from %s): answered goodbye, nothing changed",
                 req.path, call_sid, mask_phone(req.form.get("From", "")[:40]))
     p = prompts()
     return twiml_response(twiml.goodbye(p, p.text("routing.goodbye")))
+
+
+# Twilio's CallSids are 34 letters and digits. Anything else (missing, odd
+# characters, oversized) names no call, and must never become a Redis key, a
+# presence script's key or an RQ job id.
+CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def repeat_token(req: Request) -> str:
+    """The key of a webhook Twilio may repeat: its CallSid and `I-Twilio-Idempotency-Token`
+    ("" without either): keyed with the CallSid, one call's token never answers another's."""
+    header = req.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    sid = req.form.get("CallSid", "")
+    if not header or not CALL_SID.fullmatch(sid):
+        return ""
+    return f"{sid}:{header}"
 
 
 def twiml_response(response: object, status: int = 200) -> Response:

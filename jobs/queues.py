@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import UTC, datetime
 
 import redis
@@ -52,23 +53,49 @@ class JSONQueue(Queue):
 CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 120, 120, 120])
 
 
+# Calls whose log is still to be written, a sorted set (CallSid, scored by when the
+# call ended), and the mark that a job to write them is queued or running (it comes
+# off when the job finds no call waiting). RQ's own keys live
+# under `rq:`; these two are caseline's, kept here beside the jobs that use them.
+CALLS_TO_LOG = "caseline:call-logs:to-write"
+CALL_LOGS_QUEUED = "caseline:call-logs:queued"
+# The mark expires (a running job renews it), so a job lost outright or waiting out a
+# database outage between retries holds nothing up for long: the next call to end
+# queues another.
+CALL_LOGS_QUEUED_SECONDS = 60
+
+
 def call_log_job_id(call_sid: str) -> str:
-    """The one job id that logs a call: duplicates collapse onto it."""
-    return f"log-call-{call_sid}"
-
-
-def _enqueue_on_the_log(r: redis.Redis, function: str, call_sid: str, job_id: str) -> None:
-    """Queue one of the jobs that write a call's log: retried (a database down, a log
-    not written yet), one job per id (duplicates collapse), kept a week when failed."""
-    queue(Queues.CALL_LOGS, r).enqueue(
-        function, call_sid, job_id=job_id, retry=CALL_LOG_RETRY, result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-    )
+    """The id of the job queued when `call_sid` ended and no job was queued to write the
+    calls waiting for their log (it writes them all, this one among them)."""
+    return f"log-calls-{call_sid}"
 
 
 def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
-    """Queue the job that writes the call's log on its case."""
-    _enqueue_on_the_log(r, "workers.call_log.log_call", call_sid, call_log_job_id(call_sid))
+    """Put the call among the calls to log, and queue the job that writes them unless one
+    is queued already: one job writes the logs of every call that ended meanwhile."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(CALLS_TO_LOG, {call_sid: time.time()}, nx=True)
+    pipe.set(CALL_LOGS_QUEUED, call_sid, nx=True, ex=CALL_LOGS_QUEUED_SECONDS)
+    _, first = pipe.execute()
+    if first:
+        queue_log_calls(r, call_sid)
+
+
+def queue_log_calls(r: redis.Redis, call_sid: str) -> None:
+    """Queue the job that writes the waiting calls' logs, named for the call that queued it."""
+    _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid))
+
+
+def _enqueue_on_the_log(r: redis.Redis, function: str, call_sid: str | None,
+                        job_id: str) -> None:
+    """Queue one of the jobs that write a call's log: retried (a database down, a log
+    not written yet), one job per id (duplicates collapse), kept a week when failed."""
+    args = () if call_sid is None else (call_sid,)
+    queue(Queues.CALL_LOGS, r).enqueue(
+        function, *args, job_id=job_id, retry=CALL_LOG_RETRY, result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+    )
 
 
 def enqueue_transcription(r: redis.Redis, call_sid: str) -> None:

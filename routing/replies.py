@@ -15,12 +15,32 @@ from collections.abc import Callable
 import redis
 
 from directory import keys
+from directory.scripts import script
 
 REPLY_TTL_SECONDS = 3600
 PENDING = "pending"
 # How long a repeat waits for the first request's reply (Twilio's own timeout
 # for a webhook is 15 s; the first request is usually long done).
 WAIT_FOR_FIRST_SECONDS = 5.0
+
+
+# The live-call check of every webhook and the claim of its token, one round trip:
+# the token is claimed only for a call that exists (a refused webhook changes nothing).
+_ADMIT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if #KEYS < 2 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+
+
+def admit_call(r: redis.Redis, call_sid: str, token: str = "") -> tuple[bool, bool]:
+    """(whether the call exists, whether this request claimed `token`), in one round trip;
+    with no token, only the first."""
+    found = script(r, _ADMIT)(
+        keys=[keys.call(call_sid), *([keys.webhook_reply(token)] if token else [])],
+        args=[PENDING, REPLY_TTL_SECONDS], client=r)
+    return int(found) >= 0, int(found) == 1
 
 
 def claim_token(r: redis.Redis, token: str) -> bool:

@@ -67,9 +67,12 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
     queues: dict[str, list[dict[str, object]]] = {}
     for team in sorted(desk.r.smembers(keys.teams())):
         entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
+        # One round trip per team, not per caller: 5,000 may wait (Twilio's largest queue).
+        pipe = desk.r.pipeline(transaction=False)
+        for call_sid, _ in entries:
+            pipe.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
         callers = []
-        for call_sid, score in entries:
-            call = desk.r.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
+        for (call_sid, score), call in zip(entries, pipe.execute(), strict=True):
             # The score keeps their first arrival: a caller queued again after a
             # missed ring has waited since then, as they would say.
             band, arrived = divmod(int(score), BAND_WIDTH)

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 import zlib
 
 import pytest
 from rq import SimpleWorker
 from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
 
-from jobs.queues import SERIALIZER, Queues
+from jobs.queues import (
+    CALLS_TO_LOG,
+    SERIALIZER,
+    Queues,
+    call_log_job_id,
+    enqueue_call_log,
+    queue,
+)
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 from workers import context
 
@@ -42,17 +51,47 @@ def test_log_waits_out_a_database_outage(phone, desk, lakeview, tmp_path):
     make_available(desk, "A7")
     down = create_engine(f"sqlite:///{tmp_path}/no-such-dir/caseline.db")
     context.configure(dataclasses.replace(desk, session_factory=sessionmaker(down)))
-    result = phone.call(PAT, "1 2024117#")
-    assert result.outcome == "advisor"  # the caller never noticed: no SQL on the hot path
+    results = [phone.call(PAT, "1 2024117#") for _ in range(3)]
+    assert all(r.outcome == "advisor" for r in results)  # no SQL on the hot path
     run_jobs(desk)  # the job fails against the missing database and is scheduled to retry
     assert logs_on(desk, "2024117") == []
+    sids = [r.call_sid for r in results]
+    assert set(desk.r.zrange(CALLS_TO_LOG, 0, -1)) == set(sids)  # nothing dropped
 
     context.configure(desk)  # the database is back
     time.sleep(1.2)  # the first retry is due after a second
     worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis, serializer=SERIALIZER)
     worker.work(burst=True, with_scheduler=True)
     logs = logs_on(desk, "2024117")
-    assert [log["call_sid"] for log in logs] == [result.call_sid]
+    assert [log["call_sid"] for log in logs] == sids
+    assert desk.r.zcard(CALLS_TO_LOG) == 0
+
+
+def test_calls_that_end_meanwhile_are_logged_by_one_job(phone, desk, lakeview):
+    make_available(desk, "A7")
+    results = [phone.call(PAT, "1 2024117#") for _ in range(5)]
+    jobs = queue(Queues.CALL_LOGS, desk.job_redis).get_jobs()
+    assert [job.func_name for job in jobs] == ["workers.call_log.log_calls"]  # one, for five
+    run_jobs(desk)
+    assert [log["call_sid"] for log in logs_on(desk, "2024117")] == [r.call_sid for r in results]
+    assert finished(desk, jobs[0].id)
+
+
+def test_a_batch_skips_calls_already_logged_and_logs_each_call_once(phone, desk, lakeview):
+    from workers.call_log import log_call
+
+    make_available(desk, "A7")
+    first, second, third = (phone.call(PAT, "1 2024117#") for _ in range(3))
+    assert log_call(second.call_sid) == "written"  # another job wrote this one first
+    run_jobs(desk)
+    job_id = call_log_job_id(first.call_sid)
+    assert finished(desk, job_id)
+    enqueue_call_log(desk.job_redis, first.call_sid)  # the same call queued again, logged
+    run_jobs(desk)
+    assert finished(desk, job_id)
+    logs = logs_on(desk, "2024117")
+    assert sorted(log["call_sid"] for log in logs) == sorted(
+        r.call_sid for r in (first, second, third))
 
 
 def test_a_rerun_job_writes_nothing_new(phone, desk, lakeview):
@@ -92,10 +131,10 @@ def test_a_job_queued_by_a_status_callback_is_json_in_redis(client, desk, lakevi
     response = client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
     assert response.status_code == 200
 
-    func, _instance, args, kwargs = job_data(desk.r, f"log-call-{sid}")
-    assert (func, args, kwargs) == ("workers.call_log.log_call", [sid], {})
+    func, _instance, args, kwargs = job_data(desk.r, f"log-calls-{sid}")
+    assert (func, args, kwargs) == ("workers.call_log.log_calls", [], {})
     run_jobs(desk)  # and the worker reads it
-    assert finished(desk, f"log-call-{sid}")
+    assert finished(desk, f"log-calls-{sid}")
 
 
 def test_the_reconciler_queued_by_rqs_cron_is_json_in_redis(desk):
@@ -117,3 +156,34 @@ def finished(desk, job_id: str) -> bool:
 
     return Job.fetch(job_id, connection=desk.job_redis,
                      serializer=SERIALIZER).get_status() == "finished"
+
+
+def test_two_jobs_writing_the_same_calls_at_once_log_each_call_once(phone, desk, lakeview):
+    """Two workers run a job each over the same waiting calls, at the same instant: the
+    database keeps one log per CallSid; a job that lost the race fails and, run again
+    as RQ retries it, finds them written."""
+    from workers.call_log import write_call_logs
+
+    make_available(desk, "A7")
+    sids = [phone.call(PAT, "1 2024117#").call_sid for _ in range(8)]
+    start = threading.Barrier(2)
+    outcomes: list[dict[str, str]] = []
+
+    def job() -> None:
+        start.wait()
+        for _ in range(3):  # RQ's retries
+            try:
+                outcomes.append(write_call_logs(desk, sids))
+                return
+            except OperationalError:  # SQLite: the other writer's snapshot won
+                continue
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(outcomes) == 2
+    for sid in sids:
+        assert sorted(o[sid] for o in outcomes) == ["exists", "written"]
+    assert sorted(log["call_sid"] for log in logs_on(desk, "2024117")) == sorted(sids)

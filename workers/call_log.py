@@ -1,25 +1,41 @@
 """The call-log job: one row per CallSid, written from the call's hash in Redis.
 
-The job is idempotent: it re-reads the call, and the row is keyed by a
-unique CallSid, so a re-run (duplicate callback, killed worker, retry after a
-database outage) changes nothing.
+A call that ends joins the calls waiting for their log, and one job writes all
+of those that ended meanwhile, a batch per database transaction (a storm's
+calls cost one RQ job and one commit per batch, not each). The job is
+idempotent: it re-reads the calls, skips those already logged (the row is
+keyed by a unique CallSid) and takes a batch off the waiting calls only once
+it is committed, so a re-run (duplicate callback, killed worker, retry after a
+database outage) writes nothing twice and drops nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from config.hours import central_date
-from directory import cache_case, record_contact_activity
-from directory.models import CallLog
+from directory import cache_case, keys
+from directory.activity import touch_contacts
+from directory.cache import cache_contact
+from directory.models import CallLog, Case
+from directory.scripts import script
+from jobs.queues import (
+    CALL_LOGS_QUEUED,
+    CALL_LOGS_QUEUED_SECONDS,
+    CALLS_TO_LOG,
+    queue_log_calls,
+)
 from routing import conference, survey
 from routing.auth import how_verified
 from routing.call_state import final_status, get_call
 from routing.cases import case_for_call
+from routing.desk import Desk
 from workers.context import current_desk
 
 log = logging.getLogger(__name__)
@@ -32,36 +48,115 @@ def _time(ms: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
 
 
-def log_call(call_sid: str) -> str:
-    """Write the call's log on its case (opening a new or outage case), exactly once."""
+# Logs written per database transaction, and how long one job goes on writing while
+# calls keep ending (then it hands over to the next job, well inside RQ's timeout).
+LOG_BATCH = 200
+LOG_CALLS_SECONDS = 20.0
+# Two jobs writing the same calls at once (two workers): the second's commit fails on
+# the unique CallSid; it reads again which are written and writes the rest.
+CONFLICT_TRIES = 3
+
+
+# The job ends only when no call waits: the mark that a job is queued comes off in the
+# same atomic step that finds the waiting calls empty, so a call ending just then
+# either is seen here or queues the next job.
+_DONE_IF_EMPTY = """
+if redis.call('ZCARD', KEYS[1]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
+def log_calls() -> str:
+    """Write the log of every call waiting for one (`jobs.queues.CALLS_TO_LOG`), a batch
+    per transaction, each call exactly once: a batch is taken off the waiting calls only
+    once committed, and a call already logged is skipped. Calls that end while the job
+    is queued or running ride on it (the mark stays on until it finds none waiting). A
+    database error fails the job: RQ retries it; the calls still wait."""
     desk = current_desk()
+    r = desk.r
+    written = 0
+    deadline = time.monotonic() + LOG_CALLS_SECONDS
+    while True:
+        sids = r.zrange(CALLS_TO_LOG, 0, LOG_BATCH - 1)
+        if not sids:
+            if script(r, _DONE_IF_EMPTY)(keys=[CALLS_TO_LOG, CALL_LOGS_QUEUED], client=r):
+                return f"{written} written"
+            continue
+        r.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)  # still at work
+        outcomes = write_call_logs(desk, sids)
+        r.zrem(CALLS_TO_LOG, *sids)
+        written += sum(1 for o in outcomes.values() if o == "written")
+        if time.monotonic() > deadline:
+            # Calls keep ending: the next job goes on (the mark stays on for it).
+            queue_log_calls(desk.job_redis, sids[-1])
+            return f"{written} written, more to come"
+
+
+def log_call(call_sid: str) -> str:
+    """Write one call's log on its case (opening a new or outage case), exactly once
+    (the job a previous release queued per call; `log_calls` writes them in batches)."""
+    outcome = write_call_logs(current_desk(), [call_sid])[call_sid]
+    current_desk().r.zrem(CALLS_TO_LOG, call_sid)
+    return outcome
+
+
+def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
+    """Write the logs of these calls in one transaction; per call "written", "exists"
+    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis)."""
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
-    call = get_call(desk.r, call_sid)
-    if not call:
-        log.error("call %s ended with no call left in Redis; nothing to log", call_sid)
-        return "no-call"
+    pipe = desk.r.pipeline(transaction=False)
+    for sid in sids:
+        pipe.hgetall(keys.call(sid))
+    calls = dict(zip(sids, pipe.execute(), strict=True))
+    outcomes = {sid: "no-call" for sid, call in calls.items() if not call}
+    for sid in outcomes:
+        log.error("call %s ended with no call left in Redis; nothing to log", sid)
     now = datetime.now(UTC)
-    with desk.session_factory() as db:
-        if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
-            return "exists"
-        case = case_for_call(db, call, now)
-        db.add(_call_log(call_sid, call, case.number if case else None))
-        try:
-            db.commit()
-        except IntegrityError:
-            db.rollback()
-            if db.scalar(select(CallLog.id).where(CallLog.call_sid == call_sid)) is not None:
-                return "exists"  # another run of this job got there first
-            raise  # a number an operator loaded meanwhile: the job retries with the next one
+    for attempt in range(CONFLICT_TRIES):
+        with desk.session_factory() as db:
+            try:
+                logged, todo, cases, contacts = _add_call_logs(db, calls, now)
+                db.commit()
+            except IntegrityError:
+                # Another job wrote some of them first, or a new case's number was taken.
+                db.rollback()
+                if attempt + 1 == CONFLICT_TRIES:
+                    raise
+                continue
+            for case in cases:
+                cache_case(desk.r, case)
+        for facts in contacts:
+            cache_contact(desk.r, facts)
+        outcomes.update(dict.fromkeys(logged, "exists"))
+        outcomes.update(dict.fromkeys(todo, "written"))
+        if todo:
+            log.info("%d call(s) logged: %s", len(todo), ", ".join(todo))
+        return outcomes
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _add_call_logs(
+    db: Session, calls: dict[str, dict[str, str]], now: datetime
+) -> tuple[set[str], list[str], list[Case], list[dict[str, str]]]:
+    """Add the logs of the calls not logged yet to the transaction: the calls already
+    logged, those added, the cases they went on, the contacts whose activity moved."""
+    logged = set(db.scalars(select(CallLog.call_sid).where(
+        CallLog.call_sid.in_([sid for sid, call in calls.items() if call]))))
+    todo = [sid for sid, call in calls.items() if call and sid not in logged]
+    cases: dict[str, Case] = {}
+    for sid in todo:
+        case = case_for_call(db, calls[sid], now)
+        # Added, not flushed: the session flushes before its next query (the next call's
+        # outage case sees this one's log), and the rows go in together at the commit.
+        db.add(_call_log(sid, calls[sid], case.number if case else None))
         if case is not None:
-            cache_case(desk.r, case)
-        log.info("call %s logged on case %s", call_sid, case.number if case else "(none)")
-    if call.get("verified") == "1" and call.get("contact"):
-        # A verified call is activity for the 180-day rule.
-        record_contact_activity(desk.session_factory, desk.r, call["contact"],
-                                central_date(now))
-    return "written"
+            cases[case.number] = case
+    # A verified call is activity for the 180-day rule, in the same transaction.
+    verified = {calls[sid]["contact"] for sid in todo
+                if calls[sid].get("verified") == "1" and calls[sid].get("contact")}
+    return logged, todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
 
 
 class CallLogNotWritten(Exception):

@@ -6,7 +6,6 @@ reply, nothing changed)."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import redis
@@ -16,7 +15,6 @@ from config import webhooks
 from directory.redis_client import REPLICA_WAIT_MS, wait_for_replicas
 from ivr import gate, twiml
 from ivr.context import desk, prompts
-from ivr.voice.form import call_sid
 from ivr.voice.render import xml
 from routing import replies
 
@@ -32,18 +30,12 @@ def check_signature() -> Response | None:
     return gate.admit(request, desk().settings)
 
 
-# Twilio's CallSids are 34 letters and digits. Anything else (missing, odd
-# characters, oversized) names no call, and must never become a Redis key, a
-# presence script's key or an RQ job id.
-_CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 @bp.before_request
 def require_a_call() -> Response | None:
     """A webhook that names no call (CallSid, or the `call` of our own URLs) changes nothing."""
     call = request.args.get("call")
-    if _CALL_SID.fullmatch(request.form.get("CallSid", "")) and (
-            call is None or _CALL_SID.fullmatch(call)):
+    if gate.CALL_SID.fullmatch(request.form.get("CallSid", "")) and (
+            call is None or gate.CALL_SID.fullmatch(call)):
         return None
     log.warning("%s names no call; answered without acting", request.path)
     if request.path == "/voice/status":
@@ -57,12 +49,16 @@ def answer_repeats() -> Response | None:
     reply and changes nothing; the first request with a token claims it. The token
     is Twilio's per request; keyed with the CallSid, one call's token can never
     answer for another call."""
-    header = request.headers.get("I-Twilio-Idempotency-Token", "")[:128]
-    if not header:
+    token = gate.repeat_token(request)
+    if not token:
         return None
-    token = f"{call_sid()}:{header}"
     r = desk().r
-    if replies.claim_token(r, token):
+    # The gate claimed it already with its live-call check (one round trip for both),
+    # except on a call's first webhook and its status callback.
+    folded, claimed = g.pop("token_claim", ("", False))
+    if folded != token:
+        claimed = replies.claim_token(r, token)
+    if claimed:
         g.reply_token = token
         return None
     earlier = replies.earlier_reply(r, token)

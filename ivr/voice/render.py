@@ -30,9 +30,15 @@ _VERIFIED_BY = {"pin": "whisper.verified_pin",
                 "caller-id": "whisper.verified_caller_id"}
 
 
+# `<Response/>` (every status callback's answer, a bridge's, a queue result's) is one
+# fixed document: rendered once, not through ElementTree on every request.
+_EMPTY = str(VoiceResponse())
+
+
 def xml(response: VoiceResponse, status: int = 200) -> Response:
     """A TwiML HTTP response."""
-    return Response(str(response), status=status, mimetype="text/xml")
+    fixed = not response.verbs and not response.attrs and response.value is None
+    return Response(_EMPTY if fixed else str(response), status=status, mimetype="text/xml")
 
 
 def answer(step: object, call_sid: str, advisor_id: str = "") -> Response:
