@@ -104,6 +104,13 @@ def enqueue_transcription(r: redis.Redis, call_sid: str) -> None:
                         f"attach-transcription-{call_sid}")
 
 
+def enqueue_colleagues(r: redis.Redis, call_sid: str, leg: str, status: str) -> None:
+    """Queue the job that brings the colleagues on a call's log up to date (a
+    colleague's leg ending after the call's log was written)."""
+    _enqueue_on_the_log(r, "workers.call_log.attach_colleagues", call_sid,
+                        f"attach-colleagues-{call_sid}-{leg}-{status}")
+
+
 def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
     """Queue the job that adds a voicemail, posted after the call's end, to its log."""
     _enqueue_on_the_log(r, "workers.call_log.attach_recording", call_sid,

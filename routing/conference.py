@@ -34,7 +34,7 @@ from directory import keys
 from routing import presence
 from routing.acd import CallFinished, Decision, after_dial, is_final
 from routing.availability import finish_with_advisor
-from routing.call_state import call_and_end, get_call, update_call
+from routing.call_state import call_and_end, get_call, is_ended, update_call
 from routing.changes import announce_change
 from routing.desk import Desk
 from telephony import Outcome
@@ -318,12 +318,13 @@ def after_conference(desk: Desk, call_sid: str, role: str, call_status: str,
 
 
 def colleague_status(desk: Desk, call_sid: str, leg: str, call_status: str,
-                     now_ms: int) -> None:
+                     now_ms: int) -> bool:
     """A colleague's call-progress event (Twilio's `CallStatus` of their leg):
-    `in-progress` they joined; a final status they left (or never answered)."""
+    `in-progress` they joined; a final status they left (or never answered).
+    True when the call is already over (its log must be brought up to date)."""
     call = get_call(desk.r, call_sid)
     if not call or not leg or f"colleague:{leg}:phone" not in call:
-        return
+        return False
     if call_status in ("in-progress", "answered"):
         update_call(desk.r, call_sid, **{f"colleague:{leg}:joined_at": now_ms})
     elif is_final(call_status):
@@ -334,8 +335,9 @@ def colleague_status(desk: Desk, call_sid: str, leg: str, call_status: str,
             fields["colleague_leg"] = ""
         update_call(desk.r, call_sid, **fields)
     else:
-        return
+        return False
     announce_change(desk.r, "advisors")
+    return is_ended(desk.r, call_sid)
 
 
 def legs_left_behind(desk: Desk, call_sid: str) -> list[str]:

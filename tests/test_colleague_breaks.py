@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from routing.call_state import get_call
 from tests import test_colleague
 from tests.conftest import API_TOKEN, make_available
@@ -193,8 +191,6 @@ def _bridged_by_hand(desk, client, emulator, sid: str = "CA-pat", leg: str = "CA
     emulator.register_call(leg, from_=LINE, to="+16515550199", direction="outbound-dial")
 
 
-@pytest.mark.xfail(strict=True, reason="the log is written once; a colleague's end posted "
-                   "after it is not added yet")
 def test_the_colleagues_end_reaches_the_log_when_twilio_posts_it_after_the_contacts(
         desk, lakeview, client, emulator):
     """Pat hangs up in the conference: Twilio ends it and posts Pat's status callback

@@ -217,6 +217,30 @@ def attach_transcription(call_sid: str) -> str:
     return "written"
 
 
+def attach_colleagues(call_sid: str) -> str:
+    """Bring `details.colleagues` on the call's log up to date with the call's state
+    (a colleague's leg that ended after the contact's: Twilio posts the two in no
+    promised order). Idempotent; raises `CallLogNotWritten` (the job retries) until
+    the row exists."""
+    desk = current_desk()
+    if desk.session_factory is None:
+        raise RuntimeError("no database configured")
+    colleagues = conference.colleagues(get_call(desk.r, call_sid))
+    if not colleagues:
+        return "no-colleagues"
+    with desk.session_factory() as db:
+        row = db.scalars(select(CallLog).where(CallLog.call_sid == call_sid)).first()
+        if row is None:
+            raise CallLogNotWritten(call_sid)
+        details = dict(row.details or {})
+        if details.get("colleagues") == colleagues:
+            return "exists"
+        row.details = {**details, "colleagues": colleagues}
+        db.commit()
+    log.info("colleagues of call %s brought up to date on its log", call_sid)
+    return "written"
+
+
 def _survey_details(call: dict[str, str]) -> dict[str, object]:
     """The survey on the log: offered (counts for the 30-day rule), answers, opt-out."""
     details: dict[str, object] = {}

@@ -12,6 +12,7 @@ from ivr.context import desk, now, now_ms
 from ivr.voice.form import call_sid, call_status, form
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
+from jobs.queues import enqueue_colleagues
 from routing import conference, survey
 
 
@@ -50,5 +51,7 @@ def conference_ended() -> Response:
 @bp.post(webhooks.CONFERENCE_COLLEAGUE)
 def colleague_progress() -> Response:
     """The colleague's leg answered, or ended (Twilio's call-progress events)."""
-    conference.colleague_status(desk(), _call(), call_sid(), form("CallStatus"), now_ms())
+    sid, leg, status = _call(), call_sid(), form("CallStatus")
+    if conference.colleague_status(desk(), sid, leg, status, now_ms()):
+        enqueue_colleagues(desk().job_redis, sid, leg, status)
     return xml(twiml.empty())
