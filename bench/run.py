@@ -107,6 +107,8 @@ CEILING_SETTINGS = ServerSettings("gevent", 1, connections=1000)
 LAYOUTS = {
     "servers": "worker on the servers' core",
     "own": "worker on its own core",
+    # An experiment: on the servers' core at nice 10, the web served first.
+    "servers-nice": "worker on the servers' core at nice 10",
 }
 
 
@@ -269,8 +271,8 @@ class Stack:
         assert self.caseline is not None
         if self.worker is not None and self.worker_layout == layout:
             return
-        core = SERVER_CORE if layout == "servers" else WORKER_CORE
-        nice = 19 if layout != "servers" and core == LOAD_CORE else 0
+        core = SERVER_CORE if layout.startswith("servers") else WORKER_CORE
+        nice = {"servers": 0, "servers-nice": 10}.get(layout, 19 if core == LOAD_CORE else 0)
         if self.worker is None:
             # `caseline worker` is its own process in production (the Procfile's `worker:`).
             argv, env = [*caseline_argv(self.config)[0], "worker"], self.worker_env
@@ -875,6 +877,7 @@ def render(
     layouts = "; ".join(
         f"{LAYOUTS[layout]}: " + (
             "`caseline worker` on core 1 with the servers and Redis" if layout == "servers"
+            else "`caseline worker` on core 1 at nice 10" if layout == "servers-nice"
             else f"`caseline worker` on core {WORKER_CORE}" + (
                 " at nice 19 (this machine has two cores: it shares the generator's, taking "
                 "what the generator leaves)" if WORKER_CORE == LOAD_CORE else ""))
@@ -994,7 +997,8 @@ def render(
             f"Queues ({where}): "
             f"callers join at {config.queue_arrival:g}/s with no advisor on the line, each "
             f"re-requesting its waitUrl when the hold cycle's TwiML has played (at "
-            f"{queue['wait_scale']:g}x real time; 1 is Twilio's own pace); "
+            f"{queue['wait_scale']:g}x the walker's real-time pace: speech 2.5 words/s, 5 s "
+            f"per <Play>); "
             f"{queue['peak_waiting']} waiting at once ({teams}).",
             "",
             "| waiting | hold cycles/s | p50 ms | p99 ms |",

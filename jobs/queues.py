@@ -56,9 +56,10 @@ CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 
 # Calls whose log is still to be written, a sorted set (CallSid, scored by when the
 # call ended), and the mark that a job to write them is queued or running (it comes
 # off when the job finds no call waiting). RQ's own keys live
-# under `rq:`; these two are caseline's, kept here beside the jobs that use them.
-CALLS_TO_LOG = "caseline:call-logs:to-write"
-CALL_LOGS_QUEUED = "caseline:call-logs:queued"
+# under `rq:`; these two are caseline's (`cl:`, as `directory.keys` names the
+# others), kept here beside the jobs that use them.
+CALLS_TO_LOG = "cl:call-logs:to-write"
+CALL_LOGS_QUEUED = "cl:call-logs:queued"
 # The mark expires (a running job renews it), so a job lost outright or waiting out a
 # database outage between retries holds nothing up for long: the next call to end
 # queues another.
