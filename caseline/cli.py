@@ -84,6 +84,8 @@ def main() -> None:
     install_phone_masking()
     # twilio's client logs every REST request at INFO (a dozen lines each).
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    # Alembic says what it loads at INFO before every command's own answer.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 @main.group()
@@ -174,7 +176,8 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
         log.warning("insecure dev mode asked for, but TWILIO_AUTH_TOKEN is set: "
                     "webhook signatures are checked")
     if not settings.account_sid_configured:
-        log.warning("TWILIO_ACCOUNT_SID is not set: webhooks' AccountSid is not checked")
+        log.warning("TWILIO_ACCOUNT_SID is unset or the placeholder AC000...: webhooks' "
+                    "AccountSid is not checked (set your account's SID in production)")
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
     redis_url = prepare_service(settings)

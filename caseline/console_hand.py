@@ -27,6 +27,7 @@ class ColleagueAdder:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_token}"}
         self.done = False
+        self.added = False
 
     def on_event(self, event: Event, call_sid: str) -> None:
         """On the caller's `connect` event: find the call's advisor, add the colleague."""
@@ -49,6 +50,7 @@ class ColleagueAdder:
             self.say(f"(could not add the colleague: {exc})")
             return
         if answer.status_code == 201:
+            self.added = True
             self.say(f"(advisor {advisor} adds colleague {self.number} from the console)")
         else:
             reason = answer.json().get("error") if answer.content else answer.status_code

@@ -393,6 +393,10 @@ def run_call(
         print(f"caseline call: --expect must be one of {', '.join(OUTCOMES)}", file=err)
         return 2
     settings = settings or Settings.from_env()
+    if opts.colleague and not settings.api_token:
+        print("caseline call: --colleague needs CASELINE_API_TOKEN (the advisor adds the "
+              "colleague through the API)", file=err)
+        return 2
     base_url = opts.url or settings.public_base_url or f"http://127.0.0.1:{settings.port}"
     token = opts.token or settings.twilio_auth_token
     if not token:
@@ -458,6 +462,9 @@ def run_call(
         status = 2
     elif opts.expect is not None and result.outcome != opts.expect:
         terminal.say(f"expected {opts.expect}, the call ended with {result.outcome}")
+        status = 1
+    elif hand is not None and not hand.added:
+        terminal.say(f"expected colleague {opts.colleague} to be added; it was not")
         status = 1
     try:
         speaker.close(interrupted=interrupted)  # the last prompts are still being spoken

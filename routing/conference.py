@@ -255,6 +255,12 @@ def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
         if leg_sid:
             update_call(desk.r, call_sid, advisor_leg=leg_sid)
         return JoinConference(name, role, call_sid)
+    if not name and call.get("contact_held") and call.get("answered_by"):
+        # Held for a move that then failed (the advisor hung up meanwhile): their
+        # <Dial> is over, so is the answered call.
+        advisor_id = call["answered_by"]
+        talk = max(0, (now_ms - int(call.get("answered_at") or now_ms)) // 1000)
+        return after_dial(desk, call_sid, advisor_id, "completed", talk, now_ms, call_status)
     if not name or call.get("advisor_left_at"):
         return after_conference(desk, call_sid, "contact", call_status, now_ms)
     update_call(desk.r, call_sid, contact_joined_at=now_ms)
@@ -278,6 +284,7 @@ def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,
                 or call.get("contact_joined_at") or call.get("advisor_left_at")):
             return None
         if call.get("conference_moved") or time.monotonic() >= deadline:
+            update_call(desk.r, call_sid, contact_held=1)
             return HoldForConference(call_sid)
         time.sleep(0.05)
 
@@ -295,7 +302,8 @@ def after_conference(desk: Desk, call_sid: str, role: str, call_status: str,
     """
     call = get_call(desk.r, call_sid)
     advisor_id = call.get("answered_by") or ""
-    if not advisor_id:
+    if not advisor_id or not call.get("conference"):
+        # Not a call that moved: a stray or forged request frees nobody.
         return LeaveConference()
     if not call.get("talk_seconds"):
         answered_at = int(call.get("answered_at") or now_ms)

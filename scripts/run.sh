@@ -17,7 +17,14 @@ export CASELINE_WRAPUP_SECONDS="${CASELINE_WRAPUP_SECONDS:-5}"
 $BIN/caseline directory load demo/directory.json
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+# The embedded Redis (started by `directory load` above, shared by web and worker)
+# goes too: the next `make run` starts from the demo directory again.
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
+  if [ -z "${REDIS_URL:-}" ] && [ -f instance/redis.pid ]; then
+    kill "$(cat instance/redis.pid)" 2>/dev/null || true; rm -f instance/redis.pid
+  fi
+}
 trap cleanup EXIT INT TERM
 
 $BIN/caseline twilio-emulator --port "${CASELINE_EMULATOR_URL##*:}" & pids+=($!)
@@ -35,20 +42,33 @@ for _ in range(300):
         time.sleep(0.1)
 PY
 
+# The desk's hours are Central time: say what a call gets right now.
+if $BIN/python -c 'import sys; from datetime import UTC, datetime; from config.hours import is_open; sys.exit(0 if is_open(datetime.now(UTC)) else 1)'; then
+  HOURS="The desk is open now (Mon-Fri 06:00-18:00 Central): options 1, 2 and 6 reach an advisor."
+else
+  HOURS="The desk is CLOSED now (open Mon-Fri 06:00-18:00 Central): options 1, 2 and 6
+  take a voicemail; option 8 (an outage) from a hosted district still reaches the
+  hosting team. The README's transcripts were made on a Tuesday at 10:00 Central."
+fi
+
 cat <<MSG
 
   caseline is answering on http://127.0.0.1:$PORT  (Voice URL: /voice/incoming)
 
   Place a call from another terminal (Pat Lee of Lakeview, case 2024117):
 
-    export PORT=$PORT TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL
+    export PORT=$PORT TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL \\
+           CASELINE_API_TOKEN=$CASELINE_API_TOKEN
     .venv/bin/caseline call --from "+16125550101" --keys "1 2024117#" --advisor answer
 
-  Put advisor A7 on the line first (or the call waits in the queue):
+  $HOURS
 
-    curl -X PUT -H "Authorization: Bearer $CASELINE_API_TOKEN" \\
+  Put advisors on the line first, longest idle first as in the README (or the call
+  waits in the queue):
+
+    for a in A1 A5 A7; do curl -s -X PUT -H "Authorization: Bearer $CASELINE_API_TOKEN" \\
          -H "Content-Type: application/json" -d '{"status": "available"}' \\
-         http://127.0.0.1:$PORT/api/advisors/A7/status
+         http://127.0.0.1:$PORT/api/advisors/\$a/status; echo; done
 
   Ctrl-C stops everything.
 MSG
