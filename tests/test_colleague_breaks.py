@@ -345,3 +345,22 @@ def test_the_lines_own_number_is_not_a_colleague(desk, lakeview, client, emulato
                           headers=API)
     assert len(emulator.created_calls) == before, "the line dialed itself"
     assert (refused.status_code, refused.get_json()["error"]) == (400, "line-number")
+
+
+def test_conference_webhooks_about_a_call_that_never_moved_change_nothing(
+        desk, lakeview, client, emulator):
+    """Found by the webhook fuzz: a conference's end posted for a plain bridged call
+    (a stray request, or one for another call's leg) freed the advisor talking on it,
+    who could then be rung for the next caller while still on this one."""
+    from routing import presence
+    from tests.test_real_world import post
+
+    _bridged_by_hand(desk, client, emulator)
+    for role in ("advisor", "contact"):
+        post(client, f"/voice/conference/ended?call=CA-pat&role={role}",
+             {"CallSid": "CA-pat", "CallStatus": "in-progress", "DialCallStatus": "completed"})
+        post(client, f"/voice/conference/join?call=CA-pat&role={role}",
+             {"CallSid": "CA-pat", "CallStatus": "in-progress"})
+    state = presence.advisor_state(desk.r, "A7")
+    assert (state.get("hold"), state.get("call")) == ("talking", "CA-pat")
+    assert not get_call(desk.r, "CA-pat").get("talk_seconds")
