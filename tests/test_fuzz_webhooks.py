@@ -361,8 +361,18 @@ class Twilio:
         for enqueue in root.iter("Enqueue"):
             assert self.last is not None
             sid = next((v for k, v in self.last[2] if k == "CallSid"), "")  # as Flask reads it
-            assert self.r.zscore(keys.team_waiting(enqueue.text or ""), sid) is not None, (
-                "told to wait, but not in the waiting set", what, enqueue.text)
+            waiting = self.r.zscore(keys.team_waiting(enqueue.text or ""), sid) is not None
+            # A repeated webhook hears its first reply. Since then an advisor who went
+            # available may have claimed the caller (the REST redirect moves the call
+            # out of Twilio's queue: as good as waiting), or Twilio's API answered that
+            # the call is over (nobody is left to wait).
+            call = self.r.hgetall(keys.call(sid))
+            advisor = call.get("advisor") or ""
+            claimed = (call.get("state") == "connecting" and bool(advisor)
+                       and self.r.hget(keys.advisor(advisor), "call") == sid)
+            over = bool(self.r.exists(keys.call_ended(sid)))
+            assert waiting or claimed or over, (
+                "told to wait, but neither waiting, claimed nor over", what, enqueue.text)
 
     def replay(self) -> None:
         """Twilio retries the last request, with the same idempotency token.
