@@ -21,17 +21,21 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import TypeVar
 from urllib.parse import urljoin
 
 from twilio_side.account import API_VERSION
 from twilio_side.advisors import AdvisorPolicy
 from twilio_side.leg import CallLeg
+from twilio_side.links import EmulatorLink
 from twilio_side.registry import CallUpdate, CreatedCall
 from twilio_side.twiml import CallOver, Fetch
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -319,37 +323,29 @@ class Conferencing(CallLeg):
 
     # -- the emulator, for legs other than the caller's ------------------------
 
-    def _link_leg(self, sid: str, what: str, number: str = "") -> None:
-        """Register or end another leg at the emulator (failures are warnings)."""
+    def _over_link(self, act: Callable[[EmulatorLink], T]) -> T | None:
+        """Do `act` over the emulator link; None without one, and a failure is a
+        warning, once (the link is then left alone, as for the caller's leg)."""
         if self.link is None or self._link_broken:
-            return
+            return None
         try:
-            if what == "register":
-                self.link.register(sid, from_=self.to_number, to=number)
-            else:
-                self.link.end(sid)
-        except Exception as exc:  # noqa: BLE001
+            return act(self.link)
+        except Exception as exc:  # noqa: BLE001 - any link failure just disables it
             self._link_broken = True
             self._emit("warning", f"emulator link failed: {exc}", party="service")
+            return None
+
+    def _link_leg(self, sid: str, what: str, number: str = "") -> None:
+        """Register or end another leg at the emulator."""
+        if what == "register":
+            self._over_link(lambda link: link.register(sid, from_=self.to_number, to=number))
+        else:
+            self._over_link(lambda link: link.end(sid))
 
     def _take_leg_update(self, sid: str) -> CallUpdate | None:
         """A pending REST update for another leg."""
-        if self.link is None or self._link_broken:
-            return None
-        try:
-            return self.link.take_update(sid)
-        except Exception as exc:  # noqa: BLE001
-            self._link_broken = True
-            self._emit("warning", f"emulator link failed: {exc}", party="service")
-            return None
+        return self._over_link(lambda link: link.take_update(sid))
 
     def _take_participant(self, name: str) -> CreatedCall | None:
         """A participant dialed into the conference through the REST API, if any."""
-        if self.link is None or self._link_broken:
-            return None
-        try:
-            return self.link.take_participant(name)
-        except Exception as exc:  # noqa: BLE001
-            self._link_broken = True
-            self._emit("warning", f"emulator link failed: {exc}", party="service")
-            return None
+        return self._over_link(lambda link: link.take_participant(name))

@@ -199,22 +199,10 @@ def attach_transcription(call_sid: str) -> str:
     as it does while the database is down) until the row exists.
     """
     desk = current_desk()
-    if desk.session_factory is None:
-        raise RuntimeError("no database configured")
     text = get_call(desk.r, call_sid).get("transcription")
     if not text:
         return "no-transcription"
-    with desk.session_factory() as db:
-        row = db.scalars(select(CallLog).where(CallLog.call_sid == call_sid)).first()
-        if row is None:
-            raise CallLogNotWritten(call_sid)
-        details = dict(row.details or {})
-        if details.get("transcription") == text:
-            return "exists"
-        row.details = {**details, "transcription": text}
-        db.commit()
-    log.info("transcription of the voicemail of call %s added to its log", call_sid)
-    return "written"
+    return _set_detail(desk, call_sid, "transcription", text)
 
 
 def attach_colleagues(call_sid: str) -> str:
@@ -223,21 +211,27 @@ def attach_colleagues(call_sid: str) -> str:
     promised order). Idempotent; raises `CallLogNotWritten` (the job retries) until
     the row exists."""
     desk = current_desk()
-    if desk.session_factory is None:
-        raise RuntimeError("no database configured")
     colleagues = conference.colleagues(get_call(desk.r, call_sid))
     if not colleagues:
         return "no-colleagues"
+    return _set_detail(desk, call_sid, "colleagues", colleagues)
+
+
+def _set_detail(desk: Desk, call_sid: str, name: str, value: object) -> str:
+    """Set `details[name]` on the call's log: "written", or "exists" when it already
+    says so; `CallLogNotWritten` while there is no row (the job retries)."""
+    if desk.session_factory is None:
+        raise RuntimeError("no database configured")
     with desk.session_factory() as db:
         row = db.scalars(select(CallLog).where(CallLog.call_sid == call_sid)).first()
         if row is None:
             raise CallLogNotWritten(call_sid)
         details = dict(row.details or {})
-        if details.get("colleagues") == colleagues:
+        if details.get(name) == value:
             return "exists"
-        row.details = {**details, "colleagues": colleagues}
+        row.details = {**details, name: value}
         db.commit()
-    log.info("colleagues of call %s brought up to date on its log", call_sid)
+    log.info("%s of call %s put on its log", name, call_sid)
     return "written"
 
 
