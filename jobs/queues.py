@@ -83,6 +83,20 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
         queue_log_calls(r, call_sid)
 
 
+def resume_call_logs(r: redis.Redis, now_s: float) -> bool:
+    """Queue the job that writes call logs when calls have waited for theirs longer than
+    a job's mark lasts (`CALL_LOGS_QUEUED_SECONDS`) and no job is marked: the last job
+    failed for good (every retry used while the database was down) and no call has
+    ended since to queue another. `now_s`: Unix seconds. True when a job was queued."""
+    oldest = r.zrange(CALLS_TO_LOG, 0, 0, withscores=True)
+    if not oldest or now_s - float(oldest[0][1]) < CALL_LOGS_QUEUED_SECONDS:
+        return False
+    if not r.set(CALL_LOGS_QUEUED, "reconciler", nx=True, ex=CALL_LOGS_QUEUED_SECONDS):
+        return False
+    queue_log_calls(r, f"resumed-{int(now_s)}")
+    return True
+
+
 def queue_log_calls(r: redis.Redis, call_sid: str) -> None:
     """Queue the job that writes the waiting calls' logs, named for the call that queued it."""
     _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid))

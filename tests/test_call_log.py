@@ -187,3 +187,27 @@ def test_two_jobs_writing_the_same_calls_at_once_log_each_call_once(phone, desk,
     for sid in sids:
         assert sorted(o[sid] for o in outcomes) == ["exists", "written"]
     assert sorted(log["call_sid"] for log in logs_on(desk, "2024117")) == sorted(sids)
+
+
+def test_calls_whose_last_log_job_failed_for_good_are_logged_by_the_reconciler(
+        phone, desk, lakeview):
+    """A database outage longer than every retry: the job fails for good, and at night
+    no call ends to queue another. The reconciler (every 10 s) queues it again."""
+    from time_machine import travel
+
+    from jobs.queues import CALL_LOGS_QUEUED
+    from workers.reconciler import reconcile
+
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117#")
+    [job] = queue(Queues.CALL_LOGS, desk.job_redis).get_jobs()
+    job.delete()  # failed for good: RQ keeps it in the failed registry, off the queue
+    desk.job_redis.delete(CALL_LOGS_QUEUED)  # its mark expired long ago
+    context.configure(desk)
+    assert reconcile()["call_logs_resumed"] == 0  # too soon: a job may still be retrying
+    with travel(time.time() + 61, tick=False):
+        assert reconcile()["call_logs_resumed"] == 1
+        assert reconcile()["call_logs_resumed"] == 0  # one job is enough
+    run_jobs(desk)
+    assert [log["call_sid"] for log in logs_on(desk, "2024117")] == [result.call_sid]
+    assert desk.r.zcard(CALLS_TO_LOG) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from jobs.queues import resume_call_logs
 from routing import acd, availability
 from workers.context import current_desk
 
@@ -16,5 +17,10 @@ def end_wrapup(advisor_id: str, call_sid: str) -> str:
 
 
 def reconcile() -> dict[str, int]:
-    """Free advisors whose hold expired and drop waiting callers who are gone."""
-    return acd.reconcile(current_desk(), int(time.time() * 1000))
+    """Free advisors whose hold expired, drop waiting callers who are gone, and queue
+    the call-log job again for calls whose last job failed for good (nothing is
+    dropped, even when no call ends after a long database outage)."""
+    desk, now = current_desk(), time.time()
+    done = acd.reconcile(desk, int(now * 1000))
+    done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
+    return done
