@@ -27,25 +27,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType
+from phonenumbers import PhoneNumberType
 
 from config.webhooks import CONFERENCE_COLLEAGUE, CONFERENCE_JOIN, webhook_url
 from directory import keys
+from directory.phones import normalize_phone
 from routing import presence
 from routing.acd import CallFinished, Decision, after_dial, is_final
 from routing.availability import finish_with_advisor
 from routing.call_state import call_and_end, get_call, is_ended, update_call
+from routing.callbacks import CALLBACK_REGIONS
 from routing.changes import announce_change
 from routing.desk import Desk
 from telephony import Outcome
 
-# Where a colleague's phone may be: the line is toll-free in the US and Canada.
-REGIONS = frozenset({"US", "CA"})
 # Numbers that bill the line by the minute to someone else: never dialed.
 _PREMIUM = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
-# Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
 # How long one add may hold the call's "adding" lock (its REST steps take seconds at most).
 _ADDING_MS = 30_000
+# Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
 _FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by", "outcome")
 
 
@@ -114,19 +114,19 @@ def conference_name(call_sid: str) -> str:
 
 
 def colleague_number(text: str) -> str | Refused:
-    """The E.164 form of a colleague's number, or why it is refused (a US or Canada
-    number only; US is the default region; premium-rate and shared-cost refused)."""
-    try:
-        number = phonenumbers.parse((text or "")[:40], "US")
-    except NumberParseException:
+    """The E.164 form of a colleague's number, or why it is refused: a valid number
+    (as the directory's, US the default region) in the regions the line calls back
+    (`routing.callbacks.CALLBACK_REGIONS`: US and Canada), never premium-rate or
+    shared-cost."""
+    number = normalize_phone((text or "")[:40])
+    if number is None:
         return Refused("invalid-number")
-    if not phonenumbers.is_valid_number(number):
-        return Refused("invalid-number")
-    if phonenumbers.region_code_for_number(number) not in REGIONS:
+    parsed = phonenumbers.parse(number, None)
+    if phonenumbers.region_code_for_number(parsed) not in CALLBACK_REGIONS:
         return Refused("outside-us-canada")
-    if phonenumbers.number_type(number) in _PREMIUM:
+    if phonenumbers.number_type(parsed) in _PREMIUM:
         return Refused("premium-rate")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return number
 
 
 def _talking_call(desk: Desk, advisor_id: str) -> tuple[str, dict[str, str]] | Refused:
@@ -348,12 +348,11 @@ def colleague_status(desk: Desk, call_sid: str, leg: str, call_status: str,
     return is_ended(desk.r, call_sid)
 
 
-def legs_left_behind(desk: Desk, call_sid: str) -> list[str]:
-    """The contact's call is over: the legs of its conference that may still be up
-    (the advisor's, a colleague's), to hang up. The contact's leaving ends the
-    conference only once they had joined it; a contact gone mid-move would leave
-    the advisor alone in an empty conference."""
-    call = get_call(desk.r, call_sid)
+def legs_left_behind(call: dict[str, str]) -> list[str]:
+    """The contact's call (its hash) is over: the legs of its conference that may
+    still be up (the advisor's, a colleague's), to hang up. The contact's leaving
+    ends the conference only once they had joined it; a contact gone mid-move would
+    leave the advisor alone in an empty conference."""
     if not call.get("conference"):
         return []
     return [leg for leg in (call.get("advisor_leg"), call.get("colleague_leg")) if leg]

@@ -171,15 +171,8 @@ class Conferencing(CallLeg):
     def _conference_action(self, action: str | None, method: str, doc_url: str,
                            call_status: str) -> str | None:
         """The caller's `<Dial><Conference>` ended: request its action (its TwiML)."""
-        if not action:
-            return None
-        url = urljoin(doc_url, action)
         params = {"DialCallStatus": "completed", "CallStatus": call_status}
-        answer = self._request(method, url, params, "dial-action")
-        if answer.status != 200:
-            self._note_error(f"HTTP {answer.status} from {url}")
-            return None
-        return answer.text
+        return self._dial_action(action, method, doc_url, params)
 
     def _watch_room(self, room: Room) -> None:
         """One look at the switch: the advisor's leg, new participants, removed ones."""

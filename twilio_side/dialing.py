@@ -134,12 +134,7 @@ class Dialing(Gathering, Conferencing):
         if hangup_by == "caller":
             self._emit("hangup", "after talking", party="caller")
             self._call_status = "completed"
-            if action:
-                url = urljoin(doc_url, action)
-                answer = self._request(method, url, params, "dial-action")
-                if answer.status != 200:
-                    self._emit("error", f"HTTP {answer.status} from {url}", url, "service")
-                    self._note_error(f"HTTP {answer.status} from {url}")
+            self._dial_action(action, method, doc_url, params)  # its TwiML is not played
             raise CallOver
         self._emit("hangup", "after talking", party="advisor")
         if action:

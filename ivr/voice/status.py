@@ -25,7 +25,7 @@ def status() -> Response:
         enqueue_call_log(desk().job_redis, sid)
         call = get_call(desk().r, sid)
         count_call(call, final_status(call))
-        legs = conference.legs_left_behind(desk(), sid)
+        legs = conference.legs_left_behind(call)
         if legs:
             # After Twilio has its answer: the REST requests may take a while.
             d = desk()
