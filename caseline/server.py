@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import shutil
@@ -31,7 +32,14 @@ class CaselineServer(BaseApplication):
         """Build the WSGI app (after fork: each worker has its own pools)."""
         from ivr import create_app
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # Everything built so far (modules, the app, SQLAlchemy's metadata) lives as long
+        # as the process: out of the collector's sight, a full collection scans only what
+        # requests left behind, instead of pausing every request for ~60-100 ms
+        # (measured at 5,000 callers waiting, docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
+        return app
 
 
 def prepare_metrics_dir(instance_path: Path) -> Path:
