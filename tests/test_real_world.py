@@ -377,6 +377,50 @@ def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
     assert get_call(desk.r, "CA-key")["tried"] == "A2"
 
 
+def test_a_repeated_status_callback_ends_the_call_once(desk, lakeview, client):
+    """Twilio repeats the status callback with the same token, here while the first is
+    still running: both hear the empty reply, the call is counted once and has one
+    log, and its advisor is free for the next caller."""
+    import threading
+
+    from tests.test_metrics import samples
+
+    def calls_counted() -> float:
+        scrape = samples(client.get("/metrics").get_data(as_text=True))
+        return sum(value for (name, _), value in scrape.items()
+                   if name == "caseline_calls_total")
+
+    counted = calls_counted()
+    make_available(desk, "A2")
+    post(client, "/voice/incoming", {"CallSid": "CA-end", "From": PAT, "To": "+18005550100",
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    assert dialed(post(client, "/voice/menu?attempt=1", {"CallSid": "CA-end",
+                                                         "Digits": "2"})) == [A2_PHONE]
+    token, replies, start = str(uuid.uuid4()), [], threading.Barrier(2)
+
+    def end() -> None:
+        start.wait()
+        replies.append(ET.tostring(post(client, "/voice/status", {
+            "CallSid": "CA-end", "CallStatus": "completed", "CallDuration": "60"},
+            token=token)))
+
+    threads = [threading.Thread(target=end) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == [b"<Response />"] * 2
+    assert calls_counted() == counted + 1
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-end"]
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+    post(client, "/voice/incoming", {"CallSid": "CA-after", "From": PAT, "To": "+18005550100",
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    assert dialed(post(client, "/voice/menu?attempt=1", {"CallSid": "CA-after",
+                                                         "Digits": "2"})) == [A2_PHONE]
+
+
 # --- restart after the calls of a day -----------------------------------------------------------
 
 
