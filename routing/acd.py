@@ -170,25 +170,27 @@ def after_dial(
 
 def end_call(
     desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
-) -> bool:
-    """The call is over: free what it held; True when its log should be written now.
+) -> dict[str, str] | None:
+    """The call is over: free what it held. Returns the call's hash as it ended (with
+    `ended_at`, `call_status`, `duration` and the rest of what this wrote) when its log
+    should be written now, else None.
 
-    False for a repeated callback, for a status that is not final (Twilio's
+    None for a repeated callback, for a status that is not final (Twilio's
     `ringing`, `in-progress`: the caller is still on the line; nothing
     changes), and for a caller who keeps their place for a callback (their
     log is written when the callback is over).
     """
     if not is_final(call_status):
-        return False
+        return None
     first, call = mark_ended(desk.r, call_sid)
     if not first:
-        return False
+        return None
     fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
                                      "duration": duration}
     team = call.get("waiting_team")
     if call.get("callback") == "1":
         update_call(desk.r, call_sid, **fields)
-        return False
+        return None
     if team and desk.r.zrem(keys.team_waiting(team), call_sid):
         announce_change(desk.r, "queue")
         enqueued = int(call.get("enqueued_at") or now_ms)
@@ -206,7 +208,7 @@ def end_call(
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-    return True
+    return call | {name: str(value) for name, value in fields.items()}
 
 
 def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:

@@ -78,7 +78,7 @@ def wants_a_callback(desk, emulator, sid: str, at_ms: int) -> None:
     waits(desk, emulator, sid, at_ms)
     desk.r.hset(keys.call(sid), mapping={"contact": "5001", "verified": "1"})  # Pat, verified
     assert waiting.request_callback(desk, sid)
-    assert acd.end_call(desk, sid, "completed", 30, at_ms + 30 * SECOND) is False
+    assert acd.end_call(desk, sid, "completed", 30, at_ms + 30 * SECOND) is None
     emulator.end_call(sid)
 
 

@@ -13,17 +13,17 @@ from ivr.voice.hooks import bp
 from ivr.voice.render import xml
 from jobs.queues import enqueue_call_log
 from routing import acd, conference
-from routing.call_state import final_status, get_call
+from routing.call_state import final_status
 
 
 @bp.post("/status")
 def status() -> Response:
     """The call is over: free what it held and queue its call log (once)."""
     sid = call_sid()
-    if sid and acd.end_call(desk(), sid, form("CallStatus"), whole("CallDuration"), now_ms(),
-                            caller=form("From")):
+    call = sid and acd.end_call(desk(), sid, form("CallStatus"), whole("CallDuration"),
+                                now_ms(), caller=form("From"))
+    if call:
         enqueue_call_log(desk().job_redis, sid)
-        call = get_call(desk().r, sid)
         count_call(call, final_status(call))
         legs = conference.legs_left_behind(call)
         if legs:
