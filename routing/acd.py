@@ -103,8 +103,7 @@ def ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor
     However the advisor was claimed (by the caller's own claim, or handed the
     caller when they freed up), they count as tried: if they do not answer, the
     caller is not rung to them again at once (hold cycles re-offer later)."""
-    facts = note_ringing(desk.r, call_sid, advisor_id)
-    presence.note_tried(desk.r, call_sid, advisor_id, now_ms)
+    facts = note_ringing(desk.r, call_sid, advisor_id, now_ms)
     return DialAdvisor(advisor_id, facts.get("phone", ""), facts.get("name", advisor_id),
                        desk.settings.ring_timeout_seconds)
 

@@ -35,8 +35,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return current
 """
 
-# The call now rings an advisor: note the try once, however often asked.
+# A step on the menu path, then `fields` (ARGV[5..], name/value pairs); the call after.
+_MENU_STEP = _APPEND.replace("return current", """
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+return redis.call('HGETALL', KEYS[1])
+""")
+
+# The call now rings an advisor: note the try once, however often asked, and when
+# (ARGV[3], ms: the claim script skips an advisor rung lately, KEYS[3]); returns the
+# advisor's hash (KEYS[2]).
 _RINGING = """
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 if redis.call('HGET', KEYS[1], 'ringing') ~= ARGV[1] then
   local tried = redis.call('HGET', KEYS[1], 'tried')
   if tried and tried ~= '' then tried = tried .. ',' .. ARGV[1] else tried = ARGV[1] end
@@ -44,8 +54,13 @@ if redis.call('HGET', KEYS[1], 'ringing') ~= ARGV[1] then
 end
 redis.call('HSET', KEYS[1], 'state', 'ringing', 'ringing', ARGV[1], 'whisper', '')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+return redis.call('HGETALL', KEYS[2])
 """
+
+
+def _as_dict(flat: list[str]) -> dict[str, str]:
+    """A hash as Lua's `HGETALL` returns it (name, value, name, value...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 # Set fields only on a call we know: a late or stray webhook for a call whose
 # hash is gone (or never was) must not leave a hash without an expiry.
@@ -95,13 +110,10 @@ def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> b
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
     """Add a step (a key, a case number) to the menu path, set `fields`; the call after."""
-    key = keys.call(call_sid)
-    pipe = r.pipeline(transaction=False)
-    script(r, _APPEND)(keys=[key], args=["menu", ">", step, CALL_TTL_SECONDS], client=pipe)
-    if fields:
-        pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
-    pipe.hgetall(key)
-    return pipe.execute()[-1]  # type: ignore[no-any-return]
+    flat = [str(part) for name, value in fields.items() for part in (name, value)]
+    return _as_dict(script(r, _MENU_STEP)(
+        keys=[keys.call(call_sid)], args=["menu", ">", step, CALL_TTL_SECONDS, *flat],
+        client=r))
 
 
 def is_ended(r: redis.Redis, call_sid: str) -> bool:
@@ -129,13 +141,13 @@ def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
                         args=["tried", ",", advisor_id, CALL_TTL_SECONDS], client=r)
 
 
-def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str) -> dict[str, str]:
-    """The call rings `advisor_id` now (a try, noted once); returns the advisor's hash."""
-    pipe = r.pipeline(transaction=False)
-    script(r, _RINGING)(keys=[keys.call(call_sid)], args=[advisor_id, CALL_TTL_SECONDS],
-                         client=pipe)
-    pipe.hgetall(keys.advisor(advisor_id))
-    return pipe.execute()[-1]  # type: ignore[no-any-return]
+def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str, now_ms: int) -> dict[str, str]:
+    """The call rings `advisor_id` at `now_ms` (ms since the epoch): a try, noted once on
+    the call, and the time the claim script reads to skip them for a while (see
+    `routing.presence.claim_for_caller`'s `retry_after_ms`); returns the advisor's hash."""
+    return _as_dict(script(r, _RINGING)(
+        keys=[keys.call(call_sid), keys.advisor(advisor_id), keys.call_tried(call_sid)],
+        args=[advisor_id, CALL_TTL_SECONDS, now_ms], client=r))
 
 
 def send_to_team(

@@ -379,12 +379,6 @@ def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:
     return bool(call_sid) and call == call_sid and hold != "wrapup"
 
 
-def note_tried(r: redis.Redis, call_sid: str, advisor_id: str, now_ms: int) -> None:
-    """The advisor was rung for this call at `now_ms` (the claim script skips them)."""
-    r.pipeline(transaction=False).zadd(keys.call_tried(call_sid), {advisor_id: now_ms}).expire(
-        keys.call_tried(call_sid), 86400).execute()
-
-
 def advisor_state(r: redis.Redis, advisor_id: str) -> dict[str, str]:
     """The advisor's cached facts and presence, or {} when unknown."""
     return r.hgetall(keys.advisor(advisor_id))  # type: ignore[return-value]
