@@ -377,6 +377,31 @@ def test_a_repeated_menu_key_is_recorded_once(desk, lakeview, client):
     assert get_call(desk.r, "CA-key")["tried"] == "A2"
 
 
+def test_a_repeated_first_webhook_greets_the_same_and_changes_nothing(desk, lakeview, client):
+    """Twilio repeats the call's first webhook with the same token, while the first is
+    still running and again after: the same greeting, and the call opened once."""
+    import threading
+
+    form = {"CallSid": "CA-first", "From": PAT, "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A"}
+    token, replies, start = str(uuid.uuid4()), [], threading.Barrier(2)
+
+    def first_webhook() -> None:
+        start.wait()
+        replies.append(ET.tostring(post(client, "/voice/incoming", form, token=token)))
+
+    threads = [threading.Thread(target=first_webhook) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    opened = get_call(desk.r, "CA-first")
+    time.sleep(0.01)  # a repeat that opened the call again would note a later start
+    replies.append(ET.tostring(post(client, "/voice/incoming", form, token=token)))
+    assert len(set(replies)) == 1 and b"Gather" in replies[0]
+    assert get_call(desk.r, "CA-first") == opened
+
+
 def test_a_repeated_status_callback_ends_the_call_once(desk, lakeview, client):
     """Twilio repeats the status callback with the same token, here while the first is
     still running: both hear the empty reply, the call is counted once and has one

@@ -43,11 +43,13 @@ def require_a_call() -> Response | None:
     return xml(twiml.goodbye(prompts(), prompts().text("routing.goodbye")))
 
 
-# Webhooks whose repeat changes nothing by itself and hears the same reply: the
-# status callback ends the call once (`routing.call_state.mark_ended`: the first to
-# mark the end wins) and always answers an empty `<Response/>`. They skip the token's
-# claim and the kept reply, two Redis round trips on one webhook in seven.
-SAFE_TO_REPEAT = frozenset({"voice.status"})
+# Webhooks whose repeat changes nothing by itself and hears the same reply, so they
+# skip the token's claim and the kept reply (two Redis round trips each, on two
+# webhooks in seven): the call's first webhook opens its hash only if it does not
+# exist (`routing.call_state.start_call`) and greets from that hash; the status
+# callback ends the call once (`routing.call_state.mark_ended`: the first to mark
+# the end wins) and always answers an empty `<Response/>`.
+SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status"})
 
 
 @bp.before_request
