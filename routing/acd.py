@@ -141,15 +141,16 @@ def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int,
 
 def after_dial(
     desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int, now_ms: int,
-    call_status: str = "in-progress",
+    call_status: str = "in-progress", call: dict[str, str] | None = None,
 ) -> Decision:
     """The ring of an advisor ended: finish an answered call, else try the next advisor.
 
     Twilio may post this `<Dial>` action after the caller hung up, before the
     status callback (`call_status` is then final): the advisor is released and
-    nobody else is rung for a caller who is gone.
+    nobody else is rung for a caller who is gone. `call`: the call's hash when the
+    caller has just read it.
     """
-    call = get_call(desk.r, call_sid)
+    call = call if call is not None else get_call(desk.r, call_sid)
     answered = call.get("answered_by") == advisor_id or (
         dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
     )

@@ -268,7 +268,8 @@ def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
 
 
 def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,
-                      wait_seconds: float = 1.5) -> HoldForConference | None:
+                      wait_seconds: float = 1.5,
+                      call: dict[str, str] | None = None) -> HoldForConference | None:
     """The contact's `<Dial>` ended: because the advisor's leg was moved into the
     conference (hold the contact a moment: their own redirect is on its way), or
     None when the call is not moving (the ring's end is the ACD's).
@@ -279,7 +280,7 @@ def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        call = get_call(desk.r, call_sid)
+        call = call if call is not None else get_call(desk.r, call_sid)
         if (not call.get("conference") or is_final(call_status)
                 or call.get("contact_joined_at") or call.get("advisor_left_at")):
             return None
@@ -287,6 +288,7 @@ def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,
             update_call(desk.r, call_sid, contact_held=1)
             return HoldForConference(call_sid)
         time.sleep(0.05)
+        call = None  # read it again
 
 
 def after_conference(desk: Desk, call_sid: str, role: str, call_status: str,

@@ -14,6 +14,7 @@ from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole, who
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
 from routing import acd, conference, survey, waiting
+from routing.call_state import get_call
 from routing.whisper import play_whisper
 
 
@@ -21,11 +22,13 @@ from routing.whisper import play_whisper
 def dial_result() -> Response:
     """The ring of an advisor ended: done if answered, else the next advisor."""
     sid, advisor_id = call_sid(), request.args.get("advisor", "")[:64]
-    moving = conference.moved_out_of_dial(desk(), sid, call_status())
+    call = get_call(desk().r, sid)
+    moving = conference.moved_out_of_dial(desk(), sid, call_status(), call=call)
     if moving is not None:
         return answer(moving, sid)
     decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
-                              whole("DialCallDuration"), now_ms(), call_status=call_status())
+                              whole("DialCallDuration"), now_ms(), call_status=call_status(),
+                              call=call)
     return answer(survey.after_the_advisor(desk(), sid, decision, call_status(), now()), sid)
 
 
