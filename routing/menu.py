@@ -36,6 +36,7 @@ from routing.verification import AskContactId, AskPin, Refused, Unverified, Veri
 # Tries of the main menu (and of the products sub-menu) before the goodbye.
 MAX_TRIES = 3
 MENU_KEYS = ("1", "2", "6", "8")
+OUTAGE_KEY = "8"  # the only option that tells of maintenance windows
 # Offered to callers the line does not recognise: the toll-free number leaks to
 # families (the family portal bears the product's name), whom the desk cannot help.
 FAMILIES_KEY = "0"
@@ -135,7 +136,9 @@ def press_key(
     desk: Desk, call_sid: str, key: str, attempt: int, now: datetime, now_ms: int,
     windows: list[hours.MaintenanceWindow] | None,
 ) -> Step:
-    """The caller's main-menu key: 1 case, 2 new case, 6 add-ons, 8 outage; * repeats."""
+    """The caller's main-menu key: 1 case, 2 new case, 6 add-ons, 8 outage; * repeats.
+    `windows`: the posted maintenance windows, read by option 8 only (so a caller of
+    another key may pass None)."""
     if key == "*":
         return AskMenu(attempt)
     if key == FAMILIES_KEY and not auth.is_authorized(get_call(desk.r, call_sid)):
@@ -148,7 +151,7 @@ def press_key(
             return Goodbye()
         return AskMenu(attempt + 1, invalid=bool(key))
     call = append_menu(desk.r, call_sid, key)
-    if key == "8":
+    if key == OUTAGE_KEY:
         return outage.report(desk, call_sid, call, now, now_ms, windows)
     if not auth.is_authorized(call):
         return go_on(desk, call_sid, verification.begin(desk, call, key, now), now, now_ms,

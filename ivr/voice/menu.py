@@ -24,8 +24,10 @@ def incoming() -> Response:
 @bp.post("/menu")
 def main_menu() -> Response:
     """The caller's main-menu key: 1 case, 2 new case, 6 add-ons, 8 outage."""
-    sid = call_sid()
-    step = menu.press_key(desk(), sid, key(), attempt(), now(), now_ms(), maintenance_windows())
+    sid, pressed = call_sid(), key()
+    # Only option 8 may tell of maintenance: the other keys spare the windows' read.
+    windows = maintenance_windows() if pressed == menu.OUTAGE_KEY else None
+    step = menu.press_key(desk(), sid, pressed, attempt(), now(), now_ms(), windows)
     return answer(step, sid)
 
 
