@@ -58,7 +58,7 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 
-def _as_dict(flat: list[str]) -> dict[str, str]:
+def as_hash(flat: list[str]) -> dict[str, str]:
     """A hash as Lua's `HGETALL` returns it (name, value, name, value...) as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -111,7 +111,7 @@ def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> b
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:
     """Add a step (a key, a case number) to the menu path, set `fields`; the call after."""
     flat = [str(part) for name, value in fields.items() for part in (name, value)]
-    return _as_dict(script(r, _MENU_STEP)(
+    return as_hash(script(r, _MENU_STEP)(
         keys=[keys.call(call_sid)], args=["menu", ">", step, CALL_TTL_SECONDS, *flat],
         client=r))
 
@@ -145,7 +145,7 @@ def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str, now_ms: int) ->
     """The call rings `advisor_id` at `now_ms` (ms since the epoch): a try, noted once on
     the call, and the time the claim script reads to skip them for a while (see
     `routing.presence.claim_for_caller`'s `retry_after_ms`); returns the advisor's hash."""
-    return _as_dict(script(r, _RINGING)(
+    return as_hash(script(r, _RINGING)(
         keys=[keys.call(call_sid), keys.advisor(advisor_id), keys.call_tried(call_sid)],
         args=[advisor_id, CALL_TTL_SECONDS, now_ms], client=r))
 

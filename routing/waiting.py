@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 from directory import keys
 from directory.catalog import GENERAL
+from directory.scripts import script
 from routing import acd, callbacks, presence
 from routing.availability import note_dequeued
-from routing.call_state import call_and_end, get_call, update_call
+from routing.call_state import as_hash, get_call, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -90,6 +91,25 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
     return queues
 
 
+# What a hold cycle reads, in one round trip (it runs for every waiting caller every
+# few seconds: 5,000 may wait): the call's hash, whether it ended, and for its team
+# its place in line, the recent waits, the cached count of advisors working, and
+# the advisors free in the team and in general.
+_HOLD_READS = """
+local call = redis.call('HGETALL', KEYS[1])
+local ended = redis.call('EXISTS', KEYS[2])
+local team = redis.call('HGET', KEYS[1], 'waiting_team')
+if ended == 1 or not team or team == '' then return {call, ended} end
+local function k(template, name) return (string.gsub(template, '{}', name)) end
+return {call, ended,
+        redis.call('ZRANK', k(ARGV[1], team), ARGV[6]),
+        redis.call('LRANGE', k(ARGV[2], team), 0, 19),
+        redis.call('GET', k(ARGV[3], team)),
+        redis.call('ZCARD', k(ARGV[4], team)),
+        redis.call('ZCARD', k(ARGV[4], ARGV[5]))}
+"""
+
+
 @dataclass(frozen=True)
 class HoldCycle:
     """One hold cycle of a waiting caller: leave for an advisor, or hear where they are."""
@@ -109,17 +129,15 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     after missing this very caller, or a general advisor idle while this caller
     has waited past the overflow time. Only heads are offered, so order holds.
     """
-    call, ended = call_and_end(desk.r, call_sid)
+    found = script(desk.r, _HOLD_READS)(
+        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[keys.team_waiting("{}"), keys.team_waits("{}"), keys.team_working("{}"),
+              keys.team_available("{}"), GENERAL, call_sid], client=desk.r)
+    call, ended = as_hash(found[0]), bool(found[1])
     team = call.get("waiting_team")
     if not team or ended:
         return HoldCycle(leave=False)
-    pipe = desk.r.pipeline(transaction=False)
-    pipe.zrank(keys.team_waiting(team), call_sid)
-    pipe.lrange(keys.team_waits(team), 0, 19)
-    pipe.get(keys.team_working(team))
-    pipe.zcard(keys.team_available(team))
-    pipe.zcard(keys.team_available(GENERAL))
-    rank, recent, working, free_here, free_general = pipe.execute()
+    rank, recent, working, free_here, free_general = found[2:]
     # Since their first arrival: a caller queued again after a missed ring keeps it.
     arrived = _arrival_ms(call, now_ms)
     if rank == 0 and call.get("callback") != "1":
