@@ -257,3 +257,25 @@ def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
         raise
     finally:
         line.stop()
+
+
+def test_outage_reports_logged_in_one_batch_go_on_one_case_per_number_and_district(
+        phone, desk, lakeview):
+    """Outage reports whose logs one job writes together: one case per unknown number and
+    one per district, as when each is logged on its own."""
+    from sqlalchemy import select
+
+    from directory.models import CallLog, Case
+
+    unknown = [phone.call("+16125550999", "8") for _ in range(2)]
+    known = [phone.call(PAT, "8") for _ in range(2)]
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        case_of = {sid: number for sid, number in db.execute(
+            select(CallLog.call_sid, CallLog.case_number))}
+        outage_cases = db.scalars(select(Case.number).where(Case.outage.is_(True))).all()
+    assert len(outage_cases) == 2
+    for calls in (unknown, known):
+        assert len({case_of[c.call_sid] for c in calls}) == 1
+    assert case_of[unknown[0].call_sid] != case_of[known[0].call_sid]
+    assert set(case_of.values()) == set(outage_cases)
