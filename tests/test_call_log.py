@@ -209,7 +209,8 @@ def test_calls_whose_last_log_job_failed_for_good_are_logged_by_the_reconciler(
     result = phone.call(PAT, "1 2024117#")
     logs = queue(Queues.CALL_LOGS, desk.job_redis)
     [job_id] = logs.scheduled_job_registry.get_job_ids()
-    logs.fetch_job(job_id).delete()  # failed for good: RQ keeps it in the failed registry, off the queue
+    # Failed for good: RQ keeps it in the failed registry, off the queue.
+    logs.fetch_job(job_id).delete()
     desk.job_redis.delete(CALL_LOGS_QUEUED)  # its mark expired long ago
     context.configure(desk)
     assert reconcile()["call_logs_resumed"] == 0  # too soon: a job may still be retrying
