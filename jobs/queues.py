@@ -54,8 +54,8 @@ CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 
 
 
 # Calls whose log is still to be written, a sorted set (CallSid, scored by when the
-# call ended), and the mark that a job to write them is queued or running (it comes
-# off when the job finds no call waiting). RQ's own keys live
+# call ended), and the mark that a job to write them is scheduled, queued or running
+# (it comes off when the job finds no call waiting). RQ's own keys live
 # under `rq:`; these two are caseline's (`cl:`, as `directory.keys` names the
 # others), kept here beside the jobs that use them.
 CALLS_TO_LOG = "cl:call-logs:to-write"
