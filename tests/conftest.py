@@ -288,16 +288,15 @@ def run_jobs(desk: Desk) -> None:
 
 
 def queue_gathered_call_logs(desk: Desk) -> list[str]:
-    """Put on their queue the call-log jobs scheduled to gather calls (those due within
-    the gathering window, not a failed job's later retries), as RQ's scheduler does
-    when they are due; their ids."""
-    from jobs.queues import CALL_LOG_GATHER_SECONDS, CALL_LOG_RETRY, Queues, queue
+    """Put on their queue the call-log jobs scheduled to gather calls (never run: not a
+    failed job's retry), as RQ's scheduler does when they are due (whatever the clock a
+    test travelled to when it scheduled them); their ids."""
+    from jobs.queues import CALL_LOG_RETRY, Queues, queue
 
     logs = queue(Queues.CALL_LOGS, desk.job_redis)
     registry = logs.scheduled_job_registry
-    soon = int(time.time()) + CALL_LOG_GATHER_SECONDS + 1
     moved = []
-    for job_id in registry.get_jobs_to_schedule(soon):
+    for job_id in registry.get_job_ids():
         job = logs.fetch_job(job_id)
         if job is None or not job_id.startswith("log-calls-") \
                 or job.retries_left != CALL_LOG_RETRY.max:
