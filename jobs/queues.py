@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Queue, Retry
@@ -54,8 +54,8 @@ CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 
 
 
 # Calls whose log is still to be written, a sorted set (CallSid, scored by when the
-# call ended), and the mark that a job to write them is queued or running (it comes
-# off when the job finds no call waiting). RQ's own keys live
+# call ended), and the mark that a job to write them is scheduled, queued or running
+# (it comes off when the job finds no call waiting). RQ's own keys live
 # under `rq:`; these two are caseline's (`cl:`, as `directory.keys` names the
 # others), kept here beside the jobs that use them.
 CALLS_TO_LOG = "cl:call-logs:to-write"
@@ -64,6 +64,12 @@ CALL_LOGS_QUEUED = "cl:call-logs:queued"
 # database outage between retries holds nothing up for long: the next call to end
 # queues another.
 CALL_LOGS_QUEUED_SECONDS = 60
+# The job is queued to run this long after the first call to end (RQ's scheduler, run by
+# `caseline worker`, puts it on the queue; its schedule has whole-second resolution and
+# it looks every second): calls that end meanwhile ride on it, so in a storm one RQ job
+# (some 60 Redis commands of RQ's bookkeeping) writes a second's calls, not each call.
+# A call's log is in the database up to ~2 s after the call ended.
+CALL_LOG_GATHER_SECONDS = 1
 
 
 def call_log_job_id(call_sid: str) -> str:
@@ -74,13 +80,14 @@ def call_log_job_id(call_sid: str) -> str:
 
 def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     """Put the call among the calls to log, and queue the job that writes them unless one
-    is queued already: one job writes the logs of every call that ended meanwhile."""
+    is queued already, to run `CALL_LOG_GATHER_SECONDS` later: one job writes the logs of
+    every call that ended meanwhile."""
     pipe = r.pipeline(transaction=False)
     pipe.zadd(CALLS_TO_LOG, {call_sid: time.time()}, nx=True)
     pipe.set(CALL_LOGS_QUEUED, call_sid, nx=True, ex=CALL_LOGS_QUEUED_SECONDS)
     _, first = pipe.execute()
     if first:
-        queue_log_calls(r, call_sid)
+        queue_log_calls(r, call_sid, after_s=CALL_LOG_GATHER_SECONDS)
 
 
 def resume_call_logs(r: redis.Redis, now_s: float) -> bool:
@@ -97,20 +104,26 @@ def resume_call_logs(r: redis.Redis, now_s: float) -> bool:
     return True
 
 
-def queue_log_calls(r: redis.Redis, call_sid: str) -> None:
-    """Queue the job that writes the waiting calls' logs, named for the call that queued it."""
-    _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid))
+def queue_log_calls(r: redis.Redis, call_sid: str, after_s: float = 0) -> None:
+    """Queue the job that writes the waiting calls' logs, named for the call that queued it;
+    with `after_s` (seconds), scheduled to run that much later rather than at once."""
+    _enqueue_on_the_log(r, "workers.call_log.log_calls", None, call_log_job_id(call_sid),
+                        after_s)
 
 
 def _enqueue_on_the_log(r: redis.Redis, function: str, call_sid: str | None,
-                        job_id: str) -> None:
+                        job_id: str, after_s: float = 0) -> None:
     """Queue one of the jobs that write a call's log: retried (a database down, a log
-    not written yet), one job per id (duplicates collapse), kept a week when failed."""
+    not written yet), one job per id (duplicates collapse), kept a week when failed;
+    with `after_s` (seconds), on RQ's schedule that much later."""
     args = () if call_sid is None else (call_sid,)
-    queue(Queues.CALL_LOGS, r).enqueue(
-        function, *args, job_id=job_id, retry=CALL_LOG_RETRY, result_ttl=3600,
-        failure_ttl=7 * 24 * 3600,
-    )
+    options = {"job_id": job_id, "retry": CALL_LOG_RETRY, "result_ttl": 3600,
+               "failure_ttl": 7 * 24 * 3600}
+    if after_s:
+        queue(Queues.CALL_LOGS, r).enqueue_in(timedelta(seconds=after_s), function, *args,
+                                              **options)
+    else:
+        queue(Queues.CALL_LOGS, r).enqueue(function, *args, **options)
 
 
 def enqueue_transcription(r: redis.Redis, call_sid: str) -> None:

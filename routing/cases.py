@@ -2,14 +2,15 @@
 found"), which case a call is logged on, opening new ones (numbered after the
 highest, by `directory.case_numbers`), and merging outage reports onto one case a day.
 
-The call-log job (`workers.call_log`) asks `case_for_call`; the rules live
-here. Callers never change case data on the phone: a call only ever opens a
-case or adds itself (and, for an unverified outage report, the hand-over
-flag) to one.
+The call-log job (`workers.call_log`) asks `cases_for_calls` (a batch) or
+`case_for_call` (one call); the rules live here. Callers never change case
+data on the phone: a call only ever opens a case or adds itself (and, for an
+unverified outage report, the hand-over flag) to one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -116,6 +117,36 @@ def case_for_call(db: Session, call: dict[str, str], now: datetime) -> Case | No
     if call.get("new_case") and call.get("district") and not call.get("refused"):
         return _new_case(db, call, priority="medium")
     return None
+
+
+def cases_for_calls(db: Session, calls: Mapping[str, dict[str, str]],
+                    now: datetime) -> dict[str, Case | None]:
+    """`case_for_call` for a batch of calls (CallSid -> the call's hash) in one
+    transaction, by CallSid: the cases the calls name are read in one query, and each
+    district's (or unknown number's) outage case is looked up once, the batch's later
+    outage calls from there going onto the same case, as they would one by one."""
+    named = {call["case"] for call in calls.values() if call.get("case") and not call.get("outage")}
+    known = {case.number: case for case in db.scalars(
+        select(Case).where(Case.number.in_(named)))} if named else {}
+    outages: dict[str, Case] = {}
+    found: dict[str, Case | None] = {}
+    for sid, call in calls.items():
+        if not call.get("outage"):
+            found[sid] = (known.get(call["case"]) if call.get("case")
+                          else case_for_call(db, call, now))
+            continue
+        # The lookup's key: the district, else the calling number (see `_outage_case`).
+        reporter = (f"district:{call['district']}" if call.get("district")
+                    else f"caller:{call['caller']}" if call.get("caller") else "")
+        case = outages.get(reporter) if reporter else None
+        if case is None:
+            case = _outage_case(db, call, now)
+            if reporter:
+                outages[reporter] = case
+        elif call.get("handover") == "1":
+            case.needs_handover = True
+        found[sid] = case
+    return found
 
 
 def _owner(db: Session, call: dict[str, str]) -> str | None:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
 
 from jobs.queues import (
+    CALL_LOG_GATHER_SECONDS,
     CALLS_TO_LOG,
     SERIALIZER,
     Queues,
@@ -24,6 +25,8 @@ from jobs.queues import (
     queue,
 )
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+from tests.live import new_line, wait_for
+from twilio_side import HttpTransport
 from workers import context
 
 # The worker writes call logs: on SQLite and on PostgreSQL.
@@ -70,8 +73,12 @@ def test_log_waits_out_a_database_outage(phone, desk, lakeview, tmp_path):
 def test_calls_that_end_meanwhile_are_logged_by_one_job(phone, desk, lakeview):
     make_available(desk, "A7")
     results = [phone.call(PAT, "1 2024117#") for _ in range(5)]
-    jobs = queue(Queues.CALL_LOGS, desk.job_redis).get_jobs()
+    logs = queue(Queues.CALL_LOGS, desk.job_redis)
+    assert logs.get_jobs() == []  # not at once: it gathers the calls that end meanwhile
+    jobs = [logs.fetch_job(job_id) for job_id in logs.scheduled_job_registry.get_job_ids()]
     assert [job.func_name for job in jobs] == ["workers.call_log.log_calls"]  # one, for five
+    due = logs.scheduled_job_registry.get_scheduled_time(jobs[0])
+    assert due.timestamp() <= time.time() + CALL_LOG_GATHER_SECONDS
     run_jobs(desk)
     assert [log["call_sid"] for log in logs_on(desk, "2024117")] == [r.call_sid for r in results]
     assert finished(desk, jobs[0].id)
@@ -200,8 +207,10 @@ def test_calls_whose_last_log_job_failed_for_good_are_logged_by_the_reconciler(
 
     make_available(desk, "A7")
     result = phone.call(PAT, "1 2024117#")
-    [job] = queue(Queues.CALL_LOGS, desk.job_redis).get_jobs()
-    job.delete()  # failed for good: RQ keeps it in the failed registry, off the queue
+    logs = queue(Queues.CALL_LOGS, desk.job_redis)
+    [job_id] = logs.scheduled_job_registry.get_job_ids()
+    # Failed for good: RQ keeps it in the failed registry, off the queue.
+    logs.fetch_job(job_id).delete()
     desk.job_redis.delete(CALL_LOGS_QUEUED)  # its mark expired long ago
     context.configure(desk)
     assert reconcile()["call_logs_resumed"] == 0  # too soon: a job may still be retrying
@@ -211,3 +220,63 @@ def test_calls_whose_last_log_job_failed_for_good_are_logged_by_the_reconciler(
     run_jobs(desk)
     assert [log["call_sid"] for log in logs_on(desk, "2024117")] == [result.call_sid]
     assert desk.r.zcard(CALLS_TO_LOG) == 0
+
+
+def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
+        settings, emulator, desk, lakeview, tmp_path):
+    """Calls ending a few milliseconds apart, with `caseline worker` idle and keeping up:
+    their logs are written by one job (two when the burst straddles the scheduler's
+    tick), not one job each, and every log lands within a few seconds."""
+    line = new_line(settings, emulator, tmp_path)
+    try:
+        line.start_web()
+        line.start_worker()
+        twilio = HttpTransport(line.url, auth_token=AUTH_TOKEN)
+        sids = [f"CA{index:032d}" for index in range(8)]
+        start = time.monotonic()
+        for sid in sids:
+            form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": "completed",
+                    "CallDuration": "12", "From": PAT}
+            assert twilio.post("/voice/status", form).status == 200
+            time.sleep(0.02)  # the worker, idle, would take a job queued now at once
+
+        def logged() -> set[str]:
+            from sqlalchemy import select
+
+            from directory.models import CallLog
+
+            with desk.session_factory() as db:
+                return set(db.scalars(select(CallLog.call_sid)))
+
+        wait_for("every call's log", lambda: logged() == set(sids), timeout=10, interval=0.05)
+        took = time.monotonic() - start
+        jobs = desk.job_redis.keys("rq:job:log-calls-*")
+        assert 1 <= len(jobs) <= 2, jobs
+        assert took < 2 * CALL_LOG_GATHER_SECONDS + 2, took  # up to ~2 s, on a busy machine
+    except AssertionError:
+        print(line.output())
+        raise
+    finally:
+        line.stop()
+
+
+def test_outage_reports_logged_in_one_batch_go_on_one_case_per_number_and_district(
+        phone, desk, lakeview):
+    """Outage reports whose logs one job writes together: one case per unknown number and
+    one per district, as when each is logged on its own."""
+    from sqlalchemy import select
+
+    from directory.models import CallLog, Case
+
+    unknown = [phone.call("+16125550999", "8") for _ in range(2)]
+    known = [phone.call(PAT, "8") for _ in range(2)]
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        case_of = {sid: number for sid, number in db.execute(
+            select(CallLog.call_sid, CallLog.case_number))}
+        outage_cases = db.scalars(select(Case.number).where(Case.outage.is_(True))).all()
+    assert len(outage_cases) == 2
+    for calls in (unknown, known):
+        assert len({case_of[c.call_sid] for c in calls}) == 1
+    assert case_of[unknown[0].call_sid] != case_of[known[0].call_sid]
+    assert set(case_of.values()) == set(outage_cases)
