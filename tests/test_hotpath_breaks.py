@@ -6,12 +6,16 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+import xml.etree.ElementTree as ET
 
 import redis
 
 from directory import keys
 from routing import presence
-from tests.test_real_world import lakeview  # noqa: F401  (fixture)
+from tests.conftest import API_TOKEN
+from tests.test_real_world import PAT, lakeview, post  # noqa: F401  (fixture)
+
+API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 # --- presence scripts announce their change: best effort, as before --------------------------
@@ -42,3 +46,42 @@ def test_a_change_the_redis_user_may_not_announce_still_claims_and_releases(desk
         restricted.close()
     finally:
         desk.r.acl_deluser(user)
+
+
+# --- a repeated first webhook hears the same greeting ----------------------------------------
+
+def test_a_repeated_first_webhook_after_an_announcement_hears_the_first_greeting(
+        desk, lakeview, client):
+    """Twilio repeats the call's first webhook (same token) after the desk posted a
+    known-incident announcement: the repeat must hear what the first answered (the
+    kept reply's promise, docs/design.md "Idempotency"), not a greeting made anew."""
+    form = {"CallSid": "CA-ann", "From": PAT, "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A"}
+    token = str(uuid.uuid4())
+    first = ET.tostring(post(client, "/voice/incoming", form, token=token))
+    response = client.put("/api/announcement", headers=API,
+                          json={"text": "Campus sign-in is down in the north region.",
+                                "active": True})
+    assert response.status_code == 200, response.data
+    repeat = ET.tostring(post(client, "/voice/incoming", form, token=token))
+    assert repeat == first
+    # A new call hears the announcement.
+    other = ET.tostring(post(client, "/voice/incoming", {**form, "CallSid": "CA-ann-2"}))
+    assert b"north region" in other
+
+
+def test_a_repeated_first_webhook_after_the_caller_verified_hears_the_first_greeting(
+        desk, lakeview, client):
+    """The caller was not known by number (no attestation), chose 1 and gave their
+    contact ID and PIN; a late repeat of the first webhook (same token) must not greet
+    them by name now: it hears what the first answered."""
+    form = {"CallSid": "CA-pin", "From": PAT, "To": "+18005550100"}
+    token = str(uuid.uuid4())
+    first = ET.tostring(post(client, "/voice/incoming", form, token=token))
+    post(client, "/voice/menu?attempt=1", {"CallSid": "CA-pin", "Digits": "1"})
+    post(client, "/voice/verify/contact?option=1&attempt=1", {"CallSid": "CA-pin",
+                                                              "Digits": "5001"})
+    post(client, "/voice/verify/pin?option=1", {"CallSid": "CA-pin", "Digits": "2468"})
+    assert desk.r.hget(keys.call("CA-pin"), "verified") == "1"
+    repeat = ET.tostring(post(client, "/voice/incoming", form, token=token))
+    assert repeat == first
