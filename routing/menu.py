@@ -96,13 +96,16 @@ Step = (
 
 def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
-    stir_verstat: str = "",
+    stir_verstat: str = "", announcement: str = "",
 ) -> dict[str, str]:
     """Open the call's hash and look the caller's number up among active contacts.
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
     untrusted number, or an inactive contact's, is an unknown caller's.
+
+    The greeting opens with the hash (`greeted_name`, `greeted_announcement`: the
+    `announcement` active now): a repeat of the first webhook greets from it.
     """
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
     fields: dict[str, str | int] = {
@@ -117,6 +120,8 @@ def identify_caller(
         facts = contact_fields(desk, contact, now)
         if facts["verified"]:
             fields.update(facts, verified_by="caller-id")
+    fields["greeted_name"] = str(fields.get("contact_name", "")) if fields.get("verified") else ""
+    fields["greeted_announcement"] = announcement
     if start_call(desk.r, call_sid, fields):
         return {k: str(v) for k, v in fields.items()}
     return get_call(desk.r, call_sid)  # Twilio retried the first request: same call.
@@ -126,10 +131,20 @@ def welcome(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
 ) -> Welcome:
-    """A new call: identify the caller; greet a trusted contact by name."""
-    call = identify_caller(desk, call_sid, from_raw, to, base_url, now, stir_verstat)
+    """A new call: identify the caller; greet a trusted contact by name.
+
+    Twilio's repeat of this webhook skips the kept reply (`ivr.voice.hooks.SAFE_TO_REPEAT`):
+    it hears the greeting kept on the call's hash when it opened, even after the
+    announcement changed or the caller verified by PIN meanwhile."""
+    announcement = active_announcement(desk.r) or ""
+    call = identify_caller(desk, call_sid, from_raw, to, base_url, now, stir_verstat,
+                           announcement=announcement)
+    if "greeted_name" in call:
+        return Welcome(call["greeted_name"] or None, call.get("greeted_announcement") or None)
+    # A hash this webhook did not open (an early status callback's, or one opened
+    # before the greeting was kept): greet as the call is now.
     name = call.get("contact_name") if auth.is_authorized(call) else None
-    return Welcome(name or None, active_announcement(desk.r))
+    return Welcome(name or None, announcement or None)
 
 
 def press_key(

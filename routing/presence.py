@@ -273,10 +273,12 @@ def _announcing(source: str) -> str:
     """`source` as a function whose result is returned after announcing the change on
     the console's channel: every transition may move an advisor or a queue, and the
     pages re-read. In the script, not a `PUBLISH` of its own: one round trip less on
-    every claim and release (see `routing.changes`)."""
+    every claim and release (see `routing.changes`). Best effort, as `announce_change`:
+    `pcall`, so a PUBLISH the server refuses (a Redis user with no right to the
+    channel, Redis 7's ACL default) fails no transition, whose writes are done by then."""
     return (f"local function transition()\n{source}\nend\n"
             "local result = transition()\n"
-            f"redis.call('PUBLISH', '{keys.desk_changes()}', 'presence')\n"
+            f"redis.pcall('PUBLISH', '{keys.desk_changes()}', 'presence')\n"
             "return result\n")
 
 
