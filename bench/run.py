@@ -60,6 +60,7 @@ from bench.phases import (  # noqa: E402
 from bench.procs import Services, children, free_port, pin, rss_mib, wait_for_port  # noqa: E402
 from bench.wire import HttpPool  # noqa: E402
 from caseline.embedded_redis import redis_server_binary, start_server, wait_until_up  # noqa: E402
+from caseline.work import WORKER_NICE  # noqa: E402
 from config.hours import CENTRAL, is_open  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -107,8 +108,9 @@ CEILING_SETTINGS = ServerSettings("gevent", 1, connections=1000)
 LAYOUTS = {
     "servers": "worker on the servers' core",
     "own": "worker on its own core",
-    # An experiment: on the servers' core at nice 10, the web served first.
-    "servers-nice": "worker on the servers' core at nice 10",
+    # An experiment: on the servers' core at nice 0, as before the worker lowered its
+    # own priority (`caseline.work.WORKER_NICE`).
+    "servers-nice0": "worker on the servers' core at nice 0",
 }
 
 
@@ -272,7 +274,9 @@ class Stack:
         if self.worker is not None and self.worker_layout == layout:
             return
         core = SERVER_CORE if layout.startswith("servers") else WORKER_CORE
-        nice = {"servers": 0, "servers-nice": 10}.get(layout, 19 if core == LOAD_CORE else 0)
+        # "servers" as shipped: `caseline worker` lowers its own priority to WORKER_NICE.
+        nice = {"servers": WORKER_NICE, "servers-nice0": 0}.get(
+            layout, 19 if core == LOAD_CORE else WORKER_NICE)
         if self.worker is None:
             # `caseline worker` is its own process in production (the Procfile's `worker:`).
             argv, env = [*caseline_argv(self.config)[0], "worker"], self.worker_env
@@ -876,8 +880,9 @@ def render(
         f"`caseline serve --workers {config.workers} --threads {config.threads}`")
     layouts = "; ".join(
         f"{LAYOUTS[layout]}: " + (
-            "`caseline worker` on core 1 with the servers and Redis" if layout == "servers"
-            else "`caseline worker` on core 1 at nice 10" if layout == "servers-nice"
+            "`caseline worker` on core 1 with the servers and Redis (at nice "
+            f"{WORKER_NICE}, as it runs itself)" if layout == "servers"
+            else "`caseline worker` on core 1 at nice 0" if layout == "servers-nice0"
             else f"`caseline worker` on core {WORKER_CORE}" + (
                 " at nice 19 (this machine has two cores: it shares the generator's, taking "
                 "what the generator leaves)" if WORKER_CORE == LOAD_CORE else ""))

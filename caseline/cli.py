@@ -186,13 +186,17 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Work until the queues are empty, then exit.")
-def worker(burst: bool) -> None:
+@click.option("--nice", type=click.IntRange(0, 19), default=None,
+              help="Run at least this much lower than the web (Linux nice; 0 keeps the "
+                   "priority it starts with). Default: 10 (caseline.work.WORKER_NICE).")
+def worker(burst: bool, nice: int | None) -> None:
     """Run the RQ worker (call logs, wrap-up ends) and the reconciler's schedule."""
-    from caseline.work import run_worker
+    from caseline.work import WORKER_NICE, run_worker
 
     settings = _settings()
     redis_url = prepare_service(settings)
-    run_worker(settings.with_changes(redis_url=redis_url), burst=burst)
+    run_worker(settings.with_changes(redis_url=redis_url), burst=burst,
+               nice=WORKER_NICE if nice is None else nice)
 
 
 @main.group()
