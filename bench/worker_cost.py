@@ -35,23 +35,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def _cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process and its live descendants (from /proc)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    while pids:
-        current = pids.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        pids += [int(c) for c in children]
-    return total
+from bench.procs import Services, free_port  # noqa: E402
 
 
 def _redis_cpu(r) -> float:  # type: ignore[no-untyped-def]
@@ -92,7 +79,7 @@ def one(tree: Path, calls: int, rate: float, waiting: int) -> dict[str, float]:
     from caseline.embedded_redis import start_server, wait_until_up
 
     work = Path(tempfile.mkdtemp(prefix="caseline-worker-cost-"))
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CASELINE_", "TWILIO_"))}
     env.update(REDIS_URL=url, DATABASE_URL=f"sqlite:///{work / 'caseline.db'}",
@@ -101,15 +88,14 @@ def one(tree: Path, calls: int, rate: float, waiting: int) -> dict[str, float]:
                CASELINE_WRAPUP_SECONDS="0", CASELINE_API_TOKEN="t" * 32,
                CASELINE_INSTANCE_PATH=str(work / "instance"), PYTHONPATH=str(tree))
     os.environ.update(env)
-    server = start_server(work / "redis", port=port)
-    worker = None
+    services = Services(work)
+    services.adopt("redis", start_server(work / "redis", port=port), None)
     try:
         wait_until_up(url)
         cli = [str(PYTHON), "-c", "from caseline.cli import main; main()"]
         subprocess.run([*cli, "directory", "load", str(ROOT / "demo" / "directory.json")],
                        env=env, cwd=work, check=True, capture_output=True)
-        worker = subprocess.Popen([*cli, "worker"], env=env, cwd=work,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = services.start("caseline-worker", [*cli, "worker"], env, core=None)
         from sqlalchemy import func, select
 
         from config.settings import Settings
@@ -122,12 +108,12 @@ def one(tree: Path, calls: int, rate: float, waiting: int) -> dict[str, float]:
         desk = build_desk(Settings.from_env(), url)
         r = desk.r
         time.sleep(4)  # the worker, its scheduler and cron are up and idle
-        idle_from, idle_seconds = _cpu_seconds(worker.pid), 3.0
+        idle_from, idle_seconds = worker.cpu(), 3.0
         time.sleep(idle_seconds)
-        idle = (_cpu_seconds(worker.pid) - idle_from) / idle_seconds
+        idle = (worker.cpu() - idle_from) / idle_seconds
 
         random.seed(7)
-        cpu0, rcpu0, cmd0, t0 = _cpu_seconds(worker.pid), _redis_cpu(r), _redis_commands(r), \
+        cpu0, rcpu0, cmd0, t0 = worker.cpu(), _redis_cpu(r), _redis_commands(r), \
             time.monotonic()
         feeder_cpu = 0.0
         for i in range(calls):
@@ -153,7 +139,7 @@ def one(tree: Path, calls: int, rate: float, waiting: int) -> dict[str, float]:
                 raise RuntimeError(f"only {written} of {calls} logs after 120 s")
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
-        worker_cpu = _cpu_seconds(worker.pid) - cpu0
+        worker_cpu = worker.cpu() - cpu0
         redis_cpu = _redis_cpu(r) - rcpu0
         # Commands counted minus those this process sent (about 12 a call, both trees).
         commands = _redis_commands(r) - cmd0
@@ -169,14 +155,7 @@ def one(tree: Path, calls: int, rate: float, waiting: int) -> dict[str, float]:
         figures.update(_reconcile(desk, waiting))
         return figures
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        server.terminate()
-        server.wait(timeout=10)
+        services.stop_all()
 
 
 def _reconcile(desk, waiting: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -204,15 +183,6 @@ def _reconcile(desk, waiting: int) -> dict[str, float]:  # type: ignore[no-untyp
         dropped += done["dropped"]
     return {"reconcile_ms": 1000 * best, "reconcile_redis_ms": 1000 * rbest,
             "reconcile_dropped": float(dropped)}
-
-
-def _free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

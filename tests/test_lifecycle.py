@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bench.procs import children
 from directory.models import CallLog, Case
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import Line, new_line, wait_for
@@ -266,33 +267,19 @@ def test_every_call_before_and_after_a_restart_of_web_and_worker(line, lakeview,
         logs[first["outage-unknown"].call_sid]["case_number"]
 
 
-def _nice(pid: int) -> int:
-    """A process's nice, from /proc (field 19, after the command's parenthesis)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[16])
-
-
-def _tree(pid: int) -> list[int]:
-    """A process and its descendants (Linux's /proc children lists)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def test_the_worker_runs_below_the_web_and_still_logs_every_call(line, lakeview, desk):
     """On a machine that runs both, a webhook (a caller waiting) goes before a call log:
     `caseline worker` and what it starts run at nice 10 or lower, the web as started."""
     line.start_web()
     line.start_worker()
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert {_nice(pid) for pid in _tree(line.web.pid)} == {ours}
-    worker = _tree(line.worker.pid)
+    def nice(pid: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, pid)
+
+    ours = nice(0)
+    assert {nice(pid) for pid in [line.web.pid, *children(line.web.pid)]} == {ours}
+    worker = [line.worker.pid, *children(line.worker.pid)]
     assert len(worker) >= 2  # the worker and the reconciler's schedule
-    assert all(_nice(pid) >= max(ours, 10) for pid in worker), [_nice(p) for p in worker]
+    assert all(nice(pid) >= max(ours, 10) for pid in worker), [nice(p) for p in worker]
     line.set_status("A7", "available")
     call = line.call(PAT, f"1 {CASE}#", extra_params=ATTESTED)
     assert call.answered_by == PHONES["A7"]
