@@ -104,6 +104,12 @@ class Telephony:
             self._client = client
         return self._client
 
+    def warm(self) -> None:
+        """Build the REST client and import its resource modules now, without a
+        request: twilio loads its ~90 API modules on first use, which would
+        otherwise fall on the first call a web process redirects."""
+        _ = self.client.api.v2010.account.calls
+
     def _with_retries(self, what: str, request: Callable[[], object],
                       retry: bool = True) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`)."""
