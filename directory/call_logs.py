@@ -13,11 +13,16 @@ from directory.models import CallLog
 
 @dataclass(frozen=True)
 class SurveyHistory:
-    """A contact's surveys: whether they ever opted out, and whether one was offered
-    to them since the time asked about."""
+    """A contact's surveys: whether they ever opted out, and when the latest one
+    offered since the time asked about was offered (an aware UTC time, or None)."""
 
     opted_out: bool
-    surveyed_since: bool
+    offered_at: datetime | None
+
+    @property
+    def surveyed_since(self) -> bool:
+        """Whether a survey was offered since the time asked about."""
+        return self.offered_at is not None
 
 
 def survey_history(
@@ -28,13 +33,14 @@ def survey_history(
         rows = db.execute(
             select(CallLog.started_at, CallLog.details).where(CallLog.contact_id == contact_id)
         ).all()
-    opted_out = surveyed = False
+    opted_out, offered_at = False, None
     for started_at, details in rows:
         details = details or {}
         opted_out = opted_out or bool(details.get("survey_opt_out"))
         when = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
-        surveyed = surveyed or (bool(details.get("survey_offered")) and when >= since)
-    return SurveyHistory(opted_out, surveyed)
+        if details.get("survey_offered") and when >= since:
+            offered_at = max(offered_at or when, when)
+    return SurveyHistory(opted_out, offered_at)
 
 
 def calls_on_case(session_factory: sessionmaker[Session] | None, number: str) -> list[dict]:

@@ -134,6 +134,12 @@ def survey_overall(team: str, day: str) -> str:
     return f"{PREFIX}:survey:overall:{team}:{day}"
 
 
+def survey_hold(contact_id: str) -> str:
+    """String: why a contact is not to be surveyed now: "opted-out" (no expiry) or
+    "surveyed" (expires when their 30 days are over)."""
+    return f"{PREFIX}:survey:hold:{contact_id}"
+
+
 def colleague_adding(call_sid: str) -> str:
     """String (advisor id, 30 s): a colleague is being added to this call (one at a time)."""
     return f"{PREFIX}:colleague-adding:{call_sid}"

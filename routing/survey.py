@@ -29,6 +29,8 @@ EVERY_DAYS = 30
 TARGET = 0.95  # share of 4 and 5 on "overall"
 OPT_OUT_KEY = "9"
 SKIP_KEY = "#"
+# Why a contact is not asked now (the value of their `keys.survey_hold`).
+OPTED_OUT, SURVEYED = "opted-out", "surveyed"
 # Days of "overall" counts kept in Redis (the 30-day figure, and a margin).
 _COUNTS_TTL_SECONDS = 40 * 24 * 3600
 
@@ -55,23 +57,44 @@ def after_the_advisor(
     else `decision` unchanged."""
     if not isinstance(decision, CallFinished) or not decision.answered_by:
         return decision
-    if call_status != "in-progress" or not eligible(desk, get_call(desk.r, call_sid), now):
+    call = get_call(desk.r, call_sid) if call_status == "in-progress" else {}
+    if not call or not eligible(desk, call, now):
         return decision
     update_call(desk.r, call_sid, survey_offered=1)
+    _hold(desk, call["contact"], SURVEYED, EVERY_DAYS * 24 * 3600)
     return AskSurvey(0)
 
 
 def eligible(desk: Desk, call: dict[str, str], now: datetime) -> bool:
     """A verified contact, not surveyed in the last 30 days, not opted out. A database
-    that does not answer makes nobody eligible (the survey never delays a caller)."""
+    that does not answer makes nobody eligible (the survey never delays a caller).
+
+    The survey's hold on the contact in Redis (`keys.survey_hold`) answers first:
+    it is set the moment a survey is offered or refused for good, before the
+    call's log is written, and it spares the database on most answered calls.
+    Without one (a contact not surveyed lately, or Redis emptied), the call logs
+    decide, and their answer is held in Redis for the next call.
+    """
     contact = call.get("contact")
     if not contact or not auth.is_authorized(call) or desk.session_factory is None:
+        return False
+    if desk.r.exists(keys.survey_hold(contact)):
         return False
     try:
         history = survey_history(desk.session_factory, contact, now - timedelta(days=EVERY_DAYS))
     except SQLAlchemyError:
         return False
+    if history.opted_out:
+        _hold(desk, contact, OPTED_OUT)
+    elif history.offered_at is not None:
+        left = history.offered_at + timedelta(days=EVERY_DAYS) - now
+        _hold(desk, contact, SURVEYED, max(1, int(left.total_seconds())))
     return not history.opted_out and not history.surveyed_since
+
+
+def _hold(desk: Desk, contact_id: str, why: str, seconds: int | None = None) -> None:
+    """No survey for the contact: for good (`seconds` None) or for `seconds`."""
+    desk.r.set(keys.survey_hold(contact_id), why, ex=seconds)
 
 
 def answer(
@@ -79,16 +102,18 @@ def answer(
 ) -> AskSurvey | SurveyOver:
     """The caller's key for question `question`: 1–5 an answer, `#` or nothing a skip,
     9 the opt-out (no more surveys, ever). Any other key counts as a skip."""
-    if not 0 <= question < len(QUESTIONS) or not get_call(desk.r, call_sid):
+    call = get_call(desk.r, call_sid) if 0 <= question < len(QUESTIONS) else {}
+    if not call:
         return SurveyOver()
     if digits == OPT_OUT_KEY:
         update_call(desk.r, call_sid, survey_opt_out=1)
+        if call.get("contact"):
+            _hold(desk, call["contact"], OPTED_OUT)
         return SurveyOver(opted_out=True)
     name = QUESTIONS[question]
     if len(digits) == 1 and digits in "12345":
         update_call(desk.r, call_sid, **{f"survey_{name}": digits})
         if name == "overall":
-            call = get_call(desk.r, call_sid)
             _count_overall(desk, call.get("team") or "", call.get("answered_by") or "", digits,
                            now)
     if question + 1 < len(QUESTIONS):

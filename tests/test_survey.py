@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from directory import keys
 from directory.models import CallLog
 from tests.conftest import API_TOKEN, make_available, run_jobs
 
@@ -34,6 +35,13 @@ def _earlier_call(desk, details: dict, days_ago: int) -> None:
                        contact_id="5001", district_id="D100", menu_path="1>2024117",
                        status="answered", details=details,
                        started_at=datetime.now(UTC) - timedelta(days=days_ago)))
+
+
+def _thirty_days_pass(r) -> None:
+    """What 30 days do to Redis: every survey hold with an expiry is gone."""
+    for key in r.scan_iter(keys.survey_hold("*")):
+        if r.ttl(key) > 0:
+            r.delete(key)
 
 
 def _asked(result) -> bool:
@@ -77,6 +85,7 @@ def test_no_survey_for_a_contact_who_opted_out_and_9_opts_out(phone, desk, lakev
     with desk.session_factory() as db, db.begin():
         for log in db.query(CallLog):
             log.started_at = datetime.now(UTC) - timedelta(days=90)
+    _thirty_days_pass(desk.r)
     make_available(desk, "A7")
     again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
     assert again.answered_by and not _asked(again)
@@ -90,3 +99,54 @@ def test_no_survey_when_the_caller_hangs_up_first(phone, desk, lakeview, client)
     # Not even counted as offered: their 30 days have not started.
     [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
     assert log["survey"] is None and "survey_offered" not in log["details"]
+
+
+def test_surveyed_on_a_call_not_yet_logged_pat_is_not_asked_on_the_next(phone, desk, lakeview):
+    # The call log lands a second or two after the call; Pat calls straight back.
+    make_available(desk, "A7")
+    first = phone.call(PAT, "1 2024117# 5 5 5 5 5", bridged_hangup="advisor")
+    assert _asked(first)
+    make_available(desk, "A7")
+    again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert again.answered_by and not _asked(again)
+
+
+def test_an_opt_out_holds_before_its_call_is_logged_and_for_good(phone, desk, lakeview, r):
+    make_available(desk, "A7")
+    first = phone.call(PAT, "1 2024117# 9", bridged_hangup="advisor")
+    assert "not be asked again" in first.heard()[-1]
+    make_available(desk, "A7")
+    again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert again.answered_by and not _asked(again)
+    # Months later, with the call logs out of reach, still nothing.
+    _thirty_days_pass(r)
+    with desk.session_factory() as db, db.begin():
+        db.query(CallLog).delete()
+    make_available(desk, "A7")
+    assert not _asked(phone.call(PAT, "1 2024117#", bridged_hangup="advisor"))
+
+
+@pytest.mark.parametrize("details, days_ago", [
+    ({"survey_offered": True}, 10),  # surveyed lately
+    ({"survey_offered": True, "survey_opt_out": True}, 200),  # opted out long ago
+])
+def test_what_the_logs_said_holds_for_the_next_calls(phone, desk, lakeview, details, days_ago):
+    """The call logs are read once for a contact surveyed lately or opted out, not on
+    every call: with that earlier log gone, no survey still."""
+    _earlier_call(desk, details, days_ago=days_ago)
+    make_available(desk, "A7")
+    assert not _asked(phone.call(PAT, "1 2024117#", bridged_hangup="advisor"))
+    with desk.session_factory() as db, db.begin():
+        db.query(CallLog).delete()
+    make_available(desk, "A7")
+    assert not _asked(phone.call(PAT, "1 2024117#", bridged_hangup="advisor"))
+
+
+def test_when_redis_loses_the_hold_the_logs_still_keep_the_30_days(phone, desk, lakeview, r):
+    make_available(desk, "A7")
+    assert _asked(phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor"))
+    run_jobs(desk)
+    r.delete(keys.survey_hold("5001"))  # Redis emptied, or a failover that lost it
+    make_available(desk, "A7")
+    again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert again.answered_by and not _asked(again)
