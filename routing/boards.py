@@ -18,12 +18,15 @@ from routing.maintenance import upcoming_windows
 from routing.roster import advisor_roster
 from routing.stats import SERVICE_LEVEL_SECONDS, day_bounds, hourly, team_stats
 from routing.survey import advisor_satisfaction
-from routing.waiting import waiting_callers
+from routing.waiting import queue_heads
 from routing.whisper import call_facts
 
 # The case's earlier calls on the card, newest first.
 PREVIOUS_CALLS = 5
 # What an advisor's hold on a call reads as on the console.
+# Waiting callers a wallboard lists per team, from the head of the queue; the
+# count covers the rest (an outage storm queues thousands).
+WALLBOARD_HEAD = 25
 HOLD_LABELS = {"ringing": "ringing", "talking": "on a call", "wrapup": "wrap-up"}
 
 
@@ -79,17 +82,19 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
 
 def wallboard(desk: Desk, now: datetime,
               windows: list[MaintenanceWindow] | None = None) -> dict[str, Any]:
-    """The supervisors' wallboard: each team's queue, each advisor's state, service level,
-    today's figures by the hour (`hourly`, against the `promise_seconds` of the speed of
-    answer), the known-incident announcement, the posted maintenance windows not yet over
-    and the next four outage-risk windows (posted or the cadence's)."""
+    """The supervisors' wallboard: each team's queue (how many wait and the first
+    `WALLBOARD_HEAD` in serving order, `routing.waiting.queue_heads`), each advisor's
+    state, service level, today's figures by the hour (`hourly`, against the
+    `promise_seconds` of the speed of answer), the known-incident announcement, the
+    posted maintenance windows not yet over and the next four outage-risk windows
+    (posted or the cadence's)."""
     now_ms = int(now.timestamp() * 1000)
     advisors = advisor_roster(desk.r, now_ms, desk.session_factory)
     for advisor in advisors:
         state = presence.advisor_state(desk.r, str(advisor["id"]))
         advisor["presence"] = presence_label(state) if state else "offline"
         advisor["seconds"] = seconds_since(state, now_ms)
-    return {"queues": waiting_callers(desk, now_ms), "advisors": advisors,
+    return {"queues": queue_heads(desk, now_ms, WALLBOARD_HEAD), "advisors": advisors,
             "stats": team_stats(desk, now), "hourly": hourly(desk.session_factory, now),
             "promise_seconds": SERVICE_LEVEL_SECONDS, "announcement": current_announcement(desk.r),
             "maintenance": sorted((w for w in windows or [] if w.end > now),

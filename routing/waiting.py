@@ -65,30 +65,52 @@ def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]
     """Every team's waiting callers in the order they will be served (GET /api/queues):
     {team: [{"call_sid", "priority", "waiting_seconds" (since first arrival),
     "case_number", "caller", "district", "callback"}]}; `now_ms` in ms since the epoch."""
-    queues: dict[str, list[dict[str, object]]] = {}
-    for team in sorted(desk.r.smembers(keys.teams())):
-        entries = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
-        # One round trip per team, not per caller: 5,000 may wait (Twilio's largest queue).
-        pipe = desk.r.pipeline(transaction=False)
-        for call_sid, _ in entries:
-            pipe.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
-        callers = []
-        for (call_sid, score), call in zip(entries, pipe.execute(), strict=True):
-            # The score keeps their first arrival: a caller queued again after a
-            # missed ring has waited since then, as they would say.
-            band, arrived = divmod(int(score), BAND_WIDTH)
-            callers.append({
-                "call_sid": call_sid,
-                "priority": _BAND_NAMES.get(band, "medium"),
-                "waiting_seconds": round(max(0, now_ms - arrived) / 1000, 1),
-                "case_number": call[0] or None,
-                "caller": call[1] or None,
-                "district": call[2] or None,
-                # Asked to be called back (they hung up and keep their place).
-                "callback": call[3] == "1",
-            })
-        queues[team] = callers
-    return queues
+    return {team: _described(desk, desk.r.zrange(keys.team_waiting(team), 0, -1,
+                                                  withscores=True), now_ms)
+            for team in sorted(desk.r.smembers(keys.teams()))}
+
+
+def queue_heads(desk: Desk, now_ms: int, limit: int) -> dict[str, dict[str, object]]:
+    """Each team's count of waiting callers and the first `limit` of them, as
+    `waiting_callers` describes them: {team: {"waiting": int, "callers": [...]}}.
+
+    What a wallboard shows: in a storm 5,000 may wait, and reading and drawing
+    every one of them on each change would cost the line's core more than the
+    calls do (~200 ms of CPU a refresh, measured; docs/benchmarks.md).
+    """
+    teams = sorted(desk.r.smembers(keys.teams()))
+    pipe = desk.r.pipeline(transaction=False)
+    for team in teams:
+        pipe.zcard(keys.team_waiting(team))
+        pipe.zrange(keys.team_waiting(team), 0, limit - 1, withscores=True)
+    found = pipe.execute()
+    return {team: {"waiting": found[2 * i], "callers": _described(desk, found[2 * i + 1], now_ms)}
+            for i, team in enumerate(teams)}
+
+
+def _described(desk: Desk, entries: list[tuple[str, float]],
+               now_ms: int) -> list[dict[str, object]]:
+    """Waiting callers (call SID, score), in order, with what their calls say."""
+    # One round trip for them all, not one per caller: 5,000 may wait (Twilio's largest queue).
+    pipe = desk.r.pipeline(transaction=False)
+    for call_sid, _ in entries:
+        pipe.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
+    callers = []
+    for (call_sid, score), call in zip(entries, pipe.execute(), strict=True):
+        # The score keeps their first arrival: a caller queued again after a
+        # missed ring has waited since then, as they would say.
+        band, arrived = divmod(int(score), BAND_WIDTH)
+        callers.append({
+            "call_sid": call_sid,
+            "priority": _BAND_NAMES.get(band, "medium"),
+            "waiting_seconds": round(max(0, now_ms - arrived) / 1000, 1),
+            "case_number": call[0] or None,
+            "caller": call[1] or None,
+            "district": call[2] or None,
+            # Asked to be called back (they hung up and keep their place).
+            "callback": call[3] == "1",
+        })
+    return callers
 
 
 # What a hold cycle reads, in one round trip (it runs for every waiting caller every

@@ -164,3 +164,52 @@ def test_a_presence_change_through_one_instance_shows_on_a_wallboard_served_by_a
     assert answer.status_code == 200
     expect(wallboard.locator("#advisor-A7 .state")).to_have_text("available", timeout=1000)
     assert_not_reloaded(wallboard)
+
+
+def test_in_a_storm_the_wallboard_counts_every_caller_and_refreshes_once_a_second(
+        browser, live_service, directory, desk):
+    """An outage morning: callers join a hundred a second, each a change on the event
+    stream. The wallboard keeps up with the count and lists the head of the queue,
+    and re-reads its live part about once a second, not on every change (each read
+    costs the line's CPU)."""
+    import time
+
+    from routing import acd
+    from routing.call_state import start_call
+
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    page = signed_in_page(browser, live_service.url, "S1")
+    expect(page.locator("body")).to_have_attribute("data-live", "stream")
+    # When the page itself asks (the browser's clock; Playwright's own events would
+    # only reach this thread once the storm is over).
+    page.evaluate("""() => {
+        window.__reads = [];
+        const original = window.fetch;
+        window.fetch = function (url, options) {
+            if (String(url).endsWith("/console/wallboard/live")) {
+                window.__reads.push(Date.now());
+            }
+            return original.call(this, url, options);
+        };
+    }""")
+
+    began = page.evaluate("Date.now()") / 1000  # the browser's clock; this test's travels
+    for i in range(300):
+        sid = f"CA-storm-{i:03d}"
+        now_ms = int(time.time() * 1000)  # the suite's clock, as the service's
+        start_call(desk.r, sid, {"caller": PAT, "started_at": now_ms, "team": "general",
+                                 "priority": "medium", "menu": "8", "base": live_service.url})
+        assert isinstance(acd.route_caller(desk, sid, now_ms), acd.WaitInQueue)
+        time.sleep(0.01)
+    storm = page.evaluate("Date.now()") / 1000 - began
+    queue = page.locator("#queue-general")
+    expect(queue.locator(".count")).to_have_text("300 waiting", timeout=5000)
+    expect(queue.locator("tr.waiting-caller")).to_have_count(25)
+    expect(queue.locator(".more")).to_have_text("and 275 more waiting after them")
+    reads = [t / 1000 - began for t in page.evaluate("window.__reads")]
+    during = [t for t in reads if 0 <= t <= storm]
+    assert 1 <= len(during) <= storm + 2, (storm, reads)
