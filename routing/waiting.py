@@ -88,15 +88,33 @@ def queue_heads(desk: Desk, now_ms: int, limit: int) -> dict[str, dict[str, obje
             for i, team in enumerate(teams)}
 
 
+# What a listing needs of each waiting caller's call, read in one script per
+# `_LISTING_CHUNK` callers (5,000 may wait, Twilio's largest queue: as commands
+# in a pipeline they cost redis-py ~60 ms to pack and parse; a chunk keeps Redis
+# free for the calls between two of them).
+_CALL_FIELDS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'case', 'caller', 'district', 'callback')
+  for j = 1, 4 do out[(i - 1) * 4 + j] = f[j] end
+end
+return out
+"""
+_LISTING_CHUNK = 500
+
+
 def _described(desk: Desk, entries: list[tuple[str, float]],
                now_ms: int) -> list[dict[str, object]]:
     """Waiting callers (call SID, score), in order, with what their calls say."""
-    # One round trip for them all, not one per caller: 5,000 may wait (Twilio's largest queue).
-    pipe = desk.r.pipeline(transaction=False)
-    for call_sid, _ in entries:
-        pipe.hmget(keys.call(call_sid), "case", "caller", "district", "callback")
+    fields: list[str | None] = []
+    read = script(desk.r, _CALL_FIELDS)
+    for first in range(0, len(entries), _LISTING_CHUNK):
+        chunk = entries[first:first + _LISTING_CHUNK]
+        # A missing field comes back as Lua's false, a nil in the reply: one per field.
+        fields += read(keys=[keys.call(sid) for sid, _ in chunk], client=desk.r)
     callers = []
-    for (call_sid, score), call in zip(entries, pipe.execute(), strict=True):
+    calls = (fields[i:i + 4] for i in range(0, len(fields), 4))
+    for (call_sid, score), call in zip(entries, calls, strict=True):
         # The score keeps their first arrival: a caller queued again after a
         # missed ring has waited since then, as they would say.
         band, arrived = divmod(int(score), BAND_WIDTH)

@@ -257,3 +257,24 @@ def start_worker(settings, tmp_path: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+
+
+def test_the_queue_listing_names_each_of_1100_waiting_callers_in_order(client, desk, lakeview):
+    """GET /api/queues lists every waiting caller, each with their own call's facts
+    (read a few hundred at a time: a storm queues thousands)."""
+    now = int(time.time() * 1000)
+    for i in range(1100):
+        sid = f"CA-storm-{i:04d}"
+        start_call(desk.r, sid, {"caller": f"+1612555{i:04d}", "started_at": now + i,
+                                 "team": "general", "priority": "medium", "menu": "2",
+                                 "base": BASE_URL})
+        if i % 3 == 0:
+            desk.r.hset(keys.call(sid), "case", f"20{i:05d}")
+        assert isinstance(acd.route_caller(desk, sid, now + i), acd.WaitInQueue)
+    desk.r.delete(keys.call("CA-storm-0501"))  # its hash gone: listed with no facts
+    listed = client.get("/api/queues", headers=API).get_json()["general"]
+    assert [c["call_sid"] for c in listed] == [f"CA-storm-{i:04d}" for i in range(1100)]
+    for i, caller in enumerate(listed):
+        expected = (None, None) if i == 501 else (
+            f"+1612555{i:04d}", f"20{i:05d}" if i % 3 == 0 else None)
+        assert (caller["caller"], caller["case_number"]) == expected, caller
