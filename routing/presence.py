@@ -275,10 +275,17 @@ def _announcing(source: str) -> str:
     pages re-read. In the script, not a `PUBLISH` of its own: one round trip less on
     every claim and release (see `routing.changes`). Best effort, as `announce_change`:
     `pcall`, so a PUBLISH the server refuses (a Redis user with no right to the
-    channel, Redis 7's ACL default) fails no transition, whose writes are done by then."""
+    channel, Redis 7's ACL default) fails no transition, whose writes are done by then.
+    The kind announced is `queue` for a caller queued, else `presence`."""
     return (f"local function transition()\n{source}\nend\n"
             "local result = transition()\n"
-            f"redis.pcall('PUBLISH', '{keys.desk_changes()}', 'presence')\n"
+            # A caller queued changed a queue, not an advisor (an advisor's page
+            # ignores those: in a storm they come a hundred a second); "none"
+            # changed nothing.
+            "local kind = 'presence'\n"
+            "if type(result) == 'table' and result[1] == 'queued' then kind = 'queue'\n"
+            "elseif type(result) == 'table' and result[1] == 'none' then kind = nil end\n"
+            f"if kind then redis.pcall('PUBLISH', '{keys.desk_changes()}', kind) end\n"
             "return result\n")
 
 

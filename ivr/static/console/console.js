@@ -9,16 +9,18 @@
   var pending = false;
   var inFlight = false;
   var changedMeanwhile = false;
-  var lastStart = 0;
+  var lastChangeRead = 0;
   // In an outage storm the queues change a hundred times a second: a page
-  // re-reads its live part at most once a second and never twice at once, so
-  // the supervisors' screens cannot take the line's CPU from the calls.
+  // re-reads its live part for changes at most once a second and never twice at
+  // once, so the console cannot take the line's CPU from the calls. The first
+  // change after a quiet second is read at once.
   var MIN_GAP_MS = 1000;
+  // Kinds of change this page does not show (an advisor's page shows no queue).
+  var ignored = (live.dataset.ignoreChanges || "").split(" ");
 
   function refresh() {
     if (inFlight) { changedMeanwhile = true; return; }
     inFlight = true;
-    lastStart = Date.now();
     fetch(live.dataset.liveUrl, { credentials: "same-origin", cache: "no-store" })
       .then(function (answer) {
         if (answer.redirected || !answer.ok) { window.location.reload(); return null; }
@@ -35,8 +37,12 @@
   function soon() {
     if (pending) { return; }
     pending = true;
-    var wait = Math.max(50, lastStart + MIN_GAP_MS - Date.now());
-    setTimeout(function () { pending = false; refresh(); }, wait);
+    var wait = Math.max(50, lastChangeRead + MIN_GAP_MS - Date.now());
+    setTimeout(function () { pending = false; lastChangeRead = Date.now(); refresh(); }, wait);
+  }
+
+  function changed(event) {
+    if (ignored.indexOf(event.data) < 0) { soon(); }
   }
 
   function polling(on) {
@@ -48,7 +54,7 @@
 
   function listen() {
     var events = new EventSource(live.dataset.eventsUrl);
-    events.addEventListener("change", soon);
+    events.addEventListener("change", changed);
     events.onopen = function () { polling(false); refresh(); };
     events.onerror = function () {
       polling(true);
