@@ -229,3 +229,37 @@ def test_in_a_storm_the_console_keeps_up_and_reads_at_most_once_a_second(
     # A7 takes the head of the queue at once: their page and the wallboard say so.
     expect(advisor.locator("#presence")).to_have_text("ringing", timeout=1000)
     expect(wallboard.locator("#advisor-A7 .state")).to_have_text("ringing", timeout=1500)
+
+
+def test_a_wallboard_read_that_never_answers_does_not_freeze_the_board(
+        browser, live_service, directory, desk):
+    """A read of the live part lost on the way (a proxy that drops it, a laptop
+    waking up on another network): it never answers. The changes after it must
+    still reach the wallboard, not wait for a reload that nobody knows to do."""
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    wallboard = signed_in_page(browser, live_service.url, "S1")
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("offline")
+    expect(wallboard.locator("body")).to_have_attribute("data-live", "stream")
+    mark_unreloaded(wallboard)
+
+    lost = []
+
+    def lose_the_first(route) -> None:
+        if not lost:
+            lost.append(route)  # never answered
+        else:
+            route.continue_()
+
+    wallboard.route("**/console/wallboard/live", lose_the_first)
+    for status in ("available", "offline", "available"):  # the first one's read is lost
+        answer = requests.put(f"{live_service.url}/api/advisors/A7/status",
+                              json={"status": status},
+                              headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
+        assert answer.status_code == 200
+        expect(wallboard.locator("#advisor-A7 .state")).to_have_text(status, timeout=20000)
+    assert lost
+    assert_not_reloaded(wallboard)
