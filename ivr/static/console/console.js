@@ -17,18 +17,28 @@
   var MIN_GAP_MS = 1000;
   // Kinds of change this page does not show (an advisor's page shows no queue).
   var ignored = (live.dataset.ignoreChanges || "").split(" ");
+  // A read that has not answered by then is given up and made again: never two
+  // at once must not become never again, when the network loses one.
+  var READ_TIMEOUT_MS = 10000;
 
   function refresh() {
     if (inFlight) { changedMeanwhile = true; return; }
     inFlight = true;
-    fetch(live.dataset.liveUrl, { credentials: "same-origin", cache: "no-store" })
+    var abort = window.AbortController ? new AbortController() : null;
+    var giveUp = abort && setTimeout(function () { abort.abort(); }, READ_TIMEOUT_MS);
+    fetch(live.dataset.liveUrl, { credentials: "same-origin", cache: "no-store",
+                                  signal: abort ? abort.signal : undefined })
       .then(function (answer) {
         if (answer.redirected || !answer.ok) { window.location.reload(); return null; }
         return answer.text();
       })
       .then(function (html) { if (html !== null) { live.innerHTML = html; } })
-      .catch(function () { /* the next event or poll tries again */ })
+      .catch(function () {
+        // Lost or given up: what it was to show has not been shown; read again.
+        changedMeanwhile = true;
+      })
       .then(function () {
+        if (giveUp) { clearTimeout(giveUp); }
         inFlight = false;
         if (changedMeanwhile) { changedMeanwhile = false; soon(); }
       });
