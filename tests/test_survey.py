@@ -150,3 +150,39 @@ def test_when_redis_loses_the_hold_the_logs_still_keep_the_30_days(phone, desk, 
     make_available(desk, "A7")
     again = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
     assert again.answered_by and not _asked(again)
+
+
+class _FirstAttemptLost:
+    """A test client whose first attempt at each `<Dial>` action reaches the line and
+    acts, but whose reply never reaches Twilio nor is kept (the web process was killed
+    before it answered): Twilio repeats it at once, same idempotency token."""
+
+    def __init__(self, client, r) -> None:
+        self.client, self.r = client, r
+
+    def open(self, path, **kwargs):
+        if path == "/voice/dial-result":
+            self.client.open(path, **kwargs).close()
+            token = f"{kwargs['data']['CallSid']}:{kwargs['headers']['I-Twilio-Idempotency-Token']}"
+            self.r.delete(keys.webhook_reply(token))  # died before keeping its reply
+        return self.client.open(path, **kwargs)
+
+
+def test_a_dial_action_repeated_after_a_lost_first_attempt_still_asks_the_survey(
+        phone, desk, lakeview, client, r):
+    """The repeat is handled anew: it must answer as the first did (the survey), not
+    hang up on Pat while the first attempt's hold starts their 30 days."""
+    from twilio_side import FlaskTransport
+
+    from tests.conftest import AUTH_TOKEN, BASE_URL
+
+    make_available(desk, "A7")
+    caller = phone.caller(PAT, "1 2024117# 5 4 5 4 5", bridged_hangup="advisor")
+    caller.transport = FlaskTransport(_FirstAttemptLost(phone.app.test_client(), r), BASE_URL,
+                                      auth_token=AUTH_TOKEN)
+    result = caller.run()
+    assert result.answered_by and _asked(result)
+    run_jobs(desk)
+    [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
+    assert log["survey"] == {"courtesy": 5, "knowledge": 4, "timeliness": 5, "quality": 4,
+                             "overall": 5}
