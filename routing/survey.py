@@ -58,7 +58,14 @@ def after_the_advisor(
     if not isinstance(decision, CallFinished) or not decision.answered_by:
         return decision
     call = get_call(desk.r, call_sid) if call_status == "in-progress" else {}
-    if not call or not eligible(desk, call, now):
+    if not call:
+        return decision
+    if call.get("survey_offered") == "1":
+        # Offered on this call already: a repeat whose first attempt never answered
+        # Twilio (its process died) hears the survey too, not a goodbye under the
+        # hold that attempt set.
+        return AskSurvey(0)
+    if not eligible(desk, call, now):
         return decision
     update_call(desk.r, call_sid, survey_offered=1)
     _hold(desk, call["contact"], SURVEYED, EVERY_DAYS * 24 * 3600)
