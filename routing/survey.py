@@ -100,8 +100,9 @@ def eligible(desk: Desk, call: dict[str, str], now: datetime) -> bool:
 
 
 def _hold(desk: Desk, contact_id: str, why: str, seconds: int | None = None) -> None:
-    """No survey for the contact: for good (`seconds` None) or for `seconds`."""
-    desk.r.set(keys.survey_hold(contact_id), why, ex=seconds)
+    """No survey for the contact: for good (`seconds` None) or for `seconds`. A hold
+    for a while never replaces one for good (two of the contact's calls at once)."""
+    desk.r.set(keys.survey_hold(contact_id), why, ex=seconds, nx=seconds is not None)
 
 
 def answer(

@@ -79,7 +79,7 @@ def queue_heads(desk: Desk, now_ms: int, limit: int) -> dict[str, dict[str, obje
     calls do (~200 ms of CPU a refresh, measured; docs/benchmarks.md).
     """
     teams = sorted(desk.r.smembers(keys.teams()))
-    pipe = desk.r.pipeline(transaction=False)
+    pipe = desk.r.pipeline(transaction=True)  # the count and the head from one moment
     for team in teams:
         pipe.zcard(keys.team_waiting(team))
         pipe.zrange(keys.team_waiting(team), 0, limit - 1, withscores=True)

@@ -172,9 +172,8 @@ def test_a_dial_action_repeated_after_a_lost_first_attempt_still_asks_the_survey
         phone, desk, lakeview, client, r):
     """The repeat is handled anew: it must answer as the first did (the survey), not
     hang up on Pat while the first attempt's hold starts their 30 days."""
-    from twilio_side import FlaskTransport
-
     from tests.conftest import AUTH_TOKEN, BASE_URL
+    from twilio_side import FlaskTransport
 
     make_available(desk, "A7")
     caller = phone.caller(PAT, "1 2024117# 5 4 5 4 5", bridged_hangup="advisor")
