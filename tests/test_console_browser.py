@@ -59,6 +59,21 @@ def assert_not_reloaded(page) -> None:
     assert page.evaluate("window.__notReloaded === true")
 
 
+def watching_wallboard(browser, url: str, directory, desk):
+    """A7 (offline) and S1 (a supervisor) on the directory; S1's wallboard open on
+    `url`, its event stream up, marked against reloads."""
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    wallboard = signed_in_page(browser, url, "S1")
+    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("offline")
+    expect(wallboard.locator("body")).to_have_attribute("data-live", "stream")
+    mark_unreloaded(wallboard)
+    return wallboard
+
+
 def test_an_advisor_goes_available_takes_a_call_and_goes_away_live(
         browser, live_service, directory, desk, emulator):
     expect = sync_api.expect
@@ -149,14 +164,7 @@ def test_a_presence_change_through_one_instance_shows_on_a_wallboard_served_by_a
     """Two instances of the line (two hosts' worth: separate gunicorn masters, one
     Redis): the supervisor watches the second; A7 goes available through the first."""
     expect = sync_api.expect
-    directory.advisor("A7", ["general"])
-    directory.advisor("S1", ["general"])
-    directory.load()
-    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
-    wallboard = signed_in_page(browser, second_live_service.url, "S1")
-    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("offline")
-    expect(wallboard.locator("body")).to_have_attribute("data-live", "stream")
-    mark_unreloaded(wallboard)
+    wallboard = watching_wallboard(browser, second_live_service.url, directory, desk)
 
     answer = requests.put(f"{live_service.url}/api/advisors/A7/status",
                           json={"status": "available"},
@@ -237,14 +245,7 @@ def test_a_wallboard_read_that_never_answers_does_not_freeze_the_board(
     waking up on another network): it never answers. The changes after it must
     still reach the wallboard, not wait for a reload that nobody knows to do."""
     expect = sync_api.expect
-    directory.advisor("A7", ["general"])
-    directory.advisor("S1", ["general"])
-    directory.load()
-    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
-    wallboard = signed_in_page(browser, live_service.url, "S1")
-    expect(wallboard.locator("#advisor-A7 .state")).to_have_text("offline")
-    expect(wallboard.locator("body")).to_have_attribute("data-live", "stream")
-    mark_unreloaded(wallboard)
+    wallboard = watching_wallboard(browser, live_service.url, directory, desk)
 
     lost = []
 
