@@ -187,11 +187,11 @@ def count_live_reads(page) -> None:
     }""")
 
 
-def test_in_a_storm_the_console_keeps_up_and_reads_at_most_once_a_second(
+def test_in_a_storm_the_console_keeps_up_and_reads_a_few_times_a_second_at_most(
         browser, live_service, directory, desk):
     """An outage morning: callers join a hundred a second, each a change on the event
     stream. The wallboard keeps up with the count and lists the head of the queue,
-    and re-reads its live part about once a second, not on every change (each read
+    and re-reads its live part at most every 750 ms, not on every change (each read
     costs the line's CPU); an advisor's page, which shows no queue, does not re-read
     at all, and still shows their own change at once (a queued caller is announced
     as a queue change, not a presence change)."""
@@ -227,7 +227,7 @@ def test_in_a_storm_the_console_keeps_up_and_reads_at_most_once_a_second(
     expect(queue.locator(".more")).to_have_text("and 275 more waiting after them")
     reads = [t / 1000 - began for t in wallboard.evaluate("window.__reads")]
     during = [t for t in reads if 0 <= t <= storm]
-    assert 1 <= len(during) <= storm + 2, (storm, reads)
+    assert 1 <= len(during) <= storm / 0.75 + 2, (storm, reads)  # one per 750 ms at most
     assert advisor.evaluate("window.__reads") == []
 
     answer = requests.put(f"{live_service.url}/api/advisors/A7/status",
