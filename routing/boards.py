@@ -23,10 +23,10 @@ from routing.whisper import call_facts
 
 # The case's earlier calls on the card, newest first.
 PREVIOUS_CALLS = 5
-# What an advisor's hold on a call reads as on the console.
 # Waiting callers a wallboard lists per team, from the head of the queue; the
 # count covers the rest (an outage storm queues thousands).
 WALLBOARD_HEAD = 25
+# What an advisor's hold on a call reads as on the console.
 HOLD_LABELS = {"ringing": "ringing", "talking": "on a call", "wrapup": "wrap-up"}
 
 
