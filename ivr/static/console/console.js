@@ -34,8 +34,9 @@
       })
       .then(function (html) { if (html !== null) { live.innerHTML = html; } })
       .catch(function () {
-        // Lost or given up: what it was to show has not been shown; read again.
-        changedMeanwhile = true;
+        // Lost or given up: what it was to show has not been shown; read again (while
+        // the stream is down, the 3-second poll does, not a retry every 750 ms).
+        if (!pollTimer) { changedMeanwhile = true; }
       })
       .then(function () {
         if (giveUp) { clearTimeout(giveUp); }
