@@ -35,7 +35,12 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import (
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from directory import keys
 
@@ -109,6 +114,33 @@ class FailoverRetry(Retry):
     def __deepcopy__(self, memo: dict[int, Any]) -> FailoverRetry:
         """redis-py copies a connection's retry; a copy keeps the same budget."""
         return FailoverRetry(self.seconds)
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """A connection to the Sentinel-watched primary that asks the sentinels where the
+    primary is each time it reconnects.
+
+    redis-py's own asks only when the pool hands a connection out. A command that
+    was on the wire when the primary died is retried on the same connection, and
+    redis-py reconnects it to the address it had: the dead primary, for the whole
+    patience, and the webhook fails although a replica was promoted seconds in.
+    """
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        """Connect if not connected; a retried reconnect goes through the sentinels."""
+        if self._sock:
+            return
+        if retry_socket_connect:
+            # redis-py's retried reconnect (a command resent after a lost connection):
+            # find the primary again, retried by the same bounded patience.
+            self.connect()
+            return
+        super().connect_check_health(check_health=check_health, retry_socket_connect=False)
+
+
+class FailoverSSLConnection(FailoverConnection, SentinelManagedSSLConnection):
+    """`FailoverConnection` over TLS (a `rediss+sentinel://` URL)."""
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -193,9 +225,12 @@ def connect_redis(url: str, *, decode_responses: bool = True,
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
         sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=target.sentinel)
+        connection = dict(target.connection)
+        tls = connection.pop("ssl", False)
         return sentinels.master_for(
             target.service, redis_class=redis.Redis,
-            **{**target.connection, **timeouts, "decode_responses": decode_responses,
+            connection_class=FailoverSSLConnection if tls else FailoverConnection,
+            **{**connection, **timeouts, "decode_responses": decode_responses,
                "retry": FailoverRetry()})
     if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
         raise RedisUrlError("REDIS_URL must start with redis://, rediss://, unix://, "

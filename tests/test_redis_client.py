@@ -140,12 +140,44 @@ def test_a_sentinel_client_follows_a_failover_scripts_and_all(sentinels):
         client.close()
 
 
+def test_a_command_in_flight_when_the_primary_dies_is_answered_by_the_promoted_replica(
+        sentinels):
+    # A webhook's command was on the wire when the primary died: redis-py reconnects
+    # that same connection to the address it had, which is gone. It must ask the
+    # sentinels again and be answered by the new primary, not fail after the patience.
+    r = connect_redis(sentinels.url)
+    r.delete("drill:handoff")
+    answers: list[object] = []
+
+    def wait_for_a_handoff() -> None:
+        try:
+            answers.append(r.blpop(["drill:handoff"], timeout=FAILOVER_PATIENCE_SECONDS))
+        except redis.RedisError as exc:
+            answers.append(exc)
+
+    waiter = threading.Thread(target=wait_for_a_handoff)
+    waiter.start()
+    primary = redis.Redis(port=sentinels.primary.port)
+    wait_until("the BLPOP to block on the primary",
+               lambda: int(primary.info("clients")["blocked_clients"]) == 1)
+    primary.close()
+    started = time.monotonic()
+    sentinels.kill_primary_and_wait_for_failover()
+    promoted = redis.Redis(port=sentinels.replica.port)
+    promoted.rpush("drill:handoff", "caller")
+    waiter.join(timeout=2 * FAILOVER_PATIENCE_SECONDS)
+    assert answers == [("drill:handoff", "caller")]
+    assert time.monotonic() - started < FAILOVER_PATIENCE_SECONDS
+    for client in (r, promoted):
+        client.close()
+
+
 def test_rediss_sentinel_speaks_tls_to_sentinels_and_servers_with_a_password(tmp_path):
     files = make_tls_files(tmp_path / "tls")
     with sentinel_group(tmp_path / "sentinel", tls=files, password=PASSWORD) as group:
         assert group.url.startswith("rediss+sentinel://:")
         r = connect_redis(group.url)
-        assert r.connection_pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+        assert issubclass(r.connection_pool.connection_class, redis.SSLConnection)
         r.set("drill:tls", "before")
         with pytest.raises(redis.ConnectionError):  # no plain TCP anywhere in the group
             redis.Redis(port=group.sentinels[0].port, socket_timeout=1).ping()
