@@ -61,6 +61,16 @@ def _worker_exit(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)
 
 
+def _post_worker_init(worker: Any) -> None:
+    """gunicorn's post_worker_init hook: the console's event streams end once this
+    worker is told to stop (SIGTERM clears `worker.alive`). A page holds its stream
+    for minutes; without this, every graceful stop with a page open waits out the
+    whole graceful_timeout before the worker exits. The page reconnects at once."""
+    from ivr.console.stream import SERVING
+
+    worker.wsgi.extensions[SERVING] = lambda: worker.alive
+
+
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -105,6 +115,7 @@ def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str
         "max_requests": 200000,
         "max_requests_jitter": 20000,
         "child_exit": _worker_exit,
+        "post_worker_init": _post_worker_init,
     }
 
 

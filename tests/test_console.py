@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from caseline import cli
@@ -202,6 +203,29 @@ def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, acc
     again = second.get("/console/events", buffered=False)
     assert again.status_code == 200
     again.close()
+
+
+def test_a_graceful_stop_ends_open_event_streams_instead_of_waiting_for_them(
+        live_service, accounts):
+    """A deploy stops `caseline serve` with SIGTERM while wallboards hold their event
+    streams (each for minutes): the streams end at once, so the page reconnects
+    elsewhere and the stop is not held up for the whole graceful timeout (10 s)."""
+    page = requests.Session()
+    form = page.get(f"{live_service.url}/console/sign-in", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    page.post(f"{live_service.url}/console/sign-in", timeout=5, data={
+        "csrf_token": token, "advisor": "S1", "password": SUPERVISOR_PASSWORD})
+    stream = page.get(f"{live_service.url}/console/events", stream=True, timeout=5)
+    assert stream.status_code == 200
+    lines = stream.iter_lines(decode_unicode=True)
+    assert next(lines).startswith("retry:")
+
+    stopping = time.monotonic()
+    live_service.process.terminate()
+    live_service.process.wait(timeout=15)
+    took = time.monotonic() - stopping
+    assert list(lines) == [": connected", ""]  # the rest of what was sent, then the end
+    assert took < 5, f"the stop waited {took:.1f}s for an open event stream"
 
 
 @pytest.mark.databases

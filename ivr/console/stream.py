@@ -1,13 +1,15 @@
 """Server-sent events: each open page hears "something changed" within a moment
 of any web process or worker changing presence or a queue (Redis pub/sub,
 `routing.changes`), then re-reads its live part. A stream ends after a few
-minutes and the browser reconnects by itself, so no thread is held forever."""
+minutes, or as soon as its web process is told to stop, and the browser
+reconnects by itself, so no thread is held forever and a graceful stop (a
+deploy) is not held up by open pages."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from flask import Response, current_app
@@ -18,17 +20,26 @@ from ivr.context import desk
 
 STREAM_SECONDS = 300
 KEEPALIVE_SECONDS = 15
+# app.extensions key: a callable telling whether this web process still serves (set by
+# `caseline serve` from gunicorn's worker; absent, the process serves until it exits).
+SERVING = "caseline.serving"
 
 
-def change_events(r: redis.Redis, seconds: float = STREAM_SECONDS) -> Iterator[str]:
-    """The event stream's text: a retry hint, then one `change` event per announcement."""
+def _always() -> bool:
+    return True
+
+
+def change_events(r: redis.Redis, seconds: float = STREAM_SECONDS,
+                  serving: Callable[[], bool] = _always) -> Iterator[str]:
+    """The event stream's text: a retry hint, then one `change` event per announcement.
+    Ends after `seconds`, or within a second once `serving()` turns false."""
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(keys.desk_changes())
         yield "retry: 1000\n: connected\n\n"
         deadline = time.monotonic() + seconds
         quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and serving():
             message = pubsub.get_message(timeout=1.0)
             if message is not None:
                 yield f"event: change\ndata: {message['data']}\n\n"
@@ -72,6 +83,7 @@ def events() -> Response:
     if not slots.acquire(blocking=False):
         return Response("every event stream of this process is taken: poll\n", status=503,
                         mimetype="text/plain", headers={"Retry-After": "30"})
-    return Response(_HeldStream(change_events(desk().r), slots),
+    serving = current_app.extensions.get(SERVING, _always)
+    return Response(_HeldStream(change_events(desk().r, serving=serving), slots),
                     mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
