@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from config.hours import central_date
+from config.hours import CENTRAL, central_date
 from directory import keys
 from directory.call_logs import survey_history
 from routing import auth
@@ -68,13 +68,31 @@ def after_the_advisor(
     if not eligible(desk, call, now):
         return decision
     update_call(desk.r, call_sid, survey_offered=1)
-    _hold(desk, call["contact"], SURVEYED, EVERY_DAYS * 24 * 3600)
+    _hold(desk, call["contact"], SURVEYED, _seconds_left(now, now))
     return AskSurvey(0)
 
 
+def _window_start(now: datetime) -> datetime:
+    """The first moment of "the last 30 days" at `now`: midnight Central opening the
+    29th date before today's. The desk counts every date rule in Central dates
+    (PRODUCT.md), so the last 30 days are today and the 29 dates before it."""
+    first = central_date(now) - timedelta(days=EVERY_DAYS - 1)
+    return datetime.combine(first, time(0), tzinfo=CENTRAL)
+
+
+def _seconds_left(offered_at: datetime, now: datetime) -> int:
+    """Seconds from `now` until a survey offered at `offered_at` no longer holds the
+    contact back: midnight Central opening the 30th date after the offer's (at least 1)."""
+    ends = datetime.combine(central_date(offered_at) + timedelta(days=EVERY_DAYS), time(0),
+                            tzinfo=CENTRAL)
+    return max(1, int((ends - now).total_seconds()))
+
+
 def eligible(desk: Desk, call: dict[str, str], now: datetime) -> bool:
-    """A verified contact, not surveyed in the last 30 days, not opted out. A database
-    that does not answer makes nobody eligible (the survey never delays a caller).
+    """A verified contact, not surveyed in the last 30 days (Central dates: today and
+    the 29 before, so a contact surveyed on the 1st is asked again from the 31st), not
+    opted out. A database that does not answer makes nobody eligible (the survey
+    never delays a caller).
 
     The survey's hold on the contact in Redis (`keys.survey_hold`) answers first:
     it is set the moment a survey is offered or refused for good, before the
@@ -88,14 +106,13 @@ def eligible(desk: Desk, call: dict[str, str], now: datetime) -> bool:
     if desk.r.exists(keys.survey_hold(contact)):
         return False
     try:
-        history = survey_history(desk.session_factory, contact, now - timedelta(days=EVERY_DAYS))
+        history = survey_history(desk.session_factory, contact, _window_start(now))
     except SQLAlchemyError:
         return False
     if history.opted_out:
         _hold(desk, contact, OPTED_OUT)
     elif history.offered_at is not None:
-        left = history.offered_at + timedelta(days=EVERY_DAYS) - now
-        _hold(desk, contact, SURVEYED, max(1, int(left.total_seconds())))
+        _hold(desk, contact, SURVEYED, _seconds_left(history.offered_at, now))
     return not history.opted_out and not history.surveyed_since
 
 

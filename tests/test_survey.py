@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
+from config.hours import CENTRAL
 from directory import keys
 from directory.models import CallLog
 from tests.conftest import API_TOKEN, make_available, run_jobs
@@ -44,6 +46,14 @@ def _thirty_days_pass(r) -> None:
             r.delete(key)
 
 
+def _time_passes(r, since_set: timedelta) -> None:
+    """What `since_set` (time since the holds were set) does to Redis: every survey
+    hold that would have expired by then is gone."""
+    for key in r.scan_iter(keys.survey_hold("*")):
+        if 0 < r.ttl(key) <= since_set.total_seconds():
+            r.delete(key)
+
+
 def _asked(result) -> bool:
     return any("five quick questions" in text for text in result.heard())
 
@@ -74,6 +84,24 @@ def test_a_survey_of_last_month_does_not_stop_this_one(phone, desk, lakeview):
     make_available(desk, "A7")
     result = phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor")
     assert _asked(result)
+
+
+def test_the_30_days_are_central_dates_not_30_times_24_hours(phone, desk, lakeview, r):
+    """Every date rule of the desk counts Central dates (PRODUCT.md): Pat, surveyed on
+    October 14 at 17:00, is not asked again on November 12 (the 29th date after) but
+    is on November 13 at 09:00, 29 days and 17 hours later."""
+    offered = datetime(2026, 10, 14, 17, 0, tzinfo=CENTRAL)  # a Wednesday
+    with time_machine.travel(offered, tick=True):
+        make_available(desk, "A7")
+        assert _asked(phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor"))
+        run_jobs(desk)  # on the call log too, for when Redis no longer holds it
+    for moment, asked in ((datetime(2026, 11, 12, 17, 30, tzinfo=CENTRAL), False),
+                          (datetime(2026, 11, 13, 9, 0, tzinfo=CENTRAL), True)):
+        with time_machine.travel(moment, tick=True):
+            _time_passes(r, moment - offered)
+            make_available(desk, "A7")
+            result = phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor")
+            assert result.answered_by and _asked(result) == asked, moment
 
 
 def test_no_survey_for_a_contact_who_opted_out_and_9_opts_out(phone, desk, lakeview):
