@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import ConnectTimeout
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
 
 from config.logs import mask_phones
 from config.settings import Settings
@@ -53,6 +56,19 @@ def classify(exc: Exception) -> Outcome:
         return Outcome.REFUSED
     # Timeouts, resets, refused connections: nothing is known about the call.
     return Outcome.TRANSIENT
+
+
+def never_acted(exc: Exception) -> bool:
+    """Whether a failed request surely did nothing at Twilio: a 429 (refused before
+    acting), or a connection that never opened (the request was never sent). A
+    5xx, a cut connection or a read timeout may come after Twilio acted."""
+    if isinstance(exc, TwilioRestException):
+        return exc.status == 429
+    if isinstance(exc, ConnectTimeout):
+        return True
+    if isinstance(exc, RequestsConnectionError) and exc.args:
+        return isinstance(getattr(exc.args[0], "reason", None), NewConnectionError)
+    return False
 
 
 class Telephony:
@@ -111,14 +127,22 @@ class Telephony:
         _ = self.client.api.v2010.account.calls
 
     def _with_retries(self, what: str, request: Callable[[], object],
-                      retry: bool = True) -> tuple[Outcome, object]:
-        """Run a REST request, retrying transient failures with backoff (unless not `retry`)."""
+                      retry: bool = True, creates: bool = False) -> tuple[Outcome, object]:
+        """Run a REST request, retrying transient failures with backoff (unless not `retry`).
+
+        With `creates` (the request places a call), only a failure that surely did
+        nothing at Twilio (`never_acted`) is retried: an outbound call is not
+        idempotent (Twilio's error 20500), and a retry after a 5xx or a lost answer
+        could ring the same phone twice. Any other failure is final (TRANSIENT).
+        """
         delays = self._retry_delays if retry else ()
         for attempt, delay in enumerate((*delays, None)):
             try:
                 return Outcome.DONE, request()
             except (TwilioException, OSError) as exc:
                 outcome = classify(exc)
+                if creates and outcome is Outcome.TRANSIENT and not never_acted(exc):
+                    delay = None  # Twilio may have placed it: never place it twice
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
                     # Twilio's errors quote the number dialed ("Invalid 'To' ...").
@@ -146,14 +170,16 @@ class Telephony:
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:
         """Start an outbound call that fetches TwiML at `url`; its CallSid, or None when
-        Twilio refused it or kept failing (transient failures are retried)."""
+        Twilio refused it or failed (only a failure that surely placed nothing, a 429
+        or no connection, is retried: see `_with_retries`)."""
         calls = self.client.api.v2010.account.calls
         outcome, call = self._with_retries(
             "outbound call", lambda: calls.create(to=to, from_=from_, url=url,
                                                   status_callback=status_callback,
                                                   # Ring no longer than a Dial rings an
                                                   # advisor: well inside the claim's lease.
-                                                  timeout=self._settings.ring_timeout_seconds))
+                                                  timeout=self._settings.ring_timeout_seconds),
+            creates=True)
         return getattr(call, "sid", None) if outcome is Outcome.DONE else None
 
 
@@ -161,7 +187,8 @@ class Telephony:
                         status_callback: str) -> str | None:
         """Dial `to` into the conference named `conference` (Twilio's Participants API
         takes the conference's friendly name and creates the conference if needed);
-        the new leg's CallSid, or None when Twilio refused or kept failing.
+        the new leg's CallSid, or None when Twilio refused or failed (retried only
+        when the failure surely dialed nobody, as `place_call`).
 
         The participant never ends the conference by leaving
         (`endConferenceOnExit=false`), rings at most the desk's ring timeout, and
@@ -175,7 +202,8 @@ class Telephony:
                 from_=from_, to=to, label="colleague", end_conference_on_exit=False,
                 beep="true", timeout=self._settings.ring_timeout_seconds,
                 status_callback=status_callback, status_callback_method="POST",
-                status_callback_event=["answered", "completed"]))
+                status_callback_event=["answered", "completed"]),
+            creates=True)
         return getattr(participant, "call_sid", None) if outcome is Outcome.DONE else None
 
     def hang_up(self, call_sid: str) -> Outcome:

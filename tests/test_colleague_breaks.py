@@ -364,3 +364,19 @@ def test_conference_webhooks_about_a_call_that_never_moved_change_nothing(
     state = presence.advisor_state(desk.r, "A7")
     assert (state.get("hold"), state.get("call")) == ("talking", "CA-pat")
     assert not get_call(desk.r, "CA-pat").get("talk_seconds")
+
+
+def test_a_colleague_twilio_may_have_dialed_is_not_dialed_again(
+        settings, desk, lakeview, emulator):
+    """Both legs moved; Twilio dials the colleague into the conference but answers
+    500 (its error 20500: creating a call is not idempotent). A second try would
+    ring the colleague's phone twice: the add is not tried again and the advisor
+    hears that Twilio failed, to try again by hand if nobody rings in."""
+    proxy = SlowTwilio(emulator, after=_moves("contact"), faults=["acted:500"])
+    app = _app_behind(settings, proxy)
+    client = app.test_client()
+    _bridged_by_hand(desk, client, emulator)
+    answer = client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE}, headers=API)
+    assert answer.get_json()["error"] == "twilio-unavailable"
+    dialed = [c for c in emulator.created_calls if c.conference == "caseline-CA-pat"]
+    assert len(dialed) == 1, f"the colleague was dialed {len(dialed)} times"

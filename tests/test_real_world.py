@@ -158,6 +158,39 @@ def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
     assert emulator.created_calls == []
 
 
+@pytest.mark.parametrize("fault", ["acted:500", "acted:reset"])
+def test_a_callback_twilio_may_have_placed_is_not_placed_again(
+        quick, lakeview, emulator, fault):
+    """Twilio places the callback's call to the advisor, but answers 500 or the
+    connection is cut: an outbound call is not idempotent (Twilio's error 20500),
+    so trying again would ring the advisor twice. It is not tried again; the
+    contact keeps their place, and the advisor's phone rings once (Twilio's call,
+    which hears the callback is stale and hangs up)."""
+    now = int(time.time() * 1000)
+    queue_caller(quick, "CA-cb", now - 60_000)
+    quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert request_callback(quick, "CA-cb")
+    score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
+    emulator.fail_next(fault)
+    availability.free_advisor(quick, "A2", now, explicit=True)
+    assert [c.to for c in emulator.created_calls] == [A2_PHONE]
+    assert quick.r.zscore(keys.team_waiting("general"), "CA-cb") == score
+    assert presence.advisor_state(quick.r, "A2")["status"] == "available"
+
+
+def test_a_callback_twilio_refused_with_429_is_placed_on_the_next_try(
+        quick, lakeview, emulator):
+    """429: Twilio refused before doing anything, so the call is placed on a retry."""
+    now = int(time.time() * 1000)
+    queue_caller(quick, "CA-cb", now - 60_000)
+    quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert request_callback(quick, "CA-cb")
+    emulator.fail_next(429)
+    availability.free_advisor(quick, "A2", now, explicit=True)
+    assert [c.to for c in emulator.created_calls] == [A2_PHONE]
+    assert presence.advisor_state(quick.r, "A2")["call"] == "CA-cb"
+
+
 # --- 2. an advisor's own status --------------------------------------------------
 
 
@@ -680,3 +713,19 @@ def test_one_calls_idempotency_token_never_answers_for_another_call(desk, lakevi
     post(client, "/voice/incoming", {"CallSid": "CA-two", "From": STRANGER,
                                       "To": "+18005550100"}, token=token)
     assert get_call(desk.r, "CA-two").get("caller") == STRANGER
+
+
+@pytest.mark.parametrize("network, tries", [("connection refused", 5), ("connection reset", 1)])
+def test_a_call_is_placed_again_only_when_the_request_never_reached_twilio(
+        desk, network, tries, resetting_port):
+    """A refused connection sent nothing: placing the call is tried again. A reset
+    one may have reached Twilio, which may have placed the call: not tried again."""
+    from tests.conftest import free_port
+
+    port = resetting_port if network == "connection reset" else free_port()
+    settings = desk.settings.with_changes(twilio_api_url=f"http://127.0.0.1:{port}")
+    waits: list[float] = []
+    telephony = Telephony(settings, retry_delays=(0.01,) * 4, sleep=waits.append)
+    assert telephony.place_call(to=A2_PHONE, from_="+18005550100", url=f"{BASE_URL}/x",
+                                status_callback=f"{BASE_URL}/y") is None
+    assert len(waits) + 1 == tries

@@ -127,7 +127,9 @@ class CallRegistry:
     def fail_next(self, *faults: int | str) -> None:
         """Answer the next requests that act on calls (redirects, new calls) with
         these faults, in order: an HTTP status (429, 500, 503...) with Twilio's
-        error body, or "reset" (the connection is cut without an answer)."""
+        error body, or "reset" (the connection is cut without an answer). Prefixed
+        "acted:" ("acted:500", "acted:reset"), Twilio first carries the request out
+        (places the call, moves it): the answer is lost or an error all the same."""
         with self._lock:
             self._faults.extend(faults)
 

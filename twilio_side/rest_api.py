@@ -33,6 +33,11 @@ from twilio_side.registry import (
 )
 
 
+# A planned fault with this prefix ("acted:500", "acted:reset") comes after Twilio
+# carried the request out: the call was placed or moved, the answer says otherwise.
+ACTED = "acted:"
+
+
 def twilio_error(status: int, code: int, message: str) -> Response:
     """An error in Twilio's legacy JSON shape (what `TwilioRestException` parses)."""
     body = {
@@ -105,22 +110,30 @@ class RestApi(CallRegistry):
         if denied is not None:
             self._record(request, denied.status_code, args.get("sid"))
             return denied
-        fault = self._take_fault(request)
-        if fault is not None:
+        planned = self._take_fault(request)
+        if planned is not None and str(planned).startswith(ACTED):
+            # Twilio carried the request out, then its answer was lost or an error.
+            handler(request, **args)
+            planned = str(planned)[len(ACTED):]
+        if planned is not None:
+            fault = self._fault_response(request, planned)
             self._record(request, fault.status_code, args.get("sid"))
             return fault
         response = handler(request, **args)
         self._record(request, response.status_code, args.get("sid"))
         return response
 
-    def _take_fault(self, request: Request) -> Response | None:
+    def _take_fault(self, request: Request) -> int | str | None:
         """The next planned fault, for a POST (an action on a call), if any."""
         if request.method != "POST":
             return None
         with self._lock:
             if not self._faults:
                 return None
-            fault = self._faults.popleft()
+            return self._faults.popleft()
+
+    def _fault_response(self, request: Request, fault: int | str) -> Response:
+        """The answer of a planned fault: its HTTP status, or a cut connection."""
         if fault == "reset":
             sock = request.environ.get("werkzeug.socket")
             if sock is not None:
