@@ -32,7 +32,6 @@ from twilio_side.registry import (
     RecordedRequest,
 )
 
-
 # A planned fault with this prefix ("acted:500", "acted:reset") comes after Twilio
 # carried the request out: the call was placed or moved, the answer says otherwise.
 ACTED = "acted:"
