@@ -144,13 +144,19 @@ def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
 
 
-def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
-        quick, lakeview, emulator):
+def _callback_asked(quick) -> tuple[int, float]:
+    """Pat (verified) waited a minute and asked for a callback: now (Unix ms) and
+    Pat's place in the queue (their score)."""
     now = int(time.time() * 1000)
     queue_caller(quick, "CA-cb", now - 60_000)
     quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
     assert request_callback(quick, "CA-cb")
-    score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
+    return now, quick.r.zscore(keys.team_waiting("general"), "CA-cb")
+
+
+def test_a_callback_that_twilio_will_not_place_keeps_the_contacts_place(
+        quick, lakeview, emulator):
+    now, score = _callback_asked(quick)
     emulator.fail_next(*[503] * 5)
     availability.free_advisor(quick, "A2", now, explicit=True)
     assert quick.r.zscore(keys.team_waiting("general"), "CA-cb") == score
@@ -166,11 +172,7 @@ def test_a_callback_twilio_may_have_placed_is_not_placed_again(
     so trying again would ring the advisor twice. It is not tried again; the
     contact keeps their place, and the advisor's phone rings once (Twilio's call,
     which hears the callback is stale and hangs up)."""
-    now = int(time.time() * 1000)
-    queue_caller(quick, "CA-cb", now - 60_000)
-    quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert request_callback(quick, "CA-cb")
-    score = quick.r.zscore(keys.team_waiting("general"), "CA-cb")
+    now, score = _callback_asked(quick)
     emulator.fail_next(fault)
     availability.free_advisor(quick, "A2", now, explicit=True)
     assert [c.to for c in emulator.created_calls] == [A2_PHONE]
@@ -181,10 +183,7 @@ def test_a_callback_twilio_may_have_placed_is_not_placed_again(
 def test_a_callback_twilio_refused_with_429_is_placed_on_the_next_try(
         quick, lakeview, emulator):
     """429: Twilio refused before doing anything, so the call is placed on a retry."""
-    now = int(time.time() * 1000)
-    queue_caller(quick, "CA-cb", now - 60_000)
-    quick.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert request_callback(quick, "CA-cb")
+    now, _ = _callback_asked(quick)
     emulator.fail_next(429)
     availability.free_advisor(quick, "A2", now, explicit=True)
     assert [c.to for c in emulator.created_calls] == [A2_PHONE]
