@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import (
@@ -184,8 +184,12 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
             connection["username"] = unquote(user)
         if colon:
             connection["password"] = unquote(password)
+    # One try per sentinel: a dead or hung one is given up after its timeout and the
+    # next one asked (redis-py's default would retry it ten times, ~9 s when hung);
+    # FailoverRetry tries the whole discovery again.
     sentinel: dict[str, Any] = {"socket_timeout": SENTINEL_SOCKET_TIMEOUT,
                                 "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
+                                "retry": Retry(NoBackoff(), 0),
                                 **sentinel_login}
     if tls:
         connection["ssl"] = True
