@@ -193,6 +193,29 @@ def test_a_hung_sentinel_costs_a_connection_its_timeout_not_a_stall(sentinels):
         r.close()
 
 
+def test_a_command_that_cannot_follow_a_failover_gives_up_within_the_patience(tmp_path):
+    # The primary freezes with a command on the wire and no replica can take over: the
+    # webhook must hear the error within the patience (plus the attempt under way) and
+    # still answer Twilio (15 s), not wait out the command's patience and then its
+    # reconnect's (which asks the sentinels and retries too) one after the other.
+    socket_timeout = 2.0  # the web app's (ivr.create_app)
+    with sentinel_group(tmp_path / "sentinel", down_after_ms=30_000) as group:
+        r = connect_redis(group.url, socket_timeout=socket_timeout,
+                          socket_connect_timeout=socket_timeout)
+        r.set("drill:frozen", "1")
+        group.replica.kill()
+        os.kill(group.primary.popen.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.RedisError):
+                r.get("drill:frozen")
+            took = time.monotonic() - started
+        finally:
+            os.kill(group.primary.popen.pid, signal.SIGCONT)
+            r.close()
+    assert took < FAILOVER_PATIENCE_SECONDS + socket_timeout + 0.5, took
+
+
 def test_rediss_sentinel_speaks_tls_to_sentinels_and_servers_with_a_password(tmp_path):
     files = make_tls_files(tmp_path / "tls")
     with sentinel_group(tmp_path / "sentinel", tls=files, password=PASSWORD) as group:
