@@ -25,6 +25,7 @@ is down sends callers to the fallback number without waiting.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import (
@@ -56,6 +57,8 @@ SENTINEL_SOCKET_TIMEOUT = 0.5
 REPLICA_WAIT_MS = 250
 
 T = TypeVar("T")
+# The deadline of the FailoverRetry under way on this thread (nested ones keep it).
+_patience = threading.local()
 
 
 class RedisUrlError(ValueError):
@@ -79,8 +82,10 @@ class SentinelTarget:
 class FailoverRetry(Retry):
     """redis-py's `Retry`, bounded by time rather than by a count: connection errors
     are retried, backing off (0.05 s doubling up to 0.5 s), until `seconds` have
-    passed since the first try. Nested uses (a command's retry around a connection's
-    own connect retry) therefore still end within about `seconds` in all."""
+    passed since the first try. A use nested in another on the same thread (a
+    command's retry around its connection's reconnect, which asks the sentinels and
+    retries too) keeps the outer one's deadline, so both end within about `seconds`
+    in all (plus the attempt under way), not one patience after the other."""
 
     def __init__(self, seconds: float = FAILOVER_PATIENCE_SECONDS) -> None:
         """Retry for up to `seconds` (wall-clock, monotonic)."""
@@ -93,23 +98,30 @@ class FailoverRetry(Retry):
         """Run `do` until it succeeds, a non-retryable error, or the time is up; `fail`
         (the caller's clean-up, e.g. closing the connection) runs after each failure."""
         self._backoff.reset()
+        outer = getattr(_patience, "deadline", None)
         deadline = time.monotonic() + self.seconds
-        failures = 0
-        while True:
-            try:
-                return do()
-            except self._supported_errors as error:
-                if is_retryable and not is_retryable(error):
-                    raise
-                failures += 1
-                if with_failure_count:
-                    fail(error, failures)
-                else:
-                    fail(error)
-                pause = self._backoff.compute(failures)
-                if time.monotonic() + pause > deadline:
-                    raise
-                time.sleep(pause)
+        if outer is not None:
+            deadline = min(deadline, outer)
+        _patience.deadline = deadline
+        try:
+            failures = 0
+            while True:
+                try:
+                    return do()
+                except self._supported_errors as error:
+                    if is_retryable and not is_retryable(error):
+                        raise
+                    failures += 1
+                    if with_failure_count:
+                        fail(error, failures)
+                    else:
+                        fail(error)
+                    pause = self._backoff.compute(failures)
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+        finally:
+            _patience.deadline = outer
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FailoverRetry:
         """redis-py copies a connection's retry; a copy keeps the same budget."""
@@ -184,8 +196,12 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
             connection["username"] = unquote(user)
         if colon:
             connection["password"] = unquote(password)
+    # One try per sentinel: a dead or hung one is given up after its timeout and the
+    # next one asked (redis-py's default would retry it ten times, ~9 s when hung);
+    # FailoverRetry tries the whole discovery again.
     sentinel: dict[str, Any] = {"socket_timeout": SENTINEL_SOCKET_TIMEOUT,
                                 "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT,
+                                "retry": Retry(NoBackoff(), 0),
                                 **sentinel_login}
     if tls:
         connection["ssl"] = True

@@ -5,6 +5,7 @@ reloaded by hand: every change reaches the pages through the event stream."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,7 +272,9 @@ def test_a_wallboard_read_that_never_answers_does_not_freeze_the_board(
                               headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=5)
         assert answer.status_code == 200
         if status == "available" and len(lost) == 0:
+            asked = time.monotonic() + 5
             while not lost:  # the page's read of this change is on its way, never to answer
+                assert time.monotonic() < asked, "the wallboard never read the change"
                 wallboard.wait_for_timeout(20)
             # The page gives a read up after 10 s (console.js): jump its clock there.
             wallboard.clock.fast_forward(READ_TIMEOUT_MS)

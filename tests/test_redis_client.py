@@ -16,6 +16,7 @@ import redis
 from directory.redis_client import (
     FAILOVER_PATIENCE_SECONDS,
     REPLICA_WAIT_MS,
+    SENTINEL_SOCKET_TIMEOUT,
     RedisUrlError,
     connect_redis,
     describe_redis_url,
@@ -170,6 +171,49 @@ def test_a_command_in_flight_when_the_primary_dies_is_answered_by_the_promoted_r
     assert time.monotonic() - started < FAILOVER_PATIENCE_SECONDS
     for client in (r, promoted):
         client.close()
+
+
+def test_a_hung_sentinel_costs_a_connection_its_timeout_not_a_stall(sentinels):
+    # The sentinel named first hangs (its host froze, or sits behind a dead link): it
+    # takes connections and never answers. Asking it must give up after
+    # SENTINEL_SOCKET_TIMEOUT and ask the next one; each connection asks the sentinels
+    # (since 631455e, each reconnect in a failover too), so a sentinel client that
+    # retried (redis-py's default: ten times, ~9 s) would spend the whole patience.
+    hung = sentinels.sentinels[0]
+    assert sentinels.url.partition("://")[2].startswith(f"127.0.0.1:{hung.port},")
+    os.kill(hung.popen.pid, signal.SIGSTOP)
+    r = connect_redis(sentinels.url)
+    try:
+        started = time.monotonic()
+        assert r.ping()
+        took = time.monotonic() - started
+        assert took < 4 * SENTINEL_SOCKET_TIMEOUT, f"a hung sentinel stalled it {took:.1f}s"
+    finally:
+        os.kill(hung.popen.pid, signal.SIGCONT)
+        r.close()
+
+
+def test_a_command_that_cannot_follow_a_failover_gives_up_within_the_patience(tmp_path):
+    # The primary freezes with a command on the wire and no replica can take over: the
+    # webhook must hear the error within the patience (plus the attempt under way) and
+    # still answer Twilio (15 s), not wait out the command's patience and then its
+    # reconnect's (which asks the sentinels and retries too) one after the other.
+    socket_timeout = 2.0  # the web app's (ivr.create_app)
+    with sentinel_group(tmp_path / "sentinel", down_after_ms=30_000) as group:
+        r = connect_redis(group.url, socket_timeout=socket_timeout,
+                          socket_connect_timeout=socket_timeout)
+        r.set("drill:frozen", "1")
+        group.replica.kill()
+        os.kill(group.primary.popen.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.RedisError):
+                r.get("drill:frozen")
+            took = time.monotonic() - started
+        finally:
+            os.kill(group.primary.popen.pid, signal.SIGCONT)
+            r.close()
+    assert took < FAILOVER_PATIENCE_SECONDS + socket_timeout + 0.5, took
 
 
 def test_rediss_sentinel_speaks_tls_to_sentinels_and_servers_with_a_password(tmp_path):
