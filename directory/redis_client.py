@@ -228,12 +228,15 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def connect_redis(url: str, *, decode_responses: bool = True,
                   socket_timeout: float | None = None,
-                  socket_connect_timeout: float | None = None) -> redis.Redis:
+                  socket_connect_timeout: float | None = None,
+                  patience: float = FAILOVER_PATIENCE_SECONDS) -> redis.Redis:
     """A client of the Redis that `url` names (see the module's docstring for the forms).
 
     Nothing is contacted yet: the first command connects. `decode_responses` gives
     str replies (caseline's own keys) or bytes (RQ). Timeouts are seconds per socket
-    operation (None: block). Raises `RedisUrlError` for a URL it cannot use.
+    operation (None: block). `patience` (seconds) bounds how long a command through
+    Sentinel keeps trying to reach a primary (`FailoverRetry`). Raises
+    `RedisUrlError` for a URL it cannot use.
     """
     timeouts = {k: v for k, v in (("socket_timeout", socket_timeout),
                                    ("socket_connect_timeout", socket_connect_timeout))
@@ -247,7 +250,7 @@ def connect_redis(url: str, *, decode_responses: bool = True,
             target.service, redis_class=redis.Redis,
             connection_class=FailoverSSLConnection if tls else FailoverConnection,
             **{**connection, **timeouts, "decode_responses": decode_responses,
-               "retry": FailoverRetry()})
+               "retry": FailoverRetry(patience)})
     if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
         raise RedisUrlError("REDIS_URL must start with redis://, rediss://, unix://, "
                             "redis+sentinel:// or rediss+sentinel://")
