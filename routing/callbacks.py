@@ -93,10 +93,22 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     return int(used) <= MAX_CALLBACKS_PER_DAY
 
 
+def is_placed_leg(call: dict[str, str], leg: str) -> bool:
+    """Whether `leg` (an advisor's leg's CallSid, '' when not known) may be the
+    callback's: the one the desk placed. Twilio may place a call and answer an error
+    (`telephony.client.never_acted`): the desk then knows no leg, and that call
+    rings the advisor all the same, for the call and advisor in its URL; should the
+    desk offer the same callback to the same advisor again, two legs ring for it."""
+    return not leg or call.get("callback_leg") == leg
+
+
 def accept_callback(
-    desk: Desk, call_sid: str, advisor_id: str, now_ms: int
+    desk: Desk, call_sid: str, advisor_id: str, now_ms: int, leg: str = ""
 ) -> DialContact | None:
-    """The advisor took the callback: dial the contact (None when it is stale)."""
+    """The advisor took the callback: dial the contact (None when it is stale, or
+    `leg` is not the leg the desk placed)."""
+    if not is_placed_leg(get_call(desk.r, call_sid), leg):
+        return None
     held = presence.hold_for(
         desk.r, advisor_id, call_sid=call_sid, hold="talking",
         lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
@@ -129,15 +141,18 @@ def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: 
 
 
 def end_callback(
-    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int
+    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int, leg: str = ""
 ) -> bool:
     """The advisor's callback leg is over; True when the call's log should be written now.
 
     An advisor who never took the callback is released and the caller keeps
-    their place; otherwise the callback is done, answered or not.
+    their place; otherwise the callback is done, answered or not. The end of a
+    leg the desk did not place (`is_placed_leg`) changes nothing.
     """
     call = get_call(desk.r, call_sid)
     if call.get("callback") != "1" or call.get("callback_state") == "done":
+        return False
+    if not is_placed_leg(call, leg):
         return False
     holds = presence.on_call(desk.r, advisor_id, call_sid)
     accepted = call.get("callback_state") in ("dialing-contact", "answered")

@@ -45,9 +45,14 @@ def play_whisper(desk: Desk, call_sid: str, advisor_id: str) -> Whisper | None:
     return call_facts(call)
 
 
-def callback_whisper(desk: Desk, call_sid: str, advisor_id: str) -> Whisper | None:
-    """The advisor picked up a callback's first leg: whom it is for (None when stale)."""
+def callback_whisper(desk: Desk, call_sid: str, advisor_id: str,
+                     leg: str = "") -> Whisper | None:
+    """The advisor picked up a callback's first leg: whom it is for (None when stale,
+    or when `leg`, the leg's own CallSid, is not the one the desk placed: a call
+    Twilio placed while answering an error, `routing.callbacks.is_placed_leg`)."""
     call = get_call(desk.r, call_sid)
     if call.get("callback_state") != "ringing-advisor" or call.get("ringing") != advisor_id:
+        return None
+    if leg and call.get("callback_leg") != leg:
         return None
     return call_facts(call)

@@ -138,7 +138,7 @@ def _callback(line: Line) -> CallResult:
     assert leg.to == PHONES["A5"]  # the advisor's phone rings first
     advisor_leg = Caller(
         HttpTransport(line.url, auth_token=AUTH_TOKEN), "+18005550100", PHONES["A5"],
-        start_url=leg.url, direction="outbound-api", keys=["1"],
+        start_url=leg.url, direction="outbound-api", call_sid=leg.sid, keys=["1"],
         advisor_policy={PAT: "answer"}, account_sid=ACCOUNT_SID,
         status_path=leg.status_callback, talk_seconds=90).run()
     assert advisor_leg.dialed == [PAT] and advisor_leg.outcome == "advisor", \

@@ -190,6 +190,46 @@ def test_a_callback_twilio_refused_with_429_is_placed_on_the_next_try(
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-cb"
 
 
+def test_a_leg_twilio_placed_unbeknown_to_the_desk_never_stands_for_the_callback(
+        quick, lakeview, emulator, client):
+    """Two contacts wait for a callback; A2 frees up while Twilio answers 500s after
+    placing each call. Pat-1's leg is placed (the desk thinks it failed), then Pat-2's,
+    then Pat-1 is offered to A2 again and Twilio answers: A2's phone rings twice for
+    Pat-1. Only the leg the desk placed is Pat-1's callback: the other, answered,
+    hears it is stale, and its end does not release A2 talking on the real one."""
+    now = int(time.time() * 1000)
+    for n, sid in enumerate(("CA-cb1", "CA-cb2")):
+        queue_caller(quick, sid, now - 60_000 + n)
+        quick.r.hset(keys.call(sid), mapping={"contact": "5001", "verified": "1"})
+        assert request_callback(quick, sid)
+    emulator.fail_next("acted:500", "acted:500")
+    availability.free_advisor(quick, "A2", now, explicit=True)
+    legs = [c for c in emulator.created_calls if "call=CA-cb1" in (c.url or "")]
+    assert len(legs) == 2  # Twilio's phantom, then the leg the desk placed
+    phantom, placed = legs
+    assert get_call(quick.r, "CA-cb1")["callback_leg"] == placed.sid
+
+    def leg_post(leg, path_of_url: str, form: dict[str, str]):
+        return post(client, path_of_url.removeprefix(BASE_URL), {"CallSid": leg.sid, **form})
+
+    # A2 picks up the phantom first: it is no callback of the desk's.
+    heard = leg_post(phantom, phantom.url, {"CallStatus": "in-progress"})
+    assert heard.find("Gather") is None, ET.tostring(heard)
+    leg_post(phantom, phantom.status_callback, {"CallStatus": "completed"})
+    assert presence.advisor_state(quick.r, "A2")["call"] == "CA-cb1"
+    # Then the placed leg: the whisper, accepted, the contact dialed.
+    gather = leg_post(placed, placed.url, {"CallStatus": "in-progress"}).find("Gather")
+    assert gather is not None
+    dial = leg_post(placed, BASE_URL + gather.get("action"),
+                    {"CallStatus": "in-progress", "Digits": "1"}).find("Dial")
+    assert dial is not None
+    # A late end of the phantom (Twilio repeats it) releases nobody.
+    leg_post(phantom, phantom.status_callback, {"CallStatus": "no-answer"})
+    state = presence.advisor_state(quick.r, "A2")
+    assert (state["call"], state["hold"]) == ("CA-cb1", "talking")
+    assert get_call(quick.r, "CA-cb1")["callback_state"] == "dialing-contact"
+
+
 # --- 2. an advisor's own status --------------------------------------------------
 
 
@@ -525,9 +565,9 @@ def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back
     assert presence.advisor_state(desk.r, "A7")["call"] == "CA-first"
 
 
-def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, float]:
+def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, str, float]:
     """A verified contact waits for a callback; A2 frees up and their leg rings.
-    The leg's status callback path, and the contact's place (waiting score)."""
+    The leg's status callback path, its CallSid, and the contact's place (waiting score)."""
     now = int(time.time() * 1000)
     queue_caller(desk, "CA-cb", now - 60_000)
     desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
@@ -536,14 +576,14 @@ def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, float]:
     score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
     availability.free_advisor(desk, "A2", now, explicit=True)
     [leg] = emulator.created_calls
-    return leg.status_callback.removeprefix(BASE_URL), score
+    return leg.status_callback.removeprefix(BASE_URL), leg.sid, score
 
 
 def test_a_repeated_end_of_a_missed_callback_leg_keeps_the_contact_waiting(
         desk, lakeview, emulator, client):
-    status_path, score = _callback_ringing_advisor(desk, emulator, client)
+    status_path, leg, score = _callback_ringing_advisor(desk, emulator, client)
     for _ in range(2):  # Twilio posts the leg's end twice (different tokens)
-        post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
+        post(client, status_path, {"CallSid": leg, "CallStatus": "no-answer"})
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score  # same place
     assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
@@ -554,10 +594,10 @@ def test_a_repeated_end_of_a_missed_callback_leg_keeps_the_contact_waiting(
 
 def test_a_missed_callback_leg_ending_after_its_hold_expired_keeps_the_contacts_place(
         desk, lakeview, emulator, client):
-    status_path, score = _callback_ringing_advisor(desk, emulator, client)
+    status_path, leg, score = _callback_ringing_advisor(desk, emulator, client)
     later = int(time.time() * 1000) + desk.lease_ms + 1
     acd.reconcile(desk, later)  # the hold expired while the leg still rang
-    post(client, status_path, {"CallSid": "CA-leg", "CallStatus": "no-answer"})
+    post(client, status_path, {"CallSid": leg, "CallStatus": "no-answer"})
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score
     assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"

@@ -101,7 +101,7 @@ def test_a_verified_contacts_callback_dials_their_directory_phone_not_the_caller
     [leg] = emulator.created_calls
     assert leg.to == "+16515550102"  # the advisor first
     accept = post(client, leg.url.removeprefix(BASE_URL).replace("/advisor?", "/accept?"),
-                  {"CallSid": "CA-leg", "Digits": "1"})
+                  {"CallSid": leg.sid, "Digits": "1"})
     [number] = [n.text for n in accept.iter("Number")]
     assert number == PAT_DESK
 

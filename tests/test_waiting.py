@@ -93,6 +93,7 @@ def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lake
     advisor_leg = Caller(
         FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),
         "+18005550100", "+16515550102", start_url=leg.url, direction="outbound-api",
+        call_sid=leg.sid,
         keys=["1"], advisor_policy={PAT: "answer"}, account_sid=ACCOUNT_SID,
         status_path=leg.status_callback, talk_seconds=90)
     callback = advisor_leg.run()
@@ -134,6 +135,7 @@ def test_callback_to_a_contact_who_never_answers_is_tried_three_times(phone, des
     advisor_leg = Caller(
         FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),
         "+18005550100", "+16515550102", start_url=leg.url, direction="outbound-api",
+        call_sid=leg.sid,
         keys=["1"], advisor_policy={PAT: "no-answer"}, account_sid=ACCOUNT_SID,
         status_path=leg.status_callback)
     callback = advisor_leg.run()

@@ -10,7 +10,7 @@ from config import webhooks
 from ivr import twiml
 from ivr.context import desk, now_ms, prompts
 from ivr.voice import render
-from ivr.voice.form import attempt, form, leg, whole
+from ivr.voice.form import attempt, call_sid, form, leg, whole
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
 from jobs.queues import enqueue_call_log
@@ -22,15 +22,15 @@ from routing.whisper import callback_whisper
 def callback_advisor() -> Response:
     """The advisor picked up a callback: who it is for; any key dials the contact."""
     sid, advisor_id = leg()
-    return render.whisper(callback_whisper(desk(), sid, advisor_id), sid, advisor_id,
-                          callback=True)
+    return render.whisper(callback_whisper(desk(), sid, advisor_id, call_sid()), sid,
+                          advisor_id, callback=True)
 
 
 @bp.post("/callback/accept")
 def callback_accept() -> Response:
     """The advisor accepted the callback: dial the contact."""
     sid, advisor_id = leg()
-    dial = callbacks.accept_callback(desk(), sid, advisor_id, now_ms())
+    dial = callbacks.accept_callback(desk(), sid, advisor_id, now_ms(), call_sid())
     if dial is None:
         return xml(twiml.goodbye(prompts(), prompts().text("whisper.gone")))
     return answer(dial, sid, advisor_id)
@@ -49,6 +49,7 @@ def callback_dial_result() -> Response:
 def callback_status() -> Response:
     """The advisor's callback leg ended: release them; log the call once it is all over."""
     sid, advisor_id = leg()
-    if callbacks.end_callback(desk(), sid, advisor_id, form("CallStatus"), now_ms()):
+    if callbacks.end_callback(desk(), sid, advisor_id, form("CallStatus"), now_ms(),
+                              call_sid()):
         enqueue_call_log(desk().job_redis, sid)
     return xml(twiml.empty())
