@@ -28,7 +28,9 @@ class SurveyHistory:
 def survey_history(
     session_factory: sessionmaker[Session], contact_id: str, since: datetime
 ) -> SurveyHistory:
-    """What the call logs say of a contact's surveys (`since`: an aware UTC time)."""
+    """What the call logs say of a contact's surveys (`since`: an aware time). A survey
+    is dated by its log's `survey_offered_at` (Unix ms) when it has one, else by the
+    call's start (logs written before it was kept)."""
     with session_factory() as db:
         rows = db.execute(
             select(CallLog.started_at, CallLog.details).where(CallLog.contact_id == contact_id)
@@ -38,6 +40,10 @@ def survey_history(
         details = details or {}
         opted_out = opted_out or bool(details.get("survey_opt_out"))
         when = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+        offered_ms = details.get("survey_offered_at")
+        if isinstance(offered_ms, int):
+            # When it was offered: the call may have started the date before.
+            when = datetime.fromtimestamp(offered_ms / 1000, tz=UTC)
         if details.get("survey_offered") and when >= since:
             offered_at = max(offered_at or when, when)
     return SurveyHistory(opted_out, offered_at)

@@ -67,7 +67,10 @@ def after_the_advisor(
         return AskSurvey(0)
     if not eligible(desk, call, now):
         return decision
-    update_call(desk.r, call_sid, survey_offered=1)
+    # When it was offered, for the 30 days: a call may start the day before (an
+    # outage call answered at night), and the call log's start would date it then.
+    update_call(desk.r, call_sid, survey_offered=1,
+                survey_offered_at=int(now.timestamp() * 1000))
     _hold(desk, call["contact"], SURVEYED, _seconds_left(now, now))
     return AskSurvey(0)
 

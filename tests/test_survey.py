@@ -30,13 +30,15 @@ def lakeview(directory):
     directory.load()
 
 
-def _earlier_call(desk, details: dict, days_ago: int) -> None:
-    """A call of Pat's logged `days_ago` days ago, with these details."""
+def _earlier_call(desk, details: dict, days_ago: int = 0,
+                  started_at: datetime | None = None) -> None:
+    """A call of Pat's logged, started `days_ago` days ago (or at `started_at`), with
+    these details."""
     with desk.session_factory() as db, db.begin():
         db.add(CallLog(call_sid=f"CA-old-{days_ago}", case_number="2024117", caller=PAT,
                        contact_id="5001", district_id="D100", menu_path="1>2024117",
                        status="answered", details=details,
-                       started_at=datetime.now(UTC) - timedelta(days=days_ago)))
+                       started_at=started_at or datetime.now(UTC) - timedelta(days=days_ago)))
 
 
 def _thirty_days_pass(r) -> None:
@@ -102,6 +104,36 @@ def test_the_30_days_are_central_dates_not_30_times_24_hours(phone, desk, lakevi
             make_available(desk, "A7")
             result = phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor")
             assert result.answered_by and _asked(result) == asked, moment
+
+
+def test_a_survey_is_dated_by_its_offer_not_by_the_start_of_its_call(phone, desk, lakeview, r):
+    """An outage call answered at night began at 23:50 on October 13; the advisor hung
+    up and Pat was surveyed at 00:10 on the 14th. The 30 days run from the 14th: with
+    Redis's hold gone (emptied, or a failover), the call log still keeps Pat from
+    being asked on November 12, and Pat is asked on the 13th."""
+    offered = datetime(2026, 10, 14, 0, 10, tzinfo=CENTRAL)
+    _earlier_call(desk, {"survey_offered": True,
+                         "survey_offered_at": int(offered.timestamp() * 1000)},
+                  started_at=datetime(2026, 10, 13, 23, 50, tzinfo=CENTRAL))
+    for moment, asked in ((datetime(2026, 11, 12, 10, 0, tzinfo=CENTRAL), False),
+                          (datetime(2026, 11, 13, 10, 0, tzinfo=CENTRAL), True)):
+        with time_machine.travel(moment, tick=True):
+            r.delete(keys.survey_hold("5001"))
+            make_available(desk, "A7")
+            result = phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor")
+            assert result.answered_by and _asked(result) == asked, moment
+
+
+def test_the_call_log_keeps_when_the_survey_was_offered(phone, desk, lakeview):
+    make_available(desk, "A7")
+    assert _asked(phone.call(PAT, "1 2024117# # # # # #", bridged_hangup="advisor"))
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.query(CallLog).all()
+    offered = datetime.fromtimestamp(log.details["survey_offered_at"] / 1000, tz=UTC)
+    started = log.started_at.replace(tzinfo=UTC) if log.started_at.tzinfo is None \
+        else log.started_at
+    assert started <= offered <= datetime.now(UTC)
 
 
 def test_no_survey_for_a_contact_who_opted_out_and_9_opts_out(phone, desk, lakeview):

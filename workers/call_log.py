@@ -237,10 +237,13 @@ def _set_detail(desk: Desk, call_sid: str, name: str, value: object) -> str:
 
 
 def _survey_details(call: dict[str, str]) -> dict[str, object]:
-    """The survey on the log: offered (counts for the 30-day rule), answers, opt-out."""
+    """The survey on the log: offered (counts for the 30-day rule) and when (Unix ms),
+    answers, opt-out."""
     details: dict[str, object] = {}
     if call.get("survey_offered") == "1":
         details["survey_offered"] = True
+        if call.get("survey_offered_at", "").isdigit():
+            details["survey_offered_at"] = int(call["survey_offered_at"])  # Unix ms
         details["survey"] = survey.answers(call)
     if call.get("survey_opt_out") == "1":
         details["survey_opt_out"] = True
