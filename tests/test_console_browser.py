@@ -278,6 +278,6 @@ def test_a_wallboard_read_that_never_answers_does_not_freeze_the_board(
                 wallboard.wait_for_timeout(20)
             # The page gives a read up after 10 s (console.js): jump its clock there.
             wallboard.clock.fast_forward(READ_TIMEOUT_MS)
-        expect(wallboard.locator("#advisor-A7 .state")).to_have_text(status, timeout=3000)
+        expect(wallboard.locator("#advisor-A7 .state")).to_have_text(status, timeout=5000)
     assert lost
     assert_not_reloaded(wallboard)
