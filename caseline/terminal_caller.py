@@ -27,6 +27,7 @@ import os
 import queue
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -367,6 +368,20 @@ class _Terminal:
         return line or ""
 
 
+def _hang_up_when_stopped() -> None:
+    """SIGTERM (a `timeout`, a process manager) and SIGHUP (the terminal closed) hang
+    up as Ctrl-C does: Twilio's status callback goes out. Killed without it, the
+    call would stay in the service's queue, live at the emulator, taking advisors."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers (and receives the signals)
+
+    def hang_up(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, hang_up)
+
+
 def run_call(
     options: CallOptions | Mapping[str, Any] | Any,
     out: TextIO | None = None,
@@ -446,6 +461,7 @@ def run_call(
             # The advisor's console acts once the caller is connected.
             caller.on_event = lambda event: (terminal.on_event(event),
                                              hand.on_event(event, caller.call_sid))
+        _hang_up_when_stopped()
         try:
             result = caller.run()
         except KeyboardInterrupt:

@@ -19,6 +19,7 @@ import re
 import select
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -221,6 +222,34 @@ class Terminal:
                 self.process.kill()
                 self.process.wait()
             os.close(self.master)
+
+
+def test_a_caller_stopped_by_a_signal_hangs_up_and_leaves_the_queue(live_service, line,
+                                                                     emulator):
+    """`timeout`, a process manager or a closed terminal stops `caseline call` while it
+    waits: it hangs up as Ctrl-C does, or the call would stay in the queue and be
+    handed the next advisor who goes available."""
+    process = subprocess.Popen(
+        [str(CASELINE), "call", "--from", PAT, "--keys", "8", "--emulator", emulator.url,
+         "--max-wait", "60"],
+        env=live_service.env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            if raw.startswith("waiting in queue "):
+                break
+        queues = f"{live_service.url}/api/queues"
+        headers = {"Authorization": f"Bearer {live_service.env['CASELINE_API_TOKEN']}"}
+        assert sum(map(len, requests.get(queues, headers=headers, timeout=5).json().values()))
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=20)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "(interrupted: the caller hung up)" in rest, rest
+    assert not any(requests.get(queues, headers=headers, timeout=5).json().values())
 
 
 def interactive_call(type_keys: Callable[[str], None], expect: Callable[[str], None]) -> None:
