@@ -317,13 +317,25 @@ class _Terminal:
             self.closed = True
         return line
 
+    def _input_ended(self) -> None:
+        """The user's input is over (Ctrl-D, a closed pipe) where only they can go on
+        (waiting, an advisor's phone): the caller hangs up, as with Ctrl-C, rather
+        than wait and ring advisors for a caller nobody plays any more."""
+        self.say("(end of input: the caller hangs up)")
+        raise KeyboardInterrupt
+
     def gather(self, gather: Gather) -> str:
         """Ask the user for the keys of one Gather (Enter alone is silence)."""
+        if self.closed and gather.queue is not None:
+            self._input_ended()
         if self.closed:
             return ""
         if gather.queue is not None:
             # A waiting caller may press a key, but the queue must keep polling.
             line = _read_line(self.inp, timeout=min(gather.timeout, 2))
+            if line is None:
+                self.closed = True
+                self._input_ended()
         else:
             limits = []
             if gather.num_digits:
@@ -341,13 +353,15 @@ class _Terminal:
         """Ask the user to play the advisor's phone (or answer for every advisor)."""
         if self.auto_answer:
             return "answer"
+        if self.closed:
+            self._input_ended()
         while not self.closed:
             line = self._ask(
                 f"> {number} is ringing: [a]nswer, [n]o answer, [b]usy, [v]oicemail,"
                 " a[u]to-answer every advisor from now on?"
             )
             if line is None:
-                break
+                self._input_ended()
             choice = (line or "a").lower()
             if choice in ("u", "auto", "auto-answer"):
                 self.auto_answer = True

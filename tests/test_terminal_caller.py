@@ -252,6 +252,27 @@ def test_a_caller_stopped_by_a_signal_hangs_up_and_leaves_the_queue(live_service
     assert not any(requests.get(queues, headers=headers, timeout=5).json().values())
 
 
+def test_end_of_input_while_waiting_hangs_up(live_service, line, emulator):
+    """Interactive: the user presses 8 and then the input ends (Ctrl-D, a closed
+    pipe) while the caller waits. Nobody plays the caller any more: it hangs up and
+    leaves the queue, instead of waiting and letting every advisor's ring go
+    unanswered."""
+    process = subprocess.Popen(
+        [str(CASELINE), "call", "--from", PAT, "--emulator", emulator.url, "--max-wait", "60"],
+        env=live_service.env, cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out = process.communicate("8\n", timeout=30)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "waiting in queue " in out and "(end of input: the caller hangs up)" in out, out
+    headers = {"Authorization": f"Bearer {live_service.env['CASELINE_API_TOKEN']}"}
+    queues = requests.get(f"{live_service.url}/api/queues", headers=headers, timeout=5)
+    assert not any(queues.json().values())
+
+
 def interactive_call(type_keys: Callable[[str], None], expect: Callable[[str], None]) -> None:
     """Play one interactive outage call: press 8, answer as the advisor, accept."""
     expect('caller hears: "')
