@@ -55,20 +55,20 @@ cat <<MSG
 
   caseline is answering on http://127.0.0.1:$PORT  (Voice URL: /voice/incoming)
 
-  Place a call from another terminal (Pat Lee of Lakeview, case 2024117):
-
-    export PORT=$PORT TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL \\
-           CASELINE_API_TOKEN=$CASELINE_API_TOKEN
-    .venv/bin/caseline call --from "+16125550101" --keys "1 2024117#" --advisor answer
-
   $HOURS
 
-  Put advisors on the line first, longest idle first as in the README (or the call
-  waits in the queue):
+  Every advisor starts offline. From another terminal, put some on the line first,
+  longest idle first as in the README (or a call waits in the queue):
 
     for a in A1 A5 A7; do curl -s -X PUT -H "Authorization: Bearer $CASELINE_API_TOKEN" \\
          -H "Content-Type: application/json" -d '{"status": "available"}' \\
          http://127.0.0.1:$PORT/api/advisors/\$a/status; echo; done
+
+  Then place a call (Pat Lee of Lakeview, case 2024117):
+
+    export PORT=$PORT TWILIO_AUTH_TOKEN=$TWILIO_AUTH_TOKEN CASELINE_EMULATOR_URL=$CASELINE_EMULATOR_URL \\
+           CASELINE_API_TOKEN=$CASELINE_API_TOKEN
+    .venv/bin/caseline call --from "+16125550101" --keys "1 2024117#" --advisor answer
 
   Ctrl-C stops everything.
 MSG
