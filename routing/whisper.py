@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from routing.auth import how_verified
 from routing.call_state import get_call, update_call
+from routing.callbacks import is_placed_leg
 from routing.desk import Desk
 
 
@@ -53,6 +54,6 @@ def callback_whisper(desk: Desk, call_sid: str, advisor_id: str,
     call = get_call(desk.r, call_sid)
     if call.get("callback_state") != "ringing-advisor" or call.get("ringing") != advisor_id:
         return None
-    if leg and call.get("callback_leg") != leg:
+    if not is_placed_leg(call, leg):
         return None
     return call_facts(call)
