@@ -36,7 +36,7 @@ import wave
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from caseline.console_hand import ColleagueAdder
 from config.settings import Settings
@@ -317,7 +317,7 @@ class _Terminal:
             self.closed = True
         return line
 
-    def _input_ended(self) -> None:
+    def _input_ended(self) -> NoReturn:
         """The user's input is over (Ctrl-D, a closed pipe) where only they can go on
         (waiting, an advisor's phone): the caller hangs up, as with Ctrl-C, rather
         than wait and ring advisors for a caller nobody plays any more."""
@@ -326,16 +326,11 @@ class _Terminal:
 
     def gather(self, gather: Gather) -> str:
         """Ask the user for the keys of one Gather (Enter alone is silence)."""
-        if self.closed and gather.queue is not None:
-            self._input_ended()
         if self.closed:
-            return ""
-        if gather.queue is not None:
+            line = None
+        elif gather.queue is not None:
             # A waiting caller may press a key, but the queue must keep polling.
             line = _read_line(self.inp, timeout=min(gather.timeout, 2))
-            if line is None:
-                self.closed = True
-                self._input_ended()
         else:
             limits = []
             if gather.num_digits:
@@ -346,6 +341,8 @@ class _Terminal:
             line = self._ask(f"> your keys{hint}, Enter alone for silence:")
         if line is None:
             self.closed = True
+            if gather.queue is not None:
+                self._input_ended()  # nobody plays the waiting caller any more
             return ""
         return line
 
@@ -355,7 +352,7 @@ class _Terminal:
             return "answer"
         if self.closed:
             self._input_ended()
-        while not self.closed:
+        while True:
             line = self._ask(
                 f"> {number} is ringing: [a]nswer, [n]o answer, [b]usy, [v]oicemail,"
                 " a[u]to-answer every advisor from now on?"
@@ -370,7 +367,6 @@ class _Terminal:
                 if action.startswith(choice) or choice == action.replace("-", " "):
                     return action
             self.say(f"(not a choice: {line!r})")
-        return "no-answer"
 
     def advisor_gather(self, gather: Gather) -> str:
         """Ask the user, as the advisor, for the whisper's accept key."""
