@@ -257,6 +257,20 @@ def connect_redis(url: str, *, decode_responses: bool = True,
     return redis.Redis.from_url(url, decode_responses=decode_responses, **timeouts)
 
 
+def connection_of_its_own(r: redis.Redis) -> redis.Redis:
+    """A client of `r`'s pool that holds one of its connections for as long as it lives
+    (redis-py's `single_connection_client`), for one thread's commands.
+
+    A pooled client checks a connection out and back in, and polls it for stray
+    data, on every command: about 20 us of a web process's CPU per command, of
+    the ~75 us a round trip costs it (docs/benchmarks.md). Same server, decoding,
+    timeouts and retries (they live on the pool's connections, so a failover is
+    followed the same way). Connects now; raises redis errors as a command would.
+    Pipelines and pub/sub of the returned client still use the pool.
+    """
+    return redis.Redis(connection_pool=r.connection_pool, single_connection_client=True)
+
+
 def raw_twin(r: redis.Redis) -> redis.Redis:
     """A client of the same Redis as `r` (Sentinel-watched or not), with its own pool,
     that answers bytes, not str: RQ reads its hashes and payloads as bytes."""

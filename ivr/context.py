@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from flask import current_app, request
 
 from config.hours import MaintenanceWindow
 from config.prompts import Prompts
+from directory.redis_client import connection_of_its_own
 from routing.desk import Desk
 from routing.maintenance import posted_windows
 
+_thread = threading.local()
+
 
 def desk() -> Desk:
-    """The app's Desk (Redis, database, settings, Twilio client)."""
-    return current_app.extensions["caseline"]
+    """The app's Desk (Redis, database, settings, Twilio client), as this thread uses it:
+    its Redis client keeps one connection of the app's pool for this thread's
+    commands (`connection_of_its_own`) instead of checking one out per command. The
+    same Redis, database and REST client; RQ's client stays the app's."""
+    shared: Desk = current_app.extensions["caseline"]
+    mine = getattr(_thread, "desk", None)
+    if mine is None or mine[0] is not shared:
+        mine = (shared, replace(shared, r=connection_of_its_own(shared.r),
+                                jobs=shared.job_redis))
+        _thread.desk = mine
+    return mine[1]
 
 
 def prompts() -> Prompts:
