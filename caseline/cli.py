@@ -157,7 +157,7 @@ def prepare_service(settings: Settings) -> str:
 def serve(host: str | None, port: int | None, workers: int, threads: int,
           insecure_dev: bool) -> None:
     """Run the web service under gunicorn."""
-    from caseline.server import prepare_metrics_dir, refusal, run_gunicorn
+    from caseline.server import account_sid_warning, prepare_metrics_dir, refusal, run_gunicorn
 
     settings = _settings()
     settings = settings.with_changes(
@@ -175,9 +175,9 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
     elif settings.insecure_dev:
         log.warning("insecure dev mode asked for, but TWILIO_AUTH_TOKEN is set: "
                     "webhook signatures are checked")
-    if not settings.account_sid_configured:
-        log.warning("TWILIO_ACCOUNT_SID is unset or the placeholder AC000...: webhooks' "
-                    "AccountSid is not checked (set your account's SID in production)")
+    unchecked = account_sid_warning(settings)
+    if unchecked:
+        log.warning(unchecked)
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
     redis_url = prepare_service(settings)

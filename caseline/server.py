@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gunicorn.app.base import BaseApplication
 
@@ -95,6 +96,26 @@ def refusal(settings: Settings) -> str | None:
                 "hear 403 on every call). Set it, or for a local experiment run "
                 "`caseline serve --insecure-dev` on 127.0.0.1.")
     return None
+
+
+def is_local_demo(settings: Settings) -> bool:
+    """Whether these settings are a local try, not a deployment: insecure dev mode, or
+    Twilio's REST API on this machine (the local emulator `make run` starts), where no
+    real Twilio account is behind the line."""
+    try:
+        api_host = urlsplit(settings.twilio_api_url).hostname or ""
+    except ValueError:  # not a URL at all: no emulator of ours either
+        api_host = ""
+    return settings.insecure_dev or is_loopback(api_host)
+
+
+def account_sid_warning(settings: Settings) -> str | None:
+    """What `caseline serve` warns of when webhooks' AccountSid cannot be checked (None:
+    nothing). A deployment must name its account; a local demo has none to name."""
+    if settings.account_sid_configured or is_local_demo(settings):
+        return None
+    return ("TWILIO_ACCOUNT_SID is unset or the placeholder AC000...: webhooks' "
+            "AccountSid is not checked (set your account's SID in production)")
 
 
 def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from config.hours import MaintenanceWindow
+from config.hours import CENTRAL, MaintenanceWindow
 from directory.call_logs import calls_answered_by, calls_on_case
+from directory.lookups import find_district
 from routing import conference, presence
 from routing.announcement import current_announcement
 from routing.call_state import get_call
@@ -65,6 +66,7 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
             card["colleague"] = next(
                 (c for c in conference.colleagues(call) if c["leg"] == leg), None)
     start, end = day_bounds(now)
+    today = calls_answered_by(desk.session_factory, advisor_id, start, end)
     return {
         "id": advisor_id,
         "presence": label,
@@ -75,9 +77,20 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         "away_after": state.get("chosen") in ("busy", "offline"),
         "seconds": seconds_since(state, now_ms),
         "card": card,
-        "calls_today": calls_answered_by(desk.session_factory, advisor_id, start, end),
+        "calls_today": [todays_call(desk, call) for call in today],
         "survey": advisor_satisfaction(desk, advisor_id, now),
     }
+
+
+def todays_call(desk: Desk, call: dict[str, Any]) -> dict[str, Any]:
+    """A call of the advisor's day as a person reads it: when it started in Central
+    time (`started_central`, "09:41": the desk works in Central) and its district's
+    name (`district_name`; its id when the directory does not know it)."""
+    started = datetime.fromisoformat(call["started_at"]).astimezone(CENTRAL)
+    district = find_district(desk.r, desk.session_factory, call.get("district") or "")
+    name = district.get("name") if district else None
+    return {**call, "started_central": started.strftime("%H:%M"),
+            "district_name": name or call.get("district") or ""}
 
 
 def wallboard(desk: Desk, now: datetime,

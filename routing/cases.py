@@ -40,6 +40,7 @@ class CaseLookup:
     found: bool
     closed: bool = False
     tries: int = 0
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "") -> Cas
         priority=case.get("priority") or "medium", product=case.get("product", ""),
         case_status=case.get("status", ""), case_tries=tries,
     )
-    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries)
+    return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries,
+                      owner=case.get("owner", ""))
 
 
 def case_for_call(db: Session, call: dict[str, str], now: datetime) -> Case | None:

@@ -81,11 +81,14 @@ class FamiliesGoodbye:
 @dataclass(frozen=True)
 class Connect:
     """Ring an advisor or queue (`decision`), after telling the caller that their case
-    is closed (its owner can reopen it) or was not found (the general team helps)."""
+    is closed or was not found (the general team helps). Of a closed case the caller
+    hears where the call goes: to its owner (`to_owner`, who can reopen it), else to
+    the next available advisor; never the owner when someone else is rung."""
 
     decision: acd.Decision
     case_closed: bool = False
     case_not_found: bool = False
+    to_owner: bool = False
 
 
 Step = (
@@ -227,7 +230,10 @@ def enter_case_number(
     (`acd.route_caller`)."""
     lookup = choose_case(desk, call_sid, digits, speech)
     if lookup.found:
-        return Connect(acd.route_caller(desk, call_sid, now_ms), case_closed=lookup.closed)
+        decision = acd.route_caller(desk, call_sid, now_ms)
+        to_owner = (isinstance(decision, acd.DialAdvisor) and bool(lookup.owner)
+                    and decision.advisor_id == lookup.owner)
+        return Connect(decision, case_closed=lookup.closed, to_owner=to_owner)
     if lookup.tries >= CASE_TRIES:
         # Three misses: a person will still help, rather than hanging up.
         send_to_team(desk.r, call_sid, GENERAL)

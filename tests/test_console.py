@@ -326,6 +326,30 @@ def test_todays_figures_by_the_hour_are_counted_in_central_time(app, client, des
         assert '08:00: 2 answered' in calls.group(0)
 
 
+def test_todays_calls_show_central_times_and_district_names(client, desk, accounts):
+    central = timedelta(hours=6)  # CST in November: 09:41 Central is 15:41 UTC
+    today = datetime(2026, 11, 24, tzinfo=UTC) + central
+    with desk.session_factory() as db, db.begin():
+        db.add(CallLog(call_sid="CA-0941", caller=PAT, menu_path="1", status="answered",
+                       team="general", answered_by="A7", district_id="D100",
+                       case_number="2024117", talk_seconds=120,
+                       started_at=today + timedelta(hours=9, minutes=41)))
+        # A district the directory no longer knows: its id is all there is to show.
+        db.add(CallLog(call_sid="CA-0805", caller=PAT, menu_path="2", status="answered",
+                       team="general", answered_by="A7", district_id="D999",
+                       started_at=today + timedelta(hours=8, minutes=5)))
+
+    sign_in(client, "A7", PASSWORD)
+    page = client.get("/console/advisor/live").get_data(as_text=True)
+    table = re.search(r'<table id="calls-today">(.*?)</table>', page, re.S)
+    assert table, page
+    rows = [re.findall(r"<td>([^<]*)</td>", row)
+            for row in re.findall(r"<tr><td>.*?</tr>", table.group(1), re.S)]
+    assert [row[:3] for row in rows] == [["09:41", "2024117", "Lakeview Public Schools"],
+                                         ["08:05", "–", "D999"]]
+    assert "Started (Central)" in table.group(1)
+
+
 def test_on_a_call_the_switch_sends_the_advisor_away_once_the_call_ends(
         app, phone, desk, accounts):
     page = app.test_client()

@@ -330,6 +330,29 @@ def test_closed_case_still_reaches_its_owner(phone, desk, directory, desk_direct
     make_available(desk, "A2", "A7")
     result = phone.call(PAT, "1 2024118#")
     assert result.dialed == ["+16515550199"]
+    # Its owner is rung: the caller hears that the owner can reopen it.
+    assert Prompts().text("case.closed") in result.heard()
+
+
+def test_a_closed_case_whose_owner_is_away_promises_no_owner(phone, desk, directory,
+                                                            desk_directory):
+    directory.case("2024118", "D100", owner="A7", status="closed")
+    directory.load()
+    make_available(desk, "A2")  # the owner, A7, is offline
+    result = phone.call(PAT, "1 2024118#")
+    assert result.dialed == ["+16515550102"]
+    assert Prompts().text("case.closed") not in result.heard()
+    assert Prompts().text("case.closed_to_next") in result.heard()
+
+
+def test_a_closed_case_that_waits_in_the_queue_promises_no_owner(phone, desk, directory,
+                                                                desk_directory):
+    directory.case("2024118", "D100", owner="A7", status="closed")
+    directory.load()
+    result = phone.call(PAT, "1 2024118#", max_wait_seconds=0.3)  # nobody is available
+    assert result.queued and result.dialed == []
+    assert Prompts().text("case.closed") not in result.heard()
+    assert Prompts().text("case.closed_to_next") in result.heard()
 
 
 def test_bad_keys_reprompt_three_times_then_goodbye(phone, desk, desk_directory):

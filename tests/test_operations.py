@@ -7,13 +7,16 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from caseline import cli
 from config.logs import PhoneMaskingFilter, mask_phone, mask_phones
-from config.settings import PROJECT_ROOT, Settings
+from config.settings import PROJECT_ROOT, UNSET_ACCOUNT_SID, Settings
+from tests.conftest import caseline_command, free_port, line_env
 
 
 @pytest.fixture
@@ -110,6 +113,45 @@ def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r):
     assert closed.test_client().post("/voice/incoming", data=form).status_code == 403
     open_ = create_app(settings.with_changes(twilio_auth_token=None, insecure_dev=True))
     assert open_.test_client().post("/voice/incoming", data=form).status_code == 200
+
+
+def serve_log(settings: Settings, tmp_path, **env: str) -> str:
+    """What a real `caseline serve` (one web process, on the test Redis and database)
+    logs until it answers /healthz."""
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            caseline_command("serve", "--workers", "1", "--threads", "2"),
+            env=line_env(settings, tmp_path / f"instance-{port}", port, **env),
+            cwd=PROJECT_ROOT, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 30
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            assert process.poll() is None, log.read_text()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    return log.read_text()
+
+
+def test_a_deployment_without_its_account_sid_is_warned_and_make_run_is_not(
+        settings, desk, tmp_path):
+    warning = "TWILIO_ACCOUNT_SID is unset or the placeholder"
+    # A real deployment: Twilio's own API, the placeholder SID left in place.
+    deployed = serve_log(settings, tmp_path, TWILIO_API_URL="https://api.twilio.com",
+                         TWILIO_ACCOUNT_SID=UNSET_ACCOUNT_SID)
+    assert warning in deployed
+    # `make run` (scripts/run.sh): the placeholder, for the local emulator of Twilio's API.
+    demo = serve_log(settings, tmp_path, TWILIO_API_URL="http://127.0.0.1:8099",
+                     TWILIO_ACCOUNT_SID=UNSET_ACCOUNT_SID)
+    assert warning not in demo
+    assert "metrics of every web process" in demo  # the log was read, and it is quiet
 
 
 # --- phone numbers in logs ---------------------------------------------------

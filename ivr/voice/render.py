@@ -65,8 +65,11 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.goodbye(p, p.text("menu.goodbye"))
         case menu.FamiliesGoodbye():
             return twiml.goodbye(p, p.text("greeting.families"))
-        case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found):
-            before = _texts(closed and "case.closed", not_found and "case.not_found",
+        case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found,
+                          to_owner=to_owner):
+            # A closed case: the owner is promised only when the owner is the one rung.
+            closed_text = closed and ("case.closed" if to_owner else "case.closed_to_next")
+            before = _texts(closed_text, not_found and "case.not_found",
                             not_found and "case.to_general")
             return twiml.route(p, decision, sid, before)
         case cases.AskCase(after_hours=after_hours, not_found=not_found):
