@@ -39,6 +39,7 @@ from directory.lookups import (
     advisor_facts,
     find_case,
     find_contact,
+    find_contact_and_district_by_phone,
     find_contact_by_phone,
     find_district,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "district_contacts",
     "find_case",
     "find_contact",
+    "find_contact_and_district_by_phone",
     "find_contact_by_phone",
     "find_district",
     "hash_pin",

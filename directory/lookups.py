@@ -125,6 +125,45 @@ def find_contact(
     return _lookup(redis_client, session_factory, keys.contact(contact_id), load)
 
 
+# The caller's contact and that contact's district in one round trip (the district's
+# key is known only once the contact's hash is read, hence a script). ARGV[1]: the
+# districts' key prefix (`keys.district("")`).
+_CONTACT_AND_DISTRICT = """
+local contact = redis.call('HGETALL', KEYS[1])
+local id = redis.call('HGET', KEYS[1], 'district')
+if not id or id == '' then return {contact, {}} end
+return {contact, redis.call('HGETALL', ARGV[1] .. id)}
+"""
+
+
+def find_contact_and_district_by_phone(
+    redis_client: redis.Redis, session_factory: sessionmaker[Session] | None, e164: str
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """The contact owning an E.164 phone and their district's facts, as
+    `find_contact_by_phone` and `find_district` would give them (either None when
+    unknown): one round trip when the cache holds both, the database otherwise."""
+    if not e164:
+        return None, None
+    flat_contact, flat_district = script(redis_client, _CONTACT_AND_DISTRICT)(
+        keys=[keys.contact_by_phone(e164)], args=[keys.district("")], client=redis_client)
+    cached = _pairs(flat_contact)
+    if not cached:
+        contact = find_contact_by_phone(redis_client, session_factory, e164)
+    else:
+        contact = None if cached.get("missing") == "1" else cached
+    if not contact:
+        return None, None
+    district = _pairs(flat_district)
+    if district:
+        return contact, None if district.get("missing") == "1" else district
+    return contact, find_district(redis_client, session_factory, contact.get("district", ""))
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    """A hash as Lua's `HGETALL` returns it (name, value, ...) as a dict of text."""
+    return hash_of(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 def find_district(
     redis_client: redis.Redis, session_factory: sessionmaker[Session] | None, district_id: str
 ) -> dict[str, str] | None:

@@ -257,18 +257,40 @@ def connect_redis(url: str, *, decode_responses: bool = True,
     return redis.Redis.from_url(url, decode_responses=decode_responses, **timeouts)
 
 
-def connection_of_its_own(r: redis.Redis) -> redis.Redis:
-    """A client of `r`'s pool that holds one of its connections for as long as it lives
-    (redis-py's `single_connection_client`), for one thread's commands.
+class ThreadClient(redis.Redis):
+    """A client of a shared pool that keeps one of its connections for itself, taken
+    at its first command: one thread's commands go over it.
 
     A pooled client checks a connection out and back in, and polls it for stray
-    data, on every command: about 20 us of a web process's CPU per command, of
-    the ~75 us a round trip costs it (docs/benchmarks.md). Same server, decoding,
-    timeouts and retries (they live on the pool's connections, so a failover is
-    followed the same way). Connects now; raises redis errors as a command would.
-    Pipelines and pub/sub of the returned client still use the pool.
+    data, on every command: about 20 us of a web process's CPU per command, of the
+    ~75 us a round trip costs it (docs/benchmarks.md). This is redis-py's
+    `single_connection_client` (its lock included, so another thread handed this
+    client is still safe), except that the connection is taken at the first
+    command rather than when the client is built: building it never touches Redis,
+    and a Redis that is down fails the command, as with a pooled client. Same
+    server, decoding, timeouts and retries (they live on the pool's connections, so
+    a failover is followed the same way). Pipelines and pub/sub still use the pool.
     """
-    return redis.Redis(connection_pool=r.connection_pool, single_connection_client=True)
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        """A client of `pool`; nothing is contacted yet."""
+        super().__init__(connection_pool=pool)
+        # redis-py's own flag for a client that holds its connection: commands then
+        # hold `single_connection_lock` and never release the connection to the pool.
+        self._single_connection_client = True
+
+    def _execute_command(self, *args: Any, **options: Any) -> Any:
+        """redis-py's command path, after taking this client's connection if it has none."""
+        if self.connection is None:
+            with self.single_connection_lock:
+                if self.connection is None:
+                    self.connection = self.connection_pool.get_connection()
+        return super()._execute_command(*args, **options)
+
+
+def connection_of_its_own(r: redis.Redis) -> redis.Redis:
+    """A `ThreadClient` of `r`'s pool, for one thread's commands (nothing contacted yet)."""
+    return ThreadClient(r.connection_pool)
 
 
 def raw_twin(r: redis.Redis) -> redis.Redis:

@@ -59,6 +59,13 @@ def contact_fields(
 ) -> dict[str, str | int]:
     """Call fields for a recognised contact (and whether they are active)."""
     district = directory.find_district(desk.r, desk.session_factory, contact.get("district", ""))
+    return fields_of_contact(contact, district, now)
+
+
+def fields_of_contact(
+    contact: dict[str, str], district: dict[str, str] | None, now: datetime
+) -> dict[str, str | int]:
+    """`contact_fields` of a contact whose district (None: unknown) is already read."""
     active = directory.contact_is_active(contact, now)
     # An inactive or deactivated contact identifies nobody (docs/contract.md, "Who is calling").
     return {

@@ -25,10 +25,10 @@ from config import hours
 from config.hours import central_date
 from directory import keys
 from directory.catalog import GENERAL, PRODUCT_TEAMS
+from directory.scripts import script
 from routing import acd, after_hours, auth, outage, verification
-from routing.announcement import active_announcement
-from routing.auth import caller_id_trusted, contact_fields
-from routing.call_state import append_menu, get_call, send_to_team, start_call
+from routing.auth import caller_id_trusted
+from routing.call_state import CALL_TTL_SECONDS, append_menu, as_hash, get_call, send_to_team
 from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
 from routing.desk import Desk
 from routing.verification import AskContactId, AskPin, Refused, Unverified, Verified
@@ -97,18 +97,39 @@ Step = (
 )
 
 
+# A new call's hash opened with its greeting, in one round trip: the announcement
+# active now (KEYS[2]; active as `routing.announcement.active_announcement` says: the
+# flag on and some text) is kept on the hash as `greeted_announcement`, so a repeat of
+# the first webhook greets from the hash. A hash that exists already (Twilio retried
+# the first webhook, or an early status callback opened it) is left as it is and
+# returned. ARGV[1]: the hash's TTL; ARGV[2..]: its fields, name/value pairs.
+# Returns {opened (1/0), the announcement active now, the hash when not opened}.
+_OPEN_GREETED = """
+local announcement = redis.call('HMGET', KEYS[2], 'text', 'active')
+local said = ''
+if announcement[2] == '1' and announcement[1] then said = announcement[1] end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, said, redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return {1, said, {}}
+"""
+
+
 def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
-    stir_verstat: str = "", announcement: str = "",
-) -> dict[str, str]:
-    """Open the call's hash and look the caller's number up among active contacts.
+    stir_verstat: str = "",
+) -> tuple[dict[str, str], str]:
+    """Open the call's hash and look the caller's number up among active contacts;
+    returns (the call's hash, the announcement active now or "").
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
     untrusted number, or an inactive contact's, is an unknown caller's.
 
     The greeting opens with the hash (`greeted_name`, `greeted_announcement`: the
-    `announcement` active now): a repeat of the first webhook greets from it.
+    announcement active now): a repeat of the first webhook greets from it. Two
+    round trips when the directory cache holds the contact (one for an untrusted
+    number).
     """
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
     fields: dict[str, str | int] = {
@@ -117,17 +138,23 @@ def identify_caller(
         "stir_verstat": stir_verstat[:64],
     }
     trusted = caller_id_trusted(desk.settings.caller_id_trust, stir_verstat)
-    contact = directory.find_contact_by_phone(desk.r, desk.session_factory, caller) if (
-        trusted) else None
+    contact, district = directory.find_contact_and_district_by_phone(
+        desk.r, desk.session_factory, caller) if trusted else (None, None)
     if contact:
-        facts = contact_fields(desk, contact, now)
+        facts = auth.fields_of_contact(contact, district, now)
         if facts["verified"]:
             fields.update(facts, verified_by="caller-id")
     fields["greeted_name"] = str(fields.get("contact_name", "")) if fields.get("verified") else ""
-    fields["greeted_announcement"] = announcement
-    if start_call(desk.r, call_sid, fields):
-        return {k: str(v) for k, v in fields.items()}
-    return get_call(desk.r, call_sid)  # Twilio retried the first request: same call.
+    flat: list[str] = []
+    for name, value in fields.items():
+        flat += [name, str(value)]
+    opened, announcement, found = script(desk.r, _OPEN_GREETED)(
+        keys=[keys.call(call_sid), keys.announcement()], args=[CALL_TTL_SECONDS, *flat],
+        client=desk.r)
+    if int(opened):
+        return {k: str(v) for k, v in fields.items()} | {
+            "greeted_announcement": announcement}, announcement
+    return as_hash(found), announcement  # Twilio retried the first request: same call.
 
 
 def welcome(
@@ -139,9 +166,8 @@ def welcome(
     Twilio's repeat of this webhook skips the kept reply (`ivr.voice.hooks.SAFE_TO_REPEAT`):
     it hears the greeting kept on the call's hash when it opened, even after the
     announcement changed or the caller verified by PIN meanwhile."""
-    announcement = active_announcement(desk.r) or ""
-    call = identify_caller(desk, call_sid, from_raw, to, base_url, now, stir_verstat,
-                           announcement=announcement)
+    call, announcement = identify_caller(desk, call_sid, from_raw, to, base_url, now,
+                                         stir_verstat)
     if "greeted_name" in call:
         return Welcome(call["greeted_name"] or None, call.get("greeted_announcement") or None)
     # A hash this webhook did not open (an early status callback's, or one opened

@@ -219,6 +219,21 @@ def test_outage_announcement_and_maintenance_notice(phone, desk, desk_directory,
     assert result.outcome == "advisor"
 
 
+def test_the_greeting_plays_the_announcement_only_while_it_is_active(phone, desk,
+                                                                    desk_directory, client):
+    auth = {"Authorization": "Bearer test-api-token"}
+    text = "Gradebook is slow statewide."
+    client.put("/api/announcement", json={"text": text, "active": False}, headers=auth)
+    kept = " ".join(phone.call(PAT, "").heard())  # silence at the menu: goodbye
+    client.put("/api/announcement", json={"text": text, "active": True}, headers=auth)
+    played = phone.call(PAT, "").heard()
+
+    assert text not in kept and "Pat" in kept
+    before_the_menu = " ".join(played[:played.index(next(
+        line for line in played if "Press 1" in line or "press 1" in line))])
+    assert text in before_the_menu
+
+
 def test_option_8_twelve_hours_before_a_posted_window_hears_of_it(phone, desk, desk_directory):
     # Friday 2026-12-04 noon; the posted 00:00-06:00 window opens Saturday at midnight.
     with at(2026, 12, 4, 12):

@@ -25,6 +25,7 @@ from directory import (
     district_contacts,
     find_case,
     find_contact,
+    find_contact_and_district_by_phone,
     find_contact_by_phone,
     find_district,
     hash_pin,
@@ -351,6 +352,31 @@ def test_a_cache_miss_is_read_from_the_database_and_repopulated(
     assert r.exists(keys.contact_by_phone("+16125550101"))
     assert find_district(r, sessions, "D100")["hosted"] == "1"
     assert find_contact(r, None, "5002")["name"] == "Morgan Diaz"
+
+
+def test_a_callers_contact_and_district_are_read_together_whatever_the_cache_holds(
+    loaded: dict, sessions: sessionmaker[Session], r: redis.Redis
+) -> None:
+    pat, lakeview = "+16125550101", keys.district("D100")
+    both = find_contact_and_district_by_phone(r, sessions, pat)
+    assert (both[0]["id"], both[1]["name"], both[1]["hosted"]) == (
+        "5001", "Lakeview Public Schools", "1")
+    # The district evicted: read from the database and cached again.
+    r.delete(lakeview)
+    assert find_contact_and_district_by_phone(r, sessions, pat) == both
+    assert r.hgetall(lakeview) == both[1]
+    # The contact evicted too.
+    r.delete(keys.contact_by_phone(pat), lakeview)
+    assert find_contact_and_district_by_phone(r, sessions, pat) == both
+    # A number nobody owns, remembered as missing; a district the database lacks.
+    assert find_contact_and_district_by_phone(r, sessions, "+16125559999") == (None, None)
+    assert r.hget(keys.contact_by_phone("+16125559999"), "missing") == "1"
+    assert find_contact_and_district_by_phone(r, sessions, "+16125559999") == (None, None)
+    r.hset(keys.contact_by_phone(pat), "district", "D404")
+    assert find_contact_and_district_by_phone(r, sessions, pat) == (
+        {**both[0], "district": "D404"}, None)
+    assert r.hget(keys.district("D404"), "missing") == "1"
+    assert find_contact_and_district_by_phone(r, sessions, pat)[1] is None
 
 
 def test_a_number_missing_from_the_database_is_remembered_briefly(
