@@ -244,7 +244,47 @@ def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
     assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
     earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
     assert earlier and earlier.group(1).count("<li>") == 1
-    assert "answered by A7" in earlier.group(1)
+    # The first call, minutes ago at 10:00 Central: today's, so the time alone.
+    assert re.search(r"<li>10:0\d: answered by Jordan Smith\s*</li>", earlier.group(1)), \
+        earlier.group(1)
+
+
+def test_the_cards_earlier_calls_show_central_dates_and_advisor_names(
+        app, phone, desk, accounts):
+    central = timedelta(hours=6)  # CST in November: 21:30 Central is 03:30 UTC the next day
+    today = datetime(2026, 11, 24, tzinfo=UTC) + central  # the suite's Tuesday
+    with desk.session_factory() as db, db.begin():
+        db.add(CallLog(call_sid="CA-today", caller=PAT, menu_path="1", status="answered",
+                       team="general", answered_by="A2", case_number="2024117",
+                       started_at=today + timedelta(hours=8, minutes=5)))
+        # Yesterday evening in Chicago, already the 24th in UTC.
+        db.add(CallLog(call_sid="CA-evening", caller=PAT, menu_path="1", status="answered",
+                       team="general", answered_by="A99", case_number="2024117",
+                       started_at=today - timedelta(hours=2, minutes=30)))
+        db.add(CallLog(call_sid="CA-last-year", caller=PAT, menu_path="1",
+                       status="answered", team="general", answered_by="A7",
+                       case_number="2024117",
+                       started_at=today - timedelta(days=365) + timedelta(hours=16,
+                                                                           minutes=30)))
+    make_available(desk, "A7")
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    assert earlier, seen["card"]
+    # Newest first; A99 has left the directory, so the id is all there is to show.
+    assert [li.strip() for li in re.findall(r"<li>(.*?)</li>", earlier.group(1), re.S)] == [
+        "08:05: answered by Advisor A2",
+        "Nov 23 21:30: answered by A99",
+        "Nov 24, 2025 16:30: answered by Jordan Smith",
+    ]
+    assert "UTC" not in seen["card"]
 
 
 def test_a_supervisor_sets_the_announcement_from_the_wallboard(client, desk, accounts):
