@@ -77,7 +77,7 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         "away_after": state.get("chosen") in ("busy", "offline"),
         "seconds": seconds_since(state, now_ms),
         "card": card,
-        "calls_today": [todays_call(desk, call) for call in today],
+        "calls_today": todays_calls(desk, today, now),
         "survey": advisor_satisfaction(desk, advisor_id, now),
     }
 
@@ -109,15 +109,19 @@ def earlier_calls(desk: Desk, calls: list[dict[str, Any]],
             for call in calls]
 
 
-def todays_call(desk: Desk, call: dict[str, Any]) -> dict[str, Any]:
-    """A call of the advisor's day as a person reads it: when it started in Central
-    time (`started_central`, "09:41": the desk works in Central) and its district's
-    name (`district_name`; its id when the directory does not know it)."""
-    started = datetime.fromisoformat(call["started_at"]).astimezone(CENTRAL)
-    district = find_district(desk.r, desk.session_factory, call.get("district") or "")
-    name = district.get("name") if district else None
-    return {**call, "started_central": started.strftime("%H:%M"),
-            "district_name": name or call.get("district") or ""}
+def todays_calls(desk: Desk, calls: list[dict[str, Any]],
+                 now: datetime) -> list[dict[str, Any]]:
+    """The advisor's calls of the day as a person reads them: when each started in
+    Central time (`started_central`, "09:41": the desk works in Central) and its
+    district's name (`district_name`; its id when the directory does not know it).
+    Each district is looked up once, however many of the day's calls it made."""
+    names: dict[str, str] = {}
+    for district_id in {call.get("district") or "" for call in calls} - {""}:
+        district = find_district(desk.r, desk.session_factory, district_id)
+        names[district_id] = (district or {}).get("name") or district_id
+    return [{**call, "started_central": central_time(call["started_at"], now),
+             "district_name": names.get(call.get("district") or "", "")}
+            for call in calls]
 
 
 def wallboard(desk: Desk, now: datetime,
