@@ -2,11 +2,14 @@
 
 The file is operator-owned; caseline re-reads it when its modification time
 changes (looked at once a second), so a reworded prompt is heard on the next
-call without a deploy.
+call without a deploy. An operator's own copy (`CASELINE_PROMPTS`) may predate
+a release that added a prompt: a key it lacks is read from the shipped file,
+and a warning names the file and the key once, so the operator can add it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -16,6 +19,22 @@ from pathlib import Path
 DEFAULT_PATH = Path(__file__).with_name("prompts.toml")
 # How often the file's modification time is looked at (not on every prompt).
 CHECK_EVERY_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+def _find(data: dict[str, dict[str, str]], name: str) -> str | None:
+    """The prompt `section.name` of a parsed file, unfilled; None when the file lacks
+    it (an empty string the file sets is the operator's choice, and stays)."""
+    section, _, key = name.partition(".")
+    table = data.get(section)
+    return str(table[key]) if isinstance(table, dict) and key in table else None
+
+
+def _names(data: dict[str, dict[str, str]]) -> list[str]:
+    """Every "section.name" a parsed file sets."""
+    return [f"{section}.{key}" for section, table in data.items()
+            if isinstance(table, dict) for key in table]
 
 
 class Prompts:
@@ -28,6 +47,10 @@ class Prompts:
         self._mtime: float = -1.0
         self._data: dict[str, dict[str, str]] = {}
         self._checked_at = 0.0
+        # A custom file falls back on the shipped one for the keys it lacks.
+        self._shipped = None if self.path.resolve() == DEFAULT_PATH.resolve() \
+            else Prompts(DEFAULT_PATH)
+        self._warned: set[str] = set()
 
     def _current(self) -> dict[str, dict[str, str]]:
         """The parsed file, re-read when it changed on disk (checked once a second)."""
@@ -43,14 +66,36 @@ class Prompts:
             with self._lock:
                 if mtime != self._mtime:
                     with open(self.path, "rb") as handle:
-                        self._data = tomllib.load(handle)
+                        data = tomllib.load(handle)
+                    self._warn_of_missing(data)
+                    self._data = data
                     self._mtime = mtime
         return self._data
 
+    def _warn_of_missing(self, data: dict[str, dict[str, str]]) -> None:
+        """Warn, once per key, of each shipped prompt this custom file (just read as
+        `data`) lacks: callers hear the shipped text for it until the operator adds it."""
+        if self._shipped is None:
+            return
+        for name in _names(self._shipped._current()):
+            if name not in self._warned and _find(data, name) is None:
+                self._warned.add(name)
+                log.warning("prompts file %s has no %s: callers hear the shipped text of "
+                            "%s; add the key to word it yourself", self.path, name,
+                            DEFAULT_PATH)
+
+    def _template(self, name: str) -> str:
+        """The unfilled prompt `section.name`: this file's, else the shipped file's,
+        else ""."""
+        own = _find(self._current(), name)
+        if own is not None:
+            return own
+        return self._shipped._template(name) if self._shipped is not None else ""
+
     def text(self, name: str, /, **values: object) -> str:
-        """The prompt `section.name` with its placeholders filled."""
-        section, _, key = name.partition(".")
-        template = str(self._current().get(section, {}).get(key, ""))
+        """The prompt `section.name` with its placeholders filled (the shipped file's
+        when a custom file lacks it)."""
+        template = self._template(name)
         try:
             return template.format(**values)
         except (KeyError, IndexError, ValueError):

@@ -16,7 +16,7 @@ from routing.announcement import current_announcement
 from routing.call_state import get_call
 from routing.desk import Desk
 from routing.maintenance import upcoming_windows
-from routing.roster import advisor_roster
+from routing.roster import advisor_names, advisor_roster
 from routing.stats import SERVICE_LEVEL_SECONDS, day_bounds, hourly, team_stats
 from routing.survey import advisor_satisfaction
 from routing.waiting import queue_heads
@@ -59,7 +59,7 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         if call:
             card = asdict(call_facts(call))
             earlier = calls_on_case(desk.session_factory, card["case"]) if card["case"] else []
-            card["previous_calls"] = earlier[::-1][:PREVIOUS_CALLS]
+            card["previous_calls"] = earlier_calls(desk, earlier[::-1][:PREVIOUS_CALLS], now)
             # On the call (not ringing): a colleague may be added, or is on it.
             card["talking"] = state.get("hold") == "talking" and call.get("callback") != "1"
             leg = call.get("colleague_leg") or ""
@@ -77,20 +77,51 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         "away_after": state.get("chosen") in ("busy", "offline"),
         "seconds": seconds_since(state, now_ms),
         "card": card,
-        "calls_today": [todays_call(desk, call) for call in today],
+        "calls_today": todays_calls(desk, today, now),
         "survey": advisor_satisfaction(desk, advisor_id, now),
     }
 
 
-def todays_call(desk: Desk, call: dict[str, Any]) -> dict[str, Any]:
-    """A call of the advisor's day as a person reads it: when it started in Central
-    time (`started_central`, "09:41": the desk works in Central) and its district's
-    name (`district_name`; its id when the directory does not know it)."""
-    started = datetime.fromisoformat(call["started_at"]).astimezone(CENTRAL)
-    district = find_district(desk.r, desk.session_factory, call.get("district") or "")
-    name = district.get("name") if district else None
-    return {**call, "started_central": started.strftime("%H:%M"),
-            "district_name": name or call.get("district") or ""}
+def central_time(started_at: str, now: datetime) -> str:
+    """When a call started, in Central time (the desk's) as a person reads it: "09:41"
+    on `now`'s day, "Nov 24 09:41" on another day of its year, "Nov 24, 2025 09:41"
+    in an earlier year."""
+    started = datetime.fromisoformat(started_at).astimezone(CENTRAL)
+    today = now.astimezone(CENTRAL).date()
+    if started.date() == today:
+        return f"{started:%H:%M}"
+    if started.year == today.year:
+        return f"{started:%b} {started.day} {started:%H:%M}"
+    return f"{started:%b} {started.day}, {started.year} {started:%H:%M}"
+
+
+def earlier_calls(desk: Desk, calls: list[dict[str, Any]],
+                  now: datetime) -> list[dict[str, Any]]:
+    """The case's earlier calls on the card as a person reads them: when each started
+    in Central time (`started_central`, with its date when not today) and the name of
+    the advisor who answered (`answered_by_name`; the id when the directory does not
+    know them), the names read in one query."""
+    names = advisor_names(desk.session_factory,
+                          {call["answered_by"] for call in calls if call.get("answered_by")})
+    return [{**call, "started_central": central_time(call["started_at"], now),
+             "answered_by_name": names.get(call.get("answered_by") or "")
+             or call.get("answered_by") or ""}
+            for call in calls]
+
+
+def todays_calls(desk: Desk, calls: list[dict[str, Any]],
+                 now: datetime) -> list[dict[str, Any]]:
+    """The advisor's calls of the day as a person reads them: when each started in
+    Central time (`started_central`, "09:41": the desk works in Central) and its
+    district's name (`district_name`; its id when the directory does not know it).
+    Each district is looked up once, however many of the day's calls it made."""
+    names: dict[str, str] = {}
+    for district_id in {call.get("district") or "" for call in calls} - {""}:
+        district = find_district(desk.r, desk.session_factory, district_id)
+        names[district_id] = (district or {}).get("name") or district_id
+    return [{**call, "started_central": central_time(call["started_at"], now),
+             "district_name": names.get(call.get("district") or "", "")}
+            for call in calls]
 
 
 def wallboard(desk: Desk, now: datetime,

@@ -1,4 +1,4 @@
-"""The advisors as supervisors see them: status, teams, current call."""
+"""The advisors as the console shows them: names, status, teams, current call."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from directory import keys
 from directory.models import Advisor
+
+
+def advisor_names(
+    session_factory: sessionmaker[Session] | None, advisor_ids: set[str]
+) -> dict[str, str]:
+    """The directory's name of each of `advisor_ids` it knows, in one query."""
+    if session_factory is None or not advisor_ids:
+        return {}
+    with session_factory() as db:
+        rows = db.execute(select(Advisor.id, Advisor.name)
+                          .where(Advisor.id.in_(sorted(advisor_ids)))).all()
+    return {advisor_id: name for advisor_id, name in rows if name}
 
 
 def advisor_roster(

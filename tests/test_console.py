@@ -19,7 +19,7 @@ from directory.models import CallLog
 from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
-from routing import availability, presence
+from routing import availability, boards, presence
 from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
 from routing.stats import hourly
@@ -244,7 +244,47 @@ def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
     assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
     earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
     assert earlier and earlier.group(1).count("<li>") == 1
-    assert "answered by A7" in earlier.group(1)
+    # The first call, minutes ago at 10:00 Central: today's, so the time alone.
+    assert re.search(r"<li>10:0\d: answered by Jordan Smith\s*</li>", earlier.group(1)), \
+        earlier.group(1)
+
+
+def test_the_cards_earlier_calls_show_central_dates_and_advisor_names(
+        app, phone, desk, accounts):
+    central = timedelta(hours=6)  # CST in November: 21:30 Central is 03:30 UTC the next day
+    today = datetime(2026, 11, 24, tzinfo=UTC) + central  # the suite's Tuesday
+    with desk.session_factory() as db, db.begin():
+        db.add(CallLog(call_sid="CA-today", caller=PAT, menu_path="1", status="answered",
+                       team="general", answered_by="A2", case_number="2024117",
+                       started_at=today + timedelta(hours=8, minutes=5)))
+        # Yesterday evening in Chicago, already the 24th in UTC.
+        db.add(CallLog(call_sid="CA-evening", caller=PAT, menu_path="1", status="answered",
+                       team="general", answered_by="A99", case_number="2024117",
+                       started_at=today - timedelta(hours=2, minutes=30)))
+        db.add(CallLog(call_sid="CA-last-year", caller=PAT, menu_path="1",
+                       status="answered", team="general", answered_by="A7",
+                       case_number="2024117",
+                       started_at=today - timedelta(days=365) + timedelta(hours=16,
+                                                                           minutes=30)))
+    make_available(desk, "A7")
+    page = app.test_client()
+    sign_in(page, "A7", PASSWORD)
+    seen = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    assert earlier, seen["card"]
+    # Newest first; A99 has left the directory, so the id is all there is to show.
+    assert [li.strip() for li in re.findall(r"<li>(.*?)</li>", earlier.group(1), re.S)] == [
+        "08:05: answered by Advisor A2",
+        "Nov 23 21:30: answered by A99",
+        "Nov 24, 2025 16:30: answered by Jordan Smith",
+    ]
+    assert "UTC" not in seen["card"]
 
 
 def test_a_supervisor_sets_the_announcement_from_the_wallboard(client, desk, accounts):
@@ -348,6 +388,36 @@ def test_todays_calls_show_central_times_and_district_names(client, desk, accoun
     assert [row[:3] for row in rows] == [["09:41", "2024117", "Lakeview Public Schools"],
                                          ["08:05", "–", "D999"]]
     assert "Started (Central)" in table.group(1)
+
+
+def test_a_busy_advisors_board_costs_no_more_to_read_than_a_quiet_ones(desk, accounts):
+    """An advisor takes dozens of calls a day, mostly from a few districts, and the
+    board is re-read every few seconds: reading it must not cost a directory lookup
+    per call of the day (each district's name is looked up once per read)."""
+    today = datetime(2026, 11, 24, 15, tzinfo=UTC)  # 09:00 Central, the suite's Tuesday
+    now = datetime(2026, 11, 24, 16, tzinfo=UTC)
+
+    def log_calls(first: int, count: int) -> None:
+        with desk.session_factory() as db, db.begin():
+            for n in range(first, first + count):
+                db.add(CallLog(call_sid=f"CA-{n}", caller=PAT, menu_path="1",
+                               status="answered", team="general", answered_by="A7",
+                               district_id="D100", case_number="2024117",
+                               started_at=today + timedelta(minutes=n)))
+
+    def lookups_to_read_the_board() -> tuple[int, list[str]]:
+        before = desk.r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+        board = boards.advisor_board(desk, "A7", now)
+        after = desk.r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
+        return after - before, [call["district_name"] for call in board["calls_today"]]
+
+    log_calls(0, 1)
+    quiet, names = lookups_to_read_the_board()
+    assert names == ["Lakeview Public Schools"]
+    log_calls(1, 39)
+    busy, names = lookups_to_read_the_board()
+    assert names == ["Lakeview Public Schools"] * 40
+    assert busy == quiet
 
 
 def test_on_a_call_the_switch_sends_the_advisor_away_once_the_call_ends(

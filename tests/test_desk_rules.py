@@ -403,6 +403,40 @@ def test_editing_the_prompt_file_changes_what_callers_hear(phone, app, desk, tmp
     assert any("Welcome to the district help line" in t for t in after.heard())
 
 
+def test_a_custom_prompt_file_from_before_a_release_still_says_the_new_prompts(
+        phone, app, desk, directory, tmp_path, caplog, desk_directory):
+    """An operator's own prompts file (CASELINE_PROMPTS), copied before the release that
+    added `case.closed_to_next`: the caller hears the shipped sentence there instead of
+    nothing, the operator's own wording still wins (an emptied prompt stays empty), and
+    the log says once which key the file lacks."""
+    shipped = Prompts().path.read_text()
+    lines = shipped.splitlines(keepends=True)
+    custom = tmp_path / "our-prompts.toml"
+    custom.write_text("".join(line for line in lines if not line.startswith("closed_to_next"))
+                      .replace("Thank you for calling support", "Welcome to the help line")
+                      .replace('not_found = "Sorry, we could not find that case number."',
+                               'not_found = ""'))
+    prompts = app.extensions["caseline.prompts"] = Prompts(custom)
+    directory.case("2024118", "D100", owner="A7", status="closed")
+    directory.load()
+    shipped_sentence = Prompts().text("case.closed_to_next")
+    assert shipped_sentence
+
+    for _ in range(2):
+        make_available(desk, "A2")  # the owner, A7, is offline
+        result = phone.call(PAT, "1 2024118#")
+        assert result.dialed == ["+16515550102"]
+        assert shipped_sentence in result.heard()
+        assert any("Welcome to the help line" in said for said in result.heard())
+        assert not any("Thank you for calling support" in said for said in result.heard())
+    assert prompts.text("case.not_found") == ""
+
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and "case.closed_to_next" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert str(custom) in warnings[0]
+
+
 def test_daily_job_flags_contacts_inactive_for_180_days(desk, desk_directory):
     from workers.contacts import flag_inactive_contacts
 
