@@ -19,7 +19,7 @@ from directory.models import CallLog
 from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
-from routing import availability, boards, presence
+from routing import availability, presence
 from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
 from routing.stats import hourly
@@ -388,36 +388,6 @@ def test_todays_calls_show_central_times_and_district_names(client, desk, accoun
     assert [row[:3] for row in rows] == [["09:41", "2024117", "Lakeview Public Schools"],
                                          ["08:05", "–", "D999"]]
     assert "Started (Central)" in table.group(1)
-
-
-def test_a_busy_advisors_board_costs_no_more_to_read_than_a_quiet_ones(desk, accounts):
-    """An advisor takes dozens of calls a day, mostly from a few districts, and the
-    board is re-read every few seconds: reading it must not cost a directory lookup
-    per call of the day (each district's name is looked up once per read)."""
-    today = datetime(2026, 11, 24, 15, tzinfo=UTC)  # 09:00 Central, the suite's Tuesday
-    now = datetime(2026, 11, 24, 16, tzinfo=UTC)
-
-    def log_calls(first: int, count: int) -> None:
-        with desk.session_factory() as db, db.begin():
-            for n in range(first, first + count):
-                db.add(CallLog(call_sid=f"CA-{n}", caller=PAT, menu_path="1",
-                               status="answered", team="general", answered_by="A7",
-                               district_id="D100", case_number="2024117",
-                               started_at=today + timedelta(minutes=n)))
-
-    def lookups_to_read_the_board() -> tuple[int, list[str]]:
-        before = desk.r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
-        board = boards.advisor_board(desk, "A7", now)
-        after = desk.r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0)
-        return after - before, [call["district_name"] for call in board["calls_today"]]
-
-    log_calls(0, 1)
-    quiet, names = lookups_to_read_the_board()
-    assert names == ["Lakeview Public Schools"]
-    log_calls(1, 39)
-    busy, names = lookups_to_read_the_board()
-    assert names == ["Lakeview Public Schools"] * 40
-    assert busy == quiet
 
 
 def test_on_a_call_the_switch_sends_the_advisor_away_once_the_call_ends(
