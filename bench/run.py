@@ -182,6 +182,8 @@ class Stack:
         self.caseline_port = free_port()
         self.ceiling_port = free_port()
         self.redis_port = free_port()
+        self.redis_socket = directory / "redis.sock"
+        self.redis_url = f"unix://{self.redis_socket}"
         self.caseline: Target | None = None
         self.ceiling: Target | None = None
         self.api: HttpPool | None = None
@@ -195,7 +197,10 @@ class Stack:
         """The environment of caseline's processes."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CASELINE_", "TWILIO_"))}
         env.update({
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            # A unix socket, as the embedded Redis `caseline serve` starts (no REDIS_URL)
+            # and as a Redis on the line's own machine is best reached: ~10 us of the
+            # web's CPU and ~5 us of Redis's less per command than TCP on 127.0.0.1.
+            "REDIS_URL": self.redis_url,
             "DATABASE_URL": f"sqlite:///{self.dir / 'caseline.db'}",
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -211,9 +216,10 @@ class Stack:
     async def start(self) -> None:
         """Start everything, pinned; load the directory; put every advisor on the line."""
         config = self.config
-        redis_process = start_server(self.dir / "redis", port=self.redis_port)
+        redis_process = start_server(self.dir / "redis", port=self.redis_port,
+                                     socket=self.redis_socket)
         self.redis = self.services.adopt("redis", redis_process, SERVER_CORE)
-        await asyncio.to_thread(wait_until_up, f"redis://127.0.0.1:{self.redis_port}/0")
+        await asyncio.to_thread(wait_until_up, self.redis_url)
         await self.side.start()
         caseline_url = f"http://127.0.0.1:{self.caseline_port}"
         ceiling_url = f"http://127.0.0.1:{self.ceiling_port}"
