@@ -17,12 +17,12 @@ from directory.scripts import script
 from routing import presence
 from routing.availability import finish_with_advisor, free_advisor
 from routing.call_state import (
+    CALL_TTL_SECONDS,
+    as_hash,
     call_and_end,
     get_call,
     is_ended,
-    mark_ended,
     note_ringing,
-    start_call,
     update_call,
 )
 from routing.changes import announce_change
@@ -169,6 +169,63 @@ def after_dial(
     return route_caller(desk, call_sid, now_ms)
 
 
+# A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
+# its hash kept a day more, and for that first status: a waiting caller taken out of
+# their queue (an abandonment: the wait so far counted, the desk's pages told), a call
+# never seen to begin given its start, the end's fields written, and whether its
+# advisor still rings or talks on it (not in wrap-up). A contact keeping their place
+# for a callback only has the end's fields written.
+# ARGV: [1] the hash's TTL (s), [2] now (ms), [3] CallStatus, [4] CallDuration (s),
+# [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
+# (with {}), [8] the desk's change channel, [9] the CallSid.
+# Returns {0} for a repeat; {2} for a callback's contact; else {1, the hash before the
+# end (flat), the fields written (flat), 1 when the advisor is still on it}.
+_END_CALL = """
+local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
+local flat = redis.call('HGETALL', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if not first then return {0} end
+local call = {}
+for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
+local now = tonumber(ARGV[2])
+local fields = {'ended_at', ARGV[2], 'call_status', ARGV[3], 'duration', ARGV[4]}
+if call['callback'] == '1' then
+  redis.call('HSET', KEYS[1], unpack(fields))
+  return {2}
+end
+local team = call['waiting_team']
+if team and team ~= '' and
+    redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
+  redis.call('PUBLISH', ARGV[8], 'queue')
+  local enqueued = tonumber(call['enqueued_at'] or '') or now
+  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + now - enqueued
+  table.insert(fields, 'queue_wait_ms')
+  table.insert(fields, string.format('%d', waited))
+  table.insert(fields, 'abandoned')
+  table.insert(fields, '1')
+end
+if not call['started_at'] then
+  -- A call we never saw begin (its first webhook failed): log what Twilio told us.
+  table.insert(fields, 'started_at')
+  table.insert(fields, string.format('%d', now - tonumber(ARGV[4]) * 1000))
+  table.insert(fields, 'caller')
+  table.insert(fields, ARGV[5])
+  if #flat == 0 then
+    redis.call('HSET', KEYS[1], 'call_sid', ARGV[9])
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+  end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+local on_call = 0
+local advisor = call['advisor']
+if advisor and advisor ~= '' then
+  local held = redis.call('HMGET', (string.gsub(ARGV[7], '{}', advisor, 1)), 'call', 'hold')
+  if held[1] == ARGV[9] and held[2] ~= 'wrapup' then on_call = 1 end
+end
+return {1, flat, fields, on_call}
+"""
+
+
 def end_call(
     desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
 ) -> dict[str, str] | None:
@@ -179,37 +236,26 @@ def end_call(
     None for a repeated callback, for a status that is not final (Twilio's
     `ringing`, `in-progress`: the caller is still on the line; nothing
     changes), and for a caller who keeps their place for a callback (their
-    log is written when the callback is over).
+    log is written when the callback is over). The end is recorded in one round
+    trip (`_END_CALL`); freeing the advisor is the presence script's.
     """
     if not is_final(call_status):
         return None
-    first, call = mark_ended(desk.r, call_sid)
-    if not first:
+    ended = script(desk.r, _END_CALL)(
+        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[CALL_TTL_SECONDS, now_ms, call_status, duration, caller[:40],
+              keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(), call_sid],
+        client=desk.r)
+    if int(ended[0]) != 1:
         return None
-    fields: dict[str, str | int] = {"ended_at": now_ms, "call_status": call_status,
-                                     "duration": duration}
-    team = call.get("waiting_team")
-    if call.get("callback") == "1":
-        update_call(desk.r, call_sid, **fields)
-        return None
-    if team and desk.r.zrem(keys.team_waiting(team), call_sid):
-        announce_change(desk.r, "queue")
-        enqueued = int(call.get("enqueued_at") or now_ms)
-        fields["queue_wait_ms"] = int(call.get("queue_wait_ms") or 0) + now_ms - enqueued
-        fields["abandoned"] = 1
-    if "started_at" not in call:
-        # A call we never saw begin (its first webhook failed): log what Twilio told us.
-        fields["started_at"] = now_ms - duration * 1000
-        fields["caller"] = caller[:40]
-        start_call(desk.r, call_sid, {})
-    update_call(desk.r, call_sid, **fields)
+    call, fields, on_call = as_hash(ended[1]), as_hash(ended[2]), int(ended[3])
     advisor_id = call.get("advisor") or ""
-    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
+    if on_call:
         if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-    return call | {name: str(value) for name, value in fields.items()}
+    return call | fields
 
 
 def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
 from directory import keys
+from directory.models import CallLog
 from routing import acd, availability, presence
 from routing.call_state import start_call
 from tests.conftest import (
@@ -174,6 +176,53 @@ def test_abandoned_caller_leaves_the_queue_at_once(phone, desk, lakeview, client
     assert desk.r.zcard(keys.team_waiting("general")) == 0
     run_jobs(desk)
     assert client.get("/api/stats", headers=API).get_json()["general"]["abandoned"] == 1
+
+
+def call_log(desk, sid: str) -> dict:
+    """The call log the worker wrote for `sid`, as the API shows call logs."""
+    with desk.session_factory() as db:
+        return db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one().to_dict()
+
+
+def status_callback(client, sid: str, duration: int, caller: str = PAT) -> None:
+    """Twilio's final status callback of a caller's call, signed."""
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": "completed",
+            "CallDuration": str(duration), "From": caller}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
+    client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
+
+
+def test_an_abandoned_callers_log_keeps_how_long_they_waited_and_the_desk_hears_at_once(
+        desk, lakeview, client):
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-gave-up", at_ms=now - 42_000)
+    pages = desk.r.pubsub()  # a wallboard open from now on
+    pages.subscribe(keys.desk_changes())
+    assert pages.get_message(timeout=2)["type"] == "subscribe"
+    status_callback(client, "CA-gave-up", 50)
+    heard = pages.get_message(timeout=2)
+    pages.close()
+    run_jobs(desk)
+    gave_up = call_log(desk, "CA-gave-up")
+
+    assert heard and heard["data"] == "queue"
+    assert desk.r.zcard(keys.team_waiting("general")) == 0
+    assert gave_up["details"]["abandoned"] is True
+    assert 42 <= gave_up["queue_wait_seconds"] < 50
+
+
+def test_a_call_first_heard_of_at_its_end_is_logged_from_what_twilio_said(
+        desk, lakeview, client):
+    sid = "CA" + "e" * 32  # its first webhook never reached the desk
+    status_callback(client, sid, 30, caller="+16125550177")
+    run_jobs(desk)
+    call = call_log(desk, sid)
+    started = datetime.fromisoformat(call["started_at"])
+    ended = datetime.fromisoformat(call["ended_at"])
+
+    assert call["caller"].endswith("0177")
+    assert (ended - started).total_seconds() == pytest.approx(30, abs=1)
+    assert 0 < desk.r.ttl(keys.call(sid)) <= 24 * 3600  # a day, like every call's hash
 
 
 def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
