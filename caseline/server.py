@@ -6,6 +6,7 @@ import gc
 import ipaddress
 import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,10 +67,18 @@ def _post_worker_init(worker: Any) -> None:
     """gunicorn's post_worker_init hook: the console's event streams end once this
     worker is told to stop (SIGTERM clears `worker.alive`). A page holds its stream
     for minutes; without this, every graceful stop with a page open waits out the
-    whole graceful_timeout before the worker exits. The page reconnects at once."""
+    whole graceful_timeout before the worker exits. The page reconnects at once.
+
+    A worker also leaves Ctrl-C to its master, which answers it with SIGQUIT to
+    each worker. A terminal's SIGINT reaches every process of the foreground group,
+    so each worker had two quit signals at once, and the gthread worker's quit
+    handler (shutting its thread pool down) is not reentrant: run inside itself it
+    waits forever on the pool's lock, until the master SIGKILLs the worker after
+    graceful_timeout ("Worker ... was sent SIGKILL! Perhaps out of memory?")."""
     from ivr.console.stream import SERVING
 
     worker.wsgi.extensions[SERVING] = lambda: worker.alive
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 LOOPBACK_NAMES = ("localhost",)

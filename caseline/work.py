@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 
 import redis
@@ -77,6 +78,27 @@ def lower_priority(nice: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
+# What stops a worker: Ctrl-C at a terminal, SIGTERM from a process manager.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class DeskWorker(SimpleWorker):
+    """RQ's SimpleWorker, whose stop signals reach the thread that acts on them."""
+
+    def subscribe(self) -> None:
+        """RQ's listener for worker commands, its thread started with the stop signals
+        blocked. Python runs signal handlers in the main thread only, and the kernel may
+        hand a signal sent to the process to any thread that does not block it: one
+        handed to the listener waited until the main thread's BLPOP returned (up to
+        405 s), so a stopped worker sat on. Blocked there, it always reaches the main
+        thread, which RQ's handler interrupts at once."""
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().subscribe()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NICE) -> None:
     """Work the queues until stopped (or until empty with `burst`), at least at `nice`
     (`WORKER_NICE` by default; 0 keeps the priority it was started with)."""
@@ -94,9 +116,9 @@ def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NI
         # Jobs are short, ours and idempotent: run them in this process rather
         # than forking a work horse per job (tens of ms each). RQ's per-job INFO
         # lines would log the reconciler every 10 s; jobs log what matters.
-        worker = SimpleWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
-                              maintenance_interval=MAINTENANCE_EVERY_SECONDS,
-                              exception_handlers=[count_retry])
+        worker = DeskWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
+                            maintenance_interval=MAINTENANCE_EVERY_SECONDS,
+                            exception_handlers=[count_retry])
         recovered = recover_abandoned_jobs(worker)
         if recovered:
             log.warning("running again %d job(s) left unfinished by a dead worker: %s",

@@ -17,15 +17,37 @@ export CASELINE_WRAPUP_SECONDS="${CASELINE_WRAPUP_SECONDS:-5}"
 $BIN/caseline directory load demo/directory.json
 
 pids=()
-# The embedded Redis (started by `directory load` above, shared by web and worker)
-# goes too: the next `make run` starts from the demo directory again.
+INSTANCE="${CASELINE_INSTANCE_PATH:-instance}"
+# Ctrl-C (SIGINT to the terminal's whole foreground group) stops web and worker by
+# itself; the script then waits for them, and stops the embedded Redis last (started
+# by `directory load` above in a session of its own, shared by web and worker, so the
+# Ctrl-C does not reach it): the next `make run` starts from the demo directory again.
 cleanup() {
-  kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
-  if [ -z "${REDIS_URL:-}" ] && [ -f instance/redis.pid ]; then
-    kill "$(cat instance/redis.pid)" 2>/dev/null || true; rm -f instance/redis.pid
+  trap '' INT TERM  # a second Ctrl-C still reaches the services, never cuts this short
+  if [ ${#pids[@]} -gt 0 ]; then
+    echo "Stopping the web service, the worker and the Twilio emulator..."
+    # SIGTERM too: the emulator ignores SIGINT here (a background job of a script),
+    # and a plain `kill` of this script is no Ctrl-C.
+    kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true
+    echo "Stopped the web service, the worker and the Twilio emulator."
+  fi
+  if [ -z "${REDIS_URL:-}" ] && [ -f "$INSTANCE/redis.pid" ]; then
+    redis_pid="$(cat "$INSTANCE/redis.pid")"
+    if kill "$redis_pid" 2>/dev/null; then
+      # Not this script's child, so no `wait`: watch it go (a zombie has gone).
+      for _ in $(seq 50); do
+        state="$(ps -o stat= -p "$redis_pid" 2>/dev/null)" || break
+        [[ $state == Z* ]] && break
+        sleep 0.1
+      done
+      echo "Stopped the embedded Redis."
+    fi
+    rm -f "$INSTANCE/redis.pid"
   fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 $BIN/caseline twilio-emulator --port "${CASELINE_EMULATOR_URL##*:}" & pids+=($!)
 $BIN/caseline worker & pids+=($!)
