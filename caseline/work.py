@@ -51,6 +51,23 @@ def _run_cron(redis_url: str) -> None:
     cron.start()
 
 
+# What stops a worker: Ctrl-C at a terminal, SIGTERM from a process manager.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class DeskCron(CronScheduler):
+    """RQ's cron scheduler, stopped by the first stop signal only."""
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        """RQ's stop (it raises StopRequested), after which further stop signals are
+        ignored: the terminal's Ctrl-C and then the worker's terminate (or a process
+        manager signalling the whole group, then the worker) come as two, and the
+        second one, raised inside RQ's cleanup, cut it short with a traceback."""
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, signal.SIG_IGN)
+        super()._request_stop(signum, frame)
+
+
 def json_cron_scheduler(connection: redis.Redis) -> CronScheduler:
     """RQ's cron scheduler, enqueueing JSON jobs like everything else.
 
@@ -59,7 +76,7 @@ def json_cron_scheduler(connection: redis.Redis) -> CronScheduler:
     calls this, so pointing `rq.cron` at a JSON queue there changes nothing else.
     """
     rq.cron.Queue = JSONQueue  # type: ignore[misc]
-    return CronScheduler(connection=connection, logging_level=logging.WARNING)
+    return DeskCron(connection=connection, logging_level=logging.WARNING)
 
 
 # How much lower than the web the worker runs (Linux's nice, 0-19) where both share a
@@ -76,10 +93,6 @@ def lower_priority(nice: int) -> int:
     if nice > current:
         os.setpriority(os.PRIO_PROCESS, 0, min(nice, 19))
     return os.getpriority(os.PRIO_PROCESS, 0)
-
-
-# What stops a worker: Ctrl-C at a terminal, SIGTERM from a process manager.
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class DeskWorker(SimpleWorker):
