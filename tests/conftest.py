@@ -253,6 +253,19 @@ def make_available(desk: Desk, *advisor_ids: str, start_ms: int | None = None) -
         availability.free_advisor(desk, advisor_id, start + offset, explicit=True)
 
 
+def card_while_ringing(page: FlaskClient, phone: Any, caller: str, keys: str) -> str:
+    """The advisor's live card (`page`: their signed-in console) as it reads while their
+    phone rings for a call from `caller` pressing `keys`; the advisor then answers."""
+    seen: dict[str, str] = {}
+
+    def look_then_answer(number: str, attempt: int) -> str:
+        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
+        return "answer"
+
+    assert phone.call(caller, keys, advisors=look_then_answer).outcome == "advisor"
+    return seen["card"]
+
+
 def close_app(app: Flask) -> None:
     """Close the database connections an app holds: a test's app lives shorter than a
     process (PostgreSQL's driver warns about a connection left open)."""

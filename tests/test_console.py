@@ -23,7 +23,7 @@ from routing import availability, presence
 from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
 from routing.stats import hourly
-from tests.conftest import make_available, run_jobs
+from tests.conftest import card_while_ringing, make_available, run_jobs
 
 PAT = "+16125550101"
 PASSWORD = "correct horse battery"
@@ -149,15 +149,7 @@ def test_a_ringing_call_shows_on_the_advisors_card(app, phone, desk, accounts):
     sign_in(page, "A7", PASSWORD)
     page.post("/console/advisors/A7/presence",
               data={"status": "available", "csrf_token": csrf_of(page, "/console/advisor")})
-    seen = {}
-
-    def look_then_answer(number: str, attempt: int) -> str:
-        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
-        return "answer"
-
-    result = phone.call(PAT, "1 2024117#", advisors=look_then_answer)
-    assert result.outcome == "advisor"
-    card = seen["card"]
+    card = card_while_ringing(page, phone, PAT, "1 2024117#")
     assert re.search(r'id="presence"[^>]*>ringing<', card)
     assert re.search(r'id="card-case">2024117<', card)
     assert re.search(r'id="card-district">Lakeview Public Schools<', card)
@@ -235,14 +227,8 @@ def test_the_card_lists_the_cases_earlier_calls(app, phone, desk, accounts):
     run_jobs(desk)  # the first call's log is written
     page = app.test_client()
     sign_in(page, "A7", PASSWORD)
-    seen = {}
-
-    def look_then_answer(number: str, attempt: int) -> str:
-        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
-        return "answer"
-
-    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
-    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    card = card_while_ringing(page, phone, PAT, "1 2024117#")
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', card, re.S)
     assert earlier and earlier.group(1).count("<li>") == 1
     # The first call, minutes ago at 10:00 Central: today's, so the time alone.
     assert re.search(r"<li>10:0\d: answered by Jordan Smith\s*</li>", earlier.group(1)), \
@@ -269,22 +255,16 @@ def test_the_cards_earlier_calls_show_central_dates_and_advisor_names(
     make_available(desk, "A7")
     page = app.test_client()
     sign_in(page, "A7", PASSWORD)
-    seen = {}
-
-    def look_then_answer(number: str, attempt: int) -> str:
-        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
-        return "answer"
-
-    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
-    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
-    assert earlier, seen["card"]
+    card = card_while_ringing(page, phone, PAT, "1 2024117#")
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', card, re.S)
+    assert earlier, card
     # Newest first; A99 has left the directory, so the id is all there is to show.
     assert [li.strip() for li in re.findall(r"<li>(.*?)</li>", earlier.group(1), re.S)] == [
         "08:05: answered by Advisor A2",
         "Nov 23 21:30: answered by A99",
         "Nov 24, 2025 16:30: answered by Jordan Smith",
     ]
-    assert "UTC" not in seen["card"]
+    assert "UTC" not in card
 
 
 def test_a_supervisor_sets_the_announcement_from_the_wallboard(client, desk, accounts):

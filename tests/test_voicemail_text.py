@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from directory.models import CallLog
 from jobs.queues import Queues, queue
-from tests.conftest import API_TOKEN, run_jobs
+from tests.conftest import API_TOKEN, card_while_ringing, run_jobs
 from tests.test_real_world import PAT, post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -107,14 +107,8 @@ def test_the_advisor_reads_the_nights_message_on_the_card_in_the_morning(
     page = app.test_client()
     sign_in(page, "A7", "correct horse battery")
     make_available(desk, "A7")
-    seen = {}
-
-    def look_then_answer(number: str, attempt: int) -> str:
-        seen["card"] = page.get("/console/advisor/live").get_data(as_text=True)
-        return "answer"
-
-    assert phone.call(PAT, "1 2024117#", advisors=look_then_answer).outcome == "advisor"
-    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', seen["card"], re.S)
+    card = card_while_ringing(page, phone, PAT, "1 2024117#")
+    earlier = re.search(r'<ul id="card-previous">(.*?)</ul>', card, re.S)
     assert earlier is not None
     assert f'<q class="transcription">{TEXT}</q>' in earlier.group(1)
     assert 'href="https://rec/RE9"' in earlier.group(1)
