@@ -26,7 +26,7 @@ from directory.cache import (
     write_cache,
 )
 from directory.models import Advisor, Case, Contact, District
-from directory.scripts import script
+from directory.scripts import as_hash, script
 
 NEGATIVE_TTL_SECONDS = 60
 
@@ -146,22 +146,17 @@ def find_contact_and_district_by_phone(
         return None, None
     flat_contact, flat_district = script(redis_client, _CONTACT_AND_DISTRICT)(
         keys=[keys.contact_by_phone(e164)], args=[keys.district("")], client=redis_client)
-    cached = _pairs(flat_contact)
+    cached = as_hash(flat_contact)
     if not cached:
         contact = find_contact_by_phone(redis_client, session_factory, e164)
     else:
         contact = None if cached.get("missing") == "1" else cached
     if not contact:
         return None, None
-    district = _pairs(flat_district)
+    district = as_hash(flat_district)
     if district:
         return contact, None if district.get("missing") == "1" else district
     return contact, find_district(redis_client, session_factory, contact.get("district", ""))
-
-
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    """A hash as Lua's `HGETALL` returns it (name, value, ...) as a dict of text."""
-    return hash_of(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def find_district(

@@ -15,6 +15,13 @@ from redis.commands.core import Script
 _registered: dict[str, Script] = {}
 
 
+def as_hash(flat: list[object]) -> dict[str, str]:
+    """A hash as a script returns it (Lua's `HGETALL`: name, value, name, value...) as
+    a dict of text, whether or not the client decodes responses."""
+    text = [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in flat]
+    return dict(zip(text[::2], text[1::2], strict=True))
+
+
 def script(r: redis.Redis, source: str) -> Script:
     """The registered script for `source` (call it with `keys=`, `args=`, `client=`)."""
     found = _registered.get(source)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 from directory import keys
 from directory.catalog import GENERAL
-from directory.scripts import script
+from directory.scripts import as_hash, script
 from routing import presence
 from routing.availability import finish_with_advisor, free_advisor
 from routing.call_state import (
     CALL_TTL_SECONDS,
-    as_hash,
     call_and_end,
     get_call,
     is_ended,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import redis
 
 from directory import keys
-from directory.scripts import script
+from directory.scripts import as_hash, script
 
 CALL_TTL_SECONDS = 24 * 3600
 
@@ -57,10 +57,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 
-
-def as_hash(flat: list[str]) -> dict[str, str]:
-    """A hash as Lua's `HGETALL` returns it (name, value, name, value...) as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 # Set fields only on a call we know: a late or stray webhook for a call whose
 # hash is gone (or never was) must not leave a hash without an expiry.
@@ -119,20 +115,6 @@ def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -
 def is_ended(r: redis.Redis, call_sid: str) -> bool:
     """Whether the call's end has already been recorded."""
     return bool(r.exists(keys.call_ended(call_sid)))
-
-
-def mark_ended(r: redis.Redis, call_sid: str) -> tuple[bool, dict[str, str]]:
-    """Record the call's end once: (True only the first time, the call).
-
-    The call's hash expires a day after the end even if it was written without
-    its first webhook (Redis flushed mid-call): nothing else would expire it.
-    """
-    pipe = r.pipeline(transaction=False)
-    pipe.set(keys.call_ended(call_sid), "1", nx=True, ex=CALL_TTL_SECONDS)
-    pipe.hgetall(keys.call(call_sid))
-    pipe.expire(keys.call(call_sid), CALL_TTL_SECONDS)
-    first, call, _ = pipe.execute()
-    return bool(first), call
 
 
 def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:

@@ -25,10 +25,10 @@ from config import hours
 from config.hours import central_date
 from directory import keys
 from directory.catalog import GENERAL, PRODUCT_TEAMS
-from directory.scripts import script
+from directory.scripts import as_hash, script
 from routing import acd, after_hours, auth, outage, verification
 from routing.auth import caller_id_trusted
-from routing.call_state import CALL_TTL_SECONDS, append_menu, as_hash, get_call, send_to_team
+from routing.call_state import CALL_TTL_SECONDS, append_menu, get_call, send_to_team
 from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
 from routing.desk import Desk
 from routing.verification import AskContactId, AskPin, Refused, Unverified, Verified

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 from directory import keys
 from directory.catalog import GENERAL
-from directory.scripts import script
+from directory.scripts import as_hash, script
 from routing import acd, callbacks, presence
 from routing.availability import note_dequeued
-from routing.call_state import as_hash, get_call, update_call
+from routing.call_state import get_call, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
 from routing.desk import Desk

@@ -9,7 +9,7 @@ import time
 from directory import keys
 from routing import acd, presence
 from routing.acd import GONE_SCAN_CHUNK
-from routing.call_state import mark_ended, update_call
+from routing.call_state import update_call
 
 
 def test_a_long_queue_drops_exactly_the_callers_who_are_gone(desk, directory):
@@ -24,14 +24,14 @@ def test_a_long_queue_drops_exactly_the_callers_who_are_gone(desk, directory):
         presence.claim_for_caller(desk.r, sid, team="general", owner_id=None,
                                   now_ms=now + index, lease_ms=desk.lease_ms)
         if index % 5 == 0:
-            mark_ended(desk.r, sid)  # its status callback ran, but the queue kept it
+            desk.r.set(keys.call_ended(sid), "1")  # its status callback ran, but the queue kept it
             gone.add(sid)
         elif index % 7 == 0:
             desk.r.delete(keys.call(sid))  # unknown: its hash is gone
             gone.add(sid)
         elif index % 9 == 0:
             update_call(desk.r, sid, callback="1")  # keeps their place for a callback
-            mark_ended(desk.r, sid)
+            desk.r.set(keys.call_ended(sid), "1")
             kept.add(sid)
         else:
             kept.add(sid)

@@ -177,13 +177,12 @@ def test_reconciler_frees_an_advisor_whose_callbacks_were_lost(desk, lakeview, e
 
 def test_reconciler_drops_waiting_callers_whose_call_is_over(desk, lakeview):
     from routing import acd
-    from routing.call_state import mark_ended
 
     now = int(time.time() * 1000)
     desk.r.hset(keys.call("CA-gone"), mapping={"base": "http://caseline.test"})
     presence.claim_for_caller(desk.r, "CA-gone", team="general", owner_id=None, now_ms=now,
                               lease_ms=desk.lease_ms)
-    mark_ended(desk.r, "CA-gone")  # its status callback ran, but the queue kept it
+    desk.r.set(keys.call_ended("CA-gone"), "1")  # its status callback ran, but the queue kept it
     assert acd.reconcile(desk, now)["dropped"] == 1
     assert desk.r.zcard(keys.team_waiting("general")) == 0
 

@@ -47,7 +47,7 @@ def require_a_call() -> Response | None:
 # skip the token's claim and the kept reply (two Redis round trips each, on two
 # webhooks in seven): the call's first webhook opens its hash only if it does not
 # exist (`routing.call_state.start_call`) and greets from that hash; the status
-# callback ends the call once (`routing.call_state.mark_ended`: the first to mark
+# callback ends the call once (`routing.acd.end_call`: the first to mark
 # the end wins) and always answers an empty `<Response/>`.
 SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status"})
 
