@@ -25,6 +25,7 @@ is down sends callers to the fallback number without waiting.
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -278,14 +279,42 @@ class ThreadClient(redis.Redis):
         # redis-py's own flag for a client that holds its connection: commands then
         # hold `single_connection_lock` and never release the connection to the pool.
         self._single_connection_client = True
+        self._polled: Any = None  # the socket `_poller` watches
+        self._poller: Any = None
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
-        """redis-py's command path, after taking this client's connection if it has none."""
-        if self.connection is None:
-            with self.single_connection_lock:
-                if self.connection is None:
-                    self.connection = self.connection_pool.get_connection()
-        return super()._execute_command(*args, **options)
+        """redis-py's command path, after taking this client's connection if it has none,
+        or dropping it (the command reconnects) if Redis closed it since its last use."""
+        # The lock (reentrant, the one redis-py's command path holds) keeps the check
+        # from reading another thread's reply off the connection.
+        with self.single_connection_lock:
+            if self.connection is None:
+                self.connection = self.connection_pool.get_connection()
+            else:
+                self._drop_if_closed(self.connection)
+            return super()._execute_command(*args, **options)
+
+    def _drop_if_closed(self, connection: Any) -> None:
+        """Disconnect `connection` if Redis closed it (a restart, its idle `timeout`, a
+        CLIENT KILL) or it holds stray data: the check a pool makes at each checkout,
+        which a kept connection would otherwise never get, so a command sent on it
+        after a Redis restart would fail although Redis is back. The check is a poll
+        of the socket (well under a microsecond); only a readable socket, which a
+        healthy idle connection never is, costs redis-py's own check."""
+        sock = getattr(connection, "_sock", None)
+        if sock is None:
+            return  # not connected: the command connects
+        if self._polled is not sock:
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
+            self._polled = sock
+        if not self._poller.poll(0):
+            return
+        try:
+            if connection.can_read():
+                raise redis.ConnectionError("Connection has data")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            connection.disconnect()
 
 
 def connection_of_its_own(r: redis.Redis) -> redis.Redis:

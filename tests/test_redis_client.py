@@ -5,7 +5,9 @@ included); production's Redis speaks TLS and knows only an ACL user."""
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -13,12 +15,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from caseline.embedded_redis import start_server, wait_until_up
 from directory.redis_client import (
     FAILOVER_PATIENCE_SECONDS,
     REPLICA_WAIT_MS,
     SENTINEL_SOCKET_TIMEOUT,
     RedisUrlError,
     connect_redis,
+    connection_of_its_own,
     describe_redis_url,
     parse_sentinel_url,
     raw_twin,
@@ -390,3 +394,47 @@ def test_a_set_redis_url_starts_no_embedded_redis(tmp_path: Path):
                               dotenv=tmp_path / "none.env")
     assert _redis_url(given) == "redis+sentinel://127.0.0.1:1/caseline/0"
     assert not (tmp_path / "i").exists()  # no socket, no server, no folder
+
+
+# -- a web thread's kept connection ---------------------------------------------------
+
+
+def test_a_web_threads_connection_closed_by_redis_is_replaced_before_its_next_command(
+        redis_url, r):
+    # Redis closes a connection a thread keeps (its idle `timeout`, an operator's
+    # CLIENT KILL): the thread's next command is still answered, as through the pool.
+    mine = connection_of_its_own(connect_redis(redis_url))
+    mine.set("thread:kept", "before")
+    assert r.client_kill_filter(_id=mine.client_id()) == 1
+    wait_until("the kill reaches the socket",
+               lambda: mine.connection._sock is None or _readable(mine.connection._sock))
+    assert mine.get("thread:kept") == "before"
+    mine.close()
+
+
+def test_a_web_threads_connection_outlives_a_redis_restart(tmp_path):
+    # Redis restarts on its address (a crash, an upgrade): the web process is not
+    # restarted, and a thread whose connection predates the restart must not send
+    # its caller to the fallback number once Redis is back.
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_server(tmp_path / "restarting", port=port)
+    try:
+        wait_until_up(url)
+        mine = connection_of_its_own(connect_redis(url))
+        mine.set("thread:kept", "before")
+        server.terminate()
+        server.wait(timeout=10)
+        server = start_server(tmp_path / "restarting", port=port)
+        wait_until_up(url)
+        mine.set("thread:kept", "after")
+        assert mine.get("thread:kept") == "after"
+        mine.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has data or its end waiting to be read."""
+    return bool(select.select([sock], [], [], 0)[0])
