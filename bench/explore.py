@@ -54,8 +54,8 @@ CEILING_SETTINGS = [
     ServerSettings("gevent", 1, connections=100), ServerSettings("gevent", 1, connections=1000),
     ServerSettings("gevent", 2, connections=1000),
 ]
-PATCHES = ["", "lean-redirect", "constant-twiml", "e164-fast-path",
-           "lean-redirect,constant-twiml,e164-fast-path"]
+PATCHES = ["", "no-kept-reply", "no-admit-trip", "urllib3-transport",
+           "no-kept-reply,no-admit-trip,urllib3-transport"]
 # Measured before and since applied in caseline: quiet-twilio-log, wait-pipeline,
 # validator-once, hiredis, redirect-background (see docs/benchmarks.md).
 

@@ -28,6 +28,15 @@ Patches (a patch is a measurement aid, never production code):
   status callback and the queue result, the bridge, `<Leave/>`) rendered once.
 * `e164-fast-path`: a `From` that is already E.164 (`+1` and ten digits, what
   Twilio sends for US numbers) skips phonenumbers' parse.
+* `no-kept-reply`: the upper bound of folding the kept reply into each webhook's
+  last script: the reply's SET skipped.
+* `no-admit-trip`: the upper bound of folding the live-call check and the
+  token's claim into the routing scripts: admit's round trip skipped.
+* `urllib3-transport`: twilio's `Client` over a urllib3 pool (a
+  `twilio.http.HttpClient`, Twilio's extension point) instead of `requests`.
+* `voice-no-session`: webhooks open no console session.
+* `switch-1ms`, `switch-0.5ms`: the GIL handed over after 1 or 0.5 ms instead
+  of Python's 5 ms.
 * `hiredis` is not a patch: `bench/explore.py` installs the package aside and
   puts it on the web processes' path (redis-py then parses with it).
 """
@@ -178,7 +187,76 @@ def e164_fast_path() -> None:
     directory.normalize_phone = normalize_phone  # type: ignore[assignment]
 
 
+def no_kept_reply() -> None:
+    """Upper bound of folding the kept reply into each webhook's last script."""
+    from routing import replies
+
+    replies.keep_reply = lambda r, token, status, body: None  # type: ignore[assignment]
+
+
+def no_admit_trip() -> None:
+    """Upper bound of folding admit into the routing scripts (every bench call exists)."""
+    from ivr import gate
+
+    gate.admit_call = lambda r, call_sid, token="": (True, True)  # type: ignore[assignment]
+
+
+def urllib3_transport() -> None:
+    """twilio's Client over a urllib3 pool instead of `requests`."""
+    from urllib.parse import urlencode
+
+    import urllib3
+    from twilio.http import HttpClient
+    from twilio.http.response import Response
+
+    from telephony import client as telephony_client
+
+    class Urllib3Client(HttpClient):
+        def __init__(self, timeout: float) -> None:
+            super().__init__(logging.getLogger("twilio.http_client"), False, timeout)
+            self.pool = urllib3.PoolManager(maxsize=8)
+
+        def request(self, method, uri, params=None, data=None,  # type: ignore[no-untyped-def]
+                    headers=None, auth=None, timeout=None, allow_redirects=False):
+            if params:
+                uri = f"{uri}?{urlencode(params, doseq=True)}"
+            headers = dict(headers or {})
+            if auth:
+                headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+            body = None
+            if data:
+                body = urlencode(data, doseq=True)
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            answer = self.pool.request(method.upper(), uri, body=body, headers=headers,
+                                       timeout=timeout or self.timeout, retries=False,
+                                       redirect=allow_redirects)
+            return Response(answer.status, answer.data.decode("utf-8"), answer.headers)
+
+    telephony_client.TwilioHttpClient = Urllib3Client  # type: ignore[misc,assignment]
+
+
+def voice_no_session() -> None:
+    """Webhooks open no console session (no cookie parse, no session object)."""
+    from ivr.console import web_sessions
+
+    interface = web_sessions.RedisSessionInterface
+    opened = interface.open_session
+
+    def open_session(self, app, request):  # type: ignore[no-untyped-def]
+        if request.path.startswith("/voice/"):
+            return self.make_null_session(app)
+        return opened(self, app, request)
+
+    interface.open_session = open_session  # type: ignore[method-assign]
+
+
 PATCHES = {
+    "no-kept-reply": no_kept_reply,
+    "no-admit-trip": no_admit_trip,
+    "urllib3-transport": urllib3_transport,
+    "voice-no-session": voice_no_session,
+    "switch-1ms": lambda: sys.setswitchinterval(0.001),
+    "switch-0.5ms": lambda: sys.setswitchinterval(0.0005),
     "lean-redirect": lean_redirect,
     "constant-twiml": constant_twiml,
     "e164-fast-path": e164_fast_path,
