@@ -296,11 +296,15 @@ class ThreadClient(redis.Redis):
 
     def _drop_if_closed(self, connection: Any) -> None:
         """Disconnect `connection` if Redis closed it (a restart, its idle `timeout`, a
-        CLIENT KILL) or it holds stray data: the check a pool makes at each checkout,
-        which a kept connection would otherwise never get, so a command sent on it
-        after a Redis restart would fail although Redis is back. The check is a poll
-        of the socket (well under a microsecond); only a readable socket, which a
-        healthy idle connection never is, costs redis-py's own check."""
+        CLIENT KILL) or sent it something unasked: the check a pool makes at each
+        checkout, which a kept connection would otherwise never get, so a command
+        sent on it after a Redis restart would fail although Redis is back.
+
+        The check is a poll of the socket (well under a microsecond); only a readable
+        socket, which a healthy idle connection never is, costs redis-py's own check.
+        Data already read into the client's buffers is not looked at: over RESP2,
+        which caseline speaks, none is left between commands. (Over RESP3 a push
+        message, which a pool keeps its connection for, drops this one.)"""
         sock = getattr(connection, "_sock", None)
         if sock is None:
             return  # not connected: the command connects
@@ -338,6 +342,12 @@ def raw_twin(r: redis.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=twin)
 
 
+def has_replicas(r: redis.Redis) -> bool:
+    """Whether `r` reaches a Sentinel-watched primary (whose writes replicas copy), not
+    a single server."""
+    return isinstance(r.connection_pool, SentinelConnectionPool)
+
+
 def wait_for_replicas(r: redis.Redis, timeout_ms: int = REPLICA_WAIT_MS) -> int | None:
     """Block until a replica holds every write the primary acknowledged before this call,
     or `timeout_ms` (milliseconds) pass: Redis's WAIT. Returns how many replicas hold
@@ -349,7 +359,7 @@ def wait_for_replicas(r: redis.Redis, timeout_ms: int = REPLICA_WAIT_MS) -> int 
     went out on whichever pooled connections: one small write on the waiting
     connection, just before WAIT, comes after all of them in the replication stream.
     """
-    if not isinstance(r.connection_pool, SentinelConnectionPool):
+    if not has_replicas(r):
         return None
     pipe = r.pipeline(transaction=False)  # one connection for both commands
     pipe.set(keys.replication_mark(), "1", px=60_000)
