@@ -13,7 +13,7 @@ from config.prompts import Prompts
 from config.settings import Settings
 from directory.db import make_engine, make_session_factory
 from directory.phones import normalize_phone
-from directory.redis_client import connect_redis
+from directory.redis_client import connect_redis, has_replicas
 from ivr import gate
 from routing.desk import Desk
 from telephony import Telephony
@@ -44,6 +44,10 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         telephony=Telephony(settings, background=True),
         session_factory=make_session_factory(engine),
     )
+    if has_replicas(r):
+        # When no replica acknowledges in time, answers stop waiting for one until
+        # "until" (monotonic seconds): `ivr.voice.hooks.keep_through_a_failover`.
+        app.extensions["caseline.replica_pause"] = {"until": 0.0}
     app.extensions["caseline.prompts"] = prompts or Prompts()
     app.extensions["caseline.engine"] = engine
     windows, problems = hours.load_posted_windows()

@@ -16,6 +16,7 @@ from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from config import webhooks
 from directory import keys
 
 COOKIE_NAME = "caseline_console"
@@ -64,8 +65,12 @@ class RedisSessionInterface(SessionInterface):
         """Sessions live on this Redis client."""
         self.r = r
 
-    def open_session(self, app: Flask, request: Request) -> WebSession:
-        """The session named by the cookie, or a new empty one (no Redis read without one)."""
+    def open_session(self, app: Flask, request: Request) -> WebSession | None:
+        """The session named by the cookie, or a new empty one (no Redis read without one);
+        None (Flask's null session, never saved) for Twilio's webhooks, which sign in
+        no one: the cookie's parse and the session's save cost every webhook otherwise."""
+        if request.path.startswith(webhooks.PREFIX + "/"):
+            return None
         sid = request.cookies.get(COOKIE_NAME, "")
         if _SESSION_ID.match(sid):
             stored = self.r.get(keys.console_session(sid))

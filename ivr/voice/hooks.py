@@ -92,7 +92,9 @@ def keep_through_a_failover(response: Response) -> Response:
     answers in time, this web process stops waiting for `REPLICA_PAUSE_SECONDS` s
     (logged). Runs after the other hooks (Flask calls them last-registered first), so
     the kept reply is covered too; never after a failure (Redis may be down)."""
-    paused = current_app.extensions.setdefault("caseline.replica_pause", {"until": 0.0})
+    paused = current_app.extensions.get("caseline.replica_pause")
+    if paused is None:
+        return response  # a single Redis server: no replica to wait for
     if response.status_code != 200 or g.get("failed") or time.monotonic() < paused["until"]:
         return response
     try:
