@@ -9,11 +9,13 @@ is `routing.waiting`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from directory import keys
 from directory.catalog import GENERAL
 from directory.scripts import as_hash, script
+from jobs.queues import enqueue_call_log
 from routing import presence
 from routing.availability import finish_with_advisor, free_advisor
 from routing.call_state import (
@@ -26,6 +28,8 @@ from routing.call_state import (
 )
 from routing.changes import announce_change
 from routing.desk import Desk
+
+log = logging.getLogger(__name__)
 
 ANSWERED_DIAL_STATUSES = {"completed", "answered"}
 # Twilio's final call statuses: the call is over (any other status is progress).
@@ -284,6 +288,26 @@ def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> No
         presence.return_to_queue(desk.r, call_sid, advisor_id)
 
 
+def _end_unheard_callback_leg(desk: Desk, call_sid: str, advisor_id: str,
+                              now_ms: int) -> None:
+    """A callback whose advisor's hold expired while their leg, to the desk, still rang:
+    the leg's end never reached the desk. Twilio's status callback was lost, or it came
+    before the desk had recorded the leg it had just placed, and was not recognised.
+    The leg is over by now (it rings no longer than the hold lasts), so it ends as
+    unanswered: the contact gets their place back, or after their third offer the
+    callback is done and its call logged. The advisor is freed either way."""
+    from routing import callbacks  # it builds on this module
+
+    call = get_call(desk.r, call_sid)
+    if (call.get("callback") != "1" or call.get("callback_state") != "ringing-advisor"
+            or call.get("ringing") != advisor_id):
+        return
+    log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
+                "unanswered when the hold expired", call_sid, advisor_id)
+    if callbacks.end_callback(desk, call_sid, advisor_id, "no-answer", now_ms):
+        enqueue_call_log(desk.job_redis, call_sid)
+
+
 def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
     """Free expired holds and drop waiting callers whose call is over."""
     freed = dropped = 0
@@ -294,6 +318,7 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
             continue
         call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
         if call_sid and not wrapup:
+            _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms)
             _return_unconnected_caller(desk, call_sid, advisor_id)
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
                      skip_call="" if wrapup else call_sid, ending_wrapup=wrapup)

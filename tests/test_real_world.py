@@ -603,6 +603,60 @@ def test_a_missed_callback_leg_ending_after_its_hold_expired_keeps_the_contacts_
     assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
 
 
+def test_a_callback_legs_end_that_overtakes_twilios_answer_still_gives_the_contact_back_their_place(
+        desk, lakeview, emulator, client):
+    """Twilio posts the advisor's leg's end (busy at once) before its API has answered
+    the request that placed the leg: the desk does not know the leg yet and cannot
+    take that end as its own. The contact must not be lost: once the advisor's hold
+    expires, the contact is back in their place and the advisor is free."""
+    ended: list[str] = []
+
+    def leg_ends_at_once(created) -> None:  # runs while the desk waits for the API
+        post(client, created.status_callback.removeprefix(BASE_URL),
+             {"CallSid": created.sid, "CallStatus": "busy"})
+        ended.append(created.sid)
+
+    emulator.before_answering_create = leg_ends_at_once
+    status_path, leg, score = _callback_ringing_advisor(desk, emulator, client)
+    assert ended == [leg]
+    assert waiting(desk) == []  # the end went unrecognised: the contact is nowhere yet
+
+    acd.reconcile(desk, int(time.time() * 1000) + desk.lease_ms + 1)
+    assert waiting(desk) == ["CA-cb"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score  # same place
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+    # The overtaken end, repeated late by Twilio, changes nothing more.
+    post(client, status_path, {"CallSid": leg, "CallStatus": "busy"})
+    assert waiting(desk) == ["CA-cb"]
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert db.scalars(select(CallLog)).all() == []  # not logged: still to be called
+
+
+def test_a_callback_whose_leg_ends_unheard_three_times_is_done_and_logged(
+        desk, lakeview, emulator, client):
+    """A leg's end that never reaches the desk counts as an unanswered offer: after the
+    third, the callback is over and its call is logged, as after three missed legs."""
+    _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000)
+    for offer in range(1, 4):
+        now += desk.lease_ms + 1
+        acd.reconcile(desk, now)  # the hold expires; the leg's end never came
+        if offer < 3:
+            assert waiting(desk) == ["CA-cb"]
+            # A2 steps away and comes back: the contact's leg rings them again.
+            presence.make_unavailable(desk.r, "A2", "busy", now_ms=now)
+            availability.free_advisor(desk, "A2", now, explicit=True)
+            assert get_call(desk.r, "CA-cb")["callback_state"] == "ringing-advisor"
+    assert waiting(desk) == []
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
+
+
 # --- the ring timeout, one setting ------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +100,9 @@ class CallRegistry:
         self._faults: deque[int | str] = deque()
         # Participants dialed into each conference, not yet taken by a simulator.
         self._joining: dict[str, deque[CreatedCall]] = {}
+        # Runs with each outbound call before its creation is answered: what Twilio
+        # does meanwhile (a status callback that overtakes the API's answer).
+        self.before_answering_create: Callable[[CreatedCall], None] | None = None
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -141,6 +144,7 @@ class CallRegistry:
             self._calls.clear()
             self._created.clear()
             self._joining.clear()
+            self.before_answering_create = None
 
     def register_call(
         self, call_sid: str, *, from_: str = "", to: str = "", direction: str = "inbound"

@@ -266,6 +266,8 @@ class RestApi(CallRegistry):
             self._calls[created.sid] = call
             self._created.append(created)
             body = self._call_json(call, account)
+        if self.before_answering_create is not None:
+            self.before_answering_create(created)
         return json_response(body, status=201)
 
     def _create_participant(self, request: Request, account: str, conference: str) -> Response:
