@@ -169,8 +169,10 @@ def end_callback(
             score = call.get("wait_score")
             if offers < 3 and score:
                 desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+                # The leg is forgotten: its late or repeated end must never pass for
+                # the end of the next leg the desk places for this callback.
                 update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                            callback_state="waiting", ringing="")
+                            callback_state="waiting", ringing="", callback_leg="")
                 return False
         if holds:
             score = call.get("wait_score")
@@ -178,7 +180,7 @@ def end_callback(
             if offers < 3 and score:
                 desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
                 update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                            callback_state="waiting", ringing="")
+                            callback_state="waiting", ringing="", callback_leg="")
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
             if offers < 3 and score:
                 return False

@@ -634,6 +634,31 @@ def test_a_callback_legs_end_that_overtakes_twilios_answer_still_gives_the_conta
         assert db.scalars(select(CallLog)).all() == []  # not logged: still to be called
 
 
+def test_a_late_end_of_a_missed_callback_leg_never_passes_for_the_next_leg(
+        desk, lakeview, emulator, client):
+    """The first leg's end comes late, while the desk is placing the next leg to the same
+    advisor: it must not undo that ring (the contact queued again while A2's phone
+    rings, A2 shown available)."""
+    status_path, first_leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000) + desk.lease_ms + 1
+    acd.reconcile(desk, now)  # the first leg's end has not come: the contact waits again
+    assert waiting(desk) == ["CA-cb"]
+
+    def first_legs_end_arrives(created) -> None:  # while the second leg is being placed
+        post(client, status_path, {"CallSid": first_leg, "CallStatus": "no-answer"})
+
+    emulator.before_answering_create = first_legs_end_arrives
+    presence.make_unavailable(desk.r, "A2", "busy", now_ms=now)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    second_leg = emulator.created_calls[-1].sid
+    assert second_leg != first_leg
+    call = get_call(desk.r, "CA-cb")
+    assert (call["callback_state"], call["ringing"], call["callback_leg"]) == (
+        "ringing-advisor", "A2", second_leg)
+    assert waiting(desk) == []
+    assert presence.on_call(desk.r, "A2", "CA-cb")
+
+
 def test_a_callback_whose_leg_ends_unheard_three_times_is_done_and_logged(
         desk, lakeview, emulator, client):
     """A leg's end that never reaches the desk counts as an unanswered offer: after the
