@@ -289,23 +289,25 @@ def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> No
 
 
 def _end_unheard_callback_leg(desk: Desk, call_sid: str, advisor_id: str,
-                              now_ms: int) -> None:
+                              now_ms: int) -> bool:
     """A callback whose advisor's hold expired while their leg, to the desk, still rang:
     the leg's end never reached the desk. Twilio's status callback was lost, or it came
     before the desk had recorded the leg it had just placed, and was not recognised.
     The leg is over by now (it rings no longer than the hold lasts), so it ends as
     unanswered: the contact gets their place back, or after their third offer the
-    callback is done and its call logged. The advisor is freed either way."""
+    callback is done and its call logged. The advisor is freed either way. True when
+    it was such a callback (and the advisor is freed), False when not (nothing done)."""
     from routing import callbacks  # it builds on this module
 
     call = get_call(desk.r, call_sid)
     if (call.get("callback") != "1" or call.get("callback_state") != "ringing-advisor"
             or call.get("ringing") != advisor_id):
-        return
+        return False
     log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
                 "unanswered when the hold expired", call_sid, advisor_id)
     if callbacks.end_callback(desk, call_sid, advisor_id, "no-answer", now_ms):
         enqueue_call_log(desk.job_redis, call_sid)
+    return True
 
 
 def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
@@ -318,7 +320,9 @@ def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
             continue
         call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
         if call_sid and not wrapup:
-            _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms)
+            if _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms):
+                freed += 1  # the callback's end freed them (`end_callback`)
+                continue
             _return_unconnected_caller(desk, call_sid, advisor_id)
         free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
                      skip_call="" if wrapup else call_sid, ending_wrapup=wrapup)
