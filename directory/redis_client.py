@@ -302,9 +302,12 @@ class ThreadClient(redis.Redis):
 
         The check is a poll of the socket (well under a microsecond); only a readable
         socket, which a healthy idle connection never is, costs redis-py's own check.
-        Data already read into the client's buffers is not looked at: over RESP2,
-        which caseline speaks, none is left between commands. (Over RESP3 a push
-        message, which a pool keeps its connection for, drops this one.)"""
+        Data already read into the client's buffers is not looked at: none is left
+        between commands. The connection speaks redis-py's default protocol (RESP3
+        since redis-py 8), but caseline never subscribes or turns client tracking on
+        over it, so Redis pushes nothing to it unasked; a push message that did come
+        (a server's maintenance notice, say) would cost a reconnect, where a pool
+        would keep the connection."""
         sock = getattr(connection, "_sock", None)
         if sock is None:
             return  # not connected: the command connects
@@ -328,7 +331,8 @@ def connection_of_its_own(r: redis.Redis) -> redis.Redis:
 
 def raw_twin(r: redis.Redis) -> redis.Redis:
     """A client of the same Redis as `r` (Sentinel-watched or not), with its own pool,
-    that answers bytes, not str: RQ reads its hashes and payloads as bytes."""
+    that answers bytes, not str: RQ reads its hashes and payloads as bytes. Closing
+    the client closes its pool's connections."""
     pool = r.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["decode_responses"] = False
@@ -339,7 +343,11 @@ def raw_twin(r: redis.Redis) -> redis.Redis:
             is_master=pool.is_master, check_connection=pool.check_connection, **kwargs)
     else:
         twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=twin)
+    client = redis.Redis(connection_pool=twin)
+    # As a client that made its own pool: `close()` disconnects it (redis-py assumes
+    # a pool handed in is someone else's).
+    client.auto_close_connection_pool = True
+    return client
 
 
 def has_replicas(r: redis.Redis) -> bool:

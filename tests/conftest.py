@@ -25,6 +25,7 @@ from caseline.embedded_redis import start_server, wait_until_up
 from config.settings import PROJECT_ROOT, Settings
 from directory import load_directory
 from directory.db import ensure_schema, make_engine, make_session_factory
+from directory.redis_client import raw_twin
 from ivr import create_app
 from routing import availability
 from routing.desk import Desk
@@ -187,11 +188,14 @@ def engine(database_url: str):
 @pytest.fixture
 def desk(r: redis.Redis, settings: Settings, engine) -> Iterator[Desk]:
     """The Desk routing functions and jobs use, on the test Redis and database."""
+    # Its RQ client made now, so the desks a test derives from it share it (and
+    # `close_redis` closes it).
     desk = Desk(r=r, settings=settings, telephony=Telephony(settings),
-                session_factory=make_session_factory(engine))
+                session_factory=make_session_factory(engine), jobs=raw_twin(r))
     context.configure(desk)
     yield desk
     context.configure(None)
+    close_redis(desk)
 
 
 @dataclass
@@ -267,9 +271,20 @@ def card_while_ringing(page: FlaskClient, phone: Any, caller: str, keys: str) ->
 
 
 def close_app(app: Flask) -> None:
-    """Close the database connections an app holds: a test's app lives shorter than a
-    process (PostgreSQL's driver warns about a connection left open)."""
+    """Close the database and Redis connections an app holds: a test's app lives
+    shorter than a process (PostgreSQL's driver warns about a connection left open)."""
     app.extensions["caseline.engine"].dispose()
+    close_redis(app.extensions["caseline"])
+
+
+def close_redis(desk: Desk) -> None:
+    """Close every Redis connection of `desk`'s pools, those threads keep included.
+    Left to the garbage collector, a redis-py connection sits in a reference cycle,
+    and its socket may be finalised before the connection closes it: a
+    ResourceWarning, which fails whichever test happens to be running then."""
+    desk.r.connection_pool.disconnect()
+    if desk.jobs is not None:
+        desk.jobs.connection_pool.disconnect()
 
 
 @pytest.fixture

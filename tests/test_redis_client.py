@@ -438,3 +438,16 @@ def test_a_web_threads_connection_outlives_a_redis_restart(tmp_path):
 def _readable(sock: socket.socket) -> bool:
     """Whether `sock` has data or its end waiting to be read."""
     return bool(select.select([sock], [], [], 0)[0])
+
+
+def test_closing_the_rq_client_leaves_no_connection_open(redis_url, r):
+    # The RQ client of a one-off command (`prepare_service`: the upgrade of the last
+    # release's wrap-ups) is closed when done: its connections leave Redis with it.
+    def connections() -> int:
+        return len(r.client_list())
+
+    before = connections()
+    jobs = raw_twin(r)
+    assert jobs.ping() and connections() == before + 1
+    jobs.close()
+    assert connections() == before
