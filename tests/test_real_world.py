@@ -769,7 +769,10 @@ def test_the_status_answer_during_wrapup_names_no_call(desk, lakeview, client):
 
 @pytest.fixture
 def resetting_port():
-    """A port whose server accepts each connection and resets it at once (TCP RST)."""
+    """A port whose server reads each request, then resets its connection (TCP RST)
+    instead of answering: the request reached the server. (A reset before the request
+    was read could beat the client's own connect, when the request never left it.)"""
+    import contextlib
     import socket
     import struct
     import threading
@@ -784,6 +787,9 @@ def resetting_port():
                 conn, _ = server.accept()
             except OSError:
                 continue
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                conn.recv(65536)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
 
@@ -851,7 +857,7 @@ def test_a_call_is_placed_again_only_when_the_request_never_reached_twilio(
 
 @pytest.mark.parametrize("bypassed", [False, True])
 def test_twilios_api_is_reached_through_the_environments_proxy(
-        settings, emulator, monkeypatch, bypassed):
+        settings, emulator, monkeypatch, request, bypassed):
     """A line behind an outbound proxy (`HTTP_PROXY`/`HTTPS_PROXY`, `NO_PROXY`) reaches
     Twilio's API through it: the REST client reads them once, when it is built."""
     for name in ("HTTPS_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy"):
@@ -863,6 +869,7 @@ def test_twilios_api_is_reached_through_the_environments_proxy(
         monkeypatch.setenv("NO_PROXY", "api.twilio.invalid")
     telephony = Telephony(settings.with_changes(twilio_api_url="http://api.twilio.invalid"),
                           retry_delays=())
+    request.addfinalizer(lambda: telephony.client.http_client.session.close())
     sid = telephony.place_call(to=A2_PHONE, from_="+18005550100", url=f"{BASE_URL}/x",
                                status_callback=f"{BASE_URL}/y")
     if bypassed:
