@@ -280,53 +280,77 @@ def note_transcription(desk: Desk, call_sid: str, text: str) -> bool:
     return True
 
 
-def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str) -> None:
+def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str,
+                               expired_by_ms: int) -> None:
     """A waiting caller claimed for an advisor whose hold expired before they were
-    brought over (the process that was to redirect them died): back to their place."""
+    brought over (the process that was to redirect them died): back to their place,
+    unless the hold was moved on since it expired (`expired_by_ms`)."""
     call, ended = call_and_end(desk.r, call_sid)
     if not ended and call.get("state") == "connecting" and call.get("callback") != "1":
-        presence.return_to_queue(desk.r, call_sid, advisor_id)
+        presence.return_to_queue(desk.r, call_sid, advisor_id, expired_by_ms=expired_by_ms)
+
+
+def _is_unheard_callback_ring(desk: Desk, call_sid: str, advisor_id: str) -> bool:
+    """Whether `call_sid` is a callback whose leg to this advisor still rings, to the
+    desk: when their hold expired, the leg's end never reached the desk (Twilio's
+    status callback was lost, or it came before the desk had recorded the leg it
+    had just placed, and was not recognised)."""
+    call = get_call(desk.r, call_sid)
+    return (call.get("callback") == "1" and call.get("callback_state") == "ringing-advisor"
+            and call.get("ringing") == advisor_id)
 
 
 def _end_unheard_callback_leg(desk: Desk, call_sid: str, advisor_id: str,
-                              now_ms: int) -> bool:
-    """A callback whose advisor's hold expired while their leg, to the desk, still rang:
-    the leg's end never reached the desk. Twilio's status callback was lost, or it came
-    before the desk had recorded the leg it had just placed, and was not recognised.
-    The leg is over by now (it rings no longer than the hold lasts), so it ends as
-    unanswered: the contact gets their place back, or after their third offer the
-    callback is done and its call logged. The advisor is freed either way. True when
-    it was such a callback (and the advisor is freed), False when not (nothing done)."""
+                              now_ms: int) -> None:
+    """End, as unanswered, the leg of a callback whose advisor was just released with
+    their expired hold (`_is_unheard_callback_ring`): the leg is over by now (it rings
+    no longer than the hold lasts). The contact gets their place back, or after their
+    third offer the callback is done and its call logged."""
     from routing import callbacks  # it builds on this module
 
-    call = get_call(desk.r, call_sid)
-    if (call.get("callback") != "1" or call.get("callback_state") != "ringing-advisor"
-            or call.get("ringing") != advisor_id):
-        return False
     log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
                 "unanswered when the hold expired", call_sid, advisor_id)
     if callbacks.end_callback(desk, call_sid, advisor_id, "no-answer", now_ms):
         enqueue_call_log(desk.job_redis, call_sid)
+
+
+def _release_expired_hold(desk: Desk, advisor_id: str, state: dict[str, str],
+                          now_ms: int) -> bool:
+    """Free an advisor whose hold's lease ran out by `now_ms` (ms since the epoch), and
+    settle the call it held; `state` is their presence as read when the hold was found
+    expired. True when they were freed.
+
+    A webhook may move the hold on meanwhile (the advisor takes the call as the
+    lease runs out): then it wins and nothing is done here. The release is the one
+    step that decides, atomically, on the hold as it is then; what was read before it
+    only chooses what to try, and what depends on the release (a callback's contact
+    given their place back) comes after it."""
+    lease = int(state.get("lease") or 0)
+    if lease and lease > now_ms:
+        return False
+    call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
+    unheard = bool(call_sid) and not wrapup and _is_unheard_callback_ring(
+        desk, call_sid, advisor_id)
+    if call_sid and not wrapup and not unheard:
+        _return_unconnected_caller(desk, call_sid, advisor_id, now_ms)
+    release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                           skip_call="" if wrapup else call_sid, ending_wrapup=wrapup,
+                           expired_by_ms=now_ms)
+    if release.outcome in ("stale", "unknown"):
+        return False
+    if unheard:
+        _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms)
     return True
 
 
 def reconcile(desk: Desk, now_ms: int) -> dict[str, int]:
-    """Free expired holds and drop waiting callers whose call is over."""
+    """Free expired holds and drop waiting callers whose call is over. Returns counts:
+    {"freed": advisors, "dropped": waiting callers}."""
     freed = dropped = 0
     for advisor_id in presence.expired_leases(desk.r, now_ms):
         state = presence.advisor_state(desk.r, advisor_id)
-        lease = int(state.get("lease") or 0)
-        if lease and lease > now_ms:
-            continue
-        call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
-        if call_sid and not wrapup:
-            if _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms):
-                freed += 1  # the callback's end freed them (`end_callback`)
-                continue
-            _return_unconnected_caller(desk, call_sid, advisor_id)
-        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
-                     skip_call="" if wrapup else call_sid, ending_wrapup=wrapup)
-        freed += 1
+        if _release_expired_hold(desk, advisor_id, state, now_ms):
+            freed += 1
     for team in desk.r.smembers(keys.teams()):
         dropped += _drop_gone_callers(desk, team)
     return {"freed": freed, "dropped": dropped}

@@ -50,19 +50,21 @@ def free_advisor(
     skip_call: str = "",
     explicit: bool = False,
     ending_wrapup: bool = False,
+    expired_by_ms: int | None = None,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
     A claimed waiting caller is redirected through Twilio's REST API to TwiML
     that dials the advisor; if the redirect fails (the caller hung up), the
-    advisor is released again for the next caller.
+    advisor is released again for the next caller. The keywords are
+    `presence.make_available`'s (a refused release is outcome "stale").
     """
     overflow_ms = desk.settings.overflow_seconds * 1000
     release = presence.make_available(
         desk.r, advisor_id, now_ms=now_ms, lease_ms=desk.lease_ms,
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
         ending_wrapup=ending_wrapup,
-        overflow_ms=overflow_ms,
+        overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
     )
     return _serve(desk, advisor_id, release, now_ms)
 

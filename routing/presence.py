@@ -57,6 +57,12 @@ local function on_call(id, sid)
   return sid ~= "" and redis.call("HGET", akey(id), "call") == sid
      and redis.call("HGET", akey(id), "hold") ~= "wrapup"
 end
+local function lease_renewed(id, expired_by)
+  -- The hold's lease runs past `expired_by` (ms): a webhook moved it on since it
+  -- was found expired (the advisor took the call, say).
+  local lease = tonumber(redis.call("HGET", akey(id), "lease") or "")
+  return lease ~= nil and lease > tonumber(expired_by)
+end
 local function split(csv)
   local out = {}
   for part in string.gmatch(csv or "", "[^,]+") do table.insert(out, part) end
@@ -138,7 +144,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- before this time (ms) may be served by a general advisor ("" = none),
 -- [13] the set of all teams, [14] the width of a priority band,
 -- [15] the team whose advisors serve overflow (general),
--- [16] "wrapup" when the release ends the wrap-up of the expected call
+-- [16] "wrapup" when the release ends the wrap-up of the expected call,
+-- [17] releases only a hold whose lease ran out by this time (ms) ("" = any)
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -150,6 +157,7 @@ local wrapup = redis.call("HGET", key, "hold") == "wrapup"
 if expected ~= "" and (current ~= expected or wrapup ~= (ARGV[16] == "wrapup")) then
   return {"stale", current}
 end
+if ARGV[17] ~= "" and lease_renewed(id, ARGV[17]) then return {"stale", current} end
 local chosen = redis.call("HGET", key, "chosen") or ""
 if explicit == "1" then
   -- The advisor's own choice replaces any earlier one.
@@ -233,9 +241,11 @@ return status
 _RETURN_TO_QUEUE = _LUA_COMMON + r"""
 -- A caller claimed for an advisor could not be brought to them (Twilio kept
 -- failing): put the caller back where they were, keeping their place.
--- ARGV[6] call sid, [7] advisor id
+-- ARGV[6] call sid, [7] advisor id, [8] only while the advisor's hold's lease ran
+-- out by this time (ms) ("" = any)
 local sid, id = ARGV[6], ARGV[7]
 if not on_call(id, sid) then return 0 end
+if ARGV[8] ~= "" and lease_renewed(id, ARGV[8]) then return 0 end
 local team = redis.call("HGET", call_key(sid), "waiting_team")
 local score = redis.call("HGET", call_key(sid), "wait_score")
 redis.call("HSET", call_key(sid), "advisor", "")
@@ -337,13 +347,16 @@ def claim_for_caller(
 def make_available(
     r: redis.Redis, advisor_id: str, *, now_ms: int, lease_ms: int, expected_call: str = "",
     skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
-    ending_wrapup: bool = False,
+    ending_wrapup: bool = False, expired_by_ms: int | None = None,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
     `expected_call` makes a release idempotent: it only acts while the advisor
     still holds that call, ringing or talking (in its wrap-up with
-    `ending_wrapup`). `explicit` is an advisor's own request (API).
+    `ending_wrapup`). `expired_by_ms` (ms since the epoch) releases only a hold whose
+    lease ran out by then: the reconciler's, which must lose to a webhook that moved
+    the hold on after it found it expired. Either refusal is outcome "stale".
+    `explicit` is an advisor's own request (API).
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
     """
@@ -351,6 +364,7 @@ def make_available(
         r, _MAKE_AVAILABLE, advisor_id, expected_call, now_ms, now_ms + lease_ms, skip_call,
         "1" if explicit else "0", "" if overflow_ms is None else now_ms - overflow_ms,
         keys.teams(), BAND_WIDTH, GENERAL, "wrapup" if ending_wrapup else "",
+        "" if expired_by_ms is None else expired_by_ms,
     )
     return Release(outcome, value or None)
 
@@ -362,12 +376,15 @@ def make_unavailable(r: redis.Redis, advisor_id: str, status: str, *, now_ms: in
     return str(_run(r, _SET_UNAVAILABLE, advisor_id, status, now_ms))
 
 
-def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str) -> bool:
+def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str, *,
+                    expired_by_ms: int | None = None) -> bool:
     """Put a caller claimed for `advisor_id` back in their waiting set, with their
-    original score (same band, same arrival). False when the claim is stale or
-    the caller never waited. The advisor still holds the call: release them
+    original score (same band, same arrival). False when the claim is stale, the
+    caller never waited, or (with `expired_by_ms`, ms since the epoch) the advisor's
+    hold's lease runs past that time. The advisor still holds the call: release them
     next, through `make_available`."""
-    return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id))
+    return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id,
+                     "" if expired_by_ms is None else expired_by_ms))
 
 
 def hold_for(

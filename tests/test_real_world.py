@@ -12,6 +12,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -680,6 +681,55 @@ def test_a_callback_whose_leg_ends_unheard_three_times_is_done_and_logged(
     run_jobs(desk)
     with desk.session_factory() as db:
         assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
+
+
+def test_an_advisor_who_takes_a_callback_as_their_ring_runs_out_keeps_it(
+        desk, lakeview, emulator, client):
+    """A2 presses 1 on the callback's whisper just as the ring's hold runs out, while
+    the reconciler, which has found that hold expired, goes on to release it: A2 is
+    talking with the contact now. A2 must not be shown available (another caller
+    would be put through to them), nor the contact queued again (called twice)."""
+    _callback_ringing_advisor(desk, emulator, client)
+    [leg] = emulator.created_calls
+    expired = int(time.time() * 1000) + desk.lease_ms + 1
+    found = presence.advisor_state(desk.r, "A2")  # the reconciler's read: hold expired
+    assert int(found["lease"]) <= expired and found["hold"] == "ringing"
+
+    accept = urlsplit(leg.url)._replace(path="/voice/callback/accept").geturl()
+    answer = post(client, accept.removeprefix(BASE_URL), {"CallSid": leg.sid, "Digits": "1"})
+    assert dialed(answer)  # the contact's phone rings
+    acd._release_expired_hold(desk, "A2", found, expired)  # then the reconciler acts
+
+    assert presence.advisor_state(desk.r, "A2")["hold"] == "talking"
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+    assert waiting(desk) == []
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "dialing-contact"
+    # Its next pass finds no expired hold: the talk's lease runs for hours.
+    assert acd.reconcile(desk, expired)["freed"] == 0
+
+
+def test_a_caller_whose_advisor_answers_as_the_hold_runs_out_is_never_queued_again(
+        desk, lakeview, emulator):
+    """A waiting caller brought to A2, who accepts just as the ring's hold runs out,
+    while the reconciler goes on to give that caller their place back (it read them
+    as not yet connected): they talk with A2 and must not wait again, to be put
+    through to a second advisor."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    assert emulator.redirects("CA-first")  # brought over: A2's phone rings
+    expired = now + desk.lease_ms + 1
+    found = presence.advisor_state(desk.r, "A2")  # the reconciler's read: hold expired
+    assert int(found["lease"]) <= expired and found["call"] == "CA-first"
+
+    assert acd.accept_call(desk, "CA-first", "A2", now + 30_000)  # A2 presses 1
+    # The reconciler's steps, each on what it read before A2 answered:
+    assert not presence.return_to_queue(desk.r, "CA-first", "A2", expired_by_ms=expired)
+    assert not acd._release_expired_hold(desk, "A2", found, expired)
+
+    assert waiting(desk) == []
+    assert presence.advisor_state(desk.r, "A2")["hold"] == "talking"
 
 
 # --- the ring timeout, one setting ------------------------------------------------------
