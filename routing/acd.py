@@ -280,16 +280,6 @@ def note_transcription(desk: Desk, call_sid: str, text: str) -> bool:
     return True
 
 
-def _return_unconnected_caller(desk: Desk, call_sid: str, advisor_id: str,
-                               expired_by_ms: int) -> None:
-    """A waiting caller claimed for an advisor whose hold expired before they were
-    brought over (the process that was to redirect them died): back to their place,
-    unless the hold was moved on since it expired (`expired_by_ms`)."""
-    call, ended = call_and_end(desk.r, call_sid)
-    if not ended and call.get("state") == "connecting" and call.get("callback") != "1":
-        presence.return_to_queue(desk.r, call_sid, advisor_id, expired_by_ms=expired_by_ms)
-
-
 def _is_unheard_callback_ring(desk: Desk, call_sid: str, advisor_id: str) -> bool:
     """Whether `call_sid` is a callback whose leg to this advisor still rings, to the
     desk: when their hold expired, the leg's end never reached the desk (Twilio's
@@ -300,46 +290,38 @@ def _is_unheard_callback_ring(desk: Desk, call_sid: str, advisor_id: str) -> boo
             and call.get("ringing") == advisor_id)
 
 
-def _end_unheard_callback_leg(desk: Desk, call_sid: str, advisor_id: str,
-                              now_ms: int) -> None:
-    """End, as unanswered, the leg of a callback whose advisor was just released with
-    their expired hold (`_is_unheard_callback_ring`): the leg is over by now (it rings
-    no longer than the hold lasts). The contact gets their place back, or after their
-    third offer the callback is done and its call logged."""
-    from routing import callbacks  # it builds on this module
-
-    log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
-                "unanswered when the hold expired", call_sid, advisor_id)
-    if callbacks.end_callback(desk, call_sid, advisor_id, "no-answer", now_ms):
-        enqueue_call_log(desk.job_redis, call_sid)
-
-
 def _release_expired_hold(desk: Desk, advisor_id: str, state: dict[str, str],
                           now_ms: int) -> bool:
     """Free an advisor whose hold's lease ran out by `now_ms` (ms since the epoch), and
     settle the call it held; `state` is their presence as read when the hold was found
     expired. True when they were freed.
 
-    A webhook may move the hold on meanwhile (the advisor takes the call as the
-    lease runs out): then it wins and nothing is done here. The release is the one
-    step that decides, atomically, on the hold as it is then; what was read before it
-    only chooses what to try, and what depends on the release (a callback's contact
-    given their place back) comes after it."""
+    The call is settled in the release's own step (`presence.make_available` with
+    `settle_held_call`): a waiting caller claimed for the advisor and never brought
+    over goes back to their place; a callback whose leg's end never reached the desk
+    counts as not taken (the contact back in their place, or after the third offer
+    the callback done and logged). A webhook may move the hold on at the same moment
+    (the advisor takes the call as the lease runs out): then it wins, the release is
+    refused, and nothing is done here; after the release, its own step is refused."""
     lease = int(state.get("lease") or 0)
     if lease and lease > now_ms:
         return False
     call_sid, wrapup = state.get("call") or "", state.get("hold") == "wrapup"
-    unheard = bool(call_sid) and not wrapup and _is_unheard_callback_ring(
-        desk, call_sid, advisor_id)
-    if call_sid and not wrapup and not unheard:
-        _return_unconnected_caller(desk, call_sid, advisor_id, now_ms)
+    settle = bool(call_sid) and not wrapup
+    unheard = settle and _is_unheard_callback_ring(desk, call_sid, advisor_id)
     release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
                            skip_call="" if wrapup else call_sid, ending_wrapup=wrapup,
-                           expired_by_ms=now_ms)
+                           expired_by_ms=now_ms, settle_held_call=settle)
     if release.outcome in ("stale", "unknown"):
         return False
     if unheard:
-        _end_unheard_callback_leg(desk, call_sid, advisor_id, now_ms)
+        log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
+                    "unanswered when the hold expired", call_sid, advisor_id)
+        call = get_call(desk.r, call_sid)
+        if call.get("callback_state") == "done" and call.get("ended_at") == str(now_ms):
+            # Its third offer: logged now (the release put it among the calls to log,
+            # so the reconciler resumes the log should this process die first).
+            enqueue_call_log(desk.job_redis, call_sid)
     return True
 
 

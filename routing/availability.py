@@ -51,6 +51,7 @@ def free_advisor(
     explicit: bool = False,
     ending_wrapup: bool = False,
     expired_by_ms: int | None = None,
+    settle_held_call: bool = False,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -65,6 +66,7 @@ def free_advisor(
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
         ending_wrapup=ending_wrapup,
         overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
+        settle_held_call=settle_held_call,
     )
     return _serve(desk, advisor_id, release, now_ms)
 

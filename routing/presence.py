@@ -36,6 +36,7 @@ import redis
 from directory import keys
 from directory.catalog import GENERAL
 from directory.scripts import script
+from jobs.queues import CALLS_TO_LOG
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
@@ -62,6 +63,17 @@ local function lease_renewed(id, expired_by)
   -- was found expired (the advisor took the call, say).
   local lease = tonumber(redis.call("HGET", akey(id), "lease") or "")
   return lease ~= nil and lease > tonumber(expired_by)
+end
+local function return_caller(sid)
+  -- A caller claimed for an advisor, who was never brought over, back where they
+  -- waited (same score: same band, same arrival). 1 when queued again.
+  local team = redis.call("HGET", call_key(sid), "waiting_team")
+  local score = redis.call("HGET", call_key(sid), "wait_score")
+  redis.call("HSET", call_key(sid), "advisor", "")
+  if not team or team == "" or not score or score == "" then return 0 end
+  redis.call("ZADD", wait_key(team), tonumber(score), sid)
+  redis.call("HSET", call_key(sid), "state", "queued")
+  return 1
 end
 local function split(csv)
   local out = {}
@@ -145,7 +157,9 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [13] the set of all teams, [14] the width of a priority band,
 -- [15] the team whose advisors serve overflow (general),
 -- [16] "wrapup" when the release ends the wrap-up of the expected call,
--- [17] releases only a hold whose lease ran out by this time (ms) ("" = any)
+-- [17] releases only a hold whose lease ran out by this time (ms) ("" = any),
+-- [18] when the expected call is to be settled as its hold expired: that call's
+-- ended mark's key ("" = not), [19] the set of calls whose log is to be written
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -158,6 +172,39 @@ if expected ~= "" and (current ~= expected or wrapup ~= (ARGV[16] == "wrapup")) 
   return {"stale", current}
 end
 if ARGV[17] ~= "" and lease_renewed(id, ARGV[17]) then return {"stale", current} end
+if ARGV[18] ~= "" and expected ~= "" then
+  -- The call the expired hold held, settled in the same step as the release, so
+  -- that a webhook that takes the hold on finds either both done or neither.
+  local call = call_key(expected)
+  if redis.call("HGET", call, "callback") ~= "1" then
+    -- A waiting caller claimed for this advisor and never brought over (the
+    -- process that was to redirect them died): back to their place.
+    if redis.call("HGET", call, "state") == "connecting"
+       and redis.call("EXISTS", ARGV[18]) == 0 then
+      return_caller(expected)
+    end
+  elseif redis.call("HGET", call, "callback_state") == "ringing-advisor"
+         and redis.call("HGET", call, "ringing") == id then
+    -- A callback leg that still rang, to the desk: its end never came (lost, or
+    -- before the desk knew the leg). It rings no longer than the hold lasts, so it
+    -- ended unanswered: the contact gets their place back (`routing.callbacks`),
+    -- or after the third offer the callback is done and its call is to be logged.
+    local team = redis.call("HGET", call, "waiting_team")
+    if not team or team == "" then team = ARGV[15] end
+    local offers = tonumber(redis.call("HGET", call, "callback_offers") or "0") + 1
+    local score = redis.call("HGET", call, "wait_score")
+    if redis.call("ZSCORE", wait_key(team), expected) then
+      -- already back in their place
+    elseif offers < 3 and score and score ~= "" then
+      redis.call("ZADD", wait_key(team), tonumber(score), expected)
+      redis.call("HSET", call, "callback_offers", offers, "advisor", "",
+                 "callback_state", "waiting", "ringing", "", "callback_leg", "")
+    else
+      redis.call("HSET", call, "callback_state", "done", "ended_at", ARGV[8])
+      redis.call("ZADD", ARGV[19], "NX", now / 1000, expected)
+    end
+  end
+end
 local chosen = redis.call("HGET", key, "chosen") or ""
 if explicit == "1" then
   -- The advisor's own choice replaces any earlier one.
@@ -241,18 +288,10 @@ return status
 _RETURN_TO_QUEUE = _LUA_COMMON + r"""
 -- A caller claimed for an advisor could not be brought to them (Twilio kept
 -- failing): put the caller back where they were, keeping their place.
--- ARGV[6] call sid, [7] advisor id, [8] only while the advisor's hold's lease ran
--- out by this time (ms) ("" = any)
+-- ARGV[6] call sid, [7] advisor id
 local sid, id = ARGV[6], ARGV[7]
 if not on_call(id, sid) then return 0 end
-if ARGV[8] ~= "" and lease_renewed(id, ARGV[8]) then return 0 end
-local team = redis.call("HGET", call_key(sid), "waiting_team")
-local score = redis.call("HGET", call_key(sid), "wait_score")
-redis.call("HSET", call_key(sid), "advisor", "")
-if not team or team == "" or not score or score == "" then return 0 end
-redis.call("ZADD", wait_key(team), tonumber(score), sid)
-redis.call("HSET", call_key(sid), "state", "queued")
-return 1
+return return_caller(sid)
 """
 
 _HOLD_FOR = _LUA_COMMON + r"""
@@ -348,6 +387,7 @@ def make_available(
     r: redis.Redis, advisor_id: str, *, now_ms: int, lease_ms: int, expected_call: str = "",
     skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
     ending_wrapup: bool = False, expired_by_ms: int | None = None,
+    settle_held_call: bool = False,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
@@ -356,6 +396,11 @@ def make_available(
     `ending_wrapup`). `expired_by_ms` (ms since the epoch) releases only a hold whose
     lease ran out by then: the reconciler's, which must lose to a webhook that moved
     the hold on after it found it expired. Either refusal is outcome "stale".
+    `settle_held_call` (the reconciler's, with `expired_by_ms`) settles the expected
+    call in the same step: a claimed caller never brought over goes back to their
+    place; a callback whose leg still rang for the advisor counts one offer not
+    taken (the contact back in their place, or after the third the callback done,
+    ended at `now_ms`, and among the calls to log: `jobs.queues.CALLS_TO_LOG`).
     `explicit` is an advisor's own request (API).
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
@@ -365,6 +410,8 @@ def make_available(
         "1" if explicit else "0", "" if overflow_ms is None else now_ms - overflow_ms,
         keys.teams(), BAND_WIDTH, GENERAL, "wrapup" if ending_wrapup else "",
         "" if expired_by_ms is None else expired_by_ms,
+        keys.call_ended(expected_call) if settle_held_call and expected_call else "",
+        CALLS_TO_LOG,
     )
     return Release(outcome, value or None)
 
@@ -376,15 +423,12 @@ def make_unavailable(r: redis.Redis, advisor_id: str, status: str, *, now_ms: in
     return str(_run(r, _SET_UNAVAILABLE, advisor_id, status, now_ms))
 
 
-def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str, *,
-                    expired_by_ms: int | None = None) -> bool:
+def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str) -> bool:
     """Put a caller claimed for `advisor_id` back in their waiting set, with their
-    original score (same band, same arrival). False when the claim is stale, the
-    caller never waited, or (with `expired_by_ms`, ms since the epoch) the advisor's
-    hold's lease runs past that time. The advisor still holds the call: release them
+    original score (same band, same arrival). False when the claim is stale or
+    the caller never waited. The advisor still holds the call: release them
     next, through `make_available`."""
-    return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id,
-                     "" if expired_by_ms is None else expired_by_ms))
+    return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id))
 
 
 def hold_for(

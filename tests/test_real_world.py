@@ -7,6 +7,7 @@ advisor notices now.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 import time_machine
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
@@ -724,12 +726,91 @@ def test_a_caller_whose_advisor_answers_as_the_hold_runs_out_is_never_queued_aga
     assert int(found["lease"]) <= expired and found["call"] == "CA-first"
 
     assert acd.accept_call(desk, "CA-first", "A2", now + 30_000)  # A2 presses 1
-    # The reconciler's steps, each on what it read before A2 answered:
-    assert not presence.return_to_queue(desk.r, "CA-first", "A2", expired_by_ms=expired)
+    # The reconciler goes on, on what it read before A2 answered:
     assert not acd._release_expired_hold(desk, "A2", found, expired)
 
     assert waiting(desk) == []
     assert presence.advisor_state(desk.r, "A2")["hold"] == "talking"
+
+
+def test_a_caller_is_never_both_waiting_and_talking_however_an_answer_meets_the_reconciler(
+        desk, lakeview, emulator, monkeypatch):
+    """The reconciler has found A2's ring hold expired, with the caller brought to A2 not
+    yet connected. Then, just before its first write to Redis, Twilio rings A2 for the
+    caller, and A2 presses 1 just after it, before any other: whichever wins, the
+    caller ends up either talking with A2 or left to be routed again, never both (a
+    second advisor would be put through to a caller already talking)."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    expired = now + desk.lease_ms + 1
+    found = presence.advisor_state(desk.r, "A2")  # the reconciler's read: hold expired
+
+    writes = desk.r.evalsha  # the desk's writes are scripts (routing.presence)
+    rang: list[object] = []
+    answered: list[bool] = []
+    webhook: list[str] = []  # its own writes go straight through
+
+    def around_the_first_write(*args):
+        if answered or webhook:
+            return writes(*args)
+        if not rang:  # Twilio rings A2 for the caller
+            webhook.append("connect")
+            rang.append(acd.connect_claimed(desk, "CA-first", expired))
+            webhook.clear()
+        # (Not loaded yet, the script fails; redis-py loads it and comes back here.)
+        result = writes(*args)
+        webhook.append("accept")
+        answered.append(acd.accept_call(desk, "CA-first", "A2", expired + 5))  # A2: 1
+        webhook.clear()
+        return result
+
+    monkeypatch.setattr(desk.r, "evalsha", around_the_first_write)
+    freed = acd._release_expired_hold(desk, "A2", found, expired)
+
+    a2 = presence.advisor_state(desk.r, "A2")
+    talking = a2.get("hold") == "talking"
+    assert answered == [talking]
+    if talking:  # A2's answer won: the caller is theirs alone
+        assert not freed and waiting(desk) == []
+        make_available(desk, "A7")  # the next advisor frees up
+        assert presence.advisor_state(desk.r, "A7").get("call") != "CA-first"
+    else:  # the reconciler won: A2's answer found nothing to take (the caller, still
+        # in Twilio's ring to A2, is routed afresh when it ends)
+        assert freed and a2.get("call") != "CA-first"
+
+
+def test_a_callback_contact_keeps_their_place_when_the_worker_loses_redis_after_freeing_the_advisor(
+        desk, lakeview, emulator, client, monkeypatch):
+    """The reconciler frees A2 from a callback ring whose end never came, and loses
+    Redis right after that write: the contact must still be back in their place (once
+    A2 is freed, no later pass finds the ring again)."""
+    _callback_ringing_advisor(desk, emulator, client)
+    score = desk.r.hget(keys.call("CA-cb"), "wait_score")
+    expired = int(time.time() * 1000) + desk.lease_ms + 1
+    commands, scripts, lost = desk.r.execute_command, desk.r.evalsha, []
+
+    def redis_lost_after_a_write(*args, **options):
+        if lost:
+            raise redis.ConnectionError("Connection reset by peer")
+        return commands(*args, **options)
+
+    def write_then_lose_redis(*args):
+        result = scripts(*args)
+        lost.append(True)
+        return result
+
+    monkeypatch.setattr(desk.r, "execute_command", redis_lost_after_a_write)
+    monkeypatch.setattr(desk.r, "evalsha", write_then_lose_redis)
+    with contextlib.suppress(redis.ConnectionError):
+        acd.reconcile(desk, expired)
+    monkeypatch.undo()
+
+    assert lost and presence.advisor_state(desk.r, "A2")["status"] == "available"
+    assert waiting(desk) == ["CA-cb"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == float(score)
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
 
 
 # --- the ring timeout, one setting ------------------------------------------------------
@@ -822,7 +903,6 @@ def resetting_port():
     """A port whose server reads each request, then resets its connection (TCP RST)
     instead of answering: the request reached the server. (A reset before the request
     was read could beat the client's own connect, when the request never left it.)"""
-    import contextlib
     import socket
     import struct
     import threading
