@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -294,6 +294,22 @@ def app(settings: Settings, desk: Desk) -> Iterator[Flask]:
     app.testing = True
     yield app
     close_app(app)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """`create_app` for a test that builds apps of its own (other settings, another
+    web process): each is closed (`close_app`) after the test."""
+    apps: list[Flask] = []
+
+    def make(*args: Any, **kwargs: Any) -> Flask:
+        app = create_app(*args, **kwargs)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        close_app(app)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from directory import keys
-from ivr import create_app
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 ENDPOINTS = [
@@ -65,8 +64,8 @@ def test_repeated_parameters_still_answer_twiml(client):
     assert ET.fromstring(response.data).tag == "Response"
 
 
-def test_redis_down_dials_the_fallback_number(settings, engine):
-    app = create_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0",
+def test_redis_down_dials_the_fallback_number(settings, engine, make_app):
+    app = make_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0",
                                            fallback_number="+16515550000"))
     form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101"}
     response = signed_post(app.test_client(), "/voice/incoming", form)
@@ -75,16 +74,17 @@ def test_redis_down_dials_the_fallback_number(settings, engine):
     assert root.find("Dial").text == "+16515550000"
 
 
-def test_redis_down_without_fallback_apologises_and_hangs_up(settings, engine):
-    app = create_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0"))
+def test_redis_down_without_fallback_apologises_and_hangs_up(settings, engine, make_app):
+    app = make_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0"))
     form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101"}
     response = signed_post(app.test_client(), "/voice/incoming", form)
     root = ET.fromstring(response.data)
     assert root.find("Say") is not None and root.find("Hangup") is not None
 
 
-def test_database_down_on_a_cache_miss_still_reaches_a_human(settings, desk, tmp_path):
-    app = create_app(settings.with_changes(fallback_number="+16515550000"))
+def test_database_down_on_a_cache_miss_still_reaches_a_human(settings, desk, tmp_path,
+                                                               make_app):
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
     down = create_engine(f"sqlite:///{tmp_path}/no-such-dir/caseline.db")
     app.extensions["caseline"] = dataclasses.replace(
         app.extensions["caseline"], session_factory=sessionmaker(down))

@@ -80,13 +80,12 @@ class SlowTwilio:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _app_behind(settings, proxy):
-    """The caseline app with Twilio's API reached through `proxy`."""
+def _app_behind(make_app, settings, proxy):
+    """The caseline app with Twilio's API reached through `proxy` (closed after the
+    test: `make_app`)."""
     import dataclasses
 
-    from ivr import create_app
-
-    app = create_app(dataclasses.replace(settings, twilio_api_url=proxy.url))
+    app = make_app(dataclasses.replace(settings, twilio_api_url=proxy.url))
     app.testing = True
     return app
 
@@ -97,7 +96,7 @@ def _moves(role: str):
 
 
 def test_a_late_redirect_of_the_contact_does_not_end_the_conference(
-        settings, desk, lakeview, emulator):
+        settings, desk, lakeview, emulator, make_app):
     """Twilio answers 429 to the first tries of the contact's redirect (~3.5 s of backoff).
     Meanwhile the contact's `<Dial>` action held them 2 s and sent them into the
     conference themselves. The retried redirect then lands on a contact already in
@@ -108,7 +107,7 @@ def test_a_late_redirect_of_the_contact_does_not_end_the_conference(
 
     # (The proxy keeps serving after the test: the app's REST pool may still use it.)
     proxy = SlowTwilio(emulator, after=_moves("advisor"), faults=[429] * 4)
-    app = _app_behind(settings, proxy)
+    app = _app_behind(make_app, settings, proxy)
     make_available(desk, "A7")
     caller, thread = _call_in_thread(Phone(app, emulator), 7.0)
     sid = _talking(desk)
@@ -231,7 +230,7 @@ def test_the_colleagues_end_reaches_the_log_when_twilio_posts_it_after_the_conta
 
 
 def test_a_colleague_dialed_after_the_contact_hung_up_is_hung_up(
-        settings, desk, lakeview, emulator):
+        settings, desk, lakeview, emulator, make_app):
     """Both legs moved; Twilio answers 429 to the participant's creation (~1.75 s of
     backoff) and Pat hangs up meanwhile: the conference ends, Pat's status callback
     hangs up the legs it knows (the colleague's is not known yet). The participant
@@ -241,7 +240,7 @@ def test_a_colleague_dialed_after_the_contact_hung_up_is_hung_up(
     from tests.test_real_world import post
 
     proxy = SlowTwilio(emulator, after=_moves("contact"), faults=[429] * 3)
-    app = _app_behind(settings, proxy)
+    app = _app_behind(make_app, settings, proxy)
     client = app.test_client()
     _bridged_by_hand(desk, client, emulator)
     answers: list = []
@@ -367,13 +366,13 @@ def test_conference_webhooks_about_a_call_that_never_moved_change_nothing(
 
 
 def test_a_colleague_twilio_may_have_dialed_is_not_dialed_again(
-        settings, desk, lakeview, emulator):
+        settings, desk, lakeview, emulator, make_app):
     """Both legs moved; Twilio dials the colleague into the conference but answers
     500 (its error 20500: creating a call is not idempotent). A second try would
     ring the colleague's phone twice: the add is not tried again and the advisor
     hears that Twilio failed, to try again by hand if nobody rings in."""
     proxy = SlowTwilio(emulator, after=_moves("contact"), faults=["acted:500"])
-    app = _app_behind(settings, proxy)
+    app = _app_behind(make_app, settings, proxy)
     client = app.test_client()
     _bridged_by_hand(desk, client, emulator)
     answer = client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE}, headers=API)

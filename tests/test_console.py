@@ -16,7 +16,6 @@ from config.hours import MaintenanceWindow
 from directory import keys
 from directory.accounts import set_password
 from directory.models import CallLog
-from ivr import create_app
 from ivr.console.stream import change_events
 from ivr.console.web_sessions import COOKIE_NAME
 from routing import availability, presence
@@ -180,10 +179,11 @@ def test_set_password_prompts_twice_without_echo(settings, engine, desk, directo
     assert unknown.exit_code == 1
 
 
-def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts):
+def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts,
+                                                             make_app):
     """Each stream holds a server thread: past the limit a page is told to poll (503),
     and a closed stream frees its place."""
-    app = create_app(settings.with_changes(console_streams=1))
+    app = make_app(settings.with_changes(console_streams=1))
     first, second = app.test_client(), app.test_client()
     sign_in(first, "A7", PASSWORD)
     sign_in(second, "A2", PASSWORD)

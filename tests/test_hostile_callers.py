@@ -22,7 +22,6 @@ from caseline.cli import main
 from config.prompts import Prompts
 from directory import cache_directory, check_contact_pin, keys, pins
 from directory.models import Contact
-from ivr import create_app
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -326,11 +325,11 @@ def test_without_a_pepper_hashes_are_as_before(desk, lakeview):
 
 
 def test_old_hashes_verify_with_a_pepper_and_are_rehashed(
-        desk, lakeview, settings, emulator, directory):
+        desk, lakeview, settings, emulator, directory, make_app):
     old = stored_hash(desk, "5001")
     assert old.startswith("scrypt$")
     peppered = settings.with_changes(pin_pepper=PEPPER)
-    app = create_app(peppered)
+    app = make_app(peppered)
     app.testing = True
     client = app.test_client()
     assert asks_case_number(pin_reply(client, stranger(1), "2468"))

@@ -104,14 +104,13 @@ def test_the_real_serve_command_exits_at_once_without_a_token(tmp_path):
     assert not (tmp_path / "instance").exists()  # nothing was created or started
 
 
-def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r):
-    from ivr import create_app
+def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r, make_app):
 
     form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101",
             "AccountSid": settings.twilio_account_sid}
-    closed = create_app(settings.with_changes(twilio_auth_token=None))
+    closed = make_app(settings.with_changes(twilio_auth_token=None))
     assert closed.test_client().post("/voice/incoming", data=form).status_code == 403
-    open_ = create_app(settings.with_changes(twilio_auth_token=None, insecure_dev=True))
+    open_ = make_app(settings.with_changes(twilio_auth_token=None, insecure_dev=True))
     assert open_.test_client().post("/voice/incoming", data=form).status_code == 200
 
 

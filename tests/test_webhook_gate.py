@@ -10,7 +10,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from directory import keys
-from ivr import create_app, gate
+from ivr import gate
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 CALL_SID = "CA" + "3" * 32
@@ -62,8 +62,8 @@ def twiml_root(response) -> ET.Element:
 
 @pytest.mark.parametrize("path", ["/voice/no-such-page", "/voice/", "/voice/menu/extra",
                                   "/voice/incoming/../admin"])
-def test_an_unknown_voice_path_is_404_with_no_twiml(client, r, settings, path):
-    settings_fallback = create_app(settings.with_changes(fallback_number="+16515550000"))
+def test_an_unknown_voice_path_is_404_with_no_twiml(client, r, settings, make_app, path):
+    settings_fallback = make_app(settings.with_changes(fallback_number="+16515550000"))
     for app_client in (client, settings_fallback.test_client()):
         for headers in ({}, {"X-Twilio-Signature": sign(path, FORM)}):
             before = snapshot(r)
@@ -183,8 +183,8 @@ def test_another_or_no_account_sid_is_refused_with_no_side_effect(client, r, acc
     assert r.keys("*") == []
 
 
-def test_without_a_configured_account_any_account_sid_is_heard(settings, desk, r):
-    app = create_app(settings.with_changes(twilio_account_sid="AC" + "0" * 32))
+def test_without_a_configured_account_any_account_sid_is_heard(settings, desk, r, make_app):
+    app = make_app(settings.with_changes(twilio_account_sid="AC" + "0" * 32))
     form = {**FORM, "AccountSid": "AC" + "b" * 32}
     response = signed_post(app.test_client(), "/voice/incoming", form)
     assert response.status_code == 200
