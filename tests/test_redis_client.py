@@ -403,13 +403,15 @@ def test_a_web_threads_connection_closed_by_redis_is_replaced_before_its_next_co
         redis_url, r):
     # Redis closes a connection a thread keeps (its idle `timeout`, an operator's
     # CLIENT KILL): the thread's next command is still answered, as through the pool.
-    mine = connection_of_its_own(connect_redis(redis_url))
+    shared = connect_redis(redis_url)
+    mine = connection_of_its_own(shared)
     mine.set("thread:kept", "before")
     assert r.client_kill_filter(_id=mine.client_id()) == 1
     wait_until("the kill reaches the socket",
                lambda: mine.connection._sock is None or _readable(mine.connection._sock))
     assert mine.get("thread:kept") == "before"
     mine.close()
+    shared.close()
 
 
 def test_a_web_threads_connection_outlives_a_redis_restart(tmp_path):
@@ -421,7 +423,8 @@ def test_a_web_threads_connection_outlives_a_redis_restart(tmp_path):
     server = start_server(tmp_path / "restarting", port=port)
     try:
         wait_until_up(url)
-        mine = connection_of_its_own(connect_redis(url))
+        shared = connect_redis(url)
+        mine = connection_of_its_own(shared)
         mine.set("thread:kept", "before")
         server.terminate()
         server.wait(timeout=10)
@@ -430,6 +433,7 @@ def test_a_web_threads_connection_outlives_a_redis_restart(tmp_path):
         mine.set("thread:kept", "after")
         assert mine.get("thread:kept") == "after"
         mine.close()
+        shared.close()
     finally:
         server.terminate()
         server.wait(timeout=10)
