@@ -158,32 +158,32 @@ def end_callback(
     accepted = call.get("callback_state") in ("dialing-contact", "answered")
     if not holds and call.get("ringing") != advisor_id:
         return False  # a late or repeated end of an earlier leg: nothing of it is left
+    if not accepted and holds:
+        # The contact's place (or, after the third offer, the callback's end) and the
+        # advisor's release in one step: should the reconciler release the advisor at
+        # the same moment (the hold running out), whichever comes second finds
+        # nothing left to do (`presence.make_available`'s `settle_held_call`).
+        release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                               skip_call=call_sid, settle_held_call=True)
+        if release.outcome in ("stale", "unknown"):
+            return False
+        after = get_call(desk.r, call_sid)
+        return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if not accepted:
+        # The advisor was already released (their hold expired): the contact still
+        # keeps their place, unless the leg's end was seen already.
         offers = int(call.get("callback_offers") or 0) + 1
-        if not holds:
-            # The advisor was already released (their hold expired): the contact
-            # still keeps their place, unless the leg's end was seen already.
-            team = call.get("waiting_team") or GENERAL
-            if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
-                return False
-            score = call.get("wait_score")
-            if offers < 3 and score:
-                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
-                # The leg is forgotten: its late or repeated end must never pass for
-                # the end of the next leg the desk places for this callback.
-                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                            callback_state="waiting", ringing="", callback_leg="")
-                return False
-        if holds:
-            score = call.get("wait_score")
-            team = call.get("waiting_team") or GENERAL
-            if offers < 3 and score:
-                desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
-                update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                            callback_state="waiting", ringing="", callback_leg="")
-            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-            if offers < 3 and score:
-                return False
+        team = call.get("waiting_team") or GENERAL
+        if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
+            return False
+        score = call.get("wait_score")
+        if offers < 3 and score:
+            desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
+            # The leg is forgotten: its late or repeated end must never pass for
+            # the end of the next leg the desk places for this callback.
+            update_call(desk.r, call_sid, callback_offers=offers, advisor="",
+                        callback_state="waiting", ringing="", callback_leg="")
+            return False
     elif holds:
         if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)

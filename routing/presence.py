@@ -173,26 +173,38 @@ if expected ~= "" and (current ~= expected or wrapup ~= (ARGV[16] == "wrapup")) 
 end
 if ARGV[17] ~= "" and lease_renewed(id, ARGV[17]) then return {"stale", current} end
 if ARGV[18] ~= "" and expected ~= "" then
-  -- The call the expired hold held, settled in the same step as the release, so
-  -- that a webhook that takes the hold on finds either both done or neither.
+  -- The call the hold held, settled in the same step as the release, so that a
+  -- webhook that takes the hold on finds either both done or neither.
   local call = call_key(expected)
+  local claimed = redis.call("HGET", call, "advisor") == id
+  local state = redis.call("HGET", call, "state")
+  local team = redis.call("HGET", call, "waiting_team")
+  if not team or team == "" then team = ARGV[15] end
+  local score = redis.call("HGET", call, "wait_score")
+  local callback_state = redis.call("HGET", call, "callback_state")
   if redis.call("HGET", call, "callback") ~= "1" then
     -- A waiting caller claimed for this advisor and never brought over (the
-    -- process that was to redirect them died): back to their place.
-    if redis.call("HGET", call, "state") == "connecting"
+    -- process that was to redirect them died, before or after it noted the
+    -- claim on the call): back to their place.
+    if (state == "connecting" or (state == "queued" and claimed))
        and redis.call("EXISTS", ARGV[18]) == 0 then
       return_caller(expected)
     end
-  elseif redis.call("HGET", call, "callback_state") == "ringing-advisor"
+  elseif callback_state == "waiting" and claimed then
+    -- A callback claimed for this advisor whose leg was never placed (the process
+    -- died first): the contact is back in their place, no offer made.
+    if score and score ~= "" and not redis.call("ZSCORE", wait_key(team), expected) then
+      redis.call("ZADD", wait_key(team), tonumber(score), expected)
+    end
+    redis.call("HSET", call, "advisor", "")
+  elseif callback_state == "ringing-advisor"
          and redis.call("HGET", call, "ringing") == id then
-    -- A callback leg that still rang, to the desk: its end never came (lost, or
-    -- before the desk knew the leg). It rings no longer than the hold lasts, so it
-    -- ended unanswered: the contact gets their place back (`routing.callbacks`),
-    -- or after the third offer the callback is done and its call is to be logged.
-    local team = redis.call("HGET", call, "waiting_team")
-    if not team or team == "" then team = ARGV[15] end
+    -- The advisor's leg for a callback, ended unanswered: its end came, or it
+    -- never did (lost, or before the desk knew the leg) and the hold ran out (a
+    -- leg rings no longer than that). The contact gets their place back
+    -- (`routing.callbacks`), or after the third offer the callback is done and
+    -- its call is to be logged.
     local offers = tonumber(redis.call("HGET", call, "callback_offers") or "0") + 1
-    local score = redis.call("HGET", call, "wait_score")
     if redis.call("ZSCORE", wait_key(team), expected) then
       -- already back in their place
     elseif offers < 3 and score and score ~= "" then
@@ -396,11 +408,13 @@ def make_available(
     `ending_wrapup`). `expired_by_ms` (ms since the epoch) releases only a hold whose
     lease ran out by then: the reconciler's, which must lose to a webhook that moved
     the hold on after it found it expired. Either refusal is outcome "stale".
-    `settle_held_call` (the reconciler's, with `expired_by_ms`) settles the expected
-    call in the same step: a claimed caller never brought over goes back to their
-    place; a callback whose leg still rang for the advisor counts one offer not
-    taken (the contact back in their place, or after the third the callback done,
-    ended at `now_ms`, and among the calls to log: `jobs.queues.CALLS_TO_LOG`).
+    `settle_held_call` settles the expected call in the same step: a claimed caller
+    never brought over goes back to their place, as does the contact of a claimed
+    callback whose leg was never placed; a callback whose leg rang for the advisor
+    counts one offer not taken (the contact back in their place, or after the third
+    the callback done, ended at `now_ms`, and among the calls to log:
+    `jobs.queues.CALLS_TO_LOG`). The reconciler's release and the end of a callback
+    leg the advisor did not take use it.
     `explicit` is an advisor's own request (API).
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.

@@ -25,7 +25,7 @@ from twilio.request_validator import RequestValidator
 from config.prompts import Prompts
 from directory import cache_directory, keys
 from directory.models import CallLog, Case
-from routing import acd, availability, call_state, presence
+from routing import acd, availability, call_state, callbacks, presence
 from routing.call_state import get_call, start_call
 from routing.waiting import request_callback
 from telephony import Telephony
@@ -811,6 +811,75 @@ def test_a_callback_contact_keeps_their_place_when_the_worker_loses_redis_after_
     assert waiting(desk) == ["CA-cb"]
     assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == float(score)
     assert get_call(desk.r, "CA-cb")["callback_state"] == "waiting"
+
+
+def test_a_callback_claimed_by_a_process_that_died_keeps_the_contacts_place(
+        desk, lakeview, emulator, client):
+    """The process that freed A2 dies right after the claim handed A2 a callback, before
+    it placed A2's leg: when A2's hold runs out, the contact is back in their place,
+    with no offer counted (none was made)."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-cb", now - 60_000)
+    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert request_callback(desk, "CA-cb")
+    acd.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
+    score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
+    claim = presence.make_available(desk.r, "A2", now_ms=now, lease_ms=desk.lease_ms,
+                                    explicit=True)
+    assert claim.call_sid == "CA-cb"  # ...and the process dies here
+
+    acd.reconcile(desk, now + desk.lease_ms + 1)
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-cb") == score
+    assert get_call(desk.r, "CA-cb").get("callback_offers", "0") == "0"
+    assert emulator.created_calls == []  # nobody was rung for it
+
+
+def test_a_waiting_caller_claimed_by_a_process_that_died_keeps_their_place(
+        desk, lakeview, emulator, client):
+    """The process that freed A2 dies right after the claim handed A2 a waiting caller,
+    before it noted the claim on the call: when A2's hold runs out, the caller is back
+    in their place (else they would hear hold music with a free advisor, in no queue)."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    score = desk.r.zscore(keys.team_waiting("general"), "CA-first")
+    claim = presence.make_available(desk.r, "A2", now_ms=now, lease_ms=desk.lease_ms,
+                                    explicit=True)
+    assert claim.call_sid == "CA-first"  # ...and the process dies here
+
+    acd.reconcile(desk, now + desk.lease_ms + 1)
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-first") == score
+    # The next hold cycle brings them to A2, free again.
+    post(client, "/voice/wait", {"CallSid": "CA-first"})
+    assert presence.advisor_state(desk.r, "A2").get("call") == "CA-first"
+
+
+def test_a_callback_legs_end_meeting_the_reconciler_never_undoes_the_next_ring(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A2's leg ends unanswered just as A2's hold runs out: the reconciler releases A2,
+    and A7, freed, is rung for the callback, before the leg's end is written. That
+    end must not queue the contact again while A7's phone rings for them."""
+    status_path, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    expired = int(time.time() * 1000) + desk.lease_ms + 1
+    writes, met = desk.r.evalsha, []
+
+    def the_reconciler_first(*args):
+        if not met:
+            met.append(True)
+            acd.reconcile(desk, expired)  # A2 released, the contact back in place
+            availability.free_advisor(desk, "A7", expired, explicit=True)  # A7 rings
+        return writes(*args)
+
+    monkeypatch.setattr(desk.r, "evalsha", the_reconciler_first)
+    assert not callbacks.end_callback(desk, "CA-cb", "A2", "no-answer", expired, leg)
+    monkeypatch.undo()
+
+    assert met and waiting(desk) == []
+    call = get_call(desk.r, "CA-cb")
+    assert (call["callback_state"], call["ringing"]) == ("ringing-advisor", "A7")
+    assert call["callback_leg"] == emulator.created_calls[-1].sid != leg
+    assert call["callback_offers"] == "1"  # A2's leg: one offer, counted once
 
 
 # --- the ring timeout, one setting ------------------------------------------------------
