@@ -52,6 +52,7 @@ def free_advisor(
     ending_wrapup: bool = False,
     expired_by_ms: int | None = None,
     settle_held_call: bool = False,
+    ring_ended_leg: str | None = None,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -66,7 +67,7 @@ def free_advisor(
         expected_call=expected_call, skip_call=skip_call, explicit=explicit,
         ending_wrapup=ending_wrapup,
         overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
-        settle_held_call=settle_held_call,
+        settle_held_call=settle_held_call, ring_ended_leg=ring_ended_leg,
     )
     return _serve(desk, advisor_id, release, now_ms)
 

@@ -23,7 +23,6 @@ from phonenumbers import PhoneNumberType
 import directory
 from config.hours import central_date
 from directory import keys
-from directory.catalog import GENERAL
 from routing import presence
 from routing.acd import ANSWERED_DIAL_STATUSES, Nothing
 from routing.auth import is_authorized
@@ -141,7 +140,8 @@ def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: 
 
 
 def end_callback(
-    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int, leg: str = ""
+    desk: Desk, call_sid: str, advisor_id: str, leg_status: str, now_ms: int, leg: str = "",
+    *, read_again: bool = True,
 ) -> bool:
     """The advisor's callback leg is over; True when the call's log should be written now.
 
@@ -158,33 +158,25 @@ def end_callback(
     accepted = call.get("callback_state") in ("dialing-contact", "answered")
     if not holds and call.get("ringing") != advisor_id:
         return False  # a late or repeated end of an earlier leg: nothing of it is left
-    if not accepted and holds:
-        # The contact's place (or, after the third offer, the callback's end) and the
-        # advisor's release in one step: should the reconciler release the advisor at
-        # the same moment (the hold running out), whichever comes second finds
-        # nothing left to do (`presence.make_available`'s `settle_held_call`).
-        release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
-                               skip_call=call_sid, settle_held_call=True)
-        if release.outcome in ("stale", "unknown"):
-            return False
+    if not accepted:
+        # Not taken: the contact's place (or, after the third offer, the callback's
+        # end), with the advisor's release when they hold the call, in one step that
+        # checks the leg still rings them: an accept, the reconciler's release or the
+        # next leg that came since this end's read wins, and it is read again.
+        if holds:
+            release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                                   skip_call=call_sid, settle_held_call=True,
+                                   ring_ended_leg=leg)
+            ended = release.outcome not in ("stale", "unknown")
+        else:
+            ended = presence.end_unheld_callback_ring(desk.r, call_sid, advisor_id, leg,
+                                                      now_ms)
+        if not ended:
+            return read_again and end_callback(desk, call_sid, advisor_id, leg_status,
+                                               now_ms, leg, read_again=False)
         after = get_call(desk.r, call_sid)
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
-    if not accepted:
-        # The advisor was already released (their hold expired): the contact still
-        # keeps their place, unless the leg's end was seen already.
-        offers = int(call.get("callback_offers") or 0) + 1
-        team = call.get("waiting_team") or GENERAL
-        if desk.r.zscore(keys.team_waiting(team), call_sid) is not None:
-            return False
-        score = call.get("wait_score")
-        if offers < 3 and score:
-            desk.r.zadd(keys.team_waiting(team), {call_sid: int(score)})
-            # The leg is forgotten: its late or repeated end must never pass for
-            # the end of the next leg the desk places for this callback.
-            update_call(desk.r, call_sid, callback_offers=offers, advisor="",
-                        callback_state="waiting", ringing="", callback_leg="")
-            return False
-    elif holds:
+    if holds:
         if call.get("answered_by") == advisor_id:
             finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         else:

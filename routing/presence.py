@@ -75,6 +75,35 @@ local function return_caller(sid)
   redis.call("HSET", call_key(sid), "state", "queued")
   return 1
 end
+local function callback_rings(sid, id, leg)
+  -- The callback `sid` rings advisor `id`, on leg `leg` ("" = whichever).
+  local call = call_key(sid)
+  return redis.call("HGET", call, "callback") == "1"
+     and redis.call("HGET", call, "callback_state") == "ringing-advisor"
+     and redis.call("HGET", call, "ringing") == id
+     and (leg == "" or redis.call("HGET", call, "callback_leg") == leg)
+end
+local function end_callback_ring(sid, general, now_ms, to_log)
+  -- The advisor's leg for a callback ended unanswered: the contact gets their place
+  -- back (`routing.callbacks`), or after the third offer the callback is done and
+  -- its call is to be logged (added to `to_log`). Nothing when already back.
+  local call = call_key(sid)
+  local team = redis.call("HGET", call, "waiting_team")
+  if not team or team == "" then team = general end
+  local score = redis.call("HGET", call, "wait_score")
+  local offers = tonumber(redis.call("HGET", call, "callback_offers") or "0") + 1
+  if redis.call("ZSCORE", wait_key(team), sid) then return end
+  if offers < 3 and score and score ~= "" then
+    redis.call("ZADD", wait_key(team), tonumber(score), sid)
+    -- The leg is forgotten: its late or repeated end must never pass for the end
+    -- of the next leg the desk places for this callback.
+    redis.call("HSET", call, "callback_offers", offers, "advisor", "",
+               "callback_state", "waiting", "ringing", "", "callback_leg", "")
+  else
+    redis.call("HSET", call, "callback_state", "done", "ended_at", now_ms)
+    redis.call("ZADD", to_log, "NX", tonumber(now_ms) / 1000, sid)
+  end
+end
 local function split(csv)
   local out = {}
   for part in string.gmatch(csv or "", "[^,]+") do table.insert(out, part) end
@@ -158,8 +187,10 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [15] the team whose advisors serve overflow (general),
 -- [16] "wrapup" when the release ends the wrap-up of the expected call,
 -- [17] releases only a hold whose lease ran out by this time (ms) ("" = any),
--- [18] when the expected call is to be settled as its hold expired: that call's
--- ended mark's key ("" = not), [19] the set of calls whose log is to be written
+-- [18] when the expected call is to be settled with the release: that call's
+-- ended mark's key ("" = not), [19] the set of calls whose log is to be written,
+-- [20] "ring" when the release is the end of the advisor's leg for the expected
+-- call, a callback (refused unless that leg still rings them), [21] that leg
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -172,6 +203,12 @@ if expected ~= "" and (current ~= expected or wrapup ~= (ARGV[16] == "wrapup")) 
   return {"stale", current}
 end
 if ARGV[17] ~= "" and lease_renewed(id, ARGV[17]) then return {"stale", current} end
+if ARGV[20] == "ring" and (redis.call("HGET", key, "hold") ~= "ringing"
+                          or not callback_rings(expected, id, ARGV[21])) then
+  -- The end of a callback's leg to the advisor, who since took it (talking) or
+  -- whose ring is over (another leg, released): not this release's to make.
+  return {"stale", current}
+end
 if ARGV[18] ~= "" and expected ~= "" then
   -- The call the hold held, settled in the same step as the release, so that a
   -- webhook that takes the hold on finds either both done or neither.
@@ -197,24 +234,11 @@ if ARGV[18] ~= "" and expected ~= "" then
       redis.call("ZADD", wait_key(team), tonumber(score), expected)
     end
     redis.call("HSET", call, "advisor", "")
-  elseif callback_state == "ringing-advisor"
-         and redis.call("HGET", call, "ringing") == id then
+  elseif callback_rings(expected, id, "") then
     -- The advisor's leg for a callback, ended unanswered: its end came, or it
     -- never did (lost, or before the desk knew the leg) and the hold ran out (a
-    -- leg rings no longer than that). The contact gets their place back
-    -- (`routing.callbacks`), or after the third offer the callback is done and
-    -- its call is to be logged.
-    local offers = tonumber(redis.call("HGET", call, "callback_offers") or "0") + 1
-    if redis.call("ZSCORE", wait_key(team), expected) then
-      -- already back in their place
-    elseif offers < 3 and score and score ~= "" then
-      redis.call("ZADD", wait_key(team), tonumber(score), expected)
-      redis.call("HSET", call, "callback_offers", offers, "advisor", "",
-                 "callback_state", "waiting", "ringing", "", "callback_leg", "")
-    else
-      redis.call("HSET", call, "callback_state", "done", "ended_at", ARGV[8])
-      redis.call("ZADD", ARGV[19], "NX", now / 1000, expected)
-    end
+    -- leg rings no longer than that).
+    end_callback_ring(expected, ARGV[15], ARGV[8], ARGV[19])
   end
 end
 local chosen = redis.call("HGET", key, "chosen") or ""
@@ -304,6 +328,17 @@ _RETURN_TO_QUEUE = _LUA_COMMON + r"""
 local sid, id = ARGV[6], ARGV[7]
 if not on_call(id, sid) then return 0 end
 return return_caller(sid)
+"""
+
+_END_UNHELD_CALLBACK_RING = _LUA_COMMON + r"""
+-- The end of an advisor's callback leg that they did not take, when they hold the
+-- call no more (their hold ran out, in a previous release): `end_callback_ring`.
+-- ARGV[6] advisor id, [7] the call, [8] the leg ("" = whichever), [9] now ms,
+-- [10] the team of a caller without one, [11] the set of calls to log
+local id, sid = ARGV[6], ARGV[7]
+if on_call(id, sid) or not callback_rings(sid, id, ARGV[8]) then return 0 end
+end_callback_ring(sid, ARGV[10], ARGV[9], ARGV[11])
+return 1
 """
 
 _HOLD_FOR = _LUA_COMMON + r"""
@@ -399,7 +434,7 @@ def make_available(
     r: redis.Redis, advisor_id: str, *, now_ms: int, lease_ms: int, expected_call: str = "",
     skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
     ending_wrapup: bool = False, expired_by_ms: int | None = None,
-    settle_held_call: bool = False,
+    settle_held_call: bool = False, ring_ended_leg: str | None = None,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
@@ -414,7 +449,9 @@ def make_available(
     counts one offer not taken (the contact back in their place, or after the third
     the callback done, ended at `now_ms`, and among the calls to log:
     `jobs.queues.CALLS_TO_LOG`). The reconciler's release and the end of a callback
-    leg the advisor did not take use it.
+    leg the advisor did not take use it; the latter gives `ring_ended_leg` (the leg's
+    CallSid, "" when not known), and is refused ("stale") unless that leg still
+    rings the advisor for the expected call (not taken, not replaced).
     `explicit` is an advisor's own request (API).
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
@@ -425,7 +462,7 @@ def make_available(
         keys.teams(), BAND_WIDTH, GENERAL, "wrapup" if ending_wrapup else "",
         "" if expired_by_ms is None else expired_by_ms,
         keys.call_ended(expected_call) if settle_held_call and expected_call else "",
-        CALLS_TO_LOG,
+        CALLS_TO_LOG, "" if ring_ended_leg is None else "ring", ring_ended_leg or "",
     )
     return Release(outcome, value or None)
 
@@ -443,6 +480,17 @@ def return_to_queue(r: redis.Redis, call_sid: str, advisor_id: str) -> bool:
     the caller never waited. The advisor still holds the call: release them
     next, through `make_available`."""
     return bool(_run(r, _RETURN_TO_QUEUE, call_sid, advisor_id))
+
+
+def end_unheld_callback_ring(r: redis.Redis, call_sid: str, advisor_id: str, leg: str,
+                             now_ms: int) -> bool:
+    """The end of `advisor_id`'s leg `leg` ("" when not known) for the callback
+    `call_sid`, not taken, when they no longer hold the call: the contact back in
+    their place, or after the third offer the callback done (ended at `now_ms`, ms
+    since the epoch) and among the calls to log. One step; False, with nothing
+    changed, unless that leg still rings them, to the desk."""
+    return bool(_run(r, _END_UNHELD_CALLBACK_RING, advisor_id, call_sid, leg, now_ms,
+                     GENERAL, CALLS_TO_LOG))
 
 
 def hold_for(

@@ -882,6 +882,55 @@ def test_a_callback_legs_end_meeting_the_reconciler_never_undoes_the_next_ring(
     assert call["callback_offers"] == "1"  # A2's leg: one offer, counted once
 
 
+def _between_the_legs_end_reads(desk, monkeypatch, meanwhile) -> None:
+    """Run `meanwhile` once, as the end of A2's callback leg has read the call and goes
+    to read A2's hold (the next read it makes)."""
+    reads = desk.r.hmget
+
+    def hold_read(*args, **kwargs):
+        monkeypatch.undo()
+        meanwhile()
+        return reads(*args, **kwargs)
+
+    monkeypatch.setattr(desk.r, "hmget", hold_read)
+
+
+def test_a_callback_taken_as_its_leg_ends_is_done_and_logged(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A2 presses 1 on the callback's whisper and hangs up at once: Twilio posts the
+    accept and the leg's end together, and the accept lands while the end is being
+    handled. The callback was taken: it is over (logged), not lost in between."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000)
+    _between_the_legs_end_reads(desk, monkeypatch, lambda: callbacks.accept_callback(
+        desk, "CA-cb", "A2", now, leg))
+    assert callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 1, leg)
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+    assert waiting(desk) == []
+    assert not presence.on_call(desk.r, "A2", "CA-cb")
+
+
+def test_a_legs_end_read_before_the_reconciler_gave_the_callback_to_another_changes_nothing(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A2's leg's end has read the callback as ringing A2 when the reconciler releases A2
+    (their hold ran out) and A7, freed, is rung for the callback: the end must not
+    queue the contact again while A7's phone rings for them."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    expired = int(time.time() * 1000) + desk.lease_ms + 1
+
+    def reconciler_then_a7() -> None:
+        acd.reconcile(desk, expired)
+        availability.free_advisor(desk, "A7", expired, explicit=True)
+
+    _between_the_legs_end_reads(desk, monkeypatch, reconciler_then_a7)
+    assert not callbacks.end_callback(desk, "CA-cb", "A2", "no-answer", expired, leg)
+    assert waiting(desk) == []
+    call = get_call(desk.r, "CA-cb")
+    assert (call["callback_state"], call["ringing"]) == ("ringing-advisor", "A7")
+    assert call["callback_leg"] == emulator.created_calls[-1].sid != leg
+    assert call["callback_offers"] == "1"
+
+
 # --- the ring timeout, one setting ------------------------------------------------------
 
 
