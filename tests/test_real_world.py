@@ -568,15 +568,20 @@ def test_a_caller_whose_redirect_was_lost_with_its_process_gets_their_place_back
     assert presence.advisor_state(desk.r, "A7")["call"] == "CA-first"
 
 
-def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, str, float]:
-    """A verified contact waits for a callback; A2 frees up and their leg rings.
-    The leg's status callback path, its CallSid, and the contact's place (waiting score)."""
-    now = int(time.time() * 1000)
+def _callback_waiting(desk, now: int) -> float:
+    """A verified contact asked for a callback and hung up: their place (waiting score)."""
     queue_caller(desk, "CA-cb", now - 60_000)
     desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
     assert request_callback(desk, "CA-cb")
     acd.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
-    score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
+    return desk.r.zscore(keys.team_waiting("general"), "CA-cb")
+
+
+def _callback_ringing_advisor(desk, emulator, client) -> tuple[str, str, float]:
+    """A verified contact waits for a callback; A2 frees up and their leg rings.
+    The leg's status callback path, its CallSid, and the contact's place (waiting score)."""
+    now = int(time.time() * 1000)
+    score = _callback_waiting(desk, now)
     availability.free_advisor(desk, "A2", now, explicit=True)
     [leg] = emulator.created_calls
     return leg.status_callback.removeprefix(BASE_URL), leg.sid, score
@@ -819,11 +824,7 @@ def test_a_callback_claimed_by_a_process_that_died_keeps_the_contacts_place(
     it placed A2's leg: when A2's hold runs out, the contact is back in their place,
     with no offer counted (none was made)."""
     now = int(time.time() * 1000)
-    queue_caller(desk, "CA-cb", now - 60_000)
-    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert request_callback(desk, "CA-cb")
-    acd.end_call(desk, "CA-cb", "completed", 30, now)  # the contact hangs up
-    score = desk.r.zscore(keys.team_waiting("general"), "CA-cb")
+    score = _callback_waiting(desk, now)
     claim = presence.make_available(desk.r, "A2", now_ms=now, lease_ms=desk.lease_ms,
                                     explicit=True)
     assert claim.call_sid == "CA-cb"  # ...and the process dies here
