@@ -105,16 +105,11 @@ def accept_callback(
     desk: Desk, call_sid: str, advisor_id: str, now_ms: int, leg: str = ""
 ) -> DialContact | None:
     """The advisor took the callback: dial the contact (None when it is stale, or
-    `leg` is not the leg the desk placed)."""
-    if not is_placed_leg(get_call(desk.r, call_sid), leg):
+    `leg` is not the leg the desk placed and rings them)."""
+    if not presence.take_callback_ring(
+            desk.r, advisor_id, call_sid, leg,
+            now_ms + desk.settings.talk_lease_seconds * 1000):
         return None
-    held = presence.hold_for(
-        desk.r, advisor_id, call_sid=call_sid, hold="talking",
-        lease_until_ms=now_ms + desk.settings.talk_lease_seconds * 1000,
-    )
-    if not held:
-        return None
-    update_call(desk.r, call_sid, callback_state="dialing-contact", whisper="accepted")
     number = get_call(desk.r, call_sid).get("callback_number")
     return DialContact(number) if number else None
 
@@ -172,8 +167,10 @@ def end_callback(
             ended = presence.end_unheld_callback_ring(desk.r, call_sid, advisor_id, leg,
                                                       now_ms)
         if not ended:
-            return read_again and end_callback(desk, call_sid, advisor_id, leg_status,
-                                               now_ms, leg, read_again=False)
+            # Read again (once: what refused is settled by then). Only for a known leg:
+            # without its CallSid, an end cannot tell this leg from a later one.
+            return read_again and bool(leg) and end_callback(
+                desk, call_sid, advisor_id, leg_status, now_ms, leg, read_again=False)
         after = get_call(desk.r, call_sid)
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if holds:

@@ -341,6 +341,19 @@ end_callback_ring(sid, ARGV[10], ARGV[9], ARGV[11])
 return 1
 """
 
+_TAKE_CALLBACK_RING = _LUA_COMMON + r"""
+-- The advisor takes the callback their leg rings them for: their hold becomes the
+-- talk's and the callback's state says so, in one step, so that the leg's end is
+-- never handled between the two.
+-- ARGV[6] advisor id, [7] the call, [8] the leg ("" = whichever), [9] lease until
+local id, sid, lease_until = ARGV[6], ARGV[7], ARGV[9]
+if not on_call(id, sid) or not callback_rings(sid, id, ARGV[8]) then return 0 end
+redis.call("HSET", akey(id), "hold", "talking", "lease", lease_until)
+redis.call("ZADD", LEASES, lease_until, id)
+redis.call("HSET", call_key(sid), "callback_state", "dialing-contact", "whisper", "accepted")
+return 1
+"""
+
 _HOLD_FOR = _LUA_COMMON + r"""
 -- Move an advisor's hold on a call on (ringing -> talking, talking -> wrapup).
 -- ARGV[6] advisor id, [7] the call, [8] the new hold, [9] lease until
@@ -491,6 +504,15 @@ def end_unheld_callback_ring(r: redis.Redis, call_sid: str, advisor_id: str, leg
     changed, unless that leg still rings them, to the desk."""
     return bool(_run(r, _END_UNHELD_CALLBACK_RING, advisor_id, call_sid, leg, now_ms,
                      GENERAL, CALLS_TO_LOG))
+
+
+def take_callback_ring(r: redis.Redis, advisor_id: str, call_sid: str, leg: str,
+                       lease_until_ms: int) -> bool:
+    """The advisor takes the callback `call_sid` their leg `leg` ("" when not known)
+    rings them for: their hold becomes "talking" until `lease_until_ms` (ms since the
+    epoch) and the callback "dialing-contact", in one step. False, with nothing
+    changed, unless that leg still rings them for it."""
+    return bool(_run(r, _TAKE_CALLBACK_RING, advisor_id, call_sid, leg, lease_until_ms))
 
 
 def hold_for(

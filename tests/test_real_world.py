@@ -25,6 +25,7 @@ from twilio.request_validator import RequestValidator
 from config.prompts import Prompts
 from directory import cache_directory, keys
 from directory.models import CallLog, Case
+from jobs.queues import enqueue_call_log
 from routing import acd, availability, call_state, callbacks, presence
 from routing.call_state import get_call, start_call
 from routing.waiting import request_callback
@@ -909,6 +910,37 @@ def test_a_callback_taken_as_its_leg_ends_is_done_and_logged(
     assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
     assert waiting(desk) == []
     assert not presence.on_call(desk.r, "A2", "CA-cb")
+
+
+def test_a_callback_whose_leg_ends_as_it_is_taken_is_done_and_logged_once(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A2 presses 1 and hangs up at once, and the leg's end is handled right after the
+    accept's first write to Redis: the callback was taken, and is over (logged once),
+    never left half taken (the contact in no queue, A2 held for the talk's hours)."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000)
+    accepting = redis.Redis(connection_pool=desk.r.connection_pool)  # another process
+    writes, ended = accepting.evalsha, []
+
+    def then_the_legs_end(*args):
+        result = writes(*args)
+        if not ended:
+            ended.append(callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 1,
+                                                leg))
+        return result
+
+    monkeypatch.setattr(accepting, "evalsha", then_the_legs_end)
+    callbacks.accept_callback(dataclasses.replace(desk, r=accepting), "CA-cb", "A2", now,
+                              leg)
+    monkeypatch.undo()
+
+    assert ended == [True]  # its log is to be written now
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+    assert waiting(desk) == [] and not presence.on_call(desk.r, "A2", "CA-cb")
+    enqueue_call_log(desk.job_redis, "CA-cb")  # what the webhook does with that answer
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
 
 
 def test_a_legs_end_read_before_the_reconciler_gave_the_callback_to_another_changes_nothing(
