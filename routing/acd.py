@@ -300,9 +300,10 @@ def _release_expired_hold(desk: Desk, advisor_id: str, state: dict[str, str],
     `settle_held_call`): a waiting caller claimed for the advisor and never brought
     over goes back to their place; a callback whose leg's end never reached the desk
     counts as not taken (the contact back in their place, or after the third offer
-    the callback done and logged). A webhook may move the hold on at the same moment
-    (the advisor takes the call as the lease runs out): then it wins, the release is
-    refused, and nothing is done here; after the release, its own step is refused."""
+    the callback done and logged), or, taken, is over and logged. A webhook may move
+    the hold on at the same moment (the advisor takes the call as the lease runs
+    out): then it wins, the release is refused, and nothing is done here; after the
+    release, its own step is refused."""
     lease = int(state.get("lease") or 0)
     if lease and lease > now_ms:
         return False
@@ -317,10 +318,13 @@ def _release_expired_hold(desk: Desk, advisor_id: str, state: dict[str, str],
     if unheard:
         log.warning("callback %s: the end of %s's leg never reached the desk; ended as "
                     "unanswered when the hold expired", call_sid, advisor_id)
+    if settle:
         call = get_call(desk.r, call_sid)
-        if call.get("callback_state") == "done" and call.get("ended_at") == str(now_ms):
-            # Its third offer: logged now (the release put it among the calls to log,
-            # so the reconciler resumes the log should this process die first).
+        if (call.get("callback") == "1" and call.get("callback_state") == "done"
+                and call.get("ended_at") == str(now_ms)):
+            # A callback the release ended (an unheard ring's third offer, or one taken
+            # whose leg's end never came): logged now. The release put it among the
+            # calls to log, so the reconciler resumes its log should this process die.
             enqueue_call_log(desk.job_redis, call_sid)
     return True
 

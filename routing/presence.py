@@ -239,6 +239,12 @@ if ARGV[18] ~= "" and expected ~= "" then
     -- never did (lost, or before the desk knew the leg) and the hold ran out (a
     -- leg rings no longer than that).
     end_callback_ring(expected, ARGV[15], ARGV[8], ARGV[19])
+  elseif ARGV[17] ~= "" and (callback_state == "dialing-contact"
+                             or callback_state == "answered") then
+    -- A callback the advisor took, whose leg's end never came and whose talk's
+    -- hold ran out: over, and its call to be logged.
+    redis.call("HSET", call, "callback_state", "done", "ended_at", ARGV[8])
+    redis.call("ZADD", ARGV[19], "NX", now / 1000, expected)
   end
 end
 local chosen = redis.call("HGET", key, "chosen") or ""

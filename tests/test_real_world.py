@@ -943,6 +943,24 @@ def test_a_callback_whose_leg_ends_as_it_is_taken_is_done_and_logged_once(
         assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
 
 
+def test_a_taken_callback_whose_legs_end_is_lost_is_logged_when_its_talk_hold_runs_out(
+        desk, lakeview, emulator, client):
+    """A2 took the callback; the leg's end never reaches the desk (Twilio's status
+    callback lost). When the talk's hold runs out, A2 is free and the call is logged,
+    once: no call goes unlogged."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000)
+    assert callbacks.accept_callback(desk, "CA-cb", "A2", now, leg)
+    later = now + desk.settings.talk_lease_seconds * 1000 + 1
+    assert acd.reconcile(desk, later)["freed"] == 1
+    assert acd.reconcile(desk, later + 10_000)["freed"] == 0
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
+
+
 def test_a_legs_end_read_before_the_reconciler_gave_the_callback_to_another_changes_nothing(
         desk, lakeview, emulator, client, monkeypatch):
     """A2's leg's end has read the callback as ringing A2 when the reconciler releases A2
