@@ -129,9 +129,13 @@ def contact_dial_ended(
 
 
 def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
-    """The contact picked up the callback and talked with the advisor."""
+    """The contact picked up the callback and talked with the advisor. Twilio may post
+    the advisor's leg's end before this `<Dial>` action: the callback is then over
+    already, and stays so (a repeated end must not end it twice); the talk is still
+    recorded, for its log."""
+    over = get_call(desk.r, call_sid).get("callback_state") == "done"
     update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
-                   callback_state="answered", state="answered")
+                state="answered", **({} if over else {"callback_state": "answered"}))
 
 
 def end_callback(

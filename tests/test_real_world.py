@@ -961,6 +961,25 @@ def test_a_taken_callback_whose_legs_end_is_lost_is_logged_when_its_talk_hold_ru
         assert [log.call_sid for log in db.scalars(select(CallLog))] == ["CA-cb"]
 
 
+def test_a_callback_talk_whose_legs_end_comes_before_its_dial_result_is_logged_answered(
+        desk, lakeview, emulator, client):
+    """A2 takes the callback and talks with the contact; when A2 hangs up, Twilio posts
+    the leg's end before the `<Dial>`'s action. The call is logged once, as answered
+    by A2, and the leg's end repeated later changes nothing."""
+    status_path, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    now = int(time.time() * 1000)
+    assert callbacks.accept_callback(desk, "CA-cb", "A2", now, leg)
+    assert callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 90_000, leg)
+    enqueue_call_log(desk.job_redis, "CA-cb")  # what the webhook does with that answer
+    callbacks.contact_dial_ended(desk, "CA-cb", "A2", "completed", 80, attempt=1)
+    assert not callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 95_000, leg)
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+    assert (log.call_sid, log.answered_by, log.status) == ("CA-cb", "A2", "answered")
+
+
 def test_a_legs_end_read_before_the_reconciler_gave_the_callback_to_another_changes_nothing(
         desk, lakeview, emulator, client, monkeypatch):
     """A2's leg's end has read the callback as ringing A2 when the reconciler releases A2
