@@ -56,8 +56,10 @@ class Settings:
     ring_timeout_seconds: int = 20
     # A claim outlives the ring by this margin before the reconciler frees it.
     lease_margin_seconds: int = 30
-    # Longest a routed call may hold an advisor without an end callback.
-    talk_lease_seconds: int = 4 * 3600
+    # Longest a routed call may hold an advisor without an end callback: Twilio ends
+    # a <Dial> after four hours at most (its default timeLimit, counted from the
+    # dial), and the hold, counted from the accept, outlasts it with a margin.
+    talk_lease_seconds: int = 4 * 3600 + 10 * 60
     # When a contact's number identifies the caller without a PIN (docs/contract.md,
     # "Who is calling"): "attested" (SHAKEN/STIR full attestation), "any", "never".
     caller_id_trust: str = "attested"

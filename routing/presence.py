@@ -353,7 +353,15 @@ _TAKE_CALLBACK_RING = _LUA_COMMON + r"""
 -- never handled between the two.
 -- ARGV[6] advisor id, [7] the call, [8] the leg ("" = whichever), [9] lease until
 local id, sid, lease_until = ARGV[6], ARGV[7], ARGV[9]
-if not on_call(id, sid) or not callback_rings(sid, id, ARGV[8]) then return 0 end
+if not on_call(id, sid) then return 0 end
+local call = call_key(sid)
+if redis.call("HGET", akey(id), "hold") == "talking"
+   and redis.call("HGET", call, "callback") == "1"
+   and redis.call("HGET", call, "callback_state") == "dialing-contact"
+   and (ARGV[8] == "" or redis.call("HGET", call, "callback_leg") == ARGV[8]) then
+  return 1  -- taken already: a repeat of this accept (Twilio asked again)
+end
+if not callback_rings(sid, id, ARGV[8]) then return 0 end
 redis.call("HSET", akey(id), "hold", "talking", "lease", lease_until)
 redis.call("ZADD", LEASES, lease_until, id)
 redis.call("HSET", call_key(sid), "callback_state", "dialing-contact", "whisper", "accepted")
@@ -516,8 +524,10 @@ def take_callback_ring(r: redis.Redis, advisor_id: str, call_sid: str, leg: str,
                        lease_until_ms: int) -> bool:
     """The advisor takes the callback `call_sid` their leg `leg` ("" when not known)
     rings them for: their hold becomes "talking" until `lease_until_ms` (ms since the
-    epoch) and the callback "dialing-contact", in one step. False, with nothing
-    changed, unless that leg still rings them for it."""
+    epoch) and the callback "dialing-contact", in one step. True, with nothing
+    changed, for a repeat (taken on that leg, the contact not reached yet: Twilio
+    asked again and acts on this answer); False, with nothing changed, unless that
+    leg rings them for it."""
     return bool(_run(r, _TAKE_CALLBACK_RING, advisor_id, call_sid, leg, lease_until_ms))
 
 

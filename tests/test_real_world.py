@@ -980,6 +980,33 @@ def test_a_callback_talk_whose_legs_end_comes_before_its_dial_result_is_logged_a
     assert (log.call_sid, log.answered_by, log.status) == ("CA-cb", "A2", "answered")
 
 
+def test_a_repeated_accept_of_a_callback_dials_the_contact_again(
+        desk, lakeview, emulator, client):
+    """Twilio asks the accept again (its first request timed out, so the first answer
+    is lost): the repeat must dial the contact as the first did, never hang up on A2."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    [placed] = emulator.created_calls
+    accept = urlsplit(placed.url)._replace(path="/voice/callback/accept").geturl()
+    for token in ("first", "again"):  # each handled anew
+        answer = post(client, accept.removeprefix(BASE_URL), {"CallSid": leg, "Digits": "1"},
+                      token=token)
+        assert dialed(answer) == [PAT], token
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "dialing-contact"
+    assert presence.advisor_state(desk.r, "A2")["hold"] == "talking"
+
+
+def test_a_callback_talk_as_long_as_twilio_allows_is_not_cut_short_by_the_reconciler(
+        desk, lakeview, emulator, client):
+    """A2 takes the callback and talks for the four hours Twilio's `<Dial>` allows,
+    counted from the dial, which starts after the accept: A2's hold still holds then."""
+    _, leg, _ = _callback_ringing_advisor(desk, emulator, client)
+    accepted = int(time.time() * 1000)
+    assert callbacks.accept_callback(desk, "CA-cb", "A2", accepted, leg)
+    dial_ends = accepted + 60_000 + 4 * 3600 * 1000  # a minute's whisper and ringing
+    assert acd.reconcile(desk, dial_ends)["freed"] == 0
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "dialing-contact"
+
+
 def test_a_legs_end_read_before_the_reconciler_gave_the_callback_to_another_changes_nothing(
         desk, lakeview, emulator, client, monkeypatch):
     """A2's leg's end has read the callback as ringing A2 when the reconciler releases A2
