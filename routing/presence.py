@@ -364,7 +364,7 @@ end
 if not callback_rings(sid, id, ARGV[8]) then return 0 end
 redis.call("HSET", akey(id), "hold", "talking", "lease", lease_until)
 redis.call("ZADD", LEASES, lease_until, id)
-redis.call("HSET", call_key(sid), "callback_state", "dialing-contact", "whisper", "accepted")
+redis.call("HSET", call, "callback_state", "dialing-contact", "whisper", "accepted")
 return 1
 """
 
