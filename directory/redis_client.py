@@ -283,16 +283,31 @@ class ThreadClient(redis.Redis):
         self._poller: Any = None
 
     def _execute_command(self, *args: Any, **options: Any) -> Any:
-        """redis-py's command path, after taking this client's connection if it has none,
-        or dropping it (the command reconnects) if Redis closed it since its last use."""
+        """redis-py's send-and-parse of one command on this client's connection (taken at
+        the first command; dropped first, so the command reconnects, if Redis closed it
+        since its last use), under the connection's own retry policy: the same
+        reconnects and retries (a Sentinel failover's patience included) as redis-py's
+        `Redis._execute_command`, without its pool handling or its per-command
+        observability hooks (timers, closures, OpenTelemetry calls caseline does not
+        enable): ~3 us less of a web process's CPU per command, ~6 us per script
+        (`bench/round_trips.py`, docs/benchmarks.md)."""
         # The lock (reentrant, the one redis-py's command path holds) keeps the check
         # from reading another thread's reply off the connection.
         with self.single_connection_lock:
-            if self.connection is None:
-                self.connection = self.connection_pool.get_connection()
+            conn = self.connection
+            if conn is None:
+                conn = self.connection = self.connection_pool.get_connection()
             else:
-                self._drop_if_closed(self.connection)
-            return super()._execute_command(*args, **options)
+                self._drop_if_closed(conn)
+            try:
+                return conn.retry.call_with_retry(
+                    lambda: self._send_command_parse_response(conn, args[0], *args, **options),
+                    lambda _error: conn.disconnect())
+            finally:
+                # Redis asked this connection to move (a maintenance notice): the next
+                # command connects afresh, as redis-py's own path does.
+                if conn.should_reconnect():
+                    conn.disconnect()
 
     def _drop_if_closed(self, connection: Any) -> None:
         """Disconnect `connection` if Redis closed it (a restart, its idle `timeout`, a

@@ -9,8 +9,38 @@ hash, the verification lockouts, the directory cache's fills).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import redis
+from redis.client import Pipeline
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
+
+
+class _Script(Script):
+    """redis-py's `Script`, called as one `evalsha` on the client given (loading the
+    source when the server does not have it, as redis-py does). redis-py's own
+    `__call__` imports `Pipeline` and copies its keys and arguments on every call;
+    a pipeline still takes redis-py's path, which loads the script first."""
+
+    def __call__(self, keys: Sequence[object] | None = None,
+                 args: Iterable[object] | None = None,
+                 client: redis.Redis | None = None) -> Any:
+        """The script's reply. Raises what the command raises (`redis.ResponseError` for
+        an error in the script, `redis.ConnectionError` once retries are spent)."""
+        client = client or self.registered_client
+        if isinstance(client, Pipeline):
+            return super().__call__(keys, args, client)
+        keys = keys or ()
+        args = tuple(args or ())
+        try:
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A restarted (or another) server: load it, then run it.
+            self.sha = client.script_load(self.script)
+            return client.evalsha(self.sha, len(keys), *keys, *args)
+
 
 _registered: dict[str, Script] = {}
 
@@ -26,5 +56,5 @@ def script(r: redis.Redis, source: str) -> Script:
     """The registered script for `source` (call it with `keys=`, `args=`, `client=`)."""
     found = _registered.get(source)
     if found is None:
-        found = _registered[source] = r.register_script(source)
+        found = _registered[source] = _Script(r, source)
     return found

@@ -98,9 +98,13 @@ def sentinels(tmp_path: Path):
         yield group
 
 
-def test_a_sentinel_client_follows_a_failover_scripts_and_all(sentinels):
-    r = connect_redis(sentinels.url)
-    jobs = raw_twin(r)
+@pytest.mark.parametrize("client", ["pooled", "a web thread's"])
+def test_a_sentinel_client_follows_a_failover_scripts_and_all(sentinels, client):
+    # A web thread keeps a connection of its own (`connection_of_its_own`), with its
+    # own command path: it must follow a failover exactly as a pooled client does.
+    shared = connect_redis(sentinels.url)
+    r = shared if client == "pooled" else connection_of_its_own(shared)
+    jobs = raw_twin(shared)
     counter = script(r, "return redis.call('INCR', KEYS[1])")
     assert counter(keys=["drill:count"], client=r) == 1
     assert jobs.get("drill:count") == b"1"  # the bytes twin reaches the same primary
@@ -141,8 +145,8 @@ def test_a_sentinel_client_follows_a_failover_scripts_and_all(sentinels):
     assert answers == list(range(2, 2 + len(answers)))
     assert r.connection_pool.get_master_address() == ("127.0.0.1", sentinels.replica.port)
     assert int(jobs.get("drill:count")) == answers[-1]
-    for client in (r, jobs, replicated):
-        client.close()
+    for each in {id(c): c for c in (r, shared, jobs, replicated)}.values():
+        each.close()
 
 
 def test_a_command_in_flight_when_the_primary_dies_is_answered_by_the_promoted_replica(
