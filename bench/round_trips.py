@@ -13,6 +13,7 @@ each round, so a slower moment of the machine hits all of them.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -87,6 +88,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -45,3 +45,16 @@ def figures(docs):
     """The block `make bench` writes into docs/benchmarks.md."""
     text = docs.read_text(encoding="utf-8")
     return text[text.index("<!-- bench:begin"):text.index("<!-- bench:end -->")]
+
+
+def test_the_round_trip_micro_benchmark_runs_and_prints_every_path(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "round_trips.py"),
+         "--commands", "200", "--rounds", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    rows = [line for line in output.splitlines() if line.startswith(("| GET", "| script"))]
+    assert len(rows) == 4, output
+    assert all(float(row.split("|")[2]) > 0 for row in rows), output
