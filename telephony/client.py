@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -46,6 +48,31 @@ class Outcome(Enum):
     def __bool__(self) -> bool:
         """True only when the request succeeded."""
         return self is Outcome.DONE
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """A call as Twilio's REST API describes it: its status in Twilio's vocabulary
+    (`queued`, `ringing`, `in-progress`, or a final one: `completed`, `busy`, `failed`,
+    `no-answer`, `canceled`), its duration (s; 0 while live or when Twilio gives none),
+    and when it ended (ms since the epoch, UTC; None while live or when Twilio gives
+    no end time)."""
+
+    status: str
+    duration: int = 0
+    ended_ms: int | None = None
+
+
+def _call_status(call: object) -> CallStatus:
+    """A fetched `CallInstance` as a `CallStatus`; fields Twilio left empty or that do
+    not parse are read as unknown, never raised."""
+    duration = str(getattr(call, "duration", None) or "")
+    end = getattr(call, "end_time", None)
+    return CallStatus(
+        status=str(getattr(call, "status", None) or ""),
+        duration=int(duration) if duration.isdigit() else 0,
+        ended_ms=int(end.timestamp() * 1000) if isinstance(end, datetime) else None,
+    )
 
 
 def classify(exc: Exception) -> Outcome:
@@ -222,6 +249,17 @@ class Telephony:
                 status_callback_event=["answered", "completed"]),
             creates=True)
         return getattr(participant, "call_sid", None) if outcome is Outcome.DONE else None
+
+    def fetch_call_status(self, call_sid: str) -> CallStatus | Outcome:
+        """Ask Twilio how a call is (`GET Calls/{CallSid}.json`): its `CallStatus`, or the
+        `Outcome` of a request that failed after the retries of a transient failure
+        (429, 5xx, network: about 3.5 s in all): GONE (404: Twilio knows no such
+        call), TRANSIENT (still failing) or REFUSED (another 4xx). Never raises for
+        Twilio's or the network's failures."""
+        calls = self.client.api.v2010.account.calls
+        outcome, call = self._with_retries(f"status of {call_sid}",
+                                           lambda: calls(call_sid).fetch())
+        return _call_status(call) if outcome is Outcome.DONE else outcome
 
     def hang_up(self, call_sid: str) -> Outcome:
         """End a live call (`Status=completed`); retried like a redirect. GONE when it
