@@ -173,12 +173,13 @@ def after_dial(
 
 
 # A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
-# its hash kept a day more, and for that first status: a waiting caller taken out of
+# its hash kept a day more, off the open calls (KEYS[3]: the reconciler no longer asks
+# Twilio about it), and for that first status: a waiting caller taken out of
 # their queue (an abandonment: the wait so far counted, the desk's pages told), a call
 # never seen to begin given its start, the end's fields written, and whether its
 # advisor still rings or talks on it (not in wrap-up). A contact keeping their place
 # for a callback only has the end's fields written.
-# ARGV: [1] the hash's TTL (s), [2] now (ms), [3] CallStatus, [4] CallDuration (s),
+# ARGV: [1] the hash's TTL (s), [2] when it ended (ms), [3] CallStatus, [4] CallDuration (s),
 # [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
 # (with {}), [8] the desk's change channel, [9] the CallSid.
 # Returns {0} for a repeat; {2} for a callback's contact; else {1, the hash before the
@@ -187,6 +188,7 @@ _END_CALL = """
 local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[9])
 if not first then return {0} end
 local call = {}
 for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
@@ -230,7 +232,8 @@ return {1, flat, fields, on_call}
 
 
 def end_call(
-    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
+    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = "",
+    ended_ms: int | None = None,
 ) -> dict[str, str] | None:
     """The call is over: free what it held. Returns the call's hash as it ended (with
     `ended_at`, `call_status`, `duration` and the rest of what this wrote) when its log
@@ -240,14 +243,19 @@ def end_call(
     `ringing`, `in-progress`: the caller is still on the line; nothing
     changes), and for a caller who keeps their place for a callback (their
     log is written when the callback is over). The end is recorded in one round
-    trip (`_END_CALL`); freeing the advisor is the presence script's.
+    trip (`_END_CALL`), which also takes the call off the open calls; freeing the
+    advisor is the presence script's. `duration`: Twilio's CallDuration (s);
+    `now_ms`, `ended_ms`: ms since the epoch, `ended_ms` when the call ended if
+    earlier than now (Twilio's end time, for a call the reconciler found over:
+    `ended_at` and a wait in the queue count to it).
     """
     if not is_final(call_status):
         return None
     ended = script(desk.r, _END_CALL)(
-        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
-        args=[CALL_TTL_SECONDS, now_ms, call_status, duration, caller[:40],
-              keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(), call_sid],
+        keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls()],
+        args=[CALL_TTL_SECONDS, min(now_ms, ended_ms or now_ms), call_status, max(0, duration),
+              caller[:40], keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(),
+              call_sid],
         client=desk.r)
     if int(ended[0]) != 1:
         return None

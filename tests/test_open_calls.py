@@ -1,0 +1,271 @@
+"""Calls whose final status callback never reached the line (Twilio posts it once; a
+restart or a load balancer lost it): the reconciler asks Twilio about calls still open
+ten minutes after they began, and ends and logs those Twilio says are over, once."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+import redis.connection
+import time_machine
+
+from directory import keys
+from routing import presence
+from routing.call_end import OPEN_CALL_RECHECK_MS, OPEN_CALL_RETRY_MS
+from routing.call_state import OPEN_CALL_FIRST_CHECK_MS, get_call
+from telephony import Telephony
+from tests.conftest import make_available, run_jobs
+from tests.test_real_world import PAT, post
+from workers import context
+from workers.reconciler import reconcile
+
+pytestmark = pytest.mark.databases
+
+A7_PHONE = "+16515550199"
+
+
+@pytest.fixture
+def lakeview(directory):
+    """A hosted district, its contact Pat, advisor A7 (owner of 2024117)."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"], phone=A7_PHONE)
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+@pytest.fixture
+def quick(desk):
+    """The desk, its REST retries a few milliseconds apart, used by the worker's jobs."""
+    fast = dataclasses.replace(
+        desk, telephony=Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01)))
+    context.configure(fast)
+    return fast
+
+
+def logs_on(desk, number: str) -> list[dict]:
+    """The call logs on a case, as `GET /api/cases/<number>/calls` lists them."""
+    from directory.call_logs import calls_on_case
+
+    return calls_on_case(desk.session_factory, number)
+
+
+def reconciler_pass(after_ms: int) -> dict[str, int]:
+    """The worker's reconciler job, run `after_ms` (ms) from now."""
+    with time_machine.travel(time.time() + after_ms / 1000, tick=False):
+        return reconcile()
+
+
+def fetches(emulator, sid: str) -> list[int]:
+    """The answers (HTTP statuses) to the line's reads of a call at Twilio."""
+    return [r.status for r in emulator.requests if r.method == "GET" and r.call_sid == sid]
+
+
+def lost_callback_call(phone, keys_pressed: str = "1 2024117#"):
+    """A call that ends with Twilio's status callback lost on the way to the line."""
+    return phone.call(PAT, keys_pressed, status_path=None)
+
+
+FIRST_CHECK = OPEN_CALL_FIRST_CHECK_MS + 1000
+
+
+def test_a_call_whose_status_callback_is_lost_is_logged_by_the_reconciler(
+        phone, quick, lakeview, emulator):
+    make_available(quick, "A7")
+    result = lost_callback_call(phone)
+    assert result.outcome == "advisor"
+    assert presence.advisor_state(quick.r, "A7")["status"] == "available"  # the Dial action
+    run_jobs(quick)
+    assert logs_on(quick, "2024117") == []  # nothing ended the call
+
+    assert reconciler_pass(60_000)["open_calls_checked"] == 0  # too soon to ask Twilio
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_logged"]) == (1, 1)
+    run_jobs(quick)
+
+    [log] = logs_on(quick, "2024117")
+    assert log["call_sid"] == result.call_sid
+    assert (log["status"], log["answered_by"]) == ("answered", "A7")
+    assert log["details"]["call_status"] == "completed"  # Twilio's
+    call = get_call(quick.r, result.call_sid)
+    assert call["duration"] == str(result.duration)  # Twilio's, not the reconciler's guess
+    # Ended when Twilio says it ended, not ten minutes later when the line found out.
+    ended = datetime.fromisoformat(log["ended_at"])
+    assert abs(ended.astimezone(UTC).timestamp() - time.time()) < 30
+    assert reconciler_pass(2 * FIRST_CHECK)["open_calls_checked"] == 0  # asked once
+
+
+def test_a_status_callback_after_the_reconciler_ended_the_call_writes_no_second_log(
+        phone, quick, lakeview, client):
+    make_available(quick, "A7")
+    result = lost_callback_call(phone)
+    reconciler_pass(FIRST_CHECK)
+    run_jobs(quick)
+    [before] = logs_on(quick, "2024117")
+
+    # The lost callback turns up at last (a retrying proxy), with another status.
+    post(client, "/voice/status", {"CallSid": result.call_sid, "CallStatus": "canceled",
+                                   "CallDuration": "7", "From": PAT})
+    run_jobs(quick)
+    assert logs_on(quick, "2024117") == [before]
+    assert get_call(quick.r, result.call_sid)["call_status"] == "completed"
+    assert presence.advisor_state(quick.r, "A7")["status"] == "available"
+
+
+def _path(url: str) -> str:
+    """The path (and query) of one of the line's URLs, as Twilio requests it."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _follow(client, answer: ET.Element, sid: str, digits: str) -> ET.Element:
+    """Press `digits` at the `<Gather>` of a TwiML answer, as Twilio posts them."""
+    action = next(answer.iter("Gather")).get("action", "")
+    return post(client, _path(action), {"CallSid": sid, "Digits": digits})
+
+
+def _talking_to_a7(client, emulator, sid: str) -> None:
+    """Pat calls about 2024117 and A7 takes the call at the whisper: they talk."""
+    emulator.register_call(sid, from_=PAT)
+    greeting = post(client, "/voice/incoming", {"CallSid": sid, "From": PAT,
+                                                "StirVerstat": "TN-Validation-Passed-A"})
+    dial = _follow(client, _follow(client, greeting, sid, "1"), sid, "2024117#")
+    [number] = dial.iter("Number")
+    assert number.text == A7_PHONE
+    heard = post(client, _path(number.get("url", "")), {"CallSid": "CA-a7-leg"})
+    assert [el.tag for el in _follow(client, heard, "CA-a7-leg", "1")] != ["Hangup"]
+
+
+def test_a_call_still_in_progress_at_twilio_is_left_talking(
+        quick, lakeview, client, emulator):
+    make_available(quick, "A7")
+    _talking_to_a7(client, emulator, "CA-long")
+    assert presence.advisor_state(quick.r, "A7")["hold"] == "talking"
+
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_live"]) == (1, 1)
+    run_jobs(quick)
+    assert logs_on(quick, "2024117") == []
+    state = presence.advisor_state(quick.r, "A7")
+    assert (state["hold"], state["call"]) == ("talking", "CA-long")  # not freed
+    assert "ended_at" not in get_call(quick.r, "CA-long")
+    # Asked again ten minutes on, not at every pass.
+    assert reconciler_pass(FIRST_CHECK + 60_000)["open_calls_checked"] == 0
+
+    # Twenty minutes in, A7 and Pat hang up; neither the <Dial>'s action nor the status
+    # callback reaches the line. The next question finds the call over.
+    emulator.end_call("CA-long", duration=1230)
+    done = reconciler_pass(FIRST_CHECK + OPEN_CALL_RECHECK_MS)
+    assert done["open_calls_logged"] == 1
+    run_jobs(quick)
+    [log] = logs_on(quick, "2024117")
+    assert (log["status"], log["answered_by"]) == ("answered", "A7")
+    assert presence.advisor_state(quick.r, "A7")["status"] == "available"
+
+
+@pytest.mark.parametrize("fault", [429, 500])
+def test_twilio_failing_leaves_the_call_open_for_a_later_pass(
+        phone, quick, lakeview, emulator, fault):
+    make_available(quick, "A7")
+    first = lost_callback_call(phone)
+    second = lost_callback_call(phone)
+    emulator.fail_next_fetch(*[fault] * 5)  # the first read and its four retries
+
+    done = reconciler_pass(FIRST_CHECK)
+    assert done["open_calls_deferred"] == 2 and done["open_calls_ended"] == 0
+    assert fetches(emulator, first.call_sid) == [fault] * 5
+    assert fetches(emulator, second.call_sid) == []  # Twilio is struggling: not asked
+    run_jobs(quick)
+    assert logs_on(quick, "2024117") == []
+
+    # Not asked again at every pass: a minute later.
+    assert reconciler_pass(FIRST_CHECK + 30_000)["open_calls_checked"] == 0
+    done = reconciler_pass(FIRST_CHECK + OPEN_CALL_RETRY_MS + 1000)
+    assert done["open_calls_logged"] == 2
+    run_jobs(quick)
+    assert sorted(log["call_sid"] for log in logs_on(quick, "2024117")) == sorted(
+        [first.call_sid, second.call_sid])
+
+
+def test_a_call_unknown_to_twilio_is_ended_and_logged(quick, lakeview, client, emulator):
+    """Twilio answers 404 for a call the line opened (it has no such call): no live
+    call can post that status now, so the reconciler ends and logs it."""
+    post(client, "/voice/incoming", {"CallSid": "CA-unknown", "From": PAT,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_logged"]) == (1, 1)
+    run_jobs(quick)
+    with quick.session_factory() as db:
+        from directory.models import CallLog
+
+        [log] = db.query(CallLog).all()
+    assert (log.call_sid, log.status) == ("CA-unknown", "ended-in-menu")
+    assert log.details["call_status"] == "completed"
+
+
+def test_a_caller_keeping_their_place_for_a_callback_is_not_logged_early(
+        phone, quick, lakeview):
+    caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5, status_path=None)
+    caller.run()
+    assert quick.r.zscore(keys.team_waiting("general"), caller.call_sid) is not None
+
+    done = reconciler_pass(FIRST_CHECK)
+    assert done["open_calls_checked"] == 1 and done["open_calls_logged"] == 0
+    run_jobs(quick)
+    with quick.session_factory() as db:
+        from directory.models import CallLog
+
+        assert db.query(CallLog).all() == []  # logged when the callback is over
+    assert quick.r.zscore(keys.team_waiting("general"), caller.call_sid) is not None
+    assert get_call(quick.r, caller.call_sid)["callback_state"] == "waiting"
+    assert reconciler_pass(2 * FIRST_CHECK)["open_calls_checked"] == 0  # asked once
+
+
+def test_a_call_whose_state_expired_is_dropped_without_asking_twilio(
+        phone, quick, lakeview, emulator):
+    make_available(quick, "A7")
+    result = lost_callback_call(phone)
+    quick.r.delete(keys.call(result.call_sid))  # its day is over
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_dropped"], done["open_calls_checked"]) == (1, 0)
+    assert fetches(emulator, result.call_sid) == []
+    assert quick.r.zcard(keys.open_calls()) == 0
+
+
+class _RoundTrips:
+    """Counts what this process sends to Redis (one packed send per round trip)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.count = 0
+        send = redis.connection.AbstractConnection.send_packed_command
+
+        def counted(conn, command, check_health=True):
+            self.count += 1
+            return send(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+
+
+def test_the_open_calls_cost_the_first_webhook_and_the_status_callback_no_round_trip(
+        quick, lakeview, client, monkeypatch):
+    """The index is written inside the scripts that open and end the call's state."""
+    post(client, "/voice/incoming", {"CallSid": "CA-warm", "From": PAT,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    post(client, "/voice/status", {"CallSid": "CA-warm", "CallStatus": "completed",
+                                   "CallDuration": "5"})  # scripts loaded, cache filled
+    trips = _RoundTrips(monkeypatch)
+    post(client, "/voice/incoming", {"CallSid": "CA-count", "From": PAT,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    incoming, trips.count = trips.count, 0
+    opened = quick.r.zscore(keys.open_calls(), "CA-count")
+    trips.count = 0
+    post(client, "/voice/status", {"CallSid": "CA-count", "CallStatus": "completed",
+                                   "CallDuration": "5"})
+    status = trips.count
+    assert opened is not None and quick.r.zscore(keys.open_calls(), "CA-count") is None
+    assert (incoming, status) == (2, 2)  # as before the open calls were kept
