@@ -115,7 +115,7 @@ def http_client_for(base_url: str, timeout: float) -> TwilioHttpClient:
 
 
 class Telephony:
-    """Redirects live calls through Twilio's REST API.
+    """Redirects, places, hangs up and reads calls through Twilio's REST API.
 
     With `background=True` (the web service), `redirect_later` runs the REST
     request on a small thread pool so the webhook that freed an advisor
