@@ -26,12 +26,19 @@ from telephony import Outcome
 log = logging.getLogger(__name__)
 
 # Calls asked about per pass (the reconciler runs every 10 s): one REST request each,
-# sequential, so a pass stays well inside the job's timeout and the account's rate
-# limit, and a backlog (after an outage of the status callbacks) drains at ~300 a minute.
+# sequential, within the pass's time (`OPEN_CALLS_PASS_SECONDS`): a backlog (after an
+# outage of the status callbacks) drains at up to ~300 a minute.
 OPEN_CALLS_PER_PASS = 50
-# A pass stops asking after this long (s), whatever is left: the reconciler's job has
-# 60 s, and its other work (expired holds) must not wait behind slow answers.
-OPEN_CALLS_PASS_SECONDS = 20.0
+# A pass asks no more once this long (s) has gone by, whatever is left; and each
+# question is one try that gives up after `OPEN_CALL_FETCH_TIMEOUT_SECONDS` per connect
+# and per read. So a pass against a Twilio that never answers ends within
+# OPEN_CALLS_PASS_SECONDS + 2 * OPEN_CALL_FETCH_TIMEOUT_SECONDS = 8 s, inside the
+# reconciler's interval (`caseline.work.RECONCILE_EVERY_SECONDS`, 10 s): RQ's cron
+# queues the job every interval without waiting for the last one, on the `presence`
+# queue the worker drains before the call logs, so a longer pass would pile jobs up
+# and starve the call logs.
+OPEN_CALLS_PASS_SECONDS = 4.0
+OPEN_CALL_FETCH_TIMEOUT_SECONDS = 2.0
 # A call Twilio says is still live (queued, ringing, in-progress) is asked about again
 # this much later (ms): a talk lasts minutes to hours, and its own status callback
 # will most likely end it first.
@@ -113,8 +120,8 @@ def check_open_calls(desk: Desk, now_ms: int, *, limit: int = OPEN_CALLS_PER_PAS
     Twilio says it is over: it is closed as its status callback would have
     (`close_call`, with Twilio's status, duration and end time). Still live: asked
     again `OPEN_CALL_RECHECK_MS` later. Unknown to Twilio (404): closed as
-    `UNKNOWN_TO_TWILIO_STATUS`. Twilio failing (429, 5xx, network, after the
-    client's retries) or refusing (another 4xx): the pass stops there, and that call
+    `UNKNOWN_TO_TWILIO_STATUS`. Twilio failing (429, 5xx, network: one try, no
+    retry) or refusing (another 4xx): the pass stops there, and that call
     and those not asked yet are due again `OPEN_CALL_RETRY_MS` later.
 
     Returns counts: {"open_calls_checked": asked about, "open_calls_ended": closed
@@ -130,7 +137,9 @@ def check_open_calls(desk: Desk, now_ms: int, *, limit: int = OPEN_CALLS_PER_PAS
         if clock() > deadline:
             counts["open_calls_deferred"] += len(taken) - index
             break
-        found = desk.telephony.fetch_call_status(call_sid)
+        # One try, briefly: a call not answered for now is asked about again later.
+        found = desk.telephony.fetch_call_status(
+            call_sid, retry=False, timeout=OPEN_CALL_FETCH_TIMEOUT_SECONDS)
         counts["open_calls_checked"] += 1
         if found is Outcome.GONE:
             log.warning("call %s is open here and unknown to Twilio (404): ended as %s",

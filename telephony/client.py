@@ -136,6 +136,7 @@ class Telephony:
         self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
+        self._clients: dict[float, Client] = {}  # by timeout, for requests given one
         self._background = background
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -154,15 +155,30 @@ class Telephony:
     def client(self) -> Client:
         """The twilio `Client`, pointed at `TWILIO_API_URL`."""
         if self._client is None:
-            base_url = self._settings.twilio_api_url.rstrip("/")
-            client = Client(
-                self._settings.twilio_account_sid,
-                self._settings.twilio_auth_token or "unset",
-                http_client=http_client_for(base_url, self._timeout),
-            )
-            client.api.base_url = base_url
-            self._client = client
+            self._client = self._new_client(self._timeout)
         return self._client
+
+    def _new_client(self, timeout: float) -> Client:
+        """A twilio `Client` pointed at `TWILIO_API_URL`, `timeout` s per connect and read."""
+        base_url = self._settings.twilio_api_url.rstrip("/")
+        client = Client(
+            self._settings.twilio_account_sid,
+            self._settings.twilio_auth_token or "unset",
+            http_client=http_client_for(base_url, timeout),
+        )
+        client.api.base_url = base_url
+        return client
+
+    def _client_for(self, timeout: float | None) -> Client:
+        """The client whose requests time out after `timeout` s (None: this one's usual
+        timeout). twilio's resources take no timeout per request, so each timeout asked
+        for has its own client (and connection pool), built once."""
+        if timeout is None or timeout == self._timeout:
+            return self.client
+        with self._pool_lock:
+            if timeout not in self._clients:
+                self._clients[timeout] = self._new_client(timeout)
+            return self._clients[timeout]
 
     def warm(self) -> None:
         """Build the REST client and import its resource modules now, without a
@@ -250,15 +266,18 @@ class Telephony:
             creates=True)
         return getattr(participant, "call_sid", None) if outcome is Outcome.DONE else None
 
-    def fetch_call_status(self, call_sid: str) -> CallStatus | Outcome:
+    def fetch_call_status(self, call_sid: str, *, retry: bool = True,
+                          timeout: float | None = None) -> CallStatus | Outcome:
         """Ask Twilio how a call is (`GET Calls/{CallSid}.json`): its `CallStatus`, or the
         `Outcome` of a request that failed after the retries of a transient failure
-        (429, 5xx, network: about 3.5 s in all): GONE (404: Twilio knows no such
-        call), TRANSIENT (still failing) or REFUSED (another 4xx). Never raises for
-        Twilio's or the network's failures."""
-        calls = self.client.api.v2010.account.calls
+        (429, 5xx, network: about 3.5 s in all; one try when not `retry`): GONE (404:
+        Twilio knows no such call), TRANSIENT (still failing) or REFUSED (another
+        4xx). `timeout`: seconds per connect and per read (None: the client's own), so
+        one try against a Twilio that never answers takes at most twice that. Never
+        raises for Twilio's or the network's failures."""
+        calls = self._client_for(timeout).api.v2010.account.calls
         outcome, call = self._with_retries(f"status of {call_sid}",
-                                           lambda: calls(call_sid).fetch())
+                                           lambda: calls(call_sid).fetch(), retry)
         return _call_status(call) if outcome is Outcome.DONE else outcome
 
     def hang_up(self, call_sid: str) -> Outcome:
