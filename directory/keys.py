@@ -86,6 +86,12 @@ def open_calls() -> str:
     return f"{PREFIX}:calls:open"
 
 
+def twilio_reads_paused() -> str:
+    """String: until when (ms since the epoch) the reconciler asks Twilio about no call,
+    after Twilio failed (429, 5xx, no answer); it expires then."""
+    return f"{PREFIX}:twilio:reads-paused"
+
+
 def verify_failures(phone_e164: str) -> str:
     """Sorted set: failed contact-ID/PIN verifications from a number, scored by
     when (ms). (Until the per-contact lockout it was a string at `verify:fail:`.)"""

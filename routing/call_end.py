@@ -47,9 +47,17 @@ OPEN_CALL_RECHECK_MS = 10 * 60 * 1000
 # after Twilio failed (429, 5xx, no answer: it is not hammered) or the pass ran out of
 # time, or its worker died mid-pass.
 OPEN_CALL_RETRY_MS = 60 * 1000
+# After Twilio failed (429, 5xx, no answer), the reconciler asks it about no call for
+# this long (ms), account-wide (`keys.twilio_reads_paused`): the rate limit is the
+# account's, shared with the redirects that bring callers to advisors, and a backlog
+# of due calls must not hit Twilio again at every pass.
+TWILIO_READS_PAUSE_MS = 60 * 1000
 # What a call Twilio does not know (404) is ended with: no live call has that CallSid,
 # so none can post its status now. Twilio's neutral word for a call over; the others
-# name a cause (busy, no answer) nobody knows here.
+# name a cause (busy, no answer) nobody knows here. Only a call open longer than any
+# call can last (the talk lease, `settings.talk_lease_seconds`) is ended so: a
+# misconfigured account or region would answer 404 for every call, and ending them
+# all would drop waiting callers and free advisors in mid-talk.
 UNKNOWN_TO_TWILIO_STATUS = "completed"
 
 # KEYS[1]: the open calls. ARGV: [1] now (ms), [2] how many at most, [3] when those
@@ -110,28 +118,66 @@ def take_due_calls(desk: Desk, now_ms: int, limit: int = OPEN_CALLS_PER_PASS
     return [str(sid) for sid in taken], int(dropped)
 
 
+def twilio_reads_paused(desk: Desk, now_ms: int) -> bool:
+    """Whether the reconciler lets Twilio be at `now_ms` (ms since the epoch): Twilio
+    failed less than `TWILIO_READS_PAUSE_MS` before."""
+    until = desk.r.get(keys.twilio_reads_paused())
+    return bool(until) and int(until) > now_ms
+
+
+def pause_twilio_reads(desk: Desk, now_ms: int) -> None:
+    """Twilio failed at `now_ms` (ms since the epoch): ask it about no call for
+    `TWILIO_READS_PAUSE_MS`. The key holds until when (the passes compare it to their
+    own clock) and expires then."""
+    desk.r.set(keys.twilio_reads_paused(), now_ms + TWILIO_READS_PAUSE_MS,
+               px=TWILIO_READS_PAUSE_MS)
+
+
+def _ask_again(desk: Desk, call_sid: str, due_ms: int) -> None:
+    """The call stays open, next asked about at `due_ms` (unless it ended meanwhile)."""
+    desk.r.zadd(keys.open_calls(), {call_sid: due_ms}, xx=True)
+
+
+def _open_longer_than_any_call(desk: Desk, call_sid: str, now_ms: int) -> bool:
+    """Whether the call began (`started_at`) longer before `now_ms` than any call can
+    last (the talk lease); False when its start is unknown."""
+    started = desk.r.hget(keys.call(call_sid), "started_at") or ""
+    return started.isdigit() and (
+        now_ms - int(started) > desk.settings.talk_lease_seconds * 1000)
+
+
 def check_open_calls(desk: Desk, now_ms: int, *, limit: int = OPEN_CALLS_PER_PASS,
                      budget_s: float = OPEN_CALLS_PASS_SECONDS,
                      clock: Callable[[], float] = time.monotonic) -> dict[str, int]:
     """The reconciler's check of calls open long after they began (their final status
     callback may be lost): ask Twilio about each call due by `now_ms` (ms since the
-    epoch), at most `limit` and for at most `budget_s` seconds of `clock`.
+    epoch), at most `limit`, asking no more once `budget_s` seconds of `clock` have
+    gone by; one try each (`OPEN_CALL_FETCH_TIMEOUT_SECONDS`).
 
     Twilio says it is over: it is closed as its status callback would have
     (`close_call`, with Twilio's status, duration and end time). Still live: asked
     again `OPEN_CALL_RECHECK_MS` later. Unknown to Twilio (404): closed as
-    `UNKNOWN_TO_TWILIO_STATUS`. Twilio failing (429, 5xx, network: one try, no
-    retry) or refusing (another 4xx): the pass stops there, and that call
-    and those not asked yet are due again `OPEN_CALL_RETRY_MS` later.
+    `UNKNOWN_TO_TWILIO_STATUS` when open longer than any call can last, else logged
+    as an error and asked again `OPEN_CALL_RECHECK_MS` later. Twilio refusing this
+    read (another 4xx): logged, asked again `OPEN_CALL_RECHECK_MS` later, and the
+    pass goes on. Twilio failing (429, 5xx, network): the pass stops there, that
+    call and those not asked yet are due again `OPEN_CALL_RETRY_MS` later, and no
+    pass asks Twilio anything for `TWILIO_READS_PAUSE_MS` (`twilio_reads_paused`).
 
     Returns counts: {"open_calls_checked": asked about, "open_calls_ended": closed
     now, "open_calls_logged": of those, logs queued, "open_calls_live": still live,
+    "open_calls_unsettled": asked again later after a 404 or a refusal,
     "open_calls_deferred": left for a later pass, "open_calls_dropped": off the open
-    calls without a question (hash expired, or ended meanwhile)}. Raises only what
-    Redis raises."""
-    taken, dropped = take_due_calls(desk, now_ms, limit)
+    calls without a question (hash expired, or ended meanwhile),
+    "open_calls_paused": 1 when the pass asked nothing, Twilio being let be}. Raises
+    only what Redis raises."""
     counts = {"open_calls_checked": 0, "open_calls_ended": 0, "open_calls_logged": 0,
-              "open_calls_live": 0, "open_calls_deferred": 0, "open_calls_dropped": dropped}
+              "open_calls_live": 0, "open_calls_unsettled": 0, "open_calls_deferred": 0,
+              "open_calls_dropped": 0, "open_calls_paused": 0}
+    if twilio_reads_paused(desk, now_ms):
+        counts["open_calls_paused"] = 1
+        return counts
+    taken, counts["open_calls_dropped"] = take_due_calls(desk, now_ms, limit)
     deadline = clock() + budget_s
     for index, call_sid in enumerate(taken):
         if clock() > deadline:
@@ -141,16 +187,37 @@ def check_open_calls(desk: Desk, now_ms: int, *, limit: int = OPEN_CALLS_PER_PAS
         found = desk.telephony.fetch_call_status(
             call_sid, retry=False, timeout=OPEN_CALL_FETCH_TIMEOUT_SECONDS)
         counts["open_calls_checked"] += 1
-        if found is Outcome.GONE:
-            log.warning("call %s is open here and unknown to Twilio (404): ended as %s",
-                        call_sid, UNKNOWN_TO_TWILIO_STATUS)
-            status, duration, ended_ms = UNKNOWN_TO_TWILIO_STATUS, 0, None
-        elif isinstance(found, Outcome):
-            # Twilio is failing or refusing us: asking about the rest now would fail too.
+        if found is Outcome.TRANSIENT:
+            # Twilio is struggling (or rate-limiting the account): asking about the rest
+            # now would fail too, and would eat into what the redirects need.
+            pause_twilio_reads(desk, now_ms)
             counts["open_calls_deferred"] += len(taken) - index
+            log.warning("Twilio failed a read of call %s: no call is asked about for "
+                        "%d s", call_sid, TWILIO_READS_PAUSE_MS // 1000)
             break
+        if isinstance(found, Outcome) and found is not Outcome.GONE:  # REFUSED
+            # This read is wrong (a 4xx of its own): the calls behind it are asked all
+            # the same, and it again later.
+            log.error("call %s: Twilio refused the read of it (a 4xx other than 404 or "
+                      "429): asked again in %d min", call_sid, OPEN_CALL_RECHECK_MS // 60_000)
+            _ask_again(desk, call_sid, now_ms + OPEN_CALL_RECHECK_MS)
+            counts["open_calls_unsettled"] += 1
+            continue
+        if found is Outcome.GONE:
+            if not _open_longer_than_any_call(desk, call_sid, now_ms):
+                log.error("call %s is open here and unknown to Twilio (404) before any "
+                          "call could be over: is TWILIO_ACCOUNT_SID or TWILIO_API_URL "
+                          "wrong? Left open, asked again in %d min", call_sid,
+                          OPEN_CALL_RECHECK_MS // 60_000)
+                _ask_again(desk, call_sid, now_ms + OPEN_CALL_RECHECK_MS)
+                counts["open_calls_unsettled"] += 1
+                continue
+            log.warning("call %s is open here and unknown to Twilio (404), open longer "
+                        "than any call lasts: ended as %s", call_sid,
+                        UNKNOWN_TO_TWILIO_STATUS)
+            status, duration, ended_ms = UNKNOWN_TO_TWILIO_STATUS, 0, None
         elif not acd.is_final(found.status):
-            desk.r.zadd(keys.open_calls(), {call_sid: now_ms + OPEN_CALL_RECHECK_MS}, xx=True)
+            _ask_again(desk, call_sid, now_ms + OPEN_CALL_RECHECK_MS)
             counts["open_calls_live"] += 1
             continue
         else:

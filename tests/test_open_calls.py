@@ -24,7 +24,7 @@ from routing.call_end import (
     OPEN_CALL_RETRY_MS,
     OPEN_CALLS_PASS_SECONDS,
 )
-from routing.call_state import OPEN_CALL_FIRST_CHECK_MS, get_call
+from routing.call_state import OPEN_CALL_FIRST_CHECK_MS, get_call, start_call
 from telephony import Telephony
 from tests.conftest import make_available, run_jobs
 from tests.test_real_world import PAT, post
@@ -199,12 +199,19 @@ def test_twilio_failing_leaves_the_call_open_for_a_later_pass(
         [first.call_sid, second.call_sid])
 
 
-def test_a_call_unknown_to_twilio_is_ended_and_logged(quick, lakeview, client, emulator):
-    """Twilio answers 404 for a call the line opened (it has no such call): no live
-    call can post that status now, so the reconciler ends and logs it."""
-    post(client, "/voice/incoming", {"CallSid": "CA-unknown", "From": PAT,
+def _open_unknown_call(client, sid: str = "CA-unknown") -> None:
+    """A call the line opened and Twilio has no such call (its reads answer 404)."""
+    post(client, "/voice/incoming", {"CallSid": sid, "From": PAT,
                                      "StirVerstat": "TN-Validation-Passed-A"})
-    done = reconciler_pass(FIRST_CHECK)
+
+
+def test_a_call_unknown_to_twilio_is_ended_and_logged_once_no_call_could_last_that_long(
+        quick, lakeview, client, emulator):
+    """Twilio answers 404 for a call the line opened longer ago than any call can last
+    (the talk lease): no live call can post that status now, so the reconciler ends
+    and logs it."""
+    _open_unknown_call(client)
+    done = reconciler_pass(quick.settings.talk_lease_seconds * 1000 + 60_000)
     assert (done["open_calls_checked"], done["open_calls_logged"]) == (1, 1)
     run_jobs(quick)
     with quick.session_factory() as db:
@@ -213,6 +220,78 @@ def test_a_call_unknown_to_twilio_is_ended_and_logged(quick, lakeview, client, e
         [log] = db.query(CallLog).all()
     assert (log.call_sid, log.status) == ("CA-unknown", "ended-in-menu")
     assert log.details["call_status"] == "completed"
+
+
+def test_a_404_on_a_call_that_may_still_be_live_ends_nothing(
+        quick, lakeview, client, emulator, caplog):
+    """A wrong account or region makes every read 404: calls ten minutes in are left
+    open (a caller waiting, an advisor talking), the error named, asked again later."""
+    make_available(quick, "A7")
+    _talking_to_a7(client, emulator, "CA-talking")
+    _open_unknown_call(client)
+    emulator.fail_next_fetch(404)  # CA-talking's read, as under the wrong account
+
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_ended"]) == (2, 0)
+    assert done["open_calls_unsettled"] == 2
+    run_jobs(quick)
+    assert logs_on(quick, "2024117") == []
+    state = presence.advisor_state(quick.r, "A7")
+    assert (state["hold"], state["call"]) == ("talking", "CA-talking")  # not freed
+    errors = [r.getMessage() for r in caplog.records
+              if r.levelname == "ERROR" and "unknown to Twilio (404)" in r.getMessage()]
+    assert [("CA-talking" in e, "CA-unknown" in e) for e in errors] == [
+        (True, False), (False, True)]
+    for sid in ("CA-talking", "CA-unknown"):
+        assert quick.r.exists(keys.call_ended(sid)) == 0
+        due = quick.r.zscore(keys.open_calls(), sid)
+        assert abs(due - (time.time() * 1000 + FIRST_CHECK + OPEN_CALL_RECHECK_MS)) < 30_000
+    assert reconciler_pass(FIRST_CHECK + 60_000)["open_calls_checked"] == 0
+
+
+def test_a_read_twilio_refuses_does_not_hold_up_the_calls_behind_it(
+        phone, quick, lakeview, emulator, caplog):
+    """A 4xx of its own (not 404, not 429) on one call's read: that call is asked again
+    later, the others now."""
+    make_available(quick, "A7")
+    first = lost_callback_call(phone)
+    second = lost_callback_call(phone)
+    emulator.fail_next_fetch(400)
+
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_logged"]) == (2, 1)
+    assert done["open_calls_unsettled"] == 1
+    assert fetches(emulator, first.call_sid) == [400]
+    assert any(r.levelname == "ERROR" and first.call_sid in r.getMessage()
+               for r in caplog.records)
+    run_jobs(quick)
+    assert [log["call_sid"] for log in logs_on(quick, "2024117")] == [second.call_sid]
+
+    assert reconciler_pass(FIRST_CHECK + 5 * 60_000)["open_calls_checked"] == 0
+    done = reconciler_pass(FIRST_CHECK + OPEN_CALL_RECHECK_MS + 1000)
+    assert done["open_calls_logged"] == 1
+    run_jobs(quick)
+    assert len(logs_on(quick, "2024117")) == 2
+
+
+def test_twilio_answering_429_is_let_be_for_a_minute_account_wide(quick, lakeview, emulator):
+    """A 429 is the account's rate limit (shared with the redirects that bring callers
+    to advisors), not one call's: with more than a pass's worth of calls due (the
+    backlog after an outage of the status callbacks), the next passes, 10 and 20 s on,
+    do not hit Twilio again; a minute on, it is asked again."""
+    now_ms = int(time.time() * 1000)
+    for n in range(120):
+        start_call(quick.r, f"CA-due-{n:03d}", {"caller": PAT, "started_at": now_ms})
+    emulator.fail_next_fetch(*[429] * 100)
+    done = reconciler_pass(FIRST_CHECK)
+    assert (done["open_calls_checked"], done["open_calls_deferred"]) == (1, 50)
+    asked_first = len([r for r in emulator.requests if r.method == "GET"])
+    assert asked_first == 1
+    later = [reconciler_pass(FIRST_CHECK + 10_000), reconciler_pass(FIRST_CHECK + 20_000)]
+    asked = len([r for r in emulator.requests if r.method == "GET"])
+    assert asked == asked_first, f"{asked - asked_first} more requests within 20 s of a 429"
+    assert [done["open_calls_paused"] for done in later] == [1, 1]
+    assert reconciler_pass(FIRST_CHECK + 61_000)["open_calls_checked"] == 1  # 429 again
 
 
 def test_a_caller_keeping_their_place_for_a_callback_is_not_logged_early(
