@@ -178,7 +178,8 @@ def after_dial(
 # their queue (an abandonment: the wait so far counted, the desk's pages told), a call
 # never seen to begin given its start, the end's fields written, and whether its
 # advisor still rings or talks on it (not in wrap-up). A contact keeping their place
-# for a callback only has the end's fields written.
+# for a callback only has the end's fields written, those not set yet (a callback
+# over before this end came keeps its `ended_at`).
 # ARGV: [1] the hash's TTL (s), [2] when it ended (ms), [3] CallStatus, [4] CallDuration (s),
 # [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
 # (with {}), [8] the desk's change channel, [9] the CallSid.
@@ -195,7 +196,9 @@ for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
 local now = tonumber(ARGV[2])
 local fields = {'ended_at', ARGV[2], 'call_status', ARGV[3], 'duration', ARGV[4]}
 if call['callback'] == '1' then
-  redis.call('HSET', KEYS[1], unpack(fields))
+  -- Only the fields not set yet: a callback already over keeps its own end (its
+  -- talk came after this call's end, which the reconciler or a late status brings).
+  for i = 1, #fields, 2 do redis.call('HSETNX', KEYS[1], fields[i], fields[i + 1]) end
   return {2}
 end
 local team = call['waiting_team']

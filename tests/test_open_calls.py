@@ -26,8 +26,16 @@ from routing.call_end import (
 )
 from routing.call_state import OPEN_CALL_FIRST_CHECK_MS, get_call, start_call
 from telephony import Telephony
-from tests.conftest import make_available, run_jobs
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    make_available,
+    run_jobs,
+)
 from tests.test_real_world import PAT, post
+from twilio_side import Caller, FlaskTransport
 from workers import context
 from workers.reconciler import reconcile
 
@@ -310,6 +318,42 @@ def test_a_caller_keeping_their_place_for_a_callback_is_not_logged_early(
     assert quick.r.zscore(keys.team_waiting("general"), caller.call_sid) is not None
     assert get_call(quick.r, caller.call_sid)["callback_state"] == "waiting"
     assert reconciler_pass(2 * FIRST_CHECK)["open_calls_checked"] == 0  # asked once
+
+
+def test_the_reconciler_keeps_the_callback_end_on_a_callback_whose_inbound_status_was_lost(
+        phone, desk, lakeview, client, emulator, app):
+    """Pat asks for a callback and hangs up; that status callback is lost. The callback
+    is placed, talked and over (its log queued) before the reconciler's first
+    question; the log is written after it (the log worker behind, a database blip).
+    The log must say when the callback ended, as it does when the status came."""
+    caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5, status_path=None)
+    caller.run()
+    client.put("/api/advisors/A7/status", json={"status": "available"},
+               headers={"Authorization": f"Bearer {API_TOKEN}"})
+    [leg] = [c for c in emulator.created_calls if c.to == A7_PHONE]
+    advisor_leg = Caller(
+        FlaskTransport(app.test_client(), BASE_URL, auth_token=AUTH_TOKEN),
+        "+18005550100", A7_PHONE, start_url=leg.url, direction="outbound-api",
+        call_sid=leg.sid, keys=["1"], advisor_policy={PAT: "answer"},
+        account_sid=ACCOUNT_SID, status_path=leg.status_callback, talk_seconds=90)
+    with time_machine.travel(time.time() + 300, tick=False):  # A7 frees up 5 min on
+        assert advisor_leg.run().outcome == "advisor"
+    callback_over = get_call(desk.r, caller.call_sid)
+    assert callback_over["callback_state"] == "done"
+
+    reconciler_pass(FIRST_CHECK)  # Twilio: Pat's own call completed long ago
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        from directory.models import CallLog
+
+        [log] = db.query(CallLog).all()
+    ended = int(log.ended_at.replace(tzinfo=UTC).timestamp() * 1000)
+    assert ended >= int(callback_over["ended_at"]) - 1000, (
+        f"log ends {(int(callback_over['ended_at']) - ended) / 1000:.0f} s before the "
+        f"callback did, before its talk began")
+    after = get_call(desk.r, caller.call_sid)
+    assert after["ended_at"] == callback_over["ended_at"]
+    assert after["call_status"] == "completed"  # Pat's own call's, still recorded
 
 
 def test_a_call_whose_state_expired_is_dropped_without_asking_twilio(
