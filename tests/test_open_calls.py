@@ -435,3 +435,45 @@ def test_a_pass_against_a_twilio_that_never_answers_fits_in_the_reconcilers_inte
     """The budget is checked before each question, and the last one asked may take a
     connect and a read timeout."""
     assert OPEN_CALLS_PASS_SECONDS + 2 * OPEN_CALL_FETCH_TIMEOUT_SECONDS < RECONCILE_EVERY_SECONDS
+
+
+def test_a_call_in_flight_across_the_upgrade_is_logged_when_its_callback_is_lost(
+        quick, settings, lakeview, client, emulator):
+    """Pat's call was opened by the previous release (its state, no place among the
+    open calls). The release is deployed: `caseline serve` restarts, the moment a
+    status callback is most likely lost, and this one is. The service's start brings
+    the previous release's state to this release's shape (`prepare_service`)."""
+    from caseline.cli import prepare_service
+
+    emulator.register_call("CA-in-flight", from_=PAT)
+    post(client, "/voice/incoming", {"CallSid": "CA-in-flight", "From": PAT,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    quick.r.zrem(keys.open_calls(), "CA-in-flight")  # as the previous release left it
+    prepare_service(settings)
+    emulator.end_call("CA-in-flight", duration=40)  # its status callback lost
+    assert reconciler_pass(60_000)["open_calls_checked"] == 0  # not before ten minutes
+    done = reconciler_pass(FIRST_CHECK)
+    assert done["open_calls_logged"] == 1, done
+
+
+def test_the_upgrade_indexes_only_calls_nothing_ended_and_twice_changes_nothing(
+        quick, lakeview, client):
+    from routing.upgrade import index_open_calls
+
+    now_ms = int(time.time() * 1000)
+    for sid in ("CA-live", "CA-over"):
+        post(client, "/voice/incoming", {"CallSid": sid, "From": PAT,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+    post(client, "/voice/status", {"CallSid": "CA-over", "CallStatus": "completed",
+                                   "CallDuration": "5"})
+    quick.r.hset(keys.call("CA-no-start"), "caller", PAT)  # its start unknown
+    quick.r.zadd(keys.call_tried("CA-live"), {"A7": now_ms})  # a call's other key
+    quick.r.delete(keys.open_calls())  # as the previous release left them
+    started = int(get_call(quick.r, "CA-live")["started_at"])
+
+    assert index_open_calls(quick.r, now_ms) == 2
+    assert dict(quick.r.zrange(keys.open_calls(), 0, -1, withscores=True)) == {
+        "CA-live": started + OPEN_CALL_FIRST_CHECK_MS, "CA-no-start": now_ms}
+    assert index_open_calls(quick.r, now_ms + 5000) == 0
+    assert dict(quick.r.zrange(keys.open_calls(), 0, -1, withscores=True)) == {
+        "CA-live": started + OPEN_CALL_FIRST_CHECK_MS, "CA-no-start": now_ms}
