@@ -206,7 +206,8 @@ if team and team ~= '' and
     redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
   redis.call('PUBLISH', ARGV[8], 'queue')
   local enqueued = tonumber(call['enqueued_at'] or '') or now
-  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + now - enqueued
+  -- Twilio's end time is whole seconds: it may read before this wait began.
+  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + math.max(0, now - enqueued)
   table.insert(fields, 'queue_wait_ms')
   table.insert(fields, string.format('%d', waited))
   table.insert(fields, 'abandoned')

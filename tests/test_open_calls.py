@@ -17,7 +17,7 @@ import time_machine
 
 from caseline.work import RECONCILE_EVERY_SECONDS
 from directory import keys
-from routing import presence
+from routing import acd, presence
 from routing.call_end import (
     OPEN_CALL_FETCH_TIMEOUT_SECONDS,
     OPEN_CALL_RECHECK_MS,
@@ -477,3 +477,20 @@ def test_the_upgrade_indexes_only_calls_nothing_ended_and_twice_changes_nothing(
     assert index_open_calls(quick.r, now_ms + 5000) == 0
     assert dict(quick.r.zrange(keys.open_calls(), 0, -1, withscores=True)) == {
         "CA-live": started + OPEN_CALL_FIRST_CHECK_MS, "CA-no-start": now_ms}
+
+
+def test_a_caller_whose_end_twilio_dates_before_their_wait_began_waited_no_time(
+        quick, lakeview, client):
+    """Twilio's end_time is whole seconds: a caller who hung up within a second of
+    joining the queue ends, by it, before they were enqueued."""
+    greeting = post(client, "/voice/incoming", {"CallSid": "CA-brief", "From": PAT,
+                                                "StirVerstat": "TN-Validation-Passed-A"})
+    _follow(client, _follow(client, greeting, "CA-brief", "1"), "CA-brief", "2024117#")
+    call = get_call(quick.r, "CA-brief")
+    enqueued = int(call["enqueued_at"])
+    assert call["waiting_team"]
+    # Hung up 0.3 s after joining; Twilio's end time, cut to the second, 0.5 s before.
+    ended = acd.end_call(quick, "CA-brief", "completed", 1, enqueued + 900,
+                         ended_ms=enqueued - 500)
+    assert ended is not None and ended["abandoned"] == "1"
+    assert int(ended["queue_wait_ms"]) == 0
