@@ -127,7 +127,7 @@ def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
     from directory import cache_directory
     from directory.db import make_session_factory
-    from routing.upgrade import upgrade_wrapups
+    from routing.upgrade import index_open_calls, upgrade_wrapups
 
     url = _redis_url(settings)
     logging.getLogger("caseline").info("Redis: %s", describe_redis_url(url))
@@ -136,7 +136,9 @@ def prepare_service(settings: Settings) -> str:
     cache_directory(make_session_factory(engine), client, datetime.now(UTC))
     # Holds and jobs the previous release left in Redis, in this release's shape.
     job_redis = raw_twin(client)
-    upgrade_wrapups(client, job_redis, int(time.time() * 1000))
+    now_ms = int(time.time() * 1000)
+    upgrade_wrapups(client, job_redis, now_ms)
+    index_open_calls(client, now_ms)
     job_redis.close()
     client.close()
     engine.dispose()

@@ -80,6 +80,18 @@ def call_ended(call_sid: str) -> str:
     return f"{PREFIX}:call:{call_sid}:ended"
 
 
+def open_calls() -> str:
+    """Sorted set: the calls opened and not yet ended (CallSid), scored by when (ms since
+    the epoch, UTC) the reconciler next asks Twilio whether each is over."""
+    return f"{PREFIX}:calls:open"
+
+
+def twilio_reads_paused() -> str:
+    """String: until when (ms since the epoch) the reconciler asks Twilio about no call,
+    after Twilio failed (429, 5xx, no answer); it expires then."""
+    return f"{PREFIX}:twilio:reads-paused"
+
+
 def verify_failures(phone_e164: str) -> str:
     """Sorted set: failed contact-ID/PIN verifications from a number, scored by
     when (ms). (Until the per-contact lockout it was a string at `verify:fail:`.)"""

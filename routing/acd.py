@@ -173,12 +173,14 @@ def after_dial(
 
 
 # A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
-# its hash kept a day more, and for that first status: a waiting caller taken out of
+# its hash kept a day more, off the open calls (KEYS[3]: the reconciler no longer asks
+# Twilio about it), and for that first status: a waiting caller taken out of
 # their queue (an abandonment: the wait so far counted, the desk's pages told), a call
 # never seen to begin given its start, the end's fields written, and whether its
 # advisor still rings or talks on it (not in wrap-up). A contact keeping their place
-# for a callback only has the end's fields written.
-# ARGV: [1] the hash's TTL (s), [2] now (ms), [3] CallStatus, [4] CallDuration (s),
+# for a callback only has the end's fields written, those not set yet (a callback
+# over before this end came keeps its `ended_at`).
+# ARGV: [1] the hash's TTL (s), [2] when it ended (ms), [3] CallStatus, [4] CallDuration (s),
 # [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
 # (with {}), [8] the desk's change channel, [9] the CallSid.
 # Returns {0} for a repeat; {2} for a callback's contact; else {1, the hash before the
@@ -187,13 +189,16 @@ _END_CALL = """
 local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[9])
 if not first then return {0} end
 local call = {}
 for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
 local now = tonumber(ARGV[2])
 local fields = {'ended_at', ARGV[2], 'call_status', ARGV[3], 'duration', ARGV[4]}
 if call['callback'] == '1' then
-  redis.call('HSET', KEYS[1], unpack(fields))
+  -- Only the fields not set yet: a callback already over keeps its own end (its
+  -- talk came after this call's end, which the reconciler or a late status brings).
+  for i = 1, #fields, 2 do redis.call('HSETNX', KEYS[1], fields[i], fields[i + 1]) end
   return {2}
 end
 local team = call['waiting_team']
@@ -201,7 +206,8 @@ if team and team ~= '' and
     redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
   redis.call('PUBLISH', ARGV[8], 'queue')
   local enqueued = tonumber(call['enqueued_at'] or '') or now
-  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + now - enqueued
+  -- Twilio's end time is whole seconds: it may read before this wait began.
+  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + math.max(0, now - enqueued)
   table.insert(fields, 'queue_wait_ms')
   table.insert(fields, string.format('%d', waited))
   table.insert(fields, 'abandoned')
@@ -230,7 +236,8 @@ return {1, flat, fields, on_call}
 
 
 def end_call(
-    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = ""
+    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = "",
+    ended_ms: int | None = None,
 ) -> dict[str, str] | None:
     """The call is over: free what it held. Returns the call's hash as it ended (with
     `ended_at`, `call_status`, `duration` and the rest of what this wrote) when its log
@@ -240,14 +247,19 @@ def end_call(
     `ringing`, `in-progress`: the caller is still on the line; nothing
     changes), and for a caller who keeps their place for a callback (their
     log is written when the callback is over). The end is recorded in one round
-    trip (`_END_CALL`); freeing the advisor is the presence script's.
+    trip (`_END_CALL`), which also takes the call off the open calls; freeing the
+    advisor is the presence script's. `duration`: Twilio's CallDuration (s);
+    `now_ms`, `ended_ms`: ms since the epoch, `ended_ms` when the call ended if
+    earlier than now (Twilio's end time, for a call the reconciler found over:
+    `ended_at` and a wait in the queue count to it).
     """
     if not is_final(call_status):
         return None
     ended = script(desk.r, _END_CALL)(
-        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
-        args=[CALL_TTL_SECONDS, now_ms, call_status, duration, caller[:40],
-              keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(), call_sid],
+        keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls()],
+        args=[CALL_TTL_SECONDS, min(now_ms, ended_ms or now_ms), call_status, max(0, duration),
+              caller[:40], keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(),
+              call_sid],
         client=desk.r)
     if int(ended[0]) != 1:
         return None

@@ -16,12 +16,25 @@ from directory.scripts import as_hash, script
 
 CALL_TTL_SECONDS = 24 * 3600
 
-# Open the call's hash unless it exists: one round trip, and a repeated first
-# webhook (Twilio retrying) never overwrites what the call already did.
+# A call opened is put among the open calls (`keys.open_calls`), due for the
+# reconciler's first question to Twilio ("is it over?") this long after it opened.
+# Its status callback normally ends it within seconds of the caller hanging up and
+# takes it off; only a call whose final status callback was lost (Twilio does not
+# retry it) is still there then. Most calls are over well within 10 minutes, so
+# few calls still live are asked about (each question is one REST request on the
+# account's rate limit), and a lost callback's log is written ~10 minutes late
+# rather than never.
+OPEN_CALL_FIRST_CHECK_MS = 10 * 60 * 1000
+
+# Open the call's hash unless it exists, and put it among the open calls (KEYS[2]),
+# due at ARGV[2] (ms): one round trip, and a repeated first webhook (Twilio
+# retrying) never overwrites what the call already did. ARGV: [1] the hash's TTL
+# (s), [2] the first check's due time (ms), [3] the CallSid, [4..] the fields.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -66,15 +79,32 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-def start_call(r: redis.Redis, call_sid: str, fields: dict[str, str | int]) -> bool:
-    """Open a call's hash; False (and nothing changed) if it already exists."""
+def first_check_due(opened_ms: int) -> int:
+    """When (ms since the epoch) the reconciler first asks Twilio whether a call opened
+    at `opened_ms` (ms since the epoch) is over."""
+    return opened_ms + OPEN_CALL_FIRST_CHECK_MS
+
+
+def start_call(r: redis.Redis, call_sid: str, fields: dict[str, str | int],
+               now_ms: int | None = None) -> bool:
+    """Open a call's hash and put it among the open calls, in one round trip; False
+    (and nothing changed) if it already exists.
+
+    Its first check with Twilio is due `OPEN_CALL_FIRST_CHECK_MS` after `now_ms` (ms
+    since the epoch), else after its `started_at` field; a call given neither is due
+    at the reconciler's next pass."""
     flat: list[str] = []
     for name, value in fields.items():
         flat += [name, str(value)]
     if not flat:
         flat = ["call_sid", call_sid]
+    if now_ms is None:
+        started = str(fields.get("started_at", ""))
+        now_ms = int(started) if started.isdigit() else 0
     start = script(r, _START)
-    return bool(start(keys=[keys.call(call_sid)], args=[CALL_TTL_SECONDS, *flat], client=r))
+    return bool(start(keys=[keys.call(call_sid), keys.open_calls()],
+                      args=[CALL_TTL_SECONDS, first_check_due(now_ms), call_sid, *flat],
+                      client=r))
 
 
 def get_call(r: redis.Redis, call_sid: str) -> dict[str, str]:

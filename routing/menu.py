@@ -28,7 +28,13 @@ from directory.catalog import GENERAL, PRODUCT_TEAMS
 from directory.scripts import as_hash, script
 from routing import acd, after_hours, auth, outage, verification
 from routing.auth import caller_id_trusted
-from routing.call_state import CALL_TTL_SECONDS, append_menu, get_call, send_to_team
+from routing.call_state import (
+    CALL_TTL_SECONDS,
+    append_menu,
+    first_check_due,
+    get_call,
+    send_to_team,
+)
 from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
 from routing.desk import Desk
 from routing.verification import AskContactId, AskPin, Refused, Unverified, Verified
@@ -102,15 +108,19 @@ Step = (
 # flag on and some text) is kept on the hash as `greeted_announcement`, so a repeat of
 # the first webhook greets from the hash. A hash that exists already (Twilio retried
 # the first webhook, or an early status callback opened it) is left as it is and
-# returned. ARGV[1]: the hash's TTL; ARGV[2..]: its fields, name/value pairs.
+# returned. A hash opened is put among the open calls (KEYS[3]), due for the
+# reconciler's first check with Twilio at ARGV[2] (`call_state.first_check_due`).
+# ARGV[1]: the hash's TTL (s); ARGV[2]: that due time (ms); ARGV[3]: the CallSid;
+# ARGV[4..]: its fields, name/value pairs.
 # Returns {opened (1/0), the announcement active now, the hash when not opened}.
 _OPEN_GREETED = """
 local announcement = redis.call('HMGET', KEYS[2], 'text', 'active')
 local said = ''
 if announcement[2] == '1' and announcement[1] then said = announcement[1] end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, said, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 return {1, said, {}}
 """
 
@@ -149,7 +159,8 @@ def identify_caller(
     for name, value in fields.items():
         flat += [name, str(value)]
     opened, announcement, found = script(desk.r, _OPEN_GREETED)(
-        keys=[keys.call(call_sid), keys.announcement()], args=[CALL_TTL_SECONDS, *flat],
+        keys=[keys.call(call_sid), keys.announcement(), keys.open_calls()],
+        args=[CALL_TTL_SECONDS, first_check_due(int(fields["started_at"])), call_sid, *flat],
         client=desk.r)
     if int(opened):
         return {k: str(v) for k, v in fields.items()} | {

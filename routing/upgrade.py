@@ -8,7 +8,16 @@ in their `call` field, and scheduled the wrap-up's end as the job
 advisor could not end their own wrap-up and was freed only by the reconciler,
 its job failing on the way. Now their hold becomes `call=<CallSid>`,
 `hold=wrapup` and the wrap-up's end is scheduled again, at the same time, under
-this release's job. Running it twice changes nothing.
+this release's job.
+
+The previous release kept no index of the calls opened (`keys.open_calls`): a call it
+opened whose final status callback is lost (a restart, such as this release's
+deployment, is when one most likely is) would never be asked about, nor logged. Every
+call hash without an end is put among the open calls, due at its start plus the first
+check's delay (`call_state.OPEN_CALL_FIRST_CHECK_MS`), or at once when its start is
+unknown (`index_open_calls`).
+
+Running it twice changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import redis
 from directory import keys
 from directory.scripts import script
 from jobs.queues import drop_job, end_of_wrapup_job_id, schedule_end_of_wrapup
+from routing.call_state import OPEN_CALL_FIRST_CHECK_MS
 
 # One atomic pass over every advisor: (advisor id, CallSid, lease until ms) for
 # each hold moved from the old token to the `hold` field.
@@ -53,3 +63,60 @@ def upgrade_wrapups(r: redis.Redis, job_redis: redis.Redis, now_ms: int) -> list
         schedule_end_of_wrapup(job_redis, advisor_id, call_sid, max(lease, now_ms))
         moved.append(advisor_id)
     return moved
+
+
+# Keys looked at per SCAN step, and CallSids put in the index per script run.
+OPEN_CALLS_SCAN_COUNT = 1000
+
+# KEYS[1]: the open calls. ARGV: [1] now (ms), [2] the first check's delay (ms), the
+# call hash's key and its ended mark's key (prefix and suffix around the CallSid),
+# then the CallSids. Each call whose hash exists and has no ended mark, and which is
+# not among the open calls, is put there, due at its `started_at` + the delay (now
+# when unknown); checked and added in one step, so an end meanwhile is not undone.
+# Returns how many were added.
+_INDEX_OPEN_CALLS = """
+local now, delay, added = tonumber(ARGV[1]), tonumber(ARGV[2]), 0
+for i = 7, #ARGV do
+  local sid = ARGV[i]
+  local call = ARGV[3] .. sid .. ARGV[4]
+  if redis.call('TYPE', call)['ok'] == 'hash' and
+     redis.call('EXISTS', ARGV[5] .. sid .. ARGV[6]) == 0 and
+     not redis.call('ZSCORE', KEYS[1], sid) then
+    local started = tonumber(redis.call('HGET', call, 'started_at') or '')
+    redis.call('ZADD', KEYS[1], 'NX', started and started + delay or now, sid)
+    added = added + 1
+  end
+end
+return added
+"""
+
+
+def index_open_calls(r: redis.Redis, now_ms: int) -> int:
+    """Put among the open calls every call the previous release opened and nothing
+    ended (its hash, no ended mark), due for the reconciler's first question at its
+    `started_at` + `OPEN_CALL_FIRST_CHECK_MS` (or `now_ms`, ms since the epoch, when
+    unknown); how many were put there. SCAN, not KEYS: Redis keeps serving the line
+    meanwhile. A call already there keeps its due time."""
+    call_prefix, _, call_suffix = keys.call("\0").partition("\0")
+    ended_prefix, _, ended_suffix = keys.call_ended("\0").partition("\0")
+    index = script(r, _INDEX_OPEN_CALLS)
+    added = 0
+    sids: list[str] = []
+
+    def flush() -> None:
+        nonlocal added
+        if sids:
+            added += int(index(keys=[keys.open_calls()],
+                               args=[now_ms, OPEN_CALL_FIRST_CHECK_MS, call_prefix,
+                                     call_suffix, ended_prefix, ended_suffix, *sids],
+                               client=r))
+            sids.clear()
+
+    for key in r.scan_iter(match=f"{call_prefix}*{call_suffix}", count=OPEN_CALLS_SCAN_COUNT):
+        sid = str(key)[len(call_prefix):len(str(key)) - len(call_suffix)]
+        if sid and ":" not in sid:  # not a call's other keys (`:ended`, `:tried`)
+            sids.append(sid)
+        if len(sids) >= OPEN_CALLS_SCAN_COUNT:
+            flush()
+    flush()
+    return added

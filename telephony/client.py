@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
@@ -46,6 +48,31 @@ class Outcome(Enum):
     def __bool__(self) -> bool:
         """True only when the request succeeded."""
         return self is Outcome.DONE
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """A call as Twilio's REST API describes it: its status in Twilio's vocabulary
+    (`queued`, `ringing`, `in-progress`, or a final one: `completed`, `busy`, `failed`,
+    `no-answer`, `canceled`), its duration (s; 0 while live or when Twilio gives none),
+    and when it ended (ms since the epoch, UTC; None while live or when Twilio gives
+    no end time)."""
+
+    status: str
+    duration: int = 0
+    ended_ms: int | None = None
+
+
+def _call_status(call: object) -> CallStatus:
+    """A fetched `CallInstance` as a `CallStatus`; fields Twilio left empty or that do
+    not parse are read as unknown, never raised."""
+    duration = str(getattr(call, "duration", None) or "")
+    end = getattr(call, "end_time", None)
+    return CallStatus(
+        status=str(getattr(call, "status", None) or ""),
+        duration=int(duration) if duration.isdigit() else 0,
+        ended_ms=int(end.timestamp() * 1000) if isinstance(end, datetime) else None,
+    )
 
 
 def classify(exc: Exception) -> Outcome:
@@ -88,7 +115,7 @@ def http_client_for(base_url: str, timeout: float) -> TwilioHttpClient:
 
 
 class Telephony:
-    """Redirects live calls through Twilio's REST API.
+    """Redirects, places, hangs up and reads calls through Twilio's REST API.
 
     With `background=True` (the web service), `redirect_later` runs the REST
     request on a small thread pool so the webhook that freed an advisor
@@ -109,6 +136,7 @@ class Telephony:
         self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
+        self._clients: dict[float, Client] = {}  # by timeout, for requests given one
         self._background = background
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -127,15 +155,30 @@ class Telephony:
     def client(self) -> Client:
         """The twilio `Client`, pointed at `TWILIO_API_URL`."""
         if self._client is None:
-            base_url = self._settings.twilio_api_url.rstrip("/")
-            client = Client(
-                self._settings.twilio_account_sid,
-                self._settings.twilio_auth_token or "unset",
-                http_client=http_client_for(base_url, self._timeout),
-            )
-            client.api.base_url = base_url
-            self._client = client
+            self._client = self._new_client(self._timeout)
         return self._client
+
+    def _new_client(self, timeout: float) -> Client:
+        """A twilio `Client` pointed at `TWILIO_API_URL`, `timeout` s per connect and read."""
+        base_url = self._settings.twilio_api_url.rstrip("/")
+        client = Client(
+            self._settings.twilio_account_sid,
+            self._settings.twilio_auth_token or "unset",
+            http_client=http_client_for(base_url, timeout),
+        )
+        client.api.base_url = base_url
+        return client
+
+    def _client_for(self, timeout: float | None) -> Client:
+        """The client whose requests time out after `timeout` s (None: this one's usual
+        timeout). twilio's resources take no timeout per request, so each timeout asked
+        for has its own client (and connection pool), built once."""
+        if timeout is None or timeout == self._timeout:
+            return self.client
+        with self._pool_lock:
+            if timeout not in self._clients:
+                self._clients[timeout] = self._new_client(timeout)
+            return self._clients[timeout]
 
     def warm(self) -> None:
         """Build the REST client and import its resource modules now, without a
@@ -222,6 +265,20 @@ class Telephony:
                 status_callback_event=["answered", "completed"]),
             creates=True)
         return getattr(participant, "call_sid", None) if outcome is Outcome.DONE else None
+
+    def fetch_call_status(self, call_sid: str, *, retry: bool = True,
+                          timeout: float | None = None) -> CallStatus | Outcome:
+        """Ask Twilio how a call is (`GET Calls/{CallSid}.json`): its `CallStatus`, or the
+        `Outcome` of a request that failed after the retries of a transient failure
+        (429, 5xx, network: about 3.5 s in all; one try when not `retry`): GONE (404:
+        Twilio knows no such call), TRANSIENT (still failing) or REFUSED (another
+        4xx). `timeout`: seconds per connect and per read (None: the client's own), so
+        one try against a Twilio that never answers takes at most twice that. Never
+        raises for Twilio's or the network's failures."""
+        calls = self._client_for(timeout).api.v2010.account.calls
+        outcome, call = self._with_retries(f"status of {call_sid}",
+                                           lambda: calls(call_sid).fetch(), retry)
+        return _call_status(call) if outcome is Outcome.DONE else outcome
 
     def hang_up(self, call_sid: str) -> Outcome:
         """End a live call (`Status=completed`); retried like a redirect. GONE when it

@@ -161,8 +161,9 @@ class Caller(Walker):
         """End the call: the link, the status callback, the outcome."""
         result = self.result
         self._call_status = "completed"
-        self._link_call("end")
         result.duration = max(1, int(round(self._sim)))
+        # Twilio's record of the call says what its status callback says.
+        self._link_call("end", result.duration)
         if self._bridged:
             result.outcome = "advisor"
         elif self._recorded:

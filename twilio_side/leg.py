@@ -52,15 +52,16 @@ class CallLeg:
             return url_or_path
         return self.transport.base_url.rstrip("/") + "/" + url_or_path.lstrip("/")
 
-    def _link_call(self, what: str) -> None:
-        """Register or end the call at the emulator (a broken link is a warning, once)."""
+    def _link_call(self, what: str, duration: int | None = None) -> None:
+        """Register or end the call at the emulator, ended after `duration` seconds when
+        given (a broken link is a warning, once)."""
         if self.link is None or self._link_broken:
             return
         try:
             if what == "register":
                 self.link.register(self.call_sid, from_=self.from_number, to=self.to_number)
             else:
-                self.link.end(self.call_sid)
+                self.link.end(self.call_sid, duration=duration)
         except Exception as exc:  # noqa: BLE001 - any link failure just disables redirects
             self._link_broken = True
             self._emit("warning", f"emulator link failed: {exc}", party="service")

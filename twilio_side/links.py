@@ -25,8 +25,8 @@ class EmulatorLink(Protocol):
         """The call is live."""
         ...
 
-    def end(self, call_sid: str) -> None:
-        """The call is over."""
+    def end(self, call_sid: str, duration: int | None = None) -> None:
+        """The call is over (completed), after `duration` seconds when given."""
         ...
 
     def take_update(self, call_sid: str) -> CallUpdate | None:
@@ -63,7 +63,8 @@ class LinkRoutes(CallRegistry):
                 direction=request.form.get("direction", "inbound"),
             )
             return json_response({"sid": sid, "status": "in-progress"})
-        self.end_call(sid)
+        duration = request.args.get("duration", "")
+        self.end_call(sid, duration=int(duration) if duration.isdigit() else None)
         return Response(status=204)
 
     def _link_redirect(self, request: Request, sid: str) -> Response:
@@ -114,9 +115,9 @@ class InProcessLink:
         """The call is live."""
         self.emulator.register_call(call_sid, from_=from_, to=to)
 
-    def end(self, call_sid: str) -> None:
-        """The call is over."""
-        self.emulator.end_call(call_sid)
+    def end(self, call_sid: str, duration: int | None = None) -> None:
+        """The call is over (completed), after `duration` seconds when given."""
+        self.emulator.end_call(call_sid, duration=duration)
 
     def take_update(self, call_sid: str) -> CallUpdate | None:
         """The next pending REST update for the call, if any."""
@@ -151,9 +152,11 @@ class HttpLink:
         )
         response.raise_for_status()
 
-    def end(self, call_sid: str) -> None:
-        """The call is over."""
-        self._session.delete(self._calls_url(call_sid), timeout=self.timeout).raise_for_status()
+    def end(self, call_sid: str, duration: int | None = None) -> None:
+        """The call is over (completed), after `duration` seconds when given."""
+        params = {} if duration is None else {"duration": str(duration)}
+        self._session.delete(self._calls_url(call_sid), params=params,
+                             timeout=self.timeout).raise_for_status()
 
     def take_update(self, call_sid: str) -> CallUpdate | None:
         """The next pending REST update for the call, if any."""

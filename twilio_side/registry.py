@@ -86,6 +86,10 @@ class LiveCall:
     direction: str = "inbound"
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     updates: deque[CallUpdate] = field(default_factory=deque)
+    # When it ended, and its length (s) as Twilio reports it (None while live, and for
+    # a call that ended unanswered: busy, failed, no-answer, canceled).
+    ended: datetime | None = None
+    duration: int | None = None
 
 
 class CallRegistry:
@@ -98,6 +102,7 @@ class CallRegistry:
         self._calls: dict[str, LiveCall] = {}
         self._created: list[CreatedCall] = []
         self._faults: deque[int | str] = deque()
+        self._fetch_faults: deque[int | str] = deque()
         # Participants dialed into each conference, not yet taken by a simulator.
         self._joining: dict[str, deque[CreatedCall]] = {}
         # Runs with each outbound call before its creation is answered: what Twilio
@@ -136,10 +141,17 @@ class CallRegistry:
         with self._lock:
             self._faults.extend(faults)
 
+    def fail_next_fetch(self, *faults: int | str) -> None:
+        """Answer the next requests that read a call (`GET Calls/{sid}.json`) with these
+        faults, in order, as `fail_next` does for the requests that act on calls."""
+        with self._lock:
+            self._fetch_faults.extend(faults)
+
     def reset(self) -> None:
         """Forget every request, call, pending update and planned fault."""
         with self._lock:
             self._faults.clear()
+            self._fetch_faults.clear()
             self._requests.clear()
             self._calls.clear()
             self._created.clear()
@@ -156,14 +168,26 @@ class CallRegistry:
                 self._calls[call_sid] = LiveCall(call_sid, from_=from_, to=to, direction=direction)
             else:
                 call.status = "in-progress"
+                call.ended = call.duration = None
 
-    def end_call(self, call_sid: str) -> None:
-        """The simulated call is over: later updates fail as they would on Twilio."""
+    def end_call(self, call_sid: str, status: str = "completed",
+                 duration: int | None = None) -> None:
+        """The simulated call is over with `status` (one of `ENDED`): later updates fail
+        as they would on Twilio, and a fetch reads its status, end time (now) and
+        duration (s: `duration`, else the seconds since it was registered; none for a
+        call that ended unanswered)."""
         with self._lock:
             call = self._calls.get(call_sid)
             if call is not None:
-                call.status = "completed"
+                call.status = status
                 call.updates.clear()
+                call.ended = datetime.now(UTC)
+                if status != "completed":
+                    call.duration = None
+                elif duration is not None:
+                    call.duration = duration
+                else:
+                    call.duration = int((call.ended - call.created).total_seconds())
 
     def is_live(self, call_sid: str) -> bool:
         """Whether the call is registered and not over."""

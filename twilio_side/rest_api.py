@@ -123,13 +123,13 @@ class RestApi(CallRegistry):
         return response
 
     def _take_fault(self, request: Request) -> int | str | None:
-        """The next planned fault, for a POST (an action on a call), if any."""
-        if request.method != "POST":
-            return None
+        """The next planned fault: for a POST (an action on a call) from `fail_next`, for
+        a GET (reading a call) from `fail_next_fetch`; None when there is none."""
+        faults = self._faults if request.method == "POST" else self._fetch_faults
         with self._lock:
-            if not self._faults:
+            if not faults:
                 return None
-            return self._faults.popleft()
+            return faults.popleft()
 
     def _fault_response(self, request: Request, fault: int | str) -> Response:
         """The answer of a planned fault: its HTTP status, or a cut connection."""
@@ -187,6 +187,10 @@ class RestApi(CallRegistry):
             "api_version": API_VERSION,
             "date_created": format_datetime(call.created, usegmt=True),
             "date_updated": format_datetime(datetime.now(UTC), usegmt=True),
+            "start_time": format_datetime(call.created, usegmt=True),
+            "end_time": format_datetime(call.ended, usegmt=True) if call.ended else None,
+            # Twilio's duration is a string of seconds, empty while live or unanswered.
+            "duration": None if call.duration is None else str(call.duration),
             "parent_call_sid": None,
             "uri": f"/{API_VERSION}/Accounts/{account}/Calls/{call.sid}.json",
         }
