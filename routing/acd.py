@@ -194,7 +194,12 @@ if not first then return {0} end
 local call = {}
 for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
 local now = tonumber(ARGV[2])
-local fields = {'ended_at', ARGV[2], 'call_status', ARGV[3], 'duration', ARGV[4]}
+-- Twilio's end time is whole seconds: a call over within the second it began must
+-- not end before it began.
+local started = tonumber(call['started_at'] or '')
+if started and now < started then now = started end
+local fields = {'ended_at', string.format('%d', now), 'call_status', ARGV[3],
+                'duration', ARGV[4]}
 if call['callback'] == '1' then
   -- Only the fields not set yet: a callback already over keeps its own end (its
   -- talk came after this call's end, which the reconciler or a late status brings).

@@ -84,21 +84,26 @@ return {dropped, taken}
 
 
 def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int,
-               caller: str = "", ended_ms: int | None = None) -> dict[str, str] | None:
+               caller: str = "", ended_ms: int | None = None,
+               hang_up_legs: Callable[[list[str]], None] | None = None
+               ) -> dict[str, str] | None:
     """The call is over, as Twilio says (`call_status`, `duration` in s): end it
     (`acd.end_call`: frees what it held, first end wins), queue its call log, and hang
     up the conference legs it left behind (on the desk's REST client, in the
     background where it has one). Returns the call's hash as it ended when this ended
     it and its log was queued, else None (a repeat, a status that is not final, a
     contact keeping their place for a callback). `now_ms`, `ended_ms`: ms since the
-    epoch (see `acd.end_call`)."""
+    epoch (see `acd.end_call`). `hang_up_legs`: how the legs are hung up (default:
+    `conference.hang_up_legs`, retried, through `Telephony.later`)."""
     call = acd.end_call(desk, call_sid, call_status, duration, now_ms, caller=caller,
                         ended_ms=ended_ms)
     if not call:
         return None
     enqueue_call_log(desk.job_redis, call_sid)
     legs = conference.legs_left_behind(call)
-    if legs:
+    if legs and hang_up_legs is not None:
+        hang_up_legs(legs)
+    elif legs:
         # After Twilio has its answer: the REST requests may take a while.
         desk.telephony.later(lambda: conference.hang_up_legs(desk, legs))
     return call
@@ -225,8 +230,28 @@ def check_open_calls(desk: Desk, now_ms: int, *, limit: int = OPEN_CALLS_PER_PAS
             log.warning("call %s was over at Twilio (%s) and its status callback never "
                         "reached the line: ended by the reconciler", call_sid, status)
         counts["open_calls_ended"] += 1
-        if close_call(desk, call_sid, status, duration, now_ms, ended_ms=ended_ms):
+        if close_call(desk, call_sid, status, duration, now_ms, ended_ms=ended_ms,
+                      hang_up_legs=lambda legs: _hang_up_within(desk, legs, deadline, clock)):
             counts["open_calls_logged"] += 1
         # A callback's contact keeping their place (or a status callback that won the
         # race) is off the open calls all the same: `acd.end_call` took it off.
     return counts
+
+
+def _hang_up_within(desk: Desk, legs: list[str], deadline: float,
+                    clock: Callable[[], float]) -> None:
+    """Hang up the conference legs a call the reconciler closed left behind, one short
+    try each and none once `deadline` (of `clock`) has passed, so the pass stays
+    inside the reconciler's interval (the worker's client would retry for ~28 s). A
+    leg not hung up is logged: its advisor or colleague is alone on it, long after the
+    contact left, and hangs up."""
+    for leg in legs:
+        if clock() > deadline:
+            log.warning("leg %s of a call the reconciler closed is left up: the pass is "
+                        "out of time", leg)
+            continue
+        outcome = desk.telephony.hang_up(leg, retry=False,
+                                         timeout=OPEN_CALL_FETCH_TIMEOUT_SECONDS)
+        if outcome is not Outcome.DONE and outcome is not Outcome.GONE:
+            log.warning("leg %s of a call the reconciler closed could not be hung up "
+                        "(%s)", leg, outcome.value)

@@ -274,18 +274,26 @@ class Telephony:
         Twilio knows no such call), TRANSIENT (still failing) or REFUSED (another
         4xx). `timeout`: seconds per connect and per read (None: the client's own), so
         one try against a Twilio that never answers takes at most twice that. Never
-        raises for Twilio's or the network's failures."""
+        raises for Twilio's or the network's failures; an answer that is not Twilio's
+        JSON (a proxy's page) is TRANSIENT."""
         calls = self._client_for(timeout).api.v2010.account.calls
-        outcome, call = self._with_retries(f"status of {call_sid}",
-                                           lambda: calls(call_sid).fetch(), retry)
+        try:
+            outcome, call = self._with_retries(f"status of {call_sid}",
+                                               lambda: calls(call_sid).fetch(), retry)
+        except ValueError as exc:  # json's JSONDecodeError: not Twilio answering
+            log.error("status of %s: an answer that is not Twilio's (%s)", call_sid, exc)
+            return Outcome.TRANSIENT
         return _call_status(call) if outcome is Outcome.DONE else outcome
 
-    def hang_up(self, call_sid: str) -> Outcome:
-        """End a live call (`Status=completed`); retried like a redirect. GONE when it
-        was already over."""
-        calls = self.client.api.v2010.account.calls
+    def hang_up(self, call_sid: str, *, retry: bool = True,
+                timeout: float | None = None) -> Outcome:
+        """End a live call (`Status=completed`); retried like a redirect (one try when
+        not `retry`; `timeout`: seconds per connect and per read, None: the client's
+        own). GONE when it was already over."""
+        calls = self._client_for(timeout).api.v2010.account.calls
         outcome, _ = self._with_retries(
-            f"hang-up of {call_sid}", lambda: calls(call_sid).update(status="completed"))
+            f"hang-up of {call_sid}", lambda: calls(call_sid).update(status="completed"),
+            retry)
         return outcome
 
 

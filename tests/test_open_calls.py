@@ -5,10 +5,13 @@ ten minutes after they began, and ends and logs those Twilio says are over, once
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
@@ -494,3 +497,108 @@ def test_a_caller_whose_end_twilio_dates_before_their_wait_began_waited_no_time(
                          ended_ms=enqueued - 500)
     assert ended is not None and ended["abandoned"] == "1"
     assert int(ended["queue_wait_ms"]) == 0
+
+
+def test_a_call_over_within_the_second_it_began_never_ends_before_it_began(
+        quick, lakeview, client, emulator):
+    """Twilio's end_time is whole seconds: a caller who hangs up within the second the
+    line answered, whose status callback is lost, must not be logged as ending before
+    they called (a negative call length in the supervisor's reports)."""
+    at = datetime.fromtimestamp(int(time.time()) + 0.9, UTC)
+    with time_machine.travel(at, tick=False):
+        emulator.register_call("CA-brief-2", from_=PAT)
+        post(client, "/voice/incoming", {"CallSid": "CA-brief-2", "From": PAT,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        emulator.end_call("CA-brief-2", duration=0)  # hung up at once; callback lost
+    with time_machine.travel(at.timestamp() + FIRST_CHECK / 1000, tick=False):
+        done = reconcile()
+    assert done["open_calls_logged"] == 1
+    call = get_call(quick.r, "CA-brief-2")
+    assert int(call["ended_at"]) >= int(call["started_at"]), (
+        f"ended {int(call['started_at']) - int(call['ended_at'])} ms before it started")
+
+
+class _ReadsOnlyTwilio(BaseHTTPRequestHandler):
+    """Twilio answering reads at once (the call is completed) and never answering
+    actions (a POST: the hang-up of a leg): an incident's onset."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        sid = self.path.rsplit("/", 1)[-1].removesuffix(".json")
+        body = json.dumps({"sid": sid, "status": "completed", "duration": "40",
+                           "end_time": "Mon, 01 Jan 2024 00:00:00 +0000"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        time.sleep(30)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def reads_only_twilio():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReadsOnlyTwilio)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_pass_closing_a_call_with_conference_legs_stays_inside_the_interval(
+        desk, lakeview, client, reads_only_twilio):
+    """The legs a closed call left in its conference are hung up within the pass's
+    time (one short try each), not with the worker client's retries (~28 s a leg),
+    which would hold the presence queue's single worker past the interval."""
+    post(client, "/voice/incoming", {"CallSid": "CA-conf", "From": PAT,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    desk.r.hset(keys.call("CA-conf"), mapping={
+        "conference": "CA-conf", "advisor_leg": "CA-leg-a7", "colleague_leg": "CA-leg-col"})
+    worker = dataclasses.replace(desk, telephony=Telephony(
+        dataclasses.replace(desk.settings, twilio_api_url=reads_only_twilio)))
+    context.configure(worker)
+    started = time.perf_counter()
+    with time_machine.travel(time.time() + FIRST_CHECK / 1000, tick=True):
+        done = reconcile()
+    took = time.perf_counter() - started
+    assert done["open_calls_logged"] == 1
+    assert took < RECONCILE_EVERY_SECONDS, f"one reconcile pass took {took:.1f} s"
+
+
+class _ProxyPage(BaseHTTPRequestHandler):
+    """Something that is not Twilio answering 200 with a page (a captive proxy)."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = b"<html>please sign in</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_page_that_is_not_twilios_answer_pauses_the_check_and_fails_no_job(
+        desk, lakeview, client):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyPage)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        post(client, "/voice/incoming", {"CallSid": "CA-proxied", "From": PAT,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        worker = dataclasses.replace(desk, telephony=Telephony(dataclasses.replace(
+            desk.settings, twilio_api_url=f"http://127.0.0.1:{server.server_address[1]}")))
+        context.configure(worker)
+        done = reconciler_pass(FIRST_CHECK)
+        assert (done["open_calls_checked"], done["open_calls_deferred"]) == (1, 1)
+        assert reconciler_pass(FIRST_CHECK + 10_000)["open_calls_paused"] == 1
+        assert desk.r.zscore(keys.open_calls(), "CA-proxied") is not None  # still open
+    finally:
+        server.shutdown()
+        server.server_close()
