@@ -77,6 +77,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def steal_seconds(core: int) -> float:
+    """CPU time the hypervisor took from `core` since boot (the steal column of
+    /proc/stat), in seconds: time the core's work waited while the host ran someone
+    else's; 0 where the kernel does not count it."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields[0] == f"cpu{core}" and len(fields) > 8:
+                return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (FileNotFoundError, ValueError):
+        pass
+    return 0.0
+
+
 @dataclass
 class Service:
     """A started process (and its process group), pinned to a core."""

@@ -57,7 +57,15 @@ from bench.phases import (  # noqa: E402
     percentile,
     soak,
 )
-from bench.procs import Services, children, free_port, pin, rss_mib, wait_for_port  # noqa: E402
+from bench.procs import (  # noqa: E402
+    Services,
+    children,
+    free_port,
+    pin,
+    rss_mib,
+    steal_seconds,
+    wait_for_port,
+)
 from bench.wire import HttpPool  # noqa: E402
 from caseline.embedded_redis import redis_server_binary, start_server, wait_until_up  # noqa: E402
 from caseline.work import WORKER_NICE  # noqa: E402
@@ -681,6 +689,7 @@ def combine(results: list[PhaseResult], latencies: list[list[float]]) -> dict[st
         "rps_each": [r.rps for r in results],
         "drain_each": [float(r.extra["logs_drain_seconds"]) for r in results  # type: ignore[arg-type]
                        if "logs_drain_seconds" in r.extra],
+        "steal_each": [float(r.extra.get("steal", 0.0)) for r in results],  # type: ignore[arg-type]
         "samples": [e for r in results for e in r.error_samples][:5],
     }
 
@@ -690,6 +699,9 @@ async def measured_phase(
 ) -> tuple[PhaseResult, list[float]]:
     """One repetition of a phase on one side; its result and raw latencies."""
     before = None if target.ceiling else await stack.redis_commands()
+    # Time the host took from the servers' core meanwhile (a VM's steal): a window
+    # that lost much of it measured the host, not the code.
+    stolen, began = steal_seconds(SERVER_CORE), time.monotonic()
     if kind == "closed":
         result = await closed_loop(target, callers=config.callers, seconds=config.seconds,
                                    warmup=config.warmup, seed=seed)
@@ -697,6 +709,8 @@ async def measured_phase(
         result = await paced(target, rate=config.rate, seconds=config.seconds,
                              warmup=config.warmup, seed=seed, callers=config.paced_callers)
     latencies = result.latencies
+    result.extra["steal"] = ((steal_seconds(SERVER_CORE) - stolen)
+                             / max(1e-9, time.monotonic() - began))
     if not target.ceiling and stack.worker is not None:
         # The worker catches up before the next phase: each phase pays for its own logs,
         # and the Redis commands below count the logs' share.
@@ -837,6 +851,7 @@ def _line(r: PhaseResult, layout: str = "") -> str:
             f"p50 {r.p50:6.1f}  p90 {r.p90:6.1f}  p99 {r.p99:6.1f} ms  errors {r.errors}  "
             f"server CPU {100 * r.server_cpu:4.0f}%  redis {100 * r.redis_cpu:3.0f}%  "
             f"generator {100 * r.generator_cpu:3.0f}%  worker {100 * r.worker_cpu:3.0f}%"
+            + (f"  steal {100 * float(r.extra['steal']):3.0f}%" if "steal" in r.extra else "")
             + (f"  [{'; '.join(r.error_samples[:2])}]" if r.error_samples else ""))
 
 
@@ -1012,7 +1027,11 @@ def render(
             "Seconds the worker took to catch up on the call logs after each caseline window "
             "(0: it kept up): " + "; ".join(
                 f"{key} {', '.join(f'{x:.0f}' for x in row['drain_each'])}"
-                for key, row in summary.items() if row.get("drain_each")) + "."]
+                for key, row in summary.items() if row.get("drain_each")) + ".  ",
+            "Share of each repetition's time the host took from the servers' core (the "
+            "VM's steal, /proc/stat; near 0 on a quiet host): " + "; ".join(
+                f"{key} {', '.join(f'{100 * x:.0f}%' for x in row['steal_each'])}"
+                for key, row in summary.items() if row.get("steal_each")) + "."]
     headline = sides[0]
     closed, paced_ = summary.get(f"closed/{headline}"), summary.get(f"paced/{headline}")
 
