@@ -12,6 +12,7 @@ idempotent: a second run writes nothing twice).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ import redis
 import rq.cron
 from rq import SimpleWorker
 from rq.cron import CronScheduler
+from rq.exceptions import StopRequested
 from rq.executions import Execution
 from rq.job import JobStatus
 
@@ -48,7 +50,10 @@ def _run_cron(redis_url: str) -> None:
                   job_timeout=60, result_ttl=60)
     # Daily, early morning (server time), before the desk opens.
     cron.register(flag_inactive, Queues.MAINTENANCE, cron="15 4 * * *", job_timeout=600)
-    cron.start()
+    # Stopped while still starting (Ctrl-C as `make run` comes up): RQ's loop, which
+    # handles a stop, had not begun, and nothing was registered yet to clean up.
+    with contextlib.suppress(StopRequested):
+        cron.start()
 
 
 # What stops a worker: Ctrl-C at a terminal, SIGTERM from a process manager.
