@@ -252,7 +252,10 @@ def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
         took = time.monotonic() - start
         jobs = desk.job_redis.keys("rq:job:log-calls-*")
         assert 1 <= len(jobs) <= 2, jobs
-        assert took < 2 * CALL_LOG_GATHER_SECONDS + 2, took  # up to ~2 s, on a busy machine
+        # Up to ~2 s on a quiet machine; 3 s of slack for a host that takes the core
+        # (CI saw 4.3 s with the VM's steal at 20-30%); a log waiting for the
+        # reconciler's pass instead (10 s) still fails it.
+        assert took < 2 * CALL_LOG_GATHER_SECONDS + 3, took
     except AssertionError:
         print(line.output())
         raise
