@@ -4,12 +4,14 @@ ten minutes after they began, and ends and logs those Twilio says are over, once
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -541,12 +543,22 @@ class _ReadsOnlyTwilio(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def reads_only_twilio():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ReadsOnlyTwilio)
+    with _serving(_ReadsOnlyTwilio) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server answering as `handler` does, standing in for Twilio's API;
+    its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_pass_closing_a_call_with_conference_legs_stays_inside_the_interval(
@@ -586,19 +598,13 @@ class _ProxyPage(BaseHTTPRequestHandler):
 
 def test_a_page_that_is_not_twilios_answer_pauses_the_check_and_fails_no_job(
         desk, lakeview, client):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyPage)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with _serving(_ProxyPage) as url:
         post(client, "/voice/incoming", {"CallSid": "CA-proxied", "From": PAT,
                                          "StirVerstat": "TN-Validation-Passed-A"})
-        worker = dataclasses.replace(desk, telephony=Telephony(dataclasses.replace(
-            desk.settings, twilio_api_url=f"http://127.0.0.1:{server.server_address[1]}")))
+        worker = dataclasses.replace(desk, telephony=Telephony(
+            dataclasses.replace(desk.settings, twilio_api_url=url)))
         context.configure(worker)
         done = reconciler_pass(FIRST_CHECK)
         assert (done["open_calls_checked"], done["open_calls_deferred"]) == (1, 1)
         assert reconciler_pass(FIRST_CHECK + 10_000)["open_calls_paused"] == 1
         assert desk.r.zscore(keys.open_calls(), "CA-proxied") is not None  # still open
-    finally:
-        server.shutdown()
-        server.server_close()
