@@ -668,6 +668,11 @@ def combine(results: list[PhaseResult], latencies: list[list[float]]) -> dict[st
                "p99": percentile(sorted(values), 0.99), "max": max(values)}
         for path, values in sorted(paths.items(), key=lambda kv: -len(kv[1]))
     }
+    # Which webhooks make the tail: each one's share of the requests at or above the p99.
+    p99 = percentile(pooled, 0.99)
+    tail = {path: sum(1 for v in values if v >= p99) for path, values in paths.items()}
+    in_tail = max(1, sum(tail.values()))
+    slowest = {path: n / in_tail for path, n in sorted(tail.items(), key=lambda kv: -kv[1]) if n}
     redis_runs = [r.extra["redis_per_webhook"] for r in results if "redis_per_webhook" in r.extra]
     commands: dict[str, float] = {}
     for r in results:
@@ -675,12 +680,13 @@ def combine(results: list[PhaseResult], latencies: list[list[float]]) -> dict[st
             commands[name] = commands.get(name, 0.0) + n / len(results)
     return {
         "by_path": by_path,
+        "slowest": slowest,
         "redis_per_webhook": statistics.mean(redis_runs) if redis_runs else None,
         "redis_commands": dict(sorted(commands.items(), key=lambda kv: -kv[1])),
         "rps": sum(r.requests for r in results) / seconds,
         "cps": sum(r.calls for r in results) / seconds,
         "p50": percentile(pooled, 0.5), "p90": percentile(pooled, 0.9),
-        "p99": percentile(pooled, 0.99), "max": pooled[-1] if pooled else 0.0,
+        "p99": p99, "max": pooled[-1] if pooled else 0.0,
         "errors": sum(r.errors for r in results),
         "server_cpu": statistics.mean(r.server_cpu for r in results),
         "redis_cpu": statistics.mean(r.redis_cpu for r in results),
@@ -1049,6 +1055,11 @@ def render(
             lines.append(
                 f"| `{path}` | {100 * row['share']:.1f}% | {row['p50']:.1f} | {row['p99']:.1f} "
                 f"| {other.get('p50', 0):.1f} | {other.get('p99', 0):.1f} |")
+        slowest = ", ".join(f"`{path}` {100 * share:.0f}%"
+                            for path, share in list(paced_.get("slowest", {}).items())[:5])
+        if slowest:
+            lines += ["", f"The paced phase's slowest 1% (at or above its p99, "
+                      f"{paced_['p99']:.1f} ms), by webhook: {slowest}."]
         if closed.get("redis_per_webhook") is not None:
             top = ", ".join(f"{name} {n:.2f}" for name, n in
                             list(closed["redis_commands"].items())[:8])
