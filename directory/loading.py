@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.hours import central_date
 from directory import keys
 from directory.cache import Facts, cache_directory, write_cache
 from directory.catalog import canonical_product
@@ -45,7 +46,7 @@ def load_directory(
     Records absent from the document are kept. Returns how many records of
     each kind the document held. PINs are hashed with `pepper` (CASELINE_PIN_PEPPER).
     """
-    plan = Plan()
+    plan = Plan(central_date(now))
     with session_factory() as db, db.begin():
         facts, counts = apply_document(db, doc, plan, pepper)
     refresh_cache(session_factory, redis_client, facts, now)
@@ -181,8 +182,12 @@ def _upsert_contacts(
             and check_pin(str(pin), contact.pin_hash, pepper)
         ):
             contact.pin_hash = hash_pin(str(pin), pepper)
-        if "last_active" in record:
-            contact.last_active = parse_date(record["last_active"])
+        # A contact's last activity is the later of the date loaded and their last
+        # verified call (`directory.activity.touch_contacts` moves it forward): a
+        # reload of an older file never undoes a call's activity (the 180-day rule).
+        loaded = parse_date(record.get("last_active"))
+        if loaded is not None and (contact.last_active is None or loaded > contact.last_active):
+            contact.last_active = loaded
         if "deactivated" in record:
             contact.deactivated = record["deactivated"]
         rows.append(contact)

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.hours import central_date
 from directory.cache import cache_case, cache_contact, contact_facts
 from directory.loading import apply_document, refresh_cache
 from directory.models import AuditEntry, Case, Contact
@@ -109,7 +110,7 @@ def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str
         row = db.get(Case, number)
         before = case_record(row) if row is not None else None
         try:
-            facts, _ = apply_document(db, {"cases": [record]}, Plan())
+            facts, _ = apply_document(db, {"cases": [record]}, Plan(central_date(now)))
         except DirectoryError as error:
             raise RecordError(_relabel(error.problems, "case", number)) from None
         after = case_record(db.get(Case, number))  # type: ignore[arg-type]
@@ -131,7 +132,7 @@ def put_contact(session_factory: sessionmaker[Session], r: redis.Redis, contact_
         before = contact_record(row) if row is not None else None
         old_hash = row.pin_hash if row is not None else None
         try:
-            facts, _ = apply_document(db, {"contacts": [record]}, Plan(), pepper)
+            facts, _ = apply_document(db, {"contacts": [record]}, Plan(central_date(now)), pepper)
         except DirectoryError as error:
             raise RecordError(_relabel(error.problems, "contact", contact_id)) from None
         row = db.get(Contact, contact_id)

@@ -171,6 +171,25 @@ def test_unknown_number_in_hours_is_accepted_and_flagged(phone, desk, desk_direc
         assert case.needs_handover and case.priority == "critical" and case.outage
 
 
+def _outage_report_at(phone, desk, when: datetime) -> str:
+    """An unknown number reports an outage at `when` (Chicago); the case it is logged on."""
+    with time_machine.travel(when, tick=True):
+        make_available(desk, "A6")
+        assert phone.call(STRANGER, "8").outcome == "advisor"
+        return logs(desk)[-1].case_number
+
+
+def test_one_outage_case_per_calling_number_per_central_date(phone, desk, desk_directory):
+    """The desk's "one outage case per calling number per day", with dates in Central
+    time: reports at 08:00 and 17:30 on one date share a case; the next morning's at
+    07:30, within 24 hours of the case's opening, opens a new one."""
+    first = _outage_report_at(phone, desk, datetime(2026, 11, 24, 8, 0, tzinfo=CHICAGO))
+    later = _outage_report_at(phone, desk, datetime(2026, 11, 24, 17, 30, tzinfo=CHICAGO))
+    next_day = _outage_report_at(phone, desk, datetime(2026, 11, 25, 7, 30, tzinfo=CHICAGO))
+    assert first == later
+    assert next_day != first
+
+
 def test_night_outage_with_no_hosting_advisor_rings_on_call(phone, desk, desk_directory, app):
     app.extensions["caseline"] = app.extensions["caseline"].__class__(
         **{**app.extensions["caseline"].__dict__,
@@ -307,6 +326,26 @@ def test_verified_call_counts_as_activity(phone, desk, desk_directory):
     logs(desk)
     with desk.session_factory() as db:
         assert db.get(Contact, "5002").last_active == date(2026, 11, 24)
+
+
+def test_reloading_an_older_file_does_not_undo_a_verified_call(phone, desk, directory,
+                                                               desk_directory):
+    """Lee Park's file says last active 2026-10-01; Lee calls (verified) on 2026-11-24;
+    the operator reloads the same file: Lee's activity stays the call's."""
+    make_available(desk, "A7")
+    phone.call("+16125550102", "1 2024117#")
+    logs(desk)
+    # The operator loads Lee's record again, as the file has it (last active 2026-10-01).
+    directory.contact("5002", "+16125550102", "D100", "Lee Park", "1357")
+    directory.load()
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002").last_active == date(2026, 11, 24)
+    # 180 days after the file's date, but not after the call: still greeted by name.
+    with at(2027, 4, 1, 10):
+        make_available(desk, "A7")
+        result = phone.call("+16125550102", "1 2024117#")
+    assert result.outcome == "advisor"
+    assert "Lee" in result.heard()[0]
 
 
 # --- each option's call log --------------------------------------------------
