@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import directory
+from config.hours import CENTRAL, central_date
 from directory.case_numbers import allocate_case_number
 from directory.catalog import GENERAL
 from directory.models import Advisor, CallLog, Case
@@ -29,8 +30,13 @@ from routing.outage import CASE_PRIORITY
 # after hours the message opens a new case, rather than a hang-up.
 CASE_TRIES = 3
 
-# Outage calls from one district (or one unknown number) within a day go onto one case.
-OUTAGE_CASE_SPAN = timedelta(hours=24)
+
+def outage_day_start(now: datetime) -> datetime:
+    """When the desk's day of `now` began (midnight Central, as an aware UTC datetime):
+    outage calls from one district (or one unknown number) on one Central date go onto
+    one case, the desk's "one outage case per calling number per day" (PRODUCT.md),
+    dates counted in Central time like every date rule of the desk."""
+    return datetime.combine(central_date(now), time(0), tzinfo=CENTRAL).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -175,12 +181,13 @@ def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool 
 
 
 def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
-    """The open outage case of the last day for the caller's district (for an unknown
-    number, the one that number reported), else a new Critical one."""
+    """The open outage case of the Central date of `now` (when the log is written,
+    within seconds of the call's end) for the caller's district (for an unknown number,
+    the one that number reported), else a new Critical one."""
     recent = (
         select(Case)
         .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
-               Case.created_at >= now - OUTAGE_CASE_SPAN)
+               Case.created_at >= outage_day_start(now))
         .order_by(Case.created_at.desc())
     )
     district = call.get("district") or None
