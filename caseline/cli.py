@@ -105,6 +105,9 @@ def directory_load(file: Path) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
         sys.exit(2)
+    except RecursionError:
+        click.echo(f"{file}: cannot read a JSON document: nested too deeply", err=True)
+        sys.exit(2)
     settings = _settings()
     engine = _migrated_engine(settings)
     client = connect_redis(_redis_url(settings))

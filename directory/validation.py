@@ -9,19 +9,35 @@ contacts already in the database) that `directory.loading` reuses;
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from directory.case_numbers import LARGEST_CASE_NUMBER
 from directory.catalog import ALL_TEAMS, CASE_STATUSES, PRIORITIES, canonical_product
 from directory.models import Advisor, Contact, District
 from directory.phones import normalize_phone
 
+log = logging.getLogger(__name__)
+
 SECTIONS = ("districts", "contacts", "advisors", "cases")
+# The fields of each section's records (docs/contract.md, "The directory document").
+FIELDS = {
+    "districts": frozenset({"id", "name", "hosted"}),
+    "contacts": frozenset({"id", "name", "district", "phone", "pin", "last_active",
+                           "deactivated"}),
+    "advisors": frozenset({"id", "name", "phone", "teams"}),
+    "cases": frozenset({"number", "district", "owner", "status", "priority", "product",
+                        "needs_handover"}),
+}
+# Text with a control character (a NUL above all, which PostgreSQL cannot store) is a
+# bad record, named as such, rather than a database error at the commit.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -77,18 +93,42 @@ def _optional_bool(
         problems.append(f'{label}: "{field}" must be true or false')
 
 
-class Plan:
-    """What validation learned that loading reuses: normalized values by record."""
+def _control_characters(record: Mapping[str, Any], label: str, problems: list[str]) -> None:
+    """Note each text field (or text in a list field) holding a control character."""
+    for field, value in record.items():
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            if isinstance(text, str) and (found := _CONTROL_RE.search(text)):
+                problems.append(f'{label}: "{field}" contains a control character '
+                                f"(U+{ord(found.group()):04X})")
+                break
 
-    def __init__(self) -> None:
+
+def _unknown_fields(section: str, record: Mapping[str, Any], label: str) -> None:
+    """Warn (the record still loads) about each field the document format does not have:
+    a misspelt optional field ("deactivate") would otherwise be ignored unseen."""
+    for field in record:
+        if field not in FIELDS[section]:
+            log.warning('%s: unknown field "%s" ignored (%s has %s)', label, str(field)[:40],
+                        section, ", ".join(sorted(FIELDS[section])))
+
+
+class Plan:
+    """What validation learned that loading reuses: normalized values by record, and
+    the Central date the load happens on (`today`; None: dates are not checked
+    against the calendar)."""
+
+    def __init__(self, today: date | None = None) -> None:
         self.phones: dict[str, str] = {}  # contact id -> E.164
         self.advisor_phones: dict[str, str] = {}  # advisor id -> E.164
         self.existing_contacts: dict[str, str] = {}  # contact id in db -> phone
+        self.today = today
 
 
-def validate_document(doc: object, db: Session) -> list[str]:
-    """Every problem that stops the document from loading, each naming its record."""
-    return check_for_load(doc, db, Plan())
+def validate_document(doc: object, db: Session, today: date | None = None) -> list[str]:
+    """Every problem that stops the document from loading, each naming its record;
+    `today` (a Central date) warns of `last_active` dates after tomorrow."""
+    return check_for_load(doc, db, Plan(today))
 
 
 _RECORD_RE = re.compile(r"(districts|contacts|advisors|cases)\[(\d+)\]")
@@ -126,6 +166,9 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
         for index, record in enumerate(value):
             if not isinstance(record, dict):
                 problems.append(f"{_label(name, index, record)}: must be an object")
+                continue
+            _control_characters(record, _label(name, index, record), problems)
+            _unknown_fields(name, record, _label(name, index, record))
 
     db_districts = set(db.scalars(select(District.id)))
     db_advisors = set(db.scalars(select(Advisor.id)))
@@ -177,6 +220,11 @@ def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[s
             continue
         if section == "cases" and not _DIGITS_RE.fullmatch(ident):
             problems.append(f'{label}: case number "{ident}" must be all digits')
+        elif section == "cases" and int(ident) >= LARGEST_CASE_NUMBER:
+            # New cases are numbered after the highest (`directory.case_numbers`), in a
+            # 64-bit counter: a larger number would leave no number for the next case.
+            problems.append(f'{label}: case number "{ident}" is too large (at most '
+                            f"{LARGEST_CASE_NUMBER - 1})")
         if section == "contacts" and not _DIGITS_RE.fullmatch(ident):
             # A caller keys their contact ID in on the phone's keypad.
             problems.append(f'{label}: contact id "{ident}" must be all digits')
@@ -247,8 +295,15 @@ def _check_contact(
     elif isinstance(pin, bool) or not isinstance(pin, str | int) or not _PIN_RE.fullmatch(str(pin)):
         problems.append(f"{label}: pin must be 4 to 8 digits")
     last_active = record.get("last_active")
-    if last_active not in (None, "") and parse_date(last_active) is None:
+    day = parse_date(last_active)
+    if last_active not in (None, "") and day is None:
         problems.append(f'{label}: last_active "{last_active}" is not a date (YYYY-MM-DD)')
+    elif day is not None and plan.today is not None and day > plan.today + timedelta(days=1):
+        # A load never moves activity back (`directory.loading`), so a mistyped future
+        # date would keep the contact active, whatever a later load says: said now.
+        log.warning('%s: last_active "%s" is in the future (today is %s in Central time); '
+                    "a later load cannot move it back", label, last_active,
+                    plan.today.isoformat())
     _optional_bool(record, "deactivated", label, problems)
 
 

@@ -37,7 +37,10 @@ def check_token() -> tuple[Response, int] | None:
 
 def _json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON parser goes: not a record
+        body = None
     if not isinstance(body, dict):
         abort(400, description="expected a JSON object")
     return body
@@ -145,7 +148,10 @@ def announcement() -> Response:
     text = body.get("text", "")
     if not isinstance(text, str) or len(text) > 2000:
         abort(400, description="text must be a string of at most 2000 characters")
-    active = bool(body.get("active", True))
+    active = body.get("active", True)
+    if not isinstance(active, bool):
+        # "false" (a string) must not switch the announcement on for every caller.
+        abort(400, description="active must be true or false")
     return jsonify(set_announcement(desk().r, text, active))
 
 

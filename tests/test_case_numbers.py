@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from directory import DirectoryError
 from directory.case_numbers import CaseNumberError
 from directory.models import Case
 from routing.cases import case_for_call
@@ -79,8 +80,28 @@ def test_an_empty_directory_numbers_from_2000001(desk, directory):
     assert [_open_case(desk), _open_case(desk)] == ["2000001", "2000002"]
 
 
-def test_a_case_number_too_large_to_follow_is_named(desk, directory, lakeview):
+def test_a_case_number_too_large_to_follow_is_refused_by_the_load(desk, directory, lakeview):
     directory.case("12345678901234567890", owner="A7")
+    with pytest.raises(DirectoryError,
+                       match='case number "12345678901234567890" is too large'):
+        directory.load()
+    with desk.session_factory() as db:
+        assert db.get(Case, "12345678901234567890") is None
+    assert _open_case(desk) == "2024118"  # numbering goes on after the highest
+
+
+def test_the_largest_case_number_a_load_takes_still_leaves_one_to_follow(
+        desk, directory, lakeview):
+    directory.case("9223372036854775806", owner="A7")
     directory.load()
+    assert _open_case(desk) == "9223372036854775807"
+
+
+def test_a_case_number_too_large_to_follow_is_named(desk, lakeview):
+    """A case written past the load's check (by hand, or by an older release)."""
+    with desk.session_factory() as db:
+        db.add(Case(number="12345678901234567890", district_id="D100", owner_id="A7",
+                    status="open", priority="medium", product="campus"))
+        db.commit()
     with pytest.raises(CaseNumberError, match="case 12345678901234567890 "):
         _open_case(desk)

@@ -262,6 +262,59 @@ def test_a_bad_document_names_every_bad_record_and_changes_nothing(
     assert dump_redis(r) == before_cache
 
 
+def test_text_with_a_nul_is_a_bad_record_named_on_either_database(
+    loaded: dict, engine: Engine, sessions: sessionmaker[Session], r: redis.Redis
+) -> None:
+    """PostgreSQL cannot store a NUL: named as a bad record, not a database error."""
+    before = dump_rows(engine)
+    bad = {"contacts": [dict(loaded["contacts"][0], name="Pat\x00Lee")],
+           "advisors": [dict(loaded["advisors"][0], teams=["general\x00"])]}
+    with pytest.raises(DirectoryError) as error:
+        load_directory(bad, sessions, r, NOW)
+    assert error.value.problems == [
+        'contacts[0] (id 5001): "name" contains a control character (U+0000)',
+        'advisors[0] (id A1): "teams" contains a control character (U+0000)',
+        'advisors[0] (id A1): team "general\x00" is not one of ' + ", ".join(ALL_TEAMS),
+    ]
+    assert dump_rows(engine) == before
+
+
+def test_a_misspelt_field_is_named_in_a_warning_and_the_record_still_loads(
+    loaded: dict, sessions: sessionmaker[Session], r: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pat = dict(loaded["contacts"][0], deactivate=True)
+    load_directory({"contacts": [pat]}, sessions, r, NOW)
+    assert any('contacts[0] (id 5001): unknown field "deactivate" ignored' in m
+               for m in caplog.messages), caplog.messages
+    with sessions() as db:
+        assert db.get(Contact, "5001").deactivated is False
+
+
+def test_a_load_never_moves_last_active_back_and_warns_of_a_future_date(
+    loaded: dict, sessions: sessionmaker[Session], r: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The later of the date loaded and the activity already recorded wins; a date past
+    tomorrow (Central) loads with a warning, since no later load can undo it."""
+    pat = loaded["contacts"][0]
+
+    def last_active() -> date:
+        with sessions() as db:
+            return db.get(Contact, "5001").last_active
+
+    load_directory({"contacts": [dict(pat, last_active="2026-11-20")]}, sessions, r, NOW)
+    assert last_active() == date(2026, 11, 20)
+    load_directory({"contacts": [dict(pat, last_active="2026-01-05")]}, sessions, r, NOW)
+    assert last_active() == date(2026, 11, 20)
+    load_directory({"contacts": [dict(pat, last_active=None)]}, sessions, r, NOW)
+    assert last_active() == date(2026, 11, 20)
+    assert not any("in the future" in m for m in caplog.messages)
+    load_directory({"contacts": [dict(pat, last_active="2062-11-20")]}, sessions, r, NOW)
+    assert any('contacts[0] (id 5001): last_active "2062-11-20" is in the future' in m
+               for m in caplog.messages), caplog.messages
+
+
 def test_validate_reads_references_from_the_database(
     loaded: dict, sessions: sessionmaker[Session]
 ) -> None:

@@ -260,3 +260,14 @@ def test_a_command_on_a_newer_releases_database_exits_naming_the_revision(databa
     assert result.exit_code == 1
     assert "at migration 0042" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_directory_load_of_json_nested_too_deeply_is_refused_cleanly(tmp_path):
+    """A file no JSON parser can take (nested deeper than Python's recursion) is told as
+    an unreadable document (exit 2), not a traceback; nothing is opened or changed."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["directory", "load", str(deep)])
+    assert result.exit_code == 2, result.output
+    assert "cannot read a JSON document: nested too deeply" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

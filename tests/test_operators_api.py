@@ -165,3 +165,33 @@ def test_invalid_contact_body_names_the_field(client, desk, lakeview):
 def test_api_changes_need_the_token(client, lakeview):
     assert client.put("/api/cases/2024555", json=CASE).status_code == 401
     assert client.delete("/api/contacts/5001").status_code == 401
+
+
+def test_a_contact_whose_name_holds_a_nul_is_refused_with_422_on_either_database(
+        client, desk, lakeview):
+    response = api(client, "PUT", "/api/contacts/5077",
+                   {"name": "Robin\u0000Fox", "district": "D100", "phone": "(612) 555-0177",
+                    "pin": "1357"})
+    assert response.status_code == 422
+    assert 'contact 5077: "name" contains a control character (U+0000)' in str(
+        response.get_json())
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5077") is None
+
+
+def test_an_announcement_set_with_anything_but_true_or_false_is_refused(client, desk):
+    from routing.announcement import active_announcement
+
+    assert api(client, "PUT", "/api/announcement",
+               {"text": "Email is down", "active": False}).status_code == 200
+    response = api(client, "PUT", "/api/announcement", {"text": "Email is down",
+                                                        "active": "false"})
+    assert response.status_code == 400
+    assert active_announcement(desk.r) is None  # still off: callers hear nothing
+
+
+def test_a_body_nested_deeper_than_json_goes_is_a_400(client):
+    body = "[" * 100_000 + "]" * 100_000
+    response = client.put("/api/announcement", data=body, content_type="application/json",
+                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 400
