@@ -69,14 +69,15 @@ def district_contacts(
 
 
 def touch_contacts(db: Session, contact_ids: Iterable[str], day: date) -> list[dict[str, str]]:
-    """Verified calls count as activity: move each contact's last_active to `day`, in the
-    caller's transaction; the contacts' facts, for the cache once it is committed."""
+    """Verified calls count as activity: move each contact's last verified call forward
+    to `day` (a Central date), in the caller's transaction; the contacts' facts, for the
+    cache once it is committed."""
     facts = []
     for contact_id in sorted(contact_ids):
         contact = db.get(Contact, contact_id)
         if contact is None:
             continue
-        if contact.last_active is None or contact.last_active < day:
-            contact.last_active = day
+        if contact.last_verified_call is None or contact.last_verified_call < day:
+            contact.last_verified_call = day
         facts.append(contact_facts(contact))
     return facts

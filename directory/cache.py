@@ -86,7 +86,9 @@ def contact_facts(contact: Contact) -> dict[str, str]:
         "name": contact.name,
         "district": contact.district_id,
         "phone": contact.phone,
-        "last_active": contact.last_active.isoformat() if contact.last_active else "",
+        # What the 180-day rule counts from: the later of the date loaded and the last
+        # verified call (`Contact.last_activity`).
+        "last_active": contact.last_activity.isoformat() if contact.last_activity else "",
         "deactivated": "1" if contact.deactivated else "0",
     }
 

@@ -182,12 +182,10 @@ def _upsert_contacts(
             and check_pin(str(pin), contact.pin_hash, pepper)
         ):
             contact.pin_hash = hash_pin(str(pin), pepper)
-        # A contact's last activity is the later of the date loaded and their last
-        # verified call (`directory.activity.touch_contacts` moves it forward): a
-        # reload of an older file never undoes a call's activity (the 180-day rule).
-        loaded = parse_date(record.get("last_active"))
-        if loaded is not None and (contact.last_active is None or loaded > contact.last_active):
-            contact.last_active = loaded
+        # The operators' date, as loaded: a reload of an older file moves it back, but
+        # never the contact's last verified call, kept apart (`Contact.last_activity`).
+        if "last_active" in record:
+            contact.last_active = parse_date(record["last_active"])
         if "deactivated" in record:
             contact.deactivated = record["deactivated"]
         rows.append(contact)

@@ -78,10 +78,21 @@ class Contact(Base):
     phone: Mapped[str] = mapped_column(String, nullable=False, unique=True, index=True)
     # Never the clear PIN: directory.pins.hash_pin's output.
     pin_hash: Mapped[str] = mapped_column(String, nullable=False)
+    # The date the operators' directory loaded (theirs to move, forward or back).
     last_active: Mapped[date | None] = mapped_column(Date, nullable=True)
+    # The Central date of the contact's last verified call (the line's, forward only).
+    last_verified_call: Mapped[date | None] = mapped_column(Date, nullable=True)
     deactivated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # Set by the daily job when the 180-day rule flags the account for deactivation.
     flagged_inactive_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+    @property
+    def last_activity(self) -> date | None:
+        """What the 180-day rule counts from (PRODUCT.md: "a verified call counts as case
+        activity"): the later of the loaded `last_active` and the last verified call; None
+        when neither is known."""
+        days = [d for d in (self.last_active, self.last_verified_call) if d is not None]
+        return max(days) if days else None
 
 
 class Advisor(Base):

@@ -67,6 +67,8 @@ def contact_record(contact: Contact) -> dict[str, Any]:
         "district": contact.district_id,
         "phone": contact.phone,
         "last_active": contact.last_active.isoformat() if contact.last_active else None,
+        "last_verified_call": (contact.last_verified_call.isoformat()
+                               if contact.last_verified_call else None),
         "deactivated": bool(contact.deactivated),
     }
 

@@ -36,8 +36,12 @@ FIELDS = {
                         "needs_handover"}),
 }
 # Text with a control character (a NUL above all, which PostgreSQL cannot store) is a
-# bad record, named as such, rather than a database error at the commit.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# bad record, named as such, rather than a database error at the commit. Tabs and line
+# ends are not: a spreadsheet's export leaves them in cells, and the loader strips
+# them around a value.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Python reads at most 4,300 digits as a number; a case number is at most 19.
+_CASE_NUMBER_DIGITS = len(str(LARGEST_CASE_NUMBER))
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -93,9 +97,14 @@ def _optional_bool(
         problems.append(f'{label}: "{field}" must be true or false')
 
 
-def _control_characters(record: Mapping[str, Any], label: str, problems: list[str]) -> None:
-    """Note each text field (or text in a list field) holding a control character."""
+def _control_characters(section: str, record: Mapping[str, Any], label: str,
+                        problems: list[str]) -> None:
+    """Note each text field of the format (or text in a list field) holding a control
+    character other than a tab or a line end; fields the format does not have are
+    never stored, so they are only warned about (`_unknown_fields`)."""
     for field, value in record.items():
+        if field not in FIELDS[section]:
+            continue
         texts = value if isinstance(value, list) else [value]
         for text in texts:
             if isinstance(text, str) and (found := _CONTROL_RE.search(text)):
@@ -109,7 +118,7 @@ def _unknown_fields(section: str, record: Mapping[str, Any], label: str) -> None
     a misspelt optional field ("deactivate") would otherwise be ignored unseen."""
     for field in record:
         if field not in FIELDS[section]:
-            log.warning('%s: unknown field "%s" ignored (%s has %s)', label, str(field)[:40],
+            log.warning("%s: unknown field %r ignored (%s has %s)", label, str(field)[:40],
                         section, ", ".join(sorted(FIELDS[section])))
 
 
@@ -167,7 +176,7 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
             if not isinstance(record, dict):
                 problems.append(f"{_label(name, index, record)}: must be an object")
                 continue
-            _control_characters(record, _label(name, index, record), problems)
+            _control_characters(name, record, _label(name, index, record), problems)
             _unknown_fields(name, record, _label(name, index, record))
 
     db_districts = set(db.scalars(select(District.id)))
@@ -220,10 +229,11 @@ def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[s
             continue
         if section == "cases" and not _DIGITS_RE.fullmatch(ident):
             problems.append(f'{label}: case number "{ident}" must be all digits')
-        elif section == "cases" and int(ident) >= LARGEST_CASE_NUMBER:
+        elif section == "cases" and (len(ident.lstrip("0")) > _CASE_NUMBER_DIGITS
+                                     or int(ident) >= LARGEST_CASE_NUMBER):
             # New cases are numbered after the highest (`directory.case_numbers`), in a
             # 64-bit counter: a larger number would leave no number for the next case.
-            problems.append(f'{label}: case number "{ident}" is too large (at most '
+            problems.append(f'{label}: case number "{ident[:24]}" is too large (at most '
                             f"{LARGEST_CASE_NUMBER - 1})")
         if section == "contacts" and not _DIGITS_RE.fullmatch(ident):
             # A caller keys their contact ID in on the phone's keypad.
@@ -299,11 +309,10 @@ def _check_contact(
     if last_active not in (None, "") and day is None:
         problems.append(f'{label}: last_active "{last_active}" is not a date (YYYY-MM-DD)')
     elif day is not None and plan.today is not None and day > plan.today + timedelta(days=1):
-        # A load never moves activity back (`directory.loading`), so a mistyped future
-        # date would keep the contact active, whatever a later load says: said now.
-        log.warning('%s: last_active "%s" is in the future (today is %s in Central time); '
-                    "a later load cannot move it back", label, last_active,
-                    plan.today.isoformat())
+        # A mistyped year would keep the contact active past the 180-day rule: said now.
+        log.warning('%s: last_active "%s" is in the future (today is %s in Central time): '
+                    "the contact counts as active until 180 days after it", label,
+                    last_active, plan.today.isoformat())
     _optional_bool(record, "deactivated", label, problems)
 
 

@@ -35,12 +35,18 @@ def check_token() -> tuple[Response, int] | None:
     return jsonify({"error": "missing or wrong bearer token"}), 401
 
 
+def _json_or_none() -> Any:
+    """The request's JSON, or None when it is none (not JSON, unreadable, or nested
+    deeper than the parser goes: Python's recursion limit)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        return None
+
+
 def _json_body() -> dict[str, Any]:
     """The request's JSON object, or a 400."""
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # nested deeper than the JSON parser goes: not a record
-        body = None
+    body = _json_or_none()
     if not isinstance(body, dict):
         abort(400, description="expected a JSON object")
     return body
@@ -214,7 +220,7 @@ def get_maintenance() -> Response:
 @bp.put("/maintenance")
 def put_maintenance() -> Response | tuple[Response, int]:
     """Replace the posted windows; one not on a Saturday (Central) refuses them all."""
-    body = request.get_json(silent=True)
+    body = _json_or_none()
     try:
         windows = maintenance.replace_windows(desk(), body, initial_maintenance_windows(), now(),
                                               actor=records.API_ACTOR)

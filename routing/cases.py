@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,12 +31,24 @@ from routing.outage import CASE_PRIORITY
 CASE_TRIES = 3
 
 
-def outage_day_start(now: datetime) -> datetime:
-    """When the desk's day of `now` began (midnight Central, as an aware UTC datetime):
-    outage calls from one district (or one unknown number) on one Central date go onto
-    one case, the desk's "one outage case per calling number per day" (PRODUCT.md),
-    dates counted in Central time like every date rule of the desk."""
-    return datetime.combine(central_date(now), time(0), tzinfo=CENTRAL).astimezone(UTC)
+def outage_day(moment: datetime) -> tuple[datetime, datetime]:
+    """The desk's day of the aware `moment`, from midnight to midnight Central, as aware
+    UTC datetimes: outage calls from one district (or one unknown number) on one Central
+    date go onto one case, the desk's "one outage case per calling number per day"
+    (PRODUCT.md), dates counted in Central time like every date rule of the desk."""
+    day = central_date(moment)
+    start = datetime.combine(day, time(0), tzinfo=CENTRAL)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=CENTRAL)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def reported_at(call: Mapping[str, str], now: datetime) -> datetime:
+    """When the call began (its `started_at`, ms since the epoch), as an aware UTC
+    datetime; `now` when it is unknown. An outage report belongs to the day the caller
+    called, however late its log is written (a backlog, a database outage, a log set
+    aside and written later)."""
+    started = call.get("started_at") or ""
+    return datetime.fromtimestamp(int(started) / 1000, tz=UTC) if started.isdigit() else now
 
 
 @dataclass(frozen=True)
@@ -143,14 +155,16 @@ def cases_for_calls(db: Session, calls: Mapping[str, dict[str, str]],
             found[sid] = (known.get(call["case"]) if call.get("case")
                           else case_for_call(db, call, now))
             continue
-        # The lookup's key: the district, else the calling number (see `_outage_case`).
+        # The lookup's key: the district, else the calling number (see `_outage_case`),
+        # and the report's Central date (a batch may span midnight).
         reporter = (f"district:{call['district']}" if call.get("district")
                     else f"caller:{call['caller']}" if call.get("caller") else "")
-        case = outages.get(reporter) if reporter else None
+        key = f"{reporter}@{central_date(reported_at(call, now))}" if reporter else ""
+        case = outages.get(key) if key else None
         if case is None:
             case = _outage_case(db, call, now)
-            if reporter:
-                outages[reporter] = case
+            if key:
+                outages[key] = case
         elif call.get("handover") == "1":
             case.needs_handover = True
         found[sid] = case
@@ -163,8 +177,10 @@ def _owner(db: Session, call: dict[str, str]) -> str | None:
     return answered if answered and db.get(Advisor, answered) is not None else None
 
 
-def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool = False) -> Case:
-    """Open a new case for the caller's district (status new)."""
+def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool = False,
+              created_at: datetime | None = None) -> Case:
+    """Open a new case for the caller's district (status new), created `created_at`
+    (aware; default: as it is written)."""
     case = Case(
         number=allocate_case_number(db),
         district_id=call.get("district") or None,
@@ -174,6 +190,7 @@ def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool 
         product=call.get("product") or "campus",
         outage=outage,
         needs_handover=call.get("handover") == "1",
+        **({"created_at": created_at} if created_at is not None else {}),
     )
     db.add(case)
     db.flush()
@@ -181,13 +198,15 @@ def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool 
 
 
 def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
-    """The open outage case of the Central date of `now` (when the log is written,
-    within seconds of the call's end) for the caller's district (for an unknown number,
-    the one that number reported), else a new Critical one."""
+    """The open outage case of the Central date the call began on (`reported_at`) for
+    the caller's district (for an unknown number, the one that number reported), else a
+    new Critical one, dated when the call began."""
+    moment = reported_at(call, now)
+    start, end = outage_day(moment)
     recent = (
         select(Case)
         .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
-               Case.created_at >= outage_day_start(now))
+               Case.created_at >= start, Case.created_at < end)
         .order_by(Case.created_at.desc())
     )
     district = call.get("district") or None
@@ -206,4 +225,4 @@ def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
         if call.get("handover") == "1":
             existing.needs_handover = True
         return existing
-    return _new_case(db, call, priority=CASE_PRIORITY, outage=True)
+    return _new_case(db, call, priority=CASE_PRIORITY, outage=True, created_at=moment)

@@ -104,7 +104,7 @@ def test_only_a_verified_call_counts_as_activity_for_the_180_day_rule(phone, des
     phone.call(PAT, "8", attestation=ATTESTED)
     logged(desk)
     with desk.session_factory() as db:
-        assert str(db.get(Contact, "5001").last_active) == "2026-11-24"
+        assert str(db.get(Contact, "5001").last_activity) == "2026-11-24"
 
 
 # --- an inactive contact's number identifies nobody --------------------------------

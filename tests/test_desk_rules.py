@@ -190,6 +190,45 @@ def test_one_outage_case_per_calling_number_per_central_date(phone, desk, desk_d
     assert next_day != first
 
 
+def _ms(when: datetime) -> str:
+    return str(int(when.timestamp() * 1000))
+
+
+def _log_outages_at(desk, written: datetime, *calls: dict[str, str]) -> list[str]:
+    """Outage calls' logs written together at `written` (one batch): their case numbers."""
+    from routing.cases import cases_for_calls
+
+    with desk.session_factory() as db:
+        found = cases_for_calls(db, {f"CA{n}": call for n, call in enumerate(calls)}, written)
+        numbers = [found[f"CA{n}"].number for n in range(len(calls))]
+        db.commit()
+    return numbers
+
+
+def test_an_outage_report_belongs_to_the_day_it_was_made_however_late_its_log(desk,
+                                                                              desk_directory):
+    """Lakeview's report at 08:00 opens the day's case; one made at 23:58 whose log is
+    written after midnight (a backlog, the database down) joins it; the next morning's
+    opens the next day's; an unknown number's calls either side of midnight, logged in
+    one batch, go onto two cases."""
+    day = datetime(2026, 11, 24, 8, 0, tzinfo=CHICAGO)
+    late = datetime(2026, 11, 24, 23, 58, tzinfo=CHICAGO)
+    after_midnight = datetime(2026, 11, 25, 0, 0, 20, tzinfo=CHICAGO)
+    lakeview = {"outage": "1", "district": "D100", "caller": PAT}
+    [first] = _log_outages_at(desk, day, {**lakeview, "started_at": _ms(day)})
+    [same] = _log_outages_at(desk, after_midnight, {**lakeview, "started_at": _ms(late)})
+    next_morning = datetime(2026, 11, 25, 7, 0, tzinfo=CHICAGO)
+    [next_day] = _log_outages_at(desk, next_morning,
+                                 {**lakeview, "started_at": _ms(next_morning)})
+    assert same == first and next_day != first
+    stranger = {"outage": "1", "caller": STRANGER, "handover": "1"}
+    before, after = _log_outages_at(
+        desk, datetime(2026, 11, 25, 0, 10, tzinfo=CHICAGO),
+        {**stranger, "started_at": _ms(datetime(2026, 11, 24, 23, 59, tzinfo=CHICAGO))},
+        {**stranger, "started_at": _ms(datetime(2026, 11, 25, 0, 1, tzinfo=CHICAGO))})
+    assert before != after
+
+
 def test_night_outage_with_no_hosting_advisor_rings_on_call(phone, desk, desk_directory, app):
     app.extensions["caseline"] = app.extensions["caseline"].__class__(
         **{**app.extensions["caseline"].__dict__,
@@ -325,7 +364,7 @@ def test_verified_call_counts_as_activity(phone, desk, desk_directory):
     phone.call("+16125550102", "1 2024117#")  # Lee Park, last active 2026-10-01
     logs(desk)
     with desk.session_factory() as db:
-        assert db.get(Contact, "5002").last_active == date(2026, 11, 24)
+        assert db.get(Contact, "5002").last_activity == date(2026, 11, 24)
 
 
 def test_reloading_an_older_file_does_not_undo_a_verified_call(phone, desk, directory,
@@ -339,7 +378,7 @@ def test_reloading_an_older_file_does_not_undo_a_verified_call(phone, desk, dire
     directory.contact("5002", "+16125550102", "D100", "Lee Park", "1357")
     directory.load()
     with desk.session_factory() as db:
-        assert db.get(Contact, "5002").last_active == date(2026, 11, 24)
+        assert db.get(Contact, "5002").last_activity == date(2026, 11, 24)
     # 180 days after the file's date, but not after the call: still greeted by name.
     with at(2027, 4, 1, 10):
         make_available(desk, "A7")

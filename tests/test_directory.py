@@ -285,34 +285,69 @@ def test_a_misspelt_field_is_named_in_a_warning_and_the_record_still_loads(
 ) -> None:
     pat = dict(loaded["contacts"][0], deactivate=True)
     load_directory({"contacts": [pat]}, sessions, r, NOW)
-    assert any('contacts[0] (id 5001): unknown field "deactivate" ignored' in m
+    assert any("contacts[0] (id 5001): unknown field 'deactivate' ignored" in m
                for m in caplog.messages), caplog.messages
     with sessions() as db:
         assert db.get(Contact, "5001").deactivated is False
 
 
-def test_a_load_never_moves_last_active_back_and_warns_of_a_future_date(
+def test_a_reload_sets_the_loaded_date_and_a_verified_call_still_counts(
     loaded: dict, sessions: sessionmaker[Session], r: redis.Redis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The later of the date loaded and the activity already recorded wins; a date past
-    tomorrow (Central) loads with a warning, since no later load can undo it."""
+    """The operators' `last_active` is theirs to move, forward or back; a verified call's
+    date is kept apart, so a reload never undoes it; what the 180-day rule counts from
+    (and the cache holds) is the later of the two. A date past tomorrow (Central) loads
+    with a warning."""
+    from directory.activity import touch_contacts
+
     pat = loaded["contacts"][0]
 
-    def last_active() -> date:
+    def dates() -> tuple[date | None, date | None, date | None]:
         with sessions() as db:
-            return db.get(Contact, "5001").last_active
+            row = db.get(Contact, "5001")
+            return row.last_active, row.last_verified_call, row.last_activity
 
-    load_directory({"contacts": [dict(pat, last_active="2026-11-20")]}, sessions, r, NOW)
-    assert last_active() == date(2026, 11, 20)
+    with sessions() as db, db.begin():
+        touch_contacts(db, ["5001"], date(2026, 11, 20))  # what a verified call's log does
     load_directory({"contacts": [dict(pat, last_active="2026-01-05")]}, sessions, r, NOW)
-    assert last_active() == date(2026, 11, 20)
-    load_directory({"contacts": [dict(pat, last_active=None)]}, sessions, r, NOW)
-    assert last_active() == date(2026, 11, 20)
+    assert dates() == (date(2026, 1, 5), date(2026, 11, 20), date(2026, 11, 20))
+    assert find_contact_by_phone(r, sessions, "+16125550101")["last_active"] == "2026-11-20"
+    load_directory({"contacts": [dict(pat, last_active="2026-11-22")]}, sessions, r, NOW)
+    assert dates() == (date(2026, 11, 22), date(2026, 11, 20), date(2026, 11, 22))
     assert not any("in the future" in m for m in caplog.messages)
+    load_directory({"contacts": [dict(pat, last_active="2026-11-24")]}, sessions, r, NOW)
+    assert not any("in the future" in m for m in caplog.messages)  # tomorrow: a clock apart
     load_directory({"contacts": [dict(pat, last_active="2062-11-20")]}, sessions, r, NOW)
     assert any('contacts[0] (id 5001): last_active "2062-11-20" is in the future' in m
                for m in caplog.messages), caplog.messages
+    load_directory({"contacts": [dict(pat, last_active="2026-11-22")]}, sessions, r, NOW)
+    assert dates()[0] == date(2026, 11, 22)  # a mistyped year is put right by a reload
+
+
+def test_tabs_and_line_ends_in_cells_load_as_before(
+    loaded: dict, sessions: sessionmaker[Session], r: redis.Redis,
+) -> None:
+    """A spreadsheet's export leaves tabs and line ends in cells: stripped around values,
+    and harmless inside them; a field the format does not have is never refused."""
+    district = dict(loaded["districts"][0], name="Lakeview Public Schools\n")
+    pat = dict(loaded["contacts"][0], phone="(612) 555-0101\n", name="Pat\tLee",
+               notes="Prefers email.\nCall after 3pm.\x00")
+    case = dict(loaded["cases"][16], status="open\t", product="Food\tService")
+    load_directory({"districts": [district], "contacts": [pat], "cases": [case]},
+                   sessions, r, NOW)
+    assert find_contact_by_phone(r, sessions, "+16125550101")["id"] == "5001"
+
+
+def test_a_case_number_of_thousands_of_digits_is_named_not_a_crash(
+    sessions: sessionmaker[Session],
+) -> None:
+    number = "9" * 5000
+    with sessions() as db:
+        problems = validate_document({"cases": [{"number": number, "district": "D100",
+                                                 "status": "open", "priority": "low",
+                                                 "product": "campus"}]}, db)
+    assert any("is too large" in p for p in problems), problems
 
 
 def test_validate_reads_references_from_the_database(

@@ -195,3 +195,30 @@ def test_a_body_nested_deeper_than_json_goes_is_a_400(client):
     response = client.put("/api/announcement", data=body, content_type="application/json",
                           headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert response.status_code == 400
+
+
+def test_a_maintenance_body_nested_deeper_than_json_goes_is_refused_not_a_500(client):
+    body = "[" * 100_000 + "]" * 100_000
+    response = client.put("/api/maintenance", data=body, content_type="application/json",
+                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert 400 <= response.status_code < 500
+
+
+def test_a_contact_put_back_to_an_older_date_keeps_their_verified_call(client, phone, desk,
+                                                                       lakeview):
+    """Pat calls (verified by caller ID); the operator then PUTs Pat with an older
+    last_active: the date is the operator's, the call still counts."""
+    make_available(desk, OWNER)
+    api(client, "PUT", "/api/cases/2024555", CASE)
+    phone.call(PAT, "1 2024555#")
+    from tests.conftest import run_jobs
+
+    run_jobs(desk)
+    response = api(client, "PUT", "/api/contacts/5001",
+                   {"name": "Pat Lee", "district": "D100", "phone": PAT,
+                    "last_active": "2026-01-05"})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body["last_active"], body["last_verified_call"]) == ("2026-01-05", "2026-11-24")
+    with desk.session_factory() as db:
+        assert str(db.get(Contact, "5001").last_activity) == "2026-11-24"

@@ -25,7 +25,8 @@ def flag_inactive_contacts(session_factory: sessionmaker[Session], now: datetime
     flagged = []
     with session_factory() as db, db.begin():
         for contact in db.scalars(select(Contact).order_by(Contact.id)):
-            stale = contact.last_active is not None and idle_too_long(contact.last_active, today)
+            last = contact.last_activity
+            stale = last is not None and idle_too_long(last, today)
             if stale and contact.flagged_inactive_on is None:
                 contact.flagged_inactive_on = today
                 flagged.append(contact.id)
