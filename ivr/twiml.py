@@ -6,6 +6,7 @@ and know the service's own URLs (the only place that spells them).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
@@ -20,10 +21,23 @@ def url(path: str, **query: object) -> str:
     return f"{path}?{urlencode(clean)}" if clean else path
 
 
+# Characters XML 1.0 does not allow (C0 controls but tab and line ends, U+FFFE/U+FFFF,
+# lone surrogates). ElementTree writes them as they are, and a document holding one is
+# not XML: Twilio answers it with its application error and hangs up. They reach a
+# `<Say>` from text operators paste (the announcement, a name in the directory).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def speakable(text: str) -> str:
+    """`text` with every character XML cannot carry turned into a space."""
+    return _NOT_XML.sub(" ", text)
+
+
 def say(response: VoiceResponse | Gather, prompts: Prompts, text: str) -> None:
-    """Speak `text` in the configured voice (nothing for empty text)."""
+    """Speak `text` in the configured voice (nothing for empty text); characters no
+    TwiML document may hold are spoken as a pause (`speakable`)."""
     if text:
-        response.say(text, voice=prompts.voice, language=prompts.language)
+        response.say(speakable(text), voice=prompts.voice, language=prompts.language)
 
 
 def ask(

@@ -292,6 +292,21 @@ def test_the_greeting_plays_the_announcement_only_while_it_is_active(phone, desk
     assert text in before_the_menu
 
 
+def test_a_pasted_control_character_never_breaks_a_callers_twiml(phone, desk, directory,
+                                                                 desk_directory, client):
+    """A supervisor pastes an announcement holding a vertical tab (Word does), and a
+    district's name holds a NUL: neither may make a document that is not XML (Twilio
+    would hang up on every caller); each is spoken as a pause."""
+    auth = {"Authorization": "Bearer test-api-token"}
+    client.put("/api/announcement", json={"text": "Gradebook is slow.\x0bWe are on it.",
+                                          "active": True}, headers=auth)
+    desk.r.hset(keys.district("D100"), "name", "Lakeview\x00Public Schools")
+    make_available(desk, "A6")
+    result = phone.call(PAT, "8")  # the walker parses every document as XML
+    assert result.outcome == "advisor"
+    assert "Gradebook is slow. We are on it." in " ".join(result.heard())
+
+
 def test_option_8_twelve_hours_before_a_posted_window_hears_of_it(phone, desk, desk_directory):
     # Friday 2026-12-04 noon; the posted 00:00-06:00 window opens Saturday at midnight.
     with at(2026, 12, 4, 12):
