@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import ipaddress
 import os
@@ -149,6 +150,22 @@ def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str
     }
 
 
+# Threads of a web process an event stream never takes: Twilio's webhooks need them.
+WEBHOOK_THREADS = 2
+
+
+def streams_for(settings: Settings, threads: int) -> Settings:
+    """`settings` with the console's event streams capped at `threads` less
+    `WEBHOOK_THREADS` (each stream holds a thread until the page leaves, up to 5 minutes;
+    with `--threads 2` or 1 there are none, and the pages poll), so open pages can
+    never hold every thread while Twilio waits (its timeout is 15 s)."""
+    cap = max(0, threads - WEBHOOK_THREADS)
+    if settings.console_streams <= cap:
+        return settings
+    return dataclasses.replace(settings, console_streams=cap)
+
+
 def run_gunicorn(settings: Settings, *, workers: int, threads: int) -> None:
     """Serve until stopped."""
+    settings = streams_for(settings, threads)
     CaselineServer(settings, gunicorn_options(settings, workers, threads)).run()

@@ -197,6 +197,29 @@ def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, acc
     again.close()
 
 
+@pytest.mark.parametrize(("threads", "streams"), [(1, 0), (2, 0), (3, 1), (4, 2), (8, 2)])
+def test_event_streams_always_leave_two_threads_for_twilios_webhooks(
+        settings, desk, accounts, make_app, threads, streams):
+    """`caseline serve --threads N` lets pages hold at most N - 2 streams (never more
+    than CASELINE_CONSOLE_STREAMS, 2): with 1 or 2 threads every page polls, so open
+    pages can never leave Twilio's webhooks waiting past its 15 s timeout."""
+    from caseline.server import streams_for
+
+    app = make_app(streams_for(settings.with_changes(console_streams=2), threads))
+    pages = [app.test_client() for _ in range(3)]
+    held = []
+    for page in pages:
+        sign_in(page, "A7", PASSWORD)
+        answer = page.get("/console/events", buffered=False)
+        if answer.status_code == 200:
+            held.append(answer)
+        else:
+            assert answer.status_code == 503  # told to poll
+    assert len(held) == streams
+    for answer in held:
+        answer.close()
+
+
 def test_a_graceful_stop_ends_open_event_streams_instead_of_waiting_for_them(
         live_service, accounts):
     """A deploy stops `caseline serve` with SIGTERM while wallboards hold their event

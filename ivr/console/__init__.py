@@ -55,6 +55,7 @@ def install(app: Flask, r: redis.Redis, settings: Settings, *exempt: object) -> 
     csrf = CSRFProtect(app)
     for blueprint in exempt:
         csrf.exempt(blueprint)  # type: ignore[arg-type]
+    # 0 streams (`caseline.server.streams_for`, or the setting): every page polls.
     app.extensions["caseline.console_streams"] = threading.BoundedSemaphore(
-        max(1, settings.console_streams))
+        max(0, settings.console_streams))
     app.register_blueprint(bp)
