@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 
+import redis
+
 from config.webhooks import CALLBACK_ADVISOR, CALLBACK_STATUS, CONNECT, webhook_url
 from directory import keys
 from directory.catalog import GENERAL
@@ -133,8 +135,13 @@ def _redirect_or_move_on(
     Only Twilio saying the call is over (404, "not in-progress") means the
     caller hung up: the advisor takes the next caller. Any other failure, once
     retries are spent, says nothing about the caller: they keep their place.
+    A failure that may have come after Twilio moved the call (a 5xx, a cut
+    connection) is sent again only if Twilio has not fetched `/voice/connect`
+    meanwhile (`_brought_over`): a second redirect would cut the advisor's ring
+    that the first one started.
     """
-    outcome = desk.telephony.redirect_call(caller, url)
+    outcome = desk.telephony.redirect_call(
+        caller, url, carried_out=functools.partial(_brought_over, desk, caller))
     if outcome is Outcome.DONE:
         return
     if outcome is Outcome.GONE:
@@ -142,6 +149,23 @@ def _redirect_or_move_on(
     else:
         release = _caller_kept(desk, caller, advisor_id, now_ms)
     _serve(desk, advisor_id, release, now_ms)
+
+
+def _brought_over(desk: Desk, caller: str) -> bool:
+    """Whether Twilio has followed the redirect of a claimed waiting caller: it fetched
+    `/voice/connect`, whose answer (`acd.connect_claimed`: ringing the advisor, or
+    routing afresh) moves the call's state on from `connecting`, which `note_dequeued`
+    wrote before the redirect was asked for. Nothing else moves it on in the seconds
+    the redirect is tried: the caller's end keeps it, a hold cycle or key on hold
+    finds them out of the queue and changes nothing, and the `<Enqueue>` action
+    Twilio posts as the call leaves the queue (`QueueResult=redirected`) writes
+    nothing. False when Redis cannot tell: the redirect is then tried again, as
+    before."""
+    try:
+        state = desk.r.hget(keys.call(caller), "state")
+    except redis.RedisError:
+        return False
+    return state is not None and state != "connecting"
 
 
 def _place_callback(

@@ -7,6 +7,7 @@ point it at a local emulator.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -35,6 +36,16 @@ CALL_NOT_IN_PROGRESS = 21220
 # Waits between tries of a request that failed for a reason that says nothing
 # about the call (429, 5xx, a reset connection): about 3.5 s in all.
 RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
+# After a failure that may have come after Twilio acted (a 5xx, a cut connection, a
+# read timeout), how long a request given a sign that Twilio carried it out (see
+# `_with_retries`) looks for that sign before it is tried again, or given up. The
+# desk's choice: a call Twilio moved fetches its new TwiML as soon as Twilio acts
+# (a webhook's round trip; two for a waiting caller, whose `<Enqueue>` action comes
+# first), so half a second covers it with room. A redirect that really failed every
+# time is given up after about 4.25 s instead of 3.5 s.
+CARRIED_OUT_WAIT_SECONDS = 0.5
+# How often that sign is read meanwhile (one Redis read each).
+CARRIED_OUT_POLL_SECONDS = 0.05
 
 
 class Outcome(Enum):
@@ -125,14 +136,18 @@ class Telephony:
     def __init__(self, settings: Settings, timeout: float = 5.0, *,
                  background: bool = False,
                  retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
+                 carried_out_wait: float = CARRIED_OUT_WAIT_SECONDS,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """Build the REST client lazily from settings (no connection, no thread yet).
 
         `retry_delays` are the waits (seconds) before each retry of a transient
-        failure; `sleep` is how to wait (tests pass their own).
+        failure; `carried_out_wait` (seconds) how long a request that may have been
+        carried out looks for the sign that it was, before it is tried again or given
+        up (see `_with_retries`); `sleep` is how to wait (tests pass their own).
         """
         self._settings = settings
         self._retry_delays = tuple(retry_delays)
+        self._carried_out_wait = carried_out_wait
         self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
@@ -187,13 +202,26 @@ class Telephony:
         _ = self.client.api.v2010.account.calls
 
     def _with_retries(self, what: str, request: Callable[[], object],
-                      retry: bool = True, creates: bool = False) -> tuple[Outcome, object]:
+                      retry: bool = True, creates: bool = False,
+                      carried_out: Callable[[], bool] | None = None,
+                      ) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`).
 
         With `creates` (the request places a call), only a failure that surely did
         nothing at Twilio (`never_acted`) is retried: an outbound call is not
         idempotent (Twilio's error 20500), and a retry after a 5xx or a lost answer
         could ring the same phone twice. Any other failure is final (TRANSIENT).
+
+        `carried_out` is a sign, read from the desk's own state, that Twilio carried
+        the request out (for a redirect: Twilio fetched the new TwiML). After a
+        failure that may have come after Twilio acted (not `never_acted`), it is
+        looked for every `CARRIED_OUT_POLL_SECONDS` for `carried_out_wait` seconds
+        (or the backoff's delay, when longer), then once more; seen, the request is
+        DONE and not sent again. A redirect sent twice makes Twilio stop the TwiML
+        the first one started (a `<Dial>` ringing an advisor) and start it again.
+        Not seen, the request is tried again (or, after the last try, TRANSIENT)
+        as any transient failure is. A 429 or a connection that never opened did
+        nothing: retried after the backoff alone.
         """
         delays = self._retry_delays if retry else ()
         for attempt, delay in enumerate((*delays, None)):
@@ -201,8 +229,18 @@ class Telephony:
                 return Outcome.DONE, request()
             except (TwilioException, OSError) as exc:
                 outcome = classify(exc)
-                if creates and outcome is Outcome.TRANSIENT and not never_acted(exc):
+                maybe_acted = outcome is Outcome.TRANSIENT and not never_acted(exc)
+                if creates and maybe_acted:
                     delay = None  # Twilio may have placed it: never place it twice
+                if maybe_acted and carried_out is not None:
+                    if self._seen(carried_out, max(delay or 0.0, self._carried_out_wait)):
+                        log.warning("%s: Twilio carried it out despite the failure (%s); "
+                                    "not sent again", what, mask_phones(str(exc)))
+                        return Outcome.DONE, None
+                    if delay is not None:
+                        log.warning("%s failed (%s) and Twilio shows no sign of it; "
+                                    "retrying", what, mask_phones(str(exc)))
+                        continue  # the wait for the sign was the backoff
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
                     # Twilio's errors quote the number dialed ("Invalid 'To' ...").
@@ -214,18 +252,32 @@ class Telephony:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def redirect_call(self, call_sid: str, url: str, *, retry: bool = True) -> Outcome:
+    def _seen(self, sign: Callable[[], bool], seconds: float) -> bool:
+        """Whether `sign` shows within `seconds`: read at once, then every
+        `CARRIED_OUT_POLL_SECONDS` until `seconds` have been waited."""
+        for _ in range(math.ceil(seconds / CARRIED_OUT_POLL_SECONDS)):
+            if sign():
+                return True
+            self._sleep(CARRIED_OUT_POLL_SECONDS)
+        return sign()
+
+    def redirect_call(self, call_sid: str, url: str, *, retry: bool = True,
+                      carried_out: Callable[[], bool] | None = None) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
         seconds in all), unless `retry` is False (one try: a redirect that is only
-        useful now). Returns DONE, GONE (Twilio says the call is over), TRANSIENT
-        (still failing) or REFUSED (another 4xx).
+        useful now). `carried_out`: the desk's sign that Twilio already followed
+        this redirect; after a failure that may have come after Twilio acted, the
+        redirect is sent again only when that sign does not show (a second redirect
+        would cut what the first started: see `_with_retries`). Returns DONE (also
+        when the sign showed), GONE (Twilio says the call is over), TRANSIENT (still
+        failing) or REFUSED (another 4xx).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(
             f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"),
-            retry)
+            retry, carried_out=carried_out)
         return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:
