@@ -42,7 +42,10 @@ RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
 # desk's choice: a call Twilio moved fetches its new TwiML as soon as Twilio acts
 # (a webhook's round trip; two for a waiting caller, whose `<Enqueue>` action comes
 # first), so half a second covers it with room. A redirect that really failed every
-# time is given up after about 4.25 s instead of 3.5 s.
+# time is given up after about 4.25 s instead of 3.5 s. Not longer: a conference
+# move that fails twice and then hears the advisor hung up must be settled within
+# the 1.5 s a contact's `<Dial>` action waits for it
+# (`routing.conference.moved_out_of_dial`).
 CARRIED_OUT_WAIT_SECONDS = 0.5
 # How often that sign is read meanwhile (one Redis read each).
 CARRIED_OUT_POLL_SECONDS = 0.05
