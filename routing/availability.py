@@ -151,7 +151,7 @@ def _redirect_or_move_on(
     _serve(desk, advisor_id, release, now_ms)
 
 
-def _brought_over(desk: Desk, caller: str) -> bool:
+def _brought_over(desk: Desk, caller: str) -> bool | None:
     """Whether Twilio has followed the redirect of a claimed waiting caller: it fetched
     `/voice/connect`, whose answer (`acd.connect_claimed`: ringing the advisor, or
     routing afresh) moves the call's state on from `connecting`, which `note_dequeued`
@@ -159,12 +159,12 @@ def _brought_over(desk: Desk, caller: str) -> bool:
     the redirect is tried: the caller's end keeps it, a hold cycle or key on hold
     finds them out of the queue and changes nothing, and the `<Enqueue>` action
     Twilio posts as the call leaves the queue (`QueueResult=redirected`) writes
-    nothing. False when Redis cannot tell: the redirect is then tried again, as
-    before."""
+    nothing. None when Redis cannot tell: the look ends, and the redirect is tried
+    again, as before."""
     try:
         state = desk.r.hget(keys.call(caller), "state")
     except redis.RedisError:
-        return False
+        return None
     return state is not None and state != "connecting"
 
 

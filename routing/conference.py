@@ -272,15 +272,15 @@ def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
     return JoinConference(name, role, call_sid)
 
 
-def _advisor_joined(desk: Desk, call_sid: str) -> bool:
+def _advisor_joined(desk: Desk, call_sid: str) -> bool | None:
     """Whether the advisor's leg has followed the move into the call's conference: it
     fetched the conference's join (`join`, which notes `advisor_joined_at`; `_add`
-    clears it before the move). False when Redis cannot tell: the move is then sent
-    again, as before."""
+    clears it before the move). None when Redis cannot tell: the look ends, and the
+    move is sent again, as before."""
     try:
         return bool(desk.r.hget(keys.call(call_sid), "advisor_joined_at"))
     except redis.RedisError:
-        return False
+        return None
 
 
 def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,

@@ -7,7 +7,6 @@ point it at a local emulator.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -47,7 +46,8 @@ RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
 # the 1.5 s a contact's `<Dial>` action waits for it
 # (`routing.conference.moved_out_of_dial`).
 CARRIED_OUT_WAIT_SECONDS = 0.5
-# How often that sign is read meanwhile (one Redis read each).
+# The pause after each read of that sign meanwhile (one Redis read each); the look
+# itself ends by the clock (`Telephony._seen`), however long the reads take.
 CARRIED_OUT_POLL_SECONDS = 0.05
 
 
@@ -206,7 +206,7 @@ class Telephony:
 
     def _with_retries(self, what: str, request: Callable[[], object],
                       retry: bool = True, creates: bool = False,
-                      carried_out: Callable[[], bool] | None = None,
+                      carried_out: Callable[[], bool | None] | None = None,
                       ) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`).
 
@@ -216,15 +216,16 @@ class Telephony:
         could ring the same phone twice. Any other failure is final (TRANSIENT).
 
         `carried_out` is a sign, read from the desk's own state, that Twilio carried
-        the request out (for a redirect: Twilio fetched the new TwiML). After a
-        failure that may have come after Twilio acted (not `never_acted`), it is
-        looked for every `CARRIED_OUT_POLL_SECONDS` for `carried_out_wait` seconds
-        (or the backoff's delay, when longer), then once more; seen, the request is
-        DONE and not sent again. A redirect sent twice makes Twilio stop the TwiML
-        the first one started (a `<Dial>` ringing an advisor) and start it again.
-        Not seen, the request is tried again (or, after the last try, TRANSIENT)
-        as any transient failure is. A 429 or a connection that never opened did
-        nothing: retried after the backoff alone.
+        the request out (for a redirect: Twilio fetched the new TwiML): True, False,
+        or None when it cannot be read. After a failure that may have come after
+        Twilio acted (not `never_acted`), it is looked for (`_seen`) for
+        `carried_out_wait` seconds (or the backoff's delay, when longer); seen, the
+        request is DONE and not sent again. A redirect sent twice makes Twilio stop
+        the TwiML the first one started (a `<Dial>` ringing an advisor) and start it
+        again. Not seen, or not readable, the request is tried again once the
+        backoff's delay has passed (or, after the last try, is TRANSIENT) as any
+        transient failure is. A 429 or a connection that never opened did nothing:
+        retried after the backoff alone.
         """
         delays = self._retry_delays if retry else ()
         for attempt, delay in enumerate((*delays, None)):
@@ -236,6 +237,7 @@ class Telephony:
                 if creates and maybe_acted:
                     delay = None  # Twilio may have placed it: never place it twice
                 if maybe_acted and carried_out is not None:
+                    looked_from = time.monotonic()
                     if self._seen(carried_out, max(delay or 0.0, self._carried_out_wait)):
                         log.warning("%s: Twilio carried it out despite the failure (%s); "
                                     "not sent again", what, mask_phones(str(exc)))
@@ -243,7 +245,12 @@ class Telephony:
                     if delay is not None:
                         log.warning("%s failed (%s) and Twilio shows no sign of it; "
                                     "retrying", what, mask_phones(str(exc)))
-                        continue  # the wait for the sign was the backoff
+                        # The look was the backoff; one cut short (the sign could not
+                        # be read) still waits out the rest before Twilio is asked again.
+                        rest = delay - (time.monotonic() - looked_from)
+                        if rest > 0:
+                            self._sleep(rest)
+                        continue
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
                     # Twilio's errors quote the number dialed ("Invalid 'To' ...").
@@ -255,27 +262,37 @@ class Telephony:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _seen(self, sign: Callable[[], bool], seconds: float) -> bool:
-        """Whether `sign` shows within `seconds`: read at once, then every
-        `CARRIED_OUT_POLL_SECONDS` until `seconds` have been waited."""
-        for _ in range(math.ceil(seconds / CARRIED_OUT_POLL_SECONDS)):
-            if sign():
-                return True
-            self._sleep(CARRIED_OUT_POLL_SECONDS)
-        return sign()
+    def _seen(self, sign: Callable[[], bool | None], seconds: float) -> bool:
+        """Whether `sign` shows within `seconds` (by the clock) from now: read at once,
+        then `CARRIED_OUT_POLL_SECONDS` after each read, and once more at the end.
+
+        Slow reads count against `seconds` (each Redis read may take long: up to the
+        socket's timeout under Sentinel), so the look ends at most one read past
+        them. A sign that cannot be read (None: Redis failing) ends the look at once,
+        as not seen: reading it again would hold this thread (for a waiting caller,
+        one of the web's four REST threads) for another timeout each time."""
+        deadline = time.monotonic() + seconds
+        while True:
+            seen = sign()
+            if seen is not False:
+                return bool(seen)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._sleep(min(CARRIED_OUT_POLL_SECONDS, left))
 
     def redirect_call(self, call_sid: str, url: str, *, retry: bool = True,
-                      carried_out: Callable[[], bool] | None = None) -> Outcome:
+                      carried_out: Callable[[], bool | None] | None = None) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
         seconds in all), unless `retry` is False (one try: a redirect that is only
         useful now). `carried_out`: the desk's sign that Twilio already followed
-        this redirect; after a failure that may have come after Twilio acted, the
-        redirect is sent again only when that sign does not show (a second redirect
-        would cut what the first started: see `_with_retries`). Returns DONE (also
-        when the sign showed), GONE (Twilio says the call is over), TRANSIENT (still
-        failing) or REFUSED (another 4xx).
+        this redirect (None when it cannot be read); after a failure that may have
+        come after Twilio acted, the redirect is sent again only when that sign does
+        not show (a second redirect would cut what the first started: see
+        `_with_retries`). Returns DONE (also when the sign showed), GONE (Twilio says
+        the call is over), TRANSIENT (still failing) or REFUSED (another 4xx).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(

@@ -286,6 +286,68 @@ def test_a_redirect_twilio_carried_out_on_its_last_try_keeps_the_advisor_ringing
     assert (state["call"], state["hold"]) == ("CA-first", "ringing")
 
 
+class SlowReads(redis.Redis):
+    """The test Redis answering each `HGET` `seconds` late (a busy server, or one failing
+    over: under Sentinel a read may block for seconds), and with a timeout instead
+    when it `fails`; the fields read are kept in `reads`. Every other command is
+    answered at once."""
+
+    def __init__(self, r: redis.Redis, seconds: float, fails: bool = False) -> None:
+        """On `r`'s connections."""
+        super().__init__(connection_pool=r.connection_pool)
+        self.seconds, self.fails, self.reads = seconds, fails, []
+
+    def hget(self, name, key):
+        """`HGET`, late (or failing)."""
+        self.reads.append(key)
+        time.sleep(self.seconds)
+        if self.fails:
+            raise redis.TimeoutError("Timeout reading from socket")
+        return super().hget(name, key)
+
+
+def _redirect_failing_once(desk, lakeview, emulator, reads: SlowReads):
+    """A2 frees up for Pat, who waits; Twilio answers 500 to the first try of the
+    redirect, having done nothing, and the desk reads Redis through `reads`. The two
+    tries Twilio received."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    emulator.fail_next(500)
+    availability.free_advisor(dataclasses.replace(desk, r=reads), "A2", now, explicit=True)
+    tries = emulator.redirects("CA-first")
+    assert [r.status for r in tries] == [500, 200]
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-first"
+    return tries
+
+
+def test_a_slow_redis_does_not_stretch_the_look_for_a_redirects_sign(
+        desk, lakeview, emulator):
+    """Redis answers each read of Pat's state (the sign that Twilio moved Pat's call)
+    0.2 s late. The look for that sign counted reads, not time: each of its 50 ms
+    pauses took a quarter of a second, so the look lasted five times its length
+    (one redirect failing every time held A2, and one of the web's four REST threads,
+    for over 20 s instead of ~4). Now the look ends by the clock, at most one read
+    past it, and the redirect is sent again."""
+    reads = SlowReads(desk.r, 0.2)
+    first, second = _redirect_failing_once(desk, lakeview, emulator, reads)
+    # A look of at most a second and one slow read past it, not five seconds.
+    assert second.at - first.at < 2.0
+    assert len(reads.reads) <= 6
+
+
+def test_a_sign_redis_cannot_read_ends_the_look_at_once(desk, lakeview, emulator):
+    """Redis, failing over, blocks 0.2 s on each read of Pat's state and then fails.
+    The look read it again every 50 ms for its whole length, each read blocking the
+    REST thread anew (under Sentinel, up to 10 s). Now the first read that fails ends
+    the look: nothing can be told, so the redirect is sent again, as before there was
+    a sign, once the backoff's quarter of a second has passed."""
+    reads = SlowReads(desk.r, 0.2, fails=True)
+    first, second = _redirect_failing_once(desk, lakeview, emulator, reads)
+    assert reads.reads == ["state"]  # one read
+    assert 0.25 <= second.at - first.at < 0.8
+
+
 def _callback_asked(quick) -> tuple[int, float]:
     """Pat (verified) waited a minute and asked for a callback: now (Unix ms) and
     Pat's place in the queue (their score)."""
