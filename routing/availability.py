@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 # How many waiting callers one freed advisor may try before giving up on
 # redirects (each failure means that caller had already hung up).
 _MAX_REDIRECT_ATTEMPTS = 20
+# How long (seconds) a waiting caller's redirect, failed in a way that may have come
+# after Twilio moved the call (a 5xx, a cut connection), looks for the sign that it did
+# (`_brought_over`) before it is sent again: two webhooks (the `<Enqueue>` action, then
+# /voice/connect) from a Twilio that has just failed and may be slow. No answer waits
+# on it: only the caller, hearing the queue's music, the advisor claimed for them, and
+# one of the web's four REST threads. A redirect that really failed every time is
+# given up after 5.75 s of waits (1, 1, 1 and 1.75 s between its five tries, 1 s after
+# the last) instead of 3.5 s.
+_BROUGHT_OVER_LOOK_SECONDS = 1.0
 
 
 def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> None:
@@ -141,7 +150,8 @@ def _redirect_or_move_on(
     that the first one started.
     """
     outcome = desk.telephony.redirect_call(
-        caller, url, carried_out=functools.partial(_brought_over, desk, caller))
+        caller, url, carried_out=functools.partial(_brought_over, desk, caller),
+        look_seconds=_BROUGHT_OVER_LOOK_SECONDS)
     if outcome is Outcome.DONE:
         return
     if outcome is Outcome.GONE:

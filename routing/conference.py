@@ -47,6 +47,18 @@ from telephony import Outcome
 _PREMIUM = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
 # How long one add may hold the call's "adding" lock (its REST steps take seconds at most).
 _ADDING_MS = 30_000
+# How long (seconds) the move of the advisor's leg, failed in a way that may have come
+# after Twilio moved it (a 5xx, a cut connection), looks for the sign that it did
+# (`_advisor_joined`) before it is sent again: one webhook, the leg fetching its join.
+# No longer than the backoff's first wait (0.25 s), so the look costs the move no time:
+# a move that fails twice and then hears the advisor hung up still waits 0.25 + 0.5 s
+# between three requests to Twilio's API, 100-300 ms each: 1.05-1.65 s in all. The
+# contact's `<Dial>` action, posted once the advisor hangs up, waits 1.5 s for the move
+# to settle (`moved_out_of_dial`): enough while Twilio answers within 250 ms. When it is
+# not, the contact hears that the colleague is being brought in, is held 2 s, and then
+# hears the call's end as they would have (`join`). A leg slower than this to fetch its
+# join still gets the move twice.
+_MOVE_LOOK_SECONDS = 0.25
 # Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
 _FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by", "outcome")
 
@@ -192,7 +204,8 @@ def _add(desk: Desk, advisor_id: str, number: str, base: str, call_sid: str,
         # take the advisor's leg out of the conference it just joined, ending it.
         moved = desk.telephony.redirect_call(
             call["advisor_leg"], webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="advisor"),
-            carried_out=functools.partial(_advisor_joined, desk, call_sid))
+            carried_out=functools.partial(_advisor_joined, desk, call_sid),
+            look_seconds=_MOVE_LOOK_SECONDS)
         if moved is not Outcome.DONE:
             # Still bridged as before (or over): nothing moved, nothing to undo on Twilio.
             update_call(desk.r, call_sid, conference="", state="bridged")

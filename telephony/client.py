@@ -36,18 +36,12 @@ CALL_NOT_IN_PROGRESS = 21220
 # about the call (429, 5xx, a reset connection): about 3.5 s in all.
 RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
 # After a failure that may have come after Twilio acted (a 5xx, a cut connection, a
-# read timeout), how long a request given a sign that Twilio carried it out (see
-# `_with_retries`) looks for that sign before it is tried again, or given up. The
-# desk's choice: a call Twilio moved fetches its new TwiML as soon as Twilio acts
-# (a webhook's round trip; two for a waiting caller, whose `<Enqueue>` action comes
-# first), so half a second covers it with room. A redirect that really failed every
-# time is given up after about 4.25 s instead of 3.5 s. Not longer: a conference
-# move that fails twice and then hears the advisor hung up must be settled within
-# the 1.5 s a contact's `<Dial>` action waits for it
-# (`routing.conference.moved_out_of_dial`).
-CARRIED_OUT_WAIT_SECONDS = 0.5
-# The pause after each read of that sign meanwhile (one Redis read each); the look
-# itself ends by the clock (`Telephony._seen`), however long the reads take.
+# read timeout), a request given a sign that Twilio carried it out looks for that
+# sign (see `_with_retries`) for as long as the request asks: the desk knows how many
+# webhooks the sign takes to show and what waits on the request meanwhile
+# (`routing.conference`, `routing.availability`). The pause after each read of the
+# sign (one Redis read); the look itself ends by the clock (`Telephony._seen`),
+# however long the reads take.
 CARRIED_OUT_POLL_SECONDS = 0.05
 
 
@@ -139,18 +133,19 @@ class Telephony:
     def __init__(self, settings: Settings, timeout: float = 5.0, *,
                  background: bool = False,
                  retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
-                 carried_out_wait: float = CARRIED_OUT_WAIT_SECONDS,
+                 longest_look: float | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """Build the REST client lazily from settings (no connection, no thread yet).
 
         `retry_delays` are the waits (seconds) before each retry of a transient
-        failure; `carried_out_wait` (seconds) how long a request that may have been
-        carried out looks for the sign that it was, before it is tried again or given
-        up (see `_with_retries`); `sleep` is how to wait (tests pass their own).
+        failure; `longest_look` (seconds) caps how long any request that may have been
+        carried out looks for the sign that it was (see `_with_retries`), whatever it
+        asks (None: as asked; tests whose Twilio side follows no redirect shorten it);
+        `sleep` is how to wait (tests pass their own).
         """
         self._settings = settings
         self._retry_delays = tuple(retry_delays)
-        self._carried_out_wait = carried_out_wait
+        self._longest_look = longest_look
         self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
@@ -207,7 +202,7 @@ class Telephony:
     def _with_retries(self, what: str, request: Callable[[], object],
                       retry: bool = True, creates: bool = False,
                       carried_out: Callable[[], bool | None] | None = None,
-                      ) -> tuple[Outcome, object]:
+                      look_seconds: float = 0.0) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`).
 
         With `creates` (the request places a call), only a failure that surely did
@@ -218,8 +213,8 @@ class Telephony:
         `carried_out` is a sign, read from the desk's own state, that Twilio carried
         the request out (for a redirect: Twilio fetched the new TwiML): True, False,
         or None when it cannot be read. After a failure that may have come after
-        Twilio acted (not `never_acted`), it is looked for (`_seen`) for
-        `carried_out_wait` seconds (or the backoff's delay, when longer); seen, the
+        Twilio acted (not `never_acted`), it is looked for (`_seen`) for `look_seconds`
+        (or the backoff's delay, when longer; after the last try too); seen, the
         request is DONE and not sent again. A redirect sent twice makes Twilio stop
         the TwiML the first one started (a `<Dial>` ringing an advisor) and start it
         again. Not seen, or not readable, the request is tried again once the
@@ -228,6 +223,8 @@ class Telephony:
         retried after the backoff alone.
         """
         delays = self._retry_delays if retry else ()
+        if self._longest_look is not None:
+            look_seconds = min(look_seconds, self._longest_look)
         for attempt, delay in enumerate((*delays, None)):
             try:
                 return Outcome.DONE, request()
@@ -238,7 +235,7 @@ class Telephony:
                     delay = None  # Twilio may have placed it: never place it twice
                 if maybe_acted and carried_out is not None:
                     looked_from = time.monotonic()
-                    if self._seen(carried_out, max(delay or 0.0, self._carried_out_wait)):
+                    if self._seen(carried_out, max(delay or 0.0, look_seconds)):
                         log.warning("%s: Twilio carried it out despite the failure (%s); "
                                     "not sent again", what, mask_phones(str(exc)))
                         return Outcome.DONE, None
@@ -282,7 +279,8 @@ class Telephony:
             self._sleep(min(CARRIED_OUT_POLL_SECONDS, left))
 
     def redirect_call(self, call_sid: str, url: str, *, retry: bool = True,
-                      carried_out: Callable[[], bool | None] | None = None) -> Outcome:
+                      carried_out: Callable[[], bool | None] | None = None,
+                      look_seconds: float = 0.0) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
@@ -290,14 +288,15 @@ class Telephony:
         useful now). `carried_out`: the desk's sign that Twilio already followed
         this redirect (None when it cannot be read); after a failure that may have
         come after Twilio acted, the redirect is sent again only when that sign does
-        not show (a second redirect would cut what the first started: see
-        `_with_retries`). Returns DONE (also when the sign showed), GONE (Twilio says
-        the call is over), TRANSIENT (still failing) or REFUSED (another 4xx).
+        not show within `look_seconds` (or the backoff's delay, when longer): a second
+        redirect would cut what the first started (see `_with_retries`). Returns DONE
+        (also when the sign showed), GONE (Twilio says the call is over), TRANSIENT
+        (still failing) or REFUSED (another 4xx).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(
             f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"),
-            retry, carried_out=carried_out)
+            retry, carried_out=carried_out, look_seconds=look_seconds)
         return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:

@@ -64,7 +64,7 @@ def quick(desk):
     as short a look for the sign that Twilio carried out a failed redirect (no Twilio
     side follows these tests' redirects)."""
     fast = Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01),
-                     carried_out_wait=0.01)
+                     longest_look=0.01)
     return dataclasses.replace(desk, telephony=fast)
 
 
@@ -152,12 +152,34 @@ def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
 
 
-def _pat_waiting(phone, desk):
+class LateWebhooks:
+    """The Twilio side's transport with the webhooks to `paths` made `seconds` late:
+    Twilio slow to call the desk back, as it may be while its API answers 5xx."""
+
+    def __init__(self, transport, paths: set[str], seconds: float) -> None:
+        """Wrap `transport`; everything but the delay is its own."""
+        self.transport, self.paths, self.seconds = transport, paths, seconds
+
+    def request(self, method: str, url: str, params):
+        """Wait first when the webhook is one of `paths`, then send it."""
+        if urlsplit(url).path in self.paths:
+            time.sleep(self.seconds)
+        return self.transport.request(method, url, params)
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+
+def _pat_waiting(phone, desk, webhooks_late: float = 0.0):
     """Pat calls about case 2024117 (its owner A7 is offline, nobody is free) and waits
     in the general queue. A dialed phone rings a second of real time before it is
     answered, so a redirect of Pat's call that lands meanwhile cuts the ring, as on
-    Twilio. The running call (`caller.result` once `thread` is over) and its thread."""
+    Twilio. Twilio's webhooks as Pat's call leaves the queue (the `<Enqueue>` action,
+    then /voice/connect) come `webhooks_late` seconds late. The running call
+    (`caller.result` once `thread` is over) and its thread."""
     caller = phone.caller(PAT, "1 2024117#", max_wait_seconds=8, ring_seconds=1.0)
+    caller.transport = LateWebhooks(caller.transport, {"/voice/queue-result", "/voice/connect"},
+                                    webhooks_late)
     thread = threading.Thread(target=caller.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 5
@@ -193,6 +215,26 @@ def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once(
     assert result.dial_results == [(A2_PHONE, "answer")]  # never cut
     assert len(result.redirected_at) == 1
     assert len(emulator.redirects(caller.call_sid)) == 1  # not sent again
+    assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
+    assert _logged(desk, client) == ("answered", "A2", ["A2"])
+
+
+def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once_however_slow(
+        phone, desk, lakeview, emulator, client):
+    """As above, with Twilio slow to call the desk back while its API fails: the
+    `<Enqueue>` action and /voice/connect each come 0.375 s late, so the sign that
+    Twilio moved Pat's call (Pat at /voice/connect) shows some 0.75 s after the 500.
+    The look lasted half a second for every redirect (the conference move's limit):
+    sent again, the redirect cut A2's ring and Pat was abandoned. A waiting caller's
+    redirect, which no answer waits for, now looks for a second."""
+    caller, thread = _pat_waiting(phone, desk, webhooks_late=0.375)
+    emulator.fail_next("acted:500")
+    assert client.put("/api/advisors/A2/status", json={"status": "available"},
+                      headers=API).status_code == 200
+    thread.join(20)
+    result = caller.result
+    assert len(emulator.redirects(caller.call_sid)) == 1  # not sent again
+    assert result.dial_results == [(A2_PHONE, "answer")]  # A2's ring never cut
     assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
     assert _logged(desk, client) == ("answered", "A2", ["A2"])
 
@@ -271,7 +313,7 @@ def test_a_redirect_twilio_carried_out_on_its_last_try_keeps_the_advisor_ringing
     request.addfinalizer(proxy.close)
     late = dataclasses.replace(desk, telephony=Telephony(
         desk.settings.with_changes(twilio_api_url=proxy.url),
-        retry_delays=(0.01,) * 4, carried_out_wait=0.01))
+        retry_delays=(0.01,) * 4, longest_look=0.01))
     now = int(time.time() * 1000)
     emulator.register_call("CA-first")
     queue_caller(late, "CA-first", now - 60_000)
@@ -1354,7 +1396,7 @@ def test_a_waiting_caller_keeps_their_place_when_twilio_cannot_be_reached(
     port = resetting_port if network == "connection reset" else free_port()
     settings = desk.settings.with_changes(twilio_api_url=f"http://127.0.0.1:{port}")
     cut_off = dataclasses.replace(desk, telephony=Telephony(settings, retry_delays=(0.01,) * 4,
-                                                            carried_out_wait=0.01))
+                                                            longest_look=0.01))
     now = int(time.time() * 1000)
     queue_caller(cut_off, "CA-first", now - 60_000)
     score = cut_off.r.zscore(keys.team_waiting("general"), "CA-first")
