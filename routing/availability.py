@@ -166,11 +166,16 @@ def _brought_over(desk: Desk, caller: str) -> bool | None:
     `/voice/connect`, whose answer (`acd.connect_claimed`: ringing the advisor, or
     routing afresh) moves the call's state on from `connecting`, which `note_dequeued`
     wrote before the redirect was asked for. Nothing else moves it on in the seconds
-    the redirect is tried: the caller's end keeps it, a hold cycle or key on hold
+    the redirect is tried: the caller's end keeps it, a key on hold or a hold cycle
     finds them out of the queue and changes nothing, and the `<Enqueue>` action
-    Twilio posts as the call leaves the queue (`QueueResult=redirected`) writes
-    nothing. None when Redis cannot tell: the look ends, and the redirect is tried
-    again, as before."""
+    Twilio posts as the redirect takes the call out of the queue
+    (`QueueResult=redirected`) writes nothing. But for one narrow race: a hold cycle
+    that read the caller at the head of the queue just before the claim is handed
+    the advisor claimed for them (`presence.claim_for_caller`) and answers `<Leave>`;
+    the `<Enqueue>` action then (`QueueResult=leave`) rings that advisor, which
+    moves the state on too. The sign is right then as well: the caller is being
+    brought over, and a redirect sent now would cut that ring. None when Redis
+    cannot tell: the look ends, and the redirect is tried again, as before."""
     try:
         state = desk.r.hget(keys.call(caller), "state")
     except redis.RedisError:
