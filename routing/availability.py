@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 
+import redis
+
 from config.webhooks import CALLBACK_ADVISOR, CALLBACK_STATUS, CONNECT, webhook_url
 from directory import keys
 from directory.catalog import GENERAL
@@ -26,6 +28,15 @@ log = logging.getLogger(__name__)
 # How many waiting callers one freed advisor may try before giving up on
 # redirects (each failure means that caller had already hung up).
 _MAX_REDIRECT_ATTEMPTS = 20
+# How long (seconds) a waiting caller's redirect, failed in a way that may have come
+# after Twilio moved the call (a 5xx, a cut connection), looks for the sign that it did
+# (`_brought_over`) before it is sent again: two webhooks (the `<Enqueue>` action, then
+# /voice/connect) from a Twilio that has just failed and may be slow. No answer waits
+# on it: only the caller, hearing the queue's music, the advisor claimed for them, and
+# one of the web's four REST threads. A redirect that really failed every time is
+# given up after 5.75 s of waits (1, 1, 1 and 1.75 s between its five tries, 1 s after
+# the last) instead of 3.5 s.
+_BROUGHT_OVER_LOOK_SECONDS = 1.0
 
 
 def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> None:
@@ -133,8 +144,14 @@ def _redirect_or_move_on(
     Only Twilio saying the call is over (404, "not in-progress") means the
     caller hung up: the advisor takes the next caller. Any other failure, once
     retries are spent, says nothing about the caller: they keep their place.
+    A failure that may have come after Twilio moved the call (a 5xx, a cut
+    connection) is sent again only if Twilio has not fetched `/voice/connect`
+    meanwhile (`_brought_over`): a second redirect would cut the advisor's ring
+    that the first one started.
     """
-    outcome = desk.telephony.redirect_call(caller, url)
+    outcome = desk.telephony.redirect_call(
+        caller, url, carried_out=functools.partial(_brought_over, desk, caller),
+        look_seconds=_BROUGHT_OVER_LOOK_SECONDS)
     if outcome is Outcome.DONE:
         return
     if outcome is Outcome.GONE:
@@ -142,6 +159,28 @@ def _redirect_or_move_on(
     else:
         release = _caller_kept(desk, caller, advisor_id, now_ms)
     _serve(desk, advisor_id, release, now_ms)
+
+
+def _brought_over(desk: Desk, caller: str) -> bool | None:
+    """Whether Twilio has followed the redirect of a claimed waiting caller: it fetched
+    `/voice/connect`, whose answer (`acd.connect_claimed`: ringing the advisor, or
+    routing afresh) moves the call's state on from `connecting`, which `note_dequeued`
+    wrote before the redirect was asked for. Nothing else moves it on in the seconds
+    the redirect is tried: the caller's end keeps it, a key on hold or a hold cycle
+    finds them out of the queue and changes nothing, and the `<Enqueue>` action
+    Twilio posts as the redirect takes the call out of the queue
+    (`QueueResult=redirected`) writes nothing. But for one narrow race: a hold cycle
+    that read the caller at the head of the queue just before the claim is handed
+    the advisor claimed for them (`presence.claim_for_caller`) and answers `<Leave>`;
+    the `<Enqueue>` action then (`QueueResult=leave`) rings that advisor, which
+    moves the state on too. The sign is right then as well: the caller is being
+    brought over, and a redirect sent now would cut that ring. None when Redis
+    cannot tell: the look ends, and the redirect is tried again, as before."""
+    try:
+        state = desk.r.hget(keys.call(caller), "state")
+    except redis.RedisError:
+        return None
+    return state is not None and state != "connecting"
 
 
 def _place_callback(

@@ -22,11 +22,13 @@ redirect to the same place, in case the second REST request never lands.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import phonenumbers
+import redis
 from phonenumbers import PhoneNumberType
 
 from config.webhooks import CONFERENCE_COLLEAGUE, CONFERENCE_JOIN, webhook_url
@@ -45,6 +47,18 @@ from telephony import Outcome
 _PREMIUM = frozenset({PhoneNumberType.PREMIUM_RATE, PhoneNumberType.SHARED_COST})
 # How long one add may hold the call's "adding" lock (its REST steps take seconds at most).
 _ADDING_MS = 30_000
+# How long (seconds) the move of the advisor's leg, failed in a way that may have come
+# after Twilio moved it (a 5xx, a cut connection), looks for the sign that it did
+# (`_advisor_joined`) before it is sent again: one webhook, the leg fetching its join.
+# No longer than the backoff's first wait (0.25 s), so the look costs the move no time:
+# a move that fails twice and then hears the advisor hung up still waits 0.25 + 0.5 s
+# between three requests to Twilio's API, 100-300 ms each: 1.05-1.65 s in all. The
+# contact's `<Dial>` action, posted once the advisor hangs up, waits 1.5 s for the move
+# to settle (`moved_out_of_dial`): enough while Twilio answers within 250 ms. When it is
+# not, the contact hears that the colleague is being brought in, is held 2 s, and then
+# hears the call's end as they would have (`join`). A leg slower than this to fetch its
+# join still gets the move twice.
+_MOVE_LOOK_SECONDS = 0.25
 # Colleague fields on the call's hash: "colleague:<leg CallSid>:<field>".
 _FIELDS = ("phone", "added_by", "added_at", "joined_at", "left_at", "removed_by", "outcome")
 
@@ -185,9 +199,13 @@ def _add(desk: Desk, advisor_id: str, number: str, base: str, call_sid: str,
         return Refused("colleague-on-call")
     name = conference_name(call_sid)
     if call.get("conference") != name:
-        update_call(desk.r, call_sid, conference=name, state="conference")
+        update_call(desk.r, call_sid, conference=name, state="conference", advisor_joined_at="")
+        # A move sent again after Twilio carried it out (a 5xx, a cut connection) would
+        # take the advisor's leg out of the conference it just joined, ending it.
         moved = desk.telephony.redirect_call(
-            call["advisor_leg"], webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="advisor"))
+            call["advisor_leg"], webhook_url(base, CONFERENCE_JOIN, call=call_sid, role="advisor"),
+            carried_out=functools.partial(_advisor_joined, desk, call_sid),
+            look_seconds=_MOVE_LOOK_SECONDS)
         if moved is not Outcome.DONE:
             # Still bridged as before (or over): nothing moved, nothing to undo on Twilio.
             update_call(desk.r, call_sid, conference="", state="bridged")
@@ -252,8 +270,8 @@ def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
     if role == "advisor":
         if not name or call.get("advisor_left_at"):
             return LeaveConference()
-        if leg_sid:
-            update_call(desk.r, call_sid, advisor_leg=leg_sid)
+        update_call(desk.r, call_sid, advisor_joined_at=now_ms,
+                    **({"advisor_leg": leg_sid} if leg_sid else {}))
         return JoinConference(name, role, call_sid)
     if not name and call.get("contact_held") and call.get("answered_by"):
         # Held for a move that then failed (the advisor hung up meanwhile): their
@@ -265,6 +283,17 @@ def join(desk: Desk, call_sid: str, role: str, leg_sid: str, call_status: str,
         return after_conference(desk, call_sid, "contact", call_status, now_ms)
     update_call(desk.r, call_sid, contact_joined_at=now_ms)
     return JoinConference(name, role, call_sid)
+
+
+def _advisor_joined(desk: Desk, call_sid: str) -> bool | None:
+    """Whether the advisor's leg has followed the move into the call's conference: it
+    fetched the conference's join (`join`, which notes `advisor_joined_at`; `_add`
+    clears it before the move). None when Redis cannot tell: the look ends, and the
+    move is sent again, as before."""
+    try:
+        return bool(desk.r.hget(keys.call(call_sid), "advisor_joined_at"))
+    except redis.RedisError:
+        return None
 
 
 def moved_out_of_dial(desk: Desk, call_sid: str, call_status: str,

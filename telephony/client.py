@@ -35,6 +35,14 @@ CALL_NOT_IN_PROGRESS = 21220
 # Waits between tries of a request that failed for a reason that says nothing
 # about the call (429, 5xx, a reset connection): about 3.5 s in all.
 RETRY_DELAYS_SECONDS = (0.25, 0.5, 1.0, 1.75)
+# After a failure that may have come after Twilio acted (a 5xx, a cut connection, a
+# read timeout), a request given a sign that Twilio carried it out looks for that
+# sign (see `_with_retries`) for as long as the request asks: the desk knows how many
+# webhooks the sign takes to show and what waits on the request meanwhile
+# (`routing.conference`, `routing.availability`). The pause after each read of the
+# sign (one Redis read); the look itself ends by the clock (`Telephony._seen`),
+# however long the reads take.
+CARRIED_OUT_POLL_SECONDS = 0.05
 
 
 class Outcome(Enum):
@@ -125,14 +133,19 @@ class Telephony:
     def __init__(self, settings: Settings, timeout: float = 5.0, *,
                  background: bool = False,
                  retry_delays: Sequence[float] = RETRY_DELAYS_SECONDS,
+                 longest_look: float | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """Build the REST client lazily from settings (no connection, no thread yet).
 
         `retry_delays` are the waits (seconds) before each retry of a transient
-        failure; `sleep` is how to wait (tests pass their own).
+        failure; `longest_look` (seconds) caps how long any request that may have been
+        carried out looks for the sign that it was (see `_with_retries`), whatever it
+        asks (None: as asked; tests whose Twilio side follows no redirect shorten it);
+        `sleep` is how to wait (tests pass their own).
         """
         self._settings = settings
         self._retry_delays = tuple(retry_delays)
+        self._longest_look = longest_look
         self._sleep = sleep
         self._timeout = timeout
         self._client: Client | None = None
@@ -187,22 +200,54 @@ class Telephony:
         _ = self.client.api.v2010.account.calls
 
     def _with_retries(self, what: str, request: Callable[[], object],
-                      retry: bool = True, creates: bool = False) -> tuple[Outcome, object]:
+                      retry: bool = True, creates: bool = False,
+                      carried_out: Callable[[], bool | None] | None = None,
+                      look_seconds: float = 0.0) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`).
 
         With `creates` (the request places a call), only a failure that surely did
         nothing at Twilio (`never_acted`) is retried: an outbound call is not
         idempotent (Twilio's error 20500), and a retry after a 5xx or a lost answer
         could ring the same phone twice. Any other failure is final (TRANSIENT).
+
+        `carried_out` is a sign, read from the desk's own state, that Twilio carried
+        the request out (for a redirect: Twilio fetched the new TwiML): True, False,
+        or None when it cannot be read. After a failure that may have come after
+        Twilio acted (not `never_acted`), it is looked for (`_seen`) for `look_seconds`
+        (or the backoff's delay, when longer; after the last try too); seen, the
+        request is DONE and not sent again. A redirect sent twice makes Twilio stop
+        the TwiML the first one started (a `<Dial>` ringing an advisor) and start it
+        again. Not seen, or not readable, the request is tried again once the
+        backoff's delay has passed (or, after the last try, is TRANSIENT) as any
+        transient failure is. A 429 or a connection that never opened did nothing:
+        retried after the backoff alone.
         """
         delays = self._retry_delays if retry else ()
+        if self._longest_look is not None:
+            look_seconds = min(look_seconds, self._longest_look)
         for attempt, delay in enumerate((*delays, None)):
             try:
                 return Outcome.DONE, request()
             except (TwilioException, OSError) as exc:
                 outcome = classify(exc)
-                if creates and outcome is Outcome.TRANSIENT and not never_acted(exc):
+                maybe_acted = outcome is Outcome.TRANSIENT and not never_acted(exc)
+                if creates and maybe_acted:
                     delay = None  # Twilio may have placed it: never place it twice
+                if maybe_acted and carried_out is not None:
+                    looked_from = time.monotonic()
+                    if self._seen(carried_out, max(delay or 0.0, look_seconds)):
+                        log.warning("%s: Twilio carried it out despite the failure (%s); "
+                                    "not sent again", what, mask_phones(str(exc)))
+                        return Outcome.DONE, None
+                    if delay is not None:
+                        log.warning("%s failed (%s) and Twilio shows no sign of it; "
+                                    "retrying", what, mask_phones(str(exc)))
+                        # The look was the backoff; one cut short (the sign could not
+                        # be read) still waits out the rest before Twilio is asked again.
+                        rest = delay - (time.monotonic() - looked_from)
+                        if rest > 0:
+                            self._sleep(rest)
+                        continue
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
                     # Twilio's errors quote the number dialed ("Invalid 'To' ...").
@@ -214,18 +259,44 @@ class Telephony:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def redirect_call(self, call_sid: str, url: str, *, retry: bool = True) -> Outcome:
+    def _seen(self, sign: Callable[[], bool | None], seconds: float) -> bool:
+        """Whether `sign` shows within `seconds` (by the clock) from now: read at once,
+        then `CARRIED_OUT_POLL_SECONDS` after each read, and once more at the end.
+
+        Slow reads count against `seconds` (each Redis read may take long: up to the
+        socket's timeout under Sentinel), so the look ends at most one read past
+        them. A sign that cannot be read (None: Redis failing) ends the look at once,
+        as not seen: reading it again would hold this thread (for a waiting caller,
+        one of the web's four REST threads) for another timeout each time."""
+        deadline = time.monotonic() + seconds
+        while True:
+            seen = sign()
+            if seen is not False:
+                return bool(seen)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._sleep(min(CARRIED_OUT_POLL_SECONDS, left))
+
+    def redirect_call(self, call_sid: str, url: str, *, retry: bool = True,
+                      carried_out: Callable[[], bool | None] | None = None,
+                      look_seconds: float = 0.0) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
         seconds in all), unless `retry` is False (one try: a redirect that is only
-        useful now). Returns DONE, GONE (Twilio says the call is over), TRANSIENT
+        useful now). `carried_out`: the desk's sign that Twilio already followed
+        this redirect (None when it cannot be read); after a failure that may have
+        come after Twilio acted, the redirect is sent again only when that sign does
+        not show within `look_seconds` (or the backoff's delay, when longer): a second
+        redirect would cut what the first started (see `_with_retries`). Returns DONE
+        (also when the sign showed), GONE (Twilio says the call is over), TRANSIENT
         (still failing) or REFUSED (another 4xx).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(
             f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"),
-            retry)
+            retry, carried_out=carried_out, look_seconds=look_seconds)
         return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from config.prompts import Prompts
 from routing.call_state import get_call
 from tests import test_colleague
 from tests.conftest import API_TOKEN, make_available
@@ -379,3 +382,41 @@ def test_a_colleague_twilio_may_have_dialed_is_not_dialed_again(
     assert answer.get_json()["error"] == "twilio-unavailable"
     dialed = [c for c in emulator.created_calls if c.conference == "caseline-CA-pat"]
     assert len(dialed) == 1, f"the colleague was dialed {len(dialed)} times"
+
+
+@pytest.mark.parametrize("fault", ["acted:500", "acted:reset"])
+def test_a_move_twilio_carried_out_but_failed_keeps_the_advisor_in_the_conference(
+        phone, desk, lakeview, client, emulator, fault):
+    """A7 adds a colleague; Twilio moves A7's leg into the conference, then answers 500
+    or cuts the connection. Sent again, the move took A7's leg out of the conference
+    it had just joined: its `<Dial>` action said A7 had left (wrap-up), the conference
+    ended with them, A7 was hung up, and Pat, moved in, heard the end of the call
+    (the survey) without the advisor or the colleague. Now the desk sees A7's leg
+    join and moves it once."""
+    make_available(desk, "A7")
+    caller, thread = _call_in_thread(phone, 2.0)
+    sid = _talking(desk)
+    emulator.fail_next(fault)
+    added = client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE}, headers=API)
+    assert added.status_code == 201, added.get_json()
+    thread.join(20)
+    result = caller.result
+    moves = [r for r in emulator.redirects() if "role%3Dadvisor" in r.form["Url"]
+             or "role=advisor" in r.form["Url"]]
+    assert len(moves) == 1  # A7's leg moved once
+    room = f"caseline-{sid}"
+    events = [(e.kind, e.party, e.text, e.detail) for e in result.transcript]
+    assert ("conference", "advisor", room, "joined") in events
+    assert ("conference", "caller", room, "joined") in events
+    assert ("colleague", "colleague", COLLEAGUE, "joined") in events
+    # The conference ends when Pat hangs up, and A7 stays until then.
+    kinds = [(kind, party, detail) for kind, party, _, detail in events]
+    hangup = kinds.index(("hangup", "caller", ""))
+    ended = [i for i, k in enumerate(kinds) if k[0] == "conference" and k[2].startswith("ended")]
+    advisor_left = [i for i, k in enumerate(kinds)
+                    if k[:2] == ("hangup", "advisor") or k[1:] == ("advisor", "left: the leg "
+                                                                    "was redirected")]
+    assert ended and min(ended) > hangup, kinds
+    assert not advisor_left or min(advisor_left) > hangup, kinds
+    assert Prompts().text("survey.intro") not in result.heard()  # not the call's end
+    assert result.error is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -59,8 +60,11 @@ def lakeview(directory):
 
 @pytest.fixture
 def quick(desk):
-    """The desk with REST retries a few milliseconds apart (same classification)."""
-    fast = Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01))
+    """The desk with REST retries a few milliseconds apart (same classification), and
+    as short a look for the sign that Twilio carried out a failed redirect (no Twilio
+    side follows these tests' redirects)."""
+    fast = Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01),
+                     longest_look=0.01)
     return dataclasses.replace(desk, telephony=fast)
 
 
@@ -146,6 +150,244 @@ def test_a_caller_who_hung_up_is_dropped_and_the_advisor_takes_the_next(
     assert len(emulator.redirects("CA-gone")) == 1  # not retried: the caller is gone
     assert waiting(quick) == []
     assert presence.advisor_state(quick.r, "A2")["call"] == "CA-next"
+
+
+class LateWebhooks:
+    """The Twilio side's transport with the webhooks to `paths` made `seconds` late:
+    Twilio slow to call the desk back, as it may be while its API answers 5xx."""
+
+    def __init__(self, transport, paths: set[str], seconds: float) -> None:
+        """Wrap `transport`; everything but the delay is its own."""
+        self.transport, self.paths, self.seconds = transport, paths, seconds
+
+    def request(self, method: str, url: str, params):
+        """Wait first when the webhook is one of `paths`, then send it."""
+        if urlsplit(url).path in self.paths:
+            time.sleep(self.seconds)
+        return self.transport.request(method, url, params)
+
+    def __getattr__(self, name: str):
+        return getattr(self.transport, name)
+
+
+def _pat_waiting(phone, desk, webhooks_late: float = 0.0):
+    """Pat calls about case 2024117 (its owner A7 is offline, nobody is free) and waits
+    in the general queue. A dialed phone rings a second of real time before it is
+    answered, so a redirect of Pat's call that lands meanwhile cuts the ring, as on
+    Twilio. Twilio's webhooks as Pat's call leaves the queue (the `<Enqueue>` action,
+    then /voice/connect) come `webhooks_late` seconds late. The running call
+    (`caller.result` once `thread` is over) and its thread."""
+    caller = phone.caller(PAT, "1 2024117#", max_wait_seconds=8, ring_seconds=1.0)
+    caller.transport = LateWebhooks(caller.transport, {"/voice/queue-result", "/voice/connect"},
+                                    webhooks_late)
+    thread = threading.Thread(target=caller.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while desk.r.zscore(keys.team_waiting("general"), caller.call_sid) is None:
+        assert time.monotonic() < deadline, "Pat never reached the queue"
+        time.sleep(0.01)
+    return caller, thread
+
+
+def _logged(desk, client) -> tuple[str, str | None, list[str]]:
+    """The status, answerer and advisors tried of the one call logged on case 2024117."""
+    run_jobs(desk)
+    [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
+    return log["status"], log["answered_by"], log["advisors_tried"]
+
+
+@pytest.mark.parametrize("fault", ["acted:500", "acted:reset"])
+def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once(
+        phone, desk, lakeview, emulator, client, fault):
+    """A2 frees up for Pat, who waits. Twilio moves Pat's call to /voice/connect, then
+    answers 500 or cuts the connection. Sent again, the redirect cut A2's ring a
+    quarter of a second in (Twilio stops the `<Dial>` the first one started); the cut
+    ring's `<Dial>` action freed A2, and Pat, at /voice/connect again, was queued
+    again, with A2 idle and not offered Pat for a minute: Pat hung up, abandoned.
+    Now the desk sees that Twilio fetched /voice/connect and sends nothing more."""
+    caller, thread = _pat_waiting(phone, desk)
+    emulator.fail_next(fault)
+    assert client.put("/api/advisors/A2/status", json={"status": "available"},
+                      headers=API).status_code == 200
+    thread.join(20)
+    result = caller.result
+    assert result.dialed == [A2_PHONE]  # A2's phone rang once, and nobody else's
+    assert result.dial_results == [(A2_PHONE, "answer")]  # never cut
+    assert len(result.redirected_at) == 1
+    assert len(emulator.redirects(caller.call_sid)) == 1  # not sent again
+    assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
+    assert _logged(desk, client) == ("answered", "A2", ["A2"])
+
+
+def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once_however_slow(
+        phone, desk, lakeview, emulator, client):
+    """As above, with Twilio slow to call the desk back while its API fails: the
+    `<Enqueue>` action and /voice/connect each come 0.375 s late, so the sign that
+    Twilio moved Pat's call (Pat at /voice/connect) shows some 0.75 s after the 500.
+    The look lasted half a second for every redirect (the conference move's limit):
+    sent again, the redirect cut A2's ring and Pat was abandoned. A waiting caller's
+    redirect, which no answer waits for, now looks for a second."""
+    caller, thread = _pat_waiting(phone, desk, webhooks_late=0.375)
+    emulator.fail_next("acted:500")
+    assert client.put("/api/advisors/A2/status", json={"status": "available"},
+                      headers=API).status_code == 200
+    thread.join(20)
+    result = caller.result
+    assert len(emulator.redirects(caller.call_sid)) == 1  # not sent again
+    assert result.dial_results == [(A2_PHONE, "answer")]  # A2's ring never cut
+    assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
+    assert _logged(desk, client) == ("answered", "A2", ["A2"])
+
+
+@pytest.mark.parametrize(("fault", "answered"), [(500, 500), ("reset", 502)])
+def test_a_redirect_that_failed_without_effect_is_sent_again_and_connects_the_caller(
+        phone, desk, lakeview, emulator, client, fault, answered):
+    """A 500 or a cut connection with nothing done at Twilio: Pat's call never reaches
+    /voice/connect, so once the desk has looked for that a moment the redirect is sent
+    again, and Pat reaches A2."""
+    caller, thread = _pat_waiting(phone, desk)
+    emulator.fail_next(fault)
+    assert client.put("/api/advisors/A2/status", json={"status": "available"},
+                      headers=API).status_code == 200
+    thread.join(20)
+    result = caller.result
+    assert [r.status for r in emulator.redirects(caller.call_sid)] == [answered, 200]
+    assert result.dialed == [A2_PHONE]
+    assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
+    assert _logged(desk, client) == ("answered", "A2", ["A2"])
+
+
+class TwilioAnsweringLate:
+    """Twilio's API answering the desk late: a proxy in front of the emulator that,
+    when the emulator has carried out a redirect and then failed it (`acted:`), does
+    what Twilio does with the moved call (`meanwhile(call_sid)`) before the desk hears
+    the failure. Nothing of the service is replaced."""
+
+    def __init__(self, emulator, meanwhile) -> None:
+        """Listen on a free port of 127.0.0.1 (`self.url`) until `close()`."""
+        import requests
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        self.session = session = requests.Session()
+
+        @Request.application
+        def forward(request: Request) -> Response:
+            before = len(emulator.requests)
+            answer = session.request(
+                request.method, emulator.url.rstrip("/") + request.full_path.rstrip("?"),
+                data=request.get_data(), headers={
+                    k: v for k, v in request.headers.items() if k.lower() != "host"},
+                timeout=10)
+            moved = [r for r in emulator.requests[before:]
+                     if r.status >= 500 and r.call_sid and emulator.take_redirect(r.call_sid)]
+            for carried_out in moved:
+                meanwhile(carried_out.call_sid)
+            return Response(answer.content, status=answer.status_code,
+                            content_type=answer.headers.get("Content-Type"))
+
+        self.server = make_server("127.0.0.1", 0, forward, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop listening, and close the connections to the emulator."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        self.session.close()
+
+
+def test_a_redirect_twilio_carried_out_on_its_last_try_keeps_the_advisor_ringing(
+        desk, lakeview, emulator, client, request):
+    """Twilio fails four tries of the redirect outright; on the fifth it moves Pat's
+    call, fetches /voice/connect (A2's phone rings for Pat), and only then answers
+    500. Given up as failed, the redirect put Pat back in the queue and released A2
+    (available, or handed the next caller) while A2's phone rang for Pat; answering,
+    A2 would have heard that the caller was gone. Now the desk sees Pat at
+    /voice/connect: done, A2 keeps Pat."""
+    rings: list[ET.Element] = []
+    proxy = TwilioAnsweringLate(emulator, lambda sid: rings.append(post(
+        client, "/voice/connect", {"CallSid": sid, "CallStatus": "in-progress"})))
+    request.addfinalizer(proxy.close)
+    late = dataclasses.replace(desk, telephony=Telephony(
+        desk.settings.with_changes(twilio_api_url=proxy.url),
+        retry_delays=(0.01,) * 4, longest_look=0.01))
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(late, "CA-first", now - 60_000)
+    emulator.fail_next(500, 500, 500, 500, "acted:500")
+
+    availability.free_advisor(late, "A2", now, explicit=True)
+
+    assert [r.status for r in emulator.redirects("CA-first")] == [500] * 5
+    assert [dialed(twiml) for twiml in rings] == [[A2_PHONE]]  # A2's phone rings for Pat
+    assert waiting(late) == []  # Pat is not waiting too
+    state = presence.advisor_state(late.r, "A2")
+    assert (state["call"], state["hold"]) == ("CA-first", "ringing")
+
+
+class SlowReads(redis.Redis):
+    """The test Redis answering each `HGET` `seconds` late (a busy server, or one failing
+    over: under Sentinel a read may block for seconds), and with a timeout instead
+    when it `fails`; the fields read are kept in `reads`. Every other command is
+    answered at once."""
+
+    def __init__(self, r: redis.Redis, seconds: float, fails: bool = False) -> None:
+        """On `r`'s connections."""
+        super().__init__(connection_pool=r.connection_pool)
+        self.seconds, self.fails, self.reads = seconds, fails, []
+
+    def hget(self, name, key):
+        """`HGET`, late (or failing)."""
+        self.reads.append(key)
+        time.sleep(self.seconds)
+        if self.fails:
+            raise redis.TimeoutError("Timeout reading from socket")
+        return super().hget(name, key)
+
+
+def _redirect_failing_once(desk, lakeview, emulator, reads: SlowReads):
+    """A2 frees up for Pat, who waits; Twilio answers 500 to the first try of the
+    redirect, having done nothing, and the desk reads Redis through `reads`. The two
+    tries Twilio received."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    queue_caller(desk, "CA-first", now - 60_000)
+    emulator.fail_next(500)
+    availability.free_advisor(dataclasses.replace(desk, r=reads), "A2", now, explicit=True)
+    tries = emulator.redirects("CA-first")
+    assert [r.status for r in tries] == [500, 200]
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-first"
+    return tries
+
+
+def test_a_slow_redis_does_not_stretch_the_look_for_a_redirects_sign(
+        desk, lakeview, emulator):
+    """Redis answers each read of Pat's state (the sign that Twilio moved Pat's call)
+    0.2 s late. The look for that sign counted reads, not time: each of its 50 ms
+    pauses took a quarter of a second, so the look lasted five times its length
+    (one redirect failing every time held A2, and one of the web's four REST threads,
+    for over 20 s instead of ~4). Now the look ends by the clock, at most one read
+    past it, and the redirect is sent again."""
+    reads = SlowReads(desk.r, 0.2)
+    first, second = _redirect_failing_once(desk, lakeview, emulator, reads)
+    # A look of at most a second and one slow read past it, not five seconds.
+    assert second.at - first.at < 2.0
+    assert len(reads.reads) <= 6
+
+
+def test_a_sign_redis_cannot_read_ends_the_look_at_once(desk, lakeview, emulator):
+    """Redis, failing over, blocks 0.2 s on each read of Pat's state and then fails.
+    The look read it again every 50 ms for its whole length, each read blocking the
+    REST thread anew (under Sentinel, up to 10 s). Now the first read that fails ends
+    the look: nothing can be told, so the redirect is sent again, as before there was
+    a sign, once the backoff's quarter of a second has passed."""
+    reads = SlowReads(desk.r, 0.2, fails=True)
+    first, second = _redirect_failing_once(desk, lakeview, emulator, reads)
+    assert reads.reads == ["state"]  # one read
+    assert 0.25 <= second.at - first.at < 0.8
 
 
 def _callback_asked(quick) -> tuple[int, float]:
@@ -1153,7 +1395,8 @@ def test_a_waiting_caller_keeps_their_place_when_twilio_cannot_be_reached(
 
     port = resetting_port if network == "connection reset" else free_port()
     settings = desk.settings.with_changes(twilio_api_url=f"http://127.0.0.1:{port}")
-    cut_off = dataclasses.replace(desk, telephony=Telephony(settings, retry_delays=(0.01,) * 4))
+    cut_off = dataclasses.replace(desk, telephony=Telephony(settings, retry_delays=(0.01,) * 4,
+                                                            longest_look=0.01))
     now = int(time.time() * 1000)
     queue_caller(cut_off, "CA-first", now - 60_000)
     score = cut_off.r.zscore(keys.team_waiting("general"), "CA-first")

@@ -73,6 +73,7 @@ class Caller(Walker):
         extra_params: Mapping[str, str] | None = None,
         attestation: str | None = "TN-Validation-Passed-A",
         on_call_seconds: float = 0.0,
+        ring_seconds: float = 0.0,
     ) -> None:
         """Describe the call; `run()` places it.
 
@@ -88,6 +89,11 @@ class Caller(Walker):
         removed) before the talk ends as `bridged_hangup` says, and as long again
         once in a conference; 0 (the default) ends the talk at once in simulated
         time.
+        ring_seconds: real seconds each phone a `<Dial>` rings before it does what
+        the advisor policy says; a REST update of the caller's call meanwhile cuts
+        the ring as Twilio does (the `<Dial>` action hears `canceled`, its TwiML is
+        not executed, the update is followed). 0 (the default) rings in simulated
+        time, with no REST update heard until the `<Dial>` is over.
         """
         if bridged_hangup not in ("caller", "advisor"):
             raise ValueError("bridged_hangup must be 'caller' or 'advisor'")
@@ -121,6 +127,7 @@ class Caller(Walker):
         self.extra_params = dict(extra_params or {})
         self.attestation = attestation
         self.on_call_seconds = on_call_seconds
+        self.ring_seconds = ring_seconds
         self.result = CallResult(self.call_sid, from_number, to_number)
         self._started = 0.0
         self._sim = 0.0

@@ -14,7 +14,10 @@ simulator watches the REST emulator as Twilio's switch would:
   `in-progress`, then `completed` (or `no-answer`, `busy`, `failed`);
 - a leg that leaves with `endConferenceOnExit` ends the conference: every
   other leg's `<Dial>` ends (the advisor's action is requested and walked),
-  and the participants are hung up.
+  and the participants are hung up;
+- the advisor's leg redirected again while in the conference: it leaves it
+  (its `<Dial>` action requested, its TwiML not executed, the conference
+  ended if the leg was to end it) and fetches its new TwiML.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ class AdvisorLeg:
     action: str | None = None
     method: str = "POST"
     in_room: bool = False
+    # Whether its leaving ends the conference (`endConferenceOnExit`).
+    ends_room: bool = False
     over: bool = False
 
 
@@ -184,6 +189,8 @@ class Conferencing(CallLeg):
                 self._end_room("the advisor left")
                 return
             if update is not None:
+                if advisor.in_room:
+                    self._advisor_leaves_room()
                 self._walk_advisor_leg(update)
         created = self._take_participant(room.name)
         if created is not None:
@@ -262,6 +269,23 @@ class Conferencing(CallLeg):
 
     # -- the advisor's leg -----------------------------------------------------
 
+    def _advisor_leaves_room(self) -> None:
+        """The advisor's leg, in the conference, was redirected through the REST API: as
+        Twilio does, its `<Dial><Conference>` ends, its action is requested (its TwiML
+        not executed: the leg follows the redirect; Twilio's changelog, 2021-05-24),
+        and its leaving ends the conference when it was to (`endConferenceOnExit`)."""
+        advisor = self._advisor
+        if advisor is None or not advisor.in_room:
+            return
+        advisor.in_room = False
+        self._emit("conference", self._room.name if self._room else "", party="advisor",
+                   detail="left: the leg was redirected")
+        if advisor.action:
+            params = {**advisor.params, "DialCallStatus": "completed"}
+            self._leg_request(advisor.method, advisor.action, params, "advisor-leg")
+        if advisor.ends_room:
+            self._end_room("the advisor left")
+
     def _walk_advisor_leg(self, update: CallUpdate) -> None:
         """The advisor's leg fetches the TwiML a REST redirect sent it to."""
         advisor = self._advisor
@@ -290,6 +314,7 @@ class Conferencing(CallLeg):
             noun = verb.find("Conference") if verb.tag == "Dial" else None
             if noun is not None:
                 advisor.in_room = True
+                advisor.ends_room = noun.get("endConferenceOnExit", "false").lower() == "true"
                 action = verb.get("action")
                 advisor.action = urljoin(url, action) if action else None
                 advisor.method = verb.get("method", "POST")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from urllib.parse import urljoin
@@ -10,6 +11,7 @@ from twilio_side.account import API_VERSION, new_sid, queue_sid
 from twilio_side.advisors import AdvisorPolicy
 from twilio_side.conference import AdvisorLeg, Conferencing
 from twilio_side.gather import Gather, Gathering
+from twilio_side.registry import CallUpdate
 from twilio_side.twiml import CallOver, Fetch, int_attr
 
 
@@ -19,6 +21,7 @@ class Dialing(Gathering, Conferencing):
     policy: AdvisorPolicy
     talk_seconds: int
     bridged_hangup: str
+    ring_seconds: float
     advisor_gather_input: Callable[[Gather], str] | None
     _dials: dict[str, int]
     _bridged: bool
@@ -55,6 +58,9 @@ class Dialing(Gathering, Conferencing):
             self.result.dialed.append(number)
             action_of_phone = self.policy.decide(number, attempt)
             self._emit("dial", number, party="advisor", detail=action_of_phone)
+            cut = self._ring()
+            if cut is not None:
+                return self._ring_cut(cut, number, leg_sid, action, method, doc_url)
             if action_of_phone in ("no-answer", "busy", "failed"):
                 self._spend(timeout if action_of_phone == "no-answer" else 2)
                 statuses.append(action_of_phone)
@@ -91,6 +97,39 @@ class Dialing(Gathering, Conferencing):
         if action:
             return Fetch(urljoin(doc_url, action), method, params, "dial-action")
         return None
+
+    def _ring(self) -> CallUpdate | None:
+        """The dialed phone rings `ring_seconds` of real time before it does what the
+        advisor policy says; a REST update of the caller's call that arrives meanwhile
+        is returned (it ends the `<Dial>`), else None."""
+        if self.ring_seconds <= 0:
+            return None
+        deadline = time.monotonic() + self.ring_seconds
+        while True:
+            update = self._take_update()
+            if update is not None or time.monotonic() >= deadline:
+                return update
+            time.sleep(self.wait_poll_interval)
+
+    def _ring_cut(self, update: CallUpdate, number: str, leg_sid: str, action: str | None,
+                  method: str, doc_url: str) -> Fetch:
+        """The caller's call was modified through the REST API while a phone rang: as
+        Twilio does, the ring is canceled (the phone stops), the `<Dial>` action is
+        requested and its TwiML not executed, and the call goes where the update says
+        (Twilio's changelog, 2021-05-24: "Twilio will make a request to the provided
+        action callback when the parent call is transferred to a new TwiML via call
+        modification. Twilio will not execute any TwiML returned by the action URL").
+        The action hears `DialCallStatus=canceled`, Twilio's word for a dialed call
+        ended before it was answered (which status Twilio posts here is not
+        documented)."""
+        self.result.dial_results.append((number, "canceled"))
+        self._emit("hangup", "the ring was cut: the caller's call was modified",
+                   party="advisor")
+        if update.hangup:
+            self._call_status = "completed"
+        self._dial_action(action, method, doc_url,
+                          {"DialCallStatus": "canceled", "DialCallSid": leg_sid})
+        return self._follow_update(update)
 
     @staticmethod
     def _dial_targets(targets: list[ET.Element], bare: str) -> list[tuple[str, str, str | None]]:
