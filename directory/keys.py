@@ -190,7 +190,8 @@ def console_session(session_id: str) -> str:
 
 
 def sign_in_failures(advisor_id: str) -> str:
-    """Failed console sign-ins of one account id in the current window (a counter)."""
+    """Console sign-ins of one account id in the current window, failed or still being
+    checked (a counter: each attempt counts before its password is checked)."""
     return f"{PREFIX}:console:signin:failures:{advisor_id}"
 
 
