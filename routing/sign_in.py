@@ -16,7 +16,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from directory import keys
-from directory.accounts import Account, check_password
+from directory.accounts import Account, check_password, credentials_version
 from directory.scripts import script
 
 MAX_FAILURES = 5
@@ -42,10 +42,12 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[
 
 @dataclass(frozen=True)
 class SignIn:
-    """The outcome of a sign-in: "ok" (with the account), "wrong" or "locked"."""
+    """The outcome of a sign-in: "ok" (with the account and the credentials version
+    its session is made under), "wrong" or "locked"."""
 
     outcome: str
     account: Account | None = None
+    version: int = 0
 
 
 def sign_in(r: redis.Redis, session_factory: sessionmaker[Session], advisor_id: str,
@@ -60,6 +62,9 @@ def sign_in(r: redis.Redis, session_factory: sessionmaker[Session], advisor_id: 
         args=[MAX_FAILURES, LOCK_SECONDS], client=r))
     if not place:
         return SignIn("locked")
+    # Read before the password: a new password or role written meanwhile has a later
+    # version, so a session made with the old ones is over as soon as it is made.
+    version = credentials_version(r, advisor_id)
     try:
         account = check_password(session_factory, advisor_id, password)
     except Exception:
@@ -67,7 +72,7 @@ def sign_in(r: redis.Redis, session_factory: sessionmaker[Session], advisor_id: 
         raise
     if account is not None:
         r.delete(keys.sign_in_failures(advisor_id))  # a success forgets the failures
-        return SignIn("ok", account)
+        return SignIn("ok", account, version)
     if place < MAX_FAILURES:
         return SignIn("wrong")
     _lock(r, advisor_id)

@@ -1,6 +1,9 @@
 """The console's sign-in sessions, kept in Redis: the browser holds only an
 opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
-plain http on a loopback address, where local tries and tests run)."""
+plain http on a loopback address, where local tries and tests run).
+
+A signed-in session stands while its account's credentials version is the one
+it signed in under (`directory.accounts`: a new password or role ends it)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from werkzeug.datastructures import CallbackDict
 
 from config import webhooks
 from directory import keys
+from directory.accounts import credentials_version
 
 COOKIE_NAME = "caseline_console"
 # A sign-in lasts a shift; every request within it slides the expiry.
@@ -43,6 +47,23 @@ class WebSession(CallbackDict[str, Any], SessionMixin):
         """Forget everything and take a new id at the next save (at sign-in and sign-out)."""
         self.clear()
         self.rotate = True
+
+
+def stands(r: redis.Redis, stored: dict[str, Any]) -> bool:
+    """Whether a stored session still holds: one before sign-in always; a signed-in one
+    while its account's credentials version is the one it signed in under (sessions
+    made before versions were kept have none, and are over)."""
+    advisor = stored.get("advisor")
+    if not advisor:
+        return True
+    version = stored.get("version")
+    return isinstance(version, int) and version == credentials_version(r, str(advisor))
+
+
+def still_signed_in(r: redis.Redis, sid: str, stored: dict[str, Any]) -> bool:
+    """Whether the session `sid` (as `stored` when the request began) still stands:
+    neither signed out, nor past its lifetime, nor made under old credentials."""
+    return bool(r.exists(keys.console_session(sid))) and stands(r, stored)
 
 
 def is_loopback_http(request: Request) -> bool:
@@ -75,7 +96,10 @@ class RedisSessionInterface(SessionInterface):
         if _SESSION_ID.match(sid):
             stored = self.r.get(keys.console_session(sid))
             if stored:
-                return WebSession(json.loads(stored), sid)
+                session = WebSession(json.loads(stored), sid)
+                if not stands(self.r, session):
+                    session.renew()  # over: deleted, and the cookie cleared, at the save
+                return session
         return WebSession()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
