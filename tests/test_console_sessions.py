@@ -1,8 +1,10 @@
-"""Who stays signed in to the console: the lockout under guesses sent at once, and
-sessions that end when their account's password or role changes."""
+"""Who stays signed in to the console: the lockout under guesses sent at once,
+sessions that end when their account's password or role changes, and a sign-in's
+12 hours."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -13,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from directory import keys
 from directory.accounts import set_password
-from ivr.console.web_sessions import COOKIE_NAME
+from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS
 from routing import presence
 from routing import sign_in as sign_in_module
 from routing.announcement import active_announcement
@@ -247,3 +249,26 @@ def test_a_sign_in_checked_against_the_old_password_ends_with_it(app, desk, monk
     browser = app.test_client()
     sign_in(browser, "S1", SUPERVISOR_PASSWORD)
     assert sent_to_sign_in(browser.get("/console/wallboard"))
+
+
+def test_a_sign_in_lasts_twelve_hours_however_busy_its_page(app, desk):
+    """A page left open polls (and takes a new CSRF secret now and then), yet the
+    session ends 12 hours after its sign-in: no request lengthens it. The last two
+    seconds of the 12 hours stand in for the whole."""
+    browser = signed_in_browser(app, "A7", PASSWORD)
+    key = keys.console_session(browser.get_cookie(COOKIE_NAME).value)
+    assert browser.get("/console/advisor").status_code == 200  # its form's secret saved
+    assert LIFETIME_SECONDS - 5 < desk.r.ttl(key) <= LIFETIME_SECONDS
+    desk.r.expire(key, 2)
+    for _ in range(3):
+        assert browser.get("/console/advisor/live").status_code == 200
+    assert 0 < desk.r.pttl(key) <= 2000
+    stored = json.loads(desk.r.get(key))
+    del stored["csrf_token"]
+    desk.r.set(key, json.dumps(stored), keepttl=True)
+    assert browser.get("/console/advisor").status_code == 200  # a new secret is saved
+    assert "csrf_token" in json.loads(desk.r.get(key))
+    assert 0 < desk.r.pttl(key) <= 2000
+    time.sleep(desk.r.pttl(key) / 1000 + 0.1)
+    assert sent_to_sign_in(browser.get("/console/advisor/live"))
+    assert not desk.r.exists(key)

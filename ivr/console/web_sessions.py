@@ -3,7 +3,8 @@ opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
 plain http on a loopback address, where local tries and tests run).
 
 A signed-in session stands while its account's credentials version is the one
-it signed in under (`directory.accounts`: a new password or role ends it)."""
+it signed in under (`directory.accounts`: a new password or role ends it), and
+for 12 hours from sign-in at most, however busy its page keeps it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from directory import keys
 from directory.accounts import credentials_version
 
 COOKIE_NAME = "caseline_console"
-# A sign-in lasts a shift; every request within it slides the expiry.
+# A sign-in lasts a shift, counted from the sign-in: a page left open (it polls, or
+# holds an event stream) does not keep it alive beyond that.
 LIFETIME_SECONDS = 12 * 3600
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -103,7 +105,8 @@ class RedisSessionInterface(SessionInterface):
         return WebSession()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Write the session (or delete it when empty) and set or clear the cookie."""
+        """Write the session (or delete it when empty) and set or clear the cookie. A new
+        session's lifetime starts when it is first written and is never extended."""
         assert isinstance(session, WebSession)
         if session.rotate and session.sid:
             self.r.delete(keys.console_session(session.sid))
@@ -114,15 +117,17 @@ class RedisSessionInterface(SessionInterface):
             if session.sid or session.rotate:
                 response.delete_cookie(COOKIE_NAME, path="/")
             return
-        if session.sid is None:
-            session.sid = secrets.token_urlsafe(32)
-            session.modified = True
-        key = keys.console_session(session.sid)
-        if session.modified:
-            self.r.set(key, json.dumps(dict(session)), ex=LIFETIME_SECONDS)
-        else:
-            self.r.expire(key, LIFETIME_SECONDS)
+        response.vary.add("Cookie")
+        if session.sid is not None:
+            if session.modified:
+                # Its expiry stays (a new CSRF secret does not lengthen a sign-in), and a
+                # session that expired meanwhile is not made again.
+                self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
+                           xx=True, keepttl=True)
+            return
+        session.sid = secrets.token_urlsafe(32)
+        self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
+                   ex=LIFETIME_SECONDS)
         response.set_cookie(
             COOKIE_NAME, session.sid, max_age=LIFETIME_SECONDS, path="/", httponly=True,
             samesite="Lax", secure=not is_loopback_http(request))
-        response.vary.add("Cookie")
