@@ -289,6 +289,28 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     click.echo(f"advisor {advisor_id}: console password set ({role}), signed out everywhere")
 
 
+@advisors.command("sign-out")
+@click.argument("advisor_id")
+def advisors_sign_out(advisor_id: str) -> None:
+    """Sign an advisor out of the console everywhere: every session they have ends."""
+    from directory.accounts import end_sessions, find_account
+    from directory.db import make_session_factory
+
+    settings = _settings()
+    engine = _migrated_engine(settings)
+    account = find_account(make_session_factory(engine), advisor_id)
+    engine.dispose()
+    if account is None:
+        click.echo(f"advisor {advisor_id} has no console account", err=True)
+        sys.exit(1)
+    client = connect_redis(_redis_url(settings))
+    try:
+        end_sessions(client, advisor_id)
+    finally:
+        client.close()
+    click.echo(f"advisor {advisor_id}: signed out of the console everywhere")
+
+
 @main.command("call")
 @click.option("--from", "from_number", required=True, metavar="NUMBER",
               help="The caller ID (e.g. +16125550101).")

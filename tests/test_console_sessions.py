@@ -11,8 +11,10 @@ import time
 
 import pytest
 import requests
+from click.testing import CliRunner
 from sqlalchemy.exc import OperationalError
 
+from caseline import cli
 from directory import keys
 from directory.accounts import set_password
 from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS
@@ -272,3 +274,22 @@ def test_a_sign_in_lasts_twelve_hours_however_busy_its_page(app, desk):
     time.sleep(desk.r.pttl(key) / 1000 + 0.1)
     assert sent_to_sign_in(browser.get("/console/advisor/live"))
     assert not desk.r.exists(key)
+
+
+def test_an_operator_signs_an_advisor_out_everywhere(app, settings, desk):
+    """`caseline advisors sign-out A7` (a lost laptop): A7's browsers are sent to the
+    sign-in, A2's is not, and A7's password still signs in; an id without a console
+    account is an error."""
+    laptop, desktop = (signed_in_browser(app, "A7", PASSWORD) for _ in range(2))
+    other = signed_in_browser(app, "A2", PASSWORD)
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+
+    done = CliRunner().invoke(cli.main, ["advisors", "sign-out", "A7"], env=env)
+    assert done.exit_code == 0, done.output
+
+    assert sent_to_sign_in(laptop.get("/console/advisor"))
+    assert sent_to_sign_in(desktop.get("/console/advisor/live"))
+    assert other.get("/console/advisor/live").status_code == 200
+    assert signed_in_browser(app, "A7", PASSWORD).get("/console/advisor").status_code == 200
+    unknown = CliRunner().invoke(cli.main, ["advisors", "sign-out", "A99"], env=env)
+    assert unknown.exit_code == 1
