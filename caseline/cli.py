@@ -253,7 +253,10 @@ def advisors() -> None:
 @click.argument("advisor_id")
 @click.option("--supervisor", is_flag=True, help="The account may open the wallboard.")
 def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
-    """Set an advisor's console password (asked twice, never echoed); lifts a lockout."""
+    """Set an advisor's console password (asked twice, never echoed); ends every
+    console session they have and lifts a lockout."""
+    import redis
+
     from directory.accounts import MIN_PASSWORD_LENGTH, set_password
     from directory.db import make_session_factory
     from routing.sign_in import unlock
@@ -265,17 +268,47 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
         click.echo(f"a password has at least {MIN_PASSWORD_LENGTH} characters", err=True)
         sys.exit(2)
     engine = _migrated_engine(settings)
-    done = set_password(make_session_factory(engine), advisor_id, password,
-                        supervisor=supervisor)
-    engine.dispose()
+    client = connect_redis(_redis_url(settings))
+    try:
+        done = set_password(make_session_factory(engine), client, advisor_id, password,
+                            supervisor=supervisor)
+        if done:
+            unlock(client, advisor_id)
+    except redis.RedisError as exc:
+        click.echo(f"advisor {advisor_id}: console password set, but Redis did not answer "
+                   f"({exc}): their console sessions may still stand; run this again once "
+                   "it answers", err=True)
+        sys.exit(1)
+    finally:
+        client.close()
+        engine.dispose()
     if not done:
         click.echo(f"no advisor {advisor_id} in the directory", err=True)
         sys.exit(1)
-    client = connect_redis(_redis_url(settings))
-    unlock(client, advisor_id)
-    client.close()
     role = "supervisor" if supervisor else "advisor"
-    click.echo(f"advisor {advisor_id}: console password set ({role})")
+    click.echo(f"advisor {advisor_id}: console password set ({role}), signed out everywhere")
+
+
+@advisors.command("sign-out")
+@click.argument("advisor_id")
+def advisors_sign_out(advisor_id: str) -> None:
+    """Sign an advisor out of the console everywhere: every session they have ends."""
+    from directory.accounts import end_sessions, find_account
+    from directory.db import make_session_factory
+
+    settings = _settings()
+    engine = _migrated_engine(settings)
+    account = find_account(make_session_factory(engine), advisor_id)
+    engine.dispose()
+    if account is None:
+        click.echo(f"advisor {advisor_id} has no console account", err=True)
+        sys.exit(1)
+    client = connect_redis(_redis_url(settings))
+    try:
+        end_sessions(client, advisor_id)
+    finally:
+        client.close()
+    click.echo(f"advisor {advisor_id}: signed out of the console everywhere")
 
 
 @main.command("call")

@@ -2,6 +2,12 @@
 
 Accounts come from the directory: only an advisor the directory knows can
 have one, set by `caseline advisors set-password ID`.
+
+Each account has a credentials version in Redis, beside the console's sessions:
+a session holds the version it signed in under and stands only while it is the
+account's, so a new password or role (or `caseline advisors sign-out ID`) ends
+every session of the advisor at once, for the price of one Redis read per
+request.
 """
 
 from __future__ import annotations
@@ -9,16 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from directory import keys
 from directory.models import Advisor, ConsoleAccount, utcnow
 
 MIN_PASSWORD_LENGTH = 12
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults: Argon2id, RFC 9106 "low memory"
-
 
 
 @cache
@@ -37,9 +44,23 @@ class Account:
     supervisor: bool
 
 
-def set_password(session_factory: sessionmaker[Session], advisor_id: str, password: str,
-                 *, supervisor: bool) -> bool:
-    """Create or replace an advisor's console password; False if no such advisor."""
+def credentials_version(r: redis.Redis, advisor_id: str) -> int:
+    """The account's credentials version now (0 until its first change)."""
+    return int(r.get(keys.console_credentials(advisor_id)) or 0)
+
+
+def end_sessions(r: redis.Redis, advisor_id: str) -> None:
+    """End every console session of the advisor at once: each was made under an older
+    credentials version, so its next request (or its open event stream) finds it over."""
+    r.incr(keys.console_credentials(advisor_id))
+
+
+def set_password(session_factory: sessionmaker[Session], r: redis.Redis, advisor_id: str,
+                 password: str, *, supervisor: bool) -> bool:
+    """Create or replace an advisor's console password and role, ending every session
+    they have (`r`: the sessions' Redis); False if no such advisor. The database is
+    written first: should Redis fail then, the password is set, the sessions not yet
+    ended, and the error says so to the caller."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ValueError(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
     with session_factory() as db, db.begin():
@@ -52,6 +73,7 @@ def set_password(session_factory: sessionmaker[Session], advisor_id: str, passwo
         account.password_hash = _HASHER.hash(password)
         account.supervisor = supervisor
         account.updated_at = utcnow()
+    end_sessions(r, advisor_id)
     return True
 
 

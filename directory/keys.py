@@ -185,12 +185,21 @@ def jobs_retried(queue: str) -> str:
 
 
 def console_session(session_id: str) -> str:
-    """A console sign-in: who (advisor id, role) and the CSRF secret, by opaque id."""
+    """A console sign-in: who (advisor id, role, the credentials' version it was made
+    under) and the CSRF secret, by opaque id."""
     return f"{PREFIX}:console:session:{session_id}"
 
 
+def console_credentials(advisor_id: str) -> str:
+    """String (integer, no expiry): how many times an advisor's console password or
+    role changed, or all their sessions were ended; a session made under another
+    count is over (absent: 0)."""
+    return f"{PREFIX}:console:credentials:{advisor_id}"
+
+
 def sign_in_failures(advisor_id: str) -> str:
-    """Failed console sign-ins of one account id in the current window (a counter)."""
+    """Console sign-ins of one account id in the current window, failed or still being
+    checked (a counter: each attempt counts before its password is checked)."""
     return f"{PREFIX}:console:signin:failures:{advisor_id}"
 
 

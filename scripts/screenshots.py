@@ -26,6 +26,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import redis
 import time_machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,10 +61,11 @@ MORNING = {
 }
 
 
-def prepare(database_url: str) -> None:
+def prepare(database_url: str, redis_url: str) -> None:
     """Console passwords for A7 and A1, and call logs for the morning (as the worker
     writes them) for the chart by the hour."""
     engine = make_engine(database_url)
+    sessions = redis.Redis.from_url(redis_url)
     try:
         with make_session_factory(engine)() as db, db.begin():
             for hour, (waits, abandoned) in MORNING.items():
@@ -75,9 +77,10 @@ def prepare(database_url: str) -> None:
                                    queue_wait_seconds=float(wait),
                                    started_at=started.astimezone(UTC)))
         factory = make_session_factory(engine)
-        set_password(factory, ADVISOR, PASSWORD, supervisor=False)
-        set_password(factory, SUPERVISOR, PASSWORD, supervisor=True)
+        set_password(factory, sessions, ADVISOR, PASSWORD, supervisor=False)
+        set_password(factory, sessions, SUPERVISOR, PASSWORD, supervisor=True)
     finally:
+        sessions.close()
         engine.dispose()
 
 
@@ -97,7 +100,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="caseline-screenshots-") as tmp, \
             time_machine.travel(AT, tick=True), running_line(Path(tmp)) as line, \
             sync_playwright() as playwright:
-        prepare(line.settings.database_url)
+        prepare(line.settings.database_url, line.settings.redis_url)
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                              headless=True)
         try:

@@ -39,9 +39,9 @@ def accounts(directory, desk):
     directory.advisor("S1", ["general"], phone="+16515550111", name="Sam Super")
     directory.case("2024117", owner="A7")
     directory.load()
-    set_password(desk.session_factory, "A7", PASSWORD, supervisor=False)
-    set_password(desk.session_factory, "A2", PASSWORD, supervisor=False)
-    set_password(desk.session_factory, "S1", SUPERVISOR_PASSWORD, supervisor=True)
+    set_password(desk.session_factory, desk.r, "A7", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, desk.r, "A2", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, desk.r, "S1", SUPERVISOR_PASSWORD, supervisor=True)
 
 
 def csrf_of(client, path: str = "/console/sign-in") -> str:

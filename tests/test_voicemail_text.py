@@ -103,7 +103,7 @@ def test_the_advisor_reads_the_nights_message_on_the_card_in_the_morning(
         _voicemail(client, "CA-night")
         _transcribed(client, "CA-night")
         run_jobs(desk)
-    set_password(desk.session_factory, "A7", "correct horse battery", supervisor=False)
+    set_password(desk.session_factory, desk.r, "A7", "correct horse battery", supervisor=False)
     page = app.test_client()
     sign_in(page, "A7", "correct horse battery")
     make_available(desk, "A7")

@@ -33,7 +33,9 @@ ANNOUNCEMENT_MAX = 2000  # as PUT /api/announcement
 
 
 def signed_in(supervisor: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Views for signed-in advisors (`supervisor`: supervisors only, others get 403)."""
+    """Views for signed-in advisors (`supervisor`: supervisors only, others get 403).
+    The session is the account's as it is now: one made under an older password or
+    role was ended when it was opened (`web_sessions.stands`)."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -83,7 +85,7 @@ def sign_in_page() -> Response | str | tuple[str, int]:
         return render_template("console/sign_in.html", error=error), 401
     session.renew()  # type: ignore[attr-defined] # a new id at sign-in (no fixation)
     session.update(advisor=outcome.account.advisor_id, name=outcome.account.name,
-                   supervisor=outcome.account.supervisor)
+                   supervisor=outcome.account.supervisor, version=outcome.version)
     return home()
 
 

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import redis
-from flask import Response, current_app
+from flask import Response, current_app, session
 
 from directory import keys
 from ivr.console.pages import bp, signed_in
+from ivr.console.web_sessions import still_signed_in
 from ivr.context import desk
 
 STREAM_SECONDS = 300
@@ -30,16 +31,22 @@ def _always() -> bool:
 
 
 def change_events(r: redis.Redis, seconds: float = STREAM_SECONDS,
-                  serving: Callable[[], bool] = _always) -> Iterator[str]:
+                  serving: Callable[[], bool] = _always,
+                  signed_in: Callable[[], bool] = _always) -> Iterator[str]:
     """The event stream's text: a retry hint, then one `change` event per announcement.
-    Ends after `seconds`, or within a second once `serving()` turns false."""
+    Ends after `seconds`, or within a second once `serving()` turns false, or within
+    about two once `signed_in()` does (asked once a second: it reads Redis)."""
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(keys.desk_changes())
         yield "retry: 1000\n: connected\n\n"
         deadline = time.monotonic() + seconds
-        quiet_since = time.monotonic()
+        quiet_since = asked_at = time.monotonic()
         while time.monotonic() < deadline and serving():
+            if time.monotonic() - asked_at >= 1.0:
+                if not signed_in():
+                    return  # the browser reconnects, is refused, and the page signs in
+                asked_at = time.monotonic()
             message = pubsub.get_message(timeout=1.0)
             if message is not None:
                 yield f"event: change\ndata: {message['data']}\n\n"
@@ -84,6 +91,9 @@ def events() -> Response:
         return Response("every event stream of this process is taken: poll\n", status=503,
                         mimetype="text/plain", headers={"Retry-After": "30"})
     serving = current_app.extensions.get(SERVING, _always)
-    return Response(_HeldStream(change_events(desk().r, serving=serving), slots),
+    r, sid, stored = desk().r, session.sid, dict(session)  # type: ignore[attr-defined]
+    changes = change_events(r, serving=serving,
+                            signed_in=lambda: still_signed_in(r, sid, stored))
+    return Response(_HeldStream(changes, slots),
                     mimetype="text/event-stream",
                     headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

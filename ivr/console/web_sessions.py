@@ -1,6 +1,10 @@
 """The console's sign-in sessions, kept in Redis: the browser holds only an
 opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
-plain http on a loopback address, where local tries and tests run)."""
+plain http on a loopback address, where local tries and tests run).
+
+A signed-in session stands while its account's credentials version is the one
+it signed in under (`directory.accounts`: a new password or role ends it), and
+for 12 hours from sign-in at most, however busy its page keeps it."""
 
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ from werkzeug.datastructures import CallbackDict
 
 from config import webhooks
 from directory import keys
+from directory.accounts import credentials_version
 
 COOKIE_NAME = "caseline_console"
-# A sign-in lasts a shift; every request within it slides the expiry.
+# A sign-in lasts a shift, counted from the sign-in: a page left open (it polls, or
+# holds an event stream) does not keep it alive beyond that.
 LIFETIME_SECONDS = 12 * 3600
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
@@ -43,6 +49,23 @@ class WebSession(CallbackDict[str, Any], SessionMixin):
         """Forget everything and take a new id at the next save (at sign-in and sign-out)."""
         self.clear()
         self.rotate = True
+
+
+def stands(r: redis.Redis, stored: dict[str, Any]) -> bool:
+    """Whether a stored session still holds: one before sign-in always; a signed-in one
+    while its account's credentials version is the one it signed in under (sessions
+    made before versions were kept have none, and are over)."""
+    advisor = stored.get("advisor")
+    if not advisor:
+        return True
+    version = stored.get("version")
+    return isinstance(version, int) and version == credentials_version(r, str(advisor))
+
+
+def still_signed_in(r: redis.Redis, sid: str, stored: dict[str, Any]) -> bool:
+    """Whether the session `sid` (as `stored` when the request began) still stands:
+    neither signed out, nor past its lifetime, nor made under old credentials."""
+    return bool(r.exists(keys.console_session(sid))) and stands(r, stored)
 
 
 def is_loopback_http(request: Request) -> bool:
@@ -75,11 +98,15 @@ class RedisSessionInterface(SessionInterface):
         if _SESSION_ID.match(sid):
             stored = self.r.get(keys.console_session(sid))
             if stored:
-                return WebSession(json.loads(stored), sid)
+                session = WebSession(json.loads(stored), sid)
+                if not stands(self.r, session):
+                    session.renew()  # over: deleted, and the cookie cleared, at the save
+                return session
         return WebSession()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        """Write the session (or delete it when empty) and set or clear the cookie."""
+        """Write the session (or delete it when empty) and set or clear the cookie. A new
+        session's lifetime starts when it is first written and is never extended."""
         assert isinstance(session, WebSession)
         if session.rotate and session.sid:
             self.r.delete(keys.console_session(session.sid))
@@ -90,15 +117,17 @@ class RedisSessionInterface(SessionInterface):
             if session.sid or session.rotate:
                 response.delete_cookie(COOKIE_NAME, path="/")
             return
-        if session.sid is None:
-            session.sid = secrets.token_urlsafe(32)
-            session.modified = True
-        key = keys.console_session(session.sid)
-        if session.modified:
-            self.r.set(key, json.dumps(dict(session)), ex=LIFETIME_SECONDS)
-        else:
-            self.r.expire(key, LIFETIME_SECONDS)
+        response.vary.add("Cookie")
+        if session.sid is not None:
+            if session.modified:
+                # Its expiry stays (a new CSRF secret does not lengthen a sign-in), and a
+                # session that expired meanwhile is not made again.
+                self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
+                           xx=True, keepttl=True)
+            return
+        session.sid = secrets.token_urlsafe(32)
+        self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
+                   ex=LIFETIME_SECONDS)
         response.set_cookie(
             COOKIE_NAME, session.sid, max_age=LIFETIME_SECONDS, path="/", httponly=True,
             samesite="Lax", secure=not is_loopback_http(request))
-        response.vary.add("Cookie")

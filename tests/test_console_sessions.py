@@ -1,0 +1,295 @@
+"""Who stays signed in to the console: the lockout under guesses sent at once,
+sessions that end when their account's password or role changes, and a sign-in's
+12 hours."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+
+import pytest
+import requests
+from click.testing import CliRunner
+from sqlalchemy.exc import OperationalError
+
+from caseline import cli
+from directory import keys
+from directory.accounts import set_password
+from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS
+from routing import presence
+from routing import sign_in as sign_in_module
+from routing.announcement import active_announcement
+from routing.sign_in import MAX_FAILURES
+from tests.test_console import (  # noqa: F401 - accounts: the fixture
+    PASSWORD,
+    SUPERVISOR_PASSWORD,
+    accounts,
+    csrf_of,
+    sign_in,
+)
+
+# Every test here is a story about the console test's accounts: A7 and A2 advisors,
+# S1 a supervisor.
+pytestmark = pytest.mark.usefixtures("accounts")
+
+WRONG = "Wrong advisor id or password."
+LOCKED = "Too many failed sign-ins"
+NEW_PASSWORD = "a brand new password!"
+API = {"Authorization": "Bearer test-api-token"}
+
+
+def signed_in_browser(app, advisor: str, password: str):
+    """A browser (a test client) signed in through the form."""
+    browser = app.test_client()
+    assert sign_in(browser, advisor, password).status_code == 302
+    return browser
+
+
+def sent_to_sign_in(answer) -> bool:
+    """Whether a page answered by sending the browser to the sign-in."""
+    return answer.status_code == 302 and "/console/sign-in" in answer.headers["Location"]
+
+
+def test_guesses_sent_at_once_get_five_passwords_checked_and_no_more(
+        app, desk, monkeypatch):
+    """Eight guesses arrive together and are held inside the (slow) password check:
+    only five get that far, and the right password, sent while they are still being
+    checked, is refused as locked. Without a reservation before the check, all nine
+    were checked and the right one signed in."""
+    checking = threading.Semaphore(0)
+    checked: list[str] = []
+    let_go = threading.Event()
+    real_check = sign_in_module.check_password
+
+    def held_check(session_factory, advisor_id, password):
+        checked.append(password)
+        checking.release()
+        let_go.wait(10)
+        return real_check(session_factory, advisor_id, password)
+
+    monkeypatch.setattr(sign_in_module, "check_password", held_check)
+    guesses = [f"wrong guess {n}" for n in range(8)] + [PASSWORD]
+    browsers = [app.test_client() for _ in guesses]
+    tokens = [csrf_of(browser) for browser in browsers]
+    answers: dict[int, tuple[int, str]] = {}
+
+    def guess(n: int) -> None:
+        answer = browsers[n].post("/console/sign-in", data={
+            "csrf_token": tokens[n], "advisor": "A7", "password": guesses[n]})
+        answers[n] = (answer.status_code, answer.get_data(as_text=True))
+
+    wrong = [threading.Thread(target=guess, args=(n,)) for n in range(8)]
+    for thread in wrong:
+        thread.start()
+    for _ in range(MAX_FAILURES):
+        assert checking.acquire(timeout=10)  # five are being checked (and held)
+    right = threading.Thread(target=guess, args=(8,))
+    right.start()
+    right.join(timeout=2)  # refused at once; without the mend it waits in the check
+    let_go.set()
+    for thread in [*wrong, right]:
+        thread.join(timeout=20)
+
+    assert len(checked) == MAX_FAILURES
+    status, page = answers[8]
+    assert status == 401 and LOCKED in page
+    assert browsers[8].get("/console/advisor").status_code == 302  # not signed in
+    assert desk.r.exists(keys.sign_in_lock("A7"))
+    assert sum(WRONG in page for _, page in answers.values()) == MAX_FAILURES - 1
+
+
+def test_forty_guesses_at_once_through_gunicorn_cannot_pass_the_lockout(
+        live_service):
+    """Forty guesses at once against the real service (two processes, four threads
+    each): four are told "wrong", the fifth failure locks, everyone after is told
+    to wait, and the right password afterwards is refused too."""
+    url = live_service.url
+    browsers = []
+    for _ in range(40):
+        browser = requests.Session()
+        form = browser.get(f"{url}/console/sign-in", timeout=10).text
+        browsers.append((browser, re.search(r'name="csrf_token" value="([^"]+)"',
+                                            form).group(1)))
+    together = threading.Barrier(len(browsers))
+    answers: list[str] = [""] * len(browsers)
+
+    def guess(n: int) -> None:
+        browser, token = browsers[n]
+        together.wait()
+        answers[n] = browser.post(f"{url}/console/sign-in", timeout=60, data={
+            "csrf_token": token, "advisor": "A7", "password": f"wrong guess {n}"}).text
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(len(browsers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    browser, token = browsers[0]
+    right = browser.post(f"{url}/console/sign-in", timeout=10, data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    for each, _ in browsers:
+        each.close()
+
+    told_wrong = sum(WRONG in page for page in answers)
+    assert told_wrong == MAX_FAILURES - 1, f"{told_wrong} passwords were checked and wrong"
+    assert sum(LOCKED in page for page in answers) == len(answers) - told_wrong
+    assert right.status_code == 401 and LOCKED in right.text
+
+
+def test_a_sign_in_the_database_could_not_check_gives_its_place_back(desk, monkeypatch):
+    """While the database is down no password is checked, so no attempt is counted:
+    once it is back the advisor signs in, not locked out by the outage."""
+    def database_down(*args):
+        raise OperationalError("SELECT", {}, ConnectionError("database down"))
+
+    monkeypatch.setattr(sign_in_module, "check_password", database_down)
+    for _ in range(MAX_FAILURES + 1):
+        with pytest.raises(OperationalError):
+            sign_in_module.sign_in(desk.r, desk.session_factory, "A7", PASSWORD)
+    monkeypatch.undo()
+    assert sign_in_module.sign_in(desk.r, desk.session_factory, "A7", PASSWORD).outcome == "ok"
+
+
+def test_a_new_password_ends_every_session_of_the_advisor_at_once(app, desk):
+    """The operator sets a new password (the old one leaked): every browser signed in
+    with the old one, a thief's or the advisor's own, is signed out at its next
+    request, its page, its live part and its event stream alike; its form's token
+    went with it; another advisor stays signed in; the new password signs in."""
+    paths = ("/console/advisor", "/console/advisor/live", "/console/events")
+    stolen = {path: signed_in_browser(app, "A7", PASSWORD) for path in paths}
+    switch = signed_in_browser(app, "A7", PASSWORD)
+    token = csrf_of(switch, "/console/advisor")
+    other = signed_in_browser(app, "A2", PASSWORD)
+    sids = [browser.get_cookie(COOKIE_NAME).value for browser in [*stolen.values(), switch]]
+
+    set_password(desk.session_factory, desk.r, "A7", NEW_PASSWORD, supervisor=False)
+
+    for path, browser in stolen.items():
+        assert sent_to_sign_in(browser.get(path)), path
+    switched = switch.post("/console/advisors/A7/presence",
+                           data={"status": "available", "csrf_token": token})
+    assert switched.status_code == 400
+    assert presence.advisor_state(desk.r, "A7").get("status") != "available"
+    assert not any(desk.r.exists(keys.console_session(sid)) for sid in sids)
+    assert other.get("/console/advisor/live").status_code == 200
+    assert sign_in(app.test_client(), "A7", PASSWORD).status_code == 401
+    fresh = signed_in_browser(app, "A7", NEW_PASSWORD)
+    assert fresh.get("/console/advisor").status_code == 200
+
+
+def test_a_demoted_supervisor_cannot_touch_what_callers_hear(app, desk):
+    """A supervisor made an advisor again (the same password): the browsers signed in
+    as a supervisor can neither set the announcement nor withdraw a maintenance
+    window any more, nor read the wallboard; signing in again gives the advisor's
+    page, and the wallboard answers 403."""
+    app.extensions["caseline.maintenance"] = []
+    window = [{"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
+               "outage": True}]
+    api = app.test_client()
+    assert api.put("/api/maintenance", json=window, headers=API).status_code == 200
+    announcing = signed_in_browser(app, "S1", SUPERVISOR_PASSWORD)
+    withdrawing = signed_in_browser(app, "S1", SUPERVISOR_PASSWORD)
+    watching = signed_in_browser(app, "S1", SUPERVISOR_PASSWORD)
+    tokens = [csrf_of(browser, "/console/wallboard") for browser in (announcing, withdrawing)]
+
+    set_password(desk.session_factory, desk.r, "S1", SUPERVISOR_PASSWORD, supervisor=False)
+
+    announced = announcing.post("/console/announcement", data={
+        "text": "Demoted, still posting", "active": "1", "csrf_token": tokens[0]})
+    assert announced.status_code == 400
+    assert active_announcement(desk.r) is None
+    withdrawn = withdrawing.post("/console/maintenance/withdraw", data={
+        "csrf_token": tokens[1], "start": window[0]["start"]})
+    assert withdrawn.status_code == 400
+    assert api.get("/api/maintenance", headers=API).get_json() == window
+    assert sent_to_sign_in(watching.get("/console/wallboard/live"))
+    again = app.test_client()
+    assert sign_in(again, "S1", SUPERVISOR_PASSWORD).headers["Location"].endswith(
+        "/console/advisor")
+    assert again.get("/console/wallboard").status_code == 403
+
+
+def test_a_new_password_ends_an_open_event_stream(live_service, desk):
+    """A page holding its event stream (a wallboard left open) is not kept signed in by
+    it: the stream ends within seconds of the new password, and the page's next
+    read is sent to the sign-in."""
+    url = live_service.url
+    page = requests.Session()
+    form = page.get(f"{url}/console/sign-in", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+    page.post(f"{url}/console/sign-in", timeout=5, data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    stream = page.get(f"{url}/console/events", stream=True, timeout=5)
+    assert stream.status_code == 200
+    lines = stream.iter_lines(decode_unicode=True)
+    assert next(lines).startswith("retry:")
+
+    set_password(desk.session_factory, desk.r, "A7", NEW_PASSWORD, supervisor=False)
+    changed = time.monotonic()
+    assert list(lines) == [": connected", ""]  # then the end (else a read timeout)
+    assert time.monotonic() - changed < 4
+    live = page.get(f"{url}/console/advisor/live", allow_redirects=False, timeout=5)
+    assert live.status_code == 302 and "/console/sign-in" in live.headers["Location"]
+    page.close()
+
+
+def test_a_sign_in_checked_against_the_old_password_ends_with_it(app, desk, monkeypatch):
+    """The operator's new role lands while a sign-in is being checked against the old
+    one: the session that sign-in makes is over at once (it carries the role it was
+    checked with), not a supervisor's session that outlives the demotion."""
+    real_check = sign_in_module.check_password
+
+    def demoted_meanwhile(session_factory, advisor_id, password):
+        account = real_check(session_factory, advisor_id, password)
+        set_password(desk.session_factory, desk.r, "S1", SUPERVISOR_PASSWORD,
+                     supervisor=False)
+        return account
+
+    monkeypatch.setattr(sign_in_module, "check_password", demoted_meanwhile)
+    browser = app.test_client()
+    sign_in(browser, "S1", SUPERVISOR_PASSWORD)
+    assert sent_to_sign_in(browser.get("/console/wallboard"))
+
+
+def test_a_sign_in_lasts_twelve_hours_however_busy_its_page(app, desk):
+    """A page left open polls (and takes a new CSRF secret now and then), yet the
+    session ends 12 hours after its sign-in: no request lengthens it. The last two
+    seconds of the 12 hours stand in for the whole."""
+    browser = signed_in_browser(app, "A7", PASSWORD)
+    key = keys.console_session(browser.get_cookie(COOKIE_NAME).value)
+    assert browser.get("/console/advisor").status_code == 200  # its form's secret saved
+    assert LIFETIME_SECONDS - 5 < desk.r.ttl(key) <= LIFETIME_SECONDS
+    desk.r.expire(key, 2)
+    for _ in range(3):
+        assert browser.get("/console/advisor/live").status_code == 200
+    assert 0 < desk.r.pttl(key) <= 2000
+    stored = json.loads(desk.r.get(key))
+    del stored["csrf_token"]
+    desk.r.set(key, json.dumps(stored), keepttl=True)
+    assert browser.get("/console/advisor").status_code == 200  # a new secret is saved
+    assert "csrf_token" in json.loads(desk.r.get(key))
+    assert 0 < desk.r.pttl(key) <= 2000
+    time.sleep(desk.r.pttl(key) / 1000 + 0.1)
+    assert sent_to_sign_in(browser.get("/console/advisor/live"))
+    assert not desk.r.exists(key)
+
+
+def test_an_operator_signs_an_advisor_out_everywhere(app, settings, desk):
+    """`caseline advisors sign-out A7` (a lost laptop): A7's browsers are sent to the
+    sign-in, A2's is not, and A7's password still signs in; an id without a console
+    account is an error."""
+    laptop, desktop = (signed_in_browser(app, "A7", PASSWORD) for _ in range(2))
+    other = signed_in_browser(app, "A2", PASSWORD)
+    env = {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+
+    done = CliRunner().invoke(cli.main, ["advisors", "sign-out", "A7"], env=env)
+    assert done.exit_code == 0, done.output
+
+    assert sent_to_sign_in(laptop.get("/console/advisor"))
+    assert sent_to_sign_in(desktop.get("/console/advisor/live"))
+    assert other.get("/console/advisor/live").status_code == 200
+    assert signed_in_browser(app, "A7", PASSWORD).get("/console/advisor").status_code == 200
+    unknown = CliRunner().invoke(cli.main, ["advisors", "sign-out", "A99"], env=env)
+    assert unknown.exit_code == 1
