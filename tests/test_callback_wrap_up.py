@@ -1,0 +1,269 @@
+"""A callback's end, as Twilio reports it: the `<Dial>`'s action (did the contact
+answer?) and the advisor's leg's status callback. They are two requests, which may
+come in either order, repeated or late; the advisor's wrap-up must not depend on
+which comes first.
+
+Each test drives A2's callback leg through signed webhook posts, as Twilio would,
+with the desk's wrap-up at 30 s and at 0 (none).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+
+from directory import keys
+from jobs.queues import SERIALIZER, Queues, end_of_wrapup_job_id, queue
+from routing import acd, availability, callbacks, presence
+from routing.call_state import get_call
+from routing.waiting import request_callback
+from tests.conftest import BASE_URL
+from tests.test_real_world import PAT, post, queue_caller, waiting
+
+WRAPUP_SECONDS = 30
+# Twilio's DialCallStatus for a contact who never picked up.
+UNANSWERED = ["no-answer", "busy", "canceled"]
+WRAPPING_UP = ("busy", "wrapup", "CA-cb")
+FREE = ("available", "", "")
+
+
+@pytest.fixture(params=[WRAPUP_SECONDS, 0], ids=["wrap-up-30s", "no-wrap-up"])
+def settings(settings, request):
+    """The desk's `CASELINE_WRAPUP_SECONDS`: 30, or 0 (no wrap-up)."""
+    return settings.with_changes(wrapup_seconds=request.param)
+
+
+@pytest.fixture
+def lakeview(directory):
+    """Pat, a verified contact of a hosted district, and advisor A2 (general)."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+
+
+@dataclass(frozen=True)
+class Leg:
+    """A2's callback leg, taken, with the contact's phone ringing: where Twilio posts
+    the `<Dial>`'s action (path and query) and the leg's status callback (path)."""
+
+    sid: str
+    dial_action: str
+    status_callback: str
+
+
+def a2_dials_the_contact(desk, emulator, client) -> Leg:
+    """Pat, verified, waited a minute, asked for a callback and hung up; A2 frees up,
+    their leg rings, they hear the whisper, press 1, and the leg dials Pat."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-cb", now - 60_000)
+    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert request_callback(desk, "CA-cb")
+    acd.end_call(desk, "CA-cb", "completed", 60, now)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    [placed] = emulator.created_calls
+    form = {"CallSid": placed.sid, "CallStatus": "in-progress"}
+    gather = post(client, placed.url.removeprefix(BASE_URL), form).find("Gather")
+    assert gather is not None
+    dial = post(client, gather.get("action", ""), {**form, "Digits": "1"}).find("Dial")
+    assert dial is not None and dial.findtext("Number") == PAT
+    return Leg(placed.sid, dial.get("action", ""), placed.status_callback.removeprefix(BASE_URL))
+
+
+def dial_result(client, leg: Leg, dial_status: str, *, leg_status: str = "completed",
+                action: str = ""):
+    """Twilio posts the `<Dial>`'s action: how the contact's phone ended (`dial_status`)
+    and the leg's own status (`completed` once A2 has hung up)."""
+    talked = "95" if dial_status == "completed" else "0"
+    return post(client, action or leg.dial_action,
+                {"CallSid": leg.sid, "CallStatus": leg_status, "DialCallStatus": dial_status,
+                 "DialCallDuration": talked})
+
+
+def leg_ends(client, leg: Leg) -> None:
+    """Twilio posts the leg's status callback: A2's leg is over."""
+    post(client, leg.status_callback,
+         {"CallSid": leg.sid, "CallStatus": "completed", "CallDuration": "120"})
+
+
+def both_ends(client, leg: Leg, order: str, dial_status: str, leg_status: str) -> None:
+    """The two posts that end a callback, in the order given."""
+    if order == "dial result first":
+        dial_result(client, leg, dial_status, leg_status=leg_status)
+        leg_ends(client, leg)
+    else:
+        leg_ends(client, leg)
+        dial_result(client, leg, dial_status, leg_status=leg_status)
+
+
+def a2(desk) -> tuple[str, str, str]:
+    """A2's presence: status, hold, and the call held ('' for none)."""
+    state = presence.advisor_state(desk.r, "A2")
+    return state["status"], state.get("hold", ""), state.get("call", "")
+
+
+def wrap_ups_scheduled(desk) -> list[str]:
+    """The ends of wrap-up waiting on RQ's schedule (job ids)."""
+    registry = ScheduledJobRegistry(queue=queue(Queues.PRESENCE, desk.job_redis),
+                                    serializer=SERIALIZER)
+    return registry.get_job_ids()
+
+
+def after_a_talk(desk) -> tuple[str, str, str]:
+    """What A2's presence must be once a callback they talked on is over: wrap-up
+    when the desk has one, else available."""
+    return WRAPPING_UP if desk.settings.wrapup_seconds else FREE
+
+
+@pytest.mark.parametrize("order", ["dial result first", "leg's end first"])
+@pytest.mark.parametrize("hung_up, leg_status", [("A2", "completed"),
+                                                 ("the contact", "in-progress")])
+def test_an_advisor_who_talked_on_a_callback_wraps_up_whichever_post_comes_first(
+        desk, lakeview, emulator, client, order, hung_up, leg_status):
+    """A2 and Pat talk; one of them hangs up (the `<Dial>`'s action then says A2's leg
+    is over, or still up), and Twilio posts the action and the leg's end."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    both_ends(client, leg, order, "completed", leg_status)
+
+    assert a2(desk) == after_a_talk(desk)
+    expected_jobs = [end_of_wrapup_job_id("A2", "CA-cb")] if desk.settings.wrapup_seconds else []
+    assert wrap_ups_scheduled(desk) == expected_jobs
+    call = get_call(desk.r, "CA-cb")
+    assert (call["callback_state"], call["answered_by"]) == ("done", "A2")
+
+
+@pytest.mark.parametrize("order", ["dial result first", "leg's end first"])
+@pytest.mark.parametrize("dial_status", UNANSWERED)
+def test_an_advisor_whose_contact_never_answered_is_free_whichever_post_comes_first(
+        desk, lakeview, emulator, client, order, dial_status):
+    """A2 gives up while Pat's phone still rings: A2 hangs up, and Twilio posts the
+    `<Dial>`'s action (Pat never answered, A2's leg over) and the leg's end."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    both_ends(client, leg, order, dial_status, "completed")
+
+    assert a2(desk) == FREE
+    call = get_call(desk.r, "CA-cb")
+    assert call["callback_state"] == "done" and not call.get("answered_by")
+
+
+def test_a_contact_who_never_answers_three_tries_leaves_the_advisor_free(
+        desk, lakeview, emulator, client):
+    """Pat's phone rings out three times (A2 on the line throughout), A2 hears the
+    goodbye, and the leg ends: no talk, no wrap-up."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    action = leg.dial_action
+    for _ in range(callbacks.CALLBACK_ATTEMPTS - 1):
+        retry = dial_result(client, leg, "no-answer", leg_status="in-progress", action=action)
+        action = retry.find("Dial").get("action", "")
+    goodbye = dial_result(client, leg, "no-answer", leg_status="in-progress", action=action)
+    assert goodbye.find("Dial") is None and goodbye.find("Hangup") is not None
+    leg_ends(client, leg)
+    assert a2(desk) == FREE
+
+
+@pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
+def test_repeated_ends_of_a_callback_change_nothing(
+        desk, lakeview, emulator, client, dial_status):
+    """Twilio posts each of the two ends again, later (each anew: another token). No
+    second wrap-up starts, and none is cut short or stretched."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    leg_ends(client, leg)
+    dial_result(client, leg, dial_status)
+    before = presence.advisor_state(desk.r, "A2")
+    jobs = wrap_ups_scheduled(desk)
+
+    time.sleep(0.01)  # the repeats come later: a second wrap-up would move the lease
+    leg_ends(client, leg)
+    dial_result(client, leg, dial_status)
+    leg_ends(client, leg)
+
+    assert presence.advisor_state(desk.r, "A2") == before
+    assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
+    assert wrap_ups_scheduled(desk) == jobs
+
+
+@pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
+def test_a_late_dial_result_leaves_the_advisor_on_their_next_caller(
+        desk, lakeview, emulator, client, dial_status):
+    """A2's leg's end comes; the `<Dial>`'s action does not, for long. Meanwhile A2 is
+    free again and rung for the next waiting caller, then talks with them, then wraps
+    up after them: the callback's late action (and its repeat) disturbs none of it."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next", now)  # waits: A2 is on the callback
+    leg_ends(client, leg)
+    if desk.settings.wrapup_seconds:
+        assert a2(desk) == WRAPPING_UP  # the dial result still unknown
+        availability.end_wrapup(desk, "A2", "CA-cb", now + WRAPUP_SECONDS * 1000)
+    assert a2(desk) == ("busy", "ringing", "CA-next")  # brought to A2
+    dial_result(client, leg, dial_status)
+    assert a2(desk) == ("busy", "ringing", "CA-next")
+    assert waiting(desk) == []
+
+    assert acd.accept_call(desk, "CA-next", "A2", now + 5_000)
+    dial_result(client, leg, dial_status)
+    assert a2(desk) == ("busy", "talking", "CA-next")
+
+    acd.end_call(desk, "CA-next", "completed", 60, now + 65_000)
+    dial_result(client, leg, dial_status)
+    assert a2(desk) == (("busy", "wrapup", "CA-next") if desk.settings.wrapup_seconds
+                        else FREE)
+
+
+def test_a_late_repeat_of_an_earlier_tries_action_does_not_cut_the_wrap_up_short(
+        desk, lakeview, emulator, client):
+    """Pat's phone rings out once; the second try, Pat answers and talks with A2. A2
+    hangs up: the leg's end comes first, then Twilio repeats the first try's action
+    (no answer: its first post timed out), then the second try's. A2 talked: the
+    repeat is of a try long over, and A2 wraps up all the same."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    retry = dial_result(client, leg, "no-answer", leg_status="in-progress")
+    second_try = retry.find("Dial").get("action", "")
+    leg_ends(client, leg)
+    dial_result(client, leg, "no-answer", leg_status="in-progress")  # the first try, again
+    dial_result(client, leg, "completed", action=second_try)
+    assert a2(desk) == after_a_talk(desk)
+
+
+def after_the_next_read(desk, monkeypatch, command: str, meanwhile) -> None:
+    """Run `meanwhile` once, right after the next `command` (a redis-py method) the
+    desk's own client (`desk.r`, not the app's) makes has read Redis."""
+    read = getattr(desk.r, command)
+
+    def then_meanwhile(*args, **kwargs):
+        monkeypatch.undo()
+        result = read(*args, **kwargs)
+        meanwhile()
+        return result
+
+    monkeypatch.setattr(desk.r, command, then_meanwhile)
+
+
+@pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
+def test_a_dial_result_handled_while_the_legs_end_is_handled_gives_the_same(
+        desk, lakeview, emulator, client, monkeypatch, dial_status):
+    """A2 hangs up; the two posts reach two web processes at once, and the `<Dial>`'s
+    action is handled whole after the leg's end has read the call, before it moves
+    A2's hold: A2 wraps up after a talk, and is free when Pat never answered."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    after_the_next_read(desk, monkeypatch, "hgetall",
+                        lambda: dial_result(client, leg, dial_status))
+    assert callbacks.end_callback(desk, "CA-cb", "A2", "completed",
+                                  int(time.time() * 1000), leg.sid)
+    assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
+
+
+@pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
+def test_a_legs_end_handled_while_the_dial_result_is_handled_gives_the_same(
+        desk, lakeview, emulator, client, monkeypatch, dial_status):
+    """The other way round: the leg's end is handled whole after the `<Dial>`'s action
+    has read the call, before it writes anything."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    after_the_next_read(desk, monkeypatch, "hgetall", lambda: leg_ends(client, leg))
+    callbacks.contact_dial_ended(desk, "CA-cb", "A2", dial_status, 95, attempt=1,
+                                 now_ms=int(time.time() * 1000), leg_status="completed")
+    assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
