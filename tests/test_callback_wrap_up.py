@@ -229,18 +229,17 @@ def test_a_late_repeat_of_an_earlier_tries_action_does_not_cut_the_wrap_up_short
     assert a2(desk) == after_a_talk(desk)
 
 
-def after_the_next_read(desk, monkeypatch, command: str, meanwhile) -> None:
-    """Run `meanwhile` once, right after the next `command` (a redis-py method) the
-    desk's own client (`desk.r`, not the app's) makes has read Redis."""
-    read = getattr(desk.r, command)
+def before_the_first_write(desk, monkeypatch, meanwhile) -> None:
+    """Run `meanwhile` once, just before the next write the desk's own client (`desk.r`,
+    not the app's) makes: its writes are scripts (`evalsha`), its reads are not."""
+    write = desk.r.evalsha
 
-    def then_meanwhile(*args, **kwargs):
+    def meanwhile_then_write(*args):
         monkeypatch.undo()
-        result = read(*args, **kwargs)
         meanwhile()
-        return result
+        return write(*args)
 
-    monkeypatch.setattr(desk.r, command, then_meanwhile)
+    monkeypatch.setattr(desk.r, "evalsha", meanwhile_then_write)
 
 
 @pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
@@ -250,8 +249,7 @@ def test_a_dial_result_handled_while_the_legs_end_is_handled_gives_the_same(
     action is handled whole after the leg's end has read the call, before it moves
     A2's hold: A2 wraps up after a talk, and is free when Pat never answered."""
     leg = a2_dials_the_contact(desk, emulator, client)
-    after_the_next_read(desk, monkeypatch, "hgetall",
-                        lambda: dial_result(client, leg, dial_status))
+    before_the_first_write(desk, monkeypatch, lambda: dial_result(client, leg, dial_status))
     assert callbacks.end_callback(desk, "CA-cb", "A2", "completed",
                                   int(time.time() * 1000), leg.sid)
     assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
@@ -261,9 +259,11 @@ def test_a_dial_result_handled_while_the_legs_end_is_handled_gives_the_same(
 def test_a_legs_end_handled_while_the_dial_result_is_handled_gives_the_same(
         desk, lakeview, emulator, client, monkeypatch, dial_status):
     """The other way round: the leg's end is handled whole after the `<Dial>`'s action
-    has read the call, before it writes anything."""
+    has begun (read the call), before it writes anything. The callback stays over (a
+    repeat of the leg's end must find it done)."""
     leg = a2_dials_the_contact(desk, emulator, client)
-    after_the_next_read(desk, monkeypatch, "hgetall", lambda: leg_ends(client, leg))
+    before_the_first_write(desk, monkeypatch, lambda: leg_ends(client, leg))
     callbacks.contact_dial_ended(desk, "CA-cb", "A2", dial_status, 95, attempt=1,
                                  now_ms=int(time.time() * 1000), leg_status="completed")
     assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
