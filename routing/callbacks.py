@@ -31,6 +31,7 @@ from phonenumbers import PhoneNumberType
 import directory
 from config.hours import central_date
 from directory import keys
+from directory.scripts import script
 from routing import presence
 from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
@@ -46,6 +47,21 @@ CALLBACK_NUMBER_TYPES = frozenset({
 MAX_CALLBACKS_PER_DAY = 3
 # How many times a callback rings a contact who does not answer.
 CALLBACK_ATTEMPTS = 3
+
+
+# The try of a callback's contact that follows the try ARGV[1] (1-based), counted in
+# the call's `contact_attempt` (the try dialed last; 1 when unset) in the same step
+# as it is read: "late" when a later try was dialed already (a late repeat of an
+# earlier try's action: nothing written), else "next", and the count raised to
+# ARGV[2] while the advisor's leg dials the contact. Never lowered.
+_NEXT_TRY = """
+local dialed = tonumber(redis.call('HGET', KEYS[1], 'contact_attempt') or '') or 1
+if dialed > tonumber(ARGV[1]) then return 'late' end
+if redis.call('HGET', KEYS[1], 'callback_state') == 'dialing-contact' then
+  redis.call('HSET', KEYS[1], 'contact_attempt', ARGV[2])
+end
+return 'next'
+"""
 
 
 @dataclass(frozen=True)
@@ -141,13 +157,21 @@ def contact_dial_ended(
     number = call.get("callback_number", "")
     over = is_final(leg_status) or call.get("callback_state") == "done"
     if attempt < CALLBACK_ATTEMPTS and number and not over:
-        if call.get("callback_state") == "dialing-contact":
-            # The try about to ring: a late repeat of an earlier try's action must
-            # never pass for the end of this one.
-            update_call(desk.r, call_sid, contact_attempt=attempt + 1)
+        # The try about to ring, counted: a late repeat of an earlier try's action must
+        # never pass for the end of this one, nor count the tries back ("late": the
+        # same answer as the first time, nothing written).
+        next_try(desk, call_sid, attempt)
         return DialContact(number, attempt + 1, retry=True)
     contact_unreached(desk, call, call_sid, advisor_id, attempt, now_ms)
     return ContactUnreached()
+
+
+def next_try(desk: Desk, call_sid: str, attempt: int) -> str:
+    """Count the try that follows try `attempt` (1-based) of the callback `call_sid`,
+    in one step with the read of the count (`contact_attempt`, only ever raised):
+    "late" when a later try was dialed already, else "next"."""
+    return str(script(desk.r, _NEXT_TRY)(keys=[keys.call(call_sid)],
+                                         args=[attempt, attempt + 1], client=desk.r))
 
 
 def contact_unreached(

@@ -267,3 +267,55 @@ def test_a_legs_end_handled_while_the_dial_result_is_handled_gives_the_same(
                                  now_ms=int(time.time() * 1000), leg_status="completed")
     assert a2(desk) == (after_a_talk(desk) if dial_status == "completed" else FREE)
     assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+
+
+def next_try(reply) -> str:
+    """The `<Dial>`'s action of the try a retry's TwiML dials."""
+    dial = reply.find("Dial")
+    assert dial is not None
+    return dial.get("action", "")
+
+
+def test_a_repeat_of_an_earlier_tries_action_while_a_later_try_rings_changes_nothing(
+        desk, lakeview, emulator, client):
+    """Pat's phone rings out twice; the third try rings when Twilio posts the first
+    try's action again (its first post timed out), and Pat answers. A2 and Pat talk;
+    A2 hangs up: the leg's end comes first, then a repeat of the second try's action,
+    then the third's. A2 talked, and wraps up."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    second = next_try(dial_result(client, leg, "no-answer", leg_status="in-progress"))
+    third = next_try(dial_result(client, leg, "no-answer", leg_status="in-progress",
+                                 action=second))
+    dial_result(client, leg, "no-answer", leg_status="in-progress")  # the first, again
+    leg_ends(client, leg)
+    dial_result(client, leg, "no-answer", leg_status="in-progress", action=second)
+    dial_result(client, leg, "completed", action=third)
+
+    assert a2(desk) == after_a_talk(desk)
+    call = get_call(desk.r, "CA-cb")
+    assert (call["answered_by"], call.get("contact_unreached")) == ("A2", None)
+
+
+def test_a_repeat_of_an_earlier_tries_action_read_before_later_tries_counts_none_back(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A repeat of the first try's action is read by one web process while another
+    handles the first try's action itself, then the second's: Pat's phone rings a third
+    time before the repeat writes anything. Pat answers the third try; A2 hangs up, and
+    a repeat of the second try's action comes after the leg's end: A2 still wraps up."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    tries = {}
+
+    def the_first_two_tries_end():
+        tries[2] = next_try(dial_result(client, leg, "no-answer", leg_status="in-progress"))
+        tries[3] = next_try(dial_result(client, leg, "no-answer", leg_status="in-progress",
+                                        action=tries[2]))
+
+    before_the_first_write(desk, monkeypatch, the_first_two_tries_end)
+    callbacks.contact_dial_ended(desk, "CA-cb", "A2", "no-answer", 0, attempt=1,
+                                 now_ms=int(time.time() * 1000))
+    leg_ends(client, leg)
+    dial_result(client, leg, "no-answer", leg_status="in-progress", action=tries[2])
+    dial_result(client, leg, "completed", action=tries[3])
+
+    assert a2(desk) == after_a_talk(desk)
+
