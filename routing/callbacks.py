@@ -49,17 +49,18 @@ MAX_CALLBACKS_PER_DAY = 3
 CALLBACK_ATTEMPTS = 3
 
 
-# The try of a callback's contact that follows the try ARGV[1] (1-based), counted in
-# the call's `contact_attempt` (the try dialed last; 1 when unset) in the same step
-# as it is read: "late" when a later try was dialed already (a late repeat of an
-# earlier try's action: nothing written), else "next", and the count raised to
-# ARGV[2] while the advisor's leg dials the contact. Never lowered.
+# The try of a callback's contact that follows the try ARGV[1] (1-based), decided and
+# counted in the call's `contact_attempt` (the try dialed last; 1 when unset) in one
+# step: "late" when a later try was dialed already (a late repeat of an earlier try's
+# action), "over" when the advisor's leg dials the contact no more (its end was
+# handled), both with nothing written; else "next", the count raised to ARGV[2].
 _NEXT_TRY = """
 local dialed = tonumber(redis.call('HGET', KEYS[1], 'contact_attempt') or '') or 1
 if dialed > tonumber(ARGV[1]) then return 'late' end
-if redis.call('HGET', KEYS[1], 'callback_state') == 'dialing-contact' then
-  redis.call('HSET', KEYS[1], 'contact_attempt', ARGV[2])
+if redis.call('HGET', KEYS[1], 'callback_state') ~= 'dialing-contact' then
+  return 'over'
 end
+redis.call('HSET', KEYS[1], 'contact_attempt', ARGV[2])
 return 'next'
 """
 
@@ -147,29 +148,32 @@ def contact_dial_ended(
     `attempt` is the try that ended (1-based, from the action's URL); `leg_status` the
     advisor's leg's own `CallStatus` as posted with the action: a final one (the
     advisor hung up while the contact's phone rang) means no try follows, as does
-    the leg's end handled already (`callback_state` "done"): the contact is then
-    unreached (`contact_unreached`), as after the last try. `talk_seconds`: Twilio's
-    DialCallDuration; `now_ms`: ms since the epoch."""
+    the leg's end handled already, even while this action is (`next_try` "over"):
+    the contact is then unreached (`contact_unreached`), as after the last try.
+    `talk_seconds`: Twilio's DialCallDuration; `now_ms`: ms since the epoch."""
     if dial_status in ANSWERED_DIAL_STATUSES:
         callback_answered(desk, call_sid, advisor_id, talk_seconds)
         return Nothing()
     call = get_call(desk.r, call_sid)
     number = call.get("callback_number", "")
-    over = is_final(leg_status) or call.get("callback_state") == "done"
-    if attempt < CALLBACK_ATTEMPTS and number and not over:
+    if attempt < CALLBACK_ATTEMPTS and number and not is_final(leg_status):
         # The try about to ring, counted: a late repeat of an earlier try's action must
         # never pass for the end of this one, nor count the tries back ("late": the
         # same answer as the first time, nothing written).
-        next_try(desk, call_sid, attempt)
-        return DialContact(number, attempt + 1, retry=True)
+        if next_try(desk, call_sid, attempt) != "over":
+            return DialContact(number, attempt + 1, retry=True)
+        # The leg's end came first, maybe since the read above: no try will ring on
+        # it, and no other action will come. As it is now:
+        call = get_call(desk.r, call_sid)
     contact_unreached(desk, call, call_sid, advisor_id, attempt, now_ms)
     return ContactUnreached()
 
 
 def next_try(desk: Desk, call_sid: str, attempt: int) -> str:
-    """Count the try that follows try `attempt` (1-based) of the callback `call_sid`,
-    in one step with the read of the count (`contact_attempt`, only ever raised):
-    "late" when a later try was dialed already, else "next"."""
+    """Decide and count the try that follows try `attempt` (1-based) of the callback
+    `call_sid`, in one step (`contact_attempt`, only ever raised): "next", or, with
+    nothing written, "late" when a later try was dialed already and "over" when the
+    advisor's leg dials the contact no more (its end was handled)."""
     return str(script(desk.r, _NEXT_TRY)(keys=[keys.call(call_sid)],
                                          args=[attempt, attempt + 1], client=desk.r))
 

@@ -319,3 +319,20 @@ def test_a_repeat_of_an_earlier_tries_action_read_before_later_tries_counts_none
 
     assert a2(desk) == after_a_talk(desk)
 
+
+
+def test_a_retry_chosen_as_the_legs_end_is_handled_frees_the_advisor(
+        desk, lakeview, emulator, client, monkeypatch):
+    """Pat's phone rings out and Twilio posts the `<Dial>`'s action while A2 is still on
+    the line; A2 hangs up, and the leg's end is handled whole after the action has read
+    the call, before it writes anything. No second try can ring on a leg that is over,
+    and no other action will come: A2 is free, not held in wrap-up."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    before_the_first_write(desk, monkeypatch, lambda: leg_ends(client, leg))
+    step = callbacks.contact_dial_ended(desk, "CA-cb", "A2", "no-answer", 0, attempt=1,
+                                        now_ms=int(time.time() * 1000),
+                                        leg_status="in-progress")
+
+    assert a2(desk) == FREE
+    assert step == callbacks.ContactUnreached()
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
