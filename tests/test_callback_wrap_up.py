@@ -18,7 +18,7 @@ from rq.registry import ScheduledJobRegistry
 from directory import keys
 from jobs.queues import SERIALIZER, Queues, end_of_wrapup_job_id, queue
 from routing import acd, availability, callbacks, presence
-from routing.call_state import get_call
+from routing.call_state import get_call, update_call
 from routing.waiting import request_callback
 from tests.conftest import BASE_URL
 from tests.test_real_world import PAT, post, queue_caller, waiting
@@ -336,3 +336,89 @@ def test_a_retry_chosen_as_the_legs_end_is_handled_frees_the_advisor(
     assert a2(desk) == FREE
     assert step == callbacks.ContactUnreached()
     assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+
+
+def right_after_end_wrapup(monkeypatch, meanwhile) -> None:
+    """Run `meanwhile` once, right after `routing.callbacks` next ends a wrap-up
+    (`end_wrapup`), before anything else it does."""
+    end_wrapup = callbacks.end_wrapup
+
+    def end_wrapup_then_meanwhile(*args):
+        monkeypatch.undo()
+        release = end_wrapup(*args)
+        meanwhile()
+        return release
+
+    monkeypatch.setattr(callbacks, "end_wrapup", end_wrapup_then_meanwhile)
+
+
+def test_a_legs_end_handled_right_after_the_actions_release_finds_the_mark(
+        desk, lakeview, emulator, client, monkeypatch):
+    """A2 hangs up while Pat's phone rings. The `<Dial>`'s action (nobody answered, A2's
+    leg over) ends A2's wrap-up after the callback: there is none yet, A2 still talks.
+    The leg's end is handled right after that: it finds the action's mark, and A2 is
+    free, not held in a wrap-up no action would end."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    right_after_end_wrapup(monkeypatch, lambda: leg_ends(client, leg))
+    callbacks.contact_dial_ended(desk, "CA-cb", "A2", "no-answer", 0, attempt=1,
+                                 now_ms=int(time.time() * 1000), leg_status="completed")
+    assert a2(desk) == FREE
+
+
+@pytest.mark.parametrize("dial_status", UNANSWERED)
+def test_an_action_posted_with_the_leg_up_and_handled_after_its_end_dials_no_one(
+        desk, lakeview, emulator, client, dial_status):
+    """Pat's phone rings out on the first try; Twilio posts the `<Dial>`'s action while
+    A2 is still on the line (`CallStatus` in-progress), but A2 hangs up and the leg's
+    end is handled first. No second try: the leg is over, the callback done, and A2 is
+    free."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    leg_ends(client, leg)
+    reply = dial_result(client, leg, dial_status, leg_status="in-progress")
+
+    assert reply.find("Dial") is None
+    assert a2(desk) == FREE
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
+
+
+def test_an_action_naming_another_advisor_changes_nothing(desk, lakeview, emulator, client):
+    """A `<Dial>` action for Pat's callback that names another advisor, A3 (who never
+    took it), says nobody answered and the leg is over. A2, who talks with Pat, hangs
+    up: A2 wraps up after the talk all the same."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    not_a2s = leg.dial_action.replace("advisor=A2", "advisor=A3")
+    assert not_a2s != leg.dial_action
+    dial_result(client, leg, "no-answer", action=not_a2s)
+    leg_ends(client, leg)
+    dial_result(client, leg, "completed")
+
+    assert a2(desk) == after_a_talk(desk)
+
+
+def test_a_no_answer_post_for_a_callback_whose_talk_is_recorded_changes_nothing(
+        desk, lakeview, emulator, client):
+    """Pat answers, talks with A2 and hangs up: the `<Dial>`'s action says so. A2 hangs
+    up. Then a post for the same try says nobody answered and the leg is over (no one
+    `<Dial>` says both): the talk recorded stands, and A2 wraps up after it."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    dial_result(client, leg, "completed", leg_status="in-progress")
+    leg_ends(client, leg)
+    dial_result(client, leg, "no-answer")
+
+    assert a2(desk) == after_a_talk(desk)
+    assert not get_call(desk.r, "CA-cb").get("contact_unreached")
+
+
+@pytest.mark.parametrize("answered_by, held", [("", "unreached"), ("A2", "wrapup"),
+                                               ("A3", "unreached")])
+def test_the_legs_end_frees_an_advisor_marked_unreached_unless_they_talked(
+        desk, lakeview, emulator, client, answered_by, held):
+    """The step that moves A2's hold to wrap-up at the leg's end reads the call's
+    `contact_unreached` mark: marked, A2 is to be freed instead, unless the call says
+    A2 talked (answered by A2: the mark is then no try's last word)."""
+    a2_dials_the_contact(desk, emulator, client)
+    update_call(desk.r, "CA-cb", contact_unreached=1, answered_by=answered_by)
+    until = int(time.time() * 1000) + WRAPUP_SECONDS * 1000
+
+    assert presence.wrap_up_taken_callback(desk.r, "A2", "CA-cb", until) == held
+    assert a2(desk) == (WRAPPING_UP if held == "wrapup" else ("busy", "talking", "CA-cb"))
