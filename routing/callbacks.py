@@ -173,7 +173,8 @@ def next_try(desk: Desk, call_sid: str, attempt: int) -> str:
     """Decide and count the try that follows try `attempt` (1-based) of the callback
     `call_sid`, in one step (`contact_attempt`, only ever raised): "next", or, with
     nothing written, "late" when a later try was dialed already and "over" when the
-    advisor's leg dials the contact no more (its end was handled)."""
+    advisor's leg dials the contact no more (its end was handled) or never did (a
+    stray action: no try is dialed for it)."""
     return str(script(desk.r, _NEXT_TRY)(keys=[keys.call(call_sid)],
                                          args=[attempt, attempt + 1], client=desk.r))
 
