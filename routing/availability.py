@@ -52,6 +52,29 @@ def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int)
         schedule_end_of_wrapup(desk.job_redis, advisor_id, call_sid, now_ms + wrapup * 1000)
 
 
+def finish_taken_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> None:
+    """The advisor's leg for a callback they took is over: wrap-up, then available, as
+    after any routed call (`finish_with_advisor`), unless the contact is known not to
+    have answered: then available at once.
+
+    Twilio posts the leg's end and the `<Dial>`'s action (did the contact answer?) as
+    two requests, in either order. At the leg's end the answer may not be known yet:
+    the advisor who may have talked is held in wrap-up (never freed early, never
+    double-booked); an action that says the contact never answered then ends that
+    wrap-up (`routing.callbacks.contact_unreached`). The check and the wrap-up's start
+    are one step (`presence.wrap_up_taken_callback`). `now_ms`: ms since the epoch."""
+    wrapup = desk.settings.wrapup_seconds
+    if wrapup > 0:
+        until = now_ms + wrapup * 1000
+        held = presence.wrap_up_taken_callback(desk.r, advisor_id, call_sid, until)
+        if held == "wrapup":
+            schedule_end_of_wrapup(desk.job_redis, advisor_id, call_sid, until)
+            return
+    # Not reached, or no wrap-up at the desk. (An advisor no longer on the call,
+    # "stale" above, is refused here too: the release names the call.)
+    free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+
+
 def free_advisor(
     desk: Desk,
     advisor_id: str,

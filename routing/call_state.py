@@ -79,6 +79,14 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# The same, only while the hash's field ARGV[1] reads ARGV[2]: fields ARGV[3..].
+_UPDATE_WHILE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+
+
 def first_check_due(opened_ms: int) -> int:
     """When (ms since the epoch) the reconciler first asks Twilio whether a call opened
     at `opened_ms` (ms since the epoch) is over."""
@@ -132,6 +140,16 @@ def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> b
     if not flat:
         return bool(r.exists(keys.call(call_sid)))
     return bool(script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
+
+
+def update_call_while(r: redis.Redis, call_sid: str, field: str, value: str,
+                      **fields: str | int) -> bool:
+    """Set `fields` of a call's hash only while its `field` reads `value`, in one step
+    (a webhook handled meanwhile never sees half of it, nor is overwritten by it);
+    False, with nothing changed, otherwise."""
+    flat = [str(part) for name, given in fields.items() for part in (name, given)]
+    return bool(script(r, _UPDATE_WHILE)(keys=[keys.call(call_sid)],
+                                         args=[field, value, *flat], client=r))
 
 
 def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -> dict[str, str]:

@@ -10,6 +10,14 @@ Then the callback itself: the advisor's leg rings first (`routing.availability`
 places it when the advisor frees up), the advisor accepts, the contact is
 dialed; an advisor who never took it is released and the caller keeps their
 place.
+
+Its end comes as two of Twilio's requests, in either order, either maybe repeated
+or late: the `<Dial>`'s action (`contact_dial_ended`: did the contact answer?) and
+the leg's status callback (`end_callback`). An advisor who talked with the contact
+gets the desk's wrap-up whichever comes first; one whose contact never answered is
+free at once. The leg's end holds the advisor in wrap-up while the answer is not
+known; an action that says nobody answered ends that wrap-up (only that one: the
+release names the call and the hold). See `contact_unreached`.
 """
 
 from __future__ import annotations
@@ -23,11 +31,12 @@ from phonenumbers import PhoneNumberType
 import directory
 from config.hours import central_date
 from directory import keys
+from directory.scripts import script
 from routing import presence
-from routing.acd import ANSWERED_DIAL_STATUSES, Nothing
+from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
-from routing.availability import finish_with_advisor, free_advisor
-from routing.call_state import get_call, update_call
+from routing.availability import end_wrapup, finish_taken_callback, free_advisor
+from routing.call_state import get_call, update_call, update_call_while
 from routing.desk import Desk
 
 CALLBACK_REGIONS = frozenset({"US", "CA"})
@@ -38,6 +47,22 @@ CALLBACK_NUMBER_TYPES = frozenset({
 MAX_CALLBACKS_PER_DAY = 3
 # How many times a callback rings a contact who does not answer.
 CALLBACK_ATTEMPTS = 3
+
+
+# The try of a callback's contact that follows the try ARGV[1] (1-based), decided and
+# counted in the call's `contact_attempt` (the try dialed last; 1 when unset) in one
+# step: "late" when a later try was dialed already (a late repeat of an earlier try's
+# action), "over" when the advisor's leg dials the contact no more (its end was
+# handled), both with nothing written; else "next", the count raised to ARGV[2].
+_NEXT_TRY = """
+local dialed = tonumber(redis.call('HGET', KEYS[1], 'contact_attempt') or '') or 1
+if dialed > tonumber(ARGV[1]) then return 'late' end
+if redis.call('HGET', KEYS[1], 'callback_state') ~= 'dialing-contact' then
+  return 'over'
+end
+redis.call('HSET', KEYS[1], 'contact_attempt', ARGV[2])
+return 'next'
+"""
 
 
 @dataclass(frozen=True)
@@ -116,26 +141,81 @@ def accept_callback(
 
 def contact_dial_ended(
     desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int,
-    attempt: int,
+    attempt: int, now_ms: int, leg_status: str = "in-progress",
 ) -> Nothing | DialContact | ContactUnreached:
-    """The contact's phone: answered, or ring again a bounded number of times."""
+    """The contact's phone: answered, or ring again a bounded number of times.
+
+    `attempt` is the try that ended (1-based, from the action's URL); `leg_status` the
+    advisor's leg's own `CallStatus` as posted with the action: a final one (the
+    advisor hung up while the contact's phone rang) means no try follows, as does
+    the leg's end handled already, even while this action is (`next_try` "over"):
+    the contact is then unreached (`contact_unreached`), as after the last try.
+    `talk_seconds`: Twilio's DialCallDuration; `now_ms`: ms since the epoch."""
     if dial_status in ANSWERED_DIAL_STATUSES:
         callback_answered(desk, call_sid, advisor_id, talk_seconds)
         return Nothing()
-    number = get_call(desk.r, call_sid).get("callback_number", "")
-    if attempt >= CALLBACK_ATTEMPTS or not number:
-        return ContactUnreached()
-    return DialContact(number, attempt + 1, retry=True)
+    call = get_call(desk.r, call_sid)
+    number = call.get("callback_number", "")
+    if attempt < CALLBACK_ATTEMPTS and number and not is_final(leg_status):
+        # The try about to ring, counted: a late repeat of an earlier try's action must
+        # never pass for the end of this one, nor count the tries back ("late": the
+        # same answer as the first time, nothing written).
+        if next_try(desk, call_sid, attempt) != "over":
+            return DialContact(number, attempt + 1, retry=True)
+        # The leg's end came first, maybe since the read above: no try will ring on
+        # it, and no other action will come. As it is now:
+        call = get_call(desk.r, call_sid)
+    contact_unreached(desk, call, call_sid, advisor_id, attempt, now_ms)
+    return ContactUnreached()
+
+
+def next_try(desk: Desk, call_sid: str, attempt: int) -> str:
+    """Decide and count the try that follows try `attempt` (1-based) of the callback
+    `call_sid`, in one step (`contact_attempt`, only ever raised): "next", or, with
+    nothing written, "late" when a later try was dialed already and "over" when the
+    advisor's leg dials the contact no more (its end was handled) or never did (a
+    stray action: no try is dialed for it)."""
+    return str(script(desk.r, _NEXT_TRY)(keys=[keys.call(call_sid)],
+                                         args=[attempt, attempt + 1], client=desk.r))
+
+
+def contact_unreached(
+    desk: Desk, call: dict[str, str], call_sid: str, advisor_id: str, attempt: int,
+    now_ms: int,
+) -> None:
+    """The contact never answered the callback `advisor_id` took (`call`: its hash as
+    just read; `attempt`: the try that ended, 1-based), and no try follows: the call
+    says so (`contact_unreached`), then the advisor's wrap-up after it, if any, ends
+    (at `now_ms`, ms since the epoch).
+
+    Mark first, release second: the leg's end reads the mark in the very step that
+    would start the wrap-up (`presence.wrap_up_taken_callback`), so a mark written
+    before that step frees the advisor there, and a wrap-up started before the mark
+    is ended here. Either way the advisor is free. The release ends the wrap-up after
+    this call only (`end_wrapup`): an advisor who rings, talks or wraps up on another
+    call by then (a very late action) is left alone. Nothing at all for a callback
+    not taken by this advisor, one answered, or an earlier try's late repeat (a
+    later try was dialed: `contact_attempt`)."""
+    if (call.get("callback") != "1" or call.get("advisor") != advisor_id
+            or call.get("callback_state") not in ("dialing-contact", "done")
+            or call.get("answered_by")
+            or attempt < int(call.get("contact_attempt") or 1)):
+        return
+    update_call(desk.r, call_sid, contact_unreached=1)
+    end_wrapup(desk, advisor_id, call_sid, now_ms)
 
 
 def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: int) -> None:
     """The contact picked up the callback and talked with the advisor. Twilio may post
     the advisor's leg's end before this `<Dial>` action: the callback is then over
     already, and stays so (a repeated end must not end it twice); the talk is still
-    recorded, for its log."""
-    over = get_call(desk.r, call_sid).get("callback_state") == "done"
+    recorded, for its log, and the advisor's wrap-up, started at the leg's end while
+    the answer was not known, runs on (none starts here: a repeat starts no second)."""
     update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
-                state="answered", **({} if over else {"callback_state": "answered"}))
+                state="answered")
+    # Checked in the write: a leg's end handled meanwhile made it "done", for good.
+    update_call_while(desk.r, call_sid, "callback_state", "dialing-contact",
+                      callback_state="answered")
 
 
 def end_callback(
@@ -145,8 +225,11 @@ def end_callback(
     """The advisor's callback leg is over; True when the call's log should be written now.
 
     An advisor who never took the callback is released and the caller keeps
-    their place; otherwise the callback is done, answered or not. The end of a
-    leg the desk did not place (`is_placed_leg`) changes nothing.
+    their place; otherwise the callback is done, answered or not, and the advisor
+    who took it wraps up unless the contact is known not to have answered
+    (`availability.finish_taken_callback`: whichever of this end and the `<Dial>`'s
+    action comes first). The end of a leg the desk did not place (`is_placed_leg`)
+    changes nothing; nor does a repeat (the callback is done).
     """
     call = get_call(desk.r, call_sid)
     if call.get("callback") != "1" or call.get("callback_state") == "done":
@@ -178,9 +261,6 @@ def end_callback(
         after = get_call(desk.r, call_sid)
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if holds:
-        if call.get("answered_by") == advisor_id:
-            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
-        else:
-            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+        finish_taken_callback(desk, call_sid, advisor_id, now_ms)
     update_call(desk.r, call_sid, callback_state="done", ended_at=now_ms)
     return True

@@ -368,6 +368,25 @@ redis.call("HSET", call, "callback_state", "dialing-contact", "whisper", "accept
 return 1
 """
 
+_WRAP_UP_TAKEN_CALLBACK = _LUA_COMMON + r"""
+-- The end of the advisor's leg for a callback they took: their talk's hold becomes
+-- wrap-up, unless the contact's phone is known to have gone unanswered (the
+-- `<Dial>`'s action wrote `contact_unreached` before it ended any wrap-up of the
+-- call). Read in the same step as the hold moves: an action handled at any moment
+-- is either read here or finds this wrap-up to end (`routing.callbacks`).
+-- ARGV[6] advisor id, [7] the call, [8] lease until (ms)
+local id, sid, lease_until = ARGV[6], ARGV[7], ARGV[8]
+if not on_call(id, sid) then return "stale" end
+local call = call_key(sid)
+if redis.call("HGET", call, "contact_unreached") == "1"
+   and redis.call("HGET", call, "answered_by") ~= id then
+  return "unreached"
+end
+redis.call("HSET", akey(id), "hold", "wrapup", "lease", lease_until)
+redis.call("ZADD", LEASES, lease_until, id)
+return "wrapup"
+"""
+
 _HOLD_FOR = _LUA_COMMON + r"""
 -- Move an advisor's hold on a call on (ringing -> talking, talking -> wrapup).
 -- ARGV[6] advisor id, [7] the call, [8] the new hold, [9] lease until
@@ -529,6 +548,16 @@ def take_callback_ring(r: redis.Redis, advisor_id: str, call_sid: str, leg: str,
     asked again and acts on this answer); False, with nothing changed, unless that
     leg rings them for it."""
     return bool(_run(r, _TAKE_CALLBACK_RING, advisor_id, call_sid, leg, lease_until_ms))
+
+
+def wrap_up_taken_callback(r: redis.Redis, advisor_id: str, call_sid: str,
+                           lease_until_ms: int) -> str:
+    """The advisor's leg for the callback `call_sid`, which they took, is over: in one
+    step, their hold becomes "wrapup" until `lease_until_ms` (ms since the epoch)
+    unless the call says the contact was not reached (`contact_unreached`, and not
+    answered by them). Returns "wrapup", "unreached" (nothing changed: release them)
+    or "stale" (nothing changed: they ring or talk on this call no more)."""
+    return str(_run(r, _WRAP_UP_TAKEN_CALLBACK, advisor_id, call_sid, lease_until_ms))
 
 
 def hold_for(

@@ -1213,7 +1213,8 @@ def test_a_callback_talk_whose_legs_end_comes_before_its_dial_result_is_logged_a
     assert callbacks.accept_callback(desk, "CA-cb", "A2", now, leg)
     assert callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 90_000, leg)
     enqueue_call_log(desk.job_redis, "CA-cb")  # what the webhook does with that answer
-    callbacks.contact_dial_ended(desk, "CA-cb", "A2", "completed", 80, attempt=1)
+    callbacks.contact_dial_ended(desk, "CA-cb", "A2", "completed", 80,
+                                 attempt=1, now_ms=now + 91_000)
     assert not callbacks.end_callback(desk, "CA-cb", "A2", "completed", now + 95_000, leg)
     assert get_call(desk.r, "CA-cb")["callback_state"] == "done"
     run_jobs(desk)

@@ -10,7 +10,7 @@ from config import webhooks
 from ivr import twiml
 from ivr.context import desk, now_ms, prompts
 from ivr.voice import render
-from ivr.voice.form import attempt, call_sid, form, leg, whole
+from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
 from jobs.queues import enqueue_call_log
@@ -41,7 +41,8 @@ def callback_dial_result() -> Response:
     """The contact's phone: answered, or ring again a bounded number of times."""
     sid, advisor_id = leg()
     step = callbacks.contact_dial_ended(desk(), sid, advisor_id, form("DialCallStatus"),
-                                        whole("DialCallDuration"), attempt())
+                                        whole("DialCallDuration"), attempt(), now_ms(),
+                                        call_status())
     return answer(step, sid, advisor_id)
 
 
