@@ -12,6 +12,7 @@ request.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -77,9 +78,36 @@ def set_password(session_factory: sessionmaker[Session], r: redis.Redis, advisor
     return True
 
 
+# Password checks a web process runs at once. Each is Argon2id (about a quarter of a
+# second of a core and 64 MiB): sign-ins sent by the dozen, with ids that change to get
+# round the lockout, would otherwise take every thread and the core from Twilio's
+# webhooks. A check waits this long (s) for its turn, then is refused as busy.
+CONCURRENT_CHECKS = 1
+CHECK_WAIT_SECONDS = 5.0
+_checks = threading.BoundedSemaphore(CONCURRENT_CHECKS)
+
+
+class PasswordChecksBusy(Exception):
+    """No password check of this process came free within `CHECK_WAIT_SECONDS`: nothing
+    was checked (try again in a moment)."""
+
+
 def check_password(session_factory: sessionmaker[Session], advisor_id: str,
                    password: str) -> Account | None:
-    """The account when the password is right, else None (unknown id or wrong password)."""
+    """The account when the password is right, else None (unknown id or wrong password).
+    Runs one check at a time per process (`CONCURRENT_CHECKS`); raises
+    `PasswordChecksBusy` when its turn does not come within `CHECK_WAIT_SECONDS`."""
+    if not _checks.acquire(timeout=CHECK_WAIT_SECONDS):
+        raise PasswordChecksBusy
+    try:
+        return _check_password(session_factory, advisor_id, password)
+    finally:
+        _checks.release()
+
+
+def _check_password(session_factory: sessionmaker[Session], advisor_id: str,
+                    password: str) -> Account | None:
+    """`check_password`'s check itself."""
     with session_factory() as db, db.begin():
         account = db.get(ConsoleAccount, advisor_id)
         try:

@@ -293,3 +293,68 @@ def test_an_operator_signs_an_advisor_out_everywhere(app, settings, desk):
     assert signed_in_browser(app, "A7", PASSWORD).get("/console/advisor").status_code == 200
     unknown = CliRunner().invoke(cli.main, ["advisors", "sign-out", "A99"], env=env)
     assert unknown.exit_code == 1
+
+
+def test_sign_ins_sent_by_the_dozen_are_checked_one_at_a_time(app, monkeypatch):
+    """Each password check is Argon2id (a quarter of a second of a core, 64 MiB): a web
+    process runs one at a time, so a flood of sign-ins (ids changed to dodge the
+    lockout) cannot take every thread and the core from Twilio's webhooks."""
+    from directory import accounts
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_verify = accounts._HASHER.verify
+
+    def counted_verify(hash_: str, password: str) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)
+            return real_verify(hash_, password)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    class CountedHasher:
+        """argon2's hasher, counting the checks running at once."""
+
+        verify = staticmethod(counted_verify)
+        check_needs_rehash = staticmethod(accounts._HASHER.check_needs_rehash)
+        hash = staticmethod(accounts._HASHER.hash)
+
+    monkeypatch.setattr(accounts, "_HASHER", CountedHasher())
+    browsers = [app.test_client() for _ in range(6)]
+    tokens = [csrf_of(browser) for browser in browsers]
+    statuses: list[int] = []
+
+    def guess(n: int) -> None:
+        statuses.append(browsers[n].post("/console/sign-in", data={
+            "csrf_token": tokens[n], "advisor": f"X{n}", "password": "guess"}).status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [401] * 6  # every one checked, and refused
+    assert most[0] == 1
+
+
+def test_a_sign_in_whose_turn_never_comes_is_told_to_retry_and_not_counted(
+        app, desk, monkeypatch):
+    from directory import accounts
+
+    monkeypatch.setattr(accounts, "CHECK_WAIT_SECONDS", 0.1)
+    assert accounts._checks.acquire(timeout=5)  # another sign-in is being checked
+    try:
+        browser = app.test_client()
+        answer = browser.post("/console/sign-in", data={
+            "csrf_token": csrf_of(browser), "advisor": "A7", "password": PASSWORD})
+    finally:
+        accounts._checks.release()
+    assert answer.status_code == 503
+    assert "try again in a moment" in answer.get_data(as_text=True)
+    # The attempt gave its place back: five are left.
+    assert int(desk.r.get(keys.sign_in_failures("A7")) or 0) == 0
+    assert sign_in(app.test_client(), "A7", PASSWORD).status_code == 302

@@ -14,6 +14,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.wrappers import Response
 
 import directory
+from directory.accounts import PasswordChecksBusy
 from ivr.context import (
     base_url,
     desk,
@@ -77,8 +78,12 @@ def sign_in_page() -> Response | str | tuple[str, int]:
     """The sign-in form; five failures lock the id for 15 minutes."""
     if request.method == "GET":
         return render_template("console/sign_in.html", error=None)
-    outcome = sign_in(desk().r, desk().session_factory, request.form.get("advisor", ""),
-                      request.form.get("password", ""))
+    try:
+        outcome = sign_in(desk().r, desk().session_factory, request.form.get("advisor", ""),
+                          request.form.get("password", ""))
+    except PasswordChecksBusy:  # nothing checked, the attempt not counted
+        return render_template("console/sign_in.html",
+                               error="Many sign-ins at once: try again in a moment."), 503
     if outcome.account is None:
         error = ("Too many failed sign-ins: try again in 15 minutes."
                  if outcome.outcome == "locked" else "Wrong advisor id or password.")
