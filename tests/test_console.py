@@ -3,7 +3,9 @@ CSRF on every form, roles, the lockout, the advisor's card, the event stream."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +16,7 @@ from click.testing import CliRunner
 from flask import Response
 
 from caseline import cli
+from caseline.embedded_redis import start_server, wait_until_up
 from config.hours import MaintenanceWindow
 from directory import keys
 from directory.accounts import set_password
@@ -166,6 +169,44 @@ def test_a_presence_change_is_announced_on_the_event_stream(desk, accounts):
     availability.free_advisor(desk, "A7", 1_000, explicit=True)
     assert next(stream) == "event: change\ndata: presence\n\n"
     stream.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, which it may freeze (SIGSTOP); a client of it
+    with the web service's timeouts."""
+    port = free_port()
+    process = start_server(tmp_path / "redis", port=port)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until_up(url)
+    client = connect_redis(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield process, client
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        client.connection_pool.disconnect()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_event_stream_beats_while_redis_answers_and_ends_when_redis_goes_silent(
+        own_redis):
+    """A frozen Redis (or one cut off by the network) raises no error: it just never
+    answers. The stream tells the page it is alive only while Redis answers its pings,
+    and ends soon after Redis stops answering, so the page polls and says the data is
+    unavailable instead of showing a board that silently stopped changing."""
+    process, client = own_redis
+    stream = change_events(client, seconds=30, heartbeat=0.5)
+    assert next(stream).startswith("retry:")
+    began = time.monotonic()
+    assert next(stream) == "event: alive\ndata: \n\n"
+    assert next(stream) == "event: alive\ndata: \n\n"
+    assert time.monotonic() - began < 2.5
+    os.kill(process.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    rest = list(stream)  # ends by itself
+    assert rest.count("event: alive\ndata: \n\n") <= 1  # the beat already on its way
+    assert time.monotonic() - frozen < 4.5  # a beat's wait, then the 2 s socket timeout
 
 
 def test_a_session_redis_could_not_save_is_refused_once_and_not_saved_again(app):
