@@ -138,15 +138,25 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def lock_schema(conn: Connection) -> None:
-    """Make `conn`'s transaction the only one migrating until it ends.
+    """Make `conn`'s transaction the only one migrating until it ends (DDL is
+    transactional on PostgreSQL, so a migration is all or nothing there).
+    Call it first thing in a fresh transaction (`engine.begin()`)."""
+    take_write_lock(conn, MIGRATION_LOCK_ID)
 
-    PostgreSQL: a transaction-scoped advisory lock (DDL is transactional there,
-    so a migration is all or nothing). SQLite: take the write lock now
-    (`BEGIN IMMEDIATE`), waiting up to SQLITE_BUSY_SECONDS for another writer.
-    Call it first thing in a fresh transaction (`engine.begin()`).
+
+def take_write_lock(conn: Connection, lock_id: int) -> None:
+    """Make `conn`'s transaction the only one holding `lock_id` until it ends, across
+    every process and host: the others wait for it at this call, so a read, change and
+    write inside the transaction loses nobody's change.
+
+    PostgreSQL: a transaction-scoped advisory lock on `lock_id` (a 64-bit number).
+    SQLite: the database's write lock, taken now (`BEGIN IMMEDIATE`) rather than at
+    the first write, waiting up to SQLITE_BUSY_SECONDS for another writer (SQLite
+    has one writer at a time, so `lock_id` does not matter there). Call it first
+    thing in a fresh transaction.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _signed(MIGRATION_LOCK_ID)})
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _signed(lock_id)})
     elif conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

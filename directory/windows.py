@@ -4,12 +4,15 @@ The database holds them (`PostedMaintenance`, one row) so they survive a Redis
 restart; Redis caches them (`keys.posted_maintenance`) so a call reads them
 without SQL. Windows here are plain JSON objects (`start`, `end` in ISO 8601
 with offset, `kind`, `note`); `routing.maintenance` turns them into the
-calendar's `MaintenanceWindow`s and decides what may be posted.
+calendar's `MaintenanceWindow`s and decides what may be posted. A change runs
+alone (a lock in the database), so changes made at the same moment are all kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +20,13 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from directory import keys
+from directory.db import take_write_lock
 from directory.models import AuditEntry, PostedMaintenance
 
 _ROW = 1
+# The lock one change of the posted windows holds at a time (PostgreSQL's advisory
+# lock: "windows" in ASCII, as an integer; any number no other lock of caseline's uses).
+WINDOWS_LOCK_ID = 0x77_696E_646F_7773
 
 
 def stored_windows(
@@ -38,25 +45,44 @@ def stored_windows(
     return list(value) if isinstance(value, list) else None
 
 
-def store_windows(
+def change_windows(
     session_factory: sessionmaker[Session],
     r: redis.Redis,
-    windows: list[dict[str, Any]],
+    change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
     now: datetime,
     *,
-    previous: list[dict[str, Any]],
+    initial: list[dict[str, Any]],
     actor: str,
-) -> None:
-    """Replace the posted windows (database, audit, then the cache)."""
-    with session_factory() as db, db.begin():
-        row = db.get(PostedMaintenance, _ROW)
-        if row is None:
-            row = PostedMaintenance(id=_ROW)
-            db.add(row)
-        row.windows = list(windows)
-        row.updated_at = now
-        if previous != windows:
-            db.add(AuditEntry(at=now, actor=actor, kind="maintenance", record_id="posted",
-                              action="replaced",
-                              changes={"windows": {"old": previous, "new": windows}}))
-    r.set(keys.posted_maintenance(), json.dumps(windows))
+) -> list[dict[str, Any]]:
+    """Replace the posted windows with `change(the windows posted now)` (`initial` while
+    none was ever stored), in one transaction (the row, its audit, then the cache) that
+    runs alone: two changes at once (supervisors posting on two wallboards) each start
+    from the other's result, and none is lost. `change` may raise to change nothing.
+    The new windows."""
+    cached = False
+    try:
+        with session_factory() as db, db.begin():
+            take_write_lock(db.connection(), WINDOWS_LOCK_ID)
+            row = db.get(PostedMaintenance, _ROW)
+            previous = list(row.windows) if row is not None else list(initial)
+            windows = list(change(list(previous)))
+            if row is None:
+                row = PostedMaintenance(id=_ROW)
+                db.add(row)
+            row.windows = windows
+            row.updated_at = now
+            if previous != windows:
+                db.add(AuditEntry(at=now, actor=actor, kind="maintenance", record_id="posted",
+                                  action="replaced",
+                                  changes={"windows": {"old": previous, "new": windows}}))
+            db.flush()
+            # Cached while the lock is held, so the changes reach the cache in the order
+            # they reach the database (a reader filling the cache meanwhile uses NX).
+            r.set(keys.posted_maintenance(), json.dumps(windows))
+            cached = True
+    except BaseException:
+        if cached:  # the commit failed after the cache was set: let readers read the row
+            with contextlib.suppress(redis.RedisError):
+                r.delete(keys.posted_maintenance())
+        raise
+    return windows

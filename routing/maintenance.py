@@ -11,13 +11,14 @@ on one Saturday, Central Time; `outage` true is the outage-risk kind (the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow, cadence_saturdays
-from directory.windows import store_windows, stored_windows
+from directory.windows import change_windows, stored_windows
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,9 @@ def _parse(item: object) -> MaintenanceWindow:
     return MaintenanceWindow(start, end, OUTAGE_RISK if item["outage"] else NO_OUTAGE, note)
 
 
-def replace_windows(desk: Desk, body: object, initial: list[MaintenanceWindow],
-                    now: datetime, *, actor: str) -> list[MaintenanceWindow]:
-    """Replace every posted window with `body`'s; WindowsRefused (nothing changed) if any is bad."""
+def _validated(body: object) -> list[MaintenanceWindow]:
+    """`body` (as `PUT /api/maintenance` takes it) as windows; WindowsRefused naming
+    each bad one."""
     if not isinstance(body, list):
         raise WindowsRefused(["the body must be a JSON list of windows"])
     windows: list[MaintenanceWindow] = []
@@ -124,10 +125,27 @@ def replace_windows(desk: Desk, body: object, initial: list[MaintenanceWindow],
             problems.append(f"{label}: {error}")
     if problems:
         raise WindowsRefused(problems)
-    previous = [_stored(w) for w in posted_windows(desk, initial)]
-    store_windows(desk.session_factory, desk.r, [_stored(w) for w in windows],  # type: ignore[arg-type]
-                  now, previous=previous, actor=actor)
     return windows
+
+
+def _change(desk: Desk, change: Callable[[list[MaintenanceWindow]], list[MaintenanceWindow]],
+            initial: list[MaintenanceWindow], now: datetime,
+            actor: str) -> list[MaintenanceWindow]:
+    """Replace the posted windows with `change(the windows posted now)`, one change at a
+    time across every web process (`directory.windows.change_windows`): a change never
+    starts from windows another one is replacing, so none is lost."""
+    stored = change_windows(
+        desk.session_factory,  # type: ignore[arg-type]
+        desk.r, lambda current: [_stored(w) for w in change([_window(w) for w in current])],
+        now, initial=[_stored(w) for w in initial], actor=actor)
+    return [_window(w) for w in stored]
+
+
+def replace_windows(desk: Desk, body: object, initial: list[MaintenanceWindow],
+                    now: datetime, *, actor: str) -> list[MaintenanceWindow]:
+    """Replace every posted window with `body`'s; WindowsRefused (nothing changed) if any is bad."""
+    windows = _validated(body)
+    return _change(desk, lambda _current: windows, initial, now, actor)
 
 
 def _as_body(window: MaintenanceWindow) -> dict[str, Any]:
@@ -139,20 +157,21 @@ def _as_body(window: MaintenanceWindow) -> dict[str, Any]:
 def post_window(desk: Desk, item: dict[str, Any], initial: list[MaintenanceWindow],
                 now: datetime, *, actor: str) -> list[MaintenanceWindow]:
     """Post one more window (`item` as one entry of `PUT /api/maintenance`), keeping
-    the others; WindowsRefused (nothing changed) when it breaks the rule."""
-    body = [_as_body(w) for w in posted_windows(desk, initial)] + [item]
+    the others, those posted meanwhile by someone else included; WindowsRefused
+    (nothing changed) when it breaks the rule."""
     try:
         _parse(item)
     except ValueError as error:
         raise WindowsRefused([f"the new window ({item.get('start')}): {error}"]) from None
-    return replace_windows(desk, body, initial, now, actor=actor)
+    return _change(desk, lambda current: _validated([_as_body(w) for w in current] + [item]),
+                   initial, now, actor)
 
 
 def withdraw_window(desk: Desk, start: str, initial: list[MaintenanceWindow],
                     now: datetime, *, actor: str) -> list[MaintenanceWindow]:
     """Withdraw the posted window(s) starting at `start` (ISO 8601); the others stay."""
-    kept = [w for w in posted_windows(desk, initial) if w.start.isoformat() != start]
-    return replace_windows(desk, [_as_body(w) for w in kept], initial, now, actor=actor)
+    return _change(desk, lambda current: [w for w in current if w.start.isoformat() != start],
+                   initial, now, actor)
 
 
 def upcoming_windows(posted: list[MaintenanceWindow], now: datetime,

@@ -3,26 +3,32 @@ CSRF on every form, roles, the lockout, the advisor's card, the event stream."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 import requests
 from click.testing import CliRunner
+from flask import Response
 
 from caseline import cli
+from caseline.embedded_redis import start_server, wait_until_up
 from config.hours import MaintenanceWindow
 from directory import keys
 from directory.accounts import set_password
 from directory.models import CallLog
+from directory.redis_client import connect_redis
 from ivr.console.stream import change_events
-from ivr.console.web_sessions import COOKIE_NAME
+from ivr.console.web_sessions import COOKIE_NAME, RedisSessionInterface, WebSession
 from routing import availability, presence
 from routing.announcement import active_announcement
 from routing.sign_in import LOCK_SECONDS, MAX_FAILURES
 from routing.stats import hourly
-from tests.conftest import card_while_ringing, make_available, run_jobs
+from tests.conftest import card_while_ringing, free_port, make_available, run_jobs
 
 PAT = "+16125550101"
 PASSWORD = "correct horse battery"
@@ -163,6 +169,90 @@ def test_a_presence_change_is_announced_on_the_event_stream(desk, accounts):
     availability.free_advisor(desk, "A7", 1_000, explicit=True)
     assert next(stream) == "event: change\ndata: presence\n\n"
     stream.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, which it may freeze (SIGSTOP); a client of it
+    with the web service's timeouts."""
+    port = free_port()
+    process = start_server(tmp_path / "redis", port=port)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_until_up(url)
+    client = connect_redis(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield process, client
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+        client.connection_pool.disconnect()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_event_stream_beats_while_redis_answers_and_ends_when_redis_goes_silent(
+        own_redis):
+    """A frozen Redis (or one cut off by the network) raises no error: it just never
+    answers. The stream tells the page it is alive only while Redis answers its pings,
+    and ends soon after Redis stops answering, so the page polls and says the data is
+    unavailable instead of showing a board that silently stopped changing."""
+    process, client = own_redis
+    stream = change_events(client, seconds=30, heartbeat=0.5)
+    assert next(stream).startswith("retry:")
+    began = time.monotonic()
+    assert next(stream) == "event: alive\ndata: \n\n"
+    assert next(stream) == "event: alive\ndata: \n\n"
+    assert time.monotonic() - began < 2.5
+    os.kill(process.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    rest = list(stream)  # ends by itself
+    assert rest.count("event: alive\ndata: \n\n") <= 1  # the beat already on its way
+    assert time.monotonic() - frozen < 4.5  # a beat's wait, then the 2 s socket timeout
+
+
+def test_a_session_redis_could_not_save_is_refused_once_and_not_saved_again(app):
+    """A sign-out whose session Redis could not delete is not done: the save raises,
+    and the error page that follows does not try again (Flask saves once more after
+    its error handler), nor does a request whose session Redis could not open."""
+    cut_off = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
+    sessions = RedisSessionInterface(cut_off)
+    session = WebSession({"advisor": "A7"}, "x" * 43)
+    session.renew()
+    with app.test_request_context("/console/sign-out", method="POST"):
+        with pytest.raises(redis.ConnectionError):
+            sessions.save_session(app, session, Response())
+        error_page = Response()
+        sessions.save_session(app, session, error_page)
+        sessions.save_session(app, None, error_page)  # type: ignore[arg-type]
+    assert "Set-Cookie" not in error_page.headers
+    cut_off.connection_pool.disconnect()
+
+
+def test_with_redis_down_a_console_page_says_so_and_asks_for_itself_again(
+        settings, client, accounts, make_app, caplog):
+    """Redis holds the sign-ins: while it cannot be reached, a console page loaded (a
+    wallboard's screen reloaded) is the console's own page saying so, with 503, which
+    asks for itself again every 3 seconds, so it comes back with the line; not a bare
+    500 that stays. The live part's read and the event stream answer 503 too (the page
+    they serve keeps its figures and polls: console.js). A form posted meanwhile is
+    told it may not have been done, and is not posted again by itself."""
+    sign_in(client, "S1", SUPERVISOR_PASSWORD)
+    cut_off = make_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    down = cut_off.test_client()
+    down.set_cookie(COOKIE_NAME, client.get_cookie(COOKIE_NAME).value)
+    page = down.get("/console/wallboard")
+    assert page.status_code == 503
+    assert page.headers["Retry-After"] == "3"
+    html = page.get_data(as_text=True)
+    assert '<meta http-equiv="refresh" content="3">' in html
+    assert "unavailable" in re.search(r"<h1>(.*?)</h1>", html).group(1)
+    for path in ("/console/wallboard/live", "/console/events", "/console/advisor"):
+        assert down.get(path).status_code == 503, path
+    posted = down.post("/console/announcement", data={"text": "Phones down", "active": "1"})
+    assert posted.status_code == 503
+    assert 'http-equiv="refresh"' not in posted.get_data(as_text=True)
+    assert "finalizing failed" not in caplog.text  # the session was not saved, nor tried
+    # Redis answers again (the same session, on the Redis that holds it): the page is back.
+    assert client.get("/console/wallboard").status_code == 200
 
 
 @pytest.mark.databases

@@ -3,7 +3,9 @@ every web process, and the next outage caller, hears the new ones."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+import threading
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
@@ -11,14 +13,17 @@ from sqlalchemy import select
 
 from config.hours import CENTRAL, OUTAGE_RISK, MaintenanceWindow, maintenance_notice
 from directory import keys
-from directory.models import AuditEntry
+from directory.accounts import set_password
+from directory.models import AuditEntry, PostedMaintenance
 from ivr import create_app
+from routing import maintenance
 from tests.conftest import API_TOKEN, close_app, make_available
 
 # Posted windows are stored in the database: on both databases.
 pytestmark = pytest.mark.databases
 
 PAT = "+16125550101"
+PASSWORD = "staple of the wallboard"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 SATURDAY_NIGHT = {"start": "2026-12-12T00:00:00-06:00", "end": "2026-12-12T04:00:00-06:00",
                   "outage": True}
@@ -38,6 +43,25 @@ def lakeview(directory):
 def at(year: int, month: int, day: int, hour: int):
     """Travel to a wall-clock time in Chicago (the clock keeps ticking)."""
     return time_machine.travel(datetime(year, month, day, hour, tzinfo=CENTRAL), tick=True)
+
+
+@pytest.fixture
+def wallboard_of(directory, desk):
+    """Sign a test client in as S1, a supervisor; the client and its wallboard's CSRF token."""
+    directory.advisor("S1", ["general"])
+    directory.load()
+    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+
+    def sign_in(client):
+        for path in ("/console/sign-in", "/console/wallboard"):
+            page = client.get(path).get_data(as_text=True)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            if path.endswith("sign-in"):
+                client.post(path, data={"csrf_token": token, "advisor": "S1",
+                                        "password": PASSWORD})
+        return client, token
+
+    return sign_in
 
 
 def audit(desk) -> list[AuditEntry]:
@@ -116,3 +140,80 @@ def test_every_web_process_sees_the_replacement(client, desk, settings):
         assert other.get("/api/maintenance", headers=API).get_json() == []
     finally:
         close_app(other_app)
+
+
+def saturdays(count: int, first: str = "2027-09-04") -> list[date]:
+    """`count` Saturdays a week apart from `first` (past the file's windows)."""
+    start = date.fromisoformat(first)
+    return [start + timedelta(days=7 * i) for i in range(count)]
+
+
+def at_once(count: int, work) -> list[object]:
+    """Run `work(i)` in `count` threads let go together; what each returned or raised."""
+    barrier = threading.Barrier(count)
+    outcomes: list[object] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes
+
+
+def test_windows_posted_at_the_same_moment_are_all_kept(app, desk, wallboard_of):
+    """Supervisors post eight different Saturdays at once, from wallboards served by
+    the same line: every one is told "posted" and every one is kept (none lost to
+    another's write, none refused by a clash over the first post)."""
+    app.extensions["caseline.maintenance"] = []
+    days = saturdays(8)
+    boards = [wallboard_of(app.test_client()) for _ in days]
+
+    def post(i: int) -> int:
+        client, token = boards[i]
+        return client.post("/console/maintenance", data={
+            "csrf_token": token, "date": days[i].isoformat(), "start": "00:00",
+            "end": "06:00", "outage": "1", "note": f"window {i}"}).status_code
+
+    assert at_once(len(days), post) == [302] * len(days)
+    kept = app.test_client().get("/api/maintenance", headers=API).get_json()
+    assert [w["start"][:10] for w in kept] == [d.isoformat() for d in days]
+    with desk.session_factory() as db:  # the database, not just the cache
+        row = db.get(PostedMaintenance, 1)
+        assert sorted(w["note"] for w in row.windows) == sorted(f"window {i}"
+                                                                for i in range(8))
+
+
+def test_windows_posted_and_withdrawn_at_the_same_moment_each_take_effect(app, desk):
+    """Four windows withdrawn while four others are posted, all at once (the operators'
+    API for the posts): the four posted stay, the four withdrawn go, and the audit
+    holds one entry per change, each starting from the one before."""
+    app.extensions["caseline.maintenance"] = []
+    old, new = saturdays(4), saturdays(4, first="2027-11-06")
+    initial = [maintenance.window_from_form(d.isoformat(), "00:00", "06:00", True, "old")
+               for d in old]
+    maintenance.replace_windows(desk, initial, [], datetime.now(UTC), actor="api")
+
+    def change(i: int) -> None:
+        if i % 2:
+            maintenance.withdraw_window(desk, initial[i // 2]["start"], [],
+                                        datetime.now(UTC), actor="console:S1")
+        else:
+            item = maintenance.window_from_form(new[i // 2].isoformat(), "00:00", "06:00",
+                                                True, "new")
+            maintenance.post_window(desk, item, [], datetime.now(UTC), actor="console:S2")
+
+    assert at_once(8, change) == [None] * 8
+    kept = app.test_client().get("/api/maintenance", headers=API).get_json()
+    assert [w["start"][:10] for w in kept] == [d.isoformat() for d in new]
+    entries = audit(desk)
+    assert len(entries) == 9
+    for before, after in zip(entries, entries[1:], strict=False):
+        assert after.changes["windows"]["old"] == before.changes["windows"]["new"]

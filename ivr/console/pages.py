@@ -5,12 +5,16 @@ the event stream (or, without it, polling) says something changed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+import redis
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 import directory
@@ -31,6 +35,11 @@ from routing.sign_in import sign_in
 bp = Blueprint("console", __name__, url_prefix="/console")
 
 ANNOUNCEMENT_MAX = 2000  # as PUT /api/announcement
+# How soon a console page that could not be shown tries again by itself (seconds).
+RETRY_UNREACHABLE_SECONDS = 3  # as the live parts poll while the line's data is down
+RETRY_FAILED_SECONDS = 30
+
+log = logging.getLogger(__name__)
 
 
 def signed_in(supervisor: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -62,6 +71,29 @@ def csrf_refused(exc: CSRFError) -> tuple[str, int]:
 def forbidden(exc: Any) -> tuple[str, int]:
     """Not yours to see or change."""
     return render_template("console/refused.html", reason="Supervisors only, or not yours."), 403
+
+
+def failure_page(cause: BaseException) -> Any:
+    """What a console request that failed answers (the app-wide error handler calls it
+    for every /console URL: Redis failing to open the session happens before the
+    blueprint is known). An HTTP error as it is. Redis or the database unreachable:
+    503, a page saying so that a GET retries by itself every 3 seconds, so a page
+    loaded meanwhile comes back with the line; the live reads and the event stream
+    get the same 503, and the page they serve keeps polling (console.js). Any other
+    failure: 500, retried every 30 seconds (a bug is not over in 3)."""
+    if isinstance(cause, HTTPException):
+        return cause
+    unreachable = isinstance(cause, (redis.RedisError, SQLAlchemyError))
+    if unreachable:
+        log.warning("console %s %s: %s unreachable: %s", request.method, request.path,
+                    "Redis" if isinstance(cause, redis.RedisError) else "the database", cause)
+    else:
+        log.error("internal error on %s", request.path, exc_info=cause)
+    retry = RETRY_UNREACHABLE_SECONDS if unreachable else RETRY_FAILED_SECONDS
+    page = render_template("console/unavailable.html", unreachable=unreachable,
+                           retry=retry if request.method in ("GET", "HEAD") else None)
+    return page, 503 if unreachable else 500, {"Retry-After": str(retry),
+                                               "Cache-Control": "no-store"}
 
 
 @bp.get("/")

@@ -44,6 +44,7 @@ class WebSession(CallbackDict[str, Any], SessionMixin):
         self.sid = sid
         self.modified = False
         self.rotate = False
+        self.unsaved = False  # its save failed (Redis): not tried again for the error page
 
     def renew(self) -> None:
         """Forget everything and take a new id at the next save (at sign-in and sign-out)."""
@@ -104,10 +105,25 @@ class RedisSessionInterface(SessionInterface):
                 return session
         return WebSession()
 
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+    def save_session(self, app: Flask, session: SessionMixin | None,
+                     response: Response) -> None:
         """Write the session (or delete it when empty) and set or clear the cookie. A new
-        session's lifetime starts when it is first written and is never extended."""
-        assert isinstance(session, WebSession)
+        session's lifetime starts when it is first written and is never extended.
+
+        Nothing to save when there is no session: a webhook's, or one Redis failed to
+        open (Flask then hands over None, and the error page must still go out), or
+        one whose save failed already (Flask saves again after its error handler).
+        A failed save raises: a sign-out whose delete did not happen is not done."""
+        if not isinstance(session, WebSession) or session.unsaved:
+            return
+        try:
+            self._save(session, response)
+        except redis.RedisError:
+            session.unsaved = True
+            raise
+
+    def _save(self, session: WebSession, response: Response) -> None:
+        """`save_session`'s writes to Redis and the cookie."""
         if session.rotate and session.sid:
             self.r.delete(keys.console_session(session.sid))
             session.sid = None

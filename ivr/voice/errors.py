@@ -6,14 +6,17 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ivr import twiml
+from ivr.console.pages import bp as console_bp
+from ivr.console.pages import failure_page
 from ivr.context import desk, prompts
 from ivr.metrics import count_error
 from ivr.voice.render import hours_words, xml
 
 log = logging.getLogger(__name__)
+CONSOLE = str(console_bp.url_prefix)
 
 
 def register_error_pages(app: Flask) -> None:
@@ -21,9 +24,15 @@ def register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def voice_failure(exc: Exception) -> Response | HTTPException | tuple[str, int]:
-        """TwiML that reaches a human for /voice; JSON or the HTTP error elsewhere."""
-        count_error(exc)
+        """TwiML that reaches a human for /voice; the console's page for /console (see
+        `ivr.console.pages.failure_page`); JSON or the HTTP error elsewhere."""
+        # A failure before the view (Redis opening the console's session) comes wrapped.
+        cause = (exc.original_exception if isinstance(exc, InternalServerError)
+                 and exc.original_exception is not None else exc)
+        count_error(cause)
         g.failed = True  # no more Redis after this answer (ivr.voice.hooks)
+        if request.path == CONSOLE or request.path.startswith(CONSOLE + "/"):
+            return failure_page(cause)  # type: ignore[no-any-return]
         if not request.path.startswith("/voice"):
             if isinstance(exc, HTTPException):
                 return exc
