@@ -137,7 +137,7 @@ def test_pages_say_the_data_is_unavailable_while_redis_is_down_and_come_back_by_
     reloading anything, and the wallboard's event stream is back."""
     expect = sync_api.expect
     wallboard = watching_wallboard(browser, live_service.url, directory, desk)
-    set_password(desk.session_factory, "A7", PASSWORD, supervisor=False)
+    set_password(desk.session_factory, desk.r, "A7", PASSWORD, supervisor=False)
     advisor = signed_in_page(browser, live_service.url, "A7")
     expect(advisor.locator("#presence")).to_have_text("offline")
 
@@ -197,7 +197,7 @@ def test_a_stream_that_never_answers_is_given_up_and_the_page_polls(
     directory.advisor("A7", ["general"])
     directory.advisor("S1", ["general"])
     directory.load()
-    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    set_password(desk.session_factory, desk.r, "S1", PASSWORD, supervisor=True)
     context = browser.new_context()
     context.clock.install()
     page = context.new_page()

@@ -299,11 +299,11 @@ def test_sign_ins_sent_by_the_dozen_are_checked_one_at_a_time(app, monkeypatch):
     """Each password check is Argon2id (a quarter of a second of a core, 64 MiB): a web
     process runs one at a time, so a flood of sign-ins (ids changed to dodge the
     lockout) cannot take every thread and the core from Twilio's webhooks."""
-    from directory import accounts
+    from directory import accounts as account_store
 
     running, most = [0], [0]
     lock = threading.Lock()
-    real_verify = accounts._HASHER.verify
+    real_verify = account_store._HASHER.verify
 
     def counted_verify(hash_: str, password: str) -> bool:
         with lock:
@@ -320,10 +320,10 @@ def test_sign_ins_sent_by_the_dozen_are_checked_one_at_a_time(app, monkeypatch):
         """argon2's hasher, counting the checks running at once."""
 
         verify = staticmethod(counted_verify)
-        check_needs_rehash = staticmethod(accounts._HASHER.check_needs_rehash)
-        hash = staticmethod(accounts._HASHER.hash)
+        check_needs_rehash = staticmethod(account_store._HASHER.check_needs_rehash)
+        hash = staticmethod(account_store._HASHER.hash)
 
-    monkeypatch.setattr(accounts, "_HASHER", CountedHasher())
+    monkeypatch.setattr(account_store, "_HASHER", CountedHasher())
     browsers = [app.test_client() for _ in range(6)]
     tokens = [csrf_of(browser) for browser in browsers]
     statuses: list[int] = []
@@ -343,16 +343,16 @@ def test_sign_ins_sent_by_the_dozen_are_checked_one_at_a_time(app, monkeypatch):
 
 def test_a_sign_in_whose_turn_never_comes_is_told_to_retry_and_not_counted(
         app, desk, monkeypatch):
-    from directory import accounts
+    from directory import accounts as account_store
 
-    monkeypatch.setattr(accounts, "CHECK_WAIT_SECONDS", 0.1)
-    assert accounts._checks.acquire(timeout=5)  # another sign-in is being checked
+    monkeypatch.setattr(account_store, "CHECK_WAIT_SECONDS", 0.1)
+    assert account_store._checks.acquire(timeout=5)  # another sign-in is being checked
     try:
         browser = app.test_client()
         answer = browser.post("/console/sign-in", data={
             "csrf_token": csrf_of(browser), "advisor": "A7", "password": PASSWORD})
     finally:
-        accounts._checks.release()
+        account_store._checks.release()
     assert answer.status_code == 503
     assert "try again in a moment" in answer.get_data(as_text=True)
     # The attempt gave its place back: five are left.

@@ -50,7 +50,7 @@ def wallboard_of(directory, desk):
     """Sign a test client in as S1, a supervisor; the client and its wallboard's CSRF token."""
     directory.advisor("S1", ["general"])
     directory.load()
-    set_password(desk.session_factory, "S1", PASSWORD, supervisor=True)
+    set_password(desk.session_factory, desk.r, "S1", PASSWORD, supervisor=True)
 
     def sign_in(client):
         for path in ("/console/sign-in", "/console/wallboard"):
