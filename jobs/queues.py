@@ -64,6 +64,18 @@ CALL_LOGS_QUEUED = "cl:call-logs:queued"
 # database outage between retries holds nothing up for long: the next call to end
 # queues another.
 CALL_LOGS_QUEUED_SECONDS = 60
+# Calls whose log could not be written for a reason of their own (its data, a case it
+# opens), not the database being down: taken off the calls to log so they hold no other
+# call back, and kept here (CallSid, scored by when to try again, Unix seconds) until a
+# try writes the log. The reconciler puts the due ones back among the calls to log.
+CALL_LOGS_SET_ASIDE = "cl:call-logs:set-aside"
+# How long a call set aside waits for its next try: time for an operator to fix the data
+# (the error naming the CallSid says what failed), and at most one failed try of it per
+# interval however long it stays unwritable.
+CALL_LOG_SET_ASIDE_SECONDS = 600
+# Calls put back per reconciler pass at most (one script): the job takes them 200 at a
+# time, and any left are due on the next pass, 10 s later.
+CALL_LOGS_PUT_BACK = 1000
 # The job is queued to run this long after the first call to end (RQ's scheduler, run by
 # `caseline worker`, puts it on the queue; its schedule has whole-second resolution and
 # it looks every second): calls that end meanwhile ride on it, so in a storm one RQ job
@@ -102,6 +114,31 @@ def resume_call_logs(r: redis.Redis, now_s: float) -> bool:
         return False
     queue_log_calls(r, f"resumed-{int(now_s)}")
     return True
+
+
+# Move the calls set aside (KEYS[1]) whose next try is due (score <= ARGV[1], Unix s)
+# back among the calls to log (KEYS[2], scored ARGV[1]), at most ARGV[2], in one step:
+# a job taking a batch meanwhile sees each call in exactly one of the two.
+_PUT_BACK = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, sid in ipairs(due) do
+  redis.call('ZREM', KEYS[1], sid)
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], sid)
+end
+return #due
+"""
+
+
+def retry_set_aside_call_logs(r: redis.Redis, now_s: float) -> int:
+    """Put the calls set aside (`CALL_LOGS_SET_ASIDE`) whose next try is due by `now_s`
+    (Unix seconds) back among the calls to log, up to `CALL_LOGS_PUT_BACK`, and queue the
+    job that writes them unless one is queued or running (it takes them too). Returns how
+    many were put back."""
+    moved = int(r.register_script(_PUT_BACK)(
+        keys=[CALL_LOGS_SET_ASIDE, CALLS_TO_LOG], args=[now_s, CALL_LOGS_PUT_BACK]))
+    if moved and r.set(CALL_LOGS_QUEUED, "set-aside", nx=True, ex=CALL_LOGS_QUEUED_SECONDS):
+        queue_log_calls(r, f"retried-{int(now_s)}")
+    return moved
 
 
 def queue_log_calls(r: redis.Redis, call_sid: str, after_s: float = 0) -> None:

@@ -7,6 +7,13 @@ idempotent: it re-reads the calls, skips those already logged (the row is
 keyed by a unique CallSid) and takes a batch off the waiting calls only once
 it is committed, so a re-run (duplicate callback, killed worker, retry after a
 database outage) writes nothing twice and drops nothing.
+
+A call whose log cannot be written for a reason of its own (a case it would open
+cannot be numbered, data the database refuses) holds no other call back: the
+batch is written again in halves, down to that one call, which is set aside
+(`jobs.queues.CALL_LOGS_SET_ASIDE`) and tried again every ten minutes until its
+log is written. The database being unreachable is no call's fault: the job fails
+and RQ retries it, every call still waiting.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+from rq.timeouts import BaseTimeoutException
 from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from config.hours import central_date
@@ -27,14 +37,16 @@ from directory.cache import cache_contact
 from directory.models import CallLog, Case
 from directory.scripts import script
 from jobs.queues import (
+    CALL_LOG_SET_ASIDE_SECONDS,
     CALL_LOGS_QUEUED,
     CALL_LOGS_QUEUED_SECONDS,
+    CALL_LOGS_SET_ASIDE,
     CALLS_TO_LOG,
     queue_log_calls,
 )
 from routing import conference, survey
 from routing.auth import how_verified
-from routing.call_state import final_status, get_call
+from routing.call_state import CALL_TTL_SECONDS, final_status, get_call
 from routing.cases import cases_for_calls
 from routing.desk import Desk
 from workers.context import current_desk
@@ -58,6 +70,20 @@ LOG_CALLS_SECONDS = 20.0
 CONFLICT_TRIES = 3
 
 
+# Take the next batch of calls waiting for their log (KEYS[1]), up to ARGV[1]: those
+# set aside meanwhile (KEYS[2]; queued again by a repeated end) come off the waiting
+# calls instead, left for their next try. One step, so a call the reconciler puts back
+# at that moment is in exactly one of the two sets.
+_TAKE_BATCH = """
+local batch = {}
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1)) do
+  if redis.call('ZSCORE', KEYS[2], sid) then redis.call('ZREM', KEYS[1], sid)
+  else table.insert(batch, sid) end
+end
+return batch
+"""
+
+
 # The job ends only when no call waits: the mark that a job is queued comes off in the
 # same atomic step that finds the waiting calls empty, so a call ending just then
 # either is seen here or queues the next job.
@@ -72,22 +98,28 @@ def log_calls() -> str:
     """Write the log of every call waiting for one (`jobs.queues.CALLS_TO_LOG`), a batch
     per transaction, each call exactly once: a batch is taken off the waiting calls only
     once committed, and a call already logged is skipped. Calls that end while the job
-    is queued or running ride on it (the mark stays on until it finds none waiting). A
-    database error fails the job: RQ retries it; the calls still wait."""
+    is queued or running ride on it (the mark stays on until it finds none waiting).
+    A call whose own log fails is set aside (`write_or_set_aside`); the database
+    unreachable fails the job (SQLAlchemy's `OperationalError` and the like, raised):
+    RQ retries it; the calls still wait. Returns how many logs it wrote, as text."""
     desk = current_desk()
     r = desk.r
-    written = 0
+    written = set_aside = 0
     deadline = time.monotonic() + LOG_CALLS_SECONDS
     while True:
-        sids = r.zrange(CALLS_TO_LOG, 0, LOG_BATCH - 1)
+        sids = script(r, _TAKE_BATCH)(keys=[CALLS_TO_LOG, CALL_LOGS_SET_ASIDE],
+                                      args=[LOG_BATCH], client=r)
         if not sids:
+            # None waits, or every call taken had been set aside (off the waiting calls
+            # now, so the next look gets further).
             if script(r, _DONE_IF_EMPTY)(keys=[CALLS_TO_LOG, CALL_LOGS_QUEUED], client=r):
-                return f"{written} written"
+                done = f"{written} written"
+                return f"{done}, {set_aside} set aside" if set_aside else done
             continue
         r.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)  # still at work
-        outcomes = write_call_logs(desk, sids)
-        r.zrem(CALLS_TO_LOG, *sids)
+        outcomes = write_or_set_aside(desk, sids)
         written += sum(1 for o in outcomes.values() if o == "written")
+        set_aside += sum(1 for o in outcomes.values() if o == "set-aside")
         if time.monotonic() > deadline:
             # Calls keep ending: the next job goes on (the mark stays on for it).
             queue_log_calls(desk.job_redis, sids[-1])
@@ -96,10 +128,75 @@ def log_calls() -> str:
 
 def log_call(call_sid: str) -> str:
     """Write one call's log on its case (opening a new or outage case), exactly once
-    (the job a previous release queued per call; `log_calls` writes them in batches)."""
-    outcome = write_call_logs(current_desk(), [call_sid])[call_sid]
-    current_desk().r.zrem(CALLS_TO_LOG, call_sid)
-    return outcome
+    (the job a previous release queued per call; `log_calls` writes them in batches);
+    one that cannot be written is set aside as in a batch."""
+    return write_or_set_aside(current_desk(), [call_sid])[call_sid]
+
+
+def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
+    """Write these calls' logs, in one transaction when none fails, and take each off the
+    calls waiting for their log once its transaction is committed; per call the outcome
+    of `write_call_logs`, or "set-aside" for a call whose log failed on its own
+    (`set_aside_call_log`).
+
+    A batch that fails for any other reason than the database being unreachable is
+    written again in halves, down to single calls, so every call that can be written is
+    (a call whose log fails costs some 2 log2(batch) transactions, not a transaction per
+    call). Raises what `write_call_logs` raises when the database (or Redis) cannot be
+    reached: the job fails, RQ retries it, and the calls not committed still wait.
+    """
+    try:
+        outcomes = write_call_logs(desk, sids)
+    except Exception as exc:
+        if _unreachable(exc) or desk.session_factory is None:
+            raise
+        if len(sids) == 1:
+            set_aside_call_log(desk, sids[0], exc)
+            return {sids[0]: "set-aside"}
+        half = len(sids) // 2
+        return {**write_or_set_aside(desk, sids[:half]),
+                **write_or_set_aside(desk, sids[half:])}
+    desk.r.zrem(CALLS_TO_LOG, *sids)
+    return outcomes
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database or Redis cannot be reached or used just now
+    (down, locked, a connection lost, the pool exhausted), or the job ran out of time:
+    true of every call alike, so no call is set aside for it."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError,
+                        redis.RedisError, BaseTimeoutException)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def set_aside_call_log(desk: Desk, call_sid: str, exc: BaseException) -> None:
+    """Set aside a call whose log failed on its own (`exc` says why), in one step: off the
+    calls waiting for their log, into `jobs.queues.CALL_LOGS_SET_ASIDE`, due again
+    `CALL_LOG_SET_ASIDE_SECONDS` (600 s) from now, its state kept another day
+    (`CALL_TTL_SECONDS`: it outlives every try, however long the log stays unwritable).
+    Logs an error naming the CallSid and the reason (with the traceback the first time);
+    the call's hash counts the failures (`log_failures`) and keeps when the first was
+    (`log_failed_at`, ms since the epoch, UTC)."""
+    now = time.time()
+    call = keys.call(call_sid)
+    pipe = desk.r.pipeline(transaction=True)
+    pipe.zadd(CALL_LOGS_SET_ASIDE, {call_sid: now + CALL_LOG_SET_ASIDE_SECONDS})
+    pipe.zrem(CALLS_TO_LOG, call_sid)
+    pipe.hsetnx(call, "log_failed_at", int(now * 1000))
+    pipe.hincrby(call, "log_failures", 1)
+    pipe.hget(call, "log_failed_at")
+    pipe.expire(call, CALL_TTL_SECONDS)
+    *_, failures, first_ms, _ = pipe.execute()
+    # The driver's own words for a database error: SQLAlchemy's add the statement and
+    # every value of the row (the traceback, the first time, has them).
+    reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    log.error(
+        "call log of %s not written (%s: %s): set aside, failure %d since %s; tried again "
+        "every %d s until it is written", call_sid, type(exc).__name__,
+        reason[0] if reason else "", failures,
+        datetime.fromtimestamp(int(first_ms) / 1000, tz=UTC).isoformat(timespec="seconds"),
+        CALL_LOG_SET_ASIDE_SECONDS, exc_info=exc if failures == 1 else None)
 
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:

@@ -1,0 +1,233 @@
+"""A call whose log cannot be written holds no other call's log back: it is set aside,
+named in an error, and written once its data is fixed; the database down still fails the
+job for RQ's retry, every call waiting."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import create_engine, delete, select
+from sqlalchemy.orm import sessionmaker
+from time_machine import travel
+
+from directory import keys
+from directory.models import CallLog, Case
+from jobs.queues import (
+    CALL_LOG_RETRY,
+    CALL_LOG_SET_ASIDE_SECONDS,
+    CALL_LOGS_QUEUED,
+    CALL_LOGS_SET_ASIDE,
+    CALLS_TO_LOG,
+    SERIALIZER,
+    Queues,
+    call_log_job_id,
+    enqueue_call_log,
+    queue,
+)
+from tests.conftest import free_port, make_available, run_jobs
+from workers import context
+
+# The worker writes call logs: on SQLite and on PostgreSQL.
+pytestmark = pytest.mark.databases
+
+PAT = "+16125550101"
+# A case number past what the line's 64-bit counter can count on from: no case can be
+# opened after it (`directory.case_numbers.CaseNumberError`).
+TOO_HIGH = "99999999999999999999"
+
+
+@pytest.fixture
+def lakeview(directory):
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"], phone="+16515550199")
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+def add_case_numbered_too_high(desk) -> None:
+    """An operator's case numbered past 2^63-1, straight into the database (as one loaded
+    before case numbers were bounded would be): every call that opens a case fails."""
+    with desk.session_factory() as db:
+        db.add(Case(number=TOO_HIGH, district_id="D100", status="closed", priority="low",
+                    product="campus"))
+        db.commit()
+
+
+def remove_case_numbered_too_high(desk) -> None:
+    """The operator's fix: the bad case taken out of the directory."""
+    with desk.session_factory() as db:
+        db.execute(delete(Case).where(Case.number == TOO_HIGH))
+        db.commit()
+
+
+def logged(desk) -> dict[str, int]:
+    """How many call logs each CallSid has."""
+    with desk.session_factory() as db:
+        sids = db.scalars(select(CallLog.call_sid)).all()
+    return {sid: sids.count(sid) for sid in sids}
+
+
+def set_aside(desk) -> dict[str, float]:
+    """The calls set aside, with when each is tried again (Unix seconds)."""
+    return dict(desk.r.zrange(CALL_LOGS_SET_ASIDE, 0, -1, withscores=True))
+
+
+def errors_naming(caplog, sid: str) -> list[str]:
+    """The error lines that name a CallSid."""
+    return [rec.getMessage() for rec in caplog.records
+            if rec.levelno >= logging.ERROR and sid in rec.getMessage()]
+
+
+def calls(phone, keys_pressed: list[str]) -> list[str]:
+    """Place a call per entry (its keys), each answered by A7; their CallSids."""
+    return [phone.call(PAT, pressed).call_sid for pressed in keys_pressed]
+
+
+def test_a_call_whose_log_fails_holds_no_other_call_back(phone, desk, lakeview, caplog):
+    """Two calls that open a case (option 2) cannot be logged: the calls around them, on
+    the caller's case, are logged all the same by the one job, which ends as usual."""
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "2", "1 2024117#", "1 2024117#", "2", "1 2024117#"])
+    unwritable = {sids[1], sids[4]}
+    start = time.time()
+    run_jobs(desk)
+
+    assert logged(desk) == {sid: 1 for sid in sids if sid not in unwritable}
+    assert desk.r.zcard(CALLS_TO_LOG) == 0  # none left waiting, none blocking
+    due = set_aside(desk)
+    assert set(due) == unwritable
+    for sid in unwritable:
+        assert start + CALL_LOG_SET_ASIDE_SECONDS <= due[sid] <= time.time() + \
+            CALL_LOG_SET_ASIDE_SECONDS
+        [error] = errors_naming(caplog, sid)
+        assert "CaseNumberError" in error
+    # The job ended (not failed, no retry) and took its mark off: the next call queues one.
+    job = queue(Queues.CALL_LOGS, desk.job_redis).fetch_job(call_log_job_id(sids[0]))
+    assert job.get_status() == "finished"
+    assert desk.r.get(CALL_LOGS_QUEUED) is None
+
+
+def test_a_call_set_aside_is_logged_once_when_its_try_comes_after_the_fix(
+        phone, desk, lakeview):
+    """The operator removes the bad case; ten minutes after the failure the reconciler
+    puts the call back among the calls to log, and its log is written, once."""
+    from workers.call_log import log_call
+    from workers.reconciler import reconcile
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    first, new_case = calls(phone, ["1 2024117#", "2"])
+    run_jobs(desk)
+    assert set(set_aside(desk)) == {new_case}
+    remove_case_numbered_too_high(desk)
+
+    assert reconcile()["call_logs_retried"] == 0  # not due yet
+    run_jobs(desk)
+    assert new_case not in logged(desk)
+    with travel(time.time() + CALL_LOG_SET_ASIDE_SECONDS + 1, tick=False):
+        assert reconcile()["call_logs_retried"] == 1
+        assert reconcile()["call_logs_retried"] == 0  # put back once
+    run_jobs(desk)
+
+    assert logged(desk) == {first: 1, new_case: 1}
+    assert set_aside(desk) == {} and desk.r.zcard(CALLS_TO_LOG) == 0
+    with desk.session_factory() as db:
+        case = db.scalar(select(CallLog.case_number).where(CallLog.call_sid == new_case))
+    assert case is not None and case != TOO_HIGH  # its new case, opened now
+    assert log_call(new_case) == "exists"  # a stray re-run writes nothing more
+    assert logged(desk) == {first: 1, new_case: 1}
+
+
+def test_a_call_still_unwritable_is_tried_once_an_interval_and_its_state_kept(
+        phone, desk, lakeview, caplog):
+    """Left unfixed, the call is tried once when due, set aside again (a second error,
+    counting), never in a loop; its state in Redis, near its day's end when it first
+    failed, lives on with each try."""
+    from workers.reconciler import reconcile
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    [sid] = calls(phone, ["2"])
+    desk.r.expire(keys.call(sid), 30)  # as if the call's state were nearly a day old
+    run_jobs(desk)
+    assert desk.r.ttl(keys.call(sid)) > 30  # kept for the next try
+    assert desk.r.hget(keys.call(sid), "log_failures") == "1"
+
+    later = time.time() + CALL_LOG_SET_ASIDE_SECONDS + 1
+    with travel(later, tick=False):
+        assert reconcile()["call_logs_retried"] == 1
+        run_jobs(desk)
+        assert set(set_aside(desk)) == {sid}
+        assert set_aside(desk)[sid] == pytest.approx(later + CALL_LOG_SET_ASIDE_SECONDS)
+        assert reconcile()["call_logs_retried"] == 0
+    run_jobs(desk)
+    assert desk.r.hget(keys.call(sid), "log_failures") == "2"  # two tries in all
+    assert [("failure 2" in e) for e in errors_naming(caplog, sid)] == [False, True]
+    assert logged(desk) == {}
+    assert desk.r.zcard(CALLS_TO_LOG) == 0
+
+
+def test_a_call_set_aside_and_queued_again_waits_for_its_try(phone, desk, lakeview):
+    """A call set aside and queued again meanwhile (a repeated end) is not tried by the
+    next job: it keeps its place among the calls set aside, tried when due."""
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    [sid] = calls(phone, ["2"])
+    run_jobs(desk)
+    due = set_aside(desk)[sid]
+    enqueue_call_log(desk.job_redis, sid)
+    [other] = calls(phone, ["1 2024117#"])
+    run_jobs(desk)
+    assert logged(desk) == {other: 1}
+    assert set_aside(desk) == {sid: due}  # not tried again
+    assert desk.r.hget(keys.call(sid), "log_failures") == "1"
+    assert desk.r.zcard(CALLS_TO_LOG) == 0
+
+
+def test_data_the_database_refuses_sets_that_call_aside(phone, desk, lakeview, caplog,
+                                                        database_backend):
+    """Whatever the cause: a talk time no integer column holds (PostgreSQL: DataError,
+    integer out of range; SQLite's driver: OverflowError) in one call's state."""
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "1 2024117#", "1 2024117#"])
+    desk.r.hset(keys.call(sids[1]), "talk_seconds", str(10**19))
+    run_jobs(desk)
+    assert logged(desk) == {sids[0]: 1, sids[2]: 1}
+    assert set(set_aside(desk)) == {sids[1]}
+    [error] = errors_naming(caplog, sids[1])
+    assert ("DataError" if database_backend == "postgresql" else "OverflowError") in error
+
+
+def test_the_database_down_sets_no_call_aside_and_every_call_waits(
+        phone, desk, lakeview, database_backend):
+    """The database unreachable is no call's fault, even with an unwritable call among
+    them: the job fails for RQ's retry, every call still waiting, none set aside; back
+    up, the retry writes every call it can and sets the other aside."""
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "2", "1 2024117#"])
+    down = create_engine(
+        f"postgresql+psycopg://caseline@127.0.0.1:{free_port()}/caseline"
+        if database_backend == "postgresql" else "sqlite:////nonexistent/folder/caseline.db")
+    context.configure(dataclasses.replace(desk, session_factory=sessionmaker(down)))
+    run_jobs(desk)
+    job = queue(Queues.CALL_LOGS, desk.job_redis).fetch_job(call_log_job_id(sids[0]))
+    # Failed, tried again at once (RQ's first retry), failed again: due in a second.
+    assert job.get_status() == "scheduled" and job.retries_left < CALL_LOG_RETRY.max
+    assert set(desk.r.zrange(CALLS_TO_LOG, 0, -1)) == set(sids)
+    assert set_aside(desk) == {}
+    down.dispose()
+
+    context.configure(desk)  # the database is back
+    time.sleep(1.2)  # the first retry is due after a second
+    worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis, serializer=SERIALIZER)
+    worker.work(burst=True, with_scheduler=True)
+    assert logged(desk) == {sids[0]: 1, sids[2]: 1}
+    assert set(set_aside(desk)) == {sids[1]}
+    assert desk.r.zcard(CALLS_TO_LOG) == 0
