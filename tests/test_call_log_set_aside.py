@@ -113,6 +113,24 @@ def test_a_call_whose_log_fails_holds_no_other_call_back(phone, desk, lakeview, 
     assert desk.r.get(CALL_LOGS_QUEUED) is None
 
 
+def test_calls_set_aside_show_in_the_metrics(client, phone, desk, lakeview):
+    """`caseline_call_logs_set_aside` counts them, for an alert."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def gauge() -> float:
+        [value] = [sample.value for family in text_string_to_metric_families(
+            client.get("/metrics").get_data(as_text=True))
+            for sample in family.samples if sample.name == "caseline_call_logs_set_aside"]
+        return value
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    calls(phone, ["2", "1 2024117#"])
+    assert gauge() == 0
+    run_jobs(desk)
+    assert gauge() == 1
+
+
 def test_a_call_set_aside_is_logged_once_when_its_try_comes_after_the_fix(
         phone, desk, lakeview):
     """The operator removes the bad case; ten minutes after the failure the reconciler
