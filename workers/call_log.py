@@ -201,7 +201,9 @@ def set_aside_call_log(desk: Desk, call_sid: str, exc: BaseException) -> None:
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     """Write the logs of these calls in one transaction; per call "written", "exists"
-    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis)."""
+    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis).
+    Any failure rolls the whole transaction back and is raised (`IntegrityError` once
+    `CONFLICT_TRIES` are used): `write_or_set_aside` tells the calls apart."""
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
     pipe = desk.r.pipeline(transaction=False)
