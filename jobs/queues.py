@@ -116,31 +116,6 @@ def resume_call_logs(r: redis.Redis, now_s: float) -> bool:
     return True
 
 
-# Move the calls set aside (KEYS[1]) whose next try is due (score <= ARGV[1], Unix s)
-# back among the calls to log (KEYS[2], scored ARGV[1]), at most ARGV[2], in one step:
-# a job taking a batch meanwhile sees each call in exactly one of the two.
-_PUT_BACK = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, sid in ipairs(due) do
-  redis.call('ZREM', KEYS[1], sid)
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], sid)
-end
-return #due
-"""
-
-
-def retry_set_aside_call_logs(r: redis.Redis, now_s: float) -> int:
-    """Put the calls set aside (`CALL_LOGS_SET_ASIDE`) whose next try is due by `now_s`
-    (Unix seconds) back among the calls to log, up to `CALL_LOGS_PUT_BACK`, and queue the
-    job that writes them unless one is queued or running (it takes them too). Returns how
-    many were put back."""
-    moved = int(r.register_script(_PUT_BACK)(
-        keys=[CALL_LOGS_SET_ASIDE, CALLS_TO_LOG], args=[now_s, CALL_LOGS_PUT_BACK]))
-    if moved and r.set(CALL_LOGS_QUEUED, "set-aside", nx=True, ex=CALL_LOGS_QUEUED_SECONDS):
-        queue_log_calls(r, f"retried-{int(now_s)}")
-    return moved
-
-
 def queue_log_calls(r: redis.Redis, call_sid: str, after_s: float = 0) -> None:
     """Queue the job that writes the waiting calls' logs, named for the call that queued it;
     with `after_s` (seconds), scheduled to run that much later rather than at once."""

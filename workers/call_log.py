@@ -23,11 +23,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
-from rq.timeouts import BaseTimeoutException
 from sqlalchemy import insert, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config.hours import central_date
@@ -37,7 +34,6 @@ from directory.cache import cache_contact
 from directory.models import CallLog, Case
 from directory.scripts import script
 from jobs.queues import (
-    CALL_LOG_SET_ASIDE_SECONDS,
     CALL_LOGS_QUEUED,
     CALL_LOGS_QUEUED_SECONDS,
     CALL_LOGS_SET_ASIDE,
@@ -46,10 +42,11 @@ from jobs.queues import (
 )
 from routing import conference, survey
 from routing.auth import how_verified
-from routing.call_state import CALL_TTL_SECONDS, final_status, get_call
+from routing.call_state import final_status, get_call
 from routing.cases import cases_for_calls
 from routing.desk import Desk
 from workers.context import current_desk
+from workers.set_aside import set_aside_call_log, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -148,55 +145,16 @@ def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
     try:
         outcomes = write_call_logs(desk, sids)
     except Exception as exc:
-        if _unreachable(exc) or desk.session_factory is None:
+        if unreachable(exc) or desk.session_factory is None:
             raise
         if len(sids) == 1:
-            set_aside_call_log(desk, sids[0], exc)
+            set_aside_call_log(desk.r, sids[0], exc)
             return {sids[0]: "set-aside"}
         half = len(sids) // 2
         return {**write_or_set_aside(desk, sids[:half]),
                 **write_or_set_aside(desk, sids[half:])}
     desk.r.zrem(CALLS_TO_LOG, *sids)
     return outcomes
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether `exc` says the database or Redis cannot be reached or used just now
-    (down, locked, a connection lost, the pool exhausted), or the job ran out of time:
-    true of every call alike, so no call is set aside for it."""
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError,
-                        redis.RedisError, BaseTimeoutException)):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def set_aside_call_log(desk: Desk, call_sid: str, exc: BaseException) -> None:
-    """Set aside a call whose log failed on its own (`exc` says why), in one step: off the
-    calls waiting for their log, into `jobs.queues.CALL_LOGS_SET_ASIDE`, due again
-    `CALL_LOG_SET_ASIDE_SECONDS` (600 s) from now, its state kept another day
-    (`CALL_TTL_SECONDS`: it outlives every try, however long the log stays unwritable).
-    Logs an error naming the CallSid and the reason (with the traceback the first time);
-    the call's hash counts the failures (`log_failures`) and keeps when the first was
-    (`log_failed_at`, ms since the epoch, UTC)."""
-    now = time.time()
-    call = keys.call(call_sid)
-    pipe = desk.r.pipeline(transaction=True)
-    pipe.zadd(CALL_LOGS_SET_ASIDE, {call_sid: now + CALL_LOG_SET_ASIDE_SECONDS})
-    pipe.zrem(CALLS_TO_LOG, call_sid)
-    pipe.hsetnx(call, "log_failed_at", int(now * 1000))
-    pipe.hincrby(call, "log_failures", 1)
-    pipe.hget(call, "log_failed_at")
-    pipe.expire(call, CALL_TTL_SECONDS)
-    *_, failures, first_ms, _ = pipe.execute()
-    # The driver's own words for a database error: SQLAlchemy's add the statement and
-    # every value of the row (the traceback, the first time, has them).
-    reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
-    log.error(
-        "call log of %s not written (%s: %s): set aside, failure %d since %s; tried again "
-        "every %d s until it is written", call_sid, type(exc).__name__,
-        reason[0] if reason else "", failures,
-        datetime.fromtimestamp(int(first_ms) / 1000, tz=UTC).isoformat(timespec="seconds"),
-        CALL_LOG_SET_ASIDE_SECONDS, exc_info=exc if failures == 1 else None)
 
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:

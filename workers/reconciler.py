@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 
-from jobs.queues import resume_call_logs, retry_set_aside_call_logs
+from jobs.queues import resume_call_logs
 from routing import acd, availability
 from routing.call_end import check_open_calls
 from workers.context import current_desk
+from workers.set_aside import retry_set_aside_call_logs
 
 
 def end_wrapup(advisor_id: str, call_sid: str) -> str:

@@ -1,0 +1,94 @@
+"""Calls whose log cannot be written for a reason of their own (its data, a case it
+would open): which failures are one call's and which the database's, setting such a
+call aside (`jobs.queues.CALL_LOGS_SET_ASIDE`), and putting it back among the calls
+to log when its next try is due (the reconciler, every 10 s)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import redis
+from rq.timeouts import BaseTimeoutException
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from directory import keys
+from directory.scripts import script
+from jobs.queues import (
+    CALL_LOG_SET_ASIDE_SECONDS,
+    CALL_LOGS_PUT_BACK,
+    CALL_LOGS_QUEUED,
+    CALL_LOGS_QUEUED_SECONDS,
+    CALL_LOGS_SET_ASIDE,
+    CALLS_TO_LOG,
+    queue_log_calls,
+)
+from routing.call_state import CALL_TTL_SECONDS
+
+log = logging.getLogger(__name__)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database or Redis cannot be reached or used just now
+    (down, locked, a connection lost, the pool exhausted), or the job ran out of time:
+    true of every call alike, so no call is set aside for it."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError,
+                        redis.RedisError, BaseTimeoutException)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def set_aside_call_log(r: redis.Redis, call_sid: str, exc: BaseException) -> None:
+    """Set aside a call whose log failed on its own (`exc` says why), in one step: off the
+    calls waiting for their log, into `jobs.queues.CALL_LOGS_SET_ASIDE`, due again
+    `CALL_LOG_SET_ASIDE_SECONDS` (600 s) from now, its state kept another day
+    (`CALL_TTL_SECONDS`: it outlives every try, however long the log stays unwritable).
+    Logs an error naming the CallSid and the reason (with the traceback the first time);
+    the call's hash counts the failures (`log_failures`) and keeps when the first was
+    (`log_failed_at`, ms since the epoch, UTC)."""
+    now = time.time()
+    call = keys.call(call_sid)
+    pipe = r.pipeline(transaction=True)
+    pipe.zadd(CALL_LOGS_SET_ASIDE, {call_sid: now + CALL_LOG_SET_ASIDE_SECONDS})
+    pipe.zrem(CALLS_TO_LOG, call_sid)
+    pipe.hsetnx(call, "log_failed_at", int(now * 1000))
+    pipe.hincrby(call, "log_failures", 1)
+    pipe.hget(call, "log_failed_at")
+    pipe.expire(call, CALL_TTL_SECONDS)
+    *_, failures, first_ms, _ = pipe.execute()
+    # The driver's own words for a database error: SQLAlchemy's add the statement and
+    # every value of the row (the traceback, the first time, has them).
+    reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    log.error(
+        "call log of %s not written (%s: %s): set aside, failure %d since %s; tried again "
+        "every %d s until it is written", call_sid, type(exc).__name__,
+        reason[0] if reason else "", failures,
+        datetime.fromtimestamp(int(first_ms) / 1000, tz=UTC).isoformat(timespec="seconds"),
+        CALL_LOG_SET_ASIDE_SECONDS, exc_info=exc if failures == 1 else None)
+
+
+# Move the calls set aside (KEYS[1]) whose next try is due (score <= ARGV[1], Unix s)
+# back among the calls to log (KEYS[2], scored ARGV[1]), at most ARGV[2], in one step:
+# a job taking a batch meanwhile sees each call in exactly one of the two.
+_PUT_BACK = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, sid in ipairs(due) do
+  redis.call('ZREM', KEYS[1], sid)
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], sid)
+end
+return #due
+"""
+
+
+def retry_set_aside_call_logs(r: redis.Redis, now_s: float) -> int:
+    """Put the calls set aside (`CALL_LOGS_SET_ASIDE`) whose next try is due by `now_s`
+    (Unix seconds) back among the calls to log, up to `CALL_LOGS_PUT_BACK`, and queue the
+    job that writes them unless one is queued or running (it takes them too). Returns how
+    many were put back."""
+    moved = int(script(r, _PUT_BACK)(
+        keys=[CALL_LOGS_SET_ASIDE, CALLS_TO_LOG], args=[now_s, CALL_LOGS_PUT_BACK], client=r))
+    if moved and r.set(CALL_LOGS_QUEUED, "set-aside", nx=True, ex=CALL_LOGS_QUEUED_SECONDS):
+        queue_log_calls(r, f"retried-{int(now_s)}")
+    return moved
