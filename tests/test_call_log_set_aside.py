@@ -249,3 +249,96 @@ def test_the_database_down_sets_no_call_aside_and_every_call_waits(
     assert logged(desk) == {sids[0]: 1, sids[2]: 1}
     assert set(set_aside(desk)) == {sids[1]}
     assert desk.r.zcard(CALLS_TO_LOG) == 0
+
+
+def waiting(desk) -> set[str]:
+    """The calls still waiting for their log."""
+    return set(desk.r.zrange(CALLS_TO_LOG, 0, -1))
+
+
+def run_retry(desk) -> None:
+    """Run the call-log job's retry RQ scheduled a second on (after its immediate one)."""
+    time.sleep(1.2)
+    worker = SimpleWorker(list(Queues.ALL), connection=desk.job_redis, serializer=SERIALIZER)
+    worker.work(burst=True, with_scheduler=True)
+
+
+def read_only(database_url: str, database_backend: str):
+    """An engine on the test database that cannot write: PostgreSQL after a failover to a
+    standby (every transaction read-only, SQLSTATE 25006), SQLite opened read-only."""
+    if database_backend == "postgresql":
+        return create_engine(database_url, connect_args={
+            "options": "-c default_transaction_read_only=on"})
+    path = database_url.removeprefix("sqlite:///")
+    return create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+
+
+def test_a_read_only_database_sets_no_call_aside_and_every_call_waits(
+        phone, desk, lakeview, database_url, database_backend):
+    """The database taking no write (PostgreSQL: `InternalError`, 25006; SQLite:
+    `OperationalError`) is no call's fault: the job fails for RQ's retry, every call
+    still waiting, none set aside; writable again, the retry writes them all."""
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "2", "1 2024117#"])
+    refusing = read_only(database_url, database_backend)
+    context.configure(dataclasses.replace(desk, session_factory=sessionmaker(refusing)))
+    try:
+        run_jobs(desk)
+    finally:
+        refusing.dispose()
+    job = queue(Queues.CALL_LOGS, desk.job_redis).fetch_job(call_log_job_id(sids[0]))
+    assert job.get_status() == "scheduled" and job.retries_left < CALL_LOG_RETRY.max
+    assert waiting(desk) == set(sids)
+    assert set_aside(desk) == {}
+
+    context.configure(desk)  # the primary is back
+    run_retry(desk)
+    assert logged(desk) == {sid: 1 for sid in sids}
+    assert waiting(desk) == set() and set_aside(desk) == {}
+
+
+def test_the_call_log_table_gone_sets_no_call_aside_and_every_call_waits(
+        phone, desk, lakeview, engine):
+    """A table missing (a migration not run, a permission revoked: PostgreSQL's
+    `ProgrammingError`, SQLite's `OperationalError`) is no call's fault either."""
+    from sqlalchemy import text
+
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "1 2024117#"])
+    with engine.begin() as db:
+        db.execute(text("ALTER TABLE call_logs RENAME TO call_logs_away"))
+    run_jobs(desk)
+    assert waiting(desk) == set(sids)
+    assert set_aside(desk) == {}
+    with engine.begin() as db:
+        db.execute(text("ALTER TABLE call_logs_away RENAME TO call_logs"))
+    run_retry(desk)
+    assert logged(desk) == {sid: 1 for sid in sids}
+
+
+@pytest.mark.parametrize(("sqlstate", "own"), [
+    ("22003", True),   # numeric_value_out_of_range: a value of the call's
+    ("22P05", True),   # untranslatable_character
+    ("23503", True),   # foreign_key_violation: the call names what is not there
+    ("23505", True),   # unique_violation
+    ("25006", False),  # read_only_sql_transaction: failed over to a standby
+    ("25P03", False),  # idle_in_transaction_session_timeout
+    ("42P01", False),  # undefined_table: a migration not run
+    ("42501", False),  # insufficient_privilege: a grant revoked
+    ("40001", False),  # serialization_failure
+    ("57014", False),  # query_canceled: statement_timeout
+    ("53300", False),  # too_many_connections
+])
+def test_only_data_and_constraint_errors_are_one_calls_own(sqlstate, own):
+    """PostgreSQL's SQLSTATE classes 22 and 23 are one call's fault; any other class is
+    the database's, whatever DB-API class psycopg gives it."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    from workers.set_aside import one_calls_fault
+
+    orig = psycopg.errors.lookup(sqlstate)("refused")
+    assert orig.sqlstate == sqlstate
+    exc = DBAPIError.instance("INSERT INTO call_logs ...", {}, orig, psycopg.Error)
+    assert one_calls_fault(exc) is own
+

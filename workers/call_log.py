@@ -12,8 +12,9 @@ A call whose log cannot be written for a reason of its own (a case it would open
 cannot be numbered, data the database refuses) holds no other call back: the
 batch is written again in halves, down to that one call, which is set aside
 (`jobs.queues.CALL_LOGS_SET_ASIDE`) and tried again every ten minutes until its
-log is written. The database being unreachable is no call's fault: the job fails
-and RQ retries it, every call still waiting.
+log is written (`workers.set_aside`). Any other failure (the database down,
+read-only, missing a table) is no call's fault: the job fails and RQ retries it,
+every call still waiting.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from routing.call_state import final_status, get_call
 from routing.cases import cases_for_calls
 from routing.desk import Desk
 from workers.context import current_desk
-from workers.set_aside import set_aside_call_log, unreachable
+from workers.set_aside import one_calls_fault, set_aside_call_log
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,9 @@ def log_calls() -> str:
     per transaction, each call exactly once: a batch is taken off the waiting calls only
     once committed, and a call already logged is skipped. Calls that end while the job
     is queued or running ride on it (the mark stays on until it finds none waiting).
-    A call whose own log fails is set aside (`write_or_set_aside`); the database
-    unreachable fails the job (SQLAlchemy's `OperationalError` and the like, raised):
-    RQ retries it; the calls still wait. Returns how many logs it wrote, as text."""
+    A call whose own log fails is set aside (`write_or_set_aside`); any other failure
+    (the database down, read-only, missing a table) fails the job: RQ retries it; the
+    calls still wait. Returns how many logs it wrote, as text."""
     desk = current_desk()
     r = desk.r
     written = set_aside = 0
@@ -136,16 +137,17 @@ def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
     of `write_call_logs`, or "set-aside" for a call whose log failed on its own
     (`set_aside_call_log`).
 
-    A batch that fails for any other reason than the database being unreachable is
-    written again in halves, down to single calls, so every call that can be written is
-    (a call whose log fails costs some 2 log2(batch) transactions, not a transaction per
-    call). Raises what `write_call_logs` raises when the database (or Redis) cannot be
-    reached: the job fails, RQ retries it, and the calls not committed still wait.
+    A batch that fails for what can be one call's fault (`workers.set_aside.
+    one_calls_fault`: its data, a case it opens) is written again in halves, down to
+    single calls, so every call that can be written is (a call whose log fails costs
+    some 2 log2(batch) transactions, not a transaction per call). Raises any other
+    failure (the database down, read-only, missing a table: true of every call): the
+    job fails, RQ retries it, and the calls not committed still wait.
     """
     try:
         outcomes = write_call_logs(desk, sids)
     except Exception as exc:
-        if unreachable(exc) or desk.session_factory is None:
+        if not one_calls_fault(exc):
             raise
         if len(sids) == 1:
             set_aside_call_log(desk.r, sids[0], exc)

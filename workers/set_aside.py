@@ -10,11 +10,10 @@ import time
 from datetime import UTC, datetime
 
 import redis
-from rq.timeouts import BaseTimeoutException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from directory import keys
+from directory.case_numbers import CaseNumberError
 from directory.scripts import script
 from jobs.queues import (
     CALL_LOG_SET_ASIDE_SECONDS,
@@ -30,14 +29,48 @@ from routing.call_state import CALL_TTL_SECONDS
 log = logging.getLogger(__name__)
 
 
-def unreachable(exc: BaseException) -> bool:
-    """Whether `exc` says the database or Redis cannot be reached or used just now
-    (down, locked, a connection lost, the pool exhausted), or the job ran out of time:
-    true of every call alike, so no call is set aside for it."""
-    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError,
-                        redis.RedisError, BaseTimeoutException)):
+# PostgreSQL's SQLSTATE classes that are one row's fault: 22, data exception (a number
+# out of range, text the encoding cannot hold); 23, integrity constraint violation (a key
+# the row names that is not there, a duplicate, a missing value).
+_ONE_ROWS_SQLSTATE_CLASSES = ("22", "23")
+
+
+def one_calls_fault(exc: BaseException) -> bool:
+    """Whether `exc`, raised writing a batch of call logs, can be one call's own fault:
+    then the batch is split to find that call and set it aside. Anything else is the
+    database's (or Redis's, or the job's), true of every call alike: it fails the job, RQ
+    retries it, every call still waiting, none set aside.
+
+    An allow-list, because the DB-API's classes do not draw that line: psycopg raises for
+    each SQLSTATE class the DB-API exception its table gives (psycopg's docs, "errors -
+    Package exceptions", and `psycopg.errors`; PostgreSQL's docs, Appendix A "Error
+    Codes"), so a standby that takes no write after a failover (25006) and the
+    idle-in-transaction timeout (25P03) are `InternalError`, a table missing or a grant
+    revoked (42P01, 42501) `ProgrammingError`, where SQLite's driver reports such faults
+    as `OperationalError`; SQLAlchemy raises its class of the same name with the driver's
+    exception in `.orig` (SQLAlchemy's docs, "Core Exceptions", `DBAPIError`). One
+    call's fault, then, is only:
+
+    - on PostgreSQL, SQLSTATE class 22 (data exception) or 23 (integrity constraint
+      violation), as psycopg reports it (`exc.orig.sqlstate`);
+    - with no SQLSTATE (SQLite's driver; psycopg refusing a value before sending it),
+      SQLAlchemy's `DataError` or `IntegrityError`;
+    - Python's `OverflowError`, `ValueError` or `TypeError`: a value of the call's state
+      that makes no row (a number too large for SQLite's driver, text where a number is
+      due), raised building the row or binding it (SQLAlchemy's `StatementError` wraps
+      the latter);
+    - `directory.case_numbers.CaseNumberError`: the call opens a case, and no case can be
+      numbered after the directory's highest number."""
+    if isinstance(exc, CaseNumberError):
         return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate:
+            return sqlstate[:2] in _ONE_ROWS_SQLSTATE_CLASSES
+        return isinstance(exc, (DataError, IntegrityError))
+    if isinstance(exc, StatementError):
+        exc = exc.orig
+    return isinstance(exc, (OverflowError, ValueError, TypeError))
 
 
 def set_aside_call_log(r: redis.Redis, call_sid: str, exc: BaseException) -> None:
