@@ -342,3 +342,31 @@ def test_only_data_and_constraint_errors_are_one_calls_own(sqlstate, own):
     exc = DBAPIError.instance("INSERT INTO call_logs ...", {}, orig, psycopg.Error)
     assert one_calls_fault(exc) is own
 
+
+def test_a_call_breaking_a_constraint_is_not_tried_again_at_each_level(
+        phone, desk, lakeview, engine, caplog):
+    """A call opening a case in a district the directory does not have (a foreign key the
+    database refuses: `IntegrityError`, SQLSTATE class 23) is no conflict with another
+    job: nothing is tried again unless a fresh read shows another writer logged some of
+    the calls. Eight calls with it first cost four failed tries (8, 4, 2, then 1)."""
+    from sqlalchemy import event
+
+    make_available(desk, "A7")
+    sids = calls(phone, ["2"] + ["1 2024117#"] * 7)
+    desk.r.hset(keys.call(sids[0]), "district", "D999")
+    refused: list[str] = []
+
+    def count(context) -> None:
+        refused.append(type(context.original_exception).__name__)
+
+    event.listen(engine, "handle_error", count)
+    try:
+        run_jobs(desk)
+    finally:
+        event.remove(engine, "handle_error", count)
+    assert logged(desk) == {sid: 1 for sid in sids[1:]}
+    assert set(set_aside(desk)) == {sids[0]}
+    [error] = errors_naming(caplog, sids[0])
+    assert "IntegrityError" in error
+    assert len(refused) == 4
+

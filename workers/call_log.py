@@ -64,7 +64,8 @@ def _time(ms: str | None) -> datetime | None:
 LOG_BATCH = 200
 LOG_CALLS_SECONDS = 20.0
 # Two jobs writing the same calls at once (two workers): the second's commit fails on
-# the unique CallSid; it reads again which are written and writes the rest.
+# the unique CallSid; it reads again which are written and writes the rest. Only then:
+# a constraint one of the calls breaks by itself fails the same way every time.
 CONFLICT_TRIES = 3
 
 
@@ -162,8 +163,10 @@ def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     """Write the logs of these calls in one transaction; per call "written", "exists"
     (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis).
-    Any failure rolls the whole transaction back and is raised (`IntegrityError` once
-    `CONFLICT_TRIES` are used): `write_or_set_aside` tells the calls apart."""
+    Any failure rolls the whole transaction back and is raised: an `IntegrityError`
+    too, unless a fresh read finds that another writer logged some of these calls
+    meanwhile (then it writes the rest, up to `CONFLICT_TRIES` times);
+    `write_or_set_aside` tells the calls apart."""
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
     pipe = desk.r.pipeline(transaction=False)
@@ -176,13 +179,17 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     now = datetime.now(UTC)
     for attempt in range(CONFLICT_TRIES):
         with desk.session_factory() as db:
+            logged = _logged(db, calls)
             try:
-                logged, todo, cases, contacts = _add_call_logs(db, calls, now)
+                todo, cases, contacts = _add_call_logs(db, calls, logged, now)
                 db.commit()
             except IntegrityError:
-                # Another job wrote some of them first, or a new case's number was taken.
+                # Another job wrote some of them first (a conflict: the next try skips
+                # them), or a call breaks a constraint itself (say a new case in a
+                # district not in the directory): that fails the same every time, and
+                # is raised at once, for `write_or_set_aside` to find the call.
                 db.rollback()
-                if attempt + 1 == CONFLICT_TRIES:
+                if attempt + 1 == CONFLICT_TRIES or not _logged(db, calls) - logged:
                     raise
                 continue
             for case in cases:
@@ -197,13 +204,17 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _add_call_logs(
-    db: Session, calls: dict[str, dict[str, str]], now: datetime
-) -> tuple[set[str], list[str], list[Case], list[dict[str, str]]]:
-    """Add the logs of the calls not logged yet to the transaction: the calls already
-    logged, those added, the cases they went on, the contacts whose activity moved."""
-    logged = set(db.scalars(select(CallLog.call_sid).where(
+def _logged(db: Session, calls: dict[str, dict[str, str]]) -> set[str]:
+    """The calls (those with a state) whose log is in the database already."""
+    return set(db.scalars(select(CallLog.call_sid).where(
         CallLog.call_sid.in_([sid for sid, call in calls.items() if call]))))
+
+
+def _add_call_logs(
+    db: Session, calls: dict[str, dict[str, str]], logged: set[str], now: datetime
+) -> tuple[list[str], list[Case], list[dict[str, str]]]:
+    """Add the logs of the calls not `logged` yet to the transaction: those added, the
+    cases they went on, the contacts whose activity moved."""
     todo = [sid for sid, call in calls.items() if call and sid not in logged]
     on_case = cases_for_calls(db, {sid: calls[sid] for sid in todo}, now)
     if todo:
@@ -216,7 +227,7 @@ def _add_call_logs(
     # A verified call is activity for the 180-day rule, in the same transaction.
     verified = {calls[sid]["contact"] for sid in todo
                 if calls[sid].get("verified") == "1" and calls[sid].get("contact")}
-    return logged, todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
+    return todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
 
 
 class CallLogNotWritten(Exception):
