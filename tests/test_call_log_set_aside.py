@@ -21,6 +21,7 @@ from jobs.queues import (
     CALL_LOG_SET_ASIDE_SECONDS,
     CALL_LOGS_QUEUED,
     CALL_LOGS_SET_ASIDE,
+    CALL_LOGS_SPLIT,
     CALLS_TO_LOG,
     SERIALIZER,
     Queues,
@@ -369,4 +370,38 @@ def test_a_call_breaking_a_constraint_is_not_tried_again_at_each_level(
     [error] = errors_naming(caplog, sids[0])
     assert "IntegrityError" in error
     assert len(refused) == 4
+
+
+def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_deadline(
+        phone, desk, lakeview, monkeypatch):
+    """The bad call the oldest, every try that holds it slow to fail (0.4 s), a job's
+    time (0.1 s) and RQ's timeout (1 s) both shorter than the whole split: each job takes
+    the split one step on from where the last one stopped and hands over; the good calls
+    are all written, the bad one set aside, and no job fails or times out."""
+    import rq
+
+    from routing.cases import cases_for_calls
+    from workers import call_log
+
+    monkeypatch.setattr(rq.Queue, "DEFAULT_TIMEOUT", 1)  # for the jobs queued from now
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    sids = calls(phone, ["2"] + ["1 2024117#"] * 15)
+    bad = sids[0]
+
+    def slow_to_refuse(db, batch, now):
+        if bad in batch:
+            time.sleep(0.4)
+        return cases_for_calls(db, batch, now)
+
+    monkeypatch.setattr(call_log, "cases_for_calls", slow_to_refuse)
+    monkeypatch.setattr(call_log, "LOG_CALLS_SECONDS", 0.1)
+    run_jobs(desk)
+    assert logged(desk) == {sid: 1 for sid in sids[1:]}
+    assert set(set_aside(desk)) == {bad}
+    assert waiting(desk) == set()
+    logs = queue(Queues.CALL_LOGS, desk.job_redis)
+    assert logs.failed_job_registry.count == 0 and logs.scheduled_job_registry.count == 0
+    assert len(logs.finished_job_registry) > 2  # handed over, split and all
+    assert desk.r.get(CALL_LOGS_SPLIT) is None  # whole batches again
 

@@ -20,6 +20,7 @@ every call still waiting.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,8 @@ from jobs.queues import (
     CALL_LOGS_QUEUED,
     CALL_LOGS_QUEUED_SECONDS,
     CALL_LOGS_SET_ASIDE,
+    CALL_LOGS_SPLIT,
+    CALL_LOGS_SPLIT_SECONDS,
     CALLS_TO_LOG,
     queue_log_calls,
 )
@@ -60,7 +63,8 @@ def _time(ms: str | None) -> datetime | None:
 
 
 # Logs written per database transaction, and how long one job goes on writing while
-# calls keep ending (then it hands over to the next job, well inside RQ's timeout).
+# calls keep ending, or splitting a failing batch (then it hands over to the next job,
+# well inside RQ's timeout of 180 s and the mark's minute).
 LOG_BATCH = 200
 LOG_CALLS_SECONDS = 20.0
 # Two jobs writing the same calls at once (two workers): the second's commit fails on
@@ -69,17 +73,20 @@ LOG_CALLS_SECONDS = 20.0
 CONFLICT_TRIES = 3
 
 
-# Take the next batch of calls waiting for their log (KEYS[1]), up to ARGV[1]: those
-# set aside meanwhile (KEYS[2]; queued again by a repeated end) come off the waiting
-# calls instead, left for their next try. One step, so a call the reconciler puts back
-# at that moment is in exactly one of the two sets.
+# Take the next batch of calls waiting for their log (KEYS[1]), up to ARGV[1], or as
+# many as a split under way says (KEYS[3]): those set aside meanwhile (KEYS[2]; queued
+# again by a repeated end) come off the waiting calls instead, left for their next try.
+# One step, so a call the reconciler puts back at that moment is in exactly one of the
+# two sets. Returns the size it took the batch at, and the batch.
 _TAKE_BATCH = """
+local size = tonumber(redis.call('GET', KEYS[3]) or '')
+if not size or size < 1 then size = tonumber(ARGV[1]) end
 local batch = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1)) do
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, size - 1)) do
   if redis.call('ZSCORE', KEYS[2], sid) then redis.call('ZREM', KEYS[1], sid)
   else table.insert(batch, sid) end
 end
-return batch
+return {size, batch}
 """
 
 
@@ -100,14 +107,16 @@ def log_calls() -> str:
     is queued or running ride on it (the mark stays on until it finds none waiting).
     A call whose own log fails is set aside (`write_or_set_aside`); any other failure
     (the database down, read-only, missing a table) fails the job: RQ retries it; the
-    calls still wait. Returns how many logs it wrote, as text."""
+    calls still wait. After `LOG_CALLS_SECONDS` (between batches, or within a split) it
+    hands over to the next job. Returns how many logs it wrote, as text."""
     desk = current_desk()
     r = desk.r
     written = set_aside = 0
     deadline = time.monotonic() + LOG_CALLS_SECONDS
     while True:
-        sids = script(r, _TAKE_BATCH)(keys=[CALLS_TO_LOG, CALL_LOGS_SET_ASIDE],
-                                      args=[LOG_BATCH], client=r)
+        size, sids = script(r, _TAKE_BATCH)(
+            keys=[CALLS_TO_LOG, CALL_LOGS_SET_ASIDE, CALL_LOGS_SPLIT], args=[LOG_BATCH],
+            client=r)
         if not sids:
             # None waits, or every call taken had been set aside (off the waiting calls
             # now, so the next look gets further).
@@ -116,13 +125,15 @@ def log_calls() -> str:
                 return f"{done}, {set_aside} set aside" if set_aside else done
             continue
         r.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)  # still at work
-        outcomes = write_or_set_aside(desk, sids)
+        outcomes = write_or_set_aside(desk, sids, deadline, taken_at=int(size))
         written += sum(1 for o in outcomes.values() if o == "written")
         set_aside += sum(1 for o in outcomes.values() if o == "set-aside")
-        if time.monotonic() > deadline:
-            # Calls keep ending: the next job goes on (the mark stays on for it).
-            queue_log_calls(desk.job_redis, sids[-1])
-            return f"{written} written, more to come"
+        if "waiting" in outcomes.values() or time.monotonic() > deadline:
+            # Calls keep ending, or a split goes on: the next job takes over (the mark
+            # stays on for it). Named for the moment too: a split may leave at the head
+            # the call whose end named the job running now.
+            queue_log_calls(desk.job_redis, f"{sids[-1]}-{time.time_ns() // 1_000_000}")
+            return f"{written} written, {set_aside} set aside, more to come"
 
 
 def log_call(call_sid: str) -> str:
@@ -132,11 +143,13 @@ def log_call(call_sid: str) -> str:
     return write_or_set_aside(current_desk(), [call_sid])[call_sid]
 
 
-def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
+def write_or_set_aside(desk: Desk, sids: list[str], deadline: float = math.inf,
+                       taken_at: int = LOG_BATCH) -> dict[str, str]:
     """Write these calls' logs, in one transaction when none fails, and take each off the
     calls waiting for their log once its transaction is committed; per call the outcome
-    of `write_call_logs`, or "set-aside" for a call whose log failed on its own
-    (`set_aside_call_log`).
+    of `write_call_logs`, "set-aside" for a call whose log failed on its own
+    (`set_aside_call_log`), or "waiting" for a call left to the next job: a split stops
+    once past `deadline` (`time.monotonic()`).
 
     A batch that fails for what can be one call's fault (`workers.set_aside.
     one_calls_fault`: its data, a case it opens) is written again in halves, down to
@@ -144,20 +157,59 @@ def write_or_set_aside(desk: Desk, sids: list[str]) -> dict[str, str]:
     some 2 log2(batch) transactions, not a transaction per call). Raises any other
     failure (the database down, read-only, missing a table: true of every call): the
     job fails, RQ retries it, and the calls not committed still wait.
+
+    The split goes in order, the first half first, so every call before the part it
+    tries next is written or set aside: that part heads the waiting calls. Before each
+    try it renews the mark that a job is at work and keeps the part's size
+    (`jobs.queues.CALL_LOGS_SPLIT`), the size the next batch is taken at, so a job that
+    stops at `deadline` (or dies) leaves the next one to go on from there; every job
+    takes the split one try further, and none starts it over. `taken_at`: the size
+    this batch was taken at (smaller while a split is under way; written whole, the
+    next batch may be twice as large).
     """
-    try:
-        outcomes = write_call_logs(desk, sids)
-    except Exception as exc:
-        if not one_calls_fault(exc):
-            raise
-        if len(sids) == 1:
-            set_aside_call_log(desk.r, sids[0], exc)
-            return {sids[0]: "set-aside"}
-        half = len(sids) // 2
-        return {**write_or_set_aside(desk, sids[:half]),
-                **write_or_set_aside(desk, sids[half:])}
-    desk.r.zrem(CALLS_TO_LOG, *sids)
+    outcomes: dict[str, str] = {}
+    parts = [sids]  # a stack: the next part to try last
+    split = False
+    while parts:
+        part = parts.pop()
+        if split:
+            _split_at(desk, len(part))
+            if time.monotonic() > deadline:
+                outcomes.update(dict.fromkeys([s for p in (part, *parts) for s in p],
+                                              "waiting"))
+                return outcomes
+        try:
+            written = write_call_logs(desk, part)
+        except Exception as exc:
+            if not one_calls_fault(exc):
+                raise
+            split = True
+            if len(part) == 1:
+                set_aside_call_log(desk.r, part[0], exc)
+                outcomes[part[0]] = "set-aside"
+                continue
+            half = len(part) // 2
+            parts += [part[half:], part[:half]]
+            continue
+        desk.r.zrem(CALLS_TO_LOG, *part)
+        outcomes.update(written)
+    if split:
+        desk.r.delete(CALL_LOGS_SPLIT)  # over: whole batches again
+    elif taken_at < LOG_BATCH:
+        _split_at(desk, taken_at * 2)
     return outcomes
+
+
+def _split_at(desk: Desk, size: int) -> None:
+    """Keep the size the next batch is taken at while a split is under way (none from
+    `LOG_BATCH` on), and renew the mark that a job is at work."""
+    pipe = desk.r.pipeline(transaction=False)
+    if size < LOG_BATCH:
+        pipe.set(CALL_LOGS_SPLIT, size, ex=CALL_LOGS_SPLIT_SECONDS)
+    else:
+        pipe.delete(CALL_LOGS_SPLIT)
+    pipe.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)
+    pipe.execute()
 
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
