@@ -405,3 +405,22 @@ def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_dead
     assert len(logs.finished_job_registry) > 2  # handed over, split and all
     assert desk.r.get(CALL_LOGS_SPLIT) is None  # whole batches again
 
+def test_nothing_set_aside_costs_the_job_no_redis_command_per_call(phone, desk, lakeview):
+    """With no call set aside, the job's Redis commands beyond one HGETALL per call (its
+    state) do not grow with the batch: it looks at the calls set aside once per batch,
+    not once per call."""
+    from workers.call_log import log_calls
+
+    make_available(desk, "A7")
+
+    def commands_writing(n: int) -> dict[str, int]:
+        calls(phone, ["1 2024117#"] * n)
+        desk.r.config_resetstat()
+        log_calls()
+        return {name: stats["calls"] for name, stats in desk.r.info("commandstats").items()}
+
+    commands_writing(1)  # scripts loaded, the contact's activity moved
+    few, many = commands_writing(2), commands_writing(12)
+    assert many.pop("cmdstat_hgetall") - few.pop("cmdstat_hgetall") == 10
+    assert many == few
+

@@ -77,12 +77,17 @@ CONFLICT_TRIES = 3
 # many as a split under way says (KEYS[3]): those set aside meanwhile (KEYS[2]; queued
 # again by a repeated end) come off the waiting calls instead, left for their next try.
 # One step, so a call the reconciler puts back at that moment is in exactly one of the
-# two sets. Returns the size it took the batch at, and the batch.
+# two sets. Returns the size it took the batch at, and the batch. With no call set
+# aside (the usual case) that is three commands a batch, none a call; ZMSCORE would
+# make it one a batch otherwise, but needs Redis 6.2 (the bundled server is 6.2.14;
+# a deployment's may be older).
 _TAKE_BATCH = """
 local size = tonumber(redis.call('GET', KEYS[3]) or '')
 if not size or size < 1 then size = tonumber(ARGV[1]) end
+local sids = redis.call('ZRANGE', KEYS[1], 0, size - 1)
+if #sids == 0 or redis.call('ZCARD', KEYS[2]) == 0 then return {size, sids} end
 local batch = {}
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, size - 1)) do
+for _, sid in ipairs(sids) do
   if redis.call('ZSCORE', KEYS[2], sid) then redis.call('ZREM', KEYS[1], sid)
   else table.insert(batch, sid) end
 end
