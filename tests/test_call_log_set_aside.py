@@ -424,3 +424,51 @@ def test_nothing_set_aside_costs_the_job_no_redis_command_per_call(phone, desk, 
     assert many.pop("cmdstat_hgetall") - few.pop("cmdstat_hgetall") == 10
     assert many == few
 
+def test_two_jobs_setting_one_call_aside_count_and_name_it_once(phone, desk, lakeview, caplog):
+    """Two workers split the same batch (a job's mark lapsed): both isolate the bad call.
+    It is set aside once: one failure counted, one error."""
+    from workers.call_log import write_or_set_aside
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    sids = calls(phone, ["1 2024117#", "2"])
+    assert write_or_set_aside(desk, sids) == {sids[0]: "written", sids[1]: "set-aside"}
+    assert write_or_set_aside(desk, sids) == {sids[0]: "exists", sids[1]: "set-aside"}
+    assert desk.r.hget(keys.call(sids[1]), "log_failures") == "1"
+    assert len(errors_naming(caplog, sids[1])) == 1
+
+
+def test_a_call_whose_state_expires_as_it_fails_is_not_brought_back(
+        phone, desk, lakeview, monkeypatch):
+    """The call's state expires between the job's read and its failure: it is set aside
+    (its next try finds nothing to log), and no hash is made again for it holding only
+    the failure count."""
+    from routing.cases import cases_for_calls
+    from workers import call_log
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    [sid] = calls(phone, ["2"])
+
+    def expiring(db, batch, now):
+        desk.r.delete(keys.call(sid))
+        return cases_for_calls(db, batch, now)
+
+    monkeypatch.setattr(call_log, "cases_for_calls", expiring)
+    run_jobs(desk)
+    assert set(set_aside(desk)) == {sid}
+    assert not desk.r.exists(keys.call(sid))
+
+
+def test_a_call_with_no_state_left_is_named_once_however_deep_the_split(
+        phone, desk, lakeview, caplog):
+    """A call whose state is gone, beside a bad call: the split reads it at every level,
+    and names it once, when its part is written."""
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    sids = calls(phone, ["2", "1 2024117#", "1 2024117#", "1 2024117#"])
+    desk.r.delete(keys.call(sids[1]))
+    run_jobs(desk)
+    assert len([e for e in errors_naming(caplog, sids[1]) if "no call left" in e]) == 1
+    assert logged(desk) == {sids[2]: 1, sids[3]: 1}
+    assert waiting(desk) == set()

@@ -197,6 +197,9 @@ def write_or_set_aside(desk: Desk, sids: list[str], deadline: float = math.inf,
             parts += [part[half:], part[:half]]
             continue
         desk.r.zrem(CALLS_TO_LOG, *part)
+        for sid in (sid for sid, outcome in written.items() if outcome == "no-call"):
+            # Named once, when its part is written (a split reads it at every level).
+            log.error("call %s ended with no call left in Redis; nothing to log", sid)
         outcomes.update(written)
     if split:
         desk.r.delete(CALL_LOGS_SPLIT)  # over: whole batches again
@@ -231,8 +234,6 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
         pipe.hgetall(keys.call(sid))
     calls = dict(zip(sids, pipe.execute(), strict=True))
     outcomes = {sid: "no-call" for sid, call in calls.items() if not call}
-    for sid in outcomes:
-        log.error("call %s ended with no call left in Redis; nothing to log", sid)
     now = datetime.now(UTC)
     for attempt in range(CONFLICT_TRIES):
         with desk.session_factory() as db:

@@ -73,6 +73,24 @@ def one_calls_fault(exc: BaseException) -> bool:
     return isinstance(exc, (OverflowError, ValueError, TypeError))
 
 
+# Set a call aside (ARGV[1]) in one step: off the calls to log (KEYS[2]), into the calls
+# set aside (KEYS[1]), due at ARGV[2] (Unix s). Already there (two jobs took the same
+# batch, and the other set it aside first): nothing more, and false. Else its state
+# (KEYS[3]), if it still exists (an expired call is not made again as a hash holding
+# only its failures), counts the failure, keeps when the first was (ARGV[3], ms) and
+# lives another ARGV[4] s. Returns the failures and when the first was, 0 and 0 when the
+# state is gone.
+_SET_ASIDE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1]) == 0 then return false end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {0, 0} end
+redis.call('HSETNX', KEYS[3], 'log_failed_at', ARGV[3])
+local failures = redis.call('HINCRBY', KEYS[3], 'log_failures', 1)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return {failures, redis.call('HGET', KEYS[3], 'log_failed_at')}
+"""
+
+
 def set_aside_call_log(r: redis.Redis, call_sid: str, exc: BaseException) -> None:
     """Set aside a call whose log failed on its own (`exc` says why), in one step: off the
     calls waiting for their log, into `jobs.queues.CALL_LOGS_SET_ASIDE`, due again
@@ -80,25 +98,30 @@ def set_aside_call_log(r: redis.Redis, call_sid: str, exc: BaseException) -> Non
     (`CALL_TTL_SECONDS`: it outlives every try, however long the log stays unwritable).
     Logs an error naming the CallSid and the reason (with the traceback the first time);
     the call's hash counts the failures (`log_failures`) and keeps when the first was
-    (`log_failed_at`, ms since the epoch, UTC)."""
+    (`log_failed_at`, ms since the epoch, UTC). A call another job has just set aside
+    (the same batch split by two) is counted and named once."""
     now = time.time()
-    call = keys.call(call_sid)
-    pipe = r.pipeline(transaction=True)
-    pipe.zadd(CALL_LOGS_SET_ASIDE, {call_sid: now + CALL_LOG_SET_ASIDE_SECONDS})
-    pipe.zrem(CALLS_TO_LOG, call_sid)
-    pipe.hsetnx(call, "log_failed_at", int(now * 1000))
-    pipe.hincrby(call, "log_failures", 1)
-    pipe.hget(call, "log_failed_at")
-    pipe.expire(call, CALL_TTL_SECONDS)
-    *_, failures, first_ms, _ = pipe.execute()
+    counted = script(r, _SET_ASIDE)(
+        keys=[CALL_LOGS_SET_ASIDE, CALLS_TO_LOG, keys.call(call_sid)],
+        args=[call_sid, now + CALL_LOG_SET_ASIDE_SECONDS, int(now * 1000), CALL_TTL_SECONDS],
+        client=r)
+    if counted is None:
+        log.info("call log of %s not written: set aside by another job already", call_sid)
+        return
+    failures, first_ms = int(counted[0]), int(counted[1])
     # The driver's own words for a database error: SQLAlchemy's add the statement and
     # every value of the row (the traceback, the first time, has them).
-    reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    lines = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    if not failures:
+        log.error("call log of %s not written (%s): set aside, though its state in Redis "
+                  "has expired: its next try has nothing to log", call_sid, reason,
+                  exc_info=exc)
+        return
     log.error(
-        "call log of %s not written (%s: %s): set aside, failure %d since %s; tried again "
-        "every %d s until it is written", call_sid, type(exc).__name__,
-        reason[0] if reason else "", failures,
-        datetime.fromtimestamp(int(first_ms) / 1000, tz=UTC).isoformat(timespec="seconds"),
+        "call log of %s not written (%s): set aside, failure %d since %s; tried again "
+        "every %d s until it is written", call_sid, reason, failures,
+        datetime.fromtimestamp(first_ms / 1000, tz=UTC).isoformat(timespec="seconds"),
         CALL_LOG_SET_ASIDE_SECONDS, exc_info=exc if failures == 1 else None)
 
 
