@@ -158,8 +158,9 @@ def write_or_set_aside(desk: Desk, sids: list[str], deadline: float = math.inf,
 
     A batch that fails for what can be one call's fault (`workers.set_aside.
     one_calls_fault`: its data, a case it opens) is written again in halves, down to
-    single calls, so every call that can be written is (a call whose log fails costs
-    some 2 log2(batch) transactions, not a transaction per call). Raises any other
+    single calls, so every call that can be written is: one call whose log fails costs
+    at most 2 ceil(log2(batch)) + 1 transactions, not one per call (among 200: 15 to 17,
+    8 or 9 of them failing, the batch and each part holding it). Raises any other
     failure (the database down, read-only, missing a table: true of every call): the
     job fails, RQ retries it, and the calls not committed still wait.
 
