@@ -374,8 +374,8 @@ def test_a_call_breaking_a_constraint_is_not_tried_again_at_each_level(
 
 def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_deadline(
         phone, desk, lakeview, monkeypatch):
-    """The bad call the oldest, every try that holds it slow to fail (0.4 s), a job's
-    time (0.1 s) and RQ's timeout (1 s) both shorter than the whole split: each job takes
+    """The bad call the oldest, every try that holds it slow to fail (0.6 s), a job's
+    time (0.1 s) and RQ's timeout (2 s) both shorter than the whole split: each job takes
     the split one step on from where the last one stopped and hands over; the good calls
     are all written, the bad one set aside, and no job fails or times out."""
     import rq
@@ -383,7 +383,7 @@ def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_dead
     from routing.cases import cases_for_calls
     from workers import call_log
 
-    monkeypatch.setattr(rq.Queue, "DEFAULT_TIMEOUT", 1)  # for the jobs queued from now
+    monkeypatch.setattr(rq.Queue, "DEFAULT_TIMEOUT", 2)  # for the jobs queued from now
     add_case_numbered_too_high(desk)
     make_available(desk, "A7")
     sids = calls(phone, ["2"] + ["1 2024117#"] * 15)
@@ -391,7 +391,7 @@ def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_dead
 
     def slow_to_refuse(db, batch, now):
         if bad in batch:
-            time.sleep(0.4)
+            time.sleep(0.6)
         return cases_for_calls(db, batch, now)
 
     monkeypatch.setattr(call_log, "cases_for_calls", slow_to_refuse)
@@ -404,6 +404,28 @@ def test_a_bad_call_first_and_slow_to_fail_holds_no_call_back_under_a_tight_dead
     assert logs.failed_job_registry.count == 0 and logs.scheduled_job_registry.count == 0
     assert len(logs.finished_job_registry) > 2  # handed over, split and all
     assert desk.r.get(CALL_LOGS_SPLIT) is None  # whole batches again
+
+
+def test_a_split_renews_the_jobs_mark_before_each_try(phone, desk, lakeview, monkeypatch):
+    """However long each try of a split takes, the mark that a job is at work is renewed
+    before the next, so no second job is queued to take the same calls meanwhile."""
+    from routing.cases import cases_for_calls
+    from workers import call_log
+
+    add_case_numbered_too_high(desk)
+    make_available(desk, "A7")
+    calls(phone, ["2"] + ["1 2024117#"] * 7)
+    seen: list[int] = []
+
+    def nearly_lapsing(db, batch, now):
+        seen.append(desk.r.ttl(CALL_LOGS_QUEUED))
+        desk.r.expire(CALL_LOGS_QUEUED, 1)  # as if this try took most of the minute
+        return cases_for_calls(db, batch, now)
+
+    monkeypatch.setattr(call_log, "cases_for_calls", nearly_lapsing)
+    run_jobs(desk)
+    assert len(seen) == 7  # 8, 4, 2 and 1 failing; then 1, 2 and 4 written
+    assert min(seen) > 30
 
 def test_nothing_set_aside_costs_the_job_no_redis_command_per_call(phone, desk, lakeview):
     """With no call set aside, the job's Redis commands beyond one HGETALL per call (its
