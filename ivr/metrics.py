@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from directory import keys
 from ivr.context import desk
-from jobs.queues import Queues, queue
+from jobs.queues import CALL_LOGS_SET_ASIDE, Queues, queue
 
 bp = Blueprint("metrics", __name__)
 
@@ -68,7 +68,8 @@ class _RedisCollector:
         self.job_redis = job_redis
 
     def collect(self) -> Iterator[Metric]:
-        """Waiting callers per team, jobs queued per queue, jobs retried per queue."""
+        """Waiting callers per team, jobs queued per queue, jobs retried per queue, calls
+        whose log is set aside."""
         waiting = GaugeMetricFamily("caseline_waiting_callers", "Callers waiting, per team",
                                     labels=["team"])
         for team in sorted(self.r.smembers(keys.teams())):
@@ -80,7 +81,11 @@ class _RedisCollector:
         for name in Queues.ALL:
             queued.add_metric([name], queue(name, self.job_redis).count)
             retried.add_metric([name], int(self.r.get(keys.jobs_retried(name)) or 0))
-        yield from (waiting, queued, retried)
+        set_aside = GaugeMetricFamily(
+            "caseline_call_logs_set_aside",
+            "Calls whose log could not be written, set aside to be tried again")
+        set_aside.add_metric([], self.r.zcard(CALL_LOGS_SET_ASIDE))
+        yield from (waiting, queued, retried, set_aside)
 
 
 def _process_metrics() -> bytes:

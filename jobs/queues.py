@@ -64,6 +64,26 @@ CALL_LOGS_QUEUED = "cl:call-logs:queued"
 # database outage between retries holds nothing up for long: the next call to end
 # queues another.
 CALL_LOGS_QUEUED_SECONDS = 60
+# Calls whose log could not be written for a reason of their own (its data, a case it
+# opens), not the database being down: taken off the calls to log so they hold no other
+# call back, and kept here (CallSid, scored by when to try again, Unix seconds) until a
+# try writes the log. The reconciler puts the due ones back among the calls to log.
+CALL_LOGS_SET_ASIDE = "cl:call-logs:set-aside"
+# How long a call set aside waits for its next try: time for an operator to fix the data
+# (the error naming the CallSid says what failed), and at most one failed try of it per
+# interval however long it stays unwritable.
+CALL_LOG_SET_ASIDE_SECONDS = 600
+# A failing batch being split (`workers.call_log.write_or_set_aside`): the size of the
+# part the split tries next, and so how many calls the next batch takes, so a job whose
+# time is up mid-split (it hands over), or that dies, leaves the next job to go on from
+# there rather than from a whole batch again. Gone when a split ends, doubled by each
+# batch taken at it and written whole; it expires meanwhile, so a split left unfinished
+# costs smaller batches for ten minutes at most.
+CALL_LOGS_SPLIT = "cl:call-logs:split"
+CALL_LOGS_SPLIT_SECONDS = 600
+# Calls put back per reconciler pass at most (one script): the job takes them 200 at a
+# time, and any left are due on the next pass, 10 s later.
+CALL_LOGS_PUT_BACK = 1000
 # The job is queued to run this long after the first call to end (RQ's scheduler, run by
 # `caseline worker`, puts it on the queue; its schedule has whole-second resolution and
 # it looks every second): calls that end meanwhile ride on it, so in a storm one RQ job

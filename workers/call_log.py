@@ -7,11 +7,20 @@ idempotent: it re-reads the calls, skips those already logged (the row is
 keyed by a unique CallSid) and takes a batch off the waiting calls only once
 it is committed, so a re-run (duplicate callback, killed worker, retry after a
 database outage) writes nothing twice and drops nothing.
+
+A call whose log cannot be written for a reason of its own (a case it would open
+cannot be numbered, data the database refuses) holds no other call back: the
+batch is written again in halves, down to that one call, which is set aside
+(`jobs.queues.CALL_LOGS_SET_ASIDE`) and tried again every ten minutes until its
+log is written (`workers.set_aside`). Any other failure (the database down,
+read-only, missing a table) is no call's fault: the job fails and RQ retries it,
+every call still waiting.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +38,9 @@ from directory.scripts import script
 from jobs.queues import (
     CALL_LOGS_QUEUED,
     CALL_LOGS_QUEUED_SECONDS,
+    CALL_LOGS_SET_ASIDE,
+    CALL_LOGS_SPLIT,
+    CALL_LOGS_SPLIT_SECONDS,
     CALLS_TO_LOG,
     queue_log_calls,
 )
@@ -38,6 +50,7 @@ from routing.call_state import final_status, get_call
 from routing.cases import cases_for_calls
 from routing.desk import Desk
 from workers.context import current_desk
+from workers.set_aside import one_calls_fault, set_aside_call_log
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +63,36 @@ def _time(ms: str | None) -> datetime | None:
 
 
 # Logs written per database transaction, and how long one job goes on writing while
-# calls keep ending (then it hands over to the next job, well inside RQ's timeout).
+# calls keep ending, or splitting a failing batch (then it hands over to the next job,
+# well inside RQ's timeout of 180 s and the mark's minute).
 LOG_BATCH = 200
 LOG_CALLS_SECONDS = 20.0
 # Two jobs writing the same calls at once (two workers): the second's commit fails on
-# the unique CallSid; it reads again which are written and writes the rest.
+# the unique CallSid; it reads again which are written and writes the rest. Only then:
+# a constraint one of the calls breaks by itself fails the same way every time.
 CONFLICT_TRIES = 3
+
+
+# Take the next batch of calls waiting for their log (KEYS[1]), up to ARGV[1], or as
+# many as a split under way says (KEYS[3]): those set aside meanwhile (KEYS[2]; queued
+# again by a repeated end) come off the waiting calls instead, left for their next try.
+# One step, so a call the reconciler puts back at that moment is in exactly one of the
+# two sets. Returns the size it took the batch at, and the batch. With no call set
+# aside (the usual case) that is three commands a batch, none a call; ZMSCORE would
+# make it one a batch otherwise, but needs Redis 6.2 (the bundled server is 6.2.14;
+# a deployment's may be older).
+_TAKE_BATCH = """
+local size = tonumber(redis.call('GET', KEYS[3]) or '')
+if not size or size < 1 then size = tonumber(ARGV[1]) end
+local sids = redis.call('ZRANGE', KEYS[1], 0, size - 1)
+if #sids == 0 or redis.call('ZCARD', KEYS[2]) == 0 then return {size, sids} end
+local batch = {}
+for _, sid in ipairs(sids) do
+  if redis.call('ZSCORE', KEYS[2], sid) then redis.call('ZREM', KEYS[1], sid)
+  else table.insert(batch, sid) end
+end
+return {size, batch}
+"""
 
 
 # The job ends only when no call waits: the mark that a job is queued comes off in the
@@ -72,39 +109,125 @@ def log_calls() -> str:
     """Write the log of every call waiting for one (`jobs.queues.CALLS_TO_LOG`), a batch
     per transaction, each call exactly once: a batch is taken off the waiting calls only
     once committed, and a call already logged is skipped. Calls that end while the job
-    is queued or running ride on it (the mark stays on until it finds none waiting). A
-    database error fails the job: RQ retries it; the calls still wait."""
+    is queued or running ride on it (the mark stays on until it finds none waiting).
+    A call whose own log fails is set aside (`write_or_set_aside`); any other failure
+    (the database down, read-only, missing a table) fails the job: RQ retries it; the
+    calls still wait. After `LOG_CALLS_SECONDS` (between batches, or within a split) it
+    hands over to the next job. Returns how many logs it wrote, as text."""
     desk = current_desk()
     r = desk.r
-    written = 0
+    written = set_aside = 0
     deadline = time.monotonic() + LOG_CALLS_SECONDS
     while True:
-        sids = r.zrange(CALLS_TO_LOG, 0, LOG_BATCH - 1)
+        size, sids = script(r, _TAKE_BATCH)(
+            keys=[CALLS_TO_LOG, CALL_LOGS_SET_ASIDE, CALL_LOGS_SPLIT], args=[LOG_BATCH],
+            client=r)
         if not sids:
+            # None waits, or every call taken had been set aside (off the waiting calls
+            # now, so the next look gets further).
             if script(r, _DONE_IF_EMPTY)(keys=[CALLS_TO_LOG, CALL_LOGS_QUEUED], client=r):
-                return f"{written} written"
+                done = f"{written} written"
+                return f"{done}, {set_aside} set aside" if set_aside else done
             continue
         r.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)  # still at work
-        outcomes = write_call_logs(desk, sids)
-        r.zrem(CALLS_TO_LOG, *sids)
+        outcomes = write_or_set_aside(desk, sids, deadline, taken_at=int(size))
         written += sum(1 for o in outcomes.values() if o == "written")
-        if time.monotonic() > deadline:
-            # Calls keep ending: the next job goes on (the mark stays on for it).
-            queue_log_calls(desk.job_redis, sids[-1])
-            return f"{written} written, more to come"
+        set_aside += sum(1 for o in outcomes.values() if o == "set-aside")
+        if "waiting" in outcomes.values() or time.monotonic() > deadline:
+            # Calls keep ending, or a split goes on: the next job takes over (the mark
+            # stays on for it). Named for the moment too: a split may leave at the head
+            # the call whose end named the job running now.
+            queue_log_calls(desk.job_redis, f"{sids[-1]}-{time.time_ns() // 1_000_000}")
+            return f"{written} written, {set_aside} set aside, more to come"
 
 
 def log_call(call_sid: str) -> str:
     """Write one call's log on its case (opening a new or outage case), exactly once
-    (the job a previous release queued per call; `log_calls` writes them in batches)."""
-    outcome = write_call_logs(current_desk(), [call_sid])[call_sid]
-    current_desk().r.zrem(CALLS_TO_LOG, call_sid)
-    return outcome
+    (the job a previous release queued per call; `log_calls` writes them in batches);
+    one that cannot be written is set aside as in a batch."""
+    return write_or_set_aside(current_desk(), [call_sid])[call_sid]
+
+
+def write_or_set_aside(desk: Desk, sids: list[str], deadline: float = math.inf,
+                       taken_at: int = LOG_BATCH) -> dict[str, str]:
+    """Write these calls' logs, in one transaction when none fails, and take each off the
+    calls waiting for their log once its transaction is committed; per call the outcome
+    of `write_call_logs`, "set-aside" for a call whose log failed on its own
+    (`set_aside_call_log`), or "waiting" for a call left to the next job: a split stops
+    once past `deadline` (`time.monotonic()`).
+
+    A batch that fails for what can be one call's fault (`workers.set_aside.
+    one_calls_fault`: its data, a case it opens) is written again in halves, down to
+    single calls, so every call that can be written is: one call whose log fails costs
+    at most 2 ceil(log2(batch)) + 1 transactions, not one per call (among 200: 15 to 17,
+    8 or 9 of them failing, the batch and each part holding it). Raises any other
+    failure (the database down, read-only, missing a table: true of every call): the
+    job fails, RQ retries it, and the calls not committed still wait.
+
+    The split goes in order, the first half first, so every call before the part it
+    tries next is written or set aside: that part heads the waiting calls. Before each
+    try it renews the mark that a job is at work and keeps the part's size
+    (`jobs.queues.CALL_LOGS_SPLIT`), the size the next batch is taken at, so a job that
+    stops at `deadline` (or dies) leaves the next one to go on from there; every job
+    takes the split one try further, and none starts it over. `taken_at`: the size
+    this batch was taken at (smaller while a split is under way; written whole, the
+    next batch may be twice as large).
+    """
+    outcomes: dict[str, str] = {}
+    parts = [sids]  # a stack: the next part to try last
+    split = False
+    while parts:
+        part = parts.pop()
+        if split:
+            _split_at(desk, len(part))
+            if time.monotonic() > deadline:
+                outcomes.update(dict.fromkeys([s for p in (part, *parts) for s in p],
+                                              "waiting"))
+                return outcomes
+        try:
+            written = write_call_logs(desk, part)
+        except Exception as exc:
+            if not one_calls_fault(exc):
+                raise
+            split = True
+            if len(part) == 1:
+                set_aside_call_log(desk.r, part[0], exc)
+                outcomes[part[0]] = "set-aside"
+                continue
+            half = len(part) // 2
+            parts += [part[half:], part[:half]]
+            continue
+        desk.r.zrem(CALLS_TO_LOG, *part)
+        for sid in (sid for sid, outcome in written.items() if outcome == "no-call"):
+            # Named once, when its part is written (a split reads it at every level).
+            log.error("call %s ended with no call left in Redis; nothing to log", sid)
+        outcomes.update(written)
+    if split:
+        desk.r.delete(CALL_LOGS_SPLIT)  # over: whole batches again
+    elif taken_at < LOG_BATCH:
+        _split_at(desk, taken_at * 2)
+    return outcomes
+
+
+def _split_at(desk: Desk, size: int) -> None:
+    """Keep the size the next batch is taken at while a split is under way (none from
+    `LOG_BATCH` on), and renew the mark that a job is at work."""
+    pipe = desk.r.pipeline(transaction=False)
+    if size < LOG_BATCH:
+        pipe.set(CALL_LOGS_SPLIT, size, ex=CALL_LOGS_SPLIT_SECONDS)
+    else:
+        pipe.delete(CALL_LOGS_SPLIT)
+    pipe.expire(CALL_LOGS_QUEUED, CALL_LOGS_QUEUED_SECONDS)
+    pipe.execute()
 
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     """Write the logs of these calls in one transaction; per call "written", "exists"
-    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis)."""
+    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis).
+    Any failure rolls the whole transaction back and is raised: an `IntegrityError`
+    too, unless a fresh read finds that another writer logged some of these calls
+    meanwhile (then it writes the rest, up to `CONFLICT_TRIES` times);
+    `write_or_set_aside` tells the calls apart."""
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
     pipe = desk.r.pipeline(transaction=False)
@@ -112,18 +235,20 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
         pipe.hgetall(keys.call(sid))
     calls = dict(zip(sids, pipe.execute(), strict=True))
     outcomes = {sid: "no-call" for sid, call in calls.items() if not call}
-    for sid in outcomes:
-        log.error("call %s ended with no call left in Redis; nothing to log", sid)
     now = datetime.now(UTC)
     for attempt in range(CONFLICT_TRIES):
         with desk.session_factory() as db:
+            logged = _logged(db, calls)
             try:
-                logged, todo, cases, contacts = _add_call_logs(db, calls, now)
+                todo, cases, contacts = _add_call_logs(db, calls, logged, now)
                 db.commit()
             except IntegrityError:
-                # Another job wrote some of them first, or a new case's number was taken.
+                # Another job wrote some of them first (a conflict: the next try skips
+                # them), or a call breaks a constraint itself (say a new case in a
+                # district not in the directory): that fails the same every time, and
+                # is raised at once, for `write_or_set_aside` to find the call.
                 db.rollback()
-                if attempt + 1 == CONFLICT_TRIES:
+                if attempt + 1 == CONFLICT_TRIES or not _logged(db, calls) - logged:
                     raise
                 continue
             for case in cases:
@@ -138,13 +263,17 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _add_call_logs(
-    db: Session, calls: dict[str, dict[str, str]], now: datetime
-) -> tuple[set[str], list[str], list[Case], list[dict[str, str]]]:
-    """Add the logs of the calls not logged yet to the transaction: the calls already
-    logged, those added, the cases they went on, the contacts whose activity moved."""
-    logged = set(db.scalars(select(CallLog.call_sid).where(
+def _logged(db: Session, calls: dict[str, dict[str, str]]) -> set[str]:
+    """The calls (those with a state) whose log is in the database already."""
+    return set(db.scalars(select(CallLog.call_sid).where(
         CallLog.call_sid.in_([sid for sid, call in calls.items() if call]))))
+
+
+def _add_call_logs(
+    db: Session, calls: dict[str, dict[str, str]], logged: set[str], now: datetime
+) -> tuple[list[str], list[Case], list[dict[str, str]]]:
+    """Add the logs of the calls not `logged` yet to the transaction: those added, the
+    cases they went on, the contacts whose activity moved."""
     todo = [sid for sid, call in calls.items() if call and sid not in logged]
     on_case = cases_for_calls(db, {sid: calls[sid] for sid in todo}, now)
     if todo:
@@ -157,7 +286,7 @@ def _add_call_logs(
     # A verified call is activity for the 180-day rule, in the same transaction.
     verified = {calls[sid]["contact"] for sid in todo
                 if calls[sid].get("verified") == "1" and calls[sid].get("contact")}
-    return logged, todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
+    return todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
 
 
 class CallLogNotWritten(Exception):

@@ -10,6 +10,7 @@ from jobs.queues import resume_call_logs
 from routing import acd, availability
 from routing.call_end import check_open_calls
 from workers.context import current_desk
+from workers.set_aside import retry_set_aside_call_logs
 
 
 def end_wrapup(advisor_id: str, call_sid: str) -> str:
@@ -19,13 +20,15 @@ def end_wrapup(advisor_id: str, call_sid: str) -> str:
 
 
 def reconcile() -> dict[str, int]:
-    """Free advisors whose hold expired, drop waiting callers who are gone, queue the
-    call-log job again for calls whose last job failed for good (nothing is dropped,
-    even when no call ends after a long database outage), then end and log the calls
-    Twilio says are over whose status callback never came (`check_open_calls`: its
-    counts, `open_calls_*`, join the others)."""
+    """Free advisors whose hold expired, drop waiting callers who are gone, put the calls
+    whose log was set aside back among the calls to log when their next try is due
+    (`call_logs_retried`), queue the call-log job again for calls whose last job failed
+    for good (nothing is dropped, even when no call ends after a long database outage),
+    then end and log the calls Twilio says are over whose status callback never came
+    (`check_open_calls`: its counts, `open_calls_*`, join the others)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
+    done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
