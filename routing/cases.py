@@ -198,17 +198,21 @@ def _new_case(db: Session, call: dict[str, str], *, priority: str, outage: bool 
 
 
 def _outage_case(db: Session, call: dict[str, str], now: datetime) -> Case:
-    """The open outage case of the Central date the call began on (`reported_at`) for
-    the caller's district (for an unknown number, the one that number reported), else a
-    new Critical one, dated when the call began."""
+    """The outage case of the Central date the call began on (`reported_at`) for the
+    caller's district (for an unknown number, the one that number reported), else a new
+    Critical one, dated when the call began. A report of today joins an open case only
+    (an outage back after its case was resolved is a new outage); one of an earlier day,
+    written late (a backlog, a log set aside and written days later), joins that day's
+    case whatever its status since: that day's outage already has its case."""
     moment = reported_at(call, now)
     start, end = outage_day(moment)
     recent = (
         select(Case)
-        .where(Case.outage.is_(True), Case.status.not_in(("resolved", "closed")),
-               Case.created_at >= start, Case.created_at < end)
+        .where(Case.outage.is_(True), Case.created_at >= start, Case.created_at < end)
         .order_by(Case.created_at.desc())
     )
+    if central_date(moment) >= central_date(now):
+        recent = recent.where(Case.status.not_in(("resolved", "closed")))
     district = call.get("district") or None
     caller = call.get("caller") or None
     if district:

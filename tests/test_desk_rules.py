@@ -229,6 +229,43 @@ def test_an_outage_report_belongs_to_the_day_it_was_made_however_late_its_log(de
     assert before != after
 
 
+def test_a_late_log_joins_its_days_outage_case_even_once_resolved(desk, desk_directory):
+    """Lakeview's 08:00 report opens the day's case, which is resolved at noon; a report
+    made that day at 09:00 whose log is written three days later (set aside, then put
+    right) joins that day's case: one outage case per district per day. A report made
+    today, after today's case was resolved, opens a new one (the outage is back)."""
+    day = datetime(2026, 11, 24, 8, 0, tzinfo=CHICAGO)
+    lakeview = {"outage": "1", "district": "D100", "caller": PAT}
+    [first] = _log_outages_at(desk, day, {**lakeview, "started_at": _ms(day)})
+    with desk.session_factory() as db:
+        db.get(Case, first).status = "resolved"
+        db.commit()
+    late = datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO)
+    [written_late] = _log_outages_at(desk, datetime(2026, 11, 27, 10, 0, tzinfo=CHICAGO),
+                                     {**lakeview, "started_at": _ms(late)})
+    assert written_late == first
+    back = datetime(2026, 11, 24, 15, 0, tzinfo=CHICAGO)
+    [again] = _log_outages_at(desk, back, {**lakeview, "started_at": _ms(back)})
+    assert again != first
+
+
+@pytest.mark.databases
+def test_a_verified_call_logged_days_late_counts_on_the_day_it_was_made(phone, desk,
+                                                                        desk_directory):
+    """Lee's verified call of 2026-11-24 is logged three days later (its log was set
+    aside): Lee's activity is the 24th, the call's date, not the day it was written."""
+    from jobs.queues import CALLS_TO_LOG
+    from workers.call_log import write_call_logs
+
+    make_available(desk, "A7")
+    result = phone.call("+16125550102", "1 2024117#")
+    desk.r.zrem(CALLS_TO_LOG, result.call_sid)  # not written by the usual job
+    with time_machine.travel(datetime(2026, 11, 27, 10, 0, tzinfo=CHICAGO), tick=True):
+        assert write_call_logs(desk, [result.call_sid])[result.call_sid] == "written"
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002").last_verified_call == date(2026, 11, 24)
+
+
 def test_night_outage_with_no_hosting_advisor_rings_on_call(phone, desk, desk_directory, app):
     app.extensions["caseline"] = app.extensions["caseline"].__class__(
         **{**app.extensions["caseline"].__dict__,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -47,7 +47,7 @@ from jobs.queues import (
 from routing import conference, survey
 from routing.auth import how_verified
 from routing.call_state import final_status, get_call
-from routing.cases import cases_for_calls
+from routing.cases import cases_for_calls, reported_at
 from routing.desk import Desk
 from workers.context import current_desk
 from workers.set_aside import one_calls_fault, set_aside_call_log
@@ -283,10 +283,20 @@ def _add_call_logs(
             _call_log_row(sid, calls[sid], case.number if (case := on_case[sid]) else None)
             for sid in todo])
     cases = {case.number: case for case in on_case.values() if case is not None}
-    # A verified call is activity for the 180-day rule, in the same transaction.
-    verified = {calls[sid]["contact"] for sid in todo
-                if calls[sid].get("verified") == "1" and calls[sid].get("contact")}
-    return todo, list(cases.values()), touch_contacts(db, verified, central_date(now))
+    # A verified call is activity for the 180-day rule, in the same transaction, on the
+    # Central date it was made (a log written late, after a set-aside, keeps its day).
+    latest: dict[str, date] = {}
+    for sid in todo:
+        call = calls[sid]
+        if call.get("verified") == "1" and call.get("contact"):
+            day = central_date(reported_at(call, now))
+            latest[call["contact"]] = max(day, latest.get(call["contact"], day))
+    by_day: dict[date, set[str]] = {}
+    for contact, day in latest.items():
+        by_day.setdefault(day, set()).add(contact)
+    facts = [fact for day, contacts in sorted(by_day.items())
+             for fact in touch_contacts(db, contacts, day)]
+    return todo, list(cases.values()), facts
 
 
 class CallLogNotWritten(Exception):
