@@ -164,6 +164,13 @@ end
 if may_queue ~= "1" then return {"none", ""} end
 redis.call("SADD", ARGV[15], team)
 redis.call("HSET", call_key(sid), "state", "queued")
+-- A caller waits in one team's set, the one their call names: one routed to another
+-- team while they wait (another product key reached us for their call) moves there,
+-- their wait going on. Left in both, two advisors could be claimed for them, and
+-- their end (`waiting_team` only) would leave the other place behind.
+local waiting = redis.call("HGET", call_key(sid), "waiting_team")
+local moved = waiting and waiting ~= "" and waiting ~= team
+              and redis.call("ZREM", wait_key(waiting), sid) == 1
 local score = redis.call("ZSCORE", wait_key(team), sid)
 if not score then
   -- A caller queued again (their advisor did not answer) keeps their arrival.
@@ -171,8 +178,9 @@ if not score then
   local before = tonumber(redis.call("HGET", call_key(sid), "wait_score") or "")
   score = band * width + (before and before % width or now)
   redis.call("ZADD", wait_key(team), score, sid)
-  redis.call("HSET", call_key(sid), "waiting_team", team, "enqueued_at", now,
+  redis.call("HSET", call_key(sid), "waiting_team", team,
              "wait_score", string.format("%d", score))
+  if not moved then redis.call("HSET", call_key(sid), "enqueued_at", now) end
 end
 return {"queued", tostring(redis.call("ZRANK", wait_key(team), sid) + 1)}
 """

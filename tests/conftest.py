@@ -30,6 +30,7 @@ from ivr import create_app
 from routing import availability
 from routing.desk import Desk
 from telephony import Telephony
+from tests import whole_project
 from tests.postgres import PostgresCluster, remove_cluster, start_cluster
 from twilio_side import Caller, CallResult, FlaskTransport, InProcessLink, TwilioEmulator
 from workers import context
@@ -79,7 +80,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Declare the `databases` mark and check the option."""
+    """Import the whole repository (Hypothesis's constants: `tests.whole_project`),
+    declare the `databases` mark and check the option."""
+    whole_project.import_all()
     config.addinivalue_line(
         "markers", "databases: a database test, run on SQLite and on PostgreSQL")
     unknown = set(config.getoption("databases").split(",")) - set(DATABASES)
@@ -140,6 +143,14 @@ NOW = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Chicago
 
 
 ACCOUNT_SID = "AC" + "a" * 32
+
+
+@pytest.fixture(autouse=True)
+def nothing_new_for_hypothesis() -> Iterator[None]:
+    """Every Hypothesis test draws from the constants of the same modules, whatever ran
+    before it (`tests.whole_project`)."""
+    yield
+    whole_project.check_nothing_new()
 
 
 @pytest.fixture(autouse=True)

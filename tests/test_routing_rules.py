@@ -14,7 +14,7 @@ import pytest
 
 from directory import keys
 from routing import acd, availability, callbacks, presence, waiting
-from routing.call_state import start_call
+from routing.call_state import send_to_team, start_call
 from tests.conftest import BASE_URL, NOW
 
 PAT = "+16125550101"
@@ -205,6 +205,24 @@ def test_a_caller_whose_advisor_did_not_answer_keeps_their_place_in_line(
     assert status(desk, "A2") == ("busy", "CA-crit1")
     assert comes_back(desk, "A3", T0 + 60 * SECOND) == "CA-crit2"
     assert comes_back(desk, "A4", T0 + 61 * SECOND) == "CA1"
+
+
+def test_a_caller_routed_to_another_team_while_waiting_waits_there_alone_from_first_arrival(
+        desk, lakeview, emulator):
+    # CA1 waits for food service from T0; at +30 s their call is routed to fees (as
+    # another product key leaves it): they wait for fees alone, and their wait, in the
+    # listing and in the call's log when they give up at +90 s, counts from T0.
+    waits(desk, emulator, "CA1", T0, team="food-service")
+    send_to_team(desk.r, "CA1", "fees", product="fees")
+    assert acd.route_caller(desk, "CA1", T0 + 30 * SECOND) == \
+        acd.WaitInQueue(team="fees", position=1)
+    queues = waiting.waiting_callers(desk, T0 + 90 * SECOND)
+    assert queues["food-service"] == []
+    [ca1] = queues["fees"]
+    assert (ca1["call_sid"], ca1["waiting_seconds"]) == ("CA1", 90.0)
+    gave_up = acd.end_call(desk, "CA1", "completed", 90, T0 + 90 * SECOND)
+    assert gave_up is not None
+    assert (gave_up["abandoned"], gave_up["queue_wait_ms"]) == ("1", "90000")
 
 
 def test_the_queues_a_supervisor_sees_count_a_callers_wait_from_their_first_arrival(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,3 +330,63 @@ def test_the_queue_listing_names_each_of_1100_waiting_callers_in_order(client, d
         expected = (None, None) if i == 501 else (
             f"+1612555{i:04d}", f"20{i:05d}" if i % 3 == 0 else None)
         assert (caller["caller"], caller["case_number"]) == expected, caller
+
+
+def twilio_posts(client, path: str, sid: str, **params: str) -> ET.Element:
+    """One webhook of Pat's call as Twilio posts it (signed, its own idempotency
+    token); the TwiML answered."""
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "From": PAT, "To": "+18005550100",
+            "CallStatus": "in-progress", **params}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={
+        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def test_a_waiting_caller_routed_to_another_team_waits_there_only_and_is_served_once(
+        client, desk, directory, lakeview, emulator):
+    """A caller waiting for food service whose call is routed to fees (another product
+    key reached the desk for their call) waits for fees alone: listed once, handed to
+    one advisor, and nothing left in a queue when they hang up."""
+    directory.advisor("A4", ["food-service"], phone="+16515550104")  # offline for now
+    directory.load()
+    sid = "CA" + "f" * 32
+    emulator.register_call(sid, from_=PAT)
+    twilio_posts(client, "/voice/incoming", sid, CallStatus="ringing",
+                 StirVerstat="TN-Validation-Passed-A")  # Pat, known by caller ID
+    assert twilio_posts(client, "/voice/menu", sid, Digits="6").find("Gather") is not None
+    assert twilio_posts(client, "/voice/product", sid, Digits="1").findtext("Enqueue") \
+        == "food-service"
+    assert twilio_posts(client, "/voice/product", sid, Digits="2").findtext("Enqueue") == "fees"
+
+    queues = client.get("/api/queues", headers=API).get_json()
+    assert {team: [c["call_sid"] for c in callers] for team, callers in queues.items()
+            if callers} == {"fees": [sid]}
+    stats = client.get("/api/stats", headers=API).get_json()
+    assert (stats["food-service"]["waiting"], stats["fees"]["waiting"]) == (0, 1)
+    # The food-service advisor who frees up is not claimed for a caller who waits for
+    # fees (two advisors rung for one caller); the fees advisor is.
+    client.put("/api/advisors/A4/status", json={"status": "available"}, headers=API)
+    client.put("/api/advisors/A5/status", json={"status": "available"}, headers=API)
+    assert presence.advisor_state(desk.r, "A4")["status"] == "available"
+    assert presence.advisor_state(desk.r, "A5")["call"] == sid
+
+
+def test_a_caller_who_hangs_up_after_being_routed_to_another_team_leaves_no_queue_behind(
+        client, desk, lakeview, emulator):
+    sid = "CA" + "e" * 32
+    emulator.register_call(sid, from_=PAT)
+    twilio_posts(client, "/voice/incoming", sid, CallStatus="ringing",
+                 StirVerstat="TN-Validation-Passed-A")
+    twilio_posts(client, "/voice/menu", sid, Digits="6")
+    assert twilio_posts(client, "/voice/product", sid, Digits="1").findtext("Enqueue") \
+        == "food-service"
+    assert twilio_posts(client, "/voice/product", sid, Digits="2").findtext("Enqueue") == "fees"
+    emulator.end_call(sid)
+    status_callback(client, sid, 40)
+
+    queues = client.get("/api/queues", headers=API).get_json()
+    assert all(callers == [] for callers in queues.values()), queues
+    stats = client.get("/api/stats", headers=API).get_json()
+    assert stats["food-service"]["waiting"] == stats["fees"]["waiting"] == 0
