@@ -196,6 +196,17 @@ def _logged(desk, client) -> tuple[str, str | None, list[str]]:
     return log["status"], log["answered_by"], log["advisors_tried"]
 
 
+def _a2_frees_up_for_pat(phone, desk, emulator, client, fault, **waiting):
+    """Pat waits (`_pat_waiting`); A2 becomes available, and Twilio's answer to the
+    redirect that brings Pat over is `fault`. Pat's call and how it went."""
+    caller, thread = _pat_waiting(phone, desk, **waiting)
+    emulator.fail_next(fault)
+    assert client.put("/api/advisors/A2/status", json={"status": "available"},
+                      headers=API).status_code == 200
+    thread.join(20)
+    return caller, caller.result
+
+
 @pytest.mark.parametrize("fault", ["acted:500", "acted:reset"])
 def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once(
         phone, desk, lakeview, emulator, client, fault):
@@ -205,12 +216,7 @@ def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once(
     ring's `<Dial>` action freed A2, and Pat, at /voice/connect again, was queued
     again, with A2 idle and not offered Pat for a minute: Pat hung up, abandoned.
     Now the desk sees that Twilio fetched /voice/connect and sends nothing more."""
-    caller, thread = _pat_waiting(phone, desk)
-    emulator.fail_next(fault)
-    assert client.put("/api/advisors/A2/status", json={"status": "available"},
-                      headers=API).status_code == 200
-    thread.join(20)
-    result = caller.result
+    caller, result = _a2_frees_up_for_pat(phone, desk, emulator, client, fault)
     assert result.dialed == [A2_PHONE]  # A2's phone rang once, and nobody else's
     assert result.dial_results == [(A2_PHONE, "answer")]  # never cut
     assert len(result.redirected_at) == 1
@@ -227,12 +233,8 @@ def test_a_redirect_twilio_carried_out_but_failed_rings_the_advisor_once_however
     The look lasted half a second for every redirect (the conference move's limit):
     sent again, the redirect cut A2's ring and Pat was abandoned. A waiting caller's
     redirect, which no answer waits for, now looks for a second."""
-    caller, thread = _pat_waiting(phone, desk, webhooks_late=0.375)
-    emulator.fail_next("acted:500")
-    assert client.put("/api/advisors/A2/status", json={"status": "available"},
-                      headers=API).status_code == 200
-    thread.join(20)
-    result = caller.result
+    caller, result = _a2_frees_up_for_pat(phone, desk, emulator, client, "acted:500",
+                                          webhooks_late=0.375)
     assert len(emulator.redirects(caller.call_sid)) == 1  # not sent again
     assert result.dial_results == [(A2_PHONE, "answer")]  # A2's ring never cut
     assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
@@ -245,12 +247,7 @@ def test_a_redirect_that_failed_without_effect_is_sent_again_and_connects_the_ca
     """A 500 or a cut connection with nothing done at Twilio: Pat's call never reaches
     /voice/connect, so once the desk has looked for that a moment the redirect is sent
     again, and Pat reaches A2."""
-    caller, thread = _pat_waiting(phone, desk)
-    emulator.fail_next(fault)
-    assert client.put("/api/advisors/A2/status", json={"status": "available"},
-                      headers=API).status_code == 200
-    thread.join(20)
-    result = caller.result
+    caller, result = _a2_frees_up_for_pat(phone, desk, emulator, client, fault)
     assert [r.status for r in emulator.redirects(caller.call_sid)] == [answered, 200]
     assert result.dialed == [A2_PHONE]
     assert (result.outcome, result.answered_by) == ("advisor", A2_PHONE)
