@@ -44,7 +44,15 @@ from directory.lookups import (
     find_district,
 )
 from directory.phones import normalize_phone
-from directory.pins import PinCheck, check_contact_pin, check_pin, hash_pin
+from directory.pins import (
+    PinCheck,
+    StoredPin,
+    check_contact_pin,
+    check_pin,
+    check_stored_pin,
+    hash_pin,
+    stored_pin,
+)
 from directory.validation import DirectoryError, validate_document
 
 __all__ = [
@@ -55,6 +63,7 @@ __all__ = [
     "PRODUCT_TEAMS",
     "DirectoryError",
     "PinCheck",
+    "StoredPin",
     "advisor_facts",
     "cache_case",
     "cache_directory",
@@ -62,6 +71,7 @@ __all__ = [
     "canonical_product",
     "check_contact_pin",
     "check_pin",
+    "check_stored_pin",
     "contact_is_active",
     "district_contacts",
     "find_case",
@@ -72,6 +82,7 @@ __all__ = [
     "hash_pin",
     "load_directory",
     "normalize_phone",
+    "stored_pin",
     "team_for_product",
     "update_advisor_teams",
     "validate_document",

@@ -13,7 +13,8 @@ A 4-8 digit PIN cannot resist offline guessing whatever scrypt's cost; the
 lockouts in `routing.lockout` are what stop guessing on the phone.
 
 `check_contact_pin` checks a typed PIN against the database (never the cache,
-which holds nothing of the PIN).
+which holds nothing of the PIN); `stored_pin` then `check_stored_pin` do the same
+in two steps, for a caller that must count the attempt in between.
 """
 
 from __future__ import annotations
@@ -87,11 +88,53 @@ def _digest(scheme: str, pin: str, salt: bytes, pepper: str | None) -> bytes:
 
 
 @dataclass(frozen=True)
+class StoredPin:
+    """A contact ID as the database knows it: the contact's facts and PIN hash
+    (None and "" when the ID is no contact's)."""
+
+    contact: dict[str, str] | None
+    pin_hash: str = ""
+
+
+@dataclass(frozen=True)
 class PinCheck:
     """A contact ID and PIN checked against the database."""
 
     contact: dict[str, str] | None  # the contact's facts, when the ID exists
     matched: bool = False
+
+
+def stored_pin(session_factory: sessionmaker[Session] | None, contact_id: str) -> StoredPin:
+    """Read a contact and its PIN hash from the database (never the cache), without
+    checking anything: the caller counts the attempt before the check."""
+    if session_factory is None or not contact_id:
+        return StoredPin(None)
+    with session_factory() as db:
+        row = db.get(Contact, contact_id)
+        if row is None:
+            return StoredPin(None)
+        return StoredPin(contact_facts(row), row.pin_hash)
+
+
+def check_stored_pin(
+    session_factory: sessionmaker[Session] | None,
+    contact_id: str,
+    pin_hash: str,
+    pin: str,
+    pepper: str | None = None,
+) -> bool:
+    """Check a typed PIN against a hash `stored_pin` read, or, when `pin_hash` is ""
+    (an unknown ID, or one that may not be checked), against a dummy hash: the same
+    scrypt either way, so the time a check takes tells nothing. A right PIN under a
+    hash older than the pepper is re-hashed with it."""
+    matched = check_pin(pin, pin_hash or dummy_hash(pepper), pepper) and bool(pin_hash)
+    if matched and session_factory is not None and needs_rehash(pin_hash, pepper):
+        with session_factory() as db:
+            row = db.get(Contact, contact_id)
+            if row is not None and row.pin_hash == pin_hash:  # not changed meanwhile
+                row.pin_hash = hash_pin(pin, pepper)
+                db.commit()
+    return matched
 
 
 def check_contact_pin(
@@ -106,16 +149,6 @@ def check_contact_pin(
     check takes does not tell which IDs exist. A right PIN under a hash older
     than the pepper is re-hashed with it.
     """
-    if session_factory is None:
-        check_pin(pin, dummy_hash(pepper), pepper)
-        return PinCheck(None)
-    with session_factory() as db:
-        row = db.get(Contact, contact_id)
-        matched = check_pin(pin, row.pin_hash if row else dummy_hash(pepper), pepper)
-        if row is None:
-            return PinCheck(None)
-        facts = contact_facts(row)
-        if matched and needs_rehash(row.pin_hash, pepper):
-            row.pin_hash = hash_pin(pin, pepper)
-            db.commit()
-    return PinCheck(facts, matched)
+    stored = stored_pin(session_factory, contact_id)
+    matched = check_stored_pin(session_factory, contact_id, stored.pin_hash, pin, pepper)
+    return PinCheck(stored.contact, matched)
