@@ -1,11 +1,12 @@
 """Who may discuss cases: the caller's number, or a contact ID and PIN.
 
 Caller ID is not proof, but it is how the desk recognises its contacts; an
-unrecognised number proves itself with contact ID and PIN. Failures count
-against the number and the contact ID (`routing.lockout`): three from one
-number lock it out for 15 minutes; five for one contact ID within 24 hours,
-from any numbers, lock that contact's PIN, which is then refused exactly like
-a wrong one. The PIN is checked against the database, never the Redis cache.
+unrecognised number proves itself with contact ID and PIN. Attempts count
+against the number and the contact ID (`routing.lockout`) before the PIN is
+checked: three failures from one number lock it out for 15 minutes; five for one
+contact ID within 24 hours, from any numbers, lock that contact's PIN, which is
+then refused exactly like a wrong one. The PIN is checked against the database,
+never the Redis cache.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import datetime
 import directory
 from config.logs import mask_phone
 from routing import lockout
-from routing.call_state import get_call, update_call
+from routing.call_state import update_call
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -96,25 +97,43 @@ def is_locked(desk: Desk, caller: str, now: datetime) -> bool:
     return lockout.number_locked(desk.r, caller, now)
 
 
-def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) -> Verification:
-    """Check a contact ID and PIN typed by the caller; count a failure against the number
-    and the contact.
+def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
+           now: datetime) -> Verification:
+    """Check the PIN typed for the call's pending contact ID (`pending_contact`, its
+    attempt `pin_try`), counting the attempt against the number and the contact first.
 
-    A success resets neither count: it proves the caller knows one PIN, not that
-    their earlier failures (perhaps against other IDs) were typos.
+    The attempt takes its place in both counts before the check (`lockout.reserve`),
+    so guesses sent at once are checked at most three per number and five per
+    contact. A locked contact, an unknown ID and a wrong PIN all cost one scrypt
+    and sound alike. A success takes back its own
+    place and resets neither count otherwise: it proves the caller knows one PIN,
+    not that their earlier failures (perhaps against other IDs) were typos. Twilio's
+    repeat of the attempt (even without its idempotency token) is neither counted
+    nor checked again.
     """
-    call = get_call(desk.r, call_sid)
     caller = call.get("caller", "")
-    if is_locked(desk, caller, now):
+    raw_id = call.get("pending_contact", "")
+    contact_id = raw_id[:20] if raw_id.isdigit() else ""
+    stored = directory.stored_pin(desk.session_factory, contact_id)
+    known = stored.contact is not None
+    attempt = lockout.reserve(desk.r, call_sid, call.get("pin_try", "0"), caller,
+                              contact_id if known else None, now)
+    if attempt.place == "repeat":
+        return _as_before(desk, call, caller, now)
+    if attempt.place == "locked":
         return Verification(False, locked=True, failures=MAX_FAILURES)
-    contact_id = contact_id[:20] if contact_id.isdigit() else ""
-    # The same work whatever the ID: a lock lookup and one scrypt (a dummy hash
-    # for an unknown ID), so neither timing nor wording tells what exists.
-    pin_locked = lockout.contact_locked(desk.r, contact_id, now)
-    check = directory.check_contact_pin(desk.session_factory, contact_id, pin[:16],
-                                        desk.settings.pin_pepper)
-    if check.contact and check.matched and not pin_locked:
-        fields = contact_fields(desk, check.contact, now)
+    # The same work whatever the ID: one scrypt, against a dummy hash for an ID
+    # that is unknown or locked, so neither timing nor wording tells.
+    pin_hash = stored.pin_hash if attempt.place == "check" else ""
+    try:
+        matched = directory.check_stored_pin(desk.session_factory, contact_id, pin_hash,
+                                             pin[:16], desk.settings.pin_pepper)
+    except Exception:
+        lockout.withdraw(desk.r, attempt)  # not checked: it was no guess
+        raise
+    if matched and stored.contact is not None:
+        lockout.withdraw(desk.r, attempt)
+        fields = contact_fields(desk, stored.contact, now)
         if fields["verified"]:
             update_call(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
             return Verification(True)
@@ -122,17 +141,28 @@ def verify(desk: Desk, call_sid: str, contact_id: str, pin: str, now: datetime) 
         update_call(desk.r, call_sid, district=fields["district"],
                     district_name=fields["district_name"])
         return Verification(False, inactive=True)
-    return _count_failure(desk, caller, contact_id, now, known=check.contact is not None)
+    return _count_failure(desk, attempt, contact_id, now, known=known)
 
 
-def _count_failure(desk: Desk, caller: str, contact_id: str, now: datetime, *,
+def _as_before(desk: Desk, call: dict[str, str], caller: str, now: datetime) -> Verification:
+    """Twilio's repeat of an attempt already counted: what the first post decided,
+    from the call and the number as they are (verified, locked, or a failure)."""
+    if is_authorized(call):
+        return Verification(True)
+    if is_locked(desk, caller, now):
+        return Verification(False, locked=True, failures=MAX_FAILURES)
+    return Verification(False)
+
+
+def _count_failure(desk: Desk, attempt: lockout.Attempt, contact_id: str, now: datetime, *,
                    known: bool) -> Verification:
-    """One more failure from this number (and for this contact); log it, number masked."""
-    failure = lockout.record_failure(desk.r, caller, contact_id if known else None, now)
-    number = mask_phone(caller)
+    """The attempt stays counted as a failure; log it (number masked) and any lock it starts."""
+    failure = lockout.settle_failure(desk.r, attempt, now)
+    number = mask_phone(attempt.caller)
+    unknown = "" if known else " (no such contact)"
     log.warning("failed PIN verification for contact ID %s%s from %s "
                 "(%d from this number in 15 min, %s for this ID in 24 h)",
-                contact_id or "(none)", "" if known else " (no such contact)", number,
+                contact_id or "(none)", unknown, number,
                 failure.number.failures, failure.contact.failures if failure.contact else "-")
     if failure.number.lock_started:
         log.warning("number %s locked out of verification for 15 minutes", number)
@@ -141,4 +171,3 @@ def _count_failure(desk: Desk, caller: str, contact_id: str, now: datetime, *,
                     "after %d failures, the last from %s",
                     contact_id, failure.contact.failures, number)
     return Verification(False, locked=failure.number.locked, failures=failure.number.failures)
-

@@ -79,6 +79,14 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# Count one more on the hash's field ARGV[1] and set fields ARGV[2..]; the count
+# after (0: no hash, left alone).
+_COUNT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+"""
+
 # The same, only while the hash's field ARGV[1] reads ARGV[2]: fields ARGV[3..].
 _UPDATE_WHILE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
@@ -140,6 +148,13 @@ def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> b
     if not flat:
         return bool(r.exists(keys.call(call_sid)))
     return bool(script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
+
+
+def count_on_call(r: redis.Redis, call_sid: str, counter: str, **fields: str | int) -> int:
+    """Count one more on a field of a call's hash and set `fields`, in one step; the
+    count after (0 for a call with no hash, left alone)."""
+    flat = [str(part) for name, value in fields.items() for part in (name, value)]
+    return int(script(r, _COUNT)(keys=[keys.call(call_sid)], args=[counter, *flat], client=r))
 
 
 def update_call_while(r: redis.Redis, call_sid: str, field: str, value: str,

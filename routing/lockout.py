@@ -6,10 +6,18 @@ failure therefore counts twice, in Redis for every web process:
 
 * per number: three within 15 minutes lock that number out of verification
   for 15 minutes;
-* per contact ID (only an ID that exists): five within 24 hours, from any
-  numbers, lock that contact's PIN for 24 hours or until an operator unlocks
-  it (`unlock_contact`). A locked PIN is refused like a wrong one, so the
-  caller cannot tell.
+* per contact ID (only an active contact's: any other ID is unknown): five
+  within 24 hours, from any numbers, lock that contact's PIN for 24 hours or
+  until an operator unlocks it (`unlock_contact`). A locked PIN is refused like
+  a wrong one, so the caller cannot tell.
+
+An attempt takes its place in both counts (`reserve`, one script) before its PIN
+is checked, so guesses sent at once cannot all be checked while the counts still
+read "unlocked": at most three checks per number and five per contact in their
+windows, however many arrive together. A right PIN takes back its own place
+(`withdraw`); a wrong one stays and may start the locks (`settle_failure`). Each
+place is the call's CallSid and the attempt's place in the call, so Twilio
+posting the same attempt again counts it once.
 
 Times are the caller's clock (`now`), not Redis's: a lock is "locked until"
 a timestamp, and Redis expiries only collect what is long over.
@@ -17,7 +25,6 @@ a timestamp, and Redis expiries only collect what is long over.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,24 +45,71 @@ CONTACT_LOCK_SECONDS = 24 * 3600
 
 RECENT_SECONDS = 3600
 
-# One failure against one counter, atomically: forget failures older than the
-# window, add this one, and start the lock when the limit is reached (a lock
-# already running is not extended: hammering a locked PIN does not keep its
-# contact locked out for ever; the failures still count once it ends).
-_RECORD_FAILURE = """
+# One attempt takes its place in both counts before its PIN is checked, atomically,
+# so attempts that arrive together cannot all be checked while the counts still
+# read "unlocked". KEYS: [1] the call's hash, [2] [3] the number's failures and
+# lock, and only for an active contact's ID [4] [5] the contact's. ARGV: [1] now
+# (ms), [2] the attempt (CallSid and its place in the call: the member it adds),
+# [3] that place, [4] [5] the number's window (ms) and limit, [6] how long a count
+# is kept (ms), [7] [8] the contact's window and limit, [9] its keep.
+# Answers "repeat" (this attempt of this call was counted already: Twilio posted it
+# again), "locked" (the number is locked, or its places are all taken by failures
+# or by attempts being checked: nothing counted, nothing to check), "closed" (the
+# contact is locked or its places are all taken: counted against both all the same,
+# as a wrong PIN is, but not to be checked) or "check".
+_RESERVE = """
 local now = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-local failures = redis.call('ZCARD', KEYS[1])
-local locked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
-local started = 0
-if locked_until <= now and failures >= tonumber(ARGV[4]) then
-  locked_until = now + tonumber(ARGV[5])
-  redis.call('SET', KEYS[2], locked_until, 'PX', ARGV[6])
-  started = 1
+local call = redis.call('EXISTS', KEYS[1]) == 1
+if call and redis.call('HGET', KEYS[1], 'pin_checked') == ARGV[3] then return 'repeat' end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
+if tonumber(redis.call('GET', KEYS[3]) or '0') > now
+    or redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
+  return 'locked'
 end
-return {failures, locked_until, started}
+if call then redis.call('HSET', KEYS[1], 'pin_checked', ARGV[3]) end
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+if #KEYS < 5 then return 'check' end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[7]))
+local open = tonumber(redis.call('GET', KEYS[5]) or '0') <= now
+    and redis.call('ZCARD', KEYS[4]) < tonumber(ARGV[8])
+redis.call('ZADD', KEYS[4], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
+if open then return 'check' end
+return 'closed'
+"""
+
+# An attempt found wrong (or not checked) stays counted: start each lock whose
+# limit is reached (a lock already running is not extended: hammering a locked PIN
+# does not keep its contact locked out for ever; the failures still count once it
+# ends), and note the failure for the stats. KEYS: [1] [2] the number's failures
+# and lock, [3] the line's recent failures, [4] [5] the contact's (if counted).
+# ARGV: [1] now (ms), [2] the attempt, [3] [4] [5] the number's limit, lock (ms)
+# and keep (ms), [6] what "recent" means for the stats (ms), [7] [8] [9] the
+# contact's limit, lock and keep. Answers {failures, locked until, started} for
+# the number, then for the contact.
+_SETTLE_FAILURE = """
+local now = tonumber(ARGV[1])
+local function settle(failures_key, lock_key, limit, lock, keep)
+  local failures = redis.call('ZCARD', failures_key)
+  local locked_until = tonumber(redis.call('GET', lock_key) or '0')
+  local started = 0
+  if locked_until <= now and failures >= tonumber(limit) then
+    locked_until = now + tonumber(lock)
+    redis.call('SET', lock_key, locked_until, 'PX', keep)
+    started = 1
+  end
+  return {failures, locked_until, started}
+end
+local out = settle(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[6]))
+if #KEYS > 3 then
+  local contact = settle(KEYS[4], KEYS[5], ARGV[7], ARGV[8], ARGV[9])
+  out[4], out[5], out[6] = contact[1], contact[2], contact[3]
+end
+return out
 """
 
 
@@ -73,7 +127,20 @@ class Failure:
     """A failed verification, counted against the number and the contact ID."""
 
     number: Count
-    contact: Count | None  # None when the typed ID is no contact's
+    contact: Count | None  # None when the typed ID is no active contact's
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One PIN attempt's place in the counts: `place` is "check" (check the PIN),
+    "closed" (the contact's PIN is locked: counted, not to be checked), "locked"
+    (the number is locked: nothing counted) or "repeat" (Twilio's repeat of an
+    attempt counted already)."""
+
+    place: str
+    member: str
+    caller: str
+    contact_id: str | None  # the active contact it counts against, if any
 
 
 def _ms(now: datetime) -> int:
@@ -112,37 +179,56 @@ def contact_failures(r: redis.Redis, contact_id: str, now: datetime) -> int:
                         _ms(now) - CONTACT_WINDOW_SECONDS * 1000 + 1, "+inf"))
 
 
-def _count(r: redis.Redis, failures_key: str, lock_key: str, now_ms: int, *,
-           window: int, limit: int, lock: int) -> Count:
-    """Run the failure script on one counter (windows and locks in seconds)."""
-    member = f"{now_ms}:{secrets.token_hex(6)}"
-    # Kept (on Redis's clock) well past both the window and the lock.
-    keep_ms = (window + lock) * 1000
-    failures, locked_until, started = script(r, _RECORD_FAILURE)(
-        keys=[failures_key, lock_key],
-        args=[now_ms, member, window * 1000, limit, lock * 1000, keep_ms], client=r)
-    return Count(int(failures), int(locked_until) > now_ms, bool(started))
-
-
-def record_failure(r: redis.Redis, caller: str, contact_id: str | None,
-                   now: datetime) -> Failure:
-    """Count one failed verification from `caller` (and against `contact_id`, if a contact's)."""
+def reserve(r: redis.Redis, call_sid: str, attempt: str, caller: str,
+            contact_id: str | None, now: datetime) -> Attempt:
+    """Take a PIN attempt's place in the number's count (and in the contact's, for an
+    active contact's ID) before its PIN is checked: one script, so attempts that
+    arrive together are counted one after another. `attempt` is the attempt's place
+    in the call: one attempt of one call counts once however often it is posted."""
     now_ms = _ms(now)
-    number = _count(r, keys.verify_failures(caller), keys.verify_lock(caller), now_ms,
-                    window=NUMBER_WINDOW_SECONDS, limit=NUMBER_MAX_FAILURES,
-                    lock=NUMBER_LOCK_SECONDS)
-    contact = None
+    member = f"{call_sid}:{attempt}"
+    counters = [keys.call(call_sid), keys.verify_failures(caller), keys.verify_lock(caller)]
     if contact_id:
-        contact = _count(r, keys.pin_failures(contact_id), keys.pin_lock(contact_id), now_ms,
-                         window=CONTACT_WINDOW_SECONDS, limit=CONTACT_MAX_FAILURES,
-                         lock=CONTACT_LOCK_SECONDS)
-    recent = keys.verify_failures_recent()
-    pipe = r.pipeline(transaction=False)
-    pipe.zremrangebyscore(recent, "-inf", now_ms - RECENT_SECONDS * 1000)
-    pipe.zadd(recent, {f"{now_ms}:{secrets.token_hex(6)}": now_ms})
-    pipe.pexpire(recent, 2 * RECENT_SECONDS * 1000)
+        counters += [keys.pin_failures(contact_id), keys.pin_lock(contact_id)]
+    place = script(r, _RESERVE)(keys=counters, args=[
+        now_ms, member, attempt, NUMBER_WINDOW_SECONDS * 1000, NUMBER_MAX_FAILURES,
+        _keep_ms(NUMBER_WINDOW_SECONDS, NUMBER_LOCK_SECONDS), CONTACT_WINDOW_SECONDS * 1000,
+        CONTACT_MAX_FAILURES, _keep_ms(CONTACT_WINDOW_SECONDS, CONTACT_LOCK_SECONDS)], client=r)
+    return Attempt(place.decode() if isinstance(place, bytes) else str(place), member, caller,
+                   contact_id)
+
+
+def withdraw(r: redis.Redis, attempt: Attempt) -> None:
+    """Take back an attempt's own place in the counts (its PIN was right, or it could
+    not be checked): every other attempt, failed or still being checked, stands."""
+    pipe = r.pipeline(transaction=True)
+    pipe.zrem(keys.verify_failures(attempt.caller), attempt.member)
+    if attempt.contact_id:
+        pipe.zrem(keys.pin_failures(attempt.contact_id), attempt.member)
     pipe.execute()
+
+
+def settle_failure(r: redis.Redis, attempt: Attempt, now: datetime) -> Failure:
+    """An attempt whose PIN was wrong (or was not checked) stays counted: start the
+    locks it brings to their limits."""
+    counters = [keys.verify_failures(attempt.caller), keys.verify_lock(attempt.caller),
+                keys.verify_failures_recent()]
+    if attempt.contact_id:
+        counters += [keys.pin_failures(attempt.contact_id), keys.pin_lock(attempt.contact_id)]
+    now_ms = _ms(now)
+    out = [int(value) for value in script(r, _SETTLE_FAILURE)(keys=counters, args=[
+        now_ms, attempt.member, NUMBER_MAX_FAILURES, NUMBER_LOCK_SECONDS * 1000,
+        _keep_ms(NUMBER_WINDOW_SECONDS, NUMBER_LOCK_SECONDS), RECENT_SECONDS * 1000,
+        CONTACT_MAX_FAILURES, CONTACT_LOCK_SECONDS * 1000,
+        _keep_ms(CONTACT_WINDOW_SECONDS, CONTACT_LOCK_SECONDS)], client=r)]
+    number = Count(out[0], out[1] > now_ms, bool(out[2]))
+    contact = Count(out[3], out[4] > now_ms, bool(out[5])) if len(out) > 3 else None
     return Failure(number, contact)
+
+
+def _keep_ms(window: int, lock: int) -> int:
+    """How long a counter is kept (on Redis's clock): well past its window and its lock."""
+    return (window + lock) * 1000
 
 
 def failures_last_hour(r: redis.Redis, now: datetime) -> int:

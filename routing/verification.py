@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from routing import auth
-from routing.call_state import get_call, update_call
+from routing.call_state import count_on_call, get_call, update_call
 from routing.desk import Desk
 
 # Silence on the contact-ID question: asked this many times, then refused.
@@ -77,7 +77,8 @@ def enter_contact_id(
         if attempt >= CONTACT_ID_TRIES:
             return Unverified(option)
         return AskContactId(option, attempt + 1)
-    update_call(desk.r, call_sid, pending_contact=digits[:20])
+    # A new attempt: its PIN counts once however often Twilio posts it (`auth.verify`).
+    count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:20])
     return AskPin(option)
 
 
@@ -85,8 +86,7 @@ def enter_pin(
     desk: Desk, call_sid: str, digits: str, option: str, now: datetime
 ) -> Verified | AskContactId | Unverified:
     """The PIN: verified, or asked again from the contact ID, or locked out (`auth.verify`)."""
-    pending = get_call(desk.r, call_sid).get("pending_contact", "")
-    result = auth.verify(desk, call_sid, pending, digits, now)
+    result = auth.verify(desk, call_sid, get_call(desk.r, call_sid), digits, now)
     if result.verified:
         return Verified(option)
     if result.inactive:

@@ -1,0 +1,263 @@
+"""PIN guesses that arrive together, and Twilio's repeats without a token: each
+attempt takes its place in both counts (the number's and the contact's) before its
+PIN is checked, and one attempt of a call counts once however often Twilio posts it."""
+
+from __future__ import annotations
+
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from directory import pins
+from directory.models import Contact
+from routing import lockout
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
+from tests.test_hostile_callers import (
+    asks_case_number,
+    at_pin_prompt,
+    next_question,
+    pin_reply,
+    same_twiml,
+    stranger,
+    type_pin,
+)
+
+PAT = "+16125550101"
+INACTIVE = "5003"  # Old Timer, PIN 1111, idle for years
+DEACTIVATED = "5004"  # Dee Active, PIN 3333, deactivated by the district
+
+
+@pytest.fixture
+def lakeview(directory):
+    """Pat Lee (5001, PIN 2468), Lee Park (5002, PIN 1357), an inactive contact (5003)
+    and a deactivated one (5004); owner A7 of case 2024117."""
+    directory.district()
+    directory.contact("5001", PAT, "D100", "Pat Lee", "2468", last_active="2027-11-30")
+    directory.contact("5002", "+16125550102", "D100", "Lee Park", "1357",
+                      last_active="2027-11-30")
+    directory.contact(INACTIVE, "+16125550103", "D100", "Old Timer", "1111",
+                      last_active="2020-01-01")
+    directory.contact(DEACTIVATED, "+16125550104", "D100", "Dee Active", "3333",
+                      last_active="2027-11-30")
+    directory.document["contacts"][-1]["deactivated"] = True
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+def now() -> datetime:
+    """The tests' wall clock (the lockouts count on the caller's clock)."""
+    return datetime.now(UTC)
+
+
+def salt_of(desk, contact_id: str) -> bytes:
+    """The salt of a contact's stored PIN hash: a scrypt run with it is a check of that PIN."""
+    with desk.session_factory() as db:
+        return bytes.fromhex(db.get(Contact, contact_id).pin_hash.split("$")[1])
+
+
+@dataclass
+class Checks:
+    """The checks of one contact's PIN seen so far, and a semaphore released by
+    each check held back."""
+
+    runs: list[int] = field(default_factory=list)
+    held: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+@contextmanager
+def checks_of(desk, contact_id: str, monkeypatch,
+              hold: Callable[[], bool] = lambda: False) -> Iterator[Checks]:
+    """Count the checks of one contact's PIN (scrypt runs with its salt: hashlib's
+    function, watched, never replaced), from any thread; `hold()` true makes a hash
+    wait (a slow one) until the block ends."""
+    salt = salt_of(desk, contact_id)
+    real = pins.hashlib.scrypt
+    checks = Checks()
+    released = threading.Event()
+
+    def scrypt(*args, **kwargs):
+        if kwargs.get("salt") == salt:
+            checks.runs.append(1)
+        if hold():
+            checks.held.release()
+            released.wait(timeout=30)
+        return real(*args, **kwargs)
+
+    pins.dummy_hash(None)  # made once per process, outside what is counted
+    monkeypatch.setattr(pins.hashlib, "scrypt", scrypt)
+    try:
+        yield checks
+    finally:
+        released.set()
+
+
+def all_at_once(app, sids: list[str], pins_typed: list[str]) -> list[ET.Element]:
+    """Every call types its PIN at the same moment, each on its own thread (and client)."""
+    replies: list[ET.Element | None] = [None] * len(sids)
+    start = threading.Barrier(len(sids))
+
+    def type_it(i: int) -> None:
+        client = app.test_client()
+        start.wait()
+        replies[i] = type_pin(client, sids[i], pins_typed[i])
+
+    threads = [threading.Thread(target=type_it, args=(i,)) for i in range(len(sids))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(reply is not None for reply in replies)
+    return replies  # type: ignore[return-value]
+
+
+# --- guesses that arrive together --------------------------------------------------
+
+
+def test_twenty_numbers_guessing_at_once_get_five_checks_of_the_pin(
+        desk, lakeview, app, client, monkeypatch):
+    sids = [at_pin_prompt(client, stranger(1000 + n)) for n in range(20)]
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        all_at_once(app, sids, [f"{1000 + n:04d}" for n in range(20)])
+    assert len(checks) <= lockout.CONTACT_MAX_FAILURES
+    # The contact is locked: its right PIN, from a number never used, is refused.
+    assert not asks_case_number(pin_reply(client, stranger(2000), "2468"))
+
+
+def test_the_right_pin_typed_while_five_guesses_are_checked_is_refused(
+        desk, lakeview, app, client, monkeypatch):
+    """Five wrong guesses for Pat, from five numbers, are still being checked (a slow
+    hash) when a sixth number types Pat's right PIN: it is refused like a wrong one."""
+    guessers = [at_pin_prompt(client, stranger(n)) for n in range(1, 6)]
+    right_pin = at_pin_prompt(client, stranger(6))
+    wrong_pin = at_pin_prompt(client, stranger(7))
+    slow = {"on": set()}
+    with checks_of(desk, "5001", monkeypatch,
+                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
+        def guess(sid: str) -> None:
+            slow["on"].add(threading.get_ident())
+            type_pin(app.test_client(), sid, "0000")
+
+        threads = [threading.Thread(target=guess, args=(sid,)) for sid in guessers]
+        for thread in threads:
+            thread.start()
+        for _ in guessers:  # all five are inside their hash check
+            assert checks.held.acquire(timeout=30)
+        right = type_pin(client, right_pin, "2468")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not asks_case_number(right)
+    assert same_twiml(right, type_pin(client, wrong_pin, "1111"))
+    assert len(checks) == lockout.CONTACT_MAX_FAILURES
+    assert lockout.contact_locked(desk.r, "5001", now())
+
+
+def test_one_number_calling_twelve_times_at_once_gets_three_checks(
+        desk, lakeview, app, client, monkeypatch):
+    sids = [at_pin_prompt(client, stranger(1)) for _ in range(12)]
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        all_at_once(app, sids, [f"{9000 + n:04d}" for n in range(12)])
+    assert len(checks) <= lockout.NUMBER_MAX_FAILURES
+    assert lockout.number_locked(desk.r, stranger(1), now())
+
+
+def test_the_right_pin_from_a_number_with_three_guesses_in_flight_is_refused(
+        desk, lakeview, app, client, monkeypatch):
+    """Three calls from one number are checking wrong PINs for Lee (5002) when a fourth
+    call from that number types Pat's right PIN: the number's three places are taken."""
+    guessers = [at_pin_prompt(client, stranger(1), "5002") for _ in range(3)]
+    fourth = at_pin_prompt(client, stranger(1))
+    slow = {"on": set()}
+    with checks_of(desk, "5002", monkeypatch,
+                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
+        def guess(sid: str) -> None:
+            slow["on"].add(threading.get_ident())
+            type_pin(app.test_client(), sid, "0000")
+
+        threads = [threading.Thread(target=guess, args=(sid,)) for sid in guessers]
+        for thread in threads:
+            thread.start()
+        for _ in guessers:
+            assert checks.held.acquire(timeout=30)
+        refused = type_pin(client, fourth, "2468")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not asks_case_number(refused)
+    assert next_question(refused) is None and refused.find("Hangup") is not None
+    assert lockout.number_locked(desk.r, stranger(1), now())
+
+
+def test_a_right_pin_among_guesses_takes_back_only_its_own_place(desk, lakeview, client):
+    pin_reply(client, stranger(1), "0000")
+    pin_reply(client, stranger(2), "0000")
+    assert asks_case_number(pin_reply(client, stranger(3), "2468"))
+    assert lockout.contact_failures(desk.r, "5001", now()) == 2
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 1
+    assert lockout.number_failures(desk.r, stranger(3), now()) == 0
+
+
+# --- Twilio's repeat without an idempotency token ------------------------------------------
+
+
+def post_without_token(client, path: str, form: dict[str, str]) -> ET.Element:
+    """Post a webhook signed, as Twilio repeats one after a timeout: no idempotency token."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def test_a_wrong_pin_repeated_without_a_token_counts_once(desk, lakeview, client):
+    sid = at_pin_prompt(client, stranger(1))
+    form = {"CallSid": sid, "Digits": "0000"}
+    first = post_without_token(client, "/voice/verify/pin?option=1", form)
+    repeat = post_without_token(client, "/voice/verify/pin?option=1", form)
+    assert same_twiml(first, repeat)
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 1
+    assert lockout.contact_failures(desk.r, "5001", now()) == 1
+    # A new attempt in the same call counts.
+    post_without_token(client, "/voice/verify/contact?option=1",
+                       {"CallSid": sid, "Digits": "5001"})
+    post_without_token(client, "/voice/verify/pin?option=1", form)
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 2
+    assert lockout.contact_failures(desk.r, "5001", now()) == 2
+
+
+def test_a_right_pin_repeated_without_a_token_is_not_checked_again(
+        desk, lakeview, client, monkeypatch):
+    sid = at_pin_prompt(client, stranger(1))
+    form = {"CallSid": sid, "Digits": "2468"}
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        first = post_without_token(client, "/voice/verify/pin?option=1", form)
+        repeat = post_without_token(client, "/voice/verify/pin?option=1", form)
+    assert asks_case_number(first) and asks_case_number(repeat)
+    assert len(checks) == 1
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 0
+
+
+def test_the_third_wrong_pin_repeated_without_a_token_hears_the_lock_again(
+        desk, lakeview, client):
+    sid = at_pin_prompt(client, stranger(1))
+    for attempt in range(3):
+        if attempt:
+            post_without_token(client, "/voice/verify/contact?option=1",
+                               {"CallSid": sid, "Digits": "5001"})
+        form = {"CallSid": sid, "Digits": f"000{attempt}"}
+        first = post_without_token(client, "/voice/verify/pin?option=1", form)
+    repeat = post_without_token(client, "/voice/verify/pin?option=1", form)
+    assert same_twiml(first, repeat) and first.find("Hangup") is not None
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 3
+    assert lockout.contact_failures(desk.r, "5001", now()) == 3
+    assert lockout.number_locked(desk.r, stranger(1), now())
+
+
