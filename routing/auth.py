@@ -5,8 +5,8 @@ unrecognised number proves itself with contact ID and PIN. Attempts count
 against the number and the contact ID (`routing.lockout`) before the PIN is
 checked: three failures from one number lock it out for 15 minutes; five for one
 contact ID within 24 hours, from any numbers, lock that contact's PIN, which is
-then refused exactly like a wrong one. The PIN is checked against the database,
-never the Redis cache.
+then refused exactly like a wrong one. An inactive or deactivated contact's ID
+is an unknown ID. The PIN is checked against the database, never the Redis cache.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class Verification:
 
     verified: bool
     locked: bool = False
-    inactive: bool = False
     failures: int = 0
 
 
@@ -104,8 +103,9 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
 
     The attempt takes its place in both counts before the check (`lockout.reserve`),
     so guesses sent at once are checked at most three per number and five per
-    contact. A locked contact, an unknown ID and a wrong PIN all cost one scrypt
-    and sound alike. A success takes back its own
+    contact. An inactive or deactivated contact is an unknown ID: counted against
+    the number only, its right PIN a wrong one. A locked contact, an unknown ID and
+    a wrong PIN all cost one scrypt and sound alike. A success takes back its own
     place and resets neither count otherwise: it proves the caller knows one PIN,
     not that their earlier failures (perhaps against other IDs) were typos. Twilio's
     repeat of the attempt (even without its idempotency token) is neither counted
@@ -115,16 +115,16 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
     raw_id = call.get("pending_contact", "")
     contact_id = raw_id[:20] if raw_id.isdigit() else ""
     stored = directory.stored_pin(desk.session_factory, contact_id)
-    known = stored.contact is not None
+    active = stored.contact is not None and directory.contact_is_active(stored.contact, now)
     attempt = lockout.reserve(desk.r, call_sid, call.get("pin_try", "0"), caller,
-                              contact_id if known else None, now)
+                              contact_id if active else None, now)
     if attempt.place == "repeat":
         return _as_before(desk, call, caller, now)
     if attempt.place == "locked":
         return Verification(False, locked=True, failures=MAX_FAILURES)
     # The same work whatever the ID: one scrypt, against a dummy hash for an ID
-    # that is unknown or locked, so neither timing nor wording tells.
-    pin_hash = stored.pin_hash if attempt.place == "check" else ""
+    # that is unknown, inactive or locked, so neither timing nor wording tells.
+    pin_hash = stored.pin_hash if active and attempt.place == "check" else ""
     try:
         matched = directory.check_stored_pin(desk.session_factory, contact_id, pin_hash,
                                              pin[:16], desk.settings.pin_pepper)
@@ -133,15 +133,11 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
         raise
     if matched and stored.contact is not None:
         lockout.withdraw(desk.r, attempt)
-        fields = contact_fields(desk, stored.contact, now)
-        if fields["verified"]:
-            update_call(desk.r, call_sid, **fields, verified_by_pin="1", verified_by="pin")
-            return Verification(True)
-        # A right PIN of an inactive contact: not authorized, but not a guess either.
-        update_call(desk.r, call_sid, district=fields["district"],
-                    district_name=fields["district_name"])
-        return Verification(False, inactive=True)
-    return _count_failure(desk, attempt, contact_id, now, known=known)
+        update_call(desk.r, call_sid, **contact_fields(desk, stored.contact, now),
+                    verified_by_pin="1", verified_by="pin")
+        return Verification(True)
+    return _count_failure(desk, attempt, contact_id, now,
+                          known=stored.contact is not None, active=active)
 
 
 def _as_before(desk: Desk, call: dict[str, str], caller: str, now: datetime) -> Verification:
@@ -155,11 +151,12 @@ def _as_before(desk: Desk, call: dict[str, str], caller: str, now: datetime) -> 
 
 
 def _count_failure(desk: Desk, attempt: lockout.Attempt, contact_id: str, now: datetime, *,
-                   known: bool) -> Verification:
+                   known: bool, active: bool) -> Verification:
     """The attempt stays counted as a failure; log it (number masked) and any lock it starts."""
     failure = lockout.settle_failure(desk.r, attempt, now)
     number = mask_phone(attempt.caller)
-    unknown = "" if known else " (no such contact)"
+    # Operators may read why: the caller hears the same whatever it was.
+    unknown = "" if active else " (not an active contact)" if known else " (no such contact)"
     log.warning("failed PIN verification for contact ID %s%s from %s "
                 "(%d from this number in 15 min, %s for this ID in 24 h)",
                 contact_id or "(none)", unknown, number,

@@ -46,8 +46,8 @@ class Verified:
 @dataclass(frozen=True)
 class Unverified:
     """The caller could not be verified. `why`: "locked" (this number is locked out),
-    "failed-locked" (a wrong PIN that locked it), "inactive" (a right PIN of an
-    inactive contact), or "" (no contact ID given)."""
+    "failed-locked" (a wrong PIN that locked it), or "" (no contact ID given). A right
+    PIN of an inactive contact is a wrong PIN: it has no `why` of its own."""
 
     option: str
     why: str = ""
@@ -89,8 +89,6 @@ def enter_pin(
     result = auth.verify(desk, call_sid, get_call(desk.r, call_sid), digits, now)
     if result.verified:
         return Verified(option)
-    if result.inactive:
-        return Unverified(option, "inactive")
     if result.locked:
         return Unverified(option, "failed-locked")
     return AskContactId(option, failed=True)

@@ -1,6 +1,7 @@
-"""PIN guesses that arrive together, and Twilio's repeats without a token: each
-attempt takes its place in both counts (the number's and the contact's) before its
-PIN is checked, and one attempt of a call counts once however often Twilio posts it."""
+"""PIN guesses that arrive together, an inactive contact's PIN, and Twilio's repeats
+without a token: each attempt takes its place in both counts (the number's and the
+contact's) before its PIN is checked, an inactive contact is an unknown ID, and one
+attempt of a call counts once however often Twilio posts it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from directory import pins
 from directory.models import Contact
 from routing import lockout
+from routing.call_state import get_call
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 from tests.test_hostile_callers import (
     asks_case_number,
@@ -205,6 +207,35 @@ def test_a_right_pin_among_guesses_takes_back_only_its_own_place(desk, lakeview,
     assert lockout.number_failures(desk.r, stranger(3), now()) == 0
 
 
+# --- an inactive or deactivated contact is an unknown ID ---------------------------------
+
+
+@pytest.mark.parametrize(("contact_id", "right_pin"), [(INACTIVE, "1111"),
+                                                       (DEACTIVATED, "3333")])
+def test_an_inactive_contacts_right_pin_sounds_like_a_wrong_pin_for_an_unknown_id(
+        desk, lakeview, client, contact_id, right_pin):
+    sid = at_pin_prompt(client, stranger(1), contact_id)
+    right = type_pin(client, sid, right_pin)
+    unknown = pin_reply(client, stranger(2), "1112", "4040")
+    wrong = pin_reply(client, stranger(3), "1112", contact_id)
+    assert same_twiml(right, unknown) and same_twiml(right, wrong)
+    assert next_question(right) == "/voice/verify/contact"
+    # Counted as an unknown ID is: against the number only.
+    assert lockout.number_failures(desk.r, stranger(1), now()) == 1
+    assert lockout.contact_failures(desk.r, contact_id, now()) == 0
+    call = get_call(desk.r, sid)
+    assert not any(call.get(field) for field in (
+        "district", "district_name", "contact", "contact_name", "verified", "hosted"))
+
+
+def test_an_inactive_contacts_right_pin_three_times_locks_the_number(desk, lakeview, client):
+    for _ in range(2):
+        assert next_question(pin_reply(client, stranger(1), "1111", INACTIVE)) == (
+            "/voice/verify/contact")
+    third = pin_reply(client, stranger(1), "1111", INACTIVE)
+    assert next_question(third) is None and third.find("Hangup") is not None
+
+
 # --- Twilio's repeat without an idempotency token ------------------------------------------
 
 
@@ -261,3 +292,30 @@ def test_the_third_wrong_pin_repeated_without_a_token_hears_the_lock_again(
     assert lockout.number_locked(desk.r, stranger(1), now())
 
 
+
+def test_every_pin_costs_one_scrypt_whatever_the_id(desk, lakeview, client, monkeypatch):
+    """Timing tells nothing: a wrong PIN, an unknown ID, an inactive contact's right
+    PIN and a locked contact's right PIN each cost one scrypt (hashlib's, counted)."""
+    for n in range(1, 6):
+        pin_reply(client, stranger(n), "0000", "5002")  # Lee's PIN is locked
+    calls = {name: at_pin_prompt(client, stranger(10 + i), contact_id)
+             for i, (name, contact_id) in enumerate([
+                 ("wrong", "5001"), ("unknown", "4040"), ("inactive", INACTIVE),
+                 ("deactivated", DEACTIVATED), ("locked", "5002")])}
+    typed = {"wrong": "0000", "unknown": "0000", "inactive": "1111",
+             "deactivated": "3333", "locked": "1357"}
+    real = pins.hashlib.scrypt
+    runs: list[int] = []
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        return real(*args, **kwargs)
+
+    pins.dummy_hash(None)
+    monkeypatch.setattr(pins.hashlib, "scrypt", counted)
+    replies = {}
+    for name, sid in calls.items():
+        runs.clear()
+        replies[name] = type_pin(client, sid, typed[name])
+        assert len(runs) == 1, name
+    assert all(same_twiml(reply, replies["wrong"]) for reply in replies.values())

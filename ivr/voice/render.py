@@ -23,8 +23,7 @@ from routing import (
 from routing.whisper import Whisper
 
 # What an unverified caller hears first, by `verification.Unverified.why`.
-_WHY = {"locked": ["auth.locked"], "failed-locked": ["auth.failed", "auth.locked"],
-        "inactive": ["auth.inactive_pin"], "": []}
+_WHY = {"locked": ["auth.locked"], "failed-locked": ["auth.failed", "auth.locked"], "": []}
 _VERIFIED_BY = {"pin": "whisper.verified_pin",
                 "caller-id-attested": "whisper.verified_caller_id_attested",
                 "caller-id": "whisper.verified_caller_id"}
