@@ -217,3 +217,9 @@ def replication_mark() -> str:
     """String: written just before Redis's WAIT, on the waiting connection (its value
     means nothing; `directory.redis_client.wait_for_replicas`)."""
     return f"{PREFIX}:replication:mark"
+
+
+def oncall_line() -> str:
+    """String: the CallSid the on-call engineer's phone is ringing or talking for (one
+    person, one call at a time); expires with the talk lease if nothing frees it."""
+    return f"{PREFIX}:oncall:line"

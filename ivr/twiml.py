@@ -152,7 +152,9 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
         )
     elif isinstance(decision, DialNumber):
         dial = Dial(action=url("/voice/oncall-result"), method="POST", timeout=25)
-        dial.number(decision.number)
+        # The engineer hears a whisper and takes the call with a key, as an advisor does.
+        dial.number(decision.number, url=url("/voice/oncall/whisper", call=call_sid),
+                    method="POST")
         response.append(dial)
     elif isinstance(decision, CallFinished):
         say(response, prompts, prompts.text("routing.goodbye"))

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from config import hours
 from directory.catalog import HOSTING
-from routing import acd, auth, presence, verification
+from routing import acd, auth, oncall, presence, verification
 from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
 from routing.announcement import active_announcement
 from routing.call_state import get_call, is_ended, send_to_team, update_call
@@ -117,10 +117,12 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
-    oncall = desk.settings.oncall_number
-    if oncall and not call.get("oncall_tried"):
+    number = desk.settings.oncall_number
+    # One on-call engineer, one caller at a time: while their line is busy the
+    # caller waits for hosting rather than ringing a busy phone (or its voicemail).
+    if number and not call.get("oncall_tried") and oncall.take_line(desk, call_sid):
         update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
-        return DialNumber(oncall)
+        return DialNumber(number)
     return acd.route_caller(desk, call_sid, now_ms)
 
 
@@ -128,15 +130,18 @@ def after_oncall(
     desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
     call_status: str = "in-progress",
 ) -> Decision:
-    """The on-call engineer's ring ended: done if answered, else wait for hosting.
+    """The on-call engineer's ring ended, and their line is free again: done if they
+    took the call (`oncall.answered`: a key at the whisper, so a voicemail that
+    picked up is no answer), else wait for hosting.
 
     A caller who hung up meanwhile (`call_status` final: Twilio may post this
     before the status callback) is not routed again.
     """
-    if dial_status in ANSWERED_DIAL_STATUSES:
-        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
-                       state="answered")
-        return CallFinished("on-call")
+    oncall.free_line(desk, call_sid)
+    if oncall.answered(get_call(desk.r, call_sid), dial_status in ANSWERED_DIAL_STATUSES):
+        update_call(desk.r, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
+                    state="answered")
+        return CallFinished(oncall.ONCALL)
     if is_final(call_status):
         return CallFinished(None)
     return acd.route_caller(desk, call_sid, now_ms)

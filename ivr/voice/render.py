@@ -179,7 +179,7 @@ def announcement_texts(announcement: str | None) -> list[str]:
 
 
 def whisper(found: Whisper | None, call_sid: str, advisor_id: str, *,
-            callback: bool = False) -> Response:
+            callback: bool = False, action: str = "/voice/whisper/accept") -> Response:
     """What the advisor hears before being bridged (or before a callback dials)."""
     p = prompts()
     if found is None:
@@ -197,7 +197,7 @@ def whisper(found: Whisper | None, call_sid: str, advisor_id: str, *,
         return xml(twiml.whisper(p, p.text("whisper.callback", **values), call_sid, advisor_id,
                                  action="/voice/callback/accept"))
     text = p.text("whisper.intro" if found.case else "whisper.no_case", **values)
-    return xml(twiml.whisper(p, text, call_sid, advisor_id))
+    return xml(twiml.whisper(p, text, call_sid, advisor_id, action=action))
 
 
 def _caller_words(found: Whisper) -> str:
