@@ -1,0 +1,78 @@
+"""Webhooks Twilio delivers twice without its idempotency token (a retry after a
+timeout, the same form): the second delivery must answer as the first did and count
+nothing twice, by the call's own state. A repeat that carries the same token hears
+the kept first reply (`ivr.voice.hooks`); these do not."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from twilio.request_validator import RequestValidator
+
+from directory import keys
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
+
+PAT = "+16125550101"
+LINE = "+18005550100"
+ONCALL = "+16125550999"
+A7_PHONE = "+16515550199"
+ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
+CHICAGO = ZoneInfo("America/Chicago")
+
+
+@pytest.fixture
+def settings(settings):
+    """The desk with an on-call engineer for hosted outages at night."""
+    return settings.with_changes(oncall_number=ONCALL)
+
+
+@pytest.fixture
+def lakeview(directory):
+    """A hosted district, its contact Pat, and A7 (general and hosting), owner of 2024117."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general", "hosting"], phone=A7_PHONE)
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
+def post(client, path: str, form: dict[str, str]) -> ET.Element:
+    """Post a webhook as Twilio's retry does: signed, from our account, no token."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def twice(client, path: str, form: dict[str, str]) -> tuple[ET.Element, ET.Element]:
+    """The same webhook delivered twice, without a token: both answers."""
+    return post(client, path, form), post(client, path, form)
+
+
+def dialed(twiml: ET.Element) -> list[str]:
+    """The numbers a TwiML document dials."""
+    return [number.text or "" for number in twiml.iter("Number")]
+
+
+def calls_in(client, sid: str, frm: str = PAT) -> None:
+    """A call reaches the line (Pat's number attested, unless `frm` says otherwise)."""
+    post(client, "/voice/incoming", {"CallSid": sid, "From": frm, "To": LINE, **ATTESTED})
+
+
+def test_a_night_outage_report_repeated_still_rings_the_on_call_engineer(
+        desk, lakeview, client):
+    """At night, with no hosting advisor free, Pat's outage report rings the on-call
+    engineer. Twilio times out and posts the key again: Twilio follows this second
+    answer, which must ring the engineer too, not queue Pat for nobody."""
+    with time_machine.travel(datetime(2026, 11, 24, 23, 30, tzinfo=CHICAGO), tick=True):
+        calls_in(client, "CA-night")
+        first, repeat = twice(client, "/voice/menu?attempt=1", {"CallSid": "CA-night",
+                                                                "Digits": "8"})
+    assert dialed(first) == dialed(repeat) == [ONCALL]
+    assert repeat.find(".//Enqueue") is None
+    assert desk.r.zcard(keys.team_waiting("hosting")) == 0
