@@ -14,7 +14,8 @@ import time_machine
 from twilio.request_validator import RequestValidator
 
 from directory import keys
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
+from routing import survey
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 PAT = "+16125550101"
 LINE = "+18005550100"
@@ -76,3 +77,38 @@ def test_a_night_outage_report_repeated_still_rings_the_on_call_engineer(
     assert dialed(first) == dialed(repeat) == [ONCALL]
     assert repeat.find(".//Enqueue") is None
     assert desk.r.zcard(keys.team_waiting("hosting")) == 0
+
+
+def _surveyed(client, sid: str) -> ET.Element:
+    """Pat's call is answered by A7, who hangs up first; Pat answers the first four
+    survey questions with 5. The `<Gather>` of the fifth ("overall")."""
+    calls_in(client, sid)
+    post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "1"})
+    dial = post(client, "/voice/case", {"CallSid": sid, "Digits": "2024117"}).find("Dial")
+    assert dial is not None and dial.find("Number").text == A7_PHONE
+    leg = {"CallSid": "CL" + sid, "ParentCallSid": sid, "CallStatus": "in-progress"}
+    whisper = post(client, dial.find("Number").get("url").removeprefix(BASE_URL), leg)
+    post(client, whisper.find("Gather").get("action").removeprefix(BASE_URL),
+         {**leg, "Digits": "1"})
+    question = post(client, dial.get("action").removeprefix(BASE_URL), {
+        "CallSid": sid, "CallStatus": "in-progress", "DialCallStatus": "completed",
+        "DialCallDuration": "95"}).find("Gather")
+    for _ in range(4):
+        question = post(client, question.get("action").removeprefix(BASE_URL),
+                        {"CallSid": sid, "Digits": "5"}).find("Gather")
+    return question
+
+
+def test_a_repeated_overall_answer_counts_once(desk, lakeview, client):
+    """Pat answers "overall" with 2; Twilio delivers it twice. One answer in the 30-day
+    figures of the team and of A7, not two."""
+    make_available(desk, "A7")
+    overall = _surveyed(client, "CA-survey")
+    twice(client, overall.get("action").removeprefix(BASE_URL), {"CallSid": "CA-survey",
+                                                                  "Digits": "2"})
+    now = datetime.now(CHICAGO)
+    assert survey.advisor_satisfaction(desk, "A7", now)["answers"] == 1
+    assert survey.overall_satisfaction(desk, "general", now) == 0.0
+    _, answers = survey._over_30_days(desk, lambda day: keys.survey_overall("general", day),
+                                      now)
+    assert answers == 1
