@@ -196,10 +196,11 @@ def press_key(
     another key may pass None)."""
     if key == "*":
         return AskMenu(attempt)
-    if key == FAMILIES_KEY and not auth.is_authorized(get_call(desk.r, call_sid)):
-        append_menu(desk.r, call_sid, key, family="1")
-        day = keys.families_on(central_date(now).isoformat())
-        desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
+    if key == FAMILIES_KEY and not auth.is_authorized(call := get_call(desk.r, call_sid)):
+        if call.get("family") != "1":  # else a repeat (Twilio's retry): counted already
+            append_menu(desk.r, call_sid, key, family="1")
+            day = keys.families_on(central_date(now).isoformat())
+            desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
         return FamiliesGoodbye()
     if key not in MENU_KEYS:
         if attempt >= MAX_TRIES:
