@@ -262,11 +262,11 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
 
 
 def enter_case_number(
-    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = ""
+    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = "", attempt: int = 0
 ) -> Step:
     """The case number, keyed or said: its owner, else a teammate, else the queue
-    (`acd.route_caller`)."""
-    lookup = choose_case(desk, call_sid, digits, speech)
+    (`acd.route_caller`). `attempt`: the try the answer names (`choose_case`)."""
+    lookup = choose_case(desk, call_sid, digits, speech, attempt)
     if lookup.found:
         decision = acd.route_caller(desk, call_sid, now_ms)
         to_owner = (isinstance(decision, acd.DialAdvisor) and bool(lookup.owner)
@@ -276,4 +276,4 @@ def enter_case_number(
         # Three misses: a person will still help, rather than hanging up.
         send_to_team(desk.r, call_sid, GENERAL)
         return Connect(acd.route_caller(desk, call_sid, now_ms), case_not_found=True)
-    return AskCase(not_found=True)
+    return AskCase(not_found=True, attempt=lookup.tries + 1)

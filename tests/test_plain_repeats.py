@@ -123,3 +123,23 @@ def test_a_familys_repeated_key_counts_one_family_call(desk, lakeview, client):
     families = client.get("/api/stats", headers={"Authorization": f"Bearer {API_TOKEN}"})
     assert {team["families_today"] for team in families.get_json().values()} == {1}
     assert get_call(desk.r, "CA-family")["menu"] == "0"
+
+
+def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
+    """Pat keys a wrong case number twice (two misses; Twilio delivers the second twice),
+    then keys it right: Pat reaches the case's owner, not the general team after a
+    third miss that never was."""
+    make_available(desk, "A7")
+    calls_in(client, "CA-miss")
+
+    def asked(twiml: ET.Element) -> str:
+        """The path the case-number question answers to."""
+        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
+
+    case = asked(post(client, "/voice/menu?attempt=1", {"CallSid": "CA-miss", "Digits": "1"}))
+    case = asked(post(client, case, {"CallSid": "CA-miss", "Digits": "999"}))
+    first, repeat = twice(client, case, {"CallSid": "CA-miss", "Digits": "998"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    right = post(client, asked(repeat), {"CallSid": "CA-miss", "Digits": "2024117"})
+    assert dialed(right) == [A7_PHONE]
+    assert get_call(desk.r, "CA-miss")["menu"] == "1>999>998>2024117"
