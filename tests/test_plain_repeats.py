@@ -125,6 +125,18 @@ def test_a_familys_repeated_key_counts_one_family_call(desk, lakeview, client):
     assert get_call(desk.r, "CA-family")["menu"] == "0"
 
 
+def test_a_repeated_callback_key_takes_one_of_the_days_callbacks(desk, lakeview, client):
+    """Pat waits and presses 1 for a callback; Twilio delivers the key twice. One of
+    Pat's callbacks for the day is used, and both answers confirm it."""
+    calls_in(client, "CA-back")
+    post(client, "/voice/menu?attempt=1", {"CallSid": "CA-back", "Digits": "2"})
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-back") is not None
+    first, repeat = twice(client, "/voice/callback", {"CallSid": "CA-back", "Digits": "1"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    day = datetime.now(CHICAGO).date().isoformat()
+    assert desk.r.get(keys.callbacks_on("5001", day)) == "1"
+
+
 def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
     """Pat keys a wrong case number twice (two misses; Twilio delivers the second twice),
     then keys it right: Pat reaches the case's owner, not the general team after a
