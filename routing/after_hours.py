@@ -24,15 +24,15 @@ def closed(desk: Desk, call_sid: str, option: str) -> AskCase | Voicemail:
 
 
 def enter_case_number(
-    desk: Desk, call_sid: str, digits: str, speech: str = ""
+    desk: Desk, call_sid: str, digits: str, speech: str = "", attempt: int = 0
 ) -> AskCase | Voicemail:
     """After hours, option 1: the case number (keyed or said), then the voicemail for
-    that case (after three misses, for a new case)."""
-    lookup = choose_case(desk, call_sid, digits, speech)
+    that case (after three misses, for a new case). `attempt`: as `choose_case`'s."""
+    lookup = choose_case(desk, call_sid, digits, speech, attempt)
     if lookup.found:
         update_call(desk.r, call_sid, after_hours="1")
         return Voicemail()
     if lookup.tries >= CASE_TRIES:
         send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
         return Voicemail(case_not_found=True)
-    return AskCase(after_hours=True, not_found=True)
+    return AskCase(after_hours=True, not_found=True, attempt=lookup.tries + 1)

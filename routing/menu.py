@@ -196,10 +196,11 @@ def press_key(
     another key may pass None)."""
     if key == "*":
         return AskMenu(attempt)
-    if key == FAMILIES_KEY and not auth.is_authorized(get_call(desk.r, call_sid)):
-        append_menu(desk.r, call_sid, key, family="1")
-        day = keys.families_on(central_date(now).isoformat())
-        desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
+    if key == FAMILIES_KEY and not auth.is_authorized(call := get_call(desk.r, call_sid)):
+        if call.get("family") != "1":  # else a repeat (Twilio's retry): counted already
+            append_menu(desk.r, call_sid, key, family="1")
+            day = keys.families_on(central_date(now).isoformat())
+            desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
         return FamiliesGoodbye()
     if key not in MENU_KEYS:
         if attempt >= MAX_TRIES:
@@ -261,11 +262,11 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
 
 
 def enter_case_number(
-    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = ""
+    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = "", attempt: int = 0
 ) -> Step:
     """The case number, keyed or said: its owner, else a teammate, else the queue
-    (`acd.route_caller`)."""
-    lookup = choose_case(desk, call_sid, digits, speech)
+    (`acd.route_caller`). `attempt`: the try the answer names (`choose_case`)."""
+    lookup = choose_case(desk, call_sid, digits, speech, attempt)
     if lookup.found:
         decision = acd.route_caller(desk, call_sid, now_ms)
         to_owner = (isinstance(decision, acd.DialAdvisor) and bool(lookup.owner)
@@ -275,4 +276,4 @@ def enter_case_number(
         # Three misses: a person will still help, rather than hanging up.
         send_to_team(desk.r, call_sid, GENERAL)
         return Connect(acd.route_caller(desk, call_sid, now_ms), case_not_found=True)
-    return AskCase(not_found=True)
+    return AskCase(not_found=True, attempt=lookup.tries + 1)

@@ -111,13 +111,18 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     call = get_call(desk.r, call_sid)
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
+    oncall = desk.settings.oncall_number
+    if oncall and call.get("state") == "oncall":
+        # A repeat (Twilio retrying without its token) while the on-call ring the first
+        # answer started is on, as far as the call shows: that answer again. Its end
+        # (`after_oncall`) moves the state on.
+        return DialNumber(oncall)
     claim = presence.claim_for_caller(
         desk.r, call_sid, team=call.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
         lease_ms=desk.lease_ms, priority=priority(auth.is_authorized(call)), queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
-    oncall = desk.settings.oncall_number
     if oncall and not call.get("oncall_tried"):
         update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
         return DialNumber(oncall)

@@ -243,6 +243,8 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     """
     now = now or datetime.now(UTC)
     call = get_call(desk.r, call_sid)
+    if call.get("callback") == "1":
+        return True  # confirmed already: a repeat (Twilio's retry) takes no other callback
     team = call.get("waiting_team")
     if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
         return False  # already being connected

@@ -212,6 +212,97 @@ def test_an_abandoned_callers_log_keeps_how_long_they_waited_and_the_desk_hears_
     assert 42 <= gave_up["queue_wait_seconds"] < 50
 
 
+def _signed_post(client, path: str, form: dict[str, str]) -> ET.Element:
+    """Post a webhook as Twilio does (signed, no idempotency token); its TwiML."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def _gave_up(desk, client, sid: str, team: str = "general") -> tuple[dict, dict]:
+    """Pat's call `sid` is over (status callback 50 s): its log and `team`'s stats."""
+    status_callback(client, sid, 50)
+    run_jobs(desk)
+    return call_log(desk, sid), client.get("/api/stats", headers=API).get_json()[team]
+
+
+@pytest.mark.parametrize("brought_over", ["redirect-sent", "redirect-404", "ringing"])
+def test_a_caller_who_hangs_up_as_a_freed_advisor_is_claimed_for_them_is_abandoned(
+        desk, lakeview, client, emulator, brought_over):
+    """Pat waited 42 s; A2 frees up and is claimed for Pat. Pat hangs up before reaching
+    A2: as Twilio moves the call (the redirect sent), before it (the redirect answers
+    404), or while A2's phone rings. Abandoned, with the 42 s in the queue; A2 free."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-late")
+    queue_caller(desk, "CA-late", at_ms=now - 42_000)
+    if brought_over == "redirect-404":
+        emulator.end_call("CA-late")
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    assert len(emulator.redirects("CA-late")) == 1
+    if brought_over == "ringing":
+        dial = _signed_post(client, "/voice/connect", {"CallSid": "CA-late",
+                                                       "CallStatus": "in-progress"})
+        assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
+    emulator.end_call("CA-late")
+    gave_up, general = _gave_up(desk, client, "CA-late")
+
+    assert gave_up["status"] == "abandoned" and gave_up["details"]["abandoned"] is True
+    assert 42 <= gave_up["queue_wait_seconds"] < 43  # the wait ended at the claim
+    assert (general["abandoned"], general["answered"], general["asa_seconds"]) == (1, 0, None)
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_a_caller_who_hangs_up_after_a_hold_cycle_took_a_free_advisor_is_abandoned(
+        desk, lakeview, client):
+    """Pat has waited 200 s for fees; a hold cycle finds general's A2 idle and leaves the
+    queue for A2 (`<Leave/>`, overflow); Pat hangs up before Twilio posts the
+    `<Enqueue>` action. Abandoned, with the 200 s in the queue; A2 free again."""
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-left", team="fees", at_ms=now - 200_000)
+    assert hold_cycle(client, "CA-left") == []  # <Leave/>
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-left"
+    gave_up, stats = _gave_up(desk, client, "CA-left", team="fees")
+
+    assert gave_up["status"] == "abandoned"
+    assert 200 <= gave_up["queue_wait_seconds"] < 205
+    assert stats["abandoned"] == 1
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_a_caller_whose_end_comes_between_a_claim_and_its_note_is_abandoned(desk, lakeview):
+    """The end lands after a hold cycle's claim took Pat out of the fees queue for A2 and
+    before the claim's wait was noted on the call: abandoned, the wait counted to the
+    claim."""
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-race", team="fees", at_ms=now - 200_000)
+    claim = presence.claim_for_caller(desk.r, "CA-race", team="general", owner_id=None,
+                                      now_ms=now, lease_ms=35_000, queue_if_none=False)
+    assert claim.advisor_id == "A2"
+    ended = acd.end_call(desk, "CA-race", "completed", 210, now + 5_000)
+    assert ended is not None
+    assert (ended["abandoned"], ended["queue_wait_ms"]) == ("1", "200000")
+
+
+def test_a_caller_who_never_waited_and_hangs_up_while_ringing_is_not_abandoned(
+        desk, lakeview, client):
+    """Pat rings A2 at once (nobody waited) and hangs up during the ring: unanswered,
+    not an abandonment of the queue."""
+    make_available(desk, "A2")
+    _signed_post(client, "/voice/incoming", {"CallSid": "CA-ring", "From": PAT,
+                                             "To": "+18005550100",
+                                             "StirVerstat": "TN-Validation-Passed-A"})
+    dial = _signed_post(client, "/voice/menu?attempt=1", {"CallSid": "CA-ring", "Digits": "2"})
+    assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
+    rang, general = _gave_up(desk, client, "CA-ring")
+
+    assert rang["status"] == "unanswered" and rang["details"]["abandoned"] is False
+    assert general["abandoned"] == 0
+
+
 def test_a_call_first_heard_of_at_its_end_is_logged_from_what_twilio_said(
         desk, lakeview, client):
     sid = "CA" + "e" * 32  # its first webhook never reached the desk

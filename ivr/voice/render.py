@@ -72,11 +72,11 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             before = _texts(closed_text, not_found and "case.not_found",
                             not_found and "case.to_general")
             return twiml.route(p, decision, sid, before)
-        case cases.AskCase(after_hours=after_hours, not_found=not_found):
+        case cases.AskCase(after_hours=after_hours, not_found=not_found, attempt=attempt):
             closed = [closed_sentence()] if after_hours and not not_found else []
             texts = [*closed, *_texts(not_found and "case.not_found", "case.ask")]
             action = "/voice/after-hours/case" if after_hours else "/voice/case"
-            return twiml.ask(p, texts, twiml.url(action), timeout=10,
+            return twiml.ask(p, texts, twiml.url(action, attempt=attempt), timeout=10,
                              speech_hints=cases.CASE_SPEECH_HINTS)
         case cases.Voicemail(closed=closed, case_not_found=not_found):
             before = [closed_sentence()] if closed else []
