@@ -33,13 +33,19 @@ _BAND_NAMES = {band: name for name, band in BANDS.items()}
 def estimate(
     desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
 ) -> tuple[int | None, float | None]:
-    """Place in line and estimated wait: recent average wait x place / advisors working."""
+    """Place in line and estimated wait: recent average wait x place / advisors working.
+
+    With no advisor of the team working (at night, say) there is no estimate
+    (None): a wait the desk cannot keep is never promised.
+    """
     if rank is None:
         return None, None
+    serving = int(working) if working is not None else _serving_advisors(desk, team)
+    if serving <= 0:
+        return rank + 1, None
     waits = [float(w) for w in recent]
     average = sum(waits) / len(waits) if waits else 30.0
-    serving = int(working) if working is not None else _serving_advisors(desk, team)
-    return rank + 1, average * (rank + 1) / max(1, serving)
+    return rank + 1, average * (rank + 1) / serving
 
 
 def _serving_advisors(desk: Desk, team: str) -> int:
@@ -156,7 +162,7 @@ class HoldCycle:
 
     leave: bool
     position: int | None = None
-    estimate_seconds: float | None = None
+    estimate_seconds: float | None = None  # None with a position: nobody is working the team
     offer_callback: bool = False  # a verified contact with a dialable directory phone
     offer_voicemail: bool = False  # waited past CASELINE_MAX_WAIT_SECONDS
 

@@ -83,6 +83,24 @@ def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakev
     assert stats["general"]["waiting"] == 2
 
 
+def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview):
+    """At night, every hosting advisor offline: an outage caller hears their place and
+    that nobody is available, never an estimate the desk cannot keep."""
+    p = Prompts()
+    queue_caller(desk, "CA-night", team="hosting", priority="critical")
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued_nobody_working", position=1) in heard
+    assert p.text("routing.queued", position=1) not in heard
+    assert p.text("routing.estimate_short") not in heard
+    # A7 comes on, busy: an estimate again (once the count, cached a few seconds for
+    # the hold cycles, is read anew).
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    desk.r.delete(keys.team_working("hosting"))
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued", position=1) in heard
+    assert p.text("routing.estimate_short") in heard
+
+
 def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
                                                                emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)

@@ -161,10 +161,12 @@ def _hold_cycle(cycle: waiting.HoldCycle) -> VoiceResponse:
     if cycle.leave:
         return twiml.leave()
     texts = []
-    if cycle.position:
+    if cycle.position and cycle.estimate_seconds is not None:
         texts.append(p.text("routing.queued", position=cycle.position))
-        if cycle.estimate_seconds is not None:
-            texts.append(estimate_words(cycle.estimate_seconds))
+        texts.append(estimate_words(cycle.estimate_seconds))
+    elif cycle.position:
+        # Nobody works the team right now: no estimate, and no "helping other callers".
+        texts.append(p.text("routing.queued_nobody_working", position=cycle.position))
     return twiml.wait_music(p, texts, offer_callback=cycle.offer_callback,
                             offer_voicemail=cycle.offer_voicemail)
 
