@@ -260,6 +260,14 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     return True
 
 
+def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
+    """Whether the caller has waited long enough to be offered a voicemail (as their
+    hold cycle offers it: since they first joined a queue)."""
+    now_ms = int(now.timestamp() * 1000)
+    waited_ms = now_ms - _arrival_ms(get_call(desk.r, call_sid), now_ms)
+    return waited_ms >= desk.settings.max_wait_seconds * 1000
+
+
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
     on their case: out of the queue; False when they are being connected already."""
@@ -288,8 +296,11 @@ class HoldKey:
 
 def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKey:
     """A waiting caller pressed a key: 1 keeps their place for a callback (when the
-    policy allows it), 2 leaves the queue for a voicemail on their case."""
-    if key == "2" and leave_for_voicemail(desk, call_sid):
+    policy allows it), 2 leaves the queue for a voicemail on their case once it is on
+    offer (after `CASELINE_MAX_WAIT_SECONDS`). Any other key, or 2 pressed before
+    then, changes nothing: the caller keeps their place."""
+    if key == "2" and _voicemail_on_offer(desk, call_sid, now) \
+            and leave_for_voicemail(desk, call_sid):
         return HoldKey("voicemail")
     if key == "1":
         return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")
