@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from config.logs import install_phone_masking
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from directory.redis_client import connect_redis, describe_redis_url, raw_twin
 
 if TYPE_CHECKING:
@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 
 
 def _settings() -> Settings:
-    """Settings from the environment and `.env`."""
-    return Settings.from_env()
+    """Settings from the environment and `.env`; a bad one exits 2 naming the variable
+    and its value (an operator's mistake, not a traceback)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(f"caseline: {exc}", err=True)
+        sys.exit(2)
 
 
 def _require_twilio_side(command: str) -> None:
