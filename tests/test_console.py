@@ -620,7 +620,7 @@ def test_a_supervisor_posts_and_withdraws_a_window_and_a_weekday_is_refused(
     assert posted.status_code == 302
     assert api.get("/api/maintenance", headers=headers).get_json() == [
         {"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
-         "outage": True}]
+         "outage": True, "note": "moved release"}]
     page = client.get("/console/wallboard").get_data(as_text=True)
     assert "moved release" in re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S).group(1)
     assert client.post("/console/maintenance/withdraw", data={
