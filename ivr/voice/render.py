@@ -57,8 +57,9 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.main_menu(p, [*greeting, *announcement_texts(announcement)], attempt=1)
         case menu.AskMenu(attempt=attempt, invalid=invalid):
             return twiml.main_menu(p, _texts(invalid and "menu.invalid"), attempt=attempt)
-        case menu.AskProduct(attempt=attempt, invalid=invalid):
-            return twiml.ask(p, _texts(invalid and "menu.invalid", "menu.addons"),
+        case menu.AskProduct(attempt=attempt, invalid=invalid, after_hours=after_hours):
+            closed = [closed_sentence()] if after_hours else []
+            return twiml.ask(p, [*closed, *_texts(invalid and "menu.invalid", "menu.addons")],
                              twiml.url("/voice/product", attempt=attempt),
                              num_digits=1, finish_on_key="")
         case menu.Goodbye():
