@@ -267,6 +267,8 @@ def test_set_password_prompts_twice_without_echo(settings, engine, desk, directo
     unknown = CliRunner().invoke(cli.main, ["advisors", "set-password", "A99"],
                                  input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
     assert unknown.exit_code == 1
+    # Said before the password is asked for, not after it was typed twice.
+    assert unknown.output.startswith("no advisor A99 in the directory"), unknown.output
 
 
 def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts,
