@@ -33,13 +33,19 @@ _BAND_NAMES = {band: name for name, band in BANDS.items()}
 def estimate(
     desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
 ) -> tuple[int | None, float | None]:
-    """Place in line and estimated wait: recent average wait x place / advisors working."""
+    """Place in line and estimated wait: recent average wait x place / advisors working.
+
+    With no advisor of the team working (at night, say) there is no estimate
+    (None): a wait the desk cannot keep is never promised.
+    """
     if rank is None:
         return None, None
+    serving = int(working) if working is not None else _serving_advisors(desk, team)
+    if serving <= 0:
+        return rank + 1, None
     waits = [float(w) for w in recent]
     average = sum(waits) / len(waits) if waits else 30.0
-    serving = int(working) if working is not None else _serving_advisors(desk, team)
-    return rank + 1, average * (rank + 1) / max(1, serving)
+    return rank + 1, average * (rank + 1) / serving
 
 
 def _serving_advisors(desk: Desk, team: str) -> int:
@@ -156,7 +162,7 @@ class HoldCycle:
 
     leave: bool
     position: int | None = None
-    estimate_seconds: float | None = None
+    estimate_seconds: float | None = None  # None with a position: nobody is working the team
     offer_callback: bool = False  # a verified contact with a dialable directory phone
     offer_voicemail: bool = False  # waited past CASELINE_MAX_WAIT_SECONDS
 
@@ -256,6 +262,14 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     return True
 
 
+def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
+    """Whether the caller has waited long enough to be offered a voicemail (as their
+    hold cycle offers it: since they first joined a queue)."""
+    now_ms = int(now.timestamp() * 1000)
+    waited_ms = now_ms - _arrival_ms(get_call(desk.r, call_sid), now_ms)
+    return waited_ms >= desk.settings.max_wait_seconds * 1000
+
+
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
     on their case: out of the queue; False when they are being connected already."""
@@ -284,8 +298,11 @@ class HoldKey:
 
 def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKey:
     """A waiting caller pressed a key: 1 keeps their place for a callback (when the
-    policy allows it), 2 leaves the queue for a voicemail on their case."""
-    if key == "2" and leave_for_voicemail(desk, call_sid):
+    policy allows it), 2 leaves the queue for a voicemail on their case once it is on
+    offer (after `CASELINE_MAX_WAIT_SECONDS`). Any other key, or 2 pressed before
+    then, changes nothing: the caller keeps their place."""
+    if key == "2" and _voicemail_on_offer(desk, call_sid, now) \
+            and leave_for_voicemail(desk, call_sid):
         return HoldKey("voicemail")
     if key == "1":
         return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")

@@ -267,6 +267,8 @@ def test_set_password_prompts_twice_without_echo(settings, engine, desk, directo
     unknown = CliRunner().invoke(cli.main, ["advisors", "set-password", "A99"],
                                  input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
     assert unknown.exit_code == 1
+    # Said before the password is asked for, not after it was typed twice.
+    assert unknown.output.startswith("no advisor A99 in the directory"), unknown.output
 
 
 def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts,
@@ -620,7 +622,7 @@ def test_a_supervisor_posts_and_withdraws_a_window_and_a_weekday_is_refused(
     assert posted.status_code == 302
     assert api.get("/api/maintenance", headers=headers).get_json() == [
         {"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
-         "outage": True}]
+         "outage": True, "note": "moved release"}]
     page = client.get("/console/wallboard").get_data(as_text=True)
     assert "moved release" in re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S).group(1)
     assert client.post("/console/maintenance/withdraw", data={

@@ -197,7 +197,7 @@ def test_a_demoted_supervisor_cannot_touch_what_callers_hear(app, desk):
     page, and the wallboard answers 403."""
     app.extensions["caseline.maintenance"] = []
     window = [{"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
-               "outage": True}]
+               "outage": True, "note": ""}]
     api = app.test_client()
     assert api.put("/api/maintenance", json=window, headers=API).status_code == 200
     announcing = signed_in_browser(app, "S1", SUPERVISOR_PASSWORD)

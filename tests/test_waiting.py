@@ -83,6 +83,55 @@ def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakev
     assert stats["general"]["waiting"] == 2
 
 
+def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview):
+    """At night, every hosting advisor offline: an outage caller hears their place and
+    that nobody is available, never an estimate the desk cannot keep."""
+    p = Prompts()
+    queue_caller(desk, "CA-night", team="hosting", priority="critical")
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued_nobody_working", position=1) in heard
+    assert p.text("routing.queued", position=1) not in heard
+    assert p.text("routing.estimate_short") not in heard
+    # A7 comes on, busy: an estimate again (once the count, cached a few seconds for
+    # the hold cycles, is read anew).
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    desk.r.delete(keys.team_working("hosting"))
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued", position=1) in heard
+    assert p.text("routing.estimate_short") in heard
+
+
+def press_on_hold(client, sid: str, digits: str) -> ET.Element:
+    """A key pressed at the hold cycle's question, posted as Twilio does; the TwiML."""
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "Digits": digits}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/callback",
+                                                               form)
+    response = client.post("/voice/callback", data=form,
+                           headers={"X-Twilio-Signature": signature})
+    return ET.fromstring(response.data)
+
+
+@pytest.mark.parametrize("digits", ["2", "9", "#"])
+def test_a_key_not_on_offer_keeps_the_callers_place(client, desk, lakeview, digits):
+    """An outage caller who has waited a minute (the voicemail is offered only after
+    CASELINE_MAX_WAIT_SECONDS, 1200 s) presses a stray key: still waiting, first in line."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-outage", team="hosting", at_ms=now - 60_000, priority="critical")
+    assert Prompts().text("routing.voicemail_offer") not in hold_cycle(client, "CA-outage")
+    answered = press_on_hold(client, "CA-outage", digits)
+    assert answered.find("Leave") is None and answered.find("Record") is None
+    assert desk.r.zrank(keys.team_waiting("hosting"), "CA-outage") == 0
+
+
+def test_key_2_leaves_for_a_voicemail_once_the_longest_wait_is_over(client, desk, lakeview):
+    now = int(time.time() * 1000)
+    max_wait_ms = desk.settings.max_wait_seconds * 1000
+    queue_caller(desk, "CA-long", at_ms=now - max_wait_ms - 1_000)
+    assert Prompts().text("routing.voicemail_offer") in hold_cycle(client, "CA-long")
+    assert [el.tag for el in press_on_hold(client, "CA-long", "2")] == ["Leave"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-long") is None
+
+
 def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
                                                                emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
