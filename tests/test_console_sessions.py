@@ -477,3 +477,45 @@ def test_a_visitors_cookie_serves_the_form_and_never_signs_anyone_in(app, desk):
         assert sent_to_sign_in(forged.get(path)), path
     assert sign_in(forged, "A7", PASSWORD).headers["Location"].endswith("/console/advisor")
 
+
+def test_sign_ins_refused_as_busy_leave_nothing_in_redis(app, desk, monkeypatch):
+    """While a password is being checked, sign-ins that arrive are refused as busy at
+    once, unchecked: a flood of them, an id each, leaves no count behind in Redis (each
+    used to leave its id's count, at 0, for 15 minutes)."""
+    from directory import accounts as account_store
+
+    checking, let_go = threading.Event(), threading.Event()
+    real_verify = account_store._HASHER.verify
+
+    def held_verify(hash_: str, password: str) -> bool:
+        checking.set()
+        let_go.wait(10)
+        return real_verify(hash_, password)
+
+    class HeldHasher:
+        """argon2's hasher, its check held until the test lets it go."""
+
+        verify = staticmethod(held_verify)
+        check_needs_rehash = staticmethod(account_store._HASHER.check_needs_rehash)
+        hash = staticmethod(account_store._HASHER.hash)
+
+    monkeypatch.setattr(account_store, "_HASHER", HeldHasher())
+    first = app.test_client()
+    token = csrf_of(first)
+    held = threading.Thread(target=lambda: first.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": "a wrong guess"}))
+    held.start()
+    try:
+        assert checking.wait(10)
+        flood = app.test_client()
+        token = csrf_of(flood)
+        for n in range(200):
+            answer = flood.post("/console/sign-in", data={
+                "csrf_token": token, "advisor": f"X{n}", "password": "a guess"})
+            assert answer.status_code == 503 and BUSY in answer.get_data(as_text=True)
+    finally:
+        let_go.set()
+        held.join(timeout=20)
+    counted = set(desk.r.scan_iter(keys.sign_in_failures("*")))
+    assert counted == {keys.sign_in_failures("A7")}  # the one checked: wrong, counted
+    assert desk.r.get(keys.sign_in_failures("A7")) == "1"
