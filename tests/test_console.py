@@ -255,6 +255,20 @@ def test_with_redis_down_a_console_page_says_so_and_asks_for_itself_again(
     assert client.get("/console/wallboard").status_code == 200
 
 
+def test_with_redis_down_the_sign_in_form_still_opens_and_signing_in_says_why_not(
+        settings, accounts, make_app):
+    """Before sign-in nothing is kept in Redis, so the sign-in form opens while Redis
+    cannot be reached; signing in then (it needs Redis) is the console's page saying
+    the data is unavailable, not a refused form."""
+    cut_off = make_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    visitor = cut_off.test_client()
+    token = csrf_of(visitor)
+    answer = visitor.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    assert answer.status_code == 503
+    assert "unavailable" in re.search(r"<h1>(.*?)</h1>", answer.get_data(as_text=True)).group(1)
+
+
 @pytest.mark.databases
 def test_set_password_prompts_twice_without_echo(settings, engine, desk, directory):
     directory.advisor("A7")
