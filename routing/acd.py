@@ -175,7 +175,8 @@ def after_dial(
 # A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
 # its hash kept a day more, off the open calls (KEYS[3]: the reconciler no longer asks
 # Twilio about it), and for that first status: a waiting caller taken out of
-# their queue (an abandonment: the wait so far counted, the desk's pages told), a call
+# their queue (an abandonment: the wait so far counted, the desk's pages told), or one
+# who waited and was claimed for an advisor they never reached (an abandonment too), a call
 # never seen to begin given its start, the end's fields written, and whether its
 # advisor still rings or talks on it (not in wrap-up). A contact keeping their place
 # for a callback only has the end's fields written, those not set yet (a callback
@@ -207,14 +208,29 @@ if call['callback'] == '1' then
   return {2}
 end
 local team = call['waiting_team']
+local waited_before = tonumber(call['queue_wait_ms'] or '') or 0
+local enqueued = tonumber(call['enqueued_at'] or '') or now
 if team and team ~= '' and
     redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
   redis.call('PUBLISH', ARGV[8], 'queue')
-  local enqueued = tonumber(call['enqueued_at'] or '') or now
   -- Twilio's end time is whole seconds: it may read before this wait began.
-  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + math.max(0, now - enqueued)
+  local waited = waited_before + math.max(0, now - enqueued)
   table.insert(fields, 'queue_wait_ms')
   table.insert(fields, string.format('%d', waited))
+  table.insert(fields, 'abandoned')
+  table.insert(fields, '1')
+elseif team and team ~= '' and (call['answered_by'] or '') == '' and
+    (call['state'] == 'queued' or call['state'] == 'connecting' or
+     call['state'] == 'ringing') then
+  -- A caller who waited in a queue and hung up before reaching an advisor: claimed
+  -- for a freed advisor (out of the queue, not yet brought over, or the redirect
+  -- found them gone), or ringing one. Their wait ended at the claim, which noted it
+  -- (`note_dequeued`), but for a claim made just before this end and not noted yet.
+  if call['state'] == 'queued' then
+    local claimed = tonumber(call['claimed_at'] or '') or now
+    table.insert(fields, 'queue_wait_ms')
+    table.insert(fields, string.format('%d', waited_before + math.max(0, claimed - enqueued)))
+  end
   table.insert(fields, 'abandoned')
   table.insert(fields, '1')
 end

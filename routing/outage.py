@@ -111,17 +111,23 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     call = get_call(desk.r, call_sid)
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
+    number = desk.settings.oncall_number
+    if number and call.get("state") == "oncall":
+        # A repeat (Twilio retrying without its token) while the on-call ring the first
+        # answer started is on, as far as the call shows: that answer again. Its end
+        # (`after_oncall`) moves the state on.
+        return DialNumber(number)
     claim = presence.claim_for_caller(
         desk.r, call_sid, team=call.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
         lease_ms=desk.lease_ms, priority=priority(auth.is_authorized(call)), queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
-    number = desk.settings.oncall_number
-    # One on-call engineer, one caller at a time: while their line is busy the
-    # caller waits for hosting rather than ringing a busy phone (or its voicemail).
-    if number and not call.get("oncall_tried") and oncall.take_line(desk, call_sid):
-        update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
+    # One on-call engineer, one caller at a time, in the queue's order: while their
+    # line is busy, or others wait for hosting, the caller waits too; the head of the
+    # queue is offered the engineer when the line frees (`oncall.offer_to_head`).
+    if number and not call.get("oncall_tried") and \
+            oncall.take_line(desk, call_sid, now_ms, team=call.get("team") or HOSTING):
         return DialNumber(number)
     return acd.route_caller(desk, call_sid, now_ms)
 
@@ -142,6 +148,8 @@ def after_oncall(
         update_call(desk.r, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
                     state="answered")
         return CallFinished(oncall.ONCALL)
+    # The ring is over: a repeat of the webhook that started it no longer dials again.
+    update_call(desk.r, call_sid, state="oncall-missed")
     if is_final(call_status):
         return CallFinished(None)
     return acd.route_caller(desk, call_sid, now_ms)

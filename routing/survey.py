@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.hours import CENTRAL, central_date
 from directory import keys
 from directory.call_logs import survey_history
+from directory.scripts import script
 from routing import auth
 from routing.acd import CallFinished, Decision
 from routing.call_state import get_call, update_call
@@ -142,8 +143,8 @@ def answer(
     if len(digits) == 1 and digits in "12345":
         update_call(desk.r, call_sid, **{f"survey_{name}": digits})
         if name == "overall":
-            _count_overall(desk, call.get("team") or "", call.get("answered_by") or "", digits,
-                           now)
+            _count_overall(desk, call_sid, call.get("team") or "", call.get("answered_by") or "",
+                           digits, now)
     if question + 1 < len(QUESTIONS):
         return AskSurvey(question + 1)
     return SurveyOver()
@@ -154,19 +155,33 @@ def answers(call: dict[str, str]) -> dict[str, int]:
     return {q: int(call[f"survey_{q}"]) for q in QUESTIONS if call.get(f"survey_{q}")}
 
 
-def _count_overall(desk: Desk, team: str, advisor_id: str, digits: str, now: datetime) -> None:
-    """Count an "overall" answer on the day's figures of the call's team and advisor."""
+# Count a call's "overall" answer once, however often Twilio posts it (a retry comes
+# without its token): marked on the call's hash (KEYS[1], `survey_counted`) in the
+# same step as the counts (KEYS[2..]: the day's figures of the team and the advisor).
+# ARGV: [1] "1" when satisfied (4 or 5), [2] the counts' TTL (s). 1 when counted now.
+_COUNT_OVERALL_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or
+   redis.call('HSETNX', KEYS[1], 'survey_counted', '1') == 0 then return 0 end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'answers', 1)
+  if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[i], 'satisfied', 1) end
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return 1
+"""
+
+
+def _count_overall(desk: Desk, call_sid: str, team: str, advisor_id: str, digits: str,
+                   now: datetime) -> None:
+    """Count a call's "overall" answer on the day's figures of its team and advisor,
+    once per call (a repeated post of the answer counts nothing)."""
     day = central_date(now).isoformat()
-    pipe = desk.r.pipeline(transaction=False)
     counted = [keys.survey_overall(team or "general", day)]
     if advisor_id:
         counted.append(keys.survey_overall_of_advisor(advisor_id, day))
-    for key in counted:
-        pipe.hincrby(key, "answers", 1)
-        if digits in "45":
-            pipe.hincrby(key, "satisfied", 1)
-        pipe.expire(key, _COUNTS_TTL_SECONDS)
-    pipe.execute()
+    script(desk.r, _COUNT_OVERALL_ONCE)(
+        keys=[keys.call(call_sid), *counted],
+        args=["1" if digits in "45" else "0", _COUNTS_TTL_SECONDS], client=desk.r)
 
 
 def overall_satisfaction(desk: Desk, team: str, now: datetime) -> float | None:

@@ -129,16 +129,64 @@ def test_the_engineers_voicemail_does_not_answer_an_outage(desk, lakeview, clien
     assert logged(desk, sid).answered_by != "on-call"
 
 
-def test_a_second_outage_caller_waits_while_the_engineer_is_on_the_first(
+def hold_cycle(client, sid: str) -> ET.Element:
+    """Twilio re-requests the waiting caller's waitUrl."""
+    return post(client, "/voice/wait", {"CallSid": sid, "QueuePosition": "1"})
+
+
+def test_outage_callers_reach_the_engineer_one_at_a_time_in_the_queues_order(
         desk, lakeview, client):
     first, doc = report_outage(client, PAT)
     assert rings_oncall(doc) is not None
     second, doc = report_outage(client, LEE)
     assert rings_oncall(doc) is None
     assert doc.find("Enqueue") is not None and doc.find("Enqueue").text == "hosting"
-    # The first call's ring and talk end: the engineer's line is free for the next.
-    end_oncall_ring(client, first, status="no-answer", seconds=0)
+    assert hold_cycle(client, second).find("Leave") is None  # the engineer is busy
+    # The first call's ring and talk end: the caller waiting longest is next, not a
+    # newcomer.
+    end_oncall_ring(client, first, status="completed", seconds=120)
     _third, doc = report_outage(client, KIM)
+    assert rings_oncall(doc) is None and doc.find("Enqueue") is not None
+    assert hold_cycle(client, second).find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+
+
+def test_a_key_after_the_ring_ended_for_a_caller_who_hung_up_is_no_answer(
+        desk, lakeview, client):
+    sid, doc = report_outage(client, PAT)
+    whisper = post(client, relative(rings_oncall(doc).get("url")),
+                   {"CallSid": "CL1", "CallStatus": "in-progress"})
+    post(client, "/voice/oncall-result", {"CallSid": sid, "CallStatus": "completed",
+                                          "DialCallStatus": "no-answer",
+                                          "DialCallDuration": "0"})
+    post(client, relative(whisper.find("Gather").get("action")),
+         {"CallSid": "CL1", "Digits": "1"})
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "40"})
+    assert logged(desk, sid).answered_by != "on-call"
+
+
+def test_a_caller_ending_as_their_route_takes_the_line_does_not_hold_it(
+        desk, lakeview, client, monkeypatch):
+    from routing import call_end, oncall
+
+    real_take_line = oncall.take_line
+    ended = []
+
+    def take_line_as_the_caller_hangs_up(d, call_sid, now_ms, team):
+        taken = real_take_line(d, call_sid, now_ms, team)
+        if not ended:  # the status callback, handled in another thread, lands here
+            ended.append(call_end.close_call(d, call_sid, "completed", 12, now_ms))
+        return taken
+
+    monkeypatch.setattr(oncall, "take_line", take_line_as_the_caller_hangs_up)
+    report_outage(client, PAT)
+    assert ended and ended[0] is not None
+    monkeypatch.setattr(oncall, "take_line", real_take_line)
+    # Twilio never runs the <Dial> of a call that is over: no action will come.
+    _second, doc = report_outage(client, LEE)
     assert rings_oncall(doc) is not None
 
 
