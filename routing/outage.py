@@ -24,7 +24,13 @@ from directory.catalog import HOSTING
 from routing import acd, auth, presence, verification
 from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
 from routing.announcement import active_announcement
-from routing.call_state import get_call, is_ended, send_to_team, update_call
+from routing.call_state import (
+    get_call,
+    is_ended,
+    send_to_team,
+    update_call,
+    update_logged_call,
+)
 from routing.desk import Desk
 from routing.verification import AskContactId, Unverified
 
@@ -134,8 +140,9 @@ def after_oncall(
     before the status callback) is not routed again.
     """
     if dial_status in ANSWERED_DIAL_STATUSES:
-        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
-                       state="answered")
+        # Posted after the status callback too: the log is then brought up to date.
+        update_logged_call(desk, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
+                           state="answered")
         return CallFinished("on-call")
     if is_final(call_status):
         return CallFinished(None)
