@@ -25,6 +25,7 @@ from routing.call_state import (
     is_ended,
     note_ringing,
     update_call,
+    update_logged_call,
 )
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -159,9 +160,9 @@ def after_dial(
         dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
     )
     if answered:
-        update_call(
-            desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds, state="answered"
-        )
+        # Twilio may post this after the status callback: the log then gets the talk late.
+        update_logged_call(desk, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                           state="answered")
         finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         return CallFinished(advisor_id)
     if presence.on_call(desk.r, advisor_id, call_sid):

@@ -24,7 +24,13 @@ from directory.catalog import HOSTING
 from routing import acd, auth, oncall, presence, verification
 from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
 from routing.announcement import active_announcement
-from routing.call_state import get_call, is_ended, send_to_team, update_call
+from routing.call_state import (
+    get_call,
+    is_ended,
+    send_to_team,
+    update_call,
+    update_logged_call,
+)
 from routing.desk import Desk
 from routing.verification import AskContactId, Unverified
 
@@ -145,8 +151,9 @@ def after_oncall(
     """
     oncall.free_line(desk, call_sid)
     if oncall.answered(get_call(desk.r, call_sid), dial_status in ANSWERED_DIAL_STATUSES):
-        update_call(desk.r, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
-                    state="answered")
+        # Posted after the status callback too: the log is then brought up to date.
+        update_logged_call(desk, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
+                           state="answered")
         return CallFinished(oncall.ONCALL)
     # The ring is over: a repeat of the webhook that started it no longer dials again.
     update_call(desk.r, call_sid, state="oncall-missed")

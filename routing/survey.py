@@ -5,7 +5,9 @@ opt-out, against a target above 95% (the desk's policy).
 It is asked on the phone when the advisor hangs up first (the caller is still
 on the line after the `<Dial>`): five one-key questions (1–5), `#` skips one,
 9 opts out for good. Answers go on the call (its Redis hash) and from there on
-its log; the day's counts of "overall" answers feed `/api/stats`.
+its log (a key pressed as the caller hangs up may come after the status
+callback: the log written by then is brought up to date); the day's counts of
+"overall" answers feed `/api/stats`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from directory.call_logs import survey_history
 from directory.scripts import script
 from routing import auth
 from routing.acd import CallFinished, Decision
-from routing.call_state import get_call, update_call
+from routing.call_state import get_call, update_logged_call
 from routing.desk import Desk
 
 QUESTIONS = ("courtesy", "knowledge", "timeliness", "quality", "overall")
@@ -70,8 +72,8 @@ def after_the_advisor(
         return decision
     # When it was offered, for the 30 days: a call may start the day before (an
     # outage call answered at night), and the call log's start would date it then.
-    update_call(desk.r, call_sid, survey_offered=1,
-                survey_offered_at=int(now.timestamp() * 1000))
+    update_logged_call(desk, call_sid, survey_offered=1,
+                       survey_offered_at=int(now.timestamp() * 1000))
     _hold(desk, call["contact"], SURVEYED, _seconds_left(now, now))
     return AskSurvey(0)
 
@@ -135,14 +137,16 @@ def answer(
     if not call:
         return SurveyOver()
     if digits == OPT_OUT_KEY:
-        update_call(desk.r, call_sid, survey_opt_out=1)
+        update_logged_call(desk, call_sid, survey_opt_out=1)
         if call.get("contact"):
             _hold(desk, call["contact"], OPTED_OUT)
         return SurveyOver(opted_out=True)
     name = QUESTIONS[question]
     if len(digits) == 1 and digits in "12345":
-        update_call(desk.r, call_sid, **{f"survey_{name}": digits})
-        if name == "overall":
+        # The last key may come after the status callback (the caller hung up on it):
+        # the log, written by then, gets it late.
+        kept = update_logged_call(desk, call_sid, **{f"survey_{name}": digits})
+        if kept and name == "overall":
             _count_overall(desk, call_sid, call.get("team") or "", call.get("answered_by") or "",
                            digits, now)
     if question + 1 < len(QUESTIONS):
