@@ -1,0 +1,160 @@
+"""The outage line's limits, as a hostile or unlucky caller meets them: the on-call
+engineer rings only for a verified contact of a hosted district, whatever step leads
+to the night's routing (a report accepted at 17:59:55 and routed after the close
+included)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL
+
+CHICAGO = ZoneInfo("America/Chicago")
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+LINE = "+18005550100"
+PAT = "+16125550101"  # Lakeview (hosted)
+SAM = "+17635550111"  # Riverside (not hosted)
+ATTESTED = "TN-Validation-Passed-A"
+ONCALL = "+16515550911"
+SCHOOL = "+19525550177"  # a school's main number: unknown to the directory
+
+
+@pytest.fixture
+def lakeview(directory):
+    """A hosted and a non-hosted district, a contact of each, hosting advisor A7."""
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    directory.district("D200", "Riverside Unified", hosted=False)
+    directory.contact("5001", PAT, "D100", "Pat Lee", "2468")
+    directory.contact("5101", SAM, "D200", "Sam Ortiz", "8642")
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.case("2024117", "D100", owner="A7")
+    directory.load()
+
+
+@pytest.fixture
+def oncall(settings, make_app, lakeview):
+    """A test client of a line with an on-call engineer, and a known issue announced."""
+    client = make_app(dataclasses.replace(settings, oncall_number=ONCALL)).test_client()
+    assert client.put("/api/announcement", json={"text": "Known issue: gradebook slow.",
+                                                 "active": True}, headers=API).status_code == 200
+    return client
+
+
+def post(client, path: str, form: dict[str, str], token: str | None = "new") -> ET.Element:
+    """A signed webhook, as Twilio posts it (`token` None: a repeat without one)."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    headers = {"X-Twilio-Signature":
+               RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)}
+    if token is not None:
+        headers["I-Twilio-Idempotency-Token"] = str(uuid.uuid4())
+    response = client.post(path, data=form, headers=headers)
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def at(year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0):
+    """Travel to a wall-clock time in Chicago (the clock keeps ticking)."""
+    return time_machine.travel(datetime(year, month, day, hour, minute, second,
+                                        tzinfo=CHICAGO), tick=True)
+
+
+def call_in(client, number: str, verstat: str | None = None) -> str:
+    """A call from `number` reaches the line; its CallSid."""
+    sid = "CA" + uuid.uuid4().hex
+    form = {"CallSid": sid, "From": number, "To": LINE}
+    if verstat:
+        form["StirVerstat"] = verstat
+    post(client, "/voice/incoming", form)
+    return sid
+
+
+def press_8(client, number: str, verstat: str | None = None) -> tuple[str, ET.Element]:
+    """A call from `number` chooses the outage line: its CallSid, and what it hears."""
+    sid = call_in(client, number, verstat)
+    return sid, post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "8"})
+
+
+def next_question(twiml: ET.Element) -> str | None:
+    """The path the next `<Gather>` posts to, if the answer asks something."""
+    gather = twiml.find("Gather")
+    return urlparse(gather.get("action", "")).path if gather is not None else None
+
+
+def dialed(twiml: ET.Element) -> list[str]:
+    """The numbers an answer dials."""
+    return [number.text or "" for number in twiml.iter("Number")]
+
+
+def waits(twiml: ET.Element) -> bool:
+    """Whether the answer puts the caller in a queue."""
+    return twiml.find("Enqueue") is not None
+
+
+def records(twiml: ET.Element) -> bool:
+    """Whether the answer takes a voicemail."""
+    return twiml.find("Record") is not None
+
+
+def hosting_queue(client) -> list[dict]:
+    """The hosting team's waiting callers, as `GET /api/queues` lists them."""
+    return client.get("/api/queues", headers=API).get_json().get("hosting", [])
+
+
+# --- the on-call engineer, after the close ---------------------------------------------
+
+
+def report_at_the_close(client, number: str, verstat: str | None = None) -> tuple[str, ET.Element]:
+    """`number` presses 8 at 17:59:55 on a Tuesday (open), hears the announcement and
+    stays on the line; its route is asked at 18:00:20 (closed): the CallSid and answer."""
+    with at(2026, 11, 24, 17, 59, 55):
+        sid, heard = press_8(client, number, verstat)
+        assert next_question(heard) == "/voice/outage/route"
+    with at(2026, 11, 24, 18, 0, 20):
+        return sid, post(client, "/voice/outage/route", {"CallSid": sid})
+
+
+def test_an_unverified_report_accepted_before_the_close_waits_for_hosting_not_on_call(oncall):
+    """The desk accepted the report at 17:59:55 on an exception basis (the caller heard
+    so): routed at 18:00:20 it waits for hosting at High, as it would have a minute
+    earlier. It never rings the on-call engineer."""
+    sid, answer = report_at_the_close(oncall, SCHOOL)
+    assert ONCALL not in dialed(answer)
+    assert answer.findtext("Enqueue") == "hosting"
+    [place] = hosting_queue(oncall)
+    assert (place["call_sid"], place["priority"]) == (sid, "high")
+
+
+def test_a_verified_hosted_report_routed_after_the_close_rings_on_call(oncall):
+    _, answer = report_at_the_close(oncall, PAT, ATTESTED)
+    assert dialed(answer) == [ONCALL]
+
+
+def test_a_non_hosted_districts_report_routed_after_the_close_waits_for_hosting(oncall):
+    """Sam is verified, of a district without hosting: accepted in hours, his report
+    waits for hosting (Critical) after the close; on-call is for hosted districts."""
+    sid, answer = report_at_the_close(oncall, SAM, ATTESTED)
+    assert ONCALL not in dialed(answer)
+    [place] = hosting_queue(oncall)
+    assert (place["call_sid"], place["priority"]) == (sid, "critical")
+
+
+def test_the_nights_route_refuses_an_unverified_caller_whatever_step_leads_there(oncall):
+    """At night an unknown number is asked to prove it is a hosted district's contact;
+    should Twilio post the outage route for that call all the same (a stray or replayed
+    request), the answer is the after-hours message and a voicemail, never on-call."""
+    with at(2026, 11, 28, 3):  # Saturday 3 AM
+        sid, heard = press_8(oncall, SCHOOL)
+        assert next_question(heard) == "/voice/verify/contact"
+        answer = post(oncall, "/voice/outage/route", {"CallSid": sid})
+    assert dialed(answer) == [] and not waits(answer)
+    assert records(answer)
+    assert hosting_queue(oncall) == []
