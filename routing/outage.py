@@ -17,6 +17,10 @@
   unless it is a verified hosted contact's.
 - The caller first hears the known-incident announcement and any posted
   maintenance window; with an announcement active they may simply hang up.
+- One unverified number holds one waiting place at a time: a second call from
+  it while the first still waits (a school's PBX presenting its main number, or
+  a spoofed number calling over and over) hears that a report from the number
+  already waits and may leave a message on the outage case (`acd.AlreadyWaiting`).
 """
 
 from __future__ import annotations
@@ -87,8 +91,11 @@ def report(
             return voicemail(desk, call_sid, step.why) if isinstance(step, Unverified) else step
         if call.get("hosted") != "1":
             return voicemail(desk, call_sid)
+    # An unverified number waits in one place at a time (`presence.claim_for_caller`):
+    # a spoofed number cannot fill the queue at High ahead of every Medium caller.
     send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
-                 handover="" if authorized else "1", after_hours="" if open_now else "1")
+                 handover="" if authorized else "1", after_hours="" if open_now else "1",
+                 one_place="" if authorized else "1")
     announcement = active_announcement(desk.r)
     notices = Notices(announcement, hours.maintenance_notice(now, windows), not authorized)
     if announcement:
