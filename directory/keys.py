@@ -80,6 +80,13 @@ def call_ended(call_sid: str) -> str:
     return f"{PREFIX}:call:{call_sid}:ended"
 
 
+def number_place(phone: str) -> str:
+    """String: the CallSid of the call that holds the one waiting place a number may
+    hold (an unverified caller's, on the outage line); it counts only while that call
+    still waits (`routing.presence`), so a stale one frees itself."""
+    return f"{PREFIX}:place:number:{phone}"
+
+
 def open_calls() -> str:
     """Sorted set: the calls opened and not yet ended (CallSid), scored by when (ms since
     the epoch, UTC) the reconciler next asks Twilio whether each is over."""

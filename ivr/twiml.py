@@ -12,7 +12,14 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from config.prompts import Prompts
-from routing.acd import CallFinished, Decision, DialAdvisor, DialNumber, WaitInQueue
+from routing.acd import (
+    AlreadyWaiting,
+    CallFinished,
+    Decision,
+    DialAdvisor,
+    DialNumber,
+    WaitInQueue,
+)
 
 
 def url(path: str, **query: object) -> str:
@@ -125,6 +132,8 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
     `queue_attempt` counts the tries of putting this caller in Twilio's queue
     (the `<Enqueue>` action reports a failure with it).
     """
+    if isinstance(decision, AlreadyWaiting):
+        return voicemail(prompts, [*before, prompts.text("outage.already_waiting")])
     response = VoiceResponse()
     for text in before:
         say(response, prompts, text)

@@ -75,15 +75,25 @@ class DialNumber:
 
 
 @dataclass(frozen=True)
+class AlreadyWaiting:
+    """Not queued: another call from the caller's number holds its one waiting place
+    (an unverified outage report already waits). The caller may leave a message,
+    which goes where their call's log goes (the number's outage case)."""
+
+    call_sid: str
+
+
+@dataclass(frozen=True)
 class Nothing:
     """Nothing to say: the call goes on as it was (an empty TwiML document)."""
 
 
-Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
+Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber | AlreadyWaiting
 
 
 def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
-    """Claim the next advisor for a caller (owner first), or queue them."""
+    """Claim the next advisor for a caller (owner first), or queue them (unless their
+    number's one waiting place is another call's: `AlreadyWaiting`)."""
     call, ended = call_and_end(desk.r, call_sid)
     if ended:
         return CallFinished(call.get("answered_by") or None)
@@ -99,6 +109,9 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return ring(desk, call_sid, claim.advisor_id, now_ms)
+    if claim.outcome == "taken" and claim.place_holder:
+        update_call(desk.r, call_sid, state="already-waiting", place_holder=claim.place_holder)
+        return AlreadyWaiting(claim.place_holder)
     return WaitInQueue(team=team, position=claim.position or 1)
 
 

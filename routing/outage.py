@@ -10,8 +10,17 @@
   else the on-call engineer (`CASELINE_ONCALL_NUMBER`), else the hosting
   queue. Anyone else hears how after-hours outage support works and may leave
   a voicemail.
+- The night's routing checks who is calling itself (`route_after_hours`),
+  whatever step led there: a report the desk accepted in business hours and
+  routed after the close (the caller listened to the announcement through
+  18:00) waits for hosting as it would have in hours, never ringing on-call
+  unless it is a verified hosted contact's.
 - The caller first hears the known-incident announcement and any posted
   maintenance window; with an announcement active they may simply hang up.
+- One unverified number holds one waiting place at a time: a second call from
+  it while the first still waits (a school's PBX presenting its main number, or
+  a spoofed number calling over and over) hears that a report from the number
+  already waits and may leave a message on the outage case (`acd.AlreadyWaiting`).
 """
 
 from __future__ import annotations
@@ -88,20 +97,46 @@ def report(
             return voicemail(desk, call_sid, step.why) if isinstance(step, Unverified) else step
         if call.get("hosted") != "1":
             return voicemail(desk, call_sid)
+    # An unverified number waits in one place at a time (`presence.claim_for_caller`):
+    # a spoofed number cannot fill the queue at High ahead of every Medium caller.
     send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
-                 handover="" if authorized else "1", after_hours="" if open_now else "1")
+                 handover="" if authorized else "1", after_hours="" if open_now else "1",
+                 one_place="" if authorized else "1")
     announcement = active_announcement(desk.r)
     notices = Notices(announcement, hours.maintenance_notice(now, windows), not authorized)
     if announcement:
         return OutageReport(notices)
-    return OutageReport(notices, route(desk, call_sid, now, now_ms))
+    decision = route(desk, call_sid, now, now_ms)
+    if isinstance(decision, OutageVoicemail):
+        return decision
+    return OutageReport(notices, decision)
 
 
-def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision:
-    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue."""
+def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision | OutageVoicemail:
+    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue
+    (for a verified hosted contact: `route_after_hours`)."""
     if hours.is_open(now):
         return acd.route_caller(desk, call_sid, now_ms)
     return route_after_hours(desk, call_sid, now_ms)
+
+
+def routed_at_night(call: dict[str, str]) -> bool:
+    """Whether the night's rules route this caller: a verified contact of a hosted
+    district (an inactive contact's number, or PIN, verifies nobody)."""
+    return auth.is_authorized(call) and call.get("hosted") == "1"
+
+
+def not_routed_at_night(desk: Desk, call_sid: str, call: dict[str, str],
+                        now_ms: int) -> Decision | OutageVoicemail:
+    """Routing after the close for a caller the night's rules do not route. A report the
+    desk accepted in business hours (routed after the close: the caller stayed through
+    the announcement past 18:00) waits for hosting as it would have then, at the
+    priority it was given; the on-call engineer is never rung for it. Any other (a
+    stray request for a caller who never proved to be a hosted district's contact):
+    how after-hours outage support works, and a voicemail."""
+    if call.get("outage") == "1" and call.get("after_hours") != "1":
+        return acd.route_caller(desk, call_sid, now_ms)
+    return voicemail(desk, call_sid)
 
 
 def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
@@ -112,11 +147,14 @@ def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
     return OutageVoicemail(why)
 
 
-def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
-    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
+def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision | OutageVoicemail:
+    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue.
+    Only for a verified hosted contact, however the call got here (`not_routed_at_night`)."""
     call = get_call(desk.r, call_sid)
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
+    if not routed_at_night(call):
+        return not_routed_at_night(desk, call_sid, call, now_ms)
     number = desk.settings.oncall_number
     if number and call.get("state") == "oncall":
         # A repeat (Twilio retrying without its token) while the on-call ring the first

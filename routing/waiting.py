@@ -218,11 +218,12 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
 
 
 def _oncall_serves(desk: Desk, call: dict[str, str], now_ms: int) -> bool:
-    """Whether the on-call engineer serves this waiting caller: an outage caller of
-    a verified contact waiting for hosting while the desk is closed, with an
-    engineer configured (the outage line's night rule, `routing.outage`)."""
+    """Whether the on-call engineer serves this waiting caller: an outage caller, a
+    verified contact of a hosted district, waiting for hosting while the desk is
+    closed, with an engineer configured (the night's rule, `outage.routed_at_night`)."""
     return (bool(desk.settings.oncall_number) and call.get("waiting_team") == HOSTING
             and call.get("outage") == "1" and auth.is_authorized(call)
+            and call.get("hosted") == "1"
             and not hours.is_open(datetime.fromtimestamp(now_ms / 1000, UTC)))
 
 

@@ -133,7 +133,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.hold_for_conference(p, sid)
         case conference.LeaveConference():
             return twiml.hang_up()
-        case acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber():
+        case (acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber()
+              | acd.AlreadyWaiting()):
             return twiml.route(p, step, sid, [])
     raise TypeError(f"no TwiML for {step!r}")
 
