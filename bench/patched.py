@@ -16,10 +16,6 @@ Patches (a patch is a measurement aid, never production code):
   (twilio's validator also tries the URL with an explicit port).
 * `simple-worker`: `caseline worker` runs jobs in its own process (RQ's
   `SimpleWorker`) instead of forking a work horse for every job.
-* `redirect-background`: the REST redirect of a claimed waiting caller is sent
-  from a small thread pool after the webhook answers, instead of inside it.
-  (Measurement only: it reports success at once, so a failed redirect would
-  not release the advisor as caseline must.)
 * `lean-redirect`: the redirect as one plain `requests` POST to
   `Calls/{CallSid}.json` instead of through twilio's `Client` (whose
   Version/Domain layers and `CallInstance` building cost about as much as the
@@ -105,22 +101,6 @@ def simple_worker() -> None:
     caseline.work.Worker = SimpleWorker  # type: ignore[misc]
 
 
-def redirect_background() -> None:
-    """REST redirects from a thread pool, off the webhook's thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from telephony import Telephony
-
-    original = Telephony.redirect_call
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="redirect")
-
-    def redirect_call(self, call_sid, url):  # type: ignore[no-untyped-def]
-        pool.submit(original, self, call_sid, url)
-        return True
-
-    Telephony.redirect_call = redirect_call  # type: ignore[method-assign]
-
-
 def lean_redirect() -> None:
     """One requests.Session POST per redirect, no twilio Client layers."""
     import threading
@@ -128,10 +108,13 @@ def lean_redirect() -> None:
     import requests
 
     from telephony import Telephony
+    from telephony.client import Outcome
 
     local = threading.local()
 
-    def redirect_call(self, call_sid, url):  # type: ignore[no-untyped-def]
+    # caseline's own keywords (retry, carried_out, look_seconds) are taken and ignored:
+    # one try, no look for Twilio's sign, as a measurement of the transport alone.
+    def redirect_call(self, call_sid, url, **_ignored):  # type: ignore[no-untyped-def]
         settings = self._settings
         session = getattr(local, "session", None)
         if session is None:
@@ -144,8 +127,10 @@ def lean_redirect() -> None:
                                         settings.twilio_auth_token or "unset"),
                                   timeout=self._timeout)
         except requests.RequestException:
-            return False
-        return answer.status_code < 300
+            return Outcome.TRANSIENT
+        if answer.status_code == 404:
+            return Outcome.GONE
+        return Outcome.DONE if answer.status_code < 300 else Outcome.TRANSIENT
 
     Telephony.redirect_call = redirect_call  # type: ignore[method-assign]
 
@@ -232,7 +217,9 @@ def urllib3_transport() -> None:
                                        redirect=allow_redirects)
             return Response(answer.status, answer.data.decode("utf-8"), answer.headers)
 
-    telephony_client.TwilioHttpClient = Urllib3Client  # type: ignore[misc,assignment]
+    # `http_client_for` tunes a `requests` session (proxy, CA bundle); this transport has none.
+    telephony_client.http_client_for = (  # type: ignore[assignment]
+        lambda base_url, timeout: Urllib3Client(timeout))
 
 
 def voice_no_session() -> None:
@@ -261,7 +248,6 @@ PATCHES = {
     "constant-twiml": constant_twiml,
     "e164-fast-path": e164_fast_path,
     "simple-worker": simple_worker,
-    "redirect-background": redirect_background,
     "quiet-twilio-log": quiet_twilio_log,
     "wait-pipeline": wait_pipeline,
     "validator-once": validator_once,
