@@ -110,6 +110,12 @@ def verify_lock(phone_e164: str) -> str:
     return f"{PREFIX}:verify:number:{phone_e164}:lock"
 
 
+def verify_pending(phone_e164: str) -> str:
+    """Sorted set: a number's PIN attempts still being checked, scored by when (ms) each
+    frees its place by itself if its check never settles (a crashed web process)."""
+    return f"{PREFIX}:verify:number:{phone_e164}:pending"
+
+
 def pin_failures(contact_id: str) -> str:
     """Sorted set: failed PINs for a contact ID from any number, scored by when (ms)."""
     return f"{PREFIX}:verify:contact:{contact_id}:failures"
@@ -118,6 +124,11 @@ def pin_failures(contact_id: str) -> str:
 def pin_lock(contact_id: str) -> str:
     """String: until when (ms) a contact's PIN is locked (until an operator unlocks it)."""
     return f"{PREFIX}:verify:contact:{contact_id}:lock"
+
+
+def pin_pending(contact_id: str) -> str:
+    """Sorted set: a contact ID's PIN attempts still being checked, as `verify_pending`."""
+    return f"{PREFIX}:verify:contact:{contact_id}:pending"
 
 
 def verify_failures_recent() -> str:

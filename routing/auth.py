@@ -103,13 +103,15 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
 
     The attempt takes its place in both counts before the check (`lockout.reserve`),
     so guesses sent at once are checked at most three per number and five per
-    contact. An inactive or deactivated contact is an unknown ID: counted against
-    the number only, its right PIN a wrong one. A locked contact, an unknown ID and
+    contact; while the places are held by checks still running, an attempt is
+    refused as a wrong PIN without being counted (the number is not locked, and the
+    caller is not told it is). An inactive or deactivated contact is an unknown ID:
+    counted against the number only, its right PIN a wrong one. A locked contact, an unknown ID and
     a wrong PIN all cost one scrypt and sound alike. A success takes back its own
     place and resets neither count otherwise: it proves the caller knows one PIN,
     not that their earlier failures (perhaps against other IDs) were typos. Twilio's
-    repeat of the attempt (even without its idempotency token) is neither counted
-    nor checked again.
+    repeat of the attempt (even without its idempotency token), or a late post of
+    an earlier attempt of the call, is neither counted nor checked again.
     """
     caller = call.get("caller", "")
     raw_id = call.get("pending_contact", "")
@@ -118,12 +120,17 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
     active = stored.contact is not None and directory.contact_is_active(stored.contact, now)
     attempt = lockout.reserve(desk.r, call_sid, call.get("pin_try", "0"), caller,
                               contact_id if active else None, now)
-    if attempt.place == "repeat":
+    if attempt.place in ("repeat", "stale"):
         return _as_before(desk, call, caller, now)
     if attempt.place == "locked":
         return Verification(False, locked=True, failures=MAX_FAILURES)
+    if attempt.place == "number-busy":
+        # The number's places are held by checks still running (which may all be
+        # right): no lock to tell of. Refused as a wrong PIN is, counted nowhere; the
+        # caller is asked for their contact ID again, by when those checks are done.
+        return Verification(False)
     # The same work whatever the ID: one scrypt, against a dummy hash for an ID
-    # that is unknown, inactive or locked, so neither timing nor wording tells.
+    # that is unknown, inactive, locked or busy, so neither timing nor wording tells.
     pin_hash = stored.pin_hash if active and attempt.place == "check" else ""
     try:
         matched = directory.check_stored_pin(desk.session_factory, contact_id, pin_hash,
@@ -131,6 +138,8 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
     except Exception:
         lockout.withdraw(desk.r, attempt)  # not checked: it was no guess
         raise
+    if attempt.place == "contact-busy":
+        return Verification(False)  # nothing was counted: nothing to settle
     if matched and stored.contact is not None:
         lockout.withdraw(desk.r, attempt)
         update_call(desk.r, call_sid, **contact_fields(desk, stored.contact, now),
@@ -141,8 +150,9 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
 
 
 def _as_before(desk: Desk, call: dict[str, str], caller: str, now: datetime) -> Verification:
-    """Twilio's repeat of an attempt already counted: what the first post decided,
-    from the call and the number as they are (verified, locked, or a failure)."""
+    """Twilio's repeat of an attempt already counted, or a late post of an earlier
+    attempt: what the first post decided, from the call and the number as they are
+    (verified, locked, or a failure without a check)."""
     if is_authorized(call):
         return Verification(True)
     if is_locked(desk, caller, now):

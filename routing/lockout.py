@@ -13,11 +13,24 @@ failure therefore counts twice, in Redis for every web process:
 
 An attempt takes its place in both counts (`reserve`, one script) before its PIN
 is checked, so guesses sent at once cannot all be checked while the counts still
-read "unlocked": at most three checks per number and five per contact in their
-windows, however many arrive together. A right PIN takes back its own place
-(`withdraw`); a wrong one stays and may start the locks (`settle_failure`). Each
-place is the call's CallSid and the attempt's place in the call, so Twilio
-posting the same attempt again counts it once.
+read "unlocked": a place is refused while the settled failures and the attempts
+still being checked fill the limit, so at most three checks per number and five
+per contact in their windows, however many arrive together. An attempt being
+checked is *pending*, apart from the failures: a right PIN takes back its own
+place (`withdraw`); a wrong one moves into the failures (`settle_failure`), and
+only settled failures start a lock or are reported, so a check still running
+for another call (that may turn out right) never counts as a failure. A pending
+place frees itself after `PENDING_SECONDS` should its check never settle (its web
+process died). Each place is the call's CallSid and the attempt's place in the
+call, so Twilio posting the same attempt again counts it once, and a late post of
+an earlier attempt of the call is neither checked nor counted.
+
+A lock that is running is not lengthened by the attempts made during it, but a
+locked contact's attempts count as failures (unchecked, as a wrong PIN is): if
+five or more of them fall within the 24 hours before the lock ends, the next
+attempt after it locks the contact again. A contact whose ID is hammered stays
+locked while the hammering goes on (five attempts a day suffice), and is free 24
+hours after the last lock started once it stops, or when an operator unlocks it.
 
 Times are the caller's clock (`now`), not Redis's: a lock is "locked until"
 a timestamp, and Redis expiries only collect what is long over.
@@ -45,52 +58,94 @@ CONTACT_LOCK_SECONDS = 24 * 3600
 
 RECENT_SECONDS = 3600
 
+# How long a place held by a PIN check stands without being settled or withdrawn:
+# far longer than a check (one scrypt, one database read) and than Twilio waits for
+# a webhook's answer (15 s), so only a check whose process died loses its place.
+PENDING_SECONDS = 60
+
 # One attempt takes its place in both counts before its PIN is checked, atomically,
 # so attempts that arrive together cannot all be checked while the counts still
-# read "unlocked". KEYS: [1] the call's hash, [2] [3] the number's failures and
-# lock, and only for an active contact's ID [4] [5] the contact's. ARGV: [1] now
-# (ms), [2] the attempt (CallSid and its place in the call: the member it adds),
-# [3] that place, [4] [5] the number's window (ms) and limit, [6] how long a count
-# is kept (ms), [7] [8] the contact's window and limit, [9] its keep.
-# Answers "repeat" (this attempt of this call was counted already: Twilio posted it
-# again), "locked" (the number is locked, or its places are all taken by failures
-# or by attempts being checked: nothing counted, nothing to check), "closed" (the
-# contact is locked or its places are all taken: counted against both all the same,
-# as a wrong PIN is, but not to be checked) or "check".
+# read "unlocked". KEYS: [1] the call's hash, [2] [3] [4] the number's failures,
+# pending checks and lock, and only for an active contact's ID [5] [6] [7] the
+# contact's. ARGV: [1] now (ms), [2] the attempt's member (CallSid:attempt), [3]
+# the attempt (its place in the call), [4] [5] [6] [7] the number's window, limit,
+# lock and keep (ms), [8] [9] [10] [11] the contact's, [12] how long a pending place
+# stands (ms).
+# Answers:
+# * "stale": the call has gone on to a later attempt (a late post of an earlier one);
+# * "repeat": this attempt of this call was counted already (Twilio posted it again);
+# * "locked": the number is locked (a lock that exists: one is started here when the
+#   settled failures reached the limit while an earlier lock ran): nothing counted;
+# * "number-busy": the number's settled failures and pending checks fill its limit,
+#   no lock: nothing counted, nothing to check;
+# * "closed": the contact is locked: pending against both all the same, to be
+#   settled as a wrong PIN is, but not checked;
+# * "contact-busy": the contact's settled failures and pending checks fill its
+#   limit, no lock: nothing counted, not checked;
+# * "check": pending against both (the number only, for no active contact's ID).
+# Pending places are scored by when they expire; failures by when they settled.
 _RESERVE = """
 local now = tonumber(ARGV[1])
+local attempt = tonumber(ARGV[3]) or 0
 local call = redis.call('EXISTS', KEYS[1]) == 1
-if call and redis.call('HGET', KEYS[1], 'pin_checked') == ARGV[3] then return 'repeat' end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]))
-if tonumber(redis.call('GET', KEYS[3]) or '0') > now
-    or redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) then
-  return 'locked'
+if call then
+  if (tonumber(redis.call('HGET', KEYS[1], 'pin_try')) or 0) ~= attempt then
+    return 'stale'
+  end
+  local checked = tonumber(redis.call('HGET', KEYS[1], 'pin_checked'))
+  if checked and checked >= attempt then return 'repeat' end
 end
-if call then redis.call('HSET', KEYS[1], 'pin_checked', ARGV[3]) end
-redis.call('ZADD', KEYS[2], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-if #KEYS < 5 then return 'check' end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[7]))
-local open = tonumber(redis.call('GET', KEYS[5]) or '0') <= now
-    and redis.call('ZCARD', KEYS[4]) < tonumber(ARGV[8])
-redis.call('ZADD', KEYS[4], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ARGV[9])
-if open then return 'check' end
-return 'closed'
+local function state(failures, pending, lock, window, limit, lock_ms, keep)
+  redis.call('ZREMRANGEBYSCORE', failures, '-inf', now - tonumber(window))
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', now)
+  local settled = redis.call('ZCARD', failures)
+  local locked_until = tonumber(redis.call('GET', lock) or '0')
+  if locked_until <= now and settled >= tonumber(limit) then
+    redis.call('SET', lock, now + tonumber(lock_ms), 'PX', keep)
+    return 'locked'
+  end
+  if locked_until > now then return 'locked' end
+  if settled + redis.call('ZCARD', pending) >= tonumber(limit) then return 'busy' end
+  return 'open'
+end
+local number = state(KEYS[2], KEYS[3], KEYS[4], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
+if number == 'locked' then return 'locked' end
+if number == 'busy' then return 'number-busy' end
+local contact = 'open'
+if #KEYS >= 7 then
+  contact = state(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
+  if contact == 'busy' then return 'contact-busy' end
+end
+if call then redis.call('HSET', KEYS[1], 'pin_checked', attempt) end
+local expires = now + tonumber(ARGV[12])
+redis.call('ZADD', KEYS[3], expires, ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+if #KEYS >= 7 then
+  redis.call('ZADD', KEYS[6], expires, ARGV[2])
+  redis.call('PEXPIRE', KEYS[6], ARGV[11])
+end
+if contact == 'locked' then return 'closed' end
+return 'check'
 """
 
-# An attempt found wrong (or not checked) stays counted: start each lock whose
-# limit is reached (a lock already running is not extended: hammering a locked PIN
-# does not keep its contact locked out for ever; the failures still count once it
-# ends), and note the failure for the stats. KEYS: [1] [2] the number's failures
-# and lock, [3] the line's recent failures, [4] [5] the contact's (if counted).
-# ARGV: [1] now (ms), [2] the attempt, [3] [4] [5] the number's limit, lock (ms)
-# and keep (ms), [6] what "recent" means for the stats (ms), [7] [8] [9] the
-# contact's limit, lock and keep. Answers {failures, locked until, started} for
-# the number, then for the contact.
+# An attempt found wrong (or not checked) moves from pending into the failures: start
+# each lock its settled failures bring to the limit (a lock already running is not
+# extended; see the module's docstring for what the failures made during it do), and
+# note the failure for the stats. Only settled failures count here: an attempt of
+# another call still being checked may yet turn out right. KEYS: [1] [2] [3] the
+# number's failures, pending checks and lock, [4] the line's recent failures, [5]
+# [6] [7] the contact's (if counted). ARGV: [1] now (ms), [2] the attempt's member,
+# [3] [4] [5] [6] the number's window, limit, lock (ms) and keep (ms), [7] what
+# "recent" means for the stats (ms), [8] [9] [10] [11] the contact's window, limit,
+# lock and keep. Answers {failures, locked until, started} for the number, then for
+# the contact.
 _SETTLE_FAILURE = """
 local now = tonumber(ARGV[1])
-local function settle(failures_key, lock_key, limit, lock, keep)
+local function settle(failures_key, pending_key, lock_key, window, limit, lock, keep)
+  redis.call('ZREM', pending_key, ARGV[2])
+  redis.call('ZREMRANGEBYSCORE', failures_key, '-inf', now - tonumber(window))
+  redis.call('ZADD', failures_key, now, ARGV[2])
+  redis.call('PEXPIRE', failures_key, keep)
   local failures = redis.call('ZCARD', failures_key)
   local locked_until = tonumber(redis.call('GET', lock_key) or '0')
   local started = 0
@@ -101,12 +156,12 @@ local function settle(failures_key, lock_key, limit, lock, keep)
   end
   return {failures, locked_until, started}
 end
-local out = settle(KEYS[1], KEYS[2], ARGV[3], ARGV[4], ARGV[5])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
-redis.call('ZADD', KEYS[3], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[3], 2 * tonumber(ARGV[6]))
-if #KEYS > 3 then
-  local contact = settle(KEYS[4], KEYS[5], ARGV[7], ARGV[8], ARGV[9])
+local out = settle(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[7]))
+redis.call('ZADD', KEYS[4], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[4], 2 * tonumber(ARGV[7]))
+if #KEYS > 4 then
+  local contact = settle(KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
   out[4], out[5], out[6] = contact[1], contact[2], contact[3]
 end
 return out
@@ -132,10 +187,12 @@ class Failure:
 
 @dataclass(frozen=True)
 class Attempt:
-    """One PIN attempt's place in the counts: `place` is "check" (check the PIN),
-    "closed" (the contact's PIN is locked: counted, not to be checked), "locked"
-    (the number is locked: nothing counted) or "repeat" (Twilio's repeat of an
-    attempt counted already)."""
+    """One PIN attempt's place in the counts: `place` is "check" (pending: check the
+    PIN), "closed" (the contact's PIN is locked: pending, to be settled unchecked),
+    "locked" (the number is locked: nothing counted), "number-busy" or "contact-busy"
+    (no lock, but the places are all held by failures and checks still running:
+    nothing counted, not checked), "repeat" (Twilio's repeat of an attempt counted
+    already) or "stale" (a late post of an earlier attempt of the call)."""
 
     place: str
     member: str
@@ -182,48 +239,59 @@ def contact_failures(r: redis.Redis, contact_id: str, now: datetime) -> int:
 def reserve(r: redis.Redis, call_sid: str, attempt: str, caller: str,
             contact_id: str | None, now: datetime) -> Attempt:
     """Take a PIN attempt's place in the number's count (and in the contact's, for an
-    active contact's ID) before its PIN is checked: one script, so attempts that
-    arrive together are counted one after another. `attempt` is the attempt's place
-    in the call: one attempt of one call counts once however often it is posted."""
+    active contact's ID) before its PIN is checked, as pending: one script, so
+    attempts that arrive together are counted one after another. `attempt` is the
+    attempt's place in the call (the call's `pin_try` as read before): one attempt of
+    one call counts once however often it is posted, and an earlier one not at all."""
     now_ms = _ms(now)
     member = f"{call_sid}:{attempt}"
-    counters = [keys.call(call_sid), keys.verify_failures(caller), keys.verify_lock(caller)]
+    counters = [keys.call(call_sid), keys.verify_failures(caller), keys.verify_pending(caller),
+                keys.verify_lock(caller)]
     if contact_id:
-        counters += [keys.pin_failures(contact_id), keys.pin_lock(contact_id)]
+        counters += [keys.pin_failures(contact_id), keys.pin_pending(contact_id),
+                     keys.pin_lock(contact_id)]
     place = script(r, _RESERVE)(keys=counters, args=[
-        now_ms, member, attempt, NUMBER_WINDOW_SECONDS * 1000, NUMBER_MAX_FAILURES,
-        _keep_ms(NUMBER_WINDOW_SECONDS, NUMBER_LOCK_SECONDS), CONTACT_WINDOW_SECONDS * 1000,
-        CONTACT_MAX_FAILURES, _keep_ms(CONTACT_WINDOW_SECONDS, CONTACT_LOCK_SECONDS)], client=r)
+        now_ms, member, attempt, *_limits(NUMBER_WINDOW_SECONDS, NUMBER_MAX_FAILURES,
+                                          NUMBER_LOCK_SECONDS),
+        *_limits(CONTACT_WINDOW_SECONDS, CONTACT_MAX_FAILURES, CONTACT_LOCK_SECONDS),
+        PENDING_SECONDS * 1000], client=r)
     return Attempt(place.decode() if isinstance(place, bytes) else str(place), member, caller,
                    contact_id)
 
 
 def withdraw(r: redis.Redis, attempt: Attempt) -> None:
-    """Take back an attempt's own place in the counts (its PIN was right, or it could
-    not be checked): every other attempt, failed or still being checked, stands."""
+    """Take back an attempt's own pending place in the counts (its PIN was right, or it
+    could not be checked): every other attempt, failed or still being checked, stands."""
     pipe = r.pipeline(transaction=True)
-    pipe.zrem(keys.verify_failures(attempt.caller), attempt.member)
+    pipe.zrem(keys.verify_pending(attempt.caller), attempt.member)
     if attempt.contact_id:
-        pipe.zrem(keys.pin_failures(attempt.contact_id), attempt.member)
+        pipe.zrem(keys.pin_pending(attempt.contact_id), attempt.member)
     pipe.execute()
 
 
 def settle_failure(r: redis.Redis, attempt: Attempt, now: datetime) -> Failure:
-    """An attempt whose PIN was wrong (or was not checked) stays counted: start the
-    locks it brings to their limits."""
-    counters = [keys.verify_failures(attempt.caller), keys.verify_lock(attempt.caller),
-                keys.verify_failures_recent()]
+    """An attempt whose PIN was wrong (or was not checked) moves from pending into the
+    failures: start the locks its settled failures bring to their limits."""
+    counters = [keys.verify_failures(attempt.caller), keys.verify_pending(attempt.caller),
+                keys.verify_lock(attempt.caller), keys.verify_failures_recent()]
     if attempt.contact_id:
-        counters += [keys.pin_failures(attempt.contact_id), keys.pin_lock(attempt.contact_id)]
+        counters += [keys.pin_failures(attempt.contact_id), keys.pin_pending(attempt.contact_id),
+                     keys.pin_lock(attempt.contact_id)]
     now_ms = _ms(now)
     out = [int(value) for value in script(r, _SETTLE_FAILURE)(keys=counters, args=[
-        now_ms, attempt.member, NUMBER_MAX_FAILURES, NUMBER_LOCK_SECONDS * 1000,
-        _keep_ms(NUMBER_WINDOW_SECONDS, NUMBER_LOCK_SECONDS), RECENT_SECONDS * 1000,
-        CONTACT_MAX_FAILURES, CONTACT_LOCK_SECONDS * 1000,
-        _keep_ms(CONTACT_WINDOW_SECONDS, CONTACT_LOCK_SECONDS)], client=r)]
+        now_ms, attempt.member,
+        *_limits(NUMBER_WINDOW_SECONDS, NUMBER_MAX_FAILURES, NUMBER_LOCK_SECONDS),
+        RECENT_SECONDS * 1000,
+        *_limits(CONTACT_WINDOW_SECONDS, CONTACT_MAX_FAILURES, CONTACT_LOCK_SECONDS)],
+        client=r)]
     number = Count(out[0], out[1] > now_ms, bool(out[2]))
     contact = Count(out[3], out[4] > now_ms, bool(out[5])) if len(out) > 3 else None
     return Failure(number, contact)
+
+
+def _limits(window: int, limit: int, lock: int) -> list[int]:
+    """A count's script arguments: its window (ms), limit, lock (ms) and keep (ms)."""
+    return [window * 1000, limit, lock * 1000, _keep_ms(window, lock)]
 
 
 def _keep_ms(window: int, lock: int) -> int:
