@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,3 +75,44 @@ def calls_answered_by(session_factory: sessionmaker[Session] | None, advisor_id:
             .order_by(CallLog.started_at.desc(), CallLog.id.desc())
         ).all()
         return [row.to_dict() for row in rows]
+
+
+@dataclass(frozen=True)
+class OverallAnswer:
+    """A call's answer to the survey's "overall" question (1-5), as its log holds it:
+    when its survey was offered (aware UTC), who answered the call, for which team."""
+
+    call_sid: str
+    overall: int
+    offered_at: datetime
+    advisor_id: str
+    team: str
+
+
+def overall_answers(session_factory: sessionmaker[Session], start: datetime,
+                    end: datetime) -> list[OverallAnswer]:
+    """The "overall" answers of the surveys offered from `start` to `end` (aware times).
+    A survey is dated as `survey_history` dates it: by `survey_offered_at`, else by the
+    call's start; a call starts at most a day before its survey is offered (its state
+    lasts a day), so only the logs of calls started from the day before `start` are read,
+    and of those only the answered ones (the survey follows an advisor)."""
+    with session_factory() as db:
+        rows = db.execute(
+            select(CallLog.call_sid, CallLog.started_at, CallLog.answered_by, CallLog.team,
+                   CallLog.details)
+            .where(CallLog.started_at >= start - timedelta(days=1), CallLog.started_at < end,
+                   CallLog.answered_by.is_not(None))
+        ).all()
+    found = []
+    for call_sid, started_at, advisor_id, team, details in rows:
+        overall = ((details or {}).get("survey") or {}).get("overall")
+        if not isinstance(overall, int) or not 1 <= overall <= 5:
+            continue
+        when = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+        offered_ms = details.get("survey_offered_at")
+        if isinstance(offered_ms, int):
+            when = datetime.fromtimestamp(offered_ms / 1000, tz=UTC)
+        if start <= when < end:
+            found.append(OverallAnswer(call_sid, overall, when, advisor_id or "",
+                                       team or "general"))
+    return found

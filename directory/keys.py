@@ -158,10 +158,18 @@ def webhook_reply(idempotency_token: str) -> str:
     return f"{PREFIX}:reply:{idempotency_token}"
 
 
-def survey_overall(team: str, day: str) -> str:
-    """Hash {answers, satisfied}: "overall" survey answers (and those of 4 or 5) of a
-    team's calls on a day (ISO date, Central)."""
-    return f"{PREFIX}:survey:overall:{team}:{day}"
+def survey_overall(day: str) -> str:
+    """Hash {CallSid: "<answer> <advisor> <team>"}: the "overall" survey answers of the
+    surveys offered on a day (ISO date, Central), one field per call (a call's answer
+    counts once, whoever writes it: the survey as it is answered, or the call logs read
+    back). A cache of the call logs, read back when `survey_overall_read` is missing."""
+    return f"{PREFIX}:survey:overall:{day}"
+
+
+def survey_overall_read(day: str) -> str:
+    """String (Unix ms): when the call logs' "overall" answers of a day (ISO date,
+    Central) were last put into `survey_overall`; missing, the day is read back."""
+    return f"{PREFIX}:survey:overall-read:{day}"
 
 
 def survey_hold(contact_id: str) -> str:
@@ -173,12 +181,6 @@ def survey_hold(contact_id: str) -> str:
 def colleague_adding(call_sid: str) -> str:
     """String (advisor id, 30 s): a colleague is being added to this call (one at a time)."""
     return f"{PREFIX}:colleague-adding:{call_sid}"
-
-
-def survey_overall_of_advisor(advisor_id: str, day: str) -> str:
-    """Hash {answers, satisfied}: "overall" survey answers (and those of 4 or 5) of the
-    calls an advisor answered, on a day (ISO date, Central)."""
-    return f"{PREFIX}:survey:overall-advisor:{advisor_id}:{day}"
 
 
 def families_on(day: str) -> str:

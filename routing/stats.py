@@ -128,8 +128,9 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
         # Line-wide figures (no team took these calls), repeated in every team.
         team_figures["failed_verifications_last_hour"] = failed
         team_figures["families_today"] = families
+    satisfaction = survey.overall_satisfaction_by_team(desk, now)
     for team, team_figures in figures.items():
         # The survey's "overall" over 30 days, against the desk's target.
-        team_figures["survey_overall_satisfied_30d"] = survey.overall_satisfaction(desk, team, now)
+        team_figures["survey_overall_satisfied_30d"] = satisfaction.get(team)
         team_figures["survey_target"] = survey.TARGET
     return dict(sorted(figures.items()))

@@ -6,21 +6,21 @@ It is asked on the phone when the advisor hangs up first (the caller is still
 on the line after the `<Dial>`): five one-key questions (1–5), `#` skips one,
 9 opts out for good. Answers go on the call (its Redis hash) and from there on
 its log (a key pressed as the caller hangs up may come after the status
-callback: the log written by then is brought up to date); the day's counts of
-"overall" answers feed `/api/stats`.
+callback: the log written by then is brought up to date). The "overall" answers of
+the last 30 days feed `/api/stats` and the advisor's console: the call logs are their
+record, Redis a cache by day of them, read back from the logs when it lacks a day.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.hours import CENTRAL, central_date
 from directory import keys
-from directory.call_logs import survey_history
+from directory.call_logs import overall_answers, survey_history
 from directory.scripts import script
 from routing import auth
 from routing.acd import CallFinished, Decision
@@ -147,8 +147,7 @@ def answer(
         # the log, written by then, gets it late.
         kept = update_logged_call(desk, call_sid, **{f"survey_{name}": digits})
         if kept and name == "overall":
-            _count_overall(desk, call_sid, call.get("team") or "", call.get("answered_by") or "",
-                           digits, now)
+            _count_overall(desk, call_sid, call, digits, now)
     if question + 1 < len(QUESTIONS):
         return AskSurvey(question + 1)
     return SurveyOver()
@@ -159,40 +158,54 @@ def answers(call: dict[str, str]) -> dict[str, int]:
     return {q: int(call[f"survey_{q}"]) for q in QUESTIONS if call.get(f"survey_{q}")}
 
 
-# Count a call's "overall" answer once, however often Twilio posts it (a retry comes
-# without its token): marked on the call's hash (KEYS[1], `survey_counted`) in the
-# same step as the counts (KEYS[2..]: the day's figures of the team and the advisor).
-# ARGV: [1] "1" when satisfied (4 or 5), [2] the counts' TTL (s). 1 when counted now.
-_COUNT_OVERALL_ONCE = """
-if redis.call('EXISTS', KEYS[1]) == 0 or
-   redis.call('HSETNX', KEYS[1], 'survey_counted', '1') == 0 then return 0 end
-for i = 2, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'answers', 1)
-  if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[i], 'satisfied', 1) end
-  redis.call('EXPIRE', KEYS[i], ARGV[2])
-end
+# A call's "overall" answer on the day's answers (KEYS[2], a hash by CallSid: a call
+# counts once however often Twilio posts its answer, whether the logs were read back
+# before or after), only for a call we know (KEYS[1]). ARGV: [1] CallSid, [2] the
+# answer's entry, [3] the hash's TTL (s).
+_COUNT_OVERALL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
 
-def _count_overall(desk: Desk, call_sid: str, team: str, advisor_id: str, digits: str,
+def _entry(digits: str | int, advisor_id: str, team: str) -> str:
+    """A call's entry in a day's answers: "<answer> <advisor> <team>"."""
+    return f"{digits} {advisor_id} {team or 'general'}"
+
+
+def _offer_day(call: dict[str, str], now: datetime) -> date:
+    """The Central date of a call's survey: of its offer (as its log dates it), else now."""
+    offered_ms = call.get("survey_offered_at", "")
+    if offered_ms.isdigit():
+        return central_date(datetime.fromtimestamp(int(offered_ms) / 1000, tz=UTC))
+    return central_date(now)
+
+
+def _count_overall(desk: Desk, call_sid: str, call: dict[str, str], digits: str,
                    now: datetime) -> None:
-    """Count a call's "overall" answer on the day's figures of its team and advisor,
-    once per call (a repeated post of the answer counts nothing)."""
-    day = central_date(now).isoformat()
-    counted = [keys.survey_overall(team or "general", day)]
-    if advisor_id:
-        counted.append(keys.survey_overall_of_advisor(advisor_id, day))
-    script(desk.r, _COUNT_OVERALL_ONCE)(
-        keys=[keys.call(call_sid), *counted],
-        args=["1" if digits in "45" else "0", _COUNTS_TTL_SECONDS], client=desk.r)
+    """Put a call's "overall" answer on its survey's day, for its team and advisor: one
+    entry per call, so a repeated post counts nothing more."""
+    day = _offer_day(call, now).isoformat()
+    script(desk.r, _COUNT_OVERALL)(
+        keys=[keys.call(call_sid), keys.survey_overall(day)],
+        args=[call_sid, _entry(digits, call.get("answered_by") or "", call.get("team") or ""),
+              _COUNTS_TTL_SECONDS], client=desk.r)
 
 
 def overall_satisfaction(desk: Desk, team: str, now: datetime) -> float | None:
     """The share of 4 and 5 on "overall" over the last 30 days (Central dates, today
     included) for `team`; None before any answer."""
-    share, _ = _over_30_days(desk, lambda day: keys.survey_overall(team, day), now)
-    return share
+    return overall_satisfaction_by_team(desk, now).get(team)
+
+
+def overall_satisfaction_by_team(desk: Desk, now: datetime) -> dict[str, float | None]:
+    """`overall_satisfaction` of every team with an answer in the last 30 days."""
+    by_team: dict[str, list[int]] = {}
+    for answer, _, team in _answers_30_days(desk, now).values():
+        by_team.setdefault(team, []).append(answer)
+    return {team: _share(found)[0] for team, found in by_team.items()}
 
 
 def advisor_satisfaction(desk: Desk, advisor_id: str,
@@ -200,20 +213,81 @@ def advisor_satisfaction(desk: Desk, advisor_id: str,
     """An advisor's own figure for the console: `{"overall_satisfied_30d": share of 4
     and 5 on "overall" over the last 30 days (None before any answer), "answers":
     how many, "target": 0.95}`."""
-    share, total = _over_30_days(
-        desk, lambda day: keys.survey_overall_of_advisor(advisor_id, day), now)
+    share, total = _share([answer for answer, advisor, _ in _answers_30_days(desk, now).values()
+                           if advisor == advisor_id])
     return {"overall_satisfied_30d": share, "answers": total, "target": TARGET}
 
 
-def _over_30_days(desk: Desk, key_of: Callable[[str], str],
-                  now: datetime) -> tuple[float | None, int]:
-    """(share satisfied or None, answers) summed over the 30 days' counts."""
+def _share(found: list[int]) -> tuple[float | None, int]:
+    """(share of 4 and 5 or None, answers)."""
+    satisfied = sum(1 for answer in found if answer >= 4)
+    return (round(satisfied / len(found), 4) if found else None), len(found)
+
+
+def _answers_30_days(desk: Desk, now: datetime) -> dict[str, tuple[int, str, str]]:
+    """The "overall" answers of the last 30 days by CallSid: (answer, advisor, team).
+
+    Redis holds them by day (`keys.survey_overall`) as a cache of the call logs, the
+    record: a day the logs were not read back for (Redis restarted, failed over, was
+    emptied; or a new day), or today and yesterday read more than
+    `_RECENT_READ_BACK_MS` ago, is read back from the logs first. A call's entry counts
+    once, whether it came from the survey or from its log."""
     today = central_date(now)
+    days = [(today - timedelta(days=back)).isoformat() for back in range(EVERY_DAYS)]
     pipe = desk.r.pipeline(transaction=False)
-    for days in range(EVERY_DAYS):
-        pipe.hmget(key_of((today - timedelta(days=days)).isoformat()), "answers", "satisfied")
-    total = satisfied = 0
-    for got, happy in pipe.execute():
-        total += int(got or 0)
-        satisfied += int(happy or 0)
-    return (round(satisfied / total, 4) if total else None), total
+    for day in days:
+        pipe.hgetall(keys.survey_overall(day))
+        pipe.get(keys.survey_overall_read(day))
+    got = pipe.execute()
+    entries: dict[str, str] = {}
+    now_ms = int(now.timestamp() * 1000)
+    stale = []
+    for back, day in enumerate(days):
+        day_entries, read_at = got[2 * back], got[2 * back + 1]
+        entries.update(day_entries)
+        if read_at is None or (back < 2 and now_ms - int(read_at) > _RECENT_READ_BACK_MS):
+            stale.append(day)
+    if stale:
+        entries = {**_read_back(desk, stale, now_ms), **entries}
+    answers = {}
+    for call_sid, entry in entries.items():
+        answer, advisor, team = entry.split(" ", 2)
+        answers[call_sid] = (int(answer), advisor, team)
+    return answers
+
+
+# Today's and yesterday's answers are read back from the logs again this often: an
+# answer Redis lost in a failover after they were read (its log written, its entry
+# not kept) comes back within minutes. Earlier days' logs are settled; read once.
+_RECENT_READ_BACK_MS = 10 * 60 * 1000
+
+
+def _read_back(desk: Desk, days: list[str], now_ms: int) -> dict[str, str]:
+    """Put the call logs' "overall" answers of these days (ISO dates) into Redis and mark
+    the days read; the entries read. An entry already there is kept (the survey wrote it,
+    perhaps later than the log: a late key). With the database out of reach, nothing (the
+    days are read back at the next look)."""
+    if desk.session_factory is None:
+        return {}
+    first, last = date.fromisoformat(min(days)), date.fromisoformat(max(days))
+    try:
+        found = overall_answers(desk.session_factory,
+                                datetime.combine(first, time(0), tzinfo=CENTRAL),
+                                datetime.combine(last + timedelta(days=1), time(0),
+                                                 tzinfo=CENTRAL))
+    except SQLAlchemyError:
+        return {}
+    wanted = set(days)
+    pipe = desk.r.pipeline(transaction=False)
+    entries = {}
+    for answer in found:
+        day = central_date(answer.offered_at).isoformat()
+        if day not in wanted:
+            continue
+        entries[answer.call_sid] = _entry(answer.overall, answer.advisor_id, answer.team)
+        pipe.hsetnx(keys.survey_overall(day), answer.call_sid, entries[answer.call_sid])
+    for day in days:
+        pipe.expire(keys.survey_overall(day), _COUNTS_TTL_SECONDS)
+        pipe.set(keys.survey_overall_read(day), now_ms, ex=_COUNTS_TTL_SECONDS)
+    pipe.execute()
+    return entries
