@@ -65,6 +65,12 @@ class Settings:
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.
     max_wait_seconds: int = 1200
+    # The rate limit on new calls from one number (docs/contract.md, "Too many calls"):
+    # at most this many calls taken from a number in any rolling window of
+    # `calls_per_number_window_seconds`; a call beyond them is refused politely.
+    # 0 (either): no limit.
+    calls_per_number: int = 30
+    calls_per_number_window_seconds: int = 600
     # Console event streams one web process holds at once: each holds a gunicorn thread,
     # so a few are left for webhooks; pages beyond it poll (CASELINE_CONSOLE_STREAMS).
     console_streams: int = 2
@@ -112,6 +118,9 @@ class Settings:
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
                                     "CASELINE_CALLER_ID_TRUST"),
             max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
+            calls_per_number=_int(get("CASELINE_CALLS_PER_NUMBER"), 30),
+            calls_per_number_window_seconds=_int(
+                get("CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS"), 600),
             console_streams=_int(get("CASELINE_CONSOLE_STREAMS"), 2),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
             secret_key=get("CASELINE_SECRET_KEY"),
