@@ -65,9 +65,9 @@ class Settings:
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.
     max_wait_seconds: int = 1200
-    # The rate limit on new calls from one number (docs/contract.md, "Too many calls"):
-    # at most this many calls taken from a number in any rolling window of
-    # `calls_per_number_window_seconds`; a call beyond them is refused politely.
+    # The limit on new calls from one number (docs/contract.md, "Too many calls from
+    # one number"): at most this many calls taken from a number in any rolling window
+    # of `calls_per_number_window_seconds`; a call beyond them is refused politely.
     # 0 (either): no limit.
     calls_per_number: int = 30
     calls_per_number_window_seconds: int = 600
