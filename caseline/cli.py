@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from config.logs import install_phone_masking
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from directory.redis_client import connect_redis, describe_redis_url, raw_twin
 
 if TYPE_CHECKING:
@@ -23,8 +23,13 @@ if TYPE_CHECKING:
 
 
 def _settings() -> Settings:
-    """Settings from the environment and `.env`."""
-    return Settings.from_env()
+    """Settings from the environment and `.env`; a bad one exits 2 naming the variable
+    and its value (an operator's mistake, not a traceback)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        click.echo(f"caseline: {exc}", err=True)
+        sys.exit(2)
 
 
 def _require_twilio_side(command: str) -> None:
@@ -257,17 +262,22 @@ def advisors_set_password(advisor_id: str, supervisor: bool) -> None:
     console session they have and lifts a lockout."""
     import redis
 
-    from directory.accounts import MIN_PASSWORD_LENGTH, set_password
+    from directory.accounts import MIN_PASSWORD_LENGTH, is_advisor, set_password
     from directory.db import make_session_factory
     from routing.sign_in import unlock
 
     settings = _settings()
+    engine = _migrated_engine(settings)
+    if not is_advisor(make_session_factory(engine), advisor_id):  # before asking anything
+        engine.dispose()
+        click.echo(f"no advisor {advisor_id} in the directory", err=True)
+        sys.exit(1)
     password = click.prompt(f"Password for {advisor_id} (at least {MIN_PASSWORD_LENGTH} "
                             "characters)", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD_LENGTH:
+        engine.dispose()
         click.echo(f"a password has at least {MIN_PASSWORD_LENGTH} characters", err=True)
         sys.exit(2)
-    engine = _migrated_engine(settings)
     client = connect_redis(_redis_url(settings))
     try:
         done = set_password(make_session_factory(engine), client, advisor_id, password,

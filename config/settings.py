@@ -7,6 +7,7 @@ their own `Settings(...)`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -109,19 +110,19 @@ class Settings:
             api_token=get("CASELINE_API_TOKEN"),
             fallback_number=get("CASELINE_FALLBACK_NUMBER"),
             oncall_number=get("CASELINE_ONCALL_NUMBER"),
-            wrapup_seconds=_int(get("CASELINE_WRAPUP_SECONDS"), 30),
-            overflow_seconds=_int(get("CASELINE_OVERFLOW_SECONDS"), 120),
+            wrapup_seconds=_int(get, "CASELINE_WRAPUP_SECONDS", 30),
+            overflow_seconds=_int(get, "CASELINE_OVERFLOW_SECONDS", 120),
             insecure_dev=real.get("CASELINE_INSECURE_DEV") == "1",
-            port=_int(get("PORT"), 8000),
+            port=_int(get, "PORT", 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
                                     "CASELINE_CALLER_ID_TRUST"),
-            max_wait_seconds=_int(get("CASELINE_MAX_WAIT_SECONDS"), 1200),
-            calls_per_number=_int(get("CASELINE_CALLS_PER_NUMBER"), 30),
+            max_wait_seconds=_int(get, "CASELINE_MAX_WAIT_SECONDS", 1200),
+            calls_per_number=_int(get, "CASELINE_CALLS_PER_NUMBER", 30),
             calls_per_number_window_seconds=_int(
-                get("CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS"), 600),
-            console_streams=_int(get("CASELINE_CONSOLE_STREAMS"), 2),
+                get, "CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", 600),
+            console_streams=_int(get, "CASELINE_CONSOLE_STREAMS", 2),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
             secret_key=get("CASELINE_SECRET_KEY"),
         )
@@ -144,20 +145,26 @@ class Settings:
 CALLER_ID_TRUST = ("attested", "any", "never")
 
 
+class SettingsError(ValueError):
+    """A setting with a value caseline cannot use; the message names it and its value."""
+
+
 def _choice(value: str | None, choices: tuple[str, ...], name: str) -> str:
     """One of `choices` (the first when unset); a clear error naming the variable."""
     if value is None:
         return choices[0]
     if value.strip().lower() not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
     return value.strip().lower()
 
 
-def _int(value: str | None, default: int) -> int:
-    """Parse an integer setting, falling back to the default when unset."""
+def _int(get: Callable[[str], str | None], name: str, default: int) -> int:
+    """The whole-number setting `name` (a negative one counts as 0), the default when
+    unset; a SettingsError naming it and its value otherwise."""
+    value = get(name)
     if value is None:
         return default
     try:
         return max(0, int(value))
-    except ValueError as exc:
-        raise ValueError(f"expected a whole number, got {value!r}") from exc
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number; got {value!r}") from None

@@ -56,6 +56,12 @@ def end_sessions(r: redis.Redis, advisor_id: str) -> None:
     r.incr(keys.console_credentials(advisor_id))
 
 
+def is_advisor(session_factory: sessionmaker[Session], advisor_id: str) -> bool:
+    """Whether the directory has this advisor (who may be given a console password)."""
+    with session_factory() as db:
+        return db.get(Advisor, advisor_id) is not None
+
+
 def set_password(session_factory: sessionmaker[Session], r: redis.Redis, advisor_id: str,
                  password: str, *, supervisor: bool) -> bool:
     """Create or replace an advisor's console password and role, ending every session

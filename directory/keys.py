@@ -80,6 +80,13 @@ def call_ended(call_sid: str) -> str:
     return f"{PREFIX}:call:{call_sid}:ended"
 
 
+def number_place(phone: str) -> str:
+    """String: the CallSid of the call that holds the one waiting place a number may
+    hold (an unverified caller's, on the outage line); it counts only while that call
+    still waits (`routing.presence`), so a stale one frees itself."""
+    return f"{PREFIX}:place:number:{phone}"
+
+
 def open_calls() -> str:
     """Sorted set: the calls opened and not yet ended (CallSid), scored by when (ms since
     the epoch, UTC) the reconciler next asks Twilio whether each is over."""
@@ -224,3 +231,9 @@ def replication_mark() -> str:
     """String: written just before Redis's WAIT, on the waiting connection (its value
     means nothing; `directory.redis_client.wait_for_replicas`)."""
     return f"{PREFIX}:replication:mark"
+
+
+def oncall_line() -> str:
+    """String: the CallSid the on-call engineer's phone is ringing or talking for (one
+    person, one call at a time); expires with the talk lease if nothing frees it."""
+    return f"{PREFIX}:oncall:line"

@@ -19,7 +19,7 @@ from ivr.context import (
 )
 from ivr.security import api_token_ok
 from routing import availability, conference, lockout, maintenance, presence
-from routing.announcement import set_announcement
+from routing.announcement import current_announcement, set_announcement
 from routing.roster import advisor_roster
 from routing.stats import team_stats
 from routing.waiting import waiting_callers
@@ -147,12 +147,19 @@ def case_calls(number: str) -> Response:
     return jsonify(calls_on_case(desk().session_factory, number))
 
 
+@bp.get("/announcement")
+def get_announcement() -> Response:
+    """The known-incident announcement, active or not."""
+    return jsonify(current_announcement(desk().r))
+
+
 @bp.put("/announcement")
 def announcement() -> Response:
-    """Set (or clear) the known-incident announcement."""
+    """Set the known-incident announcement, or turn it on or off (without `text`, the
+    stored text is kept)."""
     body = _json_body()
-    text = body.get("text", "")
-    if not isinstance(text, str) or len(text) > 2000:
+    text = body.get("text")
+    if "text" in body and (not isinstance(text, str) or len(text) > 2000):
         abort(400, description="text must be a string of at most 2000 characters")
     active = body.get("active", True)
     if not isinstance(active, bool):

@@ -46,6 +46,7 @@ LEG_ENDPOINTS = frozenset({
     "voice.whisper", "voice.whisper_accept", "voice.callback_advisor",
     "voice.callback_accept", "voice.callback_dial_result", "voice.callback_status",
     "voice.conference_join", "voice.conference_ended", "voice.colleague_progress",
+    "voice.oncall_whisper", "voice.oncall_accept",
 })
 
 

@@ -12,7 +12,14 @@ from urllib.parse import urlencode
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from config.prompts import Prompts
-from routing.acd import CallFinished, Decision, DialAdvisor, DialNumber, WaitInQueue
+from routing.acd import (
+    AlreadyWaiting,
+    CallFinished,
+    Decision,
+    DialAdvisor,
+    DialNumber,
+    WaitInQueue,
+)
 
 
 def url(path: str, **query: object) -> str:
@@ -125,6 +132,8 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
     `queue_attempt` counts the tries of putting this caller in Twilio's queue
     (the `<Enqueue>` action reports a failure with it).
     """
+    if isinstance(decision, AlreadyWaiting):
+        return voicemail(prompts, [*before, prompts.text("outage.already_waiting")])
     response = VoiceResponse()
     for text in before:
         say(response, prompts, text)
@@ -152,7 +161,9 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
         )
     elif isinstance(decision, DialNumber):
         dial = Dial(action=url("/voice/oncall-result"), method="POST", timeout=25)
-        dial.number(decision.number)
+        # The engineer hears a whisper and takes the call with a key, as an advisor does.
+        dial.number(decision.number, url=url("/voice/oncall/whisper", call=call_sid),
+                    method="POST")
         response.append(dial)
     elif isinstance(decision, CallFinished):
         say(response, prompts, prompts.text("routing.goodbye"))

@@ -59,6 +59,10 @@ CALL_LOG_RETRY = Retry(max=13, interval=[0, 1, 2, 5, 10, 30, 60, 120, 120, 120, 
 # under `rq:`; these two are caseline's (`cl:`, as `directory.keys` names the
 # others), kept here beside the jobs that use them.
 CALLS_TO_LOG = "cl:call-logs:to-write"
+# Calls whose state changed after their end (`requeue_call_log`), a set: a job writing
+# their logs takes a call off the calls to log only if it did not change after the job
+# read it (`workers.call_log.write_call_logs`). Almost always empty.
+CALLS_CHANGED = "cl:call-logs:changed"
 CALL_LOGS_QUEUED = "cl:call-logs:queued"
 # The mark expires (a running job renews it), so a job lost outright or waiting out a
 # database outage between retries holds nothing up for long: the next call to end
@@ -106,6 +110,24 @@ def enqueue_call_log(r: redis.Redis, call_sid: str) -> None:
     pipe.zadd(CALLS_TO_LOG, {call_sid: time.time()}, nx=True)
     pipe.set(CALL_LOGS_QUEUED, call_sid, nx=True, ex=CALL_LOGS_QUEUED_SECONDS)
     _, first = pipe.execute()
+    if first:
+        queue_log_calls(r, call_sid, after_s=CALL_LOG_GATHER_SECONDS)
+
+
+def requeue_call_log(r: redis.Redis, call_sid: str) -> None:
+    """The call changed after its end (a webhook Twilio posted late): put it among the
+    calls to log again, so its log, written or about to be, is brought up to date from
+    the call's state (`workers.call_log.write_call_logs`).
+
+    It is marked changed first (`CALLS_CHANGED`), then put among the calls to log: a
+    job that read the call before this change and commits after the mark leaves it
+    among the calls to log; one that commits before the mark has taken it off, and it
+    is put back. Either way the next batch reads the change."""
+    pipe = r.pipeline(transaction=False)
+    pipe.sadd(CALLS_CHANGED, call_sid)
+    pipe.zadd(CALLS_TO_LOG, {call_sid: time.time()}, nx=True)
+    pipe.set(CALL_LOGS_QUEUED, call_sid, nx=True, ex=CALL_LOGS_QUEUED_SECONDS)
+    *_, first = pipe.execute()
     if first:
         queue_log_calls(r, call_sid, after_s=CALL_LOG_GATHER_SECONDS)
 

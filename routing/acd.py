@@ -25,6 +25,7 @@ from routing.call_state import (
     is_ended,
     note_ringing,
     update_call,
+    update_logged_call,
 )
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -74,15 +75,25 @@ class DialNumber:
 
 
 @dataclass(frozen=True)
+class AlreadyWaiting:
+    """Not queued: another call from the caller's number holds its one waiting place
+    (an unverified outage report already waits). The caller may leave a message,
+    which goes where their call's log goes (the number's outage case)."""
+
+    call_sid: str
+
+
+@dataclass(frozen=True)
 class Nothing:
     """Nothing to say: the call goes on as it was (an empty TwiML document)."""
 
 
-Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber
+Decision = DialAdvisor | WaitInQueue | CallFinished | DialNumber | AlreadyWaiting
 
 
 def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
-    """Claim the next advisor for a caller (owner first), or queue them."""
+    """Claim the next advisor for a caller (owner first), or queue them (unless their
+    number's one waiting place is another call's: `AlreadyWaiting`)."""
     call, ended = call_and_end(desk.r, call_sid)
     if ended:
         return CallFinished(call.get("answered_by") or None)
@@ -98,6 +109,9 @@ def route_caller(desk: Desk, call_sid: str, now_ms: int) -> Decision:
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return ring(desk, call_sid, claim.advisor_id, now_ms)
+    if claim.outcome == "taken" and claim.place_holder:
+        update_call(desk.r, call_sid, state="already-waiting", place_holder=claim.place_holder)
+        return AlreadyWaiting(claim.place_holder)
     return WaitInQueue(team=team, position=claim.position or 1)
 
 
@@ -159,9 +173,9 @@ def after_dial(
         dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
     )
     if answered:
-        update_call(
-            desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds, state="answered"
-        )
+        # Twilio may post this after the status callback: the log then gets the talk late.
+        update_logged_call(desk, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                           state="answered")
         finish_with_advisor(desk, call_sid, advisor_id, now_ms)
         return CallFinished(advisor_id)
     if presence.on_call(desk.r, advisor_id, call_sid):
@@ -175,7 +189,8 @@ def after_dial(
 # A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
 # its hash kept a day more, off the open calls (KEYS[3]: the reconciler no longer asks
 # Twilio about it), and for that first status: a waiting caller taken out of
-# their queue (an abandonment: the wait so far counted, the desk's pages told), a call
+# their queue (an abandonment: the wait so far counted, the desk's pages told), or one
+# who waited and was claimed for an advisor they never reached (an abandonment too), a call
 # never seen to begin given its start, the end's fields written, and whether its
 # advisor still rings or talks on it (not in wrap-up). A contact keeping their place
 # for a callback only has the end's fields written, those not set yet (a callback
@@ -207,14 +222,29 @@ if call['callback'] == '1' then
   return {2}
 end
 local team = call['waiting_team']
+local waited_before = tonumber(call['queue_wait_ms'] or '') or 0
+local enqueued = tonumber(call['enqueued_at'] or '') or now
 if team and team ~= '' and
     redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
   redis.call('PUBLISH', ARGV[8], 'queue')
-  local enqueued = tonumber(call['enqueued_at'] or '') or now
   -- Twilio's end time is whole seconds: it may read before this wait began.
-  local waited = (tonumber(call['queue_wait_ms'] or '') or 0) + math.max(0, now - enqueued)
+  local waited = waited_before + math.max(0, now - enqueued)
   table.insert(fields, 'queue_wait_ms')
   table.insert(fields, string.format('%d', waited))
+  table.insert(fields, 'abandoned')
+  table.insert(fields, '1')
+elseif team and team ~= '' and (call['answered_by'] or '') == '' and
+    (call['state'] == 'queued' or call['state'] == 'connecting' or
+     call['state'] == 'ringing') then
+  -- A caller who waited in a queue and hung up before reaching an advisor: claimed
+  -- for a freed advisor (out of the queue, not yet brought over, or the redirect
+  -- found them gone), or ringing one. Their wait ended at the claim, which noted it
+  -- (`note_dequeued`), but for a claim made just before this end and not noted yet.
+  if call['state'] == 'queued' then
+    local claimed = tonumber(call['claimed_at'] or '') or now
+    table.insert(fields, 'queue_wait_ms')
+    table.insert(fields, string.format('%d', waited_before + math.max(0, claimed - enqueued)))
+  end
   table.insert(fields, 'abandoned')
   table.insert(fields, '1')
 end

@@ -15,24 +15,46 @@ from routing.desk import Desk
 
 
 def closed(desk: Desk, call_sid: str, option: str) -> AskCase | Voicemail:
-    """The desk is closed: the hours, then a voicemail (after the case number for 1)."""
+    """The desk is closed: the hours, then a voicemail (after the case number for 1).
+    Option 6 asks the product first (`routing.menu`), then `product_chosen`."""
     if option == "1":
         return AskCase(after_hours=True)
-    # Options 2 and 6: the message opens a new case for the caller's district.
+    # Option 2: the message opens a new case for the caller's district.
     send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
     return Voicemail(closed=True)
 
 
+def ask_product(desk: Desk, call_sid: str) -> None:
+    """Option 6 while closed: the product is asked before the voicemail (the call
+    remembers it is an after-hours one for the product's key)."""
+    update_call(desk.r, call_sid, after_hours="1")
+
+
+def is_after_hours(call: dict[str, str]) -> bool:
+    """Whether the call's options lead to a voicemail (the desk was closed)."""
+    return call.get("after_hours") == "1"
+
+
+def product_chosen(desk: Desk, call_sid: str, team: str | None) -> Voicemail:
+    """After hours, option 6's product key: a voicemail that opens a new case for that
+    product (its team's); `team` None (three misses): a new case for the general team."""
+    if team is None:
+        send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
+    else:
+        send_to_team(desk.r, call_sid, team, product=team, new_case="1", after_hours="1")
+    return Voicemail()
+
+
 def enter_case_number(
-    desk: Desk, call_sid: str, digits: str, speech: str = ""
+    desk: Desk, call_sid: str, digits: str, speech: str = "", attempt: int = 0
 ) -> AskCase | Voicemail:
     """After hours, option 1: the case number (keyed or said), then the voicemail for
-    that case (after three misses, for a new case)."""
-    lookup = choose_case(desk, call_sid, digits, speech)
+    that case (after three misses, for a new case). `attempt`: as `choose_case`'s."""
+    lookup = choose_case(desk, call_sid, digits, speech, attempt)
     if lookup.found:
         update_call(desk.r, call_sid, after_hours="1")
         return Voicemail()
     if lookup.tries >= CASE_TRIES:
         send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
         return Voicemail(case_not_found=True)
-    return AskCase(after_hours=True, not_found=True)
+    return AskCase(after_hours=True, not_found=True, attempt=lookup.tries + 1)

@@ -7,10 +7,17 @@ import redis
 from directory import keys
 
 
-def set_announcement(r: redis.Redis, text: str, active: bool) -> dict[str, object]:
-    """Store the announcement; returns it as the API shows it."""
-    r.hset(keys.announcement(), mapping={"text": text.strip(), "active": "1" if active else "0"})
-    return {"text": text.strip(), "active": active}
+def set_announcement(r: redis.Redis, text: str | None, active: bool) -> dict[str, object]:
+    """Store the announcement (`text` None: keep the stored text, so turning it off and
+    on again keeps it); returns it as the API shows it."""
+    fields = {"active": "1" if active else "0"}
+    if text is not None:
+        fields["text"] = text.strip()
+    pipe = r.pipeline(transaction=True)  # the answer is what this change stored
+    pipe.hset(keys.announcement(), mapping=fields)
+    pipe.hget(keys.announcement(), "text")
+    stored = pipe.execute()[1]
+    return {"text": stored or "", "active": active}
 
 
 def active_announcement(r: redis.Redis) -> str | None:

@@ -225,13 +225,14 @@ def _place_callback(
     return True
 
 
-def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> None:
-    """Record how long the caller waited in the queue."""
+def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int,
+                  state: str = "connecting") -> None:
+    """Record how long the caller waited in the queue; the call's `state` from now."""
     enqueued = int(call.get("enqueued_at") or now_ms)
     waited = float(call.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
     team = call.get("waiting_team") or call.get("team") or GENERAL
     pipe = desk.r.pipeline(transaction=False)
-    pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": "connecting"})
+    pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": state})
     pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
     pipe.ltrim(keys.team_waits(team), 0, 49)
     pipe.execute()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from directory import keys
 from directory.scripts import script
 from jobs.queues import enqueue_call_log
-from routing import acd, conference
+from routing import acd, conference, oncall
 from routing.desk import Desk
 from telephony import Outcome
 
@@ -99,6 +99,9 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
                         ended_ms=ended_ms)
     if not call:
         return None
+    if call.get("oncall_tried"):
+        # The `<Dial>` action frees the on-call line; this is for an action that never came.
+        oncall.free_line(desk, call_sid)
     enqueue_call_log(desk.job_redis, call_sid)
     legs = conference.legs_left_behind(call)
     if legs and hang_up_legs is not None:

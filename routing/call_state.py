@@ -13,6 +13,8 @@ import redis
 
 from directory import keys
 from directory.scripts import as_hash, script
+from jobs.queues import requeue_call_log
+from routing.desk import Desk
 
 CALL_TTL_SECONDS = 24 * 3600
 
@@ -93,6 +95,20 @@ return 1
 """
 
 
+# Set fields (ARGV, name/value pairs) on a call we know, as _UPDATE, and tell in the same
+# step whether its log is due already (2) or not (1): its end is recorded (KEYS[2]) and it
+# is not a callback still under way (the contact's end comes first; the log waits for
+# the callback's). 0 for a call unknown (never seen, or its hash gone).
+_UPDATE_LOGGED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+local callback = redis.call('HMGET', KEYS[1], 'callback', 'callback_state')
+if callback[1] == '1' and callback[2] ~= 'done' then return 1 end
+return 2
+"""
+
+
 def first_check_due(opened_ms: int) -> int:
     """When (ms since the epoch) the reconciler first asks Twilio whether a call opened
     at `opened_ms` (ms since the epoch) is over."""
@@ -146,6 +162,24 @@ def update_call(r: redis.Redis, call_sid: str, **fields: str | int | float) -> b
     if not flat:
         return bool(r.exists(keys.call(call_sid)))
     return bool(script(r, _UPDATE)(keys=[keys.call(call_sid)], args=flat, client=r))
+
+
+def update_logged_call(desk: Desk, call_sid: str, **fields: str | int) -> bool:
+    """Set fields the call log records, from a webhook Twilio may post after the call's
+    end (a `<Dial>` action, a survey key): as `update_call`, and when the call's log is
+    due already (written, queued or being written), put the call among the calls to log
+    again (`jobs.queues.requeue_call_log`): its log is brought up to date from the hash.
+
+    The fields and the look at the call's end are one step: either the end came first
+    and the log is written again, or the end comes after and its log reads these
+    fields. A call with no hash (never seen, or its hash gone after a day or a Redis
+    lost) is left alone: False, nothing written, its log as it stands."""
+    flat = [str(part) for name, value in fields.items() for part in (name, value)]
+    due = int(script(desk.r, _UPDATE_LOGGED)(
+        keys=[keys.call(call_sid), keys.call_ended(call_sid)], args=flat, client=desk.r))
+    if due == 2:
+        requeue_call_log(desk.job_redis, call_sid)
+    return due > 0
 
 
 def update_call_while(r: redis.Redis, call_sid: str, field: str, value: str,

@@ -36,7 +36,7 @@ from routing import presence
 from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
 from routing.availability import end_wrapup, finish_taken_callback, free_advisor
-from routing.call_state import get_call, update_call, update_call_while
+from routing.call_state import get_call, update_call, update_call_while, update_logged_call
 from routing.desk import Desk
 
 CALLBACK_REGIONS = frozenset({"US", "CA"})
@@ -209,10 +209,11 @@ def callback_answered(desk: Desk, call_sid: str, advisor_id: str, talk_seconds: 
     """The contact picked up the callback and talked with the advisor. Twilio may post
     the advisor's leg's end before this `<Dial>` action: the callback is then over
     already, and stays so (a repeated end must not end it twice); the talk is still
-    recorded, for its log, and the advisor's wrap-up, started at the leg's end while
+    recorded, and its log, written at the leg's end, brought up to date
+    (`update_logged_call`); the advisor's wrap-up, started at the leg's end while
     the answer was not known, runs on (none starts here: a repeat starts no second)."""
-    update_call(desk.r, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
-                state="answered")
+    update_logged_call(desk, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,
+                       state="answered")
     # Checked in the write: a leg's end handled meanwhile made it "done", for good.
     update_call_while(desk.r, call_sid, "callback_state", "dialing-contact",
                       callback_state="answered")

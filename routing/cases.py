@@ -63,10 +63,13 @@ class CaseLookup:
 
 @dataclass(frozen=True)
 class AskCase:
-    """Ask for the case number (again after a miss); after hours, before the voicemail."""
+    """Ask for the case number (again after a miss); after hours, before the voicemail.
+    `attempt`: which try this asks for (its answer names it: a try Twilio posts again
+    is not counted again)."""
 
     after_hours: bool = False
     not_found: bool = False
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -104,19 +107,30 @@ def spoken_case_number(speech: str) -> str:
     return "".join(digits)
 
 
-def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "") -> CaseLookup:
+def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "",
+                attempt: int = 0) -> CaseLookup:
     """Look a case number up within the caller's district, keyed (`digits`) or said
-    (`speech`, Twilio's SpeechResult, when no key came); route to its owner."""
+    (`speech`, Twilio's SpeechResult, when no key came); route to its owner.
+
+    `attempt` is the try the answer names (`AskCase.attempt`; 0 when it names none):
+    a try already counted is Twilio posting it again (without its token, after a
+    timeout), looked up again but neither counted nor noted twice."""
     call = get_call(desk.r, call_sid)
-    tries = int(call.get("case_tries") or 0) + 1
+    counted = int(call.get("case_tries") or 0)
+    repeat = 0 < attempt <= counted
+    tries = attempt if repeat else counted + 1
     if not digits and speech:
         digits = spoken_case_number(speech)
     number = "".join(ch for ch in digits if ch.isdigit())[:20]
     case = directory.find_case(desk.r, desk.session_factory, number) if number else None
     if not case or not case.get("district") or case.get("district") != call.get("district"):
         # Another district's case is "not found": never reveal it exists.
-        append_menu(desk.r, call_sid, number or "-", case_tries=tries)
+        if not repeat:
+            append_menu(desk.r, call_sid, number or "-", case_tries=tries)
         return CaseLookup(found=False, tries=tries)
+    if repeat:
+        return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries,
+                          owner=case.get("owner", ""))
     append_menu(
         desk.r, call_sid, number,
         case=number, team=case.get("team") or GENERAL, owner=case.get("owner", ""),

@@ -63,11 +63,13 @@ def posted_windows(desk: Desk, initial: list[MaintenanceWindow]) -> list[Mainten
 
 
 def as_api(windows: list[MaintenanceWindow]) -> list[dict[str, Any]]:
-    """Windows as the API shows them: start and end in Central Time, and whether an outage."""
+    """Windows as the API shows them: start and end in Central Time, whether an outage,
+    and the operators' note ("" for none): all that PUT takes, so a GET put back
+    changes nothing."""
     return [
         {"start": w.start.astimezone(CENTRAL).isoformat(),
          "end": w.end.astimezone(CENTRAL).isoformat(),
-         "outage": w.kind == OUTAGE_RISK}
+         "outage": w.kind == OUTAGE_RISK, "note": w.note}
         for w in sorted(windows, key=lambda w: (w.start, w.end))
     ]
 

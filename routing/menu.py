@@ -80,10 +80,11 @@ class AskMenu:
 
 @dataclass(frozen=True)
 class AskProduct:
-    """Ask the add-on products sub-menu."""
+    """Ask the add-on products sub-menu (`after_hours`: say the desk is closed first)."""
 
     attempt: int = 1
     invalid: bool = False
+    after_hours: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,10 +255,11 @@ def press_key(
     another key may pass None)."""
     if key == "*":
         return AskMenu(attempt)
-    if key == FAMILIES_KEY and not auth.is_authorized(get_call(desk.r, call_sid)):
-        append_menu(desk.r, call_sid, key, family="1")
-        day = keys.families_on(central_date(now).isoformat())
-        desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
+    if key == FAMILIES_KEY and not auth.is_authorized(call := get_call(desk.r, call_sid)):
+        if call.get("family") != "1":  # else a repeat (Twilio's retry): counted already
+            append_menu(desk.r, call_sid, key, family="1")
+            day = keys.families_on(central_date(now).isoformat())
+            desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
         return FamiliesGoodbye()
     if key not in MENU_KEYS:
         if attempt >= MAX_TRIES:
@@ -295,6 +297,9 @@ def option(
 ) -> Step:
     """An authorized caller's option 1, 2 or 6 (after hours: hours and voicemail)."""
     if not hours.is_open(now):
+        if key == "6":  # the product first: the message opens a case for its team
+            after_hours.ask_product(desk, call_sid)
+            return AskProduct(after_hours=True)
         return after_hours.closed(desk, call_sid, key)
     if key == "1":
         return AskCase()
@@ -305,25 +310,30 @@ def option(
 
 
 def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms: int) -> Step:
-    """The add-on product key: route to that product's team; * repeats."""
+    """The add-on product key: route to that product's team; * repeats. After hours, a
+    voicemail for a new case of that product (three misses: of the general team)."""
     team = PRODUCT_TEAMS.get(key)
     if team is None:
         if key == "*":
             return AskProduct(attempt)
         if attempt >= MAX_TRIES:
+            if after_hours.is_after_hours(get_call(desk.r, call_sid)):
+                return after_hours.product_chosen(desk, call_sid, None)
             return Goodbye()
         return AskProduct(attempt + 1, invalid=bool(key))
-    append_menu(desk.r, call_sid, key)
+    call = append_menu(desk.r, call_sid, key)
+    if after_hours.is_after_hours(call):
+        return after_hours.product_chosen(desk, call_sid, team)
     send_to_team(desk.r, call_sid, team, product=team, new_case="1")
     return Connect(acd.route_caller(desk, call_sid, now_ms))
 
 
 def enter_case_number(
-    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = ""
+    desk: Desk, call_sid: str, digits: str, now_ms: int, speech: str = "", attempt: int = 0
 ) -> Step:
     """The case number, keyed or said: its owner, else a teammate, else the queue
-    (`acd.route_caller`)."""
-    lookup = choose_case(desk, call_sid, digits, speech)
+    (`acd.route_caller`). `attempt`: the try the answer names (`choose_case`)."""
+    lookup = choose_case(desk, call_sid, digits, speech, attempt)
     if lookup.found:
         decision = acd.route_caller(desk, call_sid, now_ms)
         to_owner = (isinstance(decision, acd.DialAdvisor) and bool(lookup.owner)
@@ -333,4 +343,4 @@ def enter_case_number(
         # Three misses: a person will still help, rather than hanging up.
         send_to_team(desk.r, call_sid, GENERAL)
         return Connect(acd.route_caller(desk, call_sid, now_ms), case_not_found=True)
-    return AskCase(not_found=True)
+    return AskCase(not_found=True, attempt=lookup.tries + 1)

@@ -10,8 +10,17 @@
   else the on-call engineer (`CASELINE_ONCALL_NUMBER`), else the hosting
   queue. Anyone else hears how after-hours outage support works and may leave
   a voicemail.
+- The night's routing checks who is calling itself (`route_after_hours`),
+  whatever step led there: a report the desk accepted in business hours and
+  routed after the close (the caller listened to the announcement through
+  18:00) waits for hosting as it would have in hours, never ringing on-call
+  unless it is a verified hosted contact's.
 - The caller first hears the known-incident announcement and any posted
   maintenance window; with an announcement active they may simply hang up.
+- One unverified number holds one waiting place at a time: a second call from
+  it while the first still waits (a school's PBX presenting its main number, or
+  a spoofed number calling over and over) hears that a report from the number
+  already waits and may leave a message on the outage case (`acd.AlreadyWaiting`).
 """
 
 from __future__ import annotations
@@ -21,10 +30,16 @@ from datetime import datetime
 
 from config import hours
 from directory.catalog import HOSTING
-from routing import acd, auth, presence, verification
+from routing import acd, auth, oncall, presence, verification
 from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
 from routing.announcement import active_announcement
-from routing.call_state import get_call, is_ended, send_to_team, update_call
+from routing.call_state import (
+    get_call,
+    is_ended,
+    send_to_team,
+    update_call,
+    update_logged_call,
+)
 from routing.desk import Desk
 from routing.verification import AskContactId, Unverified
 
@@ -82,20 +97,46 @@ def report(
             return voicemail(desk, call_sid, step.why) if isinstance(step, Unverified) else step
         if call.get("hosted") != "1":
             return voicemail(desk, call_sid)
+    # An unverified number waits in one place at a time (`presence.claim_for_caller`):
+    # a spoofed number cannot fill the queue at High ahead of every Medium caller.
     send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
-                 handover="" if authorized else "1", after_hours="" if open_now else "1")
+                 handover="" if authorized else "1", after_hours="" if open_now else "1",
+                 one_place="" if authorized else "1")
     announcement = active_announcement(desk.r)
     notices = Notices(announcement, hours.maintenance_notice(now, windows), not authorized)
     if announcement:
         return OutageReport(notices)
-    return OutageReport(notices, route(desk, call_sid, now, now_ms))
+    decision = route(desk, call_sid, now, now_ms)
+    if isinstance(decision, OutageVoicemail):
+        return decision
+    return OutageReport(notices, decision)
 
 
-def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision:
-    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue."""
+def route(desk: Desk, call_sid: str, now: datetime, now_ms: int) -> Decision | OutageVoicemail:
+    """Hosting now; at night a free hosting advisor, else the on-call engineer, else queue
+    (for a verified hosted contact: `route_after_hours`)."""
     if hours.is_open(now):
         return acd.route_caller(desk, call_sid, now_ms)
     return route_after_hours(desk, call_sid, now_ms)
+
+
+def routed_at_night(call: dict[str, str]) -> bool:
+    """Whether the night's rules route this caller: a verified contact of a hosted
+    district (an inactive contact's number, or PIN, verifies nobody)."""
+    return auth.is_authorized(call) and call.get("hosted") == "1"
+
+
+def not_routed_at_night(desk: Desk, call_sid: str, call: dict[str, str],
+                        now_ms: int) -> Decision | OutageVoicemail:
+    """Routing after the close for a caller the night's rules do not route. A report the
+    desk accepted in business hours (routed after the close: the caller stayed through
+    the announcement past 18:00) waits for hosting as it would have then, at the
+    priority it was given; the on-call engineer is never rung for it. Any other (a
+    stray request for a caller who never proved to be a hosted district's contact):
+    how after-hours outage support works, and a voicemail."""
+    if call.get("outage") == "1" and call.get("after_hours") != "1":
+        return acd.route_caller(desk, call_sid, now_ms)
+    return voicemail(desk, call_sid)
 
 
 def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
@@ -106,21 +147,32 @@ def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
     return OutageVoicemail(why)
 
 
-def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision:
-    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue."""
+def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision | OutageVoicemail:
+    """A hosted outage at night: a hosting advisor if one is free, else on-call, else queue.
+    Only for a verified hosted contact, however the call got here (`not_routed_at_night`)."""
     call = get_call(desk.r, call_sid)
     if is_ended(desk.r, call_sid):
         return CallFinished(None)
+    if not routed_at_night(call):
+        return not_routed_at_night(desk, call_sid, call, now_ms)
+    number = desk.settings.oncall_number
+    if number and call.get("state") == "oncall":
+        # A repeat (Twilio retrying without its token) while the on-call ring the first
+        # answer started is on, as far as the call shows: that answer again. Its end
+        # (`after_oncall`) moves the state on.
+        return DialNumber(number)
     claim = presence.claim_for_caller(
         desk.r, call_sid, team=call.get("team") or HOSTING, owner_id=None, now_ms=now_ms,
         lease_ms=desk.lease_ms, priority=priority(auth.is_authorized(call)), queue_if_none=False,
     )
     if claim.outcome == "advisor" and claim.advisor_id:
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
-    oncall = desk.settings.oncall_number
-    if oncall and not call.get("oncall_tried"):
-        update_call(desk.r, call_sid, oncall_tried=1, state="oncall")
-        return DialNumber(oncall)
+    # One on-call engineer, one caller at a time, in the queue's order: while their
+    # line is busy, or others wait for hosting, the caller waits too; the head of the
+    # queue is offered the engineer when the line frees (`oncall.offer_to_head`).
+    if number and not call.get("oncall_tried") and \
+            oncall.take_line(desk, call_sid, now_ms, team=call.get("team") or HOSTING):
+        return DialNumber(number)
     return acd.route_caller(desk, call_sid, now_ms)
 
 
@@ -128,15 +180,21 @@ def after_oncall(
     desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
     call_status: str = "in-progress",
 ) -> Decision:
-    """The on-call engineer's ring ended: done if answered, else wait for hosting.
+    """The on-call engineer's ring ended, and their line is free again: done if they
+    took the call (`oncall.answered`: a key at the whisper, so a voicemail that
+    picked up is no answer), else wait for hosting.
 
     A caller who hung up meanwhile (`call_status` final: Twilio may post this
     before the status callback) is not routed again.
     """
-    if dial_status in ANSWERED_DIAL_STATUSES:
-        update_call(desk.r, call_sid, answered_by="on-call", talk_seconds=talk_seconds,
-                       state="answered")
-        return CallFinished("on-call")
+    oncall.free_line(desk, call_sid)
+    if oncall.answered(get_call(desk.r, call_sid), dial_status in ANSWERED_DIAL_STATUSES):
+        # Posted after the status callback too: the log is then brought up to date.
+        update_logged_call(desk, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
+                           state="answered")
+        return CallFinished(oncall.ONCALL)
+    # The ring is over: a repeat of the webhook that started it no longer dials again.
+    update_call(desk.r, call_sid, state="oncall-missed")
     if is_final(call_status):
         return CallFinished(None)
     return acd.route_caller(desk, call_sid, now_ms)

@@ -9,7 +9,11 @@ The two directions of a match are each one atomic script:
 
 * `claim_for_caller`: a caller arrives (or the advisor they rang failed):
   claim the owner if available, else the longest-idle available teammate not
-  yet tried on this call, else put the caller in the team's waiting set.
+  yet tried on this call, else put the caller in the team's waiting set. A
+  call marked `one_place` (an unverified outage report) takes a waiting
+  place only if no other call from its number still holds one (outcome
+  "taken"): checked and taken in the same step, so two calls from one
+  number at the same moment never both wait.
 * `make_available`: an advisor becomes free: hand them the best waiting
   caller among their teams, else add them to their teams' available sets.
 
@@ -40,6 +44,10 @@ from jobs.queues import CALLS_TO_LOG
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 BAND_WIDTH = 10**13  # wider than any millisecond timestamp (the scripts use it too)
+
+# A number's waiting place outlives no call (a call's hash lives a day); it counts
+# only while the call holding it still waits, so it never needs releasing.
+NUMBER_PLACE_TTL_SECONDS = 24 * 3600
 
 STATUSES = ("available", "busy", "offline")
 # How a busy advisor holds their call: claimed and ringing (or being brought
@@ -126,7 +134,10 @@ _CLAIM_FOR_CALLER = _LUA_COMMON + r"""
 -- [13] key of the advisors tried on this call (scored by when),
 -- [14] advisors tried at or after this time (ms) are not rung again,
 -- [15] the set of all teams (a team someone waits for is a team),
--- [16] the width of a priority band (a waiting score is band * width + arrival)
+-- [16] the width of a priority band (a waiting score is band * width + arrival),
+-- [17], [18] a number's place's key, before and after the number,
+-- [19], [20] a call's ended mark's key, before and after the CallSid,
+-- [21] how long a number's place is kept (s; it counts only while its call waits)
 local sid, owner, team = ARGV[6], ARGV[7], ARGV[8]
 local now, lease_until, band = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local may_queue, tried, tried_since = ARGV[12], ARGV[13], tonumber(ARGV[14])
@@ -162,6 +173,26 @@ for _, id in ipairs(candidates) do
   if not was_tried(id) then return claim(id) end
 end
 if may_queue ~= "1" then return {"none", ""} end
+local function still_waits(other)
+  -- The call holding a number's place still has it: not over, and waiting in its
+  -- queue or claimed for an advisor who rings for it (a missed ring puts it back).
+  if redis.call("EXISTS", ARGV[19] .. other .. ARGV[20]) == 1 then return false end
+  local c = redis.call("HMGET", call_key(other), "waiting_team", "advisor", "answered_by")
+  if c[1] and c[1] ~= "" and redis.call("ZSCORE", wait_key(c[1]), other) then return true end
+  if not c[2] or c[2] == "" or (c[3] and c[3] ~= "") then return false end
+  local adv = redis.call("HMGET", akey(c[2]), "call", "hold")
+  return adv[1] == other and adv[2] == "ringing"
+end
+local mine = redis.call("HMGET", call_key(sid), "one_place", "caller", "waiting_team")
+if mine[1] == "1" and not (mine[3] and mine[3] ~= ""
+                           and redis.call("ZSCORE", wait_key(mine[3]), sid)) then
+  -- One waiting place per number for this call's kind: another call from the
+  -- number that still waits keeps it; else this call takes it.
+  local place = ARGV[17] .. (mine[2] or "") .. ARGV[18]
+  local holder = redis.call("GET", place)
+  if holder and holder ~= sid and still_waits(holder) then return {"taken", holder} end
+  redis.call("SET", place, sid, "EX", ARGV[21])
+end
 redis.call("SADD", ARGV[15], team)
 redis.call("HSET", call_key(sid), "state", "queued")
 -- A caller waits in one team's set, the one their call names: one routed to another
@@ -431,10 +462,11 @@ def _announcing(source: str) -> str:
             "local result = transition()\n"
             # A caller queued changed a queue, not an advisor (an advisor's page
             # ignores those: in a storm they come a hundred a second); "none"
-            # changed nothing.
+            # and "taken" changed nothing.
             "local kind = 'presence'\n"
             "if type(result) == 'table' and result[1] == 'queued' then kind = 'queue'\n"
-            "elseif type(result) == 'table' and result[1] == 'none' then kind = nil end\n"
+            "elseif type(result) == 'table' and (result[1] == 'none' or result[1] == 'taken')"
+            " then kind = nil end\n"
             f"if kind then redis.pcall('PUBLISH', '{keys.desk_changes()}', kind) end\n"
             "return result\n")
 
@@ -443,9 +475,11 @@ def _announcing(source: str) -> str:
 class Claim:
     """What happened when a caller asked for an advisor."""
 
-    outcome: str  # "advisor", "queued" or "none"
+    outcome: str  # "advisor", "queued", "none" or "taken"
     advisor_id: str | None = None
     position: int | None = None
+    # "taken": the call from the same number that holds its one waiting place.
+    place_holder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -469,18 +503,26 @@ def claim_for_caller(
     """Atomically claim the owner or the longest-idle teammate, or queue the caller.
 
     Advisors already rung on this call are skipped; with `retry_after_ms`,
-    only those rung within that time (a re-offer to a waiting caller).
+    only those rung within that time (a re-offer to a waiting caller). A call whose
+    hash has `one_place` set waits only when no other call from its `caller` number
+    still waits (in a queue, or claimed for an advisor and ringing, not answered):
+    else nothing changes and the outcome is "taken", naming that call.
     """
+    place = keys.number_place("{}").split("{}")
+    ended = keys.call_ended("{}").split("{}")
     result = _run(
         r, _CLAIM_FOR_CALLER, call_sid, owner_id or "", team, now_ms, now_ms + lease_ms,
         band_of(priority), "1" if queue_if_none else "0", keys.call_tried(call_sid),
         0 if retry_after_ms is None else now_ms - retry_after_ms, keys.teams(), BAND_WIDTH,
+        *place, *ended, NUMBER_PLACE_TTL_SECONDS,
     )
     outcome, value = result  # type: ignore[misc]
     if outcome == "advisor":
         return Claim("advisor", advisor_id=value)
     if outcome == "queued":
         return Claim("queued", position=int(value))
+    if outcome == "taken":
+        return Claim("taken", place_holder=value)
     return Claim("none")
 
 

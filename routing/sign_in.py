@@ -34,9 +34,12 @@ if tried == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 return tried
 """
 
-# An attempt that could not be checked (the database failed) gives its place back.
+# An attempt that could not be checked (busy, or the database failed) gives its place
+# back; a count back at 0 is deleted, so sign-ins refused as busy (at once, by the
+# thousand, an id each) leave nothing in Redis.
 _RELEASE = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+local tried = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tried > 1 then redis.call('DECR', KEYS[1]) elseif tried == 1 then redis.call('DEL', KEYS[1]) end
 """
 
 

@@ -5,7 +5,9 @@ opt-out, against a target above 95% (the desk's policy).
 It is asked on the phone when the advisor hangs up first (the caller is still
 on the line after the `<Dial>`): five one-key questions (1–5), `#` skips one,
 9 opts out for good. Answers go on the call (its Redis hash) and from there on
-its log; the day's counts of "overall" answers feed `/api/stats`.
+its log (a key pressed as the caller hangs up may come after the status
+callback: the log written by then is brought up to date); the day's counts of
+"overall" answers feed `/api/stats`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.hours import CENTRAL, central_date
 from directory import keys
 from directory.call_logs import survey_history
+from directory.scripts import script
 from routing import auth
 from routing.acd import CallFinished, Decision
-from routing.call_state import get_call, update_call
+from routing.call_state import get_call, update_logged_call
 from routing.desk import Desk
 
 QUESTIONS = ("courtesy", "knowledge", "timeliness", "quality", "overall")
@@ -69,8 +72,8 @@ def after_the_advisor(
         return decision
     # When it was offered, for the 30 days: a call may start the day before (an
     # outage call answered at night), and the call log's start would date it then.
-    update_call(desk.r, call_sid, survey_offered=1,
-                survey_offered_at=int(now.timestamp() * 1000))
+    update_logged_call(desk, call_sid, survey_offered=1,
+                       survey_offered_at=int(now.timestamp() * 1000))
     _hold(desk, call["contact"], SURVEYED, _seconds_left(now, now))
     return AskSurvey(0)
 
@@ -134,16 +137,18 @@ def answer(
     if not call:
         return SurveyOver()
     if digits == OPT_OUT_KEY:
-        update_call(desk.r, call_sid, survey_opt_out=1)
+        update_logged_call(desk, call_sid, survey_opt_out=1)
         if call.get("contact"):
             _hold(desk, call["contact"], OPTED_OUT)
         return SurveyOver(opted_out=True)
     name = QUESTIONS[question]
     if len(digits) == 1 and digits in "12345":
-        update_call(desk.r, call_sid, **{f"survey_{name}": digits})
-        if name == "overall":
-            _count_overall(desk, call.get("team") or "", call.get("answered_by") or "", digits,
-                           now)
+        # The last key may come after the status callback (the caller hung up on it):
+        # the log, written by then, gets it late.
+        kept = update_logged_call(desk, call_sid, **{f"survey_{name}": digits})
+        if kept and name == "overall":
+            _count_overall(desk, call_sid, call.get("team") or "", call.get("answered_by") or "",
+                           digits, now)
     if question + 1 < len(QUESTIONS):
         return AskSurvey(question + 1)
     return SurveyOver()
@@ -154,19 +159,33 @@ def answers(call: dict[str, str]) -> dict[str, int]:
     return {q: int(call[f"survey_{q}"]) for q in QUESTIONS if call.get(f"survey_{q}")}
 
 
-def _count_overall(desk: Desk, team: str, advisor_id: str, digits: str, now: datetime) -> None:
-    """Count an "overall" answer on the day's figures of the call's team and advisor."""
+# Count a call's "overall" answer once, however often Twilio posts it (a retry comes
+# without its token): marked on the call's hash (KEYS[1], `survey_counted`) in the
+# same step as the counts (KEYS[2..]: the day's figures of the team and the advisor).
+# ARGV: [1] "1" when satisfied (4 or 5), [2] the counts' TTL (s). 1 when counted now.
+_COUNT_OVERALL_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or
+   redis.call('HSETNX', KEYS[1], 'survey_counted', '1') == 0 then return 0 end
+for i = 2, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'answers', 1)
+  if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[i], 'satisfied', 1) end
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return 1
+"""
+
+
+def _count_overall(desk: Desk, call_sid: str, team: str, advisor_id: str, digits: str,
+                   now: datetime) -> None:
+    """Count a call's "overall" answer on the day's figures of its team and advisor,
+    once per call (a repeated post of the answer counts nothing)."""
     day = central_date(now).isoformat()
-    pipe = desk.r.pipeline(transaction=False)
     counted = [keys.survey_overall(team or "general", day)]
     if advisor_id:
         counted.append(keys.survey_overall_of_advisor(advisor_id, day))
-    for key in counted:
-        pipe.hincrby(key, "answers", 1)
-        if digits in "45":
-            pipe.hincrby(key, "satisfied", 1)
-        pipe.expire(key, _COUNTS_TTL_SECONDS)
-    pipe.execute()
+    script(desk.r, _COUNT_OVERALL_ONCE)(
+        keys=[keys.call(call_sid), *counted],
+        args=["1" if digits in "45" else "0", _COUNTS_TTL_SECONDS], client=desk.r)
 
 
 def overall_satisfaction(desk: Desk, team: str, now: datetime) -> float | None:

@@ -10,10 +10,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from config import hours
 from directory import keys
-from directory.catalog import GENERAL
+from directory.catalog import GENERAL, HOSTING
 from directory.scripts import as_hash, script
-from routing import acd, callbacks, presence
+from routing import acd, auth, callbacks, oncall, presence
 from routing.availability import note_dequeued
 from routing.call_state import get_call, update_call
 from routing.cases import Voicemail
@@ -33,13 +34,19 @@ _BAND_NAMES = {band: name for name, band in BANDS.items()}
 def estimate(
     desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
 ) -> tuple[int | None, float | None]:
-    """Place in line and estimated wait: recent average wait x place / advisors working."""
+    """Place in line and estimated wait: recent average wait x place / advisors working.
+
+    With no advisor of the team working (at night, say) there is no estimate
+    (None): a wait the desk cannot keep is never promised.
+    """
     if rank is None:
         return None, None
+    serving = int(working) if working is not None else _serving_advisors(desk, team)
+    if serving <= 0:
+        return rank + 1, None
     waits = [float(w) for w in recent]
     average = sum(waits) / len(waits) if waits else 30.0
-    serving = int(working) if working is not None else _serving_advisors(desk, team)
-    return rank + 1, average * (rank + 1) / max(1, serving)
+    return rank + 1, average * (rank + 1) / serving
 
 
 def _serving_advisors(desk: Desk, team: str) -> int:
@@ -156,7 +163,7 @@ class HoldCycle:
 
     leave: bool
     position: int | None = None
-    estimate_seconds: float | None = None
+    estimate_seconds: float | None = None  # None with a position: nobody is working the team
     offer_callback: bool = False  # a verified contact with a dialable directory phone
     offer_voicemail: bool = False  # waited past CASELINE_MAX_WAIT_SECONDS
 
@@ -194,6 +201,10 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
             if claim.outcome == "advisor":
                 note_dequeued(desk, call_sid, call, now_ms)
                 return HoldCycle(leave=True)
+        if _oncall_serves(desk, call, now_ms) and \
+                oncall.offer_to_head(desk, call_sid, call, now_ms):
+            note_dequeued(desk, call_sid, call, now_ms, state="oncall")
+            return HoldCycle(leave=True)
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
@@ -204,6 +215,16 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
         and callbacks.callback_number(desk, call) is not None,
         offer_voicemail=waited_ms >= desk.settings.max_wait_seconds * 1000,
     )
+
+
+def _oncall_serves(desk: Desk, call: dict[str, str], now_ms: int) -> bool:
+    """Whether the on-call engineer serves this waiting caller: an outage caller, a
+    verified contact of a hosted district, waiting for hosting while the desk is
+    closed, with an engineer configured (the night's rule, `outage.routed_at_night`)."""
+    return (bool(desk.settings.oncall_number) and call.get("waiting_team") == HOSTING
+            and call.get("outage") == "1" and auth.is_authorized(call)
+            and call.get("hosted") == "1"
+            and not hours.is_open(datetime.fromtimestamp(now_ms / 1000, UTC)))
 
 
 # Twilio's `<Enqueue>` action results that mean the caller was never queued
@@ -243,6 +264,8 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     """
     now = now or datetime.now(UTC)
     call = get_call(desk.r, call_sid)
+    if call.get("callback") == "1":
+        return True  # confirmed already: a repeat (Twilio's retry) takes no other callback
     team = call.get("waiting_team")
     if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
         return False  # already being connected
@@ -252,6 +275,14 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     update_call(desk.r, call_sid, callback="1", callback_state="waiting",
                    callback_number=number)
     return True
+
+
+def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
+    """Whether the caller has waited long enough to be offered a voicemail (as their
+    hold cycle offers it: since they first joined a queue)."""
+    now_ms = int(now.timestamp() * 1000)
+    waited_ms = now_ms - _arrival_ms(get_call(desk.r, call_sid), now_ms)
+    return waited_ms >= desk.settings.max_wait_seconds * 1000
 
 
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
@@ -282,8 +313,11 @@ class HoldKey:
 
 def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKey:
     """A waiting caller pressed a key: 1 keeps their place for a callback (when the
-    policy allows it), 2 leaves the queue for a voicemail on their case."""
-    if key == "2" and leave_for_voicemail(desk, call_sid):
+    policy allows it), 2 leaves the queue for a voicemail on their case once it is on
+    offer (after `CASELINE_MAX_WAIT_SECONDS`). Any other key, or 2 pressed before
+    then, changes nothing: the caller keeps their place."""
+    if key == "2" and _voicemail_on_offer(desk, call_sid, now) \
+            and leave_for_voicemail(desk, call_sid):
         return HoldKey("voicemail")
     if key == "1":
         return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")
@@ -317,8 +351,12 @@ def after_queue(
     """
     caller_gone = acd.is_final(call_status)
     if result == "leave" and not caller_gone:
-        if wants_voicemail(get_call(desk.r, call_sid)):
+        call = get_call(desk.r, call_sid)
+        if wants_voicemail(call):
             return Voicemail()
+        if call.get("state") == "oncall" and desk.settings.oncall_number:
+            # Offered the on-call engineer on a hold cycle (`oncall.offer_to_head`).
+            return Requeue(acd.DialNumber(desk.settings.oncall_number))
         return Requeue(acd.route_caller(desk, call_sid, now_ms))
     if result not in QUEUE_FAILURES or caller_gone:
         return acd.Nothing()

@@ -79,6 +79,9 @@ cat <<MSG
 
   $HOURS
 
+  After a call an advisor wraps up for ${CASELINE_WRAPUP_SECONDS} s here before taking the
+  next caller (CASELINE_WRAPUP_SECONDS; the service's default is 30).
+
   Every advisor starts offline. From another terminal, put some on the line first,
   longest idle first as in the README (or a call waits in the queue):
 

@@ -255,6 +255,20 @@ def test_with_redis_down_a_console_page_says_so_and_asks_for_itself_again(
     assert client.get("/console/wallboard").status_code == 200
 
 
+def test_with_redis_down_the_sign_in_form_still_opens_and_signing_in_says_why_not(
+        settings, accounts, make_app):
+    """Before sign-in nothing is kept in Redis, so the sign-in form opens while Redis
+    cannot be reached; signing in then (it needs Redis) is the console's page saying
+    the data is unavailable, not a refused form."""
+    cut_off = make_app(settings.with_changes(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    visitor = cut_off.test_client()
+    token = csrf_of(visitor)
+    answer = visitor.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    assert answer.status_code == 503
+    assert "unavailable" in re.search(r"<h1>(.*?)</h1>", answer.get_data(as_text=True)).group(1)
+
+
 @pytest.mark.databases
 def test_set_password_prompts_twice_without_echo(settings, engine, desk, directory):
     directory.advisor("A7")
@@ -267,6 +281,8 @@ def test_set_password_prompts_twice_without_echo(settings, engine, desk, directo
     unknown = CliRunner().invoke(cli.main, ["advisors", "set-password", "A99"],
                                  input=f"{PASSWORD}\n{PASSWORD}\n", env=env)
     assert unknown.exit_code == 1
+    # Said before the password is asked for, not after it was typed twice.
+    assert unknown.output.startswith("no advisor A99 in the directory"), unknown.output
 
 
 def test_a_process_holds_few_event_streams_and_the_rest_poll(settings, desk, accounts,
@@ -620,7 +636,7 @@ def test_a_supervisor_posts_and_withdraws_a_window_and_a_weekday_is_refused(
     assert posted.status_code == 302
     assert api.get("/api/maintenance", headers=headers).get_json() == [
         {"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
-         "outage": True}]
+         "outage": True, "note": "moved release"}]
     page = client.get("/console/wallboard").get_data(as_text=True)
     assert "moved release" in re.search(r'<ul id="maintenance">(.*?)</ul>', page, re.S).group(1)
     assert client.post("/console/maintenance/withdraw", data={

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from directory import keys
 from directory.accounts import set_password
+from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS, VISITOR_COOKIE_NAME
 from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN
 from twilio_side import Caller, HttpTransport, InProcessLink
 
@@ -140,6 +142,39 @@ def test_an_advisor_goes_available_takes_a_call_and_goes_away_live(
     expect(wallboard.locator("#advisor-A7 .state")).to_have_text("away", timeout=1000)
     assert_not_reloaded(wallboard)
     assert wallboard.evaluate("document.body.dataset.live") == "stream"
+
+
+def test_a_fresh_browser_signs_in_and_out_and_only_its_sign_in_is_kept_in_redis(
+        browser, live_service, directory, desk):
+    """A browser that has never been here opens the sign-in page: Redis holds nothing of
+    it (a visitor's form secret is in its own signed cookie). It signs in: one session
+    in Redis, for 12 hours, and the browser holds that session's cookie alone. It signs
+    out: the session is gone, and the sign-in page it lands on leaves nothing."""
+    expect = sync_api.expect
+    directory.advisor("A7", ["general"])
+    directory.load()
+    set_password(desk.session_factory, desk.r, "A7", PASSWORD, supervisor=False)
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{live_service.url}/console/sign-in")
+    assert list(desk.r.scan_iter(keys.console_session("*"))) == []
+    assert [cookie["name"] for cookie in context.cookies()] == [VISITOR_COOKIE_NAME]
+
+    page.get_by_label("Advisor id").fill("A7")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#presence")).to_have_text("offline")
+    cookies = context.cookies()
+    assert [cookie["name"] for cookie in cookies] == [COOKIE_NAME]
+    key = keys.console_session(cookies[0]["value"])
+    assert list(desk.r.scan_iter(keys.console_session("*"))) == [key]
+    assert LIFETIME_SECONDS - 30 < desk.r.ttl(key) <= LIFETIME_SECONDS
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert list(desk.r.scan_iter(keys.console_session("*"))) == []
+    assert [cookie["name"] for cookie in context.cookies()] == [VISITOR_COOKIE_NAME]
+    context.close()
 
 
 def test_the_wallboard_polls_while_its_event_stream_is_down(

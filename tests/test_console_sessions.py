@@ -1,6 +1,6 @@
 """Who stays signed in to the console: the lockout under guesses sent at once,
-sessions that end when their account's password or role changes, and a sign-in's
-12 hours."""
+sessions that end when their account's password or role changes, a sign-in's
+12 hours, and visitors who never sign in and leave nothing in Redis."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from caseline import cli
 from directory import keys
 from directory.accounts import set_password
-from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS
+from ivr.console.web_sessions import COOKIE_NAME, LIFETIME_SECONDS, VISITOR_COOKIE_NAME
 from routing import presence
 from routing import sign_in as sign_in_module
 from routing.announcement import active_announcement
@@ -197,7 +197,7 @@ def test_a_demoted_supervisor_cannot_touch_what_callers_hear(app, desk):
     page, and the wallboard answers 403."""
     app.extensions["caseline.maintenance"] = []
     window = [{"start": "2026-12-12T01:00:00-06:00", "end": "2026-12-12T05:00:00-06:00",
-               "outage": True}]
+               "outage": True, "note": ""}]
     api = app.test_client()
     assert api.put("/api/maintenance", json=window, headers=API).status_code == 200
     announcing = signed_in_browser(app, "S1", SUPERVISOR_PASSWORD)
@@ -353,3 +353,169 @@ def test_a_sign_in_sent_while_another_is_checked_is_told_to_retry_at_once(app, d
     assert int(desk.r.get(keys.sign_in_failures("A7")) or 0) == 0
     monkeypatch.undo()
     assert sign_in(app.test_client(), "A7", PASSWORD).status_code == 302
+
+
+def console_sessions(desk) -> list[str]:
+    """The console sessions Redis holds."""
+    return list(desk.r.scan_iter(keys.console_session("*")))
+
+
+def test_a_thousand_visitors_to_the_sign_in_page_leave_nothing_in_redis(app, desk):
+    """Anyone may ask for the sign-in page, as often as they like and with no cookie
+    each time (a loop of GETs). Each such visitor used to leave a session in Redis, the
+    line's routing store, for 12 hours: a loop could fill it and take the phone line
+    down. A thousand leave Redis as it was, and each still gets the form with its
+    token. So do the other pages a visitor reaches: those that send them to sign in,
+    an unknown page, the stylesheet, forms posted without their token, and the
+    sign-in page asked for with a cookie naming a session that is no more."""
+    before = set(desk.r.scan_iter())
+    for _ in range(1000):
+        page = app.test_client().get("/console/sign-in")
+        assert page.status_code == 200
+        assert 'name="csrf_token" value="' in page.get_data(as_text=True)
+    assert set(desk.r.scan_iter()) == before
+
+    reachable = [("get", "/console/", 302), ("get", "/console/advisor", 302),
+                 ("get", "/console/advisor/live", 302), ("get", "/console/wallboard", 302),
+                 ("get", "/console/wallboard/live", 302), ("get", "/console/events", 302),
+                 ("get", "/console/no-such-page", 404),
+                 ("get", "/static/console/console.css", 200),
+                 ("post", "/console/sign-in", 400), ("post", "/console/sign-out", 400),
+                 ("post", "/console/announcement", 400)]
+    for _ in range(50):
+        for method, path, status in reachable:
+            answer = getattr(app.test_client(), method)(path)
+            assert answer.status_code == status, (method, path)
+            answer.close()
+        ended = app.test_client()
+        ended.set_cookie(COOKIE_NAME, "x" * 43)  # a session ended or expired meanwhile
+        assert ended.get("/console/sign-in").status_code == 200
+    assert set(desk.r.scan_iter()) == before
+
+
+def test_a_visitor_gets_a_session_in_redis_only_by_signing_in_and_it_lasts_12_hours(
+        app, desk):
+    """A fresh browser opens the sign-in page (nothing in Redis yet) and signs in: only
+    then is there a session in Redis, under the id its cookie names, for 12 hours, and
+    the visitor's cookie is gone. Signing out removes the session, and the sign-in
+    page it lands on leaves nothing behind."""
+    browser = app.test_client()
+    token = csrf_of(browser)
+    assert console_sessions(desk) == []
+    assert browser.get_cookie(VISITOR_COOKIE_NAME) is not None
+
+    answer = browser.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    assert answer.status_code == 302 and answer.headers["Location"].endswith("/console/advisor")
+    key = keys.console_session(browser.get_cookie(COOKIE_NAME).value)
+    assert console_sessions(desk) == [key]
+    assert LIFETIME_SECONDS - 5 < desk.r.ttl(key) <= LIFETIME_SECONDS
+    assert browser.get_cookie(VISITOR_COOKIE_NAME) is None
+    assert browser.get("/console/advisor").status_code == 200
+
+    out = browser.post("/console/sign-out", data={"csrf_token": csrf_of(browser,
+                                                                        "/console/advisor")})
+    assert sent_to_sign_in(out)
+    assert browser.get("/console/sign-in").status_code == 200
+    assert console_sessions(desk) == []
+    assert sent_to_sign_in(browser.get("/console/advisor"))
+
+
+def test_a_session_that_is_over_is_a_visitor_again_on_the_sign_in_page(app, desk):
+    """A browser whose sign-in ended (a new password) opens the sign-in page: its
+    session is gone from Redis and not made again, its cookie is cleared, and the form
+    it is shown signs in with the new password."""
+    browser = signed_in_browser(app, "A7", PASSWORD)
+    set_password(desk.session_factory, desk.r, "A7", NEW_PASSWORD, supervisor=False)
+    token = csrf_of(browser)
+    assert console_sessions(desk) == []
+    assert browser.get_cookie(COOKIE_NAME) is None
+    assert browser.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": NEW_PASSWORD}).status_code == 302
+    assert browser.get("/console/advisor").status_code == 200
+
+
+def test_a_sign_in_without_its_own_browsers_token_is_still_refused(app, desk):
+    """No session in Redis before sign-in, yet the form is as safe: no token, a made-up
+    one, another browser's, or a token sent without its browser's cookie (a form
+    posted from another site) is refused (400) and signs no one in; the browser's own
+    token then signs in."""
+    mine, theirs = app.test_client(), app.test_client()
+    token, their_token = csrf_of(mine), csrf_of(theirs)
+    form = {"advisor": "A7", "password": PASSWORD}
+    for browser, posted in [(mine, form), (mine, {**form, "csrf_token": "made-up"}),
+                            (mine, {**form, "csrf_token": their_token}),
+                            (app.test_client(), {**form, "csrf_token": token})]:
+        refused = browser.post("/console/sign-in", data=posted)
+        assert refused.status_code == 400, posted
+        assert sent_to_sign_in(browser.get("/console/advisor"))
+    assert console_sessions(desk) == []
+    assert sign_in(mine, "A7", PASSWORD).status_code == 302
+    assert mine.get("/console/advisor").status_code == 200
+
+
+def test_a_visitors_cookie_serves_the_form_and_never_signs_anyone_in(app, desk):
+    """A visitor's cookie is signed with the console's key and carries the form's CSRF
+    secret and nothing else that is read: one altered by hand is refused with its
+    token; one signed with the console's own key (a key that leaked) that says it is
+    a supervisor's opens no page, while its CSRF secret still serves the form."""
+    browser = app.test_client()
+    token = csrf_of(browser)
+    cookie = browser.get_cookie(VISITOR_COOKIE_NAME).value
+    browser.set_cookie(VISITOR_COOKIE_NAME, cookie[:-2] + ("BB" if cookie.endswith("AA")
+                                                           else "AA"))
+    refused = browser.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": PASSWORD})
+    assert refused.status_code == 400
+
+    serializer = app.session_interface.visitors.get_signing_serializer(app)
+    forged = app.test_client()
+    forged.set_cookie(VISITOR_COOKIE_NAME, serializer.dumps({
+        "advisor": "S1", "name": "Sam Super", "supervisor": True, "version": 0,
+        "csrf_token": "0" * 40}))
+    for path in ("/console/wallboard", "/console/advisor", "/console/events"):
+        assert sent_to_sign_in(forged.get(path)), path
+    assert sign_in(forged, "A7", PASSWORD).headers["Location"].endswith("/console/advisor")
+
+
+def test_sign_ins_refused_as_busy_leave_nothing_in_redis(app, desk, monkeypatch):
+    """While a password is being checked, sign-ins that arrive are refused as busy at
+    once, unchecked: a flood of them, an id each, leaves no count behind in Redis (each
+    used to leave its id's count, at 0, for 15 minutes)."""
+    from directory import accounts as account_store
+
+    checking, let_go = threading.Event(), threading.Event()
+    real_verify = account_store._HASHER.verify
+
+    def held_verify(hash_: str, password: str) -> bool:
+        checking.set()
+        let_go.wait(10)
+        return real_verify(hash_, password)
+
+    class HeldHasher:
+        """argon2's hasher, its check held until the test lets it go."""
+
+        verify = staticmethod(held_verify)
+        check_needs_rehash = staticmethod(account_store._HASHER.check_needs_rehash)
+        hash = staticmethod(account_store._HASHER.hash)
+
+    monkeypatch.setattr(account_store, "_HASHER", HeldHasher())
+    first = app.test_client()
+    token = csrf_of(first)
+    held = threading.Thread(target=lambda: first.post("/console/sign-in", data={
+        "csrf_token": token, "advisor": "A7", "password": "a wrong guess"}))
+    held.start()
+    try:
+        assert checking.wait(10)
+        flood = app.test_client()
+        token = csrf_of(flood)
+        for n in range(200):
+            answer = flood.post("/console/sign-in", data={
+                "csrf_token": token, "advisor": f"X{n}", "password": "a guess"})
+            assert answer.status_code == 503 and BUSY in answer.get_data(as_text=True)
+    finally:
+        let_go.set()
+        held.join(timeout=20)
+    counted = set(desk.r.scan_iter(keys.sign_in_failures("*")))
+    assert counted == {keys.sign_in_failures("A7")}  # the one checked: wrong, counted
+    assert desk.r.get(keys.sign_in_failures("A7")) == "1"

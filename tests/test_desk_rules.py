@@ -132,6 +132,23 @@ def test_after_hours_option_2_voicemail_opens_a_new_case(phone, desk, desk_direc
         assert case.district_id == "D100" and case.status == "new"
 
 
+@pytest.mark.databases
+def test_after_hours_option_6_asks_the_product_and_the_voicemail_opens_its_case(
+        phone, desk, desk_directory):
+    with at(2026, 11, 24, 20):
+        fram = phone.call(PAT, "6 3")  # 3: FRAM
+        missed = phone.call(PAT, "6 9 9 9")  # three misses: still a message, a general case
+    assert fram.outcome == "voicemail" and missed.outcome == "voicemail"
+    fram_log, missed_log = logs(desk)
+    assert fram_log.menu_path == "6>3" and fram_log.team == "fram"
+    assert fram_log.recording_url == fram.recording_url
+    assert missed_log.recording_url == missed.recording_url
+    with desk.session_factory() as db:
+        case = db.get(Case, fram_log.case_number)
+        assert (case.district_id, case.product, case.status) == ("D100", "fram", "new")
+        assert db.get(Case, missed_log.case_number).product == "campus"  # the general team's
+
+
 # --- option 8 ---------------------------------------------------------------
 
 

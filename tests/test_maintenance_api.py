@@ -26,9 +26,9 @@ PAT = "+16125550101"
 PASSWORD = "staple of the wallboard"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 SATURDAY_NIGHT = {"start": "2026-12-12T00:00:00-06:00", "end": "2026-12-12T04:00:00-06:00",
-                  "outage": True}
+                  "outage": True, "note": ""}
 SATURDAY_DAY = {"start": "2026-12-12T04:00:00-06:00", "end": "2026-12-12T18:00:00-06:00",
-                "outage": False}
+                "outage": False, "note": ""}
 
 
 @pytest.fixture
@@ -74,10 +74,21 @@ def test_the_files_windows_are_posted_until_replaced(client):
     response = client.get("/api/maintenance", headers=API)
     assert response.status_code == 200
     windows = response.get_json()
-    assert windows[0] == {"start": "2026-12-05T00:00:00-06:00",
-                          "end": "2026-12-05T06:00:00-06:00", "outage": True}
+    assert {k: windows[0][k] for k in ("start", "end", "outage")} == {
+        "start": "2026-12-05T00:00:00-06:00", "end": "2026-12-05T06:00:00-06:00",
+        "outage": True}
     assert windows[1]["outage"] is False
     assert client.get("/api/maintenance").status_code == 401
+
+
+def test_what_get_shows_put_back_changes_nothing_notes_included(client):
+    posted = [{**SATURDAY_NIGHT, "note": "release 26.12: districts may be offline"},
+              SATURDAY_DAY]
+    assert client.put("/api/maintenance", json=posted, headers=API).status_code == 200
+    shown = client.get("/api/maintenance", headers=API).get_json()
+    assert shown == posted
+    assert client.put("/api/maintenance", json=shown, headers=API).status_code == 200
+    assert client.get("/api/maintenance", headers=API).get_json() == posted
 
 
 def test_a_window_not_on_a_saturday_is_refused_and_nothing_changes(client, desk):

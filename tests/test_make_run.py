@@ -90,6 +90,8 @@ def test_ctrl_c_stops_make_run_quietly_and_completely(tmp_path):
         wait_for("the call instructions", lambda: BANNER_END in log.read_text(errors="replace")
                  or script.poll() is not None, timeout=60)
         assert script.poll() is None, log.read_text(errors="replace")
+        # The demo's short wrap-up, not the service's default, is said.
+        assert "wraps up for 5 s" in log.read_text(errors="replace")
         redis_pid = int((instance / "redis.pid").read_text())
         # The worker listening for jobs, as it is once the person reads the banner.
         client = redis.Redis(unix_socket_path=str(instance / "redis.sock"))

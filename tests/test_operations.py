@@ -104,6 +104,27 @@ def test_the_real_serve_command_exits_at_once_without_a_token(tmp_path):
     assert not (tmp_path / "instance").exists()  # nothing was created or started
 
 
+@pytest.mark.parametrize(("command", "variable", "value"), [
+    (["serve"], "CASELINE_CALLER_ID_TRUST", "bogus"),
+    (["serve"], "CASELINE_WRAPUP_SECONDS", "ten"),
+    (["worker", "--burst"], "CASELINE_MAX_WAIT_SECONDS", "20 minutes"),
+    (["directory", "load", "directory.json"], "CASELINE_OVERFLOW_SECONDS", "2m"),
+    (["call", "--from", "+16125550101", "--keys", "2"], "PORT", "eighty")])
+def test_a_bad_setting_stops_every_command_naming_it_without_a_traceback(
+        tmp_path, command, variable, value):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TWILIO_", "CASELINE_", "REDIS_URL", "DATABASE_URL", "PORT"))}
+    env |= {"CASELINE_INSTANCE_PATH": str(tmp_path / "instance"),
+            "PYTHONPATH": str(PROJECT_ROOT), "TWILIO_AUTH_TOKEN": "secret", variable: value}
+    (tmp_path / "directory.json").write_text("{}")
+    done = subprocess.run([sys.executable, "-m", "caseline.cli", *command], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert variable in done.stderr and repr(value) in done.stderr
+    assert not (tmp_path / "instance").exists()  # nothing was created or started
+
+
 def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r, make_app):
 
     form = {"CallSid": "CA" + "1" * 32, "From": "+16125550101",

@@ -190,6 +190,26 @@ def test_an_announcement_set_with_anything_but_true_or_false_is_refused(client, 
     assert active_announcement(desk.r) is None  # still off: callers hear nothing
 
 
+def test_an_announcement_turned_off_keeps_its_text_to_be_turned_on_again(
+        client, phone, lakeview):
+    incident = "Email is down for some districts."
+    api(client, "PUT", "/api/announcement", {"text": incident, "active": True})
+    off = api(client, "PUT", "/api/announcement", {"active": False})
+    assert off.status_code == 200
+    assert off.get_json() == {"text": incident, "active": False}
+    assert api(client, "GET", "/api/announcement").get_json() == {"text": incident,
+                                                                  "active": False}
+    assert incident not in phone.call(PAT, "").heard()  # off: callers hear nothing
+    on = api(client, "PUT", "/api/announcement", {"active": True})
+    assert on.get_json() == {"text": incident, "active": True}
+    assert api(client, "GET", "/api/announcement").get_json() == {"text": incident,
+                                                                  "active": True}
+    assert incident in phone.call(PAT, "").heard()
+    # A text given replaces it, an empty one included.
+    assert api(client, "PUT", "/api/announcement",
+               {"text": "", "active": False}).get_json() == {"text": "", "active": False}
+
+
 def test_a_body_nested_deeper_than_json_goes_is_a_400(client):
     body = "[" * 100_000 + "]" * 100_000
     response = client.put("/api/announcement", data=body, content_type="application/json",

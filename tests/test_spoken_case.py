@@ -31,7 +31,7 @@ def _at_the_case_question(client, sid: str) -> None:
     gather = post(client, "/voice/menu", {"CallSid": sid, "Digits": "1"}).find("Gather")
     # The question takes speech as well as keys.
     assert gather is not None and gather.get("input") == "dtmf speech"
-    assert gather.get("action", "").endswith("/voice/case")
+    assert gather.get("action", "").split("?")[0].endswith("/voice/case")
 
 
 @pytest.mark.parametrize("said", ["two oh two four one one seven", "2024117",
@@ -52,7 +52,7 @@ def test_words_that_are_not_a_case_number_are_a_miss_like_a_bad_key(desk, lakevi
                                           "SpeechResult": "I need help with my password"})
     assert answer.find("Dial") is None
     gather = answer.find("Gather")  # asked again, as after a wrong key
-    assert gather is not None and gather.get("action", "").endswith("/voice/case")
+    assert gather is not None and gather.get("action", "").split("?")[0].endswith("/voice/case")
     assert "not find" in " ".join(s.text or "" for s in answer.iter("Say")).lower()
 
 

@@ -175,7 +175,7 @@ def test_a_caller_waiting_past_the_longest_wait_may_leave_a_voicemail_on_their_c
     with time_machine.travel(time.time() + 61, tick=True):  # a minute later
         assert offer in [s.text for s in post(client, "/voice/wait",
                                               {"CallSid": "CA-long"}).iter("Say")]
-    leave = post(client, "/voice/callback", {"CallSid": "CA-long", "Digits": "2"})
+        leave = post(client, "/voice/callback", {"CallSid": "CA-long", "Digits": "2"})
     assert [el.tag for el in leave] == ["Leave"]
     record = post(client, "/voice/queue-result", {"CallSid": "CA-long", "QueueResult": "leave",
                                                   "CallStatus": "in-progress"})

@@ -83,6 +83,55 @@ def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakev
     assert stats["general"]["waiting"] == 2
 
 
+def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview):
+    """At night, every hosting advisor offline: an outage caller hears their place and
+    that nobody is available, never an estimate the desk cannot keep."""
+    p = Prompts()
+    queue_caller(desk, "CA-night", team="hosting", priority="critical")
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued_nobody_working", position=1) in heard
+    assert p.text("routing.queued", position=1) not in heard
+    assert p.text("routing.estimate_short") not in heard
+    # A7 comes on, busy: an estimate again (once the count, cached a few seconds for
+    # the hold cycles, is read anew).
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    desk.r.delete(keys.team_working("hosting"))
+    heard = hold_cycle(client, "CA-night")
+    assert p.text("routing.queued", position=1) in heard
+    assert p.text("routing.estimate_short") in heard
+
+
+def press_on_hold(client, sid: str, digits: str) -> ET.Element:
+    """A key pressed at the hold cycle's question, posted as Twilio does; the TwiML."""
+    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "Digits": digits}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/callback",
+                                                               form)
+    response = client.post("/voice/callback", data=form,
+                           headers={"X-Twilio-Signature": signature})
+    return ET.fromstring(response.data)
+
+
+@pytest.mark.parametrize("digits", ["2", "9", "#"])
+def test_a_key_not_on_offer_keeps_the_callers_place(client, desk, lakeview, digits):
+    """An outage caller who has waited a minute (the voicemail is offered only after
+    CASELINE_MAX_WAIT_SECONDS, 1200 s) presses a stray key: still waiting, first in line."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-outage", team="hosting", at_ms=now - 60_000, priority="critical")
+    assert Prompts().text("routing.voicemail_offer") not in hold_cycle(client, "CA-outage")
+    answered = press_on_hold(client, "CA-outage", digits)
+    assert answered.find("Leave") is None and answered.find("Record") is None
+    assert desk.r.zrank(keys.team_waiting("hosting"), "CA-outage") == 0
+
+
+def test_key_2_leaves_for_a_voicemail_once_the_longest_wait_is_over(client, desk, lakeview):
+    now = int(time.time() * 1000)
+    max_wait_ms = desk.settings.max_wait_seconds * 1000
+    queue_caller(desk, "CA-long", at_ms=now - max_wait_ms - 1_000)
+    assert Prompts().text("routing.voicemail_offer") in hold_cycle(client, "CA-long")
+    assert [el.tag for el in press_on_hold(client, "CA-long", "2")] == ["Leave"]
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-long") is None
+
+
 def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
                                                                emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
@@ -210,6 +259,97 @@ def test_an_abandoned_callers_log_keeps_how_long_they_waited_and_the_desk_hears_
     assert desk.r.zcard(keys.team_waiting("general")) == 0
     assert gave_up["details"]["abandoned"] is True
     assert 42 <= gave_up["queue_wait_seconds"] < 50
+
+
+def _signed_post(client, path: str, form: dict[str, str]) -> ET.Element:
+    """Post a webhook as Twilio does (signed, no idempotency token); its TwiML."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def _gave_up(desk, client, sid: str, team: str = "general") -> tuple[dict, dict]:
+    """Pat's call `sid` is over (status callback 50 s): its log and `team`'s stats."""
+    status_callback(client, sid, 50)
+    run_jobs(desk)
+    return call_log(desk, sid), client.get("/api/stats", headers=API).get_json()[team]
+
+
+@pytest.mark.parametrize("brought_over", ["redirect-sent", "redirect-404", "ringing"])
+def test_a_caller_who_hangs_up_as_a_freed_advisor_is_claimed_for_them_is_abandoned(
+        desk, lakeview, client, emulator, brought_over):
+    """Pat waited 42 s; A2 frees up and is claimed for Pat. Pat hangs up before reaching
+    A2: as Twilio moves the call (the redirect sent), before it (the redirect answers
+    404), or while A2's phone rings. Abandoned, with the 42 s in the queue; A2 free."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-late")
+    queue_caller(desk, "CA-late", at_ms=now - 42_000)
+    if brought_over == "redirect-404":
+        emulator.end_call("CA-late")
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    assert len(emulator.redirects("CA-late")) == 1
+    if brought_over == "ringing":
+        dial = _signed_post(client, "/voice/connect", {"CallSid": "CA-late",
+                                                       "CallStatus": "in-progress"})
+        assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
+    emulator.end_call("CA-late")
+    gave_up, general = _gave_up(desk, client, "CA-late")
+
+    assert gave_up["status"] == "abandoned" and gave_up["details"]["abandoned"] is True
+    assert 42 <= gave_up["queue_wait_seconds"] < 43  # the wait ended at the claim
+    assert (general["abandoned"], general["answered"], general["asa_seconds"]) == (1, 0, None)
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_a_caller_who_hangs_up_after_a_hold_cycle_took_a_free_advisor_is_abandoned(
+        desk, lakeview, client):
+    """Pat has waited 200 s for fees; a hold cycle finds general's A2 idle and leaves the
+    queue for A2 (`<Leave/>`, overflow); Pat hangs up before Twilio posts the
+    `<Enqueue>` action. Abandoned, with the 200 s in the queue; A2 free again."""
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-left", team="fees", at_ms=now - 200_000)
+    assert hold_cycle(client, "CA-left") == []  # <Leave/>
+    assert presence.advisor_state(desk.r, "A2")["call"] == "CA-left"
+    gave_up, stats = _gave_up(desk, client, "CA-left", team="fees")
+
+    assert gave_up["status"] == "abandoned"
+    assert 200 <= gave_up["queue_wait_seconds"] < 205
+    assert stats["abandoned"] == 1
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
+
+
+def test_a_caller_whose_end_comes_between_a_claim_and_its_note_is_abandoned(desk, lakeview):
+    """The end lands after a hold cycle's claim took Pat out of the fees queue for A2 and
+    before the claim's wait was noted on the call: abandoned, the wait counted to the
+    claim."""
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-race", team="fees", at_ms=now - 200_000)
+    claim = presence.claim_for_caller(desk.r, "CA-race", team="general", owner_id=None,
+                                      now_ms=now, lease_ms=35_000, queue_if_none=False)
+    assert claim.advisor_id == "A2"
+    ended = acd.end_call(desk, "CA-race", "completed", 210, now + 5_000)
+    assert ended is not None
+    assert (ended["abandoned"], ended["queue_wait_ms"]) == ("1", "200000")
+
+
+def test_a_caller_who_never_waited_and_hangs_up_while_ringing_is_not_abandoned(
+        desk, lakeview, client):
+    """Pat rings A2 at once (nobody waited) and hangs up during the ring: unanswered,
+    not an abandonment of the queue."""
+    make_available(desk, "A2")
+    _signed_post(client, "/voice/incoming", {"CallSid": "CA-ring", "From": PAT,
+                                             "To": "+18005550100",
+                                             "StirVerstat": "TN-Validation-Passed-A"})
+    dial = _signed_post(client, "/voice/menu?attempt=1", {"CallSid": "CA-ring", "Digits": "2"})
+    assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
+    rang, general = _gave_up(desk, client, "CA-ring")
+
+    assert rang["status"] == "unanswered" and rang["details"]["abandoned"] is False
+    assert general["abandoned"] == 0
 
 
 def test_a_call_first_heard_of_at_its_end_is_logged_from_what_twilio_said(

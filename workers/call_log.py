@@ -25,7 +25,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ from jobs.queues import (
     CALL_LOGS_SET_ASIDE,
     CALL_LOGS_SPLIT,
     CALL_LOGS_SPLIT_SECONDS,
+    CALLS_CHANGED,
     CALLS_TO_LOG,
     queue_log_calls,
 )
@@ -197,7 +198,6 @@ def write_or_set_aside(desk: Desk, sids: list[str], deadline: float = math.inf,
             half = len(part) // 2
             parts += [part[half:], part[:half]]
             continue
-        desk.r.zrem(CALLS_TO_LOG, *part)
         for sid in (sid for sid, outcome in written.items() if outcome == "no-call"):
             # Named once, when its part is written (a split reads it at every level).
             log.error("call %s ended with no call left in Redis; nothing to log", sid)
@@ -222,18 +222,28 @@ def _split_at(desk: Desk, size: int) -> None:
 
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
-    """Write the logs of these calls in one transaction; per call "written", "exists"
-    (logged before: a repeated callback, a re-run job) or "no-call" (nothing in Redis).
-    Any failure rolls the whole transaction back and is raised: an `IntegrityError`
-    too, unless a fresh read finds that another writer logged some of these calls
-    meanwhile (then it writes the rest, up to `CONFLICT_TRIES` times);
-    `write_or_set_aside` tells the calls apart."""
+    """Write the logs of these calls in one transaction, and take them off the calls
+    waiting for their log once it is committed; per call "written", "amended" (logged
+    before, and its call changed since: a webhook Twilio posted after the call's end,
+    `_amend_call_logs`), "exists" (logged before, nothing new: a repeated callback, a
+    re-run job) or "no-call" (nothing in Redis). Any failure rolls the whole
+    transaction back and is raised: an `IntegrityError` too, unless a fresh read finds
+    that another writer logged some of these calls meanwhile (then it writes the rest,
+    up to `CONFLICT_TRIES` times); `write_or_set_aside` tells the calls apart.
+
+    Their marks of a change (`jobs.queues.CALLS_CHANGED`) come off before their state
+    is read, and a call marked again by the commit (`jobs.queues.requeue_call_log`: its
+    state changed after the read) stays among the calls to log (`_TAKE_OFF_UNCHANGED`),
+    for the next batch to bring its log up to date."""
     if desk.session_factory is None:
         raise RuntimeError("no database configured")
+    if not sids:
+        return {}
     pipe = desk.r.pipeline(transaction=False)
+    pipe.srem(CALLS_CHANGED, *sids)
     for sid in sids:
         pipe.hgetall(keys.call(sid))
-    calls = dict(zip(sids, pipe.execute(), strict=True))
+    calls = dict(zip(sids, pipe.execute()[1:], strict=True))
     outcomes = {sid: "no-call" for sid, call in calls.items() if not call}
     now = datetime.now(UTC)
     for attempt in range(CONFLICT_TRIES):
@@ -241,6 +251,7 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
             logged = _logged(db, calls)
             try:
                 todo, cases, contacts = _add_call_logs(db, calls, logged, now)
+                amended = _amend_call_logs(db, calls, logged)
                 db.commit()
             except IntegrityError:
                 # Another job wrote some of them first (a conflict: the next try skips
@@ -253,14 +264,31 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
                 continue
             for case in cases:
                 cache_case(desk.r, case)
+        script(desk.r, _TAKE_OFF_UNCHANGED)(keys=[CALLS_TO_LOG, CALLS_CHANGED], args=sids,
+                                            client=desk.r)
         for facts in contacts:
             cache_contact(desk.r, facts)
         outcomes.update(dict.fromkeys(logged, "exists"))
+        outcomes.update(dict.fromkeys(amended, "amended"))
         outcomes.update(dict.fromkeys(todo, "written"))
         if todo:
             log.info("%d call(s) logged: %s", len(todo), ", ".join(todo))
+        if amended:
+            log.info("%d call log(s) brought up to date: %s", len(amended), ", ".join(amended))
         return outcomes
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Take calls (ARGV) whose logs were just committed off the calls to log (KEYS[1]), but
+# those marked changed (KEYS[2]) since their state was read. With none marked (the usual
+# case) two commands, whatever the batch.
+_TAKE_OFF_UNCHANGED = """
+if redis.call('SCARD', KEYS[2]) == 0 then return redis.call('ZREM', KEYS[1], unpack(ARGV)) end
+for _, sid in ipairs(ARGV) do
+  if redis.call('SISMEMBER', KEYS[2], sid) == 0 then redis.call('ZREM', KEYS[1], sid) end
+end
+return 0
+"""
 
 
 def _logged(db: Session, calls: dict[str, dict[str, str]]) -> set[str]:
@@ -297,6 +325,47 @@ def _add_call_logs(
     facts = [fact for day, contacts in sorted(by_day.items())
              for fact in touch_contacts(db, contacts, day)]
     return todo, list(cases.values()), facts
+
+
+# What a log written already takes from its call's state when that changed after the
+# call's end: all it records, but the row's identity and the case it went on (decided
+# once, opening a case maybe) and when the call started (the log's day; the mark that
+# the state is the one the log was written from).
+_KEPT_ON_AMEND = frozenset({"call_sid", "case_number", "started_at"})
+
+
+def _amend_call_logs(db: Session, calls: dict[str, dict[str, str]],
+                     logged: set[str]) -> list[str]:
+    """Bring the logs of these `logged` calls up to date with their calls' state, in the
+    transaction: each row as `_call_log_row` makes it from the state now (the very
+    code of the first write), keeping its CallSid, case and start, and what its
+    `details` held that the state no longer says. The calls whose row changed.
+
+    Only from the state the row was written from: a hash made anew for the call (Redis
+    lost it, then a repeated status callback opened one with what Twilio posted) starts
+    at another moment and would erase what the log knows; such a row is left as it is
+    (and named)."""
+    if not logged:
+        return []
+    table = CallLog.__table__
+    rows = db.execute(select(table).where(table.c.call_sid.in_(sorted(logged)))).mappings()
+    amended = []
+    for row in rows:
+        sid = row["call_sid"]
+        fresh = _call_log_row(sid, calls[sid], row["case_number"])
+        if fresh["started_at"] != row["started_at"]:
+            log.warning("call %s changed after its log was written, but its state in Redis "
+                        "is not the one the log was written from (it starts at %s, the log "
+                        "at %s): the log is left as it is", sid,
+                        fresh["started_at"].isoformat(), row["started_at"].isoformat())
+            continue
+        fresh["details"] = {**(row["details"] or {}), **fresh["details"]}
+        changes = {name: value for name, value in fresh.items()
+                   if name not in _KEPT_ON_AMEND and value != row[name]}
+        if changes:
+            db.execute(update(table).where(table.c.call_sid == sid).values(**changes))
+            amended.append(sid)
+    return amended
 
 
 class CallLogNotWritten(Exception):

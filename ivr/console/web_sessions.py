@@ -1,10 +1,19 @@
-"""The console's sign-in sessions, kept in Redis: the browser holds only an
-opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
+"""The console's sessions. A signed-in session is kept in Redis: the browser holds
+only an opaque random id in a cookie (HttpOnly, SameSite=Lax, Secure except over
 plain http on a loopback address, where local tries and tests run).
 
 A signed-in session stands while its account's credentials version is the one
 it signed in under (`directory.accounts`: a new password or role ends it), and
-for 12 hours from sign-in at most, however busy its page keeps it."""
+for 12 hours from sign-in at most, however busy its page keeps it.
+
+Before sign-in nothing is kept in Redis: the one thing a visitor's session holds,
+the sign-in form's CSRF secret (Flask-WTF), goes to a cookie of its own, signed
+with the app's secret key by Flask's own signed-cookie session serializer. Anyone
+can ask for the sign-in page as often as they like, with no cookie each time, so a
+Redis key per visitor would let them fill the line's routing store; the signed
+cookie costs Redis nothing. Flask-WTF checks the form's token against that secret
+as it would against a server-side one (a signed double submit), and a sign-in
+replaces the cookie with a session in Redis under a new id."""
 
 from __future__ import annotations
 
@@ -17,7 +26,8 @@ from urllib.parse import urlsplit
 
 import redis
 from flask import Flask, Request, Response, request
-from flask.sessions import SessionInterface, SessionMixin
+from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
+from itsdangerous import BadData
 from werkzeug.datastructures import CallbackDict
 
 from config import webhooks
@@ -29,6 +39,11 @@ COOKIE_NAME = "caseline_console"
 # holds an event stream) does not keep it alive beyond that.
 LIFETIME_SECONDS = 12 * 3600
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# Before sign-in: the signed cookie, and all it may carry (Flask-WTF's session key of
+# the CSRF secret, `WTF_CSRF_FIELD_NAME`'s default). Nothing else of a session that
+# has not signed in is kept, so a leaked or forged cookie could never sign anyone in.
+VISITOR_COOKIE_NAME = "caseline_console_form"
+VISITOR_KEYS = frozenset({"csrf_token"})
 
 
 class WebSession(CallbackDict[str, Any], SessionMixin):
@@ -45,6 +60,7 @@ class WebSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.rotate = False
         self.unsaved = False  # its save failed (Redis): not tried again for the error page
+        self.visitor_cookie = False  # the request carried the signed cookie of a visitor
 
     def renew(self) -> None:
         """Forget everything and take a new id at the next save (at sign-in and sign-out)."""
@@ -82,17 +98,27 @@ def is_loopback_http(request: Request) -> bool:
         return False
 
 
+class _VisitorCookie(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, used only for its serializer (itsdangerous,
+    keyed by the app's secret key, timestamped), under a salt of its own."""
+
+    salt = "caseline-console-visitor"
+
+
 class RedisSessionInterface(SessionInterface):
-    """Flask's session, stored server-side in Redis (`keys.console_session`)."""
+    """Flask's session: signed in, stored server-side in Redis (`keys.console_session`);
+    before sign-in, its CSRF secret in a signed cookie and nothing in Redis."""
 
     def __init__(self, r: redis.Redis) -> None:
-        """Sessions live on this Redis client."""
+        """Signed-in sessions live on this Redis client."""
         self.r = r
+        self.visitors = _VisitorCookie()
 
     def open_session(self, app: Flask, request: Request) -> WebSession | None:
-        """The session named by the cookie, or a new empty one (no Redis read without one);
-        None (Flask's null session, never saved) for Twilio's webhooks, which sign in
-        no one: the cookie's parse and the session's save cost every webhook otherwise."""
+        """The signed-in session named by the cookie, or else a visitor's, from their
+        signed cookie (no Redis read without a session cookie); None (Flask's null
+        session, never saved) for Twilio's webhooks, which sign in no one: the cookie's
+        parse and the session's save cost every webhook otherwise."""
         if request.path.startswith(webhooks.PREFIX + "/"):
             return None
         sid = request.cookies.get(COOKIE_NAME, "")
@@ -103,12 +129,31 @@ class RedisSessionInterface(SessionInterface):
                 if not stands(self.r, session):
                     session.renew()  # over: deleted, and the cookie cleared, at the save
                 return session
-        return WebSession()
+        session = WebSession(self._visitor(app, request))
+        session.visitor_cookie = VISITOR_COOKIE_NAME in request.cookies
+        return session
+
+    def _visitor(self, app: Flask, request: Request) -> dict[str, Any]:
+        """What a visitor's signed cookie holds (`VISITOR_KEYS` only): nothing when it
+        is absent, forged, or older than a sign-in lasts."""
+        cookie = request.cookies.get(VISITOR_COOKIE_NAME)
+        serializer = self.visitors.get_signing_serializer(app)
+        if not cookie or serializer is None:
+            return {}
+        try:
+            data = serializer.loads(cookie, max_age=LIFETIME_SECONDS)
+        except BadData:
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {key: value for key, value in data.items()
+                if key in VISITOR_KEYS and isinstance(value, str)}
 
     def save_session(self, app: Flask, session: SessionMixin | None,
                      response: Response) -> None:
-        """Write the session (or delete it when empty) and set or clear the cookie. A new
-        session's lifetime starts when it is first written and is never extended.
+        """Write the session (or delete it when empty) and set or clear the cookie. A
+        session is first written to Redis at sign-in, and its lifetime starts then and
+        is never extended; before sign-in it goes to the visitor's signed cookie.
 
         Nothing to save when there is no session: a webhook's, or one Redis failed to
         open (Flask then hands over None, and the error page must still go out), or
@@ -117,13 +162,13 @@ class RedisSessionInterface(SessionInterface):
         if not isinstance(session, WebSession) or session.unsaved:
             return
         try:
-            self._save(session, response)
+            self._save(app, session, response)
         except redis.RedisError:
             session.unsaved = True
             raise
 
-    def _save(self, session: WebSession, response: Response) -> None:
-        """`save_session`'s writes to Redis and the cookie."""
+    def _save(self, app: Flask, session: WebSession, response: Response) -> None:
+        """`save_session`'s writes to Redis and the cookies."""
         if session.rotate and session.sid:
             self.r.delete(keys.console_session(session.sid))
             session.sid = None
@@ -132,18 +177,35 @@ class RedisSessionInterface(SessionInterface):
                 self.r.delete(keys.console_session(session.sid))
             if session.sid or session.rotate:
                 response.delete_cookie(COOKIE_NAME, path="/")
+            if session.visitor_cookie:
+                response.delete_cookie(VISITOR_COOKIE_NAME, path="/")
             return
         response.vary.add("Cookie")
-        if session.sid is not None:
+        if session.sid is not None:  # a sign-in (or a visitor kept there by an older release)
             if session.modified:
                 # Its expiry stays (a new CSRF secret does not lengthen a sign-in), and a
                 # session that expired meanwhile is not made again.
                 self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
                            xx=True, keepttl=True)
             return
+        secure = not is_loopback_http(request)
+        if not session.get("advisor"):
+            # Not signed in: the browser keeps it, signed; Redis is not written.
+            if session.rotate:
+                response.delete_cookie(COOKIE_NAME, path="/")  # a session that is over
+            if session.modified:
+                serializer = self.visitors.get_signing_serializer(app)
+                assert serializer is not None  # the console always has a secret key
+                visitor = {key: value for key, value in session.items() if key in VISITOR_KEYS}
+                response.set_cookie(
+                    VISITOR_COOKIE_NAME, serializer.dumps(visitor), max_age=LIFETIME_SECONDS,
+                    path="/", httponly=True, samesite="Lax", secure=secure)
+            return
         session.sid = secrets.token_urlsafe(32)
         self.r.set(keys.console_session(session.sid), json.dumps(dict(session)),
                    ex=LIFETIME_SECONDS)
         response.set_cookie(
             COOKIE_NAME, session.sid, max_age=LIFETIME_SECONDS, path="/", httponly=True,
-            samesite="Lax", secure=not is_loopback_http(request))
+            samesite="Lax", secure=secure)
+        if session.visitor_cookie:
+            response.delete_cookie(VISITOR_COOKIE_NAME, path="/")

@@ -8,7 +8,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from ivr import twiml
 from ivr.context import desk, prompts
-from ivr.voice.form import call_sid, form
+from ivr.voice.form import call_sid, form, whole_arg
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
 from jobs.queues import enqueue_recording, enqueue_transcription
@@ -20,7 +20,8 @@ def after_hours_case() -> Response:
     """After hours, option 1: the case number, then the voicemail for that case."""
     sid = call_sid()
     return answer(after_hours.enter_case_number(desk(), sid, form("Digits"),
-                                                speech=form("SpeechResult", limit=200)), sid)
+                                                speech=form("SpeechResult", limit=200),
+                                                attempt=whole_arg("attempt")), sid)
 
 
 @bp.post("/recorded")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Response
 
 from ivr.context import base_url, desk, maintenance_windows, now, now_ms
-from ivr.voice.form import attempt, call_sid, form, key
+from ivr.voice.form import attempt, call_sid, form, key, whole_arg
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer
 from routing import menu
@@ -43,4 +43,5 @@ def case() -> Response:
     """The case number: its owner, else a teammate, else the queue."""
     sid = call_sid()
     return answer(menu.enter_case_number(desk(), sid, form("Digits"), now_ms(),
-                                         speech=form("SpeechResult", limit=200)), sid)
+                                         speech=form("SpeechResult", limit=200),
+                                         attempt=whole_arg("attempt")), sid)

@@ -59,8 +59,9 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.goodbye(p, p.text("greeting.too_many_calls"))
         case menu.AskMenu(attempt=attempt, invalid=invalid):
             return twiml.main_menu(p, _texts(invalid and "menu.invalid"), attempt=attempt)
-        case menu.AskProduct(attempt=attempt, invalid=invalid):
-            return twiml.ask(p, _texts(invalid and "menu.invalid", "menu.addons"),
+        case menu.AskProduct(attempt=attempt, invalid=invalid, after_hours=after_hours):
+            closed = [closed_sentence()] if after_hours else []
+            return twiml.ask(p, [*closed, *_texts(invalid and "menu.invalid", "menu.addons")],
                              twiml.url("/voice/product", attempt=attempt),
                              num_digits=1, finish_on_key="")
         case menu.Goodbye():
@@ -74,11 +75,11 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             before = _texts(closed_text, not_found and "case.not_found",
                             not_found and "case.to_general")
             return twiml.route(p, decision, sid, before)
-        case cases.AskCase(after_hours=after_hours, not_found=not_found):
+        case cases.AskCase(after_hours=after_hours, not_found=not_found, attempt=attempt):
             closed = [closed_sentence()] if after_hours and not not_found else []
             texts = [*closed, *_texts(not_found and "case.not_found", "case.ask")]
             action = "/voice/after-hours/case" if after_hours else "/voice/case"
-            return twiml.ask(p, texts, twiml.url(action), timeout=10,
+            return twiml.ask(p, texts, twiml.url(action, attempt=attempt), timeout=10,
                              speech_hints=cases.CASE_SPEECH_HINTS)
         case cases.Voicemail(closed=closed, case_not_found=not_found):
             before = [closed_sentence()] if closed else []
@@ -134,7 +135,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.hold_for_conference(p, sid)
         case conference.LeaveConference():
             return twiml.hang_up()
-        case acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber():
+        case (acd.DialAdvisor() | acd.WaitInQueue() | acd.CallFinished() | acd.DialNumber()
+              | acd.AlreadyWaiting()):
             return twiml.route(p, step, sid, [])
     raise TypeError(f"no TwiML for {step!r}")
 
@@ -163,10 +165,12 @@ def _hold_cycle(cycle: waiting.HoldCycle) -> VoiceResponse:
     if cycle.leave:
         return twiml.leave()
     texts = []
-    if cycle.position:
+    if cycle.position and cycle.estimate_seconds is not None:
         texts.append(p.text("routing.queued", position=cycle.position))
-        if cycle.estimate_seconds is not None:
-            texts.append(estimate_words(cycle.estimate_seconds))
+        texts.append(estimate_words(cycle.estimate_seconds))
+    elif cycle.position:
+        # Nobody works the team right now: no estimate, and no "helping other callers".
+        texts.append(p.text("routing.queued_nobody_working", position=cycle.position))
     return twiml.wait_music(p, texts, offer_callback=cycle.offer_callback,
                             offer_voicemail=cycle.offer_voicemail)
 
@@ -181,7 +185,7 @@ def announcement_texts(announcement: str | None) -> list[str]:
 
 
 def whisper(found: Whisper | None, call_sid: str, advisor_id: str, *,
-            callback: bool = False) -> Response:
+            callback: bool = False, action: str = "/voice/whisper/accept") -> Response:
     """What the advisor hears before being bridged (or before a callback dials)."""
     p = prompts()
     if found is None:
@@ -199,7 +203,7 @@ def whisper(found: Whisper | None, call_sid: str, advisor_id: str, *,
         return xml(twiml.whisper(p, p.text("whisper.callback", **values), call_sid, advisor_id,
                                  action="/voice/callback/accept"))
     text = p.text("whisper.intro" if found.case else "whisper.no_case", **values)
-    return xml(twiml.whisper(p, text, call_sid, advisor_id))
+    return xml(twiml.whisper(p, text, call_sid, advisor_id, action=action))
 
 
 def _caller_words(found: Whisper) -> str:

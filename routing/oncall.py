@@ -1,0 +1,135 @@
+"""The on-call engineer's line (`CASELINE_ONCALL_NUMBER`): one person, so one
+outage caller at a time, in the hosting queue's order, and answered only when
+they take the call.
+
+- The line is taken for one call before their phone rings, in the same step as
+  the call is marked for it (`take_line`, `offer_to_head`), and freed when that
+  ring or talk ends (`free_line`: the `<Dial>` action, or the call's end when the
+  action never comes). Held at most the talk lease, as an advisor's talk.
+- A new caller takes it only while nobody waits for hosting; otherwise they wait
+  too, and the caller at the head of the queue is offered the engineer on their
+  hold cycle once the line is free (`offer_to_head`): the queue's order
+  (priority, then arrival) holds for the engineer as for the advisors.
+- Like an advisor, the engineer hears a whisper and takes the call with a key
+  (`play_whisper`, `take_call`): a voicemail that picks up presses no key, so it
+  never "answers" a Critical outage (the caller goes back to wait for hosting).
+"""
+
+from __future__ import annotations
+
+from directory import keys
+from directory.scripts import script
+from routing.call_state import get_call, update_call
+from routing.desk import Desk
+from routing.whisper import Whisper, call_facts
+
+# Who answers for the on-call engineer in the call's hash and its log.
+ONCALL = "on-call"
+# A caller the engineer missed is offered them again no sooner than this (ms).
+REOFFER_AFTER_MS = 60_000
+
+# Take the line (KEYS[1]) for a call (ARGV[1]) and mark the call (KEYS[2]) in one
+# step, never for a call that is over (KEYS[3]). ARGV[3] "new": only while nobody
+# waits in the team's queue (KEYS[4]); "head": only for the queue's head, taken out
+# of it (the desk's pages told, ARGV[5]). ARGV[2]: the lease (s); ARGV[4]: now (ms).
+# 1 when the line is this call's (again, for a repeat of the step that took it).
+_TAKE = """
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return 1 end
+if holder then return 0 end
+if ARGV[3] == 'new' then
+  if redis.call('ZCARD', KEYS[4]) > 0 then return 0 end
+else
+  local head = redis.call('ZRANGE', KEYS[4], 0, 0)
+  if head[1] ~= ARGV[1] then return 0 end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('PUBLISH', ARGV[5], 'queue')
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], 'oncall_tried', '1', 'oncall_tried_at', ARGV[4],
+           'state', 'oncall', 'oncall_whisper', '')
+return 1
+"""
+
+# The engineer pressed the key: the call is theirs only while the line is still
+# this call's (not after its ring ended) and the call is not over; the lease runs
+# from the answer.
+_TAKE_CALL = """
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'oncall_whisper', 'accepted', 'answered_by', ARGV[4],
+           'answered_at', ARGV[3])
+return 1
+"""
+
+# Free the line only for the call holding it (a late action of an earlier call
+# must not free it for the next one).
+_FREE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _take(desk: Desk, call_sid: str, team: str, mode: str, now_ms: int) -> bool:
+    """`_TAKE` for `mode` "new" or "head"."""
+    return bool(script(desk.r, _TAKE)(
+        keys=[keys.oncall_line(), keys.call(call_sid), keys.call_ended(call_sid),
+              keys.team_waiting(team)],
+        args=[call_sid, desk.settings.talk_lease_seconds, mode, now_ms, keys.desk_changes()],
+        client=desk.r))
+
+
+def take_line(desk: Desk, call_sid: str, now_ms: int, team: str) -> bool:
+    """Take the on-call line for a new outage caller (`now_ms`: ms since the epoch,
+    UTC), marking the call `state=oncall`; False while the line is busy, while anyone
+    waits in `team`'s queue (they come first), or when the call is over."""
+    return _take(desk, call_sid, team, "new", now_ms)
+
+
+def offer_to_head(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> bool:
+    """On a hold cycle at night: take the on-call line for this caller if they head
+    their queue, the line is free, and the engineer did not miss them in the last
+    `REOFFER_AFTER_MS`; they are taken out of the queue (True: they leave it, and
+    `waiting.after_queue` dials the engineer)."""
+    tried_at = int(call.get("oncall_tried_at") or 0)
+    if call.get("oncall_tried") and now_ms - tried_at < REOFFER_AFTER_MS:
+        return False
+    return _take(desk, call_sid, call.get("waiting_team") or "", "head", now_ms)
+
+
+def free_line(desk: Desk, call_sid: str) -> bool:
+    """Free the on-call line if this call holds it; whether it did."""
+    return bool(script(desk.r, _FREE)(keys=[keys.oncall_line()], args=[call_sid],
+                                      client=desk.r))
+
+
+def play_whisper(desk: Desk, call_sid: str) -> Whisper | None:
+    """The on-call engineer picked up: what to tell them (None when the caller is no
+    longer waiting for them). From now, no key counts as no answer."""
+    call = get_call(desk.r, call_sid)
+    if call.get("state") != "oncall" or desk.r.get(keys.oncall_line()) != call_sid:
+        return None
+    if call.get("oncall_whisper") != "accepted":
+        update_call(desk.r, call_sid, oncall_whisper="played")
+    return call_facts(call)
+
+
+def take_call(desk: Desk, call_sid: str, now_ms: int) -> bool:
+    """The on-call engineer pressed the accept key: bridged, if their ring for this
+    caller is still on and the caller still there (`now_ms`: ms since the epoch)."""
+    return bool(script(desk.r, _TAKE_CALL)(
+        keys=[keys.oncall_line(), keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[call_sid, desk.settings.talk_lease_seconds, now_ms, ONCALL], client=desk.r))
+
+
+def answered(call: dict[str, str], dial_answered: bool) -> bool:
+    """Whether the on-call engineer took the call: they pressed the key, or Twilio says
+    the dial was answered and no whisper was played (a ring from before the whisper)."""
+    if call.get("oncall_whisper") == "accepted":
+        return True
+    return dial_answered and call.get("oncall_whisper") != "played"

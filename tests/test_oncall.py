@@ -1,0 +1,232 @@
+"""The on-call engineer at night: one person, one outage caller at a time, and a call
+taken only with a key at the whisper, so their voicemail never "answers" an outage."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from sqlalchemy import select
+from twilio.request_validator import RequestValidator
+
+from directory.models import CallLog
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, run_jobs
+
+CHICAGO = ZoneInfo("America/Chicago")
+PAT = "+16125550101"
+LEE = "+16125550102"
+KIM = "+16125550103"
+LINE = "+18005550100"
+ONCALL = "+16515559999"
+
+
+@pytest.fixture
+def settings(settings):
+    """The desk with an on-call engineer."""
+    return settings.with_changes(oncall_number=ONCALL)
+
+
+@pytest.fixture
+def lakeview(directory):
+    """A hosted district with three contacts; hosting's only advisor A6 is off."""
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    for contact_id, number in (("5001", PAT), ("5002", LEE), ("5003", KIM)):
+        directory.contact(contact_id, number, "D100", f"Contact {contact_id}", "2468",
+                          last_active="2026-11-01")
+    directory.advisor("A6", ["hosting"], phone="+16515550106")
+    directory.load()
+
+
+@pytest.fixture(autouse=True)
+def night():
+    """Tuesday 23:30 in Chicago: the desk is closed."""
+    with time_machine.travel(datetime(2026, 11, 24, 23, 30, tzinfo=CHICAGO), tick=True):
+        yield
+
+
+def post(client, path: str, form: dict[str, str]) -> ET.Element:
+    """Post a webhook as Twilio does: signed, from our account, with a fresh token."""
+    form = {"AccountSid": ACCOUNT_SID, **form}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
+    response = client.post(path, data=form, headers={
+        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
+    assert response.status_code == 200, response.data
+    return ET.fromstring(response.data)
+
+
+def relative(url: str) -> str:
+    """A TwiML URL as the path and query Twilio posts to."""
+    parts = urlsplit(url)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def report_outage(client, caller: str) -> tuple[str, ET.Element]:
+    """A verified contact calls and presses 8: (their CallSid, what they hear next)."""
+    sid = "CA" + uuid.uuid4().hex
+    post(client, "/voice/incoming", {"CallSid": sid, "From": caller, "To": LINE,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    return sid, post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "8"})
+
+
+def rings_oncall(doc: ET.Element) -> ET.Element | None:
+    """The `<Number>` that rings the on-call engineer, if the document dials them."""
+    for number in doc.iter("Number"):
+        if (number.text or "").strip() == ONCALL:
+            return number
+    return None
+
+
+def end_oncall_ring(client, sid: str, status: str = "completed", seconds: int = 60
+                    ) -> ET.Element:
+    """The `<Dial>` action for the on-call ring, as Twilio posts it when the leg ends."""
+    return post(client, "/voice/oncall-result", {
+        "CallSid": sid, "CallStatus": "in-progress", "DialCallStatus": status,
+        "DialCallDuration": str(seconds)})
+
+
+def logged(desk, sid: str) -> CallLog:
+    """The call's log, once the worker wrote it."""
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        return db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one()
+
+
+def test_the_engineer_hears_who_calls_and_takes_the_call_with_a_key(desk, lakeview, client):
+    sid, doc = report_outage(client, PAT)
+    number = rings_oncall(doc)
+    assert number is not None
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL1", "CallStatus":
+                                                          "in-progress"})
+    gather = whisper.find("Gather")
+    said = " ".join(s.text or "" for s in whisper.iter("Say"))
+    assert gather is not None and "outage report" in said and "Lakeview" in said
+    bridged = post(client, relative(gather.get("action")), {"CallSid": "CL1", "Digits": "1"})
+    assert bridged.find("Say") is None and bridged.find("Hangup") is None
+    end_oncall_ring(client, sid, seconds=300)
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "320"})
+    log = logged(desk, sid)
+    assert (log.status, log.answered_by, log.talk_seconds) == ("answered", "on-call", 300)
+
+
+def test_the_engineers_voicemail_does_not_answer_an_outage(desk, lakeview, client):
+    sid, doc = report_outage(client, PAT)
+    number = rings_oncall(doc)
+    # Their voicemail picks up: the whisper plays, nobody presses a key, the leg hangs up.
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL1",
+                                                         "CallStatus": "in-progress"})
+    assert whisper.find("Hangup") is not None
+    after = end_oncall_ring(client, sid, status="completed", seconds=60)
+    # Twilio says "completed" (the voicemail answered); the caller waits for hosting.
+    assert after.find("Enqueue") is not None and after.find("Enqueue").text == "hosting"
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "400"})
+    assert logged(desk, sid).answered_by != "on-call"
+
+
+def hold_cycle(client, sid: str) -> ET.Element:
+    """Twilio re-requests the waiting caller's waitUrl."""
+    return post(client, "/voice/wait", {"CallSid": sid, "QueuePosition": "1"})
+
+
+def test_outage_callers_reach_the_engineer_one_at_a_time_in_the_queues_order(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is None
+    assert doc.find("Enqueue") is not None and doc.find("Enqueue").text == "hosting"
+    assert hold_cycle(client, second).find("Leave") is None  # the engineer is busy
+    # The first call's ring and talk end: the caller waiting longest is next, not a
+    # newcomer.
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    _third, doc = report_outage(client, KIM)
+    assert rings_oncall(doc) is None and doc.find("Enqueue") is not None
+    assert hold_cycle(client, second).find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+
+
+def test_a_key_after_the_ring_ended_for_a_caller_who_hung_up_is_no_answer(
+        desk, lakeview, client):
+    sid, doc = report_outage(client, PAT)
+    whisper = post(client, relative(rings_oncall(doc).get("url")),
+                   {"CallSid": "CL1", "CallStatus": "in-progress"})
+    post(client, "/voice/oncall-result", {"CallSid": sid, "CallStatus": "completed",
+                                          "DialCallStatus": "no-answer",
+                                          "DialCallDuration": "0"})
+    post(client, relative(whisper.find("Gather").get("action")),
+         {"CallSid": "CL1", "Digits": "1"})
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "40"})
+    assert logged(desk, sid).answered_by != "on-call"
+
+
+def test_a_caller_ending_as_their_route_takes_the_line_does_not_hold_it(
+        desk, lakeview, client, monkeypatch):
+    from routing import call_end, oncall
+
+    real_take_line = oncall.take_line
+    ended = []
+
+    def take_line_as_the_caller_hangs_up(d, call_sid, now_ms, team):
+        taken = real_take_line(d, call_sid, now_ms, team)
+        if not ended:  # the status callback, handled in another thread, lands here
+            ended.append(call_end.close_call(d, call_sid, "completed", 12, now_ms))
+        return taken
+
+    monkeypatch.setattr(oncall, "take_line", take_line_as_the_caller_hangs_up)
+    report_outage(client, PAT)
+    assert ended and ended[0] is not None
+    monkeypatch.setattr(oncall, "take_line", real_take_line)
+    # Twilio never runs the <Dial> of a call that is over: no action will come.
+    _second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+
+
+def test_the_engineers_line_is_freed_when_the_dial_action_never_comes(desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    # The caller hangs up; Twilio's `<Dial>` action is lost, the status callback comes.
+    post(client, "/voice/status", {"CallSid": first, "CallStatus": "completed",
+                                   "CallDuration": "20"})
+    _second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+
+
+def test_a_late_action_of_an_earlier_call_does_not_free_the_line_of_the_next(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    post(client, "/voice/status", {"CallSid": first, "CallStatus": "completed",
+                                   "CallDuration": "20"})
+    second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+    end_oncall_ring(client, first, status="completed", seconds=15)  # late, the first's
+    _third, doc = report_outage(client, KIM)
+    assert rings_oncall(doc) is None
+
+
+def test_a_key_after_the_caller_hung_up_bridges_nobody(desk, lakeview, client):
+    sid, doc = report_outage(client, PAT)
+    number = rings_oncall(doc)
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL1",
+                                                         "CallStatus": "in-progress"})
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "9"})
+    late = post(client, relative(whisper.find("Gather").get("action")),
+                {"CallSid": "CL1", "Digits": "1"})
+    assert late.find("Hangup") is not None
+    assert logged(desk, sid).answered_by != "on-call"
+
+
+def test_the_simulated_night_outage_reaches_the_engineer_who_answers(phone, desk, lakeview):
+    result = phone.call(PAT, "8")
+    assert result.dialed == [ONCALL] and result.outcome == "advisor"
+    voicemail = phone.call(LEE, "8", advisors={ONCALL: "voicemail"}, max_wait_seconds=2)
+    assert voicemail.dialed == [ONCALL] and voicemail.queued
