@@ -130,8 +130,12 @@ Step = (
 # (`refused=too-many-calls`) and not counted, so the window always lets the number's
 # next call in once its oldest is ARGV[6] ms old; a repeat, which finds the hash,
 # never counts twice.
+# A refused call never got past the front door: its hash takes the call's own fields
+# (ARGV[8..7+ARGV[7]]) but not what the number's lookup found (the contact, verified:
+# the rest of ARGV), so its log is unverified and no activity of the contact's.
 # ARGV[1]: the hash's TTL (s); ARGV[2]: that due time (ms); ARGV[3]: the CallSid;
-# ARGV[4..6]: now, the limit, the window; ARGV[7..]: its fields, name/value pairs.
+# ARGV[4..6]: now, the limit, the window; ARGV[7]: how many of the fields after it are
+# the call's own; ARGV[8..]: its fields, name/value pairs, the call's own first.
 # Returns {1 opened, 2 opened refused, 0 found; the announcement active now; the hash
 # when found}.
 _OPEN_GREETED = """
@@ -153,9 +157,9 @@ if limit > 0 then
 end
 if opened == 2 then
   redis.call('HSET', KEYS[1], 'refused', 'too-many-calls', 'greeted_announcement', '',
-             unpack(ARGV, 7))
+             'greeted_name', '', unpack(ARGV, 8, 7 + tonumber(ARGV[7])))
 else
-  redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 7))
+  redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 8))
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
@@ -185,33 +189,36 @@ def identify_caller(
         "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
         "stir_verstat": stir_verstat[:64],
     }
+    # What the number's lookup found: kept only on a call the limit lets in.
+    identity: dict[str, str | int] = {}
     trusted = caller_id_trusted(desk.settings.caller_id_trust, stir_verstat)
     contact, district = directory.find_contact_and_district_by_phone(
         desk.r, desk.session_factory, caller) if trusted else (None, None)
     if contact:
         facts = auth.fields_of_contact(contact, district, now)
         if facts["verified"]:
-            fields.update(facts, verified_by="caller-id")
-    fields["greeted_name"] = str(fields.get("contact_name", "")) if fields.get("verified") else ""
-    flat: list[str] = []
-    for name, value in fields.items():
-        flat += [name, str(value)]
+            identity.update(facts, verified_by="caller-id")
+    identity["greeted_name"] = (str(identity.get("contact_name", ""))
+                                if identity.get("verified") else "")
+    own = [str(part) for name, value in fields.items() for part in (name, value)]
+    found_out = [str(part) for name, value in identity.items() for part in (name, value)]
     started = int(fields["started_at"])
     limit, window_ms = calls_per_number(desk)
     opened, announcement, found = script(desk.r, _OPEN_GREETED)(
         keys=[keys.call(call_sid), keys.announcement(), keys.open_calls(),
               keys.calls_from(caller)],
         args=[CALL_TTL_SECONDS, first_check_due(started), call_sid, started, limit,
-              window_ms, *flat],
+              window_ms, len(own), *own, *found_out],
         client=desk.r)
     if int(opened) == _OPENED_REFUSED:
         log.warning("call %s from %s refused: %d calls taken from that number in the "
                     "last %d s already (CASELINE_CALLS_PER_NUMBER)", call_sid,
                     mask_phone(caller), limit, window_ms // 1000)
         return {k: str(v) for k, v in fields.items()} | {
-            "greeted_announcement": "", "refused": TOO_MANY_CALLS}, announcement
+            "greeted_announcement": "", "greeted_name": "",
+            "refused": TOO_MANY_CALLS}, announcement
     if int(opened):
-        return {k: str(v) for k, v in fields.items()} | {
+        return {k: str(v) for k, v in (fields | identity).items()} | {
             "greeted_announcement": announcement}, announcement
     return as_hash(found), announcement  # Twilio retried the first request: same call.
 

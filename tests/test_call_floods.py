@@ -13,7 +13,7 @@ import logging
 import threading
 import uuid
 import xml.etree.ElementTree as ET
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 import time_machine
@@ -23,7 +23,7 @@ from twilio.request_validator import RequestValidator
 from caseline.embedded_redis import start_server, wait_until_up
 from config.prompts import Prompts
 from config.settings import Settings
-from directory.models import CallLog
+from directory.models import CallLog, Contact
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, NOW, free_port, run_jobs
 from twilio_side import HttpTransport
 
@@ -33,6 +33,8 @@ LINE = "+18005550100"
 FALLBACK = "+16515550000"
 LIMIT = 3  # a small limit for the stories below (the default is 30)
 WINDOW = 60
+PAT = "+16125550101"  # an authorized contact's number
+ATTESTED = "TN-Validation-Passed-A"
 
 
 def post(client, path: str, form: dict[str, str], token: str | None = None) -> ET.Element:
@@ -46,10 +48,19 @@ def post(client, path: str, form: dict[str, str], token: str | None = None) -> E
     return ET.fromstring(response.data)
 
 
-def call(client, sid: str, caller: str = FLOOD, token: str | None = None) -> ET.Element:
-    """Twilio's first webhook of a call from `caller`."""
-    return post(client, "/voice/incoming", {"CallSid": sid, "From": caller, "To": LINE},
-                token=token)
+def call(client, sid: str, caller: str = FLOOD, token: str | None = None,
+         verstat: str | None = None) -> ET.Element:
+    """Twilio's first webhook of a call from `caller` (`verstat`: its StirVerstat)."""
+    form = {"CallSid": sid, "From": caller, "To": LINE}
+    if verstat:
+        form["StirVerstat"] = verstat
+    return post(client, "/voice/incoming", form, token=token)
+
+
+def hang_up(client, sid: str, caller: str = FLOOD) -> None:
+    """Twilio's status callback: the call is over."""
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "6", "From": caller})
 
 
 def refused(answer: ET.Element) -> bool:
@@ -152,6 +163,29 @@ def test_a_refused_call_leaves_one_call_log_that_says_refused(limited, desk):
     assert log.status == "refused"
     assert log.details["too_many_calls"] is True
     assert log.caller == FLOOD and log.case_number is None and log.menu_path == ""
+
+
+def test_a_refused_call_from_a_contacts_number_is_neither_verified_nor_their_activity(
+        limited, desk, directory):
+    # The number is looked up before the limit is known; a call refused at the front door
+    # never got past it: it is logged unverified (the number kept) and is no activity of
+    # the contact's for the 180-day rule.
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    directory.contact("5001", PAT, "D100", "Pat Lee", "2468", last_active="2026-10-01")
+    directory.load()
+    for n in range(LIMIT):
+        assert greeted(call(limited, f"CA-pat-{n}", caller=PAT)), n  # not attested
+    assert refused(call(limited, "CA-pat-refused", caller=PAT, verstat=ATTESTED))
+    for sid in [*(f"CA-pat-{n}" for n in range(LIMIT)), "CA-pat-refused"]:
+        hang_up(limited, sid, caller=PAT)
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog).where(CallLog.call_sid == "CA-pat-refused")).all()
+        assert log.status == "refused"
+        assert log.details["too_many_calls"] is True
+        assert log.details["verified"] is False and log.details["verified_by"] == ""
+        assert log.caller == PAT and log.contact_id is None
+        assert db.get(Contact, "5001").last_activity == date(2026, 10, 1)
 
 
 def test_callers_at_the_limit_together_are_admitted_exactly_up_to_it(live_service):
