@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 
 from caseline.embedded_redis import start_server, wait_until_up
 from config.prompts import Prompts
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from directory.models import CallLog, Contact
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, NOW, free_port, run_jobs
 from twilio_side import HttpTransport
@@ -242,3 +242,30 @@ def test_the_limit_is_set_from_the_environment_and_0_turns_it_off(
     client = app.test_client()
     for n in range(35):
         assert greeted(call(client, f"CA-unlimited-{n}")), n
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", str(10**16)),  # PEXPIRE out of range
+    ("CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", str(7 * 24 * 3600 + 1)),
+    ("CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", "-600"),
+    ("CASELINE_CALLS_PER_NUMBER", "-1")])
+def test_a_window_past_a_week_or_a_negative_setting_is_a_settings_error(
+        tmp_path, variable, value):
+    # A window Redis cannot expire a key by (>= ~9.2e15 s) made the opening script fail
+    # on every call, and every caller heard the fallback number: a silent outage. It is
+    # refused where the settings are read, naming the variable and its value.
+    with pytest.raises(SettingsError) as refused_setting:
+        Settings.from_env({variable: value}, dotenv=tmp_path / ".env")
+    assert variable in str(refused_setting.value) and repr(value) in str(refused_setting.value)
+
+
+def test_the_longest_window_allowed_takes_calls_as_usual(tmp_path, settings, make_app):
+    week = Settings.from_env({"CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS": str(7 * 24 * 3600)},
+                             dotenv=tmp_path / ".env")
+    app = make_app(settings.with_changes(
+        fallback_number=FALLBACK, calls_per_number=LIMIT,
+        calls_per_number_window_seconds=week.calls_per_number_window_seconds))
+    client = app.test_client()
+    for n in range(LIMIT):
+        assert greeted(call(client, f"CA-week-{n}")), n
+    assert refused(call(client, "CA-week-over"))
