@@ -31,7 +31,9 @@ FLOOD = "+19525550123"  # one number, calling again and again
 OTHER = "+19525550188"
 LINE = "+18005550100"
 FALLBACK = "+16515550000"
-LIMIT = 3  # a small limit for the stories below (the default is 30)
+DEFAULT_LIMIT = 100  # calls per number in DEFAULT_WINDOW seconds, unless set otherwise
+DEFAULT_WINDOW = 600
+LIMIT = 3  # a small limit for the stories below
 WINDOW = 60
 PAT = "+16125550101"  # an authorized contact's number
 ATTESTED = "TN-Validation-Passed-A"
@@ -86,16 +88,20 @@ def limited(settings, desk, make_app):
 
 def test_a_flood_from_one_number_is_refused_politely_after_the_default_limit(
         client, desk, caplog):
-    assert desk.settings.calls_per_number == 30
-    assert desk.settings.calls_per_number_window_seconds == 600
-    for n in range(30):
+    # Generous: a storm of outage calls from one district's shared PBX number, or an
+    # acceptance or load test placing many calls from a few numbers, stays under it; a
+    # dialer does not.
+    assert desk.settings.calls_per_number == DEFAULT_LIMIT
+    assert desk.settings.calls_per_number_window_seconds == DEFAULT_WINDOW
+    assert Settings().calls_per_number == DEFAULT_LIMIT
+    for n in range(DEFAULT_LIMIT):
         assert greeted(call(client, f"CA-flood-{n}")), n
     with caplog.at_level(logging.WARNING, logger="routing.menu"):
-        assert refused(call(client, "CA-flood-30"))
+        assert refused(call(client, "CA-flood-over"))
     # Operators read why, with the number masked as every log line masks it.
-    [line] = [r.getMessage() for r in caplog.records if "CA-flood-30" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records if "CA-flood-over" in r.getMessage()]
     assert "+1952***0123" in line and FLOOD not in line
-    assert refused(call(client, "CA-flood-31"))
+    assert refused(call(client, "CA-flood-over-again"))
 
 
 def test_other_numbers_are_not_affected_by_one_numbers_flood(limited):
@@ -189,7 +195,7 @@ def test_a_refused_call_from_a_contacts_number_is_neither_verified_nor_their_act
 
 
 def test_callers_at_the_limit_together_are_admitted_exactly_up_to_it(live_service):
-    callers = 40  # against the default limit of 30, on two web processes
+    callers = DEFAULT_LIMIT + 10  # against the default limit, on two web processes
     start = threading.Barrier(callers)
     answers: dict[int, ET.Element] = {}
 
@@ -208,8 +214,8 @@ def test_callers_at_the_limit_together_are_admitted_exactly_up_to_it(live_servic
     for thread in threads:
         thread.join(timeout=60)
     assert len(answers) == callers
-    assert sum(greeted(a) for a in answers.values()) == 30
-    assert sum(refused(a) for a in answers.values()) == callers - 30
+    assert sum(greeted(a) for a in answers.values()) == DEFAULT_LIMIT
+    assert sum(refused(a) for a in answers.values()) == callers - DEFAULT_LIMIT
 
 
 def test_with_redis_down_a_flooding_number_still_reaches_a_human(settings, make_app, tmp_path):
@@ -238,9 +244,12 @@ def test_the_limit_is_set_from_the_environment_and_0_turns_it_off(
     env = {"CASELINE_CALLS_PER_NUMBER": "5", "CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS": "120"}
     chosen = Settings.from_env(env, dotenv=tmp_path / ".env")
     assert (chosen.calls_per_number, chosen.calls_per_number_window_seconds) == (5, 120)
+    unset = Settings.from_env({}, dotenv=tmp_path / ".env")
+    assert (unset.calls_per_number, unset.calls_per_number_window_seconds) == (
+        DEFAULT_LIMIT, DEFAULT_WINDOW)
     app = make_app(settings.with_changes(calls_per_number=0))
     client = app.test_client()
-    for n in range(35):
+    for n in range(DEFAULT_LIMIT + 5):
         assert greeted(call(client, f"CA-unlimited-{n}")), n
 
 
