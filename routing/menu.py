@@ -67,7 +67,10 @@ class Welcome:
 
 @dataclass(frozen=True)
 class TooManyCalls:
-    """A number that placed too many calls lately: a polite refusal, and the call ends."""
+    """A number that placed too many calls lately: a polite refusal, and the call ends.
+    `first`: this webhook refused the call (False for Twilio's repeat of it)."""
+
+    first: bool = True
 
 
 @dataclass(frozen=True)
@@ -170,9 +173,10 @@ return {opened, said, {}}
 def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
-) -> tuple[dict[str, str], str]:
+) -> tuple[dict[str, str], str, bool]:
     """Open the call's hash and look the caller's number up among active contacts;
-    returns (the call's hash, the announcement active now or "").
+    returns (the call's hash, the announcement active now or "", whether this webhook
+    opened the hash).
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
@@ -216,11 +220,12 @@ def identify_caller(
                     mask_phone(caller), limit, window_ms // 1000)
         return {k: str(v) for k, v in fields.items()} | {
             "greeted_announcement": "", "greeted_name": "",
-            "refused": TOO_MANY_CALLS}, announcement
+            "refused": TOO_MANY_CALLS}, announcement, True
     if int(opened):
         return {k: str(v) for k, v in (fields | identity).items()} | {
-            "greeted_announcement": announcement}, announcement
-    return as_hash(found), announcement  # Twilio retried the first request: same call.
+            "greeted_announcement": announcement}, announcement, True
+    # Twilio retried the first request: the same call.
+    return as_hash(found), announcement, False
 
 
 def calls_per_number(desk: Desk) -> tuple[int, int]:
@@ -241,10 +246,10 @@ def welcome(
     Twilio's repeat of this webhook skips the kept reply (`ivr.voice.hooks.SAFE_TO_REPEAT`):
     it hears the greeting kept on the call's hash when it opened, even after the
     announcement changed or the caller verified by PIN meanwhile (or the refusal)."""
-    call, announcement = identify_caller(desk, call_sid, from_raw, to, base_url, now,
-                                         stir_verstat)
+    call, announcement, opened = identify_caller(desk, call_sid, from_raw, to, base_url,
+                                                 now, stir_verstat)
     if call.get("refused") == TOO_MANY_CALLS:
-        return TooManyCalls()
+        return TooManyCalls(first=opened)
     if "greeted_name" in call:
         return Welcome(call["greeted_name"] or None, call.get("greeted_announcement") or None)
     # A hash this webhook did not open (an early status callback's, or one opened

@@ -17,6 +17,7 @@ from datetime import date, timedelta
 
 import pytest
 import time_machine
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -154,6 +155,26 @@ def test_a_withheld_number_is_counted_like_any_other_and_its_calls_go_on(limited
     assert greeted(call(limited, f"CA-anon-{LIMIT}", caller="anonymous"))
     assert refused(call(limited, "CA-anon-over", caller="anonymous"))
     assert greeted(call(limited, "CA-lesotho-2", caller="+266696687"))
+
+
+def refusals_counted(client) -> float:
+    """The refused calls /metrics counts (this process's counter: read a difference)."""
+    return sum(sample.value
+               for family in text_string_to_metric_families(
+                   client.get("/metrics").get_data(as_text=True))
+               for sample in family.samples
+               if sample.name == "caseline_calls_refused_too_many_total")
+
+
+def test_operators_see_refused_calls_in_metrics_each_counted_once(limited):
+    before = refusals_counted(limited)
+    for n in range(LIMIT):
+        call(limited, f"CA-ok-{n}")
+    assert refusals_counted(limited) == before
+    assert refused(call(limited, "CA-over"))
+    assert refused(call(limited, "CA-over"))  # Twilio's repeat: the same refusal
+    assert refused(call(limited, "CA-over-2"))
+    assert refusals_counted(limited) == before + 2
 
 
 def test_a_refused_call_leaves_one_call_log_that_says_refused(limited, desk):
