@@ -66,6 +66,13 @@ class Settings:
     caller_id_trust: str = "attested"
     # Longest time in a queue before the caller is offered a voicemail.
     max_wait_seconds: int = 1200
+    # The limit on new calls from one number (docs/contract.md, "Too many calls from
+    # one number"): at most this many calls taken from a number in any rolling window
+    # of `calls_per_number_window_seconds`; a call beyond them is refused politely.
+    # 0 (either): no limit. Generous: it is to stop a machine, not staff (a district's
+    # shared PBX number in an outage, acceptance and load tests from a few numbers).
+    calls_per_number: int = 100
+    calls_per_number_window_seconds: int = 600
     # Console event streams one web process holds at once: each holds a gunicorn thread,
     # so a few are left for webhooks; pages beyond it poll (CASELINE_CONSOLE_STREAMS).
     console_streams: int = 2
@@ -113,6 +120,10 @@ class Settings:
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
                                     "CASELINE_CALLER_ID_TRUST"),
             max_wait_seconds=_int(get, "CASELINE_MAX_WAIT_SECONDS", 1200),
+            calls_per_number=_int_within(get, "CASELINE_CALLS_PER_NUMBER", 100),
+            calls_per_number_window_seconds=_int_within(
+                get, "CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", 600,
+                MAX_CALLS_PER_NUMBER_WINDOW_SECONDS),
             console_streams=_int(get, "CASELINE_CONSOLE_STREAMS", 2),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
             secret_key=get("CASELINE_SECRET_KEY"),
@@ -134,6 +145,10 @@ class Settings:
 
 
 CALLER_ID_TRUST = ("attested", "any", "never")
+# The longest rolling window of the limit on new calls from one number: a week. Far
+# longer is a typo, and past ~9.2e15 s Redis cannot expire the window's key, so the
+# script that opens every call would fail and every caller hear the fallback number.
+MAX_CALLS_PER_NUMBER_WINDOW_SECONDS = 7 * 24 * 3600
 
 
 class SettingsError(ValueError):
@@ -159,3 +174,17 @@ def _int(get: Callable[[str], str | None], name: str, default: int) -> int:
         return max(0, int(value))
     except ValueError:
         raise SettingsError(f"{name} must be a whole number; got {value!r}") from None
+
+
+def _int_within(get: Callable[[str], str | None], name: str, default: int,
+                maximum: int | None = None) -> int:
+    """The whole-number setting `name` from 0 to `maximum` (None: no maximum), the
+    default when unset; a SettingsError naming it and its value otherwise. For the
+    settings of a safeguard, where a negative value counted as 0 would turn it off
+    silently, and a value past `maximum` would break it."""
+    value = _int(get, name, default)
+    raw = get(name)
+    if raw is not None and (int(raw) < 0 or (maximum is not None and value > maximum)):
+        bound = f"from 0 to {maximum}" if maximum is not None else "0 or more"
+        raise SettingsError(f"{name} must be a whole number {bound}; got {raw!r}")
+    return value

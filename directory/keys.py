@@ -99,6 +99,13 @@ def twilio_reads_paused() -> str:
     return f"{PREFIX}:twilio:reads-paused"
 
 
+def calls_from(caller: str) -> str:
+    """Sorted set: the calls the line took from a number (the `caller` of the call's
+    hash: E.164, or what Twilio posted for a withheld one) in the last rolling window,
+    CallSids scored by when each opened (ms)."""
+    return f"{PREFIX}:number:{caller}:calls"
+
+
 def verify_failures(phone_e164: str) -> str:
     """Sorted set: failed contact-ID/PIN verifications from a number, scored by
     when (ms). (Until the per-contact lockout it was a string at `verify:fail:`.)"""

@@ -42,6 +42,11 @@ WEBHOOK_SECONDS = Histogram("caseline_webhook_seconds", "Time to answer a Twilio
 BACKEND_ERRORS = Counter("caseline_backend_errors", "Failures of Redis or the database "
                          "inside a request", ["backend"])
 
+CALLS_REFUSED_TOO_MANY = Counter(
+    "caseline_calls_refused_too_many",
+    "Calls refused at the front door because their number placed too many calls lately "
+    "(CASELINE_CALLS_PER_NUMBER); each counted once, when refused")
+
 _MENU_KEYS = set("0123456789")
 
 
@@ -49,6 +54,11 @@ def count_call(call: dict[str, str], outcome: str) -> None:
     """Count an ended call by its first menu key (or `none`) and its outcome."""
     first = (call.get("menu") or "").split(">", 1)[0]
     CALLS.labels(option=first if first in _MENU_KEYS else "none", outcome=outcome).inc()
+
+
+def count_refused_too_many() -> None:
+    """Count a call refused for too many calls from its number (not Twilio's repeat)."""
+    CALLS_REFUSED_TOO_MANY.inc()
 
 
 def count_error(exc: BaseException) -> None:

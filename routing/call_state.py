@@ -18,6 +18,12 @@ from routing.desk import Desk
 
 CALL_TTL_SECONDS = 24 * 3600
 
+# The `refused` of a call refused at the front door because its number placed too many
+# calls lately (`routing.menu.calls_per_number`); a call refused at verification has
+# "1". Its log's status is `refused` either way, and `details.too_many_calls` tells them
+# apart.
+TOO_MANY_CALLS = "too-many-calls"
+
 # A call opened is put among the open calls (`keys.open_calls`), due for the
 # reconciler's first question to Twilio ("is it over?") this long after it opened.
 # Its status callback normally ends it within seconds of the caller hanging up and

@@ -17,12 +17,14 @@ Each function returns a decision; `ivr` only renders it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import directory
 from config import hours
 from config.hours import central_date
+from config.logs import mask_phone
 from directory import keys
 from directory.catalog import GENERAL, PRODUCT_TEAMS
 from directory.scripts import as_hash, script
@@ -30,6 +32,7 @@ from routing import acd, after_hours, auth, outage, verification
 from routing.auth import caller_id_trusted
 from routing.call_state import (
     CALL_TTL_SECONDS,
+    TOO_MANY_CALLS,
     append_menu,
     first_check_due,
     get_call,
@@ -39,6 +42,8 @@ from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
 from routing.desk import Desk
 from routing.verification import AskContactId, AskPin, Refused, Unverified, Verified
 
+log = logging.getLogger(__name__)
+
 # Tries of the main menu (and of the products sub-menu) before the goodbye.
 MAX_TRIES = 3
 MENU_KEYS = ("1", "2", "6", "8")
@@ -46,6 +51,8 @@ OUTAGE_KEY = "8"  # the only option that tells of maintenance windows
 # Offered to callers the line does not recognise: the toll-free number leaks to
 # families (the family portal bears the product's name), whom the desk cannot help.
 FAMILIES_KEY = "0"
+# `_OPEN_GREETED`'s answer for a call it opened refused.
+_OPENED_REFUSED = 2
 # How long a day's count of families' calls is kept (seconds).
 _FAMILIES_COUNT_TTL = 3 * 24 * 3600
 
@@ -56,6 +63,14 @@ class Welcome:
 
     name: str | None
     announcement: str | None
+
+
+@dataclass(frozen=True)
+class TooManyCalls:
+    """A number that placed too many calls lately: a polite refusal, and the call ends.
+    `first`: this webhook refused the call (False for Twilio's repeat of it)."""
+
+    first: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,9 @@ class Connect:
 
 
 Step = (
-    Welcome | AskMenu | AskProduct | Goodbye | FamiliesGoodbye | Connect | AskCase | Voicemail
-    | AskContactId | AskPin | Refused | outage.OutageReport | outage.OutageVoicemail
+    Welcome | TooManyCalls | AskMenu | AskProduct | Goodbye | FamiliesGoodbye | Connect
+    | AskCase | Voicemail | AskContactId | AskPin | Refused | outage.OutageReport
+    | outage.OutageVoicemail
 )
 
 
@@ -111,27 +127,56 @@ Step = (
 # the first webhook, or an early status callback opened it) is left as it is and
 # returned. A hash opened is put among the open calls (KEYS[3]), due for the
 # reconciler's first check with Twilio at ARGV[2] (`call_state.first_check_due`).
+# The same step counts the call among its number's calls (KEYS[4], the rolling window
+# of `keys.calls_from`): with ARGV[5] calls (> 0) taken from the number within the
+# last ARGV[6] ms before ARGV[4] (now, ms), the call is opened refused
+# (`refused=too-many-calls`) and not counted, so the window always lets the number's
+# next call in once its oldest is ARGV[6] ms old; a repeat, which finds the hash,
+# never counts twice.
+# A refused call never got past the front door: its hash takes the call's own fields
+# (ARGV[8..7+ARGV[7]]) but not what the number's lookup found (the contact, verified:
+# the rest of ARGV), so its log is unverified and no activity of the contact's.
 # ARGV[1]: the hash's TTL (s); ARGV[2]: that due time (ms); ARGV[3]: the CallSid;
-# ARGV[4..]: its fields, name/value pairs.
-# Returns {opened (1/0), the announcement active now, the hash when not opened}.
+# ARGV[4..6]: now, the limit, the window; ARGV[7]: how many of the fields after it are
+# the call's own; ARGV[8..]: its fields, name/value pairs, the call's own first.
+# Returns {1 opened, 2 opened refused, 0 found; the announcement active now; the hash
+# when found}.
 _OPEN_GREETED = """
 local announcement = redis.call('HMGET', KEYS[2], 'text', 'active')
 local said = ''
 if announcement[2] == '1' and announcement[1] then said = announcement[1] end
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, said, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 4))
+local opened = 1
+local limit = tonumber(ARGV[5])
+if limit > 0 then
+  local now = tonumber(ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+  if redis.call('ZCARD', KEYS[4]) >= limit then
+    opened = 2
+  else
+    redis.call('ZADD', KEYS[4], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  end
+end
+if opened == 2 then
+  redis.call('HSET', KEYS[1], 'refused', 'too-many-calls', 'greeted_announcement', '',
+             'greeted_name', '', unpack(ARGV, 8, 7 + tonumber(ARGV[7])))
+else
+  redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 8))
+end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-return {1, said, {}}
+return {opened, said, {}}
 """
 
 
 def identify_caller(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
-) -> tuple[dict[str, str], str]:
+) -> tuple[dict[str, str], str, bool]:
     """Open the call's hash and look the caller's number up among active contacts;
-    returns (the call's hash, the announcement active now or "").
+    returns (the call's hash, the announcement active now or "", whether this webhook
+    opened the hash).
 
     The number identifies the caller only as `CASELINE_CALLER_ID_TRUST` allows
     (by default with SHAKEN/STIR full attestation, Twilio's `StirVerstat`); an
@@ -148,38 +193,63 @@ def identify_caller(
         "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
         "stir_verstat": stir_verstat[:64],
     }
+    # What the number's lookup found: kept only on a call the limit lets in.
+    identity: dict[str, str | int] = {}
     trusted = caller_id_trusted(desk.settings.caller_id_trust, stir_verstat)
     contact, district = directory.find_contact_and_district_by_phone(
         desk.r, desk.session_factory, caller) if trusted else (None, None)
     if contact:
         facts = auth.fields_of_contact(contact, district, now)
         if facts["verified"]:
-            fields.update(facts, verified_by="caller-id")
-    fields["greeted_name"] = str(fields.get("contact_name", "")) if fields.get("verified") else ""
-    flat: list[str] = []
-    for name, value in fields.items():
-        flat += [name, str(value)]
+            identity.update(facts, verified_by="caller-id")
+    identity["greeted_name"] = (str(identity.get("contact_name", ""))
+                                if identity.get("verified") else "")
+    own = [str(part) for name, value in fields.items() for part in (name, value)]
+    found_out = [str(part) for name, value in identity.items() for part in (name, value)]
+    started = int(fields["started_at"])
+    limit, window_ms = calls_per_number(desk)
     opened, announcement, found = script(desk.r, _OPEN_GREETED)(
-        keys=[keys.call(call_sid), keys.announcement(), keys.open_calls()],
-        args=[CALL_TTL_SECONDS, first_check_due(int(fields["started_at"])), call_sid, *flat],
+        keys=[keys.call(call_sid), keys.announcement(), keys.open_calls(),
+              keys.calls_from(caller)],
+        args=[CALL_TTL_SECONDS, first_check_due(started), call_sid, started, limit,
+              window_ms, len(own), *own, *found_out],
         client=desk.r)
-    if int(opened):
+    if int(opened) == _OPENED_REFUSED:
+        log.warning("call %s from %s refused: %d calls taken from that number in the "
+                    "last %d s already (CASELINE_CALLS_PER_NUMBER)", call_sid,
+                    mask_phone(caller), limit, window_ms // 1000)
         return {k: str(v) for k, v in fields.items()} | {
-            "greeted_announcement": announcement}, announcement
-    return as_hash(found), announcement  # Twilio retried the first request: same call.
+            "greeted_announcement": "", "greeted_name": "",
+            "refused": TOO_MANY_CALLS}, announcement, True
+    if int(opened):
+        return {k: str(v) for k, v in (fields | identity).items()} | {
+            "greeted_announcement": announcement}, announcement, True
+    # Twilio retried the first request: the same call.
+    return as_hash(found), announcement, False
+
+
+def calls_per_number(desk: Desk) -> tuple[int, int]:
+    """The rate limit on new calls from one number: (calls, window in ms); (0, 0) when
+    either setting is 0 (no limit)."""
+    limit = desk.settings.calls_per_number
+    window_ms = desk.settings.calls_per_number_window_seconds * 1000
+    return (limit, window_ms) if limit > 0 and window_ms > 0 else (0, 0)
 
 
 def welcome(
     desk: Desk, call_sid: str, from_raw: str, to: str, base_url: str, now: datetime,
     stir_verstat: str = "",
-) -> Welcome:
-    """A new call: identify the caller; greet a trusted contact by name.
+) -> Welcome | TooManyCalls:
+    """A new call: identify the caller; greet a trusted contact by name. A number that
+    placed too many calls lately (`calls_per_number`) is refused politely instead.
 
     Twilio's repeat of this webhook skips the kept reply (`ivr.voice.hooks.SAFE_TO_REPEAT`):
     it hears the greeting kept on the call's hash when it opened, even after the
-    announcement changed or the caller verified by PIN meanwhile."""
-    call, announcement = identify_caller(desk, call_sid, from_raw, to, base_url, now,
-                                         stir_verstat)
+    announcement changed or the caller verified by PIN meanwhile (or the refusal)."""
+    call, announcement, opened = identify_caller(desk, call_sid, from_raw, to, base_url,
+                                                 now, stir_verstat)
+    if call.get("refused") == TOO_MANY_CALLS:
+        return TooManyCalls(first=opened)
     if "greeted_name" in call:
         return Welcome(call["greeted_name"] or None, call.get("greeted_announcement") or None)
     # A hash this webhook did not open (an early status callback's, or one opened

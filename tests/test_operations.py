@@ -109,7 +109,9 @@ def test_the_real_serve_command_exits_at_once_without_a_token(tmp_path):
     (["serve"], "CASELINE_WRAPUP_SECONDS", "ten"),
     (["worker", "--burst"], "CASELINE_MAX_WAIT_SECONDS", "20 minutes"),
     (["directory", "load", "directory.json"], "CASELINE_OVERFLOW_SECONDS", "2m"),
-    (["call", "--from", "+16125550101", "--keys", "2"], "PORT", "eighty")])
+    (["call", "--from", "+16125550101", "--keys", "2"], "PORT", "eighty"),
+    (["serve"], "CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", str(10**16)),
+    (["worker", "--burst"], "CASELINE_CALLS_PER_NUMBER", "-5")])
 def test_a_bad_setting_stops_every_command_naming_it_without_a_traceback(
         tmp_path, command, variable, value):
     env = {k: v for k, v in os.environ.items()

@@ -47,7 +47,7 @@ from jobs.queues import (
 )
 from routing import conference, survey
 from routing.auth import how_verified
-from routing.call_state import final_status, get_call
+from routing.call_state import TOO_MANY_CALLS, final_status, get_call
 from routing.cases import cases_for_calls, reported_at
 from routing.desk import Desk
 from workers.context import current_desk
@@ -491,6 +491,7 @@ def _call_log_row(call_sid: str, call: dict[str, str],
             "handover": call.get("handover") == "1",
             "abandoned": call.get("abandoned") == "1",
             "queue_failed": call.get("queue_failed") == "1",
+            "too_many_calls": call.get("refused") == TOO_MANY_CALLS,
             **({"transcription": call["transcription"]} if call.get("transcription") else {}),
             **_survey_details(call),
             **({"colleagues": conference.colleagues(call)}

@@ -46,7 +46,8 @@ def require_a_call() -> Response | None:
 # Webhooks whose repeat changes nothing by itself and hears the same reply, so they
 # skip the token's claim and the kept reply (two Redis round trips each, on two
 # webhooks in seven): the call's first webhook opens its hash only if it does not
-# exist (`routing.call_state.start_call`) and greets from that hash; the status
+# exist (`routing.menu.identify_caller`, which also counts it among its number's calls
+# only then) and greets (or refuses) from that hash; the status
 # callback ends the call once (`routing.acd.end_call`: the first to mark
 # the end wins) and always answers an empty `<Response/>`.
 SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Response
 
 from ivr.context import base_url, desk, maintenance_windows, now, now_ms
+from ivr.metrics import count_refused_too_many
 from ivr.voice.form import attempt, call_sid, form, key, whole_arg
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer
@@ -18,6 +19,8 @@ def incoming() -> Response:
     sid = call_sid()  # never empty: `hooks.require_a_call`
     step = menu.welcome(desk(), sid, form("From"), form("To"), base_url(), now(),
                         stir_verstat=form("StirVerstat"))
+    if isinstance(step, menu.TooManyCalls) and step.first:
+        count_refused_too_many()  # operators see a flood in /metrics, not only in logs
     return answer(step, sid)
 
 

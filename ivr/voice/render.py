@@ -54,6 +54,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             greeting = ([p.text("greeting.known", name=name)] if name
                         else [p.text("greeting.unknown"), p.text("greeting.families_key")])
             return twiml.main_menu(p, [*greeting, *announcement_texts(announcement)], attempt=1)
+        case menu.TooManyCalls():
+            return twiml.goodbye(p, p.text("greeting.too_many_calls"))
         case menu.AskMenu(attempt=attempt, invalid=invalid):
             return twiml.main_menu(p, _texts(invalid and "menu.invalid"), attempt=attempt)
         case menu.AskProduct(attempt=attempt, invalid=invalid, after_hours=after_hours):
