@@ -233,12 +233,13 @@ def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
         line.start_worker()
         twilio = HttpTransport(line.url, auth_token=AUTH_TOKEN)
         sids = [f"CA{index:032d}" for index in range(8)]
-        start = time.monotonic()
         for sid in sids:
             form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": "completed",
                     "CallDuration": "12", "From": PAT}
             assert twilio.post("/voice/status", form).status == 200
             time.sleep(0.02)  # the worker, idle, would take a job queued now at once
+        # From the burst's last call: on a loaded host the posts themselves take seconds.
+        start = time.monotonic()
 
         def logged() -> set[str]:
             from sqlalchemy import select
@@ -252,10 +253,11 @@ def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
         took = time.monotonic() - start
         jobs = desk.job_redis.keys("rq:job:log-calls-*")
         assert 1 <= len(jobs) <= 2, jobs
-        # Up to ~2 s on a quiet machine; 3 s of slack for a host that takes the core
-        # (CI saw 4.3 s with the VM's steal at 20-30%); a log waiting for the
-        # reconciler's pass instead (10 s) still fails it.
-        assert took < 2 * CALL_LOG_GATHER_SECONDS + 3, took
+        # Up to ~2 s on a quiet machine; slack for a host that takes the core (CI saw
+        # 4.3 s with the VM's steal at 20-30%; 6.0 s with a second suite running beside
+        # this one), still short of the reconciler's 10 s pass that would log a call
+        # the gathered job missed.
+        assert took < 2 * CALL_LOG_GATHER_SECONDS + 6, took
     except AssertionError:
         print(line.output())
         raise
