@@ -54,18 +54,18 @@ CEILING_SETTINGS = [
     ServerSettings("gevent", 1, connections=100), ServerSettings("gevent", 1, connections=1000),
     ServerSettings("gevent", 2, connections=1000),
 ]
-PATCHES = ["", "no-kept-reply", "no-admit-trip", "urllib3-transport",
+PATCHES = ["", "granian", "no-kept-reply", "no-admit-trip", "urllib3-transport",
            "no-kept-reply,no-admit-trip,urllib3-transport"]
 # Measured before and since applied in caseline: quiet-twilio-log, wait-pipeline,
 # validator-once, hiredis, redirect-background (see docs/benchmarks.md).
 
 
-def hiredis_path() -> str:
-    """hiredis installed aside (not into the shared venv); its directory."""
-    target = Path(tempfile.gettempdir()) / "caseline-bench-hiredis"
-    if not (target / "hiredis").exists():
+def aside_path(package: str) -> str:
+    """`package` installed aside (not into the shared venv); its directory."""
+    target = Path(tempfile.gettempdir()) / f"caseline-bench-{package}"
+    if not (target / package).exists():
         subprocess.run([str(BIN / "python"), "-m", "pip", "install", "-q", "--target",
-                        str(target), "hiredis"], check=True)
+                        str(target), package], check=True)
     return str(target)
 
 
@@ -263,7 +263,8 @@ async def side_by_side(args: argparse.Namespace) -> None:
             names = [p for p in patches.split(",") if p]
             if args.only and patches not in args.only.split(","):
                 continue
-            extra = hiredis_path() if "hiredis" in names else ""
+            extra = os.pathsep.join(aside_path(p) for p in ("hiredis", "granian")
+                                    if p in names)
             targets.append(await stack.add_caseline(
                 patches, ",".join(n for n in names if n != "hiredis"), extra))
         results: dict[str, list] = {t.name: [] for t in [*targets, stack.ceiling]}

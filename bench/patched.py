@@ -33,6 +33,9 @@ Patches (a patch is a measurement aid, never production code):
 * `voice-no-session`: webhooks open no console session.
 * `switch-1ms`, `switch-0.5ms`: the GIL handed over after 1 or 0.5 ms instead
   of Python's 5 ms.
+* `granian`: `caseline serve` under granian (a Rust HTTP server, WSGI in blocking
+  threads; `GRANIAN_THREADS`, default `--threads`) instead of gunicorn. granian is
+  not a dependency: `bench/explore.py` installs it aside, as hiredis.
 * `hiredis` is not a patch: `bench/explore.py` installs the package aside and
   puts it on the web processes' path (redis-py then parses with it).
 """
@@ -237,7 +240,47 @@ def voice_no_session() -> None:
     interface.open_session = open_session  # type: ignore[method-assign]
 
 
+_GRANIAN_SETTINGS = None
+
+
+def granian_app():  # type: ignore[no-untyped-def]
+    """The app, built in granian's worker process (forked: the settings are inherited)."""
+    import gc
+
+    from ivr import create_app, warm_up
+
+    app = create_app(_GRANIAN_SETTINGS)
+    warm_up(app)
+    gc.collect()
+    gc.freeze()
+    return app
+
+
+def granian_server() -> None:
+    """`caseline serve` under granian (Rust HTTP, WSGI in blocking threads) instead of
+    gunicorn: `GRANIAN_THREADS` blocking threads (default 4) per process."""
+    import os
+
+    import caseline.server as server
+
+    def run(settings, *, workers, threads):  # type: ignore[no-untyped-def]
+        global _GRANIAN_SETTINGS
+        from granian.constants import Interfaces
+        from granian.server import Server
+
+        _GRANIAN_SETTINGS = server.streams_for(settings, threads)
+        Server("bench.patched:granian_app", address=settings.host, port=settings.port,
+               interface=Interfaces.WSGI, workers=workers,
+               blocking_threads=int(os.environ.get("GRANIAN_THREADS", threads)),
+               backpressure=int(os.environ.get("GRANIAN_BACKPRESSURE", 0)) or None,
+               factory=True, log_level="warning", websockets=False,
+               http="1").serve()
+
+    server.run_gunicorn = run
+
+
 PATCHES = {
+    "granian": granian_server,
     "no-kept-reply": no_kept_reply,
     "no-admit-trip": no_admit_trip,
     "urllib3-transport": urllib3_transport,
