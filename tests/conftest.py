@@ -393,13 +393,20 @@ def phone(app: Flask, emulator: TwilioEmulator) -> Phone:
 
 
 def caseline_command(*args: str, at: datetime | None = None) -> list[str]:
-    """argv of a real `caseline` process on the suite's clock (`at`, default NOW, ticking).
+    """argv of a real `caseline` process on the test's clock (ticking from NOW since the
+    test began, or wherever it travelled), or on a clock reading `at` now.
 
     A service started on the real clock would route by the hour the suite runs
     at (voicemail at night and on weekends), so every process a test starts
-    travels in time like the test itself.
+    travels in time like the test itself. Each process's clock goes on from the
+    test's at the moment it is started: one started at NOW would run behind the
+    test, and behind the processes started before it, by however long they took
+    to start (seconds on a busy host), and a job one of them schedules would be
+    due that much later for another.
     """
-    return [sys.executable, "-m", "tests.frozen_clock", (at or NOW).isoformat(), *args]
+    spawned = time_machine.escape_hatch.time.time()  # the real clock, the same in the child
+    return [sys.executable, "-m", "tests.frozen_clock", (at or datetime.now(UTC)).isoformat(),
+            f"--spawned={spawned!r}", *args]
 
 
 @dataclass
