@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -82,14 +83,66 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Import the whole repository (Hypothesis's constants: `tests.whole_project`),
-    declare the `databases` mark and check the option."""
+    declare the `databases` and `slow` marks and check the option."""
     whole_project.import_all()
     config.addinivalue_line(
         "markers", "databases: a database test, run on SQLite and on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "slow: a test of ten seconds or more, run before the others")
+    config.addinivalue_line(
+        "markers", "alone: a test that needs the machine to itself (it sets processes' "
+                   "cores and priorities): no other test of the run goes on beside it")
     unknown = set(config.getoption("databases").split(",")) - set(DATABASES)
     if unknown:
         raise pytest.UsageError(f"--databases: unknown backend(s) {sorted(unknown)}, "
                                 f"choose among {list(DATABASES)}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `slow` tests first, then the others, each in their order.
+
+    The suite runs on every core (pytest-xdist, `addopts` in pyproject.toml, with
+    `--dist worksteal`): each worker starts on its own stretch of the tests, in this
+    order, and one that runs out takes the last tests of another's. The slow ones
+    (most of them run the line as real processes, with deadlines) so fall to one
+    worker, one after the other, while the others run the quick ones; and none is
+    left to the end, to keep one worker busy long after the others are done.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Each test shares the machine with the tests of the other xdist workers, but an
+    `alone` test has it to itself (its fixtures included; the wait is no part of any
+    test's timeout)."""
+    with sharing_the_machine(item):
+        yield
+
+
+@contextmanager
+def sharing_the_machine(item: pytest.Item) -> Iterator[None]:
+    """Hold the machine for a test, with the tests of the other xdist workers or (an
+    `alone` test) without them: a shared or an exclusive flock on a file in the run's
+    temporary folder, which the workers share (theirs are inside it). A test takes
+    the turnstile's flock on the way in, and an `alone` test keeps it while it waits
+    for the tests already running to end, so the tests that arrive meanwhile wait
+    behind it instead of keeping it waiting. One process (no xdist) runs one test at
+    a time anyway."""
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    folder = Path(item.config.option.basetemp).parent
+    alone = item.get_closest_marker("alone") is not None
+    with (folder / "turnstile.lock").open("a") as turnstile, \
+            (folder / "machine.lock").open("a") as machine:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield  # closing the files lets both go
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -26,8 +26,11 @@ from tests.live import wait_for
 RUN_SCRIPT = PROJECT_ROOT / "scripts" / "run.sh"
 BANNER_END = "Ctrl-C stops everything."
 
-pytestmark = pytest.mark.skipif(not (PROJECT_ROOT / ".venv" / "bin" / "caseline").exists(),
-                                reason="scripts/run.sh runs .venv/bin/caseline (make installs it)")
+pytestmark = [
+    pytest.mark.skipif(not (PROJECT_ROOT / ".venv" / "bin" / "caseline").exists(),
+                       reason="scripts/run.sh runs .venv/bin/caseline (make installs it)"),
+    pytest.mark.slow,
+]
 
 
 def session_processes(session: int) -> dict[int, str]:
