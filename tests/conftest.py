@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,14 +83,66 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Import the whole repository (Hypothesis's constants: `tests.whole_project`),
-    declare the `databases` mark and check the option."""
+    declare the `databases` and `slow` marks and check the option."""
     whole_project.import_all()
     config.addinivalue_line(
         "markers", "databases: a database test, run on SQLite and on PostgreSQL")
+    config.addinivalue_line(
+        "markers", "slow: a test of ten seconds or more, run before the others")
+    config.addinivalue_line(
+        "markers", "alone: a test that needs the machine to itself (it sets processes' "
+                   "cores and priorities): no other test of the run goes on beside it")
     unknown = set(config.getoption("databases").split(",")) - set(DATABASES)
     if unknown:
         raise pytest.UsageError(f"--databases: unknown backend(s) {sorted(unknown)}, "
                                 f"choose among {list(DATABASES)}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `slow` tests first, then the others, each in their order.
+
+    The suite runs on every core (pytest-xdist, `addopts` in pyproject.toml, with
+    `--dist worksteal`): each worker starts on its own stretch of the tests, in this
+    order, and one that runs out takes the last tests of another's. The slow ones
+    (most of them run the line as real processes, with deadlines) so fall to one
+    worker, one after the other, while the others run the quick ones; and none is
+    left to the end, to keep one worker busy long after the others are done.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Each test shares the machine with the tests of the other xdist workers, but an
+    `alone` test has it to itself (its fixtures included; the wait is no part of any
+    test's timeout)."""
+    with sharing_the_machine(item):
+        yield
+
+
+@contextmanager
+def sharing_the_machine(item: pytest.Item) -> Iterator[None]:
+    """Hold the machine for a test, with the tests of the other xdist workers or (an
+    `alone` test) without them: a shared or an exclusive flock on a file in the run's
+    temporary folder, which the workers share (theirs are inside it). A test takes
+    the turnstile's flock on the way in, and an `alone` test keeps it while it waits
+    for the tests already running to end, so the tests that arrive meanwhile wait
+    behind it instead of keeping it waiting. One process (no xdist) runs one test at
+    a time anyway."""
+    if not hasattr(item.config, "workerinput"):
+        yield
+        return
+    folder = Path(item.config.option.basetemp).parent
+    alone = item.get_closest_marker("alone") is not None
+    with (folder / "turnstile.lock").open("a") as turnstile, \
+            (folder / "machine.lock").open("a") as machine:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield  # closing the files lets both go
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -123,17 +177,51 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture
 def database_url(database_backend: str, tmp_path: Path,
                  request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database for one test: a SQLite file, or a new PostgreSQL
-    database (dropped after the test)."""
+    """A fresh database for one test: a SQLite file, or a new PostgreSQL database
+    (dropped after the test). Empty, unless the test uses `engine`, which would migrate
+    it: then a copy of a database the session migrated (`migrated_sqlite`,
+    `migrated_postgres`), which `engine` finds at head."""
+    migrated = "engine" in request.fixturenames
     if database_backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'caseline.db'}"
+        path = tmp_path / "caseline.db"
+        if migrated:
+            shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
-    name = cluster.create_database()
+    name = cluster.create_database(
+        template=request.getfixturevalue("migrated_postgres") if migrated else None)
     try:
         yield cluster.url(name)
     finally:
         cluster.drop_database(name)
+
+
+# Every migration run on each test's database took ~0.3 s a test on SQLite, ~0.5 s on
+# PostgreSQL: each session runs them once per backend, and the tests that use `engine`
+# start from a copy (tests/test_migrations.py migrates empty and older databases itself).
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database every migration ran on, once in the session."""
+    path = tmp_path_factory.mktemp("migrated") / "caseline.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()  # its last connection closed, SQLite folds the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_cluster: PostgresCluster) -> str:
+    """A PostgreSQL database every migration ran on, once in the session: its name."""
+    name = postgres_cluster.create_database()
+    engine = make_engine(postgres_cluster.url(name))
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()  # PostgreSQL copies no database that has a session open
+    return name
 
 
 AUTH_TOKEN = "test-auth-token"
@@ -189,7 +277,8 @@ def settings(redis_url: str, database_url: str, tmp_path: Path,
 
 @pytest.fixture
 def engine(database_url: str):
-    """The test database, with caseline's schema (every migration run on it)."""
+    """The test database, with caseline's schema (every migration run on it, or on the
+    database it copies: `database_url`)."""
     engine = make_engine(database_url)
     ensure_schema(engine)
     yield engine
@@ -393,13 +482,20 @@ def phone(app: Flask, emulator: TwilioEmulator) -> Phone:
 
 
 def caseline_command(*args: str, at: datetime | None = None) -> list[str]:
-    """argv of a real `caseline` process on the suite's clock (`at`, default NOW, ticking).
+    """argv of a real `caseline` process on the test's clock (ticking from NOW since the
+    test began, or wherever it travelled), or on a clock reading `at` now.
 
     A service started on the real clock would route by the hour the suite runs
     at (voicemail at night and on weekends), so every process a test starts
-    travels in time like the test itself.
+    travels in time like the test itself. Each process's clock goes on from the
+    test's at the moment it is started: one started at NOW would run behind the
+    test, and behind the processes started before it, by however long they took
+    to start (seconds on a busy host), and a job one of them schedules would be
+    due that much later for another.
     """
-    return [sys.executable, "-m", "tests.frozen_clock", (at or NOW).isoformat(), *args]
+    spawned = time_machine.escape_hatch.time.time()  # the real clock, the same in the child
+    return [sys.executable, "-m", "tests.frozen_clock", (at or datetime.now(UTC)).isoformat(),
+            f"--spawned={spawned!r}", *args]
 
 
 @dataclass

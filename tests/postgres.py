@@ -69,6 +69,7 @@ class PostgresCluster:
     user: pwd.struct_passwd | None
     process: subprocess.Popen | None = None
     _names: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _version: int | None = None
 
     @property
     def socket_dir(self) -> Path:
@@ -148,11 +149,30 @@ class PostgresCluster:
                              autocommit=True) as conn:
             conn.execute(sql)  # type: ignore[arg-type]
 
-    def create_database(self) -> str:
-        """A new empty database; its name."""
+    def create_database(self, template: str | None = None) -> str:
+        """A new database, empty or a copy of database `template`; its name."""
         name = f"caseline_test_{next(self._names)}"
-        self._admin(f'CREATE DATABASE "{name}"')
+        self._create(name, template)
         return name
+
+    def _create(self, name: str, template: str | None) -> None:
+        """CREATE DATABASE, copying the template's files: PostgreSQL 15's default
+        (WAL_LOG, which writes every page of the copy to the WAL) took ~0.9 s a
+        database here, FILE_COPY ~0.2 s, and nothing in this cluster needs the WAL."""
+        sql = f'CREATE DATABASE "{name}"'
+        if template is not None:
+            sql += f' TEMPLATE "{template}"'
+        if self.server_version() >= 150000:  # before 15, FILE_COPY was the only way
+            sql += " STRATEGY = FILE_COPY"
+        self._admin(sql)
+
+    def server_version(self) -> int:
+        """The server's version as one number (150004 for 15.4)."""
+        if self._version is None:
+            with psycopg.connect(host=str(self.socket_dir), user=SUPERUSER,
+                                 dbname="postgres") as conn:
+                self._version = conn.info.server_version
+        return self._version
 
     def drop_database(self, name: str) -> None:
         """Drop a test's database, ending its connections first."""

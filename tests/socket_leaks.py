@@ -1,6 +1,6 @@
 """A pytest plugin that lists the tests leaving open sockets to the garbage collector:
 `.venv/bin/python -m pytest -p tests.socket_leaks [tests...]` writes them, with each socket's
-two ends, to `socket-leaks.txt` (in the current directory).
+two ends, to `socket-leaks.txt` (in the current directory; every xdist worker adds to it).
 
 Such a socket is closed only when the collector finalises it, in whatever test is
 running then, and whether the socket or its owner (a redis-py connection, a
@@ -23,9 +23,11 @@ REPORT = Path("socket-leaks.txt")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """No collection but ours: each test's garbage is found after it."""
+    """No collection but ours: each test's garbage is found after it. The report starts
+    empty (emptied once, by the process that starts the xdist workers, if any)."""
     gc.disable()
-    REPORT.write_text("")
+    if not hasattr(config, "workerinput"):
+        REPORT.write_text("")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -43,5 +45,5 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
     gc.collect()
     leaked = [ends for ref, ends in watched if ref() is None]
     if leaked:
-        with REPORT.open("a") as report:
+        with REPORT.open("a") as report:  # one write of one line: workers' lines never mix
             report.write(f"{item.nodeid}: {len(leaked)} {leaked}\n")

@@ -14,6 +14,10 @@ from config.settings import PROJECT_ROOT
 pytestmark = pytest.mark.timeout(240)
 
 
+# Alone: the bench pins its processes to cores and puts the worker at nice 19 beside the
+# load generator; a test on another xdist worker busy on that core would starve it.
+@pytest.mark.slow
+@pytest.mark.alone
 def test_the_bench_smoke_places_calls_both_sides_and_prints_both_layouts(tmp_path):
     docs = PROJECT_ROOT / "docs" / "benchmarks.md"
     before = figures(docs)

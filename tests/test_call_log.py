@@ -222,6 +222,7 @@ def test_calls_whose_last_log_job_failed_for_good_are_logged_by_the_reconciler(
     assert desk.r.zcard(CALLS_TO_LOG) == 0
 
 
+@pytest.mark.slow
 def test_a_running_worker_writes_a_burst_of_calls_with_one_job_within_seconds(
         settings, emulator, desk, lakeview, tmp_path):
     """Calls ending a few milliseconds apart, with `caseline worker` idle and keeping up:

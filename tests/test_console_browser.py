@@ -29,8 +29,9 @@ PAT = "+16125550101"
 # How long the console gives a read of its live part before it tries again (console.js).
 READ_TIMEOUT_MS = 10_000
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium (`make system-deps`)")
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs Debian's chromium (`make system-deps`)"),
+              pytest.mark.slow]
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ from tests.test_console_browser import (
 )
 
 sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium (`make system-deps`)")
+pytestmark = [pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs Debian's chromium (`make system-deps`)"),
+              pytest.mark.slow]
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 

@@ -32,6 +32,8 @@ A2 = "+16515550102"
 FALLBACK = "+16515550000"
 ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def database_url(database_url: str, database_backend: str, tmp_path: Path) -> str:

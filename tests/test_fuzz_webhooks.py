@@ -689,6 +689,7 @@ def world(app: Flask, desk: Desk, directory: Directory, emulator: TwilioEmulator
 
 # Under a minute when all is well; a failure's shrinking may take longer, and a
 # shrunk example is worth the wait (pytest-timeout would only report a timeout).
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_any_request_to_any_webhook_answers_twiml_and_keeps_the_desk_sound(world: World):
     scene = world.busy
@@ -997,6 +998,7 @@ class DeskAtWork(RuleBasedStateMachine):
                         f"a non-final status callback ended {sid}")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_callers_advisors_and_a_misbehaving_twilio_keep_the_desk_sound(world: World):
     DeskAtWork.world = world

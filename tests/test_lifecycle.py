@@ -52,6 +52,8 @@ TEAMS = {"A7": ["general", "hosting"], "A2": ["general"], "A6": ["hosting"],
 ON_DUTY = ("A7", "A2", "A6", "A1")
 ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def lakeview(directory):

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import defaultdict
 
+import pytest
 import requests
 
 from directory import keys
@@ -51,6 +52,7 @@ class PhoneLedger:
         return on_event
 
 
+@pytest.mark.slow
 def test_fifty_callers_ten_advisors_two_processes(live_service, directory, desk, emulator):
     directory.district()
     for n in range(CALLERS):

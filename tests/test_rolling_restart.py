@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+import pytest
 import requests
 
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
@@ -22,6 +23,8 @@ from twilio_side.transport import Response
 PUBLIC = "http://line.test"
 BURST = 8  # callers arriving just before each restart
 ADVISORS = ["A40", "A41"]  # fewer than the callers arriving: some wait
+
+pytestmark = pytest.mark.slow
 
 
 class Balancer:

@@ -88,6 +88,7 @@ def run_sh_call_args() -> list[str]:
 # -- scripted mode, one call per menu option ------------------------------------
 
 
+@pytest.mark.slow
 def test_every_menu_option_scripted_against_the_live_service(live_service, line):
     set_status(live_service.url, "A7", "available")
     before = hours.is_open(real_now())

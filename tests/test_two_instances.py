@@ -25,6 +25,8 @@ from twilio_side import CallResult
 CALLERS = 100
 ADVISORS = [f"A{n}" for n in range(20, 40)]
 
+pytestmark = pytest.mark.slow
+
 
 def calls_counted(url: str) -> float:
     """Calls the instance at `url` saw end (its own /metrics, all its web processes)."""
