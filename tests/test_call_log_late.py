@@ -20,7 +20,8 @@ from directory import keys
 from directory.models import CallLog
 from jobs.queues import CALLS_TO_LOG
 from tests.conftest import API_TOKEN, BASE_URL, make_available, run_jobs
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 # What these tests check is written on the call logs: both databases.
 pytestmark = pytest.mark.databases

@@ -13,7 +13,8 @@ import redis
 from directory import keys
 from routing import presence
 from tests.conftest import API_TOKEN
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 

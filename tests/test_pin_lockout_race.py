@@ -13,23 +13,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from twilio.request_validator import RequestValidator
 
 from directory import pins
 from directory.models import Contact
 from routing import auth, lockout
 from routing.call_state import get_call
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 from tests.test_hostile_callers import (
     asks_case_number,
     at_pin_prompt,
     next_question,
     pin_reply,
-    post,
     same_twiml,
     stranger,
     type_pin,
 )
+from tests.webhooks import post, post_without_token
 
 PAT = "+16125550101"
 INACTIVE = "5003"  # Old Timer, PIN 1111, idle for years
@@ -243,15 +241,6 @@ def test_an_inactive_contacts_right_pin_three_times_locks_the_number(desk, lakev
 
 
 # --- Twilio's repeat without an idempotency token ------------------------------------------
-
-
-def post_without_token(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook signed, as Twilio repeats one after a timeout: no idempotency token."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def test_a_wrong_pin_repeated_without_a_token_counts_once(desk, lakeview, client):
