@@ -37,17 +37,6 @@ def settings(settings):
     return settings.with_changes(oncall_number=ONCALL)
 
 
-@pytest.fixture
-def lakeview(directory):
-    """A hosted district, its contact Pat, advisors A7 (owner of 2024117) and A2."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone="+16515550102")
-    directory.case("2024117", owner="A7")
-    directory.load()
-
-
 def path_of(url: str) -> str:
     return url.removeprefix(BASE_URL)
 

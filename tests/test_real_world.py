@@ -41,17 +41,6 @@ CHICAGO = ZoneInfo("America/Chicago")
 
 
 @pytest.fixture
-def lakeview(directory):
-    """A hosted district, its contact Pat, advisors A7 (owner of 2024117) and A2."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone=A2_PHONE)
-    directory.case("2024117", owner="A7")
-    directory.load()
-
-
-@pytest.fixture
 def quick(desk):
     """The desk with REST retries a few milliseconds apart (same classification), and
     as short a look for the sign that Twilio carried out a failed redirect (no Twilio
