@@ -350,6 +350,19 @@ def directory(desk: Desk) -> Directory:
     return Directory(desk)
 
 
+@pytest.fixture
+def lakeview(directory: Directory) -> None:
+    """The usual story: a hosted district, its contact Pat (5001, PIN 2468), advisors A7
+    (general and hosting, owner of case 2024117) and A2 (general). A module whose story
+    differs defines a `lakeview` of its own."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.case("2024117", owner="A7")
+    directory.load()
+
+
 def make_available(desk: Desk, *advisor_ids: str, start_ms: int | None = None) -> None:
     """Advisors go available in the given order (the first is the longest idle)."""
     start = start_ms or int(time.time() * 1000) - 60_000

@@ -14,6 +14,7 @@ from werkzeug.datastructures import MultiDict
 
 from directory import keys
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
+from tests.webhooks import signed_post
 
 ENDPOINTS = [
     "/voice/incoming", "/voice/menu", "/voice/menu?attempt=abc", "/voice/case",
@@ -34,13 +35,6 @@ FORMS = [
      "QueueResult": "leave", "RecordingUrl": "javascript:alert(1)"},
     {"CallSid": "\x00\x01", "From": "\u202e+1612", "Digits": "\u0661"},
 ]
-
-
-def signed_post(client, path: str, form: dict[str, str]):
-    """Post `form` (with our AccountSid, as Twilio always sends) with a valid signature."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)

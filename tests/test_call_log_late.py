@@ -20,7 +20,8 @@ from directory import keys
 from directory.models import CallLog
 from jobs.queues import CALLS_TO_LOG
 from tests.conftest import API_TOKEN, BASE_URL, make_available, run_jobs
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 # What these tests check is written on the call logs: both databases.
 pytestmark = pytest.mark.databases
@@ -34,17 +35,6 @@ NIGHT = datetime(2026, 11, 24, 23, 30, tzinfo=ZoneInfo("America/Chicago"))
 @pytest.fixture
 def settings(settings):
     return settings.with_changes(oncall_number=ONCALL)
-
-
-@pytest.fixture
-def lakeview(directory):
-    """A hosted district, its contact Pat, advisors A7 (owner of 2024117) and A2."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone="+16515550102")
-    directory.case("2024117", owner="A7")
-    directory.load()
 
 
 def path_of(url: str) -> str:
@@ -255,18 +245,26 @@ def test_a_callback_whose_leg_ends_before_the_dial_action_is_logged_answered(
 # --- the survey's last key, pressed as the caller hangs up ----------------------
 
 
-def test_the_surveys_last_key_after_the_status_callback_is_on_the_log(desk, lakeview, client):
-    make_available(desk, "A7")
-    dial, leg = bridged(client, "CA-sv")
-    ask = dial_over(client, dial, "CA-sv", leg, caller="in-progress").find("Gather")
+def at_the_last_survey_question(desk, client, sid: str) -> ET.Element:
+    """A7 (available) answers Pat's call `sid` and hangs up first; Pat answers the first
+    four survey questions (5, 4, 3, 2), then hangs up: the status callback is handled and
+    the jobs run before any last key. The `<Gather>` of the last question ("overall")."""
+    dial, leg = bridged(client, sid)
+    ask = dial_over(client, dial, sid, leg, caller="in-progress").find("Gather")
     assert ask is not None
     for key in "5432":
-        ask = post(client, path_of(ask.get("action", "")), {"CallSid": "CA-sv",
+        ask = post(client, path_of(ask.get("action", "")), {"CallSid": sid,
                                                             "Digits": key}).find("Gather")
         assert ask is not None
-    # Pat presses 5 for "overall" and hangs up: the status callback is handled first.
-    status(client, "CA-sv", seconds=200)
+    status(client, sid, seconds=200)
     run_jobs(desk)
+    return ask
+
+
+def test_the_surveys_last_key_after_the_status_callback_is_on_the_log(desk, lakeview, client):
+    make_available(desk, "A7")
+    # Pat presses 5 for "overall" and hangs up: the status callback is handled first.
+    ask = at_the_last_survey_question(desk, client, "CA-sv")
     last = {"CallSid": "CA-sv", "Digits": "5", "CallStatus": "completed"}
     post(client, path_of(ask.get("action", "")), last, token="tok-5")
     post(client, path_of(ask.get("action", "")), last, token="tok-5")  # repeated
@@ -281,15 +279,7 @@ def test_the_surveys_last_key_after_the_status_callback_is_on_the_log(desk, lake
 def test_a_survey_key_after_the_calls_state_is_gone_is_not_counted(desk, lakeview, client):
     """No state, no log to put the answer on: the figures do not count it either."""
     make_available(desk, "A7")
-    dial, leg = bridged(client, "CA-svg")
-    ask = dial_over(client, dial, "CA-svg", leg, caller="in-progress").find("Gather")
-    assert ask is not None
-    for key in "5432":
-        ask = post(client, path_of(ask.get("action", "")), {"CallSid": "CA-svg",
-                                                            "Digits": key}).find("Gather")
-        assert ask is not None
-    status(client, "CA-svg", seconds=200)
-    run_jobs(desk)
+    ask = at_the_last_survey_question(desk, client, "CA-svg")
     desk.r.delete(keys.call("CA-svg"))
     post(client, path_of(ask.get("action", "")), {"CallSid": "CA-svg", "Digits": "5",
                                                   "CallStatus": "completed"})

@@ -21,7 +21,8 @@ from routing import acd, availability, callbacks, presence
 from routing.call_state import get_call, update_call
 from routing.waiting import request_callback
 from tests.conftest import BASE_URL
-from tests.test_real_world import PAT, post, queue_caller, waiting
+from tests.test_real_world import PAT, queue_caller, waiting
+from tests.webhooks import post
 
 WRAPUP_SECONDS = 30
 # Twilio's DialCallStatus for a contact who never picked up.

@@ -16,6 +16,7 @@ from directory.models import CallLog
 from routing import presence
 from routing.call_state import get_call
 from tests.conftest import API_TOKEN, make_available, run_jobs
+from tests.webhooks import post
 
 PAT = "+16125550101"
 A7_PHONE = "+16515550199"
@@ -202,8 +203,6 @@ def test_twilio_unavailable_leaves_the_call_as_it_was(phone, desk, lakeview, cli
 
 def test_a_contact_gone_while_the_call_moves_leaves_no_leg_behind(
         phone, desk, lakeview, client, emulator):
-    from tests.test_real_world import post
-
     make_available(desk, "A7")
     caller, thread = _call_in_thread(phone, 1.5)
     sid = _talking(desk)

@@ -17,6 +17,7 @@ from routing.call_state import get_call
 from tests import test_colleague
 from tests.conftest import API_TOKEN, make_available
 from tests.test_colleague import COLLEAGUE, _call_in_thread, _talking, _until
+from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 lakeview = test_colleague.lakeview  # the same directory: Lakeview, Pat, A7, case 2024117
@@ -173,8 +174,6 @@ def _path(url: str) -> str:
 def _bridged_by_hand(desk, client, emulator, sid: str = "CA-pat", leg: str = "CA-a7-leg") -> None:
     """Pat calls about case 2024117 and A7 accepts: the legs bridged, both live at the
     emulator (so the REST API can move them), every webhook signed as Twilio's."""
-    from tests.test_real_world import post
-
     make_available(desk, "A7")
     post(client, "/voice/incoming", {"CallSid": sid, "From": PAT_PHONE, "To": LINE,
                                      "StirVerstat": "TN-Validation-Passed-A"})
@@ -201,7 +200,6 @@ def test_the_colleagues_end_reaches_the_log_when_twilio_posts_it_after_the_conta
     in Redis only: the log says the colleague never left (left_at and outcome None)."""
     from directory.models import CallLog
     from tests.conftest import run_jobs
-    from tests.test_real_world import post
 
     _bridged_by_hand(desk, client, emulator)
     added = client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE}, headers=API)
@@ -240,8 +238,6 @@ def test_a_colleague_dialed_after_the_contact_hung_up_is_hung_up(
     is then created: on Twilio a new conference of that name with the colleague
     alone in it, on the desk's line, until they give up. Either the add is refused
     (the call is over) or the colleague's leg is hung up."""
-    from tests.test_real_world import post
-
     proxy = SlowTwilio(emulator, after=_moves("contact"), faults=[429] * 3)
     app = _app_behind(make_app, settings, proxy)
     client = app.test_client()
@@ -287,7 +283,6 @@ def test_an_advisor_gone_before_the_contact_joined_leaves_no_conference_without_
     ends it too". Pat should hear the end of the call (the survey, as when the
     advisor leaves), and A7 should be free, not "talking" on a call they left."""
     from routing import presence
-    from tests.test_real_world import post
 
     _bridged_by_hand(desk, client, emulator)
     assert client.post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE},
@@ -311,8 +306,6 @@ def test_an_advisor_hanging_up_while_the_move_is_retried_ends_the_call_as_usual(
     call whose advisor hangs up: Pat should hear the end of the call (the survey),
     and A7 be released. Today Pat hears "we are bringing your colleague onto the
     call", waits, and is hung up on once the add fails (no survey, no goodbye)."""
-    from tests.test_real_world import post
-
     _bridged_by_hand(desk, client, emulator)
     emulator.fail_next(503, 503)
     answers: list = []
@@ -355,7 +348,6 @@ def test_conference_webhooks_about_a_call_that_never_moved_change_nothing(
     (a stray request, or one for another call's leg) freed the advisor talking on it,
     who could then be rung for the next caller while still on this one."""
     from routing import presence
-    from tests.test_real_world import post
 
     _bridged_by_hand(desk, client, emulator)
     for role in ("advisor", "contact"):

@@ -8,6 +8,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -306,13 +308,11 @@ def test_an_operator_signs_an_advisor_out_everywhere(app, settings, desk):
     assert unknown.exit_code == 1
 
 
-def test_a_sign_in_sent_while_another_is_checked_is_told_to_retry_at_once(app, desk,
-                                                                         monkeypatch):
-    """Each password check is Argon2id (a quarter of a second of a core, 64 MiB): a web
-    process runs one at a time, and a sign-in that arrives meanwhile is refused as busy
-    at once, holding no thread while it waits (a flood of sign-ins, ids changed to dodge
-    the lockout, waiting their turn had left Twilio's webhooks seconds behind them).
-    Nothing of it is checked or counted, and the next try signs in."""
+@contextmanager
+def a_password_check_held(app, monkeypatch, advisor: str, password: str) -> Iterator[None]:
+    """A sign-in of `advisor` with `password`, sent on a thread of its own, held inside
+    its password check (argon2's hasher, patched through `monkeypatch`) while the block
+    runs; let go, and its thread joined, when the block ends."""
     from directory import accounts as account_store
 
     checking, let_go = threading.Event(), threading.Event()
@@ -334,18 +334,29 @@ def test_a_sign_in_sent_while_another_is_checked_is_told_to_retry_at_once(app, d
     first = app.test_client()
     token = csrf_of(first)
     held = threading.Thread(target=lambda: first.post("/console/sign-in", data={
-        "csrf_token": token, "advisor": "X1", "password": "a guess"}))
+        "csrf_token": token, "advisor": advisor, "password": password}))
     held.start()
     try:
-        assert checking.wait(10)  # the first sign-in is being checked
+        assert checking.wait(10)  # the held sign-in is being checked
+        yield
+    finally:
+        let_go.set()
+        held.join(timeout=20)
+
+
+def test_a_sign_in_sent_while_another_is_checked_is_told_to_retry_at_once(app, desk,
+                                                                         monkeypatch):
+    """Each password check is Argon2id (a quarter of a second of a core, 64 MiB): a web
+    process runs one at a time, and a sign-in that arrives meanwhile is refused as busy
+    at once, holding no thread while it waits (a flood of sign-ins, ids changed to dodge
+    the lockout, waiting their turn had left Twilio's webhooks seconds behind them).
+    Nothing of it is checked or counted, and the next try signs in."""
+    with a_password_check_held(app, monkeypatch, "X1", "a guess"):
         browser = app.test_client()
         token_a7 = csrf_of(browser)
         asked = time.monotonic()
         answer = browser.post("/console/sign-in", data={
             "csrf_token": token_a7, "advisor": "A7", "password": PASSWORD})
-    finally:
-        let_go.set()
-        held.join(timeout=20)
     assert answer.status_code == 503
     assert BUSY in answer.get_data(as_text=True)
     assert time.monotonic() - asked < 2.0  # at once, not after waiting for its turn
@@ -482,40 +493,13 @@ def test_sign_ins_refused_as_busy_leave_nothing_in_redis(app, desk, monkeypatch)
     """While a password is being checked, sign-ins that arrive are refused as busy at
     once, unchecked: a flood of them, an id each, leaves no count behind in Redis (each
     used to leave its id's count, at 0, for 15 minutes)."""
-    from directory import accounts as account_store
-
-    checking, let_go = threading.Event(), threading.Event()
-    real_verify = account_store._HASHER.verify
-
-    def held_verify(hash_: str, password: str) -> bool:
-        checking.set()
-        let_go.wait(10)
-        return real_verify(hash_, password)
-
-    class HeldHasher:
-        """argon2's hasher, its check held until the test lets it go."""
-
-        verify = staticmethod(held_verify)
-        check_needs_rehash = staticmethod(account_store._HASHER.check_needs_rehash)
-        hash = staticmethod(account_store._HASHER.hash)
-
-    monkeypatch.setattr(account_store, "_HASHER", HeldHasher())
-    first = app.test_client()
-    token = csrf_of(first)
-    held = threading.Thread(target=lambda: first.post("/console/sign-in", data={
-        "csrf_token": token, "advisor": "A7", "password": "a wrong guess"}))
-    held.start()
-    try:
-        assert checking.wait(10)
+    with a_password_check_held(app, monkeypatch, "A7", "a wrong guess"):
         flood = app.test_client()
         token = csrf_of(flood)
         for n in range(200):
             answer = flood.post("/console/sign-in", data={
                 "csrf_token": token, "advisor": f"X{n}", "password": "a guess"})
             assert answer.status_code == 503 and BUSY in answer.get_data(as_text=True)
-    finally:
-        let_go.set()
-        held.join(timeout=20)
     counted = set(desk.r.scan_iter(keys.sign_in_failures("*")))
     assert counted == {keys.sign_in_failures("A7")}  # the one checked: wrong, counted
     assert desk.r.get(keys.sign_in_failures("A7")) == "1"

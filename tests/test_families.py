@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from directory.models import CallLog
 from tests.conftest import API_TOKEN, run_jobs
-from tests.test_real_world import PAT, STRANGER, post
+from tests.test_real_world import PAT, STRANGER
+from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 

@@ -15,7 +15,6 @@ import pytest
 import time_machine
 from click.testing import CliRunner
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 import directory
 from caseline.cli import main
@@ -23,13 +22,11 @@ from config.prompts import Prompts
 from directory import cache_directory, check_contact_pin, keys, pins
 from directory.models import Contact
 from tests.conftest import (
-    ACCOUNT_SID,
     API_TOKEN,
-    AUTH_TOKEN,
-    BASE_URL,
     Phone,
     make_available,
 )
+from tests.webhooks import post
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -59,16 +56,6 @@ def lakeview(directory):
     directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
     directory.case("2024117", owner="A7")
     directory.load()
-
-
-def post(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook as Twilio does (signed); the TwiML answered."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={
-        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def at_pin_prompt(client, number: str, contact_id: str = "5001") -> str:

@@ -7,26 +7,15 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-import pytest
 import redis
 
 from directory import keys
 from routing import presence
 from tests.conftest import API_TOKEN
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
-
-
-@pytest.fixture
-def lakeview(directory):
-    """A hosted district, its contact Pat (5001, PIN 2468), advisors A7 and A2."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone="+16515550102")
-    directory.case("2024117", owner="A7")
-    directory.load()
 
 
 # --- presence scripts announce their change: best effort, as before --------------------------

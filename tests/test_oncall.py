@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from directory.models import CallLog
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, run_jobs
+from tests.conftest import run_jobs
+from tests.webhooks import post
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -47,16 +47,6 @@ def night():
     """Tuesday 23:30 in Chicago: the desk is closed."""
     with time_machine.travel(datetime(2026, 11, 24, 23, 30, tzinfo=CHICAGO), tick=True):
         yield
-
-
-def post(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook as Twilio does: signed, from our account, with a fresh token."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={
-        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def relative(url: str) -> str:

@@ -39,7 +39,8 @@ from tests.conftest import (
     make_available,
     run_jobs,
 )
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 from twilio_side import Caller, FlaskTransport
 from workers import context
 from workers.reconciler import reconcile

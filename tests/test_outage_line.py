@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from directory import keys
 from directory.models import CallLog
 from routing.call_state import OPEN_CALL_FIRST_CHECK_MS
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, run_jobs
+from tests.conftest import API_TOKEN, run_jobs
+from tests.webhooks import post, post_without_token
 from workers.reconciler import reconcile
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -54,18 +54,6 @@ def oncall(settings, make_app, lakeview):
     assert client.put("/api/announcement", json={"text": "Known issue: gradebook slow.",
                                                  "active": True}, headers=API).status_code == 200
     return client
-
-
-def post(client, path: str, form: dict[str, str], token: str | None = "new") -> ET.Element:
-    """A signed webhook, as Twilio posts it (`token` None: a repeat without one)."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    headers = {"X-Twilio-Signature":
-               RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)}
-    if token is not None:
-        headers["I-Twilio-Idempotency-Token"] = str(uuid.uuid4())
-    response = client.post(path, data=form, headers=headers)
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def at(year: int, month: int, day: int, hour: int, minute: int = 0, second: int = 0):
@@ -215,7 +203,7 @@ def test_a_repeated_key_keeps_the_callers_own_place(client, lakeview):
     """Twilio repeats the menu's request for the call that waits (no idempotency
     token): the same call keeps its one place; it does not lock itself out."""
     sid, first = press_8(client, SCHOOL)
-    again = post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "8"}, token=None)
+    again = post_without_token(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "8"})
     assert waits(first) and waits(again)
     assert [c["call_sid"] for c in hosting_queue(client)] == [sid]
 

@@ -7,29 +7,27 @@ from __future__ import annotations
 
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from twilio.request_validator import RequestValidator
 
 from directory import pins
 from directory.models import Contact
 from routing import auth, lockout
 from routing.call_state import get_call
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL
 from tests.test_hostile_callers import (
     asks_case_number,
     at_pin_prompt,
     next_question,
     pin_reply,
-    post,
     same_twiml,
     stranger,
     type_pin,
 )
+from tests.webhooks import post, post_without_token
 
 PAT = "+16125550101"
 INACTIVE = "5003"  # Old Timer, PIN 1111, idle for years
@@ -67,22 +65,26 @@ def salt_of(desk, contact_id: str) -> bytes:
 
 @dataclass
 class Checks:
-    """The checks of one contact's PIN seen so far, and a semaphore released by
-    each check held back."""
+    """The checks of one contact's PIN seen so far, the threads whose hashes are held
+    back, and a semaphore released by each check held back."""
 
     runs: list[int] = field(default_factory=list)
     held: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    slow: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.runs)
 
+    def hold_this_thread(self) -> None:
+        """Every hash this thread runs from now on is held back (a slow one)."""
+        self.slow.add(threading.get_ident())
+
 
 @contextmanager
-def checks_of(desk, contact_id: str, monkeypatch,
-              hold: Callable[[], bool] = lambda: False) -> Iterator[Checks]:
+def checks_of(desk, contact_id: str, monkeypatch) -> Iterator[Checks]:
     """Count the checks of one contact's PIN (scrypt runs with its salt: hashlib's
-    function, watched, never replaced), from any thread; `hold()` true makes a hash
-    wait (a slow one) until the block ends."""
+    function, watched, never replaced), from any thread; a hash on a thread that called
+    `hold_this_thread` waits (a slow one) until the block ends."""
     salt = salt_of(desk, contact_id)
     real = pins.hashlib.scrypt
     checks = Checks()
@@ -91,7 +93,7 @@ def checks_of(desk, contact_id: str, monkeypatch,
     def scrypt(*args, **kwargs):
         if kwargs.get("salt") == salt:
             checks.runs.append(1)
-        if hold():
+        if threading.get_ident() in checks.slow:
             checks.held.release()
             released.wait(timeout=30)
         return real(*args, **kwargs)
@@ -123,6 +125,27 @@ def all_at_once(app, sids: list[str], pins_typed: list[str]) -> list[ET.Element]
     return replies  # type: ignore[return-value]
 
 
+@contextmanager
+def wrong_guesses_held(app, desk, contact_id: str, sids: list[str],
+                       monkeypatch) -> Iterator[Checks]:
+    """Each call of `sids` types the wrong PIN 0000, on a thread (and client) of its own,
+    and is held inside its hash check (a slow one) while the block runs; the checks of
+    `contact_id`'s PIN. The held checks go on, and their threads are joined, after it."""
+    with checks_of(desk, contact_id, monkeypatch) as checks:
+        def guess(sid: str) -> None:
+            checks.hold_this_thread()
+            type_pin(app.test_client(), sid, "0000")
+
+        threads = [threading.Thread(target=guess, args=(sid,)) for sid in sids]
+        for thread in threads:
+            thread.start()
+        for _ in sids:  # all of them are inside their hash check
+            assert checks.held.acquire(timeout=30)
+        yield checks
+    for thread in threads:
+        thread.join(timeout=60)
+
+
 # --- guesses that arrive together --------------------------------------------------
 
 
@@ -143,21 +166,8 @@ def test_the_right_pin_typed_while_five_guesses_are_checked_is_refused(
     guessers = [at_pin_prompt(client, stranger(n)) for n in range(1, 6)]
     right_pin = at_pin_prompt(client, stranger(6))
     wrong_pin = at_pin_prompt(client, stranger(7))
-    slow = {"on": set()}
-    with checks_of(desk, "5001", monkeypatch,
-                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
-        def guess(sid: str) -> None:
-            slow["on"].add(threading.get_ident())
-            type_pin(app.test_client(), sid, "0000")
-
-        threads = [threading.Thread(target=guess, args=(sid,)) for sid in guessers]
-        for thread in threads:
-            thread.start()
-        for _ in guessers:  # all five are inside their hash check
-            assert checks.held.acquire(timeout=30)
+    with wrong_guesses_held(app, desk, "5001", guessers, monkeypatch) as checks:
         right = type_pin(client, right_pin, "2468")
-    for thread in threads:
-        thread.join(timeout=60)
     assert not asks_case_number(right)
     assert same_twiml(right, type_pin(client, wrong_pin, "1111"))
     assert len(checks) == lockout.CONTACT_MAX_FAILURES
@@ -182,22 +192,9 @@ def test_the_right_pin_from_a_number_with_three_guesses_in_flight_is_refused(
     failures then lock the number."""
     guessers = [at_pin_prompt(client, stranger(1), "5002") for _ in range(3)]
     fourth = at_pin_prompt(client, stranger(1))
-    slow = {"on": set()}
-    with checks_of(desk, "5002", monkeypatch,
-                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
-        def guess(sid: str) -> None:
-            slow["on"].add(threading.get_ident())
-            type_pin(app.test_client(), sid, "0000")
-
-        threads = [threading.Thread(target=guess, args=(sid,)) for sid in guessers]
-        for thread in threads:
-            thread.start()
-        for _ in guessers:
-            assert checks.held.acquire(timeout=30)
+    with wrong_guesses_held(app, desk, "5002", guessers, monkeypatch):
         refused = type_pin(client, fourth, "2468")
         assert not lockout.number_locked(desk.r, stranger(1), now())
-    for thread in threads:
-        thread.join(timeout=60)
     assert not asks_case_number(refused)
     assert next_question(refused) == "/voice/verify/contact"  # as after a wrong PIN
     assert lockout.number_failures(desk.r, stranger(1), now()) == 3
@@ -243,15 +240,6 @@ def test_an_inactive_contacts_right_pin_three_times_locks_the_number(desk, lakev
 
 
 # --- Twilio's repeat without an idempotency token ------------------------------------------
-
-
-def post_without_token(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook signed, as Twilio repeats one after a timeout: no idempotency token."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def test_a_wrong_pin_repeated_without_a_token_counts_once(desk, lakeview, client):
@@ -330,12 +318,12 @@ def test_every_pin_costs_one_scrypt_whatever_the_id(desk, lakeview, client, monk
 # --- checks still in flight are not failures (found by a reviewer) -----------------------
 
 
-def _held_right_pin(app, sid, pin, checks, slow):
+def _held_right_pin(app, sid, pin, checks):
     """Type `pin` on its own thread; its hash is held until the `checks_of` block ends."""
     out = {}
 
     def run() -> None:
-        slow["on"].add(threading.get_ident())
+        checks.hold_this_thread()
         out["reply"] = type_pin(app.test_client(), sid, pin)
 
     thread = threading.Thread(target=run)
@@ -353,10 +341,8 @@ def test_two_failures_and_a_right_pin_in_flight_do_not_lock_the_number(
     assert not asks_case_number(pin_reply(client, number, "0000", "5002"))  # failure 1
     pat = at_pin_prompt(client, number, "5001")
     guess = at_pin_prompt(client, number, "5002")
-    slow = {"on": set()}
-    with checks_of(desk, "5001", monkeypatch,
-                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
-        thread, out = _held_right_pin(app, pat, "2468", checks, slow)
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        thread, out = _held_right_pin(app, pat, "2468", checks)
         type_pin(client, guess, "1111")  # failure 2, settles while Pat's check runs
     thread.join(timeout=60)
     assert asks_case_number(out["reply"])  # Pat got in
@@ -372,10 +358,8 @@ def test_four_failed_pins_and_the_contacts_own_check_in_flight_do_not_lock_the_c
         assert not asks_case_number(pin_reply(client, stranger(n), "0000"))
     pat = at_pin_prompt(client, stranger(50))
     guess = at_pin_prompt(client, stranger(4))
-    slow = {"on": set()}
-    with checks_of(desk, "5001", monkeypatch,
-                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
-        thread, out = _held_right_pin(app, pat, "2468", checks, slow)
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        thread, out = _held_right_pin(app, pat, "2468", checks)
         type_pin(client, guess, "0000")  # failure 4, settles while Pat's check runs
     thread.join(timeout=60)
     assert asks_case_number(out["reply"])
@@ -432,10 +416,8 @@ def test_three_right_pins_in_flight_from_one_number_lock_nothing(
     number = stranger(1)
     staff = [at_pin_prompt(client, number, "5001") for _ in range(3)]
     fourth = at_pin_prompt(client, number, "5002")
-    slow = {"on": set()}
-    with checks_of(desk, "5001", monkeypatch,
-                   hold=lambda: threading.get_ident() in slow["on"]) as checks:
-        held = [_held_right_pin(app, sid, "2468", checks, slow) for sid in staff]
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        held = [_held_right_pin(app, sid, "2468", checks) for sid in staff]
         busy = type_pin(client, fourth, "1357")
         assert not lockout.number_locked(desk.r, number, now())
     for thread, _ in held:

@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
-from twilio.request_validator import RequestValidator
 
 from directory import keys
 from routing import survey
 from routing.call_state import get_call
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, make_available
+from tests.conftest import API_TOKEN, BASE_URL, make_available
+from tests.webhooks import post_without_token
 
 PAT = "+16125550101"
 LINE = "+18005550100"
@@ -42,18 +42,9 @@ def lakeview(directory):
     directory.load()
 
 
-def post(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook as Twilio's retry does: signed, from our account, no token."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
-
-
 def twice(client, path: str, form: dict[str, str]) -> tuple[ET.Element, ET.Element]:
     """The same webhook delivered twice, without a token: both answers."""
-    return post(client, path, form), post(client, path, form)
+    return post_without_token(client, path, form), post_without_token(client, path, form)
 
 
 def dialed(twiml: ET.Element) -> list[str]:
@@ -63,7 +54,8 @@ def dialed(twiml: ET.Element) -> list[str]:
 
 def calls_in(client, sid: str, frm: str = PAT) -> None:
     """A call reaches the line (Pat's number attested, unless `frm` says otherwise)."""
-    post(client, "/voice/incoming", {"CallSid": sid, "From": frm, "To": LINE, **ATTESTED})
+    post_without_token(client, "/voice/incoming", {"CallSid": sid, "From": frm, "To": LINE,
+                                                   **ATTESTED})
 
 
 def test_a_night_outage_report_repeated_still_rings_the_on_call_engineer(
@@ -84,19 +76,21 @@ def _surveyed(client, sid: str) -> ET.Element:
     """Pat's call is answered by A7, who hangs up first; Pat answers the first four
     survey questions with 5. The `<Gather>` of the fifth ("overall")."""
     calls_in(client, sid)
-    post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "1"})
-    dial = post(client, "/voice/case", {"CallSid": sid, "Digits": "2024117"}).find("Dial")
+    post_without_token(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "1"})
+    dial = post_without_token(client, "/voice/case",
+                              {"CallSid": sid, "Digits": "2024117"}).find("Dial")
     assert dial is not None and dial.find("Number").text == A7_PHONE
     leg = {"CallSid": "CL" + sid, "ParentCallSid": sid, "CallStatus": "in-progress"}
-    whisper = post(client, dial.find("Number").get("url").removeprefix(BASE_URL), leg)
-    post(client, whisper.find("Gather").get("action").removeprefix(BASE_URL),
-         {**leg, "Digits": "1"})
-    question = post(client, dial.get("action").removeprefix(BASE_URL), {
+    whisper = post_without_token(client, dial.find("Number").get("url").removeprefix(BASE_URL),
+                                 leg)
+    post_without_token(client, whisper.find("Gather").get("action").removeprefix(BASE_URL),
+                       {**leg, "Digits": "1"})
+    question = post_without_token(client, dial.get("action").removeprefix(BASE_URL), {
         "CallSid": sid, "CallStatus": "in-progress", "DialCallStatus": "completed",
         "DialCallDuration": "95"}).find("Gather")
     for _ in range(4):
-        question = post(client, question.get("action").removeprefix(BASE_URL),
-                        {"CallSid": sid, "Digits": "5"}).find("Gather")
+        question = post_without_token(client, question.get("action").removeprefix(BASE_URL),
+                                      {"CallSid": sid, "Digits": "5"}).find("Gather")
     return question
 
 
@@ -127,7 +121,7 @@ def test_a_repeated_callback_key_takes_one_of_the_days_callbacks(desk, lakeview,
     """Pat waits and presses 1 for a callback; Twilio delivers the key twice. One of
     Pat's callbacks for the day is used, and both answers confirm it."""
     calls_in(client, "CA-back")
-    post(client, "/voice/menu?attempt=1", {"CallSid": "CA-back", "Digits": "2"})
+    post_without_token(client, "/voice/menu?attempt=1", {"CallSid": "CA-back", "Digits": "2"})
     assert desk.r.zscore(keys.team_waiting("general"), "CA-back") is not None
     first, repeat = twice(client, "/voice/callback", {"CallSid": "CA-back", "Digits": "1"})
     assert ET.tostring(first) == ET.tostring(repeat)
@@ -146,10 +140,11 @@ def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
         """The path the case-number question answers to."""
         return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
 
-    case = asked(post(client, "/voice/menu?attempt=1", {"CallSid": "CA-miss", "Digits": "1"}))
-    case = asked(post(client, case, {"CallSid": "CA-miss", "Digits": "999"}))
+    case = asked(post_without_token(client, "/voice/menu?attempt=1",
+                                    {"CallSid": "CA-miss", "Digits": "1"}))
+    case = asked(post_without_token(client, case, {"CallSid": "CA-miss", "Digits": "999"}))
     first, repeat = twice(client, case, {"CallSid": "CA-miss", "Digits": "998"})
     assert ET.tostring(first) == ET.tostring(repeat)
-    right = post(client, asked(repeat), {"CallSid": "CA-miss", "Digits": "2024117"})
+    right = post_without_token(client, asked(repeat), {"CallSid": "CA-miss", "Digits": "2024117"})
     assert dialed(right) == [A7_PHONE]
     assert get_call(desk.r, "CA-miss")["menu"] == "1>999>998>2024117"

@@ -21,7 +21,6 @@ import pytest
 import redis
 import time_machine
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
 from directory import cache_directory, keys
@@ -31,31 +30,14 @@ from routing import acd, availability, call_state, callbacks, presence
 from routing.call_state import get_call, start_call
 from routing.waiting import request_callback
 from telephony import Telephony
-from tests.conftest import (
-    ACCOUNT_SID,
-    API_TOKEN,
-    AUTH_TOKEN,
-    BASE_URL,
-    make_available,
-    run_jobs,
-)
+from tests.conftest import API_TOKEN, BASE_URL, make_available, run_jobs
+from tests.webhooks import post
 
 PAT = "+16125550101"
 STRANGER = "+19525550177"
 A2_PHONE = "+16515550102"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 CHICAGO = ZoneInfo("America/Chicago")
-
-
-@pytest.fixture
-def lakeview(directory):
-    """A hosted district, its contact Pat, advisors A7 (owner of 2024117) and A2."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general", "hosting"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone=A2_PHONE)
-    directory.case("2024117", owner="A7")
-    directory.load()
 
 
 @pytest.fixture
@@ -66,18 +48,6 @@ def quick(desk):
     fast = Telephony(desk.settings, retry_delays=(0.01, 0.01, 0.01, 0.01),
                      longest_look=0.01)
     return dataclasses.replace(desk, telephony=fast)
-
-
-def post(client, path: str, form: dict[str, str], token: str | None = None):
-    """Post a webhook exactly as Twilio does: signed, from our account, with an idempotency
-    token."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    headers = {"X-Twilio-Signature": signature,
-               "I-Twilio-Idempotency-Token": token or str(uuid.uuid4())}
-    response = client.post(path, data=form, headers=headers)
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def queue_caller(desk, sid: str, at_ms: int, team: str = "general") -> None:

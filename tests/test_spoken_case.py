@@ -8,7 +8,8 @@ import pytest
 
 from routing.cases import spoken_case_number
 from tests.conftest import make_available
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 A7_PHONE = "+16515550199"
 

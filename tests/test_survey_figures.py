@@ -15,7 +15,8 @@ from directory import keys
 from directory.models import CallLog
 from routing import survey
 from tests.conftest import API_TOKEN, make_available, run_jobs
-from tests.test_call_log_late import bridged, dial_over, path_of, post, status
+from tests.test_call_log_late import bridged, dial_over, path_of, status
+from tests.webhooks import post
 
 # The figure is read from the call logs: both databases.
 pytestmark = pytest.mark.databases

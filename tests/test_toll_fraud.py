@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
 import time_machine
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
 from directory import keys
 from directory.models import CallLog, Case
 from routing import callbacks, waiting
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
+from tests.conftest import BASE_URL, make_available, run_jobs
+from tests.webhooks import post
 
 PAT = "+16125550101"  # Lakeview contact; directory phone below differs from caller IDs
 PAT_DESK = "+16125550155"
@@ -35,16 +34,6 @@ def lakeview(directory):
     directory.advisor("A2", ["general"], phone="+16515550102")
     directory.case("2024117", "D100", owner="A7")
     directory.load()
-
-
-def post(client, path: str, form: dict[str, str]) -> ET.Element:
-    """A signed webhook, as Twilio posts it."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={
-        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
-    assert response.status_code == 200
-    return ET.fromstring(response.data)
 
 
 def queued(client, sid: str, caller: str, keys_: list[str], verstat: str | None = ATTESTED,

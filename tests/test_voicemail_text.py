@@ -14,7 +14,8 @@ from sqlalchemy import select
 from directory.models import CallLog
 from jobs.queues import Queues, queue
 from tests.conftest import API_TOKEN, card_while_ringing, run_jobs
-from tests.test_real_world import PAT, post
+from tests.test_real_world import PAT
+from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 EVENING = datetime(2026, 11, 24, 19, 30, tzinfo=ZoneInfo("America/Chicago"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 from rq import Worker
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from config.prompts import Prompts
 from config.settings import PROJECT_ROOT
@@ -32,6 +30,7 @@ from tests.conftest import (
     run_jobs,
 )
 from tests.live import wait_for
+from tests.webhooks import post, post_without_token, signed_post
 from twilio_side import Caller, FlaskTransport
 
 PAT = "+16125550101"
@@ -62,9 +61,8 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
 
 def hold_cycle(client, sid: str) -> list[str]:
     """Post the waitUrl as Twilio does; what the caller hears in that cycle."""
-    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "QueuePosition": "1", "QueueTime": "10"}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/wait", form)
-    response = client.post("/voice/wait", data=form, headers={"X-Twilio-Signature": signature})
+    response = signed_post(client, "/voice/wait",
+                           {"CallSid": sid, "QueuePosition": "1", "QueueTime": "10"})
     return [say.text or "" for say in ET.fromstring(response.data).iter("Say")]
 
 
@@ -106,11 +104,7 @@ def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview
 
 def press_on_hold(client, sid: str, digits: str) -> ET.Element:
     """A key pressed at the hold cycle's question, posted as Twilio does; the TwiML."""
-    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "Digits": digits}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/callback",
-                                                               form)
-    response = client.post("/voice/callback", data=form,
-                           headers={"X-Twilio-Signature": signature})
+    response = signed_post(client, "/voice/callback", {"CallSid": sid, "Digits": digits})
     return ET.fromstring(response.data)
 
 
@@ -239,10 +233,8 @@ def call_log(desk, sid: str) -> dict:
 
 def status_callback(client, sid: str, duration: int, caller: str = PAT) -> None:
     """Twilio's final status callback of a caller's call, signed."""
-    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "CallStatus": "completed",
-            "CallDuration": str(duration), "From": caller}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + "/voice/status", form)
-    client.post("/voice/status", data=form, headers={"X-Twilio-Signature": signature})
+    signed_post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                          "CallDuration": str(duration), "From": caller})
 
 
 def test_an_abandoned_callers_log_keeps_how_long_they_waited_and_the_desk_hears_at_once(
@@ -262,15 +254,6 @@ def test_an_abandoned_callers_log_keeps_how_long_they_waited_and_the_desk_hears_
     assert desk.r.zcard(keys.team_waiting("general")) == 0
     assert gave_up["details"]["abandoned"] is True
     assert 42 <= gave_up["queue_wait_seconds"] < 50
-
-
-def _signed_post(client, path: str, form: dict[str, str]) -> ET.Element:
-    """Post a webhook as Twilio does (signed, no idempotency token); its TwiML."""
-    form = {"AccountSid": ACCOUNT_SID, **form}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={"X-Twilio-Signature": signature})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
 
 
 def _gave_up(desk, client, sid: str, team: str = "general") -> tuple[dict, dict]:
@@ -294,8 +277,8 @@ def test_a_caller_who_hangs_up_as_a_freed_advisor_is_claimed_for_them_is_abandon
     availability.free_advisor(desk, "A2", now, explicit=True)
     assert len(emulator.redirects("CA-late")) == 1
     if brought_over == "ringing":
-        dial = _signed_post(client, "/voice/connect", {"CallSid": "CA-late",
-                                                       "CallStatus": "in-progress"})
+        dial = post_without_token(client, "/voice/connect", {"CallSid": "CA-late",
+                                                             "CallStatus": "in-progress"})
         assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
     emulator.end_call("CA-late")
     gave_up, general = _gave_up(desk, client, "CA-late")
@@ -344,10 +327,11 @@ def test_a_caller_who_never_waited_and_hangs_up_while_ringing_is_not_abandoned(
     """Pat rings A2 at once (nobody waited) and hangs up during the ring: unanswered,
     not an abandonment of the queue."""
     make_available(desk, "A2")
-    _signed_post(client, "/voice/incoming", {"CallSid": "CA-ring", "From": PAT,
-                                             "To": "+18005550100",
-                                             "StirVerstat": "TN-Validation-Passed-A"})
-    dial = _signed_post(client, "/voice/menu?attempt=1", {"CallSid": "CA-ring", "Digits": "2"})
+    post_without_token(client, "/voice/incoming", {"CallSid": "CA-ring", "From": PAT,
+                                                   "To": "+18005550100",
+                                                   "StirVerstat": "TN-Validation-Passed-A"})
+    dial = post_without_token(client, "/voice/menu?attempt=1",
+                              {"CallSid": "CA-ring", "Digits": "2"})
     assert [n.text for n in dial.iter("Number")] == ["+16515550102"]
     rang, general = _gave_up(desk, client, "CA-ring")
 
@@ -493,13 +477,8 @@ def test_the_queue_listing_names_each_of_1100_waiting_callers_in_order(client, d
 def twilio_posts(client, path: str, sid: str, **params: str) -> ET.Element:
     """One webhook of Pat's call as Twilio posts it (signed, its own idempotency
     token); the TwiML answered."""
-    form = {"AccountSid": ACCOUNT_SID, "CallSid": sid, "From": PAT, "To": "+18005550100",
-            "CallStatus": "in-progress", **params}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(BASE_URL + path, form)
-    response = client.post(path, data=form, headers={
-        "X-Twilio-Signature": signature, "I-Twilio-Idempotency-Token": str(uuid.uuid4())})
-    assert response.status_code == 200, response.data
-    return ET.fromstring(response.data)
+    return post(client, path, {"CallSid": sid, "From": PAT, "To": "+18005550100",
+                               "CallStatus": "in-progress", **params})
 
 
 def test_a_waiting_caller_routed_to_another_team_waits_there_only_and_is_served_once(
