@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -119,6 +120,9 @@ LAYOUTS = {
     # An experiment: on the servers' core at nice 0, as before the worker lowered its
     # own priority (`caseline.work.WORKER_NICE`).
     "servers-nice0": "worker on the servers' core at nice 0",
+    # An experiment: on the servers' core under Linux's SCHED_IDLE policy (it runs only
+    # when nothing else on the core wants to: a waking web thread always preempts it).
+    "servers-idle": "worker on the servers' core, SCHED_IDLE",
 }
 
 
@@ -325,6 +329,11 @@ class Stack:
                 except PermissionError:  # lowering nice needs root: say so, go on
                     print(f"note: could not set the worker's nice to {nice} (not root)",
                           flush=True)
+        policy = os.SCHED_IDLE if layout == "servers-idle" else os.SCHED_OTHER
+        for pid in self.worker.tree():
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setscheduler(int(tid), policy, os.sched_param(0))
         self.worker_layout = layout
         self.caseline.background = [self.worker]
 
