@@ -145,6 +145,20 @@ def start_call(r: redis.Redis, call_sid: str, fields: dict[str, str | int],
                       client=r))
 
 
+def forget_refused_calls(r: redis.Redis, calls: dict[str, dict[str, str]]) -> None:
+    """Drop the hashes of the calls refused at the front door (`TOO_MANY_CALLS`) among
+    `calls` (CallSid -> its hash as read), whose logs are committed.
+
+    Nothing reads such a hash once its log is written: Twilio posts nothing more for a
+    call it was told to hang up, but its status callback again, or late, and that finds
+    the call's ended mark (`keys.call_ended`, kept the day every call's is) and ends
+    nothing, nor opens a hash. So a flood of refused calls (`routing.menu.calls_per_number`)
+    leaves no hash of theirs behind it, where each kept its day (`CALL_TTL_SECONDS`)."""
+    refused = [sid for sid, call in calls.items() if call.get("refused") == TOO_MANY_CALLS]
+    if refused:
+        r.delete(*(keys.call(sid) for sid in refused))
+
+
 def get_call(r: redis.Redis, call_sid: str) -> dict[str, str]:
     """The call's hash as a dict of strings ({} when unknown)."""
     return r.hgetall(keys.call(call_sid))  # type: ignore[return-value]
