@@ -36,6 +36,7 @@ from routing.call_state import (
     append_menu,
     first_check_due,
     get_call,
+    note_menu_key,
     send_to_team,
 )
 from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
@@ -283,7 +284,8 @@ def press_key(
         if attempt >= MAX_TRIES:
             return Goodbye()
         return AskMenu(attempt + 1, invalid=bool(key))
-    call = append_menu(desk.r, call_sid, key)
+    # Twilio's repeat of the key (the same try) goes on from the same call, noted once.
+    call = note_menu_key(desk.r, call_sid, key, attempt)
     if key == OUTAGE_KEY:
         return outage.report(desk, call_sid, call, now, now_ms, windows)
     if not auth.is_authorized(call):

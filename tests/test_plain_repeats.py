@@ -16,7 +16,14 @@ from twilio.request_validator import RequestValidator
 from directory import keys
 from routing import survey
 from routing.call_state import get_call
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, make_available
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    make_available,
+    run_jobs,
+)
 
 PAT = "+16125550101"
 LINE = "+18005550100"
@@ -153,3 +160,27 @@ def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
     right = post(client, asked(repeat), {"CallSid": "CA-miss", "Digits": "2024117"})
     assert dialed(right) == [A7_PHONE]
     assert get_call(desk.r, "CA-miss")["menu"] == "1>999>998>2024117"
+
+
+def test_a_repeated_menu_key_is_once_on_the_call_log(desk, lakeview, client):
+    """Pat presses 5 (no option), then 1; Twilio delivers the 1 twice. Both answers ask
+    the case number, and the call log shows the key once: "1>2024117", not
+    "1>1>2024117"."""
+    make_available(desk, "A7")
+    calls_in(client, "CA-key")
+
+    def asked(twiml: ET.Element) -> str:
+        """The path the question answers to."""
+        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
+
+    menu = asked(post(client, "/voice/menu?attempt=1", {"CallSid": "CA-key", "Digits": "5"}))
+    first, repeat = twice(client, menu, {"CallSid": "CA-key", "Digits": "1"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    right = post(client, asked(repeat), {"CallSid": "CA-key", "Digits": "2024117"})
+    assert dialed(right) == [A7_PHONE]
+    post(client, "/voice/status", {"CallSid": "CA-key", "CallStatus": "completed",
+                                   "CallDuration": "30", "From": PAT})
+    run_jobs(desk)
+    logs = client.get("/api/cases/2024117/calls",
+                      headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    assert [log["menu_path"] for log in logs if log["call_sid"] == "CA-key"] == ["1>2024117"]
