@@ -62,16 +62,16 @@ if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 return redis.call('HGETALL', KEYS[1])
 """)
 
-# The main menu's key (ARGV[1]) at the menu's try ARGV[2] (its `?attempt=N`) on the menu
-# path, once: a try noted already (`menu_try` at or past it) is Twilio posting that key
-# again (a retry without its token), left as it is. ARGV[3]: the hash's TTL (s). The
-# call after, either way.
+# A menu's key (ARGV[1]) at that menu's try ARGV[2] (its `?attempt=N`) on the menu
+# path, once: a try noted already (the hash's field ARGV[4], `menu_try` for the main
+# menu, at or past it) is Twilio posting that key again (a retry without its token),
+# left as it is. ARGV[3]: the hash's TTL (s). The call after, either way.
 _MENU_KEY = """
-local noted = tonumber(redis.call('HGET', KEYS[1], 'menu_try') or '') or 0
+local noted = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '') or 0
 if noted < tonumber(ARGV[2]) then
   local path = redis.call('HGET', KEYS[1], 'menu')
   if path and path ~= '' then path = path .. '>' .. ARGV[1] else path = ARGV[1] end
-  redis.call('HSET', KEYS[1], 'menu', path, 'menu_try', ARGV[2])
+  redis.call('HSET', KEYS[1], 'menu', path, ARGV[4], ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 return redis.call('HGETALL', KEYS[1])
@@ -244,16 +244,19 @@ def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -
         client=r))
 
 
-def note_menu_key(r: redis.Redis, call_sid: str, key: str, attempt: int) -> dict[str, str]:
-    """Put the main menu's key on the menu path, once per key pressed; the call after.
+def note_menu_key(r: redis.Redis, call_sid: str, key: str, attempt: int,
+                  try_field: str = "menu_try") -> dict[str, str]:
+    """Put a menu's key on the menu path, once per key pressed; the call after.
 
-    `attempt` is the try of the menu the key answers (its URL's `?attempt=N`, 1 to 10):
-    the menu is asked again only after a key that is no option, or silence, each a try
-    of its own, and never after an option is chosen, so a try already on the call is
-    Twilio posting the key again (without its token, after a timeout), not a press:
-    written once, the call log shows it once."""
-    return as_hash(script(r, _MENU_KEY)(keys=[keys.call(call_sid)],
-                                        args=[key, attempt, CALL_TTL_SECONDS], client=r))
+    `attempt` is the try of the menu the key answers (its URL's `?attempt=N`, 1 to 10),
+    kept on the call as `try_field` (`menu_try` for the main menu, `product_try` for the
+    add-on products): a menu is asked again only after a key that is no option, or
+    silence, each a try of its own, and never after an option is chosen, so a try
+    already on the call is Twilio posting the key again (without its token, after a
+    timeout), not a press: written once, the call log shows it once."""
+    return as_hash(script(r, _MENU_KEY)(
+        keys=[keys.call(call_sid)], args=[key, attempt, CALL_TTL_SECONDS, try_field],
+        client=r))
 
 
 def is_ended(r: redis.Redis, call_sid: str) -> bool:

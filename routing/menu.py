@@ -341,7 +341,8 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
                 return after_hours.product_chosen(desk, call_sid, None)
             return Goodbye()
         return AskProduct(attempt + 1, invalid=bool(key))
-    call = append_menu(desk.r, call_sid, key)
+    # Twilio's repeat of the key (the same try) goes on from the same call, noted once.
+    call = note_menu_key(desk.r, call_sid, key, attempt, try_field="product_try")
     if after_hours.is_after_hours(call):
         return after_hours.product_chosen(desk, call_sid, team)
     send_to_team(desk.r, call_sid, team, product=team, new_case="1")

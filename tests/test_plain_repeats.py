@@ -237,3 +237,14 @@ def test_a_right_pin_posted_again_while_still_checked_hears_the_first_answer(
     assert call["pin_try"] == "1" and call["verified_by"] == "pin"
     assert call.get("tried", "") == ("A7" if option == "2" else "")
     assert lockout.number_failures(desk.r, STRANGER, datetime.now(CHICAGO)) == 0
+
+
+def test_a_repeated_product_key_is_once_on_the_menu_path(desk, lakeview, client):
+    """Pat presses 6, then 1 (Food Service); Twilio delivers the 1 twice. Both answers
+    are the same, and the key is once on the call's menu path: "6>1", not "6>1>1"."""
+    calls_in(client, "CA-food")
+    post(client, "/voice/menu?attempt=1", {"CallSid": "CA-food", "Digits": "6"})
+    first, repeat = twice(client, "/voice/product?attempt=1", {"CallSid": "CA-food",
+                                                               "Digits": "1"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    assert get_call(desk.r, "CA-food")["menu"] == "6>1"
