@@ -130,14 +130,30 @@ def admit(req: Request, settings: Settings) -> Response | None:
 CALL_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+# Webhooks posted once per try of their question, the try named in their URL
+# (`?attempt=N`): the call and the try key their repeats, the same with or without
+# Twilio's idempotency token (its retry after a timeout may come without one), so the
+# repeat hears the first reply. The PIN: one post per attempt of the call (its digits,
+# or the silence), whose check runs once and may still be running when the repeat
+# comes; answered anew, the repeat could only tell "not verified yet" (asked again, the
+# caller would be routed a second time) or route again.
+TRY_KEYED = {"voice.verify_pin": "pin"}
+
+
 def repeat_token(req: Request) -> str:
-    """The key of a webhook Twilio may repeat: its CallSid and `I-Twilio-Idempotency-Token`
-    ("" without either): keyed with the CallSid, one call's token never answers another's."""
-    header = req.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    """The key of a webhook Twilio may repeat ("" when none): for one that names its try
+    (`TRY_KEYED`), its CallSid and that try; else its CallSid and
+    `I-Twilio-Idempotency-Token`. Keyed with the CallSid, one call's key never answers
+    another's."""
     sid = req.form.get("CallSid", "")
-    if not header or not CALL_SID.fullmatch(sid):
+    if not CALL_SID.fullmatch(sid):
         return ""
-    return f"{sid}:{header}"
+    question = TRY_KEYED.get(req.endpoint or "")
+    attempt = req.args.get("attempt", "")
+    if question and attempt.isdigit() and len(attempt) <= 3:
+        return f"{sid}:{question}-try-{int(attempt)}"
+    header = req.headers.get("I-Twilio-Idempotency-Token", "")[:128]
+    return f"{sid}:{header}" if header else ""
 
 
 def twiml_response(response: object, status: int = 200) -> Response:

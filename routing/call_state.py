@@ -62,6 +62,21 @@ if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 return redis.call('HGETALL', KEYS[1])
 """)
 
+# A menu's key (ARGV[1]) at that menu's try ARGV[2] (its `?attempt=N`) on the menu
+# path, once: a try noted already (the hash's field ARGV[4], `menu_try` for the main
+# menu, at or past it) is Twilio posting that key again (a retry without its token),
+# left as it is. ARGV[3]: the hash's TTL (s). The call after, either way.
+_MENU_KEY = """
+local noted = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '') or 0
+if noted < tonumber(ARGV[2]) then
+  local path = redis.call('HGET', KEYS[1], 'menu')
+  if path and path ~= '' then path = path .. '>' .. ARGV[1] else path = ARGV[1] end
+  redis.call('HSET', KEYS[1], 'menu', path, ARGV[4], ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
 # The call now rings an advisor: note the try once, however often asked, and when
 # (ARGV[3], ms: the claim script skips an advisor rung lately, KEYS[3]); returns the
 # advisor's hash (KEYS[2]).
@@ -145,6 +160,20 @@ def start_call(r: redis.Redis, call_sid: str, fields: dict[str, str | int],
                       client=r))
 
 
+def forget_refused_calls(r: redis.Redis, calls: dict[str, dict[str, str]]) -> None:
+    """Drop the hashes of the calls refused at the front door (`TOO_MANY_CALLS`) among
+    `calls` (CallSid -> its hash as read), whose logs are committed.
+
+    Nothing reads such a hash once its log is written: Twilio posts nothing more for a
+    call it was told to hang up, but its status callback again, or late, and that finds
+    the call's ended mark (`keys.call_ended`, kept the day every call's is) and ends
+    nothing, nor opens a hash. So a flood of refused calls (`routing.menu.calls_per_number`)
+    leaves no hash of theirs behind it, where each kept its day (`CALL_TTL_SECONDS`)."""
+    refused = [sid for sid, call in calls.items() if call.get("refused") == TOO_MANY_CALLS]
+    if refused:
+        r.delete(*(keys.call(sid) for sid in refused))
+
+
 def get_call(r: redis.Redis, call_sid: str) -> dict[str, str]:
     """The call's hash as a dict of strings ({} when unknown)."""
     return r.hgetall(keys.call(call_sid))  # type: ignore[return-value]
@@ -212,6 +241,21 @@ def append_menu(r: redis.Redis, call_sid: str, step: str, **fields: str | int) -
     flat = [str(part) for name, value in fields.items() for part in (name, value)]
     return as_hash(script(r, _MENU_STEP)(
         keys=[keys.call(call_sid)], args=["menu", ">", step, CALL_TTL_SECONDS, *flat],
+        client=r))
+
+
+def note_menu_key(r: redis.Redis, call_sid: str, key: str, attempt: int,
+                  try_field: str = "menu_try") -> dict[str, str]:
+    """Put a menu's key on the menu path, once per key pressed; the call after.
+
+    `attempt` is the try of the menu the key answers (its URL's `?attempt=N`, 1 to 10),
+    kept on the call as `try_field` (`menu_try` for the main menu, `product_try` for the
+    add-on products): a menu is asked again only after a key that is no option, or
+    silence, each a try of its own, and never after an option is chosen, so a try
+    already on the call is Twilio posting the key again (without its token, after a
+    timeout), not a press: written once, the call log shows it once."""
+    return as_hash(script(r, _MENU_KEY)(
+        keys=[keys.call(call_sid)], args=[key, attempt, CALL_TTL_SECONDS, try_field],
         client=r))
 
 

@@ -36,6 +36,7 @@ from routing.call_state import (
     append_menu,
     first_check_due,
     get_call,
+    note_menu_key,
     send_to_team,
 )
 from routing.cases import CASE_TRIES, AskCase, Voicemail, choose_case
@@ -133,12 +134,17 @@ Step = (
 # (`refused=too-many-calls`) and not counted, so the window always lets the number's
 # next call in once its oldest is ARGV[6] ms old; a repeat, which finds the hash,
 # never counts twice.
-# A refused call never got past the front door: its hash takes the call's own fields
-# (ARGV[8..7+ARGV[7]]) but not what the number's lookup found (the contact, verified:
-# the rest of ARGV), so its log is unverified and no activity of the contact's.
+# A refused call never got past the front door: its hash takes only the fields its log
+# reads (ARGV[8..7+ARGV[7]], the call's own that come first), not the rest of the
+# call's own (the line, the base URL, the menu's state: for a call that goes on) nor
+# what the number's lookup found (the contact, verified: the last of ARGV), so its log
+# is unverified and no activity of the contact's, and a flood of refused calls keeps
+# no more than their logs need (`call_state.forget_refused_calls` drops the rest once
+# logged).
 # ARGV[1]: the hash's TTL (s); ARGV[2]: that due time (ms); ARGV[3]: the CallSid;
-# ARGV[4..6]: now, the limit, the window; ARGV[7]: how many of the fields after it are
-# the call's own; ARGV[8..]: its fields, name/value pairs, the call's own first.
+# ARGV[4..6]: now, the limit, the window; ARGV[7]: how many of the values after it are
+# a refused call's; ARGV[8..]: the fields, name/value pairs: those a refused call's log
+# reads first, then the rest of the call's own, then what the lookup found.
 # Returns {1 opened, 2 opened refused, 0 found; the announcement active now; the hash
 # when found}.
 _OPEN_GREETED = """
@@ -159,8 +165,8 @@ if limit > 0 then
   end
 end
 if opened == 2 then
-  redis.call('HSET', KEYS[1], 'refused', 'too-many-calls', 'greeted_announcement', '',
-             'greeted_name', '', unpack(ARGV, 8, 7 + tonumber(ARGV[7])))
+  redis.call('HSET', KEYS[1], 'refused', 'too-many-calls',
+             unpack(ARGV, 8, 7 + tonumber(ARGV[7])))
 else
   redis.call('HSET', KEYS[1], 'greeted_announcement', said, unpack(ARGV, 8))
 end
@@ -188,11 +194,13 @@ def identify_caller(
     number).
     """
     caller = directory.normalize_phone(from_raw) or from_raw[:40]
-    fields: dict[str, str | int] = {
-        "call_sid": call_sid, "caller": caller, "to": to[:40], "base": base_url,
-        "started_at": int(now.timestamp() * 1000), "menu": "", "state": "menu",
+    # What the log of a call refused at the front door reads (all a refused call keeps)...
+    logged: dict[str, str | int] = {
+        "call_sid": call_sid, "caller": caller, "started_at": int(now.timestamp() * 1000),
         "stir_verstat": stir_verstat[:64],
     }
+    # ... and the rest of the call's own, for a call that goes on.
+    fields = logged | {"to": to[:40], "base": base_url, "menu": "", "state": "menu"}
     # What the number's lookup found: kept only on a call the limit lets in.
     identity: dict[str, str | int] = {}
     trusted = caller_id_trusted(desk.settings.caller_id_trust, stir_verstat)
@@ -212,14 +220,13 @@ def identify_caller(
         keys=[keys.call(call_sid), keys.announcement(), keys.open_calls(),
               keys.calls_from(caller)],
         args=[CALL_TTL_SECONDS, first_check_due(started), call_sid, started, limit,
-              window_ms, len(own), *own, *found_out],
+              window_ms, 2 * len(logged), *own, *found_out],
         client=desk.r)
     if int(opened) == _OPENED_REFUSED:
         log.warning("call %s from %s refused: %d calls taken from that number in the "
                     "last %d s already (CASELINE_CALLS_PER_NUMBER)", call_sid,
                     mask_phone(caller), limit, window_ms // 1000)
-        return {k: str(v) for k, v in fields.items()} | {
-            "greeted_announcement": "", "greeted_name": "",
+        return {k: str(v) for k, v in logged.items()} | {
             "refused": TOO_MANY_CALLS}, announcement, True
     if int(opened):
         return {k: str(v) for k, v in (fields | identity).items()} | {
@@ -277,7 +284,8 @@ def press_key(
         if attempt >= MAX_TRIES:
             return Goodbye()
         return AskMenu(attempt + 1, invalid=bool(key))
-    call = append_menu(desk.r, call_sid, key)
+    # Twilio's repeat of the key (the same try) goes on from the same call, noted once.
+    call = note_menu_key(desk.r, call_sid, key, attempt)
     if key == OUTAGE_KEY:
         return outage.report(desk, call_sid, call, now, now_ms, windows)
     if not auth.is_authorized(call):
@@ -333,7 +341,8 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
                 return after_hours.product_chosen(desk, call_sid, None)
             return Goodbye()
         return AskProduct(attempt + 1, invalid=bool(key))
-    call = append_menu(desk.r, call_sid, key)
+    # Twilio's repeat of the key (the same try) goes on from the same call, noted once.
+    call = note_menu_key(desk.r, call_sid, key, attempt, try_field="product_try")
     if after_hours.is_after_hours(call):
         return after_hours.product_chosen(desk, call_sid, team)
     send_to_team(desk.r, call_sid, team, product=team, new_case="1")

@@ -31,9 +31,12 @@ class AskContactId:
 
 @dataclass(frozen=True)
 class AskPin:
-    """Ask for the PIN of the contact ID just given."""
+    """Ask for the PIN of the contact ID just given. `attempt`: the call's attempt it
+    answers (its `pin_try`; 0 when unknown), which the answer names, so that Twilio's
+    repeat of it, with or without its idempotency token, hears the first answer."""
 
     option: str
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,8 @@ def enter_contact_id(
             return Unverified(option)
         return AskContactId(option, attempt + 1)
     # A new attempt: its PIN counts once however often Twilio posts it (`auth.verify`).
-    count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:20])
-    return AskPin(option)
+    tries = count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:20])
+    return AskPin(option, tries)
 
 
 def enter_pin(

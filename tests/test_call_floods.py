@@ -23,6 +23,7 @@ from sqlalchemy import select
 from caseline.embedded_redis import start_server, wait_until_up
 from config.prompts import Prompts
 from config.settings import Settings, SettingsError
+from directory import keys
 from directory.models import CallLog, Contact
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, NOW, free_port, run_jobs
 from tests.webhooks import post  # a 200 asserted: never a 429 or a 5xx
@@ -179,6 +180,34 @@ def test_a_refused_call_leaves_one_call_log_that_says_refused(limited, desk):
     assert log.status == "refused"
     assert log.details["too_many_calls"] is True
     assert log.caller == FLOOD and log.case_number is None and log.menu_path == ""
+
+
+def test_a_flood_of_refused_calls_leaves_no_call_state_once_logged(limited, desk):
+    # Each refused call keeps only what its log reads, and only until the log is
+    # written: a dialer's day of refusals no longer leaves a day of call hashes. Its
+    # status callback, twice or late (after the log), still ends and logs it once.
+    for n in range(LIMIT):
+        call(limited, f"CA-ok-{n}")
+    flood = [f"CA-refused-{n}" for n in range(5)]
+    for sid in flood:
+        assert refused(call(limited, sid))
+    assert set(desk.r.hgetall(keys.call(flood[0]))) <= {
+        "call_sid", "caller", "started_at", "stir_verstat", "refused"}
+    for sid in flood:
+        hang_up(limited, sid)
+        hang_up(limited, sid)  # Twilio may repeat the status callback
+    run_jobs(desk)
+    assert [sid for sid in flood if desk.r.exists(keys.call(sid))] == []
+    for sid in flood:
+        hang_up(limited, sid)  # late, after the log: ends nothing, opens no hash
+    run_jobs(desk)
+    assert [sid for sid in flood if desk.r.exists(keys.call(sid))] == []
+    assert desk.r.zscore(keys.open_calls(), flood[0]) is None
+    with desk.session_factory() as db:
+        logs = db.scalars(select(CallLog).where(CallLog.call_sid.in_(flood))).all()
+    assert sorted(log.call_sid for log in logs) == sorted(flood)  # each once
+    assert {(log.status, log.details["too_many_calls"], log.caller, log.menu_path)
+            for log in logs} == {("refused", True, FLOOD, "")}
 
 
 def test_a_refused_call_from_a_contacts_number_is_neither_verified_nor_their_activity(

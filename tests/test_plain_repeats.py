@@ -5,6 +5,7 @@ the kept first reply (`ivr.voice.hooks`); these do not."""
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -13,12 +14,14 @@ import pytest
 import time_machine
 
 from directory import keys
-from routing import survey
+from routing import lockout, survey
 from routing.call_state import get_call
-from tests.conftest import API_TOKEN, BASE_URL, make_available
+from tests.conftest import API_TOKEN, BASE_URL, make_available, run_jobs
+from tests.test_pin_lockout_race import checks_of
 from tests.webhooks import post_without_token
 
 PAT = "+16125550101"
+STRANGER = "+16125550177"  # a number the line does not know
 LINE = "+18005550100"
 ONCALL = "+16125550999"
 A7_PHONE = "+16515550199"
@@ -148,3 +151,92 @@ def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
     right = post_without_token(client, asked(repeat), {"CallSid": "CA-miss", "Digits": "2024117"})
     assert dialed(right) == [A7_PHONE]
     assert get_call(desk.r, "CA-miss")["menu"] == "1>999>998>2024117"
+
+
+def test_a_repeated_menu_key_is_once_on_the_call_log(desk, lakeview, client):
+    """Pat presses 5 (no option), then 1; Twilio delivers the 1 twice. Both answers ask
+    the case number, and the call log shows the key once: "1>2024117", not
+    "1>1>2024117"."""
+    make_available(desk, "A7")
+    calls_in(client, "CA-key")
+
+    def asked(twiml: ET.Element) -> str:
+        """The path the question answers to."""
+        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
+
+    menu = asked(post_without_token(client, "/voice/menu?attempt=1",
+                                    {"CallSid": "CA-key", "Digits": "5"}))
+    first, repeat = twice(client, menu, {"CallSid": "CA-key", "Digits": "1"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    right = post_without_token(client, asked(repeat), {"CallSid": "CA-key", "Digits": "2024117"})
+    assert dialed(right) == [A7_PHONE]
+    post_without_token(client, "/voice/status", {"CallSid": "CA-key", "CallStatus": "completed",
+                                   "CallDuration": "30", "From": PAT})
+    run_jobs(desk)
+    logs = client.get("/api/cases/2024117/calls",
+                      headers={"Authorization": f"Bearer {API_TOKEN}"}).get_json()
+    assert [log["menu_path"] for log in logs if log["call_sid"] == "CA-key"] == ["1>2024117"]
+
+
+@pytest.mark.parametrize("option", ["2", "6"])
+def test_a_right_pin_posted_again_while_still_checked_hears_the_first_answer(
+        desk, lakeview, client, app, monkeypatch, option):
+    """Pat calls from a number the line does not know, chooses 2 (a new case) or 6 (the
+    add-ons) and gives contact ID and right PIN. The check is slow: Twilio times out and
+    posts the PIN again, without its token, while the first post is still checked. Twilio
+    follows the second answer: it is the first's (A7 rung, or the products asked), once
+    checked, not a failed PIN that would have Pat verify again and be routed twice."""
+    make_available(desk, "A7")
+    sid = f"CA-pin-{option}"
+    calls_in(client, sid, frm=STRANGER)
+
+    def asked(twiml: ET.Element) -> str:
+        """The path the question answers to."""
+        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
+
+    contact = asked(post_without_token(client, "/voice/menu?attempt=1",
+                                       {"CallSid": sid, "Digits": option}))
+    pin = asked(post_without_token(client, contact, {"CallSid": sid, "Digits": "5001"}))
+    answers: dict[str, ET.Element] = {}
+    slow: list = []  # the checks watched, once the block below begins
+
+    def type_pin(which: str) -> None:
+        """Post the PIN as Twilio does, on its own thread; the first's check is held."""
+        if which == "first":
+            slow[0].hold_this_thread()
+        answers[which] = post_without_token(app.test_client(), pin,
+                                            {"CallSid": sid, "Digits": "2468"})
+
+    threads = {which: threading.Thread(target=type_pin, args=(which,))
+               for which in ("first", "repeat")}
+    with checks_of(desk, "5001", monkeypatch) as checks:
+        slow.append(checks)
+        threads["first"].start()
+        assert checks.held.acquire(timeout=30)  # the first post is being checked
+        threads["repeat"].start()
+        threads["repeat"].join(timeout=0.5)
+    for thread in threads.values():  # the first check goes on from here
+        thread.join(timeout=30)
+    # And once more, later.
+    later = post_without_token(client, pin, {"CallSid": sid, "Digits": "2468"})
+    assert ET.tostring(answers["first"]) == ET.tostring(answers["repeat"]) == ET.tostring(later)
+    if option == "2":
+        assert dialed(answers["repeat"]) == [A7_PHONE]
+    else:
+        assert asked(answers["repeat"]).startswith("/voice/product")
+    assert len(checks) == 1
+    call = get_call(desk.r, sid)
+    assert call["pin_try"] == "1" and call["verified_by"] == "pin"
+    assert call.get("tried", "") == ("A7" if option == "2" else "")
+    assert lockout.number_failures(desk.r, STRANGER, datetime.now(CHICAGO)) == 0
+
+
+def test_a_repeated_product_key_is_once_on_the_menu_path(desk, lakeview, client):
+    """Pat presses 6, then 1 (Food Service); Twilio delivers the 1 twice. Both answers
+    are the same, and the key is once on the call's menu path: "6>1", not "6>1>1"."""
+    calls_in(client, "CA-food")
+    post_without_token(client, "/voice/menu?attempt=1", {"CallSid": "CA-food", "Digits": "6"})
+    first, repeat = twice(client, "/voice/product?attempt=1", {"CallSid": "CA-food",
+                                                               "Digits": "1"})
+    assert ET.tostring(first) == ET.tostring(repeat)
+    assert get_call(desk.r, "CA-food")["menu"] == "6>1"

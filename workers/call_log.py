@@ -47,7 +47,7 @@ from jobs.queues import (
 )
 from routing import conference, survey
 from routing.auth import how_verified
-from routing.call_state import TOO_MANY_CALLS, final_status, get_call
+from routing.call_state import TOO_MANY_CALLS, final_status, forget_refused_calls, get_call
 from routing.cases import cases_for_calls, reported_at
 from routing.desk import Desk
 from workers.context import current_desk
@@ -223,10 +223,11 @@ def _split_at(desk: Desk, size: int) -> None:
 
 def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
     """Write the logs of these calls in one transaction, and take them off the calls
-    waiting for their log once it is committed; per call "written", "amended" (logged
-    before, and its call changed since: a webhook Twilio posted after the call's end,
-    `_amend_call_logs`), "exists" (logged before, nothing new: a repeated callback, a
-    re-run job) or "no-call" (nothing in Redis). Any failure rolls the whole
+    waiting for their log once it is committed (a call refused at the front door leaves
+    its hash then: `routing.call_state.forget_refused_calls`); per call "written",
+    "amended" (logged before, and its call changed since: a webhook Twilio posted after
+    the call's end, `_amend_call_logs`), "exists" (logged before, nothing new: a
+    repeated callback, a re-run job) or "no-call" (nothing in Redis). Any failure rolls the whole
     transaction back and is raised: an `IntegrityError` too, unless a fresh read finds
     that another writer logged some of these calls meanwhile (then it writes the rest,
     up to `CONFLICT_TRIES` times); `write_or_set_aside` tells the calls apart.
@@ -266,6 +267,9 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
                 cache_case(desk.r, case)
         script(desk.r, _TAKE_OFF_UNCHANGED)(keys=[CALLS_TO_LOG, CALLS_CHANGED], args=sids,
                                             client=desk.r)
+        # Off the calls to log first: a worker dying in between leaves a hash, not a log
+        # to write with no call left to write it from.
+        forget_refused_calls(desk.r, {sid: calls[sid] for sid in (*todo, *logged)})
         for facts in contacts:
             cache_contact(desk.r, facts)
         outcomes.update(dict.fromkeys(logged, "exists"))

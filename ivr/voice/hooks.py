@@ -55,9 +55,10 @@ SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status"})
 
 @bp.before_request
 def answer_repeats() -> Response | None:
-    """A webhook Twilio repeats (same call, same idempotency token) hears the first
-    reply and changes nothing; the first request with a token claims it. The token
-    is Twilio's per request; keyed with the CallSid, one call's token can never
+    """A webhook Twilio repeats (same call, same idempotency token; or, for one that
+    names its try, the same try with or without the token: `gate.TRY_KEYED`) hears the
+    first reply and changes nothing; the first request with that key claims it. The
+    token is Twilio's per request; keyed with the CallSid, one call's key can never
     answer for another call."""
     token = gate.repeat_token(request)
     if not token or request.endpoint in SAFE_TO_REPEAT:

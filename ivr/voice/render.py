@@ -88,9 +88,10 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
             return twiml.ask(p, _texts(failed and "auth.failed", "auth.ask_contact"),
                              twiml.url("/voice/verify/contact", option=option, attempt=attempt),
                              timeout=10)
-        case verification.AskPin(option=option):
+        case verification.AskPin(option=option, attempt=attempt):
             return twiml.ask(p, _texts("auth.ask_pin"),
-                             twiml.url("/voice/verify/pin", option=option), timeout=10)
+                             twiml.url("/voice/verify/pin", option=option,
+                                       attempt=attempt or None), timeout=10)
         case verification.Refused(why=why):
             # Never whom: naming a district's contacts would tell any caller who to impersonate.
             return twiml.goodbye_all(p, _texts(*_WHY[why], "auth.refused_generic"))
