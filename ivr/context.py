@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from flask import current_app, request
 
@@ -62,3 +64,19 @@ def base_url() -> str:
     """Where Twilio reaches this service (for absolute URLs given to the REST API):
     `PUBLIC_BASE_URL`, else the URL this request came in on."""
     return desk().settings.public_base_url or request.url_root.rstrip("/")
+
+
+def public_path() -> str:
+    """The path Twilio reaches this service under, without its last slash ("" at the
+    host's root; "/caseline" for `PUBLIC_BASE_URL=https://host/caseline`): the path of
+    `PUBLIC_BASE_URL`, else the script root this request came in with (SCRIPT_NAME).
+    Read from the settings, never from Redis: the answer of a failed webhook needs it.
+    """
+    public = current_app.extensions["caseline"].settings.public_base_url
+    return _path_of(public) if public else request.script_root
+
+
+@functools.lru_cache(maxsize=4)
+def _path_of(url: str) -> str:
+    """The path of `url`, without its last slash."""
+    return urlsplit(url).path.rstrip("/")

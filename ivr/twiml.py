@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlencode
 
+from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
 from config.prompts import Prompts
@@ -23,9 +24,43 @@ from routing.acd import (
 
 
 def url(path: str, **query: object) -> str:
-    """A service URL with its query string (relative: Twilio resolves it)."""
+    """A service URL with its query string (relative: Twilio resolves it; `under` puts
+    it below PUBLIC_BASE_URL's path)."""
     clean = {k: v for k, v in query.items() if v not in (None, "")}
     return f"{path}?{urlencode(clean)}" if clean else path
+
+
+def under(prefix: str, response: VoiceResponse) -> VoiceResponse:
+    """`response` with each of the service's own URLs ("/voice/menu?attempt=1") moved
+    under `prefix`, the path Twilio reaches the service at ("/caseline"; "" at the
+    root: nothing changes).
+
+    Twilio resolves a root-relative URL against the scheme and host of the request
+    alone, so behind a proxy that serves caseline under a path, "/voice/menu" would
+    leave the prefix. Absolute URLs (the operator's hold music) stay as they are."""
+    if prefix:
+        _move_under(prefix, response)
+    return response
+
+
+def _ours(value: object) -> bool:
+    """Whether an attribute's or a verb's value is one of the service's root-relative
+    URLs ("//host/..." names another host)."""
+    return isinstance(value, str) and value.startswith("/") and not value.startswith("//")
+
+
+def _move_under(prefix: str, verb: TwiML) -> None:
+    """`under`, for one verb and what it holds: every attribute that is a URL to fetch
+    (`action`, `url`, `waitUrl`, `statusCallback`, `transcribeCallback`, ...) and the
+    URL a `<Redirect>` or `<Play>` holds."""
+    for key, value in verb.attrs.items():
+        if (key in ("action", "url") or key.endswith(("Url", "Callback"))) and _ours(value):
+            verb.attrs[key] = prefix + value
+    if verb.name in ("Redirect", "Play") and _ours(verb.value):
+        verb.value = prefix + verb.value
+    for child in verb.verbs:
+        if isinstance(child, TwiML):
+            _move_under(prefix, child)
 
 
 # Characters XML 1.0 does not allow (C0 controls but tab and line ends, U+FFFE/U+FFFF,

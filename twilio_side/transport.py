@@ -151,26 +151,50 @@ class HttpTransport(_BaseTransport):
         self.close()
 
 
+# How a reverse proxy in front of the service handles the path prefix of its public
+# URL (`FlaskTransport`'s `proxy`): it strips the prefix (the service sees "/voice/..."),
+# or forwards it and the WSGI server is told it (SCRIPT_NAME, as gunicorn takes it).
+PROXY_STRIPS = "strips"
+PROXY_FORWARDS = "forwards"
+
+
 class FlaskTransport(_BaseTransport):
-    """Webhooks through a Flask test client; `base_url` is the public URL that is signed."""
+    """Webhooks through a Flask test client; `base_url` is the public URL that is signed.
+
+    With `proxy`, the client stands behind a reverse proxy that serves it under
+    `base_url`'s path (`https://host/caseline`): a URL outside that path never
+    reaches the service (the proxy answers 404); one inside reaches it with the
+    prefix stripped (`PROXY_STRIPS`) or as its SCRIPT_NAME (`PROXY_FORWARDS`)."""
 
     def __init__(
-        self, client: Any, base_url: str = "http://caseline.test", *, auth_token: str | None = None
+        self, client: Any, base_url: str = "http://caseline.test", *, auth_token: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         """Post through `client` (a `app.test_client()`) as if from `base_url`."""
+        if proxy not in (None, PROXY_STRIPS, PROXY_FORWARDS):
+            raise ValueError(f"proxy must be {PROXY_STRIPS!r} or {PROXY_FORWARDS!r}")
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.auth_token = auth_token
+        self.proxy = proxy
+        self._prefix = urlsplit(self.base_url).path if proxy else ""
 
     def request(self, method: str, url: str, params: Mapping[str, str]) -> Response:
         """Send one signed webhook through the test client."""
         method, signed_url, form, headers = self._prepare(method, url, params)
         parts = urlsplit(signed_url)
+        path, script_root = parts.path or "/", ""
+        if self.proxy:
+            if not signed_url.startswith(self.base_url + "/"):
+                return Response(404, f"the proxy serves nothing at {signed_url}", 0.0,
+                                "text/plain")
+            path = path[len(self._prefix):]
+            script_root = self._prefix if self.proxy == PROXY_FORWARDS else ""
         started = time.monotonic()
         answer = self.client.open(
-            parts.path or "/",
+            path,
             method=method,
-            base_url=f"{parts.scheme}://{parts.netloc}",
+            base_url=f"{parts.scheme}://{parts.netloc}{script_root}",
             query_string=parts.query,
             data=form,
             headers=headers,

@@ -8,7 +8,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from config import hours
 from ivr import twiml
-from ivr.context import prompts
+from ivr.context import prompts, public_path
 from routing import (
     acd,
     callbacks,
@@ -35,9 +35,12 @@ _EMPTY = str(VoiceResponse())
 
 
 def xml(response: VoiceResponse, status: int = 200) -> Response:
-    """A TwiML HTTP response."""
+    """A TwiML HTTP response, its URLs under the path Twilio reaches the service at."""
     fixed = not response.verbs and not response.attrs and response.value is None
-    return Response(_EMPTY if fixed else str(response), status=status, mimetype="text/xml")
+    if fixed:
+        return Response(_EMPTY, status=status, mimetype="text/xml")
+    return Response(str(twiml.under(public_path(), response)), status=status,
+                    mimetype="text/xml")
 
 
 def answer(step: object, call_sid: str, advisor_id: str = "") -> Response:
