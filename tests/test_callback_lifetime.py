@@ -117,3 +117,21 @@ def test_a_callback_an_advisor_missed_before_the_weekend_still_waits_on_monday(
     with desk.session_factory() as db:
         logs = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).all()
     assert [(log.status, log.answered_by) for log in logs] == [("answered", "A2")]
+
+
+def test_the_upgrade_keeps_the_callbacks_the_previous_release_left_to_expire(
+        desk, lakeview, client):
+    from routing.upgrade import keep_pending_callbacks
+
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+        other = "CA" + uuid.uuid4().hex  # a caller still on the line: left alone
+        post(client, "/voice/incoming", {"CallSid": other, "From": PAT, "To": LINE,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        post(client, "/voice/menu?attempt=1", {"CallSid": other, "Digits": "2"})
+    for key in (keys.call(sid), keys.call_ended(sid)):  # as the previous release left them
+        desk.r.expire(key, 24 * 3600)
+    assert keep_pending_callbacks(desk.r) == 1
+    assert desk.r.ttl(keys.call(sid)) == desk.r.ttl(keys.call_ended(sid)) == -1
+    assert 0 < desk.r.ttl(keys.call(other)) <= 24 * 3600
+    assert keep_pending_callbacks(desk.r) == 0
