@@ -135,7 +135,7 @@ def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
     from directory import cache_directory
     from directory.db import make_session_factory
-    from routing.upgrade import index_open_calls, upgrade_wrapups
+    from routing.upgrade import index_open_calls, keep_pending_callbacks, upgrade_wrapups
 
     url = _redis_url(settings)
     logging.getLogger("caseline").info("Redis: %s", describe_redis_url(url))
@@ -147,6 +147,7 @@ def prepare_service(settings: Settings) -> str:
     now_ms = int(time.time() * 1000)
     upgrade_wrapups(client, job_redis, now_ms)
     index_open_calls(client, now_ms)
+    keep_pending_callbacks(client)
     job_redis.close()
     client.close()
     engine.dispose()

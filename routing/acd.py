@@ -187,7 +187,8 @@ def after_dial(
 
 
 # A call's end, in one round trip: marked once (KEYS[2]: the first final status wins),
-# its hash kept a day more, off the open calls (KEYS[3]: the reconciler no longer asks
+# its hash kept a day more (a pending callback's, and its mark, until the callback is
+# over and logged), off the open calls (KEYS[3]: the reconciler no longer asks
 # Twilio about it), and for that first status: a waiting caller taken out of
 # their queue (an abandonment: the wait so far counted, the desk's pages told), or one
 # who waited and was claimed for an advisor they never reached (an abandonment too), a call
@@ -203,11 +204,18 @@ def after_dial(
 _END_CALL = """
 local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[9])
-if not first then return {0} end
 local call = {}
 for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
+if call['callback'] == '1' and call['callback_state'] ~= 'done' then
+  -- A pending callback: the call and its end are kept until the callback is over
+  -- and logged (`call_state.KEEP_UNLESS_PENDING_CALLBACK`), over a weekend if need be.
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+redis.call('ZREM', KEYS[3], ARGV[9])
+if not first then return {0} end
 local now = tonumber(ARGV[2])
 -- Twilio's end time is whole seconds: a call over within the second it began must
 -- not end before it began.

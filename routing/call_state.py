@@ -46,13 +46,28 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
+# A callback keeps the call it was asked on until the callback is over: the contact
+# has hung up and waits (over a weekend, a holiday) for an advisor to call them back,
+# and the call is logged only then. So the hash (and its end's mark) of a pending
+# callback has no expiry (`acd.end_call` takes it off when the contact hangs up), and
+# no later write gives it one back; its log, written once the callback is over, gives
+# both the day every call's state keeps (`keep_a_day_more`).
+# `keep(key, ttl)`: the hash `key` expires in `ttl` s, unless it is a pending callback's.
+KEEP_UNLESS_PENDING_CALLBACK = """
+local function keep(key, ttl)
+  local callback = redis.call('HMGET', key, 'callback', 'callback_state')
+  if callback[1] == '1' and callback[2] ~= 'done' then return end
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+
 # Append `value` to a "sep"-joined field (menu path, advisors tried).
-_APPEND = """
+_APPEND = KEEP_UNLESS_PENDING_CALLBACK + """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and current ~= '' then current = current .. ARGV[2] .. ARGV[3]
 else current = ARGV[3] end
 redis.call('HSET', KEYS[1], ARGV[1], current)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+keep(KEYS[1], ARGV[4])
 return current
 """
 
@@ -80,7 +95,7 @@ return redis.call('HGETALL', KEYS[1])
 # The call now rings an advisor: note the try once, however often asked, and when
 # (ARGV[3], ms: the claim script skips an advisor rung lately, KEYS[3]); returns the
 # advisor's hash (KEYS[2]).
-_RINGING = """
+_RINGING = KEEP_UNLESS_PENDING_CALLBACK + """
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 if redis.call('HGET', KEYS[1], 'ringing') ~= ARGV[1] then
@@ -89,7 +104,7 @@ if redis.call('HGET', KEYS[1], 'ringing') ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'tried', tried)
 end
 redis.call('HSET', KEYS[1], 'state', 'ringing', 'ringing', ARGV[1], 'whisper', '')
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+keep(KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 
@@ -130,6 +145,39 @@ local callback = redis.call('HMGET', KEYS[1], 'callback', 'callback_state')
 if callback[1] == '1' and callback[2] ~= 'done' then return 1 end
 return 2
 """
+
+
+# Calls whose logs were just written: those kept without expiry while a callback was
+# pending, and over now, get the day every call's state keeps, hash and end's mark.
+# ARGV: [1] the TTL (s), [2] how many calls, [3], [4] and [5], [6] a call's hash's key
+# and its end's mark's key, before and after the CallSid, then the CallSids.
+_KEEP_A_DAY_MORE = KEEP_UNLESS_PENDING_CALLBACK + """
+local ttl, n = ARGV[1], tonumber(ARGV[2])
+for i = 1, n do
+  local sid = ARGV[6 + i]
+  local key = ARGV[3] .. sid .. ARGV[4]
+  if redis.call('TTL', key) == -1 then
+    keep(key, ttl)
+    local ended = ARGV[5] .. sid .. ARGV[6]
+    if redis.call('TTL', key) ~= -1 and redis.call('TTL', ended) == -1 then
+      redis.call('EXPIRE', ended, ttl)
+    end
+  end
+end
+return 0
+"""
+
+
+def keep_a_day_more(r: redis.Redis, call_sids: list[str]) -> None:
+    """The logs of these calls are written: a callback's call kept while the callback
+    was pending (`KEEP_UNLESS_PENDING_CALLBACK`) and now over expires, with its end's
+    mark, in `CALL_TTL_SECONDS`, as every call's state does; other calls keep theirs."""
+    if not call_sids:
+        return
+    call_key = keys.call("{}").split("{}")
+    ended_key = keys.call_ended("{}").split("{}")
+    script(r, _KEEP_A_DAY_MORE)(
+        args=[CALL_TTL_SECONDS, len(call_sids), *call_key, *ended_key, *call_sids], client=r)
 
 
 def first_check_due(opened_ms: int) -> int:

@@ -6,10 +6,15 @@ they take the call.
   the call is marked for it (`take_line`, `offer_to_head`), and freed when that
   ring or talk ends (`free_line`: the `<Dial>` action, or the call's end when the
   action never comes). Held at most the talk lease, as an advisor's talk.
-- A new caller takes it only while nobody waits for hosting; otherwise they wait
-  too, and the caller at the head of the queue is offered the engineer on their
-  hold cycle once the line is free (`offer_to_head`): the queue's order
-  (priority, then arrival) holds for the engineer as for the advisors.
+- A new caller takes it only while nobody waiting for hosting may have the
+  engineer; otherwise they wait too, and the first caller in the queue who may
+  have them is offered the engineer on their hold cycle once the line is free
+  (`offer_to_head`): the queue's order (priority, then arrival) holds for the
+  engineer as for the advisors. Who may have them is the night's rule
+  (`may_have_engineer`): a contact who asked for a callback has left the line
+  (their place waits for the advisors), and a caller the night's rules do not
+  route (an outage accepted before the close for a district not hosted) waits
+  for hosting's advisors; neither holds the engineer from the callers behind.
 - Like an advisor, the engineer hears a whisper and takes the call with a key
   (`play_whisper`, `take_call`): a voicemail that picks up presses no key, so it
   never "answers" a Critical outage (the caller goes back to wait for hosting).
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 from directory import keys
 from directory.scripts import script
+from routing import auth
 from routing.call_state import get_call, update_call
 from routing.desk import Desk
 from routing.whisper import Whisper, call_facts
@@ -29,10 +35,17 @@ ONCALL = "on-call"
 REOFFER_AFTER_MS = 60_000
 
 # Take the line (KEYS[1]) for a call (ARGV[1]) and mark the call (KEYS[2]) in one
-# step, never for a call that is over (KEYS[3]). ARGV[3] "new": only while nobody
-# waits in the team's queue (KEYS[4]); "head": only for the queue's head, taken out
-# of it (the desk's pages told, ARGV[5]). ARGV[2]: the lease (s); ARGV[4]: now (ms).
-# 1 when the line is this call's (again, for a repeat of the step that took it).
+# step, never for a call that is over (KEYS[3]). ARGV[3] "new": only while nobody in
+# the team's queue (KEYS[4]) may have the engineer; "head": only for the first in
+# the queue who may, taken out of it (the desk's pages told, ARGV[5]). ARGV[2]: the
+# lease (s); ARGV[4]: now (ms); ARGV[6], [7] and [8], [9]: a call's hash's key and
+# its ended mark's key, before and after the CallSid. 1 when the line is this
+# call's (again, for a repeat of the step that took it).
+# Who may have the engineer, as `may_have_engineer` says (keep the two alike): a
+# caller still on the line (not over, not a callback's contact) reporting an outage
+# as a verified contact of a hosted district. The queue is read in slices from its
+# head, only while the line is free, up to the first such caller: those skipped are
+# the few callbacks and daytime reports ahead of them.
 _TAKE = """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[2]) == 0 then
   return 0
@@ -40,11 +53,27 @@ end
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then return 1 end
 if holder then return 0 end
+local function first_for_engineer()
+  local from = 0
+  while true do
+    local slice = redis.call('ZRANGE', KEYS[4], from, from + 99)
+    if #slice == 0 then return nil end
+    for _, sid in ipairs(slice) do
+      local f = redis.call('HMGET', ARGV[6] .. sid .. ARGV[7], 'callback', 'outage',
+                           'verified', 'hosted')
+      if f[1] ~= '1' and f[2] == '1' and f[3] == '1' and f[4] == '1' and
+         redis.call('EXISTS', ARGV[8] .. sid .. ARGV[9]) == 0 then
+        return sid
+      end
+    end
+    from = from + 100
+  end
+end
+local first = first_for_engineer()
 if ARGV[3] == 'new' then
-  if redis.call('ZCARD', KEYS[4]) > 0 then return 0 end
+  if first then return 0 end
 else
-  local head = redis.call('ZRANGE', KEYS[4], 0, 0)
-  if head[1] ~= ARGV[1] then return 0 end
+  if first ~= ARGV[1] then return 0 end
   redis.call('ZREM', KEYS[4], ARGV[1])
   redis.call('PUBLISH', ARGV[5], 'queue')
 end
@@ -75,27 +104,42 @@ return 0
 """
 
 
+def may_have_engineer(call: dict[str, str]) -> bool:
+    """Whether a caller waiting at night may have the on-call engineer, as far as their
+    call says: still on the line (not a contact who asked for a callback) and reporting
+    an outage as a verified contact of a hosted district (`outage.routed_at_night`).
+    `_TAKE` reads the same fields in the queue."""
+    return (call.get("callback") != "1" and call.get("outage") == "1"
+            and auth.is_authorized(call) and call.get("hosted") == "1")
+
+
 def _take(desk: Desk, call_sid: str, team: str, mode: str, now_ms: int) -> bool:
     """`_TAKE` for `mode` "new" or "head"."""
+    call_key = keys.call("{}").split("{}")
+    ended_key = keys.call_ended("{}").split("{}")
     return bool(script(desk.r, _TAKE)(
         keys=[keys.oncall_line(), keys.call(call_sid), keys.call_ended(call_sid),
               keys.team_waiting(team)],
-        args=[call_sid, desk.settings.talk_lease_seconds, mode, now_ms, keys.desk_changes()],
+        args=[call_sid, desk.settings.talk_lease_seconds, mode, now_ms, keys.desk_changes(),
+              *call_key, *ended_key],
         client=desk.r))
 
 
 def take_line(desk: Desk, call_sid: str, now_ms: int, team: str) -> bool:
     """Take the on-call line for a new outage caller (`now_ms`: ms since the epoch,
     UTC), marking the call `state=oncall`; False while the line is busy, while anyone
-    waits in `team`'s queue (they come first), or when the call is over."""
+    in `team`'s queue may have the engineer (they come first: `may_have_engineer`),
+    or when the call is over."""
     return _take(desk, call_sid, team, "new", now_ms)
 
 
 def offer_to_head(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> bool:
-    """On a hold cycle at night: take the on-call line for this caller if they head
-    their queue, the line is free, and the engineer did not miss them in the last
-    `REOFFER_AFTER_MS`; they are taken out of the queue (True: they leave it, and
-    `waiting.after_queue` dials the engineer)."""
+    """On a hold cycle at night: take the on-call line for this caller if they are the
+    first in their queue who may have the engineer (`may_have_engineer`: callbacks
+    and callers the night does not route, ahead of them, wait for the advisors), the
+    line is free, and the engineer did not miss them in the last `REOFFER_AFTER_MS`;
+    they are taken out of the queue (True: they leave it, and `waiting.after_queue`
+    dials the engineer)."""
     tried_at = int(call.get("oncall_tried_at") or 0)
     if call.get("oncall_tried") and now_ms - tried_at < REOFFER_AFTER_MS:
         return False

@@ -17,6 +17,12 @@ call hash without an end is put among the open calls, due at its start plus the 
 check's delay (`call_state.OPEN_CALL_FIRST_CHECK_MS`), or at once when its start is
 unknown (`index_open_calls`).
 
+The previous release gave a pending callback's call (the contact hung up and waits
+to be called back) a day's expiry from the contact's hang-up: a callback asked before a
+weekend was lost, never placed nor logged. This release keeps it until the callback
+is over (`call_state.KEEP_UNLESS_PENDING_CALLBACK`); those the previous release left
+are kept so too (`keep_pending_callbacks`).
+
 Running it twice changes nothing.
 """
 
@@ -120,3 +126,35 @@ def index_open_calls(r: redis.Redis, now_ms: int) -> int:
             flush()
     flush()
     return added
+
+
+# KEYS[1]: a team's waiting set. ARGV: the call hash's key and its ended mark's key
+# (prefix and suffix around the CallSid). Each waiting callback not over whose contact
+# has hung up (its end is marked) loses the expiry of its hash and mark; how many did.
+_KEEP_PENDING_CALLBACKS = """
+local kept = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local call, ended = ARGV[1] .. sid .. ARGV[2], ARGV[3] .. sid .. ARGV[4]
+  local callback = redis.call('HMGET', call, 'callback', 'callback_state')
+  if callback[1] == '1' and callback[2] ~= 'done' and
+     redis.call('EXISTS', ended) == 1 and
+     redis.call('TTL', call) + redis.call('TTL', ended) > -2 then
+    redis.call('PERSIST', call)
+    redis.call('PERSIST', ended)
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+
+def keep_pending_callbacks(r: redis.Redis) -> int:
+    """Take the expiry off every pending callback's call (and its end's mark) the
+    previous release left to expire a day after the contact hung up; how many. One
+    script per team's queue (callbacks are few: three a contact a day)."""
+    call_prefix, _, call_suffix = keys.call("\0").partition("\0")
+    ended_prefix, _, ended_suffix = keys.call_ended("\0").partition("\0")
+    keep = script(r, _KEEP_PENDING_CALLBACKS)
+    return sum(int(keep(keys=[keys.team_waiting(team)],
+                        args=[call_prefix, call_suffix, ended_prefix, ended_suffix], client=r))
+               for team in r.smembers(keys.teams()))

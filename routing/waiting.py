@@ -14,7 +14,7 @@ from config import hours
 from directory import keys
 from directory.catalog import GENERAL, HOSTING
 from directory.scripts import as_hash, script
-from routing import acd, auth, callbacks, oncall, presence
+from routing import acd, callbacks, oncall, presence
 from routing.availability import note_dequeued
 from routing.call_state import get_call, update_call
 from routing.cases import Voicemail
@@ -201,10 +201,12 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
             if claim.outcome == "advisor":
                 note_dequeued(desk, call_sid, call, now_ms)
                 return HoldCycle(leave=True)
-        if _oncall_serves(desk, call, now_ms) and \
-                oncall.offer_to_head(desk, call_sid, call, now_ms):
-            note_dequeued(desk, call_sid, call, now_ms, state="oncall")
-            return HoldCycle(leave=True)
+    # The engineer goes to the first caller in line who may have them, not only the
+    # head: a callback or a caller the night does not route may be ahead.
+    if rank is not None and _oncall_serves(desk, call, now_ms) and \
+            oncall.offer_to_head(desk, call_sid, call, now_ms):
+        note_dequeued(desk, call_sid, call, now_ms, state="oncall")
+        return HoldCycle(leave=True)
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
@@ -218,12 +220,12 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
 
 
 def _oncall_serves(desk: Desk, call: dict[str, str], now_ms: int) -> bool:
-    """Whether the on-call engineer serves this waiting caller: an outage caller, a
-    verified contact of a hosted district, waiting for hosting while the desk is
-    closed, with an engineer configured (the night's rule, `outage.routed_at_night`)."""
+    """Whether the on-call engineer serves this waiting caller: an outage caller on the
+    line, a verified contact of a hosted district (`oncall.may_have_engineer`), waiting
+    for hosting while the desk is closed, with an engineer configured (the night's
+    rule, `outage.routed_at_night`)."""
     return (bool(desk.settings.oncall_number) and call.get("waiting_team") == HOSTING
-            and call.get("outage") == "1" and auth.is_authorized(call)
-            and call.get("hosted") == "1"
+            and oncall.may_have_engineer(call)
             and not hours.is_open(datetime.fromtimestamp(now_ms / 1000, UTC)))
 
 

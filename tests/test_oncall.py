@@ -13,6 +13,7 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
+from directory import keys
 from directory.models import CallLog
 from tests.conftest import run_jobs
 from tests.webhooks import post
@@ -220,3 +221,68 @@ def test_the_simulated_night_outage_reaches_the_engineer_who_answers(phone, desk
     assert result.dialed == [ONCALL] and result.outcome == "advisor"
     voicemail = phone.call(LEE, "8", advisors={ONCALL: "voicemail"}, max_wait_seconds=2)
     assert voicemail.dialed == [ONCALL] and voicemail.queued
+
+
+def ask_for_callback(client, sid: str) -> None:
+    """A waiting caller presses 1 on hold (a callback, confirmed) and hangs up."""
+    post(client, "/voice/callback", {"CallSid": sid, "Digits": "1"})
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "40"})
+
+
+def test_a_callback_at_the_head_of_hosting_leaves_the_engineer_to_the_callers_behind(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, doc = report_outage(client, LEE)
+    ask_for_callback(client, second)
+    third, doc = report_outage(client, KIM)
+    assert doc.find("Enqueue") is not None
+    assert desk.r.hget(keys.call(second), "callback") == "1"
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    post(client, "/voice/status", {"CallSid": first, "CallStatus": "completed",
+                                   "CallDuration": "130"})
+    # The contact who asked for a callback hung up: the engineer goes to the caller
+    # still on the line behind them, on their next hold cycle.
+    assert hold_cycle(client, third).find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": third, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+    # The callback keeps its place for the advisors in the morning.
+    assert desk.r.zscore(keys.team_waiting("hosting"), second) is not None
+
+
+def test_a_callback_alone_in_hosting_does_not_queue_the_next_outage_caller(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    second, _doc = report_outage(client, LEE)
+    ask_for_callback(client, second)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    post(client, "/voice/status", {"CallSid": first, "CallStatus": "completed",
+                                   "CallDuration": "130"})
+    _third, doc = report_outage(client, KIM)
+    assert rings_oncall(doc) is not None
+
+
+def test_a_caller_the_engineer_does_not_serve_at_the_head_does_not_block_them(
+        desk, lakeview, directory, client):
+    directory.district("D200", "Riverside Schools", hosted=False)
+    directory.contact("6001", "+16125550201", "D200", "Contact 6001", "2468",
+                      last_active="2026-11-01")
+    directory.load()
+    # A non-hosted district's outage, accepted at 17:59 (hosting's advisor is off): it
+    # waits for hosting's advisors, never for the engineer.
+    with time_machine.travel(datetime(2026, 11, 24, 17, 59, tzinfo=CHICAGO), tick=True):
+        early, doc = report_outage(client, "+16125550201")
+        assert doc.find("Enqueue") is not None
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is None and doc.find("Enqueue") is not None
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    assert hold_cycle(client, early).find("Leave") is None
+    assert hold_cycle(client, second).find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+    assert desk.r.zscore(keys.team_waiting("hosting"), early) is not None

@@ -47,7 +47,13 @@ from jobs.queues import (
 )
 from routing import conference, survey
 from routing.auth import how_verified
-from routing.call_state import TOO_MANY_CALLS, final_status, forget_refused_calls, get_call
+from routing.call_state import (
+    TOO_MANY_CALLS,
+    final_status,
+    forget_refused_calls,
+    get_call,
+    keep_a_day_more,
+)
 from routing.cases import cases_for_calls, reported_at
 from routing.desk import Desk
 from workers.context import current_desk
@@ -270,6 +276,9 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
         # Off the calls to log first: a worker dying in between leaves a hash, not a log
         # to write with no call left to write it from.
         forget_refused_calls(desk.r, {sid: calls[sid] for sid in (*todo, *logged)})
+        # A callback's call, kept while the callback was pending, goes in a day now.
+        keep_a_day_more(desk.r, [sid for sid, call in calls.items()
+                                 if call.get("callback") == "1"])
         for facts in contacts:
             cache_contact(desk.r, facts)
         outcomes.update(dict.fromkeys(logged, "exists"))

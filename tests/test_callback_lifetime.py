@@ -1,0 +1,137 @@
+"""A callback outlives the desk's close: a contact who asks for one on Friday evening
+(or before a holiday) keeps their place until an advisor calls them back, and the
+call still leaves exactly one log.
+
+Redis keeps its own clock, which `time_machine` does not move: a weekend is passed by
+travelling the desk's clock and letting go every key whose expiry falls within it
+(`let_redis_expire`), as Redis would have meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from directory import keys
+from directory.models import CallLog
+from routing import acd
+from tests.conftest import BASE_URL, run_jobs
+from tests.test_real_world import API, PAT, post
+
+CHICAGO = ZoneInfo("America/Chicago")
+LINE = "+18005550100"
+FRIDAY_EVENING = datetime(2026, 12, 4, 17, 50, tzinfo=CHICAGO)
+MONDAY_MORNING = datetime(2026, 12, 7, 8, 0, tzinfo=CHICAGO)
+
+
+@pytest.fixture
+def lakeview(directory):
+    """Pat, a verified contact, and A2 of the general team, who has gone home."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+
+
+def let_redis_expire(r, seconds: float) -> None:
+    """What Redis does over `seconds`: every key whose expiry falls within them is gone."""
+    for key in r.scan_iter(count=1000):
+        ttl = r.pttl(key)
+        if 0 <= ttl <= seconds * 1000:
+            r.delete(key)
+
+
+def asks_for_a_callback(client) -> str:
+    """Pat calls, presses 2 (a new case), waits for the general team, presses 1 on hold
+    for a callback and hangs up; their CallSid."""
+    sid = "CA" + uuid.uuid4().hex
+    post(client, "/voice/incoming", {"CallSid": sid, "From": PAT, "To": LINE,
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    queued = post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "2"})
+    assert queued.find("Enqueue") is not None
+    post(client, "/voice/wait", {"CallSid": sid, "QueuePosition": "1"})
+    post(client, "/voice/callback", {"CallSid": sid, "Digits": "1"})
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "45"})
+    return sid
+
+
+def a2_takes_the_callback_and_pat_answers(client, leg) -> None:
+    """A2's leg rings: they hear the whisper, press 1, Pat answers, they talk, hang up."""
+    form = {"CallSid": leg.sid, "CallStatus": "in-progress"}
+    gather = post(client, leg.url.removeprefix(BASE_URL), form).find("Gather")
+    dial = post(client, gather.get("action", ""), {**form, "Digits": "1"}).find("Dial")
+    assert dial is not None and dial.findtext("Number") == PAT
+    post(client, dial.get("action", ""), {**form, "CallStatus": "completed",
+                                          "DialCallStatus": "completed",
+                                          "DialCallDuration": "300"})
+    post(client, leg.status_callback.removeprefix(BASE_URL),
+         {"CallSid": leg.sid, "CallStatus": "completed", "CallDuration": "320"})
+
+
+def test_a_callback_asked_for_on_friday_evening_is_placed_on_monday_and_logged_once(
+        desk, lakeview, client, emulator):
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+        assert desk.r.hget(keys.call(sid), "callback") == "1"
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        let_redis_expire(desk.r, (MONDAY_MORNING - FRIDAY_EVENING).total_seconds())
+        acd.reconcile(desk, int(time.time() * 1000))
+        assert desk.r.zscore(keys.team_waiting("general"), sid) is not None
+        # A2 comes in: their phone rings for Pat's callback; they take it, Pat answers.
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+    with desk.session_factory() as db:
+        logs = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).all()
+    assert [(log.status, log.answered_by) for log in logs] == [("answered", "A2")]
+    # Logged: its state goes, in a day, as any call's.
+    assert 0 < desk.r.ttl(keys.call(sid)) <= 24 * 3600
+
+
+def test_a_callback_an_advisor_missed_before_the_weekend_still_waits_on_monday(
+        desk, lakeview, client, emulator):
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+        # A2, about to leave, is rung for it and does not answer; then goes home.
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [missed] = emulator.created_calls
+        post(client, missed.status_callback.removeprefix(BASE_URL),
+             {"CallSid": missed.sid, "CallStatus": "no-answer", "CallDuration": "0"})
+        client.put("/api/advisors/A2/status", json={"status": "offline"}, headers=API)
+        assert desk.r.zscore(keys.team_waiting("general"), sid) is not None
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        let_redis_expire(desk.r, (MONDAY_MORNING - FRIDAY_EVENING).total_seconds())
+        acd.reconcile(desk, int(time.time() * 1000))
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        _missed, leg = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+    with desk.session_factory() as db:
+        logs = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).all()
+    assert [(log.status, log.answered_by) for log in logs] == [("answered", "A2")]
+
+
+def test_the_upgrade_keeps_the_callbacks_the_previous_release_left_to_expire(
+        desk, lakeview, client):
+    from routing.upgrade import keep_pending_callbacks
+
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+        other = "CA" + uuid.uuid4().hex  # a caller still on the line: left alone
+        post(client, "/voice/incoming", {"CallSid": other, "From": PAT, "To": LINE,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        post(client, "/voice/menu?attempt=1", {"CallSid": other, "Digits": "2"})
+    for key in (keys.call(sid), keys.call_ended(sid)):  # as the previous release left them
+        desk.r.expire(key, 24 * 3600)
+    assert keep_pending_callbacks(desk.r) == 1
+    assert desk.r.ttl(keys.call(sid)) == desk.r.ttl(keys.call_ended(sid)) == -1
+    assert 0 < desk.r.ttl(keys.call(other)) <= 24 * 3600
+    assert keep_pending_callbacks(desk.r) == 0
