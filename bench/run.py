@@ -965,6 +965,8 @@ def render(
             "`caseline worker` on core 1 with the servers and Redis (at nice "
             f"{WORKER_NICE}, as it runs itself)" if layout == "servers"
             else "`caseline worker` on core 1 at nice 0" if layout == "servers-nice0"
+            else f"`caseline worker` on core 1 at nice {WORKER_NICE} under SCHED_IDLE"
+            if layout == "servers-idle"
             else f"`caseline worker` on core {WORKER_CORE}" + (
                 " at nice 19 (this machine has two cores: it shares the generator's, taking "
                 "what the generator leaves)" if WORKER_CORE == LOAD_CORE else ""))
