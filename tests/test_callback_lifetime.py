@@ -22,6 +22,7 @@ from directory import keys
 from directory.models import CallLog
 from routing import acd
 from tests.conftest import BASE_URL, run_jobs
+from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import API, PAT, post
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -29,14 +30,8 @@ LINE = "+18005550100"
 FRIDAY_EVENING = datetime(2026, 12, 4, 17, 50, tzinfo=CHICAGO)
 MONDAY_MORNING = datetime(2026, 12, 7, 8, 0, tzinfo=CHICAGO)
 
-
-@pytest.fixture
-def lakeview(directory):
-    """Pat, a verified contact, and A2 of the general team, who has gone home."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A2", ["general"], phone="+16515550102")
-    directory.load()
+# Every test here is about Pat, a verified contact, and A2 (general), who has gone home.
+pytestmark = pytest.mark.usefixtures("lakeview")
 
 
 def let_redis_expire(r, seconds: float) -> None:
@@ -76,7 +71,7 @@ def a2_takes_the_callback_and_pat_answers(client, leg) -> None:
 
 
 def test_a_callback_asked_for_on_friday_evening_is_placed_on_monday_and_logged_once(
-        desk, lakeview, client, emulator):
+        desk, client, emulator):
     with time_machine.travel(FRIDAY_EVENING, tick=True):
         sid = asks_for_a_callback(client)
         assert desk.r.hget(keys.call(sid), "callback") == "1"
@@ -97,7 +92,7 @@ def test_a_callback_asked_for_on_friday_evening_is_placed_on_monday_and_logged_o
 
 
 def test_a_callback_an_advisor_missed_before_the_weekend_still_waits_on_monday(
-        desk, lakeview, client, emulator):
+        desk, client, emulator):
     with time_machine.travel(FRIDAY_EVENING, tick=True):
         sid = asks_for_a_callback(client)
         # A2, about to leave, is rung for it and does not answer; then goes home.
@@ -120,7 +115,7 @@ def test_a_callback_an_advisor_missed_before_the_weekend_still_waits_on_monday(
 
 
 def test_the_upgrade_keeps_the_callbacks_the_previous_release_left_to_expire(
-        desk, lakeview, client):
+        desk, client):
     from routing.upgrade import keep_pending_callbacks
 
     with time_machine.travel(FRIDAY_EVENING, tick=True):
