@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from directory import keys
 from routing import survey
 from routing.call_state import get_call
-from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, make_available
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
 
 PAT = "+16125550101"
 LINE = "+18005550100"
@@ -111,16 +111,6 @@ def test_a_repeated_overall_answer_counts_once(desk, lakeview, client):
     assert survey.advisor_satisfaction(desk, "A7", now)["answers"] == 1
     assert survey.overall_satisfaction(desk, "general", now) == 0.0
     assert len(survey._answers_30_days(desk, now)) == 1
-
-
-def test_a_familys_repeated_key_counts_one_family_call(desk, lakeview, client):
-    """A parent presses 0 (families); Twilio delivers the key twice. One family call in
-    today's figure, and the key once on the call's menu path."""
-    calls_in(client, "CA-family", frm="+16125550177")
-    twice(client, "/voice/menu?attempt=1", {"CallSid": "CA-family", "Digits": "0"})
-    families = client.get("/api/stats", headers={"Authorization": f"Bearer {API_TOKEN}"})
-    assert {team["families_today"] for team in families.get_json().values()} == {1}
-    assert get_call(desk.r, "CA-family")["menu"] == "0"
 
 
 def test_a_repeated_callback_key_takes_one_of_the_days_callbacks(desk, lakeview, client):
