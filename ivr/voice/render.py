@@ -117,6 +117,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
                                        before=_texts(retry and "routing.callback_retry"))
         case callbacks.ContactUnreached():
             return twiml.goodbye(p, p.text("routing.callback_unreached"))
+        case callbacks.CallbackNotDialled():
+            return twiml.goodbye(p, p.text("routing.callback_not_dialled"))
         case acd.Nothing():
             return twiml.empty()
         case survey.AskSurvey(question=question):
