@@ -42,6 +42,9 @@ FIELDS = {
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Python reads at most 4,300 digits as a number; a case number is at most 19.
 _CASE_NUMBER_DIGITS = len(str(LARGEST_CASE_NUMBER))
+# The longest contact ID a caller can key in (`routing.verification` keeps no more): a
+# longer one would load and never verify on the phone.
+CONTACT_ID_DIGITS = 20
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
@@ -238,6 +241,9 @@ def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[s
         if section == "contacts" and not _DIGITS_RE.fullmatch(ident):
             # A caller keys their contact ID in on the phone's keypad.
             problems.append(f'{label}: contact id "{ident}" must be all digits')
+        elif section == "contacts" and len(ident) > CONTACT_ID_DIGITS:
+            problems.append(f'{label}: contact id "{ident[:40]}" is longer than the '
+                            f"{CONTACT_ID_DIGITS} digits a caller can key in")
         if ident in seen:
             problems.append(f'{label}: {field} "{ident}" repeats {section}[{seen[ident]}]')
             continue

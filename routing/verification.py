@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from directory import CONTACT_ID_DIGITS
 from routing import auth
 from routing.call_state import count_on_call, get_call, update_call
 from routing.desk import Desk
@@ -78,7 +79,7 @@ def enter_contact_id(
             return Unverified(option)
         return AskContactId(option, attempt + 1)
     # A new attempt: its PIN counts once however often Twilio posts it (`auth.verify`).
-    count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:20])
+    count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:CONTACT_ID_DIGITS])
     return AskPin(option)
 
 

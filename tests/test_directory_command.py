@@ -1,0 +1,62 @@
+"""`caseline directory load FILE.json` as an operator runs it: the real command, its
+exit status and what it prints, on the test's Redis and database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from config.settings import PROJECT_ROOT
+from directory.models import Contact
+from tests.conftest import caseline_command
+
+GOOD: dict[str, Any] = {
+    "districts": [{"id": "D100", "name": "Lakeview Public Schools", "hosted": True}],
+    "contacts": [{"id": "5001", "name": "Pat Lee", "district": "D100",
+                  "phone": "(612) 555-0101", "pin": "2468", "last_active": "2026-10-01"}],
+    "advisors": [{"id": "A7", "name": "Jordan Smith", "phone": "+1 651 555 0199",
+                  "teams": ["general", "hosting", "food-service"]}],
+    "cases": [{"number": "2024117", "district": "D100", "owner": "A7",
+               "status": "open", "priority": "medium", "product": "campus"}],
+}
+
+
+@pytest.fixture
+def load(settings, tmp_path: Path):
+    """Run `caseline directory load` on a file holding `content` (a document, or bytes)."""
+    env = {**os.environ, "REDIS_URL": settings.redis_url or "",
+           "DATABASE_URL": settings.database_url,
+           "CASELINE_INSTANCE_PATH": str(tmp_path / "instance")}
+
+    def run(content: dict[str, Any] | bytes, name: str = "directory.json"):
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(json.dumps(content), encoding="utf-8")
+        return subprocess.run(caseline_command("directory", "load", str(path)), env=env,
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    return run
+
+
+def contacts(desk) -> list[tuple[str, str]]:
+    """Every contact's id and phone."""
+    with desk.session_factory() as db:
+        return [(c.id, c.phone) for c in db.scalars(select(Contact).order_by(Contact.id))]
+
+
+def test_a_contact_id_longer_than_a_caller_can_key_in_is_a_bad_record(load, desk):
+    assert load(GOOD).returncode == 0
+    long_id = "1234567890123456789012345"
+    doc = {"contacts": [{**GOOD["contacts"][0], "id": long_id, "phone": "+16125550150"}]}
+    done = load(doc, "long.json")
+    assert done.returncode == 1, done.stderr
+    assert (f'contacts[0] (id {long_id}): contact id "{long_id}" is longer than the 20 digits '
+            "a caller can key in") in done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
