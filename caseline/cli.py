@@ -106,7 +106,8 @@ def directory_load(file: Path) -> None:
     from directory.db import make_session_factory
 
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: a spreadsheet's or PowerShell's export may begin with a byte order mark.
+        document = json.loads(file.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON, a 5,000-digit number
         click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
         sys.exit(2)

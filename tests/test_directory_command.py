@@ -60,3 +60,10 @@ def test_a_contact_id_longer_than_a_caller_can_key_in_is_a_bad_record(load, desk
     assert (f'contacts[0] (id {long_id}): contact id "{long_id}" is longer than the 20 digits '
             "a caller can key in") in done.stderr
     assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_loads(load, desk):
+    # Excel's "CSV UTF-8" and PowerShell's Out-File begin a file with U+FEFF.
+    done = load(b"\xef\xbb\xbf" + json.dumps(GOOD).encode("utf-8"))
+    assert done.returncode == 0, done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
