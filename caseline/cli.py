@@ -121,7 +121,8 @@ def directory_load(file: Path) -> None:
         counts = load_directory(document, make_session_factory(engine), client,
                                 datetime.now(UTC), pepper=settings.pin_pepper)
     except DirectoryError as exc:
-        click.echo(f"{file}: {len(exc.problems)} bad record(s); nothing was changed:", err=True)
+        click.echo(f"{file}: {exc.bad_records} bad record(s), {len(exc.problems)} problem(s); "
+                   "nothing was changed:", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)

@@ -48,6 +48,8 @@ CONTACT_ID_DIGITS = 20
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
+# How a problem begins when it is a record's (`_label`): `contacts[2]`.
+_RECORD_RE = re.compile(r"(?:districts|contacts|advisors|cases)\[[0-9]+\]")
 
 
 class DirectoryError(Exception):
@@ -57,6 +59,11 @@ class DirectoryError(Exception):
         super().__init__(f"{len(problems)} problem(s) in the directory:\n" + "\n".join(problems))
         self.problems = problems
 
+    @property
+    def bad_records(self) -> int:
+        """How many records the problems name (one record may have several problems; a
+        problem of the document itself names none)."""
+        return len({m.group(0) for p in self.problems if (m := _RECORD_RE.match(p))})
 
 
 def record_id(value: object) -> str | None:

@@ -67,3 +67,18 @@ def test_a_file_saved_with_a_utf8_byte_order_mark_loads(load, desk):
     done = load(b"\xef\xbb\xbf" + json.dumps(GOOD).encode("utf-8"))
     assert done.returncode == 0, done.stderr
     assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def test_the_summary_counts_bad_records_and_problems_apart(load, desk):
+    assert load(GOOD).returncode == 0
+    bad = {"contacts": [{**GOOD["contacts"][0], "phone": "555-0102", "pin": "12"},
+                        {**GOOD["contacts"][0], "id": "5002", "phone": "+16125550102"}],
+           "cases": [{**GOOD["cases"][0], "priority": "urgent", "product": "toaster"}]}
+    done = load(bad, "bad.json")
+    assert done.returncode == 1
+    summary, *problems = done.stderr.splitlines()
+    assert [p.split(":")[0].strip() for p in problems] == [
+        "contacts[0] (id 5001)", "contacts[0] (id 5001)", "cases[0] (number 2024117)",
+        "cases[0] (number 2024117)"]
+    assert summary.endswith("bad.json: 2 bad record(s), 4 problem(s); nothing was changed:")
+    assert contacts(desk) == [("5001", "+16125550101")]
