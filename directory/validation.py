@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from directory.case_numbers import LARGEST_CASE_NUMBER
 from directory.catalog import ALL_TEAMS, CASE_STATUSES, PRIORITIES, canonical_product
 from directory.models import Advisor, Contact, District
-from directory.phones import normalize_phone
+from directory.phones import has_extension, normalize_phone
 
 log = logging.getLogger(__name__)
 
@@ -272,15 +272,23 @@ def _check_district(
         problems.append(f'{label}: district "{district}" does not exist')
 
 
+def _phone(phone: str, label: str, problems: list[str]) -> str | None:
+    """A record's phone in E.164, or None after noting the problem."""
+    e164 = normalize_phone(phone)
+    if e164 is None:
+        why = ("has an extension, which a callback or a caller-ID match cannot use"
+               if has_extension(phone) else "is not a phone number")
+        problems.append(f'{label}: phone "{phone}" {why}')
+    return e164
+
+
 def _check_advisor(record: dict[str, Any], label: str, problems: list[str], plan: Plan) -> None:
     """Check one advisor record."""
     _text(record, "name", label, problems)
     phone = _text(record, "phone", label, problems)
     if phone is not None:
-        e164 = normalize_phone(phone)
-        if e164 is None:
-            problems.append(f'{label}: phone "{phone}" is not a phone number')
-        elif (ident := record_id(record.get("id"))) is not None:
+        e164 = _phone(phone, label, problems)
+        if e164 is not None and (ident := record_id(record.get("id"))) is not None:
             plan.advisor_phones[ident] = e164
     teams = record.get("teams")
     if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
@@ -306,10 +314,8 @@ def _check_contact(
     _check_district(record, label, known_districts, problems)
     phone = _text(record, "phone", label, problems)
     if phone is not None:
-        e164 = normalize_phone(phone)
-        if e164 is None:
-            problems.append(f'{label}: phone "{phone}" is not a phone number')
-        elif ident is not None:
+        e164 = _phone(phone, label, problems)
+        if e164 is not None and ident is not None:
             plan.phones[ident] = e164
     pin = record.get("pin")
     if pin is None:

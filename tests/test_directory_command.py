@@ -82,3 +82,19 @@ def test_the_summary_counts_bad_records_and_problems_apart(load, desk):
         "cases[0] (number 2024117)"]
     assert summary.endswith("bad.json: 2 bad record(s), 4 problem(s); nothing was changed:")
     assert contacts(desk) == [("5001", "+16125550101")]
+
+
+@pytest.mark.parametrize("phone", ["+1 612 555 0108 ext. 12", "(612) 555-0108 x12",
+                                   "612-555-0108;ext=12"])
+def test_a_phone_with_an_extension_is_a_bad_record_not_loaded_without_it(load, desk, phone):
+    # Neither a callback nor a caller-ID match can use an extension: dropping it
+    # silently would dial, and identify, the switchboard instead.
+    assert load(GOOD).returncode == 0
+    doc = {"contacts": [{**GOOD["contacts"][0], "id": "5008", "phone": phone}],
+           "advisors": [{**GOOD["advisors"][0], "id": "A8", "phone": phone}]}
+    done = load(doc, "extension.json")
+    assert done.returncode == 1, done.stdout
+    for record in ("contacts[0] (id 5008)", "advisors[0] (id A8)"):
+        assert (f'{record}: phone "{phone}" has an extension, which a callback or a '
+                "caller-ID match cannot use") in done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
