@@ -106,7 +106,8 @@ def directory_load(file: Path) -> None:
     from directory.db import make_session_factory
 
     try:
-        document = json.loads(file.read_text(encoding="utf-8"))
+        # utf-8-sig: a spreadsheet's or PowerShell's export may begin with a byte order mark.
+        document = json.loads(file.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON, a 5,000-digit number
         click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
         sys.exit(2)
@@ -120,7 +121,8 @@ def directory_load(file: Path) -> None:
         counts = load_directory(document, make_session_factory(engine), client,
                                 datetime.now(UTC), pepper=settings.pin_pepper)
     except DirectoryError as exc:
-        click.echo(f"{file}: {len(exc.problems)} bad record(s); nothing was changed:", err=True)
+        click.echo(f"{file}: {exc.bad_records} bad record(s), {len(exc.problems)} problem(s); "
+                   "nothing was changed:", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)

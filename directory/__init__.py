@@ -53,10 +53,11 @@ from directory.pins import (
     hash_pin,
     stored_pin,
 )
-from directory.validation import DirectoryError, validate_document
+from directory.validation import CONTACT_ID_DIGITS, DirectoryError, validate_document
 
 __all__ = [
     "ALL_TEAMS",
+    "CONTACT_ID_DIGITS",
     "GENERAL",
     "HOSTING",
     "INACTIVE_AFTER_DAYS",

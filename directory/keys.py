@@ -190,11 +190,6 @@ def colleague_adding(call_sid: str) -> str:
     return f"{PREFIX}:colleague-adding:{call_sid}"
 
 
-def families_on(day: str) -> str:
-    """String counter: callers who took the families' message on a day (ISO date, Central)."""
-    return f"{PREFIX}:families:{day}"
-
-
 def callbacks_on(contact_id: str, day: str) -> str:
     """String counter: callbacks a contact asked for on a day (ISO date, Central)."""
     return f"{PREFIX}:callbacks:{contact_id}:{day}"

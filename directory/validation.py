@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from directory.case_numbers import LARGEST_CASE_NUMBER
 from directory.catalog import ALL_TEAMS, CASE_STATUSES, PRIORITIES, canonical_product
 from directory.models import Advisor, Contact, District
-from directory.phones import normalize_phone
+from directory.phones import has_extension, normalize_phone
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,14 @@ FIELDS = {
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Python reads at most 4,300 digits as a number; a case number is at most 19.
 _CASE_NUMBER_DIGITS = len(str(LARGEST_CASE_NUMBER))
+# The longest contact ID a caller can key in (`routing.verification` keeps no more): a
+# longer one would load and never verify on the phone.
+CONTACT_ID_DIGITS = 20
 
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
+# How a problem begins when it is a record's (`_label`): `contacts[2]`.
+_RECORD_RE = re.compile(r"(?:districts|contacts|advisors|cases)\[[0-9]+\]")
 
 
 class DirectoryError(Exception):
@@ -54,6 +59,11 @@ class DirectoryError(Exception):
         super().__init__(f"{len(problems)} problem(s) in the directory:\n" + "\n".join(problems))
         self.problems = problems
 
+    @property
+    def bad_records(self) -> int:
+        """How many records the problems name (one record may have several problems; a
+        problem of the document itself names none)."""
+        return len({m.group(0) for p in self.problems if (m := _RECORD_RE.match(p))})
 
 
 def record_id(value: object) -> str | None:
@@ -238,6 +248,9 @@ def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[s
         if section == "contacts" and not _DIGITS_RE.fullmatch(ident):
             # A caller keys their contact ID in on the phone's keypad.
             problems.append(f'{label}: contact id "{ident}" must be all digits')
+        elif section == "contacts" and len(ident) > CONTACT_ID_DIGITS:
+            problems.append(f'{label}: contact id "{ident[:40]}" is longer than the '
+                            f"{CONTACT_ID_DIGITS} digits a caller can key in")
         if ident in seen:
             problems.append(f'{label}: {field} "{ident}" repeats {section}[{seen[ident]}]')
             continue
@@ -259,15 +272,23 @@ def _check_district(
         problems.append(f'{label}: district "{district}" does not exist')
 
 
+def _phone(phone: str, label: str, problems: list[str]) -> str | None:
+    """A record's phone in E.164, or None after noting the problem."""
+    e164 = normalize_phone(phone)
+    if e164 is None:
+        why = ("has an extension, which a callback or a caller-ID match cannot use"
+               if has_extension(phone) else "is not a phone number")
+        problems.append(f'{label}: phone "{phone}" {why}')
+    return e164
+
+
 def _check_advisor(record: dict[str, Any], label: str, problems: list[str], plan: Plan) -> None:
     """Check one advisor record."""
     _text(record, "name", label, problems)
     phone = _text(record, "phone", label, problems)
     if phone is not None:
-        e164 = normalize_phone(phone)
-        if e164 is None:
-            problems.append(f'{label}: phone "{phone}" is not a phone number')
-        elif (ident := record_id(record.get("id"))) is not None:
+        e164 = _phone(phone, label, problems)
+        if e164 is not None and (ident := record_id(record.get("id"))) is not None:
             plan.advisor_phones[ident] = e164
     teams = record.get("teams")
     if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
@@ -293,10 +314,8 @@ def _check_contact(
     _check_district(record, label, known_districts, problems)
     phone = _text(record, "phone", label, problems)
     if phone is not None:
-        e164 = normalize_phone(phone)
-        if e164 is None:
-            problems.append(f'{label}: phone "{phone}" is not a phone number')
-        elif ident is not None:
+        e164 = _phone(phone, label, problems)
+        if e164 is not None and ident is not None:
             plan.phones[ident] = e164
     pin = record.get("pin")
     if pin is None:

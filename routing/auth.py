@@ -115,7 +115,7 @@ def verify(desk: Desk, call_sid: str, call: dict[str, str], pin: str,
     """
     caller = call.get("caller", "")
     raw_id = call.get("pending_contact", "")
-    contact_id = raw_id[:20] if raw_id.isdigit() else ""
+    contact_id = raw_id[:directory.CONTACT_ID_DIGITS] if raw_id.isdigit() else ""
     stored = directory.stored_pin(desk.session_factory, contact_id)
     active = stored.contact is not None and directory.contact_is_active(stored.contact, now)
     attempt = lockout.reserve(desk.r, call_sid, call.get("pin_try", "0"), caller,

@@ -348,6 +348,4 @@ def final_status(call: dict[str, str]) -> str:
         return "unanswered"
     if call.get("refused"):
         return "refused"
-    if call.get("family") == "1":
-        return "family"  # a parent or student, told to contact their school
     return "ended-in-menu"

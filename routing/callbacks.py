@@ -6,6 +6,12 @@ the caller ID, which anyone can set), only to a US or Canadian fixed or mobile
 number (no premium-rate, toll-free or international numbers: toll fraud), and
 at most a few times per contact per day (Central dates).
 
+The directory is read again when the advisor takes the callback: the contact is
+dialled at their directory phone as it is then (an operator may have changed it
+since the contact asked). A contact removed or deactivated meanwhile, or whose
+phone may no longer be dialled, is not called back: the advisor hears so, and the
+call's log says why (`callback_not_dialled`).
+
 Then the callback itself: the advisor's leg rings first (`routing.availability`
 places it when the advisor frees up), the advisor accepts, the contact is
 dialed; an advisor who never took it is released and the caller keeps their
@@ -22,8 +28,9 @@ release names the call and the hold). See `contact_unreached`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import phonenumbers
 from phonenumbers import PhoneNumberType
@@ -38,6 +45,8 @@ from routing.auth import is_authorized
 from routing.availability import end_wrapup, finish_taken_callback, free_advisor
 from routing.call_state import get_call, update_call, update_call_while, update_logged_call
 from routing.desk import Desk
+
+log = logging.getLogger(__name__)
 
 CALLBACK_REGIONS = frozenset({"US", "CA"})
 CALLBACK_NUMBER_TYPES = frozenset({
@@ -75,6 +84,14 @@ class DialContact:
 
 
 @dataclass(frozen=True)
+class CallbackNotDialled:
+    """The advisor took a callback the directory no longer allows (`reason`, as the
+    call's log gives it): they hear so, and nobody is dialled."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class ContactUnreached:
     """The contact did not answer the callback, however often rung: goodbye."""
 
@@ -91,14 +108,30 @@ def dialable_for_callback(phone_e164: str) -> bool:
             and phonenumbers.number_type(number) in CALLBACK_NUMBER_TYPES)
 
 
-def callback_number(desk: Desk, call: dict[str, str]) -> str | None:
-    """The number a callback for this call would dial: the verified contact's
+def callback_number(desk: Desk, call: dict[str, str], now: datetime | None = None) -> str | None:
+    """The number a callback for this call would dial now: the verified contact's
     directory phone when it may be dialed, else None (no callback offered)."""
+    return callback_target(desk, call, now or datetime.now(UTC))[0]
+
+
+def callback_target(
+    desk: Desk, call: dict[str, str], now: datetime
+) -> tuple[str | None, str]:
+    """The verified contact's directory phone as the directory has it at `now`, when a
+    callback may dial it: (number, ""), else (None, why not): "not-verified",
+    "contact-gone" (no longer in the directory), "contact-inactive" (deactivated, or
+    idle 180 days) or "phone-not-dialable" (`dialable_for_callback`)."""
     if not is_authorized(call) or not call.get("contact"):
-        return None
+        return None, "not-verified"
     contact = directory.find_contact(desk.r, desk.session_factory, call["contact"])
-    phone = (contact or {}).get("phone", "")
-    return phone if phone and dialable_for_callback(phone) else None
+    if contact is None:
+        return None, "contact-gone"
+    if not directory.contact_is_active(contact, now):
+        return None, "contact-inactive"
+    phone = contact.get("phone", "")
+    if not phone or not dialable_for_callback(phone):
+        return None, "phone-not-dialable"
+    return phone, ""
 
 
 def callbacks_left(desk: Desk, contact_id: str, now: datetime) -> int:
@@ -128,15 +161,26 @@ def is_placed_leg(call: dict[str, str], leg: str) -> bool:
 
 def accept_callback(
     desk: Desk, call_sid: str, advisor_id: str, now_ms: int, leg: str = ""
-) -> DialContact | None:
-    """The advisor took the callback: dial the contact (None when it is stale, or
-    `leg` is not the leg the desk placed and rings them)."""
+) -> DialContact | CallbackNotDialled | None:
+    """The advisor took the callback: dial the contact at their directory phone as it
+    is now (None when it is stale, or `leg` is not the leg the desk placed and rings
+    them). A contact the directory no longer lets the desk call back is not dialled:
+    marked unreached, so the advisor's leg's end frees them without a wrap-up
+    (`presence.wrap_up_taken_callback`), and the log says why."""
     if not presence.take_callback_ring(
             desk.r, advisor_id, call_sid, leg,
             now_ms + desk.settings.talk_lease_seconds * 1000):
         return None
-    number = get_call(desk.r, call_sid).get("callback_number")
-    return DialContact(number) if number else None
+    call = get_call(desk.r, call_sid)
+    number, why_not = callback_target(desk, call, datetime.fromtimestamp(now_ms / 1000, UTC))
+    if number is None:
+        log.warning("callback %s not dialled (%s): the directory no longer allows it; "
+                    "advisor %s is told", call_sid, why_not, advisor_id)
+        update_call(desk.r, call_sid, contact_unreached=1, callback_not_dialled=why_not)
+        return CallbackNotDialled(why_not)
+    if number != call.get("callback_number"):
+        update_call(desk.r, call_sid, callback_number=number)  # its next tries dial it too
+    return DialContact(number)
 
 
 def contact_dial_ended(

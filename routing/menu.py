@@ -23,7 +23,6 @@ from datetime import datetime
 
 import directory
 from config import hours
-from config.hours import central_date
 from config.logs import mask_phone
 from directory import keys
 from directory.catalog import GENERAL, PRODUCT_TEAMS
@@ -33,7 +32,6 @@ from routing.auth import caller_id_trusted
 from routing.call_state import (
     CALL_TTL_SECONDS,
     TOO_MANY_CALLS,
-    append_menu,
     first_check_due,
     get_call,
     note_menu_key,
@@ -49,13 +47,8 @@ log = logging.getLogger(__name__)
 MAX_TRIES = 3
 MENU_KEYS = ("1", "2", "6", "8")
 OUTAGE_KEY = "8"  # the only option that tells of maintenance windows
-# Offered to callers the line does not recognise: the toll-free number leaks to
-# families (the family portal bears the product's name), whom the desk cannot help.
-FAMILIES_KEY = "0"
 # `_OPEN_GREETED`'s answer for a call it opened refused.
 _OPENED_REFUSED = 2
-# How long a day's count of families' calls is kept (seconds).
-_FAMILIES_COUNT_TTL = 3 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -97,11 +90,6 @@ class Goodbye:
 
 
 @dataclass(frozen=True)
-class FamiliesGoodbye:
-    """A parent or student: the line serves district staff; their school helps them."""
-
-
-@dataclass(frozen=True)
 class Connect:
     """Ring an advisor or queue (`decision`), after telling the caller that their case
     is closed or was not found (the general team helps). Of a closed case the caller
@@ -115,7 +103,7 @@ class Connect:
 
 
 Step = (
-    Welcome | TooManyCalls | AskMenu | AskProduct | Goodbye | FamiliesGoodbye | Connect
+    Welcome | TooManyCalls | AskMenu | AskProduct | Goodbye | Connect
     | AskCase | Voicemail | AskContactId | AskPin | Refused | outage.OutageReport
     | outage.OutageVoicemail
 )
@@ -274,12 +262,6 @@ def press_key(
     another key may pass None)."""
     if key == "*":
         return AskMenu(attempt)
-    if key == FAMILIES_KEY and not auth.is_authorized(call := get_call(desk.r, call_sid)):
-        if call.get("family") != "1":  # else a repeat (Twilio's retry): counted already
-            append_menu(desk.r, call_sid, key, family="1")
-            day = keys.families_on(central_date(now).isoformat())
-            desk.r.pipeline(transaction=False).incr(day).expire(day, _FAMILIES_COUNT_TTL).execute()
-        return FamiliesGoodbye()
     if key not in MENU_KEYS:
         if attempt >= MAX_TRIES:
             return Goodbye()

@@ -123,11 +123,9 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
         longest = max((now_ms - arrived) / 1000 for arrived in arrivals) if arrivals else 0.0
         team_figures["longest_wait_seconds"] = round(max(0.0, longest), 1)
     failed = lockout.failures_last_hour(desk.r, now)
-    families = int(desk.r.get(keys.families_on(central_date(now).isoformat())) or 0)
     for team_figures in figures.values():
-        # Line-wide figures (no team took these calls), repeated in every team.
+        # A line-wide figure (no team took these calls), repeated in every team.
         team_figures["failed_verifications_last_hour"] = failed
-        team_figures["families_today"] = families
     satisfaction = survey.overall_satisfaction_by_team(desk, now)
     for team, team_figures in figures.items():
         # The survey's "overall" over 30 days, against the desk's target.

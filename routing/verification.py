@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from directory import CONTACT_ID_DIGITS
 from routing import auth
 from routing.call_state import count_on_call, get_call, update_call
 from routing.desk import Desk
@@ -81,7 +82,8 @@ def enter_contact_id(
             return Unverified(option)
         return AskContactId(option, attempt + 1)
     # A new attempt: its PIN counts once however often Twilio posts it (`auth.verify`).
-    tries = count_on_call(desk.r, call_sid, "pin_try", pending_contact=digits[:20])
+    tries = count_on_call(desk.r, call_sid, "pin_try",
+                          pending_contact=digits[:CONTACT_ID_DIGITS])
     return AskPin(option, tries)
 
 

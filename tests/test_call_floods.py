@@ -136,11 +136,12 @@ def test_a_repeated_first_webhook_counts_once_and_hears_the_same_answer(limited)
 
 def test_a_withheld_number_is_counted_like_any_other_and_its_calls_go_on(limited, desk):
     # Twilio's placeholders for a withheld caller ID: the line takes such calls (the
-    # family key included) until that one "number" has placed too many.
+    # menu included) until that one "number" has placed too many.
     for n in range(LIMIT - 1):
         assert greeted(call(limited, f"CA-anon-{n}", caller="anonymous"))
     key_0 = post(limited, "/voice/menu?attempt=1", {"CallSid": "CA-anon-0", "Digits": "0"})
-    assert [s.text for s in key_0.iter("Say")] == [Prompts().text("greeting.families")]
+    p = Prompts()
+    assert [s.text for s in key_0.iter("Say")] == [p.text("menu.invalid"), p.text("menu.main")]
     assert greeted(call(limited, "CA-lesotho", caller="+266696687"))
     assert greeted(call(limited, f"CA-anon-{LIMIT}", caller="anonymous"))
     assert refused(call(limited, "CA-anon-over", caller="anonymous"))

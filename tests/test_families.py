@@ -1,51 +1,63 @@
-"""Parents and students who found the toll-free number (the family portal bears the
-product's name): the line says whom it serves and lets them go with one key,
-without waiting in a queue for a desk that cannot help them."""
+"""Parents and students who found the toll-free number: the greeting says whom the
+line serves (families: contact your school). The menu has no key of theirs: 0 is
+"another key", asked again like any other, and counts toward the three tries."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
+from config.prompts import Prompts
 from directory.models import CallLog
-from tests.conftest import API_TOKEN, run_jobs
+from tests.conftest import API_TOKEN, make_available, run_jobs
 from tests.test_real_world import PAT, STRANGER
-from tests.webhooks import post
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
+ATTESTED = "TN-Validation-Passed-A"
 
 
-def _said(root) -> str:
-    return " ".join(s.text or "" for s in root.iter("Say"))
-
-
-def test_a_parent_presses_0_hears_to_call_their_school_and_the_call_ends_counted(
-        desk, directory, client):
+@pytest.fixture
+def lakeview(directory):
     directory.district()
     directory.contact()
-    directory.advisor("A2", ["general"])
+    directory.advisor("A2", ["general"], phone="+16515550102")
     directory.load()
-    welcome = post(client, "/voice/incoming", {"CallSid": "CA-parent", "From": STRANGER,
-                                               "To": "+18005550100", "CallStatus": "ringing"})
-    assert "district staff" in _said(welcome) and "press 0" in _said(welcome)
-    goodbye = post(client, "/voice/menu", {"CallSid": "CA-parent", "Digits": "0"})
-    assert "school" in _said(goodbye) and goodbye.find("Hangup") is not None
-    assert goodbye.find("Enqueue") is None and goodbye.find("Dial") is None
-    post(client, "/voice/status", {"CallSid": "CA-parent", "CallStatus": "completed",
-                                   "CallDuration": "20", "From": STRANGER})
+
+
+def test_an_unknown_caller_hears_whom_the_line_serves_then_the_menu(phone, lakeview):
+    p = Prompts()
+    result = phone.call(STRANGER, "", attestation=None)
+    assert result.heard()[:2] == [p.text("greeting.unknown"), p.text("menu.main")]
+
+
+def test_key_0_asks_again_and_counts_toward_the_three_tries(phone, desk, lakeview, client):
+    p = Prompts()
+    result = phone.call(STRANGER, "0 0 0", attestation=None)
+    assert result.heard() == [
+        p.text("greeting.unknown"), p.text("menu.main"),
+        p.text("menu.invalid"), p.text("menu.main"),
+        p.text("menu.invalid"), p.text("menu.main"),
+        p.text("menu.goodbye")]
+    assert result.outcome == "hangup" and not result.dialed and not result.queued
     run_jobs(desk)
     with desk.session_factory() as db:
-        log = db.query(CallLog).filter_by(call_sid="CA-parent").one()
-        assert (log.status, log.menu_path) == ("family", "0")
-    stats = client.get("/api/stats", headers=API).get_json()
-    assert stats and all(team["families_today"] == 1 for team in stats.values())
+        log = db.query(CallLog).filter_by(call_sid=result.call_sid).one()
+        assert log.status == "ended-in-menu"
 
 
-def test_a_contact_greeted_by_name_is_not_offered_the_families_key(desk, directory, client):
-    directory.district()
-    directory.contact()
-    directory.load()
-    welcome = post(client, "/voice/incoming", {"CallSid": "CA-pat", "From": PAT,
-                                               "To": "+18005550100", "CallStatus": "ringing",
-                                               "StirVerstat": "TN-Validation-Passed-A"})
-    assert "press 0" not in _said(welcome)
-    # 0 is not one of their options: asked again, the call goes on.
-    again = post(client, "/voice/menu", {"CallSid": "CA-pat", "Digits": "0"})
-    assert "not one of the options" in _said(again) and again.find("Hangup") is None
+def test_after_key_0_the_caller_may_still_choose_an_option(phone, desk, lakeview, app):
+    # With caller ID never trusted, every caller is "unknown": 0 must not end Pat's call.
+    app.extensions["caseline"] = dataclasses.replace(
+        desk, settings=desk.settings.with_changes(caller_id_trust="never"))
+    make_available(desk, "A2")
+    result = phone.call(PAT, "0 2 5001# 2468#", attestation=ATTESTED)
+    assert Prompts().text("menu.invalid") in result.heard()
+    assert result.dialed == ["+16515550102"]
+
+
+def test_a_contact_greeted_by_name_is_asked_again_after_0(phone, lakeview):
+    p = Prompts()
+    result = phone.call(PAT, "0", attestation=ATTESTED)
+    assert result.heard()[:4] == [p.text("greeting.known", name="Pat Lee"), p.text("menu.main"),
+                                  p.text("menu.invalid"), p.text("menu.main")]

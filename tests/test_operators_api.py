@@ -162,6 +162,21 @@ def test_invalid_contact_body_names_the_field(client, desk, lakeview):
         assert db.get(Contact, "5002") is None
 
 
+def test_a_contact_id_longer_than_the_phone_takes_is_refused(client, desk, lakeview):
+    # A caller keys at most 20 digits of contact ID: a longer one could never verify.
+    long_id = "1" * 21
+    body = {"name": "Sam", "district": "D100", "phone": "(612) 555-0177", "pin": "1357"}
+    response = api(client, "PUT", f"/api/contacts/{long_id}", body)
+    assert response.status_code == 422
+    assert response.get_json()["problems"] == [
+        f'contact {long_id}: contact id "{long_id}" is longer than the 20 digits a caller '
+        "can key in"]
+    assert audit(desk) == []
+    with desk.session_factory() as db:
+        assert db.get(Contact, long_id) is None
+    assert api(client, "PUT", f"/api/contacts/{long_id[:20]}", body).status_code == 201
+
+
 def test_api_changes_need_the_token(client, lakeview):
     assert client.put("/api/cases/2024555", json=CASE).status_code == 401
     assert client.delete("/api/contacts/5001").status_code == 401

@@ -110,16 +110,6 @@ def test_a_repeated_overall_answer_counts_once(desk, lakeview, client):
     assert len(survey._answers_30_days(desk, now)) == 1
 
 
-def test_a_familys_repeated_key_counts_one_family_call(desk, lakeview, client):
-    """A parent presses 0 (families); Twilio delivers the key twice. One family call in
-    today's figure, and the key once on the call's menu path."""
-    calls_in(client, "CA-family", frm="+16125550177")
-    twice(client, "/voice/menu?attempt=1", {"CallSid": "CA-family", "Digits": "0"})
-    families = client.get("/api/stats", headers={"Authorization": f"Bearer {API_TOKEN}"})
-    assert {team["families_today"] for team in families.get_json().values()} == {1}
-    assert get_call(desk.r, "CA-family")["menu"] == "0"
-
-
 def test_a_repeated_callback_key_takes_one_of_the_days_callbacks(desk, lakeview, client):
     """Pat waits and presses 1 for a callback; Twilio delivers the key twice. One of
     Pat's callbacks for the day is used, and both answers confirm it."""

@@ -95,6 +95,61 @@ def test_a_verified_contacts_callback_dials_their_directory_phone_not_the_caller
     assert number == PAT_DESK
 
 
+API = {"Authorization": "Bearer test-api-token"}
+
+
+def called_back(client, emulator, sid: str) -> tuple[object, ET.Element]:
+    """The callback `sid` asked for is placed (A2 frees up) and A2 accepts it: the
+    advisor's leg and the TwiML that answers their key."""
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    assert leg.to == "+16515550102"  # the advisor first
+    return leg, post(client, leg.url.removeprefix(BASE_URL).replace("/advisor?", "/accept?"),
+                     {"CallSid": leg.sid, "Digits": "1"})
+
+
+def test_a_callback_dials_the_directory_phone_as_it_is_when_placed(
+        client, desk, lakeview, emulator):
+    queued(client, "CA-pat", PAT, ["2"])
+    assert press_1(client, "CA-pat") == [Prompts().text("routing.callback_confirmed")]
+    post(client, "/voice/status", {"CallSid": "CA-pat", "CallStatus": "completed"})
+    # Meanwhile an operator moves Pat to her desk phone.
+    body = {"name": "Pat Lee", "district": "D100", "phone": PAT_DESK}
+    assert client.put("/api/contacts/5001", json=body, headers=API).status_code == 200
+    _, accept = called_back(client, emulator, "CA-pat")
+    assert [n.text for n in accept.iter("Number")] == [PAT_DESK]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"phone": PAT, "deactivated": True}, "contact-inactive"),
+    ({"phone": "+442079460000"}, "phone-not-dialable"),
+])
+def test_a_callback_the_directory_no_longer_allows_is_not_dialled_and_is_logged(
+        client, desk, lakeview, emulator, app, change, reason):
+    # The desk's wrap-up follows a talk: after no call at all, the advisor is free at once.
+    app.extensions["caseline"] = dataclasses.replace(
+        desk, settings=desk.settings.with_changes(wrapup_seconds=30))
+    queued(client, "CA-pat", PAT, ["2"])
+    assert press_1(client, "CA-pat") == [Prompts().text("routing.callback_confirmed")]
+    post(client, "/voice/status", {"CallSid": "CA-pat", "CallStatus": "completed"})
+    body = {"name": "Pat Lee", "district": "D100", **change}
+    assert client.put("/api/contacts/5001", json=body, headers=API).status_code == 200
+    leg, accept = called_back(client, emulator, "CA-pat")
+    # The advisor is told, and nobody is dialled.
+    assert accept.find(".//Dial") is None and accept.find("Hangup") is not None
+    assert [s.text for s in accept.iter("Say")] == [
+        Prompts().text("routing.callback_not_dialled")]
+    post(client, leg.status_callback.removeprefix(BASE_URL),
+         {"CallSid": leg.sid, "CallStatus": "completed", "CallDuration": "12"})
+    advisors = client.get("/api/advisors", headers=API).get_json()
+    assert {a["id"]: a["status"] for a in advisors}["A2"] == "available"
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        log = db.scalars(select(CallLog).where(CallLog.call_sid == "CA-pat")).one()
+    assert log.status == "callback-unanswered" and log.answered_by is None
+    assert log.details["callback_not_dialled"] == reason
+
+
 def test_a_contacts_premium_or_foreign_directory_phone_gets_no_callback(
         client, desk, lakeview, directory):
     directory.contact("5001", "+442079460000", "D100", "Pat Lee", "2468")

@@ -505,6 +505,8 @@ def _call_log_row(call_sid: str, call: dict[str, str],
             "abandoned": call.get("abandoned") == "1",
             "queue_failed": call.get("queue_failed") == "1",
             "too_many_calls": call.get("refused") == TOO_MANY_CALLS,
+            **({"callback_not_dialled": call["callback_not_dialled"]}
+               if call.get("callback_not_dialled") else {}),
             **({"transcription": call["transcription"]} if call.get("transcription") else {}),
             **_survey_details(call),
             **({"colleagues": conference.colleagues(call)}

@@ -53,9 +53,9 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
     p = prompts()
     match step:
         case menu.Welcome(name=name, announcement=announcement):
-            # Not greeted by name: whom the line serves, and the families' key.
-            greeting = ([p.text("greeting.known", name=name)] if name
-                        else [p.text("greeting.unknown"), p.text("greeting.families_key")])
+            # Not greeted by name: whom the line serves (families: their school).
+            greeting = [p.text("greeting.known", name=name) if name
+                        else p.text("greeting.unknown")]
             return twiml.main_menu(p, [*greeting, *announcement_texts(announcement)], attempt=1)
         case menu.TooManyCalls():
             return twiml.goodbye(p, p.text("greeting.too_many_calls"))
@@ -68,8 +68,6 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
                              num_digits=1, finish_on_key="")
         case menu.Goodbye():
             return twiml.goodbye(p, p.text("menu.goodbye"))
-        case menu.FamiliesGoodbye():
-            return twiml.goodbye(p, p.text("greeting.families"))
         case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found,
                           to_owner=to_owner):
             # A closed case: the owner is promised only when the owner is the one rung.
@@ -123,6 +121,8 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
                                        before=_texts(retry and "routing.callback_retry"))
         case callbacks.ContactUnreached():
             return twiml.goodbye(p, p.text("routing.callback_unreached"))
+        case callbacks.CallbackNotDialled():
+            return twiml.goodbye(p, p.text("routing.callback_not_dialled"))
         case acd.Nothing():
             return twiml.empty()
         case survey.AskSurvey(question=question):

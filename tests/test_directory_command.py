@@ -1,0 +1,100 @@
+"""`caseline directory load FILE.json` as an operator runs it: the real command, its
+exit status and what it prints, on the test's Redis and database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from config.settings import PROJECT_ROOT
+from directory.models import Contact
+from tests.conftest import caseline_command
+
+GOOD: dict[str, Any] = {
+    "districts": [{"id": "D100", "name": "Lakeview Public Schools", "hosted": True}],
+    "contacts": [{"id": "5001", "name": "Pat Lee", "district": "D100",
+                  "phone": "(612) 555-0101", "pin": "2468", "last_active": "2026-10-01"}],
+    "advisors": [{"id": "A7", "name": "Jordan Smith", "phone": "+1 651 555 0199",
+                  "teams": ["general", "hosting", "food-service"]}],
+    "cases": [{"number": "2024117", "district": "D100", "owner": "A7",
+               "status": "open", "priority": "medium", "product": "campus"}],
+}
+
+
+@pytest.fixture
+def load(settings, tmp_path: Path):
+    """Run `caseline directory load` on a file holding `content` (a document, or bytes)."""
+    env = {**os.environ, "REDIS_URL": settings.redis_url or "",
+           "DATABASE_URL": settings.database_url,
+           "CASELINE_INSTANCE_PATH": str(tmp_path / "instance")}
+
+    def run(content: dict[str, Any] | bytes, name: str = "directory.json"):
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(json.dumps(content), encoding="utf-8")
+        return subprocess.run(caseline_command("directory", "load", str(path)), env=env,
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    return run
+
+
+def contacts(desk) -> list[tuple[str, str]]:
+    """Every contact's id and phone."""
+    with desk.session_factory() as db:
+        return [(c.id, c.phone) for c in db.scalars(select(Contact).order_by(Contact.id))]
+
+
+def test_a_contact_id_longer_than_a_caller_can_key_in_is_a_bad_record(load, desk):
+    assert load(GOOD).returncode == 0
+    long_id = "1234567890123456789012345"
+    doc = {"contacts": [{**GOOD["contacts"][0], "id": long_id, "phone": "+16125550150"}]}
+    done = load(doc, "long.json")
+    assert done.returncode == 1, done.stderr
+    assert (f'contacts[0] (id {long_id}): contact id "{long_id}" is longer than the 20 digits '
+            "a caller can key in") in done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_loads(load, desk):
+    # Excel's "CSV UTF-8" and PowerShell's Out-File begin a file with U+FEFF.
+    done = load(b"\xef\xbb\xbf" + json.dumps(GOOD).encode("utf-8"))
+    assert done.returncode == 0, done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def test_the_summary_counts_bad_records_and_problems_apart(load, desk):
+    assert load(GOOD).returncode == 0
+    bad = {"contacts": [{**GOOD["contacts"][0], "phone": "555-0102", "pin": "12"},
+                        {**GOOD["contacts"][0], "id": "5002", "phone": "+16125550102"}],
+           "cases": [{**GOOD["cases"][0], "priority": "urgent", "product": "toaster"}]}
+    done = load(bad, "bad.json")
+    assert done.returncode == 1
+    summary, *problems = done.stderr.splitlines()
+    assert [p.split(":")[0].strip() for p in problems] == [
+        "contacts[0] (id 5001)", "contacts[0] (id 5001)", "cases[0] (number 2024117)",
+        "cases[0] (number 2024117)"]
+    assert summary.endswith("bad.json: 2 bad record(s), 4 problem(s); nothing was changed:")
+    assert contacts(desk) == [("5001", "+16125550101")]
+
+
+@pytest.mark.parametrize("phone", ["+1 612 555 0108 ext. 12", "(612) 555-0108 x12",
+                                   "612-555-0108;ext=12"])
+def test_a_phone_with_an_extension_is_a_bad_record_not_loaded_without_it(load, desk, phone):
+    # Neither a callback nor a caller-ID match can use an extension: dropping it
+    # silently would dial, and identify, the switchboard instead.
+    assert load(GOOD).returncode == 0
+    doc = {"contacts": [{**GOOD["contacts"][0], "id": "5008", "phone": phone}],
+           "advisors": [{**GOOD["advisors"][0], "id": "A8", "phone": phone}]}
+    done = load(doc, "extension.json")
+    assert done.returncode == 1, done.stdout
+    for record in ("contacts[0] (id 5008)", "advisors[0] (id A8)"):
+        assert (f'{record}: phone "{phone}" has an extension, which a callback or a '
+                "caller-ID match cannot use") in done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
