@@ -59,6 +59,7 @@ from werkzeug.datastructures import MultiDict
 
 from directory import keys
 from ivr import gate
+from jobs.queues import CALLS_TO_LOG
 from routing import acd, availability
 from routing.desk import Desk
 from tests.conftest import ACCOUNT_SID, API_TOKEN, AUTH_TOKEN, BASE_URL, Directory
@@ -504,15 +505,33 @@ def check_desk(r: redis.Redis, own_choice: dict[str, str]) -> None:
             seen.add(sid)
 
 
+# A callback's states while the contact waits for it: kept until it is over.
+CALLBACK_PENDING = ("waiting", "ringing-advisor", "dialing-contact", "answered")
+
+
 def check_sessions_expire(r: redis.Redis) -> None:
-    """10. A call that is over has a session that expires (or none): nothing lingers."""
+    """10. A call that is over has a session that expires (or none): nothing lingers,
+    but a callback still to be made, waiting in its team's queue or under way (its
+    contact waits to be called back, over a weekend if need be), or made and among
+    the calls to log (its log gives it its day)."""
     ended = [key.removesuffix(":ended") for key in r.scan_iter(match=keys.call_ended("*"),
                                                                 count=1000)]
+    waiting = {sid for team in r.smembers(keys.teams())
+               for sid in r.zrange(keys.team_waiting(team), 0, -1)}
+    to_log = set(r.zrange(CALLS_TO_LOG, 0, -1))
     pipe = r.pipeline(transaction=False)
     for session in ended:
         pipe.ttl(session)
-    for session, ttl in zip(ended, pipe.execute(), strict=True):
-        assert ttl != -1, ("the session of a call that is over never expires", session)
+        pipe.hmget(session, "callback", "callback_state")
+    answers = pipe.execute()
+    for session, ttl, (callback, state) in zip(ended, answers[::2], answers[1::2],
+                                               strict=True):
+        sid = session.removeprefix(keys.call(""))
+        pending = callback == "1" and (
+            state in CALLBACK_PENDING and (state != "waiting" or sid in waiting)
+            or state == "done" and sid in to_log)
+        assert ttl != -1 or pending, ("the session of a call that is over never expires",
+                                      session, callback, state)
 
 
 # -- the desk ---------------------------------------------------------------------------
