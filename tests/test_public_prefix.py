@@ -4,6 +4,7 @@ signed over the URL Twilio requested (docs/deploy.md, "Behind a reverse proxy").
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -155,8 +156,27 @@ def test_only_the_services_own_urls_move_under_the_prefix():
     assert record.get("transcribeCallback") == "/caseline/voice/transcribed"
     assert [el.text for el in root.findall("Redirect")] == [
         "/caseline/voice/menu", "//elsewhere.example.com/voice/menu"]
+    # A <Play> holds the operator's file, never a route of the service: as written.
     assert [el.text for el in root.findall("Play")] == [
-        "/caseline/hold.mp3", "https://music.example.com/hold.mp3"]
+        "/hold.mp3", "https://music.example.com/hold.mp3"]
+
+
+@pytest.mark.parametrize("hold_music", ["/caseline/media/hold.mp3", "/media/hold.mp3"])
+def test_the_hold_music_is_played_where_the_operator_put_it(settings, desk, lakeview, make_app,
+                                                            emulator, tmp_path, hold_music):
+    # Root-relative, Twilio fetches it from the host it reached: a file the proxy serves
+    # under the prefix is already written with it, and one at the host's root has none.
+    words = tmp_path / "prompts.toml"
+    shipped = (PROJECT_ROOT / "config" / "prompts.toml").read_text()
+    words.write_text(re.sub(r"(?m)^hold_music = .*$", f'hold_music = "{hold_music}"', shipped))
+    app = make_app(settings, prompts=Prompts(words))
+    result = Caller(proxied(app, PROXY_STRIPS), PAT, keys=["2"], account_sid=ACCOUNT_SID,
+                    emulator_link=InProcessLink(emulator), max_wait_seconds=1,
+                    wait_poll_interval=0.02).run()
+    all_under_the_prefix(result)
+    assert result.queued
+    played = {event.url for event in result.transcript if event.kind == "play"}
+    assert played == {hold_music}, result.summary()
 
 
 def test_without_a_prefix_the_twiml_is_unchanged():
