@@ -16,7 +16,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from config.prompts import Prompts
-from config.settings import PROJECT_ROOT
+from config.settings import PROJECT_ROOT, Settings, SettingsError
 from directory import keys
 from ivr import twiml
 from tests.conftest import (
@@ -177,6 +177,29 @@ def test_the_hold_music_is_played_where_the_operator_put_it(settings, desk, lake
     assert result.queued
     played = {event.url for event in result.transcript if event.kind == "play"}
     assert played == {hold_music}, result.summary()
+
+
+@pytest.mark.parametrize("public", [
+    "https://support.example.com/caseline?via=proxy",  # a query
+    "https://support.example.com/caseline#frag",  # a fragment
+    "support.example.com/caseline",  # no scheme: the whole of it a relative path
+    "ftp://support.example.com/caseline",
+    "https://support.example.com:port/caseline",
+    "https:///caseline",  # no host
+])
+def test_a_public_url_twilio_cannot_be_sent_to_is_refused_at_start(public, tmp_path):
+    # Accepted, it started a service whose every webhook answered 403.
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PUBLIC_BASE_URL": public, "TWILIO_AUTH_TOKEN": "t"},
+                          dotenv=tmp_path / ".env")
+    assert "PUBLIC_BASE_URL" in str(refused.value) and repr(public) in str(refused.value)
+
+
+@pytest.mark.parametrize("public", [PREFIXED, PREFIXED + "/", "http://10.0.0.5:8000",
+                                    "http://127.0.0.1:8000/caseline/"])
+def test_a_public_url_with_or_without_a_prefix_is_taken_as_written(public, tmp_path):
+    taken = Settings.from_env({"PUBLIC_BASE_URL": public}, dotenv=tmp_path / ".env")
+    assert taken.public_base_url == public
 
 
 def test_without_a_prefix_the_twiml_is_unchanged():
