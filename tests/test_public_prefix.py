@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from config.prompts import Prompts
 from config.settings import PROJECT_ROOT, Settings, SettingsError
 from directory import keys
 from ivr import twiml
+from routing import presence
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -34,6 +36,7 @@ from twilio_side.transport import PROXY_FORWARDS, PROXY_STRIPS, FlaskTransport
 
 PREFIXED = "https://support.example.com/caseline"
 PAT = "+16125550101"
+COLLEAGUE = "+16125550177"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -128,6 +131,35 @@ def test_a_callback_the_line_places_is_walked_under_the_prefix(app, desk, lakevi
     callback = advisor_leg.run()
     all_under_the_prefix(callback)
     assert callback.dialed == [PAT] and callback.outcome == "advisor"
+
+
+def test_unset_public_url_a_colleague_is_brought_in_where_twilio_reached_the_call(
+        settings, desk, lakeview, make_app, emulator):
+    # PUBLIC_BASE_URL unset, the forwarded kind: Twilio reaches the call under
+    # https://support.example.com/caseline, while the advisor's request comes in on the
+    # service's own address (a console on the LAN), which Twilio cannot reach.
+    app = make_app(settings.with_changes(public_base_url=None))
+    make_available(desk, "A7")
+    caller = Caller(proxied(app, PROXY_FORWARDS), PAT, keys=["1", "2024117#"],
+                    advisor_policy="answer", account_sid=ACCOUNT_SID,
+                    emulator_link=InProcessLink(emulator), on_call_seconds=1.5)
+    thread = threading.Thread(target=caller.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while presence.advisor_state(desk.r, "A7").get("hold") != "talking":
+        assert time.monotonic() < deadline, "the advisor never answered"
+        time.sleep(0.02)
+    added = app.test_client().post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE},
+                                   headers=API, base_url="http://10.0.0.5:8000/caseline")
+    thread.join(20)
+    assert added.status_code == 201, added.get_json()
+    all_under_the_prefix(caller.result)
+    moves = [r.form["Url"] for r in emulator.redirects()]
+    assert len(moves) == 2 and all(url.startswith(PREFIXED + "/voice/conference/join")
+                                   for url in moves), moves
+    [colleague] = [leg for leg in emulator.created_calls if leg.conference]
+    assert colleague.to == COLLEAGUE
+    assert colleague.status_callback.startswith(PREFIXED + "/voice/conference/colleague")
 
 
 def test_a_url_outside_the_prefix_is_refused_even_if_it_reaches_the_service(client, lakeview):
