@@ -7,9 +7,11 @@ their own `Settings(...)`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The account SID when TWILIO_ACCOUNT_SID is unset (local experiments).
@@ -105,7 +107,7 @@ class Settings:
             twilio_account_sid=get("TWILIO_ACCOUNT_SID") or cls.twilio_account_sid,
             twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
             twilio_api_url=get("TWILIO_API_URL") or cls.twilio_api_url,
-            public_base_url=get("PUBLIC_BASE_URL"),
+            public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
             redis_url=get("REDIS_URL"),
             database_url=get("DATABASE_URL") or f"sqlite:///{instance / 'caseline.db'}",
             api_token=get("CASELINE_API_TOKEN"),
@@ -187,4 +189,28 @@ def _int_within(get: Callable[[str], str | None], name: str, default: int,
     if raw is not None and (int(raw) < 0 or (maximum is not None and value > maximum)):
         bound = f"from 0 to {maximum}" if maximum is not None else "0 or more"
         raise SettingsError(f"{name} must be a whole number {bound}; got {raw!r}")
+    return value
+
+
+# http(s)://host[:port][/path]: no user, query or fragment, nothing blank.
+_PUBLIC_BASE_URL = re.compile(r"https?://[^/?#@\s]+(/[^?#\s]*)?", re.IGNORECASE)
+
+
+def _public_base_url(value: str | None) -> str | None:
+    """PUBLIC_BASE_URL, when it is one Twilio can be sent to and signatures checked over:
+    http(s)://host[:port][/path], a trailing slash allowed. Anything else (a query, a
+    fragment, no scheme, a user, a bad port) would start a service whose every webhook
+    answers 403: a SettingsError naming it and its value (a password in it hidden)."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        usable = bool(_PUBLIC_BASE_URL.fullmatch(value) and parts.hostname
+                      and (parts.port is None or parts.port > 0))
+    except ValueError:  # a port that is not a number from 0 to 65535
+        usable = False
+    if not usable:
+        shown = re.sub(r"//[^/]*@", "//...@", value)
+        raise SettingsError(f"PUBLIC_BASE_URL must be http(s)://host[:port][/path] "
+                            f"(no query or fragment); got {shown!r}")
     return value

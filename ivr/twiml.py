@@ -37,7 +37,10 @@ def under(prefix: str, response: VoiceResponse) -> VoiceResponse:
 
     Twilio resolves a root-relative URL against the scheme and host of the request
     alone, so behind a proxy that serves caseline under a path, "/voice/menu" would
-    leave the prefix. Absolute URLs (the operator's hold music) stay as they are."""
+    leave the prefix. A `<Play>` is left as it is: it holds the operator's own URL
+    (the hold music, whether "https://..." or root-relative, "/media/hold.mp3" at the
+    host's root or "/caseline/media/hold.mp3" already under the prefix), never one of
+    the service's."""
     if prefix:
         _move_under(prefix, response)
     return response
@@ -52,11 +55,11 @@ def _ours(value: object) -> bool:
 def _move_under(prefix: str, verb: TwiML) -> None:
     """`under`, for one verb and what it holds: every attribute that is a URL to fetch
     (`action`, `url`, `waitUrl`, `statusCallback`, `transcribeCallback`, ...) and the
-    URL a `<Redirect>` or `<Play>` holds."""
+    URL a `<Redirect>` holds."""
     for key, value in verb.attrs.items():
         if (key in ("action", "url") or key.endswith(("Url", "Callback"))) and _ours(value):
             verb.attrs[key] = prefix + value
-    if verb.name in ("Redirect", "Play") and _ours(verb.value):
+    if verb.name == "Redirect" and _ours(verb.value):
         verb.value = prefix + verb.value
     for child in verb.verbs:
         if isinstance(child, TwiML):

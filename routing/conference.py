@@ -163,7 +163,9 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
                   now_ms: int) -> ColleagueAdded | Refused:
     """Bring a colleague into the call `advisor_id` is talking on.
 
-    `base` is the service's public base URL (Twilio is sent there). The first
+    Twilio is sent to the base URL the call itself reached the service at (its
+    `base`, as the queue's redirects are); `base`, the service's public base URL as
+    the advisor's request found it, only for a call that kept none. The first
     colleague moves the call into its conference (both legs redirected through
     the REST API, the advisor's first); the colleague is then dialed in as a
     participant. One colleague at a time, one add at a time (a second click
@@ -197,6 +199,9 @@ def _add(desk: Desk, advisor_id: str, number: str, base: str, call_sid: str,
     call = get_call(desk.r, call_sid)
     if call.get("colleague_leg"):
         return Refused("colleague-on-call")
+    # Without PUBLIC_BASE_URL, the advisor's request names the address it came in on
+    # (a console on the LAN), which Twilio may not reach: the call's own base it did.
+    base = call.get("base") or base
     name = conference_name(call_sid)
     if call.get("conference") != name:
         update_call(desk.r, call_sid, conference=name, state="conference", advisor_joined_at="")

@@ -111,7 +111,10 @@ def test_the_real_serve_command_exits_at_once_without_a_token(tmp_path):
     (["directory", "load", "directory.json"], "CASELINE_OVERFLOW_SECONDS", "2m"),
     (["call", "--from", "+16125550101", "--keys", "2"], "PORT", "eighty"),
     (["serve"], "CASELINE_CALLS_PER_NUMBER_WINDOW_SECONDS", str(10**16)),
-    (["worker", "--burst"], "CASELINE_CALLS_PER_NUMBER", "-5")])
+    (["worker", "--burst"], "CASELINE_CALLS_PER_NUMBER", "-5"),
+    (["serve"], "PUBLIC_BASE_URL", "https://support.example.com/caseline?via=proxy"),
+    (["call", "--from", "+16125550101", "--keys", "2"], "PUBLIC_BASE_URL",
+     "support.example.com/caseline")])
 def test_a_bad_setting_stops_every_command_naming_it_without_a_traceback(
         tmp_path, command, variable, value):
     env = {k: v for k, v in os.environ.items()

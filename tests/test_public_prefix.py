@@ -4,7 +4,9 @@ signed over the URL Twilio requested (docs/deploy.md, "Behind a reverse proxy").
 
 from __future__ import annotations
 
+import re
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -15,9 +17,10 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from config.prompts import Prompts
-from config.settings import PROJECT_ROOT
+from config.settings import PROJECT_ROOT, Settings, SettingsError
 from directory import keys
 from ivr import twiml
+from routing import presence
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -33,6 +36,7 @@ from twilio_side.transport import PROXY_FORWARDS, PROXY_STRIPS, FlaskTransport
 
 PREFIXED = "https://support.example.com/caseline"
 PAT = "+16125550101"
+COLLEAGUE = "+16125550177"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -129,6 +133,35 @@ def test_a_callback_the_line_places_is_walked_under_the_prefix(app, desk, lakevi
     assert callback.dialed == [PAT] and callback.outcome == "advisor"
 
 
+def test_unset_public_url_a_colleague_is_brought_in_where_twilio_reached_the_call(
+        settings, desk, lakeview, make_app, emulator):
+    # PUBLIC_BASE_URL unset, the forwarded kind: Twilio reaches the call under
+    # https://support.example.com/caseline, while the advisor's request comes in on the
+    # service's own address (a console on the LAN), which Twilio cannot reach.
+    app = make_app(settings.with_changes(public_base_url=None))
+    make_available(desk, "A7")
+    caller = Caller(proxied(app, PROXY_FORWARDS), PAT, keys=["1", "2024117#"],
+                    advisor_policy="answer", account_sid=ACCOUNT_SID,
+                    emulator_link=InProcessLink(emulator), on_call_seconds=1.5)
+    thread = threading.Thread(target=caller.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while presence.advisor_state(desk.r, "A7").get("hold") != "talking":
+        assert time.monotonic() < deadline, "the advisor never answered"
+        time.sleep(0.02)
+    added = app.test_client().post("/api/advisors/A7/colleague", json={"phone": COLLEAGUE},
+                                   headers=API, base_url="http://10.0.0.5:8000/caseline")
+    thread.join(20)
+    assert added.status_code == 201, added.get_json()
+    all_under_the_prefix(caller.result)
+    moves = [r.form["Url"] for r in emulator.redirects()]
+    assert len(moves) == 2 and all(url.startswith(PREFIXED + "/voice/conference/join")
+                                   for url in moves), moves
+    [colleague] = [leg for leg in emulator.created_calls if leg.conference]
+    assert colleague.to == COLLEAGUE
+    assert colleague.status_callback.startswith(PREFIXED + "/voice/conference/colleague")
+
+
 def test_a_url_outside_the_prefix_is_refused_even_if_it_reaches_the_service(client, lakeview):
     # Signed by "Twilio" over the host's root, but checked over PUBLIC_BASE_URL + path:
     # the signature stays exact, so a URL under another path is never accepted.
@@ -155,8 +188,50 @@ def test_only_the_services_own_urls_move_under_the_prefix():
     assert record.get("transcribeCallback") == "/caseline/voice/transcribed"
     assert [el.text for el in root.findall("Redirect")] == [
         "/caseline/voice/menu", "//elsewhere.example.com/voice/menu"]
+    # A <Play> holds the operator's file, never a route of the service: as written.
     assert [el.text for el in root.findall("Play")] == [
-        "/caseline/hold.mp3", "https://music.example.com/hold.mp3"]
+        "/hold.mp3", "https://music.example.com/hold.mp3"]
+
+
+@pytest.mark.parametrize("hold_music", ["/caseline/media/hold.mp3", "/media/hold.mp3"])
+def test_the_hold_music_is_played_where_the_operator_put_it(settings, desk, lakeview, make_app,
+                                                            emulator, tmp_path, hold_music):
+    # Root-relative, Twilio fetches it from the host it reached: a file the proxy serves
+    # under the prefix is already written with it, and one at the host's root has none.
+    words = tmp_path / "prompts.toml"
+    shipped = (PROJECT_ROOT / "config" / "prompts.toml").read_text()
+    words.write_text(re.sub(r"(?m)^hold_music = .*$", f'hold_music = "{hold_music}"', shipped))
+    app = make_app(settings, prompts=Prompts(words))
+    result = Caller(proxied(app, PROXY_STRIPS), PAT, keys=["2"], account_sid=ACCOUNT_SID,
+                    emulator_link=InProcessLink(emulator), max_wait_seconds=1,
+                    wait_poll_interval=0.02).run()
+    all_under_the_prefix(result)
+    assert result.queued
+    played = {event.url for event in result.transcript if event.kind == "play"}
+    assert played == {hold_music}, result.summary()
+
+
+@pytest.mark.parametrize("public", [
+    "https://support.example.com/caseline?via=proxy",  # a query
+    "https://support.example.com/caseline#frag",  # a fragment
+    "support.example.com/caseline",  # no scheme: the whole of it a relative path
+    "ftp://support.example.com/caseline",
+    "https://support.example.com:port/caseline",
+    "https:///caseline",  # no host
+])
+def test_a_public_url_twilio_cannot_be_sent_to_is_refused_at_start(public, tmp_path):
+    # Accepted, it started a service whose every webhook answered 403.
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"PUBLIC_BASE_URL": public, "TWILIO_AUTH_TOKEN": "t"},
+                          dotenv=tmp_path / ".env")
+    assert "PUBLIC_BASE_URL" in str(refused.value) and repr(public) in str(refused.value)
+
+
+@pytest.mark.parametrize("public", [PREFIXED, PREFIXED + "/", "http://10.0.0.5:8000",
+                                    "http://127.0.0.1:8000/caseline/"])
+def test_a_public_url_with_or_without_a_prefix_is_taken_as_written(public, tmp_path):
+    taken = Settings.from_env({"PUBLIC_BASE_URL": public}, dotenv=tmp_path / ".env")
+    assert taken.public_base_url == public
 
 
 def test_without_a_prefix_the_twiml_is_unchanged():
