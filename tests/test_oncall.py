@@ -3,6 +3,7 @@ taken only with a key at the whisper, so their voicemail never "answers" an outa
 
 from __future__ import annotations
 
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -286,3 +287,59 @@ def test_a_caller_the_engineer_does_not_serve_at_the_head_does_not_block_them(
                                                 "CallStatus": "in-progress"})
     assert rings_oncall(after) is not None
     assert desk.r.zscore(keys.team_waiting("hosting"), early) is not None
+
+
+# Twilio's largest queue: callbacks kept for the morning may fill hosting's at night.
+KEPT = 5_000
+
+
+def keep_callbacks(r, n: int) -> None:
+    """`n` hosted outage reporters of the evening who asked for a callback and hung up,
+    kept for the morning at the head of hosting (Critical, earlier than anyone)."""
+    before_ms = int(time.time() * 1000) - 3_600_000
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        sid = f"CAcb{i:032d}"
+        pipe.hset(keys.call(sid), mapping={
+            "call_sid": sid, "callback": "1", "callback_state": "waiting", "outage": "1",
+            "verified": "1", "hosted": "1", "waiting_team": "hosting",
+            "priority": "critical", "contact": "5001"})
+        pipe.set(keys.call_ended(sid), "1")
+        pipe.zadd(keys.team_waiting("hosting"), {sid: before_ms - n + i})
+    pipe.execute()
+
+
+def call_hashes_read(r) -> int:
+    """How many call hashes Redis was asked for (HMGET: the on-call take's reads)
+    since the counters were reset: what an operator sees in INFO commandstats."""
+    return r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+
+
+def test_a_night_hold_cycle_behind_thousands_of_kept_callbacks_blocks_redis_briefly(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    third, _ = report_outage(client, KIM)
+    keep_callbacks(desk.r, KEPT)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    desk.r.config_resetstat()
+    # KIM's hold cycle comes first: LEE, just ahead, has the engineer before her.
+    assert hold_cycle(client, third).find("Leave") is None
+    assert call_hashes_read(desk.r) <= 250
+    desk.r.config_resetstat()
+    # LEE, behind 5,000 callbacks the engineer does not serve, is offered them.
+    assert hold_cycle(client, second).find("Leave") is not None
+    assert call_hashes_read(desk.r) <= 250
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+
+
+def test_a_new_outage_caller_behind_thousands_of_kept_callbacks_blocks_redis_briefly(
+        desk, lakeview, client):
+    keep_callbacks(desk.r, KEPT)
+    desk.r.config_resetstat()
+    _sid, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+    assert call_hashes_read(desk.r) <= 250
