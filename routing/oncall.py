@@ -163,6 +163,14 @@ def offer_to_head(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) 
     return _take(desk, call_sid, call.get("waiting_team") or "", "head", now_ms)
 
 
+def left_for_engineer(desk: Desk, call_sid: str, call: dict[str, str]) -> bool:
+    """Whether this caller left the queue for the engineer (`offer_to_head`) and the line
+    is still theirs: a hold cycle then repeated (Twilio's retry without its token, whose
+    reply Twilio acts on) must tell them to leave again, or they stay in Twilio's queue
+    out of the desk's, and the line stays held for them for the talk lease."""
+    return call.get("state") == "oncall" and desk.r.get(keys.oncall_line()) == call_sid
+
+
 def free_line(desk: Desk, call_sid: str) -> bool:
     """Free the on-call line if this call holds it; whether it did."""
     return bool(script(desk.r, _FREE)(keys=[keys.oncall_line()], args=[call_sid],

@@ -207,6 +207,8 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
             oncall.offer_to_head(desk, call_sid, call, now_ms):
         note_dequeued(desk, call_sid, call, now_ms, state="oncall")
         return HoldCycle(leave=True)
+    if rank is None and oncall.left_for_engineer(desk, call_sid, call):
+        return HoldCycle(leave=True)  # a repeat of the hold cycle that took the line
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from directory import keys
 from directory.models import CallLog
 from tests.conftest import run_jobs
-from tests.webhooks import post
+from tests.webhooks import post, post_without_token
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -343,3 +343,31 @@ def test_a_new_outage_caller_behind_thousands_of_kept_callbacks_blocks_redis_bri
     _sid, doc = report_outage(client, LEE)
     assert rings_oncall(doc) is not None
     assert call_hashes_read(desk.r) <= 250
+
+
+def test_a_hold_cycle_repeated_without_its_token_after_it_took_the_engineer_leaves_again(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    third, _ = report_outage(client, KIM)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    # LEE's hold cycle takes the engineer, but Twilio timed out on its reply and posts
+    # it again without its token: Twilio acts on the second reply.
+    assert hold_cycle(client, second).find("Leave") is not None
+    again = post_without_token(client, "/voice/wait", {"CallSid": second,
+                                                       "QueuePosition": "1"})
+    assert again.find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    number = rings_oncall(after)
+    assert number is not None
+    # The engineer takes LEE's call; once it ends, the line is KIM's, behind.
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL2",
+                                                         "CallStatus": "in-progress"})
+    post(client, relative(whisper.find("Gather").get("action")), {"CallSid": "CL2",
+                                                                  "Digits": "1"})
+    end_oncall_ring(client, second, seconds=300)
+    post(client, "/voice/status", {"CallSid": second, "CallStatus": "completed",
+                                   "CallDuration": "320"})
+    assert hold_cycle(client, third).find("Leave") is not None
