@@ -292,11 +292,13 @@ def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
 
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
-    on their case: out of the queue; False when they are being connected already."""
+    on their case: out of the queue; False when they are being connected already. True
+    again for a repeat of the key (Twilio's retry without its token, whose reply Twilio
+    acts on): out of the desk's queue, they must leave Twilio's too."""
     call = get_call(desk.r, call_sid)
     team = call.get("waiting_team")
     if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
-        return False
+        return wants_voicemail(call)
     announce_change(desk.r, "queue")
     update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
     return True

@@ -129,6 +129,20 @@ def test_key_2_leaves_for_a_voicemail_once_the_longest_wait_is_over(client, desk
     assert desk.r.zscore(keys.team_waiting("general"), "CA-long") is None
 
 
+def test_key_2_repeated_without_its_token_leaves_for_the_voicemail_again(
+        client, desk, lakeview):
+    """Pat presses 2 for a voicemail; Twilio timed out on the reply and posts the key
+    again without its token, acting on the second reply: Pat leaves Twilio's queue for
+    the recording, never left there out of the desk's queue."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-msg", at_ms=now - desk.settings.max_wait_seconds * 1000 - 1_000)
+    assert [el.tag for el in press_on_hold(client, "CA-msg", "2")] == ["Leave"]
+    assert [el.tag for el in press_on_hold(client, "CA-msg", "2")] == ["Leave"]
+    after = post(client, "/voice/queue-result", {"CallSid": "CA-msg", "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert after.find("Record") is not None
+
+
 def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
                                                                emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
