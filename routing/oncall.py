@@ -10,7 +10,9 @@ they take the call.
   engineer; otherwise they wait too, and the first caller in the queue who may
   have them is offered the engineer on their hold cycle once the line is free
   (`offer_to_head`): the queue's order (priority, then arrival) holds for the
-  engineer as for the advisors. Who may have them is the night's rule
+  engineer as for the advisors; a repeat of the hold cycle that took the line
+  (Twilio's retry without its token) tells the caller to leave again
+  (`left_for_engineer`). Who may have them is the night's rule
   (`may_have_engineer`): a contact who asked for a callback has left the line
   (their place waits for the advisors), and a caller the night's rules do not
   route (an outage accepted before the close for a district not hosted) waits
