@@ -226,16 +226,38 @@ def _place_callback(
 
 
 def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int,
-                  state: str = "connecting") -> None:
-    """Record how long the caller waited in the queue; the call's `state` from now."""
+                  state: str = "connecting", on_hold_cycle: bool = False) -> None:
+    """Record how long the caller waited in the queue; the call's `state` from now.
+    `on_hold_cycle`: their own hold cycle claimed the advisor at `now_ms` (they leave
+    Twilio's queue by its `<Leave/>`; `left_on_hold_cycle` tells a repeat of it)."""
     enqueued = int(call.get("enqueued_at") or now_ms)
     waited = float(call.get("queue_wait_ms") or 0) + max(0, now_ms - enqueued)
     team = call.get("waiting_team") or call.get("team") or GENERAL
+    noted: dict[str, str | int] = {"queue_wait_ms": int(waited), "state": state}
+    if on_hold_cycle:
+        noted["left_on_hold_at"] = now_ms
     pipe = desk.r.pipeline(transaction=False)
-    pipe.hset(keys.call(call_sid), mapping={"queue_wait_ms": int(waited), "state": state})
+    pipe.hset(keys.call(call_sid), mapping=noted)
     pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
     pipe.ltrim(keys.team_waits(team), 0, 49)
     pipe.execute()
+
+
+def left_on_hold_cycle(desk: Desk, call_sid: str, call: dict[str, str]) -> bool:
+    """Whether this caller's own hold cycle took them out of the queue for the advisor
+    still ringing for them (`note_dequeued(on_hold_cycle=True)`, the same claim: a claim
+    handed over by a freed advisor, whose redirect brings the caller, is not it): a
+    repeat of that hold cycle (Twilio's retry without its token, whose reply Twilio
+    acts on) must tell them to leave again, or they stay in Twilio's queue out of the
+    desk's while the advisor is held for them."""
+    advisor = call.get("advisor") or ""
+    left_at, claimed_at = call.get("left_on_hold_at") or "", call.get("claimed_at") or ""
+    try:
+        same_claim = bool(left_at) and float(left_at) == float(claimed_at)
+    except ValueError:
+        return False
+    return (same_claim and call.get("state") == "connecting" and bool(advisor)
+            and presence.on_call(desk.r, advisor, call_sid))
 
 
 def end_wrapup(desk: Desk, advisor_id: str, call_sid: str, now_ms: int) -> presence.Release:

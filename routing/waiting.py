@@ -15,7 +15,7 @@ from directory import keys
 from directory.catalog import GENERAL, HOSTING
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, presence
-from routing.availability import note_dequeued
+from routing.availability import left_on_hold_cycle, note_dequeued
 from routing.call_state import get_call, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
@@ -199,7 +199,7 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
                 queue_if_none=False, retry_after_ms=REOFFER_AFTER_MS,
             )
             if claim.outcome == "advisor":
-                note_dequeued(desk, call_sid, call, now_ms)
+                note_dequeued(desk, call_sid, call, now_ms, on_hold_cycle=True)
                 return HoldCycle(leave=True)
     # The engineer goes to the first caller in line who may have them, not only the
     # head: a callback or a caller the night does not route may be ahead.
@@ -207,6 +207,9 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
             oncall.offer_to_head(desk, call_sid, call, now_ms):
         note_dequeued(desk, call_sid, call, now_ms, state="oncall")
         return HoldCycle(leave=True)
+    if rank is None and (oncall.left_for_engineer(desk, call_sid, call)
+                         or left_on_hold_cycle(desk, call_sid, call)):
+        return HoldCycle(leave=True)  # a repeat of the hold cycle that took them out
     position, seconds = estimate(desk, team, rank, recent, working)
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
@@ -289,11 +292,13 @@ def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
 
 def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
-    on their case: out of the queue; False when they are being connected already."""
+    on their case: out of the queue; False when they are being connected already. True
+    again for a repeat of the key (Twilio's retry without its token, whose reply Twilio
+    acts on): out of the desk's queue, they must leave Twilio's too."""
     call = get_call(desk.r, call_sid)
     team = call.get("waiting_team")
     if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
-        return False
+        return wants_voicemail(call)
     announce_change(desk.r, "queue")
     update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
     return True

@@ -3,6 +3,7 @@ taken only with a key at the whisper, so their voicemail never "answers" an outa
 
 from __future__ import annotations
 
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from datetime import datetime
@@ -16,7 +17,7 @@ from sqlalchemy import select
 from directory import keys
 from directory.models import CallLog
 from tests.conftest import run_jobs
-from tests.webhooks import post
+from tests.webhooks import post, post_without_token
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -286,3 +287,102 @@ def test_a_caller_the_engineer_does_not_serve_at_the_head_does_not_block_them(
                                                 "CallStatus": "in-progress"})
     assert rings_oncall(after) is not None
     assert desk.r.zscore(keys.team_waiting("hosting"), early) is not None
+
+
+# Twilio's largest queue: callbacks kept for the morning may fill hosting's at night.
+KEPT = 5_000
+
+
+def keep_callbacks(r, n: int) -> None:
+    """`n` hosted outage reporters of the evening who asked for a callback and hung up,
+    kept for the morning at the head of hosting (Critical, earlier than anyone)."""
+    before_ms = int(time.time() * 1000) - 3_600_000
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        sid = f"CAcb{i:032d}"
+        pipe.hset(keys.call(sid), mapping={
+            "call_sid": sid, "callback": "1", "callback_state": "waiting", "outage": "1",
+            "verified": "1", "hosted": "1", "waiting_team": "hosting",
+            "priority": "critical", "contact": "5001"})
+        pipe.set(keys.call_ended(sid), "1")
+        pipe.zadd(keys.team_waiting("hosting"), {sid: before_ms - n + i})
+    pipe.execute()
+
+
+def call_hashes_read(r) -> int:
+    """How many call hashes Redis was asked for (HMGET: the on-call take's reads)
+    since the counters were reset: what an operator sees in INFO commandstats."""
+    return r.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0)
+
+
+def test_a_night_hold_cycle_behind_thousands_of_kept_callbacks_blocks_redis_briefly(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    third, _ = report_outage(client, KIM)
+    keep_callbacks(desk.r, KEPT)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    desk.r.config_resetstat()
+    # KIM's hold cycle comes first: LEE, just ahead, has the engineer before her.
+    assert hold_cycle(client, third).find("Leave") is None
+    assert call_hashes_read(desk.r) <= 150
+    desk.r.config_resetstat()
+    # LEE, behind 5,000 callbacks the engineer does not serve, is offered them.
+    assert hold_cycle(client, second).find("Leave") is not None
+    assert call_hashes_read(desk.r) <= 150
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+
+
+def test_a_new_outage_caller_behind_thousands_of_kept_callbacks_blocks_redis_briefly(
+        desk, lakeview, client):
+    keep_callbacks(desk.r, KEPT)
+    desk.r.config_resetstat()
+    _sid, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+    assert call_hashes_read(desk.r) <= 150
+
+
+def test_a_new_outage_caller_waits_for_the_one_queued_behind_kept_callbacks(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    keep_callbacks(desk.r, KEPT)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    desk.r.config_resetstat()
+    # KIM calls as the line frees: LEE, waiting behind 5,000 callbacks, comes first.
+    _third, doc = report_outage(client, KIM)
+    assert rings_oncall(doc) is None and doc.find("Enqueue") is not None
+    assert call_hashes_read(desk.r) <= 150
+    assert hold_cycle(client, second).find("Leave") is not None
+
+
+def test_a_hold_cycle_repeated_without_its_token_after_it_took_the_engineer_leaves_again(
+        desk, lakeview, client):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    third, _ = report_outage(client, KIM)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    # LEE's hold cycle takes the engineer, but Twilio timed out on its reply and posts
+    # it again without its token: Twilio acts on the second reply.
+    assert hold_cycle(client, second).find("Leave") is not None
+    again = post_without_token(client, "/voice/wait", {"CallSid": second,
+                                                       "QueuePosition": "1"})
+    assert again.find("Leave") is not None
+    after = post(client, "/voice/queue-result", {"CallSid": second, "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    number = rings_oncall(after)
+    assert number is not None
+    # The engineer takes LEE's call; once it ends, the line is KIM's, behind.
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL2",
+                                                         "CallStatus": "in-progress"})
+    post(client, relative(whisper.find("Gather").get("action")), {"CallSid": "CL2",
+                                                                  "Digits": "1"})
+    end_oncall_ring(client, second, seconds=300)
+    post(client, "/voice/status", {"CallSid": second, "CallStatus": "completed",
+                                   "CallDuration": "320"})
+    assert hold_cycle(client, third).find("Leave") is not None

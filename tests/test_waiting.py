@@ -129,6 +129,20 @@ def test_key_2_leaves_for_a_voicemail_once_the_longest_wait_is_over(client, desk
     assert desk.r.zscore(keys.team_waiting("general"), "CA-long") is None
 
 
+def test_key_2_repeated_without_its_token_leaves_for_the_voicemail_again(
+        client, desk, lakeview):
+    """Pat presses 2 for a voicemail; Twilio timed out on the reply and posts the key
+    again without its token, acting on the second reply: Pat leaves Twilio's queue for
+    the recording, never left there out of the desk's queue."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-msg", at_ms=now - desk.settings.max_wait_seconds * 1000 - 1_000)
+    assert [el.tag for el in press_on_hold(client, "CA-msg", "2")] == ["Leave"]
+    assert [el.tag for el in press_on_hold(client, "CA-msg", "2")] == ["Leave"]
+    after = post(client, "/voice/queue-result", {"CallSid": "CA-msg", "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert after.find("Record") is not None
+
+
 def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lakeview, client,
                                                                emulator, app):
     caller = phone.caller(PAT, "2 wait:1", max_wait_seconds=5)
@@ -527,3 +541,36 @@ def test_a_caller_who_hangs_up_after_being_routed_to_another_team_leaves_no_queu
     assert all(callers == [] for callers in queues.values()), queues
     stats = client.get("/api/stats", headers=API).get_json()
     assert stats["food-service"]["waiting"] == stats["fees"]["waiting"] == 0
+
+
+def test_a_hold_cycle_repeated_without_its_token_after_it_took_an_advisor_leaves_again(
+        desk, lakeview, client):
+    """Pat's hold cycle takes general's idle A2 (`<Leave/>`, overflow), but Twilio timed
+    out on its reply and posts it again without its token: Twilio acts on the second
+    reply, which must tell Pat to leave again, or Pat stays in Twilio's queue out of
+    the desk's while A2 is held for her."""
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    queue_caller(desk, "CA-again", team="fees", at_ms=now - 200_000)
+    assert hold_cycle(client, "CA-again") == []  # <Leave/>, lost to Twilio
+    again = post_without_token(client, "/voice/wait", {"CallSid": "CA-again",
+                                                       "QueuePosition": "1"})
+    assert [el.tag for el in again] == ["Leave"]
+    after = post(client, "/voice/queue-result", {"CallSid": "CA-again", "QueueResult": "leave",
+                                                "CallStatus": "in-progress"})
+    assert [n.text for n in after.iter("Number")] == ["+16515550102"]
+
+
+def test_a_hold_cycle_as_a_freed_advisor_is_brought_to_the_caller_keeps_them_waiting(
+        desk, lakeview, client, emulator):
+    """A2 frees up and is claimed for Pat, who is brought over by a redirect; a hold
+    cycle of Pat's before the redirect lands keeps her in Twilio's queue (the redirect
+    brings her to A2), never a second way to A2."""
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-brought")
+    queue_caller(desk, "CA-brought", at_ms=now - 42_000)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    assert len(emulator.redirects("CA-brought")) == 1
+    heard = post_without_token(client, "/voice/wait", {"CallSid": "CA-brought",
+                                                       "QueuePosition": "1"})
+    assert heard.find("Leave") is None
