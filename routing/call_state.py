@@ -13,7 +13,7 @@ import redis
 
 from directory import keys
 from directory.scripts import as_hash, script
-from jobs.queues import requeue_call_log
+from jobs.queues import CALLS_TO_LOG, requeue_call_log
 from routing.desk import Desk
 
 CALL_TTL_SECONDS = 24 * 3600
@@ -145,6 +145,28 @@ local callback = redis.call('HMGET', KEYS[1], 'callback', 'callback_state')
 if callback[1] == '1' and callback[2] ~= 'done' then return 1 end
 return 2
 """
+
+
+# A callback taken by its advisor is over (their leg ended): done, ended at ARGV[1] (ms),
+# and among the calls to log (KEYS[2], scored in Unix s, as `jobs.queues.
+# enqueue_call_log` scores them), in one step, as the presence scripts end a callback
+# nobody took. Its contact hung up long ago (off the open calls), so should the
+# process die before it queues the log's job, the reconciler (`jobs.queues.
+# resume_call_logs`) still finds the call there, and logs it. 0 for a call unknown.
+_END_TAKEN_CALLBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'callback_state', 'done', 'ended_at', ARGV[1])
+redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]) / 1000, ARGV[2])
+return 1
+"""
+
+
+def end_taken_callback(r: redis.Redis, call_sid: str, now_ms: int) -> bool:
+    """The callback `call_sid`, which its advisor took, is over at `now_ms` (ms since
+    the epoch): done, and among the calls to log, in one step (`_END_TAKEN_CALLBACK`);
+    the caller then queues the log's job. False, nothing written, for a call unknown."""
+    return bool(script(r, _END_TAKEN_CALLBACK)(
+        keys=[keys.call(call_sid), CALLS_TO_LOG], args=[now_ms, call_sid], client=r))
 
 
 # Calls whose logs were just written: those kept without expiry while a callback was

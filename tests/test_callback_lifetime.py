@@ -20,7 +20,9 @@ from sqlalchemy import select
 
 from directory import keys
 from directory.models import CallLog
-from routing import acd
+from jobs.queues import resume_call_logs
+from routing import acd, callbacks
+from routing.call_end import check_open_calls
 from tests.conftest import BASE_URL, run_jobs
 from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import API, PAT, post
@@ -57,8 +59,9 @@ def asks_for_a_callback(client) -> str:
     return sid
 
 
-def a2_takes_the_callback_and_pat_answers(client, leg) -> None:
-    """A2's leg rings: they hear the whisper, press 1, Pat answers, they talk, hang up."""
+def a2_talks_with_pat(client, leg) -> None:
+    """A2's leg rings: they hear the whisper, press 1, Pat answers, they talk; Twilio
+    posts the `<Dial>`'s action (the leg's own status callback is still to come)."""
     form = {"CallSid": leg.sid, "CallStatus": "in-progress"}
     gather = post(client, leg.url.removeprefix(BASE_URL), form).find("Gather")
     dial = post(client, gather.get("action", ""), {**form, "Digits": "1"}).find("Dial")
@@ -66,6 +69,11 @@ def a2_takes_the_callback_and_pat_answers(client, leg) -> None:
     post(client, dial.get("action", ""), {**form, "CallStatus": "completed",
                                           "DialCallStatus": "completed",
                                           "DialCallDuration": "300"})
+
+
+def a2_takes_the_callback_and_pat_answers(client, leg) -> None:
+    """A2's leg rings: they hear the whisper, press 1, Pat answers, they talk, hang up."""
+    a2_talks_with_pat(client, leg)
     post(client, leg.status_callback.removeprefix(BASE_URL),
          {"CallSid": leg.sid, "CallStatus": "completed", "CallDuration": "320"})
 
@@ -130,3 +138,42 @@ def test_the_upgrade_keeps_the_callbacks_the_previous_release_left_to_expire(
     assert desk.r.ttl(keys.call(sid)) == desk.r.ttl(keys.call_ended(sid)) == -1
     assert 0 < desk.r.ttl(keys.call(other)) <= 24 * 3600
     assert keep_pending_callbacks(desk.r) == 0
+
+
+def logs_of(desk, sid: str) -> list[tuple[str, str | None]]:
+    """The call's logs, as (status, answered by)."""
+    with desk.session_factory() as db:
+        logs = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).all()
+        return [(log.status, log.answered_by) for log in logs]
+
+
+def kept_a_day(desk, sid: str) -> bool:
+    """Whether the call's hash and its end's mark both go within a day, as any call's."""
+    return all(0 < desk.r.ttl(key) <= 24 * 3600
+               for key in (keys.call(sid), keys.call_ended(sid)))
+
+
+def test_a_callback_over_is_logged_even_when_its_log_job_was_never_queued(
+        desk, client, emulator):
+    """The callback's leg ends: `/voice/callback/status` marks it done, and the web
+    process dies (or Redis blips) before it queues the log's job. The reconciler's
+    passes still log it, once, and its state then goes in a day."""
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        let_redis_expire(desk.r, (MONDAY_MORNING - FRIDAY_EVENING).total_seconds())
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_talks_with_pat(client, leg)
+        # The leg's status callback as the web process runs it, up to its death: the
+        # callback's end, and no job queued.
+        assert callbacks.end_callback(desk, sid, "A2", "completed",
+                                      int(time.time() * 1000), leg.sid)
+        for minutes in (1, 11, 61):  # the reconciler's passes over the next hour
+            now_s = time.time() + minutes * 60
+            acd.reconcile(desk, int(now_s * 1000))
+            resume_call_logs(desk.job_redis, now_s)
+            check_open_calls(desk, int(now_s * 1000))
+            run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2")]
+    assert kept_a_day(desk, sid)
