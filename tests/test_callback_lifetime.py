@@ -26,6 +26,7 @@ from routing.call_end import check_open_calls
 from tests.conftest import BASE_URL, run_jobs
 from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import API, PAT, post
+from workers.set_aside import retry_set_aside_call_logs
 
 CHICAGO = ZoneInfo("America/Chicago")
 LINE = "+18005550100"
@@ -147,10 +148,14 @@ def logs_of(desk, sid: str) -> list[tuple[str, str | None]]:
         return [(log.status, log.answered_by) for log in logs]
 
 
-def kept_a_day(desk, sid: str) -> bool:
-    """Whether the call's hash and its end's mark both go within a day, as any call's."""
-    return all(0 < desk.r.ttl(key) <= 24 * 3600
-               for key in (keys.call(sid), keys.call_ended(sid)))
+def expiries(desk, sid: str) -> tuple[int, int]:
+    """The TTLs (s) of the call's hash and of its end's mark (-1: never expires)."""
+    return desk.r.ttl(keys.call(sid)), desk.r.ttl(keys.call_ended(sid))
+
+
+def go_in_a_day(ttls: tuple[int, int]) -> bool:
+    """Whether both go within a day, as any call's state does."""
+    return all(0 < ttl <= 24 * 3600 for ttl in ttls)
 
 
 def test_a_callback_over_is_logged_even_when_its_log_job_was_never_queued(
@@ -176,4 +181,42 @@ def test_a_callback_over_is_logged_even_when_its_log_job_was_never_queued(
             check_open_calls(desk, int(now_s * 1000))
             run_jobs(desk)
     assert logs_of(desk, sid) == [("answered", "A2")]
-    assert kept_a_day(desk, sid)
+    assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
+
+
+def test_a_callback_whose_contacts_status_comes_again_before_its_log_goes_in_a_day(
+        desk, client, emulator):
+    """A2 calls Pat back at once; then Twilio repeats Pat's own status callback (it may
+    repeat any webhook) before the log's job runs. Logged once, and the call's end
+    mark goes with its hash, in a day."""
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        sid = asks_for_a_callback(client)
+        assert desk.r.ttl(keys.call_ended(sid)) == -1  # pending: kept
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "45"})
+        run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2")]
+    assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
+
+
+def test_a_callback_whose_log_was_set_aside_once_goes_in_a_day_once_logged(
+        desk, client, emulator):
+    """The callback's log fails on its own data once (set aside, its hash kept a day),
+    an operator fixes it, and its next try writes it: its end mark goes in a day too."""
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        sid = asks_for_a_callback(client)
+        started = desk.r.hget(keys.call(sid), "started_at")
+        desk.r.hset(keys.call(sid), "started_at", "not-a-time")  # data the log refuses
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+        assert desk.r.hget(keys.call(sid), "log_failures") == "1"  # set aside
+        desk.r.hset(keys.call(sid), "started_at", started)  # an operator fixes it
+        retry_set_aside_call_logs(desk.job_redis, time.time() + 601)
+        run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2")]
+    assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
