@@ -156,6 +156,12 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     return int(used) <= MAX_CALLBACKS_PER_DAY
 
 
+def give_back_callback(desk: Desk, contact_id: str, now: datetime) -> None:
+    """Give back a callback counted today (`take_callback`) that was not kept after
+    all (the call ended, or was connected, as it was asked)."""
+    desk.r.decr(keys.callbacks_on(contact_id, central_date(now).isoformat()))
+
+
 def is_placed_leg(call: dict[str, str], leg: str) -> bool:
     """Whether `leg` (an advisor's leg's CallSid, '' when not known) may be the
     callback's: the one the desk placed. Twilio may place a call and answer an error

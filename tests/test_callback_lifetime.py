@@ -220,3 +220,51 @@ def test_a_callback_whose_log_was_set_aside_once_goes_in_a_day_once_logged(
         run_jobs(desk)
     assert logs_of(desk, sid) == [("answered", "A2")]
     assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
+
+
+def test_a_callback_asked_for_as_the_caller_hangs_up_is_no_callback(
+        desk, client, emulator, monkeypatch):
+    """Pat presses 1 on hold and hangs up at once: the status callback (another web
+    process) is handled while the callback request, past its look at the queue, counts
+    the day's callbacks. The end is an ordinary one (abandoned, out of the queue,
+    logged), and the request then finds the call over: no callback is kept for a call
+    that waits nowhere, and Twilio repeating the status callback leaves the call's state
+    to go in a day.
+
+    The other process's request is made to land at that moment by running it as the
+    day's callbacks are counted (`callbacks.take_callback`, which still counts)."""
+    from routing import call_end
+
+    count_callbacks = callbacks.take_callback
+    ended = []
+
+    def as_the_status_callback_lands(the_desk, contact_id, now):
+        if not ended:  # what `/voice/status` does for this end, in another process
+            ended.append(call_end.close_call(the_desk, sid, "completed", 45,
+                                             int(time.time() * 1000)))
+        return count_callbacks(the_desk, contact_id, now)
+
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        sid = "CA" + uuid.uuid4().hex
+        post(client, "/voice/incoming", {"CallSid": sid, "From": PAT, "To": LINE,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "2"})
+        post(client, "/voice/wait", {"CallSid": sid, "QueuePosition": "1"})
+        monkeypatch.setattr(callbacks, "take_callback", as_the_status_callback_lands)
+        post(client, "/voice/callback", {"CallSid": sid, "Digits": "1"})
+        monkeypatch.setattr(callbacks, "take_callback", count_callbacks)
+        assert ended and ended[0] is not None  # the end came between, and was the first
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "45"})  # Twilio's repeat
+        run_jobs(desk)
+    assert desk.r.hget(keys.call(sid), "callback") != "1"
+    with time_machine.travel(MONDAY_MORNING):  # the day's callback, given back
+        contact = desk.r.hget(keys.call(sid), "contact")
+        assert callbacks.callbacks_left(desk, contact, MONDAY_MORNING) == \
+            callbacks.MAX_CALLBACKS_PER_DAY
+    assert desk.r.zscore(keys.team_waiting("general"), sid) is None
+    assert logs_of(desk, sid) == [("abandoned", None)]
+    assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
+    # Nothing to call back: A2 coming in is rung for nobody.
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    assert emulator.created_calls == []
