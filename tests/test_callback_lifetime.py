@@ -23,6 +23,7 @@ from directory.models import CallLog
 from jobs.queues import resume_call_logs
 from routing import acd, callbacks
 from routing.call_end import check_open_calls
+from routing.call_state import update_call
 from tests.conftest import BASE_URL, run_jobs
 from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import API, PAT, post
@@ -268,3 +269,24 @@ def test_a_callback_asked_for_as_the_caller_hangs_up_is_no_callback(
     # Nothing to call back: A2 coming in is rung for nobody.
     client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
     assert emulator.created_calls == []
+
+
+def test_a_callback_waiting_nowhere_is_not_kept_by_a_repeated_end(desk, client, emulator):
+    """The previous release, its callback request racing the status callback, could
+    leave a call ended as an ordinary one (abandoned, logged) and then marked a pending
+    callback that waits in no queue. Twilio repeating the status callback must not
+    keep that call's state forever: it goes in a day, as the log's call's does."""
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        sid = "CA" + uuid.uuid4().hex
+        post(client, "/voice/incoming", {"CallSid": sid, "From": PAT, "To": LINE,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+        post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "2"})
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "45"})
+        # The previous release's request, its write landing after that end.
+        update_call(desk.r, sid, callback="1", callback_state="waiting", callback_number=PAT)
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "45"})  # Twilio's repeat
+        run_jobs(desk)
+    assert logs_of(desk, sid) == [("abandoned", None)]
+    assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
