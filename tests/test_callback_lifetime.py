@@ -290,3 +290,32 @@ def test_a_callback_waiting_nowhere_is_not_kept_by_a_repeated_end(desk, client, 
         run_jobs(desk)
     assert logs_of(desk, sid) == [("abandoned", None)]
     assert go_in_a_day(expiries(desk, sid)), expiries(desk, sid)
+
+
+def test_the_upgrade_keeps_a_callback_ringing_an_advisor_as_it_starts(
+        desk, client, emulator):
+    """The new release starts while A2's phone rings for Pat's callback (out of the
+    queue). A2 misses it and goes home; Pat is back in their place for the weekend, and
+    their call is kept as every pending callback's is, not lost with the previous
+    release's day."""
+    from routing.upgrade import keep_pending_callbacks
+
+    with time_machine.travel(FRIDAY_EVENING, tick=True):
+        sid = asks_for_a_callback(client)
+        for key in (keys.call(sid), keys.call_ended(sid)):  # as the previous release left them
+            desk.r.expire(key, 24 * 3600)
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [missed] = emulator.created_calls
+        assert keep_pending_callbacks(desk.r) == 1
+        post(client, missed.status_callback.removeprefix(BASE_URL),
+             {"CallSid": missed.sid, "CallStatus": "no-answer", "CallDuration": "0"})
+        client.put("/api/advisors/A2/status", json={"status": "offline"}, headers=API)
+        assert desk.r.zscore(keys.team_waiting("general"), sid) is not None
+    assert expiries(desk, sid) == (-1, -1)
+    with time_machine.travel(MONDAY_MORNING, tick=True):
+        let_redis_expire(desk.r, (MONDAY_MORNING - FRIDAY_EVENING).total_seconds())
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        _missed, leg = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2")]
