@@ -206,9 +206,19 @@ local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
 local call = {}
 for i = 1, #flat, 2 do call[flat[i]] = flat[i + 1] end
-if call['callback'] == '1' and call['callback_state'] ~= 'done' then
-  -- A pending callback: the call and its end are kept until the callback is over
-  -- and logged (`call_state.KEEP_UNLESS_PENDING_CALLBACK`), over a weekend if need be.
+-- A pending callback is one the desk will still place: its contact waits in their
+-- team's queue, or an advisor has it (claimed, ringing, dialing the contact). One
+-- marked so that waits nowhere (a request the previous release wrote as the call
+-- ended) will never be placed, over or logged: it is kept no longer than any call.
+local team = call['waiting_team']
+local pending = call['callback'] == '1' and call['callback_state'] ~= 'done' and
+  ((call['advisor'] or '') ~= '' or call['callback_state'] == 'ringing-advisor' or
+   call['callback_state'] == 'dialing-contact' or call['callback_state'] == 'answered' or
+   (team and team ~= '' and
+    redis.call('ZSCORE', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9])))
+if pending then
+  -- The call and its end are kept until the callback is over and logged
+  -- (`call_state.KEEP_UNLESS_PENDING_CALLBACK`), over a weekend if need be.
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 else
@@ -229,7 +239,6 @@ if call['callback'] == '1' then
   for i = 1, #fields, 2 do redis.call('HSETNX', KEYS[1], fields[i], fields[i + 1]) end
   return {2}
 end
-local team = call['waiting_team']
 local waited_before = tonumber(call['queue_wait_ms'] or '') or 0
 local enqueued = tonumber(call['enqueued_at'] or '') or now
 if team and team ~= '' and

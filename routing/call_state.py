@@ -13,7 +13,7 @@ import redis
 
 from directory import keys
 from directory.scripts import as_hash, script
-from jobs.queues import requeue_call_log
+from jobs.queues import CALLS_TO_LOG, requeue_call_log
 from routing.desk import Desk
 
 CALL_TTL_SECONDS = 24 * 3600
@@ -147,8 +147,34 @@ return 2
 """
 
 
+# A callback taken by its advisor is over (their leg ended): done, ended at ARGV[1] (ms),
+# and among the calls to log (KEYS[2], scored in Unix s, as `jobs.queues.
+# enqueue_call_log` scores them), in one step, as the presence scripts end a callback
+# nobody took. Its contact hung up long ago (off the open calls), so should the
+# process die before it queues the log's job, the reconciler (`jobs.queues.
+# resume_call_logs`) still finds the call there, and logs it. 0 for a call unknown.
+_END_TAKEN_CALLBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'callback_state', 'done', 'ended_at', ARGV[1])
+redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[1]) / 1000, ARGV[2])
+return 1
+"""
+
+
+def end_taken_callback(r: redis.Redis, call_sid: str, now_ms: int) -> bool:
+    """The callback `call_sid`, which its advisor took, is over at `now_ms` (ms since
+    the epoch): done, and among the calls to log, in one step (`_END_TAKEN_CALLBACK`);
+    the caller then queues the log's job. False, nothing written, for a call unknown."""
+    return bool(script(r, _END_TAKEN_CALLBACK)(
+        keys=[keys.call(call_sid), CALLS_TO_LOG], args=[now_ms, call_sid], client=r))
+
+
 # Calls whose logs were just written: those kept without expiry while a callback was
 # pending, and over now, get the day every call's state keeps, hash and end's mark.
+# The mark is looked at whatever the hash's expiry was: a hash may have been given its
+# day already (a log set aside, a status callback repeated after the callback's end)
+# while its mark, kept since the contact hung up, has none; once the hash goes (or has
+# gone), so does the mark.
 # ARGV: [1] the TTL (s), [2] how many calls, [3], [4] and [5], [6] a call's hash's key
 # and its end's mark's key, before and after the CallSid, then the CallSids.
 _KEEP_A_DAY_MORE = KEEP_UNLESS_PENDING_CALLBACK + """
@@ -156,12 +182,10 @@ local ttl, n = ARGV[1], tonumber(ARGV[2])
 for i = 1, n do
   local sid = ARGV[6 + i]
   local key = ARGV[3] .. sid .. ARGV[4]
-  if redis.call('TTL', key) == -1 then
-    keep(key, ttl)
-    local ended = ARGV[5] .. sid .. ARGV[6]
-    if redis.call('TTL', key) ~= -1 and redis.call('TTL', ended) == -1 then
-      redis.call('EXPIRE', ended, ttl)
-    end
+  if redis.call('TTL', key) == -1 then keep(key, ttl) end
+  local ended = ARGV[5] .. sid .. ARGV[6]
+  if redis.call('TTL', key) ~= -1 and redis.call('TTL', ended) == -1 then
+    redis.call('EXPIRE', ended, ttl)
   end
 end
 return 0
@@ -170,8 +194,10 @@ return 0
 
 def keep_a_day_more(r: redis.Redis, call_sids: list[str]) -> None:
     """The logs of these calls are written: a callback's call kept while the callback
-    was pending (`KEEP_UNLESS_PENDING_CALLBACK`) and now over expires, with its end's
-    mark, in `CALL_TTL_SECONDS`, as every call's state does; other calls keep theirs."""
+    was pending (`KEEP_UNLESS_PENDING_CALLBACK`) and now over expires in
+    `CALL_TTL_SECONDS`, as every call's state does, and its end's mark with it whenever
+    the mark has no expiry (the hash may have had its day already); other calls keep
+    theirs."""
     if not call_sids:
         return
     call_key = keys.call("{}").split("{}")

@@ -43,7 +43,13 @@ from routing import presence
 from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
 from routing.availability import end_wrapup, finish_taken_callback, free_advisor
-from routing.call_state import get_call, update_call, update_call_while, update_logged_call
+from routing.call_state import (
+    end_taken_callback,
+    get_call,
+    update_call,
+    update_call_while,
+    update_logged_call,
+)
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -148,6 +154,12 @@ def take_callback(desk: Desk, contact_id: str, now: datetime) -> bool:
     pipe.expire(key, 2 * 24 * 3600)
     used, _ = pipe.execute()
     return int(used) <= MAX_CALLBACKS_PER_DAY
+
+
+def give_back_callback(desk: Desk, contact_id: str, now: datetime) -> None:
+    """Give back a callback counted today (`take_callback`) that was not kept after
+    all (the call ended, or was connected, as it was asked)."""
+    desk.r.decr(keys.callbacks_on(contact_id, central_date(now).isoformat()))
 
 
 def is_placed_leg(call: dict[str, str], leg: str) -> bool:
@@ -307,5 +319,7 @@ def end_callback(
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if holds:
         finish_taken_callback(desk, call_sid, advisor_id, now_ms)
-    update_call(desk.r, call_sid, callback_state="done", ended_at=now_ms)
+    # Done and among the calls to log in one write: a process that dies before the
+    # caller queues the log's job leaves it for the reconciler, never unlogged.
+    end_taken_callback(desk.r, call_sid, now_ms)
     return True

@@ -128,12 +128,11 @@ def index_open_calls(r: redis.Redis, now_ms: int) -> int:
     return added
 
 
-# KEYS[1]: a team's waiting set. ARGV: the call hash's key and its ended mark's key
-# (prefix and suffix around the CallSid). Each waiting callback not over whose contact
-# has hung up (its end is marked) loses the expiry of its hash and mark; how many did.
-_KEEP_PENDING_CALLBACKS = """
-local kept = 0
-for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+# ARGV: the call hash's key and its ended mark's key (prefix and suffix around the
+# CallSid). `keep(sid)`: a callback not over whose contact has hung up (its end is
+# marked) loses the expiry of its hash and mark; 1 when it had one to lose.
+_KEEP_PENDING = """
+local function keep(sid)
   local call, ended = ARGV[1] .. sid .. ARGV[2], ARGV[3] .. sid .. ARGV[4]
   local callback = redis.call('HMGET', call, 'callback', 'callback_state')
   if callback[1] == '1' and callback[2] ~= 'done' and
@@ -141,8 +140,27 @@ for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
      redis.call('TTL', call) + redis.call('TTL', ended) > -2 then
     redis.call('PERSIST', call)
     redis.call('PERSIST', ended)
-    kept = kept + 1
+    return 1
   end
+  return 0
+end
+"""
+
+# KEYS[1]: a team's waiting set. Each waiting callback is kept (`keep`); how many were.
+_KEEP_PENDING_CALLBACKS = _KEEP_PENDING + """
+local kept = 0
+for _, sid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do kept = kept + keep(sid) end
+return kept
+"""
+
+# KEYS[1]: every advisor. ARGV[5], ARGV[6]: an advisor's key, before and after their
+# id. Each callback an advisor holds (claimed for them, their leg ringing, or the
+# contact being dialled: out of the queue) is kept (`keep`); how many were.
+_KEEP_HELD_CALLBACKS = _KEEP_PENDING + """
+local kept = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local sid = redis.call('HGET', ARGV[5] .. id .. ARGV[6], 'call')
+  if sid and sid ~= '' then kept = kept + keep(sid) end
 end
 return kept
 """
@@ -150,11 +168,17 @@ return kept
 
 def keep_pending_callbacks(r: redis.Redis) -> int:
     """Take the expiry off every pending callback's call (and its end's mark) the
-    previous release left to expire a day after the contact hung up; how many. One
-    script per team's queue (callbacks are few: three a contact a day)."""
+    previous release left to expire a day after the contact hung up; how many. Those
+    waiting in a team's queue (one script per queue: callbacks are few, three a contact
+    a day) and those an advisor holds as it runs (their leg ringing: should they miss
+    it, the contact is back in their place, over a weekend maybe), in one script."""
     call_prefix, _, call_suffix = keys.call("\0").partition("\0")
     ended_prefix, _, ended_suffix = keys.call_ended("\0").partition("\0")
+    advisor_prefix, _, advisor_suffix = keys.advisor("\0").partition("\0")
+    found = [call_prefix, call_suffix, ended_prefix, ended_suffix]
     keep = script(r, _KEEP_PENDING_CALLBACKS)
-    return sum(int(keep(keys=[keys.team_waiting(team)],
-                        args=[call_prefix, call_suffix, ended_prefix, ended_suffix], client=r))
-               for team in r.smembers(keys.teams()))
+    waiting = sum(int(keep(keys=[keys.team_waiting(team)], args=found, client=r))
+                  for team in r.smembers(keys.teams()))
+    held = int(script(r, _KEEP_HELD_CALLBACKS)(
+        keys=[keys.advisors()], args=[*found, advisor_prefix, advisor_suffix], client=r))
+    return waiting + held

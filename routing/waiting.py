@@ -261,11 +261,35 @@ def _arrival_ms(call: dict[str, str], now_ms: int) -> int:
     return int(call.get("enqueued_at") or now_ms)
 
 
+# A waiting caller's callback, kept in one step with the look that allows it: "taken"
+# (the fields ARGV[3..] written) only while the call is not over (KEYS[2], its end's
+# mark) and waits in its team's set (ARGV[1], with {}), ARGV[2] its CallSid; else
+# "already" (a callback kept already: a repeat), "over" or "not-queued" (being
+# connected), nothing written. A status callback handled between a separate look and
+# write would end the call as an ordinary one, then the write mark it a pending
+# callback that waits nowhere, kept forever.
+_KEEP_CALLBACK = """
+local call = redis.call('HMGET', KEYS[1], 'callback', 'waiting_team')
+if call[1] == '1' then return 'already' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'over' end
+local team = call[2]
+if not team or team == '' or
+   not redis.call('ZSCORE', (string.gsub(ARGV[1], '{}', team, 1)), ARGV[2]) then
+  return 'not-queued'
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 'taken'
+"""
+
+
 def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> bool:
     """A waiting caller asks to be called back: they keep their place and may hang up.
 
     Only as `routing.callbacks` allows (a verified contact, their directory
-    phone, a few a day); False (the caller keeps waiting) otherwise.
+    phone, a few a day); False (the caller keeps waiting) otherwise. The callback is
+    kept in the same step as the look that the call is not over and still waits
+    (`_KEEP_CALLBACK`); refused there, the day's callback counted for it is given
+    back.
     """
     now = now or datetime.now(UTC)
     call = get_call(desk.r, call_sid)
@@ -277,9 +301,13 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     number = callbacks.callback_number(desk, call)
     if number is None or not callbacks.take_callback(desk, call["contact"], now):
         return False
-    update_call(desk.r, call_sid, callback="1", callback_state="waiting",
-                   callback_number=number)
-    return True
+    kept = script(desk.r, _KEEP_CALLBACK)(
+        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[keys.team_waiting("{}"), call_sid, "callback", "1", "callback_state",
+              "waiting", "callback_number", number], client=desk.r)
+    if kept != "taken":
+        callbacks.give_back_callback(desk, call["contact"], now)
+    return kept in ("taken", "already")
 
 
 def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
