@@ -565,12 +565,17 @@ def serving(settings: Settings, tmp_path: Path, instance: str) -> Iterator[LiveS
     try:
         yield LiveService(url, process, env)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Stop a process a test started: SIGTERM (a graceful stop), SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from tests.conftest import (
     line_env,
     make_available,
     run_jobs,
+    stop_process,
 )
 from twilio_side import Caller, CallResult, HttpTransport, InProcessLink
 from twilio_side.transport import PROXY_FORWARDS, PROXY_STRIPS, FlaskTransport
@@ -259,12 +260,7 @@ def served_under_a_prefix(settings, desk, tmp_path) -> Iterator[str]:
             time.sleep(0.1)
         yield public
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _healthy(url: str) -> bool:
