@@ -1,0 +1,146 @@
+"""Final status callbacks that Redis failed, kept and applied once it answers again.
+
+Twilio posts a call's final status once and never retries it. When Redis is briefly
+unreachable (a restart, a failover) as it arrives, the webhook still answers at once
+(`ivr.voice.errors`), but the end would be lost: the advisor stays busy on a finished
+call, the on-call line stays held, the call log waits, until the reconciler's check
+of open calls (`routing.call_end.check_open_calls`) minutes later.
+
+So the status view keeps such an end here, and one daemon thread of this web process
+(started when the first end is kept, gone once none is left) applies it as the
+callback would have (`routing.call_end.close_call`, with the time the callback came as
+the call's end), retrying with a short backoff for up to `KEEP_SECONDS`. The end is
+marked once: a repeat of the callback (or the reconciler) that ends the call first
+wins, and the retry then finds it ended and forgets it.
+
+Kept in this process's memory only, at most `MAX_KEPT` ends (more are dropped,
+logged): a web process stopped or restarted meanwhile forgets them, and the
+reconciler's check of open calls stays the backstop. The thread is a daemon and
+waits on an event, so a graceful stop of the worker never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from ivr.metrics import count_call
+from routing.call_end import close_call
+from routing.call_state import final_status
+from routing.desk import Desk
+
+log = logging.getLogger(__name__)
+
+# Long enough for a Redis restart or a failover; past it, the reconciler's check.
+KEEP_SECONDS = 120.0
+# Ends kept per web process at most (a few hundred bytes each).
+MAX_KEPT = 1000
+# The first retry this long (s) after the callback failed, doubling up to the last.
+FIRST_RETRY_SECONDS = 0.25
+LAST_RETRY_SECONDS = 2.0
+
+# What Redis raises while it cannot be reached or cannot take writes yet.
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+
+
+@dataclass(frozen=True)
+class KeptEnd:
+    """A final status callback not applied yet: what `close_call` needs."""
+
+    call_sid: str
+    call_status: str
+    duration: int
+    caller: str
+    ended_ms: int
+    given_up_at: float  # time.monotonic() past which it is dropped
+
+
+class KeptEnds:
+    """This web process's final status callbacks waiting for Redis (see the module)."""
+
+    def __init__(self, desk: Desk, clock_ms: Callable[[], int]) -> None:
+        self._desk = desk
+        self._clock_ms = clock_ms
+        self._ends: dict[str, KeptEnd] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, call_sid: str, call_status: str, duration: int, caller: str,
+             ended_ms: int) -> bool:
+        """Keep an end Redis failed, for the retry thread; False when it cannot be kept
+        (the cap is reached: the reconciler will end the call)."""
+        with self._lock:
+            if call_sid not in self._ends and len(self._ends) >= MAX_KEPT:
+                log.error("call %s: its final status (%s) could not be applied (Redis "
+                          "unreachable) and %d ends are already kept: left to the "
+                          "reconciler", call_sid, call_status, MAX_KEPT)
+                return False
+            self._ends.setdefault(call_sid, KeptEnd(
+                call_sid, call_status, duration, caller, ended_ms,
+                time.monotonic() + KEEP_SECONDS))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="kept-ends",
+                                                daemon=True)
+                self._thread.start()
+        log.warning("call %s: its final status (%s) could not be applied (Redis "
+                    "unreachable): kept, retried for up to %d s", call_sid, call_status,
+                    KEEP_SECONDS)
+        return True
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ends)
+
+    def _run(self) -> None:
+        """Retry the kept ends with backoff until none is left."""
+        pause = FIRST_RETRY_SECONDS
+        while True:
+            self._wake.wait(pause)
+            with self._lock:
+                ends = list(self._ends.values())
+                if not ends:
+                    self._thread = None
+                    return
+            if self._apply_all(ends):
+                pause = FIRST_RETRY_SECONDS
+            else:
+                pause = min(pause * 2, LAST_RETRY_SECONDS)
+
+    def _apply_all(self, ends: list[KeptEnd]) -> bool:
+        """Try each end once; True when Redis answered (none failed for Redis)."""
+        for end in ends:
+            if time.monotonic() > end.given_up_at:
+                log.error("call %s: its final status (%s) could not be applied for "
+                          "%d s (Redis unreachable): left to the reconciler",
+                          end.call_sid, end.call_status, KEEP_SECONDS)
+                self._forget(end.call_sid)
+                continue
+            try:
+                self._apply(end)
+            except REDIS_UNREACHABLE:
+                return False
+            except Exception:
+                log.exception("call %s: its kept final status failed: left to the "
+                              "reconciler", end.call_sid)
+            self._forget(end.call_sid)
+        return True
+
+    def _apply(self, end: KeptEnd) -> None:
+        """What the status callback would have done: end the call (first end wins)."""
+        call = close_call(self._desk, end.call_sid, end.call_status, end.duration,
+                          self._clock_ms(), caller=end.caller, ended_ms=end.ended_ms)
+        if call:
+            count_call(call, final_status(call))
+            log.warning("call %s: its kept final status (%s) applied once Redis "
+                        "answered", end.call_sid, end.call_status)
+
+    def _forget(self, call_sid: str) -> None:
+        """Drop an end: applied, found ended already, or given up on."""
+        with self._lock:
+            self._ends.pop(call_sid, None)
