@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import time
 
 import redis
 import rq.cron
@@ -40,8 +41,36 @@ MAINTENANCE_EVERY_SECONDS = 60
 log = logging.getLogger(__name__)
 
 
+# How long the reconciler's schedule waits before it starts again after losing Redis
+# (seconds): doubling from the first, up to the last.
+CRON_RESTART_DELAYS = (1.0, 10.0)
+
+
 def _run_cron(redis_url: str) -> None:
-    """RQ's cron scheduler: enqueue the reconciler every few seconds."""
+    """RQ's cron scheduler: enqueue the reconciler every few seconds, until stopped.
+
+    RQ's scheduler ends at the first Redis error (a restart, a failover, a blip of a
+    second): started again here, after `CRON_RESTART_DELAYS`, for the reconciler is
+    what repairs what such a blip leaves (calls whose end was lost, logs to write);
+    stopped with it, it stayed stopped until the worker was restarted."""
+    delay, longest = CRON_RESTART_DELAYS
+    # Stopped while still starting (Ctrl-C as `make run` comes up), or while waiting
+    # to start again: RQ's loop, which handles a stop, was not running.
+    with contextlib.suppress(StopRequested):
+        while True:
+            try:
+                _schedule(redis_url).start()
+                return
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                log.warning("the reconciler's schedule lost Redis (%s): starting it again "
+                            "in %.0f s", error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, longest)
+
+
+def _schedule(redis_url: str) -> CronScheduler:
+    """The cron scheduler with the desk's jobs registered: the reconciler every
+    `RECONCILE_EVERY_SECONDS`, the 180-day rule daily."""
     from workers.contacts import flag_inactive
     from workers.reconciler import reconcile
 
@@ -50,10 +79,7 @@ def _run_cron(redis_url: str) -> None:
                   job_timeout=60, result_ttl=60)
     # Daily, early morning (server time), before the desk opens.
     cron.register(flag_inactive, Queues.MAINTENANCE, cron="15 4 * * *", job_timeout=600)
-    # Stopped while still starting (Ctrl-C as `make run` comes up): RQ's loop, which
-    # handles a stop, had not begun, and nothing was registered yet to clean up.
-    with contextlib.suppress(StopRequested):
-        cron.start()
+    return cron
 
 
 # What stops a worker: Ctrl-C at a terminal, SIGTERM from a process manager.
