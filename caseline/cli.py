@@ -137,6 +137,7 @@ def prepare_service(settings: Settings) -> str:
     """Create or migrate the database, start Redis if embedded, warm the cache."""
     from directory import cache_directory
     from directory.db import make_session_factory
+    from routing.redis_restarts import remember_redis
     from routing.upgrade import index_open_calls, keep_pending_callbacks, upgrade_wrapups
 
     url = _redis_url(settings)
@@ -150,6 +151,8 @@ def prepare_service(settings: Settings) -> str:
     upgrade_wrapups(client, job_redis, now_ms)
     index_open_calls(client, now_ms)
     keep_pending_callbacks(client)
+    # The Redis served from now: a snapshot of it restored later is told by this.
+    remember_redis(client)
     job_redis.close()
     client.close()
     engine.dispose()

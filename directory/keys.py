@@ -245,3 +245,11 @@ def oncall_line() -> str:
     """String: the CallSid the on-call engineer's phone is ringing or talking for (one
     person, one call at a time); expires with the talk lease if nothing frees it."""
     return f"{PREFIX}:oncall:line"
+
+
+def redis_run_id() -> str:
+    """String: the `run_id` (INFO server) of the Redis server the reconciler last saw. A
+    server restarted, restored from a snapshot or failed over to a replica has another
+    one, and this key is either gone or (restored, replicated) holds the old one
+    (`routing.redis_restarts`)."""
+    return f"{PREFIX}:redis:run-id"

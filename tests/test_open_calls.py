@@ -609,3 +609,31 @@ def test_a_page_that_is_not_twilios_answer_pauses_the_check_and_fails_no_job(
         assert (done["open_calls_checked"], done["open_calls_deferred"]) == (1, 1)
         assert reconciler_pass(FIRST_CHECK + 10_000)["open_calls_paused"] == 1
         assert desk.r.zscore(keys.open_calls(), "CA-proxied") is not None  # still open
+
+
+def test_a_redis_restart_has_every_open_call_asked_about_at_once_once(
+        quick, lakeview, client, emulator):
+    """Redis restored from an older snapshot (its kept `run_id` an older server's): the
+    next pass asks Twilio about every open call, not ten minutes after each began.
+    The call that is over is ended; the one still live is left alone, asked about again
+    only as any live call is; and the next pass asks nothing more."""
+    for sid in ("CA-over", "CA-live"):
+        emulator.register_call(sid, from_=PAT)
+        post(client, "/voice/incoming", {"CallSid": sid, "From": PAT,
+                                         "StirVerstat": "TN-Validation-Passed-A"})
+    quick.r.zrem(keys.open_calls(), "CA-over")  # its index entry rewound too: re-indexed
+    first = reconciler_pass(0)  # a Redis seen for the first time: no restart
+    assert (first["open_calls_made_due"], first["open_calls_checked"]) == (0, 0)
+    emulator.end_call("CA-over", duration=40)  # its status callback lost
+    assert reconciler_pass(60_000)["open_calls_checked"] == 0  # the same Redis: not yet
+
+    quick.r.set(keys.redis_run_id(), "0" * 40)  # as a restored snapshot brings it back
+    done = reconciler_pass(60_000)
+    assert done["open_calls_made_due"] == 2, done
+    assert (done["open_calls_checked"], done["open_calls_logged"],
+            done["open_calls_live"]) == (2, 1, 1), done
+    assert get_call(quick.r, "CA-over").get("ended_at")
+    assert not get_call(quick.r, "CA-live").get("ended_at")
+    assert fetches(emulator, "CA-live") == [200]
+    again = reconciler_pass(120_000)
+    assert (again["open_calls_made_due"], again["open_calls_checked"]) == (0, 0), again

@@ -9,6 +9,7 @@ import time
 from jobs.queues import resume_call_logs
 from routing import acd, availability
 from routing.call_end import check_open_calls
+from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
 from workers.set_aside import retry_set_aside_call_logs
 
@@ -25,11 +26,15 @@ def reconcile() -> dict[str, int]:
     (`call_logs_retried`), queue the call-log job again for calls whose last job failed
     for good (nothing is dropped, even when no call ends after a long database outage),
     then end and log the calls Twilio says are over whose status callback never came
-    (`check_open_calls`: its counts, `open_calls_*`, join the others)."""
+    (`check_open_calls`: its counts, `open_calls_*`, join the others). When Redis
+    restarted since the last pass (`notice_redis_restart`: a snapshot may have brought
+    back calls over and logged since), every open call is due for that check at once
+    (`open_calls_made_due`)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
+    done["open_calls_made_due"] = notice_redis_restart(desk.r, int(now * 1000))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done

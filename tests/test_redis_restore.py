@@ -1,0 +1,101 @@
+"""The drill of Redis restored from a snapshot older than now: calls that ended, and
+were logged, after the snapshot was taken come back open, their advisor busy and their
+caller waiting at the head of the queue. The reconciler notices the restart and asks
+Twilio about every open call at once, so within a pass or two the advisor is free, the
+queue is empty, a new caller is served, and no call is logged twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from caseline.embedded_redis import start_server, wait_until_up
+from tests.conftest import free_port
+from tests.live import new_line, wait_for
+from tests.test_drills import call_logs
+
+PAT, SAM, ALEX = "+16125550101", "+16125550102", "+16125550103"
+A7 = "+16515550199"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def one_advisor(directory):
+    """A district with three contacts, and one general advisor (A7)."""
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    for n, phone in enumerate((PAT, SAM, ALEX)):
+        directory.contact(str(5001 + n), phone, "D100", f"Contact {n}", "2468",
+                          last_active="2026-10-01")
+    directory.advisor("A7", ["general"], phone=A7)
+    directory.load()
+
+
+def test_redis_restored_from_an_older_snapshot_frees_the_ghosts_within_seconds(
+        settings, emulator, one_advisor, desk, tmp_path: Path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    data = tmp_path / "drill-redis"
+    server = start_server(data, port=port)
+    wait_until_up(url)
+    line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
+    results: dict[str, object] = {}
+
+    def call(name: str, phone: str, **options) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: results.__setitem__(name, line.call(phone, "2", **options)))
+        thread.start()
+        return thread
+
+    def advisor_status() -> str:
+        return {a["id"]: a["status"] for a in line.api("GET", "/advisors").json()}["A7"]
+
+    def waiting() -> list[str]:
+        return [c["call_sid"] for c in line.api("GET", "/queues").json().get("general", [])]
+
+    try:
+        line.start_web()
+        line.start_worker()
+        line.set_status("A7", "available")
+        pat = call("pat", PAT, on_call_seconds=3)
+        wait_for("A7 to talk with Pat", lambda: advisor_status() == "busy", timeout=10)
+        sam = call("sam", SAM, max_wait_seconds=30)
+        wait_for("Sam to wait", lambda: len(waiting()) == 1, timeout=10)
+        # The snapshot: A7 busy with Pat, Sam waiting. Both calls end, and are logged, after.
+        client = redis.Redis.from_url(url)
+        client.save()
+        client.close()
+        pat.join(30)
+        sam.join(40)
+        first, second = results["pat"], results["sam"]
+        assert first.answered_by == A7 and second.answered_by == A7, (
+            first.summary(), second.summary())
+        sids = [first.call_sid, second.call_sid]
+        wait_for("both calls to be logged",
+                 lambda: call_logs(desk, sids) == {sid: 1 for sid in sids}, timeout=20)
+
+        # Redis crashes and comes back from that older snapshot.
+        server.kill()
+        server.wait(timeout=10)
+        server = start_server(data, port=port)
+        wait_until_up(url)
+        assert advisor_status() == "busy" and waiting() == [second.call_sid]  # the ghosts
+
+        # Within a reconciler pass or two (every 10 s), not 10 minutes.
+        wait_for("A7 free and the queue empty",
+                 lambda: advisor_status() == "available" and waiting() == [], timeout=25)
+        third = line.call(ALEX, "2", max_wait_seconds=10)
+        assert third.answered_by == A7, third.summary()
+        everyone = [*sids, third.call_sid]
+        wait_for("Alex's call to be logged",
+                 lambda: third.call_sid in call_logs(desk, everyone), timeout=20)
+        time.sleep(1)  # a second log, if any, would land by now
+        assert call_logs(desk, everyone) == {sid: 1 for sid in everyone}, line.output()[-4000:]
+    finally:
+        line.stop()
+        server.terminate()
+        server.wait(timeout=10)
