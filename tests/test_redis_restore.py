@@ -14,10 +14,14 @@ import pytest
 import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
+from caseline.work import RECONCILE_EVERY_SECONDS
+from jobs.queues import Queues
 from tests.conftest import free_port
 from tests.live import new_line, wait_for
 from tests.test_drills import call_logs
 
+# The reconciler job keeps its result this long (s; `caseline.work._schedule`).
+RECONCILE_RESULT_TTL = 60
 PAT, SAM, ALEX = "+16125550101", "+16125550102", "+16125550103"
 A7 = "+16515550199"
 
@@ -95,6 +99,49 @@ def test_redis_restored_from_an_older_snapshot_frees_the_ghosts_within_seconds(
                  lambda: third.call_sid in call_logs(desk, everyone), timeout=20)
         time.sleep(1)  # a second log, if any, would land by now
         assert call_logs(desk, everyone) == {sid: 1 for sid in everyone}, line.output()[-4000:]
+    finally:
+        line.stop()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def reconciler_passes_since(url: str, since: float) -> int:
+    """How many reconciler passes the worker finished since `since` (s since the epoch):
+    RQ scores a finished job at the time it finished plus its result's TTL (60 s)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return client.zcount(f"rq:finished:{Queues.PRESENCE}", since + RECONCILE_RESULT_TTL,
+                             "+inf")
+    finally:
+        client.close()
+
+
+def test_the_reconciler_runs_again_after_redis_was_down_longer_than_its_interval(
+        settings, emulator, one_advisor, tmp_path: Path):
+    """Redis down for longer than the reconciler's interval (a restart that takes a
+    while, a failover): once it is back, the reconciler runs again on its schedule,
+    without restarting the worker. Before, RQ's cron scheduler ended at the first Redis
+    error and nothing repaired what the outage left (ends lost, logs to write)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    data = tmp_path / "drill-redis"
+    server = start_server(data, port=port)
+    wait_until_up(url)
+    line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
+    try:
+        line.start_web()
+        line.start_worker()
+        started = time.time()
+        wait_for("the reconciler's first pass",
+                 lambda: reconciler_passes_since(url, started) > 0, timeout=30)
+        redis.Redis.from_url(url).shutdown(save=True)
+        server.wait(timeout=10)
+        time.sleep(RECONCILE_EVERY_SECONDS + 2)  # the schedule's next pass meets no Redis
+        server = start_server(data, port=port)
+        wait_until_up(url)
+        back = time.time()
+        wait_for("a reconciler pass after Redis came back",
+                 lambda: reconciler_passes_since(url, back) > 0, timeout=40)
     finally:
         line.stop()
         server.terminate()
