@@ -6,6 +6,7 @@ queue is empty, a new caller is served, and no call is logged twice."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -39,13 +40,20 @@ def one_advisor(directory):
     directory.load()
 
 
-def test_redis_restored_from_an_older_snapshot_frees_the_ghosts_within_seconds(
-        settings, emulator, one_advisor, desk, tmp_path: Path):
+def drill_redis(tmp_path: Path) -> tuple[subprocess.Popen, str, Path, int]:
+    """A Redis of the drill's own, up: its process, URL, data folder (its snapshot) and
+    port (to start it again there)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     data = tmp_path / "drill-redis"
     server = start_server(data, port=port)
     wait_until_up(url)
+    return server, url, data, port
+
+
+def test_redis_restored_from_an_older_snapshot_frees_the_ghosts_within_seconds(
+        settings, emulator, one_advisor, desk, tmp_path: Path):
+    server, url, data, port = drill_redis(tmp_path)
     line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
     results: dict[str, object] = {}
 
@@ -122,11 +130,7 @@ def test_the_reconciler_runs_again_after_redis_was_down_longer_than_its_interval
     while, a failover): once it is back, the reconciler runs again on its schedule,
     without restarting the worker. Before, RQ's cron scheduler ended at the first Redis
     error and nothing repaired what the outage left (ends lost, logs to write)."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    data = tmp_path / "drill-redis"
-    server = start_server(data, port=port)
-    wait_until_up(url)
+    server, url, data, port = drill_redis(tmp_path)
     line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
     try:
         line.start_web()
