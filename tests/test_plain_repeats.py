@@ -55,6 +55,11 @@ def dialed(twiml: ET.Element) -> list[str]:
     return [number.text or "" for number in twiml.iter("Number")]
 
 
+def asked(twiml: ET.Element) -> str:
+    """The path the question a `<Gather>` asks answers to."""
+    return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
+
+
 def calls_in(client, sid: str, frm: str = PAT) -> None:
     """A call reaches the line (Pat's number attested, unless `frm` says otherwise)."""
     post_without_token(client, "/voice/incoming", {"CallSid": sid, "From": frm, "To": LINE,
@@ -129,10 +134,6 @@ def test_a_repeated_wrong_case_number_is_one_miss(desk, lakeview, client):
     make_available(desk, "A7")
     calls_in(client, "CA-miss")
 
-    def asked(twiml: ET.Element) -> str:
-        """The path the case-number question answers to."""
-        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
-
     case = asked(post_without_token(client, "/voice/menu?attempt=1",
                                     {"CallSid": "CA-miss", "Digits": "1"}))
     case = asked(post_without_token(client, case, {"CallSid": "CA-miss", "Digits": "999"}))
@@ -149,10 +150,6 @@ def test_a_repeated_menu_key_is_once_on_the_call_log(desk, lakeview, client):
     "1>1>2024117"."""
     make_available(desk, "A7")
     calls_in(client, "CA-key")
-
-    def asked(twiml: ET.Element) -> str:
-        """The path the question answers to."""
-        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
 
     menu = asked(post_without_token(client, "/voice/menu?attempt=1",
                                     {"CallSid": "CA-key", "Digits": "5"}))
@@ -179,10 +176,6 @@ def test_a_right_pin_posted_again_while_still_checked_hears_the_first_answer(
     make_available(desk, "A7")
     sid = f"CA-pin-{option}"
     calls_in(client, sid, frm=STRANGER)
-
-    def asked(twiml: ET.Element) -> str:
-        """The path the question answers to."""
-        return twiml.find(".//Gather").get("action").removeprefix(BASE_URL)
 
     contact = asked(post_without_token(client, "/voice/menu?attempt=1",
                                        {"CallSid": sid, "Digits": option}))

@@ -15,8 +15,8 @@ wins, and the retry then finds it ended and forgets it.
 
 Kept in this process's memory only, at most `MAX_KEPT` ends (more are dropped,
 logged): a web process stopped or restarted meanwhile forgets them, and the
-reconciler's check of open calls stays the backstop. The thread is a daemon and
-waits on an event, so a graceful stop of the worker never waits for it.
+reconciler's check of open calls stays the backstop. The thread is a daemon, so a
+graceful stop of the worker never waits for it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,6 @@ class KeptEnds:
         self._clock_ms = clock_ms
         self._ends: dict[str, KeptEnd] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def keep(self, call_sid: str, call_status: str, duration: int, caller: str,
@@ -101,7 +100,7 @@ class KeptEnds:
         """Retry the kept ends with backoff until none is left."""
         pause = FIRST_RETRY_SECONDS
         while True:
-            self._wake.wait(pause)
+            time.sleep(pause)
             with self._lock:
                 ends = list(self._ends.values())
                 if not ends:
