@@ -31,6 +31,9 @@ Patches (a patch is a measurement aid, never production code):
 * `urllib3-transport`: twilio's `Client` over a urllib3 pool (a
   `twilio.http.HttpClient`, Twilio's extension point) instead of `requests`.
 * `voice-no-session`: webhooks open no console session.
+* `all-folds`: the five above at once (`no-kept-reply`, `no-admit-trip`,
+  `urllib3-transport`, `voice-no-session`, `e164-fast-path`): the upper bound of
+  every hot-path change still proposed, measured together.
 * `switch-1ms`, `switch-0.5ms`: the GIL handed over after 1 or 0.5 ms instead
   of Python's 5 ms.
 * `granian`: `caseline serve` under granian (a Rust HTTP server, WSGI in blocking
@@ -279,7 +282,17 @@ def granian_server() -> None:
     server.run_gunicorn = run
 
 
+def all_folds() -> None:
+    """Every hot-path change still proposed, at once (their upper bounds)."""
+    for name in ALL_FOLDS:
+        PATCHES[name]()
+
+
+ALL_FOLDS = ("no-kept-reply", "no-admit-trip", "urllib3-transport", "voice-no-session",
+             "e164-fast-path")
+
 PATCHES = {
+    "all-folds": all_folds,
     "granian": granian_server,
     "no-kept-reply": no_kept_reply,
     "no-admit-trip": no_admit_trip,
