@@ -11,8 +11,10 @@ In this order, each step cheaper than the next and none with a side effect:
 3. our account: the posted `AccountSid` is `TWILIO_ACCOUNT_SID` (403);
 4. Twilio's signature (403);
 5. a live call: a webhook about a call with no hash in Redis (other than the
-   call's first webhook and its status callback) changes nothing and hears
-   a goodbye (logged as "no session", the wording operators search for).
+   call's first webhook and its status callback) changes nothing (logged as "no
+   session", the wording operators search for). A caller still finding their way
+   in (`START_OVER`, `LEAVE_QUEUE`) starts again from the greeting; anyone else
+   hears a goodbye.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 from config.logs import mask_phone
 from config.settings import Settings
 from ivr import twiml
-from ivr.context import desk, prompts
+from ivr.context import desk, prompts, public_path
 from ivr.security import account_sid_ok, twilio_signature_ok
 from routing.replies import admit_call
 
@@ -48,6 +50,26 @@ LEG_ENDPOINTS = frozenset({
     "voice.conference_join", "voice.conference_ended", "voice.colleague_progress",
     "voice.oncall_whisper", "voice.oncall_accept",
 })
+
+# Twilio signs what it posts, so a signed webhook with no session is about a call
+# the desk has lost track of (Redis came back empty, docs/deploy.md) or a replay,
+# which TwiML cannot harm: it acts only when Twilio fetches it for a live call.
+# PRODUCT: a caller still reaches a human, never a silent hang-up. So a caller in
+# the menu, its questions, a try that found nobody or the queue's result starts
+# over: an apology and a `<Redirect>` to the greeting, whose webhook opens the call
+# again (its place in a queue is lost with the rest).
+START_OVER = frozenset({
+    "voice.main_menu", "voice.product", "voice.case", "voice.after_hours_case",
+    "voice.outage_route", "voice.verify_contact", "voice.verify_pin", "voice.connect",
+    "voice.dial_result", "voice.oncall_result", "voice.queue_result",
+})
+# The queue's hold document (`waitUrl`) and a key pressed in it run inside
+# `<Enqueue>`, where a `<Redirect>` only fetches more hold music: `<Leave/>` moves the
+# caller on to the Enqueue's action (`voice.queue_result`), which starts them over.
+LEAVE_QUEUE = frozenset({"voice.wait", "voice.callback"})
+# Results that say the conversation happened, or the caller is gone: a goodbye.
+OVER = {"DialCallStatus": frozenset({"completed"}),
+        "QueueResult": frozenset({"bridged", "bridging-in-process", "hangup", "redirected"})}
 
 
 def install(app: Flask) -> None:
@@ -118,10 +140,25 @@ def admit(req: Request, settings: Settings) -> Response | None:
             if token:
                 g.token_claim = (token, claimed)  # for `answer_repeats`: no second trip
             return None
-    log.warning("%s for call %r with no session (from %s): answered goodbye, nothing changed",
-                req.path, call_sid, mask_phone(req.form.get("From", "")[:40]))
+    return lost_call(req, call_sid)
+
+
+def lost_call(req: Request, call_sid: str) -> Response:
+    """The reply to a webhook about a call with no session: nothing changes. A caller
+    still finding their way in starts over (`START_OVER`: an apology, then a
+    `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); anyone else, or a
+    result that says the call is over (`OVER`), hears a goodbye."""
+    over = any(req.form.get(field, "") in values for field, values in OVER.items())
     p = prompts()
-    return twiml_response(twiml.goodbye(p, p.text("routing.goodbye")))
+    if req.endpoint in LEAVE_QUEUE:
+        reply, what = twiml.leave(), "left the queue to start over"
+    elif req.endpoint in START_OVER and call_sid and not over:
+        reply, what = twiml.start_over(p, p.text("routing.start_over")), "started over"
+    else:
+        reply, what = twiml.goodbye(p, p.text("routing.goodbye")), "answered goodbye"
+    log.warning("%s for call %r with no session (from %s): %s, nothing changed",
+                req.path, call_sid, mask_phone(req.form.get("From", "")[:40]), what)
+    return twiml_response(twiml.under(public_path(), reply))
 
 
 # Twilio's CallSids are 34 letters and digits. Anything else (missing, odd

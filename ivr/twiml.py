@@ -139,6 +139,14 @@ def goodbye(prompts: Prompts, text: str) -> VoiceResponse:
     return response
 
 
+def start_over(prompts: Prompts, text: str) -> VoiceResponse:
+    """Say `text`, then start the call again from its greeting (`/voice/incoming`)."""
+    response = VoiceResponse()
+    say(response, prompts, text)
+    response.redirect(url("/voice/incoming"), method="POST")
+    return response
+
+
 def goodbye_all(prompts: Prompts, texts: list[str]) -> VoiceResponse:
     """Say each text and hang up."""
     response = VoiceResponse()
