@@ -10,12 +10,13 @@ is `routing.waiting`.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from directory import keys
 from directory.catalog import GENERAL
 from directory.scripts import as_hash, script
-from jobs.queues import enqueue_call_log
+from jobs.queues import CALLS_TO_LOG, enqueue_call_log
 from routing import presence
 from routing.availability import finish_with_advisor, free_advisor
 from routing.call_state import (
@@ -192,13 +193,15 @@ def after_dial(
 # Twilio about it), and for that first status: a waiting caller taken out of
 # their queue (an abandonment: the wait so far counted, the desk's pages told), or one
 # who waited and was claimed for an advisor they never reached (an abandonment too), a call
-# never seen to begin given its start, the end's fields written, and whether its
-# advisor still rings or talks on it (not in wrap-up). A contact keeping their place
+# never seen to begin given its start, the end's fields written, the call put among
+# the calls to log (KEYS[4]), and whether its advisor still rings or talks on it (not
+# in wrap-up). A contact keeping their place
 # for a callback only has the end's fields written, those not set yet (a callback
 # over before this end came keeps its `ended_at`).
 # ARGV: [1] the hash's TTL (s), [2] when it ended (ms), [3] CallStatus, [4] CallDuration (s),
 # [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
-# (with {}), [8] the desk's change channel, [9] the CallSid.
+# (with {}), [8] the desk's change channel, [9] the CallSid, [10] now (Unix s: the
+# score of the calls to log).
 # Returns {0} for a repeat; {2} for a callback's contact; else {1, the hash before the
 # end (flat), the fields written (flat), 1 when the advisor is still on it}.
 _END_CALL = """
@@ -277,6 +280,11 @@ if not call['started_at'] then
   end
 end
 redis.call('HSET', KEYS[1], unpack(fields))
+-- Among the calls to log in the same step as its end: a Redis error after this
+-- script (before the log's job is queued) cannot lose the log, which the
+-- reconciler resumes (`jobs.queues.resume_call_logs`); a retry finds the end
+-- recorded and does nothing.
+redis.call('ZADD', KEYS[4], 'NX', ARGV[10], ARGV[9])
 local on_call = 0
 local advisor = call['advisor']
 if advisor and advisor ~= '' then
@@ -308,10 +316,11 @@ def end_call(
     if not is_final(call_status):
         return None
     ended = script(desk.r, _END_CALL)(
-        keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls()],
+        keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls(),
+              CALLS_TO_LOG],
         args=[CALL_TTL_SECONDS, min(now_ms, ended_ms or now_ms), call_status, max(0, duration),
               caller[:40], keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(),
-              call_sid],
+              call_sid, f"{time.time():.6f}"],
         client=desk.r)
     if int(ended[0]) != 1:
         return None
