@@ -5,6 +5,10 @@ A case or a contact put through the API is validated and upserted exactly as
 document of that one record), written to the database and the Redis cache in
 the same call, and audited (`AuditEntry`) in the same transaction as the
 change. Closing a case and deactivating a contact change one field.
+
+Each change asks Redis first (`_cache_reachable`): the database commits before the
+cache is written, so with Redis down a change would be saved where the calls do not
+read it, and answered as failed. Asked first, it fails with nothing changed.
 """
 
 from __future__ import annotations
@@ -104,10 +108,20 @@ def _body(body: object, kind: str, ident: str, id_field: str) -> dict[str, Any]:
     return {**body, id_field: ident}
 
 
+def _cache_reachable(r: redis.Redis) -> None:
+    """Raise the Redis error (ConnectionError, TimeoutError...) now, before the database
+    is touched, when the cache cannot be written. A Redis lost in the instant between
+    the commit and the cache's write still leaves the row changed and the cache behind
+    until the next load or restart."""
+    r.ping()
+
+
 def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str,
              body: object, now: datetime, *, actor: str = API_ACTOR) -> Change:
-    """Create or update one case as `directory load` would; RecordError when it is bad."""
+    """Create or update one case as `directory load` would; RecordError when it is bad,
+    Redis's or SQLAlchemy's error when either is down (then nothing changed)."""
     record = _body(body, "case", number, "number")
+    _cache_reachable(r)
     with session_factory() as db, db.begin():
         row = db.get(Case, number)
         before = case_record(row) if row is not None else None
@@ -127,8 +141,11 @@ def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str
 def put_contact(session_factory: sessionmaker[Session], r: redis.Redis, contact_id: str,
                 body: object, now: datetime, *, pepper: str | None = None,
                 actor: str = API_ACTOR) -> Change:
-    """Create or update one contact as `directory load` would (its PIN only ever hashed)."""
+    """Create or update one contact as `directory load` would (its PIN only ever hashed);
+    RecordError when it is bad, Redis's or SQLAlchemy's error when either is down (then
+    nothing changed)."""
     record = _body(body, "contact", contact_id, "id")
+    _cache_reachable(r)
     with session_factory() as db, db.begin():
         row = db.get(Contact, contact_id)
         before = contact_record(row) if row is not None else None
@@ -153,6 +170,7 @@ def put_contact(session_factory: sessionmaker[Session], r: redis.Redis, contact_
 def close_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str,
                now: datetime, *, actor: str = API_ACTOR) -> Change | None:
     """Close a case (status `closed`); None when there is no such case."""
+    _cache_reachable(r)
     with session_factory() as db, db.begin():
         case = db.get(Case, number)
         if case is None:
@@ -171,6 +189,7 @@ def deactivate_contact(session_factory: sessionmaker[Session], r: redis.Redis,
                        contact_id: str, now: datetime, *,
                        actor: str = API_ACTOR) -> Change | None:
     """Deactivate a contact: their number and PIN identify nobody; None when unknown."""
+    _cache_reachable(r)
     with session_factory() as db, db.begin():
         contact = db.get(Contact, contact_id)
         if contact is None:

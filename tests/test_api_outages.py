@@ -1,0 +1,149 @@
+"""The operators' API while Redis or the database is down: every endpoint answers,
+none with a 500; what needs the missing store is a 503 naming it, in the API's
+error shape (`{"error": ...}`, plus `unavailable`), with `Retry-After`; and a
+write refused so changed nothing, in the database or in the cache.
+
+Both go down for real: a Redis server of the test's own is stopped; the SQLite
+database's folder is moved away (every new connection then fails, as with a stopped
+server; see tests/test_drills.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from caseline.embedded_redis import start_server, wait_until_up
+from directory import keys
+from directory.models import AuditEntry, Case, Contact
+from ivr import create_app
+from tests.conftest import API_TOKEN, close_app, free_port
+
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+NEW_CASE = {"district": "D100", "owner": "A7", "status": "open", "priority": "high",
+            "product": "campus"}
+PAT = {"name": "Pat Lee", "district": "D100", "phone": "+16125550199", "pin": "1357",
+       "last_active": "2026-10-01"}
+WINDOW = {"start": "2026-12-12T00:00:00-06:00", "end": "2026-12-12T04:00:00-06:00",
+          "outage": True, "note": ""}
+
+READS = [
+    ("GET", "/api/advisors", None),
+    ("GET", "/api/queues", None),
+    ("GET", "/api/stats", None),
+    ("GET", "/api/cases/2024117/calls", None),
+    ("GET", "/api/announcement", None),
+    ("GET", "/api/maintenance", None),
+]
+WRITES = [
+    ("PUT", "/api/advisors/A7/status", {"status": "available"}),
+    ("PUT", "/api/advisors/A2/status", {"status": "offline"}),
+    ("PUT", "/api/cases/2024117", {**NEW_CASE, "owner": "A2"}),
+    ("PUT", "/api/cases/2024555", NEW_CASE),
+    ("DELETE", "/api/cases/2024117", None),
+    ("PUT", "/api/contacts/5001", PAT),
+    ("DELETE", "/api/contacts/5001", None),
+    ("POST", "/api/contacts/5001/unlock", None),
+    ("PUT", "/api/announcement", {"text": "Gradebook is slow", "active": True}),
+    ("PUT", "/api/maintenance", [WINDOW]),
+    ("POST", "/api/advisors/A7/colleague", {"phone": "+16515550150"}),
+    ("DELETE", "/api/advisors/A7/colleague", None),
+]
+# What the database alone serves: nothing else can answer them.
+NEEDS_THE_DATABASE = {"/api/advisors", "/api/stats", "/api/cases/2024117/calls"}
+# The directory's writes (the database is their truth).
+DIRECTORY_WRITES = {"/api/cases/2024117", "/api/cases/2024555", "/api/contacts/5001",
+                    "/api/maintenance"}
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """The SQLite database in a folder of its own, so the test can take the folder away."""
+    return f"sqlite:///{tmp_path / 'db' / 'caseline.db'}"
+
+
+def send(client, method: str, path: str, body: object):
+    """One API request with the bearer token."""
+    return client.open(path, method=method, json=body, headers=API)
+
+
+def assert_unavailable(response, store: str) -> None:
+    """A 503 in the API's error shape, naming `store`."""
+    assert response.status_code == 503, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["unavailable"] == store
+    assert isinstance(body["error"], str) and body["error"]
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def directory_state(desk) -> dict[str, object]:
+    """What a refused write must leave alone: the case, the contact, the audit."""
+    with desk.session_factory() as db:
+        cases = {c.number: (c.owner_id, c.status, c.priority) for c in db.scalars(select(Case))}
+        contact = db.get(Contact, "5001")
+        return {"cases": cases,
+                "contact": (contact.phone, contact.pin_hash, contact.deactivated),
+                "audit": db.scalars(select(AuditEntry.id)).all()}
+
+
+def test_database_down_reads_answer_503_and_writes_change_nothing(
+        client, app, desk, engine, lakeview, tmp_path):
+    before = directory_state(desk)
+    cached_case = desk.r.hgetall(keys.case("2024117"))
+    # No connection kept open into the old folder: the app's nor the test's.
+    app.extensions["caseline.engine"].dispose()
+    engine.dispose()
+    folder, away = tmp_path / "db", tmp_path / "db-away"
+    folder.rename(away)
+    try:
+        for method, path, body in READS + WRITES:
+            response = send(client, method, path, body)
+            assert response.status_code != 500, (method, path, response.get_data(as_text=True))
+            assert response.is_json, (method, path)
+            if path in NEEDS_THE_DATABASE or (method != "GET" and path in DIRECTORY_WRITES):
+                assert_unavailable(response, "database")
+        # Presence and queues live in Redis: they go on without the database.
+        assert send(client, "GET", "/api/queues", None).status_code == 200
+        assert not folder.exists()  # nothing recreated an empty database meanwhile
+    finally:
+        away.rename(folder)
+    assert directory_state(desk) == before
+    assert desk.r.hgetall(keys.case("2024117")) == cached_case
+    assert send(client, "GET", "/api/stats", None).status_code == 200
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, object]]:
+    """A redis-server of this test's own (the one the test stops): its URL and process."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    process = start_server(tmp_path / "own-redis", port=port)
+    wait_until_up(url)
+    yield url, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_redis_down_every_endpoint_answers_503_and_writes_change_nothing(
+        settings, desk, lakeview, own_redis, request):
+    url, process = own_redis
+    app = create_app(settings.with_changes(redis_url=url))
+    request.addfinalizer(lambda: close_app(app))
+    client = app.test_client()
+    before = directory_state(desk)
+    process.terminate()
+    process.wait(timeout=10)
+
+    for method, path, body in READS + WRITES:
+        response = send(client, method, path, body)
+        if path == "/api/cases/2024117/calls":  # the call logs are the database's alone
+            assert response.status_code == 200
+            continue
+        assert_unavailable(response, "redis")
+    # The database is the directory's truth: a case or contact refused is not in it
+    # either (the cache the calls read would not have had it).
+    assert directory_state(desk) == before
