@@ -1,7 +1,8 @@
 """The operators' API while Redis or the database is down: every endpoint answers,
 none with a 500; what needs the missing store is a 503 naming it, in the API's
 error shape (`{"error": ...}`, plus `unavailable`), with `Retry-After`; and a
-write refused so changed nothing, in the database or in the cache.
+write refused so changed nothing, in the database or in the cache. Redis back
+empty under the running app: the queues and the stats still list every team.
 
 Both go down for real: a Redis server of the test's own is stopped; the SQLite
 database's folder is moved away (every new connection then fails, as with a stopped
@@ -147,3 +148,28 @@ def test_redis_down_every_endpoint_answers_503_and_writes_change_nothing(
     # The database is the directory's truth: a case or contact refused is not in it
     # either (the cache the calls read would not have had it).
     assert directory_state(desk) == before
+
+
+@pytest.fixture
+def more_teams(directory) -> None:
+    """Lakeview, and a Food Service advisor: three teams in the directory."""
+    directory.advisor("A5", ["food-service"], phone="+16515550105")
+    directory.load()
+
+
+def test_redis_back_empty_queues_and_stats_list_every_team_with_zeros(
+        client, desk, lakeview, more_teams, r):
+    teams = ["food-service", "general", "hosting"]
+    assert sorted(send(client, "GET", "/api/queues", None).get_json()) == teams
+    r.flushdb()  # Redis back empty (flushed, or restarted without its data)
+
+    assert send(client, "GET", "/api/queues", None).get_json() == dict.fromkeys(teams, [])
+    r.flushdb()  # again: the stats rebuild it themselves
+    stats = send(client, "GET", "/api/stats", None).get_json()
+    assert sorted(stats) == teams
+    for figures in stats.values():
+        assert (figures["waiting"], figures["longest_wait_seconds"], figures["answered"],
+                figures["abandoned"]) == (0, 0.0, 0, 0)
+    # The cache is whole again: the advisors back (offline), the directory marked loaded.
+    assert r.exists(keys.directory_loaded())
+    assert r.hget(keys.advisor("A5"), "status") == "offline"
