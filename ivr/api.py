@@ -21,7 +21,6 @@ from ivr.context import (
     base_url,
     desk,
     initial_maintenance_windows,
-    maintenance_windows,
     now,
     now_ms,
 )
@@ -261,8 +260,10 @@ def deactivate_contact(contact_id: str) -> tuple[Response, int]:
 
 @bp.get("/maintenance")
 def get_maintenance() -> Response:
-    """The posted maintenance windows: start, end (Central, with offset) and outage."""
-    return jsonify(maintenance.as_api(maintenance_windows()))
+    """The posted maintenance windows: start, end (Central, with offset) and outage; a
+    503 rather than the file's windows when only the database knows the posted ones."""
+    return jsonify(maintenance.as_api(maintenance.posted_windows(
+        desk(), initial_maintenance_windows(), file_if_database_down=False)))
 
 
 @bp.put("/maintenance")

@@ -173,3 +173,20 @@ def test_redis_back_empty_queues_and_stats_list_every_team_with_zeros(
     # The cache is whole again: the advisors back (offline), the directory marked loaded.
     assert r.exists(keys.directory_loaded())
     assert r.hget(keys.advisor("A5"), "status") == "offline"
+
+
+def test_maintenance_read_while_the_database_is_down_never_answers_the_files_windows(
+        client, app, desk, engine, lakeview, tmp_path, r):
+    # Posted through the API, then Redis loses its copy (flushed, restarted empty).
+    assert send(client, "PUT", "/api/maintenance", [WINDOW]).status_code == 200
+    r.delete(keys.posted_maintenance())
+    app.extensions["caseline.engine"].dispose()
+    engine.dispose()
+    folder, away = tmp_path / "db", tmp_path / "db-away"
+    folder.rename(away)
+    try:
+        # The posted windows are in the database alone: not the file's instead.
+        assert_unavailable(send(client, "GET", "/api/maintenance", None), "database")
+    finally:
+        away.rename(folder)
+    assert send(client, "GET", "/api/maintenance", None).get_json() == [WINDOW]
