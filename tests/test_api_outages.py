@@ -11,15 +11,18 @@ server; see tests/test_drills.py).
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from caseline.embedded_redis import start_server, wait_until_up
-from directory import keys
-from directory.models import AuditEntry, Case, Contact
+from directory import cache_directory, keys
+from directory.models import AuditEntry, Case, Contact, PostedMaintenance
 from ivr import create_app
 from tests.conftest import API_TOKEN, close_app, free_port
 
@@ -81,12 +84,14 @@ def assert_unavailable(response, store: str) -> None:
 
 
 def directory_state(desk) -> dict[str, object]:
-    """What a refused write must leave alone: the case, the contact, the audit."""
+    """What a refused write must leave alone: the cases, the contact, the posted
+    maintenance windows, the audit."""
     with desk.session_factory() as db:
         cases = {c.number: (c.owner_id, c.status, c.priority) for c in db.scalars(select(Case))}
         contact = db.get(Contact, "5001")
         return {"cases": cases,
                 "contact": (contact.phone, contact.pin_hash, contact.deactivated),
+                "maintenance": db.scalars(select(PostedMaintenance.windows)).all(),
                 "audit": db.scalars(select(AuditEntry.id)).all()}
 
 
@@ -116,28 +121,42 @@ def test_database_down_reads_answer_503_and_writes_change_nothing(
     assert send(client, "GET", "/api/stats", None).status_code == 200
 
 
+class OwnRedis:
+    """A redis-server of the test's own, which it stops and starts again (empty: the
+    embedded server persists nothing) on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = start_server(self.folder, port=self.port)
+        wait_until_up(self.url)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[tuple[str, object]]:
-    """A redis-server of this test's own (the one the test stops): its URL and process."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    process = start_server(tmp_path / "own-redis", port=port)
-    wait_until_up(url)
-    yield url, process
-    if process.poll() is None:
-        process.terminate()
-        process.wait(timeout=10)
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_redis_down_every_endpoint_answers_503_and_writes_change_nothing(
         settings, desk, lakeview, own_redis, request):
-    url, process = own_redis
-    app = create_app(settings.with_changes(redis_url=url))
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
     request.addfinalizer(lambda: close_app(app))
     client = app.test_client()
     before = directory_state(desk)
-    process.terminate()
-    process.wait(timeout=10)
+    own_redis.stop()
 
     for method, path, body in READS + WRITES:
         response = send(client, method, path, body)
@@ -190,3 +209,23 @@ def test_maintenance_read_while_the_database_is_down_never_answers_the_files_win
     finally:
         away.rename(folder)
     assert send(client, "GET", "/api/maintenance", None).get_json() == [WINDOW]
+
+
+def test_redis_restarted_empty_under_the_app_queues_and_stats_list_every_team(
+        settings, desk, lakeview, own_redis, request):
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
+    client = app.test_client()
+    # As `caseline serve` does at its start: the directory cached in its Redis.
+    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    request.addfinalizer(cached.close)
+    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    assert sorted(send(client, "GET", "/api/queues", None).get_json()) == ["general", "hosting"]
+
+    own_redis.stop()
+    own_redis.start()  # back, with nothing in it; the app was never restarted
+
+    assert send(client, "GET", "/api/queues", None).get_json() == {"general": [], "hosting": []}
+    stats = send(client, "GET", "/api/stats", None).get_json()
+    assert sorted(stats) == ["general", "hosting"]
+    assert all(figures["waiting"] == 0 for figures in stats.values())
