@@ -229,3 +229,30 @@ def test_redis_restarted_empty_under_the_app_queues_and_stats_list_every_team(
     stats = send(client, "GET", "/api/stats", None).get_json()
     assert sorted(stats) == ["general", "hosting"]
     assert all(figures["waiting"] == 0 for figures in stats.values())
+
+
+def test_redis_read_only_a_refused_directory_write_changed_nothing(
+        settings, desk, lakeview, own_redis, request):
+    """Redis answers but takes no write (a primary demoted to a replica mid-failover,
+    Redis's own READONLY): each directory write is 503 and neither the database nor the
+    cache changed; once Redis takes writes again, the same request goes through."""
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
+    client = app.test_client()
+    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    request.addfinalizer(cached.close)
+    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    before, case_before = directory_state(desk), cached.hgetall(keys.case("2024117"))
+    # A replica of a primary that is not there: it keeps its data, refuses writes.
+    cached.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+    try:
+        for method, path, body in WRITES:
+            if path in DIRECTORY_WRITES:
+                assert_unavailable(send(client, method, path, body), "redis")
+        assert directory_state(desk) == before
+        assert cached.hgetall(keys.case("2024117")) == case_before
+    finally:
+        cached.execute_command("REPLICAOF", "NO", "ONE")
+    moved = send(client, "PUT", "/api/cases/2024117", {**NEW_CASE, "owner": "A2"})
+    assert moved.status_code == 200, moved.get_data(as_text=True)
+    assert cached.hget(keys.case("2024117"), "owner") == "A2"
