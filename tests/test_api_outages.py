@@ -4,9 +4,10 @@ error shape (`{"error": ...}`, plus `unavailable`), with `Retry-After`; and a
 write refused so changed nothing, in the database or in the cache. Redis back
 empty under the running app: the queues and the stats still list every team.
 
-Both go down for real: a Redis server of the test's own is stopped; the SQLite
-database's folder is moved away (every new connection then fails, as with a stopped
-server; see tests/test_drills.py).
+Both go down for real: a Redis server of the test's own is stopped (or made a
+replica of nothing: it answers, but refuses every write), then started again empty;
+the SQLite database's folder is moved away (every new connection then fails, as with
+a stopped server; see tests/test_drills.py).
 """
 
 from __future__ import annotations
