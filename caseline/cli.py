@@ -338,7 +338,8 @@ def advisors_sign_out(advisor_id: str) -> None:
 @click.option("--expect", type=click.Choice(["advisor", "queue", "voicemail", "hangup"]),
               default=None, help="Exit 0 only if the call ends this way (else 1).")
 @click.option("--url", default=None,
-              help="caseline's base URL (PUBLIC_BASE_URL, else http://127.0.0.1:$PORT).")
+              help="Where to send the requests (PUBLIC_BASE_URL, else "
+                   "http://127.0.0.1:$PORT); signed over PUBLIC_BASE_URL when it is set.")
 @click.option("--token", default=None, help="Auth token to sign with (TWILIO_AUTH_TOKEN).")
 @click.option("--to", "to_number", default=None, metavar="NUMBER",
               help="The number called (the support line).")

@@ -1,7 +1,8 @@
 """`caseline call`: a caller in the terminal, talking to a running caseline.
 
-Posts what Twilio posts (signed with TWILIO_AUTH_TOKEN) to the service at
-PUBLIC_BASE_URL (else http://127.0.0.1:$PORT), walks the TwiML with
+Posts what Twilio posts (signed with TWILIO_AUTH_TOKEN over PUBLIC_BASE_URL, as the
+service checks it) to the service at `url` (else PUBLIC_BASE_URL, else
+http://127.0.0.1:$PORT), walks the TwiML with
 `twilio_side.Caller` and prints what the caller hears. With keys it
 runs unattended (and `expect` turns the outcome into the exit status);
 without, it asks the user for each key press and to play the advisor's
@@ -423,6 +424,12 @@ def run_call(
               "colleague through the API)", file=err)
         return 2
     base_url = opts.url or settings.public_base_url or f"http://127.0.0.1:{settings.port}"
+    # The service checks each signature over its PUBLIC_BASE_URL (a path prefix
+    # included) + the path: the URL Twilio requested. So the caller signs over
+    # PUBLIC_BASE_URL too, and `--url` says only where the requests go (the host
+    # behind the proxy, say); the transport maps every URL under PUBLIC_BASE_URL
+    # (TwiML's, the REST redirects') onto it.
+    signed_base = settings.public_base_url or base_url
     token = opts.token or settings.twilio_auth_token
     if not token:
         print("caseline call: no TWILIO_AUTH_TOKEN: requests go unsigned", file=err)
@@ -439,6 +446,8 @@ def run_call(
     link = HttpLink(emulator) if emulator else None
     max_wait = opts.max_wait if opts.max_wait is not None else 300.0
     terminal.say(f"calling {base_url} from {opts.from_number} to {opts.to}")
+    if signed_base.rstrip("/") != base_url.rstrip("/"):
+        terminal.say(f"(signed as Twilio would reach it: {signed_base.rstrip('/')})")
     if link is None:
         terminal.say("(no Twilio emulator: a caller who must wait will not be connected)")
     if not unattended:
@@ -447,7 +456,7 @@ def run_call(
     hand = (ColleagueAdder(base_url, settings.api_token or "", opts.colleague, terminal.say)
             if opts.colleague else None)
     on_call = opts.on_call if opts.on_call is not None else (2.0 if hand else 0.0)
-    with HttpTransport(base_url, auth_token=token) as transport:
+    with HttpTransport(base_url, auth_token=token, public_base_url=signed_base) as transport:
         caller = Caller(
             transport,
             opts.from_number,
@@ -506,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", default=None, help='scripted keys, e.g. "1 2024117#"')
     parser.add_argument("--advisor", choices=ADVISOR_ACTIONS, default=None)
     parser.add_argument("--expect", choices=OUTCOMES, default=None)
-    parser.add_argument("--url", default=None, help="service base URL")
+    parser.add_argument("--url", default=None,
+                        help="where to send the requests (default PUBLIC_BASE_URL); they are "
+                             "signed over PUBLIC_BASE_URL when it is set")
     parser.add_argument("--token", default=None, help="Twilio auth token for signatures")
     parser.add_argument("--to", default=DEFAULT_TO, help="the number called")
     parser.add_argument("--max-wait", dest="max_wait", type=float, default=None)

@@ -24,7 +24,12 @@ from directory.activity import (
     contact_is_active,
     district_contacts,
 )
-from directory.cache import cache_case, cache_directory, update_advisor_teams
+from directory.cache import (
+    cache_case,
+    cache_directory,
+    recache_if_lost,
+    update_advisor_teams,
+)
 from directory.call_logs import calls_on_case
 from directory.catalog import (
     ALL_TEAMS,
@@ -68,6 +73,7 @@ __all__ = [
     "advisor_facts",
     "cache_case",
     "cache_directory",
+    "recache_if_lost",
     "calls_on_case",
     "canonical_product",
     "check_contact_pin",

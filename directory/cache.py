@@ -193,6 +193,19 @@ def cache_directory(
     _drop_retired_contact_fields(redis_client)
 
 
+def recache_if_lost(
+    session_factory: sessionmaker[Session], redis_client: redis.Redis, now: datetime
+) -> bool:
+    """Rebuild the whole directory cache from the database (`cache_directory`) when Redis
+    lost it (no `keys.directory_loaded` marker: flushed, or restarted without its data,
+    under a running service); whether it did. One EXISTS when the cache is there.
+    SQLAlchemy's errors when the database is down and the cache must be rebuilt."""
+    if redis_client.exists(keys.directory_loaded()):
+        return False
+    cache_directory(session_factory, redis_client, now)
+    return True
+
+
 def _drop_retired_contact_fields(redis_client: redis.Redis) -> None:
     """Remove what an earlier release cached on any contact key (PIN hashes above all),
     including keys the rewrite above did not touch (a negative marker, say)."""

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import central_date
 from directory import keys
-from directory.cache import Facts, cache_directory, write_cache
+from directory.cache import Facts, recache_if_lost, write_cache
 from directory.catalog import canonical_product
 from directory.models import Advisor, Case, Contact, District
 from directory.pins import check_pin, hash_pin, needs_rehash
@@ -87,10 +87,8 @@ def refresh_cache(
     session_factory: sessionmaker[Session], redis_client: redis.Redis, facts: Facts, now: datetime
 ) -> None:
     """Write what a load changed into the cache, or all of it when Redis lost the cache."""
-    if not redis_client.exists(keys.directory_loaded()):
-        # Redis lost the cache since the last load: write all of it, not just this document.
-        cache_directory(session_factory, redis_client, now)
-    else:
+    # Redis lost the cache since the last load: write all of it, not just this document.
+    if not recache_if_lost(session_factory, redis_client, now):
         write_cache(redis_client, facts, now)
 
 

@@ -5,11 +5,20 @@ A case or a contact put through the API is validated and upserted exactly as
 document of that one record), written to the database and the Redis cache in
 the same call, and audited (`AuditEntry`) in the same transaction as the
 change. Closing a case and deactivating a contact change one field.
+
+A change reaches the cache inside its transaction, before the commit (`_changing`),
+as the posted maintenance windows do: Redis down or refusing writes (a replica
+mid-failover) rolls it back, so a change answered as failed is nowhere, never saved
+where the calls do not read it. A commit failing after the cache took the change
+drops what was cached, and the calls read the database's record again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,8 +27,9 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import central_date
-from directory.cache import cache_case, cache_contact, contact_facts
-from directory.loading import apply_document, refresh_cache
+from directory import keys
+from directory.cache import Facts, recache_if_lost, write_cache
+from directory.loading import apply_document
 from directory.models import AuditEntry, Case, Contact
 from directory.validation import DirectoryError, Plan, record_id
 
@@ -104,15 +114,58 @@ def _body(body: object, kind: str, ident: str, id_field: str) -> dict[str, Any]:
     return {**body, id_field: ident}
 
 
+@dataclass
+class _Pending:
+    """What a change inside `_changing` will cache: the facts of the rows it changed."""
+
+    facts: Facts = field(default_factory=Facts)
+
+
+@contextmanager
+def _changing(session_factory: sessionmaker[Session], r: redis.Redis,
+              now: datetime) -> Iterator[tuple[Session, _Pending]]:
+    """A transaction for one change, whose body sets `pending.facts`; they are written
+    into the cache after the body, before the commit. Redis's error (down, read-only)
+    then rolls the change back: nothing changed anywhere. A failed commit drops the
+    cached facts (the lookups read the database again). When Redis lost the cache
+    (`recache_if_lost`), it is rebuilt whole after the commit instead."""
+    pending = _Pending()
+    cached = False
+    try:
+        with session_factory() as db, db.begin():
+            yield db, pending
+            db.flush()  # the database's checks first: a refused row is never cached
+            facts = pending.facts
+            if (facts.cases or facts.contacts) and r.exists(keys.directory_loaded()):
+                write_cache(r, facts, now, mark_loaded=False)
+                cached = True
+    except BaseException:
+        if cached:  # the commit failed once the cache had the change
+            with contextlib.suppress(redis.RedisError):
+                r.delete(*_cache_keys(pending.facts))
+        raise
+    if not cached and (pending.facts.cases or pending.facts.contacts):
+        recache_if_lost(session_factory, r, now)
+
+
+def _cache_keys(facts: Facts) -> list[str]:
+    """The cache's keys of some cases' and contacts' facts."""
+    found = [keys.case(case["number"]) for case in facts.cases]
+    for contact in facts.contacts:
+        found += [keys.contact(contact["id"]), keys.contact_by_phone(contact["phone"])]
+    return found
+
+
 def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str,
              body: object, now: datetime, *, actor: str = API_ACTOR) -> Change:
-    """Create or update one case as `directory load` would; RecordError when it is bad."""
+    """Create or update one case as `directory load` would; RecordError when it is bad,
+    Redis's or SQLAlchemy's error when either is down (then nothing changed)."""
     record = _body(body, "case", number, "number")
-    with session_factory() as db, db.begin():
+    with _changing(session_factory, r, now) as (db, pending):
         row = db.get(Case, number)
         before = case_record(row) if row is not None else None
         try:
-            facts, _ = apply_document(db, {"cases": [record]}, Plan(central_date(now)))
+            pending.facts, _ = apply_document(db, {"cases": [record]}, Plan(central_date(now)))
         except DirectoryError as error:
             raise RecordError(_relabel(error.problems, "case", number)) from None
         after = case_record(db.get(Case, number))  # type: ignore[arg-type]
@@ -120,21 +173,23 @@ def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str
         if changes:
             _audit(db, "case", number, "created" if before is None else "updated", changes,
                    now, actor)
-    refresh_cache(session_factory, r, facts, now)
     return Change(after, before is None, changes)
 
 
 def put_contact(session_factory: sessionmaker[Session], r: redis.Redis, contact_id: str,
                 body: object, now: datetime, *, pepper: str | None = None,
                 actor: str = API_ACTOR) -> Change:
-    """Create or update one contact as `directory load` would (its PIN only ever hashed)."""
+    """Create or update one contact as `directory load` would (its PIN only ever hashed);
+    RecordError when it is bad, Redis's or SQLAlchemy's error when either is down (then
+    nothing changed)."""
     record = _body(body, "contact", contact_id, "id")
-    with session_factory() as db, db.begin():
+    with _changing(session_factory, r, now) as (db, pending):
         row = db.get(Contact, contact_id)
         before = contact_record(row) if row is not None else None
         old_hash = row.pin_hash if row is not None else None
         try:
-            facts, _ = apply_document(db, {"contacts": [record]}, Plan(central_date(now)), pepper)
+            pending.facts, _ = apply_document(db, {"contacts": [record]},
+                                              Plan(central_date(now)), pepper)
         except DirectoryError as error:
             raise RecordError(_relabel(error.problems, "contact", contact_id)) from None
         row = db.get(Contact, contact_id)
@@ -146,14 +201,14 @@ def put_contact(session_factory: sessionmaker[Session], r: redis.Redis, contact_
         if changes:
             _audit(db, "contact", contact_id, "created" if before is None else "updated",
                    changes, now, actor)
-    refresh_cache(session_factory, r, facts, now)
     return Change(after, before is None, changes)
 
 
 def close_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str,
                now: datetime, *, actor: str = API_ACTOR) -> Change | None:
-    """Close a case (status `closed`); None when there is no such case."""
-    with session_factory() as db, db.begin():
+    """Close a case (status `closed`); None when there is no such case. Redis's or
+    SQLAlchemy's error when either is down (then nothing changed)."""
+    with _changing(session_factory, r, now) as (db, pending):
         case = db.get(Case, number)
         if case is None:
             return None
@@ -163,24 +218,24 @@ def close_case(session_factory: sessionmaker[Session], r: redis.Redis, number: s
         changes = _changes(before, after)
         if changes:
             _audit(db, "case", number, "closed", changes, now, actor)
-    cache_case(r, case)
+        pending.facts = Facts.of(cases=[case])
     return Change(after, False, changes)
 
 
 def deactivate_contact(session_factory: sessionmaker[Session], r: redis.Redis,
                        contact_id: str, now: datetime, *,
                        actor: str = API_ACTOR) -> Change | None:
-    """Deactivate a contact: their number and PIN identify nobody; None when unknown."""
-    with session_factory() as db, db.begin():
+    """Deactivate a contact: their number and PIN identify nobody; None when unknown.
+    Redis's or SQLAlchemy's error when either is down (then nothing changed)."""
+    with _changing(session_factory, r, now) as (db, pending):
         contact = db.get(Contact, contact_id)
         if contact is None:
             return None
         before = contact_record(contact)
         contact.deactivated = True
         after = contact_record(contact)
-        facts = contact_facts(contact)
         changes = _changes(before, after)
         if changes:
             _audit(db, "contact", contact_id, "deactivated", changes, now, actor)
-    cache_contact(r, facts)
+        pending.facts = Facts.of(contacts=[contact])
     return Change(after, False, changes)

@@ -1,10 +1,18 @@
-"""The operators' and console's JSON API, behind a bearer token."""
+"""The operators' and console's JSON API, behind a bearer token.
+
+Errors are JSON objects with an `error` text: 400, 401, 404, 409, 422 and 502 as
+each view says; 503 with `unavailable` ("redis" or "database") while one of the
+two cannot be reached, so an operator's script can wait and retry.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from flask import Blueprint, Response, abort, jsonify, request
+from sqlalchemy import exc as database_errors
 
 import directory
 from directory import records
@@ -13,10 +21,10 @@ from ivr.context import (
     base_url,
     desk,
     initial_maintenance_windows,
-    maintenance_windows,
     now,
     now_ms,
 )
+from ivr.metrics import count_error
 from ivr.security import api_token_ok
 from routing import availability, conference, lockout, maintenance, presence
 from routing.announcement import current_announcement, set_announcement
@@ -25,6 +33,21 @@ from routing.stats import team_stats
 from routing.waiting import waiting_callers
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+log = logging.getLogger(__name__)
+
+# What Redis raises while it cannot be reached or cannot take writes yet (a server still
+# loading its data, a replica not yet promoted). Any other Redis error is a bug: a 500.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
+    redis.exceptions.MasterDownError)
+# What SQLAlchemy raises while the database cannot be reached, or stays locked past its
+# timeout. An IntegrityError or a ProgrammingError is a bug: a 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    database_errors.OperationalError, database_errors.InterfaceError,
+    database_errors.DisconnectionError, database_errors.TimeoutError)
+# How soon (s) a refused request may be tried again: the console's pages poll as often.
+RETRY_UNAVAILABLE_SECONDS = 3
 
 
 @bp.before_request
@@ -57,6 +80,23 @@ def _json_body() -> dict[str, Any]:
 def client_error(exc: Any) -> tuple[Response, int]:
     """Errors as JSON."""
     return jsonify({"error": getattr(exc, "description", str(exc))}), exc.code
+
+
+def unavailable(exc: Exception) -> tuple[Response, int, dict[str, str]]:
+    """503 `{"error": "...", "unavailable": "redis" | "database"}` with `Retry-After`
+    (seconds) when Redis or the database cannot be reached. The error's class only:
+    its text may name hosts or files; the log has all of it."""
+    store = "redis" if isinstance(exc, redis.RedisError) else "database"
+    count_error(exc)
+    log.warning("API %s %s: %s unavailable: %s", request.method, request.path, store, exc)
+    name = "Redis" if store == "redis" else "the database"
+    body = {"error": f"{name} is unavailable ({type(exc).__name__}): try again shortly",
+            "unavailable": store}
+    return jsonify(body), 503, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}
+
+
+for _unavailable in (*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
+    bp.register_error_handler(_unavailable, unavailable)
 
 
 def _refused(error: records.RecordError) -> tuple[Response, int]:
@@ -220,8 +260,10 @@ def deactivate_contact(contact_id: str) -> tuple[Response, int]:
 
 @bp.get("/maintenance")
 def get_maintenance() -> Response:
-    """The posted maintenance windows: start, end (Central, with offset) and outage."""
-    return jsonify(maintenance.as_api(maintenance_windows()))
+    """The posted maintenance windows: start, end (Central, with offset) and outage; a
+    503 rather than the file's windows when only the database knows the posted ones."""
+    return jsonify(maintenance.as_api(maintenance.posted_windows(
+        desk(), initial_maintenance_windows(), file_if_database_down=False)))
 
 
 @bp.put("/maintenance")

@@ -48,15 +48,20 @@ def _window(stored: dict[str, Any]) -> MaintenanceWindow:
                              stored["kind"], stored.get("note", ""))
 
 
-def posted_windows(desk: Desk, initial: list[MaintenanceWindow]) -> list[MaintenanceWindow]:
+def posted_windows(desk: Desk, initial: list[MaintenanceWindow], *,
+                   file_if_database_down: bool = True) -> list[MaintenanceWindow]:
     """The posted windows now: those stored through the API, else `initial` (the file's).
 
     A call never waits on the database for a notice: when Redis has not cached
     the windows and the database is down, the file's are used for this call.
+    An operator asking what is posted is told the truth or nothing: with
+    `file_if_database_down=False` that case raises SQLAlchemy's error instead.
     """
     try:
         stored = stored_windows(desk.session_factory, desk.r)  # type: ignore[arg-type]
     except SQLAlchemyError:
+        if not file_if_database_down:
+            raise
         log.warning("posted maintenance windows unreadable (database down): using the file's")
         return list(initial)
     return list(initial) if stored is None else [_window(w) for w in stored]

@@ -14,6 +14,7 @@ from directory.models import CallLog
 from routing import lockout, survey
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH
+from routing.waiting import team_names
 
 SERVICE_LEVEL_SECONDS = 15.0
 
@@ -106,7 +107,9 @@ def hourly(
 
 
 def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | None]]:
-    """Every team's service level today plus its live queue.
+    """Every team's service level today plus its live queue: every team of the
+    directory (`routing.waiting.team_names`, the cache rebuilt if Redis lost it), and
+    any other team with calls logged today, zeros where nothing happened.
 
     `failed_verifications_last_hour` is the whole line's (a caller verifies
     before choosing a team), repeated in each team's figures so that every
@@ -114,7 +117,7 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
     """
     figures = service_level(desk.session_factory, now)
     now_ms = int(now.timestamp() * 1000)
-    for team in desk.r.smembers(keys.teams()):
+    for team in team_names(desk, now_ms):  # every team, after Redis came back empty too
         team_figures = figures.setdefault(team, _empty())
         waiting = desk.r.zrange(keys.team_waiting(team), 0, -1, withscores=True)
         team_figures["waiting"] = len(waiting)

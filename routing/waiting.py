@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from config import hours
-from directory import keys
+from directory import keys, recache_if_lost
 from directory.catalog import GENERAL, HOSTING
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, presence
@@ -68,13 +68,27 @@ def _serving_advisors(desk: Desk, team: str) -> int:
     return count
 
 
+def team_names(desk: Desk, now_ms: int) -> list[str]:
+    """Every team, sorted: those of the directory's advisors, and any a caller waited for.
+
+    Redis back empty under a running service knows no team until something writes
+    one: the directory cache is rebuilt from the database first when Redis lost it
+    (`directory.recache_if_lost`, one EXISTS otherwise), so the queues and the stats
+    list every team, with nobody waiting, instead of none. SQLAlchemy's errors when it
+    must be rebuilt and the database is down; `now_ms` in ms since the epoch."""
+    if desk.session_factory is not None:
+        recache_if_lost(desk.session_factory, desk.r, datetime.fromtimestamp(now_ms / 1000, UTC))
+    return sorted(desk.r.smembers(keys.teams()))
+
+
 def waiting_callers(desk: Desk, now_ms: int) -> dict[str, list[dict[str, object]]]:
     """Every team's waiting callers in the order they will be served (GET /api/queues):
     {team: [{"call_sid", "priority", "waiting_seconds" (since first arrival),
-    "case_number", "caller", "district", "callback"}]}; `now_ms` in ms since the epoch."""
+    "case_number", "caller", "district", "callback"}]} (`team_names`: every team, its
+    list empty when nobody waits); `now_ms` in ms since the epoch."""
     return {team: _described(desk, desk.r.zrange(keys.team_waiting(team), 0, -1,
                                                   withscores=True), now_ms)
-            for team in sorted(desk.r.smembers(keys.teams()))}
+            for team in team_names(desk, now_ms)}
 
 
 def queue_heads(desk: Desk, now_ms: int, limit: int) -> dict[str, dict[str, object]]:
@@ -85,7 +99,7 @@ def queue_heads(desk: Desk, now_ms: int, limit: int) -> dict[str, dict[str, obje
     every one of them on each change would cost the line's core more than the
     calls do (~200 ms of CPU a refresh, measured; docs/benchmarks.md).
     """
-    teams = sorted(desk.r.smembers(keys.teams()))
+    teams = team_names(desk, now_ms)
     pipe = desk.r.pipeline(transaction=True)  # the count and the head from one moment
     for team in teams:
         pipe.zcard(keys.team_waiting(team))

@@ -27,6 +27,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -367,6 +368,99 @@ def served_app(settings: Settings, desk) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- behind a reverse proxy, under a path prefix -------------------------------------
+
+PUBLIC = "https://support.example.org"
+PREFIXED = f"{PUBLIC}/caseline"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where Twilio reaches caseline (PUBLIC_BASE_URL), and where its proxy forwards to."""
+
+    public: str
+    url: str
+
+
+@pytest.fixture(params=["strips", "forwards", "no-prefix"])
+def behind_a_proxy(request, settings: Settings, desk) -> Iterator[Deployment]:
+    """caseline deployed behind a reverse proxy, served over real HTTP in this process
+    (docs/deploy.md): PUBLIC_BASE_URL under a path prefix that the proxy strips (it
+    forwards to the host's root) or forwards (to the prefix, which the service is told
+    as SCRIPT_NAME, here by werkzeug's dispatcher); or with no prefix at all."""
+    from werkzeug.exceptions import NotFound
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    port = free_port()
+    public = PUBLIC if request.param == "no-prefix" else PREFIXED
+    app = create_app(settings.with_changes(public_base_url=public))
+    served = app if request.param != "forwards" else DispatcherMiddleware(
+        NotFound(), {"/caseline": app})
+    server = make_server("127.0.0.1", port, served, threaded=True,
+                         request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Deployment(public, f"http://127.0.0.1:{port}"
+                         + ("/caseline" if request.param == "forwards" else ""))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        app.extensions["caseline.engine"].dispose()
+
+
+@pytest.fixture
+def lakeview_line(directory) -> None:
+    """Pat Lee of a hosted district; case 2024117 owned by A7 (general and hosting)."""
+    directory.district("D100", "Lakeview Public Schools", hosted=True)
+    directory.contact("5001", PAT, "D100", "Pat Lee", "2468")
+    directory.advisor("A7", ["general", "hosting"], phone=A7_PHONE)
+    directory.case("2024117", "D100", owner="A7")
+    directory.load()
+
+
+def deployed_settings(deployment: Deployment) -> Settings:
+    """The environment of `caseline call` on the deployment's host: its PUBLIC_BASE_URL."""
+    return Settings(twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+                    public_base_url=deployment.public)
+
+
+def test_url_behind_a_proxy_signs_over_the_public_prefix(behind_a_proxy, lakeview_line, desk):
+    make_available(desk, "A7")
+    out, err = io.StringIO(), io.StringIO()
+    code = run_call(CallOptions(PAT, keys="1 2024117#", expect="advisor",
+                                url=behind_a_proxy.url),
+                    out, io.StringIO(), settings=deployed_settings(behind_a_proxy), err=err)
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert f"outcome: advisor (answered by {A7_PHONE})" in out.getvalue().splitlines()
+    assert "HTTP 403" not in out.getvalue()
+
+
+def test_url_behind_a_proxy_a_waiting_caller_is_redirected_to_the_advisor(
+        behind_a_proxy, lakeview_line, desk, emulator):
+    # The REST redirect names an absolute URL under PUBLIC_BASE_URL: the caller fetches
+    # it through --url, signed over the public URL.
+    out, err = io.StringIO(), io.StringIO()
+    codes: list[int] = []
+    options = CallOptions(PAT, keys="8", advisor="answer", expect="advisor",
+                          url=behind_a_proxy.url, emulator=emulator.url, max_wait=20)
+    caller = threading.Thread(target=lambda: codes.append(run_call(
+        options, out, io.StringIO(), settings=deployed_settings(behind_a_proxy), err=err)))
+    caller.start()
+    deadline = time.monotonic() + 15
+    while "waiting in queue " not in out.getvalue() and caller.is_alive():
+        assert time.monotonic() < deadline, out.getvalue() + err.getvalue()
+        time.sleep(0.05)
+    make_available(desk, "A7")
+    caller.join(timeout=30)
+    assert codes == [0], out.getvalue() + err.getvalue()
+    lines = out.getvalue().splitlines()
+    redirected = f"call redirected by the REST API to {behind_a_proxy.public}/voice/"
+    assert any(s.startswith(redirected) for s in lines), out.getvalue()
+    assert f"outcome: advisor (answered by {A7_PHONE})" in lines
 
 
 FAKE_ESPEAK = """\
