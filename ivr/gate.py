@@ -2,9 +2,9 @@
 
 In this order, each step cheaper than the next and none with a side effect:
 
-1. a route: an unknown `/voice` path (or method) is 404/405 with an empty body
-   (no signature check is owed to a page that does not exist, and no TwiML:
-   the fallback TwiML would tell anyone the fallback number);
+1. a route: an unknown `/voice` path (or method) is 403 unsigned (PRODUCT: every
+   `/voice/*` request without a valid signature), else 404/405, with an empty body
+   either way (no TwiML: the fallback TwiML would tell anyone the fallback number);
 2. the body's shape: a form (`application/x-www-form-urlencoded`) of at most
    128 KiB and 200 fields, checked on the raw bytes before the form is
    parsed or any HMAC computed (413/415, empty body);
@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 
 # Twilio's largest webhooks are a few kB; 64 kB fields must still get TwiML.
 MAX_BODY_BYTES = 128 * 1024
-# Twilio posts a few dozen parameters at most.
-MAX_FIELDS = 200
+# Twilio posts a few dozen parameters at most, but PRODUCT promises TwiML to any input
+# up to 64 kB, repeated parameters included: a 64 KiB form holds at most 32,768
+# fields ("x&" each), so no such form is refused. Beyond that (a 128 KiB body of
+# empty fields), the parser's and the HMAC's work is bounded.
+MAX_FIELDS = 32 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 # The call's first webhook opens its state; the status callback ends it
@@ -78,12 +81,19 @@ def install(app: Flask) -> None:
 
 
 def refuse_unrouted() -> Response | None:
-    """404 (or 405), empty, for a `/voice` URL that matches no webhook."""
+    """For a `/voice` URL that matches no webhook, an empty 403 when it is not signed as
+    Twilio signs (PRODUCT: every `/voice/*` request without a valid signature), else
+    an empty 404 (or 405 for a wrong method). A body that is not a small form is
+    refused as by `admit` (413/415) before any signature is computed."""
     if not request.path.startswith("/voice") or request.routing_exception is None:
         return None
-    code = 405 if isinstance(request.routing_exception, MethodNotAllowed) else 404
-    log.warning("refused %s %s: no such webhook (%d)", request.method, request.path, code)
-    return Response(b"", status=code, mimetype="text/plain")
+    status = refuse_body(request)
+    if status is None:
+        signed = twilio_signature_ok(request, desk().settings)
+        status = 405 if isinstance(request.routing_exception, MethodNotAllowed) else 404
+        status = status if signed else 403
+    log.warning("refused %s %s: no such webhook (%d)", request.method, request.path, status)
+    return Response(b"", status=status, mimetype="text/plain")
 
 
 def refuse_body(req: Request) -> int | None:

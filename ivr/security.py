@@ -59,11 +59,14 @@ def api_token_ok(header: str | None, settings: Settings) -> bool:
 def account_sid_ok(request: Request, settings: Settings) -> bool:
     """Whether the posted AccountSid is ours.
 
-    Twilio posts `AccountSid` with every webhook, so once TWILIO_ACCOUNT_SID is
-    set a missing or different one is refused; with no account configured
-    (local experiments) there is nothing to compare with.
+    Twilio posts `AccountSid` with every webhook, so once TWILIO_ACCOUNT_SID is set
+    a different one is refused. A post without one (or with it empty) is left to the
+    signature, as PRODUCT's contract is: only Twilio holds the auth token. With no
+    account configured (local experiments) there is nothing to compare with.
     """
     if not settings.account_sid_configured:
         return True
     posted = request.form.get("AccountSid", "")
+    if not posted:
+        return True
     return hmac.compare_digest(posted.encode(), settings.twilio_account_sid.encode())

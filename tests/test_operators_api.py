@@ -257,3 +257,14 @@ def test_a_contact_put_back_to_an_older_date_keeps_their_verified_call(client, p
     assert (body["last_active"], body["last_verified_call"]) == ("2026-01-05", "2026-11-24")
     with desk.session_factory() as db:
         assert str(db.get(Contact, "5001").last_activity) == "2026-11-24"
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/api/no-such-thing", 404),
+    ("GET", "/api/contacts/5001", 405),  # only PUT and DELETE there
+    ("POST", "/api/advisors", 405),
+])
+def test_an_unknown_api_path_or_method_answers_json(client, method, path, status):
+    response = api(client, method, path)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["error"]

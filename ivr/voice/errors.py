@@ -34,6 +34,9 @@ def register_error_pages(app: Flask) -> None:
         if request.path == CONSOLE or request.path.startswith(CONSOLE + "/"):
             return failure_page(cause)  # type: ignore[no-any-return]
         if not request.path.startswith("/voice"):
+            if isinstance(exc, HTTPException) and request.path.startswith("/api/"):
+                # An unknown API path or method too (no view ran): JSON, as every answer.
+                return {"error": exc.description or exc.name}, exc.code or 500  # type: ignore[return-value]
             if isinstance(exc, HTTPException):
                 return exc
             log.exception("internal error on %s", request.path)
