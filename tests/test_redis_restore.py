@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
-from caseline.work import RECONCILE_EVERY_SECONDS
-from jobs.queues import Queues
+from caseline.work import RECONCILE_EVERY_SECONDS, DeskWorker
+from jobs.queues import SERIALIZER, Queues
 from tests.conftest import free_port
 from tests.live import new_line, wait_for
 from tests.test_drills import call_logs
@@ -150,3 +150,23 @@ def test_the_reconciler_runs_again_after_redis_was_down_longer_than_its_interval
         line.stop()
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_worker_outlives_redis_going_down_during_its_maintenance(tmp_path: Path):
+    """RQ's work loop ends the worker at an error raised by its maintenance (cleaning
+    its registries), which it runs at start and every minute: Redis restarting at that
+    moment left the line without a worker. The desk's worker logs it and goes on to
+    wait for Redis as it waits for a job."""
+    server, url, _data, _port = drill_redis(tmp_path)
+    connection = redis.Redis.from_url(url)
+    try:
+        worker = DeskWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER)
+        server.kill()
+        server.wait(timeout=10)
+        worker.run_maintenance_tasks()  # Redis gone: no exception ends the worker
+        assert worker.should_run_maintenance_tasks  # still due, once Redis is back
+    finally:
+        connection.close()
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
