@@ -134,23 +134,29 @@ def directory_load(file: Path) -> None:
 
 
 def prepare_service(settings: Settings) -> str:
-    """Create or migrate the database, start Redis if embedded, warm the cache."""
+    """Create or migrate the database, start Redis if embedded, warm the cache, put back
+    the pending callbacks Redis lost."""
     from directory import cache_directory
     from directory.db import make_session_factory
-    from routing.redis_restarts import remember_redis
+    from routing.redis_restarts import remember_redis, restore_pending_callbacks
     from routing.upgrade import index_open_calls, keep_pending_callbacks, upgrade_wrapups
 
     url = _redis_url(settings)
     logging.getLogger("caseline").info("Redis: %s", describe_redis_url(url))
     engine = _migrated_engine(settings)
     client = connect_redis(url)
-    cache_directory(make_session_factory(engine), client, datetime.now(UTC))
+    session_factory = make_session_factory(engine)
+    cache_directory(session_factory, client, datetime.now(UTC))
     # Holds and jobs the previous release left in Redis, in this release's shape.
     job_redis = raw_twin(client)
     now_ms = int(time.time() * 1000)
     upgrade_wrapups(client, job_redis, now_ms)
     index_open_calls(client, now_ms)
     keep_pending_callbacks(client)
+    # Callbacks promised that a Redis started empty (the embedded one keeps nothing) or
+    # from an older snapshot lost: back in their queues, each once however many
+    # processes start together.
+    restore_pending_callbacks(client, session_factory, now_ms)
     # The Redis served from now: a snapshot of it restored later is told by this.
     remember_redis(client)
     job_redis.close()

@@ -127,7 +127,22 @@ def lower_priority(nice: int) -> int:
 
 
 class DeskWorker(SimpleWorker):
-    """RQ's SimpleWorker, whose stop signals reach the thread that acts on them."""
+    """RQ's SimpleWorker, whose stop signals reach the thread that acts on them, and which
+    outlives a Redis restart met during its maintenance."""
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance (cleaning registries, every `MAINTENANCE_EVERY_SECONDS`),
+        with Redis unreachable meanwhile logged, not raised. RQ retries a lost Redis
+        while it waits for a job, but its work loop ends the worker at an error raised
+        here: a Redis restart at that moment (a drill caught one right after the worker
+        started) left the line with no worker, so no reconciler pass nor call log,
+        until something restarted it. The maintenance stays due and runs once the wait
+        for the next job, which waits for Redis, is over."""
+        try:
+            super().run_maintenance_tasks()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("the worker's maintenance lost Redis (%s): run again once it is "
+                        "back", error)
 
     def subscribe(self) -> None:
         """RQ's listener for worker commands, its thread started with the stop signals

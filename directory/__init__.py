@@ -13,6 +13,7 @@ decisions above it. Its rooms:
 * `models`, `db`, `call_logs`: the tables, the connection and schema, the call logs
 * `migrations`: the schema's history (Alembic), run by `db.ensure_schema`
 * `case_numbers`: numbers for the cases the line opens, never twice
+* `pending_callbacks`: callbacks promised and not logged yet, which Redis may lose
 * `accounts`: advisors' console passwords (Argon2id)
 * `keys`, `scripts`: every Redis key, and the one Lua script registry
 

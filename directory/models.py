@@ -1,5 +1,5 @@
-"""The database's tables: the directory (districts, contacts, advisors, cases)
-and the call logs.
+"""The database's tables: the directory (districts, contacts, advisors, cases),
+the call logs, and the callbacks promised and not logged yet.
 
 The database is the source of truth for these; Redis only caches the few
 facts a call needs (see `directory.cache`). Times are stored as UTC and come
@@ -213,6 +213,30 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
+
+
+class PendingCallback(Base):
+    """A callback the desk promised a waiting contact and has not logged yet: what puts
+    it back in its queue should Redis lose it (`routing.redis_restarts`). Written when
+    the contact presses 1 on hold, before the promise; deleted in the transaction that
+    writes the call's log, so at every moment one of the two exists."""
+
+    __tablename__ = "pending_callbacks"
+
+    call_sid: Mapped[str] = mapped_column(String, primary_key=True)
+    contact_id: Mapped[str] = mapped_column(String, nullable=False)
+    district_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    case_number: Mapped[str | None] = mapped_column(String, nullable=True)
+    # The team's queue it waits in, and its place there: the waiting set's score,
+    # priority band x 10^13 + first arrival (ms since the epoch, UTC).
+    team: Mapped[str] = mapped_column(String, nullable=False)
+    wait_score: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    caller: Mapped[str] = mapped_column(String, nullable=False)  # E.164 it called from
+    callback_number: Mapped[str] = mapped_column(String, nullable=False)  # E.164 to dial
+    # The call's hash in Redis as it was asked (text fields): its log's menu path,
+    # verification, start, the line and webhook base the callback is placed from.
+    call: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
 
 
 class AuditEntry(Base):

@@ -10,9 +10,16 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from config import hours
 from directory import keys, recache_if_lost
 from directory.catalog import GENERAL, HOSTING
+from directory.pending_callbacks import (
+    CallbackRequest,
+    forget_pending_callback,
+    record_pending_callback,
+)
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, presence
 from routing.availability import left_on_hold_cycle, note_dequeued
@@ -301,27 +308,57 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
 
     Only as `routing.callbacks` allows (a verified contact, their directory
     phone, a few a day); False (the caller keeps waiting) otherwise. The callback is
-    kept in the same step as the look that the call is not over and still waits
-    (`_KEEP_CALLBACK`); refused there, the day's callback counted for it is given
-    back.
+    first kept in the database (`_kept_in_database`: refused, the caller keeps waiting,
+    when it cannot be), then in Redis in the same step as the look that the call is not
+    over and still waits (`_KEEP_CALLBACK`); refused at either, the day's callback
+    counted for it is given back.
     """
     now = now or datetime.now(UTC)
     call = get_call(desk.r, call_sid)
     if call.get("callback") == "1":
         return True  # confirmed already: a repeat (Twilio's retry) takes no other callback
     team = call.get("waiting_team")
-    if not team or desk.r.zscore(keys.team_waiting(team), call_sid) is None:
+    score = desk.r.zscore(keys.team_waiting(team), call_sid) if team else None
+    if not team or score is None:
         return False  # already being connected
     number = callbacks.callback_number(desk, call)
     if number is None or not callbacks.take_callback(desk, call["contact"], now):
         return False
+    fields = {"callback": "1", "callback_state": "waiting", "callback_number": number}
+    request = CallbackRequest(call_sid, {**call, **fields}, team, int(score), number)
+    if not _kept_in_database(desk, request, now):
+        callbacks.give_back_callback(desk, call["contact"], now)
+        return False
     kept = script(desk.r, _KEEP_CALLBACK)(
         keys=[keys.call(call_sid), keys.call_ended(call_sid)],
-        args=[keys.team_waiting("{}"), call_sid, "callback", "1", "callback_state",
-              "waiting", "callback_number", number], client=desk.r)
+        args=[keys.team_waiting("{}"), call_sid, *(p for f in fields.items() for p in f)],
+        client=desk.r)
     if kept != "taken":
         callbacks.give_back_callback(desk, call["contact"], now)
+        if kept != "already" and desk.session_factory is not None:
+            forget_pending_callback(desk.session_factory, call_sid)
     return kept in ("taken", "already")
+
+
+def _kept_in_database(desk: Desk, request: CallbackRequest, now: datetime) -> bool:
+    """Whether the callback asked for is kept in the database, where a Redis that comes
+    back empty cannot lose it (`routing.redis_restarts.restore_pending_callbacks`); False,
+    logged, when the database cannot be written: a callback that could be lost is not
+    promised.
+
+    The one SQL write of a voice webhook, and only of this one: a callback is asked for
+    rarely (at most `callbacks.MAX_CALLBACKS_PER_DAY` a contact a day), by a caller who
+    has waited already, off the path every call takes."""
+    if desk.session_factory is None:
+        log.error("callback for %s refused: no database to keep it in", request.call_sid)
+        return False
+    try:
+        record_pending_callback(desk.session_factory, request, now)
+    except SQLAlchemyError as exc:
+        log.error("callback for %s refused: the database could not keep it (%s); the "
+                  "caller keeps waiting", request.call_sid, exc)
+        return False
+    return True
 
 
 def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:

@@ -34,7 +34,8 @@ from directory.models import Base
 
 PREVIOUS_RELEASE_SQL = Path(__file__).parent / "data" / "previous-release.sql"
 TABLES = {"districts", "contacts", "advisors", "console_accounts", "cases", "call_logs",
-          "audit_entries", "posted_maintenance", "case_number_counter"}
+          "audit_entries", "posted_maintenance", "case_number_counter",
+          "pending_callbacks"}
 
 
 def _differences(engine: Engine) -> list:
@@ -78,11 +79,11 @@ def test_an_empty_database_gets_every_migration_and_matches_the_models(database_
     try:
         assert schema_revision(engine) is None
         ensure_schema(engine)
-        assert schema_revision(engine) == head_revision() == "0003"
+        assert schema_revision(engine) == head_revision() == "0004"
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         assert _differences(engine) == []
         ensure_schema(engine)  # at head: nothing to do, nothing changes
-        assert schema_revision(engine) == "0003"
+        assert schema_revision(engine) == "0004"
     finally:
         engine.dispose()
 
@@ -99,7 +100,7 @@ def test_alembic_upgrade_head_on_its_own_command_line(database_url, tmp_path):
     finally:
         engine.dispose()
     current = _alembic("current", database_url=database_url, cwd=tmp_path)
-    assert current.returncode == 0 and "0003 (head)" in current.stdout, current.stderr
+    assert current.returncode == 0 and "0004 (head)" in current.stdout, current.stderr
 
 
 def test_alembic_upgrade_head_takes_over_the_previous_releases_database(tmp_path):
@@ -164,7 +165,7 @@ def test_an_older_database_gets_the_missing_migrations_and_keeps_its_rows(databa
                               "VALUES ('D100', 'Lakeview', true)"))
         assert schema_revision(engine) == "0001"
         ensure_schema(engine)
-        assert schema_revision(engine) == "0003"
+        assert schema_revision(engine) == "0004"
         assert _rows(engine, "districts") == [{"id": "D100", "name": "Lakeview", "hosted": True}]
         assert _rows(engine, "case_number_counter") == [{"id": 1, "last_number": 2_000_000}]
     finally:
@@ -178,7 +179,7 @@ def test_a_database_a_newer_release_migrated_is_refused_naming_its_revision(data
         ensure_schema(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = '0042'"))
-        with pytest.raises(SchemaError, match="at migration 0042.*newest is 0003"):
+        with pytest.raises(SchemaError, match="at migration 0042.*newest is 0004"):
             ensure_schema(engine)
         assert schema_revision(engine) == "0042"
     finally:

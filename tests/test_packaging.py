@@ -123,4 +123,4 @@ def test_an_installed_wheel_migrates_a_database_with_alembic(tmp_path):
     assert where.stdout.strip().startswith(str(installed))
     with sqlite3.connect(database) as db:
         [(revision,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert revision == "0003"
+    assert revision == "0004"

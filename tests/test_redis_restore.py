@@ -15,11 +15,12 @@ import pytest
 import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
-from caseline.work import RECONCILE_EVERY_SECONDS
-from jobs.queues import Queues
-from tests.conftest import free_port
+from caseline.work import RECONCILE_EVERY_SECONDS, DeskWorker
+from jobs.queues import SERIALIZER, Queues
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
 from tests.test_drills import call_logs
+from twilio_side import Caller, HttpTransport
 
 # The reconciler job keeps its result this long (s; `caseline.work._schedule`).
 RECONCILE_RESULT_TTL = 60
@@ -150,3 +151,78 @@ def test_the_reconciler_runs_again_after_redis_was_down_longer_than_its_interval
         line.stop()
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_callback_survives_redis_restarting_empty_under_the_running_line(
+        settings, emulator, one_advisor, desk, tmp_path: Path):
+    """The embedded Redis keeps nothing (`--save ""`): Pat asks for a callback and hangs
+    up, then Redis crashes and comes back empty under the running web and worker. The
+    worker's reconciler puts the callback back within a pass, A7 sets themselves
+    available (the directory cache rebuilt with it), is rung for Pat's callback, Pat's
+    directory phone is dialled, and the call has exactly one log."""
+    server, url, _data, port = drill_redis(tmp_path)
+    line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
+
+    def waiting() -> list[str]:
+        return [c["call_sid"] for c in line.api("GET", "/queues").json().get("general", [])]
+
+    try:
+        line.start_web()
+        line.start_worker()
+        started = time.time()
+        # The line has been running: the reconciler has seen this Redis.
+        wait_for("the reconciler's first pass",
+                 lambda: reconciler_passes_since(url, started) > 0, timeout=30)
+        caller = line.caller(PAT, "2 wait:1", extra_params={
+            "StirVerstat": "TN-Validation-Passed-A"})
+        asked = caller.run()
+        assert asked.queued and asked.outcome != "advisor", asked.summary()
+        assert waiting() == [caller.call_sid]  # a callback, kept in its place
+
+        server.kill()  # Redis crashes, and comes back with nothing
+        server.wait(timeout=10)
+        server = start_server(tmp_path / "drill-redis-empty", port=port)
+        wait_until_up(url)
+        wait_for("the callback back in its queue", lambda: waiting() == [caller.call_sid],
+                 timeout=RECONCILE_EVERY_SECONDS * 3)
+
+        line.set_status("A7", "available")
+        [leg] = wait_for("the callback to ring A7", lambda: [
+            c for c in emulator.created_calls if f"call={caller.call_sid}" in (c.url or "")])
+        assert leg.to == A7  # the advisor's phone rings first
+        advisor_leg = Caller(
+            HttpTransport(line.url, auth_token=AUTH_TOKEN), "+18005550100", A7,
+            start_url=leg.url, direction="outbound-api", call_sid=leg.sid, keys=["1"],
+            advisor_policy={PAT: "answer"}, account_sid=ACCOUNT_SID,
+            status_path=leg.status_callback, talk_seconds=30).run()
+        assert advisor_leg.dialed == [PAT] and advisor_leg.outcome == "advisor", \
+            advisor_leg.summary()
+        wait_for("the callback's log", lambda: call_logs(desk, [caller.call_sid]),
+                 timeout=20)
+        time.sleep(1)  # a second log, if any, would land by now
+        assert call_logs(desk, [caller.call_sid]) == {caller.call_sid: 1}
+        assert waiting() == []
+    finally:
+        line.stop()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_the_worker_outlives_redis_going_down_during_its_maintenance(tmp_path: Path):
+    """RQ's work loop ends the worker at an error raised by its maintenance (cleaning
+    its registries), which it runs at start and every minute: Redis restarting at that
+    moment left the line without a worker. The desk's worker logs it and goes on to
+    wait for Redis as it waits for a job."""
+    server, url, _data, _port = drill_redis(tmp_path)
+    connection = redis.Redis.from_url(url)
+    try:
+        worker = DeskWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER)
+        server.kill()
+        server.wait(timeout=10)
+        worker.run_maintenance_tasks()  # Redis gone: no exception ends the worker
+        assert worker.should_run_maintenance_tasks  # still due, once Redis is back
+    finally:
+        connection.close()
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)

@@ -34,6 +34,7 @@ from directory import cache_case, keys
 from directory.activity import touch_contacts
 from directory.cache import cache_contact
 from directory.models import CallLog, Case
+from directory.pending_callbacks import drop_logged_callbacks
 from directory.scripts import script
 from jobs.queues import (
     CALL_LOGS_QUEUED,
@@ -259,6 +260,11 @@ def write_call_logs(desk: Desk, sids: list[str]) -> dict[str, str]:
             try:
                 todo, cases, contacts = _add_call_logs(db, calls, logged, now)
                 amended = _amend_call_logs(db, calls, logged)
+                # A callback's row goes with the writing of its log, in one commit: there
+                # is never a moment with neither (an empty Redis would lose the callback)
+                # nor both for long (it would be put back after its log).
+                drop_logged_callbacks(db, [sid for sid, call in calls.items()
+                                           if call.get("callback") == "1"])
                 db.commit()
             except IntegrityError:
                 # Another job wrote some of them first (a conflict: the next try skips
@@ -507,6 +513,8 @@ def _call_log_row(call_sid: str, call: dict[str, str],
             "too_many_calls": call.get("refused") == TOO_MANY_CALLS,
             **({"callback_not_dialled": call["callback_not_dialled"]}
                if call.get("callback_not_dialled") else {}),
+            # Put back in its queue from the database after Redis lost it.
+            **({"callback_restored": True} if call.get("callback_restored") else {}),
             **({"transcription": call["transcription"]} if call.get("transcription") else {}),
             **_survey_details(call),
             **({"colleagues": conference.colleagues(call)}

@@ -29,12 +29,14 @@ def reconcile() -> dict[str, int]:
     (`check_open_calls`: its counts, `open_calls_*`, join the others). When Redis
     restarted since the last pass (`notice_redis_restart`: a snapshot may have brought
     back calls over and logged since), every open call is due for that check at once
-    (`open_calls_made_due`)."""
+    (`open_calls_made_due`); when it restarted or came back empty, the directory cache
+    is rebuilt and the pending callbacks it lost are put back from the database
+    (`callbacks_restored`)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
-    done["open_calls_made_due"] = notice_redis_restart(desk.r, int(now * 1000))
+    done.update(notice_redis_restart(desk.r, int(now * 1000), desk.session_factory))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done
