@@ -81,12 +81,20 @@ def test_insecure_dev_from_the_real_environment_is_an_alias_of_the_flag(serve):
     assert started == []
 
 
-def test_insecure_dev_in_a_dotenv_file_changes_nothing(serve, tmp_path):
+def test_insecure_dev_in_a_dotenv_file_counts_as_in_the_environment(serve, tmp_path):
+    # PRODUCT: configuration comes from the environment, a `.env` file read if present;
+    # the loopback rule still holds (tests/test_dotenv.py runs the real command).
     (tmp_path / ".env").write_text("CASELINE_INSECURE_DEV=1\nPORT=8123\n")
-    settings = Settings.from_env({}, dotenv=tmp_path / ".env")
-    assert settings.port == 8123  # the file is read, ...
-    assert settings.insecure_dev is False  # ... but never for this
-    assert Settings.from_env({"CASELINE_INSECURE_DEV": "1"}, dotenv=tmp_path / ".env").insecure_dev
+    result, started = serve()
+    assert result.exit_code == 0, result.output
+    assert [(s.insecure_dev, s.port) for s in started] == [(True, 8123)]
+    started.clear()
+    result, _ = serve(HOST="0.0.0.0")
+    assert result.exit_code != 0
+    assert "loopback" in result.output
+    assert started == []
+    assert not Settings.from_env({"CASELINE_INSECURE_DEV": "0"},
+                                 dotenv=tmp_path / ".env").insecure_dev  # the environment wins
 
 
 @pytest.mark.parametrize(("command", "variable", "value"), [
