@@ -179,7 +179,13 @@ def prepare_service(settings: Settings) -> str:
 def serve(host: str | None, port: int | None, workers: int, threads: int,
           insecure_dev: bool) -> None:
     """Run the web service under gunicorn."""
-    from caseline.server import account_sid_warning, prepare_metrics_dir, refusal, run_gunicorn
+    from caseline.server import (
+        account_sid_warning,
+        prepare_metrics_dir,
+        refusal,
+        run_gunicorn,
+        unsigned_warning,
+    )
 
     settings = _settings()
     settings = settings.with_changes(
@@ -197,9 +203,9 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
     elif settings.insecure_dev:
         log.warning("insecure dev mode asked for, but TWILIO_AUTH_TOKEN is set: "
                     "webhook signatures are checked")
-    unchecked = account_sid_warning(settings)
-    if unchecked:
-        log.warning(unchecked)
+    for warning in (unsigned_warning(settings), account_sid_warning(settings)):
+        if warning:
+            log.warning(warning)
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
     redis_url = prepare_service(settings)
@@ -213,9 +219,13 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
                    "priority it starts with). Default: 10 (caseline.work.WORKER_NICE).")
 def worker(burst: bool, nice: int | None) -> None:
     """Run the RQ worker (call logs, wrap-up ends) and the reconciler's schedule."""
+    from caseline.server import rest_token_warning
     from caseline.work import WORKER_NICE, run_worker
 
     settings = _settings()
+    warning = rest_token_warning(settings)
+    if warning:
+        logging.getLogger("caseline.worker").warning(warning)
     redis_url = prepare_service(settings)
     run_worker(settings.with_changes(redis_url=redis_url), burst=burst,
                nice=WORKER_NICE if nice is None else nice)

@@ -101,11 +101,34 @@ def refusal(settings: Settings) -> str | None:
     if settings.insecure_dev and not is_loopback(settings.host):
         return (f"insecure dev mode listens on a loopback address only (127.0.0.1, ::1, "
                 f"localhost), not {settings.host!r}")
-    if not settings.twilio_auth_token and not settings.insecure_dev:
-        return ("TWILIO_AUTH_TOKEN is not set, so no webhook could be verified (Twilio would "
-                "hear 403 on every call). Set it, or for a local experiment run "
-                "`caseline serve --insecure-dev` on 127.0.0.1.")
     return None
+
+
+def unsigned_warning(settings: Settings) -> str | None:
+    """What `caseline serve` warns of at start when no webhook can be verified (None:
+    nothing). PRODUCT: without TWILIO_AUTH_TOKEN webhooks refuse to run unsigned, so the
+    service starts (the API, /metrics, /healthz and the console work: an operator can
+    load and watch the desk before the credentials arrive) and every `/voice/*` request
+    is answered 403 with nothing done (`ivr.gate`), unless insecure dev mode is on."""
+    if settings.twilio_auth_token or settings.insecure_dev:
+        return None
+    return ("TWILIO_AUTH_TOKEN is not set: every webhook (/voice/*) will be refused with 403 "
+            "and Twilio's callers will not be answered, and requests to Twilio's REST API "
+            "carry no credentials. Set TWILIO_AUTH_TOKEN, or for a local experiment "
+            "CASELINE_INSECURE_DEV=1 (or --insecure-dev) on a loopback address.")
+
+
+def rest_token_warning(settings: Settings) -> str | None:
+    """What `caseline worker` warns of at start when its requests to Twilio's REST API
+    carry no credentials (None: nothing). The worker checks no signature, so it starts
+    without TWILIO_AUTH_TOKEN; Twilio refuses its requests (callbacks, redirects), each
+    refusal logged naming the variable (`telephony.client`). The local emulator of
+    `make run` and the tests takes requests without one: no warning there."""
+    if settings.twilio_auth_token or is_local_demo(settings):
+        return None
+    return (f"TWILIO_AUTH_TOKEN is not set: requests to Twilio's REST API "
+            f"({settings.twilio_api_url}) carry no credentials and Twilio will refuse them "
+            "(callbacks and redirects fail, each logged)")
 
 
 def is_local_demo(settings: Settings) -> bool:

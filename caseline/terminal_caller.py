@@ -24,7 +24,6 @@ Exit status: 0 the call ended as expected (or no expectation and no error),
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import select
 import shutil
@@ -117,8 +116,8 @@ def _emulator_url(options: CallOptions, settings: Settings) -> str | None:
     """The emulator to poll for REST redirects, if any."""
     if options.emulator:
         return options.emulator
-    if os.environ.get("CASELINE_EMULATOR_URL"):
-        return os.environ["CASELINE_EMULATOR_URL"]
+    if settings.emulator_url:
+        return settings.emulator_url
     api = settings.twilio_api_url
     if api and "api.twilio.com" not in api:
         return api

@@ -10,7 +10,6 @@ and a warning names the file and the key once, so the operator can add it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import tomllib
@@ -41,8 +40,9 @@ class Prompts:
     """Prompt lookup by "section.name", with `{placeholders}` filled in."""
 
     def __init__(self, path: Path | None = None) -> None:
-        """Prompts from `path` (or `CASELINE_PROMPTS`, else the shipped file)."""
-        self.path = Path(path or os.environ.get("CASELINE_PROMPTS") or DEFAULT_PATH)
+        """Prompts from `path` (CASELINE_PROMPTS, read with every setting by
+        `Settings.from_env`), else the shipped file."""
+        self.path = Path(path or DEFAULT_PATH)
         self._lock = threading.Lock()
         self._mtime: float = -1.0
         self._data: dict[str, dict[str, str]] = {}

@@ -83,16 +83,26 @@ class Settings:
     # Signs the console's CSRF tokens (CASELINE_SECRET_KEY); unset: a random key kept in
     # the instance folder, shared by every web process there (ivr.console.secret_key).
     secret_key: str | None = field(default=None, repr=False)
+    # The operators' prompts file (CASELINE_PROMPTS); None: the shipped config/prompts.toml.
+    prompts_path: Path | None = None
+    # For `caseline call` only: the REST emulator that delivers redirects to the terminal
+    # caller (CASELINE_EMULATOR_URL); None: TWILIO_API_URL unless it is Twilio's.
+    emulator_url: str | None = None
 
     @classmethod
     def from_env(
         cls, environ: dict[str, str] | None = None, dotenv: Path | None = None
     ) -> Settings:
-        """Build settings from `environ` (default `os.environ`) over `.env`.
+        """Build settings from `environ` (default `os.environ`) over `.env` (`dotenv`,
+        default `.env` in the working directory): every variable is read the same way,
+        the environment winning over the file. Raises SettingsError naming a variable
+        whose value caseline cannot use.
 
-        Insecure dev mode is never read from `.env` (a file left in a working
-        directory must not turn off signature checks): only from the real
-        environment, or `caseline serve --insecure-dev`.
+        CASELINE_INSECURE_DEV too (PRODUCT: configuration comes from the environment,
+        a `.env` file read if present): what keeps a forgotten file from turning off
+        signature checks in production is elsewhere. It lets unsigned webhooks through
+        only while TWILIO_AUTH_TOKEN is unset, and `caseline serve` refuses to listen
+        on any address but loopback with it (`caseline.server.refusal`).
         """
         real = dict(os.environ if environ is None else environ)
         env = dict(_read_dotenv(dotenv or Path.cwd() / ".env"))
@@ -115,7 +125,7 @@ class Settings:
             oncall_number=get("CASELINE_ONCALL_NUMBER"),
             wrapup_seconds=_int(get, "CASELINE_WRAPUP_SECONDS", 30),
             overflow_seconds=_int(get, "CASELINE_OVERFLOW_SECONDS", 120),
-            insecure_dev=real.get("CASELINE_INSECURE_DEV") == "1",
+            insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
             port=_int(get, "PORT", 8000),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
@@ -129,6 +139,8 @@ class Settings:
             console_streams=_int(get, "CASELINE_CONSOLE_STREAMS", 2),
             pin_pepper=get("CASELINE_PIN_PEPPER"),
             secret_key=get("CASELINE_SECRET_KEY"),
+            prompts_path=Path(prompts) if (prompts := get("CASELINE_PROMPTS")) else None,
+            emulator_url=get("CASELINE_EMULATOR_URL"),
         )
 
     def with_changes(self, **changes: object) -> Settings:

@@ -209,11 +209,16 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
         if isinstance(record, dict):
             _check_advisor(record, _label("advisors", index, record), problems, plan)
 
+    # Each record's own phone, by its place in the section: a repeated id (itself a
+    # problem) must not hide, or misplace, the phone clash of a record after it.
+    phones: dict[int, str] = {}
     for index, record in enumerate(sections["contacts"]):
         if isinstance(record, dict):
-            _check_contact(record, _label("contacts", index, record), known_districts,
-                           problems, plan)
-    _check_phone_conflicts(sections["contacts"], problems, plan)
+            phone = _check_contact(record, _label("contacts", index, record),
+                                   known_districts, problems, plan)
+            if phone is not None:
+                phones[index] = phone
+    _check_phone_conflicts(sections["contacts"], phones, problems, plan)
 
     for index, record in enumerate(sections["cases"]):
         if isinstance(record, dict):
@@ -307,16 +312,15 @@ def _check_contact(
     known_districts: set[str],
     problems: list[str],
     plan: Plan,
-) -> None:
-    """Check one contact record."""
+) -> str | None:
+    """Check one contact record; its phone in E.164 (None: missing or bad, noted)."""
     ident = record_id(record.get("id"))
     _text(record, "name", label, problems)
     _check_district(record, label, known_districts, problems)
     phone = _text(record, "phone", label, problems)
-    if phone is not None:
-        e164 = _phone(phone, label, problems)
-        if e164 is not None and ident is not None:
-            plan.phones[ident] = e164
+    e164 = _phone(phone, label, problems) if phone is not None else None
+    if e164 is not None and ident is not None:
+        plan.phones[ident] = e164
     pin = record.get("pin")
     if pin is None:
         if ident is not None and ident not in plan.existing_contacts:
@@ -333,27 +337,36 @@ def _check_contact(
                     "the contact counts as active until 180 days after it", label,
                     last_active, plan.today.isoformat())
     _optional_bool(record, "deactivated", label, problems)
+    return e164
 
 
-def _check_phone_conflicts(records: list[Any], problems: list[str], plan: Plan) -> None:
+def _check_phone_conflicts(records: list[Any], phones: dict[int, str], problems: list[str],
+                           plan: Plan) -> None:
     """Two contacts may not share a phone, counting the database as it will be after the load.
 
-    The problem is reported on the record that takes the phone (new, or changing
-    its phone), not on the contact that already has it.
+    `phones` is each record's E.164 phone by its index in `records`. Every record of
+    the document holds its phone, a repeated id's and an id-less one's too (each is
+    named: `7104`, or `contacts[4]` without an id), so one run names every clash; a
+    database contact the document does not mention keeps its phone. The problem is
+    reported on the record that takes the phone (new, or changing its phone), not on
+    the contact that already has it.
     """
-    final: dict[str, str] = dict(plan.existing_contacts)
-    final.update(plan.phones)
-    holders: dict[str, list[str]] = {}
-    for contact_id, phone in final.items():
-        holders.setdefault(phone, []).append(contact_id)
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
+    mentioned = {record_id(r.get("id")) for r in records if isinstance(r, dict)}
+    holders: dict[str, list[tuple[int | None, str]]] = {}  # phone -> (index, name)
+    for contact_id, phone in plan.existing_contacts.items():
+        if contact_id not in mentioned:
+            holders.setdefault(phone, []).append((None, contact_id))
+    for index, phone in phones.items():
+        name = record_id(records[index].get("id")) or f"contacts[{index}]"
+        holders.setdefault(phone, []).append((index, name))
+    for index, phone in phones.items():
+        record = records[index]
+        ident = record_id(record.get("id"))
+        if ident is not None and plan.existing_contacts.get(ident) == phone:
             continue
-        ident = record_id(record.get("id")) or ""
-        phone = plan.phones.get(ident)
-        if phone is None or plan.existing_contacts.get(ident) == phone:
-            continue
-        others = sorted(other for other in holders.get(phone, []) if other != ident)
+        # Not the record itself, nor another record of its id (that repeat is its own problem).
+        others = sorted({name for at, name in holders[phone]
+                         if at != index and (ident is None or name != ident)})
         if others:
             problems.append(
                 f"{_label('contacts', index, record)}: phone {phone} is already contact "

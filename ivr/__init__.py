@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, prompts: Prompts | None = No
         # When no replica acknowledges in time, answers stop waiting for one until
         # "until" (monotonic seconds): `ivr.voice.hooks.keep_through_a_failover`.
         app.extensions["caseline.replica_pause"] = {"until": 0.0}
-    app.extensions["caseline.prompts"] = prompts or Prompts()
+    app.extensions["caseline.prompts"] = prompts or Prompts(settings.prompts_path)
     app.extensions["caseline.engine"] = engine
     windows, problems = hours.load_posted_windows()
     for problem in problems:

@@ -251,13 +251,21 @@ class Telephony:
                 if outcome is not Outcome.TRANSIENT or delay is None:
                     level = logging.INFO if outcome is Outcome.GONE else logging.ERROR
                     # Twilio's errors quote the number dialed ("Invalid 'To' ...").
-                    log.log(level, "%s: %s after %d tries (%s)", what, outcome.value,
-                            attempt + 1, mask_phones(str(exc)))
+                    log.log(level, "%s: %s after %d tries (%s)%s", what, outcome.value,
+                            attempt + 1, mask_phones(str(exc)), self._missing_token(outcome))
                     return outcome, None
                 log.warning("%s failed (%s); retrying in %.2f s", what, mask_phones(str(exc)),
                             delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _missing_token(self, outcome: Outcome) -> str:
+        """What a refusal's log line adds when TWILIO_AUTH_TOKEN is unset: the services
+        start without it (`caseline serve` refuses webhooks, the worker checks none), so
+        Twilio's 401 is where a missing token shows, and the line names it."""
+        if outcome is Outcome.REFUSED and not self._settings.twilio_auth_token:
+            return ("; TWILIO_AUTH_TOKEN is not set, so the request carried no credentials")
+        return ""
 
     def _seen(self, sign: Callable[[], bool | None], seconds: float) -> bool:
         """Whether `sign` shows within `seconds` (by the clock) from now: read at once,

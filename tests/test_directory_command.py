@@ -98,3 +98,66 @@ def test_a_phone_with_an_extension_is_a_bad_record_not_loaded_without_it(load, d
         assert (f'{record}: phone "{phone}" has an extension, which a callback or a '
                 "caller-ID match cannot use") in done.stderr
     assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def problems_of(done) -> list[str]:
+    """The problems `directory load` printed, one a line, without the summary."""
+    _summary, *problems = done.stderr.splitlines()
+    return [p.strip() for p in problems]
+
+
+def test_a_repeated_id_does_not_hide_the_phone_clash_of_a_later_record(load, desk):
+    # 7106 takes the first 7104's phone; the repeated 7104 has a phone of its own.
+    doc = {"districts": GOOD["districts"],
+           "contacts": [{**GOOD["contacts"][0], "id": "7104", "phone": "+16125557104"},
+                        {**GOOD["contacts"][0], "id": "7104", "phone": "+16125557105"},
+                        {**GOOD["contacts"][0], "id": "7106", "phone": "+16125557104"}]}
+    done = load(doc, "repeats.json")
+    assert done.returncode == 1, done.stderr
+    problems = problems_of(done)
+    assert 'contacts[1] (id 7104): id "7104" repeats contacts[0]' in problems
+    assert ("contacts[2] (id 7106): phone +16125557104 is already contact 7104's"
+            in problems), problems
+    assert contacts(desk) == []
+
+
+def test_one_run_names_every_bad_record_and_every_problem(load, desk):
+    assert load(GOOD).returncode == 0
+    doc = {
+        "districts": [GOOD["districts"][0], {"id": "D200", "name": " "}],
+        "contacts": [
+            {**GOOD["contacts"][0], "id": "7104", "phone": "+16125557104"},
+            {**GOOD["contacts"][0], "id": "7104", "phone": "+16125550101"},  # 5001's phone
+            {**GOOD["contacts"][0], "id": "7106", "phone": "+16125557104", "pin": "1"},
+            {**GOOD["contacts"][0], "id": "7107", "district": "D999",
+             "phone": "+16125557107"},
+            {"name": "No Id", "district": "D100", "phone": "+16125557104", "pin": "2468"},
+        ],
+        "advisors": [GOOD["advisors"][0], {**GOOD["advisors"][0], "teams": ["toasters"]}],
+        "cases": [{**GOOD["cases"][0], "owner": "A99"},
+                  {**GOOD["cases"][0], "district": "D999", "priority": "urgent"}],
+    }
+    done = load(doc, "everything.json")
+    assert done.returncode == 1, done.stderr
+    problems = problems_of(done)
+    for expected in [
+        'districts[1] (id D200): "name" must be a non-empty string',
+        "contacts[0] (id 7104): phone +16125557104 is already contact 7106, contacts[4]'s",
+        'contacts[1] (id 7104): id "7104" repeats contacts[0]',
+        "contacts[1] (id 7104): phone +16125550101 is already contact 5001's",
+        "contacts[2] (id 7106): phone +16125557104 is already contact 7104, contacts[4]'s",
+        "contacts[2] (id 7106): pin must be 4 to 8 digits",
+        'contacts[3] (id 7107): district "D999" does not exist',
+        "contacts[4]: \"id\" is required",
+        "contacts[4]: phone +16125557104 is already contact 7104, 7106's",
+        'advisors[1] (id A7): id "A7" repeats advisors[0]',
+        'cases[0] (number 2024117): owner "A99" is not an advisor',
+        'cases[1] (number 2024117): number "2024117" repeats cases[0]',
+        'cases[1] (number 2024117): district "D999" does not exist',
+    ]:
+        assert expected in problems, (expected, problems)
+    assert any(p.startswith("advisors[1] (id A7): team \"toasters\"") for p in problems)
+    assert any(p.startswith('cases[1] (number 2024117): priority "urgent"') for p in problems)
+    assert done.stderr.splitlines()[0].endswith(
+        f"everything.json: 9 bad record(s), {len(problems)} problem(s); nothing was changed:")
+    assert contacts(desk) == [("5001", "+16125550101")]

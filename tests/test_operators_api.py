@@ -151,6 +151,20 @@ def test_contact_put_hashes_the_pin_and_audits_no_pin(client, phone, desk, lakev
         assert stored not in desk.r.hvals(key)
 
 
+def test_a_contact_put_names_every_problem_the_phone_clash_included(client, desk, lakeview):
+    # The PUT shares `directory load`'s validation: every problem of the body at once.
+    response = api(client, "PUT", "/api/contacts/5002",
+                   {"name": "Sam", "district": "D999", "phone": "+16125550101", "pin": "12"})
+    assert response.status_code == 422
+    problems = response.get_json()["problems"]
+    assert len(problems) == 3, problems
+    assert any("D999" in p for p in problems) and any("pin" in p for p in problems)
+    assert any("+16125550101" in p and "5001" in p for p in problems)
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002") is None
+    assert audit(desk) == []
+
+
 def test_invalid_contact_body_names_the_field(client, desk, lakeview):
     response = api(client, "PUT", "/api/contacts/5002",
                    {"name": "Sam", "district": "D100", "phone": "555-0177", "pin": "12"})
