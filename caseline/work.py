@@ -128,7 +128,15 @@ def lower_priority(nice: int) -> int:
 
 class DeskWorker(SimpleWorker):
     """RQ's SimpleWorker, whose stop signals reach the thread that acts on them, and which
-    outlives a Redis restart met during its maintenance."""
+    outlives a Redis restart met during its maintenance. `stop_asked`: whether a stop
+    signal (or RQ's shutdown command) asked it to stop."""
+
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        """RQ's warm shutdown, noted: a loop that ends without one ended on an error."""
+        self.stop_asked = True
+        super().request_stop(signum, frame)
 
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance (cleaning registries, every `MAINTENANCE_EVERY_SECONDS`),
@@ -171,21 +179,58 @@ def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NI
         )
         cron.start()
     connection = connect_redis(settings.redis_url, decode_responses=False)
+    delay, longest = CRON_RESTART_DELAYS
     try:
-        # Jobs are short, ours and idempotent: run them in this process rather
-        # than forking a work horse per job (tens of ms each). RQ's per-job INFO
-        # lines would log the reconciler every 10 s; jobs log what matters.
-        worker = DeskWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
-                            maintenance_interval=MAINTENANCE_EVERY_SECONDS,
-                            exception_handlers=[count_retry])
-        recovered = recover_abandoned_jobs(worker)
-        if recovered:
-            log.warning("running again %d job(s) left unfinished by a dead worker: %s",
-                        len(recovered), ", ".join(recovered))
-        worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+        while True:
+            try:
+                worker = _work(connection, burst)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                # Lost before RQ's loop began (recovering jobs), or met while waiting below.
+                log.warning("the worker lost Redis (%s): starting again in %.0f s", error,
+                            delay)
+            else:
+                if burst or worker.stop_asked:
+                    return
+                # RQ's loop quits at a Redis error anywhere but its wait for a job (a job
+                # under way, its bookkeeping, the heartbeat), returning as if all were
+                # well: the line would have no call logs, wrap-up ends nor reconciler
+                # until someone restarted the worker.
+                log.error("the worker's loop ended on its own (Redis lost under a job?): "
+                          "starting it again in %.0f s", delay)
+            _sleep_unless_stopped(delay)
+            delay = min(delay * 2, longest)
     finally:
         if cron is not None and cron.is_alive():
             cron.terminate()
+
+
+def _work(connection: redis.Redis, burst: bool) -> DeskWorker:
+    """One RQ worker, working until its loop ends; the worker (`stop_asked` says whether
+    a stop signal ended it). Redis's errors before the loop begins are raised."""
+    # Jobs are short, ours and idempotent: run them in this process rather
+    # than forking a work horse per job (tens of ms each). RQ's per-job INFO
+    # lines would log the reconciler every 10 s; jobs log what matters.
+    worker = DeskWorker(list(Queues.ALL), connection=connection, serializer=SERIALIZER,
+                        maintenance_interval=MAINTENANCE_EVERY_SECONDS,
+                        exception_handlers=[count_retry])
+    recovered = recover_abandoned_jobs(worker)
+    if recovered:
+        log.warning("running again %d job(s) left unfinished by a dead worker: %s",
+                    len(recovered), ", ".join(recovered))
+    worker.work(with_scheduler=True, burst=burst, logging_level="WARNING")
+    return worker
+
+
+def _sleep_unless_stopped(seconds: float) -> None:
+    """Wait `seconds` before the worker starts again; a stop signal meanwhile (RQ's
+    handlers are gone with the loop that installed them) ends the process at once."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, stop)
+    time.sleep(seconds)
 
 
 def recover_abandoned_jobs(worker: SimpleWorker) -> list[str]:

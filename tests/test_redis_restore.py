@@ -16,7 +16,7 @@ import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
 from caseline.work import RECONCILE_EVERY_SECONDS, DeskWorker
-from jobs.queues import SERIALIZER, Queues
+from jobs.queues import SERIALIZER, Queues, queue
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
 from tests.test_drills import call_logs
@@ -226,3 +226,34 @@ def test_the_worker_outlives_redis_going_down_during_its_maintenance(tmp_path: P
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=10)
+
+
+def test_the_worker_starts_again_after_redis_went_away_under_a_job(
+        settings, emulator, one_advisor, tmp_path: Path):
+    """RQ's work loop quits, as if all were well, at a Redis error anywhere but its wait
+    for a job: a job under way when Redis went away (a restart, a failover) ended the
+    `caseline worker` process, and the line had no call logs, wrap-up ends nor
+    reconciler until someone restarted it. The desk's worker starts its loop again once
+    Redis is back."""
+    server, url, data, port = drill_redis(tmp_path)
+    line = new_line(settings.with_changes(redis_url=url), emulator, tmp_path)
+    try:
+        worker = line.start_worker()
+        client = redis.Redis.from_url(url)
+        logs = queue(Queues.CALL_LOGS, client)
+        under_way = logs.enqueue("time.sleep", 3)  # a job as long as a slow database's
+        wait_for("the job under way",
+                 lambda: under_way.id in logs.started_job_registry.get_job_ids())
+        client.shutdown(save=True)  # Redis goes away while the job runs...
+        server.wait(timeout=10)
+        time.sleep(4)  # ...and is still away when the job ends
+        server = start_server(data, port=port)
+        wait_until_up(url)
+        back = time.time()
+        wait_for("a reconciler pass after Redis came back",
+                 lambda: reconciler_passes_since(url, back) > 0, timeout=40)
+        assert worker.alive()
+    finally:
+        line.stop()
+        server.terminate()
+        server.wait(timeout=10)
