@@ -6,16 +6,16 @@ document of that one record), written to the database and the Redis cache in
 the same call, and audited (`AuditEntry`) in the same transaction as the
 change. Closing a case and deactivating a contact change one field.
 
-A change reaches the cache inside its transaction, before the commit (`_changing`),
-as the posted maintenance windows do: Redis down or refusing writes (a replica
-mid-failover) rolls it back, so a change answered as failed is nowhere, never saved
-where the calls do not read it. A commit failing after the cache took the change
-drops what was cached, and the calls read the database's record again.
+A change drops its records from the cache inside its transaction, before the commit,
+and caches them again after it (`_changing`): Redis down or refusing writes (a replica
+mid-failover) rolls it back, so a change answered as failed is nowhere; whatever
+fails after the drop leaves only keys missing, which the calls read from the
+database.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +32,8 @@ from directory.cache import Facts, recache_if_lost, write_cache
 from directory.loading import apply_document
 from directory.models import AuditEntry, Case, Contact
 from directory.validation import DirectoryError, Plan, record_id
+
+log = logging.getLogger(__name__)
 
 # The API's caller, as the audit names it: whoever holds CASELINE_API_TOKEN.
 API_ACTOR = "api"
@@ -124,33 +126,38 @@ class _Pending:
 @contextmanager
 def _changing(session_factory: sessionmaker[Session], r: redis.Redis,
               now: datetime) -> Iterator[tuple[Session, _Pending]]:
-    """A transaction for one change, whose body sets `pending.facts`; they are written
-    into the cache after the body, before the commit. Redis's error (down, read-only)
-    then rolls the change back: nothing changed anywhere. A failed commit drops the
-    cached facts (the lookups read the database again). When Redis lost the cache
-    (`recache_if_lost`), it is rebuilt whole after the commit instead."""
+    """A transaction for one change, whose body sets `pending.facts`. The cache's keys of
+    what it changes are dropped before the commit, and written again after it.
+
+    Redis down or refusing writes (read-only, a replica mid-failover) fails the drop and
+    rolls the change back: nothing changed anywhere (Redis's error is raised). A drop
+    that reaches Redis late (a stall past the client's timeout: the change is refused,
+    yet Redis runs what it had received), or a commit that fails after it, leaves only
+    keys missing, which the lookups read from the database, the committed truth: a
+    change answered as refused is never what calls route by. A rewrite after the commit
+    that fails is logged, not raised (the change is saved; the lookups read it from the
+    database meanwhile). When Redis lost the cache (`recache_if_lost`), it is rebuilt
+    whole instead."""
     pending = _Pending()
-    cached = False
+    with session_factory() as db, db.begin():
+        yield db, pending
+        db.flush()  # the database's checks first: a refused row drops nothing
+        if pending.facts.cases or pending.facts.contacts:
+            r.delete(*_cache_keys(pending.facts))
+    if not (pending.facts.cases or pending.facts.contacts):
+        return
     try:
-        with session_factory() as db, db.begin():
-            yield db, pending
-            db.flush()  # the database's checks first: a refused row is never cached
-            facts = pending.facts
-            if (facts.cases or facts.contacts) and r.exists(keys.directory_loaded()):
-                write_cache(r, facts, now, mark_loaded=False)
-                cached = True
-    except BaseException:
-        if cached:  # the commit failed once the cache had the change
-            with contextlib.suppress(redis.RedisError):
-                r.delete(*_cache_keys(pending.facts))
-        raise
-    if not cached and (pending.facts.cases or pending.facts.contacts):
-        recache_if_lost(session_factory, r, now)
+        if not recache_if_lost(session_factory, r, now):
+            write_cache(r, pending.facts, now, mark_loaded=False)
+    except redis.RedisError as error:
+        log.warning("directory change saved, but not cached (%s): calls read it from the "
+                    "database until it is", error)
 
 
 def _cache_keys(facts: Facts) -> list[str]:
-    """The cache's keys of some cases' and contacts' facts."""
-    found = [keys.case(case["number"]) for case in facts.cases]
+    """The cache's keys of some cases' and contacts' facts, and the phones the contacts
+    no longer have."""
+    found = [keys.case(case["number"]) for case in facts.cases] + list(facts.stale_phone_keys)
     for contact in facts.contacts:
         found += [keys.contact(contact["id"]), keys.contact_by_phone(contact["phone"])]
     return found

@@ -37,10 +37,11 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
 
 # What Redis raises while it cannot be reached or cannot take writes yet (a server still
-# loading its data, a replica not yet promoted). Any other Redis error is a bug: a 500.
+# loading its data, a replica not yet promoted, full under `maxmemory`). Any other Redis
+# error is a bug: a 500.
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
-    redis.exceptions.MasterDownError)
+    redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError)
 # What SQLAlchemy raises while the database cannot be reached, or stays locked past its
 # timeout. An IntegrityError or a ProgrammingError is a bug: a 500.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (

@@ -13,6 +13,8 @@ a stopped server; see tests/test_drills.py).
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +23,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
+import directory
 from caseline.embedded_redis import start_server, wait_until_up
-from directory import cache_directory, keys
+from directory import cache_directory, keys, records
 from directory.models import AuditEntry, Case, Contact, PostedMaintenance
 from ivr import create_app
 from tests.conftest import API_TOKEN, close_app, free_port
@@ -257,3 +260,68 @@ def test_redis_read_only_a_refused_directory_write_changed_nothing(
     moved = send(client, "PUT", "/api/cases/2024117", {**NEW_CASE, "owner": "A2"})
     assert moved.status_code == 200, moved.get_data(as_text=True)
     assert cached.hget(keys.case("2024117"), "owner") == "A2"
+
+
+# A Lua script that keeps Redis busy for 1 s: every other client's commands wait behind it.
+STALL = ("local t = redis.call('TIME'); local s = t[1] * 1e6 + t[2]; "
+         "while true do local n = redis.call('TIME'); "
+         "if n[1] * 1e6 + n[2] - s > 1000000 then break end end; return 1")
+
+
+def test_a_directory_write_that_timed_out_on_redis_is_not_what_calls_read(
+        desk, lakeview, redis_url, request):
+    """Redis stalls past the client's socket timeout (a fork for a snapshot, a slow
+    command) as a case's new owner is written: the change is refused (the API's 503)
+    and the database rolls back, but Redis still runs what it had received once the
+    stall ends. Calls must not route by a change answered as refused: before the
+    commit the cached case is only dropped, so the next lookup reads the database."""
+    slow = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.3)
+    busy = redis.Redis.from_url(redis_url)
+    request.addfinalizer(slow.close)
+    request.addfinalizer(busy.close)
+    stalls: list[threading.Thread] = []
+
+    def stall_first(command):  # the timing only: every command still goes to Redis
+        def stalled(*args, **kwargs):
+            if not stalls:
+                stalls.append(threading.Thread(target=busy.eval, args=(STALL, 0)))
+                stalls[-1].start()
+                time.sleep(0.05)
+            return command(*args, **kwargs)
+        return stalled
+
+    # The stall begins at the change's first write to Redis, whichever it is.
+    for name in ("delete", "pipeline", "hset"):
+        setattr(slow, name, stall_first(getattr(slow, name)))
+    try:
+        with pytest.raises(redis.TimeoutError):  # the API answers it 503
+            records.put_case(desk.session_factory, slow, "2024117",
+                             {**NEW_CASE, "owner": "A2"}, datetime.now(UTC))
+    finally:
+        for stall in stalls:
+            stall.join()
+    time.sleep(0.2)  # whatever Redis held back has run
+    assert directory_state(desk)["cases"]["2024117"][0] == "A7"  # rolled back
+    case = directory.find_case(desk.r, desk.session_factory, "2024117")
+    assert case is not None and case["owner"] == "A7"  # what the next call routes by
+
+
+def test_redis_out_of_memory_is_a_503_and_changes_nothing(
+        settings, desk, lakeview, own_redis, request):
+    """Redis full (`maxmemory`, no eviction) refuses writes: the announcement put then is
+    a 503, as with a read-only Redis, and callers hear what they heard before."""
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
+    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    request.addfinalizer(cached.close)
+    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    client = app.test_client()
+    before = send(client, "GET", "/api/announcement", None).get_json()
+    cached.config_set("maxmemory-policy", "noeviction")
+    cached.config_set("maxmemory", "1")
+    try:
+        assert_unavailable(send(client, "PUT", "/api/announcement",
+                                {"text": "Gradebook is slow", "active": True}), "redis")
+        assert send(client, "GET", "/api/announcement", None).get_json() == before
+    finally:
+        cached.config_set("maxmemory", "0")
