@@ -75,6 +75,10 @@ OVER = {"DialCallStatus": frozenset({"completed"}),
 # more (PRODUCT.md, the survey), so a bare `<Hangup/>`.
 CONVERSATION_OVER = {"DialCallStatus": frozenset({"completed"}),
                      "QueueResult": frozenset({"bridged"})}
+# The caller's own webhooks that follow a conversation (an advisor's leg, a callback's
+# included, still hears its goodbye).
+AFTER_THE_TALK = frozenset({"voice.dial_result", "voice.oncall_result", "voice.queue_result",
+                            "voice.conference_ended"})
 
 
 def install(app: Flask) -> None:
@@ -155,7 +159,8 @@ def lost_call(req: Request, call_sid: str) -> Response:
     conversation just ended (`CONVERSATION_OVER`) hears nothing more (`<Hangup/>`); anyone
     else, or a result that says the call is over (`OVER`), hears a goodbye."""
     over = any(req.form.get(field, "") in values for field, values in OVER.items())
-    talked = any(req.form.get(field, "") in values for field, values in CONVERSATION_OVER.items())
+    talked = req.endpoint in AFTER_THE_TALK and any(
+        req.form.get(field, "") in values for field, values in CONVERSATION_OVER.items())
     p = prompts()
     if req.endpoint in LEAVE_QUEUE:
         reply, what = twiml.leave(), "left the queue to start over"
