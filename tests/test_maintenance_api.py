@@ -163,6 +163,25 @@ def test_an_outage_caller_hears_of_a_posted_no_outage_window_then_reaches_hostin
     assert result.outcome == "advisor" and result.answered_by == "+16515550106"
 
 
+def test_an_outage_caller_the_night_does_not_route_hears_of_the_window_too(
+        client, phone, desk, directory):
+    """A contact of a district not hosted reports an outage during a posted window at
+    night: they hear of the window (PRODUCT.md: callers to option 8 during a posted
+    window hear about it), then how after-hours support works, and leave a message."""
+    directory.district("D200", "Hillside Schools", hosted=False)
+    directory.contact("5002", "+16125550102", "D200", last_active="2026-12-01")
+    directory.load()
+    assert client.put("/api/maintenance", json=[SATURDAY_NIGHT], headers=API).status_code == 200
+    window = MaintenanceWindow(datetime.fromisoformat(SATURDAY_NIGHT["start"]),
+                               datetime.fromisoformat(SATURDAY_NIGHT["end"]), OUTAGE_RISK)
+    notice = maintenance_notice(datetime(2026, 12, 12, 2, tzinfo=CENTRAL), [window])
+    assert notice is not None
+    with at(2026, 12, 12, 2):
+        result = phone.call("+16125550102", "8")
+    assert notice in result.heard()
+    assert result.outcome == "voicemail"
+
+
 def test_every_web_process_sees_the_replacement(client, desk, settings):
     client.put("/api/maintenance", json=[SATURDAY_NIGHT], headers=API)
     other_app = create_app(settings)  # another gunicorn worker, say
