@@ -49,9 +49,10 @@ Maintenance windows (decisions)
     ``load_posted_windows`` and not used. The weekly Wednesday and Thursday
     windows always apply.
 
-    ``maintenance_notice`` speaks about outage-risk, automatic-updates and
-    Windows-updates windows (in that order of importance); no-outage
-    maintenance is not announced to outage callers. Operators' notes are not
+    ``maintenance_notice`` speaks about the window under way, whatever its kind
+    (outage-risk, automatic updates, Windows updates, then no-outage: in that
+    order of importance, when two overlap), with when it ends; else about an
+    outage-risk window starting within 24 hours. Operators' notes are not
     spoken: they are free text for people reading the file.
 """
 
@@ -289,12 +290,19 @@ _NOTICES = {
     "Central; service may be briefly interrupted.",
     WINDOWS_UPDATES: "Windows security updates are under way on hosted servers until {end} "
     "Central; service may be briefly interrupted.",
+    # Last: it interrupts nothing, so any window that may is the one to hear of. Still
+    # said (PRODUCT.md: option 8 callers during a posted window hear about it), so a
+    # caller knows the desk is working on the system and their report is news.
+    NO_OUTAGE: "Scheduled maintenance is under way until {end} Central; it is not expected "
+    "to interrupt service.",
 }
 
 
 def maintenance_notice(now: datetime, posted: list[MaintenanceWindow] | None = None) -> str | None:
-    """A short speakable notice of the maintenance under way at `now`, else of an
-    outage-risk window starting within 24 hours (the desk's policy), else None."""
+    """A short speakable notice of the maintenance under way at `now` (any kind, the
+    one that may interrupt service most when several are; with its end, Central
+    time), else of an outage-risk window starting within 24 hours (the desk's
+    policy), else None."""
     active = maintenance_windows(now, posted)
     for kind in _NOTICES:
         ends = [w.end for w in active if w.kind == kind]

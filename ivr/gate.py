@@ -13,8 +13,8 @@ In this order, each step cheaper than the next and none with a side effect:
 5. a live call: a webhook about a call with no hash in Redis (other than the
    call's first webhook and its status callback) changes nothing (logged as "no
    session", the wording operators search for). A caller still finding their way
-   in (`START_OVER`, `LEAVE_QUEUE`) starts again from the greeting; anyone else
-   hears a goodbye.
+   in (`START_OVER`, `LEAVE_QUEUE`) starts again from the greeting; a caller whose
+   conversation just ended hears nothing more; anyone else hears a goodbye.
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ LEAVE_QUEUE = frozenset({"voice.wait", "voice.callback"})
 # Results that say the conversation happened, or the caller is gone: a goodbye.
 OVER = {"DialCallStatus": frozenset({"completed"}),
         "QueueResult": frozenset({"bridged", "bridging-in-process", "hangup", "redirected"})}
+# Results that say a conversation just ended with the caller still on the line: a
+# caller the line lost track of cannot be surveyed, and one not surveyed hears nothing
+# more (PRODUCT.md, the survey), so a bare `<Hangup/>`.
+CONVERSATION_OVER = {"DialCallStatus": frozenset({"completed"}),
+                     "QueueResult": frozenset({"bridged"})}
+# The caller's own webhooks that follow a conversation (an advisor's leg, a callback's
+# included, still hears its goodbye).
+AFTER_THE_TALK = frozenset({"voice.dial_result", "voice.oncall_result", "voice.queue_result",
+                            "voice.conference_ended"})
 
 
 def install(app: Flask) -> None:
@@ -156,12 +165,17 @@ def admit(req: Request, settings: Settings) -> Response | None:
 def lost_call(req: Request, call_sid: str) -> Response:
     """The reply to a webhook about a call with no session: nothing changes. A caller
     still finding their way in starts over (`START_OVER`: an apology, then a
-    `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); anyone else, or a
-    result that says the call is over (`OVER`), hears a goodbye."""
+    `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); a caller whose
+    conversation just ended (`CONVERSATION_OVER`) hears nothing more (`<Hangup/>`); anyone
+    else, or a result that says the call is over (`OVER`), hears a goodbye."""
     over = any(req.form.get(field, "") in values for field, values in OVER.items())
+    talked = req.endpoint in AFTER_THE_TALK and any(
+        req.form.get(field, "") in values for field, values in CONVERSATION_OVER.items())
     p = prompts()
     if req.endpoint in LEAVE_QUEUE:
         reply, what = twiml.leave(), "left the queue to start over"
+    elif talked:
+        reply, what = twiml.hang_up(), "hung up after the conversation"
     elif req.endpoint in START_OVER and call_sid and not over:
         reply, what = twiml.start_over(p, p.text("routing.start_over")), "started over"
     else:

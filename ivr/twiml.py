@@ -212,7 +212,10 @@ def route(prompts: Prompts, decision: Decision, call_sid: str, before: list[str]
                     method="POST")
         response.append(dial)
     elif isinstance(decision, CallFinished):
-        say(response, prompts, prompts.text("routing.goodbye"))
+        # After a conversation (an advisor or the on-call engineer hung up first), a
+        # caller the survey does not ask hears nothing more (PRODUCT.md, the survey).
+        if not decision.answered_by:
+            say(response, prompts, prompts.text("routing.goodbye"))
         response.hangup()
     return response
 

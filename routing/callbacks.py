@@ -286,8 +286,12 @@ def end_callback(
     who took it wraps up unless the contact is known not to have answered
     (`availability.finish_taken_callback`: whichever of this end and the `<Dial>`'s
     action comes first). The end of a leg the desk did not place (`is_placed_leg`)
-    changes nothing; nor does a repeat (the callback is done).
+    changes nothing; nor does a repeat (the callback is done); nor does a status that
+    is not the leg's end (`queued`, `ringing`, `in-progress`...: only a final one,
+    `acd.is_final`, ends it, as on the call's own status callback).
     """
+    if not is_final(leg_status):
+        return False
     call = get_call(desk.r, call_sid)
     if call.get("callback") != "1" or call.get("callback_state") == "done":
         return False

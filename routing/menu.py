@@ -289,7 +289,8 @@ def go_on(
         return option(desk, call_sid, step.option, now, now_ms)
     if isinstance(step, Unverified):
         if step.option == "8":
-            return outage.voicemail(desk, call_sid, step.why)
+            return outage.voicemail(desk, call_sid, step.why,
+                                    hours.maintenance_notice(now, windows))
         return verification.refuse(desk, call_sid, step.why)
     return step
 

@@ -77,9 +77,13 @@ class OutageReport:
 @dataclass(frozen=True)
 class OutageVoicemail:
     """After hours, not a hosted district's contact: how after-hours outage support
-    works, and a voicemail on the outage case. `why` as `Unverified.why`."""
+    works, and a voicemail on the outage case. `why` as `Unverified.why`;
+    `maintenance` the maintenance notice (`hours.maintenance_notice`), said first,
+    when the caller did not hear it yet: callers to option 8 during a posted window
+    hear about it (PRODUCT.md), those the night does not route included."""
 
     why: str = ""
+    maintenance: str | None = None
 
 
 def report(
@@ -94,9 +98,12 @@ def report(
             # After hours an unrecognised (or untrusted) number must prove it is a
             # hosted district's contact: contact ID and PIN.
             step = verification.begin(desk, call, "8", now)
-            return voicemail(desk, call_sid, step.why) if isinstance(step, Unverified) else step
+            if isinstance(step, Unverified):
+                return voicemail(desk, call_sid, step.why,
+                                 hours.maintenance_notice(now, windows))
+            return step
         if call.get("hosted") != "1":
-            return voicemail(desk, call_sid)
+            return voicemail(desk, call_sid, maintenance=hours.maintenance_notice(now, windows))
     # An unverified number waits in one place at a time (`presence.claim_for_caller`):
     # a spoofed number cannot fill the queue at High ahead of every Medium caller.
     send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
@@ -139,12 +146,14 @@ def not_routed_at_night(desk: Desk, call_sid: str, call: dict[str, str],
     return voicemail(desk, call_sid)
 
 
-def voicemail(desk: Desk, call_sid: str, why: str = "") -> OutageVoicemail:
-    """After hours, not a hosted district: the message goes on the outage case."""
+def voicemail(desk: Desk, call_sid: str, why: str = "",
+              maintenance: str | None = None) -> OutageVoicemail:
+    """After hours, not a hosted district: the message goes on the outage case;
+    `maintenance`, the notice of a window to tell of first (None: nothing)."""
     authorized = auth.is_authorized(get_call(desk.r, call_sid))
     send_to_team(desk.r, call_sid, HOSTING, priority=priority(authorized), outage="1",
                  handover="" if authorized else "1", after_hours="1")
-    return OutageVoicemail(why)
+    return OutageVoicemail(why, maintenance)
 
 
 def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision | OutageVoicemail:

@@ -260,18 +260,49 @@ QUEUE_FAILURES = frozenset({"queue-full", "error", "system-error"})
 QUEUE_ATTEMPTS = 2
 
 
-def leave_queue(desk: Desk, call_sid: str) -> None:
-    """The caller cannot wait (Twilio could not queue them): out of their waiting set.
+# A caller leaves their queue for something other than an advisor (a voicemail, or
+# Twilio unable to queue them), their wait so far noted on the call for its log, in
+# one step: out of their team's set (ARGV[1], with {}; ARGV[2] the CallSid) only if
+# still in it, then `queue_wait_ms` grown by the time since they joined it (ARGV[3]
+# now, ms) and the fields ARGV[4..] written. 1 when they left it now; 0 (nothing
+# written) when they were not waiting: claimed for an advisor meanwhile (that claim
+# noted the wait), or a repeat. The call's end (`acd.end_call`) counts an abandoned
+# wait the same way, so a caller is never both, and no wait is counted twice.
+_LEAVE_WAITING = """
+local call = redis.call('HMGET', KEYS[1], 'waiting_team', 'enqueued_at', 'queue_wait_ms')
+local team = call[1]
+if not team or team == '' then return 0 end
+if redis.call('ZREM', (string.gsub(ARGV[1], '{}', team, 1)), ARGV[2]) == 0 then return 0 end
+local now = tonumber(ARGV[3])
+local enqueued = tonumber(call[2] or '') or now
+local waited = (tonumber(call[3] or '') or 0) + math.max(0, now - enqueued)
+redis.call('HSET', KEYS[1], 'queue_wait_ms', string.format('%d', waited), unpack(ARGV, 4))
+return 1
+"""
+
+
+def _leave_waiting(desk: Desk, call_sid: str, now_ms: int, **fields: str | int) -> bool:
+    """Take a waiting caller out of their queue, their wait (ms, since they joined it,
+    added to any earlier wait of the call) noted for the log, and `fields` written;
+    False, nothing changed, when they were not in it (`_LEAVE_WAITING`)."""
+    flat = [str(item) for pair in fields.items() for item in pair]
+    left = script(desk.r, _LEAVE_WAITING)(
+        keys=[keys.call(call_sid)],
+        args=[keys.team_waiting("{}"), call_sid, now_ms, *flat], client=desk.r)
+    if left:
+        announce_change(desk.r, "queue")
+    return bool(left)
+
+
+def leave_queue(desk: Desk, call_sid: str, now_ms: int) -> None:
+    """The caller cannot wait (Twilio could not queue them): out of their waiting set,
+    the moment they spent in it on their log (`queue_wait_seconds`).
 
     What they get instead (the fallback number, a voicemail on their case) is
     the caller's next step; the call log says so (`queue_failed`).
     """
-    call = get_call(desk.r, call_sid)
-    team = call.get("waiting_team")
-    if team:
-        desk.r.zrem(keys.team_waiting(team), call_sid)
-        announce_change(desk.r, "queue")
-    update_call(desk.r, call_sid, queue_failed=1, state="queue-failed")
+    if not _leave_waiting(desk, call_sid, now_ms, queue_failed=1, state="queue-failed"):
+        update_call(desk.r, call_sid, queue_failed=1, state="queue-failed")
 
 
 def _arrival_ms(call: dict[str, str], now_ms: int) -> int:
@@ -369,18 +400,15 @@ def _voicemail_on_offer(desk: Desk, call_sid: str, now: datetime) -> bool:
     return waited_ms >= desk.settings.max_wait_seconds * 1000
 
 
-def leave_for_voicemail(desk: Desk, call_sid: str) -> bool:
+def leave_for_voicemail(desk: Desk, call_sid: str, now_ms: int) -> bool:
     """A caller who waited past `CASELINE_MAX_WAIT_SECONDS` chose to leave a message
-    on their case: out of the queue; False when they are being connected already. True
-    again for a repeat of the key (Twilio's retry without its token, whose reply Twilio
-    acts on): out of the desk's queue, they must leave Twilio's too."""
-    call = get_call(desk.r, call_sid)
-    team = call.get("waiting_team")
-    if not team or not desk.r.zrem(keys.team_waiting(team), call_sid):
-        return wants_voicemail(call)
-    announce_change(desk.r, "queue")
-    update_call(desk.r, call_sid, state="voicemail", voicemail_after_wait=1)
-    return True
+    on their case: out of the queue, their wait on their log (`queue_wait_seconds`);
+    False when they are being connected already. True again for a repeat of the key
+    (Twilio's retry without its token, whose reply Twilio acts on): out of the desk's
+    queue, they must leave Twilio's too."""
+    if _leave_waiting(desk, call_sid, now_ms, state="voicemail", voicemail_after_wait=1):
+        return True
+    return wants_voicemail(get_call(desk.r, call_sid))
 
 
 def wants_voicemail(call: dict[str, str]) -> bool:
@@ -403,7 +431,7 @@ def press_hold_key(desk: Desk, call_sid: str, key: str, now: datetime) -> HoldKe
     offer (after `CASELINE_MAX_WAIT_SECONDS`). Any other key, or 2 pressed before
     then, changes nothing: the caller keeps their place."""
     if key == "2" and _voicemail_on_offer(desk, call_sid, now) \
-            and leave_for_voicemail(desk, call_sid):
+            and leave_for_voicemail(desk, call_sid, int(now.timestamp() * 1000)):
         return HoldKey("voicemail")
     if key == "1":
         return HoldKey("callback" if request_callback(desk, call_sid, now) else "no-callback")
@@ -450,5 +478,5 @@ def after_queue(
               attempt)
     if attempt < QUEUE_ATTEMPTS:
         return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
-    leave_queue(desk, call_sid)
+    leave_queue(desk, call_sid, now_ms)
     return QueueFailed(desk.settings.fallback_number)

@@ -20,7 +20,7 @@ from jobs.queues import SERIALIZER, Queues, end_of_wrapup_job_id, queue
 from routing import acd, availability, callbacks, presence
 from routing.call_state import get_call, update_call
 from routing.waiting import request_callback
-from tests.conftest import BASE_URL
+from tests.conftest import API_TOKEN, BASE_URL
 from tests.test_real_world import PAT, queue_caller, waiting
 from tests.webhooks import post
 
@@ -29,6 +29,7 @@ WRAPUP_SECONDS = 30
 UNANSWERED = ["no-answer", "busy", "canceled"]
 WRAPPING_UP = ("busy", "wrapup", "CA-cb")
 FREE = ("available", "", "")
+API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
 @pytest.fixture(params=[WRAPUP_SECONDS, 0], ids=["wrap-up-30s", "no-wrap-up"])
@@ -423,3 +424,48 @@ def test_the_legs_end_frees_an_advisor_marked_unreached_unless_they_talked(
 
     assert presence.wrap_up_taken_callback(desk.r, "A2", "CA-cb", until) == held
     assert a2(desk) == (WRAPPING_UP if held == "wrapup" else ("busy", "talking", "CA-cb"))
+
+
+# Twilio's CallStatus values that do not end a leg (its call-progress events before
+# the end): only a final status ends the advisor's callback leg (`acd.is_final`).
+NOT_OVER = ["queued", "initiated", "ringing", "in-progress"]
+
+
+@pytest.mark.parametrize("leg_status", NOT_OVER)
+def test_a_status_that_is_not_the_legs_end_leaves_a2_ringing_for_the_callback(
+        desk, lakeview, emulator, client, leg_status):
+    """While A2's callback leg rings, Twilio posts a progress status to the leg's status
+    callback: A2 is not released, Pat does not go back to waiting, and A2 who picks up
+    hears the whisper, accepts, and the leg dials Pat."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-cb", now - 60_000)
+    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
+    assert request_callback(desk, "CA-cb")
+    acd.end_call(desk, "CA-cb", "completed", 60, now)
+    availability.free_advisor(desk, "A2", now, explicit=True)
+    [placed] = emulator.created_calls
+    status_callback = placed.status_callback.removeprefix(BASE_URL)
+    form = {"CallSid": placed.sid, "CallStatus": leg_status}
+    assert [child.tag for child in post(client, status_callback, form)] == []
+
+    assert a2(desk)[0] == "busy" and a2(desk)[2] == "CA-cb"
+    assert client.get("/api/queues", headers=API).get_json()["general"] == []
+    form["CallStatus"] = "in-progress"
+    gather = post(client, placed.url.removeprefix(BASE_URL), form).find("Gather")
+    assert gather is not None
+    dial = post(client, gather.get("action", ""), {**form, "Digits": "1"}).find("Dial")
+    assert dial is not None and dial.findtext("Number") == PAT
+
+
+@pytest.mark.parametrize("leg_status", NOT_OVER)
+def test_a_status_that_is_not_the_legs_end_does_not_end_a_taken_callback(
+        desk, lakeview, emulator, client, leg_status):
+    """A2 took the callback and Pat's phone rings: a progress status of A2's leg ends
+    nothing; Pat answers, they talk, and A2 wraps up after the talk."""
+    leg = a2_dials_the_contact(desk, emulator, client)
+    post(client, leg.status_callback, {"CallSid": leg.sid, "CallStatus": leg_status})
+    assert get_call(desk.r, "CA-cb")["callback_state"] == "dialing-contact"
+    assert a2(desk) == ("busy", "talking", "CA-cb")
+    both_ends(client, leg, "dial result first", "completed", "completed")
+    assert a2(desk) == after_a_talk(desk)
+    assert get_call(desk.r, "CA-cb")["answered_by"] == "A2"

@@ -102,3 +102,18 @@ def test_a_call_whose_conversation_is_over_hears_goodbye_not_the_greeting_again(
     redis_comes_back_empty(desk)
     reply = post(client, path, {**form, **fields})
     assert reply.find("Redirect") is None and reply.find("Hangup") is not None
+
+
+@pytest.mark.parametrize(("path", "fields"), [
+    ("/voice/dial-result?advisor=A2", {"DialCallStatus": "completed",
+                                       "DialCallDuration": "300"}),
+    ("/voice/queue-result", {"QueueResult": "bridged"}),
+])
+def test_a_caller_whose_advisor_hung_up_after_redis_came_back_empty_hears_nothing_more(
+        client, desk, path, fields):
+    """Nobody can tell whether Pat may be surveyed: like anyone not surveyed, Pat hears
+    nothing more after the conversation (PRODUCT.md, the survey), only the hang-up."""
+    _, form = calls(client)
+    redis_comes_back_empty(desk)
+    reply = post(client, path, {**form, **fields})
+    assert [child.tag for child in reply] == ["Hangup"]

@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from config.hours import CENTRAL, OUTAGE_RISK, MaintenanceWindow, maintenance_notice
+from config.hours import CENTRAL, NO_OUTAGE, OUTAGE_RISK, MaintenanceWindow, maintenance_notice
 from directory import keys
 from directory.accounts import set_password
 from directory.models import AuditEntry, PostedMaintenance
@@ -137,6 +137,49 @@ def test_a_posted_window_is_what_the_next_outage_caller_hears(client, phone, des
     assert result.outcome == "advisor"
     [entry] = audit(desk)
     assert (entry.actor, entry.kind, entry.action) == ("api", "maintenance", "replaced")
+
+
+SATURDAY_5_DAY = {"start": "2026-12-05T06:00:00-06:00", "end": "2026-12-05T18:00:00-06:00",
+                  "outage": False, "note": ""}
+
+
+def test_an_outage_caller_hears_of_a_posted_no_outage_window_then_reaches_hosting(
+        client, phone, desk, lakeview):
+    """PRODUCT.md: callers to option 8 during a posted window hear about it, whatever its
+    kind; a window that interrupts nothing changes nothing else: Pat reaches hosting."""
+    assert client.put("/api/maintenance", json=[SATURDAY_5_DAY], headers=API).status_code == 200
+    window = MaintenanceWindow(datetime.fromisoformat(SATURDAY_5_DAY["start"]),
+                               datetime.fromisoformat(SATURDAY_5_DAY["end"]), NO_OUTAGE)
+    moment = datetime(2026, 12, 5, 10, tzinfo=CENTRAL)
+    notice = maintenance_notice(moment, [window])
+    assert notice is not None
+    # Its end, as a caller hears a time: ending two hours earlier, it says so differently.
+    earlier = MaintenanceWindow(window.start, window.end - timedelta(hours=2), NO_OUTAGE)
+    assert maintenance_notice(moment, [earlier]) not in (None, notice)
+    with at(2026, 12, 5, 10):
+        make_available(desk, "A6")
+        result = phone.call(PAT, "8")
+    assert notice in result.heard()
+    assert result.outcome == "advisor" and result.answered_by == "+16515550106"
+
+
+def test_an_outage_caller_the_night_does_not_route_hears_of_the_window_too(
+        client, phone, desk, directory):
+    """A contact of a district not hosted reports an outage during a posted window at
+    night: they hear of the window (PRODUCT.md: callers to option 8 during a posted
+    window hear about it), then how after-hours support works, and leave a message."""
+    directory.district("D200", "Hillside Schools", hosted=False)
+    directory.contact("5002", "+16125550102", "D200", last_active="2026-12-01")
+    directory.load()
+    assert client.put("/api/maintenance", json=[SATURDAY_NIGHT], headers=API).status_code == 200
+    window = MaintenanceWindow(datetime.fromisoformat(SATURDAY_NIGHT["start"]),
+                               datetime.fromisoformat(SATURDAY_NIGHT["end"]), OUTAGE_RISK)
+    notice = maintenance_notice(datetime(2026, 12, 12, 2, tzinfo=CENTRAL), [window])
+    assert notice is not None
+    with at(2026, 12, 12, 2):
+        result = phone.call("+16125550102", "8")
+    assert notice in result.heard()
+    assert result.outcome == "voicemail"
 
 
 def test_every_web_process_sees_the_replacement(client, desk, settings):

@@ -106,6 +106,19 @@ def test_the_engineer_hears_who_calls_and_takes_the_call_with_a_key(desk, lakevi
     assert (log.status, log.answered_by, log.talk_seconds) == ("answered", "on-call", 300)
 
 
+def test_a_caller_whose_engineer_hung_up_first_hears_nothing_more(desk, lakeview, client):
+    """The survey asks about the desk's advisors only: Pat, whose outage the engineer
+    took and ended, is not surveyed, and so hears nothing more (PRODUCT.md, the survey)."""
+    sid, doc = report_outage(client, PAT)
+    number = rings_oncall(doc)
+    assert number is not None
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL1", "CallStatus":
+                                                          "in-progress"})
+    post(client, relative(whisper.find("Gather").get("action")), {"CallSid": "CL1",
+                                                                  "Digits": "1"})
+    assert [child.tag for child in end_oncall_ring(client, sid, seconds=300)] == ["Hangup"]
+
+
 def test_the_engineers_voicemail_does_not_answer_an_outage(desk, lakeview, client):
     sid, doc = report_outage(client, PAT)
     number = rings_oncall(doc)

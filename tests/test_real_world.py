@@ -605,6 +605,9 @@ def test_a_caller_twilio_cannot_queue_without_a_fallback_leaves_a_voicemail_on_t
         [log] = db.scalars(select(CallLog)).all()
     assert log.recording_url == "https://rec/RE1" and log.status == "voicemail"
     assert log.case_number is not None
+    # Pat was in the desk's queue (a moment) before Twilio said it could not queue them:
+    # the log has that wait, as it has every waiting caller's.
+    assert log.queue_wait_seconds is not None and log.queue_wait_seconds < 30
 
 
 # --- 6. the recording posted after the status callback --------------------------------------

@@ -245,3 +245,45 @@ def test_a_dial_action_repeated_after_a_lost_first_attempt_still_asks_the_survey
     [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
     assert log["survey"] == {"courtesy": 5, "knowledge": 4, "timeliness": 5, "quality": 4,
                              "overall": 5}
+
+
+def _heard_after_the_talk(result) -> list[str]:
+    """What the caller heard (spoken or played) once bridged to whoever answered."""
+    bridged = max(i for i, event in enumerate(result.transcript)
+                  if event.kind == "connect" and event.party == "caller")
+    return [event.text for event in result.transcript[bridged + 1:]
+            if event.kind in ("say", "play") and event.party == "caller"]
+
+
+@pytest.mark.parametrize("details", [{"survey_offered": True},
+                                     {"survey_offered": True, "survey_opt_out": True}],
+                         ids=["surveyed-lately", "opted-out"])
+def test_a_contact_not_eligible_hears_nothing_more_when_the_advisor_hangs_up(
+        phone, desk, lakeview, details):
+    """PRODUCT.md: a caller who is not eligible "hears nothing more": no goodbye."""
+    _earlier_call(desk, details, days_ago=10)
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117#", bridged_hangup="advisor")
+    assert result.answered_by == "+16515550199"
+    assert _heard_after_the_talk(result) == []
+
+
+def test_an_eligible_contact_still_hears_the_survey_and_its_thanks(phone, desk, lakeview):
+    make_available(desk, "A7")
+    result = phone.call(PAT, "1 2024117# 5 5 5 5 5", bridged_hangup="advisor")
+    after = _heard_after_the_talk(result)
+    assert _asked(result) and len(after) >= 6  # the intro, five questions, the thanks
+
+
+def test_an_unverified_outage_reporter_hears_nothing_more_when_the_advisor_hangs_up(
+        phone, directory):
+    """An outage reported on an exception basis (an unknown number, in business hours)
+    is answered; the reporter is no verified contact, so no survey, and nothing more."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["hosting"], phone="+16515550199")
+    directory.load()
+    make_available(directory.desk, "A7")
+    result = phone.call("+16125559876", "8", bridged_hangup="advisor")
+    assert result.answered_by == "+16515550199"
+    assert _heard_after_the_talk(result) == []

@@ -165,6 +165,8 @@ def test_callback_keeps_the_place_and_calls_back_advisor_first(phone, desk, lake
     run_jobs(desk)
     [log] = client.get("/api/cases/" + _new_case(desk), headers=API).get_json() or [None]
     assert log["answered_by"] == "A2" and log["talk_seconds"] == 90
+    # Pat's place was kept from joining the queue until the callback was placed.
+    assert log["queue_wait_seconds"] is not None and log["queue_wait_seconds"] > 0
     assert presence.advisor_state(desk.r, "A2")["status"] == "available"
 
 
@@ -574,3 +576,26 @@ def test_a_hold_cycle_as_a_freed_advisor_is_brought_to_the_caller_keeps_them_wai
     heard = post_without_token(client, "/voice/wait", {"CallSid": "CA-brought",
                                                        "QueuePosition": "1"})
     assert heard.find("Leave") is None
+
+
+def test_a_caller_who_waited_then_left_a_voicemail_has_their_wait_on_the_log(
+        client, desk, lakeview):
+    """PRODUCT.md: the call log has the queue wait. Pat waited past the longest wait
+    (1200 s and 5 more), pressed 2 and recorded a message: the log says how long Pat
+    waited, as it does for a caller who hung up while waiting."""
+    now = int(time.time() * 1000)
+    waited_s = desk.settings.max_wait_seconds + 5
+    queue_caller(desk, "CA-msg", at_ms=now - waited_s * 1000)
+    assert [el.tag for el in press_on_hold(client, "CA-msg", "2")] == ["Leave"]
+    form = {"CallSid": "CA-msg", "CallStatus": "in-progress"}
+    assert post(client, "/voice/queue-result", {**form, "QueueResult": "leave"}).find(
+        "Record") is not None
+    post(client, "/voice/recorded", {**form, "RecordingUrl": "https://api.twilio.com/rec/RE1",
+                                     "RecordingDuration": "20"})
+    post(client, "/voice/status", {**form, "CallStatus": "completed", "CallDuration": "1230"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        # As `GET /api/cases/<number>/calls` shows it (a call without a case here).
+        [log] = [row.to_dict() for row in db.scalars(select(CallLog))]
+    assert log["status"] == "voicemail" and log["recording_url"]
+    assert waited_s <= log["queue_wait_seconds"] < waited_s + 30

@@ -48,7 +48,8 @@ def callback_dial_result() -> Response:
 
 @bp.post(webhooks.CALLBACK_STATUS)
 def callback_status() -> Response:
-    """The advisor's callback leg ended: release them; log the call once it is all over."""
+    """The advisor's callback leg's status: at its end (a final `CallStatus`) release
+    them and log the call once it is all over; any other status changes nothing."""
     sid, advisor_id = leg()
     if callbacks.end_callback(desk(), sid, advisor_id, form("CallStatus"), now_ms(),
                               call_sid()):

@@ -96,8 +96,9 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
         case verification.Refused(why=why):
             # Never whom: naming a district's contacts would tell any caller who to impersonate.
             return twiml.goodbye_all(p, _texts(*_WHY[why], "auth.refused_generic"))
-        case outage.OutageVoicemail(why=why):
-            return twiml.voicemail(p, _texts(*_WHY[why], "outage.after_hours_not_hosted"))
+        case outage.OutageVoicemail(why=why, maintenance=maintenance):
+            return twiml.voicemail(p, [*_texts(*_WHY[why]), *([maintenance] if maintenance else []),
+                                       *_texts("outage.after_hours_not_hosted")])
         case outage.OutageReport(notices=notices, decision=decision):
             texts = [*announcement_texts(notices.announcement),
                      *([notices.maintenance] if notices.maintenance else []),
