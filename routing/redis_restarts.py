@@ -36,7 +36,11 @@ rebuilding the directory cache; the reconciler does both (`recover_lost_state`) 
 finds a Redis it has not seen (none kept: emptied; another kept: restarted), so an
 emptied Redis under a running line is repaired within a pass, without a restart. Web
 and worker may do it at the same moment: a callback is put back only where its call
-is absent, in one script (`_RESTORE_CALLBACK`), so it is put back once.
+is absent, in one script (`_RESTORE_CALLBACK`), so it is put back once. Then the
+reconciler offers every idle available advisor the callers waiting
+(`availability.offer_waiting_callers`): a snapshot may bring advisors back available
+beside callbacks put back, and nothing else would serve those until an advisor of the
+team changed state.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from directory import cache_directory, keys
 from directory.pending_callbacks import CallbackRequest, pending_callbacks
 from directory.scripts import script
+from routing.availability import offer_waiting_callers
 from routing.changes import announce_change
+from routing.desk import Desk
 from routing.upgrade import index_open_calls
 
 log = logging.getLogger(__name__)
@@ -209,20 +215,23 @@ def recover_lost_state(r: redis.Redis, session_factory: sessionmaker[Session],
     return restore_pending_callbacks(r, session_factory, now_ms, rewound)
 
 
-def notice_redis_restart(r: redis.Redis, now_ms: int,
-                         session_factory: sessionmaker[Session] | None = None
-                         ) -> dict[str, int]:
-    """If the Redis behind `r` is not the one seen at the last look (`redis_seen`): when it
-    restarted, every open call is due for the check at once (`make_open_calls_due`), so
-    those over (ended and logged before the restart rewound them) are closed at the next
-    check rather than 10 minutes on; restarted or new (emptied), what it lost is put back
-    from the database (`recover_lost_state`, with `session_factory`). Counts:
-    `open_calls_made_due`, `callbacks_restored` (both 0 for the same Redis).
+def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
+    """If the Redis behind `desk.r` is not the one seen at the last look (`redis_seen`):
+    when it restarted, every open call is due for the check at once
+    (`make_open_calls_due`), so those over (ended and logged before the restart rewound
+    them) are closed at the next check rather than 10 minutes on; restarted or new
+    (emptied), what it lost is put back from the database (`recover_lost_state`, with
+    `desk.session_factory`), then every idle available advisor is offered the callers
+    waiting (`availability.offer_waiting_callers`): a snapshot may hold advisors
+    available beside callbacks just put back, whom no advisor's change would serve.
+    Counts: `open_calls_made_due`, `callbacks_restored`, `waiting_callers_served`
+    (all 0 for the same Redis). `now_ms`: ms since the epoch.
 
     A recovery that fails (the database down) forgets the Redis seen, so the next pass
     notices it again and tries once more; its failure is logged, not raised (the rest
     of the reconciler's pass goes on)."""
-    done = {"open_calls_made_due": 0, "callbacks_restored": 0}
+    r = desk.r
+    done = {"open_calls_made_due": 0, "callbacks_restored": 0, "waiting_callers_served": 0}
     seen = redis_seen(r)
     if seen == "same":
         return done
@@ -230,14 +239,15 @@ def notice_redis_restart(r: redis.Redis, now_ms: int,
         done["open_calls_made_due"] = made = make_open_calls_due(r, now_ms)
         log.warning("Redis restarted (a new run_id): its %d open call(s) due later are "
                     "asked about now, so those already over are closed", made)
-    if session_factory is not None:
-        try:
-            done["callbacks_restored"] = recover_lost_state(r, session_factory, now_ms,
-                                                            rewound=seen == "restarted")
-        except Exception:
-            log.exception("Redis lost its state, and it could not be put back from the "
-                          "database; tried again at the next pass")
-            # Redis down as well: the pass fails at its next step anyway.
-            with contextlib.suppress(redis.RedisError):
-                r.delete(keys.redis_run_id())
+    try:
+        if desk.session_factory is not None:
+            done["callbacks_restored"] = recover_lost_state(
+                r, desk.session_factory, now_ms, rewound=seen == "restarted")
+        done["waiting_callers_served"] = offer_waiting_callers(desk, now_ms)
+    except Exception:
+        log.exception("Redis lost its state, and putting it back (from the database) or "
+                      "serving the callers waiting failed; tried again at the next pass")
+        # Redis down as well: the pass fails at its next step anyway.
+        with contextlib.suppress(redis.RedisError):
+            r.delete(keys.redis_run_id())
     return done

@@ -358,3 +358,47 @@ def test_a_snapshot_from_the_menu_gives_the_caller_their_callback(desk, client, 
     assert logs_of(desk, sid) == [("answered", "A2", True)]
     assert pending_rows(desk) == 0
 
+
+def test_a_restored_callback_is_offered_to_an_idle_available_advisor(desk, client, emulator):
+    """The snapshot has A2 available and idle; after it was written A2 went offline, and
+    Pat waited, asked for a callback and hung up. Redis comes back from that snapshot:
+    Pat's callback is put back beside A2, available to the desk, whom nothing will free
+    again; the reconciler's recovery offers it to A2 at once, as if A2 had just become
+    available, rather than leave it until some advisor of the team changes state."""
+    reconcile()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    snapshot = snapshot_of(desk)  # A2 available, idle, nobody waiting
+    client.put("/api/advisors/A2/status", json={"status": "offline"}, headers=API)
+    pat = calls_and_waits(client, PAT)
+    asks_for_a_callback(client, pat)
+
+    redis_comes_back_from(desk, snapshot)
+    reconcile()
+    [leg] = emulator.created_calls  # A2's phone rings for Pat's callback
+    assert leg.to == A2 and f"call={pat}" in (leg.url or "")
+    assert waiting(client) == []
+    reconcile()  # a later pass offers it to nobody else
+    assert len(emulator.created_calls) == 1
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, pat) == [("answered", "A2", True)]
+    assert pending_rows(desk) == 0
+
+
+def test_an_advisor_available_before_the_recovery_is_offered_the_callback(
+        desk, client, emulator):
+    """Redis comes back empty, and A2 sets themselves available before the reconciler's
+    next pass (nobody waits yet: A2 stays idle); that pass puts Pat's callback back
+    beside A2 and offers it to A2 at once."""
+    reconcile()
+    pat = calls_and_waits(client, PAT)
+    asks_for_a_callback(client, pat)
+    desk.r.flushall()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    assert emulator.created_calls == []
+    reconcile()
+    [leg] = emulator.created_calls
+    assert leg.to == A2 and f"call={pat}" in (leg.url or "")
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, pat) == [("answered", "A2", True)]
