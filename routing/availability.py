@@ -87,6 +87,7 @@ def free_advisor(
     expired_by_ms: int | None = None,
     settle_held_call: bool = False,
     ring_ended_leg: str | None = None,
+    offer_idle: bool = False,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -102,8 +103,38 @@ def free_advisor(
         ending_wrapup=ending_wrapup,
         overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
         settle_held_call=settle_held_call, ring_ended_leg=ring_ended_leg,
+        offer_idle=offer_idle,
     )
     return _serve(desk, advisor_id, release, now_ms)
+
+
+def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
+    """Every idle available advisor of a team someone waits for (and of the general
+    team, which serves the others' overflow), longest idle first, offered the waiting
+    callers as if they had just become available (`free_advisor` with `offer_idle`), as
+    long as anyone waits; how many were claimed for a caller. `now_ms`: ms since the
+    epoch.
+
+    For a Redis that came back (from a snapshot) with callers waiting beside advisors
+    available to it: nothing else would serve them until an advisor of their team
+    changes state, and a callback, whose contact hung up, has no hold cycle of its own
+    to claim one. One script per advisor; run on recovery, never on a call's path."""
+    teams = [team for team in desk.r.smembers(keys.teams())
+             if desk.r.zcard(keys.team_waiting(team))]
+    if not teams:
+        return 0
+    idle: dict[str, float] = {}
+    for team in {*teams, GENERAL}:
+        for advisor_id, since in desk.r.zrange(keys.team_available(team), 0, -1,
+                                               withscores=True):
+            idle[advisor_id] = min(since, idle.get(advisor_id, since))
+    claimed = 0
+    for advisor_id in sorted(idle, key=lambda advisor: (idle[advisor], advisor)):
+        if free_advisor(desk, advisor_id, now_ms, offer_idle=True).outcome == "claimed":
+            claimed += 1
+        if not any(desk.r.zcard(keys.team_waiting(team)) for team in teams):
+            break
+    return claimed
 
 
 def _serve(

@@ -229,7 +229,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [18] when the expected call is to be settled with the release: that call's
 -- ended mark's key ("" = not), [19] the set of calls whose log is to be written,
 -- [20] "ring" when the release is the end of the advisor's leg for the expected
--- call, a callback (refused unless that leg still rings them), [21] that leg
+-- call, a callback (refused unless that leg still rings them), [21] that leg,
+-- [22] "1" to offer an idle available advisor the waiting callers again
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -287,7 +288,12 @@ if ARGV[18] ~= "" and expected ~= "" then
   end
 end
 local chosen = redis.call("HGET", key, "chosen") or ""
-if explicit == "1" then
+local offer = ARGV[22] == "1"
+if offer then
+  -- Only an advisor available and holding nothing: one who took a call meanwhile,
+  -- or chose another status, is left as they are.
+  if status ~= "available" or current ~= "" then return {"stale", current} end
+elseif explicit == "1" then
   -- The advisor's own choice replaces any earlier one.
   redis.call("HDEL", key, "chosen")
   if status == "available" then return {"available", ""} end
@@ -339,6 +345,8 @@ if best then
   take_advisor(id, best, now, lease_until)
   return {"claimed", best}
 end
+-- Offered nobody: still available, idle since they were (their turn kept).
+if offer then return {"available", ""} end
 redis.call("HSET", key, "status", "available", "since", now, "call", "", "hold", "",
            "lease", "")
 redis.call("ZREM", LEASES, id)
@@ -531,6 +539,7 @@ def make_available(
     skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
     ending_wrapup: bool = False, expired_by_ms: int | None = None,
     settle_held_call: bool = False, ring_ended_leg: str | None = None,
+    offer_idle: bool = False,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
@@ -549,6 +558,10 @@ def make_available(
     CallSid, "" when not known), and is refused ("stale") unless that leg still
     rings the advisor for the expected call (not taken, not replaced).
     `explicit` is an advisor's own request (API).
+    `offer_idle` offers an advisor who is available already, holding nothing, the best
+    waiting caller as if they had just become available: "claimed", or "available"
+    with nothing changed (their idle-since kept), or "stale" when they are not idle
+    and available.
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
     """
@@ -559,6 +572,7 @@ def make_available(
         "" if expired_by_ms is None else expired_by_ms,
         keys.call_ended(expected_call) if settle_held_call and expected_call else "",
         CALLS_TO_LOG, "" if ring_ended_leg is None else "ring", ring_ended_leg or "",
+        "1" if offer_idle else "0",
     )
     return Release(outcome, value or None)
 

@@ -28,14 +28,19 @@ What Redis alone held and the desk promised is put back from the database: the
 callbacks contacts asked for and are waiting for (`restore_pending_callbacks`, from
 `directory.pending_callbacks`). A Redis that came back empty (flushed, or restarted
 without persistence: the embedded one keeps nothing) or older than them no longer has
-them; each whose call is missing and has no log goes back in its queue at its place,
-with its call's state, so an advisor who becomes available is offered it as before,
-and it ends with one log. `caseline serve` and `caseline worker` do it at start, after
+them; each whose call is missing (or, from a snapshot, there as it was before the
+contact asked) and has no log goes back in its queue at its place, with its call's
+state, so an advisor who becomes available is offered it as before, and it ends with
+one log. `caseline serve` and `caseline worker` do it at start, after
 rebuilding the directory cache; the reconciler does both (`recover_lost_state`) when it
 finds a Redis it has not seen (none kept: emptied; another kept: restarted), so an
 emptied Redis under a running line is repaired within a pass, without a restart. Web
 and worker may do it at the same moment: a callback is put back only where its call
-is absent, in one script (`_RESTORE_CALLBACK`), so it is put back once.
+is absent, in one script (`_RESTORE_CALLBACK`), so it is put back once. Then the
+reconciler offers every idle available advisor the callers waiting
+(`availability.offer_waiting_callers`): a snapshot may bring advisors back available
+beside callbacks put back, and nothing else would serve those until an advisor of the
+team changed state.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from directory import cache_directory, keys
 from directory.pending_callbacks import CallbackRequest, pending_callbacks
 from directory.scripts import script
+from routing.availability import offer_waiting_callers
 from routing.changes import announce_change
+from routing.desk import Desk
 from routing.upgrade import index_open_calls
 
 log = logging.getLogger(__name__)
@@ -106,34 +113,49 @@ def make_open_calls_due(r: redis.Redis, now_ms: int) -> int:
 
 # Put back one pending callback whose call Redis has lost, only while it is absent (a web
 # process and a worker restoring at the same moment put it back once; a call Redis has
-# is the desk's as it is). KEYS: [1] the call's hash, [2] its end's mark, [3] its team's
-# waiting set, [4] every team. ARGV: [1] its score there, [2] the CallSid, [3] the team,
-# [6..] the hash's fields. The contact hung up after asking (the confirmation ends the
-# call): the end is marked, and both are kept without expiry, as `acd.end_call` keeps a
-# pending callback's, until its log is written (`call_state.keep_a_day_more`). 1 when
-# put back, 0 when the call was there.
+# is the desk's as it is, but for the two cases below). KEYS: [1] the call's hash, [2]
+# its end's mark, [3] its team's waiting set, [4] every team, [5] the open calls. ARGV:
+# [1] its score there, [2] the CallSid, [3] the team, [4] the number to call back, [5]
+# when it was put back (ms), [6] "1" when Redis was rewound (a snapshot restored), [7]
+# the waiting sets' key (with {}), [8..] the hash's fields. The contact hung up after
+# asking (the confirmation ends the call): the end is marked, and both are kept without
+# expiry, as `acd.end_call` keeps a pending callback's, until its log is written
+# (`call_state.keep_a_day_more`). 1 when put back, 0 when the call was left as it is.
 #
-# One call Redis has is taken up all the same: a caller waiting in that queue, not over,
-# with no callback (a snapshot written before they asked, restored): marked a callback
-# where they wait, the fields only (their place is the snapshot's; their end, the status
-# callback's or the open-calls check's, which keeps a pending callback's call). Left so,
-# the check would end and log them as an abandoned caller: a callback promised, lost.
-# 2 then. ARGV[4], [5]: the number to call back, when it was put back (ms).
+# Rewound (ARGV[6]), Redis holds state older than the row: a call there with no
+# callback, no end and nobody who answered it is the call as it was before the contact
+# asked (in the menu, ringing an advisor, waiting): it is replaced by the row's state
+# whole, as if absent (out of any other queue it waited in, off the open calls).
+# Left so, the open-calls check would end and log it (in the menu, abandoned): a
+# callback promised, lost. Not rewound (a service starting, an emptied Redis), a call
+# there is current: only a caller waiting in that queue with no callback is taken up,
+# marked a callback where they wait, the fields only (their end, the status
+# callback's or the open-calls check's, which keeps a pending callback's call). 2 then.
 _RESTORE_CALLBACK = """
+local function wait_key(team) return (string.gsub(ARGV[7], '{}', team, 1)) end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'callback') == '1' or
-     redis.call('EXISTS', KEYS[2]) == 1 or
-     redis.call('HGET', KEYS[1], 'waiting_team') ~= ARGV[3] or
-     not redis.call('ZSCORE', KEYS[3], ARGV[2]) then
+     redis.call('EXISTS', KEYS[2]) == 1 then
     return 0
   end
-  redis.call('HSET', KEYS[1], 'callback', '1', 'callback_state', 'waiting',
-             'callback_number', ARGV[4], 'callback_restored', ARGV[5])
-  return 2
+  local was = redis.call('HMGET', KEYS[1], 'waiting_team', 'answered_by')
+  if ARGV[6] ~= '1' or (was[2] and was[2] ~= '') then
+    if was[1] ~= ARGV[3] or not redis.call('ZSCORE', KEYS[3], ARGV[2]) then
+      return 0
+    end
+    redis.call('HSET', KEYS[1], 'callback', '1', 'callback_state', 'waiting',
+               'callback_number', ARGV[4], 'callback_restored', ARGV[5])
+    return 2
+  end
+  if was[1] and was[1] ~= '' and was[1] ~= ARGV[3] then
+    redis.call('ZREM', wait_key(was[1]), ARGV[2])
+  end
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], ARGV[2])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('SET', KEYS[2], '1')
-redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[3])
 return 1
 """
@@ -144,32 +166,37 @@ _WAITING_AGAIN = {"state": "queued", "advisor": "", "ringing": "", "whisper": ""
                   "callback": "1", "callback_state": "waiting", "callback_leg": ""}
 
 
-def restore_callback(r: redis.Redis, request: CallbackRequest, now_ms: int) -> bool:
+def restore_callback(r: redis.Redis, request: CallbackRequest, now_ms: int,
+                     rewound: bool = False) -> bool:
     """Put one pending callback back in its queue at its original place (its score), with
-    its call's state as it was asked, marked `callback_restored` (at `now_ms`, ms since
-    the epoch: its log says so), when Redis does not have its call; or mark the call a
-    callback again where it waits, when Redis has it waiting with none (a snapshot from
-    before the request). Whether it was put back (`_RESTORE_CALLBACK`)."""
+    its call's state as it was asked, its end marked, marked `callback_restored` (at
+    `now_ms`, ms since the epoch: its log says so), when Redis does not have its call, or
+    (`rewound`: Redis came back from a snapshot, older than the row) has it as it was
+    before the request (no callback, no end, not answered); else mark the call a
+    callback where it waits, when Redis has it waiting in that queue with none. Whether
+    it was put back or marked (`_RESTORE_CALLBACK`)."""
     fields = {**request.call, **_WAITING_AGAIN, "callback_number": request.callback_number,
               "waiting_team": request.team, "wait_score": str(request.wait_score),
               "callback_restored": str(now_ms)}
     flat = [part for field in fields.items() for part in field]
     return bool(script(r, _RESTORE_CALLBACK)(
         keys=[keys.call(request.call_sid), keys.call_ended(request.call_sid),
-              keys.team_waiting(request.team), keys.teams()],
+              keys.team_waiting(request.team), keys.teams(), keys.open_calls()],
         args=[request.wait_score, request.call_sid, request.team, request.callback_number,
-              now_ms, *flat], client=r))
+              now_ms, "1" if rewound else "0", keys.team_waiting("{}"), *flat], client=r))
 
 
 def restore_pending_callbacks(r: redis.Redis, session_factory: sessionmaker[Session],
-                              now_ms: int) -> int:
-    """Put back every callback kept in the database whose call Redis does not have and
-    which has no log (`directory.pending_callbacks.pending_callbacks`), in queue order;
-    how many were put back. One read of a small table (callbacks are a few a contact a
+                              now_ms: int, rewound: bool = False) -> int:
+    """Put back every callback kept in the database whose call Redis does not have (or,
+    `rewound`: has as it was before the request, `restore_callback`) and which has no log
+    (`directory.pending_callbacks.pending_callbacks`), in queue order; how many were put
+    back. `rewound` only when Redis is known to hold state older than the rows (a
+    snapshot restored: another `run_id`). One read of a small table (callbacks are a few a contact a
     day): run when Redis lost its state, never on a call's path. Raises what SQLAlchemy
     raises when the database cannot be read, and `redis.RedisError`."""
     restored = [request.call_sid for request in pending_callbacks(session_factory)
-                if restore_callback(r, request, now_ms)]
+                if restore_callback(r, request, now_ms, rewound)]
     if restored:
         announce_change(r, "queue")
         log.warning("Redis had lost %d pending callback(s); put back in their queues from "
@@ -178,29 +205,33 @@ def restore_pending_callbacks(r: redis.Redis, session_factory: sessionmaker[Sess
 
 
 def recover_lost_state(r: redis.Redis, session_factory: sessionmaker[Session],
-                       now_ms: int) -> int:
-    """What an emptied (or rewound) Redis lost and the database holds, put back: the
-    directory cache rebuilt (advisors come back `offline` where their presence is gone),
-    then the pending callbacks (`restore_pending_callbacks`); how many callbacks were put
-    back. Raises as those do."""
+                       now_ms: int, rewound: bool = False) -> int:
+    """What an emptied (or, `rewound`, restored from a snapshot) Redis lost and the
+    database holds, put back: the directory cache rebuilt (advisors come back `offline`
+    where their presence is gone), then the pending callbacks
+    (`restore_pending_callbacks`); how many callbacks were put back. Raises as those
+    do."""
     cache_directory(session_factory, r, datetime.fromtimestamp(now_ms / 1000, UTC))
-    return restore_pending_callbacks(r, session_factory, now_ms)
+    return restore_pending_callbacks(r, session_factory, now_ms, rewound)
 
 
-def notice_redis_restart(r: redis.Redis, now_ms: int,
-                         session_factory: sessionmaker[Session] | None = None
-                         ) -> dict[str, int]:
-    """If the Redis behind `r` is not the one seen at the last look (`redis_seen`): when it
-    restarted, every open call is due for the check at once (`make_open_calls_due`), so
-    those over (ended and logged before the restart rewound them) are closed at the next
-    check rather than 10 minutes on; restarted or new (emptied), what it lost is put back
-    from the database (`recover_lost_state`, with `session_factory`). Counts:
-    `open_calls_made_due`, `callbacks_restored` (both 0 for the same Redis).
+def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
+    """If the Redis behind `desk.r` is not the one seen at the last look (`redis_seen`):
+    when it restarted, every open call is due for the check at once
+    (`make_open_calls_due`), so those over (ended and logged before the restart rewound
+    them) are closed at the next check rather than 10 minutes on; restarted or new
+    (emptied), what it lost is put back from the database (`recover_lost_state`, with
+    `desk.session_factory`), then every idle available advisor is offered the callers
+    waiting (`availability.offer_waiting_callers`): a snapshot may hold advisors
+    available beside callbacks just put back, whom no advisor's change would serve.
+    Counts: `open_calls_made_due`, `callbacks_restored`, `waiting_callers_served`
+    (all 0 for the same Redis). `now_ms`: ms since the epoch.
 
     A recovery that fails (the database down) forgets the Redis seen, so the next pass
     notices it again and tries once more; its failure is logged, not raised (the rest
     of the reconciler's pass goes on)."""
-    done = {"open_calls_made_due": 0, "callbacks_restored": 0}
+    r = desk.r
+    done = {"open_calls_made_due": 0, "callbacks_restored": 0, "waiting_callers_served": 0}
     seen = redis_seen(r)
     if seen == "same":
         return done
@@ -208,13 +239,15 @@ def notice_redis_restart(r: redis.Redis, now_ms: int,
         done["open_calls_made_due"] = made = make_open_calls_due(r, now_ms)
         log.warning("Redis restarted (a new run_id): its %d open call(s) due later are "
                     "asked about now, so those already over are closed", made)
-    if session_factory is not None:
-        try:
-            done["callbacks_restored"] = recover_lost_state(r, session_factory, now_ms)
-        except Exception:
-            log.exception("Redis lost its state, and it could not be put back from the "
-                          "database; tried again at the next pass")
-            # Redis down as well: the pass fails at its next step anyway.
-            with contextlib.suppress(redis.RedisError):
-                r.delete(keys.redis_run_id())
+    try:
+        if desk.session_factory is not None:
+            done["callbacks_restored"] = recover_lost_state(
+                r, desk.session_factory, now_ms, rewound=seen == "restarted")
+        done["waiting_callers_served"] = offer_waiting_callers(desk, now_ms)
+    except Exception:
+        log.exception("Redis lost its state, and putting it back (from the database) or "
+                      "serving the callers waiting failed; tried again at the next pass")
+        # Redis down as well: the pass fails at its next step anyway.
+        with contextlib.suppress(redis.RedisError):
+            r.delete(keys.redis_run_id())
     return done

@@ -311,3 +311,94 @@ def test_the_database_down_when_a_contact_presses_1_promises_no_callback(
 
     asks_for_a_callback(client, pat)  # the database is back
     assert desk.r.hget(keys.call(pat), "callback") == "1" and pending_rows(desk) == 1
+
+
+def redis_comes_back_from(desk, snapshot: dict[str, bytes]) -> None:
+    """Redis crashes and comes back from `snapshot` (DUMPs by key), another server's
+    `run_id` kept in it: the reconciler's next pass notices a restart."""
+    desk.r.flushall()
+    for key, value in snapshot.items():
+        desk.r.restore(key, 0, value)
+    desk.r.set(keys.redis_run_id(), "0" * 40)
+
+
+def snapshot_of(desk) -> dict[str, bytes]:
+    """What an RDB snapshot written now would bring back: every key, DUMPed."""
+    return {key: desk.r.dump(key) for key in desk.r.scan_iter(count=1000)}
+
+
+def test_a_snapshot_from_the_menu_gives_the_caller_their_callback(desk, client, emulator):
+    """Redis comes back from a snapshot written while Pat was still in the menu: their
+    call is back in the menu, in no queue, with no callback, and Twilio says it is over.
+    The row was written after anything the snapshot holds: the callback is put back in
+    its place (not logged as a call ended in the menu), and A2 calls Pat back."""
+    reconcile()
+    sid = "CA" + uuid.uuid4().hex
+    emulator.register_call(sid, from_=PAT, to=LINE)
+    post(client, "/voice/incoming", {"CallSid": sid, "From": PAT, "To": LINE, **ATTESTED})
+    snapshot = snapshot_of(desk)  # Pat in the menu
+    post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "2"})
+    post(client, "/voice/wait", {"CallSid": sid, "QueuePosition": "1"})
+    asks_for_a_callback(client, sid)
+    emulator.end_call(sid, duration=45)
+    assert pending_rows(desk) == 1
+
+    redis_comes_back_from(desk, snapshot)
+    assert desk.r.hget(keys.call(sid), "state") == "menu"
+    reconcile()  # the restart noticed: the callback put back, Twilio asked about the call
+    reconcile()
+    run_jobs(desk)
+    assert waiting(client) == [sid] and logs_of(desk, sid) == []
+    assert desk.r.ttl(keys.call(sid)) == -1  # kept until its callback is logged
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    assert leg.to == A2 and f"call={sid}" in (leg.url or "")
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2", True)]
+    assert pending_rows(desk) == 0
+
+
+def test_a_restored_callback_is_offered_to_an_idle_available_advisor(desk, client, emulator):
+    """The snapshot has A2 available and idle; after it was written A2 went offline, and
+    Pat waited, asked for a callback and hung up. Redis comes back from that snapshot:
+    Pat's callback is put back beside A2, available to the desk, whom nothing will free
+    again; the reconciler's recovery offers it to A2 at once, as if A2 had just become
+    available, rather than leave it until some advisor of the team changes state."""
+    reconcile()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    snapshot = snapshot_of(desk)  # A2 available, idle, nobody waiting
+    client.put("/api/advisors/A2/status", json={"status": "offline"}, headers=API)
+    pat = calls_and_waits(client, PAT)
+    asks_for_a_callback(client, pat)
+
+    redis_comes_back_from(desk, snapshot)
+    reconcile()
+    [leg] = emulator.created_calls  # A2's phone rings for Pat's callback
+    assert leg.to == A2 and f"call={pat}" in (leg.url or "")
+    assert waiting(client) == []
+    reconcile()  # a later pass offers it to nobody else
+    assert len(emulator.created_calls) == 1
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, pat) == [("answered", "A2", True)]
+    assert pending_rows(desk) == 0
+
+
+def test_an_advisor_available_before_the_recovery_is_offered_the_callback(
+        desk, client, emulator):
+    """Redis comes back empty, and A2 sets themselves available before the reconciler's
+    next pass (nobody waits yet: A2 stays idle); that pass puts Pat's callback back
+    beside A2 and offers it to A2 at once."""
+    reconcile()
+    pat = calls_and_waits(client, PAT)
+    asks_for_a_callback(client, pat)
+    desk.r.flushall()
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    assert emulator.created_calls == []
+    reconcile()
+    [leg] = emulator.created_calls
+    assert leg.to == A2 and f"call={pat}" in (leg.url or "")
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, pat) == [("answered", "A2", True)]

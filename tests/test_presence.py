@@ -150,3 +150,27 @@ def test_the_advisor_holds_a_call_sid_and_says_how_ringing_talking_wrapup(r):
     assert done.outcome == "available"
     state = presence.advisor_state(r, "A1")
     assert (state["call"], state["hold"]) == ("", "")
+
+
+def test_an_idle_advisor_offered_the_queue_takes_the_best_caller_or_keeps_their_turn(r):
+    """`offer_idle`: an advisor available already, holding nothing, is offered the
+    waiting callers as if just available (a Redis restored beside callers queued without
+    them); with nobody to take, they stay as they were, their idle-since kept; an
+    advisor busy or offline is left alone."""
+    add_advisor(r, "A1", ["general"], available_at=1000)
+    add_advisor(r, "A2", ["general"], available_at=None)
+    nobody = presence.make_available(r, "A1", now_ms=2000, lease_ms=LEASE, offer_idle=True)
+    assert nobody == presence.Release("available")
+    assert r.zscore(keys.team_available("general"), "A1") == 1000  # their turn kept
+    # A caller queued beside A1 (as a restored snapshot may leave them).
+    r.zadd(keys.team_waiting("general"), {"CA1": 2 * presence.BAND_WIDTH + 1500})
+    r.hset(keys.call("CA1"), mapping={"waiting_team": "general", "state": "queued"})
+    assert presence.make_available(r, "A2", now_ms=3000, lease_ms=LEASE,
+                                   offer_idle=True).outcome == "stale"  # offline
+    assert presence.advisor_state(r, "A2")["status"] == "offline"
+    claimed = presence.make_available(r, "A1", now_ms=3000, lease_ms=LEASE, offer_idle=True)
+    assert claimed == presence.Release("claimed", "CA1")
+    assert presence.advisor_state(r, "A1")["call"] == "CA1"
+    assert presence.make_available(r, "A1", now_ms=3001, lease_ms=LEASE,
+                                   offer_idle=True).outcome == "stale"  # busy on it
+    assert r.zcard(keys.team_waiting("general")) == 0

@@ -30,13 +30,14 @@ def reconcile() -> dict[str, int]:
     restarted since the last pass (`notice_redis_restart`: a snapshot may have brought
     back calls over and logged since), every open call is due for that check at once
     (`open_calls_made_due`); when it restarted or came back empty, the directory cache
-    is rebuilt and the pending callbacks it lost are put back from the database
-    (`callbacks_restored`)."""
+    is rebuilt, the pending callbacks it lost are put back from the database
+    (`callbacks_restored`), and idle available advisors are offered the callers waiting
+    (`waiting_callers_served`)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
-    done.update(notice_redis_restart(desk.r, int(now * 1000), desk.session_factory))
+    done.update(notice_redis_restart(desk, int(now * 1000)))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done
