@@ -146,6 +146,17 @@ class OwnRedis:
             self.process = None
 
 
+def serving_on(own_redis: OwnRedis, settings, desk, request):
+    """The app on the test's own Redis, with the directory cached there as `caseline
+    serve` caches it at its start: (its test client, a client of that Redis)."""
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
+    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    request.addfinalizer(cached.close)
+    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    return app.test_client(), cached
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server = OwnRedis(tmp_path / "own-redis")
@@ -217,13 +228,7 @@ def test_maintenance_read_while_the_database_is_down_never_answers_the_files_win
 
 def test_redis_restarted_empty_under_the_app_queues_and_stats_list_every_team(
         settings, desk, lakeview, own_redis, request):
-    app = create_app(settings.with_changes(redis_url=own_redis.url))
-    request.addfinalizer(lambda: close_app(app))
-    client = app.test_client()
-    # As `caseline serve` does at its start: the directory cached in its Redis.
-    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    request.addfinalizer(cached.close)
-    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    client, _ = serving_on(own_redis, settings, desk, request)
     assert sorted(send(client, "GET", "/api/queues", None).get_json()) == ["general", "hosting"]
 
     own_redis.stop()
@@ -240,12 +245,7 @@ def test_redis_read_only_a_refused_directory_write_changed_nothing(
     """Redis answers but takes no write (a primary demoted to a replica mid-failover,
     Redis's own READONLY): each directory write is 503 and neither the database nor the
     cache changed; once Redis takes writes again, the same request goes through."""
-    app = create_app(settings.with_changes(redis_url=own_redis.url))
-    request.addfinalizer(lambda: close_app(app))
-    client = app.test_client()
-    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    request.addfinalizer(cached.close)
-    cache_directory(desk.session_factory, cached, datetime.now(UTC))
+    client, cached = serving_on(own_redis, settings, desk, request)
     before, case_before = directory_state(desk), cached.hgetall(keys.case("2024117"))
     # A replica of a primary that is not there: it keeps its data, refuses writes.
     cached.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
@@ -310,12 +310,7 @@ def test_redis_out_of_memory_is_a_503_and_changes_nothing(
         settings, desk, lakeview, own_redis, request):
     """Redis full (`maxmemory`, no eviction) refuses writes: the announcement put then is
     a 503, as with a read-only Redis, and callers hear what they heard before."""
-    app = create_app(settings.with_changes(redis_url=own_redis.url))
-    request.addfinalizer(lambda: close_app(app))
-    cached = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    request.addfinalizer(cached.close)
-    cache_directory(desk.session_factory, cached, datetime.now(UTC))
-    client = app.test_client()
+    client, cached = serving_on(own_redis, settings, desk, request)
     before = send(client, "GET", "/api/announcement", None).get_json()
     cached.config_set("maxmemory-policy", "noeviction")
     cached.config_set("maxmemory", "1")
