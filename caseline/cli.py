@@ -102,6 +102,8 @@ def directory() -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def directory_load(file: Path) -> None:
     """Upsert a directory document in one transaction (all or nothing)."""
+    import redis
+
     from directory import DirectoryError, load_directory
     from directory.db import make_session_factory
 
@@ -120,6 +122,11 @@ def directory_load(file: Path) -> None:
     try:
         counts = load_directory(document, make_session_factory(engine), client,
                                 datetime.now(UTC), pepper=settings.pin_pepper)
+    except redis.RedisError as exc:
+        # Before the commit (`load_directory` drops what it changes from the cache first).
+        click.echo(f"{file}: Redis cannot be written ({type(exc).__name__}: {exc}); nothing "
+                   "was changed", err=True)
+        sys.exit(1)
     except DirectoryError as exc:
         click.echo(f"{file}: {exc.bad_records} bad record(s), {len(exc.problems)} problem(s); "
                    "nothing was changed:", err=True)

@@ -193,6 +193,18 @@ def cache_directory(
     _drop_retired_contact_fields(redis_client)
 
 
+def keys_of(facts: Facts) -> list[str]:
+    """The cache's keys of the districts, contacts (by id and by phone, and the phones
+    they no longer have) and cases of `facts`: what a change drops before its commit.
+    Never an advisor's: their hash holds their presence too."""
+    found = [keys.district(district["id"]) for district in facts.districts]
+    found += [keys.case(case["number"]) for case in facts.cases]
+    found += list(facts.stale_phone_keys)
+    for contact in facts.contacts:
+        found += [keys.contact(contact["id"]), keys.contact_by_phone(contact["phone"])]
+    return found
+
+
 def recache_if_lost(
     session_factory: sessionmaker[Session], redis_client: redis.Redis, now: datetime
 ) -> bool:

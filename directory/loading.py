@@ -8,6 +8,7 @@ whole cache when Redis lost it since the last load.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import central_date
 from directory import keys
-from directory.cache import Facts, recache_if_lost, write_cache
+from directory.cache import Facts, keys_of, recache_if_lost, write_cache
 from directory.catalog import canonical_product
 from directory.models import Advisor, Case, Contact, District
 from directory.pins import check_pin, hash_pin, needs_rehash
@@ -30,6 +31,8 @@ from directory.validation import (
     parse_date,
     record_id,
 )
+
+log = logging.getLogger(__name__)
 
 
 def load_directory(
@@ -45,11 +48,25 @@ def load_directory(
     Raises DirectoryError (and changes nothing) when the document has problems.
     Records absent from the document are kept. Returns how many records of
     each kind the document held. PINs are hashed with `pepper` (CASELINE_PIN_PEPPER).
+
+    The records it changes are dropped from the cache before the commit (as the API's
+    writes do, `directory.records`): Redis down or refusing writes raises Redis's error
+    and rolls the load back, so nothing changed; whatever reached Redis left only keys
+    missing, which calls read from the database. The cache is written after the commit;
+    a failure then is logged, not raised (the load is saved, and calls read it from
+    the database until it is cached).
     """
     plan = Plan(central_date(now))
     with session_factory() as db, db.begin():
         facts, counts = apply_document(db, doc, plan, pepper)
-    refresh_cache(session_factory, redis_client, facts, now)
+        dropped = keys_of(facts)
+        if dropped:
+            redis_client.delete(*dropped)
+    try:
+        refresh_cache(session_factory, redis_client, facts, now)
+    except redis.RedisError as error:
+        log.warning("directory saved, but not cached (%s): calls read it from the database "
+                    "until it is", error)
     return counts
 
 

@@ -27,8 +27,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.hours import central_date
-from directory import keys
-from directory.cache import Facts, recache_if_lost, write_cache
+from directory.cache import Facts, keys_of, recache_if_lost, write_cache
 from directory.loading import apply_document
 from directory.models import AuditEntry, Case, Contact
 from directory.validation import DirectoryError, Plan, record_id
@@ -143,7 +142,7 @@ def _changing(session_factory: sessionmaker[Session], r: redis.Redis,
         yield db, pending
         db.flush()  # the database's checks first: a refused row drops nothing
         if pending.facts.cases or pending.facts.contacts:
-            r.delete(*_cache_keys(pending.facts))
+            r.delete(*keys_of(pending.facts))
     if not (pending.facts.cases or pending.facts.contacts):
         return
     try:
@@ -152,15 +151,6 @@ def _changing(session_factory: sessionmaker[Session], r: redis.Redis,
     except redis.RedisError as error:
         log.warning("directory change saved, but not cached (%s): calls read it from the "
                     "database until it is", error)
-
-
-def _cache_keys(facts: Facts) -> list[str]:
-    """The cache's keys of some cases' and contacts' facts, and the phones the contacts
-    no longer have."""
-    found = [keys.case(case["number"]) for case in facts.cases] + list(facts.stale_phone_keys)
-    for contact in facts.contacts:
-        found += [keys.contact(contact["id"]), keys.contact_by_phone(contact["phone"])]
-    return found
 
 
 def put_case(session_factory: sessionmaker[Session], r: redis.Redis, number: str,

@@ -161,3 +161,20 @@ def test_one_run_names_every_bad_record_and_every_problem(load, desk):
     assert done.stderr.splitlines()[0].endswith(
         f"everything.json: 9 bad record(s), {len(problems)} problem(s); nothing was changed:")
     assert contacts(desk) == [("5001", "+16125550101")]
+
+
+def test_a_load_that_redis_refuses_changes_nothing_and_says_so(load, desk):
+    # Redis read-only (a replica mid-failover): the load must not commit a directory
+    # that calls, which read the cache, would not see.
+    assert load(GOOD).returncode == 0
+    moved = {**GOOD, "contacts": [{**GOOD["contacts"][0], "phone": "+16125550188"}]}
+    desk.r.execute_command("REPLICAOF", "127.0.0.1", "1")
+    try:
+        done = load(moved, "moved.json")
+    finally:
+        desk.r.execute_command("REPLICAOF", "NO", "ONE")
+    assert done.returncode == 1, done.stderr
+    assert "Redis cannot be written" in done.stderr and "nothing was changed" in done.stderr
+    assert contacts(desk) == [("5001", "+16125550101")]
+    assert load(moved, "moved.json").returncode == 0  # Redis back: the same load goes in
+    assert contacts(desk) == [("5001", "+16125550188")]
