@@ -168,9 +168,8 @@ def lost_call(req: Request, call_sid: str) -> Response:
     `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); a caller whose
     conversation just ended (`CONVERSATION_OVER`) hears nothing more (`<Hangup/>`); anyone
     else, or a result that says the call is over (`OVER`), hears a goodbye."""
-    over = any(req.form.get(field, "") in values for field, values in OVER.items())
-    talked = req.endpoint in AFTER_THE_TALK and any(
-        req.form.get(field, "") in values for field, values in CONVERSATION_OVER.items())
+    over = _posted_one_of(req, OVER)
+    talked = req.endpoint in AFTER_THE_TALK and _posted_one_of(req, CONVERSATION_OVER)
     p = prompts()
     if req.endpoint in LEAVE_QUEUE:
         reply, what = twiml.leave(), "left the queue to start over"
@@ -183,6 +182,12 @@ def lost_call(req: Request, call_sid: str) -> Response:
     log.warning("%s for call %r with no session (from %s): %s, nothing changed",
                 req.path, call_sid, mask_phone(req.form.get("From", "")[:40]), what)
     return twiml_response(twiml.under(public_path(), reply))
+
+
+def _posted_one_of(req: Request, results: dict[str, frozenset[str]]) -> bool:
+    """Whether the post's field of a result (`DialCallStatus`, `QueueResult`) holds one
+    of the values `results` lists for it."""
+    return any(req.form.get(field, "") in values for field, values in results.items())
 
 
 # Twilio's CallSids are 34 letters and digits. Anything else (missing, odd

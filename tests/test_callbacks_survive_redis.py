@@ -95,6 +95,19 @@ def a2_takes_it_and_the_contact_answers(client, leg, contact_phone: str) -> None
          {"CallSid": leg.sid, "CallStatus": "completed", "CallDuration": "320"})
 
 
+def a2_places_the_callback(desk, client, emulator, sid: str) -> None:
+    """A2 goes available: their phone rings for the callback `sid` (the one call placed),
+    they take it and Pat answers; it is logged once, answered by A2, and its row is
+    gone with the writing of its log."""
+    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+    [leg] = emulator.created_calls
+    assert leg.to == A2 and f"call={sid}" in (leg.url or "")
+    a2_takes_it_and_the_contact_answers(client, leg, PAT)
+    run_jobs(desk)
+    assert logs_of(desk, sid) == [("answered", "A2", True)]
+    assert pending_rows(desk) == 0
+
+
 def logs_of(desk, sid: str) -> list[tuple[str, str | None, bool]]:
     """The call's logs, as (status, answered by, restored from the database)."""
     with desk.session_factory() as db:
@@ -118,13 +131,7 @@ def test_a_callback_lost_with_redis_is_placed_and_logged_once(desk, client, emul
     redis_comes_back_empty(desk)
     assert waiting(client) == [pat]  # back in its place, a callback still
 
-    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
-    [leg] = emulator.created_calls  # A2's phone rings for Pat's callback
-    assert leg.to == A2 and f"call={pat}" in (leg.url or "")
-    a2_takes_it_and_the_contact_answers(client, leg, PAT)
-    run_jobs(desk)
-    assert logs_of(desk, pat) == [("answered", "A2", True)]
-    assert pending_rows(desk) == 0  # gone with the writing of its log
+    a2_places_the_callback(desk, client, emulator, pat)
     assert waiting(client) == []
     # Logged: its state goes in a day, as any call's; another pass puts nothing back.
     assert 0 < desk.r.ttl(keys.call(pat)) <= 24 * 3600
@@ -186,13 +193,7 @@ def test_a_snapshot_from_before_the_request_gives_the_caller_their_callback(
     reconcile()  # the restart noticed: the callback taken up, Twilio asked about the call
     reconcile()
     assert waiting(client) == [sid] and logs_of(desk, sid) == []
-    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
-    [leg] = emulator.created_calls
-    assert leg.to == A2 and f"call={sid}" in (leg.url or "")
-    a2_takes_it_and_the_contact_answers(client, leg, PAT)
-    run_jobs(desk)
-    assert logs_of(desk, sid) == [("answered", "A2", True)]
-    assert pending_rows(desk) == 0
+    a2_places_the_callback(desk, client, emulator, sid)
 
 
 def test_a_callback_already_logged_is_not_put_back(desk, client, emulator):
@@ -263,11 +264,7 @@ def test_web_and_worker_restoring_at_once_put_a_callback_back_once(
     reconcile()  # the reconciler's pass too: a new Redis, recovered again
     prepare_service(desk.settings)  # and a `caseline serve` starting
     assert waiting(client) == [pat]
-    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
-    [leg] = emulator.created_calls
-    a2_takes_it_and_the_contact_answers(client, leg, PAT)
-    run_jobs(desk)
-    assert logs_of(desk, pat) == [("answered", "A2", True)]
+    a2_places_the_callback(desk, client, emulator, pat)
 
 
 def test_caseline_serve_starting_on_an_empty_redis_puts_the_callback_back(
@@ -279,12 +276,7 @@ def test_caseline_serve_starting_on_an_empty_redis_puts_the_callback_back(
     desk.r.flushall()
     prepare_service(desk.settings)
     assert waiting(client) == [pat]
-    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
-    [leg] = emulator.created_calls
-    assert leg.to == A2
-    a2_takes_it_and_the_contact_answers(client, leg, PAT)
-    run_jobs(desk)
-    assert logs_of(desk, pat) == [("answered", "A2", True)]
+    a2_places_the_callback(desk, client, emulator, pat)
 
 
 def test_the_database_down_when_a_contact_presses_1_promises_no_callback(
@@ -350,13 +342,7 @@ def test_a_snapshot_from_the_menu_gives_the_caller_their_callback(desk, client, 
     run_jobs(desk)
     assert waiting(client) == [sid] and logs_of(desk, sid) == []
     assert desk.r.ttl(keys.call(sid)) == -1  # kept until its callback is logged
-    client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
-    [leg] = emulator.created_calls
-    assert leg.to == A2 and f"call={sid}" in (leg.url or "")
-    a2_takes_it_and_the_contact_answers(client, leg, PAT)
-    run_jobs(desk)
-    assert logs_of(desk, sid) == [("answered", "A2", True)]
-    assert pending_rows(desk) == 0
+    a2_places_the_callback(desk, client, emulator, sid)
 
 
 def test_a_restored_callback_is_offered_to_an_idle_available_advisor(desk, client, emulator):
