@@ -166,6 +166,18 @@ class DeskWorker(SimpleWorker):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+    def unsubscribe(self) -> None:
+        """RQ's listener stopped, then unsubscribed, so that the unsubscribe's reply
+        wakes it to find itself stopped. RQ unsubscribes first: the listener takes the
+        reply, waits again (up to 60 s), and every worker's end waits out RQ's 1 s join,
+        which a burst run (the tests run jobs that way, one after the other) pays each
+        time."""
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.join(timeout=1)
+            self.pubsub.close()
+
 def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NICE) -> None:
     """Work the queues until stopped (or until empty with `burst`), at least at `nice`
     (`WORKER_NICE` by default; 0 keeps the priority it was started with)."""
