@@ -25,6 +25,7 @@ is down sends callers to the fallback number without waiting.
 
 from __future__ import annotations
 
+import re
 import select
 import threading
 import time
@@ -155,6 +156,25 @@ class FailoverConnection(SentinelManagedConnection):
 class FailoverSSLConnection(FailoverConnection, SentinelManagedSSLConnection):
     """`FailoverConnection` over TLS (a `rediss+sentinel://` URL)."""
 
+
+# What Redis raises while it cannot be reached or cannot take writes for now: down,
+# timed out, still loading its data, a replica or a primary without its replicas,
+# full under `maxmemory`, or refusing writes since its last snapshot failed (MISCONF,
+# which redis-py raises as a plain ResponseError). Anything else is a bug.
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
+                redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError)
+
+
+# MISCONF's reply: alone, as redis-py words it for a command of a transaction, or as
+# Redis words it for a write inside a script ("...: -MISCONF ...").
+_MISCONF = re.compile(r"(?:^|[\s:-])MISCONF ")
+
+
+def redis_unavailable(error: BaseException) -> bool:
+    """True when `error` says Redis is down or refuses writes for now (above), so the
+    request may be tried again once it is back; False for any other error."""
+    return isinstance(error, _UNAVAILABLE) or (
+        isinstance(error, redis.ResponseError) and _MISCONF.search(str(error)) is not None)
 
 def is_sentinel_url(url: str) -> bool:
     """Whether `url` names a Sentinel-watched primary (`redis+sentinel://`, `rediss+...`)."""

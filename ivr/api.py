@@ -17,6 +17,7 @@ from sqlalchemy import exc as database_errors
 import directory
 from directory import records
 from directory.call_logs import calls_on_case
+from directory.redis_client import redis_unavailable
 from ivr.context import (
     base_url,
     desk,
@@ -36,12 +37,6 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 log = logging.getLogger(__name__)
 
-# What Redis raises while it cannot be reached or cannot take writes yet (a server still
-# loading its data, a replica not yet promoted, full under `maxmemory`). Any other Redis
-# error is a bug: a 500.
-REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError,
-    redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError)
 # What SQLAlchemy raises while the database cannot be reached, or stays locked past its
 # timeout. An IntegrityError or a ProgrammingError is a bug: a 500.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -96,8 +91,18 @@ def unavailable(exc: Exception) -> tuple[Response, int, dict[str, str]]:
     return jsonify(body), 503, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}
 
 
-for _unavailable in (*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE):
+for _unavailable in DATABASE_UNAVAILABLE:
     bp.register_error_handler(_unavailable, unavailable)
+
+
+@bp.errorhandler(redis.RedisError)
+def redis_failed(exc: redis.RedisError) -> tuple[Response, int, dict[str, str]]:
+    """A 503 while Redis is down or refuses writes for now
+    (`directory.redis_client.redis_unavailable`); any other Redis error is a bug,
+    left to the app's handler (a 500)."""
+    if redis_unavailable(exc):
+        return unavailable(exc)
+    raise exc
 
 
 def _refused(error: records.RecordError) -> tuple[Response, int]:

@@ -5,11 +5,14 @@ Counters and the webhook latency histogram live in each web process; under
 gunicorn, `caseline serve` sets PROMETHEUS_MULTIPROC_DIR (a folder under the
 instance path, emptied at start) so that one scrape adds up every worker
 process. What lives in Redis (waiting callers per team, RQ's queue lengths,
-jobs retried by the workers, wherever they run) is read at scrape time.
+jobs retried by the workers, wherever they run) is read at scrape time; while Redis
+cannot be read, a scrape still answers, with the process's own counters and
+`caseline_redis_reachable 0` instead, so the backend errors that tell why stay in view.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -32,6 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from directory import keys
 from ivr.context import desk
 from jobs.queues import CALL_LOGS_SET_ASIDE, Queues, queue
+from routing.desk import Desk
+from routing.waiting import team_names
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -72,29 +79,55 @@ def count_error(exc: BaseException) -> None:
 class _RedisCollector:
     """What Redis knows, read at scrape time."""
 
-    def __init__(self, r: redis.Redis, job_redis: redis.Redis) -> None:
+    def __init__(self, d: Desk) -> None:
         """Read from the desk's Redis (decoded) and RQ's (bytes)."""
-        self.r = r
-        self.job_redis = job_redis
+        self.desk = d
 
     def collect(self) -> Iterator[Metric]:
         """Waiting callers per team, jobs queued per queue, jobs retried per queue, calls
-        whose log is set aside."""
+        whose log is set aside, and whether Redis could be read (1 or 0): when it could
+        not, that gauge alone, so the scrape still carries the process's counters."""
+        reachable = GaugeMetricFamily(
+            "caseline_redis_reachable", "1 when this scrape could read Redis, 0 when not")
+        try:
+            families = list(self._read())
+        except redis.RedisError as exc:
+            count_error(exc)
+            log.warning("/metrics: Redis could not be read: %s", exc)
+            reachable.add_metric([], 0)
+            yield reachable
+            return
+        reachable.add_metric([], 1)
+        yield from (*families, reachable)
+
+    def _teams(self) -> list[str]:
+        """Every team, rebuilding the directory cache when Redis came back empty; the
+        teams Redis still knows when the database cannot rebuild it."""
+        try:
+            return team_names(self.desk, int(time.time() * 1000))
+        except SQLAlchemyError as exc:
+            count_error(exc)
+            log.warning("/metrics: the directory cache could not be rebuilt: %s", exc)
+            return sorted(self.desk.r.smembers(keys.teams()))
+
+    def _read(self) -> Iterator[Metric]:
+        """The gauges read from Redis; redis-py's errors when it cannot be read."""
+        r, job_redis = self.desk.r, self.desk.job_redis
         waiting = GaugeMetricFamily("caseline_waiting_callers", "Callers waiting, per team",
                                     labels=["team"])
-        for team in sorted(self.r.smembers(keys.teams())):
-            waiting.add_metric([team], self.r.zcard(keys.team_waiting(team)))
+        for team in self._teams():
+            waiting.add_metric([team], r.zcard(keys.team_waiting(team)))
         queued = GaugeMetricFamily("caseline_jobs_queued", "Jobs waiting in an RQ queue",
                                    labels=["queue"])
         retried = CounterMetricFamily("caseline_jobs_retried", "Jobs retried by the workers",
                                       labels=["queue"])
         for name in Queues.ALL:
-            queued.add_metric([name], queue(name, self.job_redis).count)
-            retried.add_metric([name], int(self.r.get(keys.jobs_retried(name)) or 0))
+            queued.add_metric([name], queue(name, job_redis).count)
+            retried.add_metric([name], int(r.get(keys.jobs_retried(name)) or 0))
         set_aside = GaugeMetricFamily(
             "caseline_call_logs_set_aside",
             "Calls whose log could not be written, set aside to be tried again")
-        set_aside.add_metric([], self.r.zcard(CALL_LOGS_SET_ASIDE))
+        set_aside.add_metric([], r.zcard(CALL_LOGS_SET_ASIDE))
         yield from (waiting, queued, retried, set_aside)
 
 
@@ -110,10 +143,10 @@ def _process_metrics() -> bytes:
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus's text format (no token)."""
-    d = desk()
     live = CollectorRegistry()
-    live.register(_RedisCollector(d.r, d.job_redis))  # type: ignore[arg-type]
-    body = _process_metrics() + generate_latest(live)
+    live.register(_RedisCollector(desk()))  # type: ignore[arg-type]
+    read = generate_latest(live)  # first: a Redis error it meets is counted below
+    body = _process_metrics() + read
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 

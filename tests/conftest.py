@@ -59,6 +59,60 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+class OwnRedis:
+    """A redis-server of a test's own, which it stops and starts again (empty: the
+    embedded server persists nothing) on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = start_server(self.folder, port=self.port)
+        wait_until_up(self.url)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis server the test may stop and start (`OwnRedis`), running at the start."""
+    server = OwnRedis(tmp_path / "own-redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@contextmanager
+def refusing_writes_after_a_failed_snapshot(client: redis.Redis, tmp_path: Path) -> Iterator[None]:
+    """Redis answering MISCONF to every write, as a server does whose last snapshot
+    failed (a full or vanished disk) while `stop-writes-on-bgsave-error` is on, as it
+    is by default; reads still answer. Taking the save points away again lets writes
+    through at once."""
+    gone = tmp_path / "snapshots-gone"
+    gone.mkdir()
+    before = client.config_get("dir")["dir"]
+    client.config_set("dir", str(gone))
+    gone.rmdir()  # the snapshot's file cannot be made: the save fails
+    client.config_set("save", "3600 1")
+    try:
+        client.bgsave()
+        deadline = time.monotonic() + 10
+        while client.info("persistence")["rdb_last_bgsave_status"] != "err":
+            assert time.monotonic() < deadline, "the snapshot did not fail"
+            time.sleep(0.02)
+        yield
+    finally:
+        client.config_set("save", "")
+        client.config_set("dir", before)
+
+
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A client of the session's Redis, flushed before each test."""

@@ -12,10 +12,8 @@ a stopped server; see tests/test_drills.py).
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,11 +22,16 @@ import redis
 from sqlalchemy import select
 
 import directory
-from caseline.embedded_redis import start_server, wait_until_up
 from directory import cache_directory, keys, records
 from directory.models import AuditEntry, Case, Contact, PostedMaintenance
 from ivr import create_app
-from tests.conftest import API_TOKEN, close_app, free_port
+from tests.conftest import (
+    API_TOKEN,
+    OwnRedis,
+    close_app,
+    free_port,
+    refusing_writes_after_a_failed_snapshot,
+)
 
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 NEW_CASE = {"district": "D100", "owner": "A7", "status": "open", "priority": "high",
@@ -125,27 +128,6 @@ def test_database_down_reads_answer_503_and_writes_change_nothing(
     assert send(client, "GET", "/api/stats", None).status_code == 200
 
 
-class OwnRedis:
-    """A redis-server of the test's own, which it stops and starts again (empty: the
-    embedded server persists nothing) on one port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = start_server(self.folder, port=self.port)
-        wait_until_up(self.url)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
 def serving_on(own_redis: OwnRedis, settings, desk, request):
     """The app on the test's own Redis, with the directory cached there as `caseline
     serve` caches it at its start: (its test client, a client of that Redis)."""
@@ -155,14 +137,6 @@ def serving_on(own_redis: OwnRedis, settings, desk, request):
     request.addfinalizer(cached.close)
     cache_directory(desk.session_factory, cached, datetime.now(UTC))
     return app.test_client(), cached
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "own-redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_down_every_endpoint_answers_503_and_writes_change_nothing(
@@ -320,3 +294,19 @@ def test_redis_out_of_memory_is_a_503_and_changes_nothing(
         assert send(client, "GET", "/api/announcement", None).get_json() == before
     finally:
         cached.config_set("maxmemory", "0")
+
+
+def test_redis_refusing_writes_after_a_failed_snapshot_is_a_503_and_changes_nothing(
+        settings, desk, lakeview, own_redis, request, tmp_path):
+    """A Redis whose last snapshot failed refuses writes (MISCONF) until one succeeds:
+    the API's writes are a 503 then, as with a read-only or full Redis, not a 500."""
+    client, cached = serving_on(own_redis, settings, desk, request)
+    before = send(client, "GET", "/api/announcement", None).get_json()
+    announcement = {"text": "Gradebook is slow", "active": True}
+    with refusing_writes_after_a_failed_snapshot(cached, tmp_path):
+        assert_unavailable(send(client, "PUT", "/api/announcement", announcement), "redis")
+        assert_unavailable(send(client, "PUT", "/api/advisors/A7/status",
+                                {"status": "available"}), "redis")
+        assert send(client, "GET", "/api/announcement", None).get_json() == before
+        assert cached.hget(keys.advisor("A7"), "status") == "offline"
+    assert send(client, "PUT", "/api/announcement", announcement).status_code == 200

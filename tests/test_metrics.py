@@ -7,9 +7,10 @@ import time
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from ivr import create_app
 from routing import presence
 from routing.call_state import start_call
-from tests.conftest import make_available, run_jobs
+from tests.conftest import close_app, make_available, run_jobs
 
 PAT = "+16125550101"
 
@@ -90,3 +91,41 @@ def test_a_retried_job_is_counted(client, desk):
     worker.work(burst=True, with_scheduler=False)
     scrape = samples(client.get("/metrics").get_data(as_text=True))
     assert scrape[("caseline_jobs_retried_total", (("queue", "maintenance"),))] == 2
+
+
+def waiting_gauge(scrape: dict[tuple[str, tuple], float]) -> dict[str, float]:
+    """The waiting callers per team, as a scrape gives them."""
+    return {dict(labels)["team"]: value for (name, labels), value in scrape.items()
+            if name == "caseline_waiting_callers"}
+
+
+def test_redis_back_empty_every_team_is_still_in_the_waiting_gauge(client, lakeview, r):
+    assert waiting_gauge(samples(client.get("/metrics").get_data(as_text=True))) == {
+        "general": 0, "hosting": 0}
+    r.flushdb()  # Redis back empty (flushed, or restarted without its data)
+
+    scrape = samples(client.get("/metrics").get_data(as_text=True))
+    # A team missing from the gauge reads as no data: an alert on its waiting callers
+    # would go silent instead of reading 0.
+    assert waiting_gauge(scrape) == {"general": 0, "hosting": 0}
+    assert scrape[("caseline_redis_reachable", ())] == 1
+
+
+def test_a_scrape_while_redis_is_down_still_answers_with_the_process_counters(
+        settings, desk, lakeview, own_redis, request):
+    app = create_app(settings.with_changes(redis_url=own_redis.url))
+    request.addfinalizer(lambda: close_app(app))
+    client = app.test_client()
+    redis_errors = ("caseline_backend_errors_total", (("backend", "redis"),))
+    before = samples(client.get("/metrics").get_data(as_text=True))
+    assert before[("caseline_redis_reachable", ())] == 1
+    own_redis.stop()
+
+    response = client.get("/metrics")
+    # Prometheus keeps the counters (the backend errors that say why calls fail) and
+    # reads that Redis is away, instead of a failed scrape that hides both.
+    assert response.status_code == 200
+    scrape = samples(response.get_data(as_text=True))
+    assert scrape[("caseline_redis_reachable", ())] == 0
+    assert scrape[redis_errors] > before.get(redis_errors, 0)
+    assert not waiting_gauge(scrape)  # nothing read from a Redis that is not there

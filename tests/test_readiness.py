@@ -8,45 +8,15 @@ moved away.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from caseline.embedded_redis import start_server, wait_until_up
 from directory.db import head_revision
 from ivr import create_app
-from tests.conftest import close_app, free_port
+from tests.conftest import close_app
 
 pytestmark = pytest.mark.databases
-
-
-class OwnRedis:
-    """A redis-server this test may stop and start on one port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def start(self) -> None:
-        self.process = start_server(self.folder, port=self.port)
-        wait_until_up(self.url)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "own-redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def _ready(client) -> tuple[int, dict]:

@@ -27,8 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
-
+from directory.redis_client import redis_unavailable
 from ivr.metrics import count_call
 from routing.call_end import close_call
 from routing.call_state import final_status
@@ -44,8 +43,6 @@ MAX_KEPT = 1000
 FIRST_RETRY_SECONDS = 0.25
 LAST_RETRY_SECONDS = 2.0
 
-# What Redis raises while it cannot be reached or cannot take writes yet.
-REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
 
 
 @dataclass(frozen=True)
@@ -122,9 +119,9 @@ class KeptEnds:
                 continue
             try:
                 self._apply(end)
-            except REDIS_UNREACHABLE:
-                return False
-            except Exception:
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    return False
                 log.exception("call %s: its kept final status failed: left to the "
                               "reconciler", end.call_sid)
             self._forget(end.call_sid)

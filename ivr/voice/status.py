@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import threading
 
+import redis
 from flask import Response, current_app
 
+from directory.redis_client import redis_unavailable
 from ivr import twiml
 from ivr.context import desk, now_ms
 from ivr.metrics import count_call
 from ivr.voice.form import call_sid, form, whole
 from ivr.voice.hooks import bp
-from ivr.voice.kept_ends import REDIS_UNREACHABLE, KeptEnds
+from ivr.voice.kept_ends import KeptEnds
 from ivr.voice.render import xml
 from routing.acd import is_final
 from routing.call_end import close_call
@@ -31,8 +33,8 @@ def status() -> Response:
     came_ms = now_ms()
     try:
         call = sid and close_call(desk(), sid, status_, duration, came_ms, caller=caller)
-    except REDIS_UNREACHABLE:
-        if sid and is_final(status_):
+    except redis.RedisError as exc:
+        if sid and is_final(status_) and redis_unavailable(exc):
             kept_ends().keep(sid, status_, duration, caller, came_ms)
         raise  # answered by `ivr.voice.errors`, logged and counted there
     if call:
