@@ -41,6 +41,11 @@ MIGRATION_LOCK_ID = 0x6361_7365_6C69_6E65
 SQLITE_BUSY_SECONDS = 5
 # How long a readiness check waits for PostgreSQL to answer (seconds).
 PROBE_TIMEOUT_SECONDS = 2
+# How long a new PostgreSQL connection may take (seconds), unless the URL says
+# (`?connect_timeout=`). libpq's default is to wait for ever, so a server gone from the
+# network held a caller's callback request, an API request or a call-log job for as
+# long as the kernel kept trying (minutes): long past Twilio's 15 s for a webhook.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class SchemaError(RuntimeError):
@@ -53,14 +58,18 @@ def make_engine(database_url: str) -> Engine:
 
     `database_url` is an SQLAlchemy URL: `sqlite:///path` or
     `postgresql+psycopg://user:password@host/dbname` (a bare `postgresql://` is
-    taken to mean psycopg 3, the driver of the `postgres` extra).
+    taken to mean psycopg 3, the driver of the `postgres` extra). A PostgreSQL
+    connection that is not made within `CONNECT_TIMEOUT_SECONDS` (or the URL's
+    `connect_timeout`) raises SQLAlchemy's OperationalError.
     """
     url = make_url(database_url)
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
+        connect_args = ({} if "connect_timeout" in url.query
+                        else {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
         # A dead pooled connection (the server restarted) is replaced, not handed out.
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):

@@ -12,6 +12,7 @@ a stopped server; see tests/test_drills.py).
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -310,3 +311,25 @@ def test_redis_refusing_writes_after_a_failed_snapshot_is_a_503_and_changes_noth
         assert send(client, "GET", "/api/announcement", None).get_json() == before
         assert cached.hget(keys.advisor("A7"), "status") == "offline"
     assert send(client, "PUT", "/api/announcement", announcement).status_code == 200
+
+
+def test_a_postgresql_server_that_never_answers_is_a_503_not_a_request_held_for_ever(
+        settings, request):
+    """A PostgreSQL gone from the network (its address still takes the connection, as a
+    load balancer or a dead host's kernel may, and nothing answers) is a 503 once the
+    connection's timeout is out: a request that needs the database is not held."""
+    silent = socket.socket()
+    request.addfinalizer(silent.close)
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # taken by the kernel, never answered
+    port = silent.getsockname()[1]
+    app = create_app(settings.with_changes(
+        database_url=f"postgresql://caseline@127.0.0.1:{port}/caseline"))
+    request.addfinalizer(lambda: close_app(app))
+    answers = []
+    asking = threading.Thread(target=lambda: answers.append(
+        send(app.test_client(), "GET", "/api/advisors", None)), daemon=True)
+    asking.start()
+    asking.join(timeout=30)
+    assert answers, "GET /api/advisors still waiting on a silent PostgreSQL after 30 s"
+    assert_unavailable(answers[0], "database")
