@@ -129,14 +129,22 @@ def ring(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> DialAdvisor
 
 def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
                     call_status: str = "in-progress") -> Decision:
-    """A waiting caller was redirected to us: dial the advisor claimed for them."""
+    """A waiting caller was redirected to us: dial the advisor claimed for them.
+
+    An advisor who chose busy or offline after they were claimed (the redirect takes
+    a moment, seconds while Twilio's API is failing) is not rung: the caller goes
+    back to their place and is routed afresh, and the advisor keeps their choice
+    (PRODUCT: busy or offline set by the advisor is their own choice)."""
     call, ended = call_and_end(desk.r, call_sid)
     if ended or is_final(call_status) or not call:
         return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = call.get("advisor") or ""
     if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
-        return ring(desk, call_sid, advisor_id, now_ms)
-    # The claim expired before Twilio came back: route afresh.
+        if not presence.chose_away(desk.r, advisor_id):
+            return ring(desk, call_sid, advisor_id, now_ms)
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid,
+                     settle_held_call=True)
+    # The claim expired before Twilio came back, or its advisor went away: route afresh.
     return route_caller(desk, call_sid, now_ms)
 
 

@@ -636,6 +636,12 @@ def hold_for(
     return bool(_run(r, _HOLD_FOR, advisor_id, call_sid, hold, lease_until_ms))
 
 
+def chose_away(r: redis.Redis, advisor_id: str) -> bool:
+    """Whether the advisor chose busy or offline themselves (API or console) and has
+    not chosen available since: kept through the call they hold, if any."""
+    return bool(r.hget(keys.advisor(advisor_id), "chosen"))
+
+
 def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:
     """Whether the advisor rings or talks on this call (its wrap-up does not count)."""
     call, hold = r.hmget(keys.advisor(advisor_id), "call", "hold")

@@ -1436,3 +1436,30 @@ def test_twilios_api_is_reached_through_the_environments_proxy(
     else:
         assert sid is not None and sid.startswith("CA")
         assert telephony.redirect_call(sid, f"{BASE_URL}/z")
+
+
+@pytest.mark.parametrize("chosen", ["busy", "offline"])
+def test_an_advisor_who_goes_away_while_their_caller_is_brought_over_is_not_rung(
+        quick, lakeview, emulator, client, chosen):
+    now = int(time.time() * 1000)
+    emulator.register_call("CA-first")
+    emulator.register_call("CA-second")
+    queue_caller(quick, "CA-first", now - 60_000)
+    queue_caller(quick, "CA-second", now - 30_000)
+    assert availability.free_advisor(quick, "A2", now, explicit=True).call_sid == "CA-first"
+    url, _method = emulator.take_redirect("CA-first")
+    # A2 walks away before Twilio fetches the redirect's TwiML.
+    assert client.put("/api/advisors/A2/status", json={"status": chosen},
+                      headers=API).status_code == 200
+
+    answer = post(client, url.removeprefix(BASE_URL), {"CallSid": "CA-first",
+                                                       "CallStatus": "in-progress"})
+
+    assert A2_PHONE not in dialed(answer)
+    assert answer.find("Enqueue") is not None  # waiting again...
+    assert waiting(quick) == ["CA-first", "CA-second"]  # ...at the head, where they were
+    state = presence.advisor_state(quick.r, "A2")
+    assert (state["status"], state["call"]) == (chosen, "")
+    # The next advisor to come on takes them.
+    assert availability.free_advisor(quick, "A7", now + 1_000, explicit=True).call_sid \
+        == "CA-first"
