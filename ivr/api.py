@@ -175,7 +175,10 @@ def _colleague_refused(refused: conference.Refused) -> tuple[Response, int]:
 def unlock_contact(contact_id: str) -> Response:
     """Lift a contact's PIN lockout (five failed PINs within 24 hours)."""
     d = desk()
-    was_locked = lockout.unlock_contact(d.r, d.session_factory, contact_id[:20], now())
+    # No contact id is longer (directory.validation): a longer one is nobody, never
+    # the contact its first digits name.
+    was_locked = (None if len(contact_id) > directory.CONTACT_ID_DIGITS else
+                  lockout.unlock_contact(d.r, d.session_factory, contact_id, now()))
     if was_locked is None:
         abort(404, description=f"no contact {contact_id!r}")
     return jsonify({"id": contact_id, "locked": False, "was_locked": was_locked})

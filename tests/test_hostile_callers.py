@@ -139,6 +139,23 @@ def test_operator_unlocks_through_the_api(desk, lakeview, client):
     assert client.post("/api/contacts/5001/unlock").status_code == 401
 
 
+
+def test_an_unlock_for_a_longer_id_is_a_404_not_the_contact_its_first_digits_name(
+        desk, directory, lakeview, client):
+    longest = "12345678901234567890"  # as long as a contact ID may be
+    directory.contact(longest, "+16125550109", "D100", "Jo Kim", "8642",
+                      last_active="2027-11-30")
+    directory.load()
+    for n in range(1, 6):
+        pin_reply(client, stranger(n), "0000", longest)
+    assert not asks_case_number(pin_reply(client, stranger(6), "8642", longest))
+
+    # An operator's typo, one digit too many: nobody has that id.
+    answer = client.post(f"/api/contacts/{longest}7/unlock", headers=API)
+
+    assert answer.status_code == 404
+    assert not asks_case_number(pin_reply(client, stranger(7), "8642", longest))  # still locked
+
 def test_operator_unlocks_from_the_command_line(desk, lakeview, client, settings,
                                                 monkeypatch):
     lock_pat(client)
