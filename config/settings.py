@@ -42,6 +42,9 @@ class Settings:
 
     twilio_account_sid: str = UNSET_ACCOUNT_SID
     twilio_auth_token: str | None = None
+    # The token Twilio signed webhooks with before a rotation (docs/deploy.md): accepted
+    # beside TWILIO_AUTH_TOKEN until it is unset, never used for the REST API.
+    twilio_previous_auth_token: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
     public_base_url: str | None = None
     redis_url: str | None = None
@@ -116,6 +119,7 @@ class Settings:
         return cls(
             twilio_account_sid=get("TWILIO_ACCOUNT_SID") or cls.twilio_account_sid,
             twilio_auth_token=get("TWILIO_AUTH_TOKEN"),
+            twilio_previous_auth_token=get("TWILIO_PREVIOUS_AUTH_TOKEN"),
             twilio_api_url=get("TWILIO_API_URL") or cls.twilio_api_url,
             public_base_url=_public_base_url(get("PUBLIC_BASE_URL")),
             redis_url=get("REDIS_URL"),

@@ -29,14 +29,25 @@ def _validator(auth_token: str) -> RequestValidator:
 
 
 def twilio_signature_ok(request: Request, settings: Settings) -> bool:
-    """Whether the request carries a valid X-Twilio-Signature (or dev mode allows none)."""
+    """Whether the request carries a valid X-Twilio-Signature (or dev mode allows none):
+    signed with TWILIO_AUTH_TOKEN, or during a rotation with TWILIO_PREVIOUS_AUTH_TOKEN
+    (Twilio signs with the account's primary token, which changes only when the new
+    one is promoted: docs/deploy.md, "Rotating the Twilio auth token")."""
     if not settings.twilio_auth_token:
         return settings.insecure_dev
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature:
         return False
-    validator = _validator(settings.twilio_auth_token)
     url = signed_url(request, settings)
+    tokens = [settings.twilio_auth_token]
+    if settings.twilio_previous_auth_token:
+        tokens.append(settings.twilio_previous_auth_token)
+    return any(_signed_with(_validator(token), url, request, signature) for token in tokens)
+
+
+def _signed_with(validator: RequestValidator, url: str, request: Request,
+                 signature: str) -> bool:
+    """Whether `signature` is the validator's token's over `url` and the form."""
     # The URL exactly as Twilio was given it is the usual case: one HMAC. The
     # library's `validate` (which always computes two, with and without the
     # port) only runs when that does not match.

@@ -52,3 +52,17 @@ def test_status_callback_unsigned_is_refused_and_frees_nothing(client, r):
     response = client.post("/voice/status", data={**FORM, "CallStatus": "completed"})
     assert response.status_code == 403
     assert not r.exists(keys.call_ended(FORM["CallSid"]))
+
+
+def test_during_a_token_rotation_the_previous_token_is_accepted_too(make_app, settings, desk, r):
+    """docs/deploy.md's rotation: the service holds the new token (its REST requests
+    use it) and the one Twilio still signs with until the new one is promoted."""
+    app = make_app(settings.with_changes(twilio_auth_token="the-new-token",
+                                         twilio_previous_auth_token=AUTH_TOKEN))
+    client = app.test_client()
+    for token, answered in ((AUTH_TOKEN, 200), ("the-new-token", 200), ("another", 403)):
+        form = {**FORM, "CallSid": f"CA{token}"}
+        response = client.post("/voice/incoming", data=form, headers={
+            "X-Twilio-Signature": sign("/voice/incoming", form, token=token)})
+        assert response.status_code == answered, token
+        assert r.exists(keys.call(form["CallSid"])) == (answered == 200)
