@@ -41,7 +41,8 @@ from directory.scripts import script
 # KEYS[1] the advisor's hash; ARGV[1] the key of a team's available set with
 # "{}" for the team, [2] the advisor id, [3] the new teams, comma-separated.
 _UPDATE_TEAMS = r"""
-local function avail_key(team) return (string.gsub(ARGV[1], "{}", team, 1)) end
+local function avail_key(team) return (string.gsub(ARGV[1], "{}",
+    function() return team end, 1)) end
 local function split(csv)
   local out = {}
   for part in string.gmatch(csv or "", "[^,]+") do table.insert(out, part) end

@@ -336,6 +336,15 @@ def fallback(prompts: Prompts, fallback_number: str | None, hours: str) -> Voice
     return response
 
 
+def hold_on(prompts: Prompts, text: str, pause_seconds: int) -> VoiceResponse:
+    """A hold cycle that could not be served: `text`, then `pause_seconds` s of silence,
+    after which Twilio asks the waitUrl again (only verbs waitUrl TwiML allows)."""
+    response = VoiceResponse()
+    say(response, prompts, text)
+    response.pause(length=pause_seconds)
+    return response
+
+
 def say_only(prompts: Prompts, texts: list[str]) -> VoiceResponse:
     """Say `texts` and go on (in a queue: back to the hold music)."""
     response = VoiceResponse()

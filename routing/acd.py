@@ -226,7 +226,7 @@ local pending = call['callback'] == '1' and call['callback_state'] ~= 'done' and
   ((call['advisor'] or '') ~= '' or call['callback_state'] == 'ringing-advisor' or
    call['callback_state'] == 'dialing-contact' or call['callback_state'] == 'answered' or
    (team and team ~= '' and
-    redis.call('ZSCORE', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9])))
+    redis.call('ZSCORE', (string.gsub(ARGV[6], '{}', function() return team end, 1)), ARGV[9])))
 if pending then
   -- The call and its end are kept until the callback is over and logged
   -- (`call_state.KEEP_UNLESS_PENDING_CALLBACK`), over a weekend if need be.
@@ -253,7 +253,8 @@ end
 local waited_before = tonumber(call['queue_wait_ms'] or '') or 0
 local enqueued = tonumber(call['enqueued_at'] or '') or now
 if team and team ~= '' and
-    redis.call('ZREM', (string.gsub(ARGV[6], '{}', team, 1)), ARGV[9]) == 1 then
+    redis.call('ZREM', (string.gsub(ARGV[6], '{}',
+        function() return team end, 1)), ARGV[9]) == 1 then
   redis.call('PUBLISH', ARGV[8], 'queue')
   -- Twilio's end time is whole seconds: it may read before this wait began.
   local waited = waited_before + math.max(0, now - enqueued)
@@ -296,7 +297,8 @@ redis.call('ZADD', KEYS[4], 'NX', ARGV[10], ARGV[9])
 local on_call = 0
 local advisor = call['advisor']
 if advisor and advisor ~= '' then
-  local held = redis.call('HMGET', (string.gsub(ARGV[7], '{}', advisor, 1)), 'call', 'hold')
+  local held = redis.call('HMGET', (string.gsub(ARGV[7], '{}',
+      function() return advisor end, 1)), 'call', 'hold')
   if held[1] == ARGV[9] and held[2] ~= 'wrapup' then on_call = 1 end
 end
 return {1, flat, fields, on_call}

@@ -54,12 +54,15 @@ STATUSES = ("available", "busy", "offline")
 # over from the queue), talking, or in wrap-up after it.
 HOLDS = ("ringing", "talking", "wrapup")
 
-# Shared Lua helpers, prepended to each script.
+# Shared Lua helpers, prepended to each script. Every script fills an id into a key
+# template with a function as gsub's replacement: a string there treats '%' as
+# special, so an id such as "100%" built no key (the script raised) or a wrong one.
 _LUA_COMMON = r"""
-local function akey(id) return (string.gsub(ARGV[1], "{}", id, 1)) end
-local function avail_key(team) return (string.gsub(ARGV[2], "{}", team, 1)) end
-local function wait_key(team) return (string.gsub(ARGV[3], "{}", team, 1)) end
-local function call_key(sid) return (string.gsub(ARGV[4], "{}", sid, 1)) end
+local function akey(id) return (string.gsub(ARGV[1], "{}", function() return id end, 1)) end
+local function avail_key(team) return (string.gsub(ARGV[2], "{}",
+    function() return team end, 1)) end
+local function wait_key(team) return (string.gsub(ARGV[3], "{}", function() return team end, 1)) end
+local function call_key(sid) return (string.gsub(ARGV[4], "{}", function() return sid end, 1)) end
 local LEASES = ARGV[5]
 local function on_call(id, sid)
   -- Ringing or talking on this call (a wrap-up after it holds no caller).

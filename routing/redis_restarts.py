@@ -132,7 +132,7 @@ def make_open_calls_due(r: redis.Redis, now_ms: int) -> int:
 # marked a callback where they wait, the fields only (their end, the status
 # callback's or the open-calls check's, which keeps a pending callback's call). 2 then.
 _RESTORE_CALLBACK = """
-local function wait_key(team) return (string.gsub(ARGV[7], '{}', team, 1)) end
+local function wait_key(team) return (string.gsub(ARGV[7], '{}', function() return team end, 1)) end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'callback') == '1' or
      redis.call('EXISTS', KEYS[2]) == 1 then

@@ -168,7 +168,8 @@ local call = redis.call('HGETALL', KEYS[1])
 local ended = redis.call('EXISTS', KEYS[2])
 local team = redis.call('HGET', KEYS[1], 'waiting_team')
 if ended == 1 or not team or team == '' then return {call, ended} end
-local function k(template, name) return (string.gsub(template, '{}', name)) end
+local function k(template, name) return (string.gsub(template, '{}',
+    function() return name end)) end
 return {call, ended,
         redis.call('ZRANK', k(ARGV[1], team), ARGV[6]),
         redis.call('LRANGE', k(ARGV[2], team), 0, 19),
@@ -272,7 +273,8 @@ _LEAVE_WAITING = """
 local call = redis.call('HMGET', KEYS[1], 'waiting_team', 'enqueued_at', 'queue_wait_ms')
 local team = call[1]
 if not team or team == '' then return 0 end
-if redis.call('ZREM', (string.gsub(ARGV[1], '{}', team, 1)), ARGV[2]) == 0 then return 0 end
+if redis.call('ZREM', (string.gsub(ARGV[1], '{}',
+    function() return team end, 1)), ARGV[2]) == 0 then return 0 end
 local now = tonumber(ARGV[3])
 local enqueued = tonumber(call[2] or '') or now
 local waited = (tonumber(call[3] or '') or 0) + math.max(0, now - enqueued)
@@ -326,7 +328,8 @@ if call[1] == '1' then return 'already' end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'over' end
 local team = call[2]
 if not team or team == '' or
-   not redis.call('ZSCORE', (string.gsub(ARGV[1], '{}', team, 1)), ARGV[2]) then
+   not redis.call('ZSCORE', (string.gsub(ARGV[1], '{}',
+       function() return team end, 1)), ARGV[2]) then
   return 'not-queued'
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))

@@ -282,3 +282,29 @@ def test_an_unknown_api_path_or_method_answers_json(client, method, path, status
     response = api(client, method, path)
     assert response.status_code == status
     assert response.is_json and response.get_json()["error"]
+
+
+def test_an_advisor_whose_id_holds_a_percent_sign_takes_their_cases_calls(
+        directory, client, phone):
+    """Advisor ids are any non-empty string (`directory load` takes "100%"), and every
+    presence script fills the id into a key with Lua's gsub, where '%' in a string
+    replacement is special: the advisor could never be made available (404), and a
+    caller on their case never rang them."""
+    directory.district()
+    directory.contact()
+    directory.advisor("100%", ["general"], phone="+16515550177", name="Percy Cent")
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.case("2024117", owner="100%")
+    directory.load()
+    api = {"Authorization": f"Bearer {API_TOKEN}"}
+    for advisor_id in ("100%25", "A2"):
+        answer = client.put(f"/api/advisors/{advisor_id}/status", headers=api,
+                            json={"status": "available"})
+        assert answer.status_code == 200, answer.data
+
+    call = phone.call(PAT, "1 2024117#")
+
+    assert call.answered_by == "+16515550177", call.summary()
+    # The call's end freed them (wrap-up 0 here): available for the next caller.
+    advisors = {a["id"]: a["status"] for a in client.get("/api/advisors", headers=api).json}
+    assert advisors["100%"] == "available"
