@@ -17,6 +17,11 @@ from ivr.voice.render import hours_words, xml
 
 log = logging.getLogger(__name__)
 CONSOLE = str(console_bp.url_prefix)
+# Documents an advisor's leg runs inside the caller's `<Dial>` (`<Number url>`), where
+# `<Dial>` is not allowed: a failure there ends the advisor's leg with a word, and the
+# caller, never bridged, goes on (their `<Dial>` action: `DialBridged=false`).
+WHISPER_LEGS = frozenset({"voice.whisper", "voice.whisper_accept", "voice.oncall_whisper",
+                          "voice.oncall_accept"})
 
 
 def register_error_pages(app: Flask) -> None:
@@ -49,5 +54,7 @@ def register_error_pages(app: Flask) -> None:
             log.exception("voice webhook %s failed; caller sent to fallback", request.path)
         if request.path == "/voice/status":
             return xml(twiml.empty(), 200)
+        if request.endpoint in WHISPER_LEGS:
+            return xml(twiml.goodbye(prompts(), prompts().text("whisper.failed")))
         settings = desk().settings
         return xml(twiml.fallback(prompts(), settings.fallback_number, hours_words()))
