@@ -136,7 +136,7 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
     advisor_id = call.get("advisor") or ""
     # The ring starts now, maybe seconds after the claim (the redirect's retries): its
     # hold is renewed for a whole ring (the claim's lease, from now).
-    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
+    if advisor_id and presence.renew_ring(desk.r, advisor_id, call_sid, now_ms + desk.lease_ms):
         return ring(desk, call_sid, advisor_id, now_ms)
     # The claim expired before Twilio came back: route afresh.
     return route_caller(desk, call_sid, now_ms)

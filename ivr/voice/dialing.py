@@ -53,7 +53,7 @@ def survey_key() -> Response:
 def whisper() -> Response:
     """What the advisor hears before the caller is bridged."""
     sid, advisor_id = leg()
-    return render.whisper(play_whisper(desk(), sid, advisor_id), sid, advisor_id)
+    return render.whisper(play_whisper(desk(), sid, advisor_id, now_ms()), sid, advisor_id)
 
 
 @bp.post("/whisper/accept")
