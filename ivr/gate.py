@@ -70,14 +70,14 @@ START_OVER = frozenset({
 # `<Enqueue>`, where a `<Redirect>` only fetches more hold music: `<Leave/>` moves the
 # caller on to the Enqueue's action (`voice.queue_result`), which starts them over.
 LEAVE_QUEUE = frozenset({"voice.wait", "voice.callback"})
-# Results that say the conversation happened, or the caller is gone: a goodbye.
-OVER = {"DialCallStatus": frozenset({"completed"}),
-        "QueueResult": frozenset({"bridged", "bridging-in-process", "hangup", "redirected"})}
+# Results that say the conversation happened, or the caller is gone: a goodbye. A
+# `<Dial>` action says so only with `DialBridged=true` (`_dial_talked`).
+OVER = {"QueueResult": frozenset({"bridged", "bridging-in-process", "hangup", "redirected"})}
 # Results that say a conversation just ended with the caller still on the line: a
 # caller the line lost track of cannot be surveyed, and one not surveyed hears nothing
-# more (PRODUCT.md, the survey), so a bare `<Hangup/>`.
-CONVERSATION_OVER = {"DialCallStatus": frozenset({"completed"}),
-                     "QueueResult": frozenset({"bridged"})}
+# more (PRODUCT.md, the survey), so a bare `<Hangup/>`. A `<Dial>` action: only with
+# `DialBridged=true` (`_dial_talked`).
+CONVERSATION_OVER = {"QueueResult": frozenset({"bridged"})}
 # The caller's own webhooks that follow a conversation (an advisor's leg, a callback's
 # included, still hears its goodbye).
 AFTER_THE_TALK = frozenset({"voice.dial_result", "voice.oncall_result", "voice.queue_result",
@@ -168,8 +168,10 @@ def lost_call(req: Request, call_sid: str) -> Response:
     `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); a caller whose
     conversation just ended (`CONVERSATION_OVER`) hears nothing more (`<Hangup/>`); anyone
     else, or a result that says the call is over (`OVER`), hears a goodbye."""
-    over = _posted_one_of(req, OVER)
-    talked = req.endpoint in AFTER_THE_TALK and _posted_one_of(req, CONVERSATION_OVER)
+    talked_on_dial = _dial_talked(req)
+    over = talked_on_dial or _posted_one_of(req, OVER)
+    talked = req.endpoint in AFTER_THE_TALK and (
+        talked_on_dial or _posted_one_of(req, CONVERSATION_OVER))
     p = prompts()
     if req.endpoint in LEAVE_QUEUE:
         reply, what = twiml.leave(), "left the queue to start over"
@@ -182,6 +184,19 @@ def lost_call(req: Request, call_sid: str) -> Response:
     log.warning("%s for call %r with no session (from %s): %s, nothing changed",
                 req.path, call_sid, mask_phone(req.form.get("From", "")[:40]), what)
     return twiml_response(twiml.under(public_path(), reply))
+
+
+def _dial_talked(req: Request) -> bool:
+    """Whether a `<Dial>` action says the caller talked to whoever it rang: completed
+    and bridged (Twilio's `DialBridged=true`). `DialCallStatus=completed` alone says
+    only that the dialed leg ended after it picked up: the advisor's leg that the
+    whisper hung up (no key, or a whisper that found no session or failed) ends
+    `completed` too, with nobody talked to, and that caller must start over, not be
+    hung up on (PRODUCT: the caller still reaches a human). Without `DialBridged`
+    nothing says they talked, so they start over too: an apology and the greeting
+    cost a caller who did talk a moment, a hang-up costs one who did not the call."""
+    return (req.form.get("DialCallStatus", "") == "completed"
+            and req.form.get("DialBridged", "").lower() == "true")
 
 
 def _posted_one_of(req: Request, results: dict[str, frozenset[str]]) -> bool:

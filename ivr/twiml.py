@@ -21,6 +21,7 @@ from routing.acd import (
     DialNumber,
     WaitInQueue,
 )
+from routing.whisper import KEY_TIMEOUT_SECONDS
 
 
 def url(path: str, **query: object) -> str:
@@ -229,7 +230,7 @@ def whisper(
     gather = Gather(
         input="dtmf",
         num_digits=1,
-        timeout=8,
+        timeout=KEY_TIMEOUT_SECONDS,
         action=url(action, call=call_sid, advisor=advisor_id),
         method="POST",
     )

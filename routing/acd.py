@@ -140,10 +140,13 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
         return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = call.get("advisor") or ""
     if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
-        if not presence.chose_away(desk.r, advisor_id):
+        if presence.chose_away(desk.r, advisor_id):
+            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
+                         skip_call=call_sid, settle_held_call=True)
+        # The ring starts now, maybe seconds after the claim (the redirect's retries): its
+        # hold is renewed for a whole ring (the claim's lease, from now).
+        elif presence.renew_ring(desk.r, advisor_id, call_sid, now_ms + desk.lease_ms):
             return ring(desk, call_sid, advisor_id, now_ms)
-        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid,
-                     settle_held_call=True)
     # The claim expired before Twilio came back, or its advisor went away: route afresh.
     return route_caller(desk, call_sid, now_ms)
 
@@ -166,21 +169,34 @@ def accept_call(desk: Desk, call_sid: str, advisor_id: str, now_ms: int,
     return held
 
 
+def dial_answered(call: dict[str, str], advisor_id: str, dial_status: str,
+                  bridged: bool) -> bool:
+    """Whether the advisor took the call their `<Dial>` rang them for: they accepted at
+    the whisper (`accept_call` wrote it on the call), or Twilio says it bridged the two
+    legs (`DialBridged=true`), which only the accept's reply does (a Redis restored
+    from before the accept lost the first). Never `DialCallStatus=completed` alone
+    (PRODUCT: no key counts as no answer): caseline's own reply that hangs up the
+    advisor's leg (no key, a whisper that failed or found the call gone) ends that
+    leg `completed` too."""
+    return call.get("answered_by") == advisor_id or (
+        bridged and dial_status in ANSWERED_DIAL_STATUSES)
+
+
 def after_dial(
     desk: Desk, call_sid: str, advisor_id: str, dial_status: str, talk_seconds: int, now_ms: int,
     call_status: str = "in-progress", call: dict[str, str] | None = None,
+    bridged: bool = False,
 ) -> Decision:
-    """The ring of an advisor ended: finish an answered call, else try the next advisor.
+    """The ring of an advisor ended: finish an answered call (`dial_answered`), else try
+    the next advisor.
 
     Twilio may post this `<Dial>` action after the caller hung up, before the
     status callback (`call_status` is then final): the advisor is released and
     nobody else is rung for a caller who is gone. `call`: the call's hash when the
-    caller has just read it.
+    caller has just read it; `bridged`: Twilio's `DialBridged`.
     """
     call = call if call is not None else get_call(desk.r, call_sid)
-    answered = call.get("answered_by") == advisor_id or (
-        dial_status in ANSWERED_DIAL_STATUSES and call.get("whisper") != "played"
-    )
+    answered = dial_answered(call, advisor_id, dial_status, bridged)
     if answered:
         # Twilio may post this after the status callback: the log then gets the talk late.
         update_logged_call(desk, call_sid, answered_by=advisor_id, talk_seconds=talk_seconds,

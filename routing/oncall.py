@@ -182,7 +182,7 @@ def free_line(desk: Desk, call_sid: str) -> bool:
 
 def play_whisper(desk: Desk, call_sid: str) -> Whisper | None:
     """The on-call engineer picked up: what to tell them (None when the caller is no
-    longer waiting for them). From now, no key counts as no answer."""
+    longer waiting for them). Only their key answers (`answered`)."""
     call = get_call(desk.r, call_sid)
     if call.get("state") != "oncall" or desk.r.get(keys.oncall_line()) != call_sid:
         return None
@@ -199,9 +199,9 @@ def take_call(desk: Desk, call_sid: str, now_ms: int) -> bool:
         args=[call_sid, desk.settings.talk_lease_seconds, now_ms, ONCALL], client=desk.r))
 
 
-def answered(call: dict[str, str], dial_answered: bool) -> bool:
-    """Whether the on-call engineer took the call: they pressed the key, or Twilio says
-    the dial was answered and no whisper was played (a ring from before the whisper)."""
-    if call.get("oncall_whisper") == "accepted":
-        return True
-    return dial_answered and call.get("oncall_whisper") != "played"
+def answered(call: dict[str, str], dial_bridged: bool) -> bool:
+    """Whether the on-call engineer took the call: they pressed the key (`take_call`
+    wrote it), or Twilio says it bridged them to the caller (`DialBridged=true`, which
+    only the accept's reply does). Never Twilio's `completed` alone: the whisper's own
+    hang-up (no key, or a whisper that failed) ends their leg `completed` too."""
+    return call.get("oncall_whisper") == "accepted" or dial_bridged

@@ -187,17 +187,18 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision | Outa
 
 def after_oncall(
     desk: Desk, call_sid: str, dial_status: str, talk_seconds: int, now_ms: int,
-    call_status: str = "in-progress",
+    call_status: str = "in-progress", bridged: bool = False,
 ) -> Decision:
     """The on-call engineer's ring ended, and their line is free again: done if they
     took the call (`oncall.answered`: a key at the whisper, so a voicemail that
     picked up is no answer), else wait for hosting.
 
     A caller who hung up meanwhile (`call_status` final: Twilio may post this
-    before the status callback) is not routed again.
+    before the status callback) is not routed again. `bridged`: Twilio's `DialBridged`.
     """
     oncall.free_line(desk, call_sid)
-    if oncall.answered(get_call(desk.r, call_sid), dial_status in ANSWERED_DIAL_STATUSES):
+    if oncall.answered(get_call(desk.r, call_sid),
+                       bridged and dial_status in ANSWERED_DIAL_STATUSES):
         # Posted after the status callback too: the log is then brought up to date.
         update_logged_call(desk, call_sid, answered_by=oncall.ONCALL, talk_seconds=talk_seconds,
                            state="answered")

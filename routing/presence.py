@@ -448,8 +448,28 @@ return 1
 """
 
 
-def _run(r: redis.Redis, source: str, *args: object) -> object:
-    """Run one of the scripts above with the key templates prepended."""
+_RENEW_RING = _LUA_COMMON + r"""
+-- The advisor's ring for a call goes on (their phone picked up and hears the whisper,
+-- or a waiting caller claimed for them is being dialed): their "ringing" hold's lease
+-- runs at least until ARGV[8], never shorter (a talk's or a later renewal's stays).
+-- 1 while they ring or talk on the call, else 0 (nothing changed).
+-- ARGV[6] advisor id, [7] the call, [8] lease until (ms)
+local id, sid, lease_until = ARGV[6], ARGV[7], tonumber(ARGV[8])
+if not on_call(id, sid) then return 0 end
+if redis.call("HGET", akey(id), "hold") == "ringing" then
+  local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
+  if lease < lease_until then
+    redis.call("HSET", akey(id), "lease", string.format("%d", lease_until))
+    redis.call("ZADD", LEASES, lease_until, id)
+  end
+end
+return 1
+"""
+
+
+def _run(r: redis.Redis, source: str, *args: object, announce: bool = True) -> object:
+    """Run one of the scripts above with the key templates prepended (announced on the
+    console's channel unless `announce` is False: a lease renewed moves nobody)."""
     templates = (
         keys.advisor("{}"),
         keys.team_available("{}"),
@@ -457,7 +477,8 @@ def _run(r: redis.Redis, source: str, *args: object) -> object:
         keys.call("{}"),
         keys.leases(),
     )
-    return script(r, _announcing(source))(keys=[], args=[*templates, *args], client=r)
+    return script(r, _announcing(source) if announce else source)(
+        keys=[], args=[*templates, *args], client=r)
 
 
 @functools.cache
@@ -643,6 +664,16 @@ def chose_away(r: redis.Redis, advisor_id: str) -> bool:
     """Whether the advisor chose busy or offline themselves (API or console) and has
     not chosen available since: kept through the call they hold, if any."""
     return bool(r.hget(keys.advisor(advisor_id), "chosen"))
+
+
+def renew_ring(r: redis.Redis, advisor_id: str, call_sid: str, lease_until_ms: int) -> bool:
+    """Keep an advisor's ring for a call held until at least `lease_until_ms` (ms since
+    the epoch; a longer lease stays); whether they still ring or talk on the call.
+    DESIGN: a claim's lease covers its ring, answering extends it; the reconciler
+    frees only a hold whose lease ran out (`make_available`'s `expired_by_ms`)."""
+    if not call_sid:
+        return False
+    return bool(_run(r, _RENEW_RING, advisor_id, call_sid, lease_until_ms, announce=False))
 
 
 def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:

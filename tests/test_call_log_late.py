@@ -195,7 +195,7 @@ def test_a_night_outage_the_oncall_engineer_took_is_logged_answered(desk, lakevi
         run_jobs(desk)
         post(client, path_of(dial.get("action", "")), {
             "CallSid": "CA-night", "CallStatus": "completed", "DialCallStatus": "completed",
-            "DialCallDuration": "280"})
+            "DialCallDuration": "280", "DialBridged": "true"})
         run_jobs(desk)
         [log] = logs(desk)
         assert (log.status, log.answered_by, log.talk_seconds) == ("answered", "on-call", 280)

@@ -89,7 +89,7 @@ def test_a_key_pressed_on_hold_after_redis_comes_back_empty_leaves_the_queue(cli
 
 @pytest.mark.parametrize(("path", "fields"), [
     ("/voice/dial-result?advisor=A2", {"DialCallStatus": "completed",
-                                       "DialCallDuration": "300"}),
+                                       "DialCallDuration": "300", "DialBridged": "true"}),
     ("/voice/queue-result", {"QueueResult": "bridged"}),
     ("/voice/queue-result", {"QueueResult": "hangup"}),
     ("/voice/recorded", {"RecordingUrl": "https://api.twilio.com/rec/RE1",
@@ -106,7 +106,7 @@ def test_a_call_whose_conversation_is_over_hears_goodbye_not_the_greeting_again(
 
 @pytest.mark.parametrize(("path", "fields"), [
     ("/voice/dial-result?advisor=A2", {"DialCallStatus": "completed",
-                                       "DialCallDuration": "300"}),
+                                       "DialCallDuration": "300", "DialBridged": "true"}),
     ("/voice/queue-result", {"QueueResult": "bridged"}),
 ])
 def test_a_caller_whose_advisor_hung_up_after_redis_came_back_empty_hears_nothing_more(
@@ -117,3 +117,20 @@ def test_a_caller_whose_advisor_hung_up_after_redis_came_back_empty_hears_nothin
     redis_comes_back_empty(desk)
     reply = post(client, path, {**form, **fields})
     assert [child.tag for child in reply] == ["Hangup"]
+
+
+@pytest.mark.parametrize("path", ["/voice/dial-result?advisor=A2", "/voice/oncall-result"])
+@pytest.mark.parametrize("bridged", [{"DialBridged": "false"}, {}], ids=["not-bridged",
+                                                                        "bridged-unsaid"])
+def test_a_caller_whose_advisor_never_got_past_the_whisper_starts_over_not_hung_up(
+        client, desk, path, bridged):
+    """Redis came back empty while A2's phone rang: their whisper found no session and
+    hung up their leg, which Twilio reports `completed` (after the whisper's few
+    seconds), not bridged. Pat talked to nobody: Pat starts over from the greeting
+    (PRODUCT: the caller still reaches a human), never a bare hang-up. Without
+    `DialBridged` nothing says Pat talked either: starting over is the safe side."""
+    _, form = calls(client)
+    redis_comes_back_empty(desk)
+    reply = post(client, path, {**form, "DialCallStatus": "completed",
+                                "DialCallDuration": "14", **bridged})
+    follows_to_the_greeting(client, form, reply)

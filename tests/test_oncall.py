@@ -17,6 +17,7 @@ from sqlalchemy import select
 from directory import keys
 from directory.models import CallLog
 from tests.conftest import run_jobs
+from tests.test_whisper_breaks import Blip
 from tests.webhooks import post, post_without_token
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -131,6 +132,28 @@ def test_the_engineers_voicemail_does_not_answer_an_outage(desk, lakeview, clien
     assert after.find("Enqueue") is not None and after.find("Enqueue").text == "hosting"
     post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
                                    "CallDuration": "400"})
+    assert logged(desk, sid).answered_by != "on-call"
+
+
+def test_a_whisper_that_failed_for_the_engineer_is_no_answer(desk, lakeview, client,
+                                                              monkeypatch):
+    """The engineer picks up as Redis blips: their whisper fails, and the error's reply
+    hangs up their leg, which Twilio reports `completed`, not bridged. Nobody talked:
+    the caller waits for hosting, and the log does not say the engineer answered."""
+    sid, doc = report_outage(client, PAT)
+    number = rings_oncall(doc)
+    blip = Blip(monkeypatch)
+    blip.down()
+    whisper = post(client, relative(number.get("url")), {"CallSid": "CL1",
+                                                         "CallStatus": "in-progress"})
+    blip.up()
+    assert [child.tag for child in whisper] == ["Say", "Hangup"]  # a goodbye, no <Dial>
+    after = post(client, "/voice/oncall-result", {
+        "CallSid": sid, "CallStatus": "in-progress", "DialCallStatus": "completed",
+        "DialCallDuration": "6", "DialBridged": "false"})
+    assert after.find("Enqueue") is not None and after.find("Enqueue").text == "hosting"
+    post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                   "CallDuration": "90"})
     assert logged(desk, sid).answered_by != "on-call"
 
 

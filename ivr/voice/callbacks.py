@@ -22,8 +22,8 @@ from routing.whisper import callback_whisper
 def callback_advisor() -> Response:
     """The advisor picked up a callback: who it is for; any key dials the contact."""
     sid, advisor_id = leg()
-    return render.whisper(callback_whisper(desk(), sid, advisor_id, call_sid()), sid,
-                          advisor_id, callback=True)
+    return render.whisper(callback_whisper(desk(), sid, advisor_id, now_ms(), call_sid()),
+                          sid, advisor_id, callback=True)
 
 
 @bp.post("/callback/accept")

@@ -10,7 +10,16 @@ from config import webhooks
 from ivr import twiml
 from ivr.context import desk, now, now_ms, prompts
 from ivr.voice import render
-from ivr.voice.form import attempt, call_sid, call_status, form, leg, whole, whole_arg
+from ivr.voice.form import (
+    attempt,
+    call_sid,
+    call_status,
+    dial_bridged,
+    form,
+    leg,
+    whole,
+    whole_arg,
+)
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
 from routing import acd, conference, survey, waiting
@@ -28,7 +37,7 @@ def dial_result() -> Response:
         return answer(moving, sid)
     decision = acd.after_dial(desk(), sid, advisor_id, form("DialCallStatus"),
                               whole("DialCallDuration"), now_ms(), call_status=call_status(),
-                              call=call)
+                              call=call, bridged=dial_bridged())
     return answer(survey.after_the_advisor(desk(), sid, decision, call_status(), now()), sid)
 
 
@@ -44,7 +53,7 @@ def survey_key() -> Response:
 def whisper() -> Response:
     """What the advisor hears before the caller is bridged."""
     sid, advisor_id = leg()
-    return render.whisper(play_whisper(desk(), sid, advisor_id), sid, advisor_id)
+    return render.whisper(play_whisper(desk(), sid, advisor_id, now_ms()), sid, advisor_id)
 
 
 @bp.post("/whisper/accept")

@@ -31,6 +31,12 @@ def whole(name: str) -> int:
         return 0
 
 
+def dial_bridged() -> bool:
+    """Whether a `<Dial>` action says Twilio bridged the dialed leg to the caller
+    (its `DialBridged`, "true" or "false"; False when missing)."""
+    return form("DialBridged", 8).lower() == "true"
+
+
 def call_status() -> str:
     """The caller's call status as posted with a `<Dial>` action (in progress if absent)."""
     return form("CallStatus") or "in-progress"

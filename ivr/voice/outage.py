@@ -7,7 +7,7 @@ from flask import Response
 
 from ivr import twiml
 from ivr.context import desk, now, now_ms, prompts
-from ivr.voice.form import call_sid, call_status, form, leg, whole
+from ivr.voice.form import call_sid, call_status, dial_bridged, form, leg, whole
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, whisper, xml
 from routing import oncall, outage
@@ -25,7 +25,8 @@ def oncall_result() -> Response:
     """The on-call engineer's ring ended: done if answered, else wait for hosting."""
     sid = call_sid()
     decision = outage.after_oncall(desk(), sid, form("DialCallStatus"),
-                                   whole("DialCallDuration"), now_ms(), call_status=call_status())
+                                   whole("DialCallDuration"), now_ms(), call_status=call_status(),
+                                   bridged=dial_bridged())
     return answer(decision, sid)
 
 
