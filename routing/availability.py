@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from collections.abc import Callable
 
 import redis
 
@@ -114,7 +116,8 @@ def free_advisor(
     return _serve(desk, advisor_id, release, now_ms)
 
 
-def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
+def offer_waiting_callers(desk: Desk, now_ms: int, budget_s: float | None = None,
+                          clock: Callable[[], float] = time.monotonic) -> int:
     """Every idle available advisor of a team someone waits for (and of the general
     team, which serves the others' overflow), longest idle first, offered the waiting
     callers as if they had just become available (`free_advisor` with `offer_idle`), as
@@ -127,7 +130,11 @@ def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
     ring) beside idle advisors, or waiting in a Redis that came back from a snapshot,
     is served here. Run by the reconciler's every pass, after a missed callback ring,
     and on Redis's recovery; never on a caller's path. Nobody waiting costs one round
-    trip (`_teams_waited_for`); then one script per idle advisor."""
+    trip (`_teams_waited_for`); then one script per idle advisor. With `budget_s`
+    (seconds of `clock`), no advisor is offered once it is spent: in the worker a
+    claimed caller's redirect, failing while Twilio fails, takes seconds, and the next
+    pass goes on."""
+    started = clock()
     teams = _teams_waited_for(desk)
     if not teams:
         return 0
@@ -138,6 +145,8 @@ def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
             idle[advisor_id] = min(since, idle.get(advisor_id, since))
     claimed = 0
     for advisor_id in sorted(idle, key=lambda advisor: (idle[advisor], advisor)):
+        if budget_s is not None and clock() - started >= budget_s:
+            break
         release = free_advisor(desk, advisor_id, now_ms, offer_idle=True,
                                not_rung_within_ms=REOFFER_AFTER_MS)
         if release.outcome == "claimed":

@@ -165,3 +165,20 @@ def test_the_web_and_the_worker_offering_at_once_ring_one_advisor_once(
     assert len(rung(emulator)) == 1
     assert waiting(client) == []
     assert sorted(status(client, a) for a in ("A2", "A7")) == ["available", "busy"]
+
+
+def test_a_pass_that_spent_its_time_leaves_the_offers_to_the_next_pass(
+        desk, client, emulator, lakeview):
+    sid = asks_for_a_callback(client)
+    emulator.fail_next(503)
+    comes_on(client, "A2")
+    seconds = iter(range(100))  # each look at the clock, one second later
+
+    def clock() -> float:
+        return float(next(seconds))
+
+    now_ms = int(time.time() * 1000)
+    assert availability.offer_waiting_callers(desk, now_ms, budget_s=1, clock=clock) == 0
+    assert waiting(client) == [sid] and rung(emulator) == []
+    assert availability.offer_waiting_callers(desk, now_ms, budget_s=1) == 1
+    assert waiting(client) == [] and rung(emulator) == [A2_PHONE]

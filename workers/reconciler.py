@@ -13,6 +13,11 @@ from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
 from workers.set_aside import retry_set_aside_call_logs
 
+# How long (seconds) a pass goes on offering idle advisors the callers waiting: each
+# offer is one script, but a claimed caller's redirect fails for seconds while Twilio
+# does (retried, then the caller kept); the next pass, 10 s on, offers the rest.
+OFFER_PASS_SECONDS = 4.0
+
 
 def end_wrapup(advisor_id: str, call_sid: str) -> str:
     """Wrap-up is over: the advisor becomes available or takes the next caller."""
@@ -43,7 +48,7 @@ def reconcile() -> dict[str, int]:
     # would not place it, or its advisor missed the ring) has no hold cycle to claim
     # one. Cheap when nobody waits (one round trip).
     done["waiting_callers_offered"] = availability.offer_waiting_callers(
-        desk, int(now * 1000))
+        desk, int(now * 1000), budget_s=OFFER_PASS_SECONDS)
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done
