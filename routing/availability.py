@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from collections.abc import Callable
 
 import redis
 
 from config.webhooks import CALLBACK_ADVISOR, CALLBACK_STATUS, CONNECT, webhook_url
 from directory import keys
 from directory.catalog import GENERAL
+from directory.scripts import script
 from jobs.queues import schedule_end_of_wrapup
 from routing import presence
 from routing.call_state import call_and_end, record_try, update_call
@@ -37,6 +40,10 @@ _MAX_REDIRECT_ATTEMPTS = 20
 # given up after 5.75 s of waits (1, 1, 1 and 1.75 s between its five tries, 1 s after
 # the last) instead of 3.5 s.
 _BROUGHT_OVER_LOOK_SECONDS = 1.0
+# An advisor who did not answer a caller (or a callback's ring) is offered that caller
+# again from the queue only after this long, ms (they may have stepped away); others
+# are offered them meanwhile.
+REOFFER_AFTER_MS = 60_000
 
 
 def finish_with_advisor(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> None:
@@ -88,6 +95,7 @@ def free_advisor(
     settle_held_call: bool = False,
     ring_ended_leg: str | None = None,
     offer_idle: bool = False,
+    not_rung_within_ms: int | None = None,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -103,24 +111,31 @@ def free_advisor(
         ending_wrapup=ending_wrapup,
         overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
         settle_held_call=settle_held_call, ring_ended_leg=ring_ended_leg,
-        offer_idle=offer_idle,
+        offer_idle=offer_idle, not_rung_within_ms=not_rung_within_ms,
     )
     return _serve(desk, advisor_id, release, now_ms)
 
 
-def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
+def offer_waiting_callers(desk: Desk, now_ms: int, budget_s: float | None = None,
+                          clock: Callable[[], float] = time.monotonic) -> int:
     """Every idle available advisor of a team someone waits for (and of the general
     team, which serves the others' overflow), longest idle first, offered the waiting
     callers as if they had just become available (`free_advisor` with `offer_idle`), as
-    long as anyone waits; how many were claimed for a caller. `now_ms`: ms since the
-    epoch.
+    long as anyone waits; how many were claimed for a caller. A caller an advisor was
+    rung for in the last `REOFFER_AFTER_MS` is not offered to them (the next in line
+    is). `now_ms`: ms since the epoch.
 
-    For a Redis that came back (from a snapshot) with callers waiting beside advisors
-    available to it: nothing else would serve them until an advisor of their team
-    changes state, and a callback, whose contact hung up, has no hold cycle of its own
-    to claim one. One script per advisor; run on recovery, never on a call's path."""
-    teams = [team for team in desk.r.smembers(keys.teams())
-             if desk.r.zcard(keys.team_waiting(team))]
+    A callback, whose contact hung up, has no hold cycle of its own to claim an advisor:
+    one put back in its place (Twilio would not place it, or its advisor missed the
+    ring) beside idle advisors, or waiting in a Redis that came back from a snapshot,
+    is served here. Run by the reconciler's every pass, after a missed callback ring,
+    and on Redis's recovery; never on a caller's path. Nobody waiting costs one round
+    trip (`_teams_waited_for`); then one script per idle advisor. With `budget_s`
+    (seconds of `clock`), no advisor is offered once it is spent: in the worker a
+    claimed caller's redirect, failing while Twilio fails, takes seconds, and the next
+    pass goes on."""
+    started = clock()
+    teams = _teams_waited_for(desk)
     if not teams:
         return 0
     idle: dict[str, float] = {}
@@ -130,11 +145,34 @@ def offer_waiting_callers(desk: Desk, now_ms: int) -> int:
             idle[advisor_id] = min(since, idle.get(advisor_id, since))
     claimed = 0
     for advisor_id in sorted(idle, key=lambda advisor: (idle[advisor], advisor)):
-        if free_advisor(desk, advisor_id, now_ms, offer_idle=True).outcome == "claimed":
+        if budget_s is not None and clock() - started >= budget_s:
+            break
+        release = free_advisor(desk, advisor_id, now_ms, offer_idle=True,
+                               not_rung_within_ms=REOFFER_AFTER_MS)
+        if release.outcome == "claimed":
             claimed += 1
         if not any(desk.r.zcard(keys.team_waiting(team)) for team in teams):
             break
     return claimed
+
+
+# The teams with callers waiting, in one step: the set of teams (KEYS[1]) whose
+# waiting set (ARGV[1], with {}) is not empty.
+_TEAMS_WAITED_FOR = """
+local out = {}
+for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('ZCARD', (string.gsub(ARGV[1], '{}', team, 1))) > 0 then
+    out[#out + 1] = team
+  end
+end
+return out
+"""
+
+
+def _teams_waited_for(desk: Desk) -> list[str]:
+    """The teams someone waits for (`_TEAMS_WAITED_FOR`: one round trip, a dozen teams)."""
+    return list(script(desk.r, _TEAMS_WAITED_FOR)(
+        keys=[keys.teams()], args=[keys.team_waiting("{}")], client=desk.r))
 
 
 def _serve(
@@ -154,7 +192,7 @@ def _serve(
             return release
         # A callback caller hung up long ago, on purpose: ring the advisor first.
         if call.get("callback") == "1" and base:
-            if _place_callback(desk, caller, advisor_id, call, base):
+            if _place_callback(desk, caller, advisor_id, call, base, now_ms):
                 note_dequeued(desk, caller, call, now_ms)
                 return release
             # Twilio would not place the call: the contact keeps their place.
@@ -179,7 +217,9 @@ def _caller_kept(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> prese
     goes back to their place in the queue and the advisor takes the next one.
 
     The caller's own hold cycle (`hold_cycle`) then claims a free advisor and
-    leaves the queue without any REST request.
+    leaves the queue without any REST request. A callback has none: the reconciler's
+    next pass (`offer_waiting_callers`, every 10 s) places it again, with the longest
+    idle advisor of its team then.
     """
     kept = presence.return_to_queue(desk.r, caller, advisor_id)
     log.warning("could not bring waiting caller %s to advisor %s; caller %s their place",
@@ -238,9 +278,10 @@ def _brought_over(desk: Desk, caller: str) -> bool | None:
 
 
 def _place_callback(
-    desk: Desk, caller: str, advisor_id: str, call: dict[str, str], base: str
+    desk: Desk, caller: str, advisor_id: str, call: dict[str, str], base: str, now_ms: int
 ) -> bool:
-    """Ring the advisor for a callback; the advisor's leg then dials the contact."""
+    """Ring the advisor for a callback (at `now_ms`, ms since the epoch); the advisor's
+    leg then dials the contact. False when Twilio placed no leg, as far as it said."""
     phone = presence.advisor_state(desk.r, advisor_id).get("phone", "")
     leg = desk.telephony.place_call(
         to=phone,
@@ -250,7 +291,7 @@ def _place_callback(
     )
     if leg is None:
         return False
-    record_try(desk.r, caller, advisor_id)
+    record_try(desk.r, caller, advisor_id, now_ms)
     update_call(desk.r, caller, callback_state="ringing-advisor", callback_leg=leg,
                    ringing=advisor_id)
     return True

@@ -338,10 +338,16 @@ def is_ended(r: redis.Redis, call_sid: str) -> bool:
     return bool(r.exists(keys.call_ended(call_sid)))
 
 
-def record_try(r: redis.Redis, call_sid: str, advisor_id: str) -> None:
-    """Note that an advisor was rung on this call (for the call log)."""
+def record_try(r: redis.Redis, call_sid: str, advisor_id: str, now_ms: int) -> None:
+    """Note that an advisor was rung on this call at `now_ms` (ms since the epoch): for
+    the call log, and for the offers that pass them over for this caller a while
+    (`presence.make_available`'s `not_rung_within_ms`)."""
     script(r, _APPEND)(keys=[keys.call(call_sid)],
                         args=["tried", ",", advisor_id, CALL_TTL_SECONDS], client=r)
+    pipe = r.pipeline(transaction=False)
+    pipe.zadd(keys.call_tried(call_sid), {advisor_id: now_ms})
+    pipe.expire(keys.call_tried(call_sid), CALL_TTL_SECONDS)
+    pipe.execute()
 
 
 def note_ringing(r: redis.Redis, call_sid: str, advisor_id: str, now_ms: int) -> dict[str, str]:

@@ -42,7 +42,12 @@ from directory.scripts import script
 from routing import presence
 from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
-from routing.availability import end_wrapup, finish_taken_callback, free_advisor
+from routing.availability import (
+    end_wrapup,
+    finish_taken_callback,
+    free_advisor,
+    offer_waiting_callers,
+)
 from routing.call_state import (
     end_taken_callback,
     get_call,
@@ -282,8 +287,9 @@ def end_callback(
     """The advisor's callback leg is over; True when the call's log should be written now.
 
     An advisor who never took the callback is released and the caller keeps
-    their place; otherwise the callback is done, answered or not, and the advisor
-    who took it wraps up unless the contact is known not to have answered
+    their place, offered at once to the idle advisors who did not miss it
+    (`availability.offer_waiting_callers`); otherwise the callback is done, answered
+    or not, and the advisor who took it wraps up unless the contact is known not to have answered
     (`availability.finish_taken_callback`: whichever of this end and the `<Dial>`'s
     action comes first). The end of a leg the desk did not place (`is_placed_leg`)
     changes nothing; nor does a repeat (the callback is done); nor does a status that
@@ -320,6 +326,11 @@ def end_callback(
             return read_again and bool(leg) and end_callback(
                 desk, call_sid, advisor_id, leg_status, now_ms, leg, read_again=False)
         after = get_call(desk.r, call_sid)
+        if after.get("callback_state") == "waiting":
+            # Back in their place, with no hold cycle of their own: offered at once to
+            # the team's other idle advisors, longest idle first (the one who missed
+            # it only after `REOFFER_AFTER_MS`).
+            offer_waiting_callers(desk, now_ms)
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if holds:
         finish_taken_callback(desk, call_sid, advisor_id, now_ms)

@@ -233,7 +233,10 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- ended mark's key ("" = not), [19] the set of calls whose log is to be written,
 -- [20] "ring" when the release is the end of the advisor's leg for the expected
 -- call, a callback (refused unless that leg still rings them), [21] that leg,
--- [22] "1" to offer an idle available advisor the waiting callers again
+-- [22] "1" to offer an idle available advisor the waiting callers again,
+-- [23], [24] a call's tried advisors' key, before and after the CallSid,
+-- [25] with an offer to an idle advisor: a waiting caller this advisor was rung
+-- for at or after this time (ms) is not offered to them ("" = any)
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -299,7 +302,10 @@ if offer then
 elseif explicit == "1" then
   -- The advisor's own choice replaces any earlier one.
   redis.call("HDEL", key, "chosen")
-  if status == "available" then return {"available", ""} end
+  if status == "available" and current ~= "" then return {"available", ""} end
+  -- Available already and idle, saying so again: offered the waiting callers as on
+  -- any change to available (a callback put back while they idled waits for one).
+  if status == "available" then offer = true end
   if current ~= "" and not wrapup then
     -- Still on a call: they become available when it ends, not before.
     redis.call("HSET", key, "after", "available")
@@ -318,11 +324,19 @@ end
 redis.call("HDEL", key, "after")
 
 local best, best_score, best_team = nil, nil, nil
+local rung_since = offer and tonumber(ARGV[25]) or nil
+local function rung_lately(sid)
+  -- This advisor was rung for the caller lately and did not take them (they may
+  -- have stepped away): offered them again only later.
+  if not rung_since then return false end
+  local at = redis.call("ZSCORE", ARGV[23] .. sid .. ARGV[24], id)
+  return at and tonumber(at) >= rung_since
+end
 local function consider(team, overflow_only)
-  local head = redis.call("ZRANGE", wait_key(team), 0, 1, "WITHSCORES")
+  local head = redis.call("ZRANGE", wait_key(team), 0, 2, "WITHSCORES")
   for i = 1, #head, 2 do
     local sid, score = head[i], tonumber(head[i + 1])
-    if sid ~= skip then
+    if sid ~= skip and not rung_lately(sid) then
       local arrived = score % tonumber(ARGV[14])
       if (not overflow_only or arrived <= overflow_before)
          and (best_score == nil or score < best_score) then
@@ -563,7 +577,7 @@ def make_available(
     skip_call: str = "", explicit: bool = False, overflow_ms: int | None = None,
     ending_wrapup: bool = False, expired_by_ms: int | None = None,
     settle_held_call: bool = False, ring_ended_leg: str | None = None,
-    offer_idle: bool = False,
+    offer_idle: bool = False, not_rung_within_ms: int | None = None,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
@@ -581,11 +595,14 @@ def make_available(
     leg the advisor did not take use it; the latter gives `ring_ended_leg` (the leg's
     CallSid, "" when not known), and is refused ("stale") unless that leg still
     rings the advisor for the expected call (not taken, not replaced).
-    `explicit` is an advisor's own request (API).
+    `explicit` is an advisor's own request (API); an advisor available already and
+    holding nothing who asks again is offered the waiting callers as `offer_idle` does
+    (whoever they missed included: they say they are there).
     `offer_idle` offers an advisor who is available already, holding nothing, the best
     waiting caller as if they had just become available: "claimed", or "available"
     with nothing changed (their idle-since kept), or "stale" when they are not idle
-    and available.
+    and available; with `not_rung_within_ms`, a caller this advisor was rung for
+    within that many ms (`keys.call_tried`) is passed over for the next in line.
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
     """
@@ -596,7 +613,8 @@ def make_available(
         "" if expired_by_ms is None else expired_by_ms,
         keys.call_ended(expected_call) if settle_held_call and expected_call else "",
         CALLS_TO_LOG, "" if ring_ended_leg is None else "ring", ring_ended_leg or "",
-        "1" if offer_idle else "0",
+        "1" if offer_idle else "0", *keys.call_tried("{}").split("{}"),
+        "" if not_rung_within_ms is None else now_ms - not_rung_within_ms,
     )
     return Release(outcome, value or None)
 

@@ -22,7 +22,7 @@ from directory.pending_callbacks import (
 )
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, presence
-from routing.availability import left_on_hold_cycle, note_dequeued
+from routing.availability import REOFFER_AFTER_MS, left_on_hold_cycle, note_dequeued
 from routing.call_state import get_call, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
@@ -31,9 +31,6 @@ from routing.presence import BAND_WIDTH, BANDS
 
 log = logging.getLogger(__name__)
 
-# An advisor who did not answer a caller is offered that caller again from the
-# queue only after this long (they may have stepped away).
-REOFFER_AFTER_MS = 60_000
 
 _BAND_NAMES = {band: name for name, band in BANDS.items()}
 

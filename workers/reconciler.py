@@ -13,6 +13,11 @@ from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
 from workers.set_aside import retry_set_aside_call_logs
 
+# How long (seconds) a pass goes on offering idle advisors the callers waiting: each
+# offer is one script, but a claimed caller's redirect fails for seconds while Twilio
+# does (retried, then the caller kept); the next pass, 10 s on, offers the rest.
+OFFER_PASS_SECONDS = 4.0
+
 
 def end_wrapup(advisor_id: str, call_sid: str) -> str:
     """Wrap-up is over: the advisor becomes available or takes the next caller."""
@@ -32,12 +37,18 @@ def reconcile() -> dict[str, int]:
     (`open_calls_made_due`); when it restarted or came back empty, the directory cache
     is rebuilt, the pending callbacks it lost are put back from the database
     (`callbacks_restored`), and idle available advisors are offered the callers waiting
-    (`waiting_callers_served`)."""
+    (`waiting_callers_served`). Every pass then offers idle available advisors the
+    callers waiting (`waiting_callers_offered`: `availability.offer_waiting_callers`)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
     done.update(notice_redis_restart(desk, int(now * 1000)))
+    # Callers waiting beside idle advisors: a callback put back in its place (Twilio
+    # would not place it, or its advisor missed the ring) has no hold cycle to claim
+    # one. Cheap when nobody waits (one round trip).
+    done["waiting_callers_offered"] = availability.offer_waiting_callers(
+        desk, int(now * 1000), budget_s=OFFER_PASS_SECONDS)
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done
