@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -215,8 +216,13 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
             log.warning(warning)
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
-    redis_url = prepare_service(settings)
-    run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers, threads=threads)
+    try:
+        redis_url = prepare_service(settings)
+        run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers,
+                     threads=threads)
+    finally:
+        # Stopped, or never bound: nobody scrapes these figures any more.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()

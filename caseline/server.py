@@ -46,15 +46,47 @@ class CaselineServer(BaseApplication):
         return app
 
 
-def prepare_metrics_dir(instance_path: Path) -> Path:
-    """An empty folder for the web processes' Prometheus files, named in
-    PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads
-    the variable at import, and gunicorn's workers inherit it)."""
-    folder = Path(instance_path) / "prometheus"
-    shutil.rmtree(folder, ignore_errors=True)  # counts of a previous run are stale
-    folder.mkdir(parents=True, exist_ok=True)
+def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> Path:
+    """This service's folder for its web processes' Prometheus files,
+    `prometheus/<master pid>` under the instance path, emptied and named in
+    PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads the
+    variable at import, and gunicorn's workers inherit it).
+
+    Several services may share one instance folder (a second `caseline serve` started
+    by mistake on a port in use, a trial on another port, the frozen-clock recipe beside
+    `make run`, two instances during a roll-out): each adds up its own processes only,
+    and a start never touches the files of a service still running. Folders of masters
+    no longer alive are stale and removed here; ours is emptied in case our pid is one
+    a stopped service had (a container's master is pid 1 at every start)."""
+    master_pid = os.getpid() if master_pid is None else master_pid
+    root = Path(instance_path) / "prometheus"
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.name == str(master_pid):
+            continue
+        if entry.is_dir() and entry.name.isdigit() and is_alive(int(entry.name)):
+            continue
+        # A dead master's folder, or the flat files of a version before this one.
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    folder = root / str(master_pid)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return folder
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _worker_exit(_server: Any, worker: Any) -> None:
