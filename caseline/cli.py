@@ -6,6 +6,8 @@ import json
 import logging
 import multiprocessing
 import os
+import re
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,12 +26,55 @@ if TYPE_CHECKING:
 
 def _settings() -> Settings:
     """Settings from the environment and `.env`; a bad one exits 2 naming the variable
-    and its value (an operator's mistake, not a traceback)."""
+    and its value (an operator's mistake, not a traceback): docs/contract.md,
+    Configuration."""
     try:
-        return Settings.from_env()
+        return usable(Settings.from_env())
     except SettingsError as exc:
         click.echo(f"caseline: {exc}", err=True)
         sys.exit(2)
+
+
+def usable(settings: Settings) -> Settings:
+    """`settings` with its phone numbers in E.164, once the adapters can use what they
+    are given: REDIS_URL and DATABASE_URL in a form they connect with (nothing is
+    contacted here), the fallback and on-call numbers dialable. A SettingsError naming
+    the variable and its value (a password in a URL hidden) otherwise. config/ cannot
+    judge these: the rules live in the adapters (`directory`), which it never imports."""
+    from directory.db import DatabaseUrlError, engine_url
+    from directory.phones import normalize_phone
+    from directory.redis_client import RedisUrlError, check_redis_url
+
+    if settings.redis_url:
+        try:
+            check_redis_url(settings.redis_url)
+        except RedisUrlError as exc:
+            raise SettingsError(f"REDIS_URL {hide_password(settings.redis_url)!r} cannot be "
+                                f"used: {exc}") from None
+    try:
+        engine_url(settings.database_url)
+    except DatabaseUrlError as exc:
+        raise SettingsError(f"DATABASE_URL {hide_password(settings.database_url)!r} cannot "
+                            f"be used: {exc}") from None
+    numbers = {}
+    for field, variable in (("fallback_number", "CASELINE_FALLBACK_NUMBER"),
+                            ("oncall_number", "CASELINE_ONCALL_NUMBER")):
+        raw = getattr(settings, field)
+        if raw is None:
+            continue
+        # Dialed as it stands in TwiML when all else fails: a typo would surface only
+        # then, as a call Twilio cannot place (PRODUCT: an E.164 number).
+        number = normalize_phone(raw)
+        if number is None:
+            raise SettingsError(f"{variable} must be a dialable phone number, E.164 "
+                                f"(+16515550100); got {raw!r}")
+        numbers[field] = number
+    return settings.with_changes(**numbers)
+
+
+def hide_password(url: str) -> str:
+    """`url` with the password of its user part (user:password@) shown as ***."""
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def _require_twilio_side(command: str) -> None:
@@ -174,7 +219,8 @@ def prepare_service(settings: Settings) -> str:
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (HOST).")
-@click.option("--port", type=int, default=None, help="Port to listen on (PORT).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port to listen on (PORT).")
 # Measured (docs/benchmarks.md, bench/explore.py settings-ab): one gthread process per
 # core with 4 threads beat 2 x 8 on two cores (1,130 vs 999 req/s, p99 23 vs 54 ms).
 @click.option("--workers", type=int, default=lambda: len(os.sched_getaffinity(0)),
@@ -215,8 +261,13 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
             log.warning(warning)
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
-    redis_url = prepare_service(settings)
-    run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers, threads=threads)
+    try:
+        redis_url = prepare_service(settings)
+        run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers,
+                     threads=threads)
+    finally:
+        # Stopped, or never bound: nobody scrapes these figures any more.
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()

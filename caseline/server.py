@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -20,10 +21,13 @@ from config.settings import Settings
 class CaselineServer(BaseApplication):
     """A gunicorn application that builds caseline's app in each worker."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        """Keep the settings; gunicorn calls `load` in each worker process."""
+    def __init__(self, settings: Settings, options: dict[str, Any],
+                 prefix: str = "") -> None:
+        """Keep the settings and the path prefix (SCRIPT_NAME, see `mounted`); gunicorn
+        calls `load` in each worker process."""
         self.settings = settings
         self.options = options
+        self.prefix = prefix
         super().__init__()
 
     def load_config(self) -> None:
@@ -41,20 +45,78 @@ class CaselineServer(BaseApplication):
         # loads) lives as long as the process: out of the collector's sight, a full
         # collection scans only what requests left behind, instead of pausing every
         # request for ~60-100 ms (measured at 5,000 callers waiting, docs/benchmarks.md).
+        app.wsgi_app = mounted(app.wsgi_app, self.prefix)  # Flask's place for middleware
         gc.collect()
         gc.freeze()
         return app
 
 
-def prepare_metrics_dir(instance_path: Path) -> Path:
-    """An empty folder for the web processes' Prometheus files, named in
-    PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads
-    the variable at import, and gunicorn's workers inherit it)."""
-    folder = Path(instance_path) / "prometheus"
-    shutil.rmtree(folder, ignore_errors=True)  # counts of a previous run are stale
-    folder.mkdir(parents=True, exist_ok=True)
+def mounted(app: Any, prefix: str) -> Any:
+    """`app` served under the path `prefix` (SCRIPT_NAME, for a proxy that forwards
+    it; "" or "/": at the root). gunicorn applies SCRIPT_NAME itself, but answers a
+    request outside it with an HTML 500 "Configuration problem"; so `caseline serve`
+    takes the variable out of gunicorn's sight and mounts the app here instead. A
+    request outside the prefix (a probe of /readyz without it, a webhook URL missing
+    it) is not caseline's: 404, JSON as the API's errors, naming the prefix."""
+    prefix = "/" + prefix.strip("/")
+    if prefix == "/":
+        return app
+    missing = json.dumps({"error": f"not found: caseline is served under {prefix}"}).encode()
+
+    def under_prefix(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path == prefix or path.startswith(prefix + "/"):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+            environ["PATH_INFO"] = path[len(prefix):]
+            return app(environ, start_response)
+        start_response("404 NOT FOUND", [("Content-Type", "application/json"),
+                                         ("Content-Length", str(len(missing)))])
+        return [missing]
+
+    return under_prefix
+
+
+def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> Path:
+    """This service's folder for its web processes' Prometheus files,
+    `prometheus/<master pid>` under the instance path, emptied and named in
+    PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads the
+    variable at import, and gunicorn's workers inherit it).
+
+    Several services may share one instance folder (a second `caseline serve` started
+    by mistake on a port in use, a trial on another port, the frozen-clock recipe beside
+    `make run`, two instances during a roll-out): each adds up its own processes only,
+    and a start never touches the files of a service still running. Folders of masters
+    no longer alive are stale and removed here; ours is emptied in case our pid is one
+    a stopped service had (a container's master is pid 1 at every start)."""
+    master_pid = os.getpid() if master_pid is None else master_pid
+    root = Path(instance_path) / "prometheus"
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.name == str(master_pid):
+            continue
+        if entry.is_dir() and entry.name.isdigit() and is_alive(int(entry.name)):
+            continue
+        # A dead master's folder, or the flat files of a version before this one.
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    folder = root / str(master_pid)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return folder
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process `pid` runs on this host (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _worker_exit(_server: Any, worker: Any) -> None:
@@ -191,4 +253,6 @@ def streams_for(settings: Settings, threads: int) -> Settings:
 def run_gunicorn(settings: Settings, *, workers: int, threads: int) -> None:
     """Serve until stopped."""
     settings = streams_for(settings, threads)
-    CaselineServer(settings, gunicorn_options(settings, workers, threads)).run()
+    # Out of gunicorn's sight (its workers inherit the environment): `mounted` does it.
+    prefix = os.environ.pop("SCRIPT_NAME", "")
+    CaselineServer(settings, gunicorn_options(settings, workers, threads), prefix).run()

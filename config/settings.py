@@ -130,7 +130,7 @@ class Settings:
             wrapup_seconds=_int(get, "CASELINE_WRAPUP_SECONDS", 30),
             overflow_seconds=_int(get, "CASELINE_OVERFLOW_SECONDS", 120),
             insecure_dev=get("CASELINE_INSECURE_DEV") == "1",
-            port=_int(get, "PORT", 8000),
+            port=_port(get("PORT")),
             host=get("HOST") or "127.0.0.1",
             instance_path=instance,
             caller_id_trust=_choice(get("CASELINE_CALLER_ID_TRUST"), CALLER_ID_TRUST,
@@ -206,6 +206,21 @@ def _int_within(get: Callable[[str], str | None], name: str, default: int,
         bound = f"from 0 to {maximum}" if maximum is not None else "0 or more"
         raise SettingsError(f"{name} must be a whole number {bound}; got {raw!r}")
     return value
+
+
+def _port(value: str | None) -> int:
+    """PORT, from 1 to 65535 (8000 when unset); a SettingsError naming it and its value
+    otherwise. Not "a negative one counts as 0" as other whole numbers: port 0 is any
+    free port, one nobody (Twilio, the load balancer) would know to reach."""
+    if value is None:
+        return 8000
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"PORT must be a whole number from 1 to 65535; got {value!r}")
+    return port
 
 
 # http(s)://host[:port][/path]: no user, query or fragment, nothing blank.

@@ -28,7 +28,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -53,19 +54,44 @@ class SchemaError(RuntimeError):
     release wrote it, or it is not caseline's): the message names the revision."""
 
 
+class DatabaseUrlError(ValueError):
+    """A DATABASE_URL caseline cannot use (the message says why; no password in it)."""
+
+
+def engine_url(database_url: str) -> URL:
+    """The SQLAlchemy URL caseline connects with. `postgres://` (Heroku's and many
+    hosts' form) and a bare `postgresql://` are PostgreSQL through psycopg 3, the driver
+    of the `postgres` extra. Raises `DatabaseUrlError` for text that is not an
+    SQLAlchemy URL, or names a kind of database SQLAlchemy has no dialect for."""
+    try:
+        url = make_url(database_url)
+    except (ArgumentError, ValueError):  # not a URL; a port that is not a number
+        raise DatabaseUrlError("not a database URL (sqlite:///path or "
+                               "postgresql://user:password@host/dbname)") from None
+    backend, plus, driver = url.drivername.partition("+")
+    if backend == "postgres":
+        url = url.set(drivername=f"postgresql{plus}{driver}")
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    try:
+        url.get_dialect()
+    except NoSuchModuleError:
+        raise DatabaseUrlError(f"no database kind {url.drivername!r} (sqlite:///path or "
+                               "postgresql://user:password@host/dbname)") from None
+    return url
+
+
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL; SQLite gets foreign keys, WAL and a busy timeout.
 
     `database_url` is an SQLAlchemy URL: `sqlite:///path` or
-    `postgresql+psycopg://user:password@host/dbname` (a bare `postgresql://` is
-    taken to mean psycopg 3, the driver of the `postgres` extra). A PostgreSQL
+    `postgresql+psycopg://user:password@host/dbname` (a bare `postgresql://` or
+    `postgres://` is taken to mean psycopg 3: `engine_url`). A PostgreSQL
     connection that is not made within `CONNECT_TIMEOUT_SECONDS` (or the URL's
     `connect_timeout`) raises SQLAlchemy's OperationalError.
     """
-    url = make_url(database_url)
+    url = engine_url(database_url)
     if url.get_backend_name() == "postgresql":
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
         connect_args = ({} if "connect_timeout" in url.query
                         else {"connect_timeout": CONNECT_TIMEOUT_SECONDS})
         # A dead pooled connection (the server restarted) is replaced, not handed out.
@@ -88,14 +114,12 @@ def make_probe_engine(database_url: str) -> Engine:
     empty database. A PostgreSQL server that does not answer fails after
     PROBE_TIMEOUT_SECONDS.
     """
-    url = make_url(database_url)
+    url = engine_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
             path = Path(url.database).expanduser().resolve()
             url = url.set(database=f"file:{path}?mode=rw", query={"uri": "true"})
         return create_engine(url, poolclass=NullPool)
-    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
     connect_args = ({"connect_timeout": PROBE_TIMEOUT_SECONDS}
                     if url.get_backend_name() == "postgresql" else {})
     return create_engine(url, poolclass=NullPool, connect_args=connect_args)

@@ -247,6 +247,22 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port) if port else DEFAULT_SENTINEL_PORT
 
 
+def check_redis_url(url: str) -> None:
+    """Raise `RedisUrlError` (saying why, no password) unless `url` is a Redis URL of a
+    form `connect_redis` takes; nothing is contacted. The command line checks REDIS_URL
+    with it before starting anything (docs/contract.md, Configuration)."""
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
+        return
+    if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
+        raise RedisUrlError("REDIS_URL must start with redis://, rediss://, unix://, "
+                            "redis+sentinel:// or rediss+sentinel://")
+    try:
+        parse_url(url)
+    except ValueError as exc:  # a port that is not a number, a bad option, a bad db
+        raise RedisUrlError(f"REDIS_URL cannot be read: {exc}") from None
+
+
 def connect_redis(url: str, *, decode_responses: bool = True,
                   socket_timeout: float | None = None,
                   socket_connect_timeout: float | None = None,
@@ -262,6 +278,7 @@ def connect_redis(url: str, *, decode_responses: bool = True,
     timeouts = {k: v for k, v in (("socket_timeout", socket_timeout),
                                    ("socket_connect_timeout", socket_connect_timeout))
                 if v is not None}
+    check_redis_url(url)
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
         sentinels = Sentinel(list(target.sentinels), sentinel_kwargs=target.sentinel)
@@ -272,9 +289,6 @@ def connect_redis(url: str, *, decode_responses: bool = True,
             connection_class=FailoverSSLConnection if tls else FailoverConnection,
             **{**connection, **timeouts, "decode_responses": decode_responses,
                "retry": FailoverRetry(patience)})
-    if url.partition("://")[0].lower() not in ("redis", "rediss", "unix"):
-        raise RedisUrlError("REDIS_URL must start with redis://, rediss://, unix://, "
-                            "redis+sentinel:// or rediss+sentinel://")
     return redis.Redis.from_url(url, decode_responses=decode_responses, **timeouts)
 
 

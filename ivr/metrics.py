@@ -2,11 +2,12 @@
 monitoring system reaches it).
 
 Counters and the webhook latency histogram live in each web process; under
-gunicorn, `caseline serve` sets PROMETHEUS_MULTIPROC_DIR (a folder under the
-instance path, emptied at start) so that one scrape adds up every worker
-process. What lives in Redis (waiting callers per team, RQ's queue lengths,
-jobs retried by the workers, wherever they run) is read at scrape time; while Redis
-cannot be read, a scrape still answers, with the process's own counters and
+gunicorn, `caseline serve` sets PROMETHEUS_MULTIPROC_DIR (a folder of its own
+under the instance path, `prometheus/<master pid>`, emptied at start; see
+`caseline.server.prepare_metrics_dir`) so that one scrape adds up every worker
+process of this service, and of no other. What lives in Redis (waiting callers per
+team, RQ's queue lengths, jobs retried by the workers, wherever they run) is read at
+scrape time; while Redis cannot be read, a scrape still answers, with the process's own counters and
 `caseline_redis_reachable 0` instead, so the backend errors that tell why stay in view.
 """
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.settings import PROJECT_ROOT
 from ivr import create_app
 from routing import presence
 from routing.call_state import start_call
-from tests.conftest import close_app, make_available, run_jobs
+from tests.conftest import (
+    caseline_command,
+    close_app,
+    free_port,
+    make_available,
+    run_jobs,
+    stop_process,
+)
 
 PAT = "+16125550101"
 
@@ -71,6 +81,65 @@ def test_the_served_metrics_add_up_every_web_process(live_service):
     answered = sum(value for (name, _labels), value in samples(text).items()
                    if name == "caseline_webhook_seconds_count")
     assert answered == 6  # whichever of the two processes answered each
+
+
+def webhooks_counted(url: str) -> float:
+    """Webhook requests the service at `url` answered, by its own /metrics."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return sum(value for (name, _labels), value in samples(text).items()
+               if name == "caseline_webhook_seconds_count")
+
+
+def post_webhooks(url: str, count: int) -> None:
+    """`count` webhook requests (unsigned: answered 403, timed all the same)."""
+    for _ in range(count):
+        requests.post(f"{url}/voice/incoming", data={}, timeout=5)
+
+
+def test_another_serve_on_the_same_instance_leaves_the_running_services_figures(
+        live_service, tmp_path):
+    """An operator starts `caseline serve` again by mistake on the port in use (it
+    fails), then a trial service on another port, both on the running service's
+    instance folder: the running service's figures stay and go on counting, and each
+    service adds up its own processes only."""
+    post_webhooks(live_service.url, 3)
+    assert webhooks_counted(live_service.url) == 3
+
+    again = subprocess.run(caseline_command("serve", "--workers", "1", "--threads", "2"),
+                           env=live_service.env, cwd=PROJECT_ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode != 0, again.stderr
+    assert "Connection in use" in again.stderr
+    assert webhooks_counted(live_service.url) == 3
+    post_webhooks(live_service.url, 1)
+    assert webhooks_counted(live_service.url) == 4
+
+    port = free_port()
+    trial_url = f"http://127.0.0.1:{port}"
+    trial = subprocess.Popen(
+        caseline_command("serve", "--workers", "2", "--threads", "2"),
+        env={**live_service.env, "PORT": str(port), "PUBLIC_BASE_URL": trial_url},
+        cwd=PROJECT_ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{trial_url}/healthz", timeout=2).ok:
+                    break
+            except requests.RequestException:  # not listening yet
+                pass
+            assert trial.poll() is None and time.monotonic() < deadline, "trial did not start"
+            time.sleep(0.1)
+        post_webhooks(trial_url, 2)
+        assert webhooks_counted(trial_url) == 2
+        assert webhooks_counted(live_service.url) == 4
+    finally:
+        stop_process(trial)
+    post_webhooks(live_service.url, 1)
+    assert webhooks_counted(live_service.url) == 5
+    # Stopped services leave no files behind; the running one's folder stays.
+    folders = Path(live_service.env["CASELINE_INSTANCE_PATH"]) / "prometheus"
+    assert [f.name for f in folders.iterdir()] == [str(live_service.process.pid)]
 
 
 def always_fails() -> None:

@@ -107,20 +107,74 @@ def test_insecure_dev_in_a_dotenv_file_counts_as_in_the_environment(serve, tmp_p
     (["worker", "--burst"], "CASELINE_CALLS_PER_NUMBER", "-5"),
     (["serve"], "PUBLIC_BASE_URL", "https://support.example.com/caseline?via=proxy"),
     (["call", "--from", "+16125550101", "--keys", "2"], "PUBLIC_BASE_URL",
-     "support.example.com/caseline")])
+     "support.example.com/caseline"),
+    (["contacts", "unlock", "5001"], "REDIS_URL", "localhost:6379"),
+    (["serve"], "REDIS_URL", "redis://cache:63790x/0"),
+    (["serve"], "DATABASE_URL", "garbage"),
+    (["contacts", "unlock", "5001"], "DATABASE_URL", "mysqlx://cache/caseline"),
+    (["serve"], "PORT", "-1"),
+    (["serve"], "PORT", "70000"),
+    (["worker", "--burst"], "CASELINE_FALLBACK_NUMBER", "651-555-01OO"),
+    (["serve"], "CASELINE_ONCALL_NUMBER", "555-0100")])
 def test_a_bad_setting_stops_every_command_naming_it_without_a_traceback(
         tmp_path, command, variable, value):
+    done = run_refused(tmp_path, command, **{variable: value})
+    assert variable in done.stderr and repr(value) in done.stderr
+
+
+def run_refused(tmp_path, command: list[str], **settings: str) -> subprocess.CompletedProcess:
+    """A real `caseline COMMAND` with `settings` in its environment, checked refused as
+    the contract says (Configuration): exit status 2, one line, no traceback, nothing
+    created or started."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TWILIO_", "CASELINE_", "REDIS_URL", "DATABASE_URL", "PORT"))}
     env |= {"CASELINE_INSTANCE_PATH": str(tmp_path / "instance"),
-            "PYTHONPATH": str(PROJECT_ROOT), "TWILIO_AUTH_TOKEN": "secret", variable: value}
+            "PYTHONPATH": str(PROJECT_ROOT), "TWILIO_AUTH_TOKEN": "secret", **settings}
     (tmp_path / "directory.json").write_text("{}")
     done = subprocess.run([sys.executable, "-m", "caseline.cli", *command], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert variable in done.stderr and repr(value) in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "instance").exists()  # nothing was created or started
+    return done
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("DATABASE_URL", "mysqlx://caseline:s3cret@db.example.com/caseline"),
+    ("DATABASE_URL", "postgresql://caseline:s3cret@db.example.com:five432/caseline"),
+    ("REDIS_URL", "redis://:s3cret@cache.example.com:63790x/0"),
+    ("REDIS_URL", "cache.example.com://:s3cret@host")])
+def test_a_refused_url_is_named_without_its_password(tmp_path, variable, value):
+    done = run_refused(tmp_path, ["worker", "--burst"], **{variable: value})
+    assert variable in done.stderr and "example.com" in done.stderr
+    assert "s3cret" not in done.stderr
+
+
+def test_a_port_option_out_of_range_is_refused_naming_it(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "caseline.cli", "serve", "--port", "70000"],
+                          env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT),
+                               "CASELINE_INSTANCE_PATH": str(tmp_path / "instance")},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "'--port': 70000" in done.stderr
+    assert not (tmp_path / "instance").exists()
+
+
+def test_a_heroku_style_postgres_url_is_postgresql(tmp_path):
+    """`postgres://` (Heroku's and many hosts' form) names PostgreSQL, as `postgresql://`
+    does: the command tries that server (here, none listens) and says so in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CASELINE_", "REDIS_URL"))}
+    env |= {"PYTHONPATH": str(PROJECT_ROOT), "CASELINE_INSTANCE_PATH": str(tmp_path / "i"),
+            "DATABASE_URL": f"postgres://caseline:s3cret@127.0.0.1:{free_port()}/caseline"}
+    done = subprocess.run([sys.executable, "-m", "caseline.cli", "contacts", "unlock", "5001"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot be brought up to date" in done.stderr
+    assert "Connection refused" in done.stderr or "connection refused" in done.stderr
+    assert "s3cret" not in done.stderr
 
 
 def test_a_webhook_needs_a_signature_unless_insecure_dev(settings, desk, r, make_app):

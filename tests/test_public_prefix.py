@@ -285,3 +285,15 @@ def test_gunicorn_told_the_forwarded_prefix_serves_a_whole_call(served_under_a_p
     run_jobs(desk)
     [log] = client.get("/api/cases/2024117/calls", headers=API).get_json()
     assert log["answered_by"] == "A7" and log["talk_seconds"] == 40
+
+
+def test_a_request_outside_the_prefix_is_not_found_not_a_server_error(served_under_a_prefix):
+    """A probe or a webhook URL that lacks the prefix gunicorn was told (SCRIPT_NAME)
+    is a 404 naming the prefix, not gunicorn's HTML 500 "Configuration problem"."""
+    root = served_under_a_prefix.removesuffix("/caseline")
+    for answer in (requests.get(f"{root}/readyz", timeout=10),
+                   requests.post(f"{root}/voice/incoming", data={}, timeout=10),
+                   requests.get(f"{root}/caselinex/healthz", timeout=10)):
+        assert answer.status_code == 404, answer.text
+        assert "/caseline" in answer.json()["error"]
+    assert requests.get(f"{served_under_a_prefix}/readyz", timeout=10).status_code == 200
