@@ -77,6 +77,19 @@ def hide_password(url: str) -> str:
     return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
+def _check_prompts(settings: Settings) -> None:
+    """Exit 2 with one line naming the prompts file (CASELINE_PROMPTS, else the shipped
+    one), the line and the problem when callers could not be spoken to from it: the
+    contract's rule for a setting caseline cannot use (docs/contract.md, Configuration)."""
+    from config.prompts import PromptsError, check_prompts_file
+
+    try:
+        check_prompts_file(settings.prompts_path)
+    except PromptsError as exc:
+        click.echo(f"caseline: {exc}", err=True)
+        sys.exit(2)
+
+
 def _require_twilio_side(command: str) -> None:
     """Exit with a clear message when `twilio_side` (the simulated Twilio) is not installed.
 
@@ -249,6 +262,7 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
     if problem:
         click.echo(f"caseline serve: {problem}", err=True)
         sys.exit(2)
+    _check_prompts(settings)
     log = logging.getLogger("caseline.serve")
     if settings.insecure_dev and not settings.twilio_auth_token:
         log.warning("*** INSECURE DEV MODE: webhooks on %s:%s accept UNSIGNED requests; "

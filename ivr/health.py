@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from directory.db import SchemaError, database_revision, make_probe_engine
-from ivr.context import desk
+from ivr.context import desk, prompts
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,23 @@ def _database() -> tuple[str, str | None]:
         return f"down ({type(exc).__name__})", None
 
 
+def _prompts() -> str:
+    """"ok", or that the prompts file on disk is not in use (the last good prompts are,
+    so this node still serves calls: not a reason to be unready; the log names the file,
+    the line and the problem)."""
+    said = prompts()
+    said.text("voice.voice")  # looks at the file, as a call would
+    return "ok" if said.problem is None else "file not in use (see the log)"
+
+
 @bp.get("/readyz")
 def readyz() -> tuple[dict[str, str | None], int]:
-    """200 `{"status": "ready", "redis": "ok", "database": "ok", "schema": "0002"}`
-    when both answer; 503 with `"status": "unready"` and what is down otherwise."""
+    """200 `{"status": "ready", "redis": "ok", "database": "ok", "schema": "0002",
+    "prompts": "ok"}` when both answer; 503 with `"status": "unready"` and what is down
+    otherwise. `prompts` tells whether the prompts file on disk is the one in use."""
     redis_state = _redis()
     database_state, revision = _database()
     ready = redis_state == "ok" and database_state == "ok"
     body = {"status": "ready" if ready else "unready", "redis": redis_state,
-            "database": database_state, "schema": revision}
+            "database": database_state, "schema": revision, "prompts": _prompts()}
     return body, 200 if ready else 503

@@ -33,8 +33,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.exc import SQLAlchemyError
 
+from config.prompts import Prompts
 from directory import keys
-from ivr.context import desk
+from ivr.context import desk, prompts
 from jobs.queues import CALL_LOGS_SET_ASIDE, Queues, queue
 from routing.desk import Desk
 from routing.waiting import team_names
@@ -141,11 +142,30 @@ def _process_metrics() -> bytes:
     return generate_latest(REGISTRY)
 
 
+class _PromptsCollector:
+    """Whether this process speaks from the prompts file on disk, read at scrape time."""
+
+    def __init__(self, prompts: Prompts) -> None:
+        """Read from the app's prompts."""
+        self.prompts = prompts
+
+    def collect(self) -> Iterator[Metric]:
+        """1 when the prompts file on disk is the one in use, 0 while it cannot be used
+        and the last good prompts are said instead (the log says why)."""
+        usable = GaugeMetricFamily(
+            "caseline_prompts_file_usable",
+            "1 when the prompts file on disk is in use, 0 while the last good prompts are")
+        self.prompts.text("voice.voice")  # looks at the file, as a call would
+        usable.add_metric([], 1 if self.prompts.problem is None else 0)
+        yield usable
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     """Prometheus's text format (no token)."""
     live = CollectorRegistry()
     live.register(_RedisCollector(desk()))  # type: ignore[arg-type]
+    live.register(_PromptsCollector(prompts()))  # type: ignore[arg-type]
     read = generate_latest(live)  # first: a Redis error it meets is counted below
     body = _process_metrics() + read
     return Response(body, content_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
 
-from config.prompts import Prompts
+from config.prompts import Prompts, fallback_text
 from routing.acd import (
     AlreadyWaiting,
     CallFinished,
@@ -326,13 +326,18 @@ def wait_music(prompts: Prompts, texts: list[str], offer_callback: bool,
 
 
 def fallback(prompts: Prompts, fallback_number: str | None, hours: str) -> VoiceResponse:
-    """When caseline itself fails: a human at the fallback number, or an apology."""
+    """When caseline itself fails: a human at the fallback number, or an apology. Said
+    in the built-in wording when the prompts cannot give theirs, so a broken prompts
+    file never stops the caller reaching the fallback."""
     response = VoiceResponse()
+    text = fallback_text(prompts, "errors.fallback") if fallback_number else \
+        fallback_text(prompts, "errors.apology", hours=hours)
+    if text:
+        response.say(speakable(text), voice=fallback_text(prompts, "voice.voice"),
+                     language=fallback_text(prompts, "voice.language"))
     if fallback_number:
-        say(response, prompts, prompts.text("errors.fallback"))
         response.dial(fallback_number)
     else:
-        say(response, prompts, prompts.text("errors.apology", hours=hours))
         response.hangup()
     return response
 

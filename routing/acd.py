@@ -294,7 +294,10 @@ elseif team and team ~= '' and (call['answered_by'] or '') == '' and
   table.insert(fields, '1')
 end
 if not call['started_at'] then
-  -- A call we never saw begin (its first webhook failed): log what Twilio told us.
+  -- A call we never saw begin (its first webhook failed: the caller heard the
+  -- fallback, ivr.voice.errors): log what Twilio told us, and that it was the fallback.
+  table.insert(fields, 'fallback')
+  table.insert(fields, '1')
   table.insert(fields, 'started_at')
   table.insert(fields, string.format('%d', now - tonumber(ARGV[4]) * 1000))
   table.insert(fields, 'caller')

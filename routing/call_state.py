@@ -372,6 +372,10 @@ def final_status(call: dict[str, str]) -> str:
         return "answered"
     if call.get("recording_url"):
         return "voicemail"
+    if call.get("fallback") == "1":
+        # Never taken by the line (its first webhook failed: Redis down, a bug): the
+        # caller was sent to the fallback number (or heard the apology), not the menu.
+        return "fallback"
     if call.get("abandoned"):
         return "abandoned"
     if call.get("callback") == "1":

@@ -13,7 +13,8 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from directory import keys
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available
+from directory.models import CallLog
+from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, make_available, run_jobs
 from tests.webhooks import signed_post
 
 ENDPOINTS = [
@@ -66,6 +67,25 @@ def test_redis_down_dials_the_fallback_number(settings, engine, make_app):
     assert response.status_code == 200
     root = ET.fromstring(response.data)
     assert root.find("Dial").text == "+16515550000"
+
+
+def test_a_call_that_reached_the_fallback_while_redis_was_down_is_logged_as_such(
+        settings, desk, client, make_app):
+    """Redis is down when the call comes in: the caller talks 60 s at the fallback number;
+    Redis is back for the status callback. The call log and /metrics say `fallback`,
+    not a caller who gave up in the menu (docs/contract.md, Call logs)."""
+    down = make_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0",
+                                          fallback_number="+16515550000"))
+    form = {"CallSid": "CA" + "3" * 32, "From": "+16125550101", "To": "+18005550100"}
+    answer = signed_post(down.test_client(), "/voice/incoming", form)
+    assert ET.fromstring(answer.data).find("Dial").text == "+16515550000"
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "60"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.query(CallLog).all()
+    assert (log.call_sid, log.status) == (form["CallSid"], "fallback")
+    assert 'outcome="fallback"' in client.get("/metrics").text
 
 
 def test_redis_down_without_fallback_apologises_and_hangs_up(settings, engine, make_app):

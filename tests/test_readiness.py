@@ -30,7 +30,7 @@ def test_readyz_follows_redis_and_the_database_down_and_back(
     request.addfinalizer(lambda: close_app(app))
     client = app.test_client()
     assert _ready(client) == (200, {"status": "ready", "redis": "ok", "database": "ok",
-                                    "schema": head_revision()})
+                                    "schema": head_revision(), "prompts": "ok"})
 
     own_redis.stop()
     status, body = _ready(client)
