@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
+from directory import keys
 from directory.redis_client import connect_redis
 from jobs.queues import CALLS_TO_LOG
 from tests.conftest import free_port
@@ -61,7 +62,13 @@ def test_a_call_ending_while_redis_restarts_frees_its_advisor_once_redis_is_back
         talk = threading.Thread(target=lambda: results.__setitem__(
             "pat", line.call(PAT, "2", on_call_seconds=4)))
         talk.start()
-        wait_for("A7 talking to Pat", lambda: status_of(line, "A7") == "busy")
+        # Talking, not only rung ("busy" from the claim on): a Redis gone before A7's
+        # key is no answer (the caller goes on), which is another story.
+        watch = redis.Redis.from_url(url, decode_responses=True)
+        wait_for("A7 talking to Pat",
+                 lambda: watch.hget(keys.advisor("A7"), "hold") == "talking")
+        watch.close()
+        time.sleep(0.5)  # the accept's answer (the bridge) on its way to Twilio
         # Redis restarts (saving its snapshot) while Pat and A7 talk; Pat hangs up
         # meanwhile: the final status callback meets no Redis.
         redis.Redis.from_url(url).shutdown(save=True)
