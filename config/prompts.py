@@ -159,7 +159,9 @@ class Prompts:
         """The prompts in use: the file, re-read when it changed on disk (checked once a
         second); the last good ones while the file on disk cannot be used."""
         now = time.monotonic()
-        if now < self._checked_at + CHECK_EVERY_SECONDS:
+        # Until a first read is done, every caller goes on to the lock below and waits
+        # for it: the calls at a service's first moment would hear empty prompts.
+        if self._data and now < self._checked_at + CHECK_EVERY_SECONDS:
             return self._data
         self._checked_at = now
         try:

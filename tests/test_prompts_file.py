@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -140,3 +141,26 @@ def test_serve_refuses_a_prompts_file_it_cannot_use(settings, tmp_path, text, pr
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert str(prompts) in lines[0] and problem in lines[0]
     assert not (tmp_path / "instance").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("custom", [False, True])
+def test_the_first_calls_at_once_all_hear_their_prompts(tmp_path, custom):
+    """A service's first moment: calls asking for their words together, before the
+    file was ever read, all get them (none an empty greeting)."""
+    if custom:
+        (tmp_path / "prompts.toml").write_text(SHIPPED)
+    for _ in range(5):
+        prompts = Prompts(tmp_path / "prompts.toml" if custom else None)
+        start, heard = threading.Barrier(8), []
+
+        def ask(prompts: Prompts = prompts, start: threading.Barrier = start,
+                heard: list[str] = heard) -> None:
+            start.wait()
+            heard.append(prompts.text("case.ask"))
+
+        callers = [threading.Thread(target=ask) for _ in range(8)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert heard == [Prompts().text("case.ask")] * 8
