@@ -275,13 +275,17 @@ def serve(host: str | None, port: int | None, workers: int, threads: int,
             log.warning(warning)
     metrics_dir = prepare_metrics_dir(settings.instance_path)
     log.info("metrics of every web process add up in %s", metrics_dir)
+    master = os.getpid()
     try:
         redis_url = prepare_service(settings)
         run_gunicorn(settings.with_changes(redis_url=redis_url), workers=workers,
                      threads=threads)
     finally:
-        # Stopped, or never bound: nobody scrapes these figures any more.
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        # Stopped, or never bound: nobody scrapes these figures any more. Only the
+        # master: a gunicorn worker that exits (recycled, timed out) leaves through
+        # here too, with SystemExit, while the others still count in the folder.
+        if os.getpid() == master:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @main.command()

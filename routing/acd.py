@@ -139,14 +139,17 @@ def connect_claimed(desk: Desk, call_sid: str, now_ms: int,
     if ended or is_final(call_status) or not call:
         return CallFinished(None)  # nothing to connect: the end frees the advisor
     advisor_id = call.get("advisor") or ""
-    if advisor_id and presence.on_call(desk.r, advisor_id, call_sid):
-        if presence.chose_away(desk.r, advisor_id):
+    if advisor_id:
+        # The ring starts now, maybe seconds after the claim (the redirect's retries): its
+        # hold is renewed for a whole ring (the claim's lease, from now), in the step
+        # that checks the advisor did not go away meanwhile.
+        held = presence.renew_ring(desk.r, advisor_id, call_sid, now_ms + desk.lease_ms,
+                                   unless_away=True)
+        if held == 1:
+            return ring(desk, call_sid, advisor_id, now_ms)
+        if held == -1:
             free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
                          skip_call=call_sid, settle_held_call=True)
-        # The ring starts now, maybe seconds after the claim (the redirect's retries): its
-        # hold is renewed for a whole ring (the claim's lease, from now).
-        elif presence.renew_ring(desk.r, advisor_id, call_sid, now_ms + desk.lease_ms):
-            return ring(desk, call_sid, advisor_id, now_ms)
     # The claim expired before Twilio came back, or its advisor went away: route afresh.
     return route_caller(desk, call_sid, now_ms)
 

@@ -161,7 +161,7 @@ def offer_waiting_callers(desk: Desk, now_ms: int, budget_s: float | None = None
 _TEAMS_WAITED_FOR = """
 local out = {}
 for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('ZCARD', (string.gsub(ARGV[1], '{}', team, 1))) > 0 then
+  if redis.call('ZCARD', (string.gsub(ARGV[1], '{}', function() return team end, 1))) > 0 then
     out[#out + 1] = team
   end
 end

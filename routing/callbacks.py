@@ -107,6 +107,11 @@ class ContactUnreached:
     """The contact did not answer the callback, however often rung: goodbye."""
 
 
+# How long (s) the end of a callback's unanswered leg, a status webhook, goes on offering
+# idle advisors the callers waiting (each offer may place a callback through Twilio's
+# REST API): Twilio waits 15 s for a webhook; the reconciler's pass offers the rest.
+OFFER_IN_WEBHOOK_SECONDS = 2.0
+
 def dialable_for_callback(phone_e164: str) -> bool:
     """Whether a number may be dialed for a callback: a valid US or Canadian fixed
     or mobile number (phonenumbers' region and number type)."""
@@ -329,8 +334,9 @@ def end_callback(
         if after.get("callback_state") == "waiting":
             # Back in their place, with no hold cycle of their own: offered at once to
             # the team's other idle advisors, longest idle first (the one who missed
-            # it only after `REOFFER_AFTER_MS`).
-            offer_waiting_callers(desk, now_ms)
+            # it only after `REOFFER_AFTER_MS`). Within a status webhook: the next
+            # advisor after `OFFER_IN_WEBHOOK_SECONDS` is left to the reconciler's pass.
+            offer_waiting_callers(desk, now_ms, budget_s=OFFER_IN_WEBHOOK_SECONDS)
         return after.get("callback_state") == "done" and after.get("ended_at") == str(now_ms)
     if holds:
         finish_taken_callback(desk, call_sid, advisor_id, now_ms)

@@ -466,10 +466,15 @@ _RENEW_RING = _LUA_COMMON + r"""
 -- The advisor's ring for a call goes on (their phone picked up and hears the whisper,
 -- or a waiting caller claimed for them is being dialed): their "ringing" hold's lease
 -- runs at least until ARGV[8], never shorter (a talk's or a later renewal's stays).
--- 1 while they ring or talk on the call, else 0 (nothing changed).
--- ARGV[6] advisor id, [7] the call, [8] lease until (ms)
+-- 1 while they ring or talk on the call, else 0 (nothing changed); -1, nothing
+-- changed, when ARGV[9] is "1" and they chose busy or offline since (their phone
+-- is not to ring: checked in the same step as the renewal).
+-- ARGV[6] advisor id, [7] the call, [8] lease until (ms), [9] "1": unless away
 local id, sid, lease_until = ARGV[6], ARGV[7], tonumber(ARGV[8])
 if not on_call(id, sid) then return 0 end
+if ARGV[9] == "1" and (redis.call("HGET", akey(id), "chosen") or "") ~= "" then
+  return -1
+end
 if redis.call("HGET", akey(id), "hold") == "ringing" then
   local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
   if lease < lease_until then
@@ -678,20 +683,18 @@ def hold_for(
     return bool(_run(r, _HOLD_FOR, advisor_id, call_sid, hold, lease_until_ms))
 
 
-def chose_away(r: redis.Redis, advisor_id: str) -> bool:
-    """Whether the advisor chose busy or offline themselves (API or console) and has
-    not chosen available since: kept through the call they hold, if any."""
-    return bool(r.hget(keys.advisor(advisor_id), "chosen"))
-
-
-def renew_ring(r: redis.Redis, advisor_id: str, call_sid: str, lease_until_ms: int) -> bool:
+def renew_ring(r: redis.Redis, advisor_id: str, call_sid: str, lease_until_ms: int,
+               *, unless_away: bool = False) -> int:
     """Keep an advisor's ring for a call held until at least `lease_until_ms` (ms since
-    the epoch; a longer lease stays); whether they still ring or talk on the call.
-    DESIGN: a claim's lease covers its ring, answering extends it; the reconciler
-    frees only a hold whose lease ran out (`make_available`'s `expired_by_ms`)."""
+    the epoch; a longer lease stays): 1 while they still ring or talk on the call, else
+    0; with `unless_away`, -1 (nothing changed) when they chose busy or offline since
+    they were claimed, checked in the same step. DESIGN: a claim's lease covers its
+    ring, answering extends it; the reconciler frees only a hold whose lease ran out
+    (`make_available`'s `expired_by_ms`)."""
     if not call_sid:
-        return False
-    return bool(_run(r, _RENEW_RING, advisor_id, call_sid, lease_until_ms, announce=False))
+        return 0
+    return int(_run(r, _RENEW_RING, advisor_id, call_sid, lease_until_ms,  # type: ignore[call-overload]
+                    "1" if unless_away else "0", announce=False))
 
 
 def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:

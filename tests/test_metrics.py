@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -141,6 +143,28 @@ def test_another_serve_on_the_same_instance_leaves_the_running_services_figures(
     folders = Path(live_service.env["CASELINE_INSTANCE_PATH"]) / "prometheus"
     assert [f.name for f in folders.iterdir()] == [str(live_service.process.pid)]
 
+
+
+def web_processes(master: int) -> set[int]:
+    """The gunicorn worker processes of a master (Linux's /proc)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {int(pid) for pid in children}
+
+
+def test_a_web_process_that_gunicorn_replaces_leaves_the_figures_counting(live_service):
+    """A web process ends (recycled after its requests, timed out) and gunicorn starts
+    another: the service's figures stay and go on counting."""
+    post_webhooks(live_service.url, 3)
+    assert webhooks_counted(live_service.url) == 3
+    before = web_processes(live_service.process.pid)
+    os.kill(min(before), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while len(web_processes(live_service.process.pid) - before) < 1:
+        assert time.monotonic() < deadline, "gunicorn did not replace its process"
+        time.sleep(0.1)
+
+    post_webhooks(live_service.url, 1)
+    assert webhooks_counted(live_service.url) == 4
 
 def always_fails() -> None:
     """A job that fails every time."""
