@@ -178,6 +178,7 @@ class DeskWorker(SimpleWorker):
             self.pubsub_thread.join(timeout=1)
             self.pubsub.close()
 
+
 def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NICE) -> None:
     """Work the queues until stopped (or until empty with `burst`), at least at `nice`
     (`WORKER_NICE` by default; 0 keeps the priority it was started with)."""

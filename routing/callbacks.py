@@ -112,6 +112,7 @@ class ContactUnreached:
 # REST API): Twilio waits 15 s for a webhook; the reconciler's pass offers the rest.
 OFFER_IN_WEBHOOK_SECONDS = 2.0
 
+
 def dialable_for_callback(phone_e164: str) -> bool:
     """Whether a number may be dialed for a callback: a valid US or Canadian fixed
     or mobile number (phonenumbers' region and number type)."""
