@@ -57,9 +57,9 @@ class Leg:
     status_callback: str
 
 
-def a2_dials_the_contact(desk, emulator, client) -> Leg:
-    """Pat, verified, waited a minute, asked for a callback and hung up; A2 frees up,
-    their leg rings, they hear the whisper, press 1, and the leg dials Pat."""
+def a2_rung_for_a_callback(desk, emulator):
+    """Pat, verified, waited a minute, asked for a callback and hung up; A2 frees up and
+    their leg is placed: the leg Twilio was asked to create."""
     now = int(time.time() * 1000)
     queue_caller(desk, "CA-cb", now - 60_000)
     desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
@@ -67,6 +67,13 @@ def a2_dials_the_contact(desk, emulator, client) -> Leg:
     acd.end_call(desk, "CA-cb", "completed", 60, now)
     availability.free_advisor(desk, "A2", now, explicit=True)
     [placed] = emulator.created_calls
+    return placed
+
+
+def a2_dials_the_contact(desk, emulator, client) -> Leg:
+    """Pat, verified, waited a minute, asked for a callback and hung up; A2 frees up,
+    their leg rings, they hear the whisper, press 1, and the leg dials Pat."""
+    placed = a2_rung_for_a_callback(desk, emulator)
     form = {"CallSid": placed.sid, "CallStatus": "in-progress"}
     gather = post(client, placed.url.removeprefix(BASE_URL), form).find("Gather")
     assert gather is not None
@@ -437,13 +444,7 @@ def test_a_status_that_is_not_the_legs_end_leaves_a2_ringing_for_the_callback(
     """While A2's callback leg rings, Twilio posts a progress status to the leg's status
     callback: A2 is not released, Pat does not go back to waiting, and A2 who picks up
     hears the whisper, accepts, and the leg dials Pat."""
-    now = int(time.time() * 1000)
-    queue_caller(desk, "CA-cb", now - 60_000)
-    desk.r.hset(keys.call("CA-cb"), mapping={"contact": "5001", "verified": "1"})
-    assert request_callback(desk, "CA-cb")
-    acd.end_call(desk, "CA-cb", "completed", 60, now)
-    availability.free_advisor(desk, "A2", now, explicit=True)
-    [placed] = emulator.created_calls
+    placed = a2_rung_for_a_callback(desk, emulator)
     status_callback = placed.status_callback.removeprefix(BASE_URL)
     form = {"CallSid": placed.sid, "CallStatus": leg_status}
     assert [child.tag for child in post(client, status_callback, form)] == []
