@@ -346,7 +346,9 @@ def test_a_graceful_stop_ends_open_event_streams_instead_of_waiting_for_them(
     live_service.process.wait(timeout=15)
     took = time.monotonic() - stopping
     assert list(lines) == [": connected", ""]  # the rest of what was sent, then the end
-    assert took < 5, f"the stop waited {took:.1f}s for an open event stream"
+    # Held by the stream, the stop would wait out gunicorn's whole graceful timeout
+    # (10 s, `caseline.server`); a busy CI machine takes a few seconds to stop anyway.
+    assert took < 8, f"the stop waited {took:.1f}s for an open event stream"
 
 
 @pytest.mark.databases
