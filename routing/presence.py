@@ -39,7 +39,7 @@ import redis
 
 from directory import keys
 from directory.catalog import GENERAL
-from directory.scripts import script
+from directory.scripts import as_hash, script
 from jobs.queues import CALLS_TO_LOG
 
 BANDS = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -486,6 +486,29 @@ return 1
 """
 
 
+# The advisor rung for a call picked up (`routing.whisper.play_whisper`): in one step,
+# while the call still rings them and they still ring or talk on it, their ring's lease
+# runs at least until ARGV[8] (as `_RENEW_RING`), the call notes the whisper played
+# (unless already accepted), and its hash is returned; else {} and nothing changed.
+# ARGV[6] advisor id, [7] the call, [8] lease until (ms)
+_PICK_UP = _LUA_COMMON + r"""
+local id, sid, lease_until = ARGV[6], ARGV[7], tonumber(ARGV[8])
+local call = call_key(sid)
+if redis.call("HGET", call, "ringing") ~= id or not on_call(id, sid) then return {} end
+if redis.call("HGET", akey(id), "hold") == "ringing" then
+  local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
+  if lease < lease_until then
+    redis.call("HSET", akey(id), "lease", string.format("%d", lease_until))
+    redis.call("ZADD", LEASES, lease_until, id)
+  end
+end
+if redis.call("HGET", call, "whisper") ~= "accepted" then
+  redis.call("HSET", call, "whisper", "played")
+end
+return redis.call("HGETALL", call)
+"""
+
+
 def _run(r: redis.Redis, source: str, *args: object, announce: bool = True) -> object:
     """Run one of the scripts above with the key templates prepended (announced on the
     console's channel unless `announce` is False: a lease renewed moves nobody)."""
@@ -695,6 +718,19 @@ def renew_ring(r: redis.Redis, advisor_id: str, call_sid: str, lease_until_ms: i
         return 0
     return int(_run(r, _RENEW_RING, advisor_id, call_sid, lease_until_ms,  # type: ignore[call-overload]
                     "1" if unless_away else "0", announce=False))
+
+
+def pick_up(r: redis.Redis, advisor_id: str, call_sid: str, lease_until_ms: int
+            ) -> dict[str, str]:
+    """The advisor rung for this call picked up: the call's hash (its fields as strings),
+    with their ring held until at least `lease_until_ms` (ms since the epoch) and the
+    whisper noted as played, in one round trip; {} with nothing changed when the call
+    no longer rings them or their hold is gone (released meanwhile: by the reconciler,
+    or the caller hung up). DESIGN: answering extends the claim's lease."""
+    if not call_sid:
+        return {}
+    return as_hash(_run(r, _PICK_UP, advisor_id, call_sid, lease_until_ms,  # type: ignore[arg-type]
+                        announce=False))
 
 
 def on_call(r: redis.Redis, advisor_id: str, call_sid: str) -> bool:

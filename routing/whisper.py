@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from routing import presence
 from routing.auth import how_verified
-from routing.call_state import get_call, update_call
+from routing.call_state import get_call
 from routing.callbacks import is_placed_leg
 from routing.desk import Desk
 
@@ -58,14 +58,10 @@ def play_whisper(desk: Desk, call_sid: str, advisor_id: str, now_ms: int) -> Whi
     tell them (None when the call no longer rings them, or their hold is gone). Their
     hold is kept through the whisper and its key (`whisper_lease_ms`); only their key
     answers (`acd.dial_answered`)."""
-    call = get_call(desk.r, call_sid)
-    if not call or call.get("ringing") != advisor_id:
-        return None
-    if not presence.renew_ring(desk.r, advisor_id, call_sid, now_ms + whisper_lease_ms(desk)):
-        return None  # released meanwhile (the reconciler): their key could take nothing
-    if call.get("whisper") != "accepted":
-        update_call(desk.r, call_sid, whisper="played")
-    return call_facts(call)
+    call = presence.pick_up(desk.r, advisor_id, call_sid, now_ms + whisper_lease_ms(desk))
+    # {}: the call rings someone else now, or their hold was released meanwhile (the
+    # reconciler): their key could take nothing.
+    return call_facts(call) if call else None
 
 
 def callback_whisper(desk: Desk, call_sid: str, advisor_id: str, now_ms: int,
