@@ -7,8 +7,10 @@ import gc
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,34 +80,51 @@ def mounted(app: Any, prefix: str) -> Any:
 
 def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> Path:
     """This service's folder for its web processes' Prometheus files,
-    `prometheus/<master pid>` under the instance path, emptied and named in
+    `prometheus/<host>-<master pid>` under the instance path, emptied and named in
     PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client (it reads the
     variable at import, and gunicorn's workers inherit it).
 
     Several services may share one instance folder (a second `caseline serve` started
     by mistake on a port in use, a trial on another port, the frozen-clock recipe beside
-    `make run`, two instances during a roll-out): each adds up its own processes only,
-    and a start never touches the files of a service still running. Folders of masters
-    no longer alive are stale and removed here; ours is emptied in case our pid is one
-    a stopped service had (a container's master is pid 1 at every start)."""
+    `make run`, two instances during a roll-out, containers on one volume): each adds
+    up its own processes only, and a start never touches the files of a service still
+    running. A pid says whether a master lives only on its own host (every container's
+    master is pid 1), so the folder names the host too: folders of this host's masters
+    no longer alive are stale and removed here; another host's are left to it. Ours is
+    emptied in case our pid is one a stopped service of this host had (a container's
+    master is pid 1 at every start)."""
     master_pid = os.getpid() if master_pid is None else master_pid
+    host = metrics_host()
     root = Path(instance_path) / "prometheus"
     root.mkdir(parents=True, exist_ok=True)
+    ours = f"{host}-{master_pid}"
     for entry in root.iterdir():
-        if entry.name == str(master_pid):
+        if entry.name == ours:
             continue
-        if entry.is_dir() and entry.name.isdigit() and is_alive(int(entry.name)):
+        name_host, _, pid = entry.name.rpartition("-")
+        if entry.is_dir() and name_host and name_host != host:
+            continue  # another host's service: only that host can tell it is gone
+        # This host's folder (or a bare pid's, from a version before the host was named).
+        pid = pid if name_host else entry.name
+        if entry.is_dir() and pid.isdigit() and is_alive(int(pid)):
             continue
-        # A dead master's folder, or the flat files of a version before this one.
+        # A dead master's folder, or the flat files of an older version.
         if entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    folder = root / str(master_pid)
+    folder = root / ours
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return folder
+
+
+def metrics_host() -> str:
+    """This host's name as a metrics folder names it (letters, digits, `.` and `_`;
+    a container's name is its id unless set)."""
+    name = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname()) or "host"
+    return name[:64]
 
 
 def is_alive(pid: int) -> bool:

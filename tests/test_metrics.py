@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from caseline.server import metrics_host, prepare_metrics_dir
 from config.settings import PROJECT_ROOT
 from ivr import create_app
 from routing import presence
@@ -141,8 +142,34 @@ def test_another_serve_on_the_same_instance_leaves_the_running_services_figures(
     assert webhooks_counted(live_service.url) == 5
     # Stopped services leave no files behind; the running one's folder stays.
     folders = Path(live_service.env["CASELINE_INSTANCE_PATH"]) / "prometheus"
-    assert [f.name for f in folders.iterdir()] == [str(live_service.process.pid)]
+    assert [f.name for f in folders.iterdir()] == [
+        f"{metrics_host()}-{live_service.process.pid}"]
 
+
+
+def test_a_start_leaves_the_figures_of_another_hosts_service_on_a_shared_volume(
+        tmp_path, monkeypatch):
+    """Containers of two hosts keep their instance folder on one volume, and a pid
+    says nothing across hosts (every container's master is pid 1): a start here removes
+    only this host's dead services' figures, never those of the other host's running
+    service."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # set again by the start below
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a pid no process of this host has now
+    root = tmp_path / "prometheus"
+    # Alive on its own host; here its pid is nobody's.
+    other_host = root / f"another_container-{ended.pid}"
+    stopped_here = root / f"{metrics_host()}-{ended.pid}"
+    for folder in (other_host, stopped_here):
+        folder.mkdir(parents=True)
+        (folder / "counter_1.db").write_bytes(b"figures")
+
+    ours = prepare_metrics_dir(tmp_path, master_pid=1)
+
+    assert (other_host / "counter_1.db").read_bytes() == b"figures"
+    assert not stopped_here.exists()
+    assert ours == root / f"{metrics_host()}-1" and list(ours.iterdir()) == []
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(ours)
 
 
 def web_processes(master: int) -> set[int]:
