@@ -26,7 +26,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from caseline.embedded_redis import start_server  # noqa: E402
+from caseline.embedded_redis import start_server, wait_until_up  # noqa: E402
 from directory.redis_client import connection_of_its_own  # noqa: E402
 from directory.scripts import script  # noqa: E402
 
@@ -56,11 +56,8 @@ def main() -> int:
         pool = redis.ConnectionPool(path=str(socket),
                                     connection_class=redis.UnixDomainSocketConnection,
                                     decode_responses=True)
-        deadline = time.monotonic() + 10
-        while not socket.exists():  # the server is starting
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not open {socket}")
-            time.sleep(0.05)
+        # The socket file appears before the server listens on it: wait for a PING.
+        wait_until_up(f"unix://{socket}")
         stock = redis.Redis(connection_pool=pool, single_connection_client=True)
         mine = connection_of_its_own(redis.Redis(connection_pool=pool))
         stock.set("call", "1")
