@@ -230,6 +230,9 @@ def whisper(
     gather = Gather(
         input="dtmf",
         num_digits=1,
+        # "Press any key": `#` too. Twilio's default finishOnKey would take `#` as the
+        # end of no digits, and the advisor who pressed it as one who did not answer.
+        finish_on_key="",
         timeout=KEY_TIMEOUT_SECONDS,
         action=url(action, call=call_sid, advisor=advisor_id),
         method="POST",

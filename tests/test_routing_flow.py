@@ -11,6 +11,7 @@ import pytest
 from directory import keys
 from routing import presence
 from tests.conftest import API_TOKEN, make_available, run_jobs
+from twilio_side.advisors import AdvisorPolicy
 
 PAT = "+16125550101"
 OWNER, TEAMMATE, OTHER = "A7", "A2", "A3"
@@ -45,6 +46,14 @@ def test_owner_available_is_dialed_first(phone, desk, lakeview):
     result = phone.call(PAT, "1 2024117#")
     assert result.dialed == [lakeview[OWNER]]
     assert result.outcome == "advisor"
+    assert result.answered_by == lakeview[OWNER]
+
+
+def test_any_key_at_the_whisper_takes_the_call_the_hash_key_too(phone, desk, lakeview):
+    """The whisper says "press any key to accept": an advisor who presses # takes it."""
+    make_available(desk, OWNER)
+    result = phone.call(PAT, "1 2024117#", AdvisorPolicy(accept_key="#"))
+    assert result.dialed == [lakeview[OWNER]]
     assert result.answered_by == lakeview[OWNER]
 
 
