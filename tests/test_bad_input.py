@@ -261,3 +261,40 @@ def test_a_call_whose_session_was_lost_mid_call_still_expires_when_it_ends(clien
     signed_post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed"})
     assert r.exists(keys.call(sid))
     assert 0 < r.ttl(keys.call(sid)) <= 24 * 3600  # a day, like every call's session
+
+
+def test_a_webhook_failing_after_the_caller_hung_up_is_no_fallback(settings, desk, directory,
+                                                                   make_app, monkeypatch):
+    """Pat hangs up while A2's phone rings; Twilio posts the `<Dial>`'s action after the
+    status callback, and that webhook fails on a bug. Twilio ignores its reply (Pat is
+    gone), so nobody was given the fallback: the log keeps `unanswered`."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+    make_available(desk, "A2")
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "7" * 32, "From": "+16125550101", "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
+    signed_post(client, "/voice/incoming", form)
+    dial = ET.fromstring(signed_post(client, "/voice/menu?attempt=1",
+                                     {**form, "Digits": "2"}).data).find("Dial")
+    assert dial.findtext("Number") == "+16515550102"
+    ended = {**form, "CallStatus": "completed"}
+    signed_post(client, "/voice/status", {**ended, "CallDuration": "20"})
+    assert _the_log(desk).status == "unanswered"
+
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    signed_post(client, dial.get("action"), {**ended, "DialCallStatus": "no-answer"})
+    monkeypatch.undo()
+    assert failed
+    log = _the_log(desk)
+    assert log.status == "unanswered" and "fallback" not in log.details

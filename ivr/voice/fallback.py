@@ -37,7 +37,9 @@ def record_fallback_given(cause: BaseException) -> None:
     for (that would delay the caller's reply); the `<Dial>` action records it too.
     Never raises: the reply must go out whatever happens here."""
     sid = request.form.get("CallSid", "")
-    if not gate.CALL_SID.fullmatch(sid):
+    if not gate.CALL_SID.fullmatch(sid) or is_final(request.form.get("CallStatus", "")):
+        # A post made after the caller hung up (a `<Dial>` action after the status
+        # callback): Twilio ignores its reply, so nobody was given the fallback.
         return
     try:
         how = "number" if desk().settings.fallback_number else "apology"
