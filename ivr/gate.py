@@ -44,8 +44,9 @@ MAX_FIELDS = 32 * 1024
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 # The call's first webhook opens its state; the status callback ends it
-# (and logs a call whose first webhook failed): both may meet an unknown call.
-OPEN_ENDPOINTS = frozenset({"voice.incoming", "voice.status"})
+# (and logs a call whose first webhook failed); the fallback number's `<Dial>` action
+# records the fallback on a call whose first webhook failed: all may meet an unknown call.
+OPEN_ENDPOINTS = frozenset({"voice.incoming", "voice.status", "voice.fallback_over"})
 # An advisor's (or a colleague's) leg names the caller's call in `?call=`.
 LEG_ENDPOINTS = frozenset({
     "voice.whisper", "voice.whisper_accept", "voice.callback_advisor",

@@ -23,6 +23,10 @@ from routing.acd import (
 )
 from routing.whisper import KEY_TIMEOUT_SECONDS
 
+# The fallback number's `<Dial>` action (`fallback`): Twilio posts it, from the call,
+# when the fallback leg is over, whether or not the caller is still on the line.
+FALLBACK_OVER = "/voice/fallback/over"
+
 
 def url(path: str, **query: object) -> str:
     """A service URL with its query string (relative: Twilio resolves it; `under` puts
@@ -339,7 +343,10 @@ def fallback(prompts: Prompts, fallback_number: str | None, hours: str) -> Voice
         response.say(speakable(text), voice=fallback_text(prompts, "voice.voice"),
                      language=fallback_text(prompts, "voice.language"))
     if fallback_number:
-        response.dial(fallback_number)
+        # Its action tells the line, once the fallback leg is over, that this call was
+        # given the fallback (`FALLBACK_OVER`): the call's own record of it may have
+        # failed with Redis, and Twilio's post comes later, from the call itself.
+        response.dial(fallback_number, action=FALLBACK_OVER, method="POST")
     else:
         response.hangup()
     return response

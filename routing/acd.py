@@ -220,9 +220,9 @@ def after_dial(
 # Twilio about it), and for that first status: a waiting caller taken out of
 # their queue (an abandonment: the wait so far counted, the desk's pages told), or one
 # who waited and was claimed for an advisor they never reached (an abandonment too), a call
-# never seen to begin given its start, the end's fields written, the call put among
-# the calls to log (KEYS[4]), and whether its advisor still rings or talks on it (not
-# in wrap-up). A contact keeping their place
+# never seen to begin (or whose state was lost) given its start and marked untracked,
+# the end's fields written, the call put among the calls to log (KEYS[4]), and whether
+# its advisor still rings or talks on it (not in wrap-up). A contact keeping their place
 # for a callback only has the end's fields written, those not set yet (a callback
 # over before this end came keeps its `ended_at`).
 # ARGV: [1] the hash's TTL (s), [2] when it ended (ms), [3] CallStatus, [4] CallDuration (s),
@@ -297,9 +297,11 @@ elseif team and team ~= '' and (call['answered_by'] or '') == '' and
   table.insert(fields, '1')
 end
 if not call['started_at'] then
-  -- A call we never saw begin (its first webhook failed: the caller heard the
-  -- fallback, ivr.voice.errors): log what Twilio told us, and that it was the fallback.
-  table.insert(fields, 'fallback')
+  -- A call we never saw begin (its first webhook failed, or never came) or whose state
+  -- Redis lost: log what Twilio told us, and that the line kept nothing of its course.
+  -- Whether the caller was given the fallback reply is its own mark (`fallback`, set
+  -- where that reply is given: `call_state.note_fallback`), never guessed from this.
+  table.insert(fields, 'untracked')
   table.insert(fields, '1')
   table.insert(fields, 'started_at')
   table.insert(fields, string.format('%d', now - tonumber(ARGV[4]) * 1000))

@@ -56,5 +56,6 @@ def enter_case_number(
         return Voicemail()
     if lookup.tries >= CASE_TRIES:
         send_to_team(desk.r, call_sid, GENERAL, new_case="1", after_hours="1")
-        return Voicemail(case_not_found=True)
-    return AskCase(after_hours=True, not_found=True, attempt=lookup.tries + 1)
+        return Voicemail(case_not_found=lookup.entered, case_not_entered=not lookup.entered)
+    return AskCase(after_hours=True, not_found=lookup.entered,
+                   nothing_entered=not lookup.entered, attempt=lookup.tries + 1)

@@ -147,6 +147,24 @@ return 2
 """
 
 
+# The caller was given the fallback reply (ARGV[1]: "number" or "apology"), in one step:
+# kept on the call's hash, opened (with its CallSid, for a day: KEYS[1] ARGV[2] ARGV[3])
+# when the line never opened it (the call's first webhook failed); and when the call's
+# end is recorded already (KEYS[2]: the fallback number's `<Dial>` action came after the
+# status callback), 2: its log is written again. A callback still pending is logged
+# later, as `_UPDATE_LOGGED` says.
+_NOTE_FALLBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'call_sid', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'fallback', ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+local callback = redis.call('HMGET', KEYS[1], 'callback', 'callback_state')
+if callback[1] == '1' and callback[2] ~= 'done' then return 1 end
+return 2
+"""
+
 # A callback taken by its advisor is over (their leg ended): done, ended at ARGV[1] (ms),
 # and among the calls to log (KEYS[2], scored in Unix s, as `jobs.queues.
 # enqueue_call_log` scores them), in one step, as the presence scripts end a callback
@@ -300,6 +318,19 @@ def update_logged_call(desk: Desk, call_sid: str, **fields: str | int) -> bool:
     return due > 0
 
 
+def note_fallback(desk: Desk, call_sid: str, how: str) -> None:
+    """Record on the call that the caller was given the fallback reply (`how`: "number",
+    dialed `CASELINE_FALLBACK_NUMBER`; "apology", none set: the apology and the desk's
+    hours): the call log's status `fallback` says exactly this, whatever else the call
+    holds. Idempotent; a call the line never opened is opened for it; a call already
+    logged is logged again (`jobs.queues.requeue_call_log`)."""
+    due = int(script(desk.r, _NOTE_FALLBACK)(
+        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[how, call_sid, CALL_TTL_SECONDS], client=desk.r))
+    if due == 2:
+        requeue_call_log(desk.job_redis, call_sid)
+
+
 def update_call_while(r: redis.Redis, call_sid: str, field: str, value: str,
                       **fields: str | int) -> bool:
     """Set `fields` of a call's hash only while its `field` reads `value`, in one step
@@ -372,10 +403,14 @@ def final_status(call: dict[str, str]) -> str:
         return "answered"
     if call.get("recording_url"):
         return "voicemail"
-    if call.get("fallback") == "1":
-        # Never taken by the line (its first webhook failed: Redis down, a bug): the
-        # caller was sent to the fallback number (or heard the apology), not the menu.
+    if call.get("fallback"):
+        # The caller was given the fallback reply on this call (`note_fallback`): sent
+        # to the fallback number (or the apology), whatever the call did before.
         return "fallback"
+    if call.get("untracked") == "1":
+        # Its end came with nothing the line kept of its course (Redis lost the call's
+        # state, or no webhook of it reached the line): how it went is not known.
+        return "unknown"
     if call.get("abandoned"):
         return "abandoned"
     if call.get("callback") == "1":

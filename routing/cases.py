@@ -59,17 +59,22 @@ class CaseLookup:
     closed: bool = False
     tries: int = 0
     owner: str = ""
+    # False: the caller keyed and said nothing (silence, or `#` alone): a try, but no
+    # number to call "not found".
+    entered: bool = True
 
 
 @dataclass(frozen=True)
 class AskCase:
     """Ask for the case number (again after a miss); after hours, before the voicemail.
     `attempt`: which try this asks for (its answer names it: a try Twilio posts again
-    is not counted again)."""
+    is not counted again). `nothing_entered`: the last try was silence (say so, never
+    "not found")."""
 
     after_hours: bool = False
     not_found: bool = False
     attempt: int = 1
+    nothing_entered: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Voicemail:
 
     closed: bool = False  # tell the desk's hours first
     case_not_found: bool = False
+    case_not_entered: bool = False  # the last try of the case number was silence
 
 
 # Words a caller may say for a digit ("two oh two four one one seven"), and the few
@@ -114,11 +120,14 @@ def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "",
 
     `attempt` is the try the answer names (`AskCase.attempt`; 0 when it names none):
     a try already counted is Twilio posting it again (without its token, after a
-    timeout), looked up again but neither counted nor noted twice."""
+    timeout), looked up again but neither counted nor noted twice. Nothing keyed nor
+    said (the `<Gather>` timed out) is a try too (PRODUCT.md: three failures), but
+    not a number "not found" (`CaseLookup.entered`)."""
     call = get_call(desk.r, call_sid)
     counted = int(call.get("case_tries") or 0)
     repeat = 0 < attempt <= counted
     tries = attempt if repeat else counted + 1
+    entered = bool(digits or speech.strip())
     if not digits and speech:
         digits = spoken_case_number(speech)
     number = "".join(ch for ch in digits if ch.isdigit())[:20]
@@ -127,7 +136,7 @@ def choose_case(desk: Desk, call_sid: str, digits: str, speech: str = "",
         # Another district's case is "not found": never reveal it exists.
         if not repeat:
             append_menu(desk.r, call_sid, number or "-", case_tries=tries)
-        return CaseLookup(found=False, tries=tries)
+        return CaseLookup(found=False, tries=tries, entered=entered)
     if repeat:
         return CaseLookup(found=True, closed=case.get("status") == "closed", tries=tries,
                           owner=case.get("owner", ""))

@@ -92,14 +92,16 @@ class Goodbye:
 @dataclass(frozen=True)
 class Connect:
     """Ring an advisor or queue (`decision`), after telling the caller that their case
-    is closed or was not found (the general team helps). Of a closed case the caller
-    hears where the call goes: to its owner (`to_owner`, who can reopen it), else to
-    the next available advisor; never the owner when someone else is rung."""
+    is closed or was not found (the general team helps; `case_not_entered`: the last
+    of the tries was silence, said as such). Of a closed case the caller hears where
+    the call goes: to its owner (`to_owner`, who can reopen it), else to the next
+    available advisor; never the owner when someone else is rung."""
 
     decision: acd.Decision
     case_closed: bool = False
     case_not_found: bool = False
     to_owner: bool = False
+    case_not_entered: bool = False
 
 
 Step = (
@@ -346,5 +348,7 @@ def enter_case_number(
     if lookup.tries >= CASE_TRIES:
         # Three misses: a person will still help, rather than hanging up.
         send_to_team(desk.r, call_sid, GENERAL)
-        return Connect(acd.route_caller(desk, call_sid, now_ms), case_not_found=True)
-    return AskCase(not_found=True, attempt=lookup.tries + 1)
+        return Connect(acd.route_caller(desk, call_sid, now_ms),
+                       case_not_found=lookup.entered, case_not_entered=not lookup.entered)
+    return AskCase(not_found=lookup.entered, nothing_entered=not lookup.entered,
+                   attempt=lookup.tries + 1)

@@ -19,25 +19,33 @@ from routing.desk import Desk
 
 # Silence on the contact-ID question: asked this many times, then refused.
 CONTACT_ID_TRIES = 3
+# Silence on the PIN question: asked this many times on a call, then refused as silence
+# on the contact ID is. Silence is no guess: never a failed PIN, never counted towards a
+# lockout (PRODUCT.md counts failed verifications), never told "could not verify".
+PIN_TRIES = 3
 
 
 @dataclass(frozen=True)
 class AskContactId:
-    """Ask for the contact ID (after a failed PIN: say so first)."""
+    """Ask for the contact ID (after a failed PIN: say so first; after silence,
+    `nothing_entered`: that nothing came)."""
 
     option: str
     attempt: int = 1
     failed: bool = False
+    nothing_entered: bool = False
 
 
 @dataclass(frozen=True)
 class AskPin:
     """Ask for the PIN of the contact ID just given. `attempt`: the call's attempt it
     answers (its `pin_try`; 0 when unknown), which the answer names, so that Twilio's
-    repeat of it, with or without its idempotency token, hears the first answer."""
+    repeat of it, with or without its idempotency token, hears the first answer.
+    `nothing_entered`: asked again after silence (say that nothing came)."""
 
     option: str
     attempt: int = 0
+    nothing_entered: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def enter_contact_id(
     if not digits:
         if attempt >= CONTACT_ID_TRIES:
             return Unverified(option)
-        return AskContactId(option, attempt + 1)
+        return AskContactId(option, attempt + 1, nothing_entered=True)
     # A new attempt: its PIN counts once however often Twilio posts it (`auth.verify`).
     tries = count_on_call(desk.r, call_sid, "pin_try",
                           pending_contact=digits[:CONTACT_ID_DIGITS])
@@ -90,7 +98,15 @@ def enter_contact_id(
 def enter_pin(
     desk: Desk, call_sid: str, digits: str, option: str, now: datetime
 ) -> Verified | AskContactId | Unverified:
-    """The PIN: verified, or asked again from the contact ID, or locked out (`auth.verify`)."""
+    """The PIN: verified, or asked again from the contact ID, or locked out (`auth.verify`).
+    Silence (nothing keyed, or `#` alone) asks the PIN again (`PIN_TRIES`)."""
+    if not digits:
+        if count_on_call(desk.r, call_sid, "pin_silences") >= PIN_TRIES:
+            return Unverified(option)
+        # A new try of the PIN for the same contact ID: the answer names it, so it is
+        # not taken for Twilio's repeat of this silent one (`ivr.gate.TRY_KEYED`).
+        return AskPin(option, count_on_call(desk.r, call_sid, "pin_try"),
+                      nothing_entered=True)
     result = auth.verify(desk, call_sid, get_call(desk.r, call_sid), digits, now)
     if result.verified:
         return Verified(option)

@@ -23,7 +23,7 @@ from directory.pending_callbacks import (
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, presence
 from routing.availability import REOFFER_AFTER_MS, left_on_hold_cycle, note_dequeued
-from routing.call_state import get_call, update_call
+from routing.call_state import get_call, note_fallback, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -479,4 +479,6 @@ def after_queue(
     if attempt < QUEUE_ATTEMPTS:
         return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
     leave_queue(desk, call_sid, now_ms)
+    if desk.settings.fallback_number:
+        note_fallback(desk, call_sid, "number")
     return QueueFailed(desk.settings.fallback_number)

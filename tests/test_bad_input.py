@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
+import redis
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
@@ -23,7 +25,7 @@ ENDPOINTS = [
     "/voice/whisper?call=CAnothing&advisor=A1", "/voice/whisper/accept", "/voice/wait",
     "/voice/queue-result", "/voice/connect", "/voice/status", "/voice/verify/contact",
     "/voice/verify/pin?option=zz", "/voice/after-hours/case", "/voice/recorded",
-    "/voice/outage/route", "/voice/oncall-result",
+    "/voice/outage/route", "/voice/oncall-result", "/voice/fallback/over",
 ]
 
 FORMS = [
@@ -69,23 +71,133 @@ def test_redis_down_dials_the_fallback_number(settings, engine, make_app):
     assert root.find("Dial").text == "+16515550000"
 
 
-def test_a_call_that_reached_the_fallback_while_redis_was_down_is_logged_as_such(
-        settings, desk, client, make_app):
-    """Redis is down when the call comes in: the caller talks 60 s at the fallback number;
-    Redis is back for the status callback. The call log and /metrics say `fallback`,
-    not a caller who gave up in the menu (docs/contract.md, Call logs)."""
+def _reaches_the_fallback_while_redis_is_down(settings, make_app) -> tuple[dict, str]:
+    """A call comes in while Redis is down: its form, and the fallback `<Dial>`'s action,
+    which Twilio posts from the call when the fallback leg is over."""
     down = make_app(settings.with_changes(redis_url="redis://127.0.0.1:9/0",
                                           fallback_number="+16515550000"))
     form = {"CallSid": "CA" + "3" * 32, "From": "+16125550101", "To": "+18005550100"}
     answer = signed_post(down.test_client(), "/voice/incoming", form)
-    assert ET.fromstring(answer.data).find("Dial").text == "+16515550000"
-    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
-                                          "CallDuration": "60"})
+    dial = ET.fromstring(answer.data).find("Dial")
+    assert dial.text == "+16515550000"
+    return form, dial.get("action")
+
+
+def _the_log(desk) -> CallLog:
     run_jobs(desk)
     with desk.session_factory() as db:
         [log] = db.query(CallLog).all()
+        return log
+
+
+def test_a_call_that_reached_the_fallback_while_redis_was_down_is_logged_as_such(
+        settings, desk, client, make_app):
+    """Redis is down when the call comes in: the caller talks 60 s at the fallback number;
+    Redis is back for the `<Dial>`'s action and the status callback. The call log and
+    /metrics say `fallback`, not a caller who gave up in the menu (docs/contract.md,
+    Call logs)."""
+    form, action = _reaches_the_fallback_while_redis_is_down(settings, make_app)
+    over = signed_post(client, action, {**form, "CallStatus": "in-progress",
+                                        "DialCallStatus": "completed",
+                                        "DialCallDuration": "60"})
+    assert [verb.tag for verb in ET.fromstring(over.data)] == ["Hangup"]
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "60"})
+    log = _the_log(desk)
     assert (log.call_sid, log.status) == (form["CallSid"], "fallback")
+    assert log.details["fallback"] == "number"
     assert 'outcome="fallback"' in client.get("/metrics").text
+
+
+def test_a_fallback_told_after_the_status_callback_rewrites_the_log(
+        settings, desk, client, make_app):
+    """Twilio may post the `<Dial>`'s action after the status callback (the caller hung
+    up at the fallback number): the log, written without it, is written again."""
+    form, action = _reaches_the_fallback_while_redis_is_down(settings, make_app)
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "60"})
+    assert _the_log(desk).status == "unknown"  # nothing the line kept says how it went
+    signed_post(client, action, {**form, "CallStatus": "completed",
+                                 "DialCallStatus": "completed", "DialCallDuration": "58"})
+    log = _the_log(desk)
+    assert (log.call_sid, log.status) == (form["CallSid"], "fallback")
+
+
+def test_a_fallback_number_that_does_not_answer_leaves_the_apology(
+        settings, desk, client, make_app):
+    """Nobody answers at the fallback number: the caller, still on the line, hears the
+    apology with the desk's hours (before: the call just ended), and is logged fallback."""
+    form, action = _reaches_the_fallback_while_redis_is_down(settings, make_app)
+    over = ET.fromstring(signed_post(client, action, {
+        **form, "CallStatus": "in-progress", "DialCallStatus": "no-answer"}).data)
+    assert [verb.tag for verb in over] == ["Say", "Hangup"]
+    assert over.find("Dial") is None
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "40"})
+    assert _the_log(desk).status == "fallback"
+
+
+def test_a_fallback_given_while_redis_blinked_is_recorded_once_it_answers(
+        settings, desk, make_app, monkeypatch):
+    """Redis is unreachable for the call's first webhook only; the caller hangs up at the
+    fallback number and Twilio's `<Dial>` action never reaches the line: the web
+    process that gave the fallback records it once Redis answers, and the log says
+    `fallback`."""
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "6" * 32, "From": "+16125550101", "To": "+18005550100"}
+
+    def unreachable(self, *args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+    monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+    answer = ET.fromstring(signed_post(client, "/voice/incoming", form).data)
+    monkeypatch.undo()
+    assert answer.find("Dial").text == "+16515550000"
+    deadline = time.monotonic() + 10
+    while desk.r.hget(keys.call(form["CallSid"]), "fallback") is None:
+        assert time.monotonic() < deadline, "the fallback was never recorded"
+        time.sleep(0.05)
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "30"})
+    assert _the_log(desk).status == "fallback"
+
+
+def test_a_bug_mid_call_with_redis_up_is_logged_fallback(settings, desk, directory,
+                                                         make_app, monkeypatch):
+    """Pat keys her case number and the webhook fails on a bug (a script error from
+    Redis, which is up): she is dialed to the fallback number, hangs up there, and
+    Twilio's status callback comes before any `<Dial>` action. The log says
+    `fallback` (before: `ended-in-menu`, as if she had given up in the menu)."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A7", ["general"])
+    directory.case("2024117", owner="A7")
+    directory.load()
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "5" * 32, "From": "+16125550101", "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
+    assert ET.fromstring(signed_post(client, "/voice/incoming", form).data).find(
+        "Gather") is not None
+    signed_post(client, "/voice/menu?attempt=1", {**form, "Digits": "1"})
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_noting_the_case(self, *args, **kwargs):
+        """The script that notes the case number on the call fails, once."""
+        if not failed and "case_tries" in args:
+            failed.append(args)
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_noting_the_case)
+    answer = ET.fromstring(signed_post(client, "/voice/case?attempt=1",
+                                       {**form, "Digits": "2024117"}).data)
+    monkeypatch.undo()
+    assert failed and answer.find("Dial").text == "+16515550000"
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "90"})
+    log = _the_log(desk)
+    assert (log.call_sid, log.status) == (form["CallSid"], "fallback")
+    assert log.menu_path.startswith("1")  # the call's own record is kept beside it
 
 
 def test_redis_down_without_fallback_apologises_and_hangs_up(settings, engine, make_app):
@@ -149,3 +261,40 @@ def test_a_call_whose_session_was_lost_mid_call_still_expires_when_it_ends(clien
     signed_post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed"})
     assert r.exists(keys.call(sid))
     assert 0 < r.ttl(keys.call(sid)) <= 24 * 3600  # a day, like every call's session
+
+
+def test_a_webhook_failing_after_the_caller_hung_up_is_no_fallback(settings, desk, directory,
+                                                                   make_app, monkeypatch):
+    """Pat hangs up while A2's phone rings; Twilio posts the `<Dial>`'s action after the
+    status callback, and that webhook fails on a bug. Twilio ignores its reply (Pat is
+    gone), so nobody was given the fallback: the log keeps `unanswered`."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+    make_available(desk, "A2")
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "7" * 32, "From": "+16125550101", "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
+    signed_post(client, "/voice/incoming", form)
+    dial = ET.fromstring(signed_post(client, "/voice/menu?attempt=1",
+                                     {**form, "Digits": "2"}).data).find("Dial")
+    assert dial.findtext("Number") == "+16515550102"
+    ended = {**form, "CallStatus": "completed"}
+    signed_post(client, "/voice/status", {**ended, "CallDuration": "20"})
+    assert _the_log(desk).status == "unanswered"
+
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    signed_post(client, dial.get("action"), {**ended, "DialCallStatus": "no-answer"})
+    monkeypatch.undo()
+    assert failed
+    log = _the_log(desk)
+    assert log.status == "unanswered" and "fallback" not in log.details

@@ -92,7 +92,7 @@ def test_every_voice_webhook_has_its_failure_reply(app):
               if rule.rule.startswith("/voice")}
     assert routes == set(FAILURE_REPLIES)
     tested = {path.split("?")[0] for path in CALLERS_OWN + ON_HOLD + ADVISORS_LEG + CALLBACKS}
-    tested.add("/voice/survey")  # its own test below
+    tested |= {"/voice/survey", "/voice/fallback/over"}  # their own tests below
     assert tested == {rule.rule for rule in app.url_map.iter_rules()
                       if rule.rule.startswith("/voice")}
 
@@ -126,6 +126,14 @@ def test_an_advisors_leg_ends_without_dialing(down, path):
 @pytest.mark.parametrize("path", CALLBACKS)
 def test_a_status_callback_hears_an_empty_response(down, path):
     assert verbs(down(path, CallStatus="completed")) == []
+
+
+@pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
+def test_the_fallback_numbers_dial_action_never_dials_it_again(down, dial_status):
+    """The fallback leg is over and Redis is (still) down: the call ends; dialing the
+    fallback number again would ring it after the caller's conversation there."""
+    root = down("/voice/fallback/over", DialCallStatus=dial_status)
+    assert dialed(root) == [] and verbs(root) == ["Hangup"]
 
 
 def test_the_survey_after_the_conversation_says_goodbye(down):

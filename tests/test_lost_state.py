@@ -17,7 +17,7 @@ from sqlalchemy import select
 from config.prompts import Prompts
 from directory import keys
 from directory.models import CallLog
-from tests.conftest import run_jobs
+from tests.conftest import make_available, run_jobs
 from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import PAT, post
 
@@ -134,3 +134,30 @@ def test_a_caller_whose_advisor_never_got_past_the_whisper_starts_over_not_hung_
     reply = post(client, path, {**form, "DialCallStatus": "completed",
                                 "DialCallDuration": "14", **bridged})
     follows_to_the_greeting(client, form, reply)
+
+
+def test_a_call_whose_state_was_lost_after_the_advisor_answered_is_not_logged_fallback(
+        client, desk):
+    """Pat talks to A2; Redis comes back empty meanwhile; the call ends (the `<Dial>`'s
+    action, then the status callback). Nobody gave Pat the fallback reply: the log
+    must not say `fallback` (before: every call with no `started_at` was), but that
+    the line does not know how the call went (`unknown`)."""
+    make_available(desk, "A2")
+    sid, form = calls(client)
+    dial = post(client, "/voice/menu?attempt=1", {**form, "Digits": "2"}).find("Dial")
+    assert dial is not None and dial.findtext("Number") == "+16515550102"
+    leg = {"CallSid": "CA" + uuid.uuid4().hex, "From": LINE, "To": "+16515550102",
+           "CallStatus": "in-progress"}
+    whisper = post(client, dial.find("Number").get("url"), leg)
+    post(client, whisper.find("Gather").get("action"), {**leg, "Digits": "1"})
+    redis_comes_back_empty(desk)
+    ended = post(client, dial.get("action"), {**form, "DialCallStatus": "completed",
+                                              "DialCallDuration": "300",
+                                              "DialBridged": "true"})
+    assert ended.find("Dial") is None  # nobody sends Pat to the fallback number
+    post(client, "/voice/status", {**form, "CallStatus": "completed", "CallDuration": "320"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog).filter_by(call_sid=sid)).all()
+    assert log.status == "unknown"
+    assert "fallback" not in log.details

@@ -588,6 +588,12 @@ def test_a_caller_twilio_cannot_queue_is_queued_again_then_reaches_the_fallback(
                 {"CallSid": "CA-q", "QueueResult": result, "CallStatus": "in-progress"})
     assert dialed(last) == ["+16125559999"]
     assert waiting(desk) == []  # the fallback has them: nobody will redirect them
+    post(client, "/voice/status", {"CallSid": "CA-q", "CallStatus": "completed",
+                                   "CallDuration": "90"})
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+    assert log.status == "fallback"  # sent to the fallback number, logged so
 
 
 def test_a_caller_twilio_cannot_queue_without_a_fallback_leaves_a_voicemail_on_the_case(

@@ -511,6 +511,8 @@ def _call_log_row(call_sid: str, call: dict[str, str],
             "abandoned": call.get("abandoned") == "1",
             "queue_failed": call.get("queue_failed") == "1",
             "too_many_calls": call.get("refused") == TOO_MANY_CALLS,
+            # The fallback reply given: "number" (dialed) or "apology" (none set).
+            **({"fallback": call["fallback"]} if call.get("fallback") else {}),
             **({"callback_not_dialled": call["callback_not_dialled"]}
                if call.get("callback_not_dialled") else {}),
             # Put back in its queue from the database after Redis lost it.

@@ -12,6 +12,7 @@ from ivr.voice import (  # noqa: F401 - each module adds its webhooks to the blu
     callbacks,
     conference,
     dialing,
+    fallback,
     menu,
     outage,
     status,

@@ -19,6 +19,7 @@ from ivr.console.pages import bp as console_bp
 from ivr.console.pages import failure_page
 from ivr.context import desk, now_ms, prompts
 from ivr.metrics import count_error
+from ivr.voice.fallback import record_fallback_given
 from ivr.voice.render import hours_words, xml
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ class Reply(Enum):
     AFTER_TALK = "after-talk"
     # A conference leg: the advisor's is a LEG, the contact's the CALLER's (its `role`).
     BY_ROLE = "by-role"
+    # The fallback number's `<Dial>` action: the caller was with the fallback number
+    # (or it did not answer); `<Hangup/>`, never the fallback dialed a second time.
+    OVER = "over"
 
 
 # Every /voice webhook's failure reply, by endpoint (a test holds every route of the
@@ -80,6 +84,7 @@ FAILURE_REPLIES: dict[str, Reply] = {
     "voice.colleague_progress": Reply.CALLBACK,
     "voice.transcribed": Reply.CALLBACK,
     "voice.survey_key": Reply.AFTER_TALK,
+    "voice.fallback_over": Reply.OVER,
 }
 
 # A caller's hold cycles failing for this long (s) in this web process, with a fallback
@@ -162,6 +167,8 @@ def register_error_pages(app: Flask) -> None:
         elif reply is not Reply.CALLBACK:
             log.exception("voice webhook %s failed; answered as %s", request.path,
                           reply.value)
+        if reply is Reply.CALLER:
+            record_fallback_given(cause)  # the call log's `fallback`
         return xml(_failure_twiml(reply))
 
 
@@ -172,6 +179,8 @@ def _failure_twiml(reply: Reply) -> VoiceResponse:
         return twiml.empty()
     if reply is Reply.LEG:
         return twiml.goodbye(p, p.text("errors.advisor_leg"))
+    if reply is Reply.OVER:
+        return twiml.hang_up()
     if reply is Reply.AFTER_TALK:
         return twiml.goodbye(p, p.text("survey.thanks"))
     if reply is Reply.HOLD:

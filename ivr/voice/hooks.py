@@ -49,8 +49,9 @@ def require_a_call() -> Response | None:
 # exist (`routing.menu.identify_caller`, which also counts it among its number's calls
 # only then) and greets (or refuses) from that hash; the status
 # callback ends the call once (`routing.acd.end_call`: the first to mark
-# the end wins) and always answers an empty `<Response/>`.
-SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status"})
+# the end wins) and always answers an empty `<Response/>`; the fallback number's
+# `<Dial>` action writes one mark and answers by what Twilio posted.
+SAFE_TO_REPEAT = frozenset({"voice.incoming", "voice.status", "voice.fallback_over"})
 
 
 @bp.before_request

@@ -13,9 +13,17 @@ the call's end), retrying with a short backoff for up to `KEEP_SECONDS`. The end
 marked once: a repeat of the callback (or the reconciler) that ends the call first
 wins, and the retry then finds it ended and forgets it.
 
-Kept in this process's memory only, at most `MAX_KEPT` ends (more are dropped,
-logged): a web process stopped or restarted meanwhile forgets them, and the
-reconciler's check of open calls stays the backstop. The thread is a daemon, so a
+The same thread writes the fallback marks Redis failed (`keep_fallback`: the caller
+was given the fallback reply while Redis was unreachable, and the fallback number's
+`<Dial>` action, which records it too, may meet the same outage or never come), before
+the ends it holds, so a call's end applied here is logged with its mark; a mark applied
+after the call was logged (by another process) has its log written again
+(`routing.call_state.note_fallback`).
+
+Kept in this process's memory only, at most `MAX_KEPT` ends and as many marks (more
+are dropped, logged): a web process stopped or restarted meanwhile forgets them, and
+the reconciler's check of open calls stays the backstop (a forgotten mark: the log
+says `unknown`, not `fallback`). The thread is a daemon, so a
 graceful stop of the worker never waits for it.
 """
 
@@ -30,7 +38,7 @@ from dataclasses import dataclass
 from directory.redis_client import redis_unavailable
 from ivr.metrics import count_call
 from routing.call_end import close_call
-from routing.call_state import final_status
+from routing.call_state import final_status, note_fallback
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,8 @@ class KeptEnds:
         self._desk = desk
         self._clock_ms = clock_ms
         self._ends: dict[str, KeptEnd] = {}
+        # CallSid -> (how the fallback was given, time.monotonic() past which dropped)
+        self._fallbacks: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -80,33 +90,68 @@ class KeptEnds:
             self._ends.setdefault(call_sid, KeptEnd(
                 call_sid, call_status, duration, caller, ended_ms,
                 time.monotonic() + KEEP_SECONDS))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="kept-ends",
-                                                daemon=True)
-                self._thread.start()
+            self._start()
         log.warning("call %s: its final status (%s) could not be applied (Redis "
                     "unreachable): kept, retried for up to %d s", call_sid, call_status,
                     KEEP_SECONDS)
         return True
 
+    def keep_fallback(self, call_sid: str, how: str) -> bool:
+        """Keep a fallback mark Redis failed (`how`: as `note_fallback`'s), for the retry
+        thread; False when it cannot be kept (the cap is reached)."""
+        with self._lock:
+            if call_sid not in self._fallbacks and len(self._fallbacks) >= MAX_KEPT:
+                log.error("call %s: given the fallback reply with Redis unreachable, and "
+                          "%d marks are already kept: its log will not say fallback "
+                          "unless the fallback's <Dial> action tells", call_sid, MAX_KEPT)
+                return False
+            self._fallbacks.setdefault(call_sid, (how, time.monotonic() + KEEP_SECONDS))
+            self._start()
+        return True
+
+    def _start(self) -> None:
+        """Start the retry thread unless it runs (the lock held)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="kept-ends",
+                                            daemon=True)
+            self._thread.start()
+
     def __len__(self) -> int:
         with self._lock:
-            return len(self._ends)
+            return len(self._ends) + len(self._fallbacks)
 
     def _run(self) -> None:
-        """Retry the kept ends with backoff until none is left."""
+        """Retry the kept marks and ends with backoff until none is left."""
         pause = FIRST_RETRY_SECONDS
         while True:
             time.sleep(pause)
             with self._lock:
                 ends = list(self._ends.values())
-                if not ends:
+                fallbacks = list(self._fallbacks.items())
+                if not ends and not fallbacks:
                     self._thread = None
                     return
-            if self._apply_all(ends):
+            if self._apply_fallbacks(fallbacks) and self._apply_all(ends):
                 pause = FIRST_RETRY_SECONDS
             else:
                 pause = min(pause * 2, LAST_RETRY_SECONDS)
+
+    def _apply_fallbacks(self, fallbacks: list[tuple[str, tuple[str, float]]]) -> bool:
+        """Write each kept fallback mark once; True when Redis answered."""
+        for call_sid, (how, given_up_at) in fallbacks:
+            if time.monotonic() <= given_up_at:
+                try:
+                    note_fallback(self._desk, call_sid, how)
+                except Exception as exc:
+                    if redis_unavailable(exc):
+                        return False
+                    log.exception("call %s: its kept fallback mark failed", call_sid)
+            else:
+                log.error("call %s: given the fallback reply, which could not be recorded "
+                          "for %d s (Redis unreachable)", call_sid, KEEP_SECONDS)
+            with self._lock:
+                self._fallbacks.pop(call_sid, None)
+        return True
 
     def _apply_all(self, ends: list[KeptEnd]) -> bool:
         """Try each end once; True when Redis answered (none failed for Redis)."""

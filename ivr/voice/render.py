@@ -69,28 +69,36 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
         case menu.Goodbye():
             return twiml.goodbye(p, p.text("menu.goodbye"))
         case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found,
-                          to_owner=to_owner):
+                          to_owner=to_owner, case_not_entered=not_entered):
             # A closed case: the owner is promised only when the owner is the one rung.
             closed_text = closed and ("case.closed" if to_owner else "case.closed_to_next")
             before = _texts(closed_text, not_found and "case.not_found",
-                            not_found and "case.to_general")
+                            not_entered and "case.no_case_number",
+                            (not_found or not_entered) and "case.to_general")
             return twiml.route(p, decision, sid, before)
-        case cases.AskCase(after_hours=after_hours, not_found=not_found, attempt=attempt):
-            closed = [closed_sentence()] if after_hours and not not_found else []
-            texts = [*closed, *_texts(not_found and "case.not_found", "case.ask")]
+        case cases.AskCase(after_hours=after_hours, not_found=not_found, attempt=attempt,
+                           nothing_entered=not_entered):
+            again = not_found or not_entered
+            closed = [closed_sentence()] if after_hours and not again else []
+            texts = [*closed, *_texts(not_found and "case.not_found",
+                                      not_entered and "case.no_case_number", "case.ask")]
             action = "/voice/after-hours/case" if after_hours else "/voice/case"
             return twiml.ask(p, texts, twiml.url(action, attempt=attempt), timeout=10,
                              speech_hints=cases.CASE_SPEECH_HINTS)
-        case cases.Voicemail(closed=closed, case_not_found=not_found):
+        case cases.Voicemail(closed=closed, case_not_found=not_found,
+                             case_not_entered=not_entered):
             before = [closed_sentence()] if closed else []
             return twiml.voicemail(p, [*before, *_texts(not_found and "case.not_found",
+                                                        not_entered and "case.no_case_number",
                                                         "hours.voicemail")])
-        case verification.AskContactId(option=option, attempt=attempt, failed=failed):
-            return twiml.ask(p, _texts(failed and "auth.failed", "auth.ask_contact"),
+        case verification.AskContactId(option=option, attempt=attempt, failed=failed,
+                                       nothing_entered=not_entered):
+            return twiml.ask(p, _texts(failed and "auth.failed",
+                                       not_entered and "auth.no_contact_id", "auth.ask_contact"),
                              twiml.url("/voice/verify/contact", option=option, attempt=attempt),
                              timeout=10)
-        case verification.AskPin(option=option, attempt=attempt):
-            return twiml.ask(p, _texts("auth.ask_pin"),
+        case verification.AskPin(option=option, attempt=attempt, nothing_entered=not_entered):
+            return twiml.ask(p, _texts(not_entered and "auth.no_pin", "auth.ask_pin"),
                              twiml.url("/voice/verify/pin", option=option,
                                        attempt=attempt or None), timeout=10)
         case verification.Refused(why=why):
