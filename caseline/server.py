@@ -224,12 +224,14 @@ def is_local_demo(settings: Settings) -> bool:
 
 
 def account_sid_warning(settings: Settings) -> str | None:
-    """What `caseline serve` warns of when webhooks' AccountSid cannot be checked (None:
-    nothing). A deployment must name its account; a local demo has none to name."""
+    """What `caseline serve` warns of when webhooks' AccountSid cannot be compared with
+    the account's (`ivr.gate` logs another account's; None: nothing). A deployment
+    must name its account; a local demo has none to name."""
     if settings.account_sid_configured or is_local_demo(settings):
         return None
-    return ("TWILIO_ACCOUNT_SID is unset or the placeholder AC000...: webhooks' "
-            "AccountSid is not checked (set your account's SID in production)")
+    return ("TWILIO_ACCOUNT_SID is unset or the placeholder AC000...: a webhook posting "
+            "another account's AccountSid is not noticed (set your account's SID in "
+            "production)")
 
 
 def gunicorn_options(settings: Settings, workers: int, threads: int) -> dict[str, Any]:

@@ -112,6 +112,14 @@ class CallOptions:
         return cls(**values)
 
 
+def _account_sid(settings: Settings) -> str:
+    """The `AccountSid` the caller posts: TWILIO_ACCOUNT_SID, or "" (none posted) when it
+    is unset. A placeholder could only be wrong where the service names its account,
+    and that service logs a signed webhook from another account (`ivr.gate`); the
+    signature alone admits a webhook, so a post without the field is heard as Twilio's."""
+    return settings.twilio_account_sid if settings.account_sid_configured else ""
+
+
 def _emulator_url(options: CallOptions, settings: Settings) -> str | None:
     """The emulator to poll for REST redirects, if any."""
     if options.emulator:
@@ -460,7 +468,7 @@ def run_call(
             transport,
             opts.from_number,
             opts.to,
-            account_sid=opts.account_sid or settings.twilio_account_sid,
+            account_sid=opts.account_sid or _account_sid(settings),
             keys=(opts.keys or "").split() if unattended else None,
             advisor_policy=policy,
             talk_seconds=opts.talk_seconds,

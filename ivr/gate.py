@@ -2,14 +2,21 @@
 
 In this order, each step cheaper than the next and none with a side effect:
 
-1. a route: an unknown `/voice` path (or method) is 403 unsigned (PRODUCT: every
-   `/voice/*` request without a valid signature), else 404/405, with an empty body
-   either way (no TwiML: the fallback TwiML would tell anyone the fallback number);
-2. the body's shape: a form (`application/x-www-form-urlencoded`) of at most
-   128 KiB and 200 fields, checked on the raw bytes before the form is
-   parsed or any HMAC computed (413/415, empty body);
-3. our account: the posted `AccountSid` is `TWILIO_ACCOUNT_SID` (403);
-4. Twilio's signature (403);
+1. Twilio's signature (PRODUCT: every `/voice/*` request without a valid signature
+   gets 403 and no side effect), routed or not: 403 with `<Response/>`. Checked
+   cheapest first (`unsigned_because`): no `X-Twilio-Signature` at all is refused
+   before the body is read; a body over 128 KiB, or a form of more than 32,768
+   fields, is one Twilio never sends, so it cannot carry Twilio's signature: refused
+   without being parsed or any HMAC computed; then the HMAC, over the form for a
+   url-encoded form, over the URL and its `bodySHA256` for any other body (which is
+   never parsed);
+2. a route: a signed request to an unknown `/voice` path (or method) is 404/405 with
+   an empty body (no TwiML: the fallback TwiML would tell anyone the fallback number);
+3. the body's shape: a signed body that is not a form
+   (`application/x-www-form-urlencoded`) is 415 with `<Response/>`;
+4. our account: a signed post whose `AccountSid` is not `TWILIO_ACCOUNT_SID` is
+   served (the signature, made with our auth token, is what admits it) and logged as
+   a warning, once per sid, so a misconfigured deployment is seen;
 5. a live call: a webhook about a call with no hash in Redis (other than the
    call's first webhook and its status callback) changes nothing (logged as "no
    session", the wording operators search for). A caller still finding their way
@@ -29,7 +36,7 @@ from config.logs import mask_phone
 from config.settings import Settings
 from ivr import twiml
 from ivr.context import desk, prompts, public_path
-from ivr.security import account_sid_ok, twilio_signature_ok
+from ivr.security import foreign_account_sid, twilio_body_signature_ok, twilio_signature_ok
 from routing.replies import admit_call
 
 log = logging.getLogger(__name__)
@@ -91,62 +98,106 @@ def install(app: Flask) -> None:
 
 
 def refuse_unrouted() -> Response | None:
-    """For a `/voice` URL that matches no webhook, an empty 403 when it is not signed as
-    Twilio signs (PRODUCT: every `/voice/*` request without a valid signature), else
-    an empty 404 (or 405 for a wrong method). A body that is not a small form is
-    refused as by `admit` (413/415) before any signature is computed."""
+    """For a `/voice` URL that matches no webhook: 403 with `<Response/>` when it is not
+    signed as Twilio signs (PRODUCT: every `/voice/*` request without a valid
+    signature), else an empty 404 (or 405 for a wrong method)."""
     if not request.path.startswith("/voice") or request.routing_exception is None:
         return None
-    status = refuse_body(request)
-    if status is None:
-        signed = twilio_signature_ok(request, desk().settings)
-        status = 405 if isinstance(request.routing_exception, MethodNotAllowed) else 404
-        status = status if signed else 403
+    settings = desk().settings
+    unsigned = unsigned_because(request, settings)
+    if unsigned:
+        log.warning("refused %s %s: no such webhook, and %s (403)", request.method,
+                    request.path, unsigned)
+        return twiml_response(twiml.empty(), 403)
+    status = 405 if isinstance(request.routing_exception, MethodNotAllowed) else 404
     log.warning("refused %s %s: no such webhook (%d)", request.method, request.path, status)
     return Response(b"", status=status, mimetype="text/plain")
 
 
-def refuse_body(req: Request) -> int | None:
-    """413 or 415 for a body that is not a small form; None when it may be parsed.
+def is_form(req: Request) -> bool:
+    """Whether the body is a url-encoded form, as Twilio posts its webhooks (a post
+    with no type and no body at all is a form with no fields)."""
+    bodyless = not (req.mimetype or req.content_length or "Transfer-Encoding" in req.headers)
+    return req.mimetype == FORM_TYPE or bodyless
 
-    Reads at most MAX_BODY_BYTES of raw bytes (kept for the form parser) and
-    counts fields on them: Werkzeug's MAX_FORM_PARTS bounds multipart bodies
-    only, never url-encoded ones.
-    """
+
+def _body_within_limit(req: Request) -> bytes | None:
+    """The raw body (kept for the form parser), or None when it is over MAX_BODY_BYTES
+    bytes: then at most one byte past the limit is read, and nothing is parsed."""
     length = req.content_length
-    # A post with no type and no body at all is a form with no fields.
-    bodyless = not (req.mimetype or length or "Transfer-Encoding" in req.headers)
-    if req.mimetype != FORM_TYPE and not bodyless:
-        return 415
     if length is not None and length > MAX_BODY_BYTES:
-        return 413
+        return None
     # A body of unknown length (chunked) is read one byte past the limit at most.
     req.max_content_length = MAX_BODY_BYTES + 1
     try:
         body = req.get_data(cache=True)
     except RequestEntityTooLarge:
-        return 413
-    if len(body) > MAX_BODY_BYTES:
-        return 413
-    if sum(1 for part in body.split(b"&") if part) > MAX_FIELDS:
-        return 413
-    return None
+        return None
+    return body if len(body) <= MAX_BODY_BYTES else None
+
+
+def unsigned_because(req: Request, settings: Settings) -> str:
+    """Why the request is not signed as Twilio signs ("" when it is, or dev mode lets
+    it through unsigned: `ivr.security`), checked cheapest first.
+
+    Twilio's largest webhooks are a few kB, so a body over MAX_BODY_BYTES, or a form of
+    more than MAX_FIELDS fields, is none it sent and cannot carry its signature: it is
+    refused unparsed, before any HMAC (in dev mode too). Fields are counted on the
+    raw bytes: Werkzeug's MAX_FORM_PARTS bounds multipart bodies only, never
+    url-encoded ones. A body that is not a form is checked as Twilio signs one (the
+    URL with the body's `bodySHA256`), never parsed.
+    """
+    if not settings.twilio_auth_token:
+        if not settings.insecure_dev:
+            return "no TWILIO_AUTH_TOKEN to check its signature with"
+    elif not req.headers.get("X-Twilio-Signature"):
+        return "no X-Twilio-Signature"
+    body = _body_within_limit(req)
+    if body is None:
+        return f"a body over {MAX_BODY_BYTES} bytes ({req.content_length} declared)"
+    if not is_form(req):
+        signed = twilio_body_signature_ok(req, settings, body)
+    elif sum(1 for part in body.split(b"&") if part) > MAX_FIELDS:
+        return f"a form of more than {MAX_FIELDS} fields"
+    else:
+        signed = twilio_signature_ok(req, settings)
+    return "" if signed else "a missing or wrong X-Twilio-Signature"
+
+
+# Other accounts' sids this process has warned about (cleared when full: bounded memory;
+# only holders of our auth token get this far).
+_WARNED_ACCOUNTS: set[str] = set()
+_WARNED_ACCOUNTS_MAX = 32
+
+
+def _warn_of_another_account(req: Request, settings: Settings) -> None:
+    """Log, once per sid and process, a signed webhook posting another `AccountSid`
+    than TWILIO_ACCOUNT_SID: it is served (the signature decides), but the
+    deployment's settings disagree with what posts to it."""
+    sid = foreign_account_sid(req, settings)[:40]
+    if not sid or sid in _WARNED_ACCOUNTS:
+        return
+    if len(_WARNED_ACCOUNTS) >= _WARNED_ACCOUNTS_MAX:
+        _WARNED_ACCOUNTS.clear()
+    _WARNED_ACCOUNTS.add(sid)
+    log.warning("%s %s is signed with our auth token but posts AccountSid %r, not "
+                "TWILIO_ACCOUNT_SID: served; check the account's settings (logged once "
+                "per sid)", req.method, req.path, sid)
 
 
 def admit(req: Request, settings: Settings) -> Response | None:
-    """None when the webhook may run; else the refusal to answer, nothing changed."""
-    status = refuse_body(req)
-    if status is not None:
-        log.warning("refused %s %s: %d (%s, %s bytes)", req.method, req.path, status,
-                    req.mimetype or "no type", req.content_length)
-        return Response(b"", status=status, mimetype="text/plain")
-    if not account_sid_ok(req, settings):
-        log.warning("refused %s %s: AccountSid %r is not ours", req.method, req.path,
-                    req.form.get("AccountSid", "")[:40])
+    """None when the webhook may run; else the refusal to answer (TwiML), nothing
+    changed: 403 unsigned (`unsigned_because`), 415 for a signed body that is not a
+    form, or the reply about a call with no session (`lost_call`)."""
+    unsigned = unsigned_because(req, settings)
+    if unsigned:
+        log.warning("refused %s %s: %s (403)", req.method, req.path, unsigned)
         return twiml_response(twiml.empty(), 403)
-    if not twilio_signature_ok(req, settings):
-        log.warning("refused unsigned or badly signed %s %s", req.method, req.path)
-        return twiml_response(twiml.empty(), 403)
+    if not is_form(req):
+        log.warning("refused %s %s: signed, but %s is no form (415)", req.method, req.path,
+                    req.mimetype or "no type")
+        return twiml_response(twiml.empty(), 415)
+    _warn_of_another_account(req, settings)
     if req.endpoint in OPEN_ENDPOINTS:
         return None
     if req.endpoint in LEG_ENDPOINTS:

@@ -14,6 +14,7 @@ calls for (an advisor in hours, a voicemail outside).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import select
@@ -538,6 +539,51 @@ def test_without_espeak_the_call_goes_on_with_a_note(served_app, directory, desk
     assert notes == [f"caseline call: espeak-ng is not installed: prompts are not spoken and "
                      f"{tmp_path / 'x.wav'} is not written"]
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_caller_without_the_account_sid_reaches_the_menu_of_a_service_with_it(
+        served_app, directory, desk, caplog):
+    # The service names its account (TWILIO_ACCOUNT_SID, the `settings` fixture's); the
+    # terminal's environment does not: the caller's signed webhooks are heard (the
+    # signature decides), and it posts no placeholder sid for the service to warn of.
+    directory.district()
+    directory.contact(phone=PAT)
+    directory.load()
+    settings = Settings(twilio_auth_token=AUTH_TOKEN, public_base_url=served_app)
+    assert not settings.account_sid_configured
+    out, err = io.StringIO(), io.StringIO()
+
+    with caplog.at_level(logging.WARNING, logger="ivr.gate"):
+        code = run_call(CallOptions(PAT, keys="9 9 9", expect="hangup"), out, io.StringIO(),
+                        settings=settings, err=err)
+
+    assert code == 0, out.getvalue() + err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert "HTTP 403" not in out.getvalue()
+    assert lines.count("caller presses: 9") == 3, out.getvalue()  # the menu, asked 3 times
+    assert not [record for record in caplog.records if "AccountSid" in record.getMessage()]
+
+
+def test_a_caller_with_another_account_sid_is_served_and_the_service_warns_once(
+        served_app, directory, desk, caplog):
+    # The terminal's TWILIO_ACCOUNT_SID names another account than the service's, its
+    # auth token is the service's: the signature decides, the service logs the mismatch.
+    directory.district()
+    directory.contact(phone=PAT)
+    directory.load()
+    other = "AC" + "f" * 30 + "42"
+    settings = Settings(twilio_account_sid=other, twilio_auth_token=AUTH_TOKEN,
+                        public_base_url=served_app)
+    out, err = io.StringIO(), io.StringIO()
+
+    with caplog.at_level(logging.WARNING, logger="ivr.gate"):
+        code = run_call(CallOptions(PAT, keys="9 9 9", expect="hangup"), out, io.StringIO(),
+                        settings=settings, err=err)
+
+    assert code == 0, out.getvalue() + err.getvalue()
+    assert out.getvalue().splitlines().count("caller presses: 9") == 3, out.getvalue()
+    warned = [record for record in caplog.records if other in record.getMessage()]
+    assert len(warned) == 1, [record.getMessage() for record in warned]
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

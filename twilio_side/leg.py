@@ -22,13 +22,21 @@ from twilio_side.transport import Response, Transport
 from twilio_side.twiml import LOOP_GUARD, CallOver, Fetch, int_attr, say_seconds, text_of
 
 
+def without_unknown_account(params: Mapping[str, str]) -> dict[str, str]:
+    """`params` without an empty `AccountSid`: a caller that does not know the account
+    (`account_sid=""`, `caseline call` with no TWILIO_ACCOUNT_SID) posts none rather
+    than a sid that cannot be right."""
+    return {name: value for name, value in params.items()
+            if name != "AccountSid" or value}
+
+
 class CallLeg:
     """The state of one simulated call and the primitives its verbs share."""
 
     transport: Transport
     from_number: str
     to_number: str
-    account_sid: str
+    account_sid: str  # "" when unknown: no `AccountSid` posted
     call_sid: str
     direction: str
     attestation: str | None
@@ -137,7 +145,7 @@ class CallLeg:
 
     def _request(self, method: str, url: str, params: Mapping[str, str], kind: str) -> Response:
         """One webhook, with the call's standard parameters, recorded as a step."""
-        full = {**self._call_params(), **params}
+        full = without_unknown_account({**self._call_params(), **params})
         answer = self.transport.request(method, url, full)
         self._requests_sent += 1
         if self._call_status == "ringing":
@@ -149,6 +157,7 @@ class CallLeg:
 
     def _leg_request(self, method: str, url: str, params: Mapping[str, str], kind: str) -> Response:
         """A webhook of another leg (the advisor's): no caller parameters added."""
+        params = without_unknown_account(params)
         answer = self.transport.request(method, url, params)
         self.result.steps.append(
             Step(kind, method.upper(), url, answer.status, answer.elapsed, dict(params))

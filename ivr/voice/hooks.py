@@ -1,5 +1,5 @@
-"""The voice blueprint and what runs around every webhook: the gate (signature,
-account, limits, a live call: `ivr.gate`), a webhook that names no call, and
+"""The voice blueprint and what runs around every webhook: the gate (signature and
+limits, the body's type, a live call: `ivr.gate`), a webhook that names no call, and
 the replies to webhooks Twilio repeats (same idempotency token: the first
 reply, nothing changed)."""
 
@@ -26,7 +26,8 @@ bp = Blueprint("voice", __name__, url_prefix=webhooks.PREFIX)
 @bp.before_request
 def check_signature() -> Response | None:
     """Refuse, with no side effect, what our Twilio account did not send (see `ivr.gate`):
-    oversized or non-form bodies, another AccountSid, a bad signature, an unknown call."""
+    anything not signed with our auth token (oversized bodies included), a signed body
+    that is no form, a webhook about an unknown call."""
     return gate.admit(request, desk().settings)
 
 
