@@ -469,7 +469,10 @@ def after_queue(
         if wants_voicemail(call):
             return Voicemail()
         if call.get("state") == "oncall" and desk.settings.oncall_number:
-            # Offered the on-call engineer on a hold cycle (`oncall.offer_to_head`).
+            # Offered the on-call engineer on a hold cycle (`oncall.offer_to_head`), or
+            # taken for them as the line freed (a REST redirect still retried must not
+            # cut this ring: `oncall.brought_over`).
+            oncall.note_dialed(desk, call_sid)
             return Requeue(acd.DialNumber(desk.settings.oncall_number))
         return Requeue(acd.route_caller(desk, call_sid, now_ms))
     if result not in QUEUE_FAILURES or caller_gone:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from jobs.queues import resume_call_logs
-from routing import acd, availability
+from routing import acd, availability, outage
 from routing.call_end import check_open_calls
 from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
@@ -49,6 +49,10 @@ def reconcile() -> dict[str, int]:
     # one. Cheap when nobody waits (one round trip).
     done["waiting_callers_offered"] = availability.offer_waiting_callers(
         desk, int(now * 1000), budget_s=OFFER_PASS_SECONDS)
+    # At night, the on-call engineer's line free beside a caller who may have them (its
+    # lease ran out, a redirect failed, the engineer's 60 s after a miss are over):
+    # brought over now, not at their next hold cycle, a hold-music track away.
+    done["oncall_caller_served"] = int(outage.serve_oncall_line(desk, int(now * 1000)) is not None)
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done
