@@ -508,3 +508,30 @@ def test_a_redirect_to_the_freed_engineer_that_failed_is_sent_again(
     assert [r.status for r in redirects_to(emulator, second, 2)] == [503, 200]
     after = post(client, "/voice/connect", {"CallSid": second, "CallStatus": "in-progress"})
     assert rings_oncall(after) is not None
+
+
+def test_a_caller_twilio_would_not_redirect_keeps_their_place_and_the_next_pass_brings_them(
+        desk, lakeview, client, emulator):
+    from workers import context
+    from workers.reconciler import reconcile
+
+    first, _ = report_outage(client, PAT)
+    second, _ = report_outage(client, LEE)
+    score = desk.r.zscore(keys.team_waiting("hosting"), second)
+    emulator.fail_next(*[503] * 5)  # every try of the redirect
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    deadline = time.monotonic() + 20
+    while desk.r.get(keys.oncall_line()) is not None:
+        assert time.monotonic() < deadline, "the line was never given back"
+        time.sleep(0.05)
+    # LEE keeps their place (not counted as missed by the engineer), the line is free.
+    assert desk.r.zscore(keys.team_waiting("hosting"), second) == score
+    # The reconciler's next pass (10 s on) brings LEE over.
+    context.configure(desk)
+    try:
+        assert reconcile()["oncall_caller_served"] == 1
+    finally:
+        context.configure(None)
+    assert [r.status for r in redirects_to(emulator, second, 6)] == [503] * 5 + [200]
+    after = post(client, "/voice/connect", {"CallSid": second, "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
