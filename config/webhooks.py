@@ -13,6 +13,9 @@ from urllib.parse import urlencode
 PREFIX = "/voice"
 # A waiting caller redirected to the advisor just claimed for them.
 CONNECT = "/connect"
+# A waiting caller redirected back into their queue, so that its waitUrl is asked at
+# once (the voicemail offered past CASELINE_MAX_WAIT_SECONDS: `waiting.offer_voicemails`).
+HOLD_AGAIN = "/hold-again"
 # The advisor's leg of a callback (its TwiML, and its status callback).
 CALLBACK_ADVISOR = "/callback/advisor"
 CALLBACK_STATUS = "/callback/status"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from directory import keys
 from directory.scripts import script
 from jobs.queues import enqueue_call_log
-from routing import acd, conference, oncall
+from routing import acd, conference, oncall, outage
 from routing.desk import Desk
 from telephony import Outcome
 
@@ -99,9 +99,9 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
                         ended_ms=ended_ms)
     if not call:
         return None
-    if call.get("oncall_tried"):
-        # The `<Dial>` action frees the on-call line; this is for an action that never came.
-        oncall.free_line(desk, call_sid)
+    # The `<Dial>` action frees the on-call line; this is for an action that never came.
+    if call.get("oncall_tried") and oncall.free_line(desk, call_sid):
+        outage.serve_oncall_line(desk, now_ms)
     enqueue_call_log(desk.job_redis, call_sid)
     legs = conference.legs_left_behind(call)
     if legs and hang_up_legs is not None:

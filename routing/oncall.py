@@ -8,8 +8,10 @@ they take the call.
   action never comes). Held at most the talk lease, as an advisor's talk.
 - A new caller takes it only while nobody waiting for hosting may have the
   engineer; otherwise they wait too, and the first caller in the queue who may
-  have them is offered the engineer on their hold cycle once the line is free
-  (`offer_to_head`): the queue's order (priority, then arrival) holds for the
+  have them is offered the engineer once the line is free: at once, by a REST
+  redirect (`take_for_first_waiting`, `outage.serve_oncall_line`; a hold cycle
+  comes only once the hold music has played out), or on their hold cycle
+  (`offer_to_head`) if that comes first: the queue's order (priority, then arrival) holds for the
   engineer as for the advisors; a repeat of the hold cycle that took the line
   (Twilio's retry without its token) tells the caller to leave again
   (`left_for_engineer`). Who may have them is the night's rule
@@ -124,6 +126,63 @@ return 0
 """
 
 
+# The line just freed (KEYS[1], free), take it for the first caller in the team's queue
+# (KEYS[2]) who may have the engineer, and mark their call, in one step, as `_TAKE`
+# "head" does on their hold cycle: read among the ARGV[5] callers at the end of the
+# Critical band (below ARGV[6]), where every caller who may have the engineer waits
+# (see the module's docstring), the earliest who may. ARGV[1], [2] and [3], [4]: a
+# call's hash's key and its ended mark's key, before and after the CallSid; ARGV[7]:
+# the lease (s); ARGV[8]: now (ms); ARGV[9]: how long (ms) after the engineer missed a
+# caller they are not rung for them again; ARGV[10]: the desk's pages' channel. The
+# CallSid taken, or false: the line is held, nobody waiting may have the engineer, or
+# the first who may was missed by them in the last ARGV[9] ms (they wait, as on their
+# hold cycle, and the callers behind them too).
+_TAKE_FIRST = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local tail = redis.call('ZREVRANGEBYSCORE', KEYS[2], '(' .. ARGV[6], '-inf', 'LIMIT', 0,
+                        tonumber(ARGV[5]))
+for i = #tail, 1, -1 do
+  local sid = tail[i]
+  local call = ARGV[1] .. sid .. ARGV[2]
+  local f = redis.call('HMGET', call, 'callback', 'outage', 'verified', 'hosted',
+                       'oncall_tried', 'oncall_tried_at')
+  if f[1] ~= '1' and f[2] == '1' and f[3] == '1' and f[4] == '1' and
+     redis.call('EXISTS', ARGV[3] .. sid .. ARGV[4]) == 0 then
+    if f[5] and f[5] ~= '' and
+       tonumber(ARGV[8]) - (tonumber(f[6] or '') or 0) < tonumber(ARGV[9]) then
+      return false
+    end
+    redis.call('ZREM', KEYS[2], sid)
+    redis.call('PUBLISH', ARGV[10], 'queue')
+    redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])
+    redis.call('HSET', call, 'oncall_tried', '1', 'oncall_tried_at', ARGV[8],
+               'state', 'oncall', 'oncall_whisper', '', 'oncall_dialed', '')
+    return sid
+  end
+end
+return false
+"""
+
+# Twilio could not be asked to bring the caller `_TAKE_FIRST` took the line for (ARGV[1]):
+# while the line (KEYS[1]) is still theirs and their call (KEYS[2]) is not over (KEYS[3])
+# nor dialing the engineer already, they go back to their place in their team's queue
+# (ARGV[2], with {}: their score kept in `wait_score`), not counted as missed by the
+# engineer, and the line is free. 1 when they did.
+_GIVE_BACK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+end
+local f = redis.call('HMGET', KEYS[2], 'waiting_team', 'wait_score', 'oncall_dialed')
+if f[3] == '1' or not f[1] or f[1] == '' or not tonumber(f[2] or '') then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZADD', (string.gsub(ARGV[2], '{}', function() return f[1] end, 1)), f[2],
+           ARGV[1])
+redis.call('HSET', KEYS[2], 'state', 'waiting', 'oncall_tried', '', 'oncall_tried_at', '')
+redis.call('PUBLISH', ARGV[3], 'queue')
+return 1
+"""
+
+
 def may_have_engineer(call: dict[str, str]) -> bool:
     """Whether a caller waiting at night may have the on-call engineer, as far as their
     call says: still on the line (not a contact who asked for a callback) and reporting
@@ -172,6 +231,45 @@ def left_for_engineer(desk: Desk, call_sid: str, call: dict[str, str]) -> bool:
     reply Twilio acts on) must tell them to leave again, or they stay in Twilio's queue
     out of the desk's, and the line stays held for them for the talk lease."""
     return call.get("state") == "oncall" and desk.r.get(keys.oncall_line()) == call_sid
+
+
+def take_for_first_waiting(desk: Desk, team: str, now_ms: int) -> str | None:
+    """The line is free: take it for the first caller waiting in `team`'s queue who may
+    have the engineer (`_TAKE_FIRST`), taken out of the queue and marked `state=oncall`
+    as their hold cycle would (`offer_to_head`); their CallSid, or None. `now_ms`: ms
+    since the epoch. The caller is then brought over by a REST redirect
+    (`availability.serve_oncall_line`), not at their next hold cycle, which may be a
+    whole hold-music track away."""
+    call_key = keys.call("{}").split("{}")
+    ended_key = keys.call_ended("{}").split("{}")
+    taken = script(desk.r, _TAKE_FIRST)(
+        keys=[keys.oncall_line(), keys.team_waiting(team)],
+        args=[*call_key, *ended_key, AHEAD_READ, BAND_WIDTH, desk.settings.talk_lease_seconds,
+              now_ms, REOFFER_AFTER_MS, keys.desk_changes()],
+        client=desk.r)
+    return taken or None
+
+
+def give_back(desk: Desk, call_sid: str) -> bool:
+    """Twilio could not be asked to bring the caller the line was taken for
+    (`take_for_first_waiting`): they go back to their place in the queue, not counted
+    as missed, and the line is free (`_GIVE_BACK`); False, nothing changed, when the
+    line is no longer theirs, their call is over, or they are being dialed already."""
+    return bool(script(desk.r, _GIVE_BACK)(
+        keys=[keys.oncall_line(), keys.call(call_sid), keys.call_ended(call_sid)],
+        args=[call_sid, keys.team_waiting("{}"), keys.desk_changes()], client=desk.r))
+
+
+def brought_over(desk: Desk, call_sid: str) -> bool:
+    """Whether Twilio fetched the document that dials the engineer for this caller
+    (`oncall_dialed`, written as it answers it)."""
+    return desk.r.hget(keys.call(call_sid), "oncall_dialed") == "1"
+
+
+def note_dialed(desk: Desk, call_sid: str) -> None:
+    """The caller's next document dials the engineer: a REST redirect still being
+    retried must not be sent again (it would cut that ring: `brought_over`)."""
+    update_call(desk.r, call_sid, oncall_dialed=1)
 
 
 def free_line(desk: Desk, call_sid: str) -> bool:

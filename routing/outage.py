@@ -25,14 +25,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from config import hours
+from config.webhooks import CONNECT, webhook_url
 from directory.catalog import HOSTING
 from routing import acd, auth, oncall, presence, verification
 from routing.acd import ANSWERED_DIAL_STATUSES, CallFinished, Decision, DialNumber, is_final
 from routing.announcement import active_announcement
+from routing.availability import note_dequeued
 from routing.call_state import (
     get_call,
     is_ended,
@@ -42,6 +46,14 @@ from routing.call_state import (
 )
 from routing.desk import Desk
 from routing.verification import AskContactId, Unverified
+from telephony import Outcome
+
+log = logging.getLogger(__name__)
+
+# How long (seconds) a redirect to the engineer, failed in a way that may have come
+# after Twilio moved the call, looks for the sign that it did (`oncall.brought_over`)
+# before it is sent again: as for an advisor's caller (`availability`'s look).
+_BROUGHT_OVER_LOOK_SECONDS = 1.0
 
 # The outage case itself is always Critical (a hosted service is down, whoever
 # reports it); `priority` is the caller's place in the queue.
@@ -178,7 +190,7 @@ def route_after_hours(desk: Desk, call_sid: str, now_ms: int) -> Decision | Outa
         return acd.ring(desk, call_sid, claim.advisor_id, now_ms)
     # One on-call engineer, one caller at a time, in the queue's order: while their
     # line is busy, or others wait for hosting, the caller waits too; the head of the
-    # queue is offered the engineer when the line frees (`oncall.offer_to_head`).
+    # queue is offered the engineer when the line frees (`serve_oncall_line`).
     if number and not call.get("oncall_tried") and \
             oncall.take_line(desk, call_sid, now_ms, team=call.get("team") or HOSTING):
         return DialNumber(number)
@@ -196,7 +208,8 @@ def after_oncall(
     A caller who hung up meanwhile (`call_status` final: Twilio may post this
     before the status callback) is not routed again. `bridged`: Twilio's `DialBridged`.
     """
-    oncall.free_line(desk, call_sid)
+    if oncall.free_line(desk, call_sid):
+        serve_oncall_line(desk, now_ms)
     if oncall.answered(get_call(desk.r, call_sid),
                        bridged and dial_status in ANSWERED_DIAL_STATUSES):
         # Posted after the status callback too: the log is then brought up to date.
@@ -208,3 +221,64 @@ def after_oncall(
     if is_final(call_status):
         return CallFinished(None)
     return acd.route_caller(desk, call_sid, now_ms)
+
+
+def serve_oncall_line(desk: Desk, now_ms: int) -> str | None:
+    """At night, the on-call engineer's line free: the first hosting caller waiting who
+    may have them (`oncall.take_for_first_waiting`) is brought over at once by a REST
+    redirect to `/voice/connect` (which dials the engineer: `connect_redirected`), as a
+    freed advisor's caller is (`availability._serve`), instead of at their next hold
+    cycle: Twilio asks the waitUrl again only once its hold music has played out,
+    minutes on (PRODUCT: the outage line is answered 24/7 for hosted customers).
+    Exactly one caller per free line: the take marks the line theirs in the step that
+    finds them. Called where the line frees (the engineer's `<Dial>` action, the call's
+    end) and on the reconciler's every pass (a line whose lease ran out, a caller given
+    back after failed redirects, one the engineer missed once `oncall.REOFFER_AFTER_MS`
+    is over). The CallSid taken, or None: no engineer, the desk open, the line held, or
+    nobody to bring. `now_ms`: ms since the epoch."""
+    if not desk.settings.oncall_number or \
+            hours.is_open(datetime.fromtimestamp(now_ms / 1000, UTC)):
+        return None
+    caller = oncall.take_for_first_waiting(desk, HOSTING, now_ms)
+    if caller is None:
+        return None
+    call = get_call(desk.r, caller)
+    note_dequeued(desk, caller, call, now_ms, state="oncall")
+    url = webhook_url(call.get("base", ""), CONNECT)
+    desk.telephony.later(functools.partial(_redirect_to_engineer, desk, caller, url, now_ms))
+    return caller
+
+
+def _redirect_to_engineer(desk: Desk, caller: str, url: str, now_ms: int) -> None:
+    """Redirect the caller the engineer's line was taken for (`serve_oncall_line`), with
+    the retries and the look an advisor's caller has (`availability._redirect_or_move_on`).
+    Twilio saying the call is over: the line is freed and goes to the next caller (their
+    end frees it too). Any other failure, retries spent: they go back to their place
+    (`oncall.give_back`), the line free; the reconciler's next pass offers it again."""
+    outcome = desk.telephony.redirect_call(
+        caller, url, carried_out=functools.partial(oncall.brought_over, desk, caller),
+        look_seconds=_BROUGHT_OVER_LOOK_SECONDS)
+    if outcome is Outcome.DONE:
+        return
+    if outcome is Outcome.GONE:
+        log.info("waiting caller %s is gone; the on-call line goes to the next", caller)
+        if oncall.free_line(desk, caller):
+            serve_oncall_line(desk, now_ms)
+        return
+    kept = oncall.give_back(desk, caller)
+    log.warning("could not bring waiting caller %s to the on-call engineer; caller %s "
+                "their place", caller, "keeps" if kept else "had no")
+
+
+def connect_redirected(desk: Desk, call_sid: str, now_ms: int,
+                       call_status: str = "in-progress") -> Decision:
+    """A waiting caller redirected to `/voice/connect`: the engineer dialed when the line
+    was taken for them (`serve_oncall_line`) and is still theirs, else the advisor
+    claimed for them (`acd.connect_claimed`)."""
+    call = get_call(desk.r, call_sid)
+    number = desk.settings.oncall_number
+    if number and not is_final(call_status) and not is_ended(desk.r, call_sid) \
+            and oncall.left_for_engineer(desk, call_sid, call):
+        oncall.note_dialed(desk, call_sid)
+        return DialNumber(number)
+    return acd.connect_claimed(desk, call_sid, now_ms, call_status=call_status)

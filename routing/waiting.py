@@ -6,13 +6,17 @@ longest wait, or leave the queue when Twilio cannot hold them.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import hours
+from config.webhooks import HOLD_AGAIN, webhook_url
 from directory import keys, recache_if_lost
 from directory.catalog import GENERAL, HOSTING
 from directory.pending_callbacks import (
@@ -21,13 +25,14 @@ from directory.pending_callbacks import (
     record_pending_callback,
 )
 from directory.scripts import as_hash, script
-from routing import acd, callbacks, oncall, presence
+from routing import acd, callbacks, oncall, outage, presence
 from routing.availability import REOFFER_AFTER_MS, left_on_hold_cycle, note_dequeued
-from routing.call_state import get_call, note_fallback, update_call
+from routing.call_state import call_and_end, get_call, note_fallback, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
 from routing.desk import Desk
 from routing.presence import BAND_WIDTH, BANDS
+from telephony import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +238,117 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     if rank is None:  # being connected, or a callback request: nothing to offer
         return HoldCycle(leave=False, position=position, estimate_seconds=seconds)
     waited_ms = now_ms - arrived
+    offer_voicemail = waited_ms >= desk.settings.max_wait_seconds * 1000
+    if offer_voicemail and call.get("voicemail_offered") != "1":
+        # Heard now: the reconciler need not bring them back to hear it (`offer_voicemails`).
+        update_call(desk.r, call_sid, voicemail_offered=1)
     return HoldCycle(
         leave=False, position=position, estimate_seconds=seconds,
         offer_callback=call.get("callback") != "1"
         and callbacks.callback_number(desk, call) is not None,
-        offer_voicemail=waited_ms >= desk.settings.max_wait_seconds * 1000,
+        offer_voicemail=offer_voicemail,
     )
+
+
+# Of the waiting callers past the longest wait (KEYS, their calls' hashes; ARGV[i] the
+# CallSid of KEYS[i], ARGV[#KEYS + 1] how many to mark at most, ARGV[#KEYS + 1 + i] the
+# ended mark's key of KEYS[i]), those still on the line (not
+# over, not a callback's contact) who have not heard the voicemail offered, marked as
+# offered in the same step (`voicemail_offered`: once per caller), with their service's
+# base URL: {CallSid, base, ...}.
+_OFFER_VOICEMAIL = """
+local out = {}
+local n = #KEYS
+for i, key in ipairs(KEYS) do
+  local f = redis.call('HMGET', key, 'callback', 'voicemail_offered', 'base')
+  if f[1] ~= '1' and f[2] ~= '1' and f[3] and f[3] ~= '' and
+     redis.call('EXISTS', ARGV[n + 1 + i]) == 0 then
+    redis.call('HSET', key, 'voicemail_offered', '1')
+    out[#out + 1] = ARGV[i]
+    out[#out + 1] = f[3]
+    if #out >= 2 * tonumber(ARGV[n + 1]) then return out end
+  end
+end
+return out
+"""
+# How many waiting callers `_OFFER_VOICEMAIL` reads in one step (5,000 may wait), and
+# marks at most: the worker's redirects are sent one after another (~150 ms each, seconds
+# while Twilio fails), so a pass marks only what it has the time to redirect.
+_OFFER_CHUNK = 500
+_OFFER_AT_ONCE = 10
+# How long (s) a pass goes on redirecting callers to hear the offer: the next pass,
+# 10 s on, redirects the rest.
+OFFER_VOICEMAIL_SECONDS = 3.0
+
+
+def offer_voicemails(desk: Desk, now_ms: int, budget_s: float = OFFER_VOICEMAIL_SECONDS,
+                     clock: Callable[[], float] = time.monotonic) -> int:
+    """Every caller waiting past `CASELINE_MAX_WAIT_SECONDS` who has not heard the
+    voicemail offered is redirected (REST, on the desk's background pool, retried as an
+    advisor's caller is) to `/voice/hold-again`, which puts them back in Twilio's queue
+    at once: its waitUrl, asked as they join, offers the voicemail (`hold_cycle`).
+    Without this the offer waits for their next hold cycle, which Twilio asks only
+    once the hold music has played out, minutes on (PRODUCT: "A caller waiting longer
+    than CASELINE_MAX_WAIT_SECONDS is offered a voicemail"). Their place is the desk's
+    queue (their score), untouched: one who declines waits on, first in line as before.
+    Offered once per caller (`voicemail_offered`, also written by the hold cycle that
+    offers it); a redirect Twilio kept refusing is tried again on the next pass. Run by
+    the reconciler's every pass (~10 s); how many were redirected. `now_ms`: ms since
+    the epoch. No caller is marked once `budget_s` (seconds of `clock`) is spent: the
+    next pass offers the rest."""
+    cutoff = now_ms - desk.settings.max_wait_seconds * 1000
+    if cutoff <= 0:
+        return 0
+    pipe = desk.r.pipeline(transaction=False)
+    teams = sorted(desk.r.smembers(keys.teams()))
+    for team in teams:
+        for band in sorted(BANDS.values()):
+            pipe.zrangebyscore(keys.team_waiting(team), band * BAND_WIDTH,
+                               band * BAND_WIDTH + cutoff)
+    waiting = [sid for found in pipe.execute() for sid in found]
+    started, offered, first = clock(), 0, 0
+    while first < len(waiting) and clock() - started < budget_s:
+        chunk = waiting[first:first + _OFFER_CHUNK]
+        found = script(desk.r, _OFFER_VOICEMAIL)(
+            keys=[keys.call(sid) for sid in chunk],
+            args=[*chunk, _OFFER_AT_ONCE, *(keys.call_ended(sid) for sid in chunk)],
+            client=desk.r)
+        for sid, base in zip(found[::2], found[1::2], strict=True):
+            desk.telephony.later(functools.partial(
+                _redirect_to_hold, desk, sid, webhook_url(base, HOLD_AGAIN)))
+            offered += 1
+        if len(found) < 2 * _OFFER_AT_ONCE:
+            first += _OFFER_CHUNK  # nobody else to offer in this chunk
+    return offered
+
+
+def _redirect_to_hold(desk: Desk, call_sid: str, url: str) -> None:
+    """Redirect a caller past the longest wait to `/voice/hold-again` (`offer_voicemails`).
+    A second redirect only puts them in the queue again (no ring to cut), so a failure
+    that may have come after Twilio acted is simply retried. Twilio saying the call is
+    over: nothing (their end takes them out of the queue). Still failing: not offered,
+    so the next pass tries again."""
+    outcome = desk.telephony.redirect_call(call_sid, url)
+    if outcome not in (Outcome.DONE, Outcome.GONE):
+        log.warning("could not bring waiting caller %s to hear the voicemail offer", call_sid)
+        desk.r.hdel(keys.call(call_sid), "voicemail_offered")
+
+
+def hold_again(desk: Desk, call_sid: str, now_ms: int,
+               call_status: str = "in-progress") -> acd.Decision:
+    """A waiting caller redirected to `/voice/hold-again` (`offer_voicemails`): back in
+    their team's Twilio queue (the desk's queue, their place, untouched) while they
+    still wait in it; brought to the advisor or engineer claimed for them meanwhile
+    (`outage.connect_redirected`: this redirect may have overtaken that one); nothing
+    when the call is over."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if ended or acd.is_final(call_status) or not call:
+        return acd.CallFinished(None)
+    team = call.get("waiting_team")
+    rank = desk.r.zrank(keys.team_waiting(team), call_sid) if team else None
+    if team and rank is not None:
+        return acd.WaitInQueue(team, rank + 1)
+    return outage.connect_redirected(desk, call_sid, now_ms, call_status=call_status)
 
 
 def _oncall_serves(desk: Desk, call: dict[str, str], now_ms: int) -> bool:
@@ -469,7 +579,10 @@ def after_queue(
         if wants_voicemail(call):
             return Voicemail()
         if call.get("state") == "oncall" and desk.settings.oncall_number:
-            # Offered the on-call engineer on a hold cycle (`oncall.offer_to_head`).
+            # Offered the on-call engineer on a hold cycle (`oncall.offer_to_head`), or
+            # taken for them as the line freed (a REST redirect still retried must not
+            # cut this ring: `oncall.brought_over`).
+            oncall.note_dialed(desk, call_sid)
             return Requeue(acd.DialNumber(desk.settings.oncall_number))
         return Requeue(acd.route_caller(desk, call_sid, now_ms))
     if result not in QUEUE_FAILURES or caller_gone:

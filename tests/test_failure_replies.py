@@ -39,7 +39,8 @@ CALLERS_OWN = ["/voice/incoming", "/voice/menu?attempt=1", "/voice/product?attem
                "/voice/case?attempt=1", "/voice/verify/contact?option=1&attempt=1",
                "/voice/verify/pin?option=1", "/voice/after-hours/case?attempt=1",
                "/voice/recorded", "/voice/outage/route", "/voice/oncall-result",
-               "/voice/dial-result?advisor=A2", "/voice/connect", "/voice/queue-result",
+               "/voice/dial-result?advisor=A2", "/voice/connect", "/voice/hold-again",
+               "/voice/queue-result",
                f"/voice/conference/join?call={SID}&role=contact",
                f"/voice/conference/ended?call={SID}&role=contact"]
 ON_HOLD = ["/voice/wait", "/voice/callback"]

@@ -3,6 +3,7 @@ taken only with a key at the whisper, so their voicemail never "answers" an outa
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -52,6 +53,19 @@ def night():
         yield
 
 
+# The session's REST emulator: the calls these tests report are live on it, so that a
+# redirect of a waiting caller (the engineer's line freed) reaches Twilio's side.
+LIVE = []
+
+
+@pytest.fixture(autouse=True)
+def live_calls(emulator):
+    """The calls `report_outage` places are live at the emulator."""
+    LIVE[:] = [emulator]
+    yield
+    LIVE.clear()
+
+
 def relative(url: str) -> str:
     """A TwiML URL as the path and query Twilio posts to."""
     parts = urlsplit(url)
@@ -61,6 +75,8 @@ def relative(url: str) -> str:
 def report_outage(client, caller: str) -> tuple[str, ET.Element]:
     """A verified contact calls and presses 8: (their CallSid, what they hear next)."""
     sid = "CA" + uuid.uuid4().hex
+    for emulator in LIVE:
+        emulator.register_call(sid, from_=caller, to=LINE)
     post(client, "/voice/incoming", {"CallSid": sid, "From": caller, "To": LINE,
                                      "StirVerstat": "TN-Validation-Passed-A"})
     return sid, post(client, "/voice/menu?attempt=1", {"CallSid": sid, "Digits": "8"})
@@ -422,3 +438,100 @@ def test_a_hold_cycle_repeated_without_its_token_after_it_took_the_engineer_leav
     post(client, "/voice/status", {"CallSid": second, "CallStatus": "completed",
                                    "CallDuration": "320"})
     assert hold_cycle(client, third).find("Leave") is not None
+
+
+def waits_for_hosting(desk, sid: str) -> bool:
+    """Whether the caller waits in hosting's queue, as the desk's queue shows."""
+    return desk.r.zscore(keys.team_waiting("hosting"), sid) is not None
+
+
+def test_a_waiting_outage_caller_reaches_the_engineer_as_their_line_frees_without_a_hold_cycle(
+        phone, desk, lakeview, client):
+    """Twilio asks the waitUrl again only once the hold music (a track minutes long) has
+    played out: LEE, waiting while the engineer talks to PAT, is brought over by a
+    redirect the moment that call ends, not at the end of the track."""
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    lee = phone.caller(LEE, "8", hold_track_seconds=600, max_wait_seconds=20)
+    waiting = threading.Thread(target=lee.run)
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not waits_for_hosting(desk, lee.call_sid):
+            assert time.monotonic() < deadline, "LEE never queued"
+            time.sleep(0.02)
+        time.sleep(0.3)  # LEE hears the position and the hold music: their one hold cycle
+        end_oncall_ring(client, first, status="completed", seconds=120)
+    finally:
+        waiting.join(timeout=30)
+    result = lee.result
+    assert result.dialed == [ONCALL] and result.outcome == "advisor"
+    assert result.queue_seconds < 15  # not given up at the queue's limit (20 s)
+
+
+def redirects_to(emulator, sid: str, count: int = 1) -> list:
+    """The REST redirects of the call, once `count` have come (the web service sends
+    them on its background pool, after answering the webhook that freed the line)."""
+    deadline = time.monotonic() + 15
+    while len(emulator.redirects(sid)) < count:
+        assert time.monotonic() < deadline, f"{sid} was not redirected"
+        time.sleep(0.02)
+    return emulator.redirects(sid)
+
+
+def test_one_waiting_caller_is_redirected_to_the_freed_engineer_and_the_next_if_gone(
+        desk, lakeview, client, emulator):
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    second, _ = report_outage(client, LEE)
+    third, _ = report_outage(client, KIM)
+    # LEE hung up on Twilio's side; their status callback has not come yet.
+    emulator.end_call(second)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    # Twilio said LEE's call is over: the line goes to KIM, behind, at once.
+    assert [relative(r.form["Url"]) for r in redirects_to(emulator, third)] == \
+        ["/voice/connect"]
+    assert desk.r.get(keys.oncall_line()) == third
+    assert not waits_for_hosting(desk, third)
+    after = post(client, "/voice/connect", {"CallSid": third, "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+    # Nobody else was brought over for that one line.
+    assert len(emulator.redirects()) == 2
+
+
+def test_a_redirect_to_the_freed_engineer_that_failed_is_sent_again(
+        desk, lakeview, client, emulator):
+    first, _ = report_outage(client, PAT)
+    second, _ = report_outage(client, LEE)
+    emulator.fail_next(503)
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    assert [r.status for r in redirects_to(emulator, second, 2)] == [503, 200]
+    after = post(client, "/voice/connect", {"CallSid": second, "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None
+
+
+def test_a_caller_twilio_would_not_redirect_keeps_their_place_and_the_next_pass_brings_them(
+        desk, lakeview, client, emulator):
+    from workers import context
+    from workers.reconciler import reconcile
+
+    first, _ = report_outage(client, PAT)
+    second, _ = report_outage(client, LEE)
+    score = desk.r.zscore(keys.team_waiting("hosting"), second)
+    emulator.fail_next(*[503] * 5)  # every try of the redirect
+    end_oncall_ring(client, first, status="completed", seconds=120)
+    deadline = time.monotonic() + 20
+    while desk.r.get(keys.oncall_line()) is not None:
+        assert time.monotonic() < deadline, "the line was never given back"
+        time.sleep(0.05)
+    # LEE keeps their place (not counted as missed by the engineer), the line is free.
+    assert desk.r.zscore(keys.team_waiting("hosting"), second) == score
+    # The reconciler's next pass (10 s on) brings LEE over.
+    context.configure(desk)
+    try:
+        assert reconcile()["oncall_caller_served"] == 1
+    finally:
+        context.configure(None)
+    assert [r.status for r in redirects_to(emulator, second, 6)] == [503] * 5 + [200]
+    after = post(client, "/voice/connect", {"CallSid": second, "CallStatus": "in-progress"})
+    assert rings_oncall(after) is not None

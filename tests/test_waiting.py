@@ -4,12 +4,14 @@ and the service level supervisors see."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from rq import Worker
 from sqlalchemy import select
 
@@ -599,3 +601,85 @@ def test_a_caller_who_waited_then_left_a_voicemail_has_their_wait_on_the_log(
         [log] = [row.to_dict() for row in db.scalars(select(CallLog))]
     assert log["status"] == "voicemail" and log["recording_url"]
     assert waited_s <= log["queue_wait_seconds"] < waited_s + 30
+
+
+def reconciler_pass(desk) -> dict[str, int]:
+    """One pass of the reconciler (every ~10 s in `caseline worker`), on this desk."""
+    from workers import context
+    from workers.reconciler import reconcile
+
+    context.configure(desk)
+    try:
+        return reconcile()
+    finally:
+        context.configure(None)
+
+
+def test_a_caller_past_the_longest_wait_is_offered_the_voicemail_without_a_hold_cycle(
+        client, desk, lakeview, emulator):
+    """Twilio asks the waitUrl again only once the hold music (a track minutes long) has
+    played out: the reconciler's pass brings a caller past CASELINE_MAX_WAIT_SECONDS
+    back into the queue, whose waitUrl is asked at once and offers the voicemail. They
+    decline: still first in line, with the arrival they had, and offered only once."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-long", at_ms=now - desk.settings.max_wait_seconds * 1000 - 1_000)
+    queue_caller(desk, "CA-later", at_ms=now - 5_000)
+    emulator.register_call("CA-long", from_=PAT)
+    emulator.register_call("CA-later", from_=PAT)
+    score = desk.r.zscore(keys.team_waiting("general"), "CA-long")
+    assert reconciler_pass(desk)["voicemail_offers"] == 1
+    [redirect] = emulator.redirects("CA-long")
+    assert redirect.form["Url"] == f"{BASE_URL}/voice/hold-again"
+    assert emulator.redirects("CA-later") == []
+    # Twilio takes the caller out of its queue (the `<Enqueue>` action says so) and
+    # follows the redirect: back into the queue, whose waitUrl it asks at once.
+    post(client, "/voice/queue-result", {"CallSid": "CA-long", "QueueResult": "redirected",
+                                        "CallStatus": "in-progress"})
+    doc = post(client, "/voice/hold-again", {"CallSid": "CA-long",
+                                             "CallStatus": "in-progress"})
+    enqueue = doc.find("Enqueue")
+    assert enqueue is not None and enqueue.text == "general"
+    assert enqueue.get("waitUrl").endswith("/voice/wait")
+    assert Prompts().text("routing.voicemail_offer") in hold_cycle(client, "CA-long")
+    # They decline (a stray key): still first in line, their place as it was.
+    answered = press_on_hold(client, "CA-long", "9")
+    assert answered.find("Leave") is None and answered.find("Record") is None
+    assert desk.r.zrank(keys.team_waiting("general"), "CA-long") == 0
+    assert desk.r.zscore(keys.team_waiting("general"), "CA-long") == score
+    # Offered once: the next pass leaves them to their hold music.
+    assert reconciler_pass(desk)["voicemail_offers"] == 0
+    assert len(emulator.redirects("CA-long")) == 1
+
+
+def test_a_caller_whose_hold_cycle_offered_the_voicemail_is_not_brought_back_for_it(
+        client, desk, lakeview, emulator):
+    now = int(time.time() * 1000)
+    long_ago = now - desk.settings.max_wait_seconds * 1000 - 1_000
+    queue_caller(desk, "CA-heard", at_ms=long_ago)
+    queue_caller(desk, "CA-over", at_ms=long_ago)
+    desk.r.set(keys.call_ended("CA-over"), "1")  # hung up, not ended by the desk yet
+    emulator.register_call("CA-heard", from_=PAT)
+    assert Prompts().text("routing.voicemail_offer") in hold_cycle(client, "CA-heard")
+    assert reconciler_pass(desk)["voicemail_offers"] == 0
+    assert emulator.redirects() == []
+
+
+def test_a_simulated_caller_on_hold_music_leaves_a_voicemail_offered_after_the_longest_wait(
+        phone, desk, lakeview):
+    """The hold music plays for ten minutes (Twilio asks the waitUrl again only after
+    it): twenty minutes after Pat joined the queue, the reconciler's pass brings the
+    offer to Pat, who presses 2 and leaves a message on their case."""
+    pat = phone.caller(PAT, "2 wait: wait:2", hold_track_seconds=600, max_wait_seconds=20)
+    waiting = threading.Thread(target=pat.run)
+    waiting.start()
+    try:
+        wait_for("Pat queued", lambda: desk.r.zscore(keys.team_waiting("general"),
+                                                     pat.call_sid) is not None, timeout=10)
+        time.sleep(0.5)  # Pat's one hold cycle: the position, the callback offer, music
+        with time_machine.travel(time.time() + desk.settings.max_wait_seconds + 1, tick=True):
+            reconciler_pass(desk)
+            waiting.join(timeout=30)
+    finally:
+        waiting.join(timeout=30)
+    result = pat.result
+    assert result.outcome == "voicemail" and result.queue_seconds < 15

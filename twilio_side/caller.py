@@ -59,6 +59,7 @@ class Caller(Walker):
         emulator_link: EmulatorLink | None = None,
         wait_poll_interval: float = 0.05,
         wait_cycle_seconds: float = 0.0,
+        hold_track_seconds: float = 0.0,
         max_wait_seconds: float = 60.0,
         on_event: Callable[[Event], None] | None = None,
         gather_input: Callable[[Gather], str] | None = None,
@@ -82,6 +83,13 @@ class Caller(Walker):
         bridged_hangup: who ends a bridged call: "caller" (the Dial action is
         requested, its TwiML ignored) or "advisor" (the caller follows it).
         record_ending: "key" (press # and follow the Record action) or "hangup".
+        hold_track_seconds: real seconds a `<Play>` in the waitUrl TwiML lasts before
+        Twilio asks the waitUrl again (Twilio re-requests it only once the document
+        runs out of verbs, and the hold music is a track minutes long); a REST update
+        meanwhile still takes the caller out of the queue at once. 0 (the default)
+        asks again after `wait_cycle_seconds`, as if the track were over at once:
+        most tests rely on frequent hold cycles; a test that the desk does not
+        (the on-call line, the voicemail offer) sets it long.
         attestation: the `StirVerstat` Twilio posts for the caller ID (SHAKEN/STIR;
         default full attestation), or None for a call that carried none.
         on_call_seconds: real seconds a bridged caller stays on the line watching
@@ -113,6 +121,7 @@ class Caller(Walker):
         self.link = emulator_link
         self.wait_poll_interval = wait_poll_interval
         self.wait_cycle_seconds = wait_cycle_seconds
+        self.hold_track_seconds = hold_track_seconds
         self.max_wait_seconds = max_wait_seconds
         self.on_event = on_event
         self.gather_input = gather_input

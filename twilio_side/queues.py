@@ -81,9 +81,11 @@ class Waiting(Gathering):
 
     wait_poll_interval: float
     wait_cycle_seconds: float
+    hold_track_seconds: float
     max_wait_seconds: float
     enqueue_action_on_redirect: bool
     _gave_up: bool
+    _heard_hold_track: bool
 
     def _enqueue(self, verb: ET.Element, doc_url: str) -> Fetch | None:
         """`<Enqueue>`: wait, re-requesting the waitUrl, until leave, redirect or hang-up."""
@@ -149,8 +151,12 @@ class Waiting(Gathering):
                 next_cycle = time.monotonic() + self.wait_cycle_seconds
                 # The wait music plays during the (real) wait, already counted on dequeue.
                 simulated = self._sim
+                self._heard_hold_track = False
                 left = self._wait_cycle(stay)
                 self._sim = simulated
+                if self._heard_hold_track:
+                    # Twilio asks the waitUrl again only once the track has played out.
+                    next_cycle = max(next_cycle, time.monotonic() + self.hold_track_seconds)
                 if isinstance(left, CallUpdate):
                     self._dequeue(stay, "redirected", post=self.enqueue_action_on_redirect)
                     return self._follow_update(left)
@@ -198,6 +204,7 @@ class Waiting(Gathering):
             fetch = None
             for verb in root:
                 if self._hear(verb, "caller", detail):
+                    self._heard_hold_track |= verb.tag == "Play"
                     continue
                 if verb.tag == "Gather":
                     fetch = self._gather(verb, doc_url, queue=name)

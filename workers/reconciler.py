@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from jobs.queues import resume_call_logs
-from routing import acd, availability
+from routing import acd, availability, outage, waiting
 from routing.call_end import check_open_calls
 from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
@@ -38,7 +38,12 @@ def reconcile() -> dict[str, int]:
     is rebuilt, the pending callbacks it lost are put back from the database
     (`callbacks_restored`), and idle available advisors are offered the callers waiting
     (`waiting_callers_served`). Every pass then offers idle available advisors the
-    callers waiting (`waiting_callers_offered`: `availability.offer_waiting_callers`)."""
+    callers waiting (`waiting_callers_offered`: `availability.offer_waiting_callers`);
+    at night the on-call engineer's line, free, goes to the first caller who may have
+    them (`oncall_caller_served`: `outage.serve_oncall_line`); and the callers past
+    `CASELINE_MAX_WAIT_SECONDS` who have not heard the voicemail offered are brought
+    back into their queue to hear it (`voicemail_offers`: `waiting.offer_voicemails`).
+    Neither waits for the caller's next hold cycle, a hold-music track away."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
@@ -49,6 +54,13 @@ def reconcile() -> dict[str, int]:
     # one. Cheap when nobody waits (one round trip).
     done["waiting_callers_offered"] = availability.offer_waiting_callers(
         desk, int(now * 1000), budget_s=OFFER_PASS_SECONDS)
+    # At night, the on-call engineer's line free beside a caller who may have them (its
+    # lease ran out, a redirect failed, the engineer's 60 s after a miss are over):
+    # brought over now, not at their next hold cycle, a hold-music track away.
+    done["oncall_caller_served"] = int(outage.serve_oncall_line(desk, int(now * 1000)) is not None)
+    # Callers past the longest wait hear the voicemail offer now (once each), not at
+    # their next hold cycle.
+    done["voicemail_offers"] = waiting.offer_voicemails(desk, int(now * 1000))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
     done.update(check_open_calls(desk, int(now * 1000)))
     return done

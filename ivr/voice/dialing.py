@@ -22,7 +22,7 @@ from ivr.voice.form import (
 )
 from ivr.voice.hooks import bp
 from ivr.voice.render import answer, xml
-from routing import acd, conference, survey, waiting
+from routing import acd, conference, outage, survey, waiting
 from routing.call_state import get_call
 from routing.whisper import play_whisper
 
@@ -67,9 +67,10 @@ def whisper_accept() -> Response:
 
 @bp.post(webhooks.CONNECT)
 def connect() -> Response:
-    """A waiting caller redirected by the REST API: dial the advisor claimed for them."""
+    """A waiting caller redirected by the REST API: dial the advisor claimed for them,
+    or the on-call engineer whose line was taken for them."""
     sid, p = call_sid(), prompts()
-    decision = acd.connect_claimed(desk(), sid, now_ms(), call_status=call_status())
+    decision = outage.connect_redirected(desk(), sid, now_ms(), call_status=call_status())
     return xml(twiml.route(p, decision, sid, [p.text("routing.connecting")]))
 
 

@@ -66,6 +66,8 @@ FAILURE_REPLIES: dict[str, Reply] = {
     "voice.oncall_result": Reply.CALLER,
     "voice.dial_result": Reply.CALLER,
     "voice.connect": Reply.CALLER,
+    # Redirected out of the queue to be put back in it: `<Dial>` is allowed there.
+    "voice.hold_again": Reply.CALLER,
     # Out of the queue (a `<Leave/>`, Twilio unable to queue): `<Dial>` is allowed again.
     "voice.queue_result": Reply.CALLER,
     "voice.wait": Reply.HOLD,

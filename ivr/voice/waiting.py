@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from flask import Response
 
-from ivr.context import desk, now, now_ms
-from ivr.voice.form import call_sid, key
+from config import webhooks
+from ivr import twiml
+from ivr.context import desk, now, now_ms, prompts
+from ivr.voice.form import call_sid, call_status, key
 from ivr.voice.hooks import bp
-from ivr.voice.render import answer
+from ivr.voice.render import answer, xml
 from routing import waiting
 
 
@@ -25,3 +27,13 @@ def callback() -> Response:
     policy allows it), 2 leaves the queue for a voicemail on their case."""
     sid = call_sid()
     return answer(waiting.press_hold_key(desk(), sid, key(), now()), sid)
+
+
+@bp.post(webhooks.HOLD_AGAIN)
+def hold_again() -> Response:
+    """A waiting caller redirected out of Twilio's queue to be put back in it at once
+    (`waiting.offer_voicemails`): its waitUrl, asked as they join, offers the voicemail.
+    Their place is the desk's queue, untouched."""
+    sid = call_sid()
+    decision = waiting.hold_again(desk(), sid, now_ms(), call_status())
+    return xml(twiml.route(prompts(), decision, sid, []))
