@@ -1,5 +1,7 @@
-"""`caseline worker`: the RQ worker (with its scheduler, for wrap-up ends)
-plus RQ's cron scheduler running the reconciler and the daily 180-day rule.
+"""`caseline worker`: the RQ worker (with its scheduler, for the call-log jobs that
+gather a second's calls), the wrap-up clock (`workers.wrapups`: a thread ending each
+wrap-up on time, to the ms), plus RQ's cron scheduler running the reconciler and the
+daily 180-day rule.
 
 Jobs run inside the worker process (`SimpleWorker`), so a worker that dies
 (SIGKILL, out of memory, a host restart) dies with its job: RQ finds such a
@@ -33,6 +35,7 @@ from directory.redis_client import connect_redis
 from jobs.queues import SERIALIZER, JSONQueue, Queues
 from workers import context
 from workers.retries import count_retry
+from workers.wrapups import end_due_wrapups, start_clock
 
 RECONCILE_EVERY_SECONDS = 10
 # RQ's registry cleanup (abandoned jobs of workers on other hosts) and the
@@ -186,7 +189,11 @@ def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NI
     lower_priority(nice)
     context.configure(context.build_desk(settings, settings.redis_url))
     cron = None
-    if not burst:
+    clock = None
+    if burst:
+        _end_due_wrapups_once()
+    else:
+        clock = start_clock()
         cron = multiprocessing.get_context("spawn").Process(
             target=_run_cron, args=(settings.redis_url,), daemon=True, name="caseline-cron"
         )
@@ -213,8 +220,20 @@ def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NI
             _sleep_unless_stopped(delay)
             delay = min(delay * 2, longest)
     finally:
+        if clock is not None:
+            clock.set()
         if cron is not None and cron.is_alive():
             cron.terminate()
+
+
+def _end_due_wrapups_once() -> None:
+    """A burst's share of the wrap-up clock: the wrap-ups due by now ended, once, as
+    RQ's scheduler queues the jobs due when a burst starts."""
+    try:
+        end_due_wrapups(context.current_desk(), lambda end: end())
+    except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+        log.warning("the wrap-up ends due could not be read (%s): the next worker ends "
+                    "them", error)
 
 
 def _work(connection: redis.Redis, burst: bool) -> DeskWorker:

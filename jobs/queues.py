@@ -6,10 +6,10 @@ web processes and `routing` can enqueue without importing workers.
 
 from __future__ import annotations
 
-import math
+import json
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import redis
 from rq import Queue, Retry
@@ -188,7 +188,9 @@ def enqueue_recording(r: redis.Redis, call_sid: str) -> None:
 
 
 def end_of_wrapup_job_id(advisor_id: str, call_sid: str) -> str:
-    """The id of the job that ends `advisor_id`'s wrap-up after `call_sid` (one per call)."""
+    """The id of the RQ job that ended `advisor_id`'s wrap-up after `call_sid` (one per
+    call) in releases before the wrap-up clock (`WRAPUP_ENDS`): such a job, scheduled
+    before an upgrade, still runs (`workers.reconciler.end_wrapup`)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", f"end-wrapup-{advisor_id}-{call_sid}")
 
 
@@ -202,17 +204,24 @@ def drop_job(r: redis.Redis, job_id: str) -> bool:
     return True
 
 
+# The ends of advisors' wrap-ups to come: a sorted set of (advisor id, CallSid), as
+# `wrapup_end` spells them, scored by when the wrap-up ends (ms since the epoch). The
+# wrap-up clock of every `caseline worker` (`workers.wrapups`) takes each one as it
+# falls due and ends that wrap-up (`routing.availability.end_wrapup`). RQ's schedule
+# could not: whole seconds, and a scheduler that looks once a second, so a wrap-up
+# ended 0-2 s late (PRODUCT.md: the waiting caller is connected within a second).
+WRAPUP_ENDS = "cl:wrapup:ends"
+
+
+def wrapup_end(advisor_id: str, call_sid: str) -> str:
+    """The member of `WRAPUP_ENDS` for `advisor_id`'s wrap-up after `call_sid` (one per
+    call: scheduling it again moves its end, never adds a second)."""
+    return json.dumps([advisor_id, call_sid])
+
+
 def schedule_end_of_wrapup(
     r: redis.Redis, advisor_id: str, call_sid: str, until_ms: int
 ) -> None:
-    """Make the advisor available again once their wrap-up after `call_sid` is over."""
-    # RQ's schedule has whole-second resolution: round up, never end wrap-up early.
-    at = datetime.fromtimestamp(math.ceil(until_ms / 1000), tz=UTC)
-    queue(Queues.PRESENCE, r).enqueue_at(
-        at,
-        "workers.reconciler.end_wrapup",
-        advisor_id,
-        call_sid,
-        job_id=end_of_wrapup_job_id(advisor_id, call_sid),
-        retry=Retry(max=3, interval=1),
-    )
+    """Make the advisor available again once their wrap-up after `call_sid` is over, at
+    `until_ms` (ms since the epoch), by the wrap-up clock of `caseline worker`."""
+    r.zadd(WRAPUP_ENDS, {wrapup_end(advisor_id, call_sid): until_ms})

@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from rq.registry import ScheduledJobRegistry
 
 from directory import keys
-from jobs.queues import SERIALIZER, Queues, end_of_wrapup_job_id, queue
+from jobs.queues import WRAPUP_ENDS, wrapup_end
 from routing import acd, availability, callbacks, presence
 from routing.call_state import get_call, update_call
 from routing.waiting import request_callback
@@ -115,10 +114,8 @@ def a2(desk) -> tuple[str, str, str]:
 
 
 def wrap_ups_scheduled(desk) -> list[str]:
-    """The ends of wrap-up waiting on RQ's schedule (job ids)."""
-    registry = ScheduledJobRegistry(queue=queue(Queues.PRESENCE, desk.job_redis),
-                                    serializer=SERIALIZER)
-    return registry.get_job_ids()
+    """The ends of wrap-up waiting for the wrap-up clock (`jobs.queues.wrapup_end`)."""
+    return desk.r.zrange(WRAPUP_ENDS, 0, -1)
 
 
 def after_a_talk(desk) -> tuple[str, str, str]:
@@ -138,8 +135,8 @@ def test_an_advisor_who_talked_on_a_callback_wraps_up_whichever_post_comes_first
     both_ends(client, leg, order, "completed", leg_status)
 
     assert a2(desk) == after_a_talk(desk)
-    expected_jobs = [end_of_wrapup_job_id("A2", "CA-cb")] if desk.settings.wrapup_seconds else []
-    assert wrap_ups_scheduled(desk) == expected_jobs
+    expected_ends = [wrapup_end("A2", "CA-cb")] if desk.settings.wrapup_seconds else []
+    assert wrap_ups_scheduled(desk) == expected_ends
     call = get_call(desk.r, "CA-cb")
     assert (call["callback_state"], call["answered_by"]) == ("done", "A2")
 

@@ -1307,8 +1307,12 @@ def test_after_an_upgrade_an_advisor_in_wrapup_can_end_it_and_is_freed_on_time(
 
     [a2] = [a for a in client.get("/api/advisors", headers=API).get_json() if a["id"] == "A2"]
     assert (a2["status"], a2["wrap_up"], a2["call_sid"]) == ("busy", True, None)
-    # The wrap-up still ends on time, by this release's job; the old one is gone.
-    assert _scheduled(desk) == {"end-wrapup-A2-CA-talk"} and old_job not in _scheduled(desk)
+    # The wrap-up still ends on time, by this release's wrap-up clock; the old job is gone.
+    from jobs.queues import WRAPUP_ENDS, wrapup_end
+
+    assert desk.r.zrange(WRAPUP_ENDS, 0, -1, withscores=True) == [
+        (wrapup_end("A2", "CA-talk"), until)]
+    assert old_job not in _scheduled(desk)
     # And the advisor can end it themselves, as before the upgrade.
     answer = client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
     assert answer.get_json() == {"id": "A2", "status": "available", "call": None}

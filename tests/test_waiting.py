@@ -20,6 +20,7 @@ from config.settings import PROJECT_ROOT
 from directory import keys
 from directory.models import CallLog
 from directory.redis_client import connect_redis
+from jobs.queues import WRAPUP_ENDS
 from routing import acd, availability, presence
 from routing.call_state import start_call
 from tests.conftest import (
@@ -401,36 +402,162 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     assert 6 <= general["longest_wait_seconds"] <= 9
 
 
+# How late a wrap-up's end may come, at worst over several (seconds): PRODUCT.md
+# connects the waiting caller within a second of the advisor becoming available; the
+# clock is aimed at a fraction of that, and the margin is a loaded CI machine's.
+# RQ's whole-second schedule, polled each second, came 0-2 s late.
+WRAPUP_LATENESS_SECONDS = 0.9
+
+
+def wrap_up_ends_on_time(desk, emulator, wrapped, after: str, waiting: str,
+                         at_fraction: float) -> float:
+    """A2, on `after`, wraps up (`wrapped`'s wrap-up) starting at `at_fraction` of a
+    wall-clock second, while `waiting` waits for the general team; how late (seconds)
+    after the wrap-up's end that caller was redirected to A2. Never early: A2 is
+    still busy and nobody redirected just before the end."""
+    start_call(desk.r, waiting, {"caller": PAT, "base": BASE_URL, "team": "general"})
+    emulator.register_call(waiting)
+    queue_caller(desk, waiting)
+    time.sleep((at_fraction - time.time() % 1) % 1)
+    now_ms, started = int(time.time() * 1000), time.monotonic()
+    availability.finish_with_advisor(wrapped, after, "A2", now_ms)
+    ends_at = started + wrapped.settings.wrapup_seconds
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
+    time.sleep(max(0.0, ends_at - 0.05 - time.monotonic()))
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+    assert emulator.redirects(waiting) == []
+    deadline = time.monotonic() + 10
+    while not emulator.redirects(waiting):
+        assert time.monotonic() < deadline, "wrap-up never ended"
+        time.sleep(0.01)
+    assert presence.advisor_state(desk.r, "A2")["call"] == waiting
+    [redirect] = emulator.redirects(waiting)
+    assert redirect.form["Url"].endswith("/voice/connect")
+    return redirect.at - ends_at
+
+
 def test_wrap_up_then_served_from_the_queue_without_any_request(
         settings, desk, lakeview, emulator, tmp_path):
-    """A real `caseline worker` ends the wrap-up on its own and serves the queue."""
-    now = int(time.time() * 1000)
-    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+    """A real `caseline worker` ends each wrap-up on its own, never early and within
+    a fraction of a second of its end, and serves the queue: A2 wraps up six times,
+    starting at six points of a second, with a caller waiting each time."""
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=1))
     make_available(desk, "A2")
     presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
-                              now_ms=now, lease_ms=35_000)
+                              now_ms=int(time.time() * 1000), lease_ms=35_000)
     desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
-    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
-    emulator.register_call("CA-next")
-    queue_caller(desk, "CA-next", at_ms=now)
     worker = start_worker(settings, tmp_path)
     try:
-        availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
-        ended_at = time.monotonic()
-        assert presence.advisor_state(desk.r, "A2")["status"] == "busy"  # wrapping up
-        time.sleep(1.0)
-        assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
-        assert emulator.redirects("CA-next") == []
-        deadline = time.monotonic() + 10
-        while not emulator.redirects("CA-next"):
-            assert time.monotonic() < deadline, "wrap-up never ended"
-            time.sleep(0.05)
-        served_after = emulator.redirects("CA-next")[0].at - ended_at
-        assert 2.0 <= served_after < 8.0  # never early; the scheduler polls each second
-        assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+        after, late = "CA-first", []
+        for round_ in range(6):
+            waiting = f"CA-next-{round_}"
+            late.append(wrap_up_ends_on_time(desk, emulator, wrapped, after, waiting,
+                                             at_fraction=round_ / 6 + 0.05))
+            after = waiting  # A2 is rung for them: their call is the next to end
+        assert min(late) >= 0, late  # never early
+        assert max(late) < WRAPUP_LATENESS_SECONDS, late
     finally:
         worker.terminate()
         worker.wait(timeout=10)
+
+
+def test_a_wrap_up_pending_while_the_worker_is_down_ends_when_it_is_back(
+        settings, desk, lakeview, emulator, tmp_path):
+    """The worker stops (a deploy) while A2 wraps up and is back after the wrap-up's
+    end: the wrap-up ends then, and the waiting caller is brought to A2, once."""
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+    make_available(desk, "A2")
+    presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
+                              now_ms=int(time.time() * 1000), lease_ms=35_000)
+    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next")
+    worker = start_worker(settings, tmp_path)
+    availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+    worker.terminate()
+    assert worker.wait(timeout=10) is not None
+    time.sleep(2.5)  # past the wrap-up's end, no worker
+    assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+    worker = start_worker(settings, tmp_path)
+    try:
+        wait_for("the caller brought to A2", lambda: emulator.redirects("CA-next"),
+                 timeout=5)
+        assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+        time.sleep(1.0)
+        assert len(emulator.redirects("CA-next")) == 1
+    finally:
+        worker.terminate()
+        worker.wait(timeout=10)
+
+
+def test_two_workers_end_a_wrap_up_once_and_on_time(
+        settings, desk, lakeview, emulator, tmp_path):
+    """Two `caseline worker`s (two hosts, or a deploy's overlap): each wrap-up is ended
+    by one of them, on time, and its waiting caller redirected once."""
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=1))
+    make_available(desk, "A2")
+    presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
+                              now_ms=int(time.time() * 1000), lease_ms=35_000)
+    workers = [start_worker(settings, tmp_path / "one"), start_worker(settings, tmp_path / "two")]
+    try:
+        after, late = "CA-first", []
+        for round_ in range(3):
+            waiting = f"CA-next-{round_}"
+            late.append(wrap_up_ends_on_time(desk, emulator, wrapped, after, waiting,
+                                             at_fraction=round_ / 3 + 0.05))
+            after = waiting
+        time.sleep(1.0)  # a second redirect, were there one, has come by now
+        assert [len(emulator.redirects(f"CA-next-{i}")) for i in range(3)] == [1, 1, 1]
+        assert min(late) >= 0 and max(late) < WRAPUP_LATENESS_SECONDS, late
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=10)
+
+
+def test_a_wrap_up_end_that_met_a_redis_blip_is_tried_again(
+        settings, desk, lakeview, emulator, monkeypatch):
+    """Redis fails the wrap-up's end (a blip): it is tried again a moment later, A2 is
+    freed and the waiting caller brought to them, once."""
+    import threading
+
+    import redis
+
+    from workers import wrapups
+
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=1))
+    make_available(desk, "A2")
+    presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
+                              now_ms=int(time.time() * 1000), lease_ms=35_000)
+    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
+    emulator.register_call("CA-next")
+    queue_caller(desk, "CA-next")
+    blips = []
+    evalsha = desk.r.evalsha
+
+    def blip_once(*args):
+        # The first command of the end itself (on the clock's pool) meets the blip.
+        if threading.current_thread().name.startswith("wrapup-end") and not blips:
+            blips.append(args)
+            raise redis.ConnectionError("Error 111 connecting: Connection refused")
+        return evalsha(*args)
+
+    monkeypatch.setattr(desk.r, "evalsha", blip_once)
+    stopped = threading.Event()
+    clock = threading.Thread(target=wrapups.run_clock, args=(stopped, lambda: wrapped))
+    clock.start()
+    try:
+        availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
+        wait_for("the caller brought to A2", lambda: emulator.redirects("CA-next"), timeout=5)
+        assert blips, "the blip never came"
+        assert presence.advisor_state(desk.r, "A2")["call"] == "CA-next"
+        time.sleep(1.0)
+        assert len(emulator.redirects("CA-next")) == 1
+        assert desk.r.zcard(WRAPUP_ENDS) == 0  # done with
+    finally:
+        stopped.set()
+        clock.join(timeout=5)
 
 
 def dataclasses_replace(desk, **changes):

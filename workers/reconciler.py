@@ -1,4 +1,5 @@
-"""The reconciler's jobs: the end of an advisor's wrap-up (scheduled when it starts), and
+"""The reconciler's jobs: the end of an advisor's wrap-up (the RQ job earlier releases
+scheduled when it started; the wrap-up clock, `workers.wrapups`, ends them now), and
 the periodic pass that frees holds nobody released, drops callers who are gone, and asks
 Twilio about calls open long after they began (their final status callback lost)."""
 
@@ -20,7 +21,10 @@ OFFER_PASS_SECONDS = 4.0
 
 
 def end_wrapup(advisor_id: str, call_sid: str) -> str:
-    """Wrap-up is over: the advisor becomes available or takes the next caller."""
+    """Wrap-up is over: the advisor becomes available or takes the next caller. Kept for
+    the jobs an earlier release scheduled before an upgrade (`jobs.queues
+    .end_of_wrapup_job_id`): such a job and the wrap-up clock end it once between them
+    (the second finds the hold gone: "stale")."""
     release = availability.end_wrapup(current_desk(), advisor_id, call_sid, int(time.time() * 1000))
     return release.outcome
 
