@@ -75,6 +75,17 @@ local function lease_renewed(id, expired_by)
   local lease = tonumber(redis.call("HGET", akey(id), "lease") or "")
   return lease ~= nil and lease > tonumber(expired_by)
 end
+local function extend_ring(id, lease_until)
+  -- A ringing hold's lease runs at least until `lease_until` (ms); a talk's, or a
+  -- longer renewal's, stays.
+  if redis.call("HGET", akey(id), "hold") == "ringing" then
+    local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
+    if lease < lease_until then
+      redis.call("HSET", akey(id), "lease", string.format("%d", lease_until))
+      redis.call("ZADD", LEASES, lease_until, id)
+    end
+  end
+end
 local function return_caller(sid)
   -- A caller claimed for an advisor, who was never brought over, back where they
   -- waited (same score: same band, same arrival). 1 when queued again.
@@ -475,13 +486,7 @@ if not on_call(id, sid) then return 0 end
 if ARGV[9] == "1" and (redis.call("HGET", akey(id), "chosen") or "") ~= "" then
   return -1
 end
-if redis.call("HGET", akey(id), "hold") == "ringing" then
-  local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
-  if lease < lease_until then
-    redis.call("HSET", akey(id), "lease", string.format("%d", lease_until))
-    redis.call("ZADD", LEASES, lease_until, id)
-  end
-end
+extend_ring(id, lease_until)
 return 1
 """
 
@@ -495,13 +500,7 @@ _PICK_UP = _LUA_COMMON + r"""
 local id, sid, lease_until = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local call = call_key(sid)
 if redis.call("HGET", call, "ringing") ~= id or not on_call(id, sid) then return {} end
-if redis.call("HGET", akey(id), "hold") == "ringing" then
-  local lease = tonumber(redis.call("HGET", akey(id), "lease") or "") or 0
-  if lease < lease_until then
-    redis.call("HSET", akey(id), "lease", string.format("%d", lease_until))
-    redis.call("ZADD", LEASES, lease_until, id)
-  end
-end
+extend_ring(id, lease_until)
 if redis.call("HGET", call, "whisper") ~= "accepted" then
   redis.call("HSET", call, "whisper", "played")
 end
