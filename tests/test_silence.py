@@ -6,24 +6,11 @@ number, and silence verifies nothing."""
 
 from __future__ import annotations
 
-import pytest
-
 from config.prompts import Prompts
 from tests.conftest import make_available
 from tests.test_desk_rules import STRANGER, at
 
 PAT = "+16125550101"  # Lakeview's contact, identified by attested caller ID
-
-
-@pytest.fixture
-def lakeview(directory):
-    """Pat of Lakeview; A7 owns case 2024117, A2 is a general advisor."""
-    directory.district()
-    directory.contact()
-    directory.advisor("A7", ["general"], phone="+16515550199")
-    directory.advisor("A2", ["general"], phone="+16515550102")
-    directory.case("2024117", owner="A7")
-    directory.load()
 
 
 def call(phone, caller: str, entries: list[str], **options):
