@@ -448,12 +448,7 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
     desk.r.hset(keys.call("CA-first"), "answered_by", "A2")
     worker = start_worker(settings, tmp_path)
     try:
-        after, late = "CA-first", []
-        for round_ in range(6):
-            waiting = f"CA-next-{round_}"
-            late.append(wrap_up_ends_on_time(desk, emulator, wrapped, after, waiting,
-                                             at_fraction=round_ / 6 + 0.05))
-            after = waiting  # A2 is rung for them: their call is the next to end
+        late = wrap_ups_lateness(desk, emulator, wrapped, rounds=6)
         assert min(late) >= 0, late  # never early
         assert max(late) < WRAPUP_LATENESS_SECONDS, late
     finally:
@@ -461,17 +456,35 @@ def test_wrap_up_then_served_from_the_queue_without_any_request(
         worker.wait(timeout=10)
 
 
-def test_a_wrap_up_pending_while_the_worker_is_down_ends_when_it_is_back(
-        settings, desk, lakeview, emulator, tmp_path):
-    """The worker stops (a deploy) while A2 wraps up and is back after the wrap-up's
-    end: the wrap-up ends then, and the waiting caller is brought to A2, once."""
-    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+def wrap_ups_lateness(desk, emulator, wrapped, rounds: int) -> list[float]:
+    """A2, on call CA-first, wraps up `rounds` times, each starting at another point of
+    a second, with a caller (CA-next-0, -1, ...) waiting each time, whom they are then
+    rung for; how late each wrap-up's caller was redirected (s, `wrap_up_ends_on_time`)."""
+    after, late = "CA-first", []
+    for round_ in range(rounds):
+        waiting = f"CA-next-{round_}"
+        late.append(wrap_up_ends_on_time(desk, emulator, wrapped, after, waiting,
+                                         at_fraction=round_ / rounds + 0.05))
+        after = waiting  # A2 is rung for them: their call is the next to end
+    return late
+
+
+def a2_on_a_call_with_a_caller_waiting(desk, emulator) -> None:
+    """A2 on call CA-first (claimed for it), and CA-next waiting in general's queue."""
     make_available(desk, "A2")
     presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
                               now_ms=int(time.time() * 1000), lease_ms=35_000)
     start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
     emulator.register_call("CA-next")
     queue_caller(desk, "CA-next")
+
+
+def test_a_wrap_up_pending_while_the_worker_is_down_ends_when_it_is_back(
+        settings, desk, lakeview, emulator, tmp_path):
+    """The worker stops (a deploy) while A2 wraps up and is back after the wrap-up's
+    end: the wrap-up ends then, and the waiting caller is brought to A2, once."""
+    wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=2))
+    a2_on_a_call_with_a_caller_waiting(desk, emulator)
     worker = start_worker(settings, tmp_path)
     availability.finish_with_advisor(wrapped, "CA-first", "A2", int(time.time() * 1000))
     worker.terminate()
@@ -500,12 +513,7 @@ def test_two_workers_end_a_wrap_up_once_and_on_time(
                               now_ms=int(time.time() * 1000), lease_ms=35_000)
     workers = [start_worker(settings, tmp_path / "one"), start_worker(settings, tmp_path / "two")]
     try:
-        after, late = "CA-first", []
-        for round_ in range(3):
-            waiting = f"CA-next-{round_}"
-            late.append(wrap_up_ends_on_time(desk, emulator, wrapped, after, waiting,
-                                             at_fraction=round_ / 3 + 0.05))
-            after = waiting
+        late = wrap_ups_lateness(desk, emulator, wrapped, rounds=3)
         time.sleep(1.0)  # a second redirect, were there one, has come by now
         assert [len(emulator.redirects(f"CA-next-{i}")) for i in range(3)] == [1, 1, 1]
         assert min(late) >= 0 and max(late) < WRAPUP_LATENESS_SECONDS, late
@@ -527,12 +535,7 @@ def test_a_wrap_up_end_that_met_a_redis_blip_is_tried_again(
     from workers import wrapups
 
     wrapped = dataclasses_replace(desk, settings=settings.with_changes(wrapup_seconds=1))
-    make_available(desk, "A2")
-    presence.claim_for_caller(desk.r, "CA-first", team="general", owner_id=None,
-                              now_ms=int(time.time() * 1000), lease_ms=35_000)
-    start_call(desk.r, "CA-next", {"caller": PAT, "base": BASE_URL, "team": "general"})
-    emulator.register_call("CA-next")
-    queue_caller(desk, "CA-next")
+    a2_on_a_call_with_a_caller_waiting(desk, emulator)
     blips = []
     evalsha = desk.r.evalsha
 
