@@ -327,6 +327,25 @@ def test_case_number_reaches_the_owner_after_the_whisper(
     assert int(status[0]["CallDuration"]) >= 60
 
 
+def test_a_pause_in_the_whisper_is_an_error_as_twilio_allows_only_say_play_gather_hangup(
+    flask_transport: FlaskTransport, ivr: Flask
+) -> None:
+    """Twilio's <Number> documentation: the url's TwiML may Play or Say, and Gather or
+    Hang up; "the url attribute does not support any other TwiML verbs"."""
+    def whisper_with_a_pause() -> Response:
+        response = VoiceResponse()
+        response.pause(length=1)
+        gather = Gather(num_digits=1, timeout=8, action="/voice/whisper/accept")
+        gather.say("Press any key to accept.")
+        response.append(gather)
+        return xml(response)
+
+    ivr.view_functions["whisper"] = whisper_with_a_pause
+    result = Caller(flask_transport, CALLER, keys=["1", "2024117#"], account_sid=ACCOUNT).run()
+
+    assert result.error == "<Pause> is not allowed in a <Number url>"
+
+
 def test_no_answer_moves_on_to_the_next_advisor(
     flask_transport: FlaskTransport, ivr: Flask
 ) -> None:

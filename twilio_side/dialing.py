@@ -213,23 +213,22 @@ class Dialing(Gathering, Conferencing):
                 return "error"
             fetch = None
             for verb in root:
-                if self._hear(verb, "advisor"):
+                # Twilio's <Number> documentation: the url's TwiML may `<Play>` or `<Say>`,
+                # and decline with `<Gather>` and `<Hangup>`; "the url attribute does not
+                # support any other TwiML verbs" (not `<Pause>`, not `<Redirect>`).
+                if verb.tag in ("Say", "Play") and self._hear(verb, "advisor"):
                     continue
                 if verb.tag == "Gather":
                     fetch, done = self._advisor_gather(verb, url, phone_action)
                     if done:
                         break
-                elif verb.tag == "Redirect":
-                    target = urljoin(url, (verb.text or "").strip())
-                    fetch = Fetch(target, verb.get("method", "POST"), {}, "whisper")
-                    break
                 elif verb.tag in ("Hangup", "Reject"):
                     self._emit("hangup", f"<{verb.tag}> on the advisor's leg", party="advisor")
                     return "hangup"
                 else:
-                    self._emit(
-                        "warning", f"<{verb.tag}> is not allowed in a <Number url>", party="service"
-                    )
+                    message = f"<{verb.tag}> is not allowed in a <Number url>"
+                    self._emit("warning", message, party="service")
+                    self._note_error(message)
             if fetch is not None:
                 url = fetch.url
         return "bridged"
