@@ -149,14 +149,19 @@ return 2
 
 # The caller was given the fallback reply (ARGV[1]: "number" or "apology"), in one step:
 # kept on the call's hash, opened (with its CallSid, for a day: KEYS[1] ARGV[2] ARGV[3])
-# when the line never opened it (the call's first webhook failed); and when the call's
-# end is recorded already (KEYS[2]: the fallback number's `<Dial>` action came after the
-# status callback), 2: its log is written again. A callback still pending is logged
-# later, as `_UPDATE_LOGGED` says.
+# when the line never opened it (the call's first webhook failed), and then put among
+# the open calls (KEYS[3], due at ARGV[4], ms) unless its end is recorded already, so a
+# lost status callback still has the reconciler end and log it; and when the call's
+# end is recorded already (KEYS[2]: the fallback number's `<Dial>` action came after
+# the status callback), 2: its log is written again. A callback still pending is
+# logged later, as `_UPDATE_LOGGED` says.
 _NOTE_FALLBACK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'call_sid', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[2])
+  end
 end
 redis.call('HSET', KEYS[1], 'fallback', ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
@@ -318,15 +323,17 @@ def update_logged_call(desk: Desk, call_sid: str, **fields: str | int) -> bool:
     return due > 0
 
 
-def note_fallback(desk: Desk, call_sid: str, how: str) -> None:
+def note_fallback(desk: Desk, call_sid: str, how: str, given_ms: int) -> None:
     """Record on the call that the caller was given the fallback reply (`how`: "number",
     dialed `CASELINE_FALLBACK_NUMBER`; "apology", none set: the apology and the desk's
     hours): the call log's status `fallback` says exactly this, whatever else the call
-    holds. Idempotent; a call the line never opened is opened for it; a call already
-    logged is logged again (`jobs.queues.requeue_call_log`)."""
+    holds. Idempotent; a call the line never opened is opened for it, among the open
+    calls as if it opened at `given_ms` (ms since the epoch, when the fallback was
+    given), so the reconciler ends and logs it should its status callback be lost; a
+    call already logged is logged again (`jobs.queues.requeue_call_log`)."""
     due = int(script(desk.r, _NOTE_FALLBACK)(
-        keys=[keys.call(call_sid), keys.call_ended(call_sid)],
-        args=[how, call_sid, CALL_TTL_SECONDS], client=desk.r))
+        keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls()],
+        args=[how, call_sid, CALL_TTL_SECONDS, first_check_due(given_ms)], client=desk.r))
     if due == 2:
         requeue_call_log(desk.job_redis, call_sid)
 

@@ -593,5 +593,5 @@ def after_queue(
         return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
     leave_queue(desk, call_sid, now_ms)
     if desk.settings.fallback_number:
-        note_fallback(desk, call_sid, "number")
+        note_fallback(desk, call_sid, "number", now_ms)
     return QueueFailed(desk.settings.fallback_number)

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import redis
+import time_machine
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 from twilio.request_validator import RequestValidator
@@ -159,6 +160,85 @@ def test_a_fallback_given_while_redis_blinked_is_recorded_once_it_answers(
         time.sleep(0.05)
     signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
                                           "CallDuration": "30"})
+    assert _the_log(desk).status == "fallback"
+
+
+def _wait_for_the_mark(desk, sid: str) -> None:
+    """Until the web process's retry thread has written the call's fallback mark."""
+    deadline = time.monotonic() + 10
+    while desk.r.hget(keys.call(sid), "fallback") is None:
+        assert time.monotonic() < deadline, "the fallback was never recorded"
+        time.sleep(0.05)
+
+
+def test_a_fallback_given_while_redis_blinked_is_logged_though_its_status_is_lost(
+        settings, desk, make_app, monkeypatch, emulator):
+    """As above, and Twilio's status callback is lost too (Twilio never repeats it): the
+    call the fallback mark opened is among the open calls, so the reconciler asks
+    Twilio about it ten minutes on and logs it `fallback` (before: the mark opened a
+    call nothing would ever end, and the call was never logged)."""
+    from routing.call_state import OPEN_CALL_FIRST_CHECK_MS
+    from workers import context
+    from workers.reconciler import reconcile
+
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    form = {"CallSid": "CA" + "7" * 32, "From": "+16125550101", "To": "+18005550100"}
+    emulator.register_call(form["CallSid"], from_=form["From"])
+
+    def unreachable(self, *args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+    monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+    answer = ET.fromstring(signed_post(app.test_client(), "/voice/incoming", form).data)
+    monkeypatch.undo()
+    assert answer.find("Dial").text == "+16515550000"
+    _wait_for_the_mark(desk, form["CallSid"])
+    emulator.end_call(form["CallSid"], duration=45)  # its status callback lost
+    context.configure(desk)
+    with time_machine.travel(time.time() + OPEN_CALL_FIRST_CHECK_MS / 1000 + 60, tick=False):
+        done = reconcile()
+    assert done["open_calls_logged"] == 1, done
+    log = _the_log(desk)
+    assert (log.call_sid, log.status) == (form["CallSid"], "fallback")
+
+
+def test_a_fallback_for_a_bug_is_recorded_though_redis_went_away_meanwhile(
+        settings, desk, directory, make_app, monkeypatch):
+    """A webhook fails on a bug (Redis up), and Redis is unreachable a moment later, as
+    the fallback given for the bug is recorded: the mark is kept and written once
+    Redis answers (before: kept only when Redis was the first failure, so lost), and
+    the log says `fallback` though the fallback's `<Dial>` action never comes."""
+    from directory.scripts import script
+    from routing.call_state import _NOTE_FALLBACK
+
+    directory.district()
+    directory.contact()
+    directory.load()
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "8" * 32, "From": "+16125550101", "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
+    assert ET.fromstring(signed_post(client, "/voice/incoming", form).data).find(
+        "Gather") is not None
+    note_sha = script(desk.r, _NOTE_FALLBACK).sha
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_then_a_blink(self, *args, **kwargs):
+        """The menu's script fails on a bug; the fallback's record meets no Redis."""
+        if args and args[0] == note_sha and len(failed) == 1:
+            failed.append("blink")
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+        if not failed:
+            failed.append("bug")
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_then_a_blink)
+    answer = ET.fromstring(signed_post(client, "/voice/menu?attempt=1",
+                                       {**form, "Digits": "2"}).data)
+    monkeypatch.undo()
+    assert failed == ["bug", "blink"] and answer.find("Dial").text == "+16515550000"
+    _wait_for_the_mark(desk, form["CallSid"])
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "50"})
     assert _the_log(desk).status == "fallback"
 
 

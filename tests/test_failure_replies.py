@@ -131,10 +131,21 @@ def test_a_status_callback_hears_an_empty_response(down, path):
 
 @pytest.mark.parametrize("dial_status", ["completed", "no-answer"])
 def test_the_fallback_numbers_dial_action_never_dials_it_again(down, dial_status):
-    """The fallback leg is over and Redis is (still) down: the call ends; dialing the
-    fallback number again would ring it after the caller's conversation there."""
+    """The fallback leg is over and Redis is (still) down: dialing the fallback number
+    again would ring it after the caller's conversation there."""
     root = down("/voice/fallback/over", DialCallStatus=dial_status)
-    assert dialed(root) == [] and verbs(root) == ["Hangup"]
+    assert dialed(root) == [] and verbs(root)[-1] == "Hangup"
+
+
+def test_a_fallback_number_that_did_not_answer_leaves_the_apology_with_redis_down(down):
+    """Nobody answered at the fallback number, and Redis is still down: the caller, on
+    the line, hears the apology with the desk's hours before the call ends (before: a
+    silent hang-up, the error reply, as the fallback's record failed). Answered after
+    a conversation there, the call just ends."""
+    root = down("/voice/fallback/over", DialCallStatus="no-answer")
+    assert verbs(root) == ["Say", "Hangup"], verbs(root)
+    assert "Monday" in "".join(root.itertext()), "".join(root.itertext())
+    assert verbs(down("/voice/fallback/over", DialCallStatus="completed")) == ["Hangup"]
 
 
 def test_the_survey_after_the_conversation_says_goodbye(down):

@@ -19,7 +19,7 @@ from flask import Response, request
 
 from directory.redis_client import redis_unavailable
 from ivr import gate, twiml
-from ivr.context import desk, prompts
+from ivr.context import desk, now_ms, prompts
 from ivr.voice.form import call_sid, call_status, form
 from ivr.voice.hooks import bp
 from ivr.voice.render import hours_words, xml
@@ -32,38 +32,51 @@ log = logging.getLogger(__name__)
 
 def record_fallback_given(cause: BaseException) -> None:
     """Record that this request's call is given the fallback reply (`fallback`: "number"
-    with a fallback number, else "apology"). When Redis is unreachable (the cause), it
-    is kept for this process's retry thread (`ivr.voice.kept_ends`) rather than waited
+    with a fallback number, else "apology"). When Redis is unreachable (the cause, or
+    the record's own failure: Redis may go away after the failure it answers), it is
+    kept for this process's retry thread (`ivr.voice.kept_ends`) rather than waited
     for (that would delay the caller's reply); the `<Dial>` action records it too.
     Never raises: the reply must go out whatever happens here."""
-    sid = request.form.get("CallSid", "")
-    if not gate.CALL_SID.fullmatch(sid) or is_final(request.form.get("CallStatus", "")):
-        # A post made after the caller hung up (a `<Dial>` action after the status
-        # callback): Twilio ignores its reply, so nobody was given the fallback.
-        return
+    sid = ""
     try:
+        sid = request.form.get("CallSid", "")
+        if not gate.CALL_SID.fullmatch(sid) or is_final(request.form.get("CallStatus", "")):
+            # A post made after the caller hung up (a `<Dial>` action after the status
+            # callback): Twilio ignores its reply, so nobody was given the fallback.
+            return
         how = "number" if desk().settings.fallback_number else "apology"
-        if redis_unavailable(cause):
-            kept_ends().keep_fallback(sid, how)
+        if not redis_unavailable(cause):
+            _note_or_keep(sid, how)
         else:
-            note_fallback(desk(), sid, how)
+            kept_ends().keep_fallback(sid, how)
     except Exception:  # noqa: BLE001 - the caller's reply matters more than the record
         log.exception("call %s: could not record that it was given the fallback reply; "
-                      "the fallback number's <Dial> action will", sid)
+                      "the fallback number's <Dial> action will", sid or "?")
+
+
+def _note_or_keep(sid: str, how: str) -> None:
+    """Write the fallback mark now; kept for the retry thread when Redis is unreachable
+    (`redis_unavailable`). Any other failure raises."""
+    try:
+        note_fallback(desk(), sid, how, now_ms())
+    except redis.RedisError as exc:
+        if not redis_unavailable(exc):
+            raise
+        kept_ends().keep_fallback(sid, how)
 
 
 @bp.post("/fallback/over")
 def fallback_over() -> Response:
     """The fallback number's `<Dial>` is over: the call was given the fallback (recorded
-    again here, see the module). A caller still on the line whom the fallback number did
-    not answer hears the apology with the desk's hours; the call ends."""
+    again here, see the module; kept for the retry thread when Redis is unreachable). A
+    caller still on the line whom the fallback number did not answer hears the apology
+    with the desk's hours, Redis or not (it needs none); the call ends."""
     sid = call_sid()
     try:
-        note_fallback(desk(), sid, "number")
-    except redis.RedisError as exc:
-        if redis_unavailable(exc):
-            kept_ends().keep_fallback(sid, "number")
-        raise  # answered by `ivr.voice.errors` (`Reply.OVER`)
+        _note_or_keep(sid, "number")
+    except redis.RedisError:
+        # Not for the caller to pay: the mark is the log's, and their reply needs no Redis.
+        log.exception("call %s: could not record that it was given the fallback number", sid)
     if form("DialCallStatus") != "completed" and not is_final(call_status()):
         return xml(twiml.fallback(prompts(), None, hours_words()))
     return xml(twiml.hang_up())

@@ -72,8 +72,9 @@ class KeptEnds:
         self._desk = desk
         self._clock_ms = clock_ms
         self._ends: dict[str, KeptEnd] = {}
-        # CallSid -> (how the fallback was given, time.monotonic() past which dropped)
-        self._fallbacks: dict[str, tuple[str, float]] = {}
+        # CallSid -> (how the fallback was given, when (ms since the epoch),
+        # time.monotonic() past which dropped)
+        self._fallbacks: dict[str, tuple[str, int, float]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -97,15 +98,16 @@ class KeptEnds:
         return True
 
     def keep_fallback(self, call_sid: str, how: str) -> bool:
-        """Keep a fallback mark Redis failed (`how`: as `note_fallback`'s), for the retry
-        thread; False when it cannot be kept (the cap is reached)."""
+        """Keep a fallback mark Redis failed (`how`: as `note_fallback`'s), given now,
+        for the retry thread; False when it cannot be kept (the cap is reached)."""
         with self._lock:
             if call_sid not in self._fallbacks and len(self._fallbacks) >= MAX_KEPT:
                 log.error("call %s: given the fallback reply with Redis unreachable, and "
                           "%d marks are already kept: its log will not say fallback "
                           "unless the fallback's <Dial> action tells", call_sid, MAX_KEPT)
                 return False
-            self._fallbacks.setdefault(call_sid, (how, time.monotonic() + KEEP_SECONDS))
+            self._fallbacks.setdefault(
+                call_sid, (how, self._clock_ms(), time.monotonic() + KEEP_SECONDS))
             self._start()
         return True
 
@@ -136,12 +138,12 @@ class KeptEnds:
             else:
                 pause = min(pause * 2, LAST_RETRY_SECONDS)
 
-    def _apply_fallbacks(self, fallbacks: list[tuple[str, tuple[str, float]]]) -> bool:
+    def _apply_fallbacks(self, fallbacks: list[tuple[str, tuple[str, int, float]]]) -> bool:
         """Write each kept fallback mark once; True when Redis answered."""
-        for call_sid, (how, given_up_at) in fallbacks:
+        for call_sid, (how, given_ms, given_up_at) in fallbacks:
             if time.monotonic() <= given_up_at:
                 try:
-                    note_fallback(self._desk, call_sid, how)
+                    note_fallback(self._desk, call_sid, how, given_ms)
                 except Exception as exc:
                     if redis_unavailable(exc):
                         return False
