@@ -176,10 +176,13 @@ def _teams_waited_for(desk: Desk) -> list[str]:
 
 
 def _serve(
-    desk: Desk, advisor_id: str, release: presence.Release, now_ms: int
+    desk: Desk, advisor_id: str, release: presence.Release, now_ms: int,
+    attempts: int = _MAX_REDIRECT_ATTEMPTS,
 ) -> presence.Release:
-    """Bring the waiting caller the advisor was just claimed for to them (if any)."""
-    for _ in range(_MAX_REDIRECT_ATTEMPTS):
+    """Bring the waiting caller the advisor was just claimed for to them (if any),
+    trying at most `attempts` callers in turn (those gone, or a callback Twilio would
+    not place)."""
+    for attempt in range(attempts):
         if release.outcome != "claimed" or not release.call_sid:
             return release
         caller = release.call_sid
@@ -190,16 +193,32 @@ def _serve(
             desk.telephony.later(functools.partial(
                 _redirect_or_move_on, desk, caller, advisor_id, webhook_url(base, CONNECT), now_ms))
             return release
-        # A callback caller hung up long ago, on purpose: ring the advisor first.
+        # A callback caller hung up long ago, on purpose: ring the advisor first. On
+        # the background pool, as a redirect: placing the call may take Twilio's API
+        # seconds to refuse (connect timeouts retried), and the webhook that freed the
+        # advisor (a caller's own `<Dial>` action) must answer Twilio within its 15 s.
         if call.get("callback") == "1" and base:
-            if _place_callback(desk, caller, advisor_id, call, base, now_ms):
-                note_dequeued(desk, caller, call, now_ms)
-                return release
-            # Twilio would not place the call: the contact keeps their place.
-            release = _caller_kept(desk, caller, advisor_id, now_ms)
-            continue
+            desk.telephony.later(functools.partial(
+                _place_or_move_on, desk, caller, advisor_id, call, base, now_ms,
+                attempts - attempt - 1))
+            return release
         release = _caller_gone(desk, caller, advisor_id, now_ms)
     return release
+
+
+def _place_or_move_on(desk: Desk, caller: str, advisor_id: str, call: dict[str, str],
+                      base: str, now_ms: int, attempts_left: int) -> None:
+    """Ring the advisor claimed for a callback (`_place_callback`); Twilio placing no
+    leg (it kept failing, or refused), the contact keeps their place and the advisor
+    takes the next caller (`_caller_kept`), as after a redirect that failed, within
+    the `attempts_left` callers `_serve` had left to try (a refusal is instant: two
+    callbacks Twilio refuses must not be tried in turn for ever)."""
+    if _place_callback(desk, caller, advisor_id, call, base, now_ms):
+        note_dequeued(desk, caller, call, now_ms)
+        return
+    release = _caller_kept(desk, caller, advisor_id, now_ms)
+    if attempts_left > 0:
+        _serve(desk, advisor_id, release, now_ms, attempts_left)
 
 
 def _caller_gone(desk: Desk, caller: str, advisor_id: str, now_ms: int) -> presence.Release:

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -153,6 +153,7 @@ class Telephony:
         self._background = background
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._pending: set[Future[None]] = set()  # background tasks not done yet
 
     def later(self, task: Callable[[], object]) -> None:
         """Run `task` now, or on the background pool when this client has one."""
@@ -162,7 +163,30 @@ class Telephony:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twilio-rest")
-        self._pool.submit(_logged, task)
+            future = self._pool.submit(_logged, task)
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._pool_lock:
+            self._pending.discard(future)
+
+    def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the background tasks handed to `later` so far, and those they hand
+        on (a callback Twilio would not place tries the next caller), are done; False
+        when some are still running after `timeout` seconds. For whoever must see
+        their effect before going on: the tests' Twilio, which reads what a webhook
+        asked of its REST API once the webhook has answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._pool_lock:
+                pending = set(self._pending)
+            left = deadline - time.monotonic()
+            if not pending:
+                return True
+            if left <= 0:
+                return False
+            wait(pending, timeout=left)
 
     @property
     def client(self) -> Client:

@@ -462,10 +462,29 @@ def close_redis(desk: Desk) -> None:
         desk.jobs.connection_pool.disconnect()
 
 
+class SettlingClient(FlaskClient):
+    """A test client whose every request returns once the REST requests it handed to the
+    web process's background pool (a waiting caller's redirect, a callback placed) are
+    done: the tests' Twilio sees what a webhook asked of it as soon as it answered, as
+    the real one does within a fraction of a second. A test of what happens meanwhile
+    uses a plain `FlaskClient` (`app.test_client_class`)."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().open(*args, **kwargs)
+        assert self.application.extensions["caseline"].telephony.settle(), \
+            "the web process's background REST requests never ended"
+        return response
+
+
+def _settling(app: Flask) -> Flask:
+    app.test_client_class = SettlingClient
+    return app
+
+
 @pytest.fixture
 def app(settings: Settings, desk: Desk) -> Iterator[Flask]:
-    """The caseline app on the test Redis and database."""
-    app = create_app(settings)
+    """The caseline app on the test Redis and database (its clients `SettlingClient`)."""
+    app = _settling(create_app(settings))
     app.testing = True
     yield app
     close_app(app)
@@ -474,11 +493,12 @@ def app(settings: Settings, desk: Desk) -> Iterator[Flask]:
 @pytest.fixture
 def make_app() -> Iterator[Callable[..., Flask]]:
     """`create_app` for a test that builds apps of its own (other settings, another
-    web process): each is closed (`close_app`) after the test."""
+    web process; its clients `SettlingClient`): each is closed (`close_app`) after the
+    test."""
     apps: list[Flask] = []
 
     def make(*args: Any, **kwargs: Any) -> Flask:
-        app = create_app(*args, **kwargs)
+        app = _settling(create_app(*args, **kwargs))
         apps.append(app)
         return app
 

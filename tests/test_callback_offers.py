@@ -15,6 +15,7 @@ import time
 
 import pytest
 import time_machine
+from flask.testing import FlaskClient
 
 from directory import keys
 from routing import acd, availability
@@ -182,3 +183,90 @@ def test_a_pass_that_spent_its_time_leaves_the_offers_to_the_next_pass(
     assert waiting(client) == [sid] and rung(emulator) == []
     assert availability.offer_waiting_callers(desk, now_ms, budget_s=1) == 1
     assert waiting(client) == [] and rung(emulator) == [A2_PHONE]
+
+
+class StalledTwilio:
+    """Twilio's API taking requests and answering none until `recover()` (an incident at
+    Twilio, a stuck proxy): a proxy in front of the emulator that holds each request,
+    then forwards it. Nothing of the service is replaced."""
+
+    def __init__(self, emulator) -> None:
+        """Listen on a free port of 127.0.0.1 (`self.url`) until `close()`."""
+        import requests
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        self.recovered = threading.Event()
+        self.session = session = requests.Session()
+
+        @Request.application
+        def forward(request: Request) -> Response:
+            self.recovered.wait(30)
+            answer = session.request(
+                request.method, emulator.url.rstrip("/") + request.full_path.rstrip("?"),
+                data=request.get_data(), headers={
+                    k: v for k, v in request.headers.items() if k.lower() != "host"},
+                timeout=10)
+            return Response(answer.content, status=answer.status_code,
+                            content_type=answer.headers.get("Content-Type"))
+
+        self.server = make_server("127.0.0.1", 0, forward, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def recover(self) -> None:
+        """Twilio answers again: the requests held go on."""
+        self.recovered.set()
+
+    def close(self) -> None:
+        """Stop listening, and close the connections to the emulator."""
+        self.recover()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+        self.session.close()
+
+
+def test_an_advisor_freed_for_a_callback_is_answered_at_once_while_twilio_stalls(
+        settings, desk, client, emulator, lakeview, make_app, request):
+    """A2 comes on with Pat's callback waiting, while Twilio's API holds every request.
+    Placing A2's leg was done inside the request that freed A2 (here the API; as often
+    a caller's own `<Dial>` action after a missed ring, or a status callback): it
+    waited on Twilio, up to five tries of a connect timeout, far past the 15 s Twilio
+    gives a webhook before the caller hears an application error and is cut off. Now
+    the request answers at once, and A2 is rung for Pat once Twilio answers again."""
+    sid = asks_for_a_callback(client)
+    stalled = StalledTwilio(emulator)
+    request.addfinalizer(stalled.close)
+    web = make_app(settings.with_changes(twilio_api_url=stalled.url))
+    web.test_client_class = FlaskClient  # answers without waiting for Twilio's API
+    started = time.monotonic()
+    comes_on(web.test_client(), "A2")
+    assert time.monotonic() - started < 2, "the request waited on Twilio's API"
+    assert rung(emulator) == []
+    stalled.recover()
+    assert web.extensions["caseline"].telephony.settle()
+    assert rung(emulator) == [A2_PHONE]
+    assert desk.r.hget(keys.call(sid), "ringing") == "A2"
+
+
+def test_callbacks_twilio_refuses_are_tried_a_bounded_number_of_times(
+        desk, client, emulator, lakeview):
+    """Two callbacks wait and Twilio refuses every leg at once (a 400: the advisor's
+    phone number is wrong in the directory). A2 comes on: each refusal puts that
+    callback back and hands A2 the other, so the two would be tried in turn for ever,
+    each a request to Twilio; the desk stops after a bounded number of tries (the last
+    claim left to run out, as any claim whose caller was never brought over), and the
+    reconciler then puts that one back in its place and, Twilio placing calls again,
+    rings A2 for the first in line."""
+    first, second = asks_for_a_callback(client), asks_for_a_callback(client)
+    emulator.fail_next(*[400] * 20)
+    comes_on(client, "A2")  # returns once the web's background requests are over
+    tried = [r for r in emulator.requests if r.method == "POST" and r.status == 400]
+    assert len(tried) == 20, len(tried)  # `availability._MAX_REDIRECT_ATTEMPTS`
+    assert rung(emulator) == []
+    with time_machine.travel(time.time() + desk.lease_ms / 1000 + 1, tick=False):
+        reconciler.reconcile()
+    assert rung(emulator) == [A2_PHONE]
+    assert len(waiting(client)) == 1 and status(client, "A2") == "busy"

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis
 import time_machine
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from config.prompts import Prompts
@@ -168,7 +169,11 @@ def _logged(desk, client) -> tuple[str, str | None, list[str]]:
 
 def _a2_frees_up_for_pat(phone, desk, emulator, client, fault, **waiting):
     """Pat waits (`_pat_waiting`); A2 becomes available, and Twilio's answer to the
-    redirect that brings Pat over is `fault`. Pat's call and how it went."""
+    redirect that brings Pat over is `fault`. Pat's call and how it went. Twilio goes
+    on with Pat's call while the desk's redirect still waits on its answer: plain
+    clients, which never wait for the web's background REST requests."""
+    phone.app.test_client_class = FlaskClient
+    client = phone.app.test_client()
     caller, thread = _pat_waiting(phone, desk, **waiting)
     emulator.fail_next(fault)
     assert client.put("/api/advisors/A2/status", json={"status": "available"},
