@@ -15,11 +15,13 @@ idempotent: a second run writes nothing twice).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 
 import redis
@@ -49,13 +51,15 @@ log = logging.getLogger(__name__)
 CRON_RESTART_DELAYS = (1.0, 10.0)
 
 
-def _run_cron(redis_url: str) -> None:
-    """RQ's cron scheduler: enqueue the reconciler every few seconds, until stopped.
+def _run_cron(redis_url: str, worker_pid: int) -> None:
+    """RQ's cron scheduler: enqueue the reconciler every few seconds, until stopped, or
+    until its worker (`worker_pid`) is gone (`_stop_with_worker`).
 
     RQ's scheduler ends at the first Redis error (a restart, a failover, a blip of a
     second): started again here, after `CRON_RESTART_DELAYS`, for the reconciler is
     what repairs what such a blip leaves (calls whose end was lost, logs to write);
     stopped with it, it stayed stopped until the worker was restarted."""
+    _stop_with_worker(worker_pid)
     delay, longest = CRON_RESTART_DELAYS
     # Stopped while still starting (Ctrl-C as `make run` comes up), or while waiting
     # to start again: RQ's loop, which handles a stop, was not running.
@@ -69,6 +73,29 @@ def _run_cron(redis_url: str) -> None:
                             "in %.0f s", error, delay)
             time.sleep(delay)
             delay = min(delay * 2, longest)
+
+
+# How often (s) the cron process looks whether its worker is still there.
+WORKER_WATCH_SECONDS = 1.0
+
+
+def _stop_with_worker(worker_pid: int) -> None:
+    """Stop this process (SIGTERM to itself: RQ's stop, or the default end) once the
+    worker that started it (`worker_pid`) is gone: the reconciler's cron process, and
+    RQ's scheduler, which RQ forks (`run_worker` has every fork of the worker call
+    this). The worker stops them as it stops, but not when it dies at once: SIGKILL
+    (the OOM killer, a process manager that kills only the main process, as
+    supervisord does by default) or a stop signal before its handlers are installed.
+    Orphaned, they went on for ever (the cron queueing the reconciler on the live
+    Redis), one more with every restart."""
+
+    def watch() -> None:
+        while os.getppid() == worker_pid:
+            time.sleep(WORKER_WATCH_SECONDS)
+        log.warning("the worker (pid %d) is gone: process %d stops", worker_pid, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="worker-watch", daemon=True).start()
 
 
 def _schedule(redis_url: str) -> CronScheduler:
@@ -194,8 +221,11 @@ def run_worker(settings: Settings, *, burst: bool = False, nice: int = WORKER_NI
         _end_due_wrapups_once()
     else:
         clock = start_clock()
+        # RQ forks its scheduler as the worker starts: it stops with the worker too.
+        os.register_at_fork(after_in_child=functools.partial(_stop_with_worker, os.getpid()))
         cron = multiprocessing.get_context("spawn").Process(
-            target=_run_cron, args=(settings.redis_url,), daemon=True, name="caseline-cron"
+            target=_run_cron, args=(settings.redis_url, os.getpid()), daemon=True,
+            name="caseline-cron"
         )
         cron.start()
     connection = connect_redis(settings.redis_url, decode_responses=False)

@@ -12,6 +12,7 @@ cases (one per call, never two).
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import threading
 from collections import Counter
@@ -392,5 +393,35 @@ def test_todays_service_starts_on_the_previous_releases_database(settings, emula
     except AssertionError:
         print(line.output())
         raise
+    finally:
+        line.stop()
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has ended (a zombie waiting to be reaped has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_killed_outright_leaves_no_reconciler_schedule_behind(
+        settings, emulator, tmp_path):
+    """`caseline worker` runs RQ's cron (the reconciler's schedule) and RQ's scheduler in
+    processes of their own, which it stops as it stops. Killed outright (the OOM
+    killer; supervisord, which by default kills only the main process), it left them
+    running for ever, the cron queueing the reconciler on the live Redis, one more
+    with every restart. Now they stop within seconds of their worker."""
+    line = new_line(settings, emulator, tmp_path)
+    try:
+        worker = line.start_worker()
+        # The cron's process (and multiprocessing's resource tracker), RQ's scheduler.
+        started = wait_for("the worker's schedule processes",
+                           lambda: len(children(worker.pid)) >= 3 and children(worker.pid))
+        os.kill(worker.pid, signal.SIGKILL)  # the worker alone, not its process group
+        worker.popen.wait()
+        wait_for("the worker's schedule to stop",
+                 lambda: all(_gone(pid) for pid in started), timeout=10)
     finally:
         line.stop()
