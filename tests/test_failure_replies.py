@@ -29,6 +29,7 @@ from tests.conftest import (
     BASE_URL,
     NOW,
     free_port,
+    run_jobs,
 )
 from tests.webhooks import signed_post
 from twilio_side import Caller, FlaskTransport, InProcessLink
@@ -383,3 +384,81 @@ def test_a_caller_who_left_hold_for_the_fallback_is_not_redirected_once_redis_is
     assert emulator.redirects(SID) == []
     assert SID not in queued(client)
     assert advisor(client, "A2")["status"] == "available"
+
+
+# --- A failure right after a conversation hangs up; the call's end frees the advisor. ---
+
+@pytest.mark.parametrize("failure", ["blip", "bug"])
+def test_a_failure_after_the_conversation_hangs_up_and_the_end_frees_the_advisor(
+        settings, desk, two_advisors, make_app, emulator, monkeypatch, failure):
+    """Pat talked to A2, who hangs up first (`DialCallStatus` completed, `DialBridged`
+    true, Pat still on the line) as Redis blinks or a bug fires: Pat hears a bare
+    `<Hangup/>`, as the gate answers a caller it lost after a conversation (before:
+    "sorry for the trouble" and the fallback number, a second conversation about a
+    problem handled, with A2 left talking until it ended). Her status callback then
+    puts A2 in wrap-up, and the log says answered, not fallback."""
+    app = make_app(settings.with_changes(fallback_number=FALLBACK))
+    client = app.test_client()
+    now = int(time.time() * 1000)
+    start_call(desk.r, SID, {"caller": PAT, "base": BASE_URL, "started_at": now - 60_000,
+                             "team": "general", "priority": "medium", "menu": "2"})
+    availability.free_advisor(desk, "A2", now - 60_000, explicit=True)
+    claim = presence.claim_for_caller(desk.r, SID, team="general", owner_id=None,
+                                      now_ms=now - 50_000, lease_ms=desk.lease_ms)
+    assert claim.advisor_id == "A2"
+    assert acd.accept_call(desk, SID, "A2", now - 45_000)
+    assert advisor(client, "A2")["call_sid"] == SID
+
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append("bug")
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+
+    def unreachable(self, *args, **kwargs):
+        failed.append("blip")
+        raise BLIP
+    if failure == "bug":
+        monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    else:
+        monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+    form = {"CallSid": SID, "From": PAT, "CallStatus": "in-progress"}
+    answer = ET.fromstring(signed_post(client, "/voice/dial-result?advisor=A2", {
+        **form, "DialCallStatus": "completed", "DialBridged": "true",
+        "DialCallDuration": "44"}).data)
+    monkeypatch.undo()
+    assert failed and verbs(answer) == ["Hangup"], verbs(answer)
+
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "60"})
+    a2 = advisor(client, "A2")
+    assert a2["call_sid"] is None and (a2["wrap_up"] or a2["status"] == "available"), a2
+    run_jobs(desk)
+    log = _call_log(desk, SID)
+    assert log["status"] == "answered", log
+
+
+def _call_log(desk, sid: str) -> dict:
+    """The call log the worker wrote for `sid`, as the API shows call logs."""
+    from sqlalchemy import select
+
+    from directory.models import CallLog
+    with desk.session_factory() as db:
+        return db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one().to_dict()
+
+
+@pytest.mark.parametrize("path", [
+    "/voice/dial-result?advisor=A2", "/voice/oncall-result",
+    f"/voice/conference/ended?call={SID}&role=contact"])
+def test_right_after_a_conversation_a_failure_hangs_up(down, path):
+    """Redis down as the conversation ends, the caller still on the line: `<Hangup/>`,
+    never the fallback number; a `<Dial>` to a leg that ended at the whisper
+    (`DialBridged` false) still reaches the fallback."""
+    after = {"DialCallStatus": "completed", "DialBridged": "true"}
+    assert verbs(down(path, **after)) == ["Hangup"]
+    assert verbs(down(path, False, **after)) == ["Hangup"]
+    if "conference" not in path:
+        assert dialed(down(path, DialCallStatus="completed", DialBridged="false")) == [FALLBACK]
+    assert verbs(down("/voice/queue-result", QueueResult="bridged")) == ["Hangup"]
