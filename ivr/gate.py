@@ -220,10 +220,8 @@ def lost_call(req: Request, call_sid: str) -> Response:
     `<Redirect>` to `/voice/incoming`; `LEAVE_QUEUE`: `<Leave/>`); a caller whose
     conversation just ended (`CONVERSATION_OVER`) hears nothing more (`<Hangup/>`); anyone
     else, or a result that says the call is over (`OVER`), hears a goodbye."""
-    talked_on_dial = _dial_talked(req)
-    over = talked_on_dial or _posted_one_of(req, OVER)
-    talked = req.endpoint in AFTER_THE_TALK and (
-        talked_on_dial or _posted_one_of(req, CONVERSATION_OVER))
+    over = _dial_talked(req) or _posted_one_of(req, OVER)
+    talked = conversation_just_ended(req)
     p = prompts()
     if req.endpoint in LEAVE_QUEUE:
         reply, what = twiml.leave(), "left the queue to start over"
@@ -236,6 +234,23 @@ def lost_call(req: Request, call_sid: str) -> Response:
     log.warning("%s for call %r with no session (from %s): %s, nothing changed",
                 req.path, call_sid, mask_phone(req.form.get("From", "")[:40]), what)
     return twiml_response(twiml.under(public_path(), reply))
+
+
+def conversation_just_ended(req: Request) -> bool:
+    """Whether this post is the caller's own call right after a conversation, the caller
+    still on the line: one of the webhooks that follow a talk (`AFTER_THE_TALK`) whose
+    result says they talked (`_dial_talked`, or `CONVERSATION_OVER`), or the contact's
+    `<Dial><Conference>` over (`DialCallStatus=completed`, posted without
+    `DialBridged`): a contact is put in a conference only by the advisor they talk to
+    (`routing.conference`), so its end is a conversation's. Such a caller
+    hears a bare `<Hangup/>` when the line cannot go on with them: here (no session),
+    and when the webhook fails (`ivr.voice.errors`): their problem was handled, and
+    the fallback number would start a second conversation about it."""
+    if req.endpoint == "voice.conference_ended":
+        return (req.args.get("role") == "contact"
+                and req.form.get("DialCallStatus", "") == "completed")
+    return req.endpoint in AFTER_THE_TALK and (
+        _dial_talked(req) or _posted_one_of(req, CONVERSATION_OVER))
 
 
 def _dial_talked(req: Request) -> bool:

@@ -22,7 +22,7 @@ from directory.catalog import GENERAL
 from directory.scripts import script
 from jobs.queues import schedule_end_of_wrapup
 from routing import presence
-from routing.call_state import call_and_end, record_try, update_call
+from routing.call_state import call_and_end, note_fallback, record_try, update_call
 from routing.desk import Desk
 from telephony import Outcome
 
@@ -80,6 +80,19 @@ def finish_taken_callback(desk: Desk, call_sid: str, advisor_id: str, now_ms: in
     # Not reached, or no wrap-up at the desk. (An advisor no longer on the call,
     # "stale" above, is refused here too: the release names the call.)
     free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+
+
+def fallback_given(desk: Desk, call_sid: str, how: str, given_ms: int) -> None:
+    """The caller's own call was given the fallback reply at `given_ms` (ms since the
+    epoch; `how`: "number" or "apology", as `call_state.note_fallback`): marked, and out
+    of their queue in the same step, so no advisor freed later redirects the call away
+    from the fallback number; then the advisor claimed for them and still ringing for
+    them (a claim whose `/voice/connect` failed) is released at once, handed the next
+    waiting caller, rather than held until their ring's lease runs out. Idempotent (the
+    release names the call: a repeat, or one after the reconciler's, is stale)."""
+    held = note_fallback(desk, call_sid, how, given_ms)
+    if held:
+        free_advisor(desk, held, given_ms, expected_call=call_sid, skip_call=call_sid)
 
 
 def free_advisor(

@@ -147,15 +147,49 @@ return 2
 """
 
 
+# A waiting caller leaves their queue for something other than an advisor, their wait so
+# far noted on the call for its log: `leave_waiting(call, template, sid, now)` takes the
+# call `sid` (its hash's key `call`) out of its team's waiting set (`template`, the set's
+# key with {} for the team) only if still in it, and adds the time since they joined it
+# (`now`, ms) to `queue_wait_ms`. True when they left it now; false (nothing written)
+# when they were not waiting (claimed for an advisor meanwhile: that claim noted the
+# wait; or a repeat). The call's end (`acd.end_call`) counts an abandoned wait the same
+# way, so no wait is counted twice. Shared by `routing.waiting`'s leaving and the
+# fallback's mark (`_NOTE_FALLBACK`).
+LEAVE_WAITING = """
+local function leave_waiting(call, template, sid, now)
+  local c = redis.call('HMGET', call, 'waiting_team', 'enqueued_at', 'queue_wait_ms')
+  local team = c[1]
+  if not team or team == '' then return false end
+  if redis.call('ZREM', (string.gsub(template, '{}',
+      function() return team end, 1)), sid) == 0 then return false end
+  local enqueued = tonumber(c[2] or '') or now
+  local waited = (tonumber(c[3] or '') or 0) + math.max(0, now - enqueued)
+  redis.call('HSET', call, 'queue_wait_ms', string.format('%d', waited))
+  return true
+end
+"""
+
 # The caller was given the fallback reply (ARGV[1]: "number" or "apology"), in one step:
 # kept on the call's hash, opened (with its CallSid, for a day: KEYS[1] ARGV[2] ARGV[3])
 # when the line never opened it (the call's first webhook failed), and then put among
 # the open calls (KEYS[3], due at ARGV[4], ms) unless its end is recorded already, so a
-# lost status callback still has the reconciler end and log it; and when the call's
-# end is recorded already (KEYS[2]: the fallback number's `<Dial>` action came after
-# the status callback), 2: its log is written again. A callback still pending is
-# logged later, as `_UPDATE_LOGGED` says.
-_NOTE_FALLBACK = """
+# lost status callback still has the reconciler end and log it.
+# The caller is with the fallback number (or hung up after the apology) and no longer
+# waits for the desk: out of their team's waiting set (ARGV[5], with {}), their wait
+# noted as `leave_waiting` does (ARGV[7], ms: when the fallback was given), unless the
+# call is a callback (its contact is called back, a new call that cuts nothing); an
+# advisor claimed for them
+# and still ringing for them (ARGV[6], the advisor's key with {}) is named in the
+# result, for the caller to release (`routing.availability.fallback_given`). Without
+# this a freed advisor's claim, or the reconciler putting a claimed caller back in
+# their place (`presence.return_caller`), would redirect the live call and cut the
+# conversation at the fallback number.
+# Returns {due, advisor}: due 2 when the call's end is recorded already (KEYS[2]: the
+# fallback number's `<Dial>` action came after the status callback): its log is written
+# again (a callback still pending is logged later, as `_UPDATE_LOGGED` says), else 1;
+# advisor "" when none is to be released. Idempotent: a repeat finds nothing to move.
+_NOTE_FALLBACK = LEAVE_WAITING + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'call_sid', ARGV[2])
   redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -164,10 +198,20 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   end
 end
 redis.call('HSET', KEYS[1], 'fallback', ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
-local callback = redis.call('HMGET', KEYS[1], 'callback', 'callback_state')
-if callback[1] == '1' and callback[2] ~= 'done' then return 1 end
-return 2
+local held = ''
+local mine = redis.call('HMGET', KEYS[1], 'callback', 'callback_state', 'advisor')
+if mine[1] ~= '1' then
+  leave_waiting(KEYS[1], ARGV[5], ARGV[2], tonumber(ARGV[7]))
+  local id = mine[3]
+  if id and id ~= '' then
+    local akey = (string.gsub(ARGV[6], '{}', function() return id end, 1))
+    local adv = redis.call('HMGET', akey, 'call', 'hold')
+    if adv[1] == ARGV[2] and adv[2] == 'ringing' then held = id end
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then return {1, held} end
+if mine[1] == '1' and mine[2] ~= 'done' then return {1, held} end
+return {2, held}
 """
 
 # A callback taken by its advisor is over (their leg ended): done, ended at ARGV[1] (ms),
@@ -323,19 +367,29 @@ def update_logged_call(desk: Desk, call_sid: str, **fields: str | int) -> bool:
     return due > 0
 
 
-def note_fallback(desk: Desk, call_sid: str, how: str, given_ms: int) -> None:
+def note_fallback(desk: Desk, call_sid: str, how: str, given_ms: int) -> str:
     """Record on the call that the caller was given the fallback reply (`how`: "number",
     dialed `CASELINE_FALLBACK_NUMBER`; "apology", none set: the apology and the desk's
     hours): the call log's status `fallback` says exactly this, whatever else the call
-    holds. Idempotent; a call the line never opened is opened for it, among the open
-    calls as if it opened at `given_ms` (ms since the epoch, when the fallback was
-    given), so the reconciler ends and logs it should its status callback be lost; a
-    call already logged is logged again (`jobs.queues.requeue_call_log`)."""
-    due = int(script(desk.r, _NOTE_FALLBACK)(
+    holds. In the same step the caller leaves their queue (their wait so far on the log)
+    unless the call is a callback's: no advisor freed later may claim them and redirect
+    the call away from the fallback number (`_NOTE_FALLBACK`). Idempotent; a call the
+    line never opened is opened for it, among the open calls as if it opened at
+    `given_ms` (ms since the epoch, when the fallback was given), so the reconciler ends
+    and logs it should its status callback be lost; a call already logged is logged
+    again (`jobs.queues.requeue_call_log`).
+
+    Returns the advisor claimed for the caller and still ringing for them ("" for
+    none), whom the caller of this function releases
+    (`routing.availability.fallback_given`). The wait noted on the log ends at
+    `given_ms`."""
+    due, held = script(desk.r, _NOTE_FALLBACK)(
         keys=[keys.call(call_sid), keys.call_ended(call_sid), keys.open_calls()],
-        args=[how, call_sid, CALL_TTL_SECONDS, first_check_due(given_ms)], client=desk.r))
-    if due == 2:
+        args=[how, call_sid, CALL_TTL_SECONDS, first_check_due(given_ms),
+              keys.team_waiting("{}"), keys.advisor("{}"), given_ms], client=desk.r)
+    if int(due) == 2:
         requeue_call_log(desk.job_redis, call_sid)
+    return str(held or "")
 
 
 def update_call_while(r: redis.Redis, call_sid: str, field: str, value: str,

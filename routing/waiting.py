@@ -26,8 +26,13 @@ from directory.pending_callbacks import (
 )
 from directory.scripts import as_hash, script
 from routing import acd, callbacks, oncall, outage, presence
-from routing.availability import REOFFER_AFTER_MS, left_on_hold_cycle, note_dequeued
-from routing.call_state import call_and_end, get_call, note_fallback, update_call
+from routing.availability import (
+    REOFFER_AFTER_MS,
+    fallback_given,
+    left_on_hold_cycle,
+    note_dequeued,
+)
+from routing.call_state import LEAVE_WAITING, call_and_end, get_call, update_call
 from routing.cases import Voicemail
 from routing.changes import announce_change
 from routing.desk import Desk
@@ -370,22 +375,14 @@ QUEUE_ATTEMPTS = 2
 
 # A caller leaves their queue for something other than an advisor (a voicemail, or
 # Twilio unable to queue them), their wait so far noted on the call for its log, in
-# one step: out of their team's set (ARGV[1], with {}; ARGV[2] the CallSid) only if
-# still in it, then `queue_wait_ms` grown by the time since they joined it (ARGV[3]
-# now, ms) and the fields ARGV[4..] written. 1 when they left it now; 0 (nothing
-# written) when they were not waiting: claimed for an advisor meanwhile (that claim
-# noted the wait), or a repeat. The call's end (`acd.end_call`) counts an abandoned
-# wait the same way, so a caller is never both, and no wait is counted twice.
-_LEAVE_WAITING = """
-local call = redis.call('HMGET', KEYS[1], 'waiting_team', 'enqueued_at', 'queue_wait_ms')
-local team = call[1]
-if not team or team == '' then return 0 end
-if redis.call('ZREM', (string.gsub(ARGV[1], '{}',
-    function() return team end, 1)), ARGV[2]) == 0 then return 0 end
-local now = tonumber(ARGV[3])
-local enqueued = tonumber(call[2] or '') or now
-local waited = (tonumber(call[3] or '') or 0) + math.max(0, now - enqueued)
-redis.call('HSET', KEYS[1], 'queue_wait_ms', string.format('%d', waited), unpack(ARGV, 4))
+# one step (`call_state.LEAVE_WAITING`: ARGV[1] the waiting set's key with {}, ARGV[2]
+# the CallSid, ARGV[3] now, ms), then the fields ARGV[4..] written. 1 when they left it
+# now; 0 (nothing written) when they were not waiting: claimed for an advisor meanwhile
+# (that claim noted the wait), or a repeat. A caller is never both left and abandoned,
+# and no wait is counted twice.
+_LEAVE_WAITING = LEAVE_WAITING + """
+if not leave_waiting(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])) then return 0 end
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 return 1
 """
 
@@ -593,5 +590,5 @@ def after_queue(
         return Requeue(acd.route_caller(desk, call_sid, now_ms), attempt + 1)
     leave_queue(desk, call_sid, now_ms)
     if desk.settings.fallback_number:
-        note_fallback(desk, call_sid, "number", now_ms)
+        fallback_given(desk, call_sid, "number", now_ms)
     return QueueFailed(desk.settings.fallback_number)

@@ -17,10 +17,20 @@ import redis
 import time_machine
 
 from caseline.embedded_redis import start_server, wait_until_up
+from directory import keys
 from directory.redis_client import connect_redis, raw_twin
 from ivr.voice.errors import FAILURE_REPLIES, HOLD_THROUGH_SECONDS
-from routing import availability
-from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, BASE_URL, NOW, free_port
+from routing import acd, availability, presence
+from routing.call_state import start_call
+from tests.conftest import (
+    ACCOUNT_SID,
+    API_TOKEN,
+    AUTH_TOKEN,
+    BASE_URL,
+    NOW,
+    free_port,
+    run_jobs,
+)
 from tests.webhooks import signed_post
 from twilio_side import Caller, FlaskTransport, InProcessLink
 from workers import context
@@ -250,3 +260,205 @@ def test_redis_restarting_during_a_hold_cycle_the_caller_holds_on_and_is_answere
     assert not warnings, warnings
     assert not [e for e in result.transcript if e.kind == "hangup" and e.party == "service"]
     assert result.answered_by == A2, result.summary()
+
+
+# --- A caller given the fallback reply is out of the desk's queue for good. ---
+
+A7 = "+16515550199"
+API = {"Authorization": f"Bearer {API_TOKEN}"}
+BLIP = redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+
+
+@pytest.fixture
+def two_advisors(directory):
+    """Pat (a verified contact) and two general advisors, A2 and A7, offline."""
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"], phone=A2)
+    directory.advisor("A7", ["general"], phone=A7)
+    directory.load()
+
+
+def waiting(desk, sid: str, at_ms: int) -> None:
+    """Pat's call `sid` waits in the general queue since `at_ms`, live at the emulator's
+    Twilio (its session as the webhooks leave it)."""
+    start_call(desk.r, sid, {"caller": PAT, "base": BASE_URL, "started_at": at_ms,
+                             "team": "general", "priority": "medium", "menu": "2"})
+    claim = presence.claim_for_caller(desk.r, sid, team="general", owner_id=None,
+                                      now_ms=at_ms, lease_ms=desk.lease_ms)
+    assert claim.outcome == "queued"
+
+
+def queued(client) -> list[str]:
+    """The CallSids GET /api/queues lists, every team."""
+    queues = client.get("/api/queues", headers=API).get_json()
+    return [caller["call_sid"] for callers in queues.values() for caller in callers]
+
+
+def advisor(client, advisor_id: str) -> dict:
+    """The advisor as GET /api/advisors shows them."""
+    [found] = [a for a in client.get("/api/advisors", headers=API).get_json()
+               if a["id"] == advisor_id]
+    return found
+
+
+def test_a_caller_whose_connect_failed_is_not_redirected_from_the_fallback_number(
+        settings, desk, two_advisors, make_app, emulator, monkeypatch):
+    """A2 frees up and is claimed for Pat, who waited; Twilio moves her call to
+    /voice/connect, which fails on a bug: she is dialed to the fallback number. Her
+    place is gone and A2 is free at once; once A2's ring would have run out, the
+    reconciler puts nobody back, and A7 freed later never redirects her call (before:
+    the release put her back in her place and A7's claim redirected her live call,
+    cutting her conversation at the fallback number, to ring A7)."""
+    from directory.scripts import script
+
+    app = make_app(settings.with_changes(fallback_number=FALLBACK))
+    client = app.test_client()
+    now = int(time.time() * 1000)
+    emulator.register_call(SID, from_=PAT)
+    waiting(desk, SID, now - 42_000)
+    assert availability.free_advisor(desk, "A2", now, explicit=True).call_sid == SID
+    assert len(emulator.redirects(SID)) == 1  # to /voice/connect
+
+    renew = script(desk.r, presence._RENEW_RING).sha
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_renewing_the_ring(self, *args, **kwargs):
+        if args and args[0] == renew and not failed:
+            failed.append("bug")
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_renewing_the_ring)
+    answer = ET.fromstring(signed_post(client, "/voice/connect", {
+        "CallSid": SID, "From": PAT, "CallStatus": "in-progress"}).data)
+    monkeypatch.undo()
+    assert failed and dialed(answer) == [FALLBACK]
+
+    assert SID not in queued(client)
+    later = now + desk.lease_ms + 1_000  # A2's ring would have run out
+    acd.reconcile(desk, later)
+    assert SID not in queued(client)
+    availability.free_advisor(desk, "A7", later, explicit=True)
+    assert len(emulator.redirects(SID)) == 1  # never moved again
+    assert SID not in queued(client)
+    # Nobody was held for her meanwhile: A2 was let go with the fallback, not at the
+    # end of the ring's lease.
+    for advisor_id in ("A2", "A7"):
+        found = advisor(client, advisor_id)
+        assert (found["status"], found["call_sid"]) == ("available", None), found
+    assert int(presence.advisor_state(desk.r, "A2")["since"]) < later
+
+
+def test_a_caller_who_left_hold_for_the_fallback_is_not_redirected_once_redis_is_back(
+        settings, desk, two_advisors, make_app, emulator, monkeypatch):
+    """Redis is unreachable past `HOLD_THROUGH_SECONDS`: Pat's hold cycles answer
+    `<Leave/>` and the Enqueue action, failing too, dials the fallback number. Redis
+    comes back; once the web process has written the fallback's mark, she is out of
+    the queue, and A2 freed then never redirects her call away from the fallback
+    number (before: still in the desk's queue, she was A2's next caller)."""
+    app = make_app(settings.with_changes(fallback_number=FALLBACK))
+    client = app.test_client()
+    now = int(time.time() * 1000)
+    emulator.register_call(SID, from_=PAT)
+    waiting(desk, SID, now - 42_000)
+
+    def unreachable(self, *args, **kwargs):
+        raise BLIP
+    monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+    form = {"CallSid": SID, "From": PAT, "CallStatus": "in-progress"}
+    hold = {**form, "QueueTime": "40", "QueuePosition": "1"}
+    assert verbs(ET.fromstring(signed_post(client, "/voice/wait", hold).data))[-1] == "Pause"
+    with time_machine.travel(time.time() + HOLD_THROUGH_SECONDS + 1):
+        left = ET.fromstring(signed_post(client, "/voice/wait", hold).data)
+        answer = ET.fromstring(signed_post(client, "/voice/queue-result", {
+            **form, "QueueResult": "leave"}).data)
+    monkeypatch.undo()
+    assert verbs(left) == ["Leave"] and dialed(answer) == [FALLBACK]
+
+    deadline = time.monotonic() + 10
+    while desk.r.hget(keys.call(SID), "fallback") is None:
+        assert time.monotonic() < deadline, "the fallback was never recorded"
+        time.sleep(0.05)
+    assert SID not in queued(client)
+    availability.free_advisor(desk, "A2", int(time.time() * 1000), explicit=True)
+    assert emulator.redirects(SID) == []
+    assert SID not in queued(client)
+    assert advisor(client, "A2")["status"] == "available"
+
+
+# --- A failure right after a conversation hangs up; the call's end frees the advisor. ---
+
+@pytest.mark.parametrize("failure", ["blip", "bug"])
+def test_a_failure_after_the_conversation_hangs_up_and_the_end_frees_the_advisor(
+        settings, desk, two_advisors, make_app, emulator, monkeypatch, failure):
+    """Pat talked to A2, who hangs up first (`DialCallStatus` completed, `DialBridged`
+    true, Pat still on the line) as Redis blinks or a bug fires: Pat hears a bare
+    `<Hangup/>`, as the gate answers a caller it lost after a conversation (before:
+    "sorry for the trouble" and the fallback number, a second conversation about a
+    problem handled, with A2 left talking until it ended). Her status callback then
+    puts A2 in wrap-up, and the log says answered, not fallback."""
+    app = make_app(settings.with_changes(fallback_number=FALLBACK))
+    client = app.test_client()
+    now = int(time.time() * 1000)
+    start_call(desk.r, SID, {"caller": PAT, "base": BASE_URL, "started_at": now - 60_000,
+                             "team": "general", "priority": "medium", "menu": "2"})
+    availability.free_advisor(desk, "A2", now - 60_000, explicit=True)
+    claim = presence.claim_for_caller(desk.r, SID, team="general", owner_id=None,
+                                      now_ms=now - 50_000, lease_ms=desk.lease_ms)
+    assert claim.advisor_id == "A2"
+    assert acd.accept_call(desk, SID, "A2", now - 45_000)
+    assert advisor(client, "A2")["call_sid"] == SID
+
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append("bug")
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+
+    def unreachable(self, *args, **kwargs):
+        failed.append("blip")
+        raise BLIP
+    if failure == "bug":
+        monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    else:
+        monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+    form = {"CallSid": SID, "From": PAT, "CallStatus": "in-progress"}
+    answer = ET.fromstring(signed_post(client, "/voice/dial-result?advisor=A2", {
+        **form, "DialCallStatus": "completed", "DialBridged": "true",
+        "DialCallDuration": "44"}).data)
+    monkeypatch.undo()
+    assert failed and verbs(answer) == ["Hangup"], verbs(answer)
+
+    signed_post(client, "/voice/status", {**form, "CallStatus": "completed",
+                                          "CallDuration": "60"})
+    a2 = advisor(client, "A2")
+    assert a2["call_sid"] is None and (a2["wrap_up"] or a2["status"] == "available"), a2
+    run_jobs(desk)
+    log = _call_log(desk, SID)
+    assert log["status"] == "answered", log
+
+
+def _call_log(desk, sid: str) -> dict:
+    """The call log the worker wrote for `sid`, as the API shows call logs."""
+    from sqlalchemy import select
+
+    from directory.models import CallLog
+    with desk.session_factory() as db:
+        return db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one().to_dict()
+
+
+@pytest.mark.parametrize("path", [
+    "/voice/dial-result?advisor=A2", "/voice/oncall-result",
+    f"/voice/conference/ended?call={SID}&role=contact"])
+def test_right_after_a_conversation_a_failure_hangs_up(down, path):
+    """Redis down as the conversation ends, the caller still on the line: `<Hangup/>`,
+    never the fallback number; a `<Dial>` to a leg that ended at the whisper
+    (`DialBridged` false) still reaches the fallback."""
+    after = {"DialCallStatus": "completed", "DialBridged": "true"}
+    assert verbs(down(path, **after)) == ["Hangup"]
+    assert verbs(down(path, False, **after)) == ["Hangup"]
+    if "conference" not in path:
+        assert dialed(down(path, DialCallStatus="completed", DialBridged="false")) == [FALLBACK]
+    assert verbs(down("/voice/queue-result", QueueResult="bridged")) == ["Hangup"]

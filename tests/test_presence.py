@@ -174,3 +174,33 @@ def test_an_idle_advisor_offered_the_queue_takes_the_best_caller_or_keeps_their_
     assert presence.make_available(r, "A1", now_ms=3001, lease_ms=LEASE,
                                    offer_idle=True).outcome == "stale"  # busy on it
     assert r.zcard(keys.team_waiting("general")) == 0
+
+
+def test_a_call_given_the_fallback_is_never_claimed_queued_or_put_back(r):
+    """A call marked `fallback` (its caller is with the fallback number) is never
+    claimed for nor queued, and a caller claimed before the mark is not put back in
+    their place, by `return_to_queue` or by the reconciler's release of the advisor:
+    any of those would have a freed advisor redirect the call away from the fallback
+    number. The mark's own script takes the caller out of their queue
+    (`call_state.note_fallback`); these are the scripts that could put them back."""
+    add_advisor(r, "A1", ["general"], available_at=1000)
+    r.hset(keys.call("CA1"), mapping={"fallback": "number"})
+    claim = presence.claim_for_caller(r, "CA1", team="general", owner_id=None, now_ms=9000,
+                                      lease_ms=LEASE)
+    assert claim.outcome == "none"
+    assert r.zcard(keys.team_waiting("general")) == 0
+    assert presence.advisor_state(r, "A1")["status"] == "available"
+
+    presence.make_unavailable(r, "A1", "busy", now_ms=9500)
+    assert presence.claim_for_caller(r, "CA2", team="general", owner_id=None, now_ms=10_000,
+                                     lease_ms=LEASE).outcome == "queued"
+    release = presence.make_available(r, "A1", now_ms=11_000, lease_ms=LEASE, explicit=True)
+    assert (release.outcome, release.call_sid) == ("claimed", "CA2")
+    r.hset(keys.call("CA2"), mapping={"fallback": "number"})  # its connect failed
+    assert not presence.return_to_queue(r, "CA2", "A1")
+    expired = 11_000 + LEASE + 1
+    release = presence.make_available(r, "A1", now_ms=expired, lease_ms=LEASE,
+                                      expected_call="CA2", skip_call="CA2",
+                                      expired_by_ms=expired, settle_held_call=True)
+    assert release.outcome == "available"
+    assert r.zcard(keys.team_waiting("general")) == 0

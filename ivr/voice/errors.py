@@ -2,7 +2,7 @@
 the request came from (`FAILURE_REPLIES`, the one table of it): the caller's own call
 still reaches a human (the fallback number, else an apology with the desk's hours), a
 caller on hold keeps their place, an advisor's leg ends, a status callback hears
-`<Response/>`."""
+`<Response/>`, a caller right after a conversation `<Hangup/>`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from ivr import twiml
 from ivr.console.pages import bp as console_bp
 from ivr.console.pages import failure_page
 from ivr.context import desk, now_ms, prompts
+from ivr.gate import conversation_just_ended
 from ivr.metrics import count_error
 from ivr.voice.fallback import record_fallback_given
 from ivr.voice.render import hours_words, xml
@@ -48,6 +49,10 @@ class Reply(Enum):
     BY_ROLE = "by-role"
     # The fallback number's `<Dial>` action: the caller was with the fallback number
     # (or it did not answer); `<Hangup/>`, never the fallback dialed a second time.
+    # Also the caller's own call right after a conversation (`gate.
+    # conversation_just_ended`: an advisor hung up first): their problem was handled,
+    # so `<Hangup/>` as the gate answers it, never the fallback (a second conversation,
+    # or "call again"); the call's end (its status callback) then frees the advisor.
     OVER = "over"
 
 
@@ -125,11 +130,15 @@ class HoldFailures:
             self._since = None
 
 
-def failure_reply(endpoint: str | None, role: str) -> Reply:
-    """The failure reply of a webhook (`FAILURE_REPLIES`), a conference leg's by `role`."""
+def failure_reply(endpoint: str | None, role: str, after_talk: bool = False) -> Reply:
+    """The failure reply of a webhook (`FAILURE_REPLIES`), a conference leg's by `role`;
+    `after_talk`: the post says the caller's conversation just ended
+    (`gate.conversation_just_ended`), so the caller's own reply is OVER."""
     reply = FAILURE_REPLIES.get(endpoint or "", Reply.CALLER)
     if reply is Reply.BY_ROLE:
-        return Reply.LEG if role == "advisor" else Reply.CALLER
+        reply = Reply.LEG if role == "advisor" else Reply.CALLER
+    if reply is Reply.CALLER and after_talk:
+        return Reply.OVER
     return reply
 
 
@@ -163,7 +172,8 @@ def register_error_pages(app: Flask) -> None:
                 return exc
             log.exception("internal error on %s", request.path)
             return {"error": "internal error"}, 500  # type: ignore[return-value]
-        reply = failure_reply(request.endpoint, request.args.get("role", ""))
+        reply = failure_reply(request.endpoint, request.args.get("role", ""),
+                              after_talk=conversation_just_ended(request))
         if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
             log.warning("voice request %s answered %s", request.path, exc.code)
         elif reply is not Reply.CALLBACK:

@@ -1,5 +1,8 @@
 """The fallback reply, recorded: the call log's status `fallback` says exactly that the
-caller was given it on this call (`routing.call_state.note_fallback`).
+caller was given it on this call (`routing.call_state.note_fallback`); and the caller
+leaves their queue, any advisor claimed for them released
+(`routing.availability.fallback_given`), so no advisor freed later redirects the call
+away from the fallback number.
 
 It is recorded where it is given (`ivr.voice.errors`, and `routing.waiting` when Twilio
 cannot queue the caller), unless Redis is what failed: then nothing can be written
@@ -25,7 +28,7 @@ from ivr.voice.hooks import bp
 from ivr.voice.render import hours_words, xml
 from ivr.voice.status import kept_ends
 from routing.acd import is_final
-from routing.call_state import note_fallback
+from routing.availability import fallback_given
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def _note_or_keep(sid: str, how: str) -> None:
     """Write the fallback mark now; kept for the retry thread when Redis is unreachable
     (`redis_unavailable`). Any other failure raises."""
     try:
-        note_fallback(desk(), sid, how, now_ms())
+        fallback_given(desk(), sid, how, now_ms())
     except redis.RedisError as exc:
         if not redis_unavailable(exc):
             raise

@@ -18,7 +18,8 @@ was given the fallback reply while Redis was unreachable, and the fallback numbe
 `<Dial>` action, which records it too, may meet the same outage or never come), before
 the ends it holds, so a call's end applied here is logged with its mark; a mark applied
 after the call was logged (by another process) has its log written again
-(`routing.call_state.note_fallback`).
+(`routing.call_state.note_fallback`); the caller leaves their queue with the mark, and an
+advisor claimed for them is released (`routing.availability.fallback_given`).
 
 Kept in this process's memory only, at most `MAX_KEPT` ends and as many marks (more
 are dropped, logged): a web process stopped or restarted meanwhile forgets them, and
@@ -37,8 +38,9 @@ from dataclasses import dataclass
 
 from directory.redis_client import redis_unavailable
 from ivr.metrics import count_call
+from routing.availability import fallback_given
 from routing.call_end import close_call
-from routing.call_state import final_status, note_fallback
+from routing.call_state import final_status
 from routing.desk import Desk
 
 log = logging.getLogger(__name__)
@@ -143,7 +145,7 @@ class KeptEnds:
         for call_sid, (how, given_ms, given_up_at) in fallbacks:
             if time.monotonic() <= given_up_at:
                 try:
-                    note_fallback(self._desk, call_sid, how, given_ms)
+                    fallback_given(self._desk, call_sid, how, given_ms)
                 except Exception as exc:
                     if redis_unavailable(exc):
                         return False
