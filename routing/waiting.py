@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import hours
@@ -255,20 +256,25 @@ def hold_cycle(desk: Desk, call_sid: str, now_ms: int) -> HoldCycle:
     )
 
 
+# `voicemail_offered` as the reconciler writes it when it sends a caller to hear the
+# offer (`offer_voicemails`): distinct from the hold cycle's "1" (heard it), so a
+# failed redirect takes back only its own mark (`_FORGET_OFFER`), and the hold cycle
+# the redirect brings, writing "1", is the sign Twilio followed it.
+OFFER_SENT = "sent"
 # Of the waiting callers past the longest wait (KEYS, their calls' hashes; ARGV[i] the
 # CallSid of KEYS[i], ARGV[#KEYS + 1] how many to mark at most, ARGV[#KEYS + 1 + i] the
-# ended mark's key of KEYS[i]), those still on the line (not
-# over, not a callback's contact) who have not heard the voicemail offered, marked as
-# offered in the same step (`voicemail_offered`: once per caller), with their service's
-# base URL: {CallSid, base, ...}.
+# ended mark's key of KEYS[i], ARGV[2 * #KEYS + 2] `OFFER_SENT`), those still on the
+# line (not over, not a callback's contact) who have not heard the voicemail offered
+# nor are being sent to hear it (`voicemail_offered` unset), marked `OFFER_SENT` in the
+# same step (once per caller), with their service's base URL: {CallSid, base, ...}.
 _OFFER_VOICEMAIL = """
 local out = {}
 local n = #KEYS
 for i, key in ipairs(KEYS) do
   local f = redis.call('HMGET', key, 'callback', 'voicemail_offered', 'base')
-  if f[1] ~= '1' and f[2] ~= '1' and f[3] and f[3] ~= '' and
+  if f[1] ~= '1' and (not f[2] or f[2] == '') and f[3] and f[3] ~= '' and
      redis.call('EXISTS', ARGV[n + 1 + i]) == 0 then
-    redis.call('HSET', key, 'voicemail_offered', '1')
+    redis.call('HSET', key, 'voicemail_offered', ARGV[2 * n + 2])
     out[#out + 1] = ARGV[i]
     out[#out + 1] = f[3]
     if #out >= 2 * tonumber(ARGV[n + 1]) then return out end
@@ -316,7 +322,8 @@ def offer_voicemails(desk: Desk, now_ms: int, budget_s: float = OFFER_VOICEMAIL_
         chunk = waiting[first:first + _OFFER_CHUNK]
         found = script(desk.r, _OFFER_VOICEMAIL)(
             keys=[keys.call(sid) for sid in chunk],
-            args=[*chunk, _OFFER_AT_ONCE, *(keys.call_ended(sid) for sid in chunk)],
+            args=[*chunk, _OFFER_AT_ONCE, *(keys.call_ended(sid) for sid in chunk),
+                  OFFER_SENT],
             client=desk.r)
         for sid, base in zip(found[::2], found[1::2], strict=True):
             desk.telephony.later(functools.partial(
@@ -327,25 +334,99 @@ def offer_voicemails(desk: Desk, now_ms: int, budget_s: float = OFFER_VOICEMAIL_
     return offered
 
 
+# Whether the reconciler's redirect to hear the voicemail offer is still wanted
+# (KEYS[1] the call's hash, KEYS[2] its ended mark; ARGV[1] the team's waiting set,
+# with {}; ARGV[2] the CallSid; ARGV[3] `OFFER_SENT`): 1 while the call is not over,
+# its mark is still the reconciler's, and the caller waits unclaimed in their team's
+# queue; else 0.
+_STILL_OFFERING = """
+local f = redis.call('HMGET', KEYS[1], 'waiting_team', 'voicemail_offered')
+if f[2] ~= ARGV[3] or not f[1] or f[1] == '' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local team = f[1]
+if redis.call('ZSCORE', (string.gsub(ARGV[1], '{}', function() return team end, 1)),
+              ARGV[2]) then return 1 end
+return 0
+"""
+# The reconciler's mark taken back (KEYS[1] the call's hash; ARGV[1] `OFFER_SENT`) only
+# if it is still the reconciler's: a hold cycle that offered the voicemail meanwhile
+# wrote "1", which stays (offered once). 1 when taken back.
+_FORGET_OFFER = """
+if redis.call('HGET', KEYS[1], 'voicemail_offered') == ARGV[1] then
+  return redis.call('HDEL', KEYS[1], 'voicemail_offered')
+end
+return 0
+"""
+
+
+def _still_offering(desk: Desk, call_sid: str) -> bool | None:
+    """Whether a caller sent to hear the voicemail offer still waits for it, unclaimed
+    (`_STILL_OFFERING`); None when Redis cannot tell."""
+    try:
+        return bool(script(desk.r, _STILL_OFFERING)(
+            keys=[keys.call(call_sid), keys.call_ended(call_sid)],
+            args=[keys.team_waiting("{}"), call_sid, OFFER_SENT], client=desk.r))
+    except redis.RedisError:
+        return None
+
+
+def _offer_heard(desk: Desk, call_sid: str) -> bool | None:
+    """Whether the voicemail offer reached the caller: the hold cycle that offers it
+    (the waitUrl Twilio asks once the redirect put them back in the queue, or their
+    own) wrote `voicemail_offered` "1" over the reconciler's `OFFER_SENT`. None when
+    Redis cannot tell."""
+    try:
+        return desk.r.hget(keys.call(call_sid), "voicemail_offered") == "1"
+    except redis.RedisError:
+        return None
+
+
 def _redirect_to_hold(desk: Desk, call_sid: str, url: str) -> None:
     """Redirect a caller past the longest wait to `/voice/hold-again` (`offer_voicemails`).
-    A second redirect only puts them in the queue again (no ring to cut), so a failure
-    that may have come after Twilio acted is simply retried. Twilio saying the call is
-    over: nothing (their end takes them out of the queue). Still failing: not offered,
-    so the next pass tries again."""
-    outcome = desk.telephony.redirect_call(call_sid, url)
-    if outcome not in (Outcome.DONE, Outcome.GONE):
+
+    Sent (first try and every retry) only while the caller still waits unclaimed in
+    their team's queue with the reconciler's mark (`_still_offering`): an advisor
+    claimed during the backoff is ringing them or talking to them, and a redirect
+    reaching Twilio then would stop that `<Dial>`. Redis unable to tell: not sent
+    (the offer is worth less than a ring it could cut; the hold cycle offers it too).
+    A failure Twilio may have carried out is not sent again once the hold cycle it
+    brings shows (`_offer_heard`). Twilio saying the call is over: nothing (their
+    end takes them out of the queue). Still failing, or not sent: the reconciler's
+    mark is taken back only if still its own (`_FORGET_OFFER`), so the next pass
+    tries again, but a caller whose hold cycle offered it meanwhile is not brought
+    back to hear it twice."""
+    outcome = desk.telephony.redirect_call(
+        call_sid, url, carried_out=functools.partial(_offer_heard, desk, call_sid),
+        still_wanted=functools.partial(_still_offering, desk, call_sid))
+    if outcome in (Outcome.DONE, Outcome.GONE):
+        return
+    if outcome is not Outcome.UNWANTED:
         log.warning("could not bring waiting caller %s to hear the voicemail offer", call_sid)
-        desk.r.hdel(keys.call(call_sid), "voicemail_offered")
+    try:
+        script(desk.r, _FORGET_OFFER)(keys=[keys.call(call_sid)], args=[OFFER_SENT],
+                                      client=desk.r)
+    except redis.RedisError:
+        log.warning("could not take back the voicemail offer mark of %s", call_sid)
 
 
 def hold_again(desk: Desk, call_sid: str, now_ms: int,
                call_status: str = "in-progress") -> acd.Decision:
     """A waiting caller redirected to `/voice/hold-again` (`offer_voicemails`): back in
     their team's Twilio queue (the desk's queue, their place, untouched) while they
-    still wait in it; brought to the advisor or engineer claimed for them meanwhile
-    (`outage.connect_redirected`: this redirect may have overtaken that one); nothing
-    when the call is over."""
+    still wait in it; nothing when the call is over.
+
+    Out of the queue, an advisor or engineer was claimed for them meanwhile (this
+    redirect may have overtaken that one, or reached Twilio as the claim was made:
+    `_redirect_to_hold` sends none after it). Not yet answered (`connecting`, or the
+    advisor's ring that this redirect cut): brought to them (`outage.connect_redirected`,
+    which rings the claimed advisor again: the ring's recovery). Already answered
+    (`answered_by`: bridged, or in a conference): this redirect stopped the
+    conversation's `<Dial>`, which hung up the advisor's leg; the advisor is never
+    rung (whispered) again for a caller they were talking to. The caller's call is
+    ended as an answered call (`CallFinished(answered_by)`: a hang-up, no goodbye),
+    whose end frees the advisor to their wrap-up as any conversation's end does
+    (`acd.end_call`); routing them afresh would queue a caller whose advisor is
+    still held as talking to them until that end."""
     call, ended = call_and_end(desk.r, call_sid)
     if ended or acd.is_final(call_status) or not call:
         return acd.CallFinished(None)
@@ -353,6 +434,10 @@ def hold_again(desk: Desk, call_sid: str, now_ms: int,
     rank = desk.r.zrank(keys.team_waiting(team), call_sid) if team else None
     if team and rank is not None:
         return acd.WaitInQueue(team, rank + 1)
+    if call.get("answered_by"):
+        log.warning("hold-again for %s, already answered by %s: its conversation was cut; "
+                    "ending the call", call_sid, call["answered_by"])
+        return acd.CallFinished(call["answered_by"])
     return outage.connect_redirected(desk, call_sid, now_ms, call_status=call_status)
 
 

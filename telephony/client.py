@@ -52,6 +52,7 @@ class Outcome(Enum):
     GONE = "gone"  # the call is over: 404, or Twilio's "not in-progress"
     TRANSIENT = "transient"  # 429, 5xx or the network: still failing after retries
     REFUSED = "refused"  # any other 4xx: our request is wrong (credentials, URL)
+    UNWANTED = "unwanted"  # not sent (again): the desk no longer wants it (`still_wanted`)
 
     def __bool__(self) -> bool:
         """True only when the request succeeded."""
@@ -226,7 +227,9 @@ class Telephony:
     def _with_retries(self, what: str, request: Callable[[], object],
                       retry: bool = True, creates: bool = False,
                       carried_out: Callable[[], bool | None] | None = None,
-                      look_seconds: float = 0.0) -> tuple[Outcome, object]:
+                      look_seconds: float = 0.0,
+                      still_wanted: Callable[[], bool | None] | None = None,
+                      ) -> tuple[Outcome, object]:
         """Run a REST request, retrying transient failures with backoff (unless not `retry`).
 
         With `creates` (the request places a call), only a failure that surely did
@@ -245,11 +248,22 @@ class Telephony:
         backoff's delay has passed (or, after the last try, is TRANSIENT) as any
         transient failure is. A 429 or a connection that never opened did nothing:
         retried after the backoff alone.
+
+        `still_wanted`, when given, is read from the desk's own state before every try
+        (the first too): only True sends the request; False, or None (it cannot be
+        read: Redis failing), ends it as UNWANTED, nothing sent. For a request that is
+        worth less than what it could cut (a waiting caller's redirect to hear the
+        voicemail offer, which an advisor's claim may overtake during the backoff:
+        `routing.waiting._redirect_to_hold`); a request the desk cannot tell is
+        wanted is not sent.
         """
         delays = self._retry_delays if retry else ()
         if self._longest_look is not None:
             look_seconds = min(look_seconds, self._longest_look)
         for attempt, delay in enumerate((*delays, None)):
+            if still_wanted is not None and still_wanted() is not True:
+                log.info("%s: no longer wanted; not sent (try %d)", what, attempt + 1)
+                return Outcome.UNWANTED, None
             try:
                 return Outcome.DONE, request()
             except (TwilioException, OSError) as exc:
@@ -312,7 +326,8 @@ class Telephony:
 
     def redirect_call(self, call_sid: str, url: str, *, retry: bool = True,
                       carried_out: Callable[[], bool | None] | None = None,
-                      look_seconds: float = 0.0) -> Outcome:
+                      look_seconds: float = 0.0,
+                      still_wanted: Callable[[], bool | None] | None = None) -> Outcome:
         """Send a live call to new TwiML at `url`.
 
         Transient failures (429, 5xx, network) are retried with backoff (a few
@@ -321,14 +336,16 @@ class Telephony:
         this redirect (None when it cannot be read); after a failure that may have
         come after Twilio acted, the redirect is sent again only when that sign does
         not show within `look_seconds` (or the backoff's delay, when longer): a second
-        redirect would cut what the first started (see `_with_retries`). Returns DONE
+        redirect would cut what the first started (see `_with_retries`). `still_wanted`:
+        read before every try, only True sends it (see `_with_retries`). Returns DONE
         (also when the sign showed), GONE (Twilio says the call is over), TRANSIENT
-        (still failing) or REFUSED (another 4xx).
+        (still failing), REFUSED (another 4xx) or UNWANTED (not sent: `still_wanted`).
         """
         calls = self.client.api.v2010.account.calls
         outcome, _ = self._with_retries(
             f"redirect of {call_sid}", lambda: calls(call_sid).update(url=url, method="POST"),
-            retry, carried_out=carried_out, look_seconds=look_seconds)
+            retry, carried_out=carried_out, look_seconds=look_seconds,
+            still_wanted=still_wanted)
         return outcome
 
     def place_call(self, to: str, from_: str, url: str, status_callback: str) -> str | None:

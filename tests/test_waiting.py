@@ -3,6 +3,7 @@ and the service level supervisors see."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import threading
 import time
@@ -23,6 +24,7 @@ from directory.redis_client import connect_redis
 from jobs.queues import WRAPUP_ENDS
 from routing import acd, availability, presence
 from routing.call_state import start_call
+from telephony.client import Telephony
 from tests.conftest import (
     ACCOUNT_SID,
     API_TOKEN,
@@ -813,3 +815,72 @@ def test_a_simulated_caller_on_hold_music_leaves_a_voicemail_offered_after_the_l
         waiting.join(timeout=30)
     result = pat.result
     assert result.outcome == "voicemail" and result.queue_seconds < 15
+
+
+def _offer_while_retrying(desk, during_backoff) -> int:
+    """A reconciler pass whose redirects, on failing, run `during_backoff` once in their
+    first backoff (as an advisor's claim or a hold cycle lands while Twilio fails)."""
+    happened: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        if not happened:
+            happened.append(seconds)
+            during_backoff()
+        time.sleep(min(seconds, 0.05))
+
+    telephony = Telephony(desk.settings, retry_delays=(0.05,) * 4, sleep=sleep)
+    return reconciler_pass(dataclasses.replace(desk, telephony=telephony))["voicemail_offers"]
+
+
+@pytest.mark.parametrize("fault", [429, 503])
+def test_an_advisor_claiming_the_caller_while_the_offer_is_retried_is_not_cut(
+        client, desk, lakeview, emulator, fault):
+    """Twilio fails the reconciler's redirect to hear the voicemail offer; in its backoff
+    A2 is freed and claimed for the caller, who is redirected to `/voice/connect`. The
+    hold-again redirect is never sent after that claim: A2 rings once, uncut."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-long", at_ms=now - desk.settings.max_wait_seconds * 1000 - 1_000)
+    emulator.register_call("CA-long", from_=PAT)
+    emulator.fail_next(fault)
+    assert _offer_while_retrying(desk, lambda: make_available(desk, "A2")) == 1
+    urls = [r.form["Url"] for r in emulator.redirects("CA-long")]
+    assert urls == [f"{BASE_URL}/voice/hold-again", f"{BASE_URL}/voice/connect"]
+    dial = post(client, "/voice/connect", {"CallSid": "CA-long",
+                                           "CallStatus": "in-progress"}).find("Dial")
+    assert dial is not None and dial.find("Number").text == "+16515550102"
+    time.sleep(0.3)  # any straggling retry would have gone by now
+    assert len(emulator.redirects("CA-long")) == 2
+
+
+def test_a_hold_again_reaching_a_bridged_caller_does_not_ring_their_advisor_again(
+        client, desk, lakeview, emulator):
+    """A hold-again redirect that reached Twilio as A2 was claimed for the caller cut
+    their conversation once A2 had accepted: the caller's call ends as answered (A2 is
+    freed by that end) instead of A2 being whispered again for the caller they had."""
+    queue_caller(desk, "CA-talk")
+    emulator.register_call("CA-talk", from_=PAT)
+    make_available(desk, "A2")
+    assert post(client, "/voice/connect", {"CallSid": "CA-talk",
+                                           "CallStatus": "in-progress"}).find("Dial") is not None
+    signed_post(client, "/voice/whisper/accept?call=CA-talk&advisor=A2",
+                {"CallSid": "CA-leg", "Digits": "1"})
+    assert desk.r.hget(keys.call("CA-talk"), "state") == "bridged"
+    doc = post(client, "/voice/hold-again", {"CallSid": "CA-talk", "CallStatus": "in-progress"})
+    assert doc.find("Dial") is None and doc.find("Hangup") is not None
+    assert presence.advisor_state(desk.r, "A2")["status"] != "ringing"
+
+
+def test_a_failed_offer_after_the_hold_cycle_offered_the_voicemail_is_not_made_again(
+        client, desk, lakeview, emulator):
+    """Twilio keeps failing the reconciler's redirect; meanwhile the caller's own hold
+    cycle offers the voicemail. The failure does not take that offer back: the next
+    pass does not bring them to hear it a second time."""
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-long", at_ms=now - desk.settings.max_wait_seconds * 1000 - 1_000)
+    emulator.register_call("CA-long", from_=PAT)
+    emulator.fail_next(*[429] * 5)  # surely not carried out: no sign is looked for
+    heard: list[list[str]] = []
+    assert _offer_while_retrying(desk, lambda: heard.append(hold_cycle(client, "CA-long"))) == 1
+    assert Prompts().text("routing.voicemail_offer") in heard[0]
+    assert reconciler_pass(desk)["voicemail_offers"] == 0
+    assert len(emulator.redirects("CA-long")) == 1
