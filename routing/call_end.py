@@ -88,20 +88,31 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
                hang_up_legs: Callable[[list[str]], None] | None = None
                ) -> dict[str, str] | None:
     """The call is over, as Twilio says (`call_status`, `duration` in s): end it
-    (`acd.end_call`: frees what it held, first end wins), queue its call log, and hang
-    up the conference legs it left behind (on the desk's REST client, in the
-    background where it has one). Returns the call's hash as it ended when this ended
-    it and its log was queued, else None (a repeat, a status that is not final, a
-    contact keeping their place for a callback). `now_ms`, `ended_ms`: ms since the
-    epoch (see `acd.end_call`). `hang_up_legs`: how the legs are hung up (default:
-    `conference.hang_up_legs`, retried, through `Telephony.later`)."""
-    call = acd.end_call(desk, call_sid, call_status, duration, now_ms, caller=caller,
-                        ended_ms=ended_ms)
-    if not call:
+    (`acd.record_end`: frees its advisor, first end wins), free the on-call line it
+    holds, queue its call log, and hang up the conference legs it left behind (on the
+    desk's REST client, in the background where it has one). Returns the call's hash
+    as it ended when this ended it and its log was queued, else None (a repeat, a
+    status that is not final, a contact keeping their place for a callback).
+
+    A repeat (the web's kept end retrying a status Redis failed halfway, Twilio's
+    repeat) queues no log and hangs up no leg, but frees again what the first end may
+    have left held when Redis failed after its script: the advisor still on the call
+    (`acd.record_end`) and the on-call line still held for it. `now_ms`, `ended_ms`:
+    ms since the epoch (see `acd.record_end`). `hang_up_legs`: how the legs are hung
+    up (default: `conference.hang_up_legs`, retried, through `Telephony.later`)."""
+    end = acd.record_end(desk, call_sid, call_status, duration, now_ms, caller=caller,
+                         ended_ms=ended_ms)
+    if end is None:
         return None
+    call = end.call
     # The `<Dial>` action frees the on-call line; this is for an action that never came.
+    # A repeat frees it too: the first end's release may have met a Redis failure. The
+    # line is freed only while this call holds it (so once, and a repeat days later
+    # leaves the line of a later call held), and only that release serves it.
     if call.get("oncall_tried") and oncall.free_line(desk, call_sid):
         outage.serve_oncall_line(desk, now_ms)
+    if not end.first:
+        return None
     enqueue_call_log(desk.job_redis, call_sid)
     legs = conference.legs_left_behind(call)
     if legs and hang_up_legs is not None:
