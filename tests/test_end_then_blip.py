@@ -62,16 +62,16 @@ def test_a_redis_error_right_after_the_end_is_recorded_still_logs_the_call_once(
 
 
 class FailAfterEnd:
-    """Redis unreachable for the web's next `count` commands (each request thread's
-    client, the kept ends' retry thread's too) right after the end script (`_END_CALL`)
-    of `call_sid` has run and committed: a blip, a failover, between the end and the
-    releases that follow it. The test's own client is left alone."""
+    """Redis unreachable for the next `count` commands of the clients of class `client`
+    (the web's: each request thread's client, the kept ends' retry thread's too) right
+    after the end script (`_END_CALL`) of `call_sid` has run and committed: a blip, a
+    failover, between the end and the releases that follow it."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, desk, call_sid: str,
-                 count: int = 1) -> None:
+                 count: int = 1, client: type[redis.Redis] = ThreadClient) -> None:
         self.failed = 0
         sha = script(desk.r, acd._END_CALL).sha
-        real = ThreadClient._execute_command
+        real = client._execute_command
         left = [0]
 
         def execute(client, *args, **options):
@@ -84,7 +84,7 @@ class FailAfterEnd:
                 left[0] = count
             return reply
 
-        monkeypatch.setattr(ThreadClient, "_execute_command", execute)
+        monkeypatch.setattr(client, "_execute_command", execute)
 
 
 def wait_for(what: str, check, timeout: float = 5.0) -> None:
