@@ -229,8 +229,9 @@ def after_dial(
 # [5] the caller's number, [6] the team queues' key (with {}), [7] the advisors' key
 # (with {}), [8] the desk's change channel, [9] the CallSid, [10] now (Unix s: the
 # score of the calls to log).
-# Returns {0} for a repeat; {2} for a callback's contact; else {1, the hash before the
-# end (flat), the fields written (flat), 1 when the advisor is still on it}.
+# Returns {0, the hash now (flat), 1 when the advisor is still on it} for a repeat
+# ({0} for a callback's contact's); {2} for a callback's contact; else {1, the hash
+# before the end (flat), the fields written (flat), 1 when the advisor is still on it}.
 _END_CALL = """
 local first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
 local flat = redis.call('HGETALL', KEYS[1])
@@ -255,7 +256,23 @@ else
   redis.call('EXPIRE', KEYS[1], ARGV[1])
 end
 redis.call('ZREM', KEYS[3], ARGV[9])
-if not first then return {0} end
+local function advisor_on_call()
+  -- Whether the call's advisor still rings or talks on it (not in wrap-up after it).
+  local advisor = call['advisor']
+  if not advisor or advisor == '' then return 0 end
+  local held = redis.call('HMGET', (string.gsub(ARGV[7], '{}',
+      function() return advisor end, 1)), 'call', 'hold')
+  if held[1] == ARGV[9] and held[2] ~= 'wrapup' then return 1 end
+  return 0
+end
+if not first then
+  -- A repeat (Twilio's, the web's kept end, the reconciler's): the first end's
+  -- releases, which run after this script, may have met a Redis failure. Its hash as
+  -- it is now and whether its advisor still rings or talks on it, for the releases
+  -- to run again; a callback's contact releases nothing, as at its first end.
+  if call['callback'] == '1' then return {0} end
+  return {0, flat, advisor_on_call()}
+end
 local now = tonumber(ARGV[2])
 -- Twilio's end time is whole seconds: a call over within the second it began must
 -- not end before it began.
@@ -316,34 +333,46 @@ redis.call('HSET', KEYS[1], unpack(fields))
 -- Among the calls to log in the same step as its end: a Redis error after this
 -- script (before the log's job is queued) cannot lose the log, which the
 -- reconciler resumes (`jobs.queues.resume_call_logs`); a retry finds the end
--- recorded and does nothing.
+-- recorded and logs nothing (it only runs the releases again).
 redis.call('ZADD', KEYS[4], 'NX', ARGV[10], ARGV[9])
-local on_call = 0
-local advisor = call['advisor']
-if advisor and advisor ~= '' then
-  local held = redis.call('HMGET', (string.gsub(ARGV[7], '{}',
-      function() return advisor end, 1)), 'call', 'hold')
-  if held[1] == ARGV[9] and held[2] ~= 'wrapup' then on_call = 1 end
-end
-return {1, flat, fields, on_call}
+return {1, flat, fields, advisor_on_call()}
 """
 
 
-def end_call(
+@dataclass(frozen=True)
+class CallEnd:
+    """A final status applied to a call (`record_end`). `first`: this status recorded
+    the end (its log is to be written now); else a repeat, whose releases ran again.
+    `call`: the call's hash as it ended (first: with the fields the end wrote), or as
+    it is now (a repeat)."""
+
+    call: dict[str, str]
+    first: bool
+
+
+def record_end(
     desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = "",
     ended_ms: int | None = None,
-) -> dict[str, str] | None:
-    """The call is over: free what it held. Returns the call's hash as it ended (with
-    `ended_at`, `call_status`, `duration` and the rest of what this wrote) when its log
-    should be written now, else None.
+) -> CallEnd | None:
+    """The call is over: record its end (first end wins) and free its advisor. None for
+    a status that is not final (Twilio's `ringing`, `in-progress`: the caller is still
+    on the line; nothing changes) and for a callback's contact, who keeps their place
+    (at their first end or a repeat: their log is written when the callback is over).
 
-    None for a repeated callback, for a status that is not final (Twilio's
-    `ringing`, `in-progress`: the caller is still on the line; nothing
-    changes), and for a caller who keeps their place for a callback (their
-    log is written when the callback is over). The end is recorded in one round
-    trip (`_END_CALL`), which also takes the call off the open calls; freeing the
-    advisor is the presence script's. `duration`: Twilio's CallDuration (s);
-    `now_ms`, `ended_ms`: ms since the epoch, `ended_ms` when the call ended if
+    The end is recorded in one round trip (`_END_CALL`: the end's mark, the call off
+    the open calls and among the calls to log, exactly once); the advisor's release
+    runs after it, in Python (a wrap-up schedules a job on the jobs' Redis; a freed
+    advisor may be handed a waiting caller through Twilio's API). Redis failing
+    between the two (a blip, a failover) must not leave the advisor held for a
+    talk's lease (hours): so a repeat of the final status (the web's kept end retrying
+    it, Twilio's repeat, the reconciler) runs the release again when the script finds
+    the advisor still ringing or talking on this call. It is idempotent: a wrap-up
+    starts once (`presence.hold_for` moves only a hold on the call that is not
+    already wrap-up, and only that move schedules its end), a release names the call
+    (`expected_call`), so a repeat days later leaves an advisor now on another call,
+    or in wrap-up after this one, as they are. The log, the end's fields and the
+    calls to log are written by the first end only. `duration`: Twilio's CallDuration
+    (s); `now_ms`, `ended_ms`: ms since the epoch, `ended_ms` when the call ended if
     earlier than now (Twilio's end time, for a call the reconciler found over:
     `ended_at` and a wait in the queue count to it).
     """
@@ -356,16 +385,39 @@ def end_call(
               caller[:40], keys.team_waiting("{}"), keys.advisor("{}"), keys.desk_changes(),
               call_sid, f"{time.time():.6f}"],
         client=desk.r)
-    if int(ended[0]) != 1:
+    outcome = int(ended[0])
+    if outcome == 0 and len(ended) == 3:
+        call, first, on_call = as_hash(ended[1]), False, int(ended[2])
+    elif outcome == 1:
+        call, first, on_call = as_hash(ended[1]) | as_hash(ended[2]), True, int(ended[3])
+    else:
         return None
-    call, fields, on_call = as_hash(ended[1]), as_hash(ended[2]), int(ended[3])
-    advisor_id = call.get("advisor") or ""
     if on_call:
-        if call.get("answered_by") == advisor_id:
-            finish_with_advisor(desk, call_sid, advisor_id, now_ms)
-        else:
-            free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
-    return call | fields
+        _release_advisor(desk, call_sid, call, now_ms)
+    return CallEnd(call, first)
+
+
+def _release_advisor(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> None:
+    """The call is over and its advisor still rings or talks on it: wrap-up after a
+    call they answered, else available at once (`now_ms`: ms since the epoch)."""
+    advisor_id = call.get("advisor") or ""
+    if call.get("answered_by") == advisor_id:
+        finish_with_advisor(desk, call_sid, advisor_id, now_ms)
+    else:
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+
+
+def end_call(
+    desk: Desk, call_sid: str, call_status: str, duration: int, now_ms: int, caller: str = "",
+    ended_ms: int | None = None,
+) -> dict[str, str] | None:
+    """The call is over: free what it held (`record_end`). Returns the call's hash as it
+    ended (with `ended_at`, `call_status`, `duration` and the rest of what this wrote)
+    when its log should be written now, else None (a repeat, whose releases ran
+    again, a status that is not final, a callback's contact keeping their place)."""
+    end = record_end(desk, call_sid, call_status, duration, now_ms, caller=caller,
+                     ended_ms=ended_ms)
+    return end.call if end is not None and end.first else None
 
 
 def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:

@@ -7,7 +7,10 @@ open, never logged, until its hash expired a day later. So every call opened is
 put among the open calls (`keys.open_calls`, by the script that opens its hash,
 `call_state.OPEN_CALL_FIRST_CHECK_MS` ahead), its end takes it off (`acd.end_call`'s
 script), and the reconciler asks Twilio about those still there when due
-(`check_open_calls`). Either way the call ends through `close_call`, once.
+(`check_open_calls`). Either way the call ends through `close_call`, once; a
+repeat only frees again what the first end may have left held when Redis failed
+after its script, and the reconciler repeats the end of a call still holding its
+advisor or the on-call line a minute after it (`release_ended_holds`).
 """
 
 from __future__ import annotations
@@ -88,20 +91,31 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
                hang_up_legs: Callable[[list[str]], None] | None = None
                ) -> dict[str, str] | None:
     """The call is over, as Twilio says (`call_status`, `duration` in s): end it
-    (`acd.end_call`: frees what it held, first end wins), queue its call log, and hang
-    up the conference legs it left behind (on the desk's REST client, in the
-    background where it has one). Returns the call's hash as it ended when this ended
-    it and its log was queued, else None (a repeat, a status that is not final, a
-    contact keeping their place for a callback). `now_ms`, `ended_ms`: ms since the
-    epoch (see `acd.end_call`). `hang_up_legs`: how the legs are hung up (default:
-    `conference.hang_up_legs`, retried, through `Telephony.later`)."""
-    call = acd.end_call(desk, call_sid, call_status, duration, now_ms, caller=caller,
-                        ended_ms=ended_ms)
-    if not call:
+    (`acd.record_end`: frees its advisor, first end wins), free the on-call line it
+    holds, queue its call log, and hang up the conference legs it left behind (on the
+    desk's REST client, in the background where it has one). Returns the call's hash
+    as it ended when this ended it and its log was queued, else None (a repeat, a
+    status that is not final, a contact keeping their place for a callback).
+
+    A repeat (the web's kept end retrying a status Redis failed halfway, Twilio's
+    repeat) queues no log and hangs up no leg, but frees again what the first end may
+    have left held when Redis failed after its script: the advisor still on the call
+    (`acd.record_end`) and the on-call line still held for it. `now_ms`, `ended_ms`:
+    ms since the epoch (see `acd.record_end`). `hang_up_legs`: how the legs are hung
+    up (default: `conference.hang_up_legs`, retried, through `Telephony.later`)."""
+    end = acd.record_end(desk, call_sid, call_status, duration, now_ms, caller=caller,
+                         ended_ms=ended_ms)
+    if end is None:
         return None
+    call = end.call
     # The `<Dial>` action frees the on-call line; this is for an action that never came.
+    # A repeat frees it too: the first end's release may have met a Redis failure. The
+    # line is freed only while this call holds it (so once, and a repeat days later
+    # leaves the line of a later call held), and only that release serves it.
     if call.get("oncall_tried") and oncall.free_line(desk, call_sid):
         outage.serve_oncall_line(desk, now_ms)
+    if not end.first:
+        return None
     enqueue_call_log(desk.job_redis, call_sid)
     legs = conference.legs_left_behind(call)
     if legs and hang_up_legs is not None:
@@ -110,6 +124,78 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
         # After Twilio has its answer: the REST requests may take a while.
         desk.telephony.later(lambda: conference.hang_up_legs(desk, legs))
     return call
+
+
+# A call whose end was recorded this long ago (ms) and whose advisor still rings or
+# talks on it, or which still holds the on-call line, had its end applied halfway: its
+# releases, which follow the end script, met a Redis failure (or its process died)
+# and no repeat came. Long enough for the end's own releases (milliseconds) and
+# most of the web's kept end's retries (`ivr.voice.kept_ends`, up to 120 s, which
+# the repeat releases too, idempotently); far short of a talk's lease (hours).
+ENDED_HOLD_GRACE_MS = 60 * 1000
+# Advisors' holds read per script run (as `acd.GONE_SCAN_CHUNK`).
+ENDED_HOLD_SCAN_CHUNK = 500
+
+# KEYS[1]: the leases (every advisor holding a call), KEYS[2]: the on-call line. ARGV:
+# [1] first rank, [2] how many, then an advisor's key, a call hash's key and its ended
+# mark's key, each as prefix and suffix around the id, and [9] ended before (ms).
+# Returns the CallSids, among the holds in that slice (and the on-call line's at the
+# first slice), of calls not a callback whose end was recorded before ARGV[9] and
+# that an advisor still rings or talks on (not a wrap-up), or that hold the line.
+_ENDED_HOLDS = """
+local first, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = {}
+local function ended_before(sid)
+  if not sid or sid == '' then return false end
+  if redis.call('EXISTS', ARGV[7] .. sid .. ARGV[8]) == 0 then return false end
+  local call = redis.call('HMGET', ARGV[5] .. sid .. ARGV[6], 'callback', 'ended_at')
+  local ended = tonumber(call[2] or '')
+  return call[1] ~= '1' and ended ~= nil and ended < tonumber(ARGV[9])
+end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], first, first + count - 1)) do
+  local held = redis.call('HMGET', ARGV[3] .. id .. ARGV[4], 'call', 'hold')
+  if held[2] ~= 'wrapup' and ended_before(held[1]) then found[#found + 1] = held[1] end
+end
+if first == 0 then
+  local line = redis.call('GET', KEYS[2])
+  if ended_before(line) then found[#found + 1] = line end
+end
+return found
+"""
+
+
+def release_ended_holds(desk: Desk, now_ms: int) -> int:
+    """The reconciler's backstop for an end applied halfway: a call whose end was
+    recorded more than `ENDED_HOLD_GRACE_MS` before `now_ms` (ms since the epoch) and
+    whose advisor still rings or talks on it, or which still holds the on-call line,
+    is ended again (`close_call` as a repeat: the releases run again, nothing is
+    logged or counted twice). That is a Redis failure between the end script and the
+    releases that no repeat followed: the reconciler's own end (the pass raised, and
+    the call is off the open calls), a web process stopped with its kept end, a
+    retry given up on. Without it the advisor stays busy, the line held, for the talk
+    lease (hours). A callback's call is left alone (its advisor's leg ends it).
+    Returns how many calls were ended again."""
+    advisor_key = keys.advisor("{}").split("{}")
+    call_key = keys.call("{}").split("{}")
+    ended_key = keys.call_ended("{}").split("{}")
+    scan = script(desk.r, _ENDED_HOLDS)
+    found: list[str] = []
+    first = 0
+    while True:
+        found += [str(sid) for sid in scan(
+            keys=[keys.leases(), keys.oncall_line()],
+            args=[first, ENDED_HOLD_SCAN_CHUNK, *advisor_key, *call_key, *ended_key,
+                  now_ms - ENDED_HOLD_GRACE_MS], client=desk.r)]
+        first += ENDED_HOLD_SCAN_CHUNK
+        if first >= desk.r.zcard(keys.leases()):
+            break
+    for call_sid in dict.fromkeys(found):
+        status = desk.r.hget(keys.call(call_sid), "call_status") or ""
+        log.warning("call %s ended but still held its advisor or the on-call line: "
+                    "released by the reconciler", call_sid)
+        close_call(desk, call_sid, status if acd.is_final(status) else
+                   UNKNOWN_TO_TWILIO_STATUS, 0, now_ms)
+    return len(dict.fromkeys(found))
 
 
 def take_due_calls(desk: Desk, now_ms: int, limit: int = OPEN_CALLS_PER_PASS

@@ -18,8 +18,9 @@ from sqlalchemy import select
 from directory import keys
 from directory.models import CallLog
 from tests.conftest import run_jobs
+from tests.test_end_then_blip import FailAfterEnd, wait_for
 from tests.test_whisper_breaks import Blip
-from tests.webhooks import post, post_without_token
+from tests.webhooks import post, post_without_token, signed_post
 
 CHICAGO = ZoneInfo("America/Chicago")
 PAT = "+16125550101"
@@ -240,6 +241,24 @@ def test_the_engineers_line_is_freed_when_the_dial_action_never_comes(desk, lake
     # The caller hangs up; Twilio's `<Dial>` action is lost, the status callback comes.
     post(client, "/voice/status", {"CallSid": first, "CallStatus": "completed",
                                    "CallDuration": "20"})
+    _second, doc = report_outage(client, LEE)
+    assert rings_oncall(doc) is not None
+
+
+def test_the_engineers_line_is_freed_by_the_retry_of_an_end_whose_release_met_a_blip(
+        desk, lakeview, client, monkeypatch):
+    """The end script commits, Redis fails before the line is freed (the `<Dial>`
+    action lost): the web's kept end, retried once Redis answers, finds the end
+    recorded and frees the line all the same; the next outage caller has the engineer."""
+    first, doc = report_outage(client, PAT)
+    assert rings_oncall(doc) is not None
+    fault = FailAfterEnd(monkeypatch, desk, first)
+    answered = signed_post(client, "/voice/status", {"CallSid": first,
+                                                     "CallStatus": "completed",
+                                                     "CallDuration": "20"})
+    assert answered.status_code == 200 and fault.failed == 1
+    wait_for("the line freed", lambda: desk.r.get(keys.oncall_line()) != first)
+    monkeypatch.undo()
     _second, doc = report_outage(client, LEE)
     assert rings_oncall(doc) is not None
 

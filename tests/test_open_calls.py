@@ -22,6 +22,7 @@ import time_machine
 
 from caseline.work import RECONCILE_EVERY_SECONDS
 from directory import keys
+from jobs.queues import CALL_LOGS_QUEUED_SECONDS
 from routing import acd, presence
 from routing.call_end import (
     OPEN_CALL_FETCH_TIMEOUT_SECONDS,
@@ -39,6 +40,7 @@ from tests.conftest import (
     make_available,
     run_jobs,
 )
+from tests.test_end_then_blip import FailAfterEnd
 from tests.test_real_world import PAT
 from tests.webhooks import post
 from twilio_side import Caller, FlaskTransport
@@ -187,6 +189,34 @@ def test_a_call_still_in_progress_at_twilio_is_left_talking(
     [log] = logs_on(quick, "2024117")
     assert (log["status"], log["answered_by"]) == ("answered", "A7")
     assert presence.advisor_state(quick.r, "A7")["status"] == "available"
+
+
+def test_an_end_the_reconciler_applied_halfway_frees_the_advisor_at_a_later_pass(
+        quick, lakeview, client, emulator, monkeypatch):
+    """Neither the `<Dial>`'s action nor the status callback reaches the line; the
+    reconciler's pass ends the call (its end script commits, the call off the open
+    calls) and Redis fails before A7's release: the pass fails. A later pass finds A7
+    still talking on a call ended a minute ago or more and ends it again, as a repeat:
+    A7 is free hours before the talk's lease runs out, and the call is logged once."""
+    make_available(quick, "A7")
+    _talking_to_a7(client, emulator, "CA-half")
+    emulator.end_call("CA-half", duration=300)
+    fault = FailAfterEnd(monkeypatch, quick, "CA-half", client=type(quick.r))
+    with pytest.raises(redis.ConnectionError):
+        reconciler_pass(FIRST_CHECK)
+    assert fault.failed == 1
+    monkeypatch.undo()
+    assert presence.advisor_state(quick.r, "A7")["hold"] == "talking"
+
+    done = reconciler_pass(FIRST_CHECK + 10_000)
+    assert done["ended_holds_released"] == 1
+    assert presence.advisor_state(quick.r, "A7")["status"] == "available"
+    # A pass later still resumes the call's log (its job was never queued), once.
+    later = reconciler_pass(FIRST_CHECK + (CALL_LOGS_QUEUED_SECONDS + 1) * 1000)
+    assert (later["ended_holds_released"], later["call_logs_resumed"]) == (0, 1)
+    run_jobs(quick)
+    [log] = logs_on(quick, "2024117")
+    assert (log["call_sid"], log["answered_by"]) == ("CA-half", "A7")
 
 
 @pytest.mark.parametrize("fault", [429, 500])

@@ -9,7 +9,7 @@ import time
 
 from jobs.queues import resume_call_logs
 from routing import acd, availability, outage, waiting
-from routing.call_end import check_open_calls
+from routing.call_end import check_open_calls, release_ended_holds
 from routing.redis_restarts import notice_redis_restart
 from workers.context import current_desk
 from workers.set_aside import retry_set_aside_call_logs
@@ -30,8 +30,11 @@ def end_wrapup(advisor_id: str, call_sid: str) -> str:
 
 
 def reconcile() -> dict[str, int]:
-    """Free advisors whose hold expired, drop waiting callers who are gone, put the calls
-    whose log was set aside back among the calls to log when their next try is due
+    """Free advisors whose hold expired, release the advisors and the on-call line
+    still held by calls whose end was recorded a minute ago or more
+    (`ended_holds_released`: `call_end.release_ended_holds`, an end applied halfway),
+    drop waiting callers who are gone, put the calls whose log was set aside back
+    among the calls to log when their next try is due
     (`call_logs_retried`), queue the call-log job again for calls whose last job failed
     for good (nothing is dropped, even when no call ends after a long database outage),
     then end and log the calls Twilio says are over whose status callback never came
@@ -50,6 +53,10 @@ def reconcile() -> dict[str, int]:
     Neither waits for the caller's next hold cycle, a hold-music track away."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
+    # An end applied halfway (Redis failed after its script, no repeat followed): the
+    # advisor and the on-call line it still holds are released, hours before their
+    # leases run out.
+    done["ended_holds_released"] = release_ended_holds(desk, int(now * 1000))
     done["call_logs_retried"] = retry_set_aside_call_logs(desk.job_redis, now)
     done["call_logs_resumed"] = int(resume_call_logs(desk.job_redis, now))
     done.update(notice_redis_restart(desk, int(now * 1000)))

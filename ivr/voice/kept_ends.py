@@ -11,7 +11,10 @@ So the status view keeps such an end here, and one daemon thread of this web pro
 callback would have (`routing.call_end.close_call`, with the time the callback came as
 the call's end), retrying with a short backoff for up to `KEEP_SECONDS`. The end is
 marked once: a repeat of the callback (or the reconciler) that ends the call first
-wins, and the retry then finds it ended and forgets it.
+wins, and the retry then finds it ended and forgets it. A callback whose end script
+committed before Redis failed (its releases undone) is retried all the same: the
+retry finds the end recorded and runs the releases again (`close_call` on a
+repeat), logging and counting nothing.
 
 The same thread writes the fallback marks Redis failed (`keep_fallback`: the caller
 was given the fallback reply while Redis was unreachable, and the fallback number's
