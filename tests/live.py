@@ -23,6 +23,7 @@ import requests
 from rq import Worker
 
 from config.settings import PROJECT_ROOT, Settings
+from directory import keys
 from directory.redis_client import connect_redis
 from tests.conftest import (
     ACCOUNT_SID,
@@ -164,6 +165,21 @@ class Line:
             connection.close()
         self.worker = process
         return process
+
+    def callback_leg(self, call_sid: str) -> Any:
+        """The advisor's leg the line placed for `call_sid`'s callback (the emulator's
+        record of it), once the web has noted it on the callback: it places the leg on
+        its background pool and notes it as Twilio's API answers, while Twilio's first
+        request for the leg comes only as the advisor picks up, seconds on."""
+        [leg] = wait_for("the callback's leg to be placed", lambda: [
+            c for c in self.emulator.created_calls if f"call={call_sid}" in (c.url or "")])
+        connection = connect_redis(self.env["REDIS_URL"])
+        try:
+            wait_for("the leg noted on the callback", lambda: connection.hget(
+                keys.call(call_sid), "callback_leg") == leg.sid)
+        finally:
+            connection.close()
+        return leg
 
     def stop(self) -> None:
         """Stop every process this line started."""

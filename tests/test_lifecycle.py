@@ -135,9 +135,7 @@ def _callback(line: Line) -> CallResult:
     assert result.queued and result.outcome != "advisor", result.summary()
     assert waiting_in(line, "fees", caller.call_sid)  # the caller kept their place
     line.set_status("A5", "available")
-    leg = wait_for("the callback to ring A5", lambda: [
-        c for c in line.emulator.created_calls if f"call={caller.call_sid}" in (c.url or "")])
-    [leg] = leg
+    leg = line.callback_leg(caller.call_sid)
     assert leg.to == PHONES["A5"]  # the advisor's phone rings first
     advisor_leg = Caller(
         HttpTransport(line.url, auth_token=AUTH_TOKEN), "+18005550100", PHONES["A5"],

@@ -16,7 +16,6 @@ import redis
 
 from caseline.embedded_redis import start_server, wait_until_up
 from caseline.work import RECONCILE_EVERY_SECONDS, DeskWorker
-from directory import keys
 from jobs.queues import SERIALIZER, Queues, queue
 from tests.conftest import ACCOUNT_SID, AUTH_TOKEN, free_port
 from tests.live import new_line, wait_for
@@ -188,14 +187,8 @@ def test_a_callback_survives_redis_restarting_empty_under_the_running_line(
                  timeout=RECONCILE_EVERY_SECONDS * 3)
 
         line.set_status("A7", "available")
-        [leg] = wait_for("the callback to ring A7", lambda: [
-            c for c in emulator.created_calls if f"call={caller.call_sid}" in (c.url or "")])
+        leg = line.callback_leg(caller.call_sid)
         assert leg.to == A7  # the advisor's phone rings first
-        # The web noted the leg once Twilio's API answered (on its background pool);
-        # Twilio's first request for the leg comes once A7 picks up, seconds on.
-        with redis.Redis.from_url(url, decode_responses=True) as r:
-            wait_for("the leg noted on the callback", lambda: r.hget(
-                keys.call(caller.call_sid), "callback_leg") == leg.sid)
         advisor_leg = Caller(
             HttpTransport(line.url, auth_token=AUTH_TOKEN), "+18005550100", A7,
             start_url=leg.url, direction="outbound-api", call_sid=leg.sid, keys=["1"],
