@@ -154,6 +154,12 @@ def team_waits(team: str) -> str:
     return f"{PREFIX}:team:{team}:waits"
 
 
+def twilio_queues_sized() -> str:
+    """Hash: team -> when (ms) its Twilio queue was last seen holding the desk's size
+    (`routing.twilio_queues`); a team missing or seen over an hour ago is checked again."""
+    return f"{PREFIX}:twilio-queues-sized"
+
+
 def team_working(team: str) -> str:
     """String: how many of a team's advisors are working (a short-lived cache)."""
     return f"{PREFIX}:team:{team}:working"

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
+from functools import partial
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import ConnectTimeout
@@ -416,6 +417,59 @@ class Telephony:
             retry)
         return outcome
 
+    def size_queues(self, names: Sequence[str], max_size: int, *,
+                    timeout: float | None = None,
+                    deadline: float | None = None) -> tuple[set[str], bool]:
+        """Make each Twilio queue named in `names` (the FriendlyName `<Enqueue>` names)
+        hold at least `max_size` calls: list the account's queues, create a missing one
+        with `MaxSize`, raise a smaller one's (`Queues/{QueueSid}.json`); one larger is
+        left as it is. Returns (the names now sized: already, created or raised;
+        whether Twilio failed: a 429, 5xx, the network or an answer not Twilio's).
+
+        One try per request, no retries, and none after Twilio failed or past
+        `deadline` (`time.monotonic()`, checked before each request): the caller (the
+        reconciler, every 10 s) is the retry. A create that failed may have created
+        the queue all the same (a 5xx after Twilio acted): the next pass lists it and
+        raises it if it must. `timeout`: seconds per connect and per read (None: the
+        client's own)."""
+        queues = self._client_for(timeout).api.v2010.account.queues
+
+        def one_try(what: str, request: Callable[[], object]) -> tuple[Outcome, object]:
+            try:
+                return self._with_retries(what, request, retry=False)
+            except ValueError as exc:  # json's JSONDecodeError: not Twilio answering
+                log.error("%s: an answer that is not Twilio's (%s)", what, exc)
+                return Outcome.TRANSIENT, None
+
+        if deadline is not None and time.monotonic() >= deadline:
+            return set(), False  # out of time: the next pass
+        outcome, listed = one_try("list of Twilio's queues", queues.list)
+        if outcome is not Outcome.DONE:
+            return set(), outcome is Outcome.TRANSIENT
+        found = {getattr(queue, "friendly_name", None): queue for queue in listed or ()}
+        sized: set[str] = set()
+        for name in names:
+            queue = found.get(name)
+            if queue is not None and int(getattr(queue, "max_size", 0) or 0) >= max_size:
+                sized.add(name)
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                continue  # out of time: the next pass
+            if queue is None:
+                what = f"creation of Twilio's queue {name} (MaxSize {max_size})"
+                request: Callable[[], object] = partial(queues.create, friendly_name=name,
+                                                        max_size=max_size)
+            else:
+                what = (f"MaxSize of Twilio's queue {name} "
+                        f"({getattr(queue, 'max_size', '?')} -> {max_size})")
+                request = partial(queues(queue.sid).update, max_size=max_size)
+            outcome, _ = one_try(what, request)
+            if outcome is Outcome.TRANSIENT:
+                return sized, True
+            if outcome is Outcome.DONE:
+                log.info("%s: done", what)
+                sized.add(name)
+        return sized, False
 
 def _logged(task: Callable[[], object]) -> None:
     """Run a background task; a failure is logged, never lost silently."""

@@ -621,6 +621,25 @@ def test_a_caller_twilio_cannot_queue_without_a_fallback_leaves_a_voicemail_on_t
     assert log.queue_wait_seconds is not None and log.queue_wait_seconds < 30
 
 
+def test_the_1001st_caller_waiting_for_a_team_is_queued_once_the_reconciler_sized_its_queue(
+        desk, lakeview, phone, emulator):
+    """Twilio's queue holds 1000 calls unless sized: the reconciler sizes each team's."""
+    from twilio_side.queues import QUEUES  # noqa: PLC0415 - Twilio's side, as the phone is
+    from workers.reconciler import reconcile  # noqa: PLC0415
+
+    # A thousand callers already wait for the general team at Twilio.
+    for index in range(1000):
+        emulator.register_call(f"CA-waiting-{index:04d}")
+        assert QUEUES.enter("general", f"CA-waiting-{index:04d}")
+    refused = phone.call(PAT, "2", max_wait_seconds=0.3)
+    # Twilio refused them twice (queue-full), so they left a voicemail instead of a place.
+    assert not refused.queued and refused.events("record")
+    assert reconcile()["twilio_queues_sized"] > 0
+    queued = phone.call(PAT, "2", max_wait_seconds=0.3)
+    assert queued.queued and queued.queues == ["general"]
+    assert not queued.events("record")
+
+
 # --- 6. the recording posted after the status callback --------------------------------------
 
 

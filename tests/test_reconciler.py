@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import time
 
+import time_machine
+from twilio.rest import Client
+
 from directory import keys
+from directory.catalog import ALL_TEAMS
 from routing import acd, presence
 from routing.acd import GONE_SCAN_CHUNK
 from routing.call_state import update_call
+from workers.reconciler import reconcile
 
 
 def test_a_long_queue_drops_exactly_the_callers_who_are_gone(desk, directory):
@@ -52,3 +57,60 @@ def test_a_long_queue_drops_exactly_the_callers_who_are_gone(desk, directory):
     assert announced == len(gone)  # each drop announced
     assert acd.reconcile(desk, now)["dropped"] == 0
     changes.close()
+
+
+def _twilio_queues(desk) -> dict[str, int]:
+    """Twilio's queues, as its REST API lists them: FriendlyName -> MaxSize."""
+    settings = desk.settings
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+    client.api.base_url = settings.twilio_api_url
+    return {queue.friendly_name: queue.max_size for queue in client.api.v2010.account.queues.list()}
+
+
+def _queue_requests(emulator) -> list:
+    return [request for request in emulator.requests if "/Queues" in request.path]
+
+
+def test_every_teams_twilio_queue_is_made_to_hold_5000_calls(desk, directory, emulator):
+    directory.advisor("A7", ["general"])
+    directory.load()
+    # `<Enqueue>` made general's queue on demand (1000); another is larger by hand.
+    client_queues = Client(desk.settings.twilio_account_sid,
+                           desk.settings.twilio_auth_token)
+    client_queues.api.base_url = desk.settings.twilio_api_url
+    client_queues.api.v2010.account.queues.create(friendly_name="general")
+    assert _twilio_queues(desk) == {"general": 1000}
+    desk.r.sadd(keys.teams(), "night-shift")  # a team the directory brought
+
+    assert reconcile()["twilio_queues_sized"] == len(ALL_TEAMS) + 1
+    assert _twilio_queues(desk) == dict.fromkeys([*ALL_TEAMS, "night-shift"], 5000)
+    # Sized, they are not asked about again on the next passes (within the hour).
+    asked = len(_queue_requests(emulator))
+    assert reconcile()["twilio_queues_sized"] == 0
+    assert len(_queue_requests(emulator)) == asked
+
+
+def test_twilio_failing_to_size_the_queues_lets_it_be_a_minute_then_asks_again(
+        desk, directory, emulator, caplog):
+    """As with the open calls (`routing.call_end`), a 429 or 5xx is the account's: Twilio
+    is let be for a minute, then the teams not sized yet are asked about again."""
+    directory.advisor("A7", ["general"])
+    directory.load()
+    emulator.fail_next_fetch(503)  # the list of queues
+    first = _pass(0)
+    assert first["twilio_queues_sized"] == 0 and "voicemail_offers" in first  # the rest ran
+    assert "not known to hold 5000 calls" in caplog.text
+    asked = len(_queue_requests(emulator))
+    assert _pass(10_000)["twilio_queues_sized"] == 0
+    assert len(_queue_requests(emulator)) == asked  # let be
+    emulator.fail_next(429)  # the first creation
+    assert _pass(61_000)["twilio_queues_sized"] == 0
+    assert _twilio_queues(desk) == {}
+    assert _pass(122_000)["twilio_queues_sized"] == len(ALL_TEAMS)
+    assert _twilio_queues(desk) == dict.fromkeys(ALL_TEAMS, 5000)
+
+
+def _pass(after_ms: int) -> dict[str, int]:
+    """The worker's reconciler job, run `after_ms` (ms) from now."""
+    with time_machine.travel(time.time() + after_ms / 1000, tick=False):
+        return reconcile()

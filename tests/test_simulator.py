@@ -446,6 +446,42 @@ def test_status_callback_can_be_posted_twice(flask_transport: FlaskTransport, iv
 # -- queues and the REST emulator ---------------------------------------------------
 
 
+def test_a_full_queue_refuses_the_caller_until_its_max_size_is_raised(
+    ivr: Flask, flask_transport: FlaskTransport, rest_emulator: TwilioEmulator,
+    twilio_client: Client,
+) -> None:
+    from twilio_side.queues import QUEUES  # noqa: PLC0415 - the board <Enqueue> waits on
+
+    rest_emulator.reset()  # this process's queues: none yet
+    try:
+        queues = twilio_client.api.v2010.account.queues
+        created = queues.create(friendly_name="general")
+        assert created.max_size == 1000  # Twilio's default
+        with pytest.raises(TwilioRestException) as too_big:
+            queues(created.sid).update(max_size=5001)
+        assert too_big.value.status == 400
+        assert queues(created.sid).update(max_size=1).max_size == 1
+        rest_emulator.register_call("CA-already-waiting")
+        assert QUEUES.enter("general", "CA-already-waiting")
+
+        def call() -> CallResult:
+            return Caller(flask_transport, CALLER, keys=["2"], account_sid=ACCOUNT,
+                          emulator_link=InProcessLink(rest_emulator),
+                          max_wait_seconds=0.5).run()
+
+        refused = call()
+        assert not refused.queued
+        assert [f["QueueResult"] for f in forms(ivr, "/voice/queue-result")] == ["queue-full"]
+        assert queues(created.sid).update(max_size=5000).max_size == 5000
+        waited = call()
+        assert waited.queued and waited.queues == ["general"]
+        wait_form = forms(ivr, "/voice/wait")[0]
+        assert wait_form["MaxQueueSize"] == "5000" and wait_form["CurrentQueueSize"] == "2"
+        assert [(q.friendly_name, q.max_size) for q in queues.list()] == [("general", 5000)]
+    finally:
+        rest_emulator.reset()
+
+
 @pytest.mark.parametrize("transport_name", ["flask_transport", "http_transport"])
 def test_a_rest_redirect_takes_the_caller_out_of_the_queue(
     transport_name: str,

@@ -6,7 +6,10 @@ Twilio's REST API (`Calls/{CallSid}.json` or a queue's
 is this emulator: a small threaded HTTP server that answers like Twilio
 (`twilio_side.rest_api`), records every request, and hands each redirect to
 the simulated call it is meant for (`twilio_side.Caller`), in this process
-(`InProcessLink`) or another one over HTTP (`HttpLink`).
+(`InProcessLink`) or another one over HTTP (`HttpLink`). Twilio's queues
+themselves (`Queues.json`, their `MaxSize`) are `twilio_side.queue_api`'s; the
+calls waiting in them are this process's `twilio_side.queues.QUEUES`, which
+refuses a call past a queue's size (queue-full).
 
 Point twilio's client at it with `client.api.base_url = emulator.url`.
 """
@@ -22,6 +25,7 @@ from werkzeug.routing import Map
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from twilio_side.links import LinkRoutes, link_rules
+from twilio_side.queue_api import QueueResources, queue_rules
 from twilio_side.rest_api import RestApi, api_rules
 
 
@@ -32,7 +36,7 @@ class _QuietHandler(WSGIRequestHandler):
         """Say nothing: tests and benchmarks poll this server a lot."""
 
 
-class TwilioEmulator(RestApi, LinkRoutes):
+class TwilioEmulator(QueueResources, RestApi, LinkRoutes):
     """Twilio's call-control REST endpoints, served locally in a background thread."""
 
     def __init__(
@@ -51,7 +55,7 @@ class TwilioEmulator(RestApi, LinkRoutes):
         self.auth_token = auth_token
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
-        self._routes = Map([*api_rules(), *link_rules()], strict_slashes=False)
+        self._routes = Map([*api_rules(), *queue_rules(), *link_rules()], strict_slashes=False)
 
     def start(self) -> str:
         """Listen in a background thread; the base URL (`http://127.0.0.1:PORT`)."""

@@ -11,6 +11,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urljoin
 
 from twilio_side.account import queue_sid
@@ -18,22 +19,95 @@ from twilio_side.gather import Gathering
 from twilio_side.registry import CallUpdate
 from twilio_side.twiml import LOOP_GUARD, CallOver, Fetch
 
+# Twilio's queue sizes: a queue `<Enqueue>` creates on demand holds 1000 calls; the
+# Queues API may set any size up to 5000 (twilio's Queue `max_size`; error 14207).
+DEFAULT_MAX_SIZE = 1000
+LARGEST_MAX_SIZE = 5000
+
+
+@dataclass
+class QueueInfo:
+    """One queue as Twilio's Queues resource shows it (sizes in calls, wait in seconds)."""
+
+    name: str
+    sid: str
+    max_size: int
+    current_size: int
+    average_wait: int
+    created: datetime
+
 
 class QueueBoard:
-    """Who waits in which simulated queue, across the Callers of this process."""
+    """Who waits in which simulated queue, and each queue's `max_size`, across the
+    Callers and the emulator of this process (a queue exists once entered or created)."""
 
     def __init__(self) -> None:
-        """No one waits yet."""
+        """No queue, no one waiting."""
         self._lock = threading.Lock()
         self._members: dict[str, list[str]] = {}
         self._waits: dict[str, list[float]] = {}
+        self._max_sizes: dict[str, int] = {}
+        self._created: dict[str, datetime] = {}
 
-    def enter(self, queue: str, call_sid: str) -> None:
-        """The call joins the end of the queue."""
+    def _exist(self, queue: str) -> None:
+        """Create the queue as `<Enqueue>` does, at the default size (caller holds the lock)."""
+        if queue not in self._max_sizes:
+            self._max_sizes[queue] = DEFAULT_MAX_SIZE
+            self._created[queue] = datetime.now(UTC)
+            self._members.setdefault(queue, [])
+
+    def enter(self, queue: str, call_sid: str) -> bool:
+        """The call joins the end of the queue (created on demand); False, and it does
+        not join, when the queue already holds its `max_size` calls (Twilio's 14207)."""
         with self._lock:
-            members = self._members.setdefault(queue, [])
-            if call_sid not in members:
-                members.append(call_sid)
+            self._exist(queue)
+            members = self._members[queue]
+            if call_sid in members:
+                return True
+            if len(members) >= self._max_sizes[queue]:
+                return False
+            members.append(call_sid)
+            return True
+
+    def create(self, queue: str, max_size: int | None = None) -> bool:
+        """Create the queue (`POST Queues.json`); False when one has that name already."""
+        with self._lock:
+            if queue in self._max_sizes:
+                return False
+            self._exist(queue)
+            if max_size is not None:
+                self._max_sizes[queue] = max_size
+            return True
+
+    def resize(self, queue: str, max_size: int) -> None:
+        """Set an existing queue's `max_size` (calls already waiting stay)."""
+        with self._lock:
+            self._exist(queue)
+            self._max_sizes[queue] = max_size
+
+    def info(self, queue: str) -> QueueInfo | None:
+        """The queue as the Queues resource shows it; None when it does not exist."""
+        with self._lock:
+            if queue not in self._max_sizes:
+                return None
+            waits = self._waits.get(queue, [])
+            return QueueInfo(queue, queue_sid(queue), self._max_sizes[queue],
+                             len(self._members.get(queue, [])),
+                             int(sum(waits) / len(waits)) if waits else 0,
+                             self._created[queue])
+
+    def names(self) -> list[str]:
+        """Every queue that exists, oldest first."""
+        with self._lock:
+            return sorted(self._created, key=self._created.__getitem__)
+
+    def forget(self) -> None:
+        """No queue, no one waiting (the emulator's `reset`)."""
+        with self._lock:
+            self._members.clear()
+            self._waits.clear()
+            self._max_sizes.clear()
+            self._created.clear()
 
     def leave(self, queue: str, call_sid: str, waited: float) -> None:
         """The call leaves the queue; its wait counts toward the average (last 100)."""
@@ -45,14 +119,15 @@ class QueueBoard:
                 waits.append(waited)
                 del waits[:-100]
 
-    def position(self, queue: str, call_sid: str) -> tuple[int, int, int]:
-        """(position 1-based, current size, average wait in seconds)."""
+    def position(self, queue: str, call_sid: str) -> tuple[int, int, int, int]:
+        """(position 1-based, current size, average wait in seconds, max size)."""
         with self._lock:
             members = self._members.get(queue, [])
             position = members.index(call_sid) + 1 if call_sid in members else 1
             waits = self._waits.get(queue, [])
             average = int(sum(waits) / len(waits)) if waits else 0
-            return position, max(len(members), 1), average
+            max_size = self._max_sizes.get(queue, DEFAULT_MAX_SIZE)
+            return position, max(len(members), 1), average, max_size
 
 
 QUEUES = QueueBoard()
@@ -101,11 +176,18 @@ class Waiting(Gathering):
             action=urljoin(doc_url, action) if action else None,
             action_method=verb.get("method", "POST"),
         )
+        if not QUEUES.enter(name, self.call_sid):
+            # Twilio refuses a full queue (14207): the action hears queue-full at once.
+            self._emit("warning", f"queue {name} is full", doc_url, "caller")
+            stay.left = 0.0
+            params = {"QueueResult": "queue-full", "QueueSid": stay.sid, "QueueTime": "0"}
+            if stay.action:
+                return Fetch(stay.action, stay.action_method, params, "enqueue-action")
+            return None
         self.result.queued = True
         self.result.queues.append(name)
         self._idle_docs = 0
         self._emit("enqueue", name, doc_url, "caller")
-        QUEUES.enter(name, self.call_sid)
         try:
             return self._wait_in_queue(stay)
         except KeyboardInterrupt:
@@ -174,14 +256,14 @@ class Waiting(Gathering):
     def _wait_cycle(self, stay: QueueStay) -> str | CallUpdate:
         """One pass of the waitUrl TwiML: "again", "leave", "hangup" or a REST update."""
         name, waited = stay.name, int(stay.waited())
-        position, size, average = QUEUES.position(name, self.call_sid)
+        position, size, average, max_size = QUEUES.position(name, self.call_sid)
         queue_params = {
             "QueueSid": stay.sid,
             "QueuePosition": str(position),
             "QueueTime": str(waited),
             "AvgQueueTime": str(average),
             "CurrentQueueSize": str(size),
-            "MaxQueueSize": "1000",
+            "MaxQueueSize": str(max_size),
         }
         detail = f"wait:{name}"
         url = stay.wait_url or ""

@@ -9,8 +9,9 @@ import time
 
 from jobs.queues import resume_call_logs
 from routing import acd, availability, outage, waiting
-from routing.call_end import check_open_calls, release_ended_holds
+from routing.call_end import OPEN_CALLS_PASS_SECONDS, check_open_calls, release_ended_holds
 from routing.redis_restarts import notice_redis_restart
+from routing.twilio_queues import size_team_queues
 from workers.context import current_desk
 from workers.set_aside import retry_set_aside_call_logs
 
@@ -50,7 +51,11 @@ def reconcile() -> dict[str, int]:
     them (`oncall_caller_served`: `outage.serve_oncall_line`); and the callers past
     `CASELINE_MAX_WAIT_SECONDS` who have not heard the voicemail offered are brought
     back into their queue to hear it (`voicemail_offers`: `waiting.offer_voicemails`).
-    Neither waits for the caller's next hold cycle, a hold-music track away."""
+    Neither waits for the caller's next hold cycle, a hold-music track away. Last, each
+    team's queue at Twilio is made to hold 5000 waiting calls, not Twilio's default 1000
+    (`twilio_queues_sized`: `routing.twilio_queues`; only teams not seen sized within
+    the hour, so most passes ask Twilio nothing; a failure lets Twilio be for a minute,
+    as the open calls' checks do, and is tried again after it)."""
     desk, now = current_desk(), time.time()
     done = acd.reconcile(desk, int(now * 1000))
     # An end applied halfway (Redis failed after its script, no repeat followed): the
@@ -73,5 +78,10 @@ def reconcile() -> dict[str, int]:
     # their next hold cycle.
     done["voicemail_offers"] = waiting.offer_voicemails(desk, int(now * 1000))
     # Last: its REST requests may take seconds, and holds must not wait behind them.
+    asking_from = time.monotonic()
     done.update(check_open_calls(desk, int(now * 1000)))
+    # Within the same time for Twilio as the open calls (no request starts past it),
+    # so a pass still fits in the reconciler's interval; nothing when Twilio is let be.
+    done["twilio_queues_sized"] = size_team_queues(
+        desk, int(now * 1000), deadline=asking_from + OPEN_CALLS_PASS_SECONDS)
     return done
