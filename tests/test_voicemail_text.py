@@ -158,3 +158,21 @@ def test_a_voicemail_whose_record_action_met_a_redis_blip_still_reaches_the_case
             time.sleep(0.05)
         log = _the_log(desk, sid)
     assert (log.recording_url, log.status) == ("https://rec/RE9", "voicemail")
+
+
+@pytest.mark.databases
+def test_a_voicemail_whose_record_action_never_came_reaches_the_case_by_its_text(
+        desk, lakeview, client):
+    """The `<Record>` action is lost outright (never reaches the line); Twilio's
+    transcription callback, a minute on, names the recording (`RecordingUrl`): the log
+    carries the recording and its text (before: the text on an `ended-in-menu` log)."""
+    sid = "CA-lost"
+    with time_machine.travel(EVENING, tick=True):
+        _leaves_a_message(client, sid)
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "60"})
+        assert _the_log(desk, sid).recording_url is None  # written without it
+        _transcribed(client, sid)
+        log = _the_log(desk, sid)
+    assert (log.recording_url, log.status) == ("https://rec/RE9", "voicemail")
+    assert log.details["transcription"] == TEXT

@@ -69,8 +69,14 @@ def keep_voicemail(cause: BaseException) -> None:
 @bp.post("/transcribed")
 def transcribed() -> Response:
     """Twilio's transcription of a voicemail (`transcribeCallback`): the worker puts the
-    text on the call's log. A failed transcription leaves the recording as it stands."""
-    sid = call_sid()
+    text on the call's log. A failed transcription leaves the recording as it stands.
+
+    Twilio posts the recording's `RecordingUrl` (and `RecordingSid`) with it, whatever
+    the transcription's status: a call with no recording yet (its `<Record>` action
+    lost) gets it here, a second way the message reaches the case."""
+    sid, recording = call_sid(), form("RecordingUrl", 512)
+    if recording and acd.note_transcribed_recording(desk(), sid, recording):
+        enqueue_recording(desk().job_redis, sid)
     if form("TranscriptionStatus") == "completed" and acd.note_transcription(
             desk(), sid, form("TranscriptionText", 4000).strip()):
         enqueue_transcription(desk().job_redis, sid)
