@@ -9,7 +9,7 @@ from flask import Response
 from twilio.twiml.voice_response import VoiceResponse
 
 from directory.redis_client import redis_unavailable
-from ivr import twiml
+from ivr import gate, twiml
 from ivr.context import desk, prompts
 from ivr.voice.form import call_sid, form, whole_arg
 from ivr.voice.hooks import bp
@@ -58,8 +58,8 @@ def keep_voicemail(cause: BaseException) -> None:
     callback, which posts the `RecordingUrl` again (`transcribed`). Never raises: the
     caller's reply must go out whatever happens here."""
     sid, recording = call_sid(), form("RecordingUrl", 512)
-    if not recording or not redis_unavailable(cause):
-        return
+    if not recording or not gate.CALL_SID.fullmatch(sid) or not redis_unavailable(cause):
+        return  # no recording, no call to put it on (the gate may be what failed)
     try:
         kept_ends().keep_recording(sid, recording, form("RecordingDuration", 8) or "0")
     except Exception:  # noqa: BLE001 - the caller's reply matters more than the record
