@@ -430,6 +430,20 @@ def note_recording(desk: Desk, call_sid: str, url: str, seconds: str) -> bool:
     return ended
 
 
+def note_transcribed_recording(desk: Desk, call_sid: str, url: str) -> bool:
+    """Keep on the call the recording Twilio names with a voicemail's transcription
+    callback (its `RecordingUrl`), when the call has none: the `<Record>` action that
+    brings it first (`note_recording`) was lost (Redis unreachable past what the web
+    process kept, or a bug). True when it was kept and the call had already ended (its
+    log may be written: the recording must be added to it). Its duration is not posted
+    with the transcription: none is kept."""
+    call, ended = call_and_end(desk.r, call_sid)
+    if not call or call.get("recording_url"):
+        return False  # never seen, or the `<Record>` action came: nothing to add
+    update_call(desk.r, call_sid, recording_url=url)
+    return ended
+
+
 def note_transcription(desk: Desk, call_sid: str, text: str) -> bool:
     """Keep a voicemail's transcription (Twilio's `TranscriptionText`) on the call;
     True when there is a call to keep it on (its log then needs the text)."""

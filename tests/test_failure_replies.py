@@ -48,7 +48,7 @@ DOWN = "redis://127.0.0.1:9/0"  # nothing listens: every Redis command fails
 CALLERS_OWN = ["/voice/incoming", "/voice/menu?attempt=1", "/voice/product?attempt=1",
                "/voice/case?attempt=1", "/voice/verify/contact?option=1&attempt=1",
                "/voice/verify/pin?option=1", "/voice/after-hours/case?attempt=1",
-               "/voice/recorded", "/voice/outage/route", "/voice/oncall-result",
+               "/voice/outage/route", "/voice/oncall-result",
                "/voice/dial-result?advisor=A2", "/voice/connect", "/voice/hold-again",
                "/voice/queue-result",
                f"/voice/conference/join?call={SID}&role=contact",
@@ -103,7 +103,7 @@ def test_every_voice_webhook_has_its_failure_reply(app):
               if rule.rule.startswith("/voice")}
     assert routes == set(FAILURE_REPLIES)
     tested = {path.split("?")[0] for path in CALLERS_OWN + ON_HOLD + ADVISORS_LEG + CALLBACKS}
-    tested |= {"/voice/survey", "/voice/fallback/over"}  # their own tests below
+    tested |= {"/voice/survey", "/voice/fallback/over", "/voice/recorded"}  # own tests below
     assert tested == {rule.rule for rule in app.url_map.iter_rules()
                       if rule.rule.startswith("/voice")}
 
@@ -111,6 +111,18 @@ def test_every_voice_webhook_has_its_failure_reply(app):
 @pytest.mark.parametrize("path", CALLERS_OWN)
 def test_the_callers_own_call_reaches_the_fallback_number(down, path):
     assert dialed(down(path)) == [FALLBACK]
+
+
+@pytest.mark.parametrize("fallback", [True, False])
+def test_a_caller_who_just_left_a_voicemail_hears_its_thanks(down, fallback):
+    """The `<Record>` action fails (Redis down) and the caller pressed `#`, still on the
+    line: their message is recorded at Twilio, so they hear the voicemail's thanks and
+    goodbye, as when nothing failed (before: the fallback number dialed, or the
+    apology and "please call again", right after leaving their message)."""
+    root = down("/voice/recorded", fallback, RecordingUrl="https://rec/RE1",
+                RecordingDuration="14", Digits="#")
+    assert dialed(root) == [] and verbs(root) == ["Say", "Hangup"], verbs(root)
+    assert "Monday" not in "".join(root.itertext())  # not the apology with the hours
 
 
 @pytest.mark.parametrize("fallback", [True, False])

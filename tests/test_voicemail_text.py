@@ -4,13 +4,16 @@ is urgent. Driven as Twilio does (signed posts), on an evening of the suite's we
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+import redis
 import time_machine
 from sqlalchemy import select
 
+from directory import keys
 from directory.models import CallLog
 from jobs.queues import Queues, queue
 from tests.conftest import API_TOKEN, card_while_ringing, run_jobs
@@ -113,3 +116,63 @@ def test_the_advisor_reads_the_nights_message_on_the_card_in_the_morning(
     assert earlier is not None
     assert f'<q class="transcription">{TEXT}</q>' in earlier.group(1)
     assert 'href="https://rec/RE9"' in earlier.group(1)
+
+
+def _leaves_a_message(client, sid: str) -> None:
+    """Pat reaches the `<Record>` on case 2024117 after hours (the message follows)."""
+    post(client, "/voice/incoming", {"CallSid": sid, "From": PAT, "To": "+18005550100",
+                                     "StirVerstat": "TN-Validation-Passed-A"})
+    post(client, "/voice/menu", {"CallSid": sid, "Digits": "1"})
+    assert post(client, "/voice/after-hours/case",
+                {"CallSid": sid, "Digits": "2024117"}).find("Record") is not None
+
+
+def _the_log(desk, sid: str) -> CallLog:
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        return db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one()
+
+
+@pytest.mark.databases
+def test_a_voicemail_whose_record_action_met_a_redis_blip_still_reaches_the_case(
+        desk, lakeview, client, monkeypatch):
+    """Pat hangs up to end her message; Redis is unreachable for the `<Record>` action
+    only (Twilio posts it once): the web process keeps the recording and notes it once
+    Redis answers, and the log carries it (before: `ended-in-menu`, no recording)."""
+    sid = "CA-blip"
+
+    def unreachable(self, *args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1. Connection refused.")
+    with time_machine.travel(EVENING, tick=True):
+        _leaves_a_message(client, sid)
+        monkeypatch.setattr(redis.Redis, "execute_command", unreachable)
+        monkeypatch.setattr(redis.Redis, "evalsha", unreachable)
+        post(client, "/voice/recorded", {"CallSid": sid, "RecordingUrl": "https://rec/RE9",
+                                         "RecordingDuration": "12", "CallStatus": "completed"})
+        monkeypatch.undo()
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "60"})
+        deadline = time.monotonic() + 10
+        while not desk.r.hget(keys.call(sid), "recording_url"):
+            assert time.monotonic() < deadline, "the kept voicemail was never noted"
+            time.sleep(0.05)
+        log = _the_log(desk, sid)
+    assert (log.recording_url, log.status) == ("https://rec/RE9", "voicemail")
+
+
+@pytest.mark.databases
+def test_a_voicemail_whose_record_action_never_came_reaches_the_case_by_its_text(
+        desk, lakeview, client):
+    """The `<Record>` action is lost outright (never reaches the line); Twilio's
+    transcription callback, a minute on, names the recording (`RecordingUrl`): the log
+    carries the recording and its text (before: the text on an `ended-in-menu` log)."""
+    sid = "CA-lost"
+    with time_machine.travel(EVENING, tick=True):
+        _leaves_a_message(client, sid)
+        post(client, "/voice/status", {"CallSid": sid, "CallStatus": "completed",
+                                       "CallDuration": "60"})
+        assert _the_log(desk, sid).recording_url is None  # written without it
+        _transcribed(client, sid)
+        log = _the_log(desk, sid)
+    assert (log.recording_url, log.status) == ("https://rec/RE9", "voicemail")
+    assert log.details["transcription"] == TEXT

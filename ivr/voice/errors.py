@@ -1,8 +1,9 @@
 """The app-wide error handler: any failure inside a call answers TwiML that fits where
 the request came from (`FAILURE_REPLIES`, the one table of it): the caller's own call
 still reaches a human (the fallback number, else an apology with the desk's hours), a
-caller on hold keeps their place, an advisor's leg ends, a status callback hears
-`<Response/>`, a caller right after a conversation `<Hangup/>`."""
+caller on hold keeps their place, a caller who just left a voicemail hears its thanks,
+an advisor's leg ends, a status callback hears `<Response/>`, a caller right after a
+conversation `<Hangup/>`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ivr.console.pages import failure_page
 from ivr.context import desk, now_ms, prompts
 from ivr.gate import conversation_just_ended
 from ivr.metrics import count_error
+from ivr.voice.after_hours import keep_voicemail, voicemail_thanks
 from ivr.voice.fallback import record_fallback_given
 from ivr.voice.render import hours_words, xml
 
@@ -47,6 +49,11 @@ class Reply(Enum):
     AFTER_TALK = "after-talk"
     # A conference leg: the advisor's is a LEG, the contact's the CALLER's (its `role`).
     BY_ROLE = "by-role"
+    # A voicemail's `<Record>` action: the message is recorded at Twilio (not lost; its
+    # recording kept when Redis is unreachable, `keep_voicemail`): the caller still on
+    # the line hears the voicemail's thanks and goodbye, not the fallback right after
+    # leaving it; no fallback is given, none is marked.
+    RECORDED = "recorded"
     # The fallback number's `<Dial>` action: the caller was with the fallback number
     # (or it did not answer); `<Hangup/>`, never the fallback dialed a second time.
     # Also the caller's own call right after a conversation (`gate.
@@ -66,7 +73,6 @@ FAILURE_REPLIES: dict[str, Reply] = {
     "voice.verify_contact": Reply.CALLER,
     "voice.verify_pin": Reply.CALLER,
     "voice.after_hours_case": Reply.CALLER,
-    "voice.recorded": Reply.CALLER,
     "voice.outage_route": Reply.CALLER,
     "voice.oncall_result": Reply.CALLER,
     "voice.dial_result": Reply.CALLER,
@@ -91,6 +97,7 @@ FAILURE_REPLIES: dict[str, Reply] = {
     "voice.colleague_progress": Reply.CALLBACK,
     "voice.transcribed": Reply.CALLBACK,
     "voice.survey_key": Reply.AFTER_TALK,
+    "voice.recorded": Reply.RECORDED,
     "voice.fallback_over": Reply.OVER,
 }
 
@@ -181,6 +188,8 @@ def register_error_pages(app: Flask) -> None:
                           reply.value)
         if reply is Reply.CALLER:
             record_fallback_given(cause)  # the call log's `fallback`
+        if reply is Reply.RECORDED:
+            keep_voicemail(cause)
         return xml(_failure_twiml(reply))
 
 
@@ -193,6 +202,8 @@ def _failure_twiml(reply: Reply) -> VoiceResponse:
         return twiml.goodbye(p, p.text("errors.advisor_leg"))
     if reply is Reply.OVER:
         return twiml.hang_up()
+    if reply is Reply.RECORDED:
+        return voicemail_thanks()
     if reply is Reply.AFTER_TALK:
         return twiml.goodbye(p, p.text("survey.thanks"))
     if reply is Reply.HOLD:

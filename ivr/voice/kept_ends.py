@@ -24,11 +24,19 @@ after the call was logged (by another process) has its log written again
 (`routing.call_state.note_fallback`); the caller leaves their queue with the mark, and an
 advisor claimed for them is released (`routing.availability.fallback_given`).
 
-Kept in this process's memory only, at most `MAX_KEPT` ends and as many marks (more
-are dropped, logged): a web process stopped or restarted meanwhile forgets them, and
-the reconciler's check of open calls stays the backstop (a forgotten mark: the log
-says `unknown`, not `fallback`). The thread is a daemon, so a
-graceful stop of the worker never waits for it.
+It writes first the voicemails Redis failed (`keep_recording`: the `<Record>` action,
+`/voice/recorded`, posted once by Twilio, most often right after the caller hung up):
+the recording is on the call before any end the thread applies, so that end's log
+carries it; a call already logged has the recording added to its log
+(`jobs.queues.enqueue_recording`, as a `<Record>` action posted after the end).
+
+Kept in this process's memory only, at most `MAX_KEPT` ends, as many marks and as many
+recordings (more are dropped, logged), each for `KEEP_SECONDS`: a web process stopped
+or restarted meanwhile forgets them, and the reconciler's check of open calls stays the
+backstop (a forgotten mark: the log says `unknown`, not `fallback`; a forgotten
+recording: the transcription callback, which posts the `RecordingUrl` again a minute
+or more later, still attaches it, `ivr.voice.after_hours.transcribed`). The thread is
+a daemon, so a graceful stop of the worker never waits for it.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from dataclasses import dataclass
 
 from directory.redis_client import redis_unavailable
 from ivr.metrics import count_call
+from jobs.queues import enqueue_recording
+from routing.acd import note_recording
 from routing.availability import fallback_given
 from routing.call_end import close_call
 from routing.call_state import final_status
@@ -70,6 +80,16 @@ class KeptEnd:
     given_up_at: float  # time.monotonic() past which it is dropped
 
 
+@dataclass(frozen=True)
+class KeptRecording:
+    """A voicemail's `<Record>` action not applied yet: what `note_recording` needs."""
+
+    call_sid: str
+    url: str  # Twilio's RecordingUrl (at most 512 characters)
+    seconds: str  # Twilio's RecordingDuration (s), as posted
+    given_up_at: float  # time.monotonic() past which it is dropped
+
+
 class KeptEnds:
     """This web process's final status callbacks waiting for Redis (see the module)."""
 
@@ -80,6 +100,7 @@ class KeptEnds:
         # CallSid -> (how the fallback was given, when (ms since the epoch),
         # time.monotonic() past which dropped)
         self._fallbacks: dict[str, tuple[str, int, float]] = {}
+        self._recordings: dict[str, KeptRecording] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -116,6 +137,23 @@ class KeptEnds:
             self._start()
         return True
 
+    def keep_recording(self, call_sid: str, url: str, seconds: str) -> bool:
+        """Keep a voicemail Redis failed (`url`: RecordingUrl; `seconds`: its
+        RecordingDuration), for the retry thread; False when it cannot be kept (the
+        cap is reached: the transcription callback may still bring it)."""
+        with self._lock:
+            if call_sid not in self._recordings and len(self._recordings) >= MAX_KEPT:
+                log.error("call %s: its voicemail %s could not be kept (Redis unreachable, "
+                          "%d kept already): left to the transcription callback",
+                          call_sid, url, MAX_KEPT)
+                return False
+            self._recordings.setdefault(call_sid, KeptRecording(
+                call_sid, url, seconds, time.monotonic() + KEEP_SECONDS))
+            self._start()
+        log.warning("call %s: its voicemail %s could not be noted (Redis unreachable): "
+                    "kept, retried for up to %d s", call_sid, url, KEEP_SECONDS)
+        return True
+
     def _start(self) -> None:
         """Start the retry thread unless it runs (the lock held)."""
         if self._thread is None or not self._thread.is_alive():
@@ -125,23 +163,49 @@ class KeptEnds:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._ends) + len(self._fallbacks)
+            return len(self._ends) + len(self._fallbacks) + len(self._recordings)
 
     def _run(self) -> None:
-        """Retry the kept marks and ends with backoff until none is left."""
+        """Retry the kept recordings, marks and ends (in that order, so an end applied
+        here is logged with them) with backoff until none is left."""
         pause = FIRST_RETRY_SECONDS
         while True:
             time.sleep(pause)
             with self._lock:
                 ends = list(self._ends.values())
                 fallbacks = list(self._fallbacks.items())
-                if not ends and not fallbacks:
+                recordings = list(self._recordings.values())
+                if not ends and not fallbacks and not recordings:
                     self._thread = None
                     return
-            if self._apply_fallbacks(fallbacks) and self._apply_all(ends):
+            if (self._apply_recordings(recordings) and self._apply_fallbacks(fallbacks)
+                    and self._apply_all(ends)):
                 pause = FIRST_RETRY_SECONDS
             else:
                 pause = min(pause * 2, LAST_RETRY_SECONDS)
+
+    def _apply_recordings(self, recordings: list[KeptRecording]) -> bool:
+        """Note each kept voicemail on its call once (added to its log if the call was
+        logged already); True when Redis answered."""
+        for kept in recordings:
+            if time.monotonic() <= kept.given_up_at:
+                try:
+                    if note_recording(self._desk, kept.call_sid, kept.url, kept.seconds):
+                        enqueue_recording(self._desk.job_redis, kept.call_sid)
+                    log.warning("call %s: its kept voicemail noted once Redis answered",
+                                kept.call_sid)
+                except Exception as exc:
+                    if redis_unavailable(exc):
+                        return False
+                    log.exception("call %s: its kept voicemail %s failed", kept.call_sid,
+                                  kept.url)
+            else:
+                log.error("call %s: its voicemail %s could not be noted for %d s (Redis "
+                          "unreachable): left to the transcription callback",
+                          kept.call_sid, kept.url, KEEP_SECONDS)
+            with self._lock:
+                self._recordings.pop(kept.call_sid, None)
+        return True
 
     def _apply_fallbacks(self, fallbacks: list[tuple[str, tuple[str, int, float]]]) -> bool:
         """Write each kept fallback mark once; True when Redis answered."""
