@@ -11,7 +11,6 @@ import re
 import shutil
 import signal
 import socket
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,14 +90,9 @@ def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> P
     up its own processes only, and a start never touches the files of a service still
     running. A pid says whether a master lives only on its own host (every container's
     master is pid 1), so the folder names the host too: folders of this host's masters
-    no longer alive are stale and removed here; another host's are left to it while
-    it looks alive: touched (its files written, or the folder by a scrape of /metrics,
-    `ivr.metrics`) within `FOREIGN_METRICS_STALE_SECONDS`. Past that, it is a host gone
-    for good (a recreated container has a new name) and removed, so a shared volume
-    does not fill with them; should that host serve still, unscraped and idle for a
-    day, its counters restart from zero, as after a restart. Ours is emptied in case
-    our pid is one a stopped service of this host had (a container's master is pid 1
-    at every start)."""
+    no longer alive are stale and removed here; another host's are left to it. Ours is
+    emptied in case our pid is one a stopped service of this host had (a container's
+    master is pid 1 at every start)."""
     master_pid = os.getpid() if master_pid is None else master_pid
     host = metrics_host()
     root = Path(instance_path) / "prometheus"
@@ -109,10 +103,7 @@ def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> P
             continue
         name_host, _, pid = entry.name.rpartition("-")
         if entry.is_dir() and name_host and name_host != host:
-            if not _untouched_for(entry, FOREIGN_METRICS_STALE_SECONDS):
-                continue  # another host's service, maybe alive: only that host can tell
-            shutil.rmtree(entry, ignore_errors=True)
-            continue
+            continue  # another host's service: only that host can tell it is gone
         # This host's folder (or a bare pid's, from a version before the host was named).
         pid = pid if name_host else entry.name
         if entry.is_dir() and pid.isdigit() and is_alive(int(pid)):
@@ -127,21 +118,6 @@ def prepare_metrics_dir(instance_path: Path, master_pid: int | None = None) -> P
     folder.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     return folder
-
-
-# How long (s) another host's metrics folder may go untouched before a start here takes
-# it for a host gone for good: a running service is scraped every minute or so.
-FOREIGN_METRICS_STALE_SECONDS = 24 * 60 * 60
-
-
-def _untouched_for(folder: Path, seconds: float) -> bool:
-    """Whether neither `folder` nor any file in it changed within the last `seconds`."""
-    try:
-        newest = max([folder.stat().st_mtime,
-                      *(entry.stat().st_mtime for entry in folder.iterdir())])
-    except OSError:
-        return False  # being written or removed right now: not stale
-    return time.time() - newest > seconds
 
 
 def metrics_host() -> str:

@@ -3,7 +3,7 @@ monitoring system reaches it).
 
 Counters and the webhook latency histogram live in each web process; under
 gunicorn, `caseline serve` sets PROMETHEUS_MULTIPROC_DIR (a folder of its own
-under the instance path, `prometheus/<host>-<master pid>`, emptied at start; see
+under the instance path, `prometheus/<master pid>`, emptied at start; see
 `caseline.server.prepare_metrics_dir`) so that one scrape adds up every worker
 process of this service, and of no other. What lives in Redis (waiting callers per
 team, RQ's queue lengths, jobs retried by the workers, wherever they run) is read at
@@ -13,7 +13,6 @@ scrape time; while Redis cannot be read, a scrape still answers, with the proces
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -136,12 +135,7 @@ class _RedisCollector:
 
 def _process_metrics() -> bytes:
     """The counters and histograms of every web process (or of this one)."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder:
-        # Each scrape says this service is alive to the starts of other hosts sharing
-        # the volume (`caseline.server.prepare_metrics_dir`), which cannot ask a pid.
-        with contextlib.suppress(OSError):
-            os.utime(folder)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         return generate_latest(registry)

@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from caseline.server import FOREIGN_METRICS_STALE_SECONDS, metrics_host, prepare_metrics_dir
+from caseline.server import metrics_host, prepare_metrics_dir
 from config.settings import PROJECT_ROOT
 from ivr import create_app
 from routing import presence
@@ -170,35 +170,6 @@ def test_a_start_leaves_the_figures_of_another_hosts_service_on_a_shared_volume(
     assert not stopped_here.exists()
     assert ours == root / f"{metrics_host()}-1" and list(ours.iterdir()) == []
     assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(ours)
-
-
-def _age(folder: Path, seconds: float) -> None:
-    """Make a folder and its files look last written `seconds` ago."""
-    then = time.time() - seconds
-    for entry in [*folder.iterdir(), folder]:
-        os.utime(entry, (then, then))
-
-
-def test_a_start_removes_the_figures_of_a_host_gone_for_good_and_keeps_a_scraped_ones(
-        tmp_path, monkeypatch, client):
-    """A container recreated has a new host name, so its old folder would stay on the
-    shared volume for ever: one untouched for over a day is removed by a start here.
-    A host serving still is scraped (Prometheus, every minute or so), which touches
-    its folder, however idle its line: its figures stay."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
-    root = tmp_path / "prometheus"
-    gone, idle = root / "old_container-1", root / "idle_container-1"
-    for folder in (gone, idle):
-        folder.mkdir(parents=True)
-        (folder / "counter_1.db.part").write_bytes(b"")  # not read by a scrape
-        _age(folder, FOREIGN_METRICS_STALE_SECONDS + 3600)
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(idle))
-    assert client.get("/metrics").status_code == 200  # the idle host's scrape
-
-    prepare_metrics_dir(tmp_path, master_pid=1)
-
-    assert not gone.exists()
-    assert (idle / "counter_1.db.part").exists()
 
 
 def web_processes(master: int) -> set[int]:
