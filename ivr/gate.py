@@ -298,7 +298,8 @@ def repeat_token(req: Request) -> str:
         return ""
     question = TRY_KEYED.get(req.endpoint or "")
     attempt = req.args.get("attempt", "")
-    if question and attempt.isdigit() and len(attempt) <= 3:
+    # isdecimal, not isdigit: "²" is a digit int() refuses.
+    if question and attempt.isascii() and attempt.isdecimal() and len(attempt) <= 3:
         return f"{sid}:{question}-try-{int(attempt)}"
     header = req.headers.get("I-Twilio-Idempotency-Token", "")[:128]
     return f"{sid}:{header}" if header else ""

@@ -378,3 +378,17 @@ def test_a_webhook_failing_after_the_caller_hung_up_is_no_fallback(settings, des
     assert failed
     log = _the_log(desk)
     assert log.status == "unanswered" and "fallback" not in log.details
+
+
+def test_a_try_number_in_other_digits_is_read_as_none_not_a_crash(settings, make_app):
+    """`?attempt=²` (a digit to `str.isdigit`, which `int` refuses): the webhook answers
+    as for a request naming no try; before, reading it crashed the request, and the
+    caller, asked for their PIN, was dialed to the fallback number."""
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    form = {"CallSid": "CA" + "9" * 32, "From": "+16125550101", "To": "+18005550100",
+            "CallStatus": "in-progress"}
+    signed_post(client, "/voice/incoming", form)
+    answer = ET.fromstring(signed_post(
+        client, "/voice/verify/pin?option=1&attempt=%C2%B2", {**form, "Digits": "7"}).data)
+    assert answer.find("Dial") is None, ET.tostring(answer)
