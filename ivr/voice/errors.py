@@ -218,7 +218,8 @@ def _on_hold() -> VoiceResponse:
     settings = desk().settings
     failing_ms = current_app.extensions["caseline.hold_failures"].failed(now_ms())
     queue_time = request.form.get("QueueTime", "")  # s, posted by Twilio on hold
-    waited = int(queue_time) if queue_time.isascii() and queue_time.isdecimal() and len(queue_time) < 10 else 0
+    whole = queue_time.isascii() and queue_time.isdecimal() and len(queue_time) < 10
+    waited = int(queue_time) if whole else 0
     if settings.fallback_number and failing_ms >= HOLD_THROUGH_SECONDS * 1000:
         log.error("hold cycles failing for %d s: the caller leaves the queue for the "
                   "fallback number", failing_ms // 1000)
