@@ -179,12 +179,15 @@ end
 # waits for the desk: out of their team's waiting set (ARGV[5], with {}), their wait
 # noted as `leave_waiting` does (ARGV[7], ms: when the fallback was given), unless the
 # call is a callback (its contact is called back, a new call that cuts nothing); an
-# advisor claimed for them
-# and still ringing for them (ARGV[6], the advisor's key with {}) is named in the
-# result, for the caller to release (`routing.availability.fallback_given`). Without
-# this a freed advisor's claim, or the reconciler putting a claimed caller back in
-# their place (`presence.return_caller`), would redirect the live call and cut the
-# conversation at the fallback number.
+# advisor claimed for them, never brought over (the call `connecting`: its
+# `/voice/connect` failed) and still held ringing for them (ARGV[6], the advisor's key
+# with {}) is named in the result, for the caller to release
+# (`routing.availability.fallback_given`). When it was given is kept (`fallback_at`):
+# the reconciler putting a claimed caller back in their place (`presence.
+# return_caller`) leaves out one given the fallback since the claim. Without this a
+# freed advisor's claim, or that putting back, would redirect the live call and cut
+# the conversation at the fallback number. A call that comes back to the desk after
+# the mark (a reply Twilio did not act on) is routed as any other.
 # Returns {due, advisor}: due 2 when the call's end is recorded already (KEYS[2]: the
 # fallback number's `<Dial>` action came after the status callback): its log is written
 # again (a callback still pending is logged later, as `_UPDATE_LOGGED` says), else 1;
@@ -197,13 +200,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[2])
   end
 end
-redis.call('HSET', KEYS[1], 'fallback', ARGV[1])
+redis.call('HSET', KEYS[1], 'fallback', ARGV[1], 'fallback_at', ARGV[7])
 local held = ''
-local mine = redis.call('HMGET', KEYS[1], 'callback', 'callback_state', 'advisor')
+local mine = redis.call('HMGET', KEYS[1], 'callback', 'callback_state', 'advisor', 'state')
 if mine[1] ~= '1' then
   leave_waiting(KEYS[1], ARGV[5], ARGV[2], tonumber(ARGV[7]))
   local id = mine[3]
-  if id and id ~= '' then
+  -- Only a claim never brought over (`connecting`: its `/voice/connect` failed): once
+  -- the call rings the advisor, the mark is for a reply Twilio did not act on.
+  if id and id ~= '' and mine[4] == 'connecting' then
     local akey = (string.gsub(ARGV[6], '{}', function() return id end, 1))
     local adv = redis.call('HMGET', akey, 'call', 'hold')
     if adv[1] == ARGV[2] and adv[2] == 'ringing' then held = id end

@@ -86,21 +86,26 @@ local function extend_ring(id, lease_until)
     end
   end
 end
-local function given_fallback(sid)
-  -- The call was given the fallback reply (`call_state.note_fallback`): the caller is
-  -- with the fallback number (or gone), and a redirect of the call would cut that
-  -- conversation. Never queued again nor claimed.
-  local mark = redis.call("HGET", call_key(sid), "fallback")
-  return mark ~= false and mark ~= ""
+local function given_fallback_since(sid, since)
+  -- The call was given the fallback reply (`call_state.note_fallback`) at or after
+  -- `since` (ms): the caller is with the fallback number (or gone), and a redirect of
+  -- the call would cut that conversation. A mark older than that was for a reply
+  -- Twilio did not act on: the call came back to the desk since.
+  local at = tonumber(redis.call("HGET", call_key(sid), "fallback_at") or "")
+  return at ~= nil and at >= since
 end
 local function return_caller(sid)
   -- A caller claimed for an advisor, who was never brought over, back where they
   -- waited (same score: same band, same arrival). 1 when queued again; never a
-  -- caller given the fallback reply meanwhile (their `/voice/connect` failed).
+  -- caller given the fallback reply since the claim (their `/voice/connect` failed),
+  -- but for a callback's contact (called back on a new call, which cuts nothing).
   local team = redis.call("HGET", call_key(sid), "waiting_team")
   local score = redis.call("HGET", call_key(sid), "wait_score")
+  local facts = redis.call("HMGET", call_key(sid), "callback", "claimed_at")
   redis.call("HSET", call_key(sid), "advisor", "")
-  if given_fallback(sid) then return 0 end
+  if facts[1] ~= "1" and given_fallback_since(sid, tonumber(facts[2] or "") or 0) then
+    return 0
+  end
   if not team or team == "" or not score or score == "" then return 0 end
   redis.call("ZADD", wait_key(team), tonumber(score), sid)
   redis.call("HSET", call_key(sid), "state", "queued")
@@ -174,9 +179,6 @@ local held = redis.call("HGET", call_key(sid), "advisor")
 if held and held ~= "" and on_call(held, sid) then
   return {"advisor", held}
 end
--- A call given the fallback reply is with the fallback number: nobody is claimed for
--- it, nor is it queued (a late or stray request for it changes nothing).
-if given_fallback(sid) then return {"none", ""} end
 
 local function claim(id)
   -- A waiting caller leaves the queue they wait in (their own team's, even
@@ -359,10 +361,7 @@ local function consider(team, overflow_only)
   local head = redis.call("ZRANGE", wait_key(team), 0, 2, "WITHSCORES")
   for i = 1, #head, 2 do
     local sid, score = head[i], tonumber(head[i + 1])
-    -- A caller given the fallback reply left the queue with the mark; one still
-    -- found here (a callback's contact: called back, never redirected) is not.
-    if sid ~= skip and not rung_lately(sid)
-       and not (given_fallback(sid) and redis.call("HGET", call_key(sid), "callback") ~= "1") then
+    if sid ~= skip and not rung_lately(sid) then
       local arrived = score % tonumber(ARGV[14])
       if (not overflow_only or arrived <= overflow_before)
          and (best_score == nil or score < best_score) then

@@ -392,3 +392,48 @@ def test_a_try_number_in_other_digits_is_read_as_none_not_a_crash(settings, make
     answer = ET.fromstring(signed_post(
         client, "/voice/verify/pin?option=1&attempt=%C2%B2", {**form, "Digits": "7"}).data)
     assert answer.find("Dial") is None, ET.tostring(answer)
+
+
+def test_a_failure_on_a_post_twilio_ignores_gives_no_fallback_and_frees_nobody(
+        settings, desk, directory, make_app, emulator, monkeypatch):
+    """A2 frees up for Pat, who waits; the redirect takes Pat out of Twilio's queue and
+    /voice/connect rings A2. Twilio then posts the `<Enqueue>` action
+    (`QueueResult=redirected`), whose reply it ignores, and that request fails on a
+    bug: Pat was given nothing, so the call is not marked `fallback` (before: marked,
+    which took Pat out of the desk's queue and freed A2 while A2's phone rang for
+    her). And a mark that does come for a call already ringing its advisor (a reply
+    Twilio did not act on) leaves the advisor held: only a claim never brought over
+    is released."""
+    from routing import availability, presence
+    from tests.test_real_world import queue_caller
+
+    directory.district()
+    directory.contact()
+    directory.advisor("A2", ["general"])
+    directory.load()
+    app = make_app(settings.with_changes(fallback_number="+16515550000"))
+    client = app.test_client()
+    sid = "CA" + "a" * 32
+    emulator.register_call(sid)
+    queue_caller(desk, sid, int(time.time() * 1000) - 60_000)
+    make_available(desk, "A2")
+    assert emulator.redirects(sid)  # A2 was claimed for Pat, Pat redirected
+    form = {"CallSid": sid, "From": "+16125550101", "CallStatus": "in-progress"}
+    assert ET.fromstring(signed_post(client, "/voice/connect", form).data).find(
+        "Dial") is not None  # A2's phone rings
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    signed_post(client, "/voice/queue-result", {**form, "QueueResult": "redirected"})
+    monkeypatch.undo()
+    assert failed
+    assert desk.r.hget(keys.call(sid), "fallback") is None
+    assert presence.advisor_state(desk.r, "A2")["call"] == sid
+
+    availability.fallback_given(desk, sid, "number", int(time.time() * 1000))
+    assert presence.advisor_state(desk.r, "A2")["call"] == sid  # still ringing for Pat

@@ -176,27 +176,21 @@ def test_an_idle_advisor_offered_the_queue_takes_the_best_caller_or_keeps_their_
     assert r.zcard(keys.team_waiting("general")) == 0
 
 
-def test_a_call_given_the_fallback_is_never_claimed_queued_or_put_back(r):
-    """A call marked `fallback` (its caller is with the fallback number) is never
-    claimed for nor queued, and a caller claimed before the mark is not put back in
-    their place, by `return_to_queue` or by the reconciler's release of the advisor:
-    any of those would have a freed advisor redirect the call away from the fallback
-    number. The mark's own script takes the caller out of their queue
-    (`call_state.note_fallback`); these are the scripts that could put them back."""
+def test_a_caller_given_the_fallback_after_their_claim_is_not_put_back(r):
+    """A caller claimed for A1 whose `/voice/connect` then failed is with the fallback
+    number (`fallback_at` after `claimed_at`): neither `return_to_queue` nor the
+    reconciler's release of A1 puts them back in their place, from which a freed
+    advisor would redirect the call away from the fallback number. A callback's
+    contact is put back (a callback is a new call: it cuts nothing), and a call whose
+    mark is older than its claim (a reply Twilio did not act on: the call came back to
+    the desk since) is routed and put back as any other."""
     add_advisor(r, "A1", ["general"], available_at=1000)
-    r.hset(keys.call("CA1"), mapping={"fallback": "number"})
-    claim = presence.claim_for_caller(r, "CA1", team="general", owner_id=None, now_ms=9000,
-                                      lease_ms=LEASE)
-    assert claim.outcome == "none"
-    assert r.zcard(keys.team_waiting("general")) == 0
-    assert presence.advisor_state(r, "A1")["status"] == "available"
-
     presence.make_unavailable(r, "A1", "busy", now_ms=9500)
     assert presence.claim_for_caller(r, "CA2", team="general", owner_id=None, now_ms=10_000,
                                      lease_ms=LEASE).outcome == "queued"
     release = presence.make_available(r, "A1", now_ms=11_000, lease_ms=LEASE, explicit=True)
     assert (release.outcome, release.call_sid) == ("claimed", "CA2")
-    r.hset(keys.call("CA2"), mapping={"fallback": "number"})  # its connect failed
+    r.hset(keys.call("CA2"), mapping={"fallback": "number", "fallback_at": 11_500})
     assert not presence.return_to_queue(r, "CA2", "A1")
     expired = 11_000 + LEASE + 1
     release = presence.make_available(r, "A1", now_ms=expired, lease_ms=LEASE,
@@ -204,3 +198,14 @@ def test_a_call_given_the_fallback_is_never_claimed_queued_or_put_back(r):
                                       expired_by_ms=expired, settle_held_call=True)
     assert release.outcome == "available"
     assert r.zcard(keys.team_waiting("general")) == 0
+
+    # A stale mark: routed again after it, claimed, never brought over: put back.
+    r.hset(keys.call("CA3"), mapping={"fallback": "number", "fallback_at": 5_000})
+    presence.make_unavailable(r, "A1", "busy", now_ms=expired + 1)
+    later = expired + 2
+    assert presence.claim_for_caller(r, "CA3", team="general", owner_id=None, now_ms=later,
+                                     lease_ms=LEASE).outcome == "queued"
+    release = presence.make_available(r, "A1", now_ms=later + 1, lease_ms=LEASE, explicit=True)
+    assert (release.outcome, release.call_sid) == ("claimed", "CA3")
+    assert presence.return_to_queue(r, "CA3", "A1")
+    assert r.zrange(keys.team_waiting("general"), 0, -1) == ["CA3"]

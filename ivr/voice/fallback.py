@@ -43,9 +43,12 @@ def record_fallback_given(cause: BaseException) -> None:
     sid = ""
     try:
         sid = request.form.get("CallSid", "")
-        if not gate.CALL_SID.fullmatch(sid) or is_final(request.form.get("CallStatus", "")):
-            # A post made after the caller hung up (a `<Dial>` action after the status
-            # callback): Twilio ignores its reply, so nobody was given the fallback.
+        if not gate.CALL_SID.fullmatch(sid) or is_final(request.form.get("CallStatus", "")) \
+                or request.form.get("QueueResult") == "redirected":
+            # A post whose reply Twilio ignores, so nobody was given the fallback: made
+            # after the caller hung up (a `<Dial>` action after the status callback), or
+            # the `<Enqueue>` action of a caller a REST redirect took out of the queue
+            # (they are at the redirect's URL already: an advisor's ring, hold-again).
             return
         how = "number" if desk().settings.fallback_number else "apology"
         if not redis_unavailable(cause):
