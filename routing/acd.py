@@ -344,10 +344,12 @@ class CallEnd:
     """A final status applied to a call (`record_end`). `first`: this status recorded
     the end (its log is to be written now); else a repeat, whose releases ran again.
     `call`: the call's hash as it ended (first: with the fields the end wrote), or as
-    it is now (a repeat)."""
+    it is now (a repeat). `released`: its advisor still rang or talked on it, and this
+    end released them (a repeat that did found the first end applied halfway)."""
 
     call: dict[str, str]
     first: bool
+    released: bool = False
 
 
 def record_end(
@@ -394,7 +396,7 @@ def record_end(
         return None
     if on_call:
         _release_advisor(desk, call_sid, call, now_ms)
-    return CallEnd(call, first)
+    return CallEnd(call, first, bool(on_call))
 
 
 def _release_advisor(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int) -> None:

@@ -98,9 +98,10 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
     status that is not final, a contact keeping their place for a callback).
 
     A repeat (the web's kept end retrying a status Redis failed halfway, Twilio's
-    repeat) queues no log and hangs up no leg, but frees again what the first end may
-    have left held when Redis failed after its script: the advisor still on the call
-    (`acd.record_end`) and the on-call line still held for it. `now_ms`, `ended_ms`:
+    repeat) queues no log, but frees again what the first end may have left held when
+    Redis failed after its script: the advisor still on the call (`acd.record_end`),
+    the conference legs left behind when it did release them, and the on-call line
+    still held for it. `now_ms`, `ended_ms`:
     ms since the epoch (see `acd.record_end`). `hang_up_legs`: how the legs are hung
     up (default: `conference.hang_up_legs`, retried, through `Telephony.later`)."""
     end = acd.record_end(desk, call_sid, call_status, duration, now_ms, caller=caller,
@@ -114,16 +115,20 @@ def close_call(desk: Desk, call_sid: str, call_status: str, duration: int, now_m
     # leaves the line of a later call held), and only that release serves it.
     if call.get("oncall_tried") and oncall.free_line(desk, call_sid):
         outage.serve_oncall_line(desk, now_ms)
-    if not end.first:
+    if not end.first and not end.released:
         return None
-    enqueue_call_log(desk.job_redis, call_sid)
+    if end.first:
+        enqueue_call_log(desk.job_redis, call_sid)
+    # A repeat that released the advisor found the first end applied halfway: the legs
+    # it left behind may be up too (an advisor alone in an empty conference). A leg
+    # already over answers "gone": hanging up twice is harmless.
     legs = conference.legs_left_behind(call)
     if legs and hang_up_legs is not None:
         hang_up_legs(legs)
     elif legs:
         # After Twilio has its answer: the REST requests may take a while.
         desk.telephony.later(lambda: conference.hang_up_legs(desk, legs))
-    return call
+    return call if end.first else None
 
 
 # A call whose end was recorded this long ago (ms) and whose advisor still rings or

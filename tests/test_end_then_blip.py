@@ -154,3 +154,29 @@ def test_a_status_repeated_long_after_the_end_leaves_the_advisors_next_call_alon
     assert (after["call"], after["hold"], after["lease"]) == (
         "CA-new", "talking", before["lease"])
     assert desk.job_redis.zscore(WRAPUP_ENDS, wrapup_end("A2", "CA-new")) is None
+
+
+def test_a_half_applied_end_of_a_conference_call_hangs_up_the_leg_it_left(
+        app, client, desk, monkeypatch, emulator):
+    """As above, for a contact who hung up in a conference with A2 (A2 brought a
+    colleague in, say): the retry that releases A2 also hangs up A2's leg, which the
+    failed first end never did. Before, A2 was shown available (after wrap-up) while
+    their phone stayed connected to an empty conference, and the next caller's ring
+    met a busy phone."""
+    from directory import keys
+
+    now = int(time.time() * 1000)
+    make_available(desk, "A2")
+    _on_call(desk, "A2", "CA-conf-end", now)
+    desk.r.hset(keys.call("CA-conf-end"), mapping={
+        "conference": "conf-CA-conf-end", "advisor_leg": "CA-a2-leg"})
+    emulator.register_call("CA-a2-leg")
+    fault = FailAfterEnd(monkeypatch, desk, "CA-conf-end")
+    form = {"CallSid": "CA-conf-end", "CallStatus": "completed", "CallDuration": "60"}
+    assert signed_post(client, "/voice/status", form).status_code == 200
+    assert fault.failed == 1
+    wait_for("A2 in wrap-up after the call",
+             lambda: presence.advisor_state(desk.r, "A2").get("hold") == "wrapup")
+    monkeypatch.undo()
+    assert app.extensions["caseline"].telephony.settle()
+    assert [r.call_sid for r in emulator.requests if r.method == "POST"] == ["CA-a2-leg"]
