@@ -84,6 +84,31 @@ def _reaches_the_fallback_while_redis_is_down(settings, make_app) -> tuple[dict,
     return form, dial.get("action")
 
 
+def _pat_at_the_menu(settings, make_app, sid: str) -> tuple:
+    """Pat (attested) calls a line with a fallback number and hears the menu: the
+    app's client and her call's form."""
+    client = make_app(settings.with_changes(fallback_number="+16515550000")).test_client()
+    form = {"CallSid": sid, "From": "+16125550101", "To": "+18005550100",
+            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
+    assert ET.fromstring(signed_post(client, "/voice/incoming", form).data).find(
+        "Gather") is not None
+    return client, form
+
+
+def _a_bug_once(monkeypatch) -> list:
+    """The next Redis script fails on a bug (a script error from Redis, which is up),
+    once; the list of the failed calls' arguments (empty until it failed)."""
+    scripts, failed = redis.Redis.evalsha, []
+
+    def a_bug_once(self, *args, **kwargs):
+        if not failed:
+            failed.append(args)
+            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
+        return scripts(self, *args, **kwargs)
+    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    return failed
+
+
 def _the_log(desk) -> CallLog:
     run_jobs(desk)
     with desk.session_factory() as db:
@@ -213,12 +238,7 @@ def test_a_fallback_for_a_bug_is_recorded_though_redis_went_away_meanwhile(
     directory.district()
     directory.contact()
     directory.load()
-    app = make_app(settings.with_changes(fallback_number="+16515550000"))
-    client = app.test_client()
-    form = {"CallSid": "CA" + "8" * 32, "From": "+16125550101", "To": "+18005550100",
-            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
-    assert ET.fromstring(signed_post(client, "/voice/incoming", form).data).find(
-        "Gather") is not None
+    client, form = _pat_at_the_menu(settings, make_app, "CA" + "8" * 32)
     note_sha = script(desk.r, _NOTE_FALLBACK).sha
     scripts, failed = redis.Redis.evalsha, []
 
@@ -253,12 +273,7 @@ def test_a_bug_mid_call_with_redis_up_is_logged_fallback(settings, desk, directo
     directory.advisor("A7", ["general"])
     directory.case("2024117", owner="A7")
     directory.load()
-    app = make_app(settings.with_changes(fallback_number="+16515550000"))
-    client = app.test_client()
-    form = {"CallSid": "CA" + "5" * 32, "From": "+16125550101", "To": "+18005550100",
-            "StirVerstat": "TN-Validation-Passed-A", "CallStatus": "in-progress"}
-    assert ET.fromstring(signed_post(client, "/voice/incoming", form).data).find(
-        "Gather") is not None
+    client, form = _pat_at_the_menu(settings, make_app, "CA" + "5" * 32)
     signed_post(client, "/voice/menu?attempt=1", {**form, "Digits": "1"})
     scripts, failed = redis.Redis.evalsha, []
 
@@ -365,14 +380,7 @@ def test_a_webhook_failing_after_the_caller_hung_up_is_no_fallback(settings, des
     signed_post(client, "/voice/status", {**ended, "CallDuration": "20"})
     assert _the_log(desk).status == "unanswered"
 
-    scripts, failed = redis.Redis.evalsha, []
-
-    def a_bug_once(self, *args, **kwargs):
-        if not failed:
-            failed.append(args)
-            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
-        return scripts(self, *args, **kwargs)
-    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    failed = _a_bug_once(monkeypatch)
     signed_post(client, dial.get("action"), {**ended, "DialCallStatus": "no-answer"})
     monkeypatch.undo()
     assert failed
@@ -421,14 +429,7 @@ def test_a_failure_on_a_post_twilio_ignores_gives_no_fallback_and_frees_nobody(
     form = {"CallSid": sid, "From": "+16125550101", "CallStatus": "in-progress"}
     assert ET.fromstring(signed_post(client, "/voice/connect", form).data).find(
         "Dial") is not None  # A2's phone rings
-    scripts, failed = redis.Redis.evalsha, []
-
-    def a_bug_once(self, *args, **kwargs):
-        if not failed:
-            failed.append(args)
-            raise redis.ResponseError("ERR user_script:1: attempt to index a nil value")
-        return scripts(self, *args, **kwargs)
-    monkeypatch.setattr(redis.Redis, "evalsha", a_bug_once)
+    failed = _a_bug_once(monkeypatch)
     signed_post(client, "/voice/queue-result", {**form, "QueueResult": "redirected"})
     monkeypatch.undo()
     assert failed

@@ -23,7 +23,7 @@ from routing.call_state import update_call
 from routing.waiting import request_callback
 from tests.conftest import BASE_URL, run_jobs
 from tests.test_callback_lifetime import asks_for_a_callback, logs_of
-from tests.test_real_world import API, queue_caller
+from tests.test_real_world import API, TwilioAnsweringLate, queue_caller
 from tests.webhooks import post
 from workers import reconciler
 
@@ -185,49 +185,6 @@ def test_a_pass_that_spent_its_time_leaves_the_offers_to_the_next_pass(
     assert waiting(client) == [] and rung(emulator) == [A2_PHONE]
 
 
-class StalledTwilio:
-    """Twilio's API taking requests and answering none until `recover()` (an incident at
-    Twilio, a stuck proxy): a proxy in front of the emulator that holds each request,
-    then forwards it. Nothing of the service is replaced."""
-
-    def __init__(self, emulator) -> None:
-        """Listen on a free port of 127.0.0.1 (`self.url`) until `close()`."""
-        import requests
-        from werkzeug.serving import make_server
-        from werkzeug.wrappers import Request, Response
-
-        self.recovered = threading.Event()
-        self.session = session = requests.Session()
-
-        @Request.application
-        def forward(request: Request) -> Response:
-            self.recovered.wait(30)
-            answer = session.request(
-                request.method, emulator.url.rstrip("/") + request.full_path.rstrip("?"),
-                data=request.get_data(), headers={
-                    k: v for k, v in request.headers.items() if k.lower() != "host"},
-                timeout=10)
-            return Response(answer.content, status=answer.status_code,
-                            content_type=answer.headers.get("Content-Type"))
-
-        self.server = make_server("127.0.0.1", 0, forward, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def recover(self) -> None:
-        """Twilio answers again: the requests held go on."""
-        self.recovered.set()
-
-    def close(self) -> None:
-        """Stop listening, and close the connections to the emulator."""
-        self.recover()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-        self.session.close()
-
-
 def test_an_advisor_freed_for_a_callback_is_answered_at_once_while_twilio_stalls(
         settings, desk, client, emulator, lakeview, make_app, request):
     """A2 comes on with Pat's callback waiting, while Twilio's API holds every request.
@@ -237,7 +194,7 @@ def test_an_advisor_freed_for_a_callback_is_answered_at_once_while_twilio_stalls
     gives a webhook before the caller hears an application error and is cut off. Now
     the request answers at once, and A2 is rung for Pat once Twilio answers again."""
     sid = asks_for_a_callback(client)
-    stalled = StalledTwilio(emulator)
+    stalled = TwilioAnsweringLate(emulator, stalled=threading.Event())
     request.addfinalizer(stalled.close)
     web = make_app(settings.with_changes(twilio_api_url=stalled.url))
     web.test_client_class = FlaskClient  # answers without waiting for Twilio's API

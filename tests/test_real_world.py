@@ -233,18 +233,24 @@ class TwilioAnsweringLate:
     """Twilio's API answering the desk late: a proxy in front of the emulator that,
     when the emulator has carried out a redirect and then failed it (`acted:`), does
     what Twilio does with the moved call (`meanwhile(call_sid)`) before the desk hears
-    the failure. Nothing of the service is replaced."""
+    the failure; with `stalled`, it holds every request until that event is set (an
+    incident at Twilio, a stuck proxy: `recover()`). Nothing of the service is
+    replaced."""
 
-    def __init__(self, emulator, meanwhile) -> None:
+    def __init__(self, emulator, meanwhile=lambda call_sid: None,
+                 stalled: threading.Event | None = None) -> None:
         """Listen on a free port of 127.0.0.1 (`self.url`) until `close()`."""
         import requests
         from werkzeug.serving import make_server
         from werkzeug.wrappers import Request, Response
 
         self.session = session = requests.Session()
+        self.stalled = stalled
 
         @Request.application
         def forward(request: Request) -> Response:
+            if stalled is not None:
+                stalled.wait(30)
             before = len(emulator.requests)
             answer = session.request(
                 request.method, emulator.url.rstrip("/") + request.full_path.rstrip("?"),
@@ -263,8 +269,15 @@ class TwilioAnsweringLate:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def recover(self) -> None:
+        """Twilio answers again: the requests held go on."""
+        if self.stalled is not None:
+            self.stalled.set()
+
     def close(self) -> None:
-        """Stop listening, and close the connections to the emulator."""
+        """Stop listening (the requests held let go), and close the connections to the
+        emulator."""
+        self.recover()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
