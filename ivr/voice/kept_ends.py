@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from directory.redis_client import redis_unavailable
 from ivr.metrics import count_call
@@ -60,7 +61,7 @@ log = logging.getLogger(__name__)
 
 # Long enough for a Redis restart or a failover; past it, the reconciler's check.
 KEEP_SECONDS = 120.0
-# Ends kept per web process at most (a few hundred bytes each).
+# Writes of each kind kept per web process at most (a few hundred bytes each).
 MAX_KEPT = 1000
 # The first retry this long (s) after the callback failed, doubling up to the last.
 FIRST_RETRY_SECONDS = 0.25
@@ -69,38 +70,33 @@ LAST_RETRY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
-class KeptEnd:
-    """A final status callback not applied yet: what `close_call` needs."""
+class Kept:
+    """One write Redis failed, waiting for the retry thread: `apply` does it (raising
+    as Redis does), `what` names it in the log, `left_to` says who brings it once it is
+    given up on, past `given_up_at` (time.monotonic())."""
 
     call_sid: str
-    call_status: str
-    duration: int
-    caller: str
-    ended_ms: int
-    given_up_at: float  # time.monotonic() past which it is dropped
+    what: str
+    apply: Callable[[], None]
+    left_to: str
+    given_up_at: float
 
 
-@dataclass(frozen=True)
-class KeptRecording:
-    """A voicemail's `<Record>` action not applied yet: what `note_recording` needs."""
-
-    call_sid: str
-    url: str  # Twilio's RecordingUrl (at most 512 characters)
-    seconds: str  # Twilio's RecordingDuration (s), as posted
-    given_up_at: float  # time.monotonic() past which it is dropped
+# What the thread writes, in this order: the voicemails (`keep_recording`), the
+# fallback marks (`keep_fallback`), the ends (`keep`), so an end applied here is logged
+# with the recording and the mark of its call.
+RECORDING, FALLBACK, END = "recording", "fallback", "end"
+KINDS = (RECORDING, FALLBACK, END)
 
 
 class KeptEnds:
-    """This web process's final status callbacks waiting for Redis (see the module)."""
+    """This web process's writes waiting for Redis (see the module): final status
+    callbacks, fallback marks and voicemails."""
 
     def __init__(self, desk: Desk, clock_ms: Callable[[], int]) -> None:
         self._desk = desk
         self._clock_ms = clock_ms
-        self._ends: dict[str, KeptEnd] = {}
-        # CallSid -> (how the fallback was given, when (ms since the epoch),
-        # time.monotonic() past which dropped)
-        self._fallbacks: dict[str, tuple[str, int, float]] = {}
-        self._recordings: dict[str, KeptRecording] = {}
+        self._kept: dict[str, dict[str, Kept]] = {kind: {} for kind in KINDS}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -108,50 +104,38 @@ class KeptEnds:
              ended_ms: int) -> bool:
         """Keep an end Redis failed, for the retry thread; False when it cannot be kept
         (the cap is reached: the reconciler will end the call)."""
-        with self._lock:
-            if call_sid not in self._ends and len(self._ends) >= MAX_KEPT:
-                log.error("call %s: its final status (%s) could not be applied (Redis "
-                          "unreachable) and %d ends are already kept: left to the "
-                          "reconciler", call_sid, call_status, MAX_KEPT)
-                return False
-            self._ends.setdefault(call_sid, KeptEnd(
-                call_sid, call_status, duration, caller, ended_ms,
-                time.monotonic() + KEEP_SECONDS))
-            self._start()
-        log.warning("call %s: its final status (%s) could not be applied (Redis "
-                    "unreachable): kept, retried for up to %d s", call_sid, call_status,
-                    KEEP_SECONDS)
-        return True
+        return self._keep(END, call_sid, f"its final status ({call_status})", partial(
+            self._end, call_sid, call_status, duration, caller, ended_ms), "the reconciler")
 
     def keep_fallback(self, call_sid: str, how: str) -> bool:
         """Keep a fallback mark Redis failed (`how`: as `note_fallback`'s), given now,
-        for the retry thread; False when it cannot be kept (the cap is reached)."""
-        with self._lock:
-            if call_sid not in self._fallbacks and len(self._fallbacks) >= MAX_KEPT:
-                log.error("call %s: given the fallback reply with Redis unreachable, and "
-                          "%d marks are already kept: its log will not say fallback "
-                          "unless the fallback's <Dial> action tells", call_sid, MAX_KEPT)
-                return False
-            self._fallbacks.setdefault(
-                call_sid, (how, self._clock_ms(), time.monotonic() + KEEP_SECONDS))
-            self._start()
-        return True
+        for the retry thread; False when it cannot be kept (the cap is reached: the
+        log says fallback only if the fallback's `<Dial>` action tells)."""
+        return self._keep(FALLBACK, call_sid, "its fallback reply's record", partial(
+            fallback_given, self._desk, call_sid, how, self._clock_ms()),
+            "the fallback's <Dial> action")
 
     def keep_recording(self, call_sid: str, url: str, seconds: str) -> bool:
         """Keep a voicemail Redis failed (`url`: RecordingUrl; `seconds`: its
         RecordingDuration), for the retry thread; False when it cannot be kept (the
         cap is reached: the transcription callback may still bring it)."""
+        return self._keep(RECORDING, call_sid, f"its voicemail {url}", partial(
+            self._recording, call_sid, url, seconds), "the transcription callback")
+
+    def _keep(self, kind: str, call_sid: str, what: str, apply: Callable[[], None],
+              left_to: str) -> bool:
+        """Keep one write of `kind` for the call (the first kept wins); False at the cap."""
         with self._lock:
-            if call_sid not in self._recordings and len(self._recordings) >= MAX_KEPT:
-                log.error("call %s: its voicemail %s could not be kept (Redis unreachable, "
-                          "%d kept already): left to the transcription callback",
-                          call_sid, url, MAX_KEPT)
+            kept = self._kept[kind]
+            if call_sid not in kept and len(kept) >= MAX_KEPT:
+                log.error("call %s: %s could not be written (Redis unreachable) and %d "
+                          "are already kept: left to %s", call_sid, what, MAX_KEPT, left_to)
                 return False
-            self._recordings.setdefault(call_sid, KeptRecording(
-                call_sid, url, seconds, time.monotonic() + KEEP_SECONDS))
+            kept.setdefault(call_sid, Kept(call_sid, what, apply, left_to,
+                                           time.monotonic() + KEEP_SECONDS))
             self._start()
-        log.warning("call %s: its voicemail %s could not be noted (Redis unreachable): "
-                    "kept, retried for up to %d s", call_sid, url, KEEP_SECONDS)
+        log.warning("call %s: %s could not be written (Redis unreachable): kept, retried "
+                    "for up to %d s", call_sid, what, KEEP_SECONDS)
         return True
 
     def _start(self) -> None:
@@ -163,96 +147,58 @@ class KeptEnds:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._ends) + len(self._fallbacks) + len(self._recordings)
+            return sum(len(kept) for kept in self._kept.values())
 
     def _run(self) -> None:
-        """Retry the kept recordings, marks and ends (in that order, so an end applied
-        here is logged with them) with backoff until none is left."""
+        """Retry the kept writes, kind by kind in `KINDS`' order, with backoff until
+        none is left."""
         pause = FIRST_RETRY_SECONDS
         while True:
             time.sleep(pause)
             with self._lock:
-                ends = list(self._ends.values())
-                fallbacks = list(self._fallbacks.items())
-                recordings = list(self._recordings.values())
-                if not ends and not fallbacks and not recordings:
+                due = [list(self._kept[kind].values()) for kind in KINDS]
+                if not any(due):
                     self._thread = None
                     return
-            if (self._apply_recordings(recordings) and self._apply_fallbacks(fallbacks)
-                    and self._apply_all(ends)):
+            if all(self._apply_each(kind, kept) for kind, kept in zip(KINDS, due, strict=True)):
                 pause = FIRST_RETRY_SECONDS
             else:
                 pause = min(pause * 2, LAST_RETRY_SECONDS)
 
-    def _apply_recordings(self, recordings: list[KeptRecording]) -> bool:
-        """Note each kept voicemail on its call once (added to its log if the call was
-        logged already); True when Redis answered."""
-        for kept in recordings:
-            if time.monotonic() <= kept.given_up_at:
+    def _apply_each(self, kind: str, due: list[Kept]) -> bool:
+        """Try each kept write once (one given up on is dropped, logged); True when
+        Redis answered (none failed for Redis). A write that fails otherwise (a bug) is
+        logged and dropped: trying it again would fail again."""
+        for kept in due:
+            if time.monotonic() > kept.given_up_at:
+                log.error("call %s: %s could not be written for %d s (Redis unreachable): "
+                          "left to %s", kept.call_sid, kept.what, KEEP_SECONDS, kept.left_to)
+            else:
                 try:
-                    if note_recording(self._desk, kept.call_sid, kept.url, kept.seconds):
-                        enqueue_recording(self._desk.job_redis, kept.call_sid)
-                    log.warning("call %s: its kept voicemail noted once Redis answered",
-                                kept.call_sid)
+                    kept.apply()
                 except Exception as exc:
                     if redis_unavailable(exc):
                         return False
-                    log.exception("call %s: its kept voicemail %s failed", kept.call_sid,
-                                  kept.url)
-            else:
-                log.error("call %s: its voicemail %s could not be noted for %d s (Redis "
-                          "unreachable): left to the transcription callback",
-                          kept.call_sid, kept.url, KEEP_SECONDS)
+                    log.exception("call %s: %s, kept, failed: left to %s", kept.call_sid,
+                                  kept.what, kept.left_to)
             with self._lock:
-                self._recordings.pop(kept.call_sid, None)
+                self._kept[kind].pop(kept.call_sid, None)
         return True
 
-    def _apply_fallbacks(self, fallbacks: list[tuple[str, tuple[str, int, float]]]) -> bool:
-        """Write each kept fallback mark once; True when Redis answered."""
-        for call_sid, (how, given_ms, given_up_at) in fallbacks:
-            if time.monotonic() <= given_up_at:
-                try:
-                    fallback_given(self._desk, call_sid, how, given_ms)
-                except Exception as exc:
-                    if redis_unavailable(exc):
-                        return False
-                    log.exception("call %s: its kept fallback mark failed", call_sid)
-            else:
-                log.error("call %s: given the fallback reply, which could not be recorded "
-                          "for %d s (Redis unreachable)", call_sid, KEEP_SECONDS)
-            with self._lock:
-                self._fallbacks.pop(call_sid, None)
-        return True
+    def _recording(self, call_sid: str, url: str, seconds: str) -> None:
+        """What `/voice/recorded` would have done: the recording on the call (added to
+        its log if the call was logged already)."""
+        if note_recording(self._desk, call_sid, url, seconds):
+            enqueue_recording(self._desk.job_redis, call_sid)
+        log.warning("call %s: its kept voicemail noted once Redis answered", call_sid)
 
-    def _apply_all(self, ends: list[KeptEnd]) -> bool:
-        """Try each end once; True when Redis answered (none failed for Redis)."""
-        for end in ends:
-            if time.monotonic() > end.given_up_at:
-                log.error("call %s: its final status (%s) could not be applied for "
-                          "%d s (Redis unreachable): left to the reconciler",
-                          end.call_sid, end.call_status, KEEP_SECONDS)
-                self._forget(end.call_sid)
-                continue
-            try:
-                self._apply(end)
-            except Exception as exc:
-                if redis_unavailable(exc):
-                    return False
-                log.exception("call %s: its kept final status failed: left to the "
-                              "reconciler", end.call_sid)
-            self._forget(end.call_sid)
-        return True
-
-    def _apply(self, end: KeptEnd) -> None:
-        """What the status callback would have done: end the call (first end wins)."""
-        call = close_call(self._desk, end.call_sid, end.call_status, end.duration,
-                          self._clock_ms(), caller=end.caller, ended_ms=end.ended_ms)
+    def _end(self, call_sid: str, call_status: str, duration: int, caller: str,
+             ended_ms: int) -> None:
+        """What the status callback would have done: end the call (first end wins; a
+        repeat runs the releases again)."""
+        call = close_call(self._desk, call_sid, call_status, duration, self._clock_ms(),
+                          caller=caller, ended_ms=ended_ms)
         if call:
             count_call(call, final_status(call))
             log.warning("call %s: its kept final status (%s) applied once Redis "
-                        "answered", end.call_sid, end.call_status)
-
-    def _forget(self, call_sid: str) -> None:
-        """Drop an end: applied, found ended already, or given up on."""
-        with self._lock:
-            self._ends.pop(call_sid, None)
+                        "answered", call_sid, call_status)
