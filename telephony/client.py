@@ -471,6 +471,7 @@ class Telephony:
                 sized.add(name)
         return sized, False
 
+
 def _logged(task: Callable[[], object]) -> None:
     """Run a background task; a failure is logged, never lost silently."""
     try:
