@@ -11,10 +11,10 @@ new case is still numbered after it.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from directory.models import Case, CaseNumberCounter
+from directory.models import CASE_NUMBER_ORDER, Case, CaseNumberCounter
 
 # The first number the line opens on an empty directory.
 FIRST_CASE_NUMBER = 2_000_001
@@ -60,9 +60,8 @@ def allocate_case_number(db: Session) -> str:
 def _highest_case_number(db: Session) -> int | None:
     """The directory's highest case number as a number (all cases are digits), or None."""
     # Compared as text without leading zeros, longest first: no cast that could
-    # overflow on a 20-digit number an operator loaded.
-    digits = func.ltrim(Case.number, "0")
-    highest = db.scalar(
-        select(Case.number).order_by(func.length(digits).desc(), digits.desc()).limit(1)
-    )
+    # overflow on a 20-digit number an operator loaded. Read through its index
+    # (`ix_cases_number_magnitude`): this runs under the counter's lock.
+    length, digits = CASE_NUMBER_ORDER
+    highest = db.scalar(select(Case.number).order_by(length.desc(), digits.desc()).limit(1))
     return int(highest) if highest is not None and highest.isdigit() else None

@@ -20,9 +20,12 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -138,6 +141,21 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+def _significant_digits(number: Any) -> Any:
+    """A case number without its leading zeros (SQL; the literal, not a bound parameter,
+    so that SQLite's planner matches the index below)."""
+    return func.ltrim(number, literal_column("'0'"))
+
+
+# The order of case numbers as numbers (longer first, then by digits), without a cast
+# that could overflow: `directory.case_numbers` reads the highest this way under the
+# counter's lock for every case the line opens, so it is an index, not a sort of all
+# the desk's cases (85 ms at 200,000 cases on SQLite, the database's write lock held).
+CASE_NUMBER_ORDER = (func.length(_significant_digits(Case.number)),
+                     _significant_digits(Case.number))
+Index("ix_cases_number_magnitude", *CASE_NUMBER_ORDER)
+
+
 class CaseNumberCounter(Base):
     """The last case number the line opened (one row, id 1): see directory.case_numbers.
 
@@ -160,8 +178,11 @@ class CallLog(Base):
     case_number: Mapped[str | None] = mapped_column(
         ForeignKey("cases.number"), nullable=True, index=True
     )
-    caller: Mapped[str] = mapped_column(String, nullable=False)
-    contact_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    # Indexed, as started_at and answered_by below, for what reads a desk's years of
+    # logs by them: an unknown number's outage case (the worker), the survey's
+    # eligibility (a webhook), today's figures and an advisor's day (the console).
+    caller: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    contact_id: Mapped[str | None] = mapped_column(String, nullable=True, index=True)
     district_id: Mapped[str | None] = mapped_column(String, nullable=True)
     menu_path: Mapped[str] = mapped_column(String, nullable=False, default="")
     product: Mapped[str | None] = mapped_column(String, nullable=True)
@@ -171,7 +192,7 @@ class CallLog(Base):
     queue_wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     talk_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String, nullable=False)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     recording_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     team: Mapped[str | None] = mapped_column(String, nullable=True)
@@ -204,6 +225,10 @@ class CallLog(Base):
             # The satisfaction survey's answers by question (1-5), when it was asked.
             "survey": (self.details or {}).get("survey"),
         }
+
+
+# An advisor's calls of a day (`directory.call_logs.calls_answered_by`, the console).
+Index("ix_call_logs_answered_by_started_at", CallLog.answered_by, CallLog.started_at)
 
 
 def _iso(value: datetime | None) -> str | None:
