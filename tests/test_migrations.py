@@ -189,6 +189,22 @@ def test_an_older_database_gets_the_missing_migrations_and_keeps_its_rows(databa
 
 
 @pytest.mark.databases
+def test_an_index_an_operator_built_before_the_upgrade_is_left_alone(database_url):
+    """docs/deploy.md: on a large PostgreSQL database the operator may build 0005's
+    indexes beforehand (CONCURRENTLY); the upgrade then completes around them."""
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0004")
+            conn.execute(text("CREATE INDEX ix_call_logs_started_at ON call_logs (started_at)"))
+        ensure_schema(engine)
+        assert schema_revision(engine) == "0005"
+        assert _differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.databases
 def test_a_database_a_newer_release_migrated_is_refused_naming_its_revision(database_url):
     engine = make_engine(database_url)
     try:

@@ -29,13 +29,15 @@ _CASE_NUMBER_ORDER = [sa.text("length(ltrim(number, '0'))"), sa.text("ltrim(numb
 
 
 def upgrade() -> None:
-    """Create the five indexes."""
-    op.create_index("ix_cases_number_magnitude", "cases", _CASE_NUMBER_ORDER)
-    op.create_index("ix_call_logs_caller", "call_logs", ["caller"])
-    op.create_index("ix_call_logs_contact_id", "call_logs", ["contact_id"])
-    op.create_index("ix_call_logs_started_at", "call_logs", ["started_at"])
+    """Create the five indexes; one an operator created beforehand under its name (on
+    PostgreSQL, `CONCURRENTLY`: docs/deploy.md) is left alone."""
+    op.create_index("ix_cases_number_magnitude", "cases", _CASE_NUMBER_ORDER,
+                    if_not_exists=True)
+    op.create_index("ix_call_logs_caller", "call_logs", ["caller"], if_not_exists=True)
+    op.create_index("ix_call_logs_contact_id", "call_logs", ["contact_id"], if_not_exists=True)
+    op.create_index("ix_call_logs_started_at", "call_logs", ["started_at"], if_not_exists=True)
     op.create_index("ix_call_logs_answered_by_started_at", "call_logs",
-                    ["answered_by", "started_at"])
+                    ["answered_by", "started_at"], if_not_exists=True)
 
 
 def downgrade() -> None:
