@@ -83,14 +83,18 @@ def reads(sessions: sessionmaker[Session]) -> dict[str, Callable[[], object]]:
             allocate_case_number(db)
             db.rollback()
 
-    def unknown_outage() -> None:
-        with sessions() as db:
-            case_for_call(db, {"outage": "1", "caller": "+16125550142"}, NOW)
-            db.rollback()
+    def outage(call: dict[str, str]) -> Callable[[], None]:
+        def read() -> None:
+            with sessions() as db:
+                case_for_call(db, {"outage": "1", **call}, NOW)
+                db.rollback()
+        return read
 
     return {
         "a new case's number (worker, under the write lock)": new_case_number,
-        "an unknown number's outage case (worker)": unknown_outage,
+        "a district's outage case (worker)": outage({"district": "D7",
+                                                     "caller": "+16125550107"}),
+        "an unknown number's outage case (worker)": outage({"caller": "+16125550142"}),
         "a contact's surveys (webhook)": lambda: survey_history(
             sessions, "5042", NOW - timedelta(days=30)),
         "today's service level (console)": lambda: service_level(sessions, NOW),

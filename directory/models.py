@@ -154,6 +154,9 @@ def _significant_digits(number: Any) -> Any:
 CASE_NUMBER_ORDER = (func.length(_significant_digits(Case.number)),
                      _significant_digits(Case.number))
 Index("ix_cases_number_magnitude", *CASE_NUMBER_ORDER)
+# A day's outage cases (`routing.cases`, for every outage call the worker logs): the
+# day's few, not every case of the district or of every unknown number.
+Index("ix_cases_outage_created_at", Case.outage, Case.created_at)
 
 
 class CaseNumberCounter(Base):

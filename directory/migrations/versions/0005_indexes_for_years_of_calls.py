@@ -3,10 +3,11 @@
 What the line reads by something other than a key scanned every row: the highest
 case number, read under the case-number counter's lock for every case the line
 opens (85 ms at 200,000 cases on SQLite, with the database's write lock held); a
-contact's call logs, read by a webhook for the survey's eligibility; an unknown
-number's call logs, for its outage case; today's call logs, for the console's
-figures; an advisor's calls of a day. `bench/db_growth.py` measures each with and
-without these. Building them reads every row once (seconds at a million call logs).
+contact's call logs, read by a webhook for the survey's eligibility; the day's
+outage cases and an unknown number's call logs, for an outage call's case; today's
+call logs, for the console's figures; an advisor's calls of a day.
+`bench/db_growth.py` measures each with and without these. Building them reads
+every row once (seconds at a million call logs).
 
 Revision ID: 0005
 Revises: 0004
@@ -29,9 +30,11 @@ _CASE_NUMBER_ORDER = [sa.text("length(ltrim(number, '0'))"), sa.text("ltrim(numb
 
 
 def upgrade() -> None:
-    """Create the five indexes; one an operator created beforehand under its name (on
+    """Create the six indexes; one an operator created beforehand under its name (on
     PostgreSQL, `CONCURRENTLY`: docs/deploy.md) is left alone."""
     op.create_index("ix_cases_number_magnitude", "cases", _CASE_NUMBER_ORDER,
+                    if_not_exists=True)
+    op.create_index("ix_cases_outage_created_at", "cases", ["outage", "created_at"],
                     if_not_exists=True)
     op.create_index("ix_call_logs_caller", "call_logs", ["caller"], if_not_exists=True)
     op.create_index("ix_call_logs_contact_id", "call_logs", ["contact_id"], if_not_exists=True)
@@ -46,4 +49,5 @@ def downgrade() -> None:
     op.drop_index("ix_call_logs_started_at", table_name="call_logs")
     op.drop_index("ix_call_logs_contact_id", table_name="call_logs")
     op.drop_index("ix_call_logs_caller", table_name="call_logs")
+    op.drop_index("ix_cases_outage_created_at", table_name="cases")
     op.drop_index("ix_cases_number_magnitude", table_name="cases")
