@@ -345,6 +345,14 @@ elseif chosen ~= "" or (status ~= "busy" and redis.call("HGET", key, "after") ~=
   redis.call("HSET", key, "call", "", "hold", "", "lease", "")
   redis.call("ZREM", LEASES, id)
   return {chosen ~= "" and chosen or status or "offline", ""}
+elseif redis.call("HGET", key, "confirming") then
+  -- Held to confirm: a Redis restored from a snapshot held them on this call, and
+  -- they may have taken another since it ended. The hold is released; they stay
+  -- busy until Twilio says they are on no call (`routing.redis_restarts`).
+  redis.call("HSET", key, "status", "busy", "since", now, "call", "", "hold", "",
+             "lease", "")
+  redis.call("ZREM", LEASES, id)
+  return {"busy", ""}
 end
 redis.call("HDEL", key, "after")
 
@@ -523,20 +531,25 @@ return redis.call("HGETALL", call)
 
 
 # A Redis restored from a snapshot brings advisors back as the snapshot held them: one
-# available and idle then may be on a call now that Redis no longer knows (or knows at
-# an older step). Every advisor available and idle is held busy, `confirming` since
-# ARGV[7] (ms), out of every available set (so no claim, no offer, no owner's ring
-# reaches them) and among the advisors to confirm (ARGV[8]), in one step; the ids held.
-# ARGV[6] the set of every advisor.
+# available and idle then, or holding a call that is over since, may be on a call now
+# that Redis no longer knows (or knows at an older step). Every advisor available and
+# idle is held busy, out of every available set (so no claim, no offer, no owner's ring
+# reaches them); every one holding a call, by no status of their own choosing, is held
+# busy once it ends (`_MAKE_AVAILABLE`); both `confirming` since ARGV[7] (ms) and among
+# the advisors to confirm (ARGV[8]), in one step; the ids held. ARGV[6] every advisor.
 _HOLD_TO_CONFIRM = _LUA_COMMON + r"""
 local held = {}
 for _, id in ipairs(redis.call("SMEMBERS", ARGV[6])) do
-  local a = redis.call("HMGET", akey(id), "status", "call")
-  if a[1] == "available" and (a[2] or "") == "" then
+  local a = redis.call("HMGET", akey(id), "status", "call", "chosen")
+  local idle = (a[2] or "") == ""
+  if a[1] == "available" and idle then
     for _, team in ipairs(split(redis.call("HGET", akey(id), "teams"))) do
       redis.call("ZREM", avail_key(team), id)
     end
-    redis.call("HSET", akey(id), "status", "busy", "since", ARGV[7], "confirming", ARGV[7])
+    redis.call("HSET", akey(id), "status", "busy", "since", ARGV[7])
+  end
+  if (a[1] == "available" and idle) or (not idle and (a[3] or "") == "") then
+    redis.call("HSET", akey(id), "confirming", ARGV[7])
     redis.call("SADD", ARGV[8], id)
     held[#held + 1] = id
   end
@@ -847,9 +860,11 @@ def expired_leases(r: redis.Redis, now_ms: int) -> list[str]:
 
 def hold_to_confirm(r: redis.Redis, now_ms: int) -> list[str]:
     """Every advisor available and idle held busy until Twilio confirms they are on no
-    live call (`_HOLD_TO_CONFIRM`: out of every available set, `confirming` since
-    `now_ms`, ms since the epoch, among `keys.advisors_to_confirm`), in one step; the
-    ids held. For a Redis restored from a snapshot (`routing.redis_restarts`)."""
+    live call, and every one holding a call (not busy or offline by choice) held so
+    once it ends (`_HOLD_TO_CONFIRM`: out of every available set, `confirming` since
+    `now_ms`, ms since the epoch, among `keys.advisors_to_confirm`; `make_available`
+    releases such an advisor's hold and leaves them busy), in one step; the ids held.
+    For a Redis restored from a snapshot (`routing.redis_restarts`)."""
     return [str(i) for i in _run(r, _HOLD_TO_CONFIRM, keys.advisors(), now_ms,  # type: ignore[union-attr]
                                  keys.advisors_to_confirm())]
 

@@ -49,7 +49,10 @@ Twilio (a call Redis no longer knows, or knows at an older step). So at a restar
 before anything offers them a caller, every advisor available and idle is held busy
 until Twilio says whether they are on a call (`presence.hold_to_confirm`, one script:
 out of every available set, `confirming` on their hash, among
-`keys.advisors_to_confirm`). Then, that pass and each pass after while any is held
+`keys.advisors_to_confirm`). So is every advisor the snapshot holds on a call (not busy
+or offline by choice), from its end: that call may be over since, and they on another;
+the release of its hold leaves them busy (`presence.make_available`), and they are
+asked about once idle. Then, that pass and each pass after while any is held
 (`confirm_restored_advisors`), Twilio's REST API is asked for the calls to their phone
 ringing or in progress (`Telephony.live_calls_to`: the Call resource's list, filtered
 by `To` and `Status`). On one a caller's `<Dial>` spawned, they hold the caller's call
@@ -63,9 +66,8 @@ timeout, its reads let be after a 429), or on a call the desk cannot hold them o
 placed through the REST API: a callback's leg, a colleague's), they stay held and are
 asked again at the next pass: safety before service. What it does not cover: a
 caller's webhook in the seconds between the restore and the reconciler's pass (up to
-its 10 s interval) may still claim an advisor the snapshot brought back available; and
-an advisor the snapshot held busy on a call over since, freed by that call's end, is
-not asked about.
+its 10 s interval) may still claim an advisor the snapshot brought back available, or
+a call's end then free one it held.
 """
 
 from __future__ import annotations
@@ -274,12 +276,13 @@ def confirm_restored_advisors(desk: Desk, now_ms: int,
             "advisors_left_to_confirm": 0}
     started = clock()
     for advisor_id in presence.advisors_to_confirm(desk.r):
-        if clock() - started >= budget_s or twilio_reads_paused(desk, now_ms):
+        phone, holding = desk.r.hmget(keys.advisor(advisor_id), "phone", "call")
+        if holding or clock() - started >= budget_s or twilio_reads_paused(desk, now_ms):
+            # Holding a call (the snapshot's): asked about once its end releases them.
             done["advisors_left_to_confirm"] += 1
             continue
-        phone = desk.r.hget(keys.advisor(advisor_id), "phone") or ""
         legs = (desk.telephony.live_calls_to(phone, timeout=OPEN_CALL_FETCH_TIMEOUT_SECONDS)
-                if phone else [])
+                if phone else [])  # no phone: never rung, nothing to ask
         if isinstance(legs, Outcome):
             log.warning("advisor %s, restored available from a snapshot, stays held: "
                         "Twilio could not say whether they are on a call (%s)",
@@ -328,7 +331,8 @@ def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
     waiting (`availability.offer_waiting_callers`): a snapshot may hold advisors
     available beside callbacks just put back, whom no advisor's change would serve.
     Restarted, before any of that, every advisor available and idle is held until
-    Twilio says they are on no call (`presence.hold_to_confirm`); each pass, the same
+    Twilio says they are on no call, and every one holding a call from its end
+    (`presence.hold_to_confirm`); each pass, the same
     Redis too, asks Twilio about those held (`confirm_restored_advisors`, its counts
     joining these). Counts: `open_calls_made_due`, `callbacks_restored`,
     `waiting_callers_served`, `advisors_held_to_confirm` (all 0 for the same Redis).

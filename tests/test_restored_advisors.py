@@ -20,7 +20,7 @@ from tests.webhooks import post
 from workers.reconciler import reconcile
 
 LINE = "+18005550100"
-PAT, SAM = "+16125550101", "+16125550102"
+PAT, SAM, ALEX = "+16125550101", "+16125550102", "+16125550103"
 A2 = "+16515550102"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
@@ -31,9 +31,11 @@ PAT_TALKS_SECONDS = 8.0
 
 @pytest.fixture
 def lakeview(directory):
-    """Two verified contacts of one district (Pat, Sam) and advisor A2 (general)."""
+    """Three verified contacts of one district (Pat, Sam, Alex) and advisor A2
+    (general)."""
     directory.district()
-    for n, (name, phone) in enumerate((("Pat Lee", PAT), ("Sam Roe", SAM))):
+    for n, (name, phone) in enumerate((("Pat Lee", PAT), ("Sam Roe", SAM),
+                                       ("Alex Poe", ALEX))):
         directory.contact(str(5001 + n), phone, name=name)
     directory.advisor("A2", ["general"], phone=A2)
     directory.load()
@@ -69,6 +71,20 @@ def calls_and_waits(client, emulator, phone: str) -> str:
     return sid
 
 
+def talks_with_a2(phone, desk, number: str, seconds: float):
+    """A contact calls and talks with A2 for `seconds` (real time, their phone's leg live
+    at Twilio meanwhile), in the background: the caller and the thread, once A2 talks."""
+    caller = phone.caller(number, "2", on_call_seconds=seconds)
+    talking = threading.Thread(target=caller.run)
+    talking.start()
+    deadline = time.monotonic() + 10
+    while presence.advisor_state(desk.r, "A2").get("call") != caller.call_sid or \
+            presence.advisor_state(desk.r, "A2").get("hold") != "talking":
+        assert time.monotonic() < deadline, f"A2 never took the call from {number}"
+        time.sleep(0.02)
+    return caller, talking
+
+
 def a2_is_available(client) -> None:
     """A2 says they are available."""
     client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
@@ -81,15 +97,8 @@ def test_an_advisor_on_a_call_the_snapshot_does_not_know_is_not_rung_until_it_en
     snapshot = snapshot_of(desk)  # A2 available and idle
 
     # Then Pat calls and talks with A2 (their phone's leg live at Twilio).
-    pat = phone.caller(PAT, "2", on_call_seconds=PAT_TALKS_SECONDS)
-    talking = threading.Thread(target=pat.run)
-    talking.start()
+    pat, talking = talks_with_a2(phone, desk, PAT, PAT_TALKS_SECONDS)
     try:
-        deadline = time.monotonic() + 10
-        while presence.advisor_state(desk.r, "A2").get("hold") != "talking":
-            assert time.monotonic() < deadline, "A2 never took Pat's call"
-            time.sleep(0.02)
-
         restored_from(desk, snapshot)  # A2 available and idle again, to Redis
         assert presence.advisor_state(desk.r, "A2")["status"] == "available"
         done = reconcile()  # the restart noticed; Twilio asked about A2
@@ -130,3 +139,33 @@ def test_twilio_failing_to_say_keeps_a_restored_advisor_from_callers_until_it_an
     done = reconcile()  # nobody is held to confirm any more: Twilio is asked nothing
     assert (done["advisors_on_live_calls"], done["advisors_confirmed_free"],
             done["advisors_left_to_confirm"]) == (0, 0, 0), done
+
+
+def test_an_advisor_the_snapshot_holds_on_a_call_over_since_is_not_rung_on_their_next(
+        desk, client, emulator, phone):
+    """The snapshot holds A2 talking with Pat; Pat's call ends and A2 takes Sam's. Restored,
+    Pat's call is closed (Twilio says it is over), which releases A2: held busy, not
+    offered Alex, until Twilio says they are on Sam's call; held on it, and freed for
+    Alex by its end."""
+    reconcile()
+    a2_is_available(client)
+    pat, talking = talks_with_a2(phone, desk, PAT, 2.0)
+    snapshot = snapshot_of(desk)  # A2 talking with Pat
+    talking.join(20)
+    sam, talking = talks_with_a2(phone, desk, SAM, PAT_TALKS_SECONDS)
+    try:
+        restored_from(desk, snapshot)
+        assert presence.advisor_state(desk.r, "A2")["call"] == pat.call_sid
+        reconcile()  # Pat's call closed: A2 released, and held
+        alex = calls_and_waits(client, emulator, ALEX)  # A2 is not rung for Alex
+        assert presence.advisor_state(desk.r, "A2")["status"] == "busy"
+        done = reconcile()  # Twilio lists A2 on Sam's call: held on it
+        assert done["advisors_on_live_calls"] == 1, done
+        assert talking.is_alive(), "Sam's call ended before the test could look"
+        state = presence.advisor_state(desk.r, "A2")
+        assert (state["call"], state["hold"]) == (sam.call_sid, "talking")
+        assert emulator.redirects(alex) == []
+    finally:
+        talking.join(PAT_TALKS_SECONDS + 20)  # Sam's call ends: its end frees A2 for Alex
+    assert presence.advisor_state(desk.r, "A2")["call"] == alex
+    assert len(emulator.redirects(alex)) == 1
