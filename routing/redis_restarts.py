@@ -101,8 +101,11 @@ DUE_NOW_BATCH = 1000
 
 # How long (seconds of the clock) a pass goes on asking Twilio about the advisors held
 # to confirm (two requests each, `OPEN_CALL_FETCH_TIMEOUT_SECONDS` at most per connect
-# and per read); those not asked are asked at the next pass, 10 s on, and stay held.
-CONFIRM_PASS_SECONDS = 3.0
+# and per read; no advisor is asked about past it, nor after a request failed for a
+# reason that may pass); those not asked are asked at the next pass, 10 s on, and stay
+# held. Beside the pass's other steps (4 s of offers, 4 s of open calls), the pass may
+# run past its 10 s interval only when Twilio is slow: the next pass then starts late.
+CONFIRM_PASS_SECONDS = 2.0
 
 # KEYS[1]: the open calls. ARGV: [1] now (ms), [2] how many at most. Up to ARGV[2] of
 # the calls due after now become due now; how many did.
@@ -268,16 +271,18 @@ def confirm_restored_advisors(desk: Desk, now_ms: int,
     `call_end.twilio_reads_paused`), or on a live call the desk cannot
     hold them on (placed through the REST API: a callback's leg, a colleague's; or one
     the desk marked over), they stay held, and are asked about again at the next pass:
-    never offered while Twilio may say they are on a call. Counts:
+    never offered while Twilio may say they are on a call; a request failing for a
+    reason that may pass (429, 5xx, no answer) ends the asking for this pass. Counts:
     `advisors_on_live_calls`, `advisors_confirmed_free`, `advisors_left_to_confirm`.
     `now_ms`: ms since the epoch; no advisor is asked about once `budget_s` seconds of
     `clock` are spent."""
     done = {"advisors_on_live_calls": 0, "advisors_confirmed_free": 0,
             "advisors_left_to_confirm": 0}
-    started = clock()
+    started, failing = clock(), False
     for advisor_id in presence.advisors_to_confirm(desk.r):
         phone, holding = desk.r.hmget(keys.advisor(advisor_id), "phone", "call")
-        if holding or clock() - started >= budget_s or twilio_reads_paused(desk, now_ms):
+        if (holding or failing or clock() - started >= budget_s
+                or twilio_reads_paused(desk, now_ms)):
             # Holding a call (the snapshot's): asked about once its end releases them.
             done["advisors_left_to_confirm"] += 1
             continue
@@ -288,6 +293,9 @@ def confirm_restored_advisors(desk: Desk, now_ms: int,
                         "Twilio could not say whether they are on a call (%s)",
                         advisor_id, legs.value)
             done["advisors_left_to_confirm"] += 1
+            # Failing (429, 5xx, no answer): the others are asked at the next pass, not
+            # now, within this pass's time and the account's rate limit.
+            failing = legs is Outcome.TRANSIENT
         elif legs:
             held = _hold_on_live_call(desk, advisor_id, legs, now_ms)
             done["advisors_on_live_calls" if held else "advisors_left_to_confirm"] += 1
