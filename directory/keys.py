@@ -259,3 +259,10 @@ def redis_run_id() -> str:
     one, and this key is either gone or (restored, replicated) holds the old one
     (`routing.redis_restarts`)."""
     return f"{PREFIX}:redis:run-id"
+
+
+def advisors_to_confirm() -> str:
+    """Set: ids of advisors a Redis restored from a snapshot brought back available and
+    idle, held busy (`confirming` on their hash) until Twilio confirms they are on no
+    live call (`routing.redis_restarts.confirm_restored_advisors`)."""
+    return f"{PREFIX}:advisors:to-confirm"

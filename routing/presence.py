@@ -345,6 +345,14 @@ elseif chosen ~= "" or (status ~= "busy" and redis.call("HGET", key, "after") ~=
   redis.call("HSET", key, "call", "", "hold", "", "lease", "")
   redis.call("ZREM", LEASES, id)
   return {chosen ~= "" and chosen or status or "offline", ""}
+elseif redis.call("HGET", key, "confirming") then
+  -- Held to confirm: a Redis restored from a snapshot held them on this call, and
+  -- they may have taken another since it ended. The hold is released; they stay
+  -- busy until Twilio says they are on no call (`routing.redis_restarts`).
+  redis.call("HSET", key, "status", "busy", "since", now, "call", "", "hold", "",
+             "lease", "")
+  redis.call("ZREM", LEASES, id)
+  return {"busy", ""}
 end
 redis.call("HDEL", key, "after")
 
@@ -519,6 +527,94 @@ if redis.call("HGET", call, "whisper") ~= "accepted" then
   redis.call("HSET", call, "whisper", "played")
 end
 return redis.call("HGETALL", call)
+"""
+
+
+# A Redis restored from a snapshot brings advisors back as the snapshot held them: one
+# available and idle then, or holding a call that is over since, may be on a call now
+# that Redis no longer knows (or knows at an older step). Every advisor available and
+# idle is held busy, out of every available set (so no claim, no offer, no owner's ring
+# reaches them); every one holding a call, by no status of their own choosing, is held
+# busy once it ends (`_MAKE_AVAILABLE`); both `confirming` since ARGV[7] (ms) and among
+# the advisors to confirm (ARGV[8]), in one step; the ids held. ARGV[6] every advisor.
+_HOLD_TO_CONFIRM = _LUA_COMMON + r"""
+local held = {}
+for _, id in ipairs(redis.call("SMEMBERS", ARGV[6])) do
+  local a = redis.call("HMGET", akey(id), "status", "call", "chosen")
+  local idle = (a[2] or "") == ""
+  if a[1] == "available" and idle then
+    for _, team in ipairs(split(redis.call("HGET", akey(id), "teams"))) do
+      redis.call("ZREM", avail_key(team), id)
+    end
+    redis.call("HSET", akey(id), "status", "busy", "since", ARGV[7])
+  end
+  if (a[1] == "available" and idle) or (not idle and (a[3] or "") == "") then
+    redis.call("HSET", akey(id), "confirming", ARGV[7])
+    redis.call("SADD", ARGV[8], id)
+    held[#held + 1] = id
+  end
+end
+return held
+"""
+
+# Twilio says the advisor held to confirm is on the live call ARGV[7] (the caller's
+# CallSid, the one the desk keys its calls by): they hold it, as a claim does, "ringing"
+# or "talking" (ARGV[10]) until ARGV[9] (ms), so its end (its status callback, or the
+# open-calls check) frees them as any call's. The call, known at an older step (waiting
+# in a queue, ringing someone else) or not at all, is theirs: out of the queue it waited
+# in, answered by them when talking, among the open calls (ARGV[11], due at ARGV[12],
+# unless there already); a hash made here expires in ARGV[14] s. "held"; "ended" with
+# nothing changed when the desk marked that call over (ARGV[13], its end's mark: the
+# advisor stays held to confirm); "stale", taken off the advisors to confirm (ARGV[15]),
+# when the advisor is held to confirm no longer or holds a call already.
+# ARGV[6] advisor id, [8] now (ms)
+_HOLD_ON_LIVE_CALL = _LUA_COMMON + r"""
+local id, sid, now, hold = ARGV[6], ARGV[7], ARGV[8], ARGV[10]
+local key = akey(id)
+if not redis.call("HGET", key, "confirming") or (redis.call("HGET", key, "call") or "") ~= "" then
+  redis.call("SREM", ARGV[15], id)
+  return "stale"
+end
+if redis.call("EXISTS", ARGV[13]) == 1 then return "ended" end
+local call = call_key(sid)
+local known = redis.call("EXISTS", call) == 1
+local team = redis.call("HGET", call, "waiting_team")
+if team and team ~= "" then redis.call("ZREM", wait_key(team), sid) end
+take_advisor(id, sid, now, ARGV[9])
+redis.call("HSET", key, "hold", hold)
+redis.call("HDEL", key, "confirming")
+redis.call("SREM", ARGV[15], id)
+if hold == "talking" then
+  redis.call("HSET", call, "state", "bridged", "answered_by", id, "answered_at", now,
+             "whisper", "accepted", "ringing", "")
+else
+  redis.call("HSET", call, "state", "ringing", "ringing", id, "whisper", "")
+end
+redis.call("HSET", call, "confirmed_live_at", now)
+if not known then redis.call("EXPIRE", call, ARGV[14]) end
+redis.call("ZADD", ARGV[11], "NX", ARGV[12], sid)
+return "held"
+"""
+
+# Twilio says the advisor held to confirm is on no live call: no longer held to confirm
+# (taken off the set ARGV[8]). Still held, idle and with no status of their own choosing
+# (busy, offline) since, they are available again, idle since ARGV[7] (ms), in the same
+# step: 1 (the caller then offers them the waiting callers). Else 0, nothing more
+# changed: they chose a status, or set themselves available (and may hold a call by
+# now: never released here). ARGV[6] advisor id.
+_CONFIRMED_IDLE = _LUA_COMMON + r"""
+local id, now = ARGV[6], ARGV[7]
+local key = akey(id)
+redis.call("SREM", ARGV[8], id)
+if not redis.call("HGET", key, "confirming") then return 0 end
+redis.call("HDEL", key, "confirming")
+local a = redis.call("HMGET", key, "status", "call", "chosen")
+if a[1] ~= "busy" or (a[2] or "") ~= "" or (a[3] or "") ~= "" then return 0 end
+redis.call("HSET", key, "status", "available", "since", now)
+for _, team in ipairs(split(redis.call("HGET", key, "teams"))) do
+  redis.call("ZADD", avail_key(team), now, id)
+end
+return 1
 """
 
 
@@ -760,3 +856,43 @@ def advisor_state(r: redis.Redis, advisor_id: str) -> dict[str, str]:
 def expired_leases(r: redis.Redis, now_ms: int) -> list[str]:
     """Advisors whose hold has expired (the reconciler frees them)."""
     return list(r.zrangebyscore(keys.leases(), "-inf", now_ms))  # type: ignore[arg-type]
+
+
+def hold_to_confirm(r: redis.Redis, now_ms: int) -> list[str]:
+    """Every advisor available and idle held busy until Twilio confirms they are on no
+    live call, and every one holding a call (not busy or offline by choice) held so
+    once it ends (`_HOLD_TO_CONFIRM`: out of every available set, `confirming` since
+    `now_ms`, ms since the epoch, among `keys.advisors_to_confirm`; `make_available`
+    releases such an advisor's hold and leaves them busy), in one step; the ids held.
+    For a Redis restored from a snapshot (`routing.redis_restarts`)."""
+    return [str(i) for i in _run(r, _HOLD_TO_CONFIRM, keys.advisors(), now_ms,  # type: ignore[union-attr]
+                                 keys.advisors_to_confirm())]
+
+
+def hold_on_live_call(r: redis.Redis, advisor_id: str, call_sid: str, *, now_ms: int,
+                      lease_until_ms: int, hold: str, first_check_ms: int,
+                      call_ttl_s: int) -> str:
+    """The advisor held to confirm is on the live call `call_sid` (the caller's CallSid),
+    Twilio says: they hold it (`hold`: "ringing" or "talking") until `lease_until_ms`,
+    the call is theirs and open (checked from `first_check_ms` unless already open),
+    in one step (`_HOLD_ON_LIVE_CALL`). "held", "ended" (the desk marked that call
+    over: nothing changed) or "stale" (no longer held to confirm, or on a call)."""
+    if hold not in ("ringing", "talking"):
+        raise ValueError(f"not a hold on a live call: {hold!r}")
+    return str(_run(r, _HOLD_ON_LIVE_CALL, advisor_id, call_sid, now_ms, lease_until_ms,
+                    hold, keys.open_calls(), first_check_ms, keys.call_ended(call_sid),
+                    call_ttl_s, keys.advisors_to_confirm()))
+
+
+def confirmed_idle(r: redis.Redis, advisor_id: str, now_ms: int) -> bool:
+    """Twilio says the advisor held to confirm is on no live call: no longer held to
+    confirm, and, still held and idle with no status of their own choosing, available
+    again, idle since `now_ms` (ms since the epoch), in one step (`_CONFIRMED_IDLE`).
+    True then: offer them the waiting callers (`make_available`'s `offer_idle`, which
+    leaves them be should they take a call meanwhile)."""
+    return bool(_run(r, _CONFIRMED_IDLE, advisor_id, now_ms, keys.advisors_to_confirm()))
+
+
+def advisors_to_confirm(r: redis.Redis) -> list[str]:
+    """The advisors held until Twilio confirms they are on no live call."""
+    return sorted(r.smembers(keys.advisors_to_confirm()))  # type: ignore[arg-type]

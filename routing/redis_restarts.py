@@ -41,12 +41,41 @@ reconciler offers every idle available advisor the callers waiting
 (`availability.offer_waiting_callers`): a snapshot may bring advisors back available
 beside callbacks put back, and nothing else would serve those until an advisor of the
 team changed state.
+
+Never double-booked by a snapshot (PRODUCT: one advisor, one caller). An advisor the
+snapshot held available and idle may have taken a call since that is still live at
+Twilio (a call Redis no longer knows, or knows at an older step). So at a restart
+(another `run_id` kept; not an emptied Redis, which brings nobody back available),
+before anything offers them a caller, every advisor available and idle is held busy
+until Twilio says whether they are on a call (`presence.hold_to_confirm`, one script:
+out of every available set, `confirming` on their hash, among
+`keys.advisors_to_confirm`). So is every advisor the snapshot holds on a call (not busy
+or offline by choice), from its end: that call may be over since, and they on another;
+the release of its hold leaves them busy (`presence.make_available`), and they are
+asked about once idle. Then, that pass and each pass after while any is held
+(`confirm_restored_advisors`), Twilio's REST API is asked for the calls to their phone
+ringing or in progress (`Telephony.live_calls_to`: the Call resource's list, filtered
+by `To` and `Status`). On one a caller's `<Dial>` spawned, they hold the caller's call
+(its `ParentCallSid`) as a claim holds it, ringing or talking and answered by them
+(`presence.hold_on_live_call`); the call, unknown to Redis or known at an older step
+(say waiting in a queue), becomes theirs and open, so its end (status callback,
+`<Dial>` action, or the open-calls check) frees them as any call's. On none, they are
+available again, offered the best waiting caller (`presence.confirmed_idle`, then
+`availability.free_advisor` with `offer_idle`). Twilio not answering (429, 5xx, a
+timeout, its reads let be after a 429), or on a call the desk cannot hold them on (one
+placed through the REST API: a callback's leg, a colleague's), they stay held and are
+asked again at the next pass: safety before service. What it does not cover: a
+caller's webhook in the seconds between the restore and the reconciler's pass (up to
+its 10 s interval) may still claim an advisor the snapshot brought back available, or
+a call's end then free one it held.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
@@ -55,16 +84,28 @@ from sqlalchemy.orm import Session, sessionmaker
 from directory import cache_directory, keys
 from directory.pending_callbacks import CallbackRequest, pending_callbacks
 from directory.scripts import script
-from routing.availability import offer_waiting_callers
+from routing import presence
+from routing.availability import free_advisor, offer_waiting_callers
+from routing.call_end import OPEN_CALL_FETCH_TIMEOUT_SECONDS, twilio_reads_paused
+from routing.call_state import CALL_TTL_SECONDS, first_check_due
 from routing.changes import announce_change
 from routing.desk import Desk
 from routing.upgrade import index_open_calls
+from telephony import LiveLeg, Outcome
 
 log = logging.getLogger(__name__)
 
 # Open calls made due per script run (a restart with thousands of calls open does not
 # stall Redis in one script).
 DUE_NOW_BATCH = 1000
+
+# How long (seconds of the clock) a pass goes on asking Twilio about the advisors held
+# to confirm (two requests each, `OPEN_CALL_FETCH_TIMEOUT_SECONDS` at most per connect
+# and per read; no advisor is asked about past it, nor after a request failed for a
+# reason that may pass); those not asked are asked at the next pass, 10 s on, and stay
+# held. Beside the pass's other steps (4 s of offers, 4 s of open calls), the pass may
+# run past its 10 s interval only when Twilio is slow: the next pass then starts late.
+CONFIRM_PASS_SECONDS = 2.0
 
 # KEYS[1]: the open calls. ARGV: [1] now (ms), [2] how many at most. Up to ARGV[2] of
 # the calls due after now become due now; how many did.
@@ -215,6 +256,79 @@ def recover_lost_state(r: redis.Redis, session_factory: sessionmaker[Session],
     return restore_pending_callbacks(r, session_factory, now_ms, rewound)
 
 
+def confirm_restored_advisors(desk: Desk, now_ms: int,
+                              budget_s: float = CONFIRM_PASS_SECONDS,
+                              clock: Callable[[], float] = time.monotonic) -> dict[str, int]:
+    """Ask Twilio about each advisor held to confirm (`presence.hold_to_confirm`: a Redis
+    restored from a snapshot brought them back available and idle): the calls to their
+    phone it lists as ringing or in progress (`Telephony.live_calls_to`). On one that
+    a caller's `<Dial>` spawned, they hold the caller's call (`presence
+    .hold_on_live_call`: ringing, or talking, answered by them), which the desk then
+    knows and ends as any call (its status callback, its `<Dial>` action, the open-calls
+    check), freeing them. On none, they are available again and offered the best
+    waiting caller (`presence.confirmed_idle`, then `free_advisor` with `offer_idle`).
+    Twilio not answering (429, 5xx, a timeout, its reads let be:
+    `call_end.twilio_reads_paused`), or on a live call the desk cannot
+    hold them on (placed through the REST API: a callback's leg, a colleague's; or one
+    the desk marked over), they stay held, and are asked about again at the next pass:
+    never offered while Twilio may say they are on a call; a request failing for a
+    reason that may pass (429, 5xx, no answer) ends the asking for this pass. Counts:
+    `advisors_on_live_calls`, `advisors_confirmed_free`, `advisors_left_to_confirm`.
+    `now_ms`: ms since the epoch; no advisor is asked about once `budget_s` seconds of
+    `clock` are spent."""
+    done = {"advisors_on_live_calls": 0, "advisors_confirmed_free": 0,
+            "advisors_left_to_confirm": 0}
+    started, failing = clock(), False
+    for advisor_id in presence.advisors_to_confirm(desk.r):
+        phone, holding = desk.r.hmget(keys.advisor(advisor_id), "phone", "call")
+        if (holding or failing or clock() - started >= budget_s
+                or twilio_reads_paused(desk, now_ms)):
+            # Holding a call (the snapshot's): asked about once its end releases them.
+            done["advisors_left_to_confirm"] += 1
+            continue
+        legs = (desk.telephony.live_calls_to(phone, timeout=OPEN_CALL_FETCH_TIMEOUT_SECONDS)
+                if phone else [])  # no phone: never rung, nothing to ask
+        if isinstance(legs, Outcome):
+            log.warning("advisor %s, restored available from a snapshot, stays held: "
+                        "Twilio could not say whether they are on a call (%s)",
+                        advisor_id, legs.value)
+            done["advisors_left_to_confirm"] += 1
+            # Failing (429, 5xx, no answer): the others are asked at the next pass, not
+            # now, within this pass's time and the account's rate limit.
+            failing = legs is Outcome.TRANSIENT
+        elif legs:
+            held = _hold_on_live_call(desk, advisor_id, legs, now_ms)
+            done["advisors_on_live_calls" if held else "advisors_left_to_confirm"] += 1
+        elif presence.confirmed_idle(desk.r, advisor_id, now_ms):
+            free_advisor(desk, advisor_id, now_ms, offer_idle=True)
+            done["advisors_confirmed_free"] += 1
+    return done
+
+
+def _hold_on_live_call(desk: Desk, advisor_id: str, legs: list[LiveLeg], now_ms: int) -> bool:
+    """Hold the advisor on the caller's call behind one of their live legs (answered
+    ones first); whether they are held on one now (or are no longer held to confirm)."""
+    for leg in sorted(legs, key=lambda leg: leg.status != "in-progress"):
+        if not leg.parent_call_sid:
+            continue
+        talking = leg.status == "in-progress"
+        lease_ms = desk.settings.talk_lease_seconds * 1000 if talking else desk.lease_ms
+        outcome = presence.hold_on_live_call(
+            desk.r, advisor_id, leg.parent_call_sid, now_ms=now_ms,
+            lease_until_ms=now_ms + lease_ms, hold="talking" if talking else "ringing",
+            first_check_ms=first_check_due(now_ms), call_ttl_s=CALL_TTL_SECONDS)
+        if outcome == "held":
+            log.warning("advisor %s, restored available from a snapshot, is on call %s at "
+                        "Twilio: held on it until it ends", advisor_id, leg.parent_call_sid)
+            return True
+        if outcome == "stale":
+            return True
+    log.warning("advisor %s, restored available from a snapshot, is on a call at Twilio "
+                "the desk cannot hold them on (%s): held, asked about again next pass",
+                advisor_id, ", ".join(leg.sid for leg in legs))
+    return False
+
+
 def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
     """If the Redis behind `desk.r` is not the one seen at the last look (`redis_seen`):
     when it restarted, every open call is due for the check at once
@@ -224,21 +338,36 @@ def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
     `desk.session_factory`), then every idle available advisor is offered the callers
     waiting (`availability.offer_waiting_callers`): a snapshot may hold advisors
     available beside callbacks just put back, whom no advisor's change would serve.
-    Counts: `open_calls_made_due`, `callbacks_restored`, `waiting_callers_served`
-    (all 0 for the same Redis). `now_ms`: ms since the epoch.
+    Restarted, before any of that, every advisor available and idle is held until
+    Twilio says they are on no call, and every one holding a call from its end
+    (`presence.hold_to_confirm`); each pass, the same
+    Redis too, asks Twilio about those held (`confirm_restored_advisors`, its counts
+    joining these). Counts: `open_calls_made_due`, `callbacks_restored`,
+    `waiting_callers_served`, `advisors_held_to_confirm` (all 0 for the same Redis).
+    `now_ms`: ms since the epoch.
 
     A recovery that fails (the database down) forgets the Redis seen, so the next pass
     notices it again and tries once more; its failure is logged, not raised (the rest
     of the reconciler's pass goes on)."""
     r = desk.r
-    done = {"open_calls_made_due": 0, "callbacks_restored": 0, "waiting_callers_served": 0}
+    done = {"open_calls_made_due": 0, "callbacks_restored": 0, "waiting_callers_served": 0,
+            "advisors_held_to_confirm": 0}
     seen = redis_seen(r)
-    if seen == "same":
-        return done
     if seen == "restarted":
         done["open_calls_made_due"] = made = make_open_calls_due(r, now_ms)
         log.warning("Redis restarted (a new run_id): its %d open call(s) due later are "
                     "asked about now, so those already over are closed", made)
+        # Before anything offers them a caller: the snapshot's presence may be older
+        # than a call they took since.
+        held = presence.hold_to_confirm(r, now_ms)
+        done["advisors_held_to_confirm"] = len(held)
+        if held:
+            log.warning("Redis restarted: %d advisor(s) it brought back available held "
+                        "until Twilio says they are on no call: %s", len(held),
+                        ", ".join(held))
+    done.update(confirm_restored_advisors(desk, now_ms))
+    if seen == "same":
+        return done
     try:
         if desk.session_factory is not None:
             done["callbacks_restored"] = recover_lost_state(

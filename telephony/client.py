@@ -73,6 +73,21 @@ class CallStatus:
     ended_ms: int | None = None
 
 
+@dataclass(frozen=True)
+class LiveLeg:
+    """A live call Twilio lists to a number: its CallSid, the call that spawned it
+    (`parent_call_sid`: the caller's call for a `<Dial>`'s leg; "" for a call placed
+    through the REST API) and its status (`ringing` or `in-progress`)."""
+
+    sid: str
+    parent_call_sid: str
+    status: str
+
+
+# The statuses of a call still live that `Telephony.live_calls_to` asks for.
+LIVE_STATUSES = ("in-progress", "ringing")
+
+
 def _call_status(call: object) -> CallStatus:
     """A fetched `CallInstance` as a `CallStatus`; fields Twilio left empty or that do
     not parse are read as unknown, never raised."""
@@ -405,6 +420,34 @@ class Telephony:
             log.error("status of %s: an answer that is not Twilio's (%s)", call_sid, exc)
             return Outcome.TRANSIENT
         return _call_status(call) if outcome is Outcome.DONE else outcome
+
+    def live_calls_to(self, number: str, *, timeout: float | None = None,
+                      limit: int = 20) -> list[LiveLeg] | Outcome:
+        """The calls to `number` (an advisor's phone) Twilio lists as live, ringing or in
+        progress (`GET Calls.json?To=...&Status=...`, one request per status, up to
+        `limit` each, one try each: a failure is for the caller's next pass), or the
+        `Outcome` of the first request that failed (TRANSIENT: 429, 5xx, network, an
+        answer that is not Twilio's JSON; REFUSED: another 4xx). `timeout`: seconds per
+        connect and per read (None: the client's own). Never raises for Twilio's or the
+        network's failures."""
+        calls = self._client_for(timeout).api.v2010.account.calls
+        found: list[LiveLeg] = []
+        for status in LIVE_STATUSES:
+            try:
+                outcome, listed = self._with_retries(
+                    f"live calls to {mask_phones(number)} ({status})",
+                    partial(calls.list, to=number, status=status, limit=limit,
+                            page_size=limit), retry=False)
+            except ValueError as exc:  # json's JSONDecodeError: not Twilio answering
+                log.error("live calls to %s: an answer that is not Twilio's (%s)",
+                          mask_phones(number), exc)
+                return Outcome.TRANSIENT
+            if outcome is not Outcome.DONE:
+                return Outcome.TRANSIENT if outcome is Outcome.GONE else outcome
+            found.extend(LiveLeg(str(call.sid), str(call.parent_call_sid or ""),
+                                 str(call.status or status))
+                         for call in listed)  # type: ignore[attr-defined]
+        return found
 
     def hang_up(self, call_sid: str, *, retry: bool = True,
                 timeout: float | None = None) -> Outcome:

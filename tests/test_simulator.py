@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from flask import Flask, Response, request
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, Gather, VoiceResponse
@@ -611,6 +611,34 @@ def test_emulator_answers_like_twilio(rest_emulator: TwilioEmulator, twilio_clie
         stranger.api.v2010.account.calls("CA" + "a" * 32).update(url="http://x.test/a")
     stranger.http_client.session.close()
     assert denied.value.status == 401
+
+
+def test_emulator_lists_calls_by_twilios_filters(
+        rest_emulator: TwilioEmulator, twilio_client: Client) -> None:
+    """`GET Calls.json` filters as Twilio's Call resource documents it (`To`, `From`,
+    `ParentCallSid`, `Status`), newest first, paged (the client follows the pages)."""
+    advisor, parent = "+16515550102", "CA" + "1" * 32
+    rest_emulator.register_call(parent, from_=CALLER, to="+18005550100")
+    with HttpLink(rest_emulator.url) as link:  # a `<Dial>`'s leg, from another process
+        link.register("CA" + "2" * 32, from_="+18005550100", to=advisor,
+                      parent_call_sid=parent)
+    for n in range(3, 6):  # three calls placed to the advisor through the REST API
+        rest_emulator.register_call("CA" + str(n) * 32, to=advisor)
+    rest_emulator.end_call("CA" + "3" * 32)
+    calls = twilio_client.api.v2010.account.calls
+
+    live = calls.list(to=advisor, status="in-progress", page_size=2)
+    assert [call.sid for call in live] == ["CA" + "5" * 32, "CA" + "4" * 32, "CA" + "2" * 32]
+    assert [call.parent_call_sid for call in live] == [None, None, parent]
+    assert [call.sid for call in calls.list(parent_call_sid=parent)] == ["CA" + "2" * 32]
+    assert [call.sid for call in calls.list(to=advisor, status="completed")] == [
+        "CA" + "3" * 32]
+    assert calls.list(to=advisor, status="ringing") == []
+    assert [call.sid for call in calls.list(from_=CALLER)] == [parent]
+    rest_emulator.fail_next_fetch(503)  # a read of the list fails as a call's read does
+    with pytest.raises(TwilioException, match="Unable to fetch page") as failed:
+        calls.list(to=advisor)  # twilio's pages raise their plain exception
+    assert "HTTP 503" in str(failed.value)
 
 
 def test_http_link_reaches_an_emulator_in_another_process(rest_emulator: TwilioEmulator) -> None:

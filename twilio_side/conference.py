@@ -353,10 +353,12 @@ class Conferencing(CallLeg):
             self._emit("warning", f"emulator link failed: {exc}", party="service")
             return None
 
-    def _link_leg(self, sid: str, what: str, number: str = "") -> None:
-        """Register or end another leg at the emulator."""
+    def _link_leg(self, sid: str, what: str, number: str = "", parent: str = "") -> None:
+        """Register or end another leg at the emulator (`parent`: the call whose `<Dial>`
+        spawned it)."""
         if what == "register":
-            self._over_link(lambda link: link.register(sid, from_=self.to_number, to=number))
+            self._over_link(lambda link: link.register(sid, from_=self.to_number, to=number,
+                                                       parent_call_sid=parent))
         else:
             self._over_link(lambda link: link.end(sid))
 

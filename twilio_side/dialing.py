@@ -154,7 +154,7 @@ class Dialing(Gathering, Conferencing):
         if self.on_call_seconds > 0 and self.link is not None and self._leg_params:
             # The advisor's leg is live at the switch from the bridge on (REST can move it).
             advisor = AdvisorLeg(leg_sid, answered_by, dict(self._leg_params))
-            self._link_leg(advisor.sid, "register", advisor.number)
+            self._link_leg(advisor.sid, "register", advisor.number, parent=self.call_sid)
         self._emit("connect", answered_by, party="caller", detail=str(self.talk_seconds))
         params = {
             "DialCallStatus": "completed",

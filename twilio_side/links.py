@@ -21,8 +21,9 @@ from twilio_side.rest_api import json_response
 class EmulatorLink(Protocol):
     """The simulator's line to the Twilio REST emulator (see `twilio_side.emulator`)."""
 
-    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
-        """The call is live."""
+    def register(self, call_sid: str, *, from_: str = "", to: str = "",
+                 parent_call_sid: str = "") -> None:
+        """The call is live (`parent_call_sid`: the call whose `<Dial>` spawned it)."""
         ...
 
     def end(self, call_sid: str, duration: int | None = None) -> None:
@@ -61,6 +62,7 @@ class LinkRoutes(CallRegistry):
                 from_=request.form.get("from", ""),
                 to=request.form.get("to", ""),
                 direction=request.form.get("direction", "inbound"),
+                parent_call_sid=request.form.get("parent", ""),
             )
             return json_response({"sid": sid, "status": "in-progress"})
         duration = request.args.get("duration", "")
@@ -111,9 +113,11 @@ class InProcessLink:
         """Wrap the emulator."""
         self.emulator = emulator
 
-    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
-        """The call is live."""
-        self.emulator.register_call(call_sid, from_=from_, to=to)
+    def register(self, call_sid: str, *, from_: str = "", to: str = "",
+                 parent_call_sid: str = "") -> None:
+        """The call is live (`parent_call_sid`: the call whose `<Dial>` spawned it)."""
+        self.emulator.register_call(call_sid, from_=from_, to=to,
+                                    parent_call_sid=parent_call_sid)
 
     def end(self, call_sid: str, duration: int | None = None) -> None:
         """The call is over (completed), after `duration` seconds when given."""
@@ -145,10 +149,12 @@ class HttpLink:
         """The registry URL of one call."""
         return f"{self.base_url}/_emulator/calls/{quote(call_sid, safe='')}"
 
-    def register(self, call_sid: str, *, from_: str = "", to: str = "") -> None:
-        """The call is live."""
+    def register(self, call_sid: str, *, from_: str = "", to: str = "",
+                 parent_call_sid: str = "") -> None:
+        """The call is live (`parent_call_sid`: the call whose `<Dial>` spawned it)."""
         response = self._session.post(
-            self._calls_url(call_sid), data={"from": from_, "to": to}, timeout=self.timeout
+            self._calls_url(call_sid),
+            data={"from": from_, "to": to, "parent": parent_call_sid}, timeout=self.timeout
         )
         response.raise_for_status()
 

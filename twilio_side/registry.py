@@ -90,6 +90,8 @@ class LiveCall:
     # a call that ended unanswered: busy, failed, no-answer, canceled).
     ended: datetime | None = None
     duration: int | None = None
+    # The call that spawned it: the caller's call, for a `<Dial>`'s leg to a phone.
+    parent_call_sid: str = ""
 
 
 class CallRegistry:
@@ -159,13 +161,16 @@ class CallRegistry:
             self.before_answering_create = None
 
     def register_call(
-        self, call_sid: str, *, from_: str = "", to: str = "", direction: str = "inbound"
+        self, call_sid: str, *, from_: str = "", to: str = "", direction: str = "inbound",
+        parent_call_sid: str = "",
     ) -> None:
-        """A simulated call is live: REST updates to it now succeed."""
+        """A simulated call is live: REST updates to it now succeed (and the call list
+        shows it; `parent_call_sid`: the call whose `<Dial>` spawned it)."""
         with self._lock:
             call = self._calls.get(call_sid)
             if call is None:
-                self._calls[call_sid] = LiveCall(call_sid, from_=from_, to=to, direction=direction)
+                self._calls[call_sid] = LiveCall(call_sid, from_=from_, to=to, direction=direction,
+                                                 parent_call_sid=parent_call_sid)
             else:
                 call.status = "in-progress"
                 call.ended = call.duration = None

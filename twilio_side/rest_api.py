@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -58,6 +59,7 @@ def api_rules() -> list[Rule]:
     api = f"/{API_VERSION}/Accounts/<account>"
     return [
         Rule(f"{api}/Calls.json", endpoint="create_call", methods=["POST"]),
+        Rule(f"{api}/Calls.json", endpoint="list_calls", methods=["GET"]),
         Rule(f"{api}/Calls/<sid>.json", endpoint="call", methods=["GET", "POST"]),
         Rule(
             f"{api}/Conferences/<conference>/Participants.json",
@@ -191,7 +193,7 @@ class RestApi(CallRegistry):
             "end_time": format_datetime(call.ended, usegmt=True) if call.ended else None,
             # Twilio's duration is a string of seconds, empty while live or unanswered.
             "duration": None if call.duration is None else str(call.duration),
-            "parent_call_sid": None,
+            "parent_call_sid": call.parent_call_sid or None,
             "uri": f"/{API_VERSION}/Accounts/{account}/Calls/{call.sid}.json",
         }
 
@@ -241,6 +243,44 @@ class RestApi(CallRegistry):
                     "uri": f"/{API_VERSION}/Accounts/{account}/Queues/{queue}/Members/{sid}.json",
                 }
             )
+
+    def _list_calls(self, request: Request, account: str) -> Response:
+        """`Calls.json` (GET): the account's calls, newest first, filtered as Twilio's
+        Call resource documents its list: `To`, `From`, `ParentCallSid` and `Status`
+        (exact matches; the `StartTime`/`EndTime` filters are not served), paged by
+        `PageSize` (default 50, at most 1000) and `Page` (from 0)."""
+        wanted = {"to": request.args.get("To"), "from_": request.args.get("From"),
+                  "parent_call_sid": request.args.get("ParentCallSid"),
+                  "status": request.args.get("Status")}
+        try:
+            size = min(1000, max(1, int(request.args.get("PageSize", "50"))))
+            page = max(0, int(request.args.get("Page", "0")))
+        except ValueError:
+            return twilio_error(400, 20001, "Invalid PageSize or Page")
+        with self._lock:
+            matching = [call for call in self._calls.values()
+                        if all(value is None or (getattr(call, field) or "") == value
+                               for field, value in wanted.items())]
+            matching.sort(key=lambda call: call.created, reverse=True)
+            shown = [self._call_json(call, account)
+                     for call in matching[page * size:(page + 1) * size]]
+        uri = f"/{API_VERSION}/Accounts/{account}/Calls.json"
+        query = urlencode([(name, value) for name, value in request.args.items()
+                           if name not in ("Page", "PageSize", "PageToken")]
+                          + [("PageSize", str(size))])
+        base = f"{uri}?{query}"
+        more = (page + 1) * size < len(matching)
+        return json_response({
+            "calls": shown,
+            "page": page,
+            "page_size": size,
+            "start": page * size,
+            "end": page * size + max(0, len(shown) - 1),
+            "uri": f"{base}&Page={page}",
+            "first_page_uri": f"{base}&Page=0",
+            "previous_page_uri": f"{base}&Page={page - 1}" if page else None,
+            "next_page_uri": f"{base}&Page={page + 1}" if more else None,
+        })
 
     def _create_call(self, request: Request, account: str) -> Response:
         """`Calls.json`: an outbound call, recorded ('queued' until a simulator runs it)."""

@@ -42,7 +42,10 @@ def reconcile() -> dict[str, int]:
     (`check_open_calls`: its counts, `open_calls_*`, join the others). When Redis
     restarted since the last pass (`notice_redis_restart`: a snapshot may have brought
     back calls over and logged since), every open call is due for that check at once
-    (`open_calls_made_due`); when it restarted or came back empty, the directory cache
+    (`open_calls_made_due`), and every advisor it brought back available and idle is
+    held until Twilio says they are on no call (`advisors_held_to_confirm`; each pass
+    asks about those held: `advisors_on_live_calls`, `advisors_confirmed_free`,
+    `advisors_left_to_confirm`); when it restarted or came back empty, the directory cache
     is rebuilt, the pending callbacks it lost are put back from the database
     (`callbacks_restored`), and idle available advisors are offered the callers waiting
     (`waiting_callers_served`). Every pass then offers idle available advisors the
