@@ -68,7 +68,8 @@ class Refused:
     """The colleague was not added (or removed): `reason` says why, for the advisor.
 
     reason: "invalid-number", "outside-us-canada", "premium-rate", "line-number" (the
-    line's own number, or the contact's), "not-on-a-call",
+    line's own number, or the contact's), "advisor-number" (an advisor's phone: a
+    colleague is the contact's, and an advisor is rung only by the ACD), "not-on-a-call",
     "callback" (a callback's legs cannot be moved yet), "colleague-on-call",
     "no-colleague", "call-over" or "twilio-unavailable".
     """
@@ -79,7 +80,7 @@ class Refused:
     def bad_request(self) -> bool:
         """Whether the number itself was refused (else the call's state was)."""
         return self.reason in ("invalid-number", "outside-us-canada", "premium-rate",
-                               "line-number")
+                               "line-number", "advisor-number")
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,8 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     the REST API, the advisor's first); the colleague is then dialed in as a
     participant. One colleague at a time, one add at a time (a second click
     while the first is under way is refused). Refused (nothing changed) for a
-    number outside the US and Canada, when the advisor is not on a call, or
-    when Twilio's API does not answer.
+    number outside the US and Canada, an advisor's phone, when the advisor is not
+    on a call, or when Twilio's API does not answer.
     """
     number = colleague_number(phone_text)
     if isinstance(number, Refused):
@@ -183,6 +184,10 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
     if number in (call.get("to"), call.get("caller")):
         # The line itself (its IVR, billed both ways) or the contact already on the call.
         return Refused("line-number")
+    if _an_advisors_phone(desk, number):
+        # Presence would still offer them callers while they sit in the conference: an
+        # advisor's phone is rung only by the ACD, which holds them for the call.
+        return Refused("advisor-number")
     lock = keys.colleague_adding(call_sid)
     if call.get("colleague_leg") or not desk.r.set(lock, advisor_id, nx=True,
                                                     px=_ADDING_MS):
@@ -191,6 +196,17 @@ def add_colleague(desk: Desk, advisor_id: str, phone_text: str, base: str,
         return _add(desk, advisor_id, number, base, call_sid, now_ms)
     finally:
         desk.r.delete(lock)
+
+
+def _an_advisors_phone(desk: Desk, number: str) -> bool:
+    """Whether `number` (E.164) is the phone of an advisor in the directory cache."""
+    advisor_ids = sorted(desk.r.smembers(keys.advisors()))  # type: ignore[arg-type]
+    if not advisor_ids:
+        return False
+    pipe = desk.r.pipeline(transaction=False)
+    for advisor_id in advisor_ids:
+        pipe.hget(keys.advisor(advisor_id), "phone")
+    return number in pipe.execute()
 
 
 def _add(desk: Desk, advisor_id: str, number: str, base: str, call_sid: str,

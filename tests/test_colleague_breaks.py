@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from config.prompts import Prompts
+from routing import presence
 from routing.call_state import get_call
 from tests import test_colleague
 from tests.conftest import API_TOKEN, make_available
@@ -340,6 +341,22 @@ def test_the_lines_own_number_is_not_a_colleague(desk, lakeview, client, emulato
                           headers=API)
     assert len(emulator.created_calls) == before, "the line dialed itself"
     assert (refused.status_code, refused.get_json()["error"]) == (400, "line-number")
+
+
+def test_an_advisors_phone_is_not_a_colleague(desk, directory, lakeview, client, emulator):
+    """A7 brings in A2's phone as a colleague: A2 would sit in the conference while
+    presence, which never saw the call, still offers them the next caller (a double
+    booking). Refused, nothing dialed; A2 stays free for the queue."""
+    directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+    _bridged_by_hand(desk, client, emulator)
+    make_available(desk, "A2")
+    before = len(emulator.created_calls)
+    refused = client.post("/api/advisors/A7/colleague", json={"phone": "(651) 555-0102"},
+                          headers=API)
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "advisor-number")
+    assert len(emulator.created_calls) == before, "A2's phone was dialed into the call"
+    assert presence.advisor_state(desk.r, "A2")["status"] == "available"
 
 
 def test_conference_webhooks_about_a_call_that_never_moved_change_nothing(

@@ -176,6 +176,7 @@ COLLEAGUE_REFUSALS = {
     "outside-us-canada": "Only a US or Canada number can be added.",
     "premium-rate": "Premium-rate numbers cannot be dialed.",
     "line-number": "That is the support line's own number (or the contact's).",
+    "advisor-number": "That is an advisor's phone: advisors are reached through the queue.",
     "not-on-a-call": "You are not talking on a call.",
     "callback": "A colleague cannot be added to a callback yet.",
     "colleague-on-call": "A colleague is already on the call: remove them first.",
