@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 ANSWERED_DIAL_STATUSES = {"completed", "answered"}
 # Twilio's final call statuses: the call is over (any other status is progress).
 FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# The `<Dial>`'s DialCallStatus of a ring the advisor let go by (`completed` unanswered:
+# their voicemail picked up and pressed no key at the whisper); `canceled` is the
+# caller's hang-up, never the advisor's miss.
+MISSED_RING_STATUSES = frozenset({"no-answer", "busy", "failed", "completed"})
 
 
 def is_final(call_status: str) -> bool:
@@ -208,7 +212,11 @@ def after_dial(
         return CallFinished(advisor_id)
     if presence.on_call(desk.r, advisor_id, call_sid):
         update_call(desk.r, call_sid, advisor="", ringing="")
-        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid)
+        # A ring that ended while the caller was there, the advisor's doing (a caller
+        # hanging up ends it "canceled", with a final CallStatus): one more missed.
+        missed = dial_status in MISSED_RING_STATUSES and not is_final(call_status)
+        free_advisor(desk, advisor_id, now_ms, expected_call=call_sid, skip_call=call_sid,
+                     missed_ring=missed)
     if is_final(call_status) or is_ended(desk.r, call_sid):
         return CallFinished(None)
     return route_caller(desk, call_sid, now_ms)

@@ -109,6 +109,7 @@ def free_advisor(
     ring_ended_leg: str | None = None,
     offer_idle: bool = False,
     not_rung_within_ms: int | None = None,
+    missed_ring: bool = False,
 ) -> presence.Release:
     """Make an advisor available, handing them the best waiting caller first.
 
@@ -125,6 +126,7 @@ def free_advisor(
         overflow_ms=overflow_ms, expired_by_ms=expired_by_ms,
         settle_held_call=settle_held_call, ring_ended_leg=ring_ended_leg,
         offer_idle=offer_idle, not_rung_within_ms=not_rung_within_ms,
+        missed_ring=missed_ring,
     )
     return _serve(desk, advisor_id, release, now_ms)
 

@@ -75,6 +75,8 @@ def advisor_board(desk: Desk, advisor_id: str, now: datetime) -> dict[str, Any]:
         "on_call": label in HOLD_LABELS.values(),
         # On a call: whether they chose to be away once it ends (else they take the next).
         "away_after": state.get("chosen") in ("busy", "offline"),
+        # Set offline by the line after missed rings (`presence.MISSED_RINGS_AWAY`).
+        "missed_rings": state.get("away") == "missed-rings",
         "seconds": seconds_since(state, now_ms),
         "card": card,
         "calls_today": todays_calls(desk, today, now),

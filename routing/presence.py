@@ -54,6 +54,15 @@ STATUSES = ("available", "busy", "offline")
 # over from the queue), talking, or in wrap-up after it.
 HOLDS = ("ringing", "talking", "wrapup")
 
+# Rings in a row an advisor lets go by (no answer within the ring timeout, busy, failed,
+# or no key at the whisper: their voicemail) while the caller was still there, after
+# which the line sets them offline, `away` "missed-rings", until they set themselves
+# available: each further caller would ring them for ~25 s before the next advisor.
+# The field's rule (redirect on no answer; Twilio TaskRouter moves a worker whose
+# reservation timed out to its timeout activity, Offline by default); one miss alone
+# may be a moment away from the desk, so it takes two.
+MISSED_RINGS_AWAY = 2
+
 # Shared Lua helpers, prepended to each script. Every script fills an id into a key
 # template with a function as gsub's replacement: a string there treats '%' as
 # special, so an id such as "100%" built no key (the script raised) or a wrong one.
@@ -262,6 +271,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- [23], [24] a call's tried advisors' key, before and after the CallSid,
 -- [25] with an offer to an idle advisor: a waiting caller this advisor was rung
 -- for at or after this time (ms) is not offered to them ("" = any)
+-- [26] "1" when the release ends a ring the advisor let go by with the caller still
+-- there (a missed ring), [27] the missed rings in a row that set them away
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -325,8 +336,8 @@ if offer then
   -- or chose another status, is left as they are.
   if status ~= "available" or current ~= "" then return {"stale", current} end
 elseif explicit == "1" then
-  -- The advisor's own choice replaces any earlier one.
-  redis.call("HDEL", key, "chosen")
+  -- The advisor's own choice replaces any earlier one (and the line's "away").
+  redis.call("HDEL", key, "chosen", "away", "missed")
   if status == "available" and current ~= "" then return {"available", ""} end
   -- Available already and idle, saying so again: offered the waiting callers as on
   -- any change to available (a callback put back while they idled waits for one).
@@ -353,6 +364,14 @@ elseif redis.call("HGET", key, "confirming") then
              "lease", "")
   redis.call("ZREM", LEASES, id)
   return {"busy", ""}
+end
+if ARGV[26] == "1" and redis.call("HINCRBY", key, "missed", 1) >= tonumber(ARGV[27]) then
+  -- Away from the desk: offline until they say they are back (`MISSED_RINGS_AWAY`).
+  redis.call("HSET", key, "status", "offline", "since", now, "chosen", "offline",
+             "away", "missed-rings", "call", "", "hold", "", "lease", "")
+  redis.call("HDEL", key, "missed", "after")
+  redis.call("ZREM", LEASES, id)
+  return {"offline", ""}
 end
 redis.call("HDEL", key, "after")
 
@@ -417,6 +436,7 @@ end
 if redis.call("HGET", key, "status") ~= status then
   redis.call("HSET", key, "status", status, "since", now)
 end
+redis.call("HDEL", key, "away", "missed")
 -- Their choice, kept until they change it: the end of a call in progress
 -- (or of wrap-up) must not make them available again.
 redis.call("HSET", key, "chosen", status)
@@ -460,6 +480,7 @@ if redis.call("HGET", akey(id), "hold") == "talking"
 end
 if not callback_rings(sid, id, ARGV[8]) then return 0 end
 redis.call("HSET", akey(id), "hold", "talking", "lease", lease_until)
+redis.call("HDEL", akey(id), "missed")
 redis.call("ZADD", LEASES, lease_until, id)
 redis.call("HSET", call, "callback_state", "dialing-contact", "whisper", "accepted")
 return 1
@@ -491,6 +512,8 @@ local id, sid, hold, lease_until = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 if not on_call(id, sid) then return 0 end
 redis.call("HSET", akey(id), "hold", hold, "lease", lease_until)
 redis.call("ZADD", LEASES, lease_until, id)
+-- Taking a call shows they are at the desk: the missed rings before it are forgotten.
+if hold == "talking" then redis.call("HDEL", akey(id), "missed") end
 return 1
 """
 
@@ -715,6 +738,7 @@ def make_available(
     ending_wrapup: bool = False, expired_by_ms: int | None = None,
     settle_held_call: bool = False, ring_ended_leg: str | None = None,
     offer_idle: bool = False, not_rung_within_ms: int | None = None,
+    missed_ring: bool = False,
 ) -> Release:
     """Free an advisor: claim them for the best waiting caller, else mark them available.
 
@@ -742,6 +766,9 @@ def make_available(
     within that many ms (`keys.call_tried`) is passed over for the next in line.
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
+    `missed_ring`: the release ends a ring the advisor let go by while the caller was
+    still there; the `MISSED_RINGS_AWAY`-th in a row (none taken between) sets them
+    offline, `away` "missed-rings", until they set a status themselves: "offline".
     """
     outcome, value = _run(  # type: ignore[misc]
         r, _MAKE_AVAILABLE, advisor_id, expected_call, now_ms, now_ms + lease_ms, skip_call,
@@ -752,6 +779,7 @@ def make_available(
         CALLS_TO_LOG, "" if ring_ended_leg is None else "ring", ring_ended_leg or "",
         "1" if offer_idle else "0", *keys.call_tried("{}").split("{}"),
         "" if not_rung_within_ms is None else now_ms - not_rung_within_ms,
+        "1" if missed_ring else "0", MISSED_RINGS_AWAY,
     )
     return Release(outcome, value or None)
 

@@ -25,7 +25,8 @@ def advisor_names(
 def advisor_roster(
     r: redis.Redis, now_ms: int, session_factory: sessionmaker[Session] | None = None
 ) -> list[dict[str, object]]:
-    """One dict per advisor: id, name, status, teams, idle/busy since.
+    """One dict per advisor: id, name, status, `away` ("missed-rings" when the line set
+    them offline after missed rings, else None), teams, idle/busy since.
 
     The directory (database) says who the advisors are, so the roster is
     whole even right after Redis lost its state (they show as offline).
@@ -50,6 +51,8 @@ def advisor_roster(
             "name": state.get("name", ""),
             "phone": state.get("phone", ""),
             "status": state.get("status", "offline"),
+            # Set offline by the line after missed rings (`presence.MISSED_RINGS_AWAY`).
+            "away": state.get("away") or None,
             "teams": [t for t in (state.get("teams") or "").split(",") if t],
             "call_sid": call if call.startswith("CA") and not wrapup else None,
             "wrap_up": wrapup,
