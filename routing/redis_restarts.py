@@ -329,6 +329,15 @@ def _hold_on_live_call(desk: Desk, advisor_id: str, legs: list[LiveLeg], now_ms:
     return False
 
 
+def promoted_replica(r: redis.Redis) -> bool:
+    """Whether the Redis behind `r` is a replica promoted to primary (a Sentinel
+    failover), not a server started from a snapshot: Redis keeps the former primary's
+    replication offset (`second_repl_offset` in INFO replication) only when a replica
+    is promoted; a server started afresh reports -1."""
+    info = r.info("replication")
+    return info.get("role") == "master" and int(info.get("second_repl_offset", -1)) != -1
+
+
 def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
     """If the Redis behind `desk.r` is not the one seen at the last look (`redis_seen`):
     when it restarted, every open call is due for the check at once
@@ -340,7 +349,8 @@ def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
     available beside callbacks just put back, whom no advisor's change would serve.
     Restarted, before any of that, every advisor available and idle is held until
     Twilio says they are on no call, and every one holding a call from its end
-    (`presence.hold_to_confirm`); each pass, the same
+    (`presence.hold_to_confirm`), unless the Redis is a replica promoted by a failover
+    (`promoted_replica`: its presence is the primary's); each pass, the same
     Redis too, asks Twilio about those held (`confirm_restored_advisors`, its counts
     joining these). Counts: `open_calls_made_due`, `callbacks_restored`,
     `waiting_callers_served`, `advisors_held_to_confirm` (all 0 for the same Redis).
@@ -358,8 +368,10 @@ def notice_redis_restart(desk: Desk, now_ms: int) -> dict[str, int]:
         log.warning("Redis restarted (a new run_id): its %d open call(s) due later are "
                     "asked about now, so those already over are closed", made)
         # Before anything offers them a caller: the snapshot's presence may be older
-        # than a call they took since.
-        held = presence.hold_to_confirm(r, now_ms)
+        # than a call they took since. Not after a failover: the replica promoted
+        # held every write a replica acknowledged before its answer went out
+        # (`ivr.voice.hooks.keep_through_a_failover`), so its presence is current.
+        held = [] if promoted_replica(r) else presence.hold_to_confirm(r, now_ms)
         done["advisors_held_to_confirm"] = len(held)
         if held:
             log.warning("Redis restarted: %d advisor(s) it brought back available held "
