@@ -40,7 +40,7 @@ from config.hours import central_date
 from directory import keys
 from directory.scripts import script
 from routing import presence
-from routing.acd import ANSWERED_DIAL_STATUSES, Nothing, is_final
+from routing.acd import ANSWERED_DIAL_STATUSES, MISSED_RING_STATUSES, Nothing, is_final
 from routing.auth import is_authorized
 from routing.availability import (
     end_wrapup,
@@ -319,9 +319,11 @@ def end_callback(
         # checks the leg still rings them: an accept, the reconciler's release or the
         # next leg that came since this end's read wins, and it is read again.
         if holds:
+            # A ring of theirs let go by, as a caller's (`acd.MISSED_RING_STATUSES`).
             release = free_advisor(desk, advisor_id, now_ms, expected_call=call_sid,
                                    skip_call=call_sid, settle_held_call=True,
-                                   ring_ended_leg=leg)
+                                   ring_ended_leg=leg,
+                                   missed_ring=leg_status in MISSED_RING_STATUSES)
             ended = release.outcome not in ("stale", "unknown")
         else:
             ended = presence.end_unheld_callback_ring(desk.r, call_sid, advisor_id, leg,

@@ -60,7 +60,8 @@ HOLDS = ("ringing", "talking", "wrapup")
 # available: each further caller would ring them for ~25 s before the next advisor.
 # The field's rule (redirect on no answer; Twilio TaskRouter moves a worker whose
 # reservation timed out to its timeout activity, Offline by default); one miss alone
-# may be a moment away from the desk, so it takes two.
+# may be a moment away from the desk, so it takes two. A callback's ring to the advisor
+# counts as a caller's.
 MISSED_RINGS_AWAY = 2
 
 # Shared Lua helpers, prepended to each script. Every script fills an id into a key

@@ -7,9 +7,18 @@ emulator, with time passed in (as tests/test_routing_rules.py)."""
 
 from __future__ import annotations
 
-from routing import acd
+from routing import acd, callbacks
 from tests.conftest import API_TOKEN
-from tests.test_routing_rules import SECOND, T0, arrives, comes_back, lakeview, status, waits
+from tests.test_routing_rules import (
+    SECOND,
+    T0,
+    arrives,
+    comes_back,
+    lakeview,
+    status,
+    waits,
+    wants_a_callback,
+)
 
 __all__ = ["lakeview"]  # the module's fixture, shared
 
@@ -73,3 +82,14 @@ def test_a_call_taken_between_two_misses_starts_the_count_again(desk, lakeview, 
     assert status(desk, "A2") == ("busy", "CA1")
     lets_ring_out(desk, "CA1", "A2", T0 + 130 * SECOND)
     assert status(desk, "A2")[0] != "offline"
+
+
+def test_two_callback_rings_in_a_row_let_go_by_set_the_advisor_offline(
+        desk, lakeview, emulator):
+    wants_a_callback(desk, emulator, "CA-cb", T0)
+    assert comes_back(desk, "A2", T0 + 60 * SECOND) == "CA-cb"
+    callbacks.end_callback(desk, "CA-cb", "A2", "no-answer", T0 + 90 * SECOND)
+    assert status(desk, "A2") == ("available", "")
+    assert rung(desk, emulator, "CA1", T0 + 100 * SECOND) == "A2"
+    lets_ring_out(desk, "CA1", "A2", T0 + 125 * SECOND)
+    assert status(desk, "A2") == ("offline", "")
