@@ -64,6 +64,19 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
     assert claim.outcome == "queued"
 
 
+def on_another_call(desk, advisor_id: str, team: str = "general") -> None:
+    """The advisor comes on and is rung for another caller at once (before the line
+    offers them anyone waiting): busy, holding a call."""
+    now = int(time.time() * 1000)
+    presence.make_available(desk.r, advisor_id, now_ms=now, lease_ms=35_000, explicit=True)
+    start_call(desk.r, "CA-other", {"caller": "+16125550177", "base": BASE_URL,
+                                    "started_at": now, "team": team, "menu": "2"})
+    claim = presence.claim_for_caller(desk.r, "CA-other", team=team, owner_id=advisor_id,
+                                      now_ms=now, lease_ms=35_000)
+    assert claim.advisor_id == advisor_id
+    assert presence.advisor_state(desk.r, advisor_id)["hold"] == "ringing"
+
+
 def hold_cycle(client, sid: str) -> list[str]:
     """Post the waitUrl as Twilio does; what the caller hears in that cycle."""
     response = signed_post(client, "/voice/wait",
@@ -73,8 +86,7 @@ def hold_cycle(client, sid: str) -> list[str]:
 
 def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakeview):
     p = Prompts()
-    make_available(desk, "A7")
-    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    on_another_call(desk, "A7")
     desk.r.rpush(keys.team_waits("general"), 40, 40)  # recent waits: 40 s each
     for n in range(3):
         queue_caller(desk, f"CA{n}")
@@ -93,18 +105,39 @@ def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview
     """At night, every hosting advisor offline: an outage caller hears their place and
     that nobody is available, never an estimate the desk cannot keep."""
     p = Prompts()
-    queue_caller(desk, "CA-night", team="hosting", priority="critical")
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-first", team="hosting", priority="critical", at_ms=now - 1000)
+    queue_caller(desk, "CA-night", team="hosting", priority="critical", at_ms=now)
     heard = hold_cycle(client, "CA-night")
-    assert p.text("routing.queued_nobody_working", position=1) in heard
-    assert p.text("routing.queued", position=1) not in heard
+    assert p.text("routing.queued_nobody_working", position=2) in heard
+    assert p.text("routing.queued", position=2) not in heard
     assert p.text("routing.estimate_short") not in heard
-    # A7 comes on, busy: an estimate again (once the count, cached a few seconds for
-    # the hold cycles, is read anew).
-    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    # A7 comes on and is rung for the caller ahead: an estimate again (once the count,
+    # cached a few seconds for the hold cycles, is read anew).
+    presence.make_available(desk.r, "A7", now_ms=now, lease_ms=35_000, explicit=True)
+    assert hold_cycle(client, "CA-first") == []  # leaves the queue for A7
+    assert presence.advisor_state(desk.r, "A7")["hold"] == "ringing"
     desk.r.delete(keys.team_working("hosting"))
     heard = hold_cycle(client, "CA-night")
     assert p.text("routing.queued", position=1) in heard
     assert p.text("routing.estimate_short") in heard
+
+
+def test_with_every_advisor_busy_by_choice_no_wait_is_promised(phone, desk, lakeview):
+    """Nobody on a call and every advisor of the team busy by their own choice (a
+    meeting, a break): nobody serves the queue, so the caller hears their place and that
+    no wait can be estimated, not "helping other callers" and "less than a minute"."""
+    p = Prompts()
+    make_available(desk, "A7", "A2")
+    now_ms = int(time.time() * 1000)
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=now_ms)
+    presence.make_unavailable(desk.r, "A2", "busy", now_ms=now_ms)
+    result = phone.call(PAT, "1 2024117#", max_wait_seconds=0.2)
+    assert result.outcome == "queue"
+    heard = " ".join(result.heard())
+    assert p.text("routing.estimate_short") not in heard
+    assert "helping other callers" not in heard
+    assert p.text("routing.queued_nobody_working", position=1) in heard
 
 
 def press_on_hold(client, sid: str, digits: str) -> ET.Element:
