@@ -555,7 +555,13 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     number = callbacks.callback_number(desk, call)
     if number is None or not callbacks.take_callback(desk, call["contact"], now):
         return False
-    fields = {"callback": "1", "callback_state": "waiting", "callback_number": number}
+    # Their time on hold so far (ms), a missed ring's earlier wait included: the wait the
+    # line's service level counts for a callback (`routing.stats`), not its hours after.
+    now_ms = int(now.timestamp() * 1000)
+    held_ms = int(float(call.get("queue_wait_ms") or 0)) + max(
+        0, now_ms - int(call.get("enqueued_at") or now_ms))
+    fields = {"callback": "1", "callback_state": "waiting", "callback_number": number,
+              "callback_hold_ms": str(held_ms)}
     request = CallbackRequest(call_sid, {**call, **fields}, team, int(score), number)
     if not _kept_in_database(desk, request, now):
         callbacks.give_back_callback(desk, call["contact"], now)

@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -35,10 +36,13 @@ from tests.conftest import (
     run_jobs,
 )
 from tests.live import wait_for
+from tests.test_callback_lifetime import a2_takes_the_callback_and_pat_answers, asks_for_a_callback
 from tests.webhooks import post, post_without_token, signed_post
 from twilio_side import Caller, FlaskTransport
+from workers import reconciler
 
 PAT = "+16125550101"
+CHICAGO = ZoneInfo("America/Chicago")
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -435,6 +439,33 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     assert general["answered_within_15s"] == pytest.approx(2 / 3, abs=0.001)
     assert general["waiting"] == 1
     assert 6 <= general["longest_wait_seconds"] <= 9
+
+
+def test_a_callback_placed_two_hours_later_counts_its_hold_not_its_hours(
+        desk, client, emulator, lakeview):
+    """Pat holds a few seconds, asks for a callback and hangs up at 09:00; A2 calls back
+    at 11:00. The line's speed of answer counts Pat's seconds on hold, not two hours:
+    the two hours are the callback's own figure."""
+    with time_machine.travel(datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        sid = asks_for_a_callback(client)
+    with time_machine.travel(datetime(2026, 11, 24, 11, 0, tzinfo=CHICAGO), tick=True):
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+        general = client.get("/api/stats", headers=API).get_json()["general"]
+    with desk.session_factory() as db:
+        log = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one()
+    assert log.details["callback"] is True
+    assert 0 <= log.details["callback_hold_seconds"] < 60
+    # The log keeps the whole time to the call back.
+    assert log.queue_wait_seconds == pytest.approx(7200, abs=60)
+    assert general["answered"] == 1
+    assert general["asa_seconds"] < 60, general
+    assert general["answered_within_15s"] == 1.0
+    assert general["callbacks_answered"] == 1
+    assert general["callback_wait_seconds"] == pytest.approx(7200, abs=60)
 
 
 # How late a wrap-up's end may come, at worst over several (seconds): PRODUCT.md
