@@ -439,6 +439,7 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     assert general["answered_within_15s"] == pytest.approx(2 / 3, abs=0.001)
     assert general["waiting"] == 1
     assert 6 <= general["longest_wait_seconds"] <= 9
+    assert general["callbacks_waiting"] == 0
 
 
 def test_a_callback_placed_two_hours_later_counts_its_hold_not_its_hours(
@@ -466,6 +467,23 @@ def test_a_callback_placed_two_hours_later_counts_its_hold_not_its_hours(
     assert general["answered_within_15s"] == 1.0
     assert general["callbacks_answered"] == 1
     assert general["callback_wait_seconds"] == pytest.approx(7200, abs=60)
+
+
+def test_a_pending_callback_is_not_a_caller_on_hold(desk, client, emulator, lakeview):
+    """At 09:00 Pat asks for a callback and hangs up; at 10:00 nobody is on hold: the
+    stats count the callback apart, an hour old, and no caller waiting an hour."""
+    with time_machine.travel(datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        asks_for_a_callback(client)
+    with time_machine.travel(datetime(2026, 11, 24, 10, 0, tzinfo=CHICAGO), tick=True):
+        queue_caller(desk, "CA-holding", at_ms=int(time.time() * 1000) - 5_000)
+        general = client.get("/api/stats", headers=API).get_json()["general"]
+        queued = client.get("/api/queues", headers=API).get_json()["general"]
+    assert [caller["callback"] for caller in queued] == [True, False]
+    assert general["waiting"] == 1
+    assert 4 <= general["longest_wait_seconds"] < 60, general
+    assert general["callbacks_waiting"] == 1
+    assert general["oldest_callback_seconds"] == pytest.approx(3600, abs=60)
 
 
 # How late a wrap-up's end may come, at worst over several (seconds): PRODUCT.md
