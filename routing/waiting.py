@@ -49,10 +49,12 @@ _BAND_NAMES = {band: name for name, band in BANDS.items()}
 def estimate(
     desk: Desk, team: str, rank: int | None, recent: list[str], working: str | None
 ) -> tuple[int | None, float | None]:
-    """Place in line and estimated wait: recent average wait x place / advisors working.
+    """Place in line and estimated wait: recent average wait x place / advisors serving
+    the team (`_serving_advisors`: available, or holding a call).
 
-    With no advisor of the team working (at night, say) there is no estimate
-    (None): a wait the desk cannot keep is never promised.
+    With no advisor serving the team (at night, say, or every one busy by their own
+    choice) there is no estimate (None): a wait the desk cannot keep is never promised,
+    and the caller hears their place and that no wait can be estimated.
     """
     if rank is None:
         return None, None
@@ -65,7 +67,11 @@ def estimate(
 
 
 def _serving_advisors(desk: Desk, team: str) -> int:
-    """How many advisors of a team are working (available or busy), cached a few seconds.
+    """How many advisors of a team are serving its callers, cached a few seconds: those
+    available, and those holding a call (ringing, talking, wrap-up). An advisor busy by
+    their own choice (a meeting, a break: `PUT /api/advisors/<id>/status`), holding no
+    call, serves nobody: counted, they would have the estimate promise a wait nobody
+    keeps.
 
     Only the estimate uses it, so a count up to five seconds old is fine and
     spares every hold cycle a read of every advisor.
@@ -73,11 +79,13 @@ def _serving_advisors(desk: Desk, team: str) -> int:
     advisor_ids = list(desk.r.smembers(keys.advisors()))
     pipe = desk.r.pipeline(transaction=False)
     for advisor_id in advisor_ids:
-        pipe.hmget(keys.advisor(advisor_id), "status", "teams")
+        pipe.hmget(keys.advisor(advisor_id), "status", "hold", "teams")
     count = sum(
         1
-        for status, teams in pipe.execute()
-        if status in ("available", "busy") and team in (teams or "").split(",")
+        for status, hold, teams in pipe.execute()
+        # Holding a call, they serve the queue whatever status they chose for after it.
+        if (status == "available" or hold in presence.HOLDS)
+        and team in (teams or "").split(",")
     )
     desk.r.set(keys.team_working(team), count, ex=5)
     return count
@@ -547,7 +555,13 @@ def request_callback(desk: Desk, call_sid: str, now: datetime | None = None) -> 
     number = callbacks.callback_number(desk, call)
     if number is None or not callbacks.take_callback(desk, call["contact"], now):
         return False
-    fields = {"callback": "1", "callback_state": "waiting", "callback_number": number}
+    # Their time on hold so far (ms), a missed ring's earlier wait included: the wait the
+    # line's service level counts for a callback (`routing.stats`), not its hours after.
+    now_ms = int(now.timestamp() * 1000)
+    held_ms = int(float(call.get("queue_wait_ms") or 0)) + max(
+        0, now_ms - int(call.get("enqueued_at") or now_ms))
+    fields = {"callback": "1", "callback_state": "waiting", "callback_number": number,
+              "callback_hold_ms": str(held_ms)}
     request = CallbackRequest(call_sid, {**call, **fields}, team, int(score), number)
     if not _kept_in_database(desk, request, now):
         callbacks.give_back_callback(desk, call["contact"], now)

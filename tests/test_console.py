@@ -541,6 +541,11 @@ def test_the_wallboard_shows_who_asked_for_a_callback(client, desk, accounts):
     page = client.get("/console/wallboard").get_data(as_text=True)
     rows = dict(re.findall(r'data-call="(CA-[a-z]+)".*?class="callback">([a-z]*)<', page, re.S))
     assert rows == {"CA-waits": "", "CA-callback": "requested"}
+    # The figures tell the callback apart from the caller on hold, as /api/stats does.
+    assert "2 in line: 1 on hold, 1 callback" in page
+    [general] = re.findall(r'<th scope="row">general</th><td>(\d+)</td><td>[^<]*</td>\s*'
+                           r'<td class="callbacks">(\d+)', page)
+    assert general == ("1", "1")
 
 
 def test_the_advisor_adds_and_removes_a_colleague_from_the_card(app, phone, desk, accounts):

@@ -10,6 +10,7 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -35,10 +36,13 @@ from tests.conftest import (
     run_jobs,
 )
 from tests.live import wait_for
+from tests.test_callback_lifetime import a2_takes_the_callback_and_pat_answers, asks_for_a_callback
 from tests.webhooks import post, post_without_token, signed_post
 from twilio_side import Caller, FlaskTransport
+from workers import reconciler
 
 PAT = "+16125550101"
+CHICAGO = ZoneInfo("America/Chicago")
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
@@ -64,6 +68,19 @@ def queue_caller(desk, sid: str, team: str = "general", at_ms: int | None = None
     assert claim.outcome == "queued"
 
 
+def on_another_call(desk, advisor_id: str, team: str = "general") -> None:
+    """The advisor comes on and is rung for another caller at once (before the line
+    offers them anyone waiting): busy, holding a call."""
+    now = int(time.time() * 1000)
+    presence.make_available(desk.r, advisor_id, now_ms=now, lease_ms=35_000, explicit=True)
+    start_call(desk.r, "CA-other", {"caller": "+16125550177", "base": BASE_URL,
+                                    "started_at": now, "team": team, "menu": "2"})
+    claim = presence.claim_for_caller(desk.r, "CA-other", team=team, owner_id=advisor_id,
+                                      now_ms=now, lease_ms=35_000)
+    assert claim.advisor_id == advisor_id
+    assert presence.advisor_state(desk.r, advisor_id)["hold"] == "ringing"
+
+
 def hold_cycle(client, sid: str) -> list[str]:
     """Post the waitUrl as Twilio does; what the caller hears in that cycle."""
     response = signed_post(client, "/voice/wait",
@@ -73,8 +90,7 @@ def hold_cycle(client, sid: str) -> list[str]:
 
 def test_position_and_estimate_change_as_callers_ahead_leave(client, desk, lakeview):
     p = Prompts()
-    make_available(desk, "A7")
-    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    on_another_call(desk, "A7")
     desk.r.rpush(keys.team_waits("general"), 40, 40)  # recent waits: 40 s each
     for n in range(3):
         queue_caller(desk, f"CA{n}")
@@ -93,18 +109,39 @@ def test_with_nobody_working_the_team_no_wait_is_promised(client, desk, lakeview
     """At night, every hosting advisor offline: an outage caller hears their place and
     that nobody is available, never an estimate the desk cannot keep."""
     p = Prompts()
-    queue_caller(desk, "CA-night", team="hosting", priority="critical")
+    now = int(time.time() * 1000)
+    queue_caller(desk, "CA-first", team="hosting", priority="critical", at_ms=now - 1000)
+    queue_caller(desk, "CA-night", team="hosting", priority="critical", at_ms=now)
     heard = hold_cycle(client, "CA-night")
-    assert p.text("routing.queued_nobody_working", position=1) in heard
-    assert p.text("routing.queued", position=1) not in heard
+    assert p.text("routing.queued_nobody_working", position=2) in heard
+    assert p.text("routing.queued", position=2) not in heard
     assert p.text("routing.estimate_short") not in heard
-    # A7 comes on, busy: an estimate again (once the count, cached a few seconds for
-    # the hold cycles, is read anew).
-    presence.make_unavailable(desk.r, "A7", "busy", now_ms=int(time.time() * 1000))
+    # A7 comes on and is rung for the caller ahead: an estimate again (once the count,
+    # cached a few seconds for the hold cycles, is read anew).
+    presence.make_available(desk.r, "A7", now_ms=now, lease_ms=35_000, explicit=True)
+    assert hold_cycle(client, "CA-first") == []  # leaves the queue for A7
+    assert presence.advisor_state(desk.r, "A7")["hold"] == "ringing"
     desk.r.delete(keys.team_working("hosting"))
     heard = hold_cycle(client, "CA-night")
     assert p.text("routing.queued", position=1) in heard
     assert p.text("routing.estimate_short") in heard
+
+
+def test_with_every_advisor_busy_by_choice_no_wait_is_promised(phone, desk, lakeview):
+    """Nobody on a call and every advisor of the team busy by their own choice (a
+    meeting, a break): nobody serves the queue, so the caller hears their place and that
+    no wait can be estimated, not "helping other callers" and "less than a minute"."""
+    p = Prompts()
+    make_available(desk, "A7", "A2")
+    now_ms = int(time.time() * 1000)
+    presence.make_unavailable(desk.r, "A7", "busy", now_ms=now_ms)
+    presence.make_unavailable(desk.r, "A2", "busy", now_ms=now_ms)
+    result = phone.call(PAT, "1 2024117#", max_wait_seconds=0.2)
+    assert result.outcome == "queue"
+    heard = " ".join(result.heard())
+    assert p.text("routing.estimate_short") not in heard
+    assert "helping other callers" not in heard
+    assert p.text("routing.queued_nobody_working", position=1) in heard
 
 
 def press_on_hold(client, sid: str, digits: str) -> ET.Element:
@@ -402,6 +439,51 @@ def test_stats_for_a_scripted_day(phone, desk, lakeview, client, emulator):
     assert general["answered_within_15s"] == pytest.approx(2 / 3, abs=0.001)
     assert general["waiting"] == 1
     assert 6 <= general["longest_wait_seconds"] <= 9
+    assert general["callbacks_waiting"] == 0
+
+
+def test_a_callback_placed_two_hours_later_counts_its_hold_not_its_hours(
+        desk, client, emulator, lakeview):
+    """Pat holds a few seconds, asks for a callback and hangs up at 09:00; A2 calls back
+    at 11:00. The line's speed of answer counts Pat's seconds on hold, not two hours:
+    the two hours are the callback's own figure."""
+    with time_machine.travel(datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        sid = asks_for_a_callback(client)
+    with time_machine.travel(datetime(2026, 11, 24, 11, 0, tzinfo=CHICAGO), tick=True):
+        client.put("/api/advisors/A2/status", json={"status": "available"}, headers=API)
+        [leg] = emulator.created_calls
+        a2_takes_the_callback_and_pat_answers(client, leg)
+        run_jobs(desk)
+        general = client.get("/api/stats", headers=API).get_json()["general"]
+    with desk.session_factory() as db:
+        log = db.scalars(select(CallLog).where(CallLog.call_sid == sid)).one()
+    assert log.details["callback"] is True
+    assert 0 <= log.details["callback_hold_seconds"] < 60
+    # The log keeps the whole time to the call back.
+    assert log.queue_wait_seconds == pytest.approx(7200, abs=60)
+    assert general["answered"] == 1
+    assert general["asa_seconds"] < 60, general
+    assert general["answered_within_15s"] == 1.0
+    assert general["callbacks_answered"] == 1
+    assert general["callback_wait_seconds"] == pytest.approx(7200, abs=60)
+
+
+def test_a_pending_callback_is_not_a_caller_on_hold(desk, client, emulator, lakeview):
+    """At 09:00 Pat asks for a callback and hangs up; at 10:00 nobody is on hold: the
+    stats count the callback apart, an hour old, and no caller waiting an hour."""
+    with time_machine.travel(datetime(2026, 11, 24, 9, 0, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        asks_for_a_callback(client)
+    with time_machine.travel(datetime(2026, 11, 24, 10, 0, tzinfo=CHICAGO), tick=True):
+        queue_caller(desk, "CA-holding", at_ms=int(time.time() * 1000) - 5_000)
+        general = client.get("/api/stats", headers=API).get_json()["general"]
+        queued = client.get("/api/queues", headers=API).get_json()["general"]
+    assert [caller["callback"] for caller in queued] == [True, False]
+    assert general["waiting"] == 1
+    assert 4 <= general["longest_wait_seconds"] < 60, general
+    assert general["callbacks_waiting"] == 1
+    assert general["oldest_callback_seconds"] == pytest.approx(3600, abs=60)
 
 
 # How late a wrap-up's end may come, at worst over several (seconds): PRODUCT.md

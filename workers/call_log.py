@@ -513,6 +513,12 @@ def _call_log_row(call_sid: str, call: dict[str, str],
             "too_many_calls": call.get("refused") == TOO_MANY_CALLS,
             # The fallback reply given: "number" (dialed) or "apology" (none set).
             **({"fallback": call["fallback"]} if call.get("fallback") else {}),
+            # A callback, and the contact's time on hold before asking for it (seconds):
+            # the wait the service level counts (queue_wait_seconds runs on to the call back).
+            **({"callback": True} if call.get("callback") == "1" else {}),
+            **({"callback_hold_seconds": round(int(call["callback_hold_ms"]) / 1000, 3)}
+               if call.get("callback") == "1" and call.get("callback_hold_ms", "").isdigit()
+               else {}),
             **({"callback_not_dialled": call["callback_not_dialled"]}
                if call.get("callback_not_dialled") else {}),
             # Put back in its queue from the database after Redis lost it.
