@@ -38,6 +38,7 @@ from directory import keys
 from ivr.context import desk, prompts
 from jobs.queues import CALL_LOGS_SET_ASIDE, Queues, queue
 from routing.desk import Desk
+from routing.stats import queue_kinds
 from routing.waiting import team_names
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,17 @@ class _RedisCollector:
     def _read(self) -> Iterator[Metric]:
         """The gauges read from Redis; redis-py's errors when it cannot be read."""
         r, job_redis = self.desk.r, self.desk.job_redis
-        waiting = GaugeMetricFamily("caseline_waiting_callers", "Callers waiting, per team",
-                                    labels=["team"])
+        waiting = GaugeMetricFamily("caseline_waiting_callers",
+                                    "Callers waiting on hold, per team", labels=["team"])
+        callbacks = GaugeMetricFamily(
+            "caseline_callbacks_pending",
+            "Callbacks asked for and not yet placed, per team (keeping a place in line)",
+            labels=["team"])
         for team in self._teams():
-            waiting.add_metric([team], r.zcard(keys.team_waiting(team)))
+            # A callback keeps its place overnight: not a caller on hold (the alert's).
+            on_hold, _, pending, _ = queue_kinds(self.desk, team)
+            waiting.add_metric([team], on_hold)
+            callbacks.add_metric([team], pending)
         queued = GaugeMetricFamily("caseline_jobs_queued", "Jobs waiting in an RQ queue",
                                    labels=["queue"])
         retried = CounterMetricFamily("caseline_jobs_retried", "Jobs retried by the workers",
@@ -130,7 +138,7 @@ class _RedisCollector:
             "caseline_call_logs_set_aside",
             "Calls whose log could not be written, set aside to be tried again")
         set_aside.add_metric([], r.zcard(CALL_LOGS_SET_ASIDE))
-        yield from (waiting, queued, retried, set_aside)
+        yield from (waiting, callbacks, queued, retried, set_aside)
 
 
 def _process_metrics() -> bytes:

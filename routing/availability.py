@@ -333,7 +333,8 @@ def _place_callback(
 
 def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int,
                   state: str = "connecting", on_hold_cycle: bool = False) -> None:
-    """Record how long the caller waited in the queue; the call's `state` from now.
+    """Record how long the caller waited in the queue; the call's `state` from now; a
+    caller on hold's wait (not a callback's) among the team's recent waits.
     `on_hold_cycle`: their own hold cycle claimed the advisor at `now_ms` (they leave
     Twilio's queue by its `<Leave/>`; `left_on_hold_cycle` tells a repeat of it)."""
     enqueued = int(call.get("enqueued_at") or now_ms)
@@ -344,8 +345,11 @@ def note_dequeued(desk: Desk, call_sid: str, call: dict[str, str], now_ms: int,
         noted["left_on_hold_at"] = now_ms
     pipe = desk.r.pipeline(transaction=False)
     pipe.hset(keys.call(call_sid), mapping=noted)
-    pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
-    pipe.ltrim(keys.team_waits(team), 0, 49)
+    if call.get("callback") != "1":
+        # The recent waits estimate a caller's wait on hold; a callback's hours until
+        # the call back (overnight, say) would promise the next callers hours.
+        pipe.lpush(keys.team_waits(team), round(waited / 1000, 3))
+        pipe.ltrim(keys.team_waits(team), 0, 49)
     pipe.execute()
 
 

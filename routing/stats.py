@@ -185,11 +185,20 @@ return {held, string.format('%.0f', held_first), callbacks,
 """
 
 
-def _seconds_since(arrived: str, now_ms: int) -> float:
-    """Seconds from an arrival (ms since the epoch, as text; "-1" for none) to `now_ms`,
+def _seconds_since(arrived: int, now_ms: int) -> float:
+    """Seconds from an arrival (ms since the epoch; -1 for none) to `now_ms`,
     rounded to 0.1 s; 0.0 for none."""
     first = float(arrived)
     return round(max(0.0, (now_ms - first) / 1000), 1) if first >= 0 else 0.0
+
+
+def queue_kinds(desk: Desk, team: str) -> tuple[int, int, int, int]:
+    """Who is in the team's queue, in one script: (callers on hold, the first arrival
+    among them in ms since the epoch or -1, pending callbacks, the first arrival among
+    them or -1). Each score keeps the caller's first arrival, a missed ring included."""
+    held, held_first, callbacks, callback_first = script(desk.r, _WAITING_KINDS)(
+        keys=[keys.team_waiting(team)], args=[keys.call("{}"), BAND_WIDTH], client=desk.r)
+    return int(held), int(held_first), int(callbacks), int(callback_first)
 
 
 def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | None]]:
@@ -208,13 +217,9 @@ def team_stats(desk: Desk, now: datetime) -> dict[str, dict[str, float | int | N
     """
     figures = service_level(desk.session_factory, now)
     now_ms = int(now.timestamp() * 1000)
-    kinds = script(desk.r, _WAITING_KINDS)
     for team in team_names(desk, now_ms):  # every team, after Redis came back empty too
         team_figures = figures.setdefault(team, _empty())
-        # Each score keeps the caller's first arrival (ms), a missed ring included.
-        held, held_first, callbacks, callback_first = kinds(
-            keys=[keys.team_waiting(team)], args=[keys.call("{}"), BAND_WIDTH],
-            client=desk.r)
+        held, held_first, callbacks, callback_first = queue_kinds(desk, team)
         team_figures["waiting"] = int(held)
         team_figures["longest_wait_seconds"] = _seconds_since(held_first, now_ms)
         team_figures["callbacks_waiting"] = int(callbacks)

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from caseline.server import metrics_host, prepare_metrics_dir
 from config.settings import PROJECT_ROOT
+from directory import keys
 from ivr import create_app
 from routing import presence
 from routing.call_state import start_call
@@ -71,6 +72,12 @@ def test_a_waiting_caller_shows_in_the_queue_gauge(client, desk, directory):
     assert claim.outcome == "queued"
     scrape = samples(client.get("/metrics").get_data(as_text=True))
     assert scrape[("caseline_waiting_callers", (("team", "general"),))] == 1
+    # The caller asks for a callback and hangs up, keeping their place: overnight that
+    # is no caller on hold for the alert on this gauge, but a callback pending.
+    desk.r.hset(keys.call("CA1"), mapping={"callback": "1", "callback_state": "waiting"})
+    scrape = samples(client.get("/metrics").get_data(as_text=True))
+    assert scrape[("caseline_waiting_callers", (("team", "general"),))] == 0
+    assert scrape[("caseline_callbacks_pending", (("team", "general"),))] == 1
 
 
 def test_the_served_metrics_add_up_every_web_process(live_service):

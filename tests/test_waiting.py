@@ -467,6 +467,8 @@ def test_a_callback_placed_two_hours_later_counts_its_hold_not_its_hours(
     assert general["answered_within_15s"] == 1.0
     assert general["callbacks_answered"] == 1
     assert general["callback_wait_seconds"] == pytest.approx(7200, abs=60)
+    # Nor do the two hours become the estimate the next callers on hold hear.
+    assert all(float(w) < 60 for w in desk.r.lrange(keys.team_waits("general"), 0, -1))
 
 
 def test_a_pending_callback_is_not_a_caller_on_hold(desk, client, emulator, lakeview):
