@@ -165,6 +165,20 @@ def test_a_contact_put_names_every_problem_the_phone_clash_included(client, desk
     assert audit(desk) == []
 
 
+def test_a_contact_put_naming_a_field_twice_is_refused_naming_it(client, desk, lakeview):
+    # As `directory load`: JSON parsers keep the last of a repeated field silently.
+    body = ('{"name": "Sam", "district": "D100", "phone": "+16125550177", '
+            '"pin": "2468", "pin": "1357"}')
+    response = client.put("/api/contacts/5002", data=body, content_type="application/json",
+                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 422, response.data
+    assert any('"pin" is named more than once' in p
+               for p in response.get_json()["problems"]), response.get_json()
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002") is None
+    assert audit(desk) == []
+
+
 def test_invalid_contact_body_names_the_field(client, desk, lakeview):
     response = api(client, "PUT", "/api/contacts/5002",
                    {"name": "Sam", "district": "D100", "phone": "555-0177", "pin": "12"})
