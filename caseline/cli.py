@@ -164,10 +164,12 @@ def directory_load(file: Path) -> None:
 
     from directory import DirectoryError, load_directory
     from directory.db import make_session_factory
+    from directory.validation import json_object
 
     try:
         # utf-8-sig: a spreadsheet's or PowerShell's export may begin with a byte order mark.
-        document = json.loads(file.read_text(encoding="utf-8-sig"))
+        # json_object: a field named twice is a problem of its record, not a silent last-wins.
+        document = json.loads(file.read_text(encoding="utf-8-sig"), object_pairs_hook=json_object)
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON, a 5,000-digit number
         click.echo(f"{file}: cannot read a JSON document: {exc}", err=True)
         sys.exit(2)

@@ -32,3 +32,26 @@ def _parse(raw: str, region: str) -> phonenumbers.PhoneNumber | None:
         return phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
+
+
+# Where the line dials an advisor: the regions it calls back and colleagues in
+# (`routing.callbacks.CALLBACK_REGIONS`, contract "POST /api/advisors/<id>/colleague"),
+# and never a number that costs the desk a premium per minute (the number types
+# `routing.conference` refuses for a colleague, and the UAN and personal numbers
+# that forward at a price).
+ADVISOR_REGIONS = frozenset({"US", "CA"})
+_PREMIUM_TYPES = frozenset({
+    phonenumbers.PhoneNumberType.PREMIUM_RATE, phonenumbers.PhoneNumberType.SHARED_COST,
+    phonenumbers.PhoneNumberType.UAN, phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+})
+
+
+def undialable_for_advisor(phone_e164: str) -> str | None:
+    """Why the line must never dial this E.164 number as an advisor's phone, or None:
+    "is outside the US and Canada" or "is a premium-rate or shared-cost number"."""
+    number = phonenumbers.parse(phone_e164, None)
+    if phonenumbers.number_type(number) in _PREMIUM_TYPES:
+        return "is a premium-rate or shared-cost number"
+    if phonenumbers.region_code_for_number(number) not in ADVISOR_REGIONS:
+        return "is outside the US and Canada"
+    return None

@@ -30,7 +30,7 @@ from config.hours import central_date
 from directory.cache import Facts, keys_of, recache_if_lost, write_cache
 from directory.loading import apply_document
 from directory.models import AuditEntry, Case, Contact
-from directory.validation import DirectoryError, Plan, record_id
+from directory.validation import DirectoryError, JsonObject, Plan, record_id
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,9 @@ def _body(body: object, kind: str, ident: str, id_field: str) -> dict[str, Any]:
         raise RecordError([f"{kind} {ident}: the body must be a JSON object"])
     if id_field in body and record_id(body[id_field]) != ident:
         raise RecordError([f'{kind} {ident}: "{id_field}" {body[id_field]!r} is not {ident}'])
-    return {**body, id_field: ident}
+    record = JsonObject({**body, id_field: ident})
+    record.repeated = getattr(body, "repeated", ())  # a field named twice: still a problem
+    return record
 
 
 @dataclass

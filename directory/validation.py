@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from directory.case_numbers import LARGEST_CASE_NUMBER
 from directory.catalog import ALL_TEAMS, CASE_STATUSES, PRIORITIES, canonical_product
 from directory.models import Advisor, Contact, District
-from directory.phones import has_extension, normalize_phone
+from directory.phones import has_extension, normalize_phone, undialable_for_advisor
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,38 @@ _CASE_NUMBER_DIGITS = len(str(LARGEST_CASE_NUMBER))
 # longer one would load and never verify on the phone.
 CONTACT_ID_DIGITS = 20
 
+# An advisor id: the call log keeps "advisors tried" comma-joined and the survey's
+# per-advisor figures space-joined, so an id with a comma or a space would come back
+# as other advisors; the contract's examples ("A7") fit.
+ADVISOR_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
 _PIN_RE = re.compile(r"[0-9]{4,8}")
 _DIGITS_RE = re.compile(r"[0-9]+")
 # How a problem begins when it is a record's (`_label`): `contacts[2]`.
 _RECORD_RE = re.compile(r"(?:districts|contacts|advisors|cases)\[[0-9]+\]")
+
+
+class JsonObject(dict):
+    """A JSON object as `json_object` reads it: a dict, with the keys named more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def json_object(pairs: list[tuple[str, Any]]) -> JsonObject:
+    """`json.loads`' `object_pairs_hook`: the object, noting each key named twice (the
+    plain parser keeps the last silently: "hosted": true, "hosted": false would load
+    false unseen); validation names them as problems of their record."""
+    obj = JsonObject(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        obj.repeated = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def _repeated_fields(record: Mapping[str, Any], label: str, problems: list[str]) -> None:
+    """Note each field a record names more than once (`json_object`)."""
+    for field in getattr(record, "repeated", ()):
+        problems.append(f'{label}: field "{str(field)[:40]}" is named more than once')
 
 
 class DirectoryError(Exception):
@@ -141,6 +169,7 @@ class Plan:
         self.phones: dict[str, str] = {}  # contact id -> E.164
         self.advisor_phones: dict[str, str] = {}  # advisor id -> E.164
         self.existing_contacts: dict[str, str] = {}  # contact id in db -> phone
+        self.existing_advisors: dict[str, str] = {}  # advisor id in db -> phone
         self.today = today
 
 
@@ -170,6 +199,8 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
     if not isinstance(doc, dict):
         return ["the directory document must be a JSON object"]
     problems: list[str] = []
+    for key in getattr(doc, "repeated", ()):
+        problems.append(f'section "{str(key)[:40]}" is named more than once')
     for key in doc:
         if key not in SECTIONS:
             problems.append(f'unknown section "{key}" (expected {", ".join(SECTIONS)})')
@@ -186,11 +217,15 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
             if not isinstance(record, dict):
                 problems.append(f"{_label(name, index, record)}: must be an object")
                 continue
+            _repeated_fields(record, _label(name, index, record), problems)
             _control_characters(name, record, _label(name, index, record), problems)
             _unknown_fields(name, record, _label(name, index, record))
 
     db_districts = set(db.scalars(select(District.id)))
-    db_advisors = set(db.scalars(select(Advisor.id)))
+    plan.existing_advisors = {
+        row.id: row.phone for row in db.execute(select(Advisor.id, Advisor.phone))
+    }
+    db_advisors = set(plan.existing_advisors)
     plan.existing_contacts = {
         row.id: row.phone for row in db.execute(select(Contact.id, Contact.phone))
     }
@@ -205,12 +240,18 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
             _text(record, "name", label, problems)
             _optional_bool(record, "hosted", label, problems)
 
-    for index, record in enumerate(sections["advisors"]):
-        if isinstance(record, dict):
-            _check_advisor(record, _label("advisors", index, record), problems, plan)
-
     # Each record's own phone, by its place in the section: a repeated id (itself a
     # problem) must not hide, or misplace, the phone clash of a record after it.
+    advisor_phones: dict[int, str] = {}
+    for index, record in enumerate(sections["advisors"]):
+        if isinstance(record, dict):
+            phone = _check_advisor(record, _label("advisors", index, record), problems, plan)
+            if phone is not None:
+                advisor_phones[index] = phone
+    # Two advisors on one phone would be claimed for two callers and both dialed at it.
+    _check_phone_conflicts("advisors", sections["advisors"], advisor_phones,
+                           plan.existing_advisors, problems)
+
     phones: dict[int, str] = {}
     for index, record in enumerate(sections["contacts"]):
         if isinstance(record, dict):
@@ -218,7 +259,8 @@ def check_for_load(doc: object, db: Session, plan: Plan) -> list[str]:
                                    known_districts, problems, plan)
             if phone is not None:
                 phones[index] = phone
-    _check_phone_conflicts(sections["contacts"], phones, problems, plan)
+    _check_phone_conflicts("contacts", sections["contacts"], phones, plan.existing_contacts,
+                           problems)
 
     for index, record in enumerate(sections["cases"]):
         if isinstance(record, dict):
@@ -256,6 +298,9 @@ def _unique_ids(section: str, records: list[Any], problems: list[str]) -> dict[s
         elif section == "contacts" and len(ident) > CONTACT_ID_DIGITS:
             problems.append(f'{label}: contact id "{ident[:40]}" is longer than the '
                             f"{CONTACT_ID_DIGITS} digits a caller can key in")
+        if section == "advisors" and not ADVISOR_ID_RE.fullmatch(ident):
+            problems.append(f'{label}: advisor id "{ident[:40]}" must be 1 to 64 letters, '
+                            "digits, '_', '.' or '-' (no commas or spaces)")
         if ident in seen:
             problems.append(f'{label}: {field} "{ident}" repeats {section}[{seen[ident]}]')
             continue
@@ -287,23 +332,29 @@ def _phone(phone: str, label: str, problems: list[str]) -> str | None:
     return e164
 
 
-def _check_advisor(record: dict[str, Any], label: str, problems: list[str], plan: Plan) -> None:
-    """Check one advisor record."""
+def _check_advisor(record: dict[str, Any], label: str, problems: list[str],
+                   plan: Plan) -> str | None:
+    """Check one advisor record; its phone in E.164 (None: missing or bad, noted). The
+    line dials that phone for every call routed to the advisor, so a number it must
+    never dial (`directory.phones.undialable_for_advisor`) is a bad record."""
     _text(record, "name", label, problems)
     phone = _text(record, "phone", label, problems)
-    if phone is not None:
-        e164 = _phone(phone, label, problems)
-        if e164 is not None and (ident := record_id(record.get("id"))) is not None:
-            plan.advisor_phones[ident] = e164
+    e164 = _phone(phone, label, problems) if phone is not None else None
+    if e164 is not None and (why := undialable_for_advisor(e164)) is not None:
+        problems.append(f'{label}: phone "{phone}" {why}: the line never dials it')
+        e164 = None
+    if e164 is not None and (ident := record_id(record.get("id"))) is not None:
+        plan.advisor_phones[ident] = e164
     teams = record.get("teams")
     if not isinstance(teams, list) or not all(isinstance(t, str) for t in teams):
         problems.append(f'{label}: "teams" must be a list of team names')
-        return
+        return e164
     if not teams:
         problems.append(f"{label}: an advisor needs at least one team")
     for team in teams:
         if team not in ALL_TEAMS:
             problems.append(f'{label}: team "{team}" is not one of {", ".join(ALL_TEAMS)}')
+    return e164
 
 
 def _check_contact(
@@ -340,36 +391,39 @@ def _check_contact(
     return e164
 
 
-def _check_phone_conflicts(records: list[Any], phones: dict[int, str], problems: list[str],
-                           plan: Plan) -> None:
-    """Two contacts may not share a phone, counting the database as it will be after the load.
+def _check_phone_conflicts(section: str, records: list[Any], phones: dict[int, str],
+                           existing: dict[str, str], problems: list[str]) -> None:
+    """Two contacts, or two advisors, may not share a phone, counting the database as it
+    will be after the load.
 
-    `phones` is each record's E.164 phone by its index in `records`. Every record of
-    the document holds its phone, a repeated id's and an id-less one's too (each is
-    named: `7104`, or `contacts[4]` without an id), so one run names every clash; a
-    database contact the document does not mention keeps its phone. The problem is
-    reported on the record that takes the phone (new, or changing its phone), not on
-    the contact that already has it.
+    `phones` is each record's E.164 phone by its index in `records`; `existing` the
+    section's records in the database (id -> phone). Every record of the document
+    holds its phone, a repeated id's and an id-less one's too (each is named: `7104`,
+    or `contacts[4]` without an id), so one run names every clash; a database record
+    the document does not mention keeps its phone. The problem is reported on the
+    record that takes the phone (new, or changing its phone), not on the one that
+    already has it.
     """
+    noun = section[:-1]
     mentioned = {record_id(r.get("id")) for r in records if isinstance(r, dict)}
     holders: dict[str, list[tuple[int | None, str]]] = {}  # phone -> (index, name)
-    for contact_id, phone in plan.existing_contacts.items():
-        if contact_id not in mentioned:
-            holders.setdefault(phone, []).append((None, contact_id))
+    for ident, phone in existing.items():
+        if ident not in mentioned:
+            holders.setdefault(phone, []).append((None, ident))
     for index, phone in phones.items():
-        name = record_id(records[index].get("id")) or f"contacts[{index}]"
+        name = record_id(records[index].get("id")) or f"{section}[{index}]"
         holders.setdefault(phone, []).append((index, name))
     for index, phone in phones.items():
         record = records[index]
         ident = record_id(record.get("id"))
-        if ident is not None and plan.existing_contacts.get(ident) == phone:
+        if ident is not None and existing.get(ident) == phone:
             continue
         # Not the record itself, nor another record of its id (that repeat is its own problem).
         others = sorted({name for at, name in holders[phone]
                          if at != index and (ident is None or name != ident)})
         if others:
             problems.append(
-                f"{_label('contacts', index, record)}: phone {phone} is already contact "
+                f"{_label(section, index, record)}: phone {phone} is already {noun} "
                 f"{', '.join(others)}'s"
             )
 

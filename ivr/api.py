@@ -7,6 +7,7 @@ two cannot be reached, so an operator's script can wait and retry.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -18,6 +19,7 @@ import directory
 from directory import records
 from directory.call_logs import calls_on_case
 from directory.redis_client import redis_unavailable
+from directory.validation import json_object
 from ivr.context import (
     base_url,
     desk,
@@ -56,10 +58,14 @@ def check_token() -> tuple[Response, int] | None:
 
 def _json_or_none() -> Any:
     """The request's JSON, or None when it is none (not JSON, unreadable, or nested
-    deeper than the parser goes: Python's recursion limit)."""
+    deeper than the parser goes: Python's recursion limit). Objects are read as
+    `directory load` reads them (`json_object`): a field named twice is noted, for a
+    directory record's validation to name, not silently the last."""
+    if not request.is_json:
+        return None
     try:
-        return request.get_json(silent=True)
-    except RecursionError:
+        return json.loads(request.get_data(), object_pairs_hook=json_object)
+    except (ValueError, RecursionError):
         return None
 
 

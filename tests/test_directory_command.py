@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from config.settings import PROJECT_ROOT
-from directory.models import Contact
+from directory.models import Advisor, Contact, District
 from tests.conftest import caseline_command
 
 GOOD: dict[str, Any] = {
@@ -178,3 +178,76 @@ def test_a_load_that_redis_refuses_changes_nothing_and_says_so(load, desk):
     assert contacts(desk) == [("5001", "+16125550101")]
     assert load(moved, "moved.json").returncode == 0  # Redis back: the same load goes in
     assert contacts(desk) == [("5001", "+16125550188")]
+
+
+def advisors(desk) -> list[tuple[str, str]]:
+    """Every advisor's id and phone."""
+    with desk.session_factory() as db:
+        return [(a.id, a.phone) for a in db.scalars(select(Advisor).order_by(Advisor.id))]
+
+
+def test_two_advisors_with_one_phone_is_a_bad_record(load, desk):
+    # Both would be "available": two callers claimed for them would both be dialed at
+    # the one phone, the double-booking the ACD's atomic claim is there to prevent.
+    doc = {**GOOD, "advisors": GOOD["advisors"] + [
+        {"id": "A8", "name": "Sam Two", "phone": "(651) 555-0199", "teams": ["general"]}]}
+    done = load(doc)
+    assert done.returncode == 1, done.stdout
+    assert "advisors[1] (id A8): phone +16515550199 is already advisor A7's" in problems_of(done)
+    assert advisors(desk) == []
+    # Against the database too: A7, loaded and not in the document, keeps its phone.
+    assert load(GOOD).returncode == 0
+    done = load({"advisors": [doc["advisors"][1]]}, "later.json")
+    assert done.returncode == 1, done.stdout
+    assert "advisors[0] (id A8): phone +16515550199 is already advisor A7's" in problems_of(done)
+    assert advisors(desk) == [("A7", "+16515550199")]
+    # One load may move A7 to a new phone and give A8 A7's old one.
+    moved = {"advisors": [{**GOOD["advisors"][0], "phone": "+16515550150"},
+                          doc["advisors"][1]]}
+    done = load(moved, "moved.json")
+    assert done.returncode == 0, done.stderr
+    assert advisors(desk) == [("A7", "+16515550150"), ("A8", "+16515550199")]
+
+
+@pytest.mark.parametrize(("number", "why"), [
+    ("+1 900 555 0114", "is a premium-rate or shared-cost number"),
+    ("+44 20 7946 0958", "is outside the US and Canada"),
+])
+def test_an_advisor_phone_the_line_must_never_dial_is_a_bad_record(load, desk, number, why):
+    # The line dials an advisor's phone for every call routed to them: a 900 typo (for
+    # 600) would bill the desk per minute. The same regions as callbacks and colleagues.
+    doc = {**GOOD, "advisors": [{"id": "A14", "name": "Typo", "phone": number,
+                                 "teams": ["general"]}], "cases": []}
+    done = load(doc)
+    assert done.returncode == 1, done.stdout
+    assert (f'advisors[0] (id A14): phone "{number}" {why}: the line never dials it'
+            in problems_of(done))
+    assert advisors(desk) == []
+
+
+@pytest.mark.parametrize("ident", ["A,7", "A 7"])
+def test_an_advisor_id_with_a_comma_or_a_space_is_a_bad_record(load, desk, ident):
+    # The call log keeps "advisors tried" comma-joined and the survey's figures
+    # space-joined: "A,7" would come back as advisors "A" and "7".
+    doc = {**GOOD, "advisors": [{**GOOD["advisors"][0], "id": ident}],
+           "cases": [{**GOOD["cases"][0], "owner": ident}]}
+    done = load(doc)
+    assert done.returncode == 1, done.stdout
+    assert (f'advisors[0] (id {ident}): advisor id "{ident}" must be 1 to 64 letters, '
+            "digits, '_', '.' or '-' (no commas or spaces)") in problems_of(done)
+    assert advisors(desk) == []
+
+
+def test_a_record_that_names_a_field_twice_is_a_bad_record(load, desk):
+    # json.loads keeps the last silently: "hosted": true, "hosted": false would turn a
+    # hosted district's night outage line off with exit 0.
+    assert load(GOOD).returncode == 0
+    text = ('{"districts": [{"id": "D100", "name": "Lakeview Public Schools", '
+            '"hosted": true, "hosted": false}], "cases": [], "cases": []}')
+    done = load(text.encode("utf-8"), "twice.json")
+    assert done.returncode == 1, done.stdout
+    problems = problems_of(done)
+    assert 'section "cases" is named more than once' in problems
+    assert 'districts[0] (id D100): field "hosted" is named more than once' in problems
+    with desk.session_factory() as db:
+        assert db.get(District, "D100").hosted is True

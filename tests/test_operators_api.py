@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from config.prompts import Prompts
 from directory import keys
-from directory.models import AuditEntry, Contact
+from directory.models import Advisor, AuditEntry, Contact
 from tests.conftest import API_TOKEN, make_available
 
 # Cases, contacts and the audit are written through the API: on both databases.
@@ -165,6 +165,20 @@ def test_a_contact_put_names_every_problem_the_phone_clash_included(client, desk
     assert audit(desk) == []
 
 
+def test_a_contact_put_naming_a_field_twice_is_refused_naming_it(client, desk, lakeview):
+    # As `directory load`: JSON parsers keep the last of a repeated field silently.
+    body = ('{"name": "Sam", "district": "D100", "phone": "+16125550177", '
+            '"pin": "2468", "pin": "1357"}')
+    response = client.put("/api/contacts/5002", data=body, content_type="application/json",
+                          headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 422, response.data
+    assert any('"pin" is named more than once' in p
+               for p in response.get_json()["problems"]), response.get_json()
+    with desk.session_factory() as db:
+        assert db.get(Contact, "5002") is None
+    assert audit(desk) == []
+
+
 def test_invalid_contact_body_names_the_field(client, desk, lakeview):
     response = api(client, "PUT", "/api/contacts/5002",
                    {"name": "Sam", "district": "D100", "phone": "555-0177", "pin": "12"})
@@ -285,15 +299,18 @@ def test_an_unknown_api_path_or_method_answers_json(client, method, path, status
 
 
 def test_an_advisor_whose_id_holds_a_percent_sign_takes_their_cases_calls(
-        directory, client, phone):
-    """Advisor ids are any non-empty string (`directory load` takes "100%"), and every
-    presence script fills the id into a key with Lua's gsub, where '%' in a string
-    replacement is special: the advisor could never be made available (404), and a
-    caller on their case never rang them."""
+        directory, client, phone, desk):
+    """An advisor id loaded before `directory load` limited ids to letters, digits, '_',
+    '.' and '-' ("100%", kept in the database) still works: every presence script fills
+    the id into a key with Lua's gsub, where '%' in a string replacement is special:
+    the advisor could never be made available (404), and a caller on their case never
+    rang them."""
     directory.district()
     directory.contact()
-    directory.advisor("100%", ["general"], phone="+16515550177", name="Percy Cent")
     directory.advisor("A2", ["general"], phone="+16515550102")
+    directory.load()
+    with desk.session_factory() as db, db.begin():
+        db.add(Advisor(id="100%", name="Percy Cent", phone="+16515550177", teams=["general"]))
     directory.case("2024117", owner="100%")
     directory.load()
     api = {"Authorization": f"Bearer {API_TOKEN}"}
