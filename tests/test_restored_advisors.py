@@ -16,12 +16,11 @@ import pytest
 from directory import keys
 from routing import presence
 from tests.conftest import API_TOKEN
+from tests.test_callbacks_survive_redis import A2, ALEX, PAT, SAM, lakeview
 from tests.webhooks import post
 from workers.reconciler import reconcile
 
 LINE = "+18005550100"
-PAT, SAM, ALEX = "+16125550101", "+16125550102", "+16125550103"
-A2 = "+16515550102"
 API = {"Authorization": f"Bearer {API_TOKEN}"}
 ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
 # Real seconds Pat talks with A2: long enough for the restore, two reconciler passes and
@@ -29,19 +28,9 @@ ATTESTED = {"StirVerstat": "TN-Validation-Passed-A"}
 PAT_TALKS_SECONDS = 8.0
 
 
-@pytest.fixture
-def lakeview(directory):
-    """Three verified contacts of one district (Pat, Sam, Alex) and advisor A2
-    (general)."""
-    directory.district()
-    for n, (name, phone) in enumerate((("Pat Lee", PAT), ("Sam Roe", SAM),
-                                       ("Alex Poe", ALEX))):
-        directory.contact(str(5001 + n), phone, name=name)
-    directory.advisor("A2", ["general"], phone=A2)
-    directory.load()
-
-
+# The same story: Pat, Sam and Alex of one district, advisor A2 (general).
 pytestmark = pytest.mark.usefixtures("lakeview")
+__all__ = ["lakeview"]
 
 
 def snapshot_of(desk) -> dict[str, bytes]:
