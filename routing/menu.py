@@ -93,7 +93,8 @@ class Goodbye:
 class Connect:
     """Ring an advisor or queue (`decision`), after telling the caller that their case
     is closed or was not found (the general team helps; `case_not_entered`: the last
-    of the tries was silence, said as such). Of a closed case the caller hears where
+    of the tries was silence, said as such), or that no add-on product was chosen
+    (`product_missed`). Of a closed case the caller hears where
     the call goes: to its owner (`to_owner`, who can reopen it), else to the next
     available advisor; never the owner when someone else is rung."""
 
@@ -102,6 +103,9 @@ class Connect:
     case_not_found: bool = False
     to_owner: bool = False
     case_not_entered: bool = False
+    # The add-on product menu missed three times (a verified contact goes to the general
+    # team with a new case): "invalid" when the last try was a wrong key, "silence".
+    product_missed: str = ""
 
 
 Step = (
@@ -315,8 +319,9 @@ def option(
 
 
 def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms: int) -> Step:
-    """The add-on product key: route to that product's team; * repeats. After hours, a
-    voicemail for a new case of that product (three misses: of the general team)."""
+    """The add-on product key: route to that product's team; * repeats; three misses:
+    the general team, with a new case. After hours, a voicemail for a new case of that
+    product (three misses: of the general team)."""
     team = PRODUCT_TEAMS.get(key)
     if team is None:
         if key == "*":
@@ -324,7 +329,11 @@ def press_product_key(desk: Desk, call_sid: str, key: str, attempt: int, now_ms:
         if attempt >= MAX_TRIES:
             if after_hours.is_after_hours(get_call(desk.r, call_sid)):
                 return after_hours.product_chosen(desk, call_sid, None)
-            return Goodbye()
+            # A verified contact who asked for help is not hung up on (the desk's
+            # policy, as after three wrong case numbers): the general team, a new case.
+            send_to_team(desk.r, call_sid, GENERAL, new_case="1")
+            return Connect(acd.route_caller(desk, call_sid, now_ms),
+                           product_missed="invalid" if key else "silence")
         return AskProduct(attempt + 1, invalid=bool(key))
     # Twilio's repeat of the key (the same try) goes on from the same call, noted once.
     call = note_menu_key(desk.r, call_sid, key, attempt, try_field="product_try")
@@ -346,8 +355,9 @@ def enter_case_number(
                     and decision.advisor_id == lookup.owner)
         return Connect(decision, case_closed=lookup.closed, to_owner=to_owner)
     if lookup.tries >= CASE_TRIES:
-        # Three misses: a person will still help, rather than hanging up.
-        send_to_team(desk.r, call_sid, GENERAL)
+        # Three misses: a person will still help, rather than hanging up, on a new case
+        # for the district (PRODUCT: every call answered is logged on its case).
+        send_to_team(desk.r, call_sid, GENERAL, new_case="1")
         return Connect(acd.route_caller(desk, call_sid, now_ms),
                        case_not_found=lookup.entered, case_not_entered=not lookup.entered)
     return AskCase(not_found=lookup.entered, nothing_entered=not lookup.entered,

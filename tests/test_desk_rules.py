@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from config.prompts import Prompts
 from directory import keys
-from directory.models import Case, Contact
+from directory.models import CallLog, Case, Contact
 from tests.conftest import make_available, run_jobs
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -379,6 +379,38 @@ def test_known_number_goes_straight_to_the_case(phone, desk, desk_directory):
     result = phone.call(PAT, "1 2024117#")
     assert result.outcome == "advisor"
     assert len([e for e in result.events("gather") if e.party == "caller"]) == 2
+
+
+def test_three_wrong_case_numbers_reach_an_advisor_on_a_new_case(phone, desk,
+                                                                 desk_directory):
+    """PRODUCT: three failures route the caller to the general team, and every call
+    that reaches the service is logged on its case: a new one, as option 2's."""
+    make_available(desk, "A2")
+    result = phone.call(PAT, "1 2024999# 2024999# 2024999#")  # no such case
+    assert result.outcome == "advisor" and result.dialed == ["+16515550102"]
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+        case = db.get(Case, log.case_number)
+    assert log.answered_by == "A2"
+    assert case is not None and (case.district_id, case.status) == ("D100", "new")
+
+
+@pytest.mark.parametrize(("keys_", "heard"), [("6 0 0 0", "not one of the options"),
+                                              ("6", "did not receive a choice")])
+def test_three_misses_at_the_product_menu_reach_the_general_team_on_a_new_case(
+        phone, desk, desk_directory, keys_, heard):
+    """A verified contact who asked for add-on help is not hung up on after three wrong
+    keys (or silence) at the product menu: the general team, on a new case."""
+    make_available(desk, "A2")
+    result = phone.call(PAT, keys_)
+    assert result.outcome == "advisor", result.heard()[-2:]
+    assert result.dialed == ["+16515550102"]
+    assert heard in " ".join(result.heard()).lower()
+    run_jobs(desk)
+    with desk.session_factory() as db:
+        [log] = db.scalars(select(CallLog)).all()
+        assert log.case_number is not None and log.answered_by == "A2"
 
 
 def test_unknown_number_with_right_id_and_pin(phone, desk, desk_directory):

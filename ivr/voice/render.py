@@ -69,12 +69,15 @@ def _twiml(step: object, sid: str, advisor_id: str) -> VoiceResponse:  # noqa: C
         case menu.Goodbye():
             return twiml.goodbye(p, p.text("menu.goodbye"))
         case menu.Connect(decision=decision, case_closed=closed, case_not_found=not_found,
-                          to_owner=to_owner, case_not_entered=not_entered):
+                          to_owner=to_owner, case_not_entered=not_entered,
+                          product_missed=missed):
             # A closed case: the owner is promised only when the owner is the one rung.
             closed_text = closed and ("case.closed" if to_owner else "case.closed_to_next")
             before = _texts(closed_text, not_found and "case.not_found",
                             not_entered and "case.no_case_number",
-                            (not_found or not_entered) and "case.to_general")
+                            missed == "invalid" and "menu.invalid",
+                            missed == "silence" and "menu.no_choice",
+                            (not_found or not_entered or missed) and "case.to_general")
             return twiml.route(p, decision, sid, before)
         case cases.AskCase(after_hours=after_hours, not_found=not_found, attempt=attempt,
                            nothing_entered=not_entered):
