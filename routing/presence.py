@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis
 
+from config import hours
 from directory import keys
-from directory.catalog import GENERAL
+from directory.catalog import GENERAL, HOSTING
 from directory.scripts import as_hash, script
 from jobs.queues import CALLS_TO_LOG
 
@@ -274,6 +276,8 @@ _MAKE_AVAILABLE = _LUA_COMMON + r"""
 -- for at or after this time (ms) is not offered to them ("" = any)
 -- [26] "1" when the release ends a ring the advisor let go by with the caller still
 -- there (a missed ring), [27] the missed rings in a row that set them away
+-- [28] while the desk is closed, the one team whose callbacks are placed (hosting:
+-- the outage line is answered 24/7); "" while it is open (every team's)
 local id, expected, now = ARGV[6], ARGV[7], tonumber(ARGV[8])
 local lease_until, skip, explicit = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local overflow_before, all_teams = tonumber(ARGV[12]), ARGV[13]
@@ -385,11 +389,17 @@ local function rung_lately(sid)
   local at = redis.call("ZSCORE", ARGV[23] .. sid .. ARGV[24], id)
   return at and tonumber(at) >= rung_since
 end
+local function callback_waits_for_opening(team, sid)
+  -- A callback of a team closed now (a contact is not called back at night about a
+  -- case the desk serves in its hours): it keeps its place until the desk opens.
+  return ARGV[28] ~= "" and team ~= ARGV[28]
+    and redis.call("HGET", call_key(sid), "callback") == "1"
+end
 local function consider(team, overflow_only)
   local head = redis.call("ZRANGE", wait_key(team), 0, 2, "WITHSCORES")
   for i = 1, #head, 2 do
     local sid, score = head[i], tonumber(head[i + 1])
-    if sid ~= skip and not rung_lately(sid) then
+    if sid ~= skip and not rung_lately(sid) and not callback_waits_for_opening(team, sid) then
       local arrived = score % tonumber(ARGV[14])
       if (not overflow_only or arrived <= overflow_before)
          and (best_score == nil or score < best_score) then
@@ -767,6 +777,10 @@ def make_available(
     within that many ms (`keys.call_tried`) is passed over for the next in line.
     With `overflow_ms`, a general advisor also serves the head of any other
     team's queue once that caller has waited that long.
+    While the desk is closed (`config.hours.is_open` at `now_ms`), a callback of any
+    team but hosting's (the outage line is answered 24/7) is offered to nobody: it
+    keeps its place, and the callers behind it are offered as if it were not there;
+    from the opening, the reconciler's pass offers it (`offer_waiting_callers`).
     `missed_ring`: the release ends a ring the advisor let go by while the caller was
     still there; the `MISSED_RINGS_AWAY`-th in a row (none taken between) sets them
     offline, `away` "missed-rings", until they set a status themselves: "offline".
@@ -781,6 +795,7 @@ def make_available(
         "1" if offer_idle else "0", *keys.call_tried("{}").split("{}"),
         "" if not_rung_within_ms is None else now_ms - not_rung_within_ms,
         "1" if missed_ring else "0", MISSED_RINGS_AWAY,
+        "" if hours.is_open(datetime.fromtimestamp(now_ms / 1000, UTC)) else HOSTING,
     )
     return Release(outcome, value or None)
 

@@ -27,6 +27,7 @@ from routing.call_state import update_call
 from tests.conftest import BASE_URL, run_jobs
 from tests.test_callback_wrap_up import lakeview  # noqa: F401 - the fixture
 from tests.test_real_world import API, PAT, post
+from workers import reconciler
 from workers.set_aside import retry_set_aside_call_logs
 
 CHICAGO = ZoneInfo("America/Chicago")
@@ -319,3 +320,25 @@ def test_the_upgrade_keeps_a_callback_ringing_an_advisor_as_it_starts(
         a2_takes_the_callback_and_pat_answers(client, leg)
         run_jobs(desk)
     assert logs_of(desk, sid) == [("answered", "A2")]
+
+
+def test_a_callback_asked_for_before_closing_is_placed_at_the_opening_not_at_night(
+        desk, client, emulator):
+    """Pat asks for a callback at 17:50 Central; A2 comes on at 22:30 (a late shift, or
+    night duty): the desk is closed, so Pat's phone is not rung about a case at night,
+    and the callback keeps its place; at the opening (06:00) the reconciler places it."""
+    with time_machine.travel(datetime(2026, 11, 24, 17, 50, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        sid = asks_for_a_callback(client)
+        assert emulator.created_calls == []
+    with time_machine.travel(datetime(2026, 11, 24, 22, 30, tzinfo=CHICAGO), tick=True):
+        answer = client.put("/api/advisors/A2/status", json={"status": "available"},
+                            headers=API)
+        assert answer.get_json()["status"] == "available"
+        reconciler.reconcile()
+        assert emulator.created_calls == [], "Pat's callback placed at 22:30 Central"
+        queued = client.get("/api/queues", headers=API).get_json()["general"]
+        assert [caller["call_sid"] for caller in queued] == [sid]
+    with time_machine.travel(datetime(2026, 11, 25, 6, 0, 5, tzinfo=CHICAGO), tick=True):
+        reconciler.reconcile()
+        assert [leg.to for leg in emulator.created_calls] == ["+16515550102"]
